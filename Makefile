@@ -1,0 +1,75 @@
+# ebgand: build, set-up and test targets. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ORT_VERSION := 1.31.1
+ORT_DIR     := .cache/onnxruntime
+ORT_LIB     := $(ORT_DIR)/libonnxruntime.so
+FIXTURE_VENV := .venv/fixture
+PYTHON      ?= python3
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export ORT_DYLIB_PATH := $(abspath $(ORT_LIB))
+
+.PHONY: help setup setup-broker setup-ort setup-venv demo test lint unit doc fixture fixture-check bench clean-setup
+
+help: ## List targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: setup-broker setup-ort setup-venv ## Install what is missing (safe to re-run)
+
+setup-broker: ## Debian's mosquitto + mosquitto-clients (used by the tests)
+	@if [ -x /usr/sbin/mosquitto ] && command -v mosquitto_sub >/dev/null; then \
+	  echo "mosquitto: installed"; \
+	else \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients; \
+	fi
+
+setup-ort: $(ORT_LIB) ## ONNX Runtime C library from the onnxruntime==$(ORT_VERSION) wheel
+
+$(ORT_LIB):
+	@mkdir -p $(ORT_DIR)/wheel
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: -d $(ORT_DIR)/wheel onnxruntime==$(ORT_VERSION)
+	$(PYTHON) -c "import zipfile,glob,sys; w=glob.glob('$(ORT_DIR)/wheel/onnxruntime-$(ORT_VERSION)-*.whl')[0]; z=zipfile.ZipFile(w); [open('$(ORT_DIR)/'+n.rsplit('/',1)[1],'wb').write(z.read(n)) for n in z.namelist() if n.startswith('onnxruntime/capi/lib')]"
+	ln -sf libonnxruntime.so.$(ORT_VERSION) $(ORT_LIB)
+	@rm -rf $(ORT_DIR)/wheel
+	@echo "ONNX Runtime $(ORT_VERSION): $(ORT_LIB)"
+
+setup-venv: $(FIXTURE_VENV)/.installed ## Python venv for the model tooling
+
+$(FIXTURE_VENV)/.installed: models/fixture/requirements.txt
+	$(PYTHON) -m venv $(FIXTURE_VENV)
+	$(FIXTURE_VENV)/bin/pip install --quiet --disable-pip-version-check -r models/fixture/requirements.txt
+	@touch $@
+
+demo: setup-ort ## Run the daemon on an embedded broker with a simulated machine
+	cargo run --release --quiet -- demo
+
+test: setup lint unit doc fixture-check ## Everything CI runs: format, lints, all tests, docs, fixture reproducibility
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --locked -- -D warnings
+
+unit: setup-broker setup-ort ## cargo test (unit + integration against mosquitto and ONNX Runtime)
+	cargo test --locked
+
+doc:
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
+
+fixture: setup-venv ## Regenerate the committed fixture models
+	$(FIXTURE_VENV)/bin/python models/fixture/make_fixture.py --kind vibration --out models/vibration/fixture-1
+	$(FIXTURE_VENV)/bin/python models/fixture/make_fixture.py --kind multichannel --out models/multichannel/fixture-1
+
+fixture-check: setup-venv ## The committed fixtures are what the script makes (model bytes; manifest but its command line)
+	@tmp=$$(mktemp -d); \
+	for k in vibration multichannel; do \
+	  $(FIXTURE_VENV)/bin/python models/fixture/make_fixture.py --kind $$k --out $$tmp/$$k/fixture-1 >/dev/null; \
+	  cmp models/$$k/fixture-1/model.onnx $$tmp/$$k/fixture-1/model.onnx && \
+	  diff <(grep -v '^command' models/$$k/fixture-1/manifest.toml) <(grep -v '^command' $$tmp/$$k/fixture-1/manifest.toml) || { echo "fixture $$k differs from its script"; exit 1; }; \
+	done; rm -rf $$tmp; echo "fixtures reproduce byte for byte"
+
+bench: setup-broker setup-ort ## Throughput benchmark against the mosquitto_sub ceiling
+	cargo run --release --quiet --bin ebgand-bench
+
+clean-setup: ## Remove the downloaded library and venvs
+	rm -rf .cache .venv

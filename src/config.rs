@@ -1,0 +1,948 @@
+//! Configuration: built-in defaults, then a TOML file, then `EBGAND__SECTION__KEY` environment
+//! variables, validated into typed [`Settings`].
+//!
+//! [`RawConfig`] mirrors the file (serde, unknown keys refused). [`RawConfig::validate`] checks
+//! every value and reports *all* problems at once, so an operator fixes a config in one pass.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::mqtt::topic::TopicFilter;
+use crate::pipeline::decode::PayloadFormat;
+
+/// The documented default configuration (the repository's `config.toml`).
+pub const DOCUMENTED_CONFIG: &str = include_str!("../config.toml");
+
+/// Environment prefix: `EBGAND__MQTT__HOST` overrides `[mqtt] host`.
+pub const ENV_PREFIX: &str = "EBGAND";
+
+/// Errors from loading or validating configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file or environment could not be read or parsed.
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// The file named with `--config` does not exist.
+    #[error("config file {path} does not exist")]
+    Missing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// One or more values are invalid; every problem is listed.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// A secret string (a password) whose `Debug` and `Display` never show the value.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Creates a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret value; call only where it is handed to the library that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw (file) form
+// ---------------------------------------------------------------------------------------------
+
+/// The configuration as written in the file, before validation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Node name, reported in alerts. Empty means the host name.
+    pub node: String,
+    /// Broker connection.
+    pub mqtt: RawMqtt,
+    /// ONNX Runtime library and execution providers.
+    pub runtime: RawRuntime,
+    /// Model versions by model name.
+    pub models: BTreeMap<String, RawModel>,
+    /// Micro-batching and queue sizes.
+    pub scoring: RawScoring,
+    /// Default hysteresis for every stream.
+    pub detect: RawDetect,
+    /// Limits.
+    pub limits: RawLimits,
+    /// HTTP endpoints.
+    pub http: RawHttp,
+    /// Logging.
+    pub log: RawLog,
+    /// Shutdown.
+    pub shutdown: RawShutdown,
+    /// Sensor streams.
+    pub streams: Vec<RawStream>,
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMqtt {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client id; stable across restarts so the broker keeps the session.
+    pub client_id: String,
+    /// Topic prefix for everything ebgand publishes.
+    pub prefix: String,
+    /// Keep-alive interval, seconds.
+    pub keep_alive_s: u64,
+    /// Username (empty: none).
+    pub username: String,
+    /// Password (empty: none).
+    pub password: Secret,
+    /// First reconnect delay, milliseconds.
+    pub reconnect_min_ms: u64,
+    /// Largest reconnect delay, milliseconds.
+    pub reconnect_max_ms: u64,
+    /// Unacknowledged QoS 1 publishes in flight toward the broker.
+    pub inflight: u16,
+    /// Publish every window's energy on `{prefix}/energy/{stream}`.
+    pub publish_energy: bool,
+    /// QoS of energy telemetry (0 or 1).
+    pub energy_qos: u8,
+    /// Largest MQTT packet accepted, bytes.
+    pub max_packet_bytes: usize,
+}
+
+impl Default for RawMqtt {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: String::new(),
+            prefix: "ebgand".into(),
+            keep_alive_s: 30,
+            username: String::new(),
+            password: Secret::default(),
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 30_000,
+            inflight: 100,
+            publish_energy: false,
+            energy_qos: 0,
+            max_packet_bytes: 1 << 20,
+        }
+    }
+}
+
+/// `[runtime]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRuntime {
+    /// Path of `libonnxruntime.so` (empty: `ORT_DYLIB_PATH`, then the `make setup` cache).
+    pub library: String,
+    /// Execution providers in order of preference.
+    pub providers: Vec<String>,
+    /// Intra-op threads per session.
+    pub intra_threads: usize,
+    /// CUDA / TensorRT device id.
+    pub device_id: i32,
+    /// TensorRT engine cache directory (empty: no cache).
+    pub tensorrt_engine_cache: String,
+    /// Allow FP16 in TensorRT.
+    pub tensorrt_fp16: bool,
+}
+
+impl Default for RawRuntime {
+    fn default() -> Self {
+        Self {
+            library: String::new(),
+            providers: vec!["cpu".into()],
+            intra_threads: 1,
+            device_id: 0,
+            tensorrt_engine_cache: String::new(),
+            tensorrt_fp16: true,
+        }
+    }
+}
+
+/// `[models.NAME]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// A model version folder (`model.onnx` + `manifest.toml`).
+    pub path: String,
+}
+
+/// `[scoring]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawScoring {
+    /// Most windows in one inference call.
+    pub max_batch: usize,
+    /// Longest a window waits for its batch to fill, microseconds.
+    pub max_wait_us: u64,
+    /// Windows queued between ingest and the batcher, per model.
+    pub queue_windows: usize,
+}
+
+impl Default for RawScoring {
+    fn default() -> Self {
+        Self {
+            max_batch: 64,
+            max_wait_us: 2_000,
+            queue_windows: 4_096,
+        }
+    }
+}
+
+/// `[detect]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDetect {
+    /// Consecutive windows above threshold that raise an alert.
+    pub raise_after: u32,
+    /// Consecutive windows below threshold that clear it.
+    pub clear_after: u32,
+}
+
+impl Default for RawDetect {
+    fn default() -> Self {
+        Self {
+            raise_after: 3,
+            clear_after: 5,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Most distinct streams tracked; messages for further streams are refused and counted.
+    pub max_streams: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_streams: 10_000,
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    /// Listen address for `/metrics`, `/healthz`, `/readyz` (empty: disabled).
+    pub listen: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9898".into(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// `auto` (plain on a terminal, JSON otherwise), `plain` or `json`.
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "auto".into(),
+        }
+    }
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawShutdown {
+    /// Longest the drain may take on SIGTERM, milliseconds.
+    pub grace_ms: u64,
+}
+
+impl Default for RawShutdown {
+    fn default() -> Self {
+        Self { grace_ms: 10_000 }
+    }
+}
+
+/// `[[streams]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStream {
+    /// Stream name; prefix of the stream ids it yields.
+    pub name: String,
+    /// MQTT topic filter (`+` and `#` allowed).
+    pub topic: String,
+    /// Model name (a key of `[models]`).
+    pub model: String,
+    /// Payload format: `number`, `array`, `object` or `f32le`.
+    pub format: String,
+    /// For `object`: the fields, one channel each, in order.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// For `object`: the field holding the sample's timestamp (optional).
+    #[serde(default)]
+    pub timestamp_field: String,
+    /// Channels per sample.
+    #[serde(default = "one")]
+    pub channels: usize,
+    /// Window length in samples.
+    pub window: usize,
+    /// Hop between windows in samples (default: the window, no overlap).
+    #[serde(default)]
+    pub hop: Option<usize>,
+    /// Threshold override (default: the model's calibrated threshold).
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// Hysteresis override.
+    #[serde(default)]
+    pub raise_after: Option<u32>,
+    /// Hysteresis override.
+    #[serde(default)]
+    pub clear_after: Option<u32>,
+}
+
+const fn one() -> usize {
+    1
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed (validated) form
+// ---------------------------------------------------------------------------------------------
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Node name in alerts.
+    pub node: String,
+    /// Broker connection.
+    pub mqtt: MqttSettings,
+    /// ONNX Runtime.
+    pub runtime: RuntimeSettings,
+    /// Model version folders by model name.
+    pub models: BTreeMap<String, PathBuf>,
+    /// Batching.
+    pub scoring: ScoringSettings,
+    /// Streams.
+    pub streams: Vec<StreamSettings>,
+    /// Most distinct streams.
+    pub max_streams: usize,
+    /// HTTP listen address.
+    pub http_listen: Option<SocketAddr>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Drain deadline.
+    pub shutdown_grace: Duration,
+}
+
+/// Broker settings.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Client id of the ingest connection (the publisher adds `-pub`).
+    pub client_id: String,
+    /// Prefix of published topics.
+    pub prefix: String,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Username and password, both or neither.
+    pub credentials: Option<(String, Secret)>,
+    /// Reconnect backoff floor.
+    pub reconnect_min: Duration,
+    /// Reconnect backoff cap.
+    pub reconnect_max: Duration,
+    /// Outgoing QoS 1 in flight.
+    pub inflight: u16,
+    /// Energy telemetry on/off.
+    pub publish_energy: bool,
+    /// Energy telemetry QoS.
+    pub energy_qos: rumqttc::QoS,
+    /// Largest packet.
+    pub max_packet_bytes: usize,
+}
+
+/// An execution provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// NVIDIA TensorRT.
+    TensorRt,
+    /// NVIDIA CUDA.
+    Cuda,
+    /// CPU (always available).
+    Cpu,
+}
+
+impl Provider {
+    /// Name as written in config and shown in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TensorRt => "tensorrt",
+            Self::Cuda => "cuda",
+            Self::Cpu => "cpu",
+        }
+    }
+}
+
+/// ONNX Runtime settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// Library path, if configured.
+    pub library: Option<PathBuf>,
+    /// Providers in order; CPU is appended when missing, as the last resort.
+    pub providers: Vec<Provider>,
+    /// Intra-op threads.
+    pub intra_threads: usize,
+    /// GPU device id.
+    pub device_id: i32,
+    /// TensorRT engine cache.
+    pub tensorrt_engine_cache: Option<PathBuf>,
+    /// TensorRT FP16.
+    pub tensorrt_fp16: bool,
+}
+
+/// Batching settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoringSettings {
+    /// Batch cap.
+    pub max_batch: NonZeroUsize,
+    /// Batch wait cap.
+    pub max_wait: Duration,
+    /// Window queue capacity per model.
+    pub queue_windows: NonZeroUsize,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Plain on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable.
+    Plain,
+    /// JSON lines.
+    Json,
+}
+
+/// One configured stream (a topic filter; each matching topic is a stream instance).
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// Name.
+    pub name: String,
+    /// Filter.
+    pub topic: TopicFilter,
+    /// Model name.
+    pub model: String,
+    /// Payload format.
+    pub format: PayloadFormat,
+    /// Channels.
+    pub channels: NonZeroUsize,
+    /// Window length.
+    pub window: NonZeroUsize,
+    /// Hop.
+    pub hop: NonZeroUsize,
+    /// Threshold override.
+    pub threshold: Option<f32>,
+    /// Raise after k windows above.
+    pub raise_after: u32,
+    /// Clear after j windows below.
+    pub clear_after: u32,
+}
+
+impl RawConfig {
+    /// Loads defaults, then `file` (if any), then `EBGAND__*` variables from `env` (the process
+    /// environment when `None`).
+    ///
+    /// # Errors
+    /// [`ConfigError::Missing`] when `file` does not exist, [`ConfigError::Load`] when a source
+    /// does not parse or holds an unknown key.
+    pub fn load(
+        file: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Missing {
+                    path: path.to_path_buf(),
+                });
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(env);
+        let built = builder.add_source(environment).build()?;
+        Ok(built.try_deserialize()?)
+    }
+
+    /// Parses a TOML string (no environment); used for the documented config and tests.
+    ///
+    /// # Errors
+    /// [`ConfigError::Load`] when it does not parse.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?;
+        Ok(built.try_deserialize()?)
+    }
+
+    /// Checks every value and returns typed settings, or every problem found.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] listing each bad value with its key.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let mut errs: Vec<String> = Vec::new();
+        let m = &self.mqtt;
+        if m.host.trim().is_empty() {
+            errs.push("mqtt.host: must not be empty".into());
+        }
+        if m.port == 0 {
+            errs.push("mqtt.port: must be 1-65535".into());
+        }
+        if m.prefix.is_empty() || m.prefix.contains(['+', '#']) || m.prefix.ends_with('/') {
+            errs.push(format!(
+                "mqtt.prefix: {:?} must be non-empty, without wildcards or a trailing '/'",
+                m.prefix
+            ));
+        }
+        if m.keep_alive_s < 5 {
+            errs.push(format!(
+                "mqtt.keep_alive_s: {} is below the minimum of 5",
+                m.keep_alive_s
+            ));
+        }
+        if m.username.is_empty() != m.password.expose().is_empty() {
+            errs.push("mqtt.username / mqtt.password: give both or neither".into());
+        }
+        if m.reconnect_min_ms == 0 || m.reconnect_min_ms > m.reconnect_max_ms {
+            errs.push(format!(
+                "mqtt.reconnect_min_ms: {} must be > 0 and <= reconnect_max_ms ({})",
+                m.reconnect_min_ms, m.reconnect_max_ms
+            ));
+        }
+        if m.inflight == 0 {
+            errs.push("mqtt.inflight: must be at least 1".into());
+        }
+        let energy_qos = match m.energy_qos {
+            0 => rumqttc::QoS::AtMostOnce,
+            1 => rumqttc::QoS::AtLeastOnce,
+            q => {
+                errs.push(format!("mqtt.energy_qos: {q} must be 0 or 1"));
+                rumqttc::QoS::AtMostOnce
+            }
+        };
+        if m.max_packet_bytes < 1024 {
+            errs.push("mqtt.max_packet_bytes: must be at least 1024".into());
+        }
+        let node = if self.node.trim().is_empty() {
+            default_node()
+        } else {
+            self.node.clone()
+        };
+        let client_id = if m.client_id.is_empty() {
+            format!("ebgand-{node}")
+        } else {
+            m.client_id.clone()
+        };
+        if client_id.len() > 23 * 4 {
+            errs.push(format!("mqtt.client_id: {client_id:?} is too long"));
+        }
+
+        let r = &self.runtime;
+        let mut providers = Vec::new();
+        for p in &r.providers {
+            match p.as_str() {
+                "tensorrt" => providers.push(Provider::TensorRt),
+                "cuda" => providers.push(Provider::Cuda),
+                "cpu" => providers.push(Provider::Cpu),
+                other => errs.push(format!(
+                    "runtime.providers: unknown provider {other:?} (known: tensorrt, cuda, cpu)"
+                )),
+            }
+        }
+        if !providers.contains(&Provider::Cpu) {
+            providers.push(Provider::Cpu);
+        }
+        if r.intra_threads == 0 {
+            errs.push("runtime.intra_threads: must be at least 1".into());
+        }
+
+        let mut models = BTreeMap::new();
+        for (name, model) in &self.models {
+            if model.path.trim().is_empty() {
+                errs.push(format!("models.{name}.path: must not be empty"));
+            }
+            models.insert(name.clone(), PathBuf::from(&model.path));
+        }
+
+        let s = &self.scoring;
+        let max_batch = NonZeroUsize::new(s.max_batch);
+        if max_batch.is_none() {
+            errs.push("scoring.max_batch: must be at least 1".into());
+        }
+        let queue_windows = NonZeroUsize::new(s.queue_windows);
+        if queue_windows.is_none() {
+            errs.push("scoring.queue_windows: must be at least 1".into());
+        }
+        if self.detect.raise_after == 0 || self.detect.clear_after == 0 {
+            errs.push("detect.raise_after / detect.clear_after: must be at least 1".into());
+        }
+
+        let mut streams = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        if self.streams.is_empty() {
+            errs.push("streams: no [[streams]] configured; nothing to score".into());
+        }
+        for (i, st) in self.streams.iter().enumerate() {
+            let at = format!("streams[{i}] ({})", st.name);
+            if let Some(s) = validate_stream(st, &at, &self.detect, &models, &mut errs) {
+                if !names.insert(s.name.clone()) {
+                    errs.push(format!("{at}.name: duplicate stream name"));
+                }
+                streams.push(s);
+            }
+        }
+
+        let http_listen = if self.http.listen.trim().is_empty() {
+            None
+        } else {
+            match self.http.listen.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    errs.push(format!("http.listen: {:?}: {e}", self.http.listen));
+                    None
+                }
+            }
+        };
+        let log_format = match self.log.format.as_str() {
+            "auto" => LogFormat::Auto,
+            "plain" => LogFormat::Plain,
+            "json" => LogFormat::Json,
+            other => {
+                errs.push(format!("log.format: {other:?} must be auto, plain or json"));
+                LogFormat::Auto
+            }
+        };
+        if self.limits.max_streams == 0 {
+            errs.push("limits.max_streams: must be at least 1".into());
+        }
+
+        match (errs.is_empty(), max_batch, queue_windows) {
+            (true, Some(max_batch), Some(queue_windows)) => Ok(Settings {
+                node,
+                mqtt: MqttSettings {
+                    host: m.host.clone(),
+                    port: m.port,
+                    client_id,
+                    prefix: m.prefix.clone(),
+                    keep_alive: Duration::from_secs(m.keep_alive_s),
+                    credentials: (!m.username.is_empty())
+                        .then(|| (m.username.clone(), m.password.clone())),
+                    reconnect_min: Duration::from_millis(m.reconnect_min_ms),
+                    reconnect_max: Duration::from_millis(m.reconnect_max_ms),
+                    inflight: m.inflight,
+                    publish_energy: m.publish_energy,
+                    energy_qos,
+                    max_packet_bytes: m.max_packet_bytes,
+                },
+                runtime: RuntimeSettings {
+                    library: (!r.library.is_empty()).then(|| PathBuf::from(&r.library)),
+                    providers,
+                    intra_threads: r.intra_threads,
+                    device_id: r.device_id,
+                    tensorrt_engine_cache: (!r.tensorrt_engine_cache.is_empty())
+                        .then(|| PathBuf::from(&r.tensorrt_engine_cache)),
+                    tensorrt_fp16: r.tensorrt_fp16,
+                },
+                models,
+                scoring: ScoringSettings {
+                    max_batch,
+                    max_wait: Duration::from_micros(s.max_wait_us),
+                    queue_windows,
+                },
+                streams,
+                max_streams: self.limits.max_streams,
+                http_listen,
+                log_format,
+                shutdown_grace: Duration::from_millis(self.shutdown.grace_ms),
+            }),
+            _ => Err(ConfigError::Invalid(errs)),
+        }
+    }
+}
+
+fn validate_stream(
+    st: &RawStream,
+    at: &str,
+    detect: &RawDetect,
+    models: &BTreeMap<String, PathBuf>,
+    errs: &mut Vec<String>,
+) -> Option<StreamSettings> {
+    let before = errs.len();
+    if st.name.is_empty() || st.name.contains(['+', '#', '/']) {
+        errs.push(format!(
+            "{at}.name: must be non-empty, without '/', '+' or '#'"
+        ));
+    }
+    let topic = match TopicFilter::parse(&st.topic) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errs.push(format!("{at}.topic: {e}"));
+            None
+        }
+    };
+    if !models.contains_key(&st.model) {
+        errs.push(format!(
+            "{at}.model: {:?} is not a key of [models] (known: {})",
+            st.model,
+            models.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let channels = NonZeroUsize::new(st.channels);
+    if channels.is_none() {
+        errs.push(format!("{at}.channels: must be at least 1"));
+    }
+    let format = match st.format.as_str() {
+        "number" => {
+            if st.channels != 1 {
+                errs.push(format!(
+                    "{at}.channels: format \"number\" carries one channel"
+                ));
+            }
+            Some(PayloadFormat::Number)
+        }
+        "array" => Some(PayloadFormat::Array),
+        "f32le" => Some(PayloadFormat::F32Le),
+        "object" => {
+            if st.fields.is_empty() {
+                errs.push(format!(
+                    "{at}.fields: format \"object\" needs the list of fields"
+                ));
+            } else if st.fields.len() != st.channels {
+                errs.push(format!(
+                    "{at}.channels: {} but {} fields are listed (one channel per field)",
+                    st.channels,
+                    st.fields.len()
+                ));
+            }
+            let ts = (!st.timestamp_field.is_empty()).then(|| st.timestamp_field.clone());
+            Some(PayloadFormat::Object {
+                fields: st.fields.clone(),
+                timestamp_field: ts,
+            })
+        }
+        other => {
+            errs.push(format!(
+                "{at}.format: unknown format {other:?} (known: number, array, object, f32le)"
+            ));
+            None
+        }
+    };
+    if st.format != "object" && (!st.fields.is_empty() || !st.timestamp_field.is_empty()) {
+        errs.push(format!(
+            "{at}.fields / timestamp_field: only for format \"object\""
+        ));
+    }
+    let window = NonZeroUsize::new(st.window);
+    if window.is_none() {
+        errs.push(format!("{at}.window: must be at least 1"));
+    }
+    let hop = NonZeroUsize::new(st.hop.unwrap_or(st.window));
+    match (hop, window) {
+        (None, _) => errs.push(format!("{at}.hop: must be at least 1")),
+        (Some(h), Some(w)) if h > w => errs.push(format!(
+            "{at}.hop: {h} exceeds the window ({w}); samples between windows would never be scored"
+        )),
+        _ => {}
+    }
+    if let Some(t) = st.threshold
+        && !(t.is_finite() && t > 0.0)
+    {
+        errs.push(format!(
+            "{at}.threshold: {t} must be a positive finite number"
+        ));
+    }
+    let raise_after = st.raise_after.unwrap_or(detect.raise_after);
+    let clear_after = st.clear_after.unwrap_or(detect.clear_after);
+    if raise_after == 0 || clear_after == 0 {
+        errs.push(format!(
+            "{at}.raise_after / clear_after: must be at least 1"
+        ));
+    }
+    if errs.len() != before {
+        return None;
+    }
+    Some(StreamSettings {
+        name: st.name.clone(),
+        topic: topic?,
+        model: st.model.clone(),
+        format: format?,
+        channels: channels?,
+        window: window?,
+        hop: hop?,
+        threshold: st.threshold,
+        raise_after,
+        clear_after,
+    })
+}
+
+fn default_node() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "edge".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn documented_config_is_valid_and_matches_builtin_defaults() {
+        let doc = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
+        let settings = doc.validate().unwrap();
+        assert!(!settings.streams.is_empty());
+        // Every scalar the documented file sets must equal the built-in default, so that the
+        // file documents the defaults truthfully.
+        let d = RawConfig::default();
+        assert_eq!(format!("{:?}", doc.mqtt), format!("{:?}", d.mqtt));
+        assert_eq!(format!("{:?}", doc.runtime), format!("{:?}", d.runtime));
+        assert_eq!(format!("{:?}", doc.scoring), format!("{:?}", d.scoring));
+        assert_eq!(format!("{:?}", doc.detect), format!("{:?}", d.detect));
+        assert_eq!(format!("{:?}", doc.limits), format!("{:?}", d.limits));
+        assert_eq!(format!("{:?}", doc.http), format!("{:?}", d.http));
+        assert_eq!(format!("{:?}", doc.shutdown), format!("{:?}", d.shutdown));
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, DOCUMENTED_CONFIG).unwrap();
+        let raw = RawConfig::load(
+            Some(&path),
+            env(&[
+                ("EBGAND__MQTT__HOST", "broker.local"),
+                ("EBGAND__MQTT__PORT", "2883"),
+            ]),
+        )
+        .unwrap();
+        let s = raw.validate().unwrap();
+        assert_eq!(s.mqtt.host, "broker.local");
+        assert_eq!(s.mqtt.port, 2883);
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let err = RawConfig::from_toml("[mqtt]\nhots = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("hots"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = RawConfig::load(Some(Path::new("/nonexistent/e.toml")), env(&[])).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing { .. }));
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let text = r#"
+            [mqtt]
+            port = 0
+            prefix = "a/#"
+            username = "u"
+            reconnect_min_ms = 0
+            energy_qos = 2
+            [runtime]
+            providers = ["tpu"]
+            [scoring]
+            max_batch = 0
+            [models.m]
+            path = "x"
+            [[streams]]
+            name = "s"
+            topic = "a/#/b"
+            model = "nope"
+            format = "object"
+            channels = 2
+            window = 4
+            hop = 8
+            threshold = -1.0
+        "#;
+        let err = RawConfig::from_toml(text).unwrap().validate().unwrap_err();
+        let ConfigError::Invalid(list) = err else {
+            panic!("expected Invalid")
+        };
+        let all = list.join("\n");
+        for key in [
+            "mqtt.port",
+            "mqtt.prefix",
+            "mqtt.username",
+            "mqtt.reconnect_min_ms",
+            "mqtt.energy_qos",
+            "runtime.providers",
+            "scoring.max_batch",
+            ".topic",
+            ".model",
+            ".fields",
+            ".hop",
+            ".threshold",
+        ] {
+            assert!(all.contains(key), "missing {key} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let raw =
+            RawConfig::from_toml("[mqtt]\nusername = \"u\"\npassword = \"hunter2\"\n").unwrap();
+        assert!(!format!("{raw:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn cpu_is_always_the_last_resort() {
+        let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
+        raw.runtime.providers = vec!["tensorrt".into(), "cuda".into()];
+        let s = raw.validate().unwrap();
+        assert_eq!(
+            s.runtime.providers,
+            vec![Provider::TensorRt, Provider::Cuda, Provider::Cpu]
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! `ebgand demo`: an embedded MQTT broker on loopback, a simulated machine that publishes a
+//! healthy vibration signal and then a bearing fault, the daemon itself, and a console view of
+//! energy against threshold with the alert events as they happen.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use tokio::sync::mpsc;
+
+use crate::config::{DOCUMENTED_CONFIG, RawConfig};
+use crate::signal::Signal;
+use crate::telemetry::Metrics;
+
+/// The served default model, embedded so the demo runs from anywhere.
+const MODEL_ONNX: &[u8] = include_bytes!("../models/vibration/fixture-1/model.onnx");
+const MODEL_MANIFEST: &str = include_str!("../models/vibration/fixture-1/manifest.toml");
+
+/// Arguments of `ebgand demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Broker port on 127.0.0.1 (0: a free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Seconds of healthy signal before the fault.
+    #[arg(long, default_value_t = 10.0)]
+    pub healthy_s: f64,
+    /// Seconds of fault.
+    #[arg(long, default_value_t = 6.0)]
+    pub fault_s: f64,
+    /// Seconds of healthy signal after the fault.
+    #[arg(long, default_value_t = 6.0)]
+    pub recovery_s: f64,
+    /// Playback speed (1 = real time at 1 kHz).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+}
+
+/// The simulated machine: the healthy vibration the default model was fitted on, and a
+/// bearing fault (a 160 Hz defect tone plus periodic impacts).
+pub mod sim {
+    use std::f64::consts::TAU;
+
+    /// Sample rate, Hz.
+    pub const RATE: f64 = 1000.0;
+
+    /// A vibration source with continuous phase.
+    #[derive(Debug)]
+    pub struct Machine {
+        t: u64,
+        rng: fastrand::Rng,
+    }
+
+    impl Machine {
+        /// A machine with a seeded noise source.
+        pub fn new(seed: u64) -> Self {
+            Self {
+                t: 0,
+                rng: fastrand::Rng::with_seed(seed),
+            }
+        }
+
+        fn gauss(&mut self) -> f64 {
+            // Box-Muller; 1 - f64() keeps the log argument in (0, 1].
+            let (u, v) = (1.0 - self.rng.f64(), self.rng.f64());
+            (-2.0 * u.ln()).sqrt() * (TAU * v).cos()
+        }
+
+        /// The next `n` samples; `fault` adds the bearing defect.
+        pub fn samples(&mut self, n: usize, fault: bool) -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    let t = self.t as f64 / RATE;
+                    self.t += 1;
+                    let mut x = 1.0
+                        + 0.5 * (TAU * 50.0 * t).sin()
+                        + 0.2 * (TAU * 100.0 * t + 1.0).sin()
+                        + 0.05 * self.gauss();
+                    if fault {
+                        x += 0.4 * (TAU * 160.0 * t).sin();
+                        if self.t.is_multiple_of(37) {
+                            x += 3.0;
+                        }
+                    }
+                    x as f32
+                })
+                .collect()
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+///
+/// # Errors
+/// When no port can be bound.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts an embedded rumqttd broker on `127.0.0.1:port` in its own threads.
+///
+/// # Errors
+/// When the broker thread cannot be spawned.
+pub fn start_embedded_broker(port: u16) -> anyhow::Result<()> {
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let server = rumqttd::ServerSettings {
+        name: "demo".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: rumqttd::ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: 1 << 20,
+            max_inflight_count: 200,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 64,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 16 << 20,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        v4: Some([("demo".to_string(), server)].into_iter().collect()),
+        ..Default::default()
+    };
+    std::thread::Builder::new()
+        .name("embedded-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "Embedded broker stopped.");
+            }
+        })?;
+    Ok(())
+}
+
+/// Runs the demo.
+///
+/// # Errors
+/// When the broker, the model or the daemon cannot start.
+pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(demo(args.clone()))
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let port = if args.port == 0 {
+        free_port()?
+    } else {
+        args.port
+    };
+    start_embedded_broker(port)?;
+    let model_dir = tempfile_dir()?;
+    std::fs::write(model_dir.join("model.onnx"), MODEL_ONNX)?;
+    std::fs::write(model_dir.join("manifest.toml"), MODEL_MANIFEST)?;
+
+    let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG)?;
+    raw.node = "demo".into();
+    raw.mqtt.port = port;
+    raw.mqtt.publish_energy = true;
+    raw.http.listen = String::new();
+    raw.shutdown.grace_ms = 5_000;
+    if let Some(m) = raw.models.get_mut("vibration") {
+        m.path = model_dir.display().to_string();
+    }
+    // Environment overrides still apply (EBGAND__RUNTIME__LIBRARY, ...).
+    let env = RawConfig::load(None, None).ok();
+    if let Some(env) = env.filter(|e| !e.runtime.library.is_empty()) {
+        raw.runtime.library = env.runtime.library;
+    }
+    let settings = raw.validate()?;
+    let prefix = settings.mqtt.prefix.clone();
+
+    println_flush(&format!(
+        "\nebgand demo: embedded MQTT broker on 127.0.0.1:{port}\n\
+         From another terminal:  mosquitto_sub -h 127.0.0.1 -p {port} -t '{prefix}/#' -v\n\
+         Topics: {prefix}/alerts/<stream> (raise/clear), {prefix}/state/<stream> (retained), \
+         {prefix}/energy/<stream>, {prefix}/status\n\
+         Machine: sensors/machine-1/vibration, healthy {:.0} s, bearing fault {:.0} s, healthy {:.0} s\n",
+        args.healthy_s, args.fault_s, args.recovery_s
+    ));
+
+    let metrics = Arc::new(Metrics::new());
+    let (sig_tx, sig_rx) = mpsc::channel(4);
+    let daemon = tokio::spawn(crate::run(settings, sig_rx, metrics.clone()));
+
+    let console = tokio::spawn(console(port, prefix.clone()));
+    let machine = simulate(port, &args);
+    tokio::select! {
+        r = machine => r?,
+        _ = tokio::signal::ctrl_c() => println_flush("\ninterrupted"),
+    }
+    // Let the last windows travel before draining.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if sig_tx.send(Signal::Shutdown).await.is_err() {
+        println_flush("the daemon had already stopped");
+    }
+    daemon.await.context("daemon task")??;
+    console.abort();
+    let text = metrics.encode();
+    let raised = sum_labelled(&text, "ebgand_alerts_total", "raised");
+    let cleared = sum_labelled(&text, "ebgand_alerts_total", "cleared");
+    println_flush(&format!(
+        "\ndone: {} windows scored, {raised} alert(s) raised, {cleared} cleared",
+        metrics.windows_scored_total()
+    ));
+    if let Err(e) = std::fs::remove_dir_all(&model_dir) {
+        tracing::warn!(dir = %model_dir.display(), error = %e, "Cannot remove the demo's model copy.");
+    }
+    Ok(())
+}
+
+fn sum_labelled(text: &str, name: &str, label: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(&format!("\"{label}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("ebgand-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[allow(clippy::print_stdout)]
+fn println_flush(s: &str) {
+    println!("{s}");
+    // A console that cannot be flushed has nowhere to report that either.
+    std::io::stdout().flush().ok();
+}
+
+async fn simulate(port: u16, args: &DemoArgs) -> anyhow::Result<()> {
+    let mut opts = MqttOptions::new("ebgand-demo-machine", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    // The embedded broker may still be starting: keep polling through connection errors.
+    let pump = tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let mut machine = sim::Machine::new(1);
+    const CHUNK: usize = 32;
+    let period = Duration::from_secs_f64(CHUNK as f64 / sim::RATE / args.speed.max(0.01));
+    let phases = [
+        (args.healthy_s, false),
+        (args.fault_s, true),
+        (args.recovery_s, false),
+    ];
+    let mut tick = tokio::time::interval(period);
+    for (seconds, fault) in phases {
+        let chunks = (seconds * sim::RATE / CHUNK as f64).round() as usize;
+        if fault {
+            println_flush(">>> machine: bearing fault starts");
+        }
+        for _ in 0..chunks {
+            tick.tick().await;
+            let payload = serde_json::to_vec(&machine.samples(CHUNK, fault))?;
+            client
+                .publish(
+                    "sensors/machine-1/vibration",
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .await?;
+        }
+        if fault {
+            println_flush(">>> machine: fault repaired");
+        }
+    }
+    client.disconnect().await.ok();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pump.abort();
+    Ok(())
+}
+
+async fn console(port: u16, prefix: String) {
+    let mut opts = MqttOptions::new("ebgand-demo-console", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    if client
+        .subscribe(format!("{prefix}/#"), QoS::AtLeastOnce)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut n = 0u64;
+    loop {
+        let Ok(ev) = eventloop.poll().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Event::Incoming(Incoming::Publish(p)) = ev else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
+            continue;
+        };
+        if p.topic.starts_with(&format!("{prefix}/energy/")) {
+            n += 1;
+            let (e, t) = (
+                v["energy"].as_f64().unwrap_or(0.0),
+                v["threshold"].as_f64().unwrap_or(1.0),
+            );
+            // Every 4th window keeps the screen readable at 15 windows/s.
+            if n.is_multiple_of(4) || v["anomalous"] == true {
+                println_flush(&bar(
+                    v["seq"].as_u64().unwrap_or(0),
+                    e,
+                    t,
+                    v["state"].as_str().unwrap_or(""),
+                ));
+            }
+        } else if p.topic.starts_with(&format!("{prefix}/alerts/")) {
+            println_flush(&format!(
+                "*** ALERT {}: {}",
+                v["state"].as_str().unwrap_or("?").to_uppercase(),
+                v
+            ));
+        }
+    }
+}
+
+/// One console line: a log-scale bar of energy with the threshold marked.
+fn bar(seq: u64, energy: f64, threshold: f64, state: &str) -> String {
+    const WIDTH: usize = 40;
+    // Log scale from threshold/10 to threshold*1000; the threshold sits at a quarter.
+    let pos = |x: f64| -> usize {
+        let r = ((x.max(1e-12) / (threshold / 10.0)).log10() / 4.0).clamp(0.0, 1.0);
+        (r * WIDTH as f64).round() as usize
+    };
+    let (p, tp) = (pos(energy), pos(threshold));
+    let line: String = (0..WIDTH)
+        .map(|i| {
+            if i == tp {
+                '|'
+            } else if i < p {
+                '#'
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    format!("window {seq:>5} [{line}] energy {energy:>9.4} threshold {threshold:.4} {state}")
+}
+
+/// The path of the committed default model, for tests and docs.
+pub fn default_model_dir() -> &'static Path {
+    Path::new("models/vibration/fixture-1")
+}

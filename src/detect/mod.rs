@@ -1,0 +1,335 @@
+//! Detection: threshold and hysteresis per stream, and the events they produce. Pure logic: no
+//! I/O, no clock reads.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::pipeline::{Mark, RawWindow};
+
+/// The alert state of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// No alert.
+    Normal,
+    /// Alert raised and not yet cleared.
+    Raised,
+}
+
+/// A state change: the alert was raised or cleared by this window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transition {
+    /// `raise_after` consecutive windows above threshold.
+    Raised,
+    /// `clear_after` consecutive windows at or below threshold while raised.
+    Cleared,
+}
+
+impl Transition {
+    /// `raised` or `cleared`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raised => "raised",
+            Self::Cleared => "cleared",
+        }
+    }
+}
+
+/// Hysteresis parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hysteresis {
+    /// k: consecutive windows above threshold that raise.
+    pub raise_after: u32,
+    /// j: consecutive windows at or below threshold that clear.
+    pub clear_after: u32,
+}
+
+/// What the detect stage needs to know about a stream instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamInfo {
+    /// Stream id (`name/<captured topic levels>`).
+    pub id: String,
+    /// Threshold override; `None` uses the model's calibrated one.
+    pub threshold: Option<f32>,
+    /// Hysteresis.
+    pub hysteresis: Hysteresis,
+}
+
+/// Whether `energy` is over `threshold`. A non-finite energy counts as anomalous: a model that
+/// returns NaN for a window must not hide a fault.
+pub fn is_anomalous(energy: f32, threshold: f32) -> bool {
+    !energy.is_finite() || energy > threshold
+}
+
+/// One stream's hysteresis state machine: raise once after k windows above, clear once after j
+/// below.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    hysteresis: Hysteresis,
+    state: AlertState,
+    run: u32,
+}
+
+impl Detector {
+    /// A detector in the normal state.
+    pub fn new(hysteresis: Hysteresis) -> Self {
+        Self {
+            hysteresis,
+            state: AlertState::Normal,
+            run: 0,
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> AlertState {
+        self.state
+    }
+
+    /// Feeds one window's verdict; returns the transition it caused, if any.
+    pub fn observe(&mut self, anomalous: bool) -> Option<Transition> {
+        let (continues_run, limit, next, transition) = match self.state {
+            AlertState::Normal => (
+                anomalous,
+                self.hysteresis.raise_after,
+                AlertState::Raised,
+                Transition::Raised,
+            ),
+            AlertState::Raised => (
+                !anomalous,
+                self.hysteresis.clear_after,
+                AlertState::Normal,
+                Transition::Cleared,
+            ),
+        };
+        self.run = if continues_run { self.run + 1 } else { 0 };
+        if self.run >= limit {
+            self.state = next;
+            self.run = 0;
+            return Some(transition);
+        }
+        None
+    }
+}
+
+/// Model identity as it appears in events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelRef {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+}
+
+/// The outcome for one scored window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    /// Stream id.
+    pub stream: String,
+    /// Window number in the stream.
+    pub seq: u64,
+    /// First sample.
+    pub start: Mark,
+    /// Last sample.
+    pub end: Mark,
+    /// Energy.
+    pub energy: f32,
+    /// Threshold applied.
+    pub threshold: f32,
+    /// Energy over threshold.
+    pub anomalous: bool,
+    /// Alert state after this window.
+    pub state: AlertState,
+    /// The transition this window caused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transition: Option<Transition>,
+    /// Model that scored it.
+    pub model: ModelRef,
+    /// Whether this is the first window seen of its stream (its state is not yet published).
+    #[serde(skip)]
+    pub first: bool,
+}
+
+/// An alert event, as published on `{prefix}/alerts/{stream}` and printed by `ebgand score`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertEvent {
+    /// Stream id.
+    pub stream: String,
+    /// `raised` or `cleared`.
+    pub state: Transition,
+    /// Energy of the window that caused it.
+    pub energy: f32,
+    /// Threshold applied.
+    pub threshold: f32,
+    /// Model that scored the window.
+    pub model: ModelRef,
+    /// The window's first and last sample.
+    pub window: WindowRef,
+    /// The window's number in its stream.
+    pub seq: u64,
+    /// Node that raised it.
+    pub node: String,
+}
+
+/// Window position in an event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowRef {
+    /// First sample.
+    pub start: Mark,
+    /// Last sample.
+    pub end: Mark,
+}
+
+impl AlertEvent {
+    /// The event for a verdict that caused a transition.
+    pub fn from_verdict(v: &Verdict, node: &str) -> Option<Self> {
+        Some(Self {
+            stream: v.stream.clone(),
+            state: v.transition?,
+            energy: v.energy,
+            threshold: v.threshold,
+            model: v.model.clone(),
+            window: WindowRef {
+                start: v.start.clone(),
+                end: v.end.clone(),
+            },
+            seq: v.seq,
+            node: node.to_owned(),
+        })
+    }
+}
+
+/// Every stream's detector, keyed by stream id.
+#[derive(Debug, Default)]
+pub struct Judge {
+    detectors: HashMap<String, Detector>,
+}
+
+impl Judge {
+    /// An empty judge.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Judges one window: threshold (the stream's override, else the model's), hysteresis.
+    pub fn judge(
+        &mut self,
+        stream: &StreamInfo,
+        model: &ModelRef,
+        model_threshold: f32,
+        window: &RawWindow,
+        energy: f32,
+    ) -> Verdict {
+        let threshold = stream.threshold.unwrap_or(model_threshold);
+        let anomalous = is_anomalous(energy, threshold);
+        let mut first = false;
+        let detector = self.detectors.entry(stream.id.clone()).or_insert_with(|| {
+            first = true;
+            Detector::new(stream.hysteresis)
+        });
+        let transition = detector.observe(anomalous);
+        Verdict {
+            stream: stream.id.clone(),
+            seq: window.seq,
+            start: window.start.clone(),
+            end: window.end.clone(),
+            energy,
+            threshold,
+            anomalous,
+            state: detector.state(),
+            transition,
+            model: model.clone(),
+            first,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(d: &mut Detector, energies: &[f32], threshold: f32) -> Vec<(usize, Transition)> {
+        energies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &e)| d.observe(is_anomalous(e, threshold)).map(|t| (i, t)))
+            .collect()
+    }
+
+    #[test]
+    fn raises_once_after_k_and_clears_once_after_j() {
+        let mut d = Detector::new(Hysteresis {
+            raise_after: 3,
+            clear_after: 2,
+        });
+        //        0    1    2    3    4    5    6    7    8    9    10   11   12
+        let e = [
+            0.5, 2.0, 2.0, 0.5, 2.0, 2.0, 2.0, 2.0, 0.5, 2.0, 0.5, 0.5, 0.5,
+        ];
+        assert_eq!(
+            feed(&mut d, &e, 1.0),
+            vec![(6, Transition::Raised), (11, Transition::Cleared)]
+        );
+        assert_eq!(d.state(), AlertState::Normal);
+    }
+
+    #[test]
+    fn threshold_is_exclusive_and_nan_is_anomalous() {
+        assert!(!is_anomalous(1.0, 1.0));
+        assert!(is_anomalous(f32::NAN, 1.0));
+        assert!(is_anomalous(f32::INFINITY, 1.0));
+        let mut d = Detector::new(Hysteresis {
+            raise_after: 1,
+            clear_after: 1,
+        });
+        assert_eq!(d.observe(true), Some(Transition::Raised));
+        assert_eq!(d.observe(true), None);
+        assert_eq!(d.observe(false), Some(Transition::Cleared));
+    }
+
+    #[test]
+    fn flapping_below_k_never_raises() {
+        let mut d = Detector::new(Hysteresis {
+            raise_after: 3,
+            clear_after: 3,
+        });
+        let e: Vec<f32> = (0..100)
+            .map(|i| if i % 3 == 2 { 0.0 } else { 5.0 })
+            .collect();
+        assert!(feed(&mut d, &e, 1.0).is_empty());
+    }
+
+    #[test]
+    fn judge_uses_stream_override_and_builds_events() {
+        let stream = StreamInfo {
+            id: "vib/m1".into(),
+            threshold: Some(10.0),
+            hysteresis: Hysteresis {
+                raise_after: 1,
+                clear_after: 1,
+            },
+        };
+        let model = ModelRef {
+            name: "m".into(),
+            version: "v1".into(),
+        };
+        let w = RawWindow {
+            seq: 7,
+            start: Mark::Index(0),
+            end: Mark::Index(3),
+            data: vec![],
+        };
+        let mut j = Judge::new();
+        let v = j.judge(&stream, &model, 1.0, &w, 5.0);
+        assert!(!v.anomalous && v.first && v.threshold == 10.0);
+        let v = j.judge(&stream, &model, 1.0, &w, 11.0);
+        assert!(!v.first);
+        let ev = AlertEvent::from_verdict(&v, "edge").unwrap();
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["state"], "raised");
+        assert_eq!(json["window"]["end"], 3);
+        assert_eq!(json["model"]["version"], "v1");
+        assert_eq!(json["seq"], 7);
+    }
+}

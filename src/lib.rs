@@ -1,0 +1,34 @@
+//! # ebgand
+//!
+//! A streaming edge-inference daemon for predictive maintenance. It subscribes to sensor
+//! streams over MQTT, cuts them into windows, scores each window by the energy of an
+//! Energy-Based GAN's discriminator (an autoencoder's reconstruction error) through ONNX
+//! Runtime, and publishes alerts, raised once and cleared once, when the energy stays above
+//! a calibrated threshold.
+//!
+//! ## Layout
+//!
+//! - [`app`]: the wiring; every stage, channel and task is created and drained there.
+//! - [`config`]: defaults, file, `EBGAND__SECTION__KEY` environment, validation.
+//! - [`mqtt`]: ingest connection (manual acks after windowing), publish connection, topics,
+//!   reconnect backoff.
+//! - [`pipeline`]: payload decoding and windowing (sans-IO).
+//! - [`model`]: manifests, ONNX Runtime environment and providers, scorer worker thread.
+//! - [`detect`]: threshold, hysteresis, alert events (pure).
+//! - [`offline`]: `ebgand score`, the same decode/window/score/detect path over a file.
+//! - [`demo`]: embedded broker, simulated machine, console view.
+//! - [`telemetry`]: logs, Prometheus metrics, health endpoints, systemd notify.
+//! - [`signal`]: SIGTERM/SIGINT/SIGHUP as daemon commands.
+
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod detect;
+pub mod model;
+pub mod mqtt;
+pub mod offline;
+pub mod pipeline;
+pub mod signal;
+pub mod telemetry;
+
+pub use app::run;

@@ -1,0 +1,129 @@
+//! `ebgand`: the command line. Parses arguments, starts tracing, loads and validates config,
+//! and maps outcomes to exit codes (0 clean stop, 78 bad config, 1 runtime failure).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use ebgand::config::{ConfigError, DOCUMENTED_CONFIG, RawConfig, Settings};
+use ebgand::telemetry::{self, Metrics};
+
+/// `EX_CONFIG` from sysexits.h: bad configuration.
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ebgand",
+    version,
+    about = "Streaming anomaly detection for machines: MQTT sensor windows scored by EBGAN energy.",
+    long_about = "ebgand subscribes to sensor streams on an MQTT broker, cuts them into windows, scores \
+each window by the energy (reconstruction error) of an autoencoder discriminator through ONNX \
+Runtime, and publishes alerts on {prefix}/alerts/{stream} when the energy stays above the model's \
+calibrated threshold (raised once, cleared once).\n\n\
+Configuration: built-in defaults, then ./config.toml or --config PATH, then EBGAND__SECTION__KEY \
+environment variables (EBGAND__MQTT__HOST=broker.lan). `ebgand print-default-config` prints the \
+documented file.\n\n\
+Try it without a broker: `ebgand demo`.",
+    after_help = "Exit codes: 0 clean stop, 78 bad configuration, 1 runtime failure.\n\
+Signals (run): SIGTERM/SIGINT drain and stop (a second one stops at once), SIGHUP reloads the models."
+)]
+struct Cli {
+    /// Config file (default: ./config.toml when it exists).
+    #[arg(long, short, global = true, env = "EBGAND_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon (the default when no command is given).
+    Run,
+    /// Validate the configuration, list every problem, exit 78 if any (systemd ExecStartPre).
+    CheckConfig,
+    /// Print the documented default configuration.
+    PrintDefaultConfig,
+    /// Score a recording offline through the daemon's decode/window/score/detect path.
+    Score(ebgand::offline::ScoreArgs),
+    /// Run an embedded broker, a simulated machine and the daemon, and show energy and alerts.
+    Demo(ebgand::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::PrintDefaultConfig => {
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{DOCUMENTED_CONFIG}");
+            }
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig => match load(cli.config.as_deref()) {
+            Ok(s) => {
+                eprintln!(
+                    "configuration OK: {} stream(s), {} model(s), broker {}:{}",
+                    s.streams.len(),
+                    s.models.len(),
+                    s.mqtt.host,
+                    s.mqtt.port
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_failure(&e),
+        },
+        Command::Run => {
+            let settings = match load(cli.config.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return config_failure(&e),
+            };
+            telemetry::init_tracing(settings.log_format);
+            tracing::info!(config = ?settings, "Effective configuration.");
+            runtime_exit(run_daemon(settings))
+        }
+        Command::Score(args) => {
+            telemetry::init_tracing(ebgand::config::LogFormat::Plain);
+            runtime_exit(ebgand::offline::score(&args, cli.config.as_deref()))
+        }
+        Command::Demo(args) => {
+            telemetry::init_tracing(ebgand::config::LogFormat::Plain);
+            runtime_exit(ebgand::demo::run(&args))
+        }
+    }
+}
+
+fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    let default = Path::new("config.toml");
+    let path = path.or_else(|| default.exists().then_some(default));
+    RawConfig::load(path, None)?.validate()
+}
+
+fn config_failure(e: &ConfigError) -> ExitCode {
+    eprintln!("ebgand: {e}");
+    ExitCode::from(EX_CONFIG)
+}
+
+fn runtime_exit(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "ebgand failed.");
+            eprintln!("ebgand: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_daemon(settings: Settings) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ebgand")
+        .build()?;
+    rt.block_on(async {
+        let signals = ebgand::signal::listen()?;
+        ebgand::run(settings, signals, Arc::new(Metrics::new())).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,284 @@
+//! The publish connection and the alerting stage: verdicts for every scored window, alert
+//! events on transitions, retained state, optional energy telemetry, and the retained status
+//! with its Last Will.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use super::{Backoff, MqttError, Role, status_payload, status_topic};
+use crate::config::MqttSettings;
+use crate::detect::{AlertEvent, Judge, ModelRef, Verdict};
+use crate::model::ScoredBatch;
+use crate::telemetry::metrics::{ConnLabel, Metrics, StateLabel};
+
+const REQUEST_CAPACITY: usize = 256;
+
+/// Publishes under the configured prefix. Cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    client: AsyncClient,
+    prefix: String,
+    node: String,
+    energy_qos: Option<QoS>,
+    queued: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The publish connection's event loop; run it with [`PublisherLoop::run`].
+pub struct PublisherLoop {
+    eventloop: EventLoop,
+    client: AsyncClient,
+    backoff: Backoff,
+    metrics: Arc<Metrics>,
+    queued: Arc<AtomicU64>,
+    status: (String, Vec<u8>),
+}
+
+impl std::fmt::Debug for PublisherLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublisherLoop").finish_non_exhaustive()
+    }
+}
+
+/// The retained state of a stream, on `{prefix}/state/{stream}`.
+#[derive(Debug, Serialize)]
+struct StateMessage<'a> {
+    stream: &'a str,
+    state: crate::detect::AlertState,
+    energy: f32,
+    threshold: f32,
+    model: &'a ModelRef,
+    seq: u64,
+    node: &'a str,
+}
+
+impl Publisher {
+    /// Creates the publish client and its event loop.
+    pub fn new(mqtt: &MqttSettings, node: &str, metrics: Arc<Metrics>) -> (Self, PublisherLoop) {
+        let (client, eventloop) =
+            AsyncClient::new(super::options(mqtt, Role::Publish, node), REQUEST_CAPACITY);
+        let queued = Arc::new(AtomicU64::new(0));
+        let publisher = Self {
+            client: client.clone(),
+            prefix: mqtt.prefix.clone(),
+            node: node.to_owned(),
+            energy_qos: mqtt.publish_energy.then_some(mqtt.energy_qos),
+            queued: queued.clone(),
+            metrics: metrics.clone(),
+        };
+        let run = PublisherLoop {
+            eventloop,
+            client,
+            backoff: Backoff::new(mqtt.reconnect_min, mqtt.reconnect_max),
+            metrics,
+            queued,
+            status: (status_topic(&mqtt.prefix), status_payload(true, node)),
+        };
+        (publisher, run)
+    }
+
+    /// Node name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn publish(
+        &self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), MqttError> {
+        // Waiting here (request channel full) is backpressure toward the scorers, never toward
+        // the ingest loop, which has its own connection.
+        let r = self.client.publish(topic, qos, retain, payload).await;
+        match r {
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.publish_errors.inc();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Publishes the outcome of one window: energy telemetry, and on a transition the alert
+    /// event and the new retained state. A stream's first window also publishes its state.
+    ///
+    /// # Errors
+    /// [`MqttError`] when the client has stopped.
+    pub async fn verdict(&self, v: &Verdict) -> Result<(), MqttError> {
+        if let Some(qos) = self.energy_qos {
+            let topic = format!("{}/energy/{}", self.prefix, v.stream);
+            self.publish(topic, qos, false, serde_json::to_vec(v)?)
+                .await?;
+        }
+        if let Some(event) = AlertEvent::from_verdict(v, &self.node) {
+            let topic = format!("{}/alerts/{}", self.prefix, v.stream);
+            self.publish(topic, QoS::AtLeastOnce, false, serde_json::to_vec(&event)?)
+                .await?;
+            self.metrics
+                .alerts
+                .get_or_create(&StateLabel {
+                    state: event.state.as_str(),
+                })
+                .inc();
+            info!(stream = %v.stream, state = event.state.as_str(), energy = v.energy, threshold = v.threshold, seq = v.seq, "Alert.");
+        }
+        if v.transition.is_some() || v.first {
+            let state = StateMessage {
+                stream: &v.stream,
+                state: v.state,
+                energy: v.energy,
+                threshold: v.threshold,
+                model: &v.model,
+                seq: v.seq,
+                node: &self.node,
+            };
+            let topic = format!("{}/state/{}", self.prefix, v.stream);
+            self.publish(topic, QoS::AtLeastOnce, true, serde_json::to_vec(&state)?)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the retained `offline` status and a clean DISCONNECT, after everything
+    /// queued before it (the request channel is FIFO).
+    ///
+    /// # Errors
+    /// [`MqttError`] when the client has stopped.
+    pub async fn close(&self) -> Result<(), MqttError> {
+        let payload = status_payload(false, &self.node);
+        self.publish(status_topic(&self.prefix), QoS::AtLeastOnce, true, payload)
+            .await?;
+        Ok(())
+    }
+}
+
+impl PublisherLoop {
+    /// Polls until every publish queued before `close` has been acknowledged, then
+    /// disconnects. Reconnects with backoff; rumqttc resends unacknowledged QoS 1 publishes.
+    ///
+    /// `closing` starts the close; `abort` (the drain deadline) stops it at once.
+    pub async fn run(
+        mut self,
+        closing: tokio_util::sync::CancellationToken,
+        abort: tokio_util::sync::CancellationToken,
+    ) {
+        let conn = ConnLabel {
+            connection: Role::Publish.as_str(),
+        };
+        let mut done: u64 = 0;
+        let mut online_pending = false;
+        let mut disconnecting = false;
+        loop {
+            if online_pending {
+                let (topic, payload) = self.status.clone();
+                online_pending = self
+                    .client
+                    .try_publish(topic, QoS::AtLeastOnce, true, payload)
+                    .is_err();
+            }
+            if closing.is_cancelled()
+                && !disconnecting
+                && done >= self.queued.load(Ordering::Relaxed)
+            {
+                disconnecting = self.client.try_disconnect().is_ok();
+            }
+            // Poll with a short timeout while closing so the exit condition is re-checked.
+            let recheck = if closing.is_cancelled() {
+                Duration::from_millis(50)
+            } else {
+                Duration::from_secs(3600)
+            };
+            let polled = tokio::select! {
+                biased;
+                () = abort.cancelled() => {
+                    warn!(unacked = self.queued.load(Ordering::Relaxed).saturating_sub(done), "Publisher aborted at the drain deadline.");
+                    break;
+                }
+                // Wake up when closing starts, to check whether everything is acked.
+                () = closing.cancelled(), if !closing.is_cancelled() => continue,
+                () = tokio::time::sleep(recheck), if closing.is_cancelled() => continue,
+                ev = self.eventloop.poll() => ev,
+            };
+            match polled {
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    info!(
+                        mqtt.connection = "publish",
+                        session_present = ack.session_present,
+                        "MQTT connected."
+                    );
+                    self.backoff.reset();
+                    self.metrics.set_connected("publish", true);
+                    online_pending = true;
+                }
+                Ok(Event::Incoming(Incoming::PubAck(_))) => done += 1,
+                Ok(Event::Outgoing(Outgoing::Publish(0))) => done += 1,
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    self.metrics.set_connected("publish", false);
+                    self.metrics.reconnects.get_or_create(&conn).inc();
+                    if disconnecting {
+                        break;
+                    }
+                    let delay = self.backoff.next_delay();
+                    error!(mqtt.connection = "publish", error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost.");
+                    tokio::select! {
+                        () = abort.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        self.metrics.set_connected("publish", false);
+        info!(
+            published = self.queued.load(Ordering::Relaxed),
+            "Publisher stopped."
+        );
+    }
+}
+
+/// The alerting stage: judges every scored window and publishes the results, until every
+/// scorer has stopped.
+pub async fn alerting(mut scored: mpsc::Receiver<ScoredBatch>, publisher: Publisher) {
+    let mut judge = Judge::new();
+    while let Some(batch) = scored.recv().await {
+        let Ok(energies) = &batch.energies else {
+            // Counted and logged by the scorer; nothing to judge.
+            continue;
+        };
+        let model = ModelRef {
+            name: batch.model.name.clone(),
+            version: batch.model.version.clone(),
+        };
+        for (w, &energy) in batch.windows.iter().zip(energies) {
+            let verdict = judge.judge(&w.stream, &model, batch.model.threshold, &w.raw, energy);
+            if let Err(e) = publisher.verdict(&verdict).await {
+                error!(stream = %verdict.stream, seq = verdict.seq, error = %e, "Cannot publish; alerting stops.");
+                return;
+            }
+        }
+        debug!(windows = batch.windows.len(), model = %model.version, "Batch judged.");
+    }
+    if let Err(e) = publisher.close().await {
+        warn!(error = %e, "Cannot publish the offline status.");
+    }
+}

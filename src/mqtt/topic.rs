@@ -1,0 +1,144 @@
+//! MQTT topic filters, matching, and the stream id taken from a topic.
+
+use std::fmt;
+
+/// Errors in a topic filter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// The filter is empty.
+    #[error("topic filter is empty")]
+    Empty,
+    /// `#` is not the last level, or a wildcard shares a level with other characters.
+    #[error("{0:?}: '#' must be the last level and wildcards must fill a whole level")]
+    BadWildcard(String),
+}
+
+/// A validated MQTT topic filter, e.g. `sensors/+/vibration` or `plant/#`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TopicFilter {
+    filter: String,
+    levels: Vec<String>,
+}
+
+impl fmt::Debug for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.filter)
+    }
+}
+
+impl fmt::Display for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.filter)
+    }
+}
+
+impl TopicFilter {
+    /// Parses and checks a filter.
+    ///
+    /// # Errors
+    /// [`TopicError`] for an empty filter or a misplaced wildcard.
+    pub fn parse(filter: &str) -> Result<Self, TopicError> {
+        if filter.is_empty() {
+            return Err(TopicError::Empty);
+        }
+        let levels: Vec<String> = filter.split('/').map(str::to_owned).collect();
+        for (i, level) in levels.iter().enumerate() {
+            let wild = level.contains(['+', '#']);
+            if wild && level.len() != 1 {
+                return Err(TopicError::BadWildcard(filter.into()));
+            }
+            if level == "#" && i + 1 != levels.len() {
+                return Err(TopicError::BadWildcard(filter.into()));
+            }
+        }
+        Ok(Self {
+            filter: filter.into(),
+            levels,
+        })
+    }
+
+    /// The filter text.
+    pub fn as_str(&self) -> &str {
+        &self.filter
+    }
+
+    /// When `topic` matches, the topic levels matched by wildcards, joined by `/`
+    /// (empty for a filter without wildcards).
+    pub fn captures(&self, topic: &str) -> Option<String> {
+        let mut captured: Vec<&str> = Vec::new();
+        let mut parts = topic.split('/');
+        for (i, level) in self.levels.iter().enumerate() {
+            match level.as_str() {
+                "#" => {
+                    // '#' matches the parent level too ("a/#" matches "a").
+                    let rest: Vec<&str> = parts.by_ref().collect();
+                    if !rest.is_empty() {
+                        captured.push(&topic[topic.len() - rest.join("/").len()..]);
+                    }
+                    // Topics starting with '$' are not matched by a leading wildcard.
+                    return (!(i == 0 && topic.starts_with('$'))).then(|| captured.join("/"));
+                }
+                "+" => {
+                    let part = parts.next()?;
+                    if i == 0 && part.starts_with('$') {
+                        return None;
+                    }
+                    captured.push(part);
+                }
+                literal => {
+                    if parts.next()? != literal {
+                        return None;
+                    }
+                }
+            }
+        }
+        parts.next().is_none().then(|| captured.join("/"))
+    }
+}
+
+/// The stream id for a topic: `name` for a filter without wildcards, else
+/// `name/<captured levels>`.
+pub fn stream_id(name: &str, captured: &str) -> String {
+    if captured.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}/{captured}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plus_and_hash_capture_levels() {
+        let f = TopicFilter::parse("sensors/+/vibration").unwrap();
+        assert_eq!(
+            f.captures("sensors/pump7/vibration").as_deref(),
+            Some("pump7")
+        );
+        assert_eq!(f.captures("sensors/pump7/temp"), None);
+        assert_eq!(f.captures("sensors/pump7/vibration/x"), None);
+        let h = TopicFilter::parse("plant/#").unwrap();
+        assert_eq!(h.captures("plant/a/b").as_deref(), Some("a/b"));
+        assert_eq!(h.captures("plant").as_deref(), Some(""));
+        assert_eq!(h.captures("other/a"), None);
+        let lit = TopicFilter::parse("a/b").unwrap();
+        assert_eq!(lit.captures("a/b").as_deref(), Some(""));
+        assert_eq!(stream_id("vib", "pump7"), "vib/pump7");
+        assert_eq!(stream_id("vib", ""), "vib");
+    }
+
+    #[test]
+    fn dollar_topics_not_matched_by_leading_wildcard() {
+        assert_eq!(TopicFilter::parse("#").unwrap().captures("$SYS/x"), None);
+        assert_eq!(TopicFilter::parse("+/x").unwrap().captures("$SYS/x"), None);
+    }
+
+    #[test]
+    fn bad_filters_are_refused() {
+        assert_eq!(TopicFilter::parse(""), Err(TopicError::Empty));
+        assert!(TopicFilter::parse("a/#/b").is_err());
+        assert!(TopicFilter::parse("a/b+/c").is_err());
+    }
+}

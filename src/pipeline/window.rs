@@ -1,0 +1,207 @@
+//! Per-stream windowing: a ring buffer of the last W samples, a window every H samples.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// A position in a stream: the payload's timestamp when it carries one, else the sample index.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Mark {
+    /// Sample index (0-based, counted since the stream was first seen).
+    Index(u64),
+    /// Timestamp copied from the payload.
+    Time(Value),
+}
+
+/// One complete window of a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawWindow {
+    /// Window number in its stream, from 0.
+    pub seq: u64,
+    /// First sample.
+    pub start: Mark,
+    /// Last sample.
+    pub end: Mark,
+    /// W x C values, sample-major (interleaved by channel).
+    pub data: Vec<f32>,
+}
+
+/// Window length W, hop H (both in samples) and channel count C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// W.
+    pub window: usize,
+    /// H.
+    pub hop: usize,
+    /// C.
+    pub channels: usize,
+}
+
+/// Cuts one stream into windows. Sans-IO: push samples, get windows back.
+#[derive(Debug)]
+pub struct Windower {
+    spec: WindowSpec,
+    buf: VecDeque<f32>,
+    stamps: VecDeque<Option<Value>>,
+    samples_seen: u64,
+    next_end: u64,
+    next_seq: u64,
+}
+
+impl Windower {
+    /// A windower for `spec` (W, H, C all at least 1; checked by config validation).
+    pub fn new(spec: WindowSpec) -> Self {
+        Self {
+            spec,
+            buf: VecDeque::with_capacity(spec.window * spec.channels),
+            stamps: VecDeque::new(),
+            samples_seen: 0,
+            next_end: spec.window as u64,
+            next_seq: 0,
+        }
+    }
+
+    /// Samples pushed so far.
+    pub fn samples_seen(&self) -> u64 {
+        self.samples_seen
+    }
+
+    /// Pushes interleaved `values` (a whole number of samples; the decoder guarantees it) with
+    /// the payload's timestamp, calling `emit` for each window completed.
+    pub fn push(
+        &mut self,
+        values: &[f32],
+        timestamp: Option<&Value>,
+        mut emit: impl FnMut(RawWindow),
+    ) {
+        let WindowSpec {
+            window,
+            hop,
+            channels,
+        } = self.spec;
+        for sample in values.chunks_exact(channels) {
+            if self.buf.len() == window * channels {
+                self.buf.drain(..channels);
+                self.stamps.pop_front();
+            }
+            self.buf.extend(sample.iter().copied());
+            self.stamps.push_back(timestamp.cloned());
+            self.samples_seen += 1;
+            if self.samples_seen == self.next_end {
+                self.next_end += hop as u64;
+                let (a, b) = self.buf.as_slices();
+                let mut data = Vec::with_capacity(window * channels);
+                data.extend_from_slice(a);
+                data.extend_from_slice(b);
+                let first = self.samples_seen - window as u64;
+                let mark = |stamp: Option<&Option<Value>>, index: u64| match stamp {
+                    Some(Some(t)) => Mark::Time(t.clone()),
+                    _ => Mark::Index(index),
+                };
+                let start = mark(self.stamps.front(), first);
+                let end = mark(self.stamps.back(), self.samples_seen - 1);
+                emit(RawWindow {
+                    seq: self.next_seq,
+                    start,
+                    end,
+                    data,
+                });
+                self.next_seq += 1;
+            }
+        }
+    }
+}
+
+/// Windows that `samples` samples yield with window `w` and hop `h`.
+pub fn expected_windows(samples: u64, w: u64, h: u64) -> u64 {
+    if samples < w {
+        0
+    } else {
+        (samples - w) / h + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(spec: WindowSpec, pushes: &[&[f32]]) -> Vec<RawWindow> {
+        let mut w = Windower::new(spec);
+        let mut out = Vec::new();
+        for p in pushes {
+            w.push(p, None, |win| out.push(win));
+        }
+        out
+    }
+
+    #[test]
+    fn tumbling_windows_across_payload_edges() {
+        let spec = WindowSpec {
+            window: 3,
+            hop: 3,
+            channels: 1,
+        };
+        let out = run(spec, &[&[0., 1.], &[2., 3., 4., 5., 6.]]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].data, vec![0., 1., 2.]);
+        assert_eq!(out[1].data, vec![3., 4., 5.]);
+        assert_eq!(
+            (out[1].seq, &out[1].start, &out[1].end),
+            (1, &Mark::Index(3), &Mark::Index(5))
+        );
+        assert_eq!(expected_windows(7, 3, 3), 2);
+    }
+
+    #[test]
+    fn overlapping_windows_with_channels() {
+        let spec = WindowSpec {
+            window: 2,
+            hop: 1,
+            channels: 2,
+        };
+        let out = run(spec, &[&[0., 10., 1., 11., 2., 12.]]);
+        assert_eq!(
+            out.iter().map(|w| w.data.clone()).collect::<Vec<_>>(),
+            vec![vec![0., 10., 1., 11.], vec![1., 11., 2., 12.]]
+        );
+        assert_eq!(expected_windows(3, 2, 1), 2);
+        assert_eq!(expected_windows(1, 2, 1), 0);
+    }
+
+    #[test]
+    fn timestamps_mark_window_edges() {
+        let mut w = Windower::new(WindowSpec {
+            window: 2,
+            hop: 2,
+            channels: 1,
+        });
+        let mut out = Vec::new();
+        for t in 0..4 {
+            w.push(&[t as f32], Some(&Value::from(100 + t)), |x| out.push(x));
+        }
+        assert_eq!(out[1].start, Mark::Time(Value::from(102)));
+        assert_eq!(out[1].end, Mark::Time(Value::from(103)));
+    }
+
+    #[test]
+    fn count_matches_formula_for_many_shapes() {
+        for (w, h) in [(1, 1), (4, 1), (4, 3), (5, 5), (64, 32)] {
+            for n in [0u64, 1, 3, 4, 5, 100, 257] {
+                let spec = WindowSpec {
+                    window: w,
+                    hop: h,
+                    channels: 1,
+                };
+                let data: Vec<f32> = (0..n).map(|i| i as f32).collect();
+                let out = run(spec, &[&data]);
+                assert_eq!(
+                    out.len() as u64,
+                    expected_windows(n, w as u64, h as u64),
+                    "w{w} h{h} n{n}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Telemetry: tracing subscriber, Prometheus metrics, HTTP health endpoints, systemd notify.
+
+pub mod metrics;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+pub use metrics::Metrics;
+
+/// Default log filter; `EBGAND_LOG` or `RUST_LOG` override it.
+pub const DEFAULT_FILTER: &str = "info,ort=warn";
+
+/// Installs the global tracing subscriber: plain text on a terminal, JSON lines otherwise
+/// (journald). Does nothing if one is already installed (tests).
+pub fn init_tracing(format: LogFormat) {
+    let filter = std::env::var("EBGAND_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_FILTER));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Plain => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // try_init fails only when a subscriber exists already, which is fine.
+    let installed = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+    drop(installed);
+}
+
+/// Errors of the telemetry stage.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The HTTP listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the HTTP listener for `/metrics`, `/healthz`, `/readyz`.
+///
+/// # Errors
+/// [`TelemetryError::Bind`] when the address is taken.
+pub async fn bind_http(addr: SocketAddr) -> Result<tokio::net::TcpListener, TelemetryError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| TelemetryError::Bind { addr, source })
+}
+
+/// Serves the HTTP endpoints until `token` is cancelled.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+) {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_handler))
+        .with_state(metrics);
+    if let Ok(addr) = listener.local_addr() {
+        info!(http.listen = %addr, "HTTP endpoints up: /metrics /healthz /readyz");
+    }
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        warn!(error = %e, "HTTP server stopped with an error.");
+    }
+}
+
+async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.encode(),
+    )
+}
+
+async fn ready_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    if m.ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// systemd notifications; all no-ops outside systemd (no `NOTIFY_SOCKET`).
+#[derive(Debug, Clone, Copy)]
+pub struct Systemd;
+
+impl Systemd {
+    /// `READY=1`.
+    pub fn ready(self) {
+        notify(&[sd_notify::NotifyState::Ready]);
+    }
+    /// `STOPPING=1`.
+    pub fn stopping(self) {
+        notify(&[sd_notify::NotifyState::Stopping]);
+    }
+    /// `RELOADING=1` with the monotonic time systemd expects since v253.
+    pub fn reloading(self) {
+        match sd_notify::NotifyState::monotonic_usec_now() {
+            Ok(now) => notify(&[sd_notify::NotifyState::Reloading, now]),
+            Err(_) => notify(&[sd_notify::NotifyState::Reloading]),
+        }
+    }
+    /// The watchdog interval systemd asked for (`WatchdogSec`), if any.
+    pub fn watchdog_interval(self) -> Option<Duration> {
+        sd_notify::watchdog_enabled()
+    }
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(states) {
+        warn!(error = %e, "systemd notify failed.");
+    }
+}
+
+/// Pets the systemd watchdog at half its interval until `token` is cancelled. The petting
+/// runs on the same runtime as every stage, so a wedged runtime stops it and systemd restarts
+/// the service; a broker outage does not (that is handled by reconnecting, not restarting).
+pub async fn watchdog(interval: Duration, token: CancellationToken) {
+    let mut tick = tokio::time::interval(interval / 2);
+    loop {
+        tokio::select! {
+            biased;
+            () = token.cancelled() => return,
+            _ = tick.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
+        }
+    }
+}

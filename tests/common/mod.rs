@@ -1,0 +1,432 @@
+//! Test harness: a real `mosquitto` on a free port in a temp dir, the daemon run in-process
+//! through `ebgand::run`, and MQTT helpers that publish and observe over real connections.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ebgand::config::{RawConfig, Settings};
+use ebgand::signal::Signal;
+use ebgand::telemetry::Metrics;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
+use tokio::sync::mpsc;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The ONNX Runtime library; fails with the command that installs it.
+pub fn ort_library() -> PathBuf {
+    let path = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache/onnxruntime/libonnxruntime.so"));
+    assert!(
+        path.exists(),
+        "ONNX Runtime library not found at {}: run `make setup` (installs it from the \
+         onnxruntime==1.31.1 wheel) or set ORT_DYLIB_PATH",
+        path.display()
+    );
+    path
+}
+
+/// `../shared/data`; fails with a clear message when missing.
+pub fn shared_data() -> PathBuf {
+    let p = root().join("../shared/data");
+    assert!(
+        p.is_dir(),
+        "test data not found at {}: the shared data folder must sit beside the repository",
+        p.display()
+    );
+    p
+}
+
+fn mosquitto_binary() -> PathBuf {
+    for p in [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!(
+        "mosquitto not found: install it with `sudo apt-get install mosquitto mosquitto-clients` (or `make setup`)"
+    );
+}
+
+/// A mosquitto broker owned by a test; killed on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    /// Starts a broker with persistence and no per-client queue limit.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // mosquitto started as root drops to the `mosquitto` user: let it write its
+        // persistence file and log here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let port = ebgand::demo::free_port().unwrap();
+        let mut m = Self {
+            port,
+            dir,
+            child: None,
+        };
+        m.spawn().await;
+        m
+    }
+
+    async fn spawn(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {dir}/\nautosave_interval 1\nmax_inflight_messages 100\n\
+                 max_queued_messages 0\nlog_dest file {dir}/mosquitto.log\n",
+                port = self.port,
+                dir = self.dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(mosquitto_binary())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        let port = self.port;
+        eventually(
+            Duration::from_secs(10),
+            "mosquitto accepts connections",
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        )
+        .await;
+    }
+
+    /// Stops the broker gracefully (SIGTERM: it saves its persistence file).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            for _ in 0..100 {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same persistence.
+    pub async fn restart(&mut self) {
+        self.spawn().await;
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits until `cond` holds, polling; panics with `what` after `timeout`.
+pub async fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Settings for a test: the given TOML (models and streams) plus a broker port, a unique
+/// prefix and client id, energy telemetry at QoS 1, no HTTP listener, the test library.
+pub fn settings(port: u16, prefix: &str, toml: &str) -> Settings {
+    let mut raw = RawConfig::from_toml(toml).unwrap();
+    raw.node = "test-node".into();
+    raw.mqtt.port = port;
+    raw.mqtt.prefix = prefix.into();
+    raw.mqtt.client_id = format!("ebgand-{prefix}");
+    raw.mqtt.publish_energy = true;
+    raw.mqtt.energy_qos = 1;
+    raw.mqtt.reconnect_min_ms = 50;
+    raw.mqtt.reconnect_max_ms = 1000;
+    raw.http.listen = String::new();
+    raw.runtime.library = ort_library().display().to_string();
+    for m in raw.models.values_mut() {
+        if Path::new(&m.path).is_relative() {
+            m.path = root().join(&m.path).display().to_string();
+        }
+    }
+    raw.validate().unwrap()
+}
+
+/// The daemon running in-process.
+pub struct TestDaemon {
+    pub metrics: Arc<Metrics>,
+    signals: mpsc::Sender<Signal>,
+    handle: tokio::task::JoinHandle<Result<(), ebgand::app::AppError>>,
+}
+
+impl TestDaemon {
+    /// Starts `ebgand::run` and waits until both connections are up.
+    pub async fn start(settings: Settings) -> Self {
+        // Logs are captured by the test harness and shown when a test fails.
+        ebgand::telemetry::init_tracing(ebgand::config::LogFormat::Plain);
+        let metrics = Arc::new(Metrics::new());
+        let (signals, rx) = mpsc::channel(4);
+        let handle = tokio::spawn(ebgand::run(settings, rx, metrics.clone()));
+        let m = metrics.clone();
+        eventually(Duration::from_secs(20), "daemon ready", || {
+            m.ready() || handle.is_finished()
+        })
+        .await;
+        assert!(!handle.is_finished(), "daemon stopped during start-up");
+        Self {
+            metrics,
+            signals,
+            handle,
+        }
+    }
+
+    /// Sends a signal.
+    pub async fn signal(&self, s: Signal) {
+        self.signals.send(s).await.unwrap();
+    }
+
+    /// SIGTERM-equivalent; waits for the drain and returns the outcome.
+    pub async fn shutdown(self) -> Result<(), ebgand::app::AppError> {
+        let _ = self.signals.send(Signal::Shutdown).await;
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("drain in time")
+            .unwrap()
+    }
+
+    /// Sum of a metric in the Prometheus exposition.
+    pub fn metric(&self, name: &str) -> u64 {
+        ebgand::telemetry::metrics::sum_metric(&self.metrics.encode(), name)
+    }
+}
+
+/// A message observed by [`Observer`].
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub topic: String,
+    pub retain: bool,
+    pub json: serde_json::Value,
+}
+
+/// Subscribes to a filter (QoS 1, persistent session, reconnecting) and records what arrives.
+pub struct Observer {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Observer {
+    pub async fn start(port: u16, filter: &str) -> Self {
+        let mut opts =
+            MqttOptions::new(format!("observer-{}", fastrand::u64(..)), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(false)
+            .set_inflight(1000);
+        let (client, mut eventloop) = AsyncClient::new(opts, 100);
+        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut subscribed) = mpsc::channel(1);
+        let store = seen.clone();
+        let task = tokio::spawn(async move {
+            let _client = client;
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                        let _ = tx.try_send(());
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let json =
+                            serde_json::from_slice(&p.payload).unwrap_or(serde_json::Value::Null);
+                        store.lock().unwrap().push(Seen {
+                            topic: p.topic.clone(),
+                            retain: p.retain,
+                            json,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed.recv())
+            .await
+            .expect("observer subscribed");
+        Self { seen, task }
+    }
+
+    /// Messages whose topic starts with `prefix`.
+    pub fn on(&self, prefix: &str) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.topic.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Count of messages whose topic starts with `prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.topic.starts_with(prefix))
+            .count()
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A QoS 1 publisher that can wait until the broker has acknowledged everything it sent.
+pub struct Sender {
+    client: AsyncClient,
+    acked: Arc<Mutex<u64>>,
+    sent: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sender {
+    pub async fn start(port: u16) -> Self {
+        let mut opts = MqttOptions::new(format!("sender-{}", fastrand::u64(..)), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30))
+            .set_inflight(500)
+            .set_clean_session(false);
+        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+        let acked = Arc::new(Mutex::new(0u64));
+        let count = acked.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Incoming::PubAck(_))) => *count.lock().unwrap() += 1,
+                    Ok(Event::Outgoing(Outgoing::Publish(0))) => *count.lock().unwrap() += 1,
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        Self {
+            client,
+            acked,
+            sent: 0,
+            task,
+        }
+    }
+
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .unwrap();
+        self.sent += 1;
+    }
+
+    /// Waits until the broker has acknowledged every publish.
+    pub async fn flushed(&self) {
+        let (acked, sent) = (self.acked.clone(), self.sent);
+        eventually(
+            Duration::from_secs(60),
+            "broker acked every publish",
+            || *acked.lock().unwrap() >= sent,
+        )
+        .await;
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Energy messages per stream: seq -> how many times seen.
+pub fn seqs_by_stream(energy: &[Seen]) -> HashMap<String, HashMap<u64, usize>> {
+    let mut out: HashMap<String, HashMap<u64, usize>> = HashMap::new();
+    for s in energy {
+        let stream = s.json["stream"].as_str().unwrap().to_owned();
+        *out.entry(stream)
+            .or_default()
+            .entry(s.json["seq"].as_u64().unwrap())
+            .or_default() += 1;
+    }
+    out
+}
+
+/// Asserts each stream saw seq 0..n exactly once.
+pub fn assert_exactly_once(energy: &[Seen], expected: &HashMap<String, u64>) {
+    let got = seqs_by_stream(energy);
+    for (stream, &n) in expected {
+        let seqs = got
+            .get(stream)
+            .unwrap_or_else(|| panic!("no windows for {stream}"));
+        let dup: Vec<_> = seqs
+            .iter()
+            .filter(|(_, c)| **c > 1)
+            .map(|(s, _)| *s)
+            .collect();
+        assert!(dup.is_empty(), "{stream}: windows scored twice: {dup:?}");
+        let missing: Vec<u64> = (0..n).filter(|s| !seqs.contains_key(s)).collect();
+        assert!(
+            missing.is_empty(),
+            "{stream}: windows never scored: {missing:?}"
+        );
+        assert_eq!(seqs.len() as u64, n, "{stream}: unexpected extra windows");
+    }
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "unexpected streams: {:?}",
+        got.keys().collect::<Vec<_>>()
+    );
+}
+
+/// The committed vibration fixture config (W=64, C=1, JSON arrays on sensors/+/vibration).
+pub const VIBRATION: &str = r#"
+[models.vibration]
+path = "models/vibration/fixture-1"
+[[streams]]
+name = "vibration"
+topic = "sensors/+/vibration"
+model = "vibration"
+format = "array"
+window = 64
+raise_after = 3
+clear_after = 3
+"#;

@@ -1,0 +1,369 @@
+//! End-to-end: a real mosquitto, the daemon in-process, real ONNX Runtime.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use ebgand::demo::sim::Machine;
+use ebgand::signal::Signal;
+
+const CHUNK: usize = 32; // samples per message; a window (64) is two messages
+
+async fn publish_phase(tx: &mut Sender, topic: &str, m: &mut Machine, windows: usize, fault: bool) {
+    for _ in 0..windows * 64 / CHUNK {
+        tx.publish(topic, serde_json::to_vec(&m.samples(CHUNK, fault)).unwrap())
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_then_fault_raises_once_and_clears_once() {
+    let broker = Mosquitto::start().await;
+    let prefix = "t1";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let daemon = TestDaemon::start(settings(broker.port, prefix, VIBRATION)).await;
+    let mut tx = Sender::start(broker.port).await;
+    let topic = "sensors/m1/vibration";
+    let mut m = Machine::new(42);
+    let (healthy, fault, recovery) = (40, 20, 30);
+    publish_phase(&mut tx, topic, &mut m, healthy, false).await;
+    publish_phase(&mut tx, topic, &mut m, fault, true).await;
+    publish_phase(&mut tx, topic, &mut m, recovery, false).await;
+    tx.flushed().await;
+    let total = (healthy + fault + recovery) as u64;
+    eventually(
+        Duration::from_secs(30),
+        "every window's energy published",
+        || obs.count(&format!("{prefix}/energy/")) as u64 >= total,
+    )
+    .await;
+
+    let stream = "vibration/m1";
+    assert_exactly_once(
+        &obs.on(&format!("{prefix}/energy/")),
+        &HashMap::from([(stream.to_string(), total)]),
+    );
+    assert_eq!(daemon.metric("ebgand_windows_scored_total"), total);
+
+    // Healthy windows stay under threshold (the calibrated 0.995 quantile allows a rare one,
+    // never k=3 in a row).
+    let energy = obs.on(&format!("{prefix}/energy/"));
+    let healthy_over = energy
+        .iter()
+        .filter(|s| s.json["seq"].as_u64().unwrap() < healthy as u64 && s.json["anomalous"] == true)
+        .count();
+    assert!(
+        healthy_over <= 2,
+        "{healthy_over} healthy windows over threshold"
+    );
+
+    let alerts = obs.on(&format!("{prefix}/alerts/{stream}"));
+    assert_eq!(
+        alerts.len(),
+        2,
+        "expected one raise and one clear: {alerts:#?}"
+    );
+    let (raised, cleared) = (&alerts[0].json, &alerts[1].json);
+    assert_eq!(raised["state"], "raised");
+    assert_eq!(cleared["state"], "cleared");
+    let k = 3;
+    let raised_seq = raised["seq"].as_u64().unwrap();
+    assert!(
+        (healthy as u64..healthy as u64 + k).contains(&raised_seq),
+        "raised at window {raised_seq}, fault began at {healthy}"
+    );
+    let cleared_seq = cleared["seq"].as_u64().unwrap();
+    assert!(
+        ((healthy + fault) as u64..(healthy + fault) as u64 + 3).contains(&cleared_seq),
+        "cleared at {cleared_seq}"
+    );
+    for a in [raised, cleared] {
+        assert_eq!(a["stream"], stream);
+        assert_eq!(a["node"], "test-node");
+        assert_eq!(a["model"]["name"], "vibration");
+        assert_eq!(a["model"]["version"], "fixture-1");
+        assert!(a["energy"].as_f64().is_some() && a["threshold"].as_f64().unwrap() > 0.0);
+        let (start, end) = (
+            a["window"]["start"].as_u64().unwrap(),
+            a["window"]["end"].as_u64().unwrap(),
+        );
+        assert_eq!(
+            (start, end),
+            (
+                a["seq"].as_u64().unwrap() * 64,
+                a["seq"].as_u64().unwrap() * 64 + 63
+            )
+        );
+    }
+    assert!(raised["energy"].as_f64().unwrap() > raised["threshold"].as_f64().unwrap());
+    assert_eq!(daemon.metric("ebgand_alerts_total"), 2);
+
+    // Retained state and status.
+    let state: Vec<_> = obs.on(&format!("{prefix}/state/{stream}"));
+    assert_eq!(state.last().unwrap().json["state"], "normal");
+    assert!(
+        obs.on(&format!("{prefix}/status"))
+            .iter()
+            .any(|s| s.json["status"] == "online")
+    );
+    daemon.shutdown().await.unwrap();
+    eventually(Duration::from_secs(5), "offline status", || {
+        obs.on(&format!("{prefix}/status"))
+            .iter()
+            .any(|s| s.json["status"] == "offline")
+    })
+    .await;
+    let late = Observer::start(broker.port, &format!("{prefix}/state/#")).await;
+    eventually(
+        Duration::from_secs(5),
+        "retained state for a new subscriber",
+        || {
+            late.on(&format!("{prefix}/state/"))
+                .iter()
+                .any(|s| s.retain)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_malformed_payloads_are_counted_and_good_windows_all_scored() {
+    let broker = Mosquitto::start().await;
+    let prefix = "t2";
+    let obs = Observer::start(broker.port, &format!("{prefix}/energy/#")).await;
+    let toml = format!(
+        "{VIBRATION}\n[[streams]]\nname = \"raw\"\ntopic = \"raw/+\"\nmodel = \"vibration\"\nformat = \"f32le\"\nwindow = 64\n"
+    );
+    let daemon = TestDaemon::start(settings(broker.port, prefix, &toml)).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(7);
+    let bad_json: [&[u8]; 9] = [
+        b"[1,",
+        b"{}",
+        b"\"x\"",
+        b"[]",
+        b"[1e39]",
+        b"[[1,2]]",
+        b"[1,\"a\"]",
+        b"null",
+        &[0xff, 0x00, 0xfe],
+    ];
+    let nan: Vec<u8> = [0.0f32, f32::NAN]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let good_messages = 200; // 100 windows per stream
+    let mut malformed = 0;
+    for i in 0..good_messages {
+        let samples = m.samples(CHUNK, false);
+        tx.publish(
+            "sensors/m1/vibration",
+            serde_json::to_vec(&samples).unwrap(),
+        )
+        .await;
+        let raw: Vec<u8> = samples.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tx.publish("raw/m1", raw).await;
+        for j in 0..25 {
+            match (i + j) % 3 {
+                0 => {
+                    tx.publish("sensors/m1/vibration", bad_json[(i + j) % bad_json.len()])
+                        .await
+                }
+                1 => tx.publish("raw/m1", nan.clone()).await,
+                _ => tx.publish("raw/m1", vec![1u8, 2, 3]).await,
+            }
+            malformed += 1;
+        }
+    }
+    assert_eq!(malformed, 5_000);
+    // Another 5,000 on a stream of their own, all malformed.
+    for i in 0..5_000 {
+        tx.publish("sensors/junk/vibration", bad_json[i % bad_json.len()])
+            .await;
+        malformed += 1;
+    }
+    tx.flushed().await;
+    eventually(Duration::from_secs(60), "all malformed counted", || {
+        daemon.metric("ebgand_malformed_total") >= malformed as u64
+    })
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "all good windows published",
+        || obs.count(&format!("{prefix}/energy/")) >= 200,
+    )
+    .await;
+    assert_eq!(daemon.metric("ebgand_malformed_total"), 10_000);
+    assert_exactly_once(
+        &obs.on(&format!("{prefix}/energy/")),
+        &HashMap::from([
+            ("vibration/m1".to_string(), 100),
+            ("raw/m1".to_string(), 100),
+        ]),
+    );
+    assert_eq!(daemon.metric("ebgand_messages_total"), 10_000 + 2 * 200);
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_loses_no_qos1_message() {
+    let mut broker = Mosquitto::start().await;
+    let prefix = "t3";
+    let obs = Observer::start(broker.port, &format!("{prefix}/energy/#")).await;
+    let toml = r#"
+[models.vibration]
+path = "models/vibration/fixture-1"
+[[streams]]
+name = "obj"
+topic = "obj/+"
+model = "vibration"
+format = "object"
+fields = ["v"]
+timestamp_field = "t"
+window = 64
+"#;
+    let mut s = settings(broker.port, prefix, toml);
+    // Slow first retry so the test's publisher is back before the daemon is.
+    s.mqtt.reconnect_min = Duration::from_millis(1500);
+    s.mqtt.reconnect_max = Duration::from_millis(3000);
+    let daemon = TestDaemon::start(s).await;
+    let mut m = Machine::new(3);
+    let samples = m.samples(64 * 60, false);
+    let mut tx = Sender::start(broker.port).await;
+    for (t, v) in samples[..64 * 30].iter().enumerate() {
+        tx.publish("obj/a", serde_json::json!({"t": t, "v": v}).to_string())
+            .await;
+    }
+    tx.flushed().await;
+    eventually(Duration::from_secs(30), "first half scored", || {
+        daemon.metric("ebgand_windows_scored_total") >= 30
+    })
+    .await;
+
+    broker.stop().await;
+    eventually(Duration::from_secs(10), "daemon notices the outage", || {
+        !daemon.metrics.ready()
+    })
+    .await;
+    broker.restart().await;
+    let mut tx = Sender::start(broker.port).await;
+    for (t, v) in samples.iter().enumerate().skip(64 * 30) {
+        tx.publish("obj/a", serde_json::json!({"t": t, "v": v}).to_string())
+            .await;
+    }
+    tx.flushed().await;
+    eventually(Duration::from_secs(30), "daemon reconnects", || {
+        daemon.metrics.ready()
+    })
+    .await;
+    eventually(Duration::from_secs(30), "second half scored", || {
+        daemon.metric("ebgand_windows_scored_total") >= 60
+    })
+    .await;
+    eventually(Duration::from_secs(30), "energies observed", || {
+        obs.count(&format!("{prefix}/energy/")) >= 60
+    })
+    .await;
+    assert!(
+        daemon.metric("ebgand_mqtt_reconnects_total") >= 2,
+        "both connections saw the outage"
+    );
+    // Window starts carry the payload timestamps: every window 0..60, each sample windowed
+    // once (a redelivered sample would shift the windows after it). The observer may see an
+    // energy message twice: the daemon's own QoS 1 publishes are resent after the outage.
+    let mut starts: Vec<u64> = obs
+        .on(&format!("{prefix}/energy/"))
+        .iter()
+        .map(|s| s.json["start"].as_u64().unwrap())
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    assert_eq!(starts, (0..60).map(|i| i * 64).collect::<Vec<u64>>());
+    assert_eq!(daemon.metric("ebgand_windows_scored_total"), 60);
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_scores_and_alerts_what_was_received() {
+    let broker = Mosquitto::start().await;
+    let prefix = "t4";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = settings(broker.port, prefix, VIBRATION);
+    // Hold windows in the batcher: only the drain can score them.
+    s.scoring.max_batch = std::num::NonZeroUsize::new(10_000).unwrap();
+    s.scoring.max_wait = Duration::from_secs(3600);
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(9);
+    publish_phase(&mut tx, "sensors/m1/vibration", &mut m, 10, true).await;
+    tx.flushed().await;
+    eventually(Duration::from_secs(20), "windows received", || {
+        daemon.metric("ebgand_windows_queued_total") >= 10
+    })
+    .await;
+    assert_eq!(
+        daemon.metric("ebgand_windows_scored_total"),
+        0,
+        "held in the batcher"
+    );
+    let metrics = daemon.metrics.clone();
+    daemon.shutdown().await.unwrap();
+    assert_eq!(
+        ebgand::telemetry::metrics::sum_metric(&metrics.encode(), "ebgand_windows_scored_total"),
+        10
+    );
+    eventually(
+        Duration::from_secs(10),
+        "alert published during the drain",
+        || obs.count(&format!("{prefix}/alerts/")) == 1,
+    )
+    .await;
+    assert_eq!(
+        obs.on(&format!("{prefix}/alerts/"))[0].json["state"],
+        "raised"
+    );
+    assert_eq!(obs.count(&format!("{prefix}/energy/")), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reload_swaps_and_refuses_a_corrupt_model() {
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = root().join("models/vibration/fixture-1");
+    for f in ["model.onnx", "manifest.toml"] {
+        std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
+    }
+    let toml = VIBRATION.replace(
+        "models/vibration/fixture-1",
+        &dir.path().display().to_string(),
+    );
+    let daemon = TestDaemon::start(settings(broker.port, "t5", &toml)).await;
+    // A new version in place: reload swaps it in.
+    let manifest = std::fs::read_to_string(fixture.join("manifest.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("manifest.toml"),
+        manifest.replace("version = \"fixture-1\"", "version = \"fixture-2\""),
+    )
+    .unwrap();
+    daemon.signal(Signal::Reload).await;
+    eventually(Duration::from_secs(10), "swap", || {
+        daemon.metrics.encode().contains("version=\"fixture-2\"")
+    })
+    .await;
+    // A corrupt one: refused, the current model keeps serving.
+    std::fs::write(dir.path().join("model.onnx"), b"not a model").unwrap();
+    daemon.signal(Signal::Reload).await;
+    eventually(Duration::from_secs(10), "refusal counted", || {
+        daemon.metrics.encode().contains("state=\"refused\"")
+    })
+    .await;
+    assert!(daemon.metrics.encode().contains("version=\"fixture-2\""));
+    daemon.shutdown().await.unwrap();
+}
