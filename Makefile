@@ -44,7 +44,7 @@ $(FIXTURE_VENV)/.installed: models/fixture/requirements.txt
 demo: setup-ort ## Run the daemon on an embedded broker with a simulated machine
 	cargo run --release --quiet -- demo
 
-test: setup lint unit doc fixture-check ## Everything CI runs: format, lints, all tests, docs, fixture reproducibility
+test: setup lint doc fixture-check unit ## Everything CI runs: format, lints, docs, fixture reproducibility, all tests
 
 lint:
 	cargo fmt --all -- --check
@@ -69,7 +69,7 @@ fixture-check: setup-venv ## The committed fixtures are what the script makes (m
 	done; rm -rf $$tmp; echo "fixtures reproduce byte for byte"
 
 bench: setup-broker setup-ort ## Throughput benchmark against the mosquitto_sub ceiling
-	cargo run --release --quiet --bin ebgand-bench
+	cargo bench --bench throughput
 
 clean-setup: ## Remove the downloaded library and venvs
 	rm -rf .cache .venv

@@ -44,17 +44,16 @@ pub enum AppError {
     },
 }
 
-/// Loads a model version and checks it against the streams that use it. Blocking: call it
-/// off the async runtime.
+/// Opens a model version folder (manifest, content hash) and checks it against the streams
+/// that use it, without loading ONNX Runtime. `ebgand check-config` runs this for every model.
 ///
 /// # Errors
-/// [`ModelError`] for a missing, corrupt or mismatched model.
-pub fn load_model(
+/// [`ModelError`] for a missing or corrupt folder, or a shape the streams do not cut.
+pub fn open_model(
     name: &str,
     path: &std::path::Path,
     streams: &[StreamSettings],
-    rt: &RuntimeSettings,
-) -> Result<Scorer, ModelError> {
+) -> Result<ModelVersion, ModelError> {
     let version = ModelVersion::open(path)?;
     let m = &version.manifest;
     let label = format!("{}@{} ({})", m.name, m.version, path.display());
@@ -78,7 +77,32 @@ pub fn load_model(
             });
         }
     }
-    Scorer::load(version, rt)
+    Ok(version)
+}
+
+/// Opens and checks a model ([`open_model`]) and builds its ONNX Runtime session. Blocking:
+/// call it off the async runtime.
+///
+/// # Errors
+/// [`ModelError`] for a missing, corrupt or mismatched model, or a library that cannot load.
+pub fn load_model(
+    name: &str,
+    path: &std::path::Path,
+    streams: &[StreamSettings],
+    rt: &RuntimeSettings,
+) -> Result<Scorer, ModelError> {
+    Scorer::load(open_model(name, path, streams)?, rt)
+}
+
+/// Checks every configured model that a stream uses; one message per problem.
+pub fn check_models(settings: &Settings) -> Vec<String> {
+    settings
+        .models
+        .iter()
+        .filter(|(name, _)| settings.streams.iter().any(|s| &s.model == *name))
+        .filter_map(|(name, path)| open_model(name, path, &settings.streams).err())
+        .map(|e| format!("models: {e}"))
+        .collect()
 }
 
 async fn load_model_async(name: String, settings: &Settings) -> Result<Scorer, ModelError> {

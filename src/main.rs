@@ -61,7 +61,14 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::CheckConfig => match load(cli.config.as_deref()) {
+        Command::CheckConfig => match load(cli.config.as_deref()).and_then(|s| {
+            let problems = ebgand::app::check_models(&s);
+            if problems.is_empty() {
+                Ok(s)
+            } else {
+                Err(ConfigError::Invalid(problems))
+            }
+        }) {
             Ok(s) => {
                 eprintln!(
                     "configuration OK: {} stream(s), {} model(s), broker {}:{}",

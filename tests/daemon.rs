@@ -367,3 +367,69 @@ async fn sighup_reload_swaps_and_refuses_a_corrupt_model() {
     assert!(daemon.metrics.encode().contains("version=\"fixture-2\""));
     daemon.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_cap_refuses_new_streams_and_http_reports_it() {
+    let broker = Mosquitto::start().await;
+    let prefix = "t6";
+    let obs = Observer::start(broker.port, &format!("{prefix}/energy/#")).await;
+    let mut s = settings(broker.port, prefix, VIBRATION);
+    s.max_streams = 2;
+    let http_port = ebgand::demo::free_port().unwrap();
+    s.http_listen = Some(([127, 0, 0, 1], http_port).into());
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(5);
+    for topic in [
+        "sensors/a/vibration",
+        "sensors/b/vibration",
+        "sensors/c/vibration",
+    ] {
+        publish_phase(&mut tx, topic, &mut m, 5, false).await;
+    }
+    tx.flushed().await;
+    eventually(Duration::from_secs(20), "two streams scored", || {
+        obs.count(&format!("{prefix}/energy/")) >= 10
+    })
+    .await;
+    eventually(Duration::from_secs(5), "refusals counted", || {
+        daemon.metric("ebgand_streams_refused_total") == 10
+    })
+    .await;
+    assert_exactly_once(
+        &obs.on(&format!("{prefix}/energy/")),
+        &HashMap::from([
+            ("vibration/a".to_string(), 5),
+            ("vibration/b".to_string(), 5),
+        ]),
+    );
+
+    let get = move |path: &str| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    let metrics =
+        tokio::task::spawn_blocking(move || (get("/metrics"), get("/readyz"), get("/healthz")))
+            .await
+            .unwrap();
+    assert!(
+        metrics.0.contains("ebgand_streams_refused_total 10"),
+        "{}",
+        metrics.0
+    );
+    assert!(metrics.0.contains(
+        "ebgand_active_model{model=\"vibration\",version=\"fixture-1\",provider=\"cpu\"} 1"
+    ));
+    assert!(metrics.0.contains("ebgand_scoring_seconds_bucket"));
+    assert!(metrics.1.starts_with("HTTP/1.1 200"), "{}", metrics.1);
+    assert!(metrics.2.starts_with("HTTP/1.1 200"));
+    daemon.shutdown().await.unwrap();
+}

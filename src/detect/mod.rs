@@ -65,6 +65,13 @@ pub fn is_anomalous(energy: f32, threshold: f32) -> bool {
 
 /// One stream's hysteresis state machine: raise once after k windows above, clear once after j
 /// below.
+///
+/// ```
+/// use ebgand::detect::{Detector, Hysteresis, Transition};
+/// let mut d = Detector::new(Hysteresis { raise_after: 2, clear_after: 2 });
+/// let seen: Vec<_> = [true, true, true, false, false].iter().map(|&a| d.observe(a)).collect();
+/// assert_eq!(seen, [None, Some(Transition::Raised), None, None, Some(Transition::Cleared)]);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Detector {
     hysteresis: Hysteresis,

@@ -64,6 +64,13 @@ impl TopicFilter {
 
     /// When `topic` matches, the topic levels matched by wildcards, joined by `/`
     /// (empty for a filter without wildcards).
+    ///
+    /// ```
+    /// use ebgand::mqtt::TopicFilter;
+    /// let f = TopicFilter::parse("plant/+/pump/#").unwrap();
+    /// assert_eq!(f.captures("plant/hall2/pump/7/vib").as_deref(), Some("hall2/7/vib"));
+    /// assert_eq!(f.captures("plant/hall2/fan/7"), None);
+    /// ```
     pub fn captures(&self, topic: &str) -> Option<String> {
         let mut captured: Vec<&str> = Vec::new();
         let mut parts = topic.split('/');

@@ -115,6 +115,13 @@ impl Windower {
 }
 
 /// Windows that `samples` samples yield with window `w` and hop `h`.
+///
+/// ```
+/// use ebgand::pipeline::expected_windows;
+/// assert_eq!(expected_windows(100, 64, 64), 1);
+/// assert_eq!(expected_windows(128, 64, 32), 3);
+/// assert_eq!(expected_windows(10, 64, 64), 0);
+/// ```
 pub fn expected_windows(samples: u64, w: u64, h: u64) -> u64 {
     if samples < w {
         0

@@ -196,8 +196,11 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Starts `ebgand::run` and waits until both connections are up.
     pub async fn start(settings: Settings) -> Self {
-        // Logs are captured by the test harness and shown when a test fails.
-        ebgand::telemetry::init_tracing(ebgand::config::LogFormat::Plain);
+        // Logs go through the test harness's capture: shown when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info,ort=warn"))
+            .try_init();
         let metrics = Arc::new(Metrics::new());
         let (signals, rx) = mpsc::channel(4);
         let handle = tokio::spawn(ebgand::run(settings, rx, metrics.clone()));

@@ -1,0 +1,299 @@
+//! Throughput benchmark: the daemon against the broker's own ceiling, in the same run.
+//!
+//! `cargo bench --bench throughput` (or `make bench`). Starts mosquitto on a free port, then
+//! for each of 3 rounds:
+//! - ceiling: a publisher process sends N QoS 1 messages (a JSON array of 64 floats, one window
+//!   each) that `mosquitto_sub -q 1 -C N > /dev/null` receives;
+//! - ebgand: the same publisher, the same messages, received, windowed, scored and judged by the
+//!   daemon (in this process; energy telemetry off).
+//!
+//! Prints medians, the ratio ebgand / ceiling, and CPU per message of each consumer. Then the
+//! scorer alone at batch 1, 64 and 512. Absolute numbers move with the machine's load; compare
+//! the ratios.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ebgand::config::RawConfig;
+use ebgand::signal::Signal;
+use ebgand::telemetry::Metrics;
+
+const MESSAGES: u64 = 40_000;
+const ROUNDS: usize = 3;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--publish") {
+        let port: u16 = args[i + 1].parse().unwrap();
+        let topic = args[i + 2].clone();
+        return publish(port, &topic);
+    }
+    let lib = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/onnxruntime/libonnxruntime.so",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    });
+    assert!(
+        Path::new(&lib).exists(),
+        "ONNX Runtime library missing: run `make setup`"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let broker = Broker::start();
+    println!(
+        "messages per run: {MESSAGES} (QoS 1, 64-float JSON arrays, one window each), rounds: {ROUNDS}"
+    );
+    println!("broker: mosquitto, max_inflight_messages 100, max_queued_messages 0");
+    let mut ceiling = Vec::new();
+    let mut daemon = Vec::new();
+    for round in 0..ROUNDS {
+        ceiling.push(run_ceiling(broker.port));
+        daemon.push(rt.block_on(run_daemon(broker.port, &lib, round)));
+        println!(
+            "round {round}: ceiling {:>8.0} msg/s ({:.1} us CPU/msg)   ebgand {:>8.0} msg/s ({:.1} us CPU/msg)",
+            ceiling[round].0, ceiling[round].1, daemon[round].0, daemon[round].1
+        );
+    }
+    let (c_rate, c_cpu) = (
+        median(ceiling.iter().map(|x| x.0)),
+        median(ceiling.iter().map(|x| x.1)),
+    );
+    let (d_rate, d_cpu) = (
+        median(daemon.iter().map(|x| x.0)),
+        median(daemon.iter().map(|x| x.1)),
+    );
+    println!("\n| consumer | msg/s (median) | CPU us/msg (median) |");
+    println!("|---|---|---|");
+    println!("| mosquitto_sub > /dev/null (ceiling) | {c_rate:.0} | {c_cpu:.1} |");
+    println!("| ebgand (decode, window, score, judge) | {d_rate:.0} | {d_cpu:.1} |");
+    println!(
+        "\nratio ebgand / ceiling: throughput {:.2}, CPU per message {:.2}",
+        d_rate / c_rate,
+        d_cpu / c_cpu
+    );
+    scorer_bench(&lib);
+}
+
+fn median(xs: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = xs.collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// CPU seconds (user + system) of a process, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+struct Broker {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = ebgand::demo::free_port().unwrap();
+        let conf = dir.path().join("m.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 100\nmax_queued_messages 0\n"),
+        )
+        .unwrap();
+        let child = Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto missing: run `make setup`");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn payloads() -> Vec<Vec<u8>> {
+    let mut m = ebgand::demo::sim::Machine::new(11);
+    (0..256)
+        .map(|_| serde_json::to_vec(&m.samples(64, false)).unwrap())
+        .collect()
+}
+
+/// The publisher process: N QoS 1 messages as fast as the broker takes them.
+fn publish(port: u16, topic: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut o = rumqttc::MqttOptions::new(
+            format!("bench-pub-{}", std::process::id()),
+            "127.0.0.1",
+            port,
+        );
+        o.set_inflight(100).set_keep_alive(Duration::from_secs(30));
+        let (client, mut ev) = rumqttc::AsyncClient::new(o, 1000);
+        let acked = tokio::spawn(async move {
+            let mut n = 0;
+            while n < MESSAGES {
+                if let Ok(rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_))) = ev.poll().await
+                {
+                    n += 1;
+                }
+            }
+        });
+        let p = payloads();
+        for i in 0..MESSAGES as usize {
+            client
+                .publish(
+                    topic,
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    p[i % p.len()].clone(),
+                )
+                .await
+                .unwrap();
+        }
+        acked.await.unwrap();
+    });
+}
+
+fn spawn_publisher(port: u16, topic: &str) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--publish", &port.to_string(), topic])
+        .spawn()
+        .unwrap()
+}
+
+fn run_ceiling(port: u16) -> (f64, f64) {
+    let topic = format!("bench/ceiling/{}", fastrand::u32(..));
+    let mut sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            &topic,
+            "-C",
+            &MESSAGES.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub missing: run `make setup`");
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let mut publisher = spawn_publisher(port, &topic);
+    let mut cpu = 0.0;
+    loop {
+        let now = cpu_seconds(sub.id());
+        if now > 0.0 {
+            cpu = now;
+        }
+        if sub.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    publisher.wait().unwrap();
+    (MESSAGES as f64 / secs, cpu * 1e6 / MESSAGES as f64)
+}
+
+async fn run_daemon(port: u16, lib: &str, round: usize) -> (f64, f64) {
+    let mut raw = RawConfig::from_toml(ebgand::config::DOCUMENTED_CONFIG).unwrap();
+    raw.mqtt.port = port;
+    raw.mqtt.client_id = format!("bench-{round}-{}", fastrand::u32(..));
+    raw.mqtt.prefix = format!("bench{round}");
+    raw.http.listen = String::new();
+    raw.runtime.library = lib.to_string();
+    raw.models.get_mut("vibration").unwrap().path =
+        format!("{}/models/vibration/fixture-1", env!("CARGO_MANIFEST_DIR"));
+    let settings = raw.validate().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let daemon = tokio::spawn(ebgand::run(settings, rx, metrics.clone()));
+    while !metrics.ready() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let topic = format!("sensors/bench{round}/vibration");
+    let cpu0 = cpu_seconds(std::process::id());
+    let start = Instant::now();
+    let mut publisher = spawn_publisher(port, &topic);
+    while metrics.windows_scored_total() < MESSAGES {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(std::process::id()) - cpu0;
+    publisher.wait().unwrap();
+    tx.send(Signal::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+    (MESSAGES as f64 / secs, cpu * 1e6 / MESSAGES as f64)
+}
+
+fn scorer_bench(lib: &str) {
+    let mut raw = RawConfig::from_toml(ebgand::config::DOCUMENTED_CONFIG).unwrap();
+    raw.runtime.library = lib.to_string();
+    let rt = raw.validate().unwrap().runtime;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/vibration/fixture-1");
+    let mut scorer =
+        ebgand::model::Scorer::load(ebgand::model::ModelVersion::open(&dir).unwrap(), &rt).unwrap();
+    println!("\nscorer alone (vibration fixture, 64x1 windows, 1 intra-op thread), medians of 5:");
+    let mut base = 0.0;
+    for batch in [1usize, 64, 512] {
+        let data = vec![0.5f32; batch * 64];
+        let mut rates = Vec::new();
+        for _ in 0..5 {
+            let calls = (200_000 / batch).max(50);
+            let t = Instant::now();
+            for _ in 0..calls {
+                std::hint::black_box(scorer.score(&data, batch).unwrap());
+            }
+            rates.push((calls * batch) as f64 / t.elapsed().as_secs_f64());
+        }
+        let r = median(rates.into_iter());
+        if batch == 1 {
+            base = r;
+        }
+        println!(
+            "  batch {batch:>3}: {r:>10.0} windows/s  ({:.1}x batch 1)",
+            r / base
+        );
+    }
+}
