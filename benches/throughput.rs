@@ -11,6 +11,7 @@
 //! scorer alone at batch 1, 64 and 512. Absolute numbers move with the machine's load; compare
 //! the ratios.
 #![allow(
+    clippy::let_underscore_must_use,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::print_stdout,
