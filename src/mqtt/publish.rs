@@ -15,7 +15,7 @@ use super::{Backoff, MqttError, Role, status_payload, status_topic};
 use crate::config::MqttSettings;
 use crate::detect::{AlertEvent, Judge, ModelRef, Verdict};
 use crate::model::ScoredBatch;
-use crate::telemetry::metrics::{ConnLabel, Metrics, StateLabel};
+use crate::telemetry::metrics::{ConnLabel, Metrics, QueueLabel, StateLabel};
 
 const REQUEST_CAPACITY: usize = 256;
 
@@ -260,7 +260,15 @@ impl PublisherLoop {
 /// scorer has stopped.
 pub async fn alerting(mut scored: mpsc::Receiver<ScoredBatch>, publisher: Publisher) {
     let mut judge = Judge::new();
+    let depth = publisher
+        .metrics
+        .queue_depth
+        .get_or_create(&QueueLabel {
+            queue: "scored".into(),
+        })
+        .clone();
     while let Some(batch) = scored.recv().await {
+        depth.set(scored.len() as i64);
         let Ok(energies) = &batch.energies else {
             // Counted and logged by the scorer; nothing to judge.
             continue;

@@ -1,0 +1,86 @@
+//! ONNX Runtime side: provider fallback, graph checks against the manifest, scoring.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use ebgand::config::{Provider, RawConfig, RuntimeSettings};
+use ebgand::model::{ModelError, ModelVersion, Scorer};
+
+fn runtime(providers: &[&str]) -> RuntimeSettings {
+    let mut raw = RawConfig::from_toml(ebgand::config::DOCUMENTED_CONFIG).unwrap();
+    raw.runtime.library = ort_library().display().to_string();
+    raw.runtime.providers = providers.iter().map(|p| p.to_string()).collect();
+    raw.validate().unwrap().runtime
+}
+
+fn fixture_copy(edit: impl Fn(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = root().join("models/vibration/fixture-1");
+    std::fs::copy(src.join("model.onnx"), dir.path().join("model.onnx")).unwrap();
+    let manifest = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
+    std::fs::write(dir.path().join("manifest.toml"), edit(manifest)).unwrap();
+    dir
+}
+
+#[test]
+fn gpu_providers_fall_back_to_cpu_on_a_cpu_build() {
+    let version = ModelVersion::open(&root().join("models/vibration/fixture-1")).unwrap();
+    let scorer = Scorer::load(version, &runtime(&["tensorrt", "cuda", "cpu"])).unwrap();
+    assert_eq!(scorer.provider(), Provider::Cpu);
+}
+
+#[test]
+fn scores_match_the_manifest_validation_numbers() {
+    let version = ModelVersion::open(&root().join("models/vibration/fixture-1")).unwrap();
+    let threshold = version.manifest.threshold.value;
+    let mut scorer = Scorer::load(version, &runtime(&["cpu"])).unwrap();
+    // A dead sensor (all zeros) and a healthy window, in one batch.
+    let mut m = ebgand::demo::sim::Machine::new(1);
+    let mut batch = vec![0.0f32; 64];
+    batch.extend(m.samples(64, false));
+    let e = scorer.score(&batch, 2).unwrap();
+    let dead = scorer.version().manifest.validation.as_ref().unwrap()["dead_sensor_energy"]
+        .as_float()
+        .unwrap();
+    assert!(
+        (f64::from(e[0]) - dead).abs() / dead < 1e-4,
+        "dead sensor {} vs manifest {dead}",
+        e[0]
+    );
+    assert!(
+        e[1] < threshold,
+        "healthy window {} over threshold {threshold}",
+        e[1]
+    );
+    assert!(matches!(
+        scorer.score(&batch, 3),
+        Err(ModelError::Mismatch { .. })
+    ));
+}
+
+#[test]
+fn graph_that_does_not_fit_its_manifest_is_refused() {
+    let dir = fixture_copy(|m| m.replace("name = \"window\"", "name = \"samples\""));
+    let err =
+        Scorer::load(ModelVersion::open(dir.path()).unwrap(), &runtime(&["cpu"])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("input \"samples\" not in the graph"),
+        "{err}"
+    );
+
+    let dir = fixture_copy(|m| m.replace("window = 64", "window = 32"));
+    let err =
+        Scorer::load(ModelVersion::open(dir.path()).unwrap(), &runtime(&["cpu"])).unwrap_err();
+    assert!(err.to_string().contains("expected [-1, 32, 1]"), "{err}");
+
+    let dir = fixture_copy(|m| m.replace("energy = \"energy\"", "energy = \"score\""));
+    let err =
+        Scorer::load(ModelVersion::open(dir.path()).unwrap(), &runtime(&["cpu"])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("output \"score\" not in the graph"),
+        "{err}"
+    );
+}
