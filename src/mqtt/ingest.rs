@@ -215,9 +215,9 @@ impl Ingest {
             self.ack(p);
             return;
         }
-        if let Some(key) = self.stream_for(&p.topic) {
-            self.window_message(&key, &p);
-            let Some(entry) = self.streams.get(&key) else {
+        if self.ensure_stream(&p.topic) {
+            self.window_message(&p);
+            let Some(entry) = self.streams.get(p.topic.as_str()) else {
                 return;
             };
             let (info, tx) = (entry.info.clone(), self.routes[entry.route].windows.clone());
@@ -241,10 +241,10 @@ impl Ingest {
         self.ack(p);
     }
 
-    /// Finds or creates the stream for a topic; `None` when refused (counted and logged).
-    fn stream_for(&mut self, topic: &str) -> Option<String> {
+    /// Finds or creates the stream for a topic; `false` when refused (counted and logged).
+    fn ensure_stream(&mut self, topic: &str) -> bool {
         if self.streams.contains_key(topic) {
-            return Some(topic.to_owned());
+            return true;
         }
         let found = self.routes.iter().enumerate().find_map(|(i, r)| {
             r.settings
@@ -257,7 +257,7 @@ impl Ingest {
                 topic,
                 "Message on a topic no stream matches; acknowledged and ignored."
             );
-            return None;
+            return false;
         };
         if self.streams.len() >= self.max_streams {
             self.metrics.streams_refused.inc();
@@ -269,7 +269,7 @@ impl Ingest {
                     "Stream cap reached; message from a new stream refused."
                 );
             }
-            return None;
+            return false;
         }
         let s = &self.routes[route].settings;
         let info = Arc::new(StreamInfo {
@@ -295,12 +295,12 @@ impl Ingest {
             },
         );
         self.metrics.streams_active.set(self.streams.len() as i64);
-        Some(topic.to_owned())
+        true
     }
 
     /// Decodes the payload and windows it into `self.windows`; counts and logs malformed ones.
-    fn window_message(&mut self, key: &str, p: &Publish) {
-        let Some(entry) = self.streams.get_mut(key) else {
+    fn window_message(&mut self, p: &Publish) {
+        let Some(entry) = self.streams.get_mut(p.topic.as_str()) else {
             return;
         };
         let s = &self.routes[entry.route].settings;

@@ -44,7 +44,9 @@ pub struct WindowSpec {
 pub struct Windower {
     spec: WindowSpec,
     buf: VecDeque<f32>,
-    stamps: VecDeque<Option<Value>>,
+    /// Timestamps of the samples in `buf`, for streams whose payloads carry them (object
+    /// payloads with a timestamp field: then every sample has one, else none does).
+    stamps: VecDeque<Value>,
     samples_seen: u64,
     next_end: u64,
     next_seq: u64,
@@ -84,10 +86,14 @@ impl Windower {
         for sample in values.chunks_exact(channels) {
             if self.buf.len() == window * channels {
                 self.buf.drain(..channels);
-                self.stamps.pop_front();
             }
             self.buf.extend(sample.iter().copied());
-            self.stamps.push_back(timestamp.cloned());
+            if let Some(t) = timestamp {
+                if self.stamps.len() == window {
+                    self.stamps.pop_front();
+                }
+                self.stamps.push_back(t.clone());
+            }
             self.samples_seen += 1;
             if self.samples_seen == self.next_end {
                 self.next_end += hop as u64;
@@ -95,13 +101,15 @@ impl Windower {
                 let mut data = Vec::with_capacity(window * channels);
                 data.extend_from_slice(a);
                 data.extend_from_slice(b);
-                let first = self.samples_seen - window as u64;
-                let mark = |stamp: Option<&Option<Value>>, index: u64| match stamp {
-                    Some(Some(t)) => Mark::Time(t.clone()),
-                    _ => Mark::Index(index),
+                let (start, end) = match (self.stamps.front(), self.stamps.back()) {
+                    (Some(first), Some(last)) if self.stamps.len() == window => {
+                        (Mark::Time(first.clone()), Mark::Time(last.clone()))
+                    }
+                    _ => (
+                        Mark::Index(self.samples_seen - window as u64),
+                        Mark::Index(self.samples_seen - 1),
+                    ),
                 };
-                let start = mark(self.stamps.front(), first);
-                let end = mark(self.stamps.back(), self.samples_seen - 1);
                 emit(RawWindow {
                     seq: self.next_seq,
                     start,

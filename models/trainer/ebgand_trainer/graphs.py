@@ -53,7 +53,7 @@ def param_names(layers):
     return [f"{name}.{p}" for name, *_ in layers for p in ("w", "b")]
 
 
-def init_params(arch, layers, rng):
+def init_params(layers, rng):
     """Uniform(+-1/sqrt(fan_in)) weights and biases (PyTorch's Linear default), float32."""
     params = {}
     for name, fan_in, fan_out, _ in layers:
