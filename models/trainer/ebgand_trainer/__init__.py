@@ -1,0 +1,1 @@
+"""EBGAN training worker of ebgand: ONNX Runtime on-device training, no PyTorch."""

@@ -1,0 +1,188 @@
+"""Training artifacts of the D step and the G step (training, eval and optimizer graphs plus a
+checkpoint), generated with onnxblock and cached on disk.
+
+The losses are onnxblock Blocks stacked on the forward graphs of graphs.py. Their
+hyperparameters (margin, pulling-away weight) are graph inputs, not constants, so one set of
+artifacts serves every schedule and both modes: with margin 0 the D step is a plain autoencoder
+step.
+"""
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from . import graphs
+from .ort import artifacts, onnxblock, onnxruntime
+
+# Names of the files generate_artifacts writes for a step with the given prefix.
+FILES = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint")
+PT_EPS = 1e-8  # keeps the cosine of an all-zero code finite
+
+
+def _scalar_input(graph, name):
+    graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, []))
+
+
+def _const(graph, name, value, dtype=np.float32):
+    graph.initializer.append(numpy_helper.from_array(np.array(value, dtype), name))
+
+
+class DLoss(onnxblock.Block):
+    """EBGAN's discriminator loss: mean E(real) + mean(max(0, margin - E(fake))), with the
+    margin as a scalar graph input. The hinge is per sample, as in the paper, so a few fakes
+    that already sit above the margin do not hide the ones that do not."""
+
+    def build(self, energy, fake_energy):
+        g = self.base.graph
+        _scalar_input(g, "margin")
+        g.node.extend([
+            helper.make_node("ReduceMean", [energy], ["dloss/real"], keepdims=0),
+            helper.make_node("Sub", ["margin", fake_energy], ["dloss/gap"]),
+            helper.make_node("Relu", ["dloss/gap"], ["dloss/hinge"]),
+            helper.make_node("ReduceMean", ["dloss/hinge"], ["dloss/fake"], keepdims=0),
+            helper.make_node("Add", ["dloss/real", "dloss/fake"], ["loss"]),
+        ])
+        return "loss"
+
+
+class GLoss(onnxblock.Block):
+    """EBGAN's generator loss: mean E(G(z)) + pt_weight * PT(S), with PT the pulling-away term
+    on D's codes S of the generated batch: the mean squared cosine similarity over all pairs of
+    distinct rows. It penalises a generator that collapses onto one point of the healthy set."""
+
+    def build(self, fake_energy, fake_code):
+        g = self.base.graph
+        _scalar_input(g, "pt_weight")
+        _const(g, "gloss/axis1", [1], np.int64)  # ReduceSum takes axes as an input from opset 13
+        _const(g, "gloss/eps", PT_EPS)
+        _const(g, "gloss/one", 1.0)
+        g.node.extend([
+            helper.make_node("ReduceMean", [fake_energy], ["gloss/energy"], keepdims=0),
+            # unit-length codes u; gram = u u^T holds the pairwise cosines
+            helper.make_node("Mul", [fake_code, fake_code], ["gloss/sq"]),
+            helper.make_node("ReduceSum", ["gloss/sq", "gloss/axis1"], ["gloss/norm2"], keepdims=1),
+            helper.make_node("Add", ["gloss/norm2", "gloss/eps"], ["gloss/norm2e"]),
+            helper.make_node("Sqrt", ["gloss/norm2e"], ["gloss/norm"]),
+            helper.make_node("Div", [fake_code, "gloss/norm"], ["gloss/u"]),
+            helper.make_node("Transpose", ["gloss/u"], ["gloss/ut"], perm=[1, 0]),
+            helper.make_node("MatMul", ["gloss/u", "gloss/ut"], ["gloss/gram"]),
+            helper.make_node("Mul", ["gloss/gram", "gloss/gram"], ["gloss/gram2"]),
+            helper.make_node("ReduceSum", ["gloss/gram2"], ["gloss/all"], keepdims=0),
+            # the diagonal (each code with itself) is not a pair: subtract sum_i |u_i|^4
+            helper.make_node("Mul", ["gloss/u", "gloss/u"], ["gloss/u2"]),
+            helper.make_node("ReduceSum", ["gloss/u2", "gloss/axis1"], ["gloss/unorm2"], keepdims=0),
+            helper.make_node("Mul", ["gloss/unorm2", "gloss/unorm2"], ["gloss/unorm4"]),
+            helper.make_node("ReduceSum", ["gloss/unorm4"], ["gloss/diag"], keepdims=0),
+            helper.make_node("Sub", ["gloss/all", "gloss/diag"], ["gloss/offdiag"]),
+            # n (n - 1) pairs, n from the runtime batch size; at least 1 so n = 1 gives PT = 0
+            helper.make_node("Shape", [fake_code], ["gloss/shape"], start=0, end=1),
+            helper.make_node("Cast", ["gloss/shape"], ["gloss/n1"], to=TensorProto.FLOAT),
+            helper.make_node("Squeeze", ["gloss/n1"], ["gloss/n"]),
+            helper.make_node("Sub", ["gloss/n", "gloss/one"], ["gloss/nm1"]),
+            helper.make_node("Mul", ["gloss/n", "gloss/nm1"], ["gloss/pairs0"]),
+            helper.make_node("Max", ["gloss/pairs0", "gloss/one"], ["gloss/pairs"]),
+            helper.make_node("Div", ["gloss/offdiag", "gloss/pairs"], ["gloss/pt"]),
+            helper.make_node("Mul", ["pt_weight", "gloss/pt"], ["gloss/pt_weighted"]),
+            helper.make_node("Add", ["gloss/energy", "gloss/pt_weighted"], ["loss"]),
+        ])
+        return "loss"
+
+
+@contextlib.contextmanager
+def _cwd(path):
+    """onnxblock writes temporary models into the current directory; keep them out of the
+    caller's (often the repository or the daemon's state directory)."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """The gradient-graph builder logs every graph transformer at INFO level straight to file
+    descriptor 2, whatever the logger severity set from Python. Hold that back; replay it only
+    if the build fails, where it may say why."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = False
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                log.seek(0)
+                sys.stderr.buffer.write(log.read())
+                sys.stderr.flush()
+
+
+def cache_key(arch):
+    """Hash of everything the artifacts depend on: the architecture, the package versions that
+    generate and read them, and this package's graph code (so editing a graph invalidates old
+    entries without a hand-kept version number)."""
+    here = Path(__file__).parent
+    blob = json.dumps({
+        "arch": [arch.window, arch.channels, arch.hidden, arch.latent],
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "code": [hashlib.sha256((here / f).read_bytes()).hexdigest()
+                 for f in ("graphs.py", "artifacts.py")],
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _generate(arch, out):
+    d_params = graphs.param_names(arch.d_layers())
+    with _cwd(out), _quiet_stderr():
+        artifacts.generate_artifacts(
+            graphs.d_graph(arch), requires_grad=d_params, frozen_params=list(graphs.NORM_PARAMS),
+            loss=DLoss(), loss_input_names=["energy", "fake_energy"],
+            # the eval model returns per-window energies too: validation needs no export
+            additional_output_names=["energy"],
+            optimizer=artifacts.OptimType.AdamW, artifact_directory=out, prefix="d_")
+        # D's weights are frozen in the G step: listed in frozen_params they stay graph inputs
+        # that the trainer can overwrite after each D step; unlisted they would be folded into
+        # constants.
+        artifacts.generate_artifacts(
+            graphs.g_graph(arch), requires_grad=graphs.param_names(arch.g_layers()),
+            frozen_params=d_params, loss=GLoss(), loss_input_names=["fake_energy", "fake_code"],
+            additional_output_names=["fake"],  # reused as the D step's fake batch
+            optimizer=artifacts.OptimType.AdamW, artifact_directory=out, prefix="g_")
+
+
+def ensure(arch, cache_root):
+    """Returns the folder holding the artifacts for arch (d_* and g_* files), generating them
+    on a miss. Built in a temporary folder and renamed into place, so concurrent trainers and
+    interrupted builds never leave a half-written entry."""
+    cache_root = Path(cache_root)
+    final = cache_root / cache_key(arch)
+    if final.is_dir():
+        return final
+    cache_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_root))
+    try:
+        _generate(arch, tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():  # else a concurrent build won the rename: use its entry
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -1,0 +1,348 @@
+"""Command line of the training worker: arguments in, JSON lines of progress out, a model version
+folder as the result. The contract the daemon's supervisor relies on is in README.md."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import shlex
+import signal
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import artifacts, export, graphs, train, version
+from .ort import onnxruntime
+
+log = logging.getLogger("ebgand_trainer")
+
+STEP_INTERVAL = 0.05  # seconds between step events: at most ~20 a second for the supervisor
+EXIT_USAGE = 2
+MIN_STD = 1e-6  # below this a channel counts as constant (see _norm_stats)
+CHECK_WINDOWS = 256  # hold-out windows scored by both the trained module and the export
+
+
+class UsageError(Exception):
+    """Bad arguments or input data: retrying will not help (exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage and exit; the supervisor wants JSON
+        raise UsageError(message)
+
+
+class Events:
+    """The JSON-lines channel to the supervisor. It owns the real stdout: main() points file
+    descriptor 1 at stderr, so nothing else (ORT, numpy, a stray print) can reach it."""
+
+    def __init__(self, stream):
+        self.stream, self.steps = stream, None
+        self.last_emit = -math.inf
+        self.pending = None  # latest step not yet emitted
+        self.val = None  # validation energy measured since the last emitted step
+
+    def emit(self, event, **fields):
+        self.stream.write(json.dumps({"event": event, **fields}, allow_nan=False) + "\n")
+        self.stream.flush()
+
+    def start(self, mode, steps, windows):
+        self.steps = steps
+        self.emit("start", mode=mode, steps=steps, windows=windows)
+
+    def step(self, step, d_loss, g_loss, val):
+        if val is not None:
+            self.val = val
+        self.pending = {"step": step, "steps": self.steps, "d_loss": d_loss, "g_loss": g_loss}
+        if time.monotonic() - self.last_emit >= STEP_INTERVAL:
+            self.flush()
+
+    def flush(self):
+        """Emits the latest step if it was held back by the rate limit."""
+        if self.pending is None:
+            return
+        if self.val is not None:
+            self.pending["val_energy"] = self.val
+        self.emit("step", **self.pending)
+        self.pending, self.val, self.last_emit = None, None, time.monotonic()
+
+
+class StopFlag:
+    """SIGTERM/SIGINT only set a flag, polled at step boundaries and before publishing: a
+    signal never interrupts ORT mid-call or a write half-way."""
+
+    def __init__(self):
+        self.signum = None
+
+    def install(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame):
+        self.signum = signum
+
+    def __call__(self):
+        return self.signum is not None
+
+    def check(self):
+        if self.signum is not None:
+            raise train.Stopped()
+
+
+def parse_args(argv):
+    p = _Parser(
+        prog="python -m ebgand_trainer",
+        description="Train an EBGAN (or, with --mode ae, a plain autoencoder) on healthy windows "
+                    "with ONNX Runtime's training API and write a model version folder "
+                    "(model.onnx + manifest.toml) that ebgand serves. stdout carries only JSON "
+                    "progress lines; logs go to stderr.",
+        epilog="Example: PYTHONPATH=models/trainer python -m ebgand_trainer --data windows.npy "
+               "--out models/vibration/v2 --name vibration --version v2")
+    p.add_argument("--data", required=True, type=Path,
+                   help="healthy windows: .npy float array [N, W, C], in stream order")
+    p.add_argument("--out", required=True, type=Path,
+                   help="model version folder to create (must not exist), e.g. models/NAME/VERSION")
+    p.add_argument("--name", required=True, help="model family, written to the manifest")
+    p.add_argument("--version", required=True, help="model version, written to the manifest")
+    p.add_argument("--mode", choices=("ebgan", "ae"), default="ebgan",
+                   help="ebgan: alternate D and G steps; ae: D alone with margin 0, the plain "
+                        "autoencoder baseline (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=600, help="D updates (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=64, help="windows per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, D and G (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=7, help="seed of weights, batches and noise (default: %(default)s)")
+    p.add_argument("--holdout", type=float, default=0.2,
+                   help="share of windows, taken from the end of --data, held out for validation "
+                        "and the threshold (default: %(default)s)")
+    p.add_argument("--quantile", type=float, default=0.995,
+                   help="threshold = this quantile of held-out energies (default: %(default)s)")
+    p.add_argument("--latent", type=int, default=8, help="D's code size and G's noise size (default: %(default)s)")
+    p.add_argument("--hidden", type=int, default=64, help="hidden layer width of D and G (default: %(default)s)")
+    p.add_argument("--margin", type=float, default=1.0,
+                   help="initial EBGAN margin, in energy units of the normalised window (default: %(default)s)")
+    p.add_argument("--margin-decay", type=float, default=0.5,
+                   help="share of the steps over which the margin falls linearly to 0 (default: %(default)s)")
+    p.add_argument("--pt-weight", type=float, default=0.1,
+                   help="weight of the pulling-away term in G's loss (default: %(default)s)")
+    p.add_argument("--eval-every", type=int, default=20,
+                   help="steps between validation evaluations (default: %(default)s)")
+    p.add_argument("--patience", type=int, default=5,
+                   help="evaluations without a lower validation energy before stopping early; "
+                        "0 trains all --steps (default: %(default)s)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda needs the onnxruntime-training (CUDA) build (default: %(default)s)")
+    p.add_argument("--cache", type=Path,
+                   help="folder for cached training artifacts (default: $CACHE_DIRECTORY from "
+                        "systemd, else $XDG_CACHE_HOME or ~/.cache, under ebgand/trainer)")
+    p.add_argument("--command", help="command recorded in the manifest (default: this command line)")
+    args = p.parse_args(argv)
+
+    positive = {"--steps": args.steps, "--batch": args.batch, "--latent": args.latent,
+                "--hidden": args.hidden, "--eval-every": args.eval_every, "--lr": args.lr,
+                "--margin-decay": args.margin_decay}
+    for flag, value in positive.items():
+        if not (value > 0 and math.isfinite(value)):
+            raise UsageError(f"{flag} must be positive, got {value}")
+    if args.batch < 2:
+        raise UsageError("--batch must be at least 2 (the pulling-away term compares pairs)")
+    for flag, value in {"--margin": args.margin, "--pt-weight": args.pt_weight,
+                        "--patience": args.patience}.items():
+        if not (value >= 0 and math.isfinite(value)):
+            raise UsageError(f"{flag} must not be negative, got {value}")
+    if not 0 < args.holdout < 1:
+        raise UsageError(f"--holdout must be between 0 and 1, got {args.holdout}")
+    if not 0 < args.quantile < 1:
+        raise UsageError(f"--quantile must be between 0 and 1, got {args.quantile}")
+    for flag, value in {"--name": args.name, "--version": args.version}.items():
+        if not value or value.startswith(".") or "/" in value or "\0" in value:
+            raise UsageError(f"{flag} {value!r} is not a valid folder name")
+    return args
+
+
+def default_cache():
+    """systemd's CacheDirectory= sets $CACHE_DIRECTORY: use it under the service."""
+    if os.environ.get("CACHE_DIRECTORY"):
+        return Path(os.environ["CACHE_DIRECTORY"].split(":")[0]) / "trainer"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ebgand" / "trainer"
+
+
+def load_windows(path):
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--data {path}: cannot read a .npy array: {e}") from e
+    if not isinstance(x, np.ndarray):  # np.load opens .npz archives too
+        raise UsageError(f"--data {path}: not a .npy array")
+    if x.ndim != 3 or 0 in x.shape:
+        raise UsageError(f"--data {path}: shape {x.shape}; expected [N, W, C] windows")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise UsageError(f"--data {path}: dtype {x.dtype}; expected float32")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bad = ~np.isfinite(x).all(axis=(1, 2))
+    if bad.any():
+        raise UsageError(f"--data {path}: {int(bad.sum())} windows hold NaN or infinite values "
+                         f"(first: window {int(np.argmax(bad))})")
+    return x
+
+
+def split(x, holdout):
+    """The hold-out is the end of the data, not a shuffled sample: windows overlap and drift
+    in time, so a shuffled split would calibrate on near-copies of training windows."""
+    n_hold = max(1, round(len(x) * holdout))
+    if len(x) - n_hold < 2:
+        raise UsageError(f"--data has {len(x)} windows; too few to train with --holdout {holdout}")
+    if n_hold < 200:
+        log.warning("only %d held-out windows: the threshold quantile will be coarse", n_hold)
+    return x[:-n_hold], x[-n_hold:]
+
+
+def _norm_stats(train_x):
+    """Per-channel mean and std of the training split, float32 as baked into the graph. A
+    constant channel gets std 1: dividing by ~0 would turn float noise into alarms."""
+    mean = train_x.mean(axis=(0, 1), dtype=np.float64)
+    std = train_x.std(axis=(0, 1), dtype=np.float64)
+    flat = std < MIN_STD * np.maximum(1.0, np.abs(mean))
+    for c in np.flatnonzero(flat):
+        log.warning("channel %d is constant in the training data (%g); its std is set to 1", c, mean[c])
+    std[flat] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _manifest(args, argv, model, arch, train_x, hold_x, mean, std, result, threshold, e_hold,
+              e_train):
+    ebgan = args.mode == "ebgan"
+    return version.manifest_text(
+        {"format": version.FORMAT, "name": args.name, "version": args.version,
+         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+         "command": args.command or shlex.join(["python", "-m", "ebgand_trainer", *argv]),
+         "sha256": version.sha256(model)},
+        {"input": {"kind": "window", "name": "window", "window": arch.window,
+                   "channels": arch.channels, "dtype": "float32"},
+         "output": {"energy": "energy", "residual": "residual"},
+         "threshold": {"value": threshold, "quantile": args.quantile, "windows": len(hold_x)},
+         "data": {"source": os.path.abspath(args.data), "sha256": _file_sha256(args.data),
+                  "train_windows": len(train_x), "holdout_windows": len(hold_x),
+                  "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+         "training": {
+             "method": ("EBGAN: MLP autoencoder D and MLP generator G, ONNX Runtime training API"
+                        if ebgan else
+                        "autoencoder: EBGAN's D alone (margin 0, no G), ONNX Runtime training API"),
+             "mode": args.mode, "steps": result.steps_run, "steps_planned": args.steps,
+             "best_step": result.best_step, "stopped_early": result.stopped_early,
+             "batch": args.batch, "optimizer": "AdamW", "lr": args.lr,
+             "hidden": args.hidden, "latent": args.latent,
+             "margin": args.margin if ebgan else 0.0,
+             "margin_decay": args.margin_decay if ebgan else None,
+             "pt_weight": args.pt_weight if ebgan else None,
+             "eval_every": args.eval_every, "patience": args.patience,
+             "d_loss": result.d_loss, "g_loss": result.g_loss,
+             "seed": args.seed, "seconds": round(result.seconds, 3), "device": args.device,
+             "onnxruntime": onnxruntime.__version__},
+         "validation": {
+             "healthy_mean_energy": float(e_hold.mean()),
+             "healthy_p50_energy": float(np.quantile(e_hold, 0.5)),
+             "healthy_p90_energy": float(np.quantile(e_hold, 0.9)),
+             "healthy_p99_energy": float(np.quantile(e_hold, 0.99)),
+             "healthy_max_energy": float(e_hold.max()),
+             "train_mean_energy": float(e_train.mean())}})
+
+
+def run(args, argv, events, stop):
+    t0 = time.monotonic()
+    out = Path(os.path.abspath(args.out))
+    version.check_free(out)
+    if (out.name, out.parent.name) != (args.version, args.name):
+        log.warning("--out %s is not <models>/%s/%s; the registry expects NAME/VERSION folders",
+                    out, args.name, args.version)
+    if args.device == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        raise UsageError(
+            "--device cuda: this ONNX Runtime build has no CUDA provider (available: "
+            f"{', '.join(onnxruntime.get_available_providers())}); install "
+            "onnxruntime-training==1.19.2 (the CUDA build) in place of onnxruntime-training-cpu")
+
+    windows = load_windows(args.data)
+    train_x, hold_x = split(windows, args.holdout)
+    mean, std = _norm_stats(train_x)
+    _, w, c = windows.shape
+    arch = graphs.Arch(window=w, channels=c, hidden=args.hidden, latent=args.latent)
+    cfg = train.Config(mode=args.mode, steps=args.steps, batch=args.batch, lr=args.lr,
+                       seed=args.seed, margin=args.margin, margin_decay=args.margin_decay,
+                       pt_weight=args.pt_weight, eval_every=args.eval_every,
+                       patience=args.patience, device=args.device)
+    # Staged before training so an unwritable destination fails now, not after the work.
+    tmp = version.staging(out)
+    try:
+        events.start(args.mode, args.steps, len(windows))
+        folder = artifacts.ensure(arch, args.cache or default_cache())
+        stop.check()
+        result = train.train(arch, cfg, folder, train_x, hold_x, mean, std, events.step, stop)
+        events.flush()
+        log.info("trained %d steps in %.2f s (best validation energy %.6g at step %d)",
+                 result.steps_run, result.seconds, result.best_val_energy, result.best_step)
+
+        model = export.export(result.d_module, arch, tmp)
+        sess = export.session(model)
+        export.check_against_training(sess, result.d_module, hold_x[:CHECK_WINDOWS], arch)
+        e_hold = export.energies(sess, hold_x).astype(np.float64)
+        threshold = export.calibrate(e_hold, args.quantile)
+        e_train = export.energies(sess, train.subset(train_x, train.VAL_MAX)).astype(np.float64)
+        text = _manifest(args, argv, model, arch, train_x, hold_x, mean, std, result, threshold,
+                         e_hold, e_train)
+        stop.check()
+        version.publish(tmp, out, {"model.onnx": model, "manifest.toml": text.encode()})
+    except BaseException:
+        version.discard(tmp)
+        raise
+    events.emit("done", dir=str(out), threshold=threshold, steps=result.steps_run,
+                seconds=round(time.monotonic() - t0, 3))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    # Take the real stdout for events and point descriptor 1 at stderr, so that output from C++
+    # (ORT) or any print cannot corrupt the JSON stream.
+    sys.stdout.flush()
+    events_stream = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    # Our own logger only: the root logger stays at WARNING, where ORT's chatter stays quiet.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("ebgand-trainer %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    stop = StopFlag()
+    stop.install()
+    events = Events(events_stream)
+    try:
+        args = parse_args(argv)
+        run(args, argv, events, stop)
+        return 0
+    except (UsageError, version.Exists) as e:
+        events.emit("error", message=str(e))
+        return EXIT_USAGE
+    except train.Stopped:
+        name = signal.Signals(stop.signum).name
+        events.emit("error", message=f"stopped by {name}; no model version written")
+        return 128 + stop.signum
+    except (train.Diverged, export.ExportError) as e:  # explained by their message
+        events.emit("error", message=str(e))
+        return 1
+    except Exception as e:  # the supervisor needs a message, the operator the traceback
+        traceback.print_exc(file=sys.stderr)
+        events.emit("error", message=f"{type(e).__name__}: {e}")
+        return 1

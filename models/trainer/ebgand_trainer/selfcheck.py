@@ -1,0 +1,182 @@
+"""python -m ebgand_trainer.selfcheck: train both modes on a synthetic healthy vibration signal
+through the real CLI, then check the contract and the detection.
+
+- contract: stdout is JSON lines (start, steps, done), the folder holds model.onnx and a
+  manifest whose sha256 matches; an existing --out exits 2; SIGTERM exits 143 leaving nothing.
+- detection: ROC AUC of exported-model energies, healthy test windows against each fault
+  (spike, 50 -> 65 Hz frequency shift, dead sensor), must reach TARGET_AUC in both modes.
+  Subtler faults are scored too, for information.
+
+Prints one JSON summary on stdout; exits 1 if any check fails.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .export import energies, session
+from .version import sha256
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib
+
+TARGET_AUC = 0.95
+W, RATE = 64, 1000
+TRAIN, TEST, FAULTS = 4000, 2000, 500  # windows: training file, healthy test, each fault
+MODES = ("ebgan", "ae")
+
+
+def healthy(n, rng, freq_scale=1.0):
+    """The fixture's vibration signal (models/fixture/make_fixture.py), [n, W, 1] float32:
+    1 + 0.5 (1+a) sin(2 pi 50 t/1000 + p1) + 0.2 sin(2 pi 100 t/1000 + p2) + N(0, 0.05^2),
+    phases and a drawn per window because the stream is cut at arbitrary points."""
+    f = 2 * np.pi * np.arange(W)[None, :, None] / RATE * freq_scale
+    p1, p2 = (rng.uniform(0, 2 * np.pi, (n, 1, 1)) for _ in range(2))
+    a = rng.uniform(-0.05, 0.05, (n, 1, 1))
+    x = 1.0 + 0.5 * (1 + a) * np.sin(50 * f + p1) + 0.2 * np.sin(100 * f + p2)
+    return (x + rng.normal(0.0, 0.05, x.shape)).astype(np.float32)
+
+
+def faults(rng):
+    """The fixture's faults, many windows each, the spike at a random place in the window."""
+    spike = healthy(FAULTS, rng)
+    at = rng.integers(0, W - 3, FAULTS)
+    for k in range(3):
+        spike[np.arange(FAULTS), at + k, 0] += 5.0
+    return {"spike": spike,
+            "frequency_shift": healthy(FAULTS, rng, freq_scale=65 / 50),
+            "dead_sensor": np.zeros((FAULTS, W, 1), np.float32)}
+
+
+def harder_faults(rng):
+    """Subtler faults, reported but not gated: they show where the two modes differ."""
+    small_spike = healthy(FAULTS, rng)
+    small_spike[np.arange(FAULTS), rng.integers(0, W, FAULTS), 0] += 0.3  # 6 noise sigmas, 1 sample
+    return {"small_spike": small_spike,
+            "small_frequency_shift": healthy(FAULTS, rng, freq_scale=53 / 50),
+            "amplitude_drop": (healthy(FAULTS, rng) - 1.0) * 0.8 + 1.0}  # oscillation -20 %
+
+
+def roc_auc(negatives, positives):
+    """Probability that a fault window scores above a healthy one, ties counting half: the
+    ROC AUC. All pairs at once; a million comparisons is nothing."""
+    pos, neg = positives[:, None], negatives[None, :]
+    return float((pos > neg).mean() + 0.5 * (pos == neg).mean())
+
+
+# The trainer runs as the supervisor runs it: a separate process, found through PYTHONPATH.
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}
+
+
+def trainer(tmp, *args):
+    return [sys.executable, "-m", "ebgand_trainer", "--data", str(tmp / "train.npy"),
+            "--cache", str(tmp / "cache"), *args]
+
+
+def events(stdout):
+    """Every stdout line must be one JSON object with an event field."""
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert all(isinstance(e, dict) and "event" in e for e in lines), "non-event line on stdout"
+    return lines
+
+
+def train_mode(tmp, mode, test, bad, harder):
+    out = tmp / "vibration" / f"selfcheck-{mode}"
+    run = subprocess.run(trainer(tmp, "--out", str(out), "--name", "vibration", "--version",
+                                 out.name, "--mode", mode),
+                         capture_output=True, text=True, env=ENV)
+    if run.returncode != 0:
+        sys.stderr.write(run.stderr)
+        raise AssertionError(f"{mode}: trainer exited {run.returncode}: {run.stdout.strip()}")
+    ev = events(run.stdout)
+    kinds = [e["event"] for e in ev]
+    assert kinds[0] == "start" and kinds[-1] == "done" and set(kinds[1:-1]) == {"step"}, kinds
+    steps = [e["step"] for e in ev if e["event"] == "step"]
+    assert steps == sorted(steps) and steps[-1] == ev[-1]["steps"], "step events out of order"
+    assert all((e["g_loss"] is None) == (mode == "ae") for e in ev if e["event"] == "step")
+    done = ev[-1]
+
+    manifest = tomllib.loads((out / "manifest.toml").read_text())
+    model = (out / "model.onnx").read_bytes()
+    assert manifest["sha256"] == sha256(model), "manifest sha256 does not match model.onnx"
+    assert manifest["threshold"]["value"] == done["threshold"]
+    assert sorted(os.listdir(out)) == ["manifest.toml", "model.onnx"]
+    sess = session(model)
+    threshold = manifest["threshold"]["value"]
+    e_test = energies(sess, test)
+    auc, detected = {}, {}
+    for name, x in bad.items():
+        e = energies(sess, x)
+        auc[name] = round(roc_auc(e_test, e), 4)
+        detected[name] = round(float((e > threshold).mean()), 4)
+    return {"auc": auc, "detected": detected,
+            "harder_auc": {name: round(roc_auc(e_test, energies(sess, x)), 4)
+                           for name, x in harder.items()},
+            "false_alarms": round(float((e_test > threshold).mean()), 4),
+            "threshold": threshold, "steps": done["steps"],
+            "train_seconds": done["seconds"]}
+
+
+def check_refuses_existing(tmp):
+    out = tmp / "vibration" / "selfcheck-ae"  # written by train_mode
+    run = subprocess.run(trainer(tmp, "--out", str(out), "--name", "vibration", "--version", out.name),
+                         capture_output=True, text=True, env=ENV)
+    ev = events(run.stdout)
+    assert run.returncode == 2 and ev[-1]["event"] == "error", (run.returncode, run.stdout)
+
+
+def check_sigterm(tmp):
+    out = tmp / "vibration" / "selfcheck-term"
+    proc = subprocess.Popen(trainer(tmp, "--out", str(out), "--name", "vibration", "--version",
+                                    out.name, "--steps", "1000000", "--patience", "0"),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
+    lines = []
+    for line in proc.stdout:  # wait until training is under way
+        lines.append(line)
+        if json.loads(line)["event"] == "step":
+            break
+    proc.send_signal(signal.SIGTERM)
+    lines += proc.stdout.readlines()
+    rc = proc.wait(timeout=30)
+    ev = events("".join(lines))
+    assert rc == 143 and ev[-1]["event"] == "error", (rc, ev[-1])
+    leftovers = [p.name for p in out.parent.iterdir() if "selfcheck-term" in p.name]
+    assert not leftovers, f"SIGTERM left {leftovers}"
+
+
+def main():
+    t0 = time.monotonic()
+    rng_train, rng_test, rng_fault = (np.random.default_rng(s)
+                                      for s in np.random.SeedSequence(7).spawn(3))
+    summary = {"target_auc": TARGET_AUC, "modes": {}}
+    with tempfile.TemporaryDirectory(prefix="ebgand-selfcheck-") as tmp:
+        tmp = Path(tmp)
+        np.save(tmp / "train.npy", healthy(TRAIN, rng_train))
+        test, bad, harder = healthy(TEST, rng_test), faults(rng_fault), harder_faults(rng_fault)
+        try:
+            for mode in MODES:
+                summary["modes"][mode] = train_mode(tmp, mode, test, bad, harder)
+            check_refuses_existing(tmp)
+            check_sigterm(tmp)
+            summary["contract"] = "ok"
+        except AssertionError as e:
+            summary["contract"] = f"FAILED: {e}"
+    aucs = [a for m in summary["modes"].values() for a in m["auc"].values()]
+    summary["ok"] = (summary["contract"] == "ok" and len(aucs) == len(MODES) * 3
+                     and min(aucs) >= TARGET_AUC)
+    summary["seconds"] = round(time.monotonic() - t0, 2)
+    print(json.dumps(summary, indent=2))
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""A model version folder: `model.onnx` + `manifest.toml` (format 1, models/README.md), written
+beside its destination and renamed into place, so the daemon never sees a half-written one."""
+import hashlib
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+FORMAT = 1
+
+
+class Exists(Exception):
+    """The destination folder already exists; versions are immutable, so this is refused."""
+
+
+def toml_str(text):
+    """A TOML basic string. Quotes, backslashes and control characters are escaped; everything
+    else (non-ASCII included) is valid as is."""
+    out = []
+    for ch in str(text):
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"refusing to write the non-finite number {v} into a manifest")
+        return repr(v)  # shortest repr that round-trips: TOML reads back the same float64
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return toml_str(v)
+
+
+def manifest_text(top, tables):
+    """top: {key: value} written first; tables: {table: {key: value}} in order. None values
+    are left out (TOML has no null)."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in top.items() if v is not None]
+    for table, items in tables.items():
+        lines += ["", f"[{table}]"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in items.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_free(out):
+    """Fails early, before any training, if out is taken."""
+    if os.path.lexists(out):
+        raise Exists(f"{out} already exists; model versions are immutable, choose a new --version "
+                     "or --out")
+
+
+def staging(out):
+    """A fresh temporary folder beside out (same file system, so the final rename is atomic).
+    The dot prefix marks it as not a model version for the daemon's registry."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+
+
+def publish(tmp, out, files):
+    """Writes files {name: bytes} into tmp, syncs them, and renames tmp to out."""
+    for name, data in files.items():
+        with open(tmp / name, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    tmp.chmod(0o755)  # mkdtemp makes 0700; the daemon may run as another user
+    check_free(out)  # rename() would silently replace an empty folder that appeared meanwhile
+    os.rename(tmp, out)
+    fd = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # make the rename itself durable
+    finally:
+        os.close(fd)
+
+
+def discard(tmp):
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,135 @@
+//! The real binary under real signals: SIGTERM drains and exits 0, SIGHUP reloads, SIGKILL
+//! leaves the Last Will.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn spawn_daemon(port: u16, prefix: &str, dir: &std::path::Path) -> Child {
+    let config = dir.join("ebgand.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"node = "proc-test"
+[mqtt]
+port = {port}
+prefix = "{prefix}"
+client_id = "ebgand-{prefix}"
+keep_alive_s = 5
+[http]
+listen = ""
+[models.vibration]
+path = "{model}"
+[[streams]]
+name = "vibration"
+topic = "sensors/+/vibration"
+model = "vibration"
+format = "array"
+window = 64
+"#,
+            model = root().join("models/vibration/fixture-1").display()
+        ),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_ebgand"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("ORT_DYLIB_PATH", ort_library())
+        .env("EBGAND_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn kill(child: &Child, signal: &str) {
+    assert!(
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("daemon did not exit");
+}
+
+fn last_status(obs: &Observer, prefix: &str) -> Option<String> {
+    obs.on(&format!("{prefix}/status"))
+        .last()
+        .map(|s| s.json["status"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero_sighup_reloads() {
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "p1";
+    let obs = Observer::start(broker.port, &format!("{prefix}/status")).await;
+    let mut child = spawn_daemon(broker.port, prefix, dir.path());
+    eventually(Duration::from_secs(20), "online", || {
+        last_status(&obs, prefix).as_deref() == Some("online")
+    })
+    .await;
+    kill(&child, "-HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop the daemon"
+    );
+    kill(&child, "-TERM");
+    let status = wait_exit(&mut child).await;
+    assert_eq!(status.code(), Some(0));
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("Model swapped"),
+        "SIGHUP reload not in the log:\n{log}"
+    );
+    assert!(log.contains("Drained"), "{log}");
+    eventually(Duration::from_secs(5), "offline after a clean stop", || {
+        last_status(&obs, prefix).as_deref() == Some("offline")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_leaves_the_last_will() {
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "p2";
+    let obs = Observer::start(broker.port, &format!("{prefix}/status")).await;
+    let mut child = spawn_daemon(broker.port, prefix, dir.path());
+    eventually(Duration::from_secs(20), "online", || {
+        last_status(&obs, prefix).as_deref() == Some("online")
+    })
+    .await;
+    kill(&child, "-KILL");
+    wait_exit(&mut child).await;
+    eventually(Duration::from_secs(15), "Last Will published", || {
+        last_status(&obs, prefix).as_deref() == Some("offline")
+    })
+    .await;
+    let will = obs
+        .on(&format!("{prefix}/status"))
+        .last()
+        .unwrap()
+        .json
+        .clone();
+    assert_eq!(will["node"], "proc-test");
+}
