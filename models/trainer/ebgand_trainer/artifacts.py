@@ -78,7 +78,8 @@ class GLoss(onnxblock.Block):
             helper.make_node("ReduceSum", ["gloss/gram2"], ["gloss/all"], keepdims=0),
             # the diagonal (each code with itself) is not a pair: subtract sum_i |u_i|^4
             helper.make_node("Mul", ["gloss/u", "gloss/u"], ["gloss/u2"]),
-            helper.make_node("ReduceSum", ["gloss/u2", "gloss/axis1"], ["gloss/unorm2"], keepdims=0),
+            helper.make_node("ReduceSum", ["gloss/u2", "gloss/axis1"], ["gloss/unorm2"],
+                             keepdims=0),
             helper.make_node("Mul", ["gloss/unorm2", "gloss/unorm2"], ["gloss/unorm4"]),
             helper.make_node("ReduceSum", ["gloss/unorm4"], ["gloss/diag"], keepdims=0),
             helper.make_node("Sub", ["gloss/all", "gloss/diag"], ["gloss/offdiag"]),

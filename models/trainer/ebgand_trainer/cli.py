@@ -95,52 +95,56 @@ class StopFlag:
             raise train.Stopped()
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):  # no "(default: None)" on required flags
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def parse_args(argv):
     p = _Parser(
         prog="python -m ebgand_trainer",
+        formatter_class=_Help,
         description="Train an EBGAN (or, with --mode ae, a plain autoencoder) on healthy windows "
                     "with ONNX Runtime's training API and write a model version folder "
                     "(model.onnx + manifest.toml) that ebgand serves. stdout carries only JSON "
                     "progress lines; logs go to stderr.",
         epilog="Example: PYTHONPATH=models/trainer python -m ebgand_trainer --data windows.npy "
                "--out models/vibration/v2 --name vibration --version v2")
-    p.add_argument("--data", required=True, type=Path,
-                   help="healthy windows: .npy float array [N, W, C], in stream order")
-    p.add_argument("--out", required=True, type=Path,
-                   help="model version folder to create (must not exist), e.g. models/NAME/VERSION")
-    p.add_argument("--name", required=True, help="model family, written to the manifest")
-    p.add_argument("--version", required=True, help="model version, written to the manifest")
-    p.add_argument("--mode", choices=("ebgan", "ae"), default="ebgan",
-                   help="ebgan: alternate D and G steps; ae: D alone with margin 0, the plain "
-                        "autoencoder baseline (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=600, help="D updates (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=64, help="windows per step (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, D and G (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=7, help="seed of weights, batches and noise (default: %(default)s)")
-    p.add_argument("--holdout", type=float, default=0.2,
-                   help="share of windows, taken from the end of --data, held out for validation "
-                        "and the threshold (default: %(default)s)")
-    p.add_argument("--quantile", type=float, default=0.995,
-                   help="threshold = this quantile of held-out energies (default: %(default)s)")
-    p.add_argument("--latent", type=int, default=8, help="D's code size and G's noise size (default: %(default)s)")
-    p.add_argument("--hidden", type=int, default=64, help="hidden layer width of D and G (default: %(default)s)")
-    p.add_argument("--margin", type=float, default=1.0,
-                   help="initial EBGAN margin, in energy units of the normalised window (default: %(default)s)")
-    p.add_argument("--margin-decay", type=float, default=0.5,
-                   help="share of the steps over which the margin falls linearly to 0 (default: %(default)s)")
-    p.add_argument("--pt-weight", type=float, default=0.1,
-                   help="weight of the pulling-away term in G's loss (default: %(default)s)")
-    p.add_argument("--eval-every", type=int, default=20,
-                   help="steps between validation evaluations (default: %(default)s)")
-    p.add_argument("--patience", type=int, default=5,
-                   help="evaluations without a lower validation energy before stopping early; "
-                        "0 trains all --steps (default: %(default)s)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cuda needs the onnxruntime-training (CUDA) build (default: %(default)s)")
-    p.add_argument("--cache", type=Path,
-                   help="folder for cached training artifacts (default: $CACHE_DIRECTORY from "
-                        "systemd, else $XDG_CACHE_HOME or ~/.cache, under ebgand/trainer)")
-    p.add_argument("--command", help="command recorded in the manifest (default: this command line)")
+    add = p.add_argument
+    add("--data", required=True, type=Path,
+        help="healthy windows: .npy float array [N, W, C], in stream order")
+    add("--out", required=True, type=Path,
+        help="model version folder to create (must not exist), e.g. models/NAME/VERSION")
+    add("--name", required=True, help="model family, written to the manifest")
+    add("--version", required=True, help="model version, written to the manifest")
+    add("--mode", choices=("ebgan", "ae"), default="ebgan",
+        help="ebgan: alternate D and G steps; ae: D alone with margin 0, the plain autoencoder "
+             "baseline")
+    add("--steps", type=int, default=600, help="D updates")
+    add("--batch", type=int, default=64, help="windows per step")
+    add("--lr", type=float, default=1e-3, help="AdamW learning rate of D and G")
+    add("--seed", type=int, default=7, help="seed of weights, batches and noise")
+    add("--holdout", type=float, default=0.2,
+        help="share of windows, from the end of --data, held out for validation and threshold")
+    add("--quantile", type=float, default=0.995,
+        help="threshold = this quantile of held-out energies")
+    add("--latent", type=int, default=8, help="D's code size and G's noise size")
+    add("--hidden", type=int, default=64, help="hidden layer width of D and G")
+    add("--margin", type=float, default=1.0,
+        help="initial EBGAN margin, in energy units of the normalised window")
+    add("--margin-decay", type=float, default=0.5,
+        help="share of the steps over which the margin falls linearly to 0")
+    add("--pt-weight", type=float, default=0.1,
+        help="weight of the pulling-away term in G's loss")
+    add("--eval-every", type=int, default=20, help="steps between validation evaluations")
+    add("--patience", type=int, default=5,
+        help="evaluations without a lower validation energy before stopping early; 0: never")
+    add("--device", choices=("cpu", "cuda"), default="cpu",
+        help="cuda needs the onnxruntime-training (CUDA) build")
+    add("--cache", type=Path,
+        help="folder for cached training artifacts (default: $CACHE_DIRECTORY from systemd, "
+             "else $XDG_CACHE_HOME or ~/.cache, under ebgand/trainer)")
+    add("--command", help="command recorded in the manifest (default: this command line)")
     args = p.parse_args(argv)
 
     positive = {"--steps": args.steps, "--batch": args.batch, "--latent": args.latent,
@@ -210,7 +214,8 @@ def _norm_stats(train_x):
     std = train_x.std(axis=(0, 1), dtype=np.float64)
     flat = std < MIN_STD * np.maximum(1.0, np.abs(mean))
     for c in np.flatnonzero(flat):
-        log.warning("channel %d is constant in the training data (%g); its std is set to 1", c, mean[c])
+        log.warning("channel %d is constant in the training data (%g); its std is set to 1",
+                    c, mean[c])
     std[flat] = 1.0
     return mean.astype(np.float32), std.astype(np.float32)
 
@@ -269,10 +274,11 @@ def run(args, argv, events, stop):
     if (out.name, out.parent.name) != (args.version, args.name):
         log.warning("--out %s is not <models>/%s/%s; the registry expects NAME/VERSION folders",
                     out, args.name, args.version)
-    if args.device == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+    providers = onnxruntime.get_available_providers()
+    if args.device == "cuda" and "CUDAExecutionProvider" not in providers:
         raise UsageError(
             "--device cuda: this ONNX Runtime build has no CUDA provider (available: "
-            f"{', '.join(onnxruntime.get_available_providers())}); install "
+            f"{', '.join(providers)}); install "
             "onnxruntime-training==1.19.2 (the CUDA build) in place of onnxruntime-training-cpu")
 
     windows = load_windows(args.data)

@@ -90,7 +90,8 @@ def check_against_training(sess, d_module, windows, arch):
     exported = energies(sess, windows)
     if not np.allclose(exported, trained, rtol=1e-4, atol=1e-7):
         worst = float(np.max(np.abs(exported - trained)))
-        raise ExportError(f"exported model's energies differ from the trained module's by up to {worst:.3g}")
+        raise ExportError(f"exported model's energies differ from the trained module's by up "
+                          f"to {worst:.3g}")
 
 
 def calibrate(holdout_energies, quantile):

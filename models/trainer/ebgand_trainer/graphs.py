@@ -112,7 +112,8 @@ def d_graph(arch):
     branch, leaving exactly the inference model."""
     f = arch.features
     nodes = [
-        helper.make_node("Sub", ["window", "norm_mean"], ["x_shift"]),  # [C] broadcasts over [.., W, C]
+        # mean and std are [C]: they broadcast over [batch, W, C]
+        helper.make_node("Sub", ["window", "norm_mean"], ["x_shift"]),
         helper.make_node("Div", ["x_shift", "norm_std"], ["x_norm"]),
         helper.make_node("Reshape", ["x_norm", "flat_shape"], ["x_flat"]),  # index w*C + c
     ]
@@ -124,7 +125,8 @@ def d_graph(arch):
              *_placeholders(arch.d_layers())]
     return _model(
         nodes, "ebgan_d",
-        [helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", arch.window, arch.channels]),
+        [helper.make_tensor_value_info("window", TensorProto.FLOAT,
+                                       ["batch", arch.window, arch.channels]),
          helper.make_tensor_value_info("fake", TensorProto.FLOAT, ["fake_batch", f])],
         [helper.make_tensor_value_info("energy", TensorProto.FLOAT, ["batch"]),
          helper.make_tensor_value_info("residual", TensorProto.FLOAT, ["batch", f]),
@@ -151,4 +153,4 @@ def g_graph(arch):
          helper.make_tensor_value_info("fake_energy", TensorProto.FLOAT, ["batch"]),
          helper.make_tensor_value_info("fake_code", TensorProto.FLOAT, ["batch", arch.latent])],
         _placeholders(arch.g_layers()) + _placeholders(arch.d_layers()),
-        f"EBGAN generator {arch.latent}-{arch.hidden}-{arch.hidden}-{f} followed by a frozen copy of D.")
+        f"EBGAN generator {arch.latent}-{arch.hidden}-{arch.hidden}-{f}, then a frozen copy of D.")

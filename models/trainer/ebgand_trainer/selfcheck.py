@@ -65,6 +65,16 @@ def harder_faults(rng):
             "amplitude_drop": (healthy(FAULTS, rng) - 1.0) * 0.8 + 1.0}  # oscillation -20 %
 
 
+class CheckFailed(Exception):
+    pass
+
+
+def check(ok, what):
+    """An assert that python -O cannot strip."""
+    if not ok:
+        raise CheckFailed(what)
+
+
 def roc_auc(negatives, positives):
     """Probability that a fault window scores above a healthy one, ties counting half: the
     ROC AUC. All pairs at once; a million comparisons is nothing."""
@@ -85,7 +95,7 @@ def trainer(tmp, *args):
 def events(stdout):
     """Every stdout line must be one JSON object with an event field."""
     lines = [json.loads(line) for line in stdout.splitlines()]
-    assert all(isinstance(e, dict) and "event" in e for e in lines), "non-event line on stdout"
+    check(all(isinstance(e, dict) and "event" in e for e in lines), "non-event line on stdout")
     return lines
 
 
@@ -96,20 +106,23 @@ def train_mode(tmp, mode, test, bad, harder):
                          capture_output=True, text=True, env=ENV)
     if run.returncode != 0:
         sys.stderr.write(run.stderr)
-        raise AssertionError(f"{mode}: trainer exited {run.returncode}: {run.stdout.strip()}")
+        raise CheckFailed(f"{mode}: trainer exited {run.returncode}: {run.stdout.strip()}")
     ev = events(run.stdout)
     kinds = [e["event"] for e in ev]
-    assert kinds[0] == "start" and kinds[-1] == "done" and set(kinds[1:-1]) == {"step"}, kinds
+    check(kinds[0] == "start" and kinds[-1] == "done" and set(kinds[1:-1]) == {"step"},
+          f"event order {kinds}")
     steps = [e["step"] for e in ev if e["event"] == "step"]
-    assert steps == sorted(steps) and steps[-1] == ev[-1]["steps"], "step events out of order"
-    assert all((e["g_loss"] is None) == (mode == "ae") for e in ev if e["event"] == "step")
+    check(steps == sorted(steps) and steps[-1] == ev[-1]["steps"], "step events out of order")
+    check(all((e["g_loss"] is None) == (mode == "ae") for e in ev if e["event"] == "step"),
+          "g_loss must be null exactly in ae mode")
     done = ev[-1]
 
     manifest = tomllib.loads((out / "manifest.toml").read_text())
     model = (out / "model.onnx").read_bytes()
-    assert manifest["sha256"] == sha256(model), "manifest sha256 does not match model.onnx"
-    assert manifest["threshold"]["value"] == done["threshold"]
-    assert sorted(os.listdir(out)) == ["manifest.toml", "model.onnx"]
+    check(manifest["sha256"] == sha256(model), "manifest sha256 does not match model.onnx")
+    check(manifest["threshold"]["value"] == done["threshold"],
+          "done.threshold differs from the manifest's")
+    check(sorted(os.listdir(out)) == ["manifest.toml", "model.onnx"], f"unexpected files in {out}")
     sess = session(model)
     threshold = manifest["threshold"]["value"]
     e_test = energies(sess, test)
@@ -123,15 +136,17 @@ def train_mode(tmp, mode, test, bad, harder):
                            for name, x in harder.items()},
             "false_alarms": round(float((e_test > threshold).mean()), 4),
             "threshold": threshold, "steps": done["steps"],
-            "train_seconds": done["seconds"]}
+            "run_seconds": done["seconds"]}
 
 
 def check_refuses_existing(tmp):
     out = tmp / "vibration" / "selfcheck-ae"  # written by train_mode
-    run = subprocess.run(trainer(tmp, "--out", str(out), "--name", "vibration", "--version", out.name),
+    run = subprocess.run(trainer(tmp, "--out", str(out), "--name", "vibration",
+                                 "--version", out.name),
                          capture_output=True, text=True, env=ENV)
     ev = events(run.stdout)
-    assert run.returncode == 2 and ev[-1]["event"] == "error", (run.returncode, run.stdout)
+    check(run.returncode == 2 and ev[-1]["event"] == "error",
+          f"existing --out: exit {run.returncode}, {run.stdout!r}")
 
 
 def check_sigterm(tmp):
@@ -148,9 +163,9 @@ def check_sigterm(tmp):
     lines += proc.stdout.readlines()
     rc = proc.wait(timeout=30)
     ev = events("".join(lines))
-    assert rc == 143 and ev[-1]["event"] == "error", (rc, ev[-1])
+    check(rc == 143 and ev[-1]["event"] == "error", f"SIGTERM: exit {rc}, last event {ev[-1]}")
     leftovers = [p.name for p in out.parent.iterdir() if "selfcheck-term" in p.name]
-    assert not leftovers, f"SIGTERM left {leftovers}"
+    check(not leftovers, f"SIGTERM left {leftovers}")
 
 
 def main():
@@ -168,7 +183,7 @@ def main():
             check_refuses_existing(tmp)
             check_sigterm(tmp)
             summary["contract"] = "ok"
-        except AssertionError as e:
+        except CheckFailed as e:
             summary["contract"] = f"FAILED: {e}"
     aucs = [a for m in summary["modes"].values() for a in m["auc"].values()]
     summary["ok"] = (summary["contract"] == "ok" and len(aucs) == len(MODES) * 3

@@ -3,7 +3,7 @@
 One step is one D update, plus one G update before it in EBGAN mode, so both modes get the same
 number of D updates. In EBGAN mode a step is:
 
-    G step: fake = G(z); loss_G = E(fake) + pt_weight * PT(codes); update G against the frozen D copy
+    G step: fake = G(z); loss_G = E(fake) + pt_weight * PT(codes); update G (D frozen)
     D step: loss_D = E(real) + mean(max(0, margin - E(fake))); update D
     sync:   copy D's parameters into the G step's frozen copy
 
@@ -76,7 +76,8 @@ class _Step:
     def __init__(self, folder, prefix, params, cfg, options):
         self.state = api.CheckpointState.load_checkpoint(str(folder / f"{prefix}checkpoint"))
         names = {name for name, _ in self.state.parameters}
-        if names != set(params):  # a parameter left at its zero placeholder would train silently wrong
+        # a parameter left at its zero placeholder would train, silently wrong
+        if names != set(params):
             raise RuntimeError(f"{prefix}checkpoint parameters {sorted(names)} != {sorted(params)}")
         self.module = api.Module(str(folder / f"{prefix}training_model.onnx"), self.state,
                                  str(folder / f"{prefix}eval_model.onnx"), device=cfg.device,
@@ -142,7 +143,8 @@ def train(arch, cfg, folder, train_x, val_x, mean, std, progress, stop_requested
     val_x = subset(val_x, VAL_MAX)
     no_fake, no_margin = np.zeros((1, arch.features), np.float32), np.array(0.0, np.float32)
     best_val, best_step, best_params, bad_evals = np.inf, 0, None, 0
-    d_losses, g_losses = collections.deque(maxlen=LOSS_WINDOW), collections.deque(maxlen=LOSS_WINDOW)
+    d_losses = collections.deque(maxlen=LOSS_WINDOW)
+    g_losses = collections.deque(maxlen=LOSS_WINDOW)
     stopped_early, step = False, 0
 
     for step in range(1, cfg.steps + 1):
