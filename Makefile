@@ -6,11 +6,12 @@ ORT_VERSION := 1.31.1
 ORT_DIR     := .cache/onnxruntime
 ORT_LIB     := $(ORT_DIR)/libonnxruntime.so
 FIXTURE_VENV := .venv/fixture
+TRAINER_VENV := .venv/trainer
 PYTHON      ?= python3
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ORT_DYLIB_PATH := $(abspath $(ORT_LIB))
 
-.PHONY: help setup setup-broker setup-ort setup-venv demo test lint unit doc fixture fixture-check bench clean-setup
+.PHONY: help setup setup-broker setup-ort setup-venv demo test lint unit doc model fixture fixture-check trainer-check eval bench clean-setup
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -34,7 +35,12 @@ $(ORT_LIB):
 	@rm -rf $(ORT_DIR)/wheel
 	@echo "ONNX Runtime $(ORT_VERSION): $(ORT_LIB)"
 
-setup-venv: $(FIXTURE_VENV)/.installed ## Python venv for the model tooling
+setup-venv: $(FIXTURE_VENV)/.installed $(TRAINER_VENV)/.installed ## Python venvs for the model tooling (fixtures, trainer)
+
+$(TRAINER_VENV)/.installed: models/trainer/requirements.txt
+	$(PYTHON) -m venv $(TRAINER_VENV)
+	$(TRAINER_VENV)/bin/pip install --quiet --disable-pip-version-check -r models/trainer/requirements.txt
+	@touch $@
 
 $(FIXTURE_VENV)/.installed: models/fixture/requirements.txt
 	$(PYTHON) -m venv $(FIXTURE_VENV)
@@ -44,7 +50,7 @@ $(FIXTURE_VENV)/.installed: models/fixture/requirements.txt
 demo: setup-ort ## Run the daemon on an embedded broker with a simulated machine
 	cargo run --release --quiet -- demo
 
-test: setup lint doc fixture-check unit ## Everything CI runs: format, lints, docs, fixture reproducibility, all tests
+test: setup lint doc fixture-check trainer-check unit ## Everything CI runs: format, lints, docs, fixtures, trainer self-check, all tests
 
 lint:
 	cargo fmt --all -- --check
@@ -55,6 +61,13 @@ unit: setup-broker setup-ort ## cargo test (unit + integration against mosquitto
 
 doc:
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
+
+model: setup-ort setup-venv ## Retrain the served default model (deterministic: same bytes)
+	@# The binary embeds the current default for the demo: build it before replacing the model.
+	cargo build --release --quiet
+	rm -rf .cache/model-build
+	target/release/ebgand train --simulate 120 --name vibration --version ebgan-1 --window 64 --seed 7 --out .cache/model-build/vibration/ebgan-1
+	rm -rf models/vibration/ebgan-1 && mv .cache/model-build/vibration/ebgan-1 models/vibration/ebgan-1
 
 fixture: setup-venv ## Regenerate the committed fixture models
 	$(FIXTURE_VENV)/bin/python models/fixture/make_fixture.py --kind vibration --out models/vibration/fixture-1
@@ -68,8 +81,15 @@ fixture-check: setup-venv ## The committed fixtures are what the script makes (m
 	  diff <(grep -v '^command' models/$$k/fixture-1/manifest.toml) <(grep -v '^command' $$tmp/$$k/fixture-1/manifest.toml) || { echo "fixture $$k differs from its script"; exit 1; }; \
 	done; rm -rf $$tmp; echo "fixtures reproduce byte for byte"
 
-bench: setup-broker setup-ort ## Throughput benchmark against the mosquitto_sub ceiling
+trainer-check: setup-venv ## The trainer's self-check: both modes separate synthetic faults, the worker contract holds
+	PYTHONPATH=models/trainer $(TRAINER_VENV)/bin/python -m ebgand_trainer.selfcheck
+
+bench: setup ## Benchmarks: throughput against the mosquitto_sub ceiling; training time and memory
 	cargo bench --bench throughput
+	cargo bench --bench train
+
+eval: setup-venv ## Detection quality on ../shared/data: SKAB, CWRU, NAB; EBGAN vs plain autoencoder
+	PYTHONPATH=models/trainer $(TRAINER_VENV)/bin/python -m ebgand_trainer.evaluate --data ../shared/data
 
 clean-setup: ## Remove the downloaded library and venvs
 	rm -rf .cache .venv

@@ -89,6 +89,8 @@ pub struct RawConfig {
     pub log: RawLog,
     /// Shutdown.
     pub shutdown: RawShutdown,
+    /// Training worker.
+    pub train: RawTrain,
     /// Sensor streams.
     pub streams: Vec<RawStream>,
 }
@@ -287,6 +289,40 @@ impl Default for RawShutdown {
     }
 }
 
+/// `[train]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTrain {
+    /// Python interpreter of the trainer venv.
+    pub python: String,
+    /// Folder holding the `ebgand_trainer` package (put on `PYTHONPATH`).
+    pub worker: String,
+    /// `cpu` or `cuda`.
+    pub device: String,
+    /// Niceness of the worker process (0: not reniced).
+    pub nice: u8,
+    /// Longest a training run may take, seconds.
+    pub timeout_s: u64,
+    /// Training-artifact cache (empty: the worker's default).
+    pub cache: String,
+    /// Where new model versions go: `<models_dir>/<name>/<version>`.
+    pub models_dir: String,
+}
+
+impl Default for RawTrain {
+    fn default() -> Self {
+        Self {
+            python: ".venv/trainer/bin/python".into(),
+            worker: "models/trainer".into(),
+            device: "cpu".into(),
+            nice: 10,
+            timeout_s: 3600,
+            cache: String::new(),
+            models_dir: "models".into(),
+        }
+    }
+}
+
 /// `[[streams]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -355,6 +391,27 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Drain deadline.
     pub shutdown_grace: Duration,
+    /// Training worker.
+    pub train: TrainSettings,
+}
+
+/// Training worker settings.
+#[derive(Debug, Clone)]
+pub struct TrainSettings {
+    /// Interpreter.
+    pub python: PathBuf,
+    /// `PYTHONPATH` for the worker package.
+    pub worker: PathBuf,
+    /// `cpu` or `cuda`.
+    pub device: String,
+    /// Niceness.
+    pub nice: u8,
+    /// Run time limit.
+    pub timeout: Duration,
+    /// Artifact cache.
+    pub cache: Option<PathBuf>,
+    /// Root of new model versions.
+    pub models_dir: PathBuf,
 }
 
 /// Broker settings.
@@ -470,6 +527,21 @@ pub struct StreamSettings {
     pub raise_after: u32,
     /// Clear after j windows below.
     pub clear_after: u32,
+}
+
+impl Settings {
+    /// The daemon needs at least one stream; `score` and `train` do not.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when no stream is configured.
+    pub fn require_streams(self) -> Result<Self, ConfigError> {
+        if self.streams.is_empty() {
+            return Err(ConfigError::Invalid(vec![
+                "streams: no [[streams]] configured; nothing to score".into(),
+            ]));
+        }
+        Ok(self)
+    }
 }
 
 impl RawConfig {
@@ -616,9 +688,6 @@ impl RawConfig {
 
         let mut streams = Vec::new();
         let mut names = std::collections::HashSet::new();
-        if self.streams.is_empty() {
-            errs.push("streams: no [[streams]] configured; nothing to score".into());
-        }
         for (i, st) in self.streams.iter().enumerate() {
             let at = format!("streams[{i}] ({})", st.name);
             if let Some(s) = validate_stream(st, &at, &self.detect, &models, &mut errs) {
@@ -649,6 +718,16 @@ impl RawConfig {
                 LogFormat::Auto
             }
         };
+        let t = &self.train;
+        if !matches!(t.device.as_str(), "cpu" | "cuda") {
+            errs.push(format!("train.device: {:?} must be cpu or cuda", t.device));
+        }
+        if t.timeout_s == 0 {
+            errs.push("train.timeout_s: must be at least 1".into());
+        }
+        if t.nice > 19 {
+            errs.push(format!("train.nice: {} must be 0-19", t.nice));
+        }
         if self.limits.max_streams == 0 {
             errs.push("limits.max_streams: must be at least 1".into());
         }
@@ -691,6 +770,15 @@ impl RawConfig {
                 http_listen,
                 log_format,
                 shutdown_grace: Duration::from_millis(self.shutdown.grace_ms),
+                train: TrainSettings {
+                    python: PathBuf::from(&t.python),
+                    worker: PathBuf::from(&t.worker),
+                    device: t.device.clone(),
+                    nice: t.nice,
+                    timeout: Duration::from_secs(t.timeout_s),
+                    cache: (!t.cache.is_empty()).then(|| PathBuf::from(&t.cache)),
+                    models_dir: PathBuf::from(&t.models_dir),
+                },
             }),
             _ => Err(ConfigError::Invalid(errs)),
         }
@@ -848,6 +936,7 @@ mod tests {
         assert_eq!(format!("{:?}", doc.limits), format!("{:?}", d.limits));
         assert_eq!(format!("{:?}", doc.http), format!("{:?}", d.http));
         assert_eq!(format!("{:?}", doc.shutdown), format!("{:?}", d.shutdown));
+        assert_eq!(format!("{:?}", doc.train), format!("{:?}", d.train));
     }
 
     #[test]

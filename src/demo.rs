@@ -17,8 +17,8 @@ use crate::signal::Signal;
 use crate::telemetry::Metrics;
 
 /// The served default model, embedded so the demo runs from anywhere.
-const MODEL_ONNX: &[u8] = include_bytes!("../models/vibration/fixture-1/model.onnx");
-const MODEL_MANIFEST: &str = include_str!("../models/vibration/fixture-1/manifest.toml");
+const MODEL_ONNX: &[u8] = include_bytes!("../models/vibration/ebgan-1/model.onnx");
+const MODEL_MANIFEST: &str = include_str!("../models/vibration/ebgan-1/manifest.toml");
 
 /// Arguments of `ebgand demo`.
 #[derive(Debug, Clone, clap::Args)]

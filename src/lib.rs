@@ -17,6 +17,8 @@
 //! - [`detect`]: threshold, hysteresis, alert events (pure).
 //! - [`offline`]: `ebgand score`, the same decode/window/score/detect path over a file.
 //! - [`demo`]: embedded broker, simulated machine, console view.
+//! - [`recording`]: CSV / `.npy` / `.npz` files as samples, for `score` and `train`.
+//! - [`train`]: the training worker's supervisor and `ebgand train`.
 //! - [`telemetry`]: logs, Prometheus metrics, health endpoints, systemd notify.
 //! - [`signal`]: SIGTERM/SIGINT/SIGHUP as daemon commands.
 
@@ -28,7 +30,9 @@ pub mod model;
 pub mod mqtt;
 pub mod offline;
 pub mod pipeline;
+pub mod recording;
 pub mod signal;
 pub mod telemetry;
+pub mod train;
 
 pub use app::run;

@@ -1,6 +1,7 @@
 //! `ebgand`: the command line. Parses arguments, starts tracing, loads and validates config,
 //! and maps outcomes to exit codes (0 clean stop, 78 bad config, 1 runtime failure).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ enum Command {
     PrintDefaultConfig,
     /// Score a recording offline through the daemon's decode/window/score/detect path.
     Score(ebgand::offline::ScoreArgs),
+    /// Train a model on a healthy recording (EBGAN or plain autoencoder) with the Python worker.
+    Train(ebgand::train::TrainArgs),
     /// Run an embedded broker, a simulated machine and the daemon, and show energy and alerts.
     Demo(ebgand::demo::DemoArgs),
 }
@@ -94,6 +97,15 @@ fn main() -> ExitCode {
             telemetry::init_tracing(ebgand::config::LogFormat::Plain);
             runtime_exit(ebgand::offline::score(&args, cli.config.as_deref()))
         }
+        Command::Train(args) => {
+            let format = if std::io::stderr().is_terminal() {
+                ebgand::config::LogFormat::Plain
+            } else {
+                ebgand::config::LogFormat::Json
+            };
+            telemetry::init_tracing(format);
+            runtime_exit(ebgand::train::train(&args, cli.config.as_deref()))
+        }
         Command::Demo(args) => {
             telemetry::init_tracing(ebgand::config::LogFormat::Plain);
             runtime_exit(ebgand::demo::run(&args))
@@ -104,7 +116,7 @@ fn main() -> ExitCode {
 fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
     let default = Path::new("config.toml");
     let path = path.or_else(|| default.exists().then_some(default));
-    RawConfig::load(path, None)?.validate()
+    RawConfig::load(path, None)?.validate()?.require_streams()
 }
 
 fn config_failure(e: &ConfigError) -> ExitCode {

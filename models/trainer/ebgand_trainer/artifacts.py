@@ -56,16 +56,29 @@ class DLoss(onnxblock.Block):
 class GLoss(onnxblock.Block):
     """EBGAN's generator loss: mean E(G(z)) + pt_weight * PT(S), with PT the pulling-away term
     on D's codes S of the generated batch: the mean squared cosine similarity over all pairs of
-    distinct rows. It penalises a generator that collapses onto one point of the healthy set."""
+    distinct rows. It penalises a generator that collapses onto one point of the healthy set.
+
+    Generalised for the boundary generator (train.py, --g-target boundary):
+        energy_weight * mean E + target_weight * mean((E - target)^2) + pt_weight * PT
+    with the three as scalar inputs. EBGAN's loss is energy_weight 1, target_weight 0 (the
+    extra term is then an exact 0); a Fence-GAN-style generator aiming at the boundary of the
+    healthy set is energy_weight 0, target the boundary energy, target_weight 1 / target^2."""
 
     def build(self, fake_energy, fake_code):
         g = self.base.graph
-        _scalar_input(g, "pt_weight")
+        for name in ("pt_weight", "energy_weight", "target", "target_weight"):
+            _scalar_input(g, name)
         _const(g, "gloss/axis1", [1], np.int64)  # ReduceSum takes axes as an input from opset 13
         _const(g, "gloss/eps", PT_EPS)
         _const(g, "gloss/one", 1.0)
         g.node.extend([
-            helper.make_node("ReduceMean", [fake_energy], ["gloss/energy"], keepdims=0),
+            helper.make_node("ReduceMean", [fake_energy], ["gloss/energy_raw"], keepdims=0),
+            helper.make_node("Mul", ["energy_weight", "gloss/energy_raw"], ["gloss/energy_w"]),
+            helper.make_node("Sub", [fake_energy, "target"], ["gloss/dev"]),
+            helper.make_node("Mul", ["gloss/dev", "gloss/dev"], ["gloss/dev2"]),
+            helper.make_node("ReduceMean", ["gloss/dev2"], ["gloss/dev2_mean"], keepdims=0),
+            helper.make_node("Mul", ["target_weight", "gloss/dev2_mean"], ["gloss/target_w"]),
+            helper.make_node("Add", ["gloss/energy_w", "gloss/target_w"], ["gloss/energy"]),
             # unit-length codes u; gram = u u^T holds the pairwise cosines
             helper.make_node("Mul", [fake_code, fake_code], ["gloss/sq"]),
             helper.make_node("ReduceSum", ["gloss/sq", "gloss/axis1"], ["gloss/norm2"], keepdims=1),

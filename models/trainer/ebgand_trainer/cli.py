@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import resource
 import shlex
 import signal
 import sys
@@ -136,6 +137,15 @@ def parse_args(argv):
         help="share of the steps over which the margin falls linearly to 0")
     add("--pt-weight", type=float, default=0.1,
         help="weight of the pulling-away term in G's loss")
+    add("--g-target", choices=("mean", "boundary"), default="mean",
+        help="ebgan: what G's loss aims at. mean: minimise E(G(z)) (EBGAN); boundary: pull "
+             "E(G(z)) toward the boundary energy, the --target-quantile of D's energies on "
+             "recent real batches (Fence-GAN style; experimental, see docs/EVALUATION.md)")
+    add("--target-quantile", type=float, default=0.99,
+        help="ebgan: quantile of recent real-batch energies taken as the boundary energy")
+    add("--margin-mode", choices=("absolute", "relative"), default="absolute",
+        help="ebgan: absolute: --margin in energy units; relative: --margin times the boundary "
+             "energy (experimental)")
     add("--eval-every", type=int, default=20, help="steps between validation evaluations")
     add("--patience", type=int, default=5,
         help="evaluations without a lower validation energy before stopping early; 0: never")
@@ -145,6 +155,8 @@ def parse_args(argv):
         help="folder for cached training artifacts (default: $CACHE_DIRECTORY from systemd, "
              "else $XDG_CACHE_HOME or ~/.cache, under ebgand/trainer)")
     add("--command", help="command recorded in the manifest (default: this command line)")
+    add("--source", help="what the windows were cut from, recorded in the manifest "
+                         "(default: the --data path)")
     args = p.parse_args(argv)
 
     positive = {"--steps": args.steps, "--batch": args.batch, "--latent": args.latent,
@@ -161,6 +173,8 @@ def parse_args(argv):
             raise UsageError(f"{flag} must not be negative, got {value}")
     if not 0 < args.holdout < 1:
         raise UsageError(f"--holdout must be between 0 and 1, got {args.holdout}")
+    if not 0 < args.target_quantile < 1:
+        raise UsageError(f"--target-quantile must be between 0 and 1, got {args.target_quantile}")
     if not 0 < args.quantile < 1:
         raise UsageError(f"--quantile must be between 0 and 1, got {args.quantile}")
     for flag, value in {"--name": args.name, "--version": args.version}.items():
@@ -240,7 +254,7 @@ def _manifest(args, argv, model, arch, train_x, hold_x, mean, std, result, thres
                    "channels": arch.channels, "dtype": "float32"},
          "output": {"energy": "energy", "residual": "residual"},
          "threshold": {"value": threshold, "quantile": args.quantile, "windows": len(hold_x)},
-         "data": {"source": os.path.abspath(args.data), "sha256": _file_sha256(args.data),
+         "data": {"source": args.source or os.path.abspath(args.data), "sha256": _file_sha256(args.data),
                   "train_windows": len(train_x), "holdout_windows": len(hold_x),
                   "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
          "training": {
@@ -254,6 +268,10 @@ def _manifest(args, argv, model, arch, train_x, hold_x, mean, std, result, thres
              "margin": args.margin if ebgan else 0.0,
              "margin_decay": args.margin_decay if ebgan else None,
              "pt_weight": args.pt_weight if ebgan else None,
+             "g_target": args.g_target if ebgan else None,
+             "target_quantile": (args.target_quantile if ebgan and (
+                 args.g_target == "boundary" or args.margin_mode == "relative") else None),
+             "margin_mode": args.margin_mode if ebgan else None,
              "eval_every": args.eval_every, "patience": args.patience,
              "d_loss": result.d_loss, "g_loss": result.g_loss,
              "seed": args.seed, "seconds": round(result.seconds, 3), "device": args.device,
@@ -265,6 +283,22 @@ def _manifest(args, argv, model, arch, train_x, hold_x, mean, std, result, thres
              "healthy_p99_energy": float(np.quantile(e_hold, 0.99)),
              "healthy_max_energy": float(e_hold.max()),
              "train_mean_energy": float(e_train.mean())}})
+
+
+def train_config(args):
+    """The training loop's settings from parsed arguments (also used by evaluate.py, so that
+    an evaluation trains exactly as the worker does)."""
+    return train.Config(mode=args.mode, steps=args.steps, batch=args.batch, lr=args.lr,
+                        seed=args.seed, margin=args.margin, margin_decay=args.margin_decay,
+                        pt_weight=args.pt_weight, eval_every=args.eval_every,
+                        patience=args.patience, device=args.device, g_target=args.g_target,
+                        target_quantile=args.target_quantile, margin_mode=args.margin_mode)
+
+
+def peak_rss_mb():
+    """Peak resident set size of this process so far, in MiB (Linux reports ru_maxrss in KiB).
+    It covers the whole run: Python, numpy, ONNX Runtime, the data, training and export."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def run(args, argv, events, stop):
@@ -286,10 +320,7 @@ def run(args, argv, events, stop):
     mean, std = _norm_stats(train_x)
     _, w, c = windows.shape
     arch = graphs.Arch(window=w, channels=c, hidden=args.hidden, latent=args.latent)
-    cfg = train.Config(mode=args.mode, steps=args.steps, batch=args.batch, lr=args.lr,
-                       seed=args.seed, margin=args.margin, margin_decay=args.margin_decay,
-                       pt_weight=args.pt_weight, eval_every=args.eval_every,
-                       patience=args.patience, device=args.device)
+    cfg = train_config(args)
     # Staged before training so an unwritable destination fails now, not after the work.
     tmp = version.staging(out)
     try:
@@ -315,7 +346,7 @@ def run(args, argv, events, stop):
         version.discard(tmp)
         raise
     events.emit("done", dir=str(out), threshold=threshold, steps=result.steps_run,
-                seconds=round(time.monotonic() - t0, 3))
+                seconds=round(time.monotonic() - t0, 3), peak_rss_mb=peak_rss_mb())
 
 
 def main(argv=None):

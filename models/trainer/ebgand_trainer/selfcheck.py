@@ -116,6 +116,8 @@ def train_mode(tmp, mode, test, bad, harder):
     check(all((e["g_loss"] is None) == (mode == "ae") for e in ev if e["event"] == "step"),
           "g_loss must be null exactly in ae mode")
     done = ev[-1]
+    check(isinstance(done.get("peak_rss_mb"), (int, float)) and done["peak_rss_mb"] > 0,
+          f"done.peak_rss_mb missing or not positive: {done.get('peak_rss_mb')!r}")
 
     manifest = tomllib.loads((out / "manifest.toml").read_text())
     model = (out / "model.onnx").read_bytes()
@@ -136,7 +138,7 @@ def train_mode(tmp, mode, test, bad, harder):
                            for name, x in harder.items()},
             "false_alarms": round(float((e_test > threshold).mean()), 4),
             "threshold": threshold, "steps": done["steps"],
-            "run_seconds": done["seconds"]}
+            "run_seconds": done["seconds"], "peak_rss_mb": done["peak_rss_mb"]}
 
 
 def check_refuses_existing(tmp):

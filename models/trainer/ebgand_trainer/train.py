@@ -9,6 +9,11 @@ number of D updates. In EBGAN mode a step is:
 
 In AE mode the G step is skipped and the margin is 0, which turns the D step into a plain
 autoencoder step (the hinge is then max(0, -E) = 0): the same graphs give the ablation.
+
+Experimental, opt-in (Config.g_target, Config.margin_mode; docs/EVALUATION.md): G's loss can aim
+at the boundary energy of the healthy set, ((E(fake) - tau) / tau)^2, and the margin can be a
+multiple of tau, tau being a quantile of D's energies on recent real batches. Neither beat the
+plain autoencoder on the real recordings, so the defaults are EBGAN's.
 """
 from __future__ import annotations
 
@@ -47,6 +52,13 @@ class Config:
     eval_every: int
     patience: int  # evaluations without improvement before stopping; 0 = never stop early
     device: str  # "cpu" or "cuda"
+    # Opt-in variants (ORT-NOTES, "when does the adversarial term help?"); the defaults are
+    # plain EBGAN. g_target "boundary": G pulls E(G(z)) toward the boundary energy (the
+    # target_quantile of D's energies on recent real batches) instead of minimising it.
+    # margin_mode "relative": the margin is margin x that boundary energy, not absolute.
+    g_target: str = "mean"  # "mean" or "boundary"
+    target_quantile: float = 0.99
+    margin_mode: str = "absolute"  # "absolute" or "relative"
 
 
 @dataclass
@@ -59,6 +71,9 @@ class Result:
     g_loss: float | None
     best_val_energy: float
     seconds: float
+
+
+BOUNDARY_BATCHES = 8  # recent real batches whose energies give the boundary energy
 
 
 def margin_at(cfg, step):
@@ -136,6 +151,7 @@ def train(arch, cfg, folder, train_x, val_x, mean, std, progress, stop_requested
                   cfg, options)
         d_names = list(d_params)
         pt_weight = np.array(cfg.pt_weight, np.float32)
+        one, zero = np.array(1.0, np.float32), np.array(0.0, np.float32)
     else:
         # Shape filler for the D step's fake input; with margin 0 it has no effect on the loss.
         fake = np.zeros((1, arch.features), np.float32)
@@ -146,19 +162,37 @@ def train(arch, cfg, folder, train_x, val_x, mean, std, progress, stop_requested
     d_losses = collections.deque(maxlen=LOSS_WINDOW)
     g_losses = collections.deque(maxlen=LOSS_WINDOW)
     stopped_early, step = False, 0
+    recent = collections.deque(maxlen=BOUNDARY_BATCHES)  # energies of recent real batches
+    boundary_needed = g is not None and (cfg.g_target == "boundary"
+                                         or cfg.margin_mode == "relative")
 
     for step in range(1, cfg.steps + 1):
         if stop_requested():
             raise Stopped()
         real = train_x[rng.integers(0, len(train_x), cfg.batch)]
-        g_loss = None
+        g_loss, boundary = None, None
+        if boundary_needed:
+            if not recent:  # step 1: D's energies before any update
+                recent.append(d.eval(window=real, fake=no_fake, margin=no_margin)[1].copy())
+            boundary = max(float(np.quantile(np.concatenate(recent), cfg.target_quantile)),
+                           1e-12)
         if g is not None:
             z = rng.standard_normal((cfg.batch, arch.latent), dtype=np.float32)
-            g_loss, fake = g.train(z=z, pt_weight=pt_weight)
+            if cfg.g_target == "boundary":
+                g_in = dict(energy_weight=zero, target=np.array(boundary, np.float32),
+                            target_weight=np.array(1.0 / boundary ** 2, np.float32))
+            else:
+                g_in = dict(energy_weight=one, target=zero, target_weight=zero)
+            g_loss, fake = g.train(z=z, pt_weight=pt_weight, **g_in)
             g_loss = float(g_loss)
             g_losses.append(g_loss)
-        margin = np.array(margin_at(cfg, step), np.float32)
-        d_loss, _ = d.train(window=real, fake=fake, margin=margin)
+        margin = margin_at(cfg, step)
+        if cfg.margin_mode == "relative" and g is not None:
+            margin *= boundary
+        margin = np.array(margin, np.float32)
+        d_loss, real_e = d.train(window=real, fake=fake, margin=margin)
+        if boundary_needed:
+            recent.append(np.array(real_e, copy=True))
         d_loss = float(d_loss)
         d_losses.append(d_loss)
         _finite(step, d_loss=d_loss, **({} if g_loss is None else {"g_loss": g_loss}))

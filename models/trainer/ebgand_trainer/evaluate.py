@@ -1,0 +1,493 @@
+"""python -m ebgand_trainer.evaluate: both modes (EBGAN and the plain autoencoder, same D, same
+data) on the real recordings of ../shared/data, under the protocols of its README.
+
+Training runs in-process through the worker's own pieces (cli's argument defaults and checks,
+train.train, export.export, export.calibrate), and every score comes from the exported inference
+model through a plain InferenceSession, as the daemon would compute it. The protocols, and why
+they were chosen, are in docs/EVALUATION.md.
+
+    PYTHONPATH=models/trainer .venv/trainer/bin/python -m ebgand_trainer.evaluate
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import artifacts, cli, export, graphs, train
+from .ort import onnxruntime
+
+REPO = Path(__file__).resolve().parents[3]  # models/trainer/ebgand_trainer/evaluate.py
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+FIRST_SEED = 7  # the worker's default --seed; --seeds N uses 7, 8, ..., 7+N-1
+
+# Named trainer configurations: extra worker flags on top of the worker's defaults.
+VARIANTS = {
+    "ae": ["--mode", "ae"],
+    "ebgan": ["--mode", "ebgan"],
+    # Not a trained model: energy = mean square of the normalised window, i.e. D with a
+    # reconstruction of all zeros. What a model must beat to have learnt anything.
+    "zscore": None,
+    # Task-3 experiments (docs/EVALUATION.md), opt-in through --modes:
+    # G aims at the boundary energy of the healthy set, margin as in EBGAN (1.0, decayed)
+    "ebgan-boundary": ["--mode", "ebgan", "--g-target", "boundary"],
+    # Fence-GAN style: G at the boundary, D's margin tied to it (margin = boundary energy)
+    "ebgan-fence": ["--mode", "ebgan", "--g-target", "boundary", "--margin-mode", "relative",
+                    "--margin", "1.0"],
+    # MAGAN style: EBGAN's G, margin = the median recent real energy (decayed as in EBGAN)
+    "ebgan-magan": ["--mode", "ebgan", "--margin-mode", "relative", "--margin", "1.0",
+                    "--target-quantile", "0.5"],
+}
+DEFAULT_VARIANTS = ("ebgan", "ae", "zscore")
+
+# --- SKAB --------------------------------------------------------------------------------------
+SKAB_TRAIN_ROWS = 400  # per file, the published protocol
+SKAB_W = 16  # rows per window (16 s at 1 Hz), all 8 channels
+SKAB_HOLDOUT = 0.25  # last quarter of the 385 training windows: calibration and validation
+SKAB_QUANTILE = 0.99  # threshold = this quantile of the held-out healthy energies
+
+# --- CWRU --------------------------------------------------------------------------------------
+CWRU_W = 64  # samples per window (the daemon's default window)
+CWRU_TRAIN_HOP = 16  # training windows overlap; test windows do not
+CWRU_HOLDOUT = 0.2  # the worker's defaults
+CWRU_QUANTILE = 0.995
+CWRU_PAIRS = {  # name: (healthy file, fault file, decimation of the healthy 48 kHz recording)
+    "48k": ("1797_Normal.npz", "1797_IR_7_DE48.npz", 1),
+    "12k": ("1797_Normal.npz", "1797_IR_7_DE12.npz", 4),
+}
+
+# --- NAB ---------------------------------------------------------------------------------------
+NAB_FILE = "machine_temperature_system_failure.csv"
+NAB_W = 12  # 5-minute steps: one hour
+NAB_HOLDOUT = 0.2
+NAB_QUANTILE = 0.995
+NAB_RAISE_AFTER = 3  # the daemon's defaults (config.toml [detect])
+NAB_CLEAR_AFTER = 5
+
+log = logging.getLogger("ebgand_trainer.evaluate")
+
+
+class DataMissing(Exception):
+    pass
+
+
+# --- training through the worker's own code ----------------------------------------------------
+
+@dataclass
+class Fitted:
+    sess: object  # onnxruntime.InferenceSession of the exported model
+    threshold: float
+    steps: int
+    best_step: int
+    seconds: float
+
+    def energies(self, windows):
+        if isinstance(self.sess, ZScore):
+            return self.sess.energies(windows)
+        return export.energies(self.sess, np.ascontiguousarray(windows, np.float32)).astype(
+            np.float64)
+
+
+@dataclass
+class ZScore:
+    """The no-model reference: the energy of an autoencoder that reconstructs nothing."""
+    mean: np.ndarray
+    std: np.ndarray
+
+    def energies(self, windows):
+        z = (np.asarray(windows, np.float64) - self.mean) / self.std
+        return (z ** 2).mean(axis=(1, 2))
+
+
+def worker_args(variant, seed, steps, extra, quantile, holdout):
+    """Parses the worker's own command line, so every default and check is the worker's."""
+    argv = ["--data", "-", "--out", "-", "--name", "eval", "--version", "eval",
+            "--seed", str(seed), "--quantile", str(quantile), "--holdout", str(holdout),
+            *VARIANTS[variant], *extra]
+    if steps is not None:
+        argv += ["--steps", str(steps)]
+    return cli.parse_args(argv)
+
+
+def fit(windows, norm_rows, variant, seed, ctx, quantile, holdout):
+    """Trains like `python -m ebgand_trainer` on windows [N, W, C] (stream order: the end is held
+    out), but normalises with the statistics of norm_rows [n, C] (a recording's whole training
+    stretch), exports, checks and calibrates. Returns a Fitted."""
+    windows = np.ascontiguousarray(windows, np.float32)
+    mean, std = cli._norm_stats(np.asarray(norm_rows, np.float32)[None])
+    if VARIANTS[variant] is None:
+        _, hold_x = cli.split(windows, holdout)
+        z = ZScore(mean, std)
+        return Fitted(sess=z, threshold=export.calibrate(z.energies(hold_x), quantile),
+                      steps=0, best_step=0, seconds=0.0)
+    args = worker_args(variant, seed, ctx.steps, ctx.extra, quantile, holdout)
+    train_x, hold_x = cli.split(windows, args.holdout)
+    _, w, c = windows.shape
+    arch = graphs.Arch(window=w, channels=c, hidden=args.hidden, latent=args.latent)
+    folder = artifacts.ensure(arch, ctx.cache)
+    result = train.train(arch, cli.train_config(args), folder, train_x, hold_x, mean, std,
+                         lambda *_: None, lambda: False)
+    with tempfile.TemporaryDirectory(prefix="ebgand-eval-") as tmp:
+        model = export.export(result.d_module, arch, Path(tmp))
+    sess = export.session(model)
+    export.check_against_training(sess, result.d_module, hold_x[:cli.CHECK_WINDOWS], arch)
+    e_hold = export.energies(sess, hold_x).astype(np.float64)
+    return Fitted(sess=sess, threshold=export.calibrate(e_hold, args.quantile),
+                  steps=result.steps_run, best_step=result.best_step, seconds=result.seconds)
+
+
+def windows_of(x, w, hop=1):
+    """[n, C] -> [m, w, C], window i covering rows i*hop .. i*hop+w-1 (a copy, float32)."""
+    idx = np.arange(0, len(x) - w + 1, hop)[:, None] + np.arange(w)[None, :]
+    return np.ascontiguousarray(x[idx], np.float32)
+
+
+def roc_auc(neg, pos):
+    """Mann-Whitney ROC AUC, ties counting half."""
+    scores = np.concatenate([neg, pos])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average ranks of ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1
+    ranks[order] = np.repeat(avg, counts)
+    r_pos = ranks[len(neg):].sum()
+    return float((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+# --- SKAB --------------------------------------------------------------------------------------
+
+def load_skab(folder):
+    files = sorted((folder / "skab" / "valve1").glob("*.csv"), key=lambda p: int(p.stem))
+    if not files:
+        raise DataMissing(f"no SKAB files in {folder / 'skab' / 'valve1'}")
+    out = []
+    for path in files:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f, delimiter=";"))
+        head, body = rows[0], rows[1:]
+        if head[0] != "datetime" or head[9:11] != ["anomaly", "changepoint"]:
+            raise DataMissing(f"{path}: unexpected header {head}")
+        a = np.array([[float(v) for v in r[1:10]] for r in body])
+        out.append((path.name, a[:, :8], a[:, 8].astype(bool)))
+    return out
+
+
+def skab(ctx, variant, seed):
+    tp = fp = tn = fn = 0
+    per_file, fits = {}, []
+    aucs = []
+    for name, x, y in ctx.skab:
+        tr = x[:SKAB_TRAIN_ROWS]
+        fitted = fit(windows_of(tr, SKAB_W), tr, variant, seed, ctx, SKAB_QUANTILE, SKAB_HOLDOUT)
+        fits.append(fitted)
+        test_x, test_y = x[SKAB_TRAIN_ROWS:], y[SKAB_TRAIN_ROWS:]
+        e = fitted.energies(windows_of(test_x, SKAB_W))
+        # row t (t >= W-1 within the test part) gets the window ending at it; earlier rows: normal
+        pred = np.zeros(len(test_x), bool)
+        pred[SKAB_W - 1:] = e > fitted.threshold
+        tp += int((pred & test_y).sum())
+        fp += int((pred & ~test_y).sum())
+        tn += int((~pred & ~test_y).sum())
+        fn += int((~pred & test_y).sum())
+        yw = test_y[SKAB_W - 1:]
+        aucs.append(roc_auc(e[~yw], e[yw]))
+        per_file[name] = {"alarm_rate_healthy": round(float(pred[~test_y].mean()), 4),
+                          "detected": round(float(pred[test_y].mean()), 4),
+                          "auc": round(aucs[-1], 4)}
+    return {"f1": 2 * tp / (2 * tp + fp + fn), "far": fp / (fp + tn), "mar": fn / (fn + tp),
+            "auc_mean": float(np.mean(aucs)), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+            "train_seconds": sum(f.seconds for f in fits),
+            "steps_mean": float(np.mean([f.steps for f in fits])),
+            "best_step_mean": float(np.mean([f.best_step for f in fits])),
+            "files": per_file}
+
+
+# --- CWRU --------------------------------------------------------------------------------------
+
+def decimate(x, q):
+    """Low-pass (windowed sinc, cut-off at 0.8 x the new Nyquist frequency) then keep every q-th
+    sample: an anti-aliased downsampling with numpy alone."""
+    if q == 1:
+        return x
+    taps = 16 * q + 1
+    n = np.arange(taps) - (taps - 1) / 2
+    cutoff = 0.8 / q  # as a fraction of the old Nyquist frequency
+    h = cutoff * np.sinc(cutoff * n) * np.hamming(taps)
+    h /= h.sum()
+    return np.convolve(x, h, mode="same")[::q]
+
+
+def load_cwru(folder):
+    out = {}
+    for pair, (healthy, fault, q) in CWRU_PAIRS.items():
+        paths = [folder / "cwru" / healthy, folder / "cwru" / fault]
+        for p in paths:
+            if not p.is_file():
+                raise DataMissing(f"missing CWRU file {p}")
+        h = decimate(np.load(paths[0])["DE"][:, 0], q)
+        f = np.load(paths[1])["DE"][:, 0]
+        out[pair] = (h, f)
+    return out
+
+
+def cwru(ctx, variant, seed):
+    res = {}
+    for pair, (h, f) in ctx.cwru.items():
+        half = len(h) // 2
+        tr = h[:half, None]
+        fitted = fit(windows_of(tr, CWRU_W, CWRU_TRAIN_HOP), tr, variant, seed, ctx,
+                     CWRU_QUANTILE, CWRU_HOLDOUT)
+        e_h = fitted.energies(windows_of(h[half:, None], CWRU_W, CWRU_W))
+        e_f = fitted.energies(windows_of(f[:, None], CWRU_W, CWRU_W))
+        res[pair] = {"auc": roc_auc(e_h, e_f),
+                     "far": float((e_h > fitted.threshold).mean()),
+                     "detected": float((e_f > fitted.threshold).mean()),
+                     "healthy_windows": len(e_h), "fault_windows": len(e_f),
+                     "train_seconds": fitted.seconds}
+    return res
+
+
+# --- NAB ---------------------------------------------------------------------------------------
+
+def load_nab(folder):
+    path, wpath = folder / "nab" / NAB_FILE, folder / "nab" / "windows.json"
+    for p in (path, wpath):
+        if not p.is_file():
+            raise DataMissing(f"missing NAB file {p}")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    t = np.array([np.datetime64(r[0]) for r in rows], "datetime64[s]")
+    v = np.array([float(r[1]) for r in rows])
+    labelled = json.loads(wpath.read_text())
+    key = next(k for k in labelled if k.endswith(NAB_FILE))
+    wins = [(np.datetime64(a, "s"), np.datetime64(b, "s")) for a, b in labelled[key]]
+    return t, v, wins
+
+
+def hysteresis(anomalous, raise_after, clear_after):
+    """The daemon's detect::Detector: raise once after raise_after consecutive anomalous windows,
+    clear once after clear_after consecutive normal ones. Returns [(index, 'raised'|'cleared')]."""
+    raised, run, out = False, 0, []
+    for i, a in enumerate(anomalous):
+        run = run + 1 if (a != raised) else 0
+        if run >= (clear_after if raised else raise_after):
+            raised, run = not raised, 0
+            out.append((i, "raised" if raised else "cleared"))
+    return out
+
+
+def nab(ctx, variant, seed):
+    t, v, wins = ctx.nab
+    train_end = int(np.searchsorted(t, wins[0][0]))  # everything before the first window
+    tr = v[:train_end, None]
+    fitted = fit(windows_of(tr, NAB_W), tr, variant, seed, ctx, NAB_QUANTILE, NAB_HOLDOUT)
+    # the scored stream starts with the training stretch's last W-1 rows, so the first scored
+    # window ends at the first row after training: the daemon's window state is continuous
+    test_v = v[train_end - NAB_W + 1:, None]
+    end_t = t[train_end:]  # time of the row each scored window ends at
+    e = fitted.energies(windows_of(test_v, NAB_W))
+    over = e > fitted.threshold
+    events = hysteresis(over, NAB_RAISE_AFTER, NAB_CLEAR_AFTER)
+    raises = [end_t[i] for i, kind in events if kind == "raised"]
+    inside = np.zeros(len(raises), bool)
+    per_window = []
+    for a, b in wins:
+        hit = [i for i, r in enumerate(raises) if a <= r <= b]
+        inside[hit] = True
+        # an alert raised before the window and still up when it opens also covers it
+        state_at_open = _raised_at(events, end_t, a)
+        first = raises[hit[0]] if hit else None
+        over_in = over[(end_t >= a) & (end_t <= b)]
+        hours = np.timedelta64(1, "h")
+        label = a + (b - a) // 2  # NAB centres each window on its labelled anomaly
+        per_window.append({
+            "start": str(a), "end": str(b),
+            "hit": bool(hit),
+            "alert_up_at_open": state_at_open,  # raised before the window: not a hit
+            "after_start_h": None if first is None else round(float((first - a) / hours), 1),
+            "before_label_h": None if first is None else round(float((label - first) / hours),
+                                                               1),
+            "windows_over_threshold": int(over_in.sum())})
+    return {"windows_hit": sum(w["hit"] for w in per_window), "windows": len(wins),
+            "alerts_outside": int((~inside).sum()), "alerts_inside": int(inside.sum()),
+            "train_rows": train_end, "train_end": str(t[train_end]),
+            "threshold": fitted.threshold, "per_window": per_window,
+            "train_seconds": fitted.seconds}
+
+
+def _raised_at(events, end_t, when):
+    state = False
+    for i, kind in events:
+        if end_t[i] >= when:
+            break
+        state = kind == "raised"
+    return state
+
+
+# --- running and reporting ---------------------------------------------------------------------
+
+@dataclass
+class Context:
+    cache: Path
+    steps: int | None
+    extra: list
+    skab: list
+    cwru: dict
+    nab: tuple
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="python -m ebgand_trainer.evaluate",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train each mode (EBGAN and the plain autoencoder, same D, same data) on the "
+                    "real recordings under the protocols of ../shared/data/README.md and print "
+                    "a Markdown table of SKAB F1/FAR/MAR, CWRU ROC AUC and NAB windows hit. "
+                    "See docs/EVALUATION.md.")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="the shared data folder (skab/, cwru/, nab/)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help=f"seeds per mode ({FIRST_SEED}, {FIRST_SEED + 1}, ...); more than one "
+                        "gives mean and spread")
+    p.add_argument("--steps", type=int, help="D updates per model (default: the worker's)")
+    p.add_argument("--modes", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma-separated, from {', '.join(VARIANTS)}")
+    p.add_argument("--only", default="skab,cwru,nab", help="comma-separated data sets to run")
+    p.add_argument("--extra", default="",
+                   help="further worker flags for every mode, e.g. '--lr 1e-4'")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--cache", type=Path,
+                   help="training artifact cache (default: the worker's)")
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
+    if args.steps is not None and args.steps < 1:
+        p.error("--steps must be positive")
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in args.modes:
+        if m not in VARIANTS:
+            p.error(f"unknown mode {m!r}; known: {', '.join(VARIANTS)}")
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    for s in args.only:
+        if s not in ("skab", "cwru", "nab"):
+            p.error(f"unknown data set {s!r}")
+    args.extra = shlex.split(args.extra)
+    return args
+
+
+def _stat(values, digits=3, pct=False):
+    a = np.asarray(values, float) * (100 if pct else 1)
+    if len(a) == 1:
+        return f"{a[0]:.{digits}f}"
+    return f"{a.mean():.{digits}f} ± {a.std(ddof=1):.{digits}f}"
+
+
+def summarise(runs):
+    """runs: {mode: [result per seed]} -> rows of the Markdown table."""
+    rows = []
+    for mode, rs in runs.items():
+        row = {"mode": mode}
+        if "skab" in rs[0]:
+            row["SKAB F1"] = _stat([r["skab"]["f1"] for r in rs], 3)
+            row["SKAB FAR %"] = _stat([r["skab"]["far"] for r in rs], 1, pct=True)
+            row["SKAB MAR %"] = _stat([r["skab"]["mar"] for r in rs], 1, pct=True)
+            row["SKAB AUC"] = _stat([r["skab"]["auc_mean"] for r in rs], 3)
+        if "cwru" in rs[0]:
+            for pair in CWRU_PAIRS:
+                row[f"CWRU {pair} AUC"] = _stat([r["cwru"][pair]["auc"] for r in rs], 4)
+            row["CWRU FAR %"] = _stat([np.mean([r["cwru"][p]["far"] for p in CWRU_PAIRS])
+                                       for r in rs], 1, pct=True)
+        if "nab" in rs[0]:
+            row["NAB windows hit (of 4)"] = _stat([r["nab"]["windows_hit"] for r in rs],
+                                                  1 if len(rs) > 1 else 0)
+            row["NAB false alerts"] = _stat([r["nab"]["alerts_outside"] for r in rs],
+                                            1 if len(rs) > 1 else 0)
+            leads = [[w["after_start_h"] for w in r["nab"]["per_window"]] for r in rs]
+            row["NAB first alert, h into window"] = " / ".join(
+                "–" if any(l[i] is None for l in leads) else _stat([l[i] for l in leads], 1)
+                for i in range(len(leads[0])))
+        row["train s"] = _stat([r["train_seconds"] for r in rs], 1)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows):
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _python():
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(REPO))
+    except ValueError:
+        return str(exe) if exe.name != "python3" else "python3"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("ebgand-evaluate %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    # the worker warns about small hold-out sets; SKAB's 96 are small by the protocol
+    logging.getLogger("ebgand_trainer").setLevel(logging.ERROR)
+    if not args.data.is_dir():
+        sys.stderr.write(f"ebgand-evaluate: data folder {args.data} not found; pass --data "
+                         "pointing at the shared data (skab/, cwru/, nab/; see "
+                         "../shared/data/README.md)\n")
+        return 2
+    try:
+        ctx = Context(cache=args.cache or cli.default_cache(), steps=args.steps, extra=args.extra,
+                      skab=load_skab(args.data) if "skab" in args.only else None,
+                      cwru=load_cwru(args.data) if "cwru" in args.only else None,
+                      nab=load_nab(args.data) if "nab" in args.only else None)
+    except (DataMissing, OSError, ValueError) as e:
+        sys.stderr.write(f"ebgand-evaluate: {e}\n")
+        return 2
+    t0 = time.monotonic()
+    runs = {}
+    for mode in args.modes:
+        runs[mode] = []
+        for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
+            r = {"seed": seed}
+            for name, fn in (("skab", skab), ("cwru", cwru), ("nab", nab)):
+                if name in args.only:
+                    r[name] = fn(ctx, mode, seed)
+            r["train_seconds"] = (r.get("skab", {}).get("train_seconds", 0)
+                                  + sum(c["train_seconds"] for c in r.get("cwru", {}).values())
+                                  + r.get("nab", {}).get("train_seconds", 0))
+            log.info("%s seed %d done (%.0f s so far)", mode, seed, time.monotonic() - t0)
+            runs[mode].append(r)
+    seconds = time.monotonic() - t0
+    command = "PYTHONPATH=models/trainer " + shlex.join(
+        [_python(), "-m", "ebgand_trainer.evaluate", *argv])
+    rows = summarise(runs)
+    if args.json:
+        print(json.dumps({"command": command, "seconds": round(seconds, 1),
+                          "onnxruntime": onnxruntime.__version__, "table": rows,
+                          "runs": runs}, indent=1, default=str))
+    else:
+        print(f"Command (from the repository root): `{command}`\n")
+        print(markdown(rows))
+        print(f"\n{args.seeds} seed(s) per mode, {seconds:.0f} s in all.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

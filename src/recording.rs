@@ -1,0 +1,373 @@
+//! Recordings on disk (CSV, `.npy`, `.npz`) read into `samples x channels`, for `ebgand score`
+//! and `ebgand train`, and cut into windows by the daemon's own [`Windower`].
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array1, Array2, Axis};
+use serde_json::Value;
+
+use crate::pipeline::{RawWindow, WindowSpec, Windower};
+
+/// Errors reading a recording.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    /// The file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// CSV syntax.
+    #[error("{path}: {source}")]
+    Csv {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: csv::Error,
+    },
+    /// An array file that is not a 1-D or 2-D float array, or an unknown key.
+    #[error("{path}: {reason}")]
+    Array {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A bad flag value or a column that is not there.
+    #[error("{0}")]
+    Usage(String),
+    /// A value that is not a finite number.
+    #[error("row {row}, column {column:?}: {text:?} is not a finite number")]
+    Value {
+        /// 1-based data row.
+        row: usize,
+        /// Column name.
+        column: String,
+        /// The text found.
+        text: String,
+    },
+}
+
+/// How to read a recording (the file itself is each command's positional argument).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct InputArgs {
+    /// CSV: columns to use, one channel each, comma-separated (default: every numeric column).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Vec<String>,
+    /// CSV: a column whose values mark window start/end instead of row indices.
+    #[arg(long)]
+    pub timestamp_column: Option<String>,
+    /// CSV field delimiter.
+    #[arg(long, default_value = ",")]
+    pub delimiter: char,
+    /// .npz: the array to read.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Rows to use, `A:B` (0-based, B excluded; either side may be left out: `:400`, `400:`).
+    #[arg(long, value_parser = parse_rows)]
+    pub rows: Option<(Option<usize>, Option<usize>)>,
+}
+
+fn parse_rows(s: &str) -> Result<(Option<usize>, Option<usize>), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or("expected A:B, e.g. 0:400 or 400:")?;
+    let num = |x: &str| -> Result<Option<usize>, String> {
+        if x.is_empty() {
+            Ok(None)
+        } else {
+            x.parse().map(Some).map_err(|e| format!("{x:?}: {e}"))
+        }
+    };
+    let (a, b) = (num(a)?, num(b)?);
+    if let (Some(a), Some(b)) = (a, b)
+        && a >= b
+    {
+        return Err(format!("{a}:{b} selects no rows"));
+    }
+    Ok((a, b))
+}
+
+/// Samples read from a file: `rows x channels`, with optional per-row marks.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// Samples, one row per time step.
+    pub samples: Array2<f32>,
+    /// Timestamps per row (CSV with `--timestamp-column`).
+    pub stamps: Option<Vec<Value>>,
+}
+
+impl Recording {
+    /// Cuts the recording into windows with the daemon's windower.
+    pub fn windows(&self, spec: WindowSpec) -> Vec<RawWindow> {
+        let mut windower = Windower::new(spec);
+        let mut out = Vec::new();
+        let mut row = Vec::with_capacity(spec.channels);
+        for (i, r) in self.samples.axis_iter(Axis(0)).enumerate() {
+            row.clear();
+            row.extend(r.iter().copied());
+            let stamp = self.stamps.as_ref().map(|s| &s[i]);
+            windower.push(&row, stamp, |w| out.push(w));
+        }
+        out
+    }
+
+    fn select_rows(
+        self,
+        rows: Option<(Option<usize>, Option<usize>)>,
+    ) -> Result<Self, RecordingError> {
+        let Some((a, b)) = rows else { return Ok(self) };
+        let n = self.samples.nrows();
+        let (a, b) = (a.unwrap_or(0), b.unwrap_or(n).min(n));
+        if a >= b {
+            return Err(RecordingError::Usage(format!(
+                "--rows {a}:{b} selects none of {n} rows"
+            )));
+        }
+        Ok(Self {
+            samples: self.samples.select(Axis(0), &(a..b).collect::<Vec<_>>()),
+            stamps: self.stamps.map(|s| s[a..b].to_vec()),
+        })
+    }
+}
+
+/// Reads `file` as the extension says: `.csv`/`.txt`, `.npy` or `.npz` (with `--key`).
+///
+/// # Errors
+/// [`RecordingError`] for unreadable files, unknown columns or keys, non-numeric values.
+pub fn read(file: &Path, args: &InputArgs) -> Result<Recording, RecordingError> {
+    let ext = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let rec = match ext.as_str() {
+        "csv" | "txt" => read_csv(file, args)?,
+        "npy" => Recording {
+            samples: read_npy(file)?,
+            stamps: None,
+        },
+        "npz" => Recording {
+            samples: read_npz(file, args.key.as_deref())?,
+            stamps: None,
+        },
+        other => {
+            return Err(RecordingError::Usage(format!(
+                "unsupported file type {other:?} ({}): use .csv, .npy or .npz",
+                file.display()
+            )));
+        }
+    };
+    rec.select_rows(args.rows)
+}
+
+fn array_err(path: &Path, reason: impl Into<String>) -> RecordingError {
+    RecordingError::Array {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// A 1-D or 2-D float32/float64 array as `samples x channels` float32.
+fn read_npy(path: &Path) -> Result<Array2<f32>, RecordingError> {
+    use ndarray_npy::read_npy;
+    if let Ok(a) = read_npy::<_, Array2<f64>>(path) {
+        return Ok(a.mapv(|v| v as f32));
+    }
+    if let Ok(a) = read_npy::<_, Array2<f32>>(path) {
+        return Ok(a);
+    }
+    if let Ok(a) = read_npy::<_, Array1<f64>>(path) {
+        return Ok(a.mapv(|v| v as f32).insert_axis(Axis(1)));
+    }
+    read_npy::<_, Array1<f32>>(path)
+        .map(|a| a.insert_axis(Axis(1)))
+        .map_err(|e| {
+            array_err(
+                path,
+                format!("not a 1-D or 2-D float32/float64 array ({e})"),
+            )
+        })
+}
+
+fn read_npz(path: &Path, key: Option<&str>) -> Result<Array2<f32>, RecordingError> {
+    use ndarray::{Ix1, Ix2, OwnedRepr};
+    let key = key.ok_or_else(|| RecordingError::Usage("an .npz file needs --key NAME".into()))?;
+    let f = std::fs::File::open(path).map_err(|source| RecordingError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut npz = ndarray_npy::NpzReader::new(f).map_err(|e| array_err(path, e.to_string()))?;
+    let names = npz.names().map_err(|e| array_err(path, e.to_string()))?;
+    if !names.iter().any(|n| n == key) {
+        return Err(array_err(
+            path,
+            format!("no array {key:?} (it has: {})", names.join(", ")),
+        ));
+    }
+    if let Ok(a) = npz.by_name::<OwnedRepr<f64>, Ix2>(key) {
+        return Ok(a.mapv(|v| v as f32));
+    }
+    if let Ok(a) = npz.by_name::<OwnedRepr<f64>, Ix1>(key) {
+        return Ok(a.mapv(|v| v as f32).insert_axis(Axis(1)));
+    }
+    if let Ok(a) = npz.by_name::<OwnedRepr<f32>, Ix2>(key) {
+        return Ok(a);
+    }
+    npz.by_name::<OwnedRepr<f32>, Ix1>(key)
+        .map(|a| a.insert_axis(Axis(1)))
+        .map_err(|e| array_err(path, format!("array {key:?} is not 1-D or 2-D float ({e})")))
+}
+
+fn read_csv(path: &Path, args: &InputArgs) -> Result<Recording, RecordingError> {
+    let csv_err = |source| RecordingError::Csv {
+        path: path.to_path_buf(),
+        source,
+    };
+    let delimiter = u8::try_from(args.delimiter)
+        .map_err(|_| RecordingError::Usage("--delimiter must be one ASCII character".into()))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .from_path(path)
+        .map_err(csv_err)?;
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(csv_err)?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let records: Vec<csv::StringRecord> = reader
+        .records()
+        .collect::<Result<_, _>>()
+        .map_err(csv_err)?;
+    let index = |name: &str| {
+        headers.iter().position(|h| h == name).ok_or_else(|| {
+            RecordingError::Usage(format!(
+                "no column {name:?} in {} (it has: {})",
+                path.display(),
+                headers.join(", ")
+            ))
+        })
+    };
+    let ts = args.timestamp_column.as_deref().map(index).transpose()?;
+    let columns: Vec<usize> = if args.columns.is_empty() {
+        let first = records
+            .first()
+            .ok_or_else(|| RecordingError::Usage(format!("{} has no rows", path.display())))?;
+        (0..headers.len())
+            .filter(|&i| Some(i) != ts)
+            .filter(|&i| {
+                first
+                    .get(i)
+                    .is_some_and(|v| v.trim().parse::<f64>().is_ok())
+            })
+            .collect()
+    } else {
+        args.columns
+            .iter()
+            .map(|c| index(c))
+            .collect::<Result<_, _>>()?
+    };
+    let mut samples = Array2::<f32>::zeros((records.len(), columns.len()));
+    let mut stamps = ts.map(|_| Vec::with_capacity(records.len()));
+    for (r, rec) in records.iter().enumerate() {
+        for (c, &col) in columns.iter().enumerate() {
+            let text = rec.get(col).unwrap_or_default().trim();
+            match text.parse::<f64>() {
+                Ok(v) if v.is_finite() => samples[[r, c]] = v as f32,
+                _ => {
+                    return Err(RecordingError::Value {
+                        row: r + 1,
+                        column: headers[col].clone(),
+                        text: text.to_owned(),
+                    });
+                }
+            }
+        }
+        if let (Some(col), Some(s)) = (ts, stamps.as_mut()) {
+            s.push(Value::String(rec.get(col).unwrap_or_default().to_owned()));
+        }
+    }
+    Ok(Recording { samples, stamps })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_flag_parses_open_ranges() {
+        assert_eq!(parse_rows("0:400"), Ok((Some(0), Some(400))));
+        assert_eq!(parse_rows("400:"), Ok((Some(400), None)));
+        assert_eq!(parse_rows(":10"), Ok((None, Some(10))));
+        assert!(parse_rows("5:5").is_err());
+        assert!(parse_rows("x").is_err());
+    }
+
+    #[test]
+    fn csv_columns_rows_and_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        std::fs::write(&p, "t;a;b;label\n0;1;10;x\n1;2;20;x\n2;3;30;x\n3;4;40;x\n").unwrap();
+        let args = InputArgs {
+            delimiter: ';',
+            timestamp_column: Some("t".into()),
+            rows: Some((Some(1), None)),
+            ..InputArgs::default()
+        };
+        let rec = read(&p, &args).unwrap();
+        assert_eq!(rec.samples.shape(), &[3, 2]);
+        assert_eq!(rec.samples[[0, 1]], 20.0);
+        let w = rec.windows(WindowSpec {
+            window: 2,
+            hop: 1,
+            channels: 2,
+        });
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0].data, vec![2.0, 20.0, 3.0, 30.0]);
+        assert_eq!(
+            w[1].end,
+            crate::pipeline::Mark::Time(Value::String("3".into()))
+        );
+        let bad = InputArgs {
+            columns: vec!["nope".into()],
+            delimiter: ';',
+            ..InputArgs::default()
+        };
+        assert!(
+            read(&p, &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("no column \"nope\"")
+        );
+        let label = InputArgs {
+            columns: vec!["label".into()],
+            delimiter: ';',
+            ..InputArgs::default()
+        };
+        assert!(matches!(
+            read(&p, &label),
+            Err(RecordingError::Value { row: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn npy_one_and_two_dimensional() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.npy");
+        ndarray_npy::write_npy(&p, &ndarray::array![1.0f64, 2.0, 3.0]).unwrap();
+        assert_eq!(
+            read(&p, &InputArgs::default()).unwrap().samples.shape(),
+            &[3, 1]
+        );
+        ndarray_npy::write_npy(&p, &ndarray::array![[1.0f32, 2.0], [3.0, 4.0]]).unwrap();
+        assert_eq!(
+            read(&p, &InputArgs::default()).unwrap().samples.shape(),
+            &[2, 2]
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! `ebgand train`: windows a healthy recording with the daemon's own windowing, runs the
+//! training worker with progress, and checks that the daemon can serve the result.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::Array3;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::{TrainJob, WorkerEvent, default_out, utc_version};
+use crate::config::{RawConfig, Settings};
+use crate::model::{ModelVersion, Scorer};
+use crate::pipeline::WindowSpec;
+use crate::recording::{InputArgs, Recording};
+
+/// Arguments of `ebgand train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Healthy recording: .csv, .npy (samples x channels) or .npz (with --key).
+    #[arg(value_name = "FILE", required_unless_present = "simulate")]
+    pub file: Option<PathBuf>,
+    /// How to read it.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Instead of a file: SECONDS of the demo's simulated healthy machine (1 kHz vibration).
+    #[arg(long, value_name = "SECONDS", conflicts_with = "file")]
+    pub simulate: Option<f64>,
+    /// Model name (default: the model of --stream).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Version label (default: the UTC time, YYYYMMDDTHHMMSSZ).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Output folder (default: <[train] models_dir>/<name>/<version>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Take window, channels and model name from this configured stream.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Window length W in samples (or from --stream).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Hop between training windows (default: W/4; overlapping windows give more examples).
+    #[arg(long)]
+    pub hop: Option<usize>,
+    /// `ebgan` (generator + discriminator) or `ae` (the plain autoencoder, for ablation).
+    #[arg(long, default_value = "ebgan", value_parser = ["ebgan", "ae"])]
+    pub mode: String,
+    /// Training steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Random seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Threshold quantile of held-out healthy energies.
+    #[arg(long)]
+    pub quantile: Option<f64>,
+    /// `cpu` or `cuda` (default: [train] device).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Further worker arguments, after `--` (see models/trainer/README.md).
+    #[arg(last = true)]
+    pub worker_args: Vec<String>,
+}
+
+/// Runs `ebgand train`.
+///
+/// # Errors
+/// Bad input, a failed or interrupted worker, or a result the daemon cannot serve.
+pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
+    let default = Path::new("config.toml");
+    let config = config.or_else(|| default.exists().then_some(default));
+    let mut settings = RawConfig::load(config, None)?.validate()?;
+    if let Some(device) = &args.device {
+        settings.train.device = device.clone();
+    }
+    let stream = args
+        .stream
+        .as_ref()
+        .map(|name| {
+            settings
+                .streams
+                .iter()
+                .find(|s| &s.name == name)
+                .cloned()
+                .with_context(|| format!("no stream {name:?} in the config (see [[streams]])"))
+        })
+        .transpose()?;
+    let name = args
+        .name
+        .clone()
+        .or_else(|| stream.as_ref().map(|s| s.model.clone()))
+        .context("give --name (or --stream, whose model is the name)")?;
+    let window = args
+        .window
+        .or_else(|| stream.as_ref().map(|s| s.window.get()))
+        .context("give --window (or --stream, whose window is used)")?;
+    let hop = args.hop.unwrap_or((window / 4).max(1));
+    if window == 0 || hop == 0 {
+        bail!("--window and --hop must be at least 1");
+    }
+
+    let recording = match (&args.file, args.simulate) {
+        (Some(file), _) => crate::recording::read(file, &args.input)?,
+        (None, Some(seconds)) => simulated(seconds),
+        (None, None) => bail!("give a FILE or --simulate SECONDS"),
+    };
+    let channels = recording.samples.ncols();
+    if let Some(s) = &stream
+        && s.channels.get() != channels
+    {
+        bail!(
+            "stream {:?} has {} channel(s); the recording gives {channels}",
+            s.name,
+            s.channels
+        );
+    }
+    let windows = recording.windows(WindowSpec {
+        window,
+        hop,
+        channels,
+    });
+    if windows.len() < 10 {
+        bail!(
+            "only {} windows of {window} samples; give a longer recording",
+            windows.len()
+        );
+    }
+    let data: Vec<f32> = windows
+        .iter()
+        .flat_map(|w| w.data.iter().copied())
+        .collect();
+    let array = Array3::from_shape_vec((windows.len(), window, channels), data)?;
+    let tmp = tempfile::tempdir()?;
+    let data_path = tmp.path().join("windows.npy");
+    ndarray_npy::write_npy(&data_path, &array)?;
+
+    let version = args.version.clone().unwrap_or_else(utc_version);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&settings.train.models_dir, &name, &version));
+    let mut worker_args = vec!["--mode".to_string(), args.mode.clone()];
+    for (flag, value) in [
+        ("--steps", args.steps.map(|v| v.to_string())),
+        ("--seed", args.seed.map(|v| v.to_string())),
+        ("--quantile", args.quantile.map(|v| v.to_string())),
+    ] {
+        if let Some(v) = value {
+            worker_args.extend([flag.to_string(), v]);
+        }
+    }
+    worker_args.extend(args.worker_args.iter().cloned());
+    let source = match (&args.file, args.simulate) {
+        (Some(file), _) => {
+            let key = args
+                .input
+                .key
+                .as_ref()
+                .map(|k| format!(" [{k}]"))
+                .unwrap_or_default();
+            let rows = args.input.rows.map_or_else(String::new, |(a, b)| {
+                format!(
+                    " rows {}:{}",
+                    a.unwrap_or(0),
+                    b.map(|b| b.to_string()).unwrap_or_default()
+                )
+            });
+            format!(
+                "{}{key}{rows}: {} samples x {channels} channels; windows {window} x {channels}, hop {hop}",
+                file.display(),
+                recording.samples.nrows()
+            )
+        }
+        _ => format!(
+            "simulated demo machine (ebgand::demo::sim, seed 2024): {} s of healthy 1 kHz \
+             vibration; windows {window} x 1, hop {hop}",
+            args.simulate.unwrap_or_default()
+        ),
+    };
+    let job = TrainJob {
+        source,
+        data: data_path,
+        out: out.clone(),
+        name,
+        version,
+        args: worker_args,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    info!(windows = windows.len(), window, hop, channels, out = %out.display(), "Training.");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let done = rt.block_on(supervise(&settings, &job))?;
+    let WorkerEvent::Done {
+        dir,
+        threshold,
+        steps,
+        seconds,
+        peak_rss_mb,
+    } = done
+    else {
+        bail!("the worker finished without a result");
+    };
+    // The daemon must be able to serve what was trained: hash, manifest, graph, one window.
+    let scorer = Scorer::load(ModelVersion::open(&dir)?, &settings.runtime)
+        .with_context(|| format!("the trained model in {} does not load", dir.display()))?;
+    info!(model = %scorer.label(), threshold, steps, seconds, "Model ready.");
+    let summary = serde_json::json!({
+        "dir": dir, "model": scorer.version().manifest.name, "version": scorer.version().manifest.version,
+        "mode": args.mode, "windows": windows.len(), "threshold": threshold, "steps": steps,
+        "seconds": seconds, "peak_rss_mb": peak_rss_mb,
+    });
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+/// Runs the worker with a progress bar on a terminal, structured logs otherwise, and
+/// SIGTERM/SIGINT forwarded to it.
+async fn supervise(settings: &Settings, job: &TrainJob) -> anyhow::Result<WorkerEvent> {
+    let cancel = CancellationToken::new();
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut int) = (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        );
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            cancel.cancel();
+        })
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} training [{bar:40}] {pos}/{len} steps {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let mut next_log = 0u64;
+    let result = super::run_worker(
+        &settings.train,
+        job,
+        |ev| match (ev, &bar) {
+            (
+                WorkerEvent::Start {
+                    steps,
+                    mode,
+                    windows,
+                },
+                Some(bar),
+            ) => {
+                bar.set_length(*steps);
+                bar.set_message(format!("{mode}, {windows} windows"));
+            }
+            (
+                WorkerEvent::Step {
+                    step,
+                    d_loss,
+                    g_loss,
+                    val_energy,
+                    ..
+                },
+                Some(bar),
+            ) => {
+                bar.set_position(*step);
+                bar.set_message(format!(
+                    "d_loss {} g_loss {} val {}",
+                    fmt(*d_loss),
+                    fmt(*g_loss),
+                    fmt(*val_energy)
+                ));
+            }
+            (
+                WorkerEvent::Start {
+                    mode,
+                    steps,
+                    windows,
+                },
+                None,
+            ) => {
+                info!(mode = %mode, steps, windows, "Training started.");
+            }
+            (
+                WorkerEvent::Step {
+                    step,
+                    steps,
+                    d_loss,
+                    g_loss,
+                    val_energy,
+                },
+                None,
+            ) if *step >= next_log => {
+                // About ten progress lines per run in the journal.
+                next_log = step + (steps / 10).max(1);
+                info!(
+                    step,
+                    steps, d_loss, g_loss, val_energy, "Training progress."
+                );
+            }
+            _ => {}
+        },
+        cancel,
+    )
+    .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    signals.abort();
+    Ok(result?)
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.4}"))
+}
+
+/// Healthy samples from the demo's simulated machine.
+fn simulated(seconds: f64) -> Recording {
+    let n = (seconds.max(0.0) * crate::demo::sim::RATE) as usize;
+    let samples = crate::demo::sim::Machine::new(2024).samples(n, false);
+    Recording {
+        samples: ndarray::Array2::from_shape_vec((n, 1), samples)
+            .unwrap_or_else(|_| ndarray::Array2::zeros((0, 1))),
+        stamps: None,
+    }
+}

@@ -1,0 +1,333 @@
+//! Training: the supervisor of the Python training worker (`models/trainer`, ONNX Runtime's
+//! training API), and `ebgand train`.
+//!
+//! The contract with the worker is small and written down in `models/trainer/README.md`:
+//! arguments in; JSON lines of progress on its stdout (`start`, `step`, `done`, `error`); a
+//! model version folder as the result; exit 0 on success, 2 for bad input, 143 after SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::TrainSettings;
+
+pub mod command;
+pub use command::{TrainArgs, train};
+
+/// Errors of a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The worker could not be started.
+    #[error(
+        "cannot start the training worker {python}: {source}. Install its venv with `make setup` \
+         (creates .venv/trainer from models/trainer/requirements.txt) or set [train] python"
+    )]
+    Spawn {
+        /// The interpreter tried.
+        python: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker reported an error or exited non-zero.
+    #[error("training failed (worker exit {code:?}): {message}")]
+    Worker {
+        /// Exit code, if it exited.
+        code: Option<i32>,
+        /// The worker's error event, or the tail of its stderr.
+        message: String,
+    },
+    /// Stopped by a signal, forwarded to the worker.
+    #[error("training interrupted")]
+    Interrupted,
+    /// The worker ran past `[train] timeout_s`.
+    #[error("training timed out after {0:?}")]
+    Timeout(Duration),
+    /// Reading the worker's output failed.
+    #[error("worker I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One line of the worker's progress.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum WorkerEvent {
+    /// Training begins.
+    Start {
+        /// `ebgan` or `ae`.
+        mode: String,
+        /// Planned steps.
+        steps: u64,
+        /// Training windows.
+        windows: u64,
+    },
+    /// Progress.
+    Step {
+        /// Step number.
+        step: u64,
+        /// Planned steps.
+        steps: u64,
+        /// Discriminator loss.
+        d_loss: Option<f64>,
+        /// Generator loss (none for the plain autoencoder).
+        g_loss: Option<f64>,
+        /// Validation energy, when measured since the last step event.
+        #[serde(default)]
+        val_energy: Option<f64>,
+    },
+    /// The model version folder is written.
+    Done {
+        /// The folder.
+        dir: PathBuf,
+        /// Calibrated threshold.
+        threshold: f64,
+        /// Steps run.
+        steps: u64,
+        /// Wall seconds.
+        seconds: f64,
+        /// Peak resident memory of the worker, MiB.
+        #[serde(default)]
+        peak_rss_mb: Option<f64>,
+    },
+    /// The worker failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// What the worker is asked to do.
+#[derive(Debug, Clone)]
+pub struct TrainJob {
+    /// `.npy` of healthy windows `[N, W, C]` float32.
+    pub data: PathBuf,
+    /// Output model version folder (must not exist).
+    pub out: PathBuf,
+    /// Model name.
+    pub name: String,
+    /// Version label.
+    pub version: String,
+    /// Further worker arguments (`--mode`, `--steps`, ...).
+    pub args: Vec<String>,
+    /// The command line recorded in the manifest.
+    pub command: String,
+    /// What the windows were cut from, recorded in the manifest.
+    pub source: String,
+}
+
+/// Runs the worker to completion, calling `progress` for every event it prints, forwarding
+/// cancellation as SIGTERM and enforcing the timeout.
+///
+/// # Errors
+/// [`TrainError`] when the worker cannot start, fails, is interrupted or times out.
+pub async fn run_worker(
+    settings: &TrainSettings,
+    job: &TrainJob,
+    mut progress: impl FnMut(&WorkerEvent),
+    cancel: CancellationToken,
+) -> Result<WorkerEvent, TrainError> {
+    let mut cmd = if settings.nice > 0 {
+        let mut c = Command::new("nice");
+        c.arg("-n")
+            .arg(settings.nice.to_string())
+            .arg(&settings.python);
+        c
+    } else {
+        Command::new(&settings.python)
+    };
+    cmd.args(["-m", "ebgand_trainer", "--data"])
+        .arg(&job.data)
+        .arg("--out")
+        .arg(&job.out)
+        .args([
+            "--name",
+            &job.name,
+            "--version",
+            &job.version,
+            "--command",
+            &job.command,
+            "--source",
+            &job.source,
+        ])
+        .args(["--device", &settings.device])
+        .args(&job.args)
+        .env("PYTHONPATH", &settings.worker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(cache) = &settings.cache {
+        cmd.arg("--cache").arg(cache);
+    }
+    if !settings.python.exists() {
+        return Err(TrainError::Spawn {
+            python: settings.python.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| TrainError::Spawn {
+        python: settings.python.clone(),
+        source,
+    })?;
+    info!(pid = child.id(), out = %job.out.display(), "Training worker started.");
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no worker stdout"))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| std::io::Error::other("no worker stderr"))?;
+    // The worker's stderr is its log: keep the tail for the error message, log the rest at debug.
+    let stderr_tail = tokio::spawn(async move {
+        let mut tail: Vec<String> = Vec::new();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            debug!(worker = %line, "Trainer log.");
+            tail.push(line);
+            if tail.len() > 20 {
+                tail.remove(0);
+            }
+        }
+        tail.join("\n")
+    });
+
+    let mut lines = BufReader::new(stdout).lines();
+    let mut last: Option<WorkerEvent> = None;
+    let deadline = tokio::time::sleep(settings.timeout);
+    tokio::pin!(deadline);
+    let outcome = loop {
+        tokio::select! {
+            line = lines.next_line() => match line? {
+                Some(line) => match serde_json::from_str::<WorkerEvent>(&line) {
+                    Ok(ev) => {
+                        progress(&ev);
+                        if matches!(ev, WorkerEvent::Done { .. } | WorkerEvent::Error { .. }) {
+                            last = Some(ev);
+                        }
+                    }
+                    Err(e) => warn!(line = %line, error = %e, "Unreadable progress line from the worker."),
+                },
+                None => break None,
+            },
+            () = cancel.cancelled() => break Some(TrainError::Interrupted),
+            () = &mut deadline => break Some(TrainError::Timeout(settings.timeout)),
+        }
+    };
+    if let Some(err) = outcome {
+        stop(&mut child).await;
+        return Err(err);
+    }
+    let status = child.wait().await?;
+    let tail = stderr_tail.await.unwrap_or_default();
+    match (status.success(), last) {
+        (true, Some(done @ WorkerEvent::Done { .. })) => Ok(done),
+        (_, Some(WorkerEvent::Error { message })) => Err(TrainError::Worker {
+            code: status.code(),
+            message,
+        }),
+        (_, _) => Err(TrainError::Worker {
+            code: status.code(),
+            message: if tail.is_empty() {
+                "no result reported".into()
+            } else {
+                tail
+            },
+        }),
+    }
+}
+
+/// SIGTERM (the worker stops at a step boundary and removes partial output), then SIGKILL.
+async fn stop(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        if !sent.is_ok_and(|s| s.success()) {
+            warn!(pid, "Could not send SIGTERM to the training worker.");
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        warn!("Training worker ignored SIGTERM for 10 s; killing it.");
+        if let Err(e) = child.kill().await {
+            warn!(error = %e, "Could not kill the training worker.");
+        }
+    }
+}
+
+/// A version label from the current UTC time, `YYYYMMDDTHHMMSSZ`.
+pub fn utc_version() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The model folder a run writes by default: `<models_dir>/<name>/<version>`.
+pub fn default_out(models_dir: &Path, name: &str, version: &str) -> PathBuf {
+    models_dir.join(name).join(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_parse() {
+        let ev: WorkerEvent = serde_json::from_str(
+            r#"{"event":"step","step":20,"steps":600,"d_loss":0.5,"g_loss":null,"val_energy":0.1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ev,
+            WorkerEvent::Step {
+                step: 20,
+                steps: 600,
+                d_loss: Some(0.5),
+                g_loss: None,
+                val_energy: Some(0.1)
+            }
+        );
+        let done: WorkerEvent = serde_json::from_str(
+            r#"{"event":"done","dir":"m/v","threshold":0.1,"steps":600,"seconds":1.5,"peak_rss_mb":90.0}"#,
+        )
+        .unwrap();
+        assert!(matches!(done, WorkerEvent::Done { steps: 600, .. }));
+        assert!(serde_json::from_str::<WorkerEvent>(r#"{"event":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn utc_version_is_well_formed() {
+        let v = utc_version();
+        assert_eq!(v.len(), 16, "{v}");
+        assert!(
+            v.starts_with("20") && v.ends_with('Z') && v.as_bytes()[8] == b'T',
+            "{v}"
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! `ebgand train` end to end: the Python worker (ONNX Runtime 1.19 training API) trains, the
+//! daemon's ONNX Runtime 1.31 serves, and the two agree.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+use ebgand::demo::sim::Machine;
+use ebgand::model::{ModelVersion, Scorer};
+
+fn trainer_python() -> PathBuf {
+    let p = root().join(".venv/trainer/bin/python");
+    assert!(
+        p.exists(),
+        "trainer venv missing at {}: run `make setup`",
+        p.display()
+    );
+    p
+}
+
+fn ebgand(args: &[&str]) -> Output {
+    trainer_python();
+    Command::new(env!("CARGO_BIN_EXE_ebgand"))
+        .args(args)
+        .current_dir(root())
+        .env("ORT_DYLIB_PATH", ort_library())
+        .output()
+        .unwrap()
+}
+
+fn healthy_npy(dir: &Path, seconds: usize, seed: u64) -> PathBuf {
+    let path = dir.join("healthy.npy");
+    let samples = Machine::new(seed).samples(seconds * 1000, false);
+    ndarray_npy::write_npy(&path, &ndarray::Array1::from(samples)).unwrap();
+    path
+}
+
+fn train(dir: &Path, data: &Path, mode: &str) -> PathBuf {
+    let out = dir.join(format!("vibration/{mode}"));
+    let o = ebgand(&[
+        "train",
+        data.to_str().unwrap(),
+        "--name",
+        "vibration",
+        "--version",
+        mode,
+        "--window",
+        "64",
+        "--steps",
+        "400",
+        "--mode",
+        mode,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "train failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["mode"], mode);
+    assert!(summary["threshold"].as_f64().unwrap() > 0.0);
+    out
+}
+
+/// ROC AUC by ranks (Mann-Whitney U): P(score of a positive > score of a negative).
+fn auc(negatives: &[f32], positives: &[f32]) -> f64 {
+    let mut wins = 0.0;
+    for p in positives {
+        for n in negatives {
+            wins += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    wins / (positives.len() * negatives.len()) as f64
+}
+
+fn windows(samples: &[f32]) -> Vec<Vec<f32>> {
+    samples.chunks_exact(64).map(<[f32]>::to_vec).collect()
+}
+
+fn score(scorer: &mut Scorer, windows: &[Vec<f32>]) -> Vec<f32> {
+    let flat: Vec<f32> = windows.concat();
+    scorer.score(&flat, windows.len()).unwrap()
+}
+
+/// Faults built from the healthy signal's own formula, as the trainer's self-check does.
+fn faults(n: usize) -> Vec<(&'static str, Vec<Vec<f32>>)> {
+    let mut rng = fastrand::Rng::with_seed(5);
+    let healthy = windows(&Machine::new(77).samples(n * 64, false));
+    let spikes = healthy
+        .iter()
+        .map(|w| {
+            let mut w = w.clone();
+            for _ in 0..3 {
+                w[rng.usize(..64)] += 5.0;
+            }
+            w
+        })
+        .collect();
+    let shift = (0..n)
+        .map(|_| {
+            let (p1, p2) = (
+                rng.f64() * std::f64::consts::TAU,
+                rng.f64() * std::f64::consts::TAU,
+            );
+            (0..64)
+                .map(|t| {
+                    let t = f64::from(t) / 1000.0;
+                    let tau = std::f64::consts::TAU;
+                    (1.0 + 0.5 * (tau * 65.0 * t + p1).sin()
+                        + 0.2 * (tau * 130.0 * t + p2).sin()
+                        + 0.05 * (rng.f64() - 0.5) * 3.4) as f32
+                })
+                .collect()
+        })
+        .collect();
+    let dead = vec![vec![0.0f32; 64]; n];
+    vec![
+        ("spikes", spikes),
+        ("frequency shift", shift),
+        ("dead sensor", dead),
+    ]
+}
+
+#[test]
+fn trained_models_separate_synthetic_faults_and_match_the_trainer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = healthy_npy(dir.path(), 40, 1);
+    let test_healthy = windows(&Machine::new(99).samples(300 * 64, false));
+    let mut rt = ebgand::config::RawConfig::default();
+    rt.runtime.library = ort_library().display().to_string();
+    let runtime = rt.validate().unwrap().runtime;
+    for mode in ["ebgan", "ae"] {
+        let out = train(dir.path(), &data, mode);
+        let mut scorer = Scorer::load(ModelVersion::open(&out).unwrap(), &runtime).unwrap();
+        let negatives = score(&mut scorer, &test_healthy);
+        for (name, fault) in faults(300) {
+            let a = auc(&negatives, &score(&mut scorer, &fault));
+            eprintln!("{mode}: ROC AUC healthy vs {name}: {a:.4}");
+            assert!(a >= 0.95, "{mode}: AUC {a} for {name}");
+        }
+        // The same windows through the trainer's ONNX Runtime 1.19.
+        let probe = dir.path().join("probe.npy");
+        let batch: Vec<f32> = test_healthy[..64].concat();
+        ndarray_npy::write_npy(
+            &probe,
+            &ndarray::Array3::from_shape_vec((64, 64, 1), batch).unwrap(),
+        )
+        .unwrap();
+        let py = Command::new(trainer_python())
+            .env("PYTHONPATH", root().join("models/trainer"))
+            .args([
+                "-c",
+                "import json, sys, numpy as np\n\
+                 from ebgand_trainer.ort import onnxruntime as ort\n\
+                 s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n\
+                 print(json.dumps(s.run(['energy'], {'window': np.load(sys.argv[2])})[0].tolist()))",
+                out.join("model.onnx").to_str().unwrap(),
+                probe.to_str().unwrap(),
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(py.status.success());
+        let theirs: Vec<f64> = serde_json::from_slice(&py.stdout).unwrap();
+        let ours = &negatives[..64];
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(&a, &b)| (f64::from(a) - b).abs() / b.abs().max(1e-12))
+            .fold(0.0, f64::max);
+        eprintln!(
+            "{mode}: largest relative energy difference, ORT 1.31 (Rust) vs 1.19 (trainer): {worst:.2e}"
+        );
+        assert!(worst <= 1e-4, "{mode}: relative difference {worst}");
+    }
+}
+
+#[test]
+fn worker_errors_are_reported_and_nothing_is_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = healthy_npy(dir.path(), 5, 2);
+    let out = dir.path().join("vibration/existing");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = ebgand(&[
+        "train",
+        data.to_str().unwrap(),
+        "--name",
+        "vibration",
+        "--window",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("training failed (worker exit Some(2))"),
+        "{err}"
+    );
+    assert!(err.contains("exists"), "{err}");
+}
+
+#[test]
+fn sigterm_is_forwarded_to_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = healthy_npy(dir.path(), 20, 3);
+    let out = dir.path().join("vibration/long");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ebgand"))
+        .args([
+            "train",
+            data.to_str().unwrap(),
+            "--name",
+            "vibration",
+            "--window",
+            "64",
+            "--steps",
+            "1000000",
+        ])
+        .args(["--out", out.to_str().unwrap()])
+        .current_dir(root())
+        .env("ORT_DYLIB_PATH", ort_library())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    trainer_python();
+    // Wait for the worker to report progress, then stop the supervisor.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    assert!(
+        lines.any(|l| l.unwrap().contains("Training progress")),
+        "no progress reported"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        !out.exists(),
+        "an interrupted run must not leave a model folder"
+    );
+    // No worker left running.
+    let ps = Command::new("pgrep")
+        .args(["-f", &format!("--out {}", out.display())])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "worker still running: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}
