@@ -8,7 +8,8 @@
 //! queue, let alerting publish what it gets and the offline status, wait for the broker's acks,
 //! then disconnect and stop the HTTP endpoints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -17,7 +18,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{RuntimeSettings, Settings, StreamSettings};
-use crate::model::{ModelError, ModelVersion, Scorer, ScorerHandle, spawn_scorer};
+use crate::control::{Command, ControlMessage};
+use crate::model::gate::{self, RecentWindows};
+use crate::model::{ModelError, ModelVersion, Registry, Scorer, ScorerHandle, spawn_scorer};
 use crate::mqtt::ingest::Route;
 use crate::mqtt::{Ingest, Publisher, publish};
 use crate::signal::Signal;
@@ -26,6 +29,9 @@ use crate::telemetry::{self, Metrics, Systemd};
 
 /// Scored batches queued between the scorers and the alerting stage.
 const SCORED_QUEUE: usize = 8;
+
+/// Control messages waiting for the control loop; beyond this, ingest drops them (logged).
+const CONTROL_QUEUE: usize = 16;
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -105,12 +111,212 @@ pub fn check_models(settings: &Settings) -> Vec<String> {
         .collect()
 }
 
-async fn load_model_async(name: String, settings: &Settings) -> Result<Scorer, ModelError> {
-    let path = settings.models.get(&name).cloned().unwrap_or_default();
-    let (streams, rt) = (settings.streams.clone(), settings.runtime.clone());
-    tokio::task::spawn_blocking(move || load_model(&name, &path, &streams, &rt))
+/// The models being served and how they change: the registry, each model's scorer and the
+/// version it serves, and the recent healthy windows the gate scores candidates on.
+struct Models {
+    registry: Registry,
+    scorers: BTreeMap<String, ScorerHandle>,
+    served: BTreeMap<String, String>,
+    recent: HashMap<String, Arc<RecentWindows>>,
+}
+
+impl Models {
+    /// Validates `version` (manifest, hash, shapes, ONNX Runtime, the gate on recent healthy
+    /// windows) off the async runtime, swaps it into the running scorer between two batches,
+    /// and points the registry at it. A refused version leaves the served one in place and,
+    /// if the registry pointer had moved to it, puts the pointer back with the reason.
+    async fn activate(
+        &mut self,
+        ctx: &Context<'_>,
+        name: &str,
+        version: &str,
+        reason: &str,
+        force: bool,
+    ) -> Result<(), ModelError> {
+        let Some(handle) = self.scorers.get(name) else {
+            return Err(ModelError::Refused {
+                model: format!("{name}@{version}"),
+                reason: "no stream uses this model".into(),
+            });
+        };
+        let served = self.served.get(name).cloned();
+        if !force && served.as_deref() == Some(version) {
+            return Ok(());
+        }
+        let path = self.registry.path(name, version);
+        let windows = self
+            .recent
+            .get(name)
+            .map(|r| r.snapshot())
+            .unwrap_or_default();
+        let (streams, rt, bound) = (
+            ctx.settings.streams.clone(),
+            ctx.settings.runtime.clone(),
+            ctx.settings.registry.max_false_alarm_rate,
+        );
+        let owned_name = name.to_owned();
+        let candidate = tokio::task::spawn_blocking(move || {
+            let mut scorer = load_model(&owned_name, &path, &streams, &rt)?;
+            let report = gate::check(&mut scorer, &windows, bound)?;
+            Ok::<_, ModelError>((scorer, report))
+        })
         .await
-        .unwrap_or_else(|e| Err(ModelError::Ort(format!("model loading task failed: {e}"))))
+        .unwrap_or_else(|e| {
+            Err(ModelError::Ort(format!(
+                "candidate loading task failed: {e}"
+            )))
+        });
+        let outcome = match candidate {
+            Ok((scorer, report)) => match handle.swap(scorer).await {
+                Ok(old) => {
+                    if self.registry.active(name).ok().flatten().as_deref() != Some(version) {
+                        self.registry
+                            .activate(name, version, reason)
+                            .map_err(|e| ModelError::Ort(e.to_string()))?;
+                    }
+                    self.served.insert(name.to_owned(), version.to_owned());
+                    ctx.metrics
+                        .reloads
+                        .get_or_create(&StateLabel { state: "swapped" })
+                        .inc();
+                    info!(model = %name, model.old = %old.version, model.new = %version, reason, gate.windows = report.windows, gate.false_alarm_rate = report.rate(), "Model activated.");
+                    ctx.event(serde_json::json!({
+                        "event": "activated", "model": name, "version": version,
+                        "previous": old.version, "reason": reason,
+                        "gate": { "windows": report.windows, "false_alarm_rate": report.rate() },
+                    }))
+                    .await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &outcome {
+            ctx.metrics
+                .reloads
+                .get_or_create(&StateLabel { state: "refused" })
+                .inc();
+            error!(model = %name, version, error = %e, "Activation refused; the served version keeps serving.");
+            ctx.event(serde_json::json!({
+                "event": "refused", "model": name, "version": version, "reason": e.to_string(),
+                "serving": served,
+            }))
+            .await;
+            if let Some(served) = &served
+                && self.registry.active(name).ok().flatten().as_deref() == Some(version)
+                && let Err(revert) =
+                    self.registry
+                        .revert(name, served, version, &format!("refused {version}: {e}"))
+            {
+                error!(model = %name, error = %revert, "Cannot put the registry pointer back.");
+            }
+        }
+        outcome
+    }
+
+    /// Activates whatever the registry's ACTIVE pointers name, where it differs from what is
+    /// served (the registry watch).
+    async fn follow_registry(&mut self, ctx: &Context<'_>) {
+        let names: Vec<String> = self.scorers.keys().cloned().collect();
+        for name in names {
+            match self.registry.active(&name) {
+                Ok(Some(v)) if self.served.get(&name) != Some(&v) => {
+                    // A refusal is logged, published and reverted inside.
+                    let _refused = self.activate(ctx, &name, &v, "registry", false).await;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(model = %name, error = %e, "Cannot read the registry pointer."),
+            }
+        }
+    }
+
+    async fn command(&mut self, ctx: &Context<'_>, cmd: Command) {
+        let result = match &cmd {
+            Command::Reload => {
+                let served: Vec<(String, String)> = self
+                    .served
+                    .iter()
+                    .map(|(a, b)| (a.clone(), b.clone()))
+                    .collect();
+                for (name, version) in served {
+                    let target = self
+                        .registry
+                        .active(&name)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(version);
+                    let _refused = self.activate(ctx, &name, &target, "reload", true).await;
+                }
+                Ok(())
+            }
+            Command::Activate { model, version } => self
+                .activate(ctx, model, version, "control", false)
+                .await
+                .map_err(|e| e.to_string()),
+            Command::Rollback { model } => match self.registry.rollback_target(model) {
+                Ok(target) => self
+                    .activate(ctx, model, &target, "rollback", false)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Command::Train { model } => Err(format!(
+                "no healthy windows captured for {model:?} yet; train offline with `ebgand train`"
+            )),
+        };
+        if let Err(reason) = result {
+            warn!(command = cmd.name(), reason = %reason, "Control command failed.");
+            ctx.event(serde_json::json!({ "event": "command_failed", "command": cmd.name(), "reason": reason })).await;
+        }
+    }
+}
+
+/// What the control loop needs besides the models.
+struct Context<'a> {
+    settings: &'a Settings,
+    metrics: &'a Metrics,
+    publisher: &'a Publisher,
+}
+
+impl Context<'_> {
+    async fn event(&self, event: serde_json::Value) {
+        if let Err(e) = self.publisher.event(event).await {
+            warn!(error = %e, "Cannot publish an event.");
+        }
+    }
+}
+
+/// The version to serve at start: the registry's active one, or the configured folder imported
+/// and activated (the seed).
+fn seed_version(
+    registry: &Registry,
+    name: &str,
+    configured: Option<&PathBuf>,
+) -> Result<String, ModelError> {
+    let registry_err = |e: crate::model::RegistryError| ModelError::Ort(e.to_string());
+    if let Some(v) = registry.active(name).map_err(registry_err)? {
+        return Ok(v);
+    }
+    let Some(path) = configured else {
+        return Err(ModelError::Refused {
+            model: name.into(),
+            reason: format!(
+                "no active version in the registry at {} and no [models.{name}] path",
+                registry.root().display()
+            ),
+        });
+    };
+    let seed = ModelVersion::open(path)?;
+    let version = seed.manifest.version.clone();
+    if !registry.path(name, &version).exists() {
+        registry.import(path).map_err(registry_err)?;
+    }
+    registry
+        .activate(name, &version, &format!("seed from {}", path.display()))
+        .map_err(registry_err)?;
+    info!(model = %name, version = %version, from = %path.display(), "Registry seeded.");
+    Ok(version)
 }
 
 /// Runs the daemon until a [`Signal::Shutdown`] (drain) or [`Signal::Quit`] arrives, or the
@@ -133,10 +339,26 @@ pub async fn run(
     metrics.set_models(0, used.len());
 
     // Models first: a daemon that cannot score should not subscribe and ack messages.
+    let registry =
+        Registry::open(&settings.registry.dir).map_err(|e| ModelError::Ort(e.to_string()))?;
     let (scored_tx, scored_rx) = mpsc::channel(SCORED_QUEUE);
-    let mut scorers: BTreeMap<String, ScorerHandle> = BTreeMap::new();
+    let mut models = Models {
+        registry,
+        scorers: BTreeMap::new(),
+        served: BTreeMap::new(),
+        recent: HashMap::new(),
+    };
     for name in &used {
-        let scorer = load_model_async(name.clone(), &settings).await?;
+        let version = seed_version(&models.registry, name, settings.models.get(name))?;
+        let path = models.registry.path(name, &version);
+        let (n, streams, rt) = (
+            name.clone(),
+            settings.streams.clone(),
+            settings.runtime.clone(),
+        );
+        let scorer = tokio::task::spawn_blocking(move || load_model(&n, &path, &streams, &rt))
+            .await
+            .unwrap_or_else(|e| Err(ModelError::Ort(format!("model loading task failed: {e}"))))?;
         let handle = spawn_scorer(
             scorer,
             settings.scoring,
@@ -144,8 +366,13 @@ pub async fn run(
             metrics.clone(),
             &tracker,
         )?;
-        scorers.insert(name.clone(), handle);
-        metrics.set_models(scorers.len(), used.len());
+        models.scorers.insert(name.clone(), handle);
+        models.served.insert(name.clone(), version);
+        models.recent.insert(
+            name.clone(),
+            Arc::new(RecentWindows::new(settings.registry.gate_windows)),
+        );
+        metrics.set_models(models.scorers.len(), used.len());
     }
     drop(scored_tx);
 
@@ -154,39 +381,44 @@ pub async fn run(
         None => None,
     };
 
+    let broker = format!("{}:{}", settings.mqtt.host, settings.mqtt.port);
     let (publisher, publisher_loop) =
         Publisher::new(&settings.mqtt, &settings.node, metrics.clone());
     let (closing, abort) = (CancellationToken::new(), CancellationToken::new());
     let publisher_task = tracker.spawn(
         publisher_loop
             .run(closing.clone(), abort.clone())
-            .instrument(info_span!("publisher", mqtt.broker = %format!("{}:{}", settings.mqtt.host, settings.mqtt.port))),
+            .instrument(info_span!("publisher", mqtt.broker = %broker)),
     );
-    let mut alerting_task =
-        tracker.spawn(publish::alerting(scored_rx, publisher).instrument(info_span!("alerting")));
+    let mut alerting_task = tracker.spawn(
+        publish::alerting(scored_rx, publisher.clone(), models.recent.clone())
+            .instrument(info_span!("alerting")),
+    );
 
     let routes: Vec<Route> = settings
         .streams
         .iter()
         .filter_map(|s| {
-            scorers.get(&s.model).map(|h| Route {
+            models.scorers.get(&s.model).map(|h| Route {
                 settings: s.clone(),
                 windows: h.windows(),
             })
         })
         .collect();
+    let (control_tx, mut control_rx) = mpsc::channel(CONTROL_QUEUE);
     let ingest = Ingest::new(
         &settings.mqtt,
         &settings.node,
         routes,
         settings.max_streams,
         metrics.clone(),
+        settings.control.then_some(control_tx),
     );
     let ingest_token = CancellationToken::new();
     let ingest_task = tracker.spawn(
         ingest
             .run(ingest_token.clone())
-            .instrument(info_span!("ingest", mqtt.broker = %format!("{}:{}", settings.mqtt.host, settings.mqtt.port))),
+            .instrument(info_span!("ingest", mqtt.broker = %broker)),
     );
 
     let service_token = CancellationToken::new();
@@ -203,19 +435,37 @@ pub async fn run(
         );
     }
     systemd.ready();
-    info!(streams = settings.streams.len(), models = scorers.len(), node = %settings.node, "ebgand running.");
+    info!(streams = settings.streams.len(), models = models.scorers.len(), node = %settings.node, registry = %settings.registry.dir.display(), "ebgand running.");
 
+    let ctx = Context {
+        settings: &settings,
+        metrics: &metrics,
+        publisher: &publisher,
+    };
+    let mut watch = tokio::time::interval(settings.registry.watch);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut outcome = Ok(());
     loop {
         tokio::select! {
             sig = signals.recv() => match sig {
                 Some(Signal::Reload) => {
                     systemd.reloading();
-                    reload(&settings, &scorers, &metrics).await;
+                    models.command(&ctx, Command::Reload).await;
                     systemd.ready();
                 }
                 Some(Signal::Shutdown | Signal::Quit) | None => break,
             },
+            Some(msg) = control_rx.recv() => match msg {
+                ControlMessage::Command(cmd) => {
+                    info!(command = cmd.name(), "Control command.");
+                    models.command(&ctx, cmd).await;
+                }
+                ControlMessage::Refused { command, reason } => {
+                    warn!(command = %command, reason = %reason, "Control command refused.");
+                    ctx.event(serde_json::json!({ "event": "command_refused", "command": command, "reason": reason })).await;
+                }
+            },
+            _ = watch.tick() => models.follow_registry(&ctx).await,
             // Alerting ends only when every scorer has stopped or publishing failed.
             _ = &mut alerting_task => {
                 error!("The alerting stage stopped; shutting down.");
@@ -224,6 +474,8 @@ pub async fn run(
             }
         }
     }
+    // The publisher handle must go before the drain waits for the publish connection to close.
+    drop(publisher);
 
     systemd.stopping();
     info!(
@@ -233,7 +485,7 @@ pub async fn run(
     let drain = async {
         ingest_token.cancel();
         joined("ingest", ingest_task.await);
-        for (_, handle) in std::mem::take(&mut scorers) {
+        for (_, handle) in std::mem::take(&mut models.scorers) {
             handle.drain().await;
         }
         if !alerting_task.is_finished() {
@@ -270,31 +522,5 @@ pub async fn run(
 fn joined(stage: &'static str, r: Result<(), tokio::task::JoinError>) {
     if let Err(e) = r {
         error!(stage, error = %e, "Stage task panicked.");
-    }
-}
-
-/// Reloads every model from its configured folder and swaps it in; a model that fails to load
-/// or fit is refused and the old one keeps serving.
-async fn reload(settings: &Settings, scorers: &BTreeMap<String, ScorerHandle>, metrics: &Metrics) {
-    for (name, handle) in scorers {
-        match load_model_async(name.clone(), settings).await {
-            Ok(scorer) => match handle.swap(scorer).await {
-                Ok(old) => {
-                    metrics
-                        .reloads
-                        .get_or_create(&StateLabel { state: "swapped" })
-                        .inc();
-                    info!(model = %name, model.old = %old.version, "Model reloaded.");
-                }
-                Err(e) => error!(model = %name, error = %e, "Model swap failed."),
-            },
-            Err(e) => {
-                metrics
-                    .reloads
-                    .get_or_create(&StateLabel { state: "refused" })
-                    .inc();
-                error!(model = %name, error = %e, "Reload refused; the current model keeps serving.");
-            }
-        }
     }
 }

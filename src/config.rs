@@ -91,6 +91,10 @@ pub struct RawConfig {
     pub shutdown: RawShutdown,
     /// Training worker.
     pub train: RawTrain,
+    /// Model registry and activation gate.
+    pub registry: RawRegistry,
+    /// MQTT control commands.
+    pub control: RawControl,
     /// Sensor streams.
     pub streams: Vec<RawStream>,
 }
@@ -323,6 +327,45 @@ impl Default for RawTrain {
     }
 }
 
+/// `[registry]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRegistry {
+    /// Registry root (model versions, ACTIVE pointers, history).
+    pub dir: String,
+    /// How often the ACTIVE pointers are checked for changes, milliseconds.
+    pub watch_ms: u64,
+    /// Recent healthy windows kept per model for the activation gate.
+    pub gate_windows: usize,
+    /// Largest false-alarm rate a candidate may show on them.
+    pub max_false_alarm_rate: f64,
+}
+
+impl Default for RawRegistry {
+    fn default() -> Self {
+        Self {
+            dir: "state/models".into(),
+            watch_ms: 1000,
+            gate_windows: 512,
+            max_false_alarm_rate: 0.05,
+        }
+    }
+}
+
+/// `[control]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawControl {
+    /// Accept commands on `{prefix}/control/<command>`.
+    pub enabled: bool,
+}
+
+impl Default for RawControl {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
 /// `[[streams]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -393,6 +436,10 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Training worker.
     pub train: TrainSettings,
+    /// Registry.
+    pub registry: RegistrySettings,
+    /// Whether MQTT control commands are accepted.
+    pub control: bool,
 }
 
 /// Training worker settings.
@@ -412,6 +459,19 @@ pub struct TrainSettings {
     pub cache: Option<PathBuf>,
     /// Root of new model versions.
     pub models_dir: PathBuf,
+}
+
+/// Registry settings.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    /// Root folder.
+    pub dir: PathBuf,
+    /// Pointer check interval.
+    pub watch: Duration,
+    /// Windows kept for the gate.
+    pub gate_windows: usize,
+    /// False-alarm bound.
+    pub max_false_alarm_rate: f64,
 }
 
 /// Broker settings.
@@ -728,6 +788,19 @@ impl RawConfig {
         if t.nice > 19 {
             errs.push(format!("train.nice: {} must be 0-19", t.nice));
         }
+        let g = &self.registry;
+        if g.dir.trim().is_empty() {
+            errs.push("registry.dir: must not be empty".into());
+        }
+        if g.watch_ms == 0 {
+            errs.push("registry.watch_ms: must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&g.max_false_alarm_rate) {
+            errs.push(format!(
+                "registry.max_false_alarm_rate: {} must be in 0..1",
+                g.max_false_alarm_rate
+            ));
+        }
         if self.limits.max_streams == 0 {
             errs.push("limits.max_streams: must be at least 1".into());
         }
@@ -779,6 +852,13 @@ impl RawConfig {
                     cache: (!t.cache.is_empty()).then(|| PathBuf::from(&t.cache)),
                     models_dir: PathBuf::from(&t.models_dir),
                 },
+                registry: RegistrySettings {
+                    dir: PathBuf::from(&g.dir),
+                    watch: Duration::from_millis(g.watch_ms),
+                    gate_windows: g.gate_windows,
+                    max_false_alarm_rate: g.max_false_alarm_rate,
+                },
+                control: self.control.enabled,
             }),
             _ => Err(ConfigError::Invalid(errs)),
         }
@@ -937,6 +1017,8 @@ mod tests {
         assert_eq!(format!("{:?}", doc.http), format!("{:?}", d.http));
         assert_eq!(format!("{:?}", doc.shutdown), format!("{:?}", d.shutdown));
         assert_eq!(format!("{:?}", doc.train), format!("{:?}", d.train));
+        assert_eq!(format!("{:?}", doc.registry), format!("{:?}", d.registry));
+        assert_eq!(format!("{:?}", doc.control), format!("{:?}", d.control));
     }
 
     #[test]

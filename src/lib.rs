@@ -24,6 +24,7 @@
 
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod detect;
 pub mod model;

@@ -48,6 +48,9 @@ enum Command {
     PrintDefaultConfig,
     /// Score a recording offline through the daemon's decode/window/score/detect path.
     Score(ebgand::offline::ScoreArgs),
+    /// Model registry: list, import, activate, rollback, history.
+    #[command(subcommand)]
+    Models(ebgand::model::command::ModelsCommand),
     /// Train a model on a healthy recording (EBGAN or plain autoencoder) with the Python worker.
     Train(ebgand::train::TrainArgs),
     /// Run an embedded broker, a simulated machine and the daemon, and show energy and alerts.
@@ -96,6 +99,10 @@ fn main() -> ExitCode {
         Command::Score(args) => {
             telemetry::init_tracing(ebgand::config::LogFormat::Plain);
             runtime_exit(ebgand::offline::score(&args, cli.config.as_deref()))
+        }
+        Command::Models(cmd) => {
+            telemetry::init_tracing(ebgand::config::LogFormat::Plain);
+            runtime_exit(ebgand::model::command::run(&cmd, cli.config.as_deref()))
         }
         Command::Train(args) => {
             let format = if std::io::stderr().is_terminal() {

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use common::*;
 use ebgand::demo::sim::Machine;
-use ebgand::signal::Signal;
 
 const CHUNK: usize = 32; // samples per message; a window (64) is two messages
 
@@ -333,39 +332,159 @@ async fn shutdown_scores_and_alerts_what_was_received() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reload_swaps_and_refuses_a_corrupt_model() {
+async fn registry_versions_are_gated_swapped_and_refused() {
     let broker = Mosquitto::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let fixture = root().join("models/vibration/fixture-1");
-    for f in ["model.onnx", "manifest.toml"] {
-        std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
-    }
-    let toml = VIBRATION.replace(
-        "models/vibration/fixture-1",
-        &dir.path().display().to_string(),
+    let prefix = "t5";
+    let obs = Observer::start(broker.port, &format!("{prefix}/events")).await;
+    let s = settings(broker.port, prefix, VIBRATION);
+    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
+    let daemon = TestDaemon::start(s).await;
+    assert_eq!(
+        registry.active("vibration").unwrap().as_deref(),
+        Some("fixture-1"),
+        "seeded from the config"
     );
-    let daemon = TestDaemon::start(settings(broker.port, "t5", &toml)).await;
-    // A new version in place: reload swaps it in.
-    let manifest = std::fs::read_to_string(fixture.join("manifest.toml")).unwrap();
-    std::fs::write(
-        dir.path().join("manifest.toml"),
-        manifest.replace("version = \"fixture-1\"", "version = \"fixture-2\""),
-    )
-    .unwrap();
-    daemon.signal(Signal::Reload).await;
-    eventually(Duration::from_secs(10), "swap", || {
+    let versions = tempfile::tempdir().unwrap();
+
+    // A new version activated in the registry (as `ebgand models activate` does): the watch
+    // validates it and swaps it in.
+    registry
+        .import(&fixture_version(versions.path(), "fixture-2", |m| m))
+        .unwrap();
+    registry.activate("vibration", "fixture-2", "test").unwrap();
+    eventually(Duration::from_secs(10), "swap to fixture-2", || {
         daemon.metrics.encode().contains("version=\"fixture-2\"")
     })
     .await;
-    // A corrupt one: refused, the current model keeps serving.
-    std::fs::write(dir.path().join("model.onnx"), b"not a model").unwrap();
-    daemon.signal(Signal::Reload).await;
-    eventually(Duration::from_secs(10), "refusal counted", || {
-        daemon.metrics.encode().contains("state=\"refused\"")
+
+    // Incompatible (a window the streams do not cut): refused, pointer put back.
+    let bad = fixture_version(versions.path(), "wide", |m| {
+        m.replace("window = 64", "window = 32")
+    });
+    registry.import(&bad).unwrap();
+    registry.activate("vibration", "wide", "test").unwrap();
+    eventually(Duration::from_secs(10), "refusal event", || {
+        obs.on(&format!("{prefix}/events"))
+            .iter()
+            .any(|e| e.json["event"] == "refused" && e.json["version"] == "wide")
     })
     .await;
-    assert!(daemon.metrics.encode().contains("version=\"fixture-2\""));
+    eventually(Duration::from_secs(5), "pointer reverted", || {
+        registry.active("vibration").unwrap().as_deref() == Some("fixture-2")
+    })
+    .await;
+    let refusal = obs
+        .on(&format!("{prefix}/events"))
+        .into_iter()
+        .find(|e| e.json["event"] == "refused")
+        .unwrap();
+    assert!(
+        refusal.json["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cuts windows of 64"),
+        "{}",
+        refusal.json
+    );
+    assert!(
+        registry
+            .history("vibration")
+            .unwrap()
+            .last()
+            .unwrap()
+            .reason
+            .starts_with("refused wide")
+    );
+
+    // A model that would raise false alarms on recent healthy traffic: refused by the gate.
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(8);
+    publish_phase(&mut tx, "sensors/m1/vibration", &mut m, 40, false).await;
+    tx.flushed().await;
+    eventually(Duration::from_secs(10), "healthy windows scored", || {
+        daemon.metric("ebgand_windows_scored_total") >= 40
+    })
+    .await;
+    let jumpy = fixture_version(versions.path(), "jumpy", |m| {
+        let t = m
+            .lines()
+            .find(|l| l.starts_with("value = "))
+            .unwrap()
+            .to_owned();
+        m.replace(&t, "value = 0.000001")
+    });
+    registry.import(&jumpy).unwrap();
+    tx.publish(
+        &format!("{prefix}/control/activate"),
+        r#"{"model":"vibration","version":"jumpy"}"#,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "gate refusal", || {
+        obs.on(&format!("{prefix}/events"))
+            .iter()
+            .any(|e| e.json["event"] == "refused" && e.json["version"] == "jumpy")
+    })
+    .await;
+    let refusal = obs
+        .on(&format!("{prefix}/events"))
+        .into_iter()
+        .rfind(|e| e.json["version"] == "jumpy")
+        .unwrap();
+    assert!(
+        refusal.json["reason"]
+            .as_str()
+            .unwrap()
+            .contains("false-alarm rate"),
+        "{}",
+        refusal.json
+    );
+
+    // Rollback over MQTT goes back to fixture-1; a malformed command is refused with a reason.
+    tx.publish(
+        &format!("{prefix}/control/rollback"),
+        r#"{"model":"vibration"}"#,
+    )
+    .await;
+    tx.publish(&format!("{prefix}/control/explode"), "{}").await;
+    eventually(Duration::from_secs(10), "rollback", || {
+        registry.active("vibration").unwrap().as_deref() == Some("fixture-1")
+    })
+    .await;
+    eventually(Duration::from_secs(10), "refused command", || {
+        obs.on(&format!("{prefix}/events")).iter().any(|e| {
+            e.json["event"] == "command_refused"
+                && e.json["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("unknown command")
+        })
+    })
+    .await;
+    assert!(daemon.metrics.encode().contains("version=\"fixture-1\""));
     daemon.shutdown().await.unwrap();
+}
+
+/// A copy of the vibration fixture with its version label changed and `edit` applied to the
+/// manifest.
+fn fixture_version(
+    dir: &std::path::Path,
+    version: &str,
+    edit: impl Fn(String) -> String,
+) -> std::path::PathBuf {
+    let src = root().join("models/vibration/fixture-1");
+    let out = dir.join(version);
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy(src.join("model.onnx"), out.join("model.onnx")).unwrap();
+    let m = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
+    std::fs::write(
+        out.join("manifest.toml"),
+        edit(m.replace(
+            "version = \"fixture-1\"",
+            &format!("version = \"{version}\""),
+        )),
+    )
+    .unwrap();
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

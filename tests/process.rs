@@ -26,6 +26,8 @@ client_id = "ebgand-{prefix}"
 keep_alive_s = 5
 [http]
 listen = ""
+[registry]
+dir = "{registry}"
 [models.vibration]
 path = "{model}"
 [[streams]]
@@ -35,7 +37,8 @@ model = "vibration"
 format = "array"
 window = 64
 "#,
-            model = root().join("models/vibration/fixture-1").display()
+            model = root().join("models/vibration/fixture-1").display(),
+            registry = dir.join("registry").display(),
         ),
     )
     .unwrap();

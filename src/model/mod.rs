@@ -1,13 +1,17 @@
 //! Models: manifests, the ONNX Runtime environment and execution providers, and the scorer
 //! worker that owns a session.
 
+pub mod command;
+pub mod gate;
 pub mod manifest;
+pub mod registry;
 pub mod runtime;
 pub mod worker;
 
 use std::path::PathBuf;
 
 pub use manifest::{Manifest, ModelVersion};
+pub use registry::{Registry, RegistryError};
 pub use runtime::{Scorer, ort_environment};
 pub use worker::{ScoredBatch, ScorerHandle, Window, spawn_scorer};
 
@@ -62,6 +66,14 @@ pub enum ModelError {
         /// Model name and version.
         model: String,
         /// What does not fit.
+        reason: String,
+    },
+    /// The activation gate refused a candidate.
+    #[error("model {model} refused by the activation gate: {reason}")]
+    Refused {
+        /// Model name and version.
+        model: String,
+        /// Why.
         reason: String,
     },
     /// The scorer worker thread is gone.

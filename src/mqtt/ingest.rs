@@ -12,6 +12,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{Backoff, Role};
 use crate::config::{MqttSettings, StreamSettings};
+use crate::control::ControlMessage;
 use crate::detect::{Hysteresis, StreamInfo};
 use crate::model::Window;
 use crate::pipeline::{DecodeError, RawWindow, WindowSpec, Windower, decode_into};
@@ -94,6 +95,8 @@ pub struct Ingest {
     windows: Vec<RawWindow>,
     malformed_log: RateLimit,
     refused_log: RateLimit,
+    /// `{prefix}/control/` and where control messages go.
+    control: Option<(String, mpsc::Sender<ControlMessage>)>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -112,13 +115,18 @@ impl Ingest {
         routes: Vec<Route>,
         max_streams: usize,
         metrics: Arc<Metrics>,
+        control: Option<mpsc::Sender<ControlMessage>>,
     ) -> Self {
         let (client, eventloop) =
             AsyncClient::new(super::options(mqtt, Role::Ingest, node), REQUEST_CAPACITY);
-        let filters = routes
+        let mut filters: Vec<SubscribeFilter> = routes
             .iter()
             .map(|r| SubscribeFilter::new(r.settings.topic.as_str().to_owned(), QoS::AtLeastOnce))
             .collect();
+        let control = control.map(|tx| (format!("{}/control/", mqtt.prefix), tx));
+        if let Some((prefix, _)) = &control {
+            filters.push(SubscribeFilter::new(format!("{prefix}+"), QoS::AtLeastOnce));
+        }
         Self {
             client,
             eventloop,
@@ -135,6 +143,7 @@ impl Ingest {
             windows: Vec::new(),
             malformed_log: RateLimit::new(Duration::from_secs(5)),
             refused_log: RateLimit::new(Duration::from_secs(5)),
+            control,
         }
     }
 
@@ -212,6 +221,19 @@ impl Ingest {
             // Windowed on the previous connection; its ack was lost with it.
             self.metrics.redeliveries.inc();
             debug!(topic = %p.topic, pkid = p.pkid, "Redelivered message already windowed; acknowledged.");
+            self.ack(p);
+            return;
+        }
+        if let Some((prefix, tx)) = &self.control
+            && let Some(command) = p.topic.strip_prefix(prefix.as_str())
+        {
+            // The bounded queue is the rate limit: commands beyond it are dropped and logged.
+            if tx
+                .try_send(crate::control::parse(command, &p.payload))
+                .is_err()
+            {
+                warn!(topic = %p.topic, "Control queue full; command dropped.");
+            }
             self.ack(p);
             return;
         }

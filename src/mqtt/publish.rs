@@ -15,6 +15,7 @@ use super::{Backoff, MqttError, Role, status_payload, status_topic};
 use crate::config::MqttSettings;
 use crate::detect::{AlertEvent, Judge, ModelRef, Verdict};
 use crate::model::ScoredBatch;
+use crate::model::gate::RecentWindows;
 use crate::telemetry::metrics::{ConnLabel, Metrics, QueueLabel, StateLabel};
 
 const REQUEST_CAPACITY: usize = 256;
@@ -158,6 +159,20 @@ impl Publisher {
         Ok(())
     }
 
+    /// Publishes a lifecycle event (model activated, refused, training ...) on
+    /// `{prefix}/events`, QoS 1.
+    ///
+    /// # Errors
+    /// [`MqttError`] when the client has stopped.
+    pub async fn event(&self, mut event: serde_json::Value) -> Result<(), MqttError> {
+        if let Some(obj) = event.as_object_mut() {
+            obj.insert("node".into(), serde_json::Value::String(self.node.clone()));
+        }
+        let topic = format!("{}/events", self.prefix);
+        self.publish(topic, QoS::AtLeastOnce, false, serde_json::to_vec(&event)?)
+            .await
+    }
+
     /// Publishes the retained `offline` status and a clean DISCONNECT, after everything
     /// queued before it (the request channel is FIFO).
     ///
@@ -258,7 +273,11 @@ impl PublisherLoop {
 
 /// The alerting stage: judges every scored window and publishes the results, until every
 /// scorer has stopped.
-pub async fn alerting(mut scored: mpsc::Receiver<ScoredBatch>, publisher: Publisher) {
+pub async fn alerting(
+    mut scored: mpsc::Receiver<ScoredBatch>,
+    publisher: Publisher,
+    recent: std::collections::HashMap<String, Arc<RecentWindows>>,
+) {
     let mut judge = Judge::new();
     let depth = publisher
         .metrics
@@ -279,6 +298,11 @@ pub async fn alerting(mut scored: mpsc::Receiver<ScoredBatch>, publisher: Publis
         };
         for (w, &energy) in batch.windows.iter().zip(energies) {
             let verdict = judge.judge(&w.stream, &model, batch.model.threshold, &w.raw, energy);
+            if !verdict.anomalous
+                && let Some(r) = recent.get(&model.name)
+            {
+                r.push(&w.raw.data);
+            }
             if let Err(e) = publisher.verdict(&verdict).await {
                 error!(stream = %verdict.stream, seq = verdict.seq, error = %e, "Cannot publish; alerting stops.");
                 return;

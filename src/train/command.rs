@@ -34,7 +34,7 @@ pub struct TrainArgs {
     /// Version label (default: the UTC time, YYYYMMDDTHHMMSSZ).
     #[arg(long)]
     pub version: Option<String>,
-    /// Output folder (default: <[train] models_dir>/<name>/<version>).
+    /// Output folder (default: `<[train] models_dir>/<name>/<version>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Take window, channels and model name from this configured stream.

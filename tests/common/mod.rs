@@ -178,6 +178,14 @@ pub fn settings(port: u16, prefix: &str, toml: &str) -> Settings {
     raw.mqtt.reconnect_max_ms = 1000;
     raw.http.listen = String::new();
     raw.runtime.library = ort_library().display().to_string();
+    // Each daemon gets its own registry, kept until the test process ends.
+    raw.registry.dir = tempfile::tempdir()
+        .unwrap()
+        .keep()
+        .join("models")
+        .display()
+        .to_string();
+    raw.registry.watch_ms = 100;
     for m in raw.models.values_mut() {
         if Path::new(&m.path).is_relative() {
             m.path = root().join(&m.path).display().to_string();

@@ -1,0 +1,179 @@
+//! Commands to the running daemon, from signals, the registry watch and MQTT control topics
+//! (`{prefix}/control/<command>`). Parsing is strict: an unknown command, unknown field or bad
+//! JSON is refused with a reason, which the daemon publishes on `{prefix}/events`.
+
+use serde::Deserialize;
+
+/// A command for the daemon's control loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Rebuild every model's session from its active registry version.
+    Reload,
+    /// Validate and activate a version.
+    Activate {
+        /// Model name.
+        model: String,
+        /// Version label.
+        version: String,
+    },
+    /// Go back to the previously active version.
+    Rollback {
+        /// Model name.
+        model: String,
+    },
+    /// Train a new version from the healthy windows captured for the model.
+    Train {
+        /// Model name.
+        model: String,
+    },
+}
+
+impl Command {
+    /// The command's name, as in the control topic.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Reload => "reload",
+            Self::Activate { .. } => "activate",
+            Self::Rollback { .. } => "rollback",
+            Self::Train { .. } => "train",
+        }
+    }
+}
+
+/// A control message as received: a command, or the reason it was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlMessage {
+    /// A valid command.
+    Command(Command),
+    /// A refused message: what was asked, and why not.
+    Refused {
+        /// The topic's last level.
+        command: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelVersionArgs {
+    model: String,
+    version: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelArgs {
+    model: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+/// Parses the command named by the topic's last level and its JSON payload.
+pub fn parse(command: &str, payload: &[u8]) -> ControlMessage {
+    let result = parse_inner(command, payload);
+    match result {
+        Ok(c) => ControlMessage::Command(c),
+        Err(reason) => ControlMessage::Refused {
+            command: command.chars().take(64).collect(),
+            reason,
+        },
+    }
+}
+
+fn parse_inner(command: &str, payload: &[u8]) -> Result<Command, String> {
+    let payload = if payload.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        payload
+    };
+    let bad = |e: serde_json::Error| format!("bad payload for {command:?}: {e}");
+    let name_ok = |s: &str| {
+        !s.is_empty() && s.len() <= 128 && !s.contains(['/', '\\']) && !s.starts_with('.')
+    };
+    match command {
+        "reload" => serde_json::from_slice::<NoArgs>(payload)
+            .map(|_| Command::Reload)
+            .map_err(bad),
+        "activate" => {
+            let a: ModelVersionArgs = serde_json::from_slice(payload).map_err(bad)?;
+            if !name_ok(&a.model) || !name_ok(&a.version) {
+                return Err("model and version must be plain names".into());
+            }
+            Ok(Command::Activate {
+                model: a.model,
+                version: a.version,
+            })
+        }
+        "rollback" | "train" => {
+            let a: ModelArgs = serde_json::from_slice(payload).map_err(bad)?;
+            if !name_ok(&a.model) {
+                return Err("model must be a plain name".into());
+            }
+            Ok(if command == "train" {
+                Command::Train { model: a.model }
+            } else {
+                Command::Rollback { model: a.model }
+            })
+        }
+        other => Err(format!(
+            "unknown command {other:?} (known: reload, activate, rollback, train)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_commands() {
+        assert_eq!(
+            parse("reload", b""),
+            ControlMessage::Command(Command::Reload)
+        );
+        assert_eq!(
+            parse("activate", br#"{"model":"vib","version":"v2"}"#),
+            ControlMessage::Command(Command::Activate {
+                model: "vib".into(),
+                version: "v2".into()
+            })
+        );
+        assert_eq!(
+            parse("rollback", br#"{"model":"vib"}"#),
+            ControlMessage::Command(Command::Rollback {
+                model: "vib".into()
+            })
+        );
+        assert_eq!(
+            parse("train", br#"{"model":"vib"}"#),
+            ControlMessage::Command(Command::Train {
+                model: "vib".into()
+            })
+        );
+    }
+
+    #[test]
+    fn refusals_carry_a_reason() {
+        for (cmd, payload, needle) in [
+            ("explode", b"{}".as_slice(), "unknown command"),
+            ("activate", br#"{"model":"vib"}"#, "missing field `version`"),
+            (
+                "activate",
+                br#"{"model":"vib","version":"../../etc"}"#,
+                "plain names",
+            ),
+            ("rollback", br#"{"model":"vib","extra":1}"#, "unknown field"),
+            ("reload", b"{not json", "bad payload"),
+        ] {
+            match parse(cmd, payload) {
+                ControlMessage::Refused { reason, .. } => {
+                    assert!(reason.contains(needle), "{cmd}: {reason}")
+                }
+                other => panic!("{cmd} accepted: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The model registry: versions side by side under the state directory, one active version
+//! per model name, and a history of activations.
+//!
+//! ```text
+//! <root>/<name>/<version>/model.onnx, manifest.toml   immutable once imported
+//! <root>/<name>/ACTIVE                                the active version's label
+//! <root>/<name>/HISTORY                               one JSON line per activation
+//! ```
+//! `ACTIVE` is replaced by writing a temp file, fsyncing it, renaming it over the old one and
+//! fsyncing the folder, so a crash at any moment leaves the old or the new pointer, never a
+//! mix; a version folder is imported under a hidden temp name and renamed into place whole.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ModelError, ModelVersion};
+
+/// Errors of the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A file operation failed.
+    #[error("registry {path}: {source}")]
+    Io {
+        /// Path involved.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The version is not in the registry.
+    #[error("model {name} has no version {version:?} in the registry (it has: {known})")]
+    UnknownVersion {
+        /// Model.
+        name: String,
+        /// Version asked for.
+        version: String,
+        /// Versions present.
+        known: String,
+    },
+    /// The version folder is not a valid model version.
+    #[error(transparent)]
+    Invalid(#[from] ModelError),
+    /// Nothing to roll back to.
+    #[error("model {0} has no earlier version to roll back to")]
+    NoPrevious(String),
+    /// The version is already in the registry.
+    #[error("model {name} already has a version {version:?}; versions are immutable")]
+    Exists {
+        /// Model.
+        name: String,
+        /// Version.
+        version: String,
+    },
+}
+
+/// One line of `HISTORY`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    /// The version made active.
+    pub version: String,
+    /// The version it replaced.
+    pub previous: Option<String>,
+    /// Why (`cli`, `rollback`, `control`, `registry`, `trained`, `seed ...`, `refused X: ...`).
+    pub reason: String,
+    /// A version the daemon refused, when this activation puts the pointer back after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// The registry under one root folder.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    root: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
+    move |source| RegistryError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Registry {
+    /// Opens (creating) the registry at `root`.
+    ///
+    /// # Errors
+    /// [`RegistryError::Io`] when the folder cannot be created.
+    pub fn open(root: &Path) -> Result<Self, RegistryError> {
+        fs::create_dir_all(root).map_err(io(root))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A version's folder.
+    pub fn path(&self, name: &str, version: &str) -> PathBuf {
+        self.root.join(name).join(version)
+    }
+
+    /// Model names present.
+    ///
+    /// # Errors
+    /// [`RegistryError::Io`] when the root cannot be listed.
+    pub fn names(&self) -> Result<Vec<String>, RegistryError> {
+        list_dirs(&self.root)
+    }
+
+    /// Versions of `name`, oldest first by the manifest's creation time, then label (hidden
+    /// temp folders of an interrupted import are skipped).
+    ///
+    /// # Errors
+    /// [`RegistryError::Io`] when the folder cannot be listed.
+    pub fn versions(&self, name: &str) -> Result<Vec<String>, RegistryError> {
+        let dir = self.root.join(name);
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut v: Vec<(String, String)> = list_dirs(&dir)?
+            .into_iter()
+            .map(|version| {
+                let created = ModelVersion::open(&dir.join(&version))
+                    .map(|m| m.manifest.created)
+                    .unwrap_or_default();
+                (created, version)
+            })
+            .collect();
+        v.sort();
+        Ok(v.into_iter().map(|(_, version)| version).collect())
+    }
+
+    /// The active version of `name`, if any.
+    ///
+    /// # Errors
+    /// [`RegistryError::Io`] when `ACTIVE` exists but cannot be read.
+    pub fn active(&self, name: &str) -> Result<Option<String>, RegistryError> {
+        let path = self.root.join(name).join("ACTIVE");
+        match fs::read_to_string(&path) {
+            Ok(s) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(RegistryError::Io { path, source }),
+        }
+    }
+
+    /// Opens the active version of `name`, checked (manifest, content hash).
+    ///
+    /// # Errors
+    /// [`RegistryError`] when it cannot be read or is invalid.
+    pub fn open_active(&self, name: &str) -> Result<Option<ModelVersion>, RegistryError> {
+        match self.active(name)? {
+            Some(v) => Ok(Some(ModelVersion::open(&self.path(name, &v))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The activation history of `name`, oldest first.
+    ///
+    /// # Errors
+    /// [`RegistryError::Io`] when `HISTORY` exists but cannot be read.
+    pub fn history(&self, name: &str) -> Result<Vec<Activation>, RegistryError> {
+        let path = self.root.join(name).join("HISTORY");
+        match fs::read_to_string(&path) {
+            // A line cut short by a crash is skipped, not fatal.
+            Ok(text) => Ok(text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(RegistryError::Io { path, source }),
+        }
+    }
+
+    /// Copies a model version folder into the registry under its manifest's name and version.
+    /// Returns the version label.
+    ///
+    /// # Errors
+    /// [`RegistryError::Invalid`] for a folder that is not a valid version,
+    /// [`RegistryError::Exists`] when the version is there already.
+    pub fn import(&self, src: &Path) -> Result<ModelVersion, RegistryError> {
+        let version = ModelVersion::open(src)?;
+        let m = &version.manifest;
+        let dest = self.path(&m.name, &m.version);
+        if dest.exists() {
+            return Err(RegistryError::Exists {
+                name: m.name.clone(),
+                version: m.version.clone(),
+            });
+        }
+        let parent = self.root.join(&m.name);
+        fs::create_dir_all(&parent).map_err(io(&parent))?;
+        let tmp = parent.join(format!(".import-{}-{}", m.version, std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        fs::create_dir(&tmp).map_err(io(&tmp))?;
+        for file in ["model.onnx", "manifest.toml"] {
+            let to = tmp.join(file);
+            fs::copy(src.join(file), &to).map_err(io(&to))?;
+            File::open(&to)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&to))?;
+        }
+        sync_dir(&tmp)?;
+        fs::rename(&tmp, &dest).map_err(io(&dest))?;
+        sync_dir(&parent)?;
+        Ok(ModelVersion::open(&dest)?)
+    }
+
+    /// Makes `version` the active version of `name` (it must be in the registry and valid),
+    /// recording why. Returns the version it replaced.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownVersion`], [`RegistryError::Invalid`] or an I/O error; the
+    /// active pointer is then unchanged.
+    pub fn activate(
+        &self,
+        name: &str,
+        version: &str,
+        reason: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        self.activate_with(name, version, reason, None)
+    }
+
+    /// Puts the pointer back to `version` after the daemon refused `refused`; rollback skips
+    /// refused versions.
+    ///
+    /// # Errors
+    /// As [`Registry::activate`].
+    pub fn revert(
+        &self,
+        name: &str,
+        version: &str,
+        refused: &str,
+        reason: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        self.activate_with(name, version, reason, Some(refused.to_owned()))
+    }
+
+    fn activate_with(
+        &self,
+        name: &str,
+        version: &str,
+        reason: &str,
+        refused: Option<String>,
+    ) -> Result<Option<String>, RegistryError> {
+        let dir = self.path(name, version);
+        if !dir.is_dir() || version.starts_with('.') || version.contains('/') {
+            return Err(RegistryError::UnknownVersion {
+                name: name.into(),
+                version: version.into(),
+                known: self.versions(name)?.join(", "),
+            });
+        }
+        ModelVersion::open(&dir)?;
+        let previous = self.active(name)?;
+        let folder = self.root.join(name);
+        let tmp = folder.join(format!(".ACTIVE.{}", std::process::id()));
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(format!("{version}\n").as_bytes())
+            .map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        let active = folder.join("ACTIVE");
+        fs::rename(&tmp, &active).map_err(io(&active))?;
+        sync_dir(&folder)?;
+        let entry = Activation {
+            at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            version: version.into(),
+            previous: previous.clone(),
+            reason: reason.into(),
+            refused,
+        };
+        let history = folder.join("HISTORY");
+        let mut h = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&history)
+            .map_err(io(&history))?;
+        let line = serde_json::to_string(&entry).unwrap_or_default();
+        h.write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| h.sync_all())
+            .map_err(io(&history))?;
+        Ok(previous)
+    }
+
+    /// The version to roll back to: the most recent earlier activation that differs from the
+    /// active version, was not refused by the daemon, and is still valid.
+    ///
+    /// # Errors
+    /// [`RegistryError::NoPrevious`] when there is none.
+    pub fn rollback_target(&self, name: &str) -> Result<String, RegistryError> {
+        let active = self.active(name)?;
+        let history = self.history(name)?;
+        let refused: std::collections::HashSet<&str> = history
+            .iter()
+            .filter_map(|a| a.refused.as_deref())
+            .collect();
+        history
+            .iter()
+            .rev()
+            .map(|a| a.version.as_str())
+            .find(|v| {
+                Some(*v) != active.as_deref()
+                    && !refused.contains(v)
+                    && ModelVersion::open(&self.path(name, v)).is_ok()
+            })
+            .map(str::to_owned)
+            .ok_or_else(|| RegistryError::NoPrevious(name.into()))
+    }
+}
+
+fn list_dirs(dir: &Path) -> Result<Vec<String>, RegistryError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && entry.path().is_dir() {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), RegistryError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(version: &str, dir: &Path) -> PathBuf {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/vibration/fixture-1");
+        let out = dir.join(version);
+        fs::create_dir_all(&out).unwrap();
+        fs::copy(src.join("model.onnx"), out.join("model.onnx")).unwrap();
+        let m = fs::read_to_string(src.join("manifest.toml")).unwrap();
+        fs::write(
+            out.join("manifest.toml"),
+            m.replace(
+                "version = \"fixture-1\"",
+                &format!("version = \"{version}\""),
+            ),
+        )
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn import_activate_rollback_history() {
+        let src = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let reg = Registry::open(root.path()).unwrap();
+        assert_eq!(reg.active("vibration").unwrap(), None);
+        for v in ["v1", "v2"] {
+            reg.import(&fixture(v, src.path())).unwrap();
+        }
+        assert!(matches!(
+            reg.import(&fixture("v1", src.path())),
+            Err(RegistryError::Exists { .. })
+        ));
+        assert_eq!(reg.versions("vibration").unwrap(), vec!["v1", "v2"]);
+        assert_eq!(reg.activate("vibration", "v1", "seed").unwrap(), None);
+        assert_eq!(
+            reg.activate("vibration", "v2", "cli").unwrap(),
+            Some("v1".into())
+        );
+        assert_eq!(reg.active("vibration").unwrap().as_deref(), Some("v2"));
+        assert_eq!(reg.rollback_target("vibration").unwrap(), "v1");
+        assert!(matches!(
+            reg.activate("vibration", "v9", "cli"),
+            Err(RegistryError::UnknownVersion { .. })
+        ));
+        assert!(matches!(
+            reg.activate("vibration", "../x", "cli"),
+            Err(RegistryError::UnknownVersion { .. })
+        ));
+        let h = reg.history("vibration").unwrap();
+        assert_eq!(
+            h.iter().map(|a| a.version.as_str()).collect::<Vec<_>>(),
+            vec!["v1", "v2"]
+        );
+        assert_eq!(h[1].previous.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn corrupt_version_cannot_be_activated() {
+        let src = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let reg = Registry::open(root.path()).unwrap();
+        reg.import(&fixture("v1", src.path())).unwrap();
+        reg.activate("vibration", "v1", "seed").unwrap();
+        reg.import(&fixture("v2", src.path())).unwrap();
+        fs::write(reg.path("vibration", "v2").join("model.onnx"), b"garbage").unwrap();
+        let err = reg.activate("vibration", "v2", "cli").unwrap_err();
+        assert!(err.to_string().contains("SHA-256"), "{err}");
+        assert_eq!(reg.active("vibration").unwrap().as_deref(), Some("v1"));
+        assert!(matches!(
+            reg.rollback_target("vibration"),
+            Err(RegistryError::NoPrevious(_))
+        ));
+    }
+
+    #[test]
+    fn rollback_skips_refused_versions() {
+        let src = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let reg = Registry::open(root.path()).unwrap();
+        for v in ["v1", "v2", "v3"] {
+            reg.import(&fixture(v, src.path())).unwrap();
+        }
+        reg.activate("vibration", "v1", "seed").unwrap();
+        reg.activate("vibration", "v2", "cli").unwrap();
+        reg.activate("vibration", "v3", "cli").unwrap();
+        reg.revert("vibration", "v2", "v3", "refused v3: gate")
+            .unwrap();
+        assert_eq!(reg.rollback_target("vibration").unwrap(), "v1");
+    }
+}
