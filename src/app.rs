@@ -8,11 +8,11 @@
 //! queue, let alerting publish what it gets and the offline status, wait for the broker's acks,
 //! then disconnect and stop the HTTP endpoints.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -20,12 +20,15 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::config::{RuntimeSettings, Settings, StreamSettings};
 use crate::control::{Command, ControlMessage};
 use crate::model::gate::{self, RecentWindows};
-use crate::model::{ModelError, ModelVersion, Registry, Scorer, ScorerHandle, spawn_scorer};
+use crate::model::{
+    ModelError, ModelVersion, Registry, ScoredBatch, Scorer, ScorerHandle, Window, spawn_scorer,
+};
 use crate::mqtt::ingest::Route;
 use crate::mqtt::{Ingest, Publisher, publish};
 use crate::signal::Signal;
 use crate::telemetry::metrics::StateLabel;
 use crate::telemetry::{self, Metrics, Systemd};
+use crate::train::learn::{Capture, learner};
 
 /// Scored batches queued between the scorers and the alerting stage.
 const SCORED_QUEUE: usize = 8;
@@ -106,7 +109,7 @@ pub fn check_models(settings: &Settings) -> Vec<String> {
         .models
         .iter()
         .filter(|(name, _)| settings.streams.iter().any(|s| &s.model == *name))
-        .filter_map(|(name, path)| open_model(name, path, &settings.streams).err())
+        .filter_map(|(name, path)| open_model(name, path.as_deref()?, &settings.streams).err())
         .map(|e| format!("models: {e}"))
         .collect()
 }
@@ -118,6 +121,31 @@ struct Models {
     scorers: BTreeMap<String, ScorerHandle>,
     served: BTreeMap<String, String>,
     recent: HashMap<String, Arc<RecentWindows>>,
+    /// Models with no version yet, learning from their streams.
+    learners: HashMap<String, Learner>,
+    /// Models with a training run in progress.
+    training: HashSet<String>,
+    /// Failed training runs in a row, per model.
+    attempts: HashMap<String, u32>,
+    /// For scorers started after a first training run; dropped when draining.
+    scored: Option<mpsc::Sender<ScoredBatch>>,
+}
+
+/// A model still learning: its learner task holds the window queue until a version exists.
+struct Learner {
+    handover: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<mpsc::Receiver<Window>>,
+}
+
+/// Outcomes of background work, back to the control loop.
+#[derive(Debug)]
+enum Internal {
+    /// A training run imported a new version into the registry.
+    Trained { model: String, version: String },
+    /// A training run failed.
+    Failed { model: String, reason: String },
+    /// Time to retry a failed training run.
+    Retry { model: String },
 }
 
 impl Models {
@@ -261,9 +289,7 @@ impl Models {
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
-            Command::Train { model } => Err(format!(
-                "no healthy windows captured for {model:?} yet; train offline with `ebgand train`"
-            )),
+            Command::Train { model } => self.start_training(ctx, model).await,
         };
         if let Err(reason) = result {
             warn!(command = cmd.name(), reason = %reason, "Control command failed.");
@@ -272,11 +298,198 @@ impl Models {
     }
 }
 
+impl Models {
+    /// Starts a training run from the model's captured healthy windows, in the background.
+    async fn start_training(&mut self, ctx: &Context<'_>, model: &str) -> Result<(), String> {
+        let Some(stream) = ctx.settings.streams.iter().find(|s| s.model == model) else {
+            return Err(format!("no stream uses model {model:?}"));
+        };
+        if !self.training.insert(model.to_owned()) {
+            return Err(format!(
+                "a training run for {model:?} is already in progress"
+            ));
+        }
+        ctx.metrics.set_phase(model, "training");
+        let run = crate::train::TrainFromCapture {
+            model: model.to_owned(),
+            capture: ctx.settings.learning.dir.join(model),
+            window: stream.window.get(),
+            channels: stream.channels.get(),
+            steps: ctx.settings.learning.steps,
+            train: ctx.settings.train.clone(),
+            registry: self.registry.clone(),
+        };
+        let (internal, stop, name) = (ctx.internal.clone(), ctx.stop.clone(), model.to_owned());
+        ctx.tracker.spawn(
+            async move {
+                let msg = match run.run(stop).await {
+                    Ok(version) => Internal::Trained {
+                        model: name,
+                        version,
+                    },
+                    Err(e) => Internal::Failed {
+                        model: name,
+                        reason: format!("{e:#}"),
+                    },
+                };
+                // The control loop is gone only when shutting down.
+                internal.send(msg).await.ok();
+            }
+            .instrument(info_span!("training", model = %model)),
+        );
+        info!(model, "Training run started.");
+        ctx.event(serde_json::json!({ "event": "training_started", "model": model }))
+            .await;
+        Ok(())
+    }
+
+    async fn internal(&mut self, ctx: &Context<'_>, msg: Internal) {
+        match msg {
+            Internal::Trained { model, version } => {
+                self.training.remove(&model);
+                ctx.metrics
+                    .training_runs
+                    .get_or_create(&StateLabel { state: "ok" })
+                    .inc();
+                let outcome = if self.scorers.contains_key(&model) {
+                    self.activate(ctx, &model, &version, "trained", false).await
+                } else {
+                    self.first_version(ctx, &model, &version).await
+                };
+                match outcome {
+                    Ok(()) => {
+                        self.attempts.remove(&model);
+                        ctx.metrics.set_phase(&model, "monitoring");
+                    }
+                    Err(e) => {
+                        self.failed(
+                            ctx,
+                            &model,
+                            format!("trained version {version} refused: {e}"),
+                        )
+                        .await
+                    }
+                }
+            }
+            Internal::Failed { model, reason } => {
+                self.training.remove(&model);
+                self.failed(ctx, &model, reason).await;
+            }
+            Internal::Retry { model } => {
+                if let Err(reason) = self.start_training(ctx, &model).await {
+                    warn!(model = %model, reason = %reason, "Training retry not started.");
+                }
+            }
+        }
+    }
+
+    /// Reports a failed run and schedules a retry while retries remain.
+    async fn failed(&mut self, ctx: &Context<'_>, model: &str, reason: String) {
+        ctx.metrics
+            .training_runs
+            .get_or_create(&StateLabel { state: "failed" })
+            .inc();
+        let attempt = self.attempts.entry(model.to_owned()).or_default();
+        *attempt += 1;
+        let (attempt, retries) = (*attempt, ctx.settings.learning.retries);
+        let retry = attempt <= retries;
+        error!(model, attempt, retry, reason = %reason, "Training run failed; the daemon keeps serving.");
+        ctx.event(serde_json::json!({
+            "event": "training_failed", "model": model, "attempt": attempt, "reason": reason,
+            "retry_in_s": retry.then_some(ctx.settings.learning.retry_delay.as_secs()),
+        }))
+        .await;
+        ctx.metrics.set_phase(
+            model,
+            if self.scorers.contains_key(model) {
+                "monitoring"
+            } else {
+                "learning"
+            },
+        );
+        if retry {
+            let (internal, delay, stop, model) = (
+                ctx.internal.clone(),
+                ctx.settings.learning.retry_delay,
+                ctx.stop.clone(),
+                model.to_owned(),
+            );
+            ctx.tracker.spawn(async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(delay) => { internal.send(Internal::Retry { model }).await.ok(); }
+                }
+            });
+        }
+    }
+
+    /// The first version of a learning model: load and check it, take the window queue back
+    /// from the learner and start a scorer on it.
+    async fn first_version(
+        &mut self,
+        ctx: &Context<'_>,
+        model: &str,
+        version: &str,
+    ) -> Result<(), ModelError> {
+        let path = self.registry.path(model, version);
+        let (name, streams, rt) = (
+            model.to_owned(),
+            ctx.settings.streams.clone(),
+            ctx.settings.runtime.clone(),
+        );
+        let scorer = tokio::task::spawn_blocking(move || load_model(&name, &path, &streams, &rt))
+            .await
+            .unwrap_or_else(|e| Err(ModelError::Ort(format!("model loading task failed: {e}"))))?;
+        let (Some(learner), Some(scored)) = (self.learners.remove(model), self.scored.clone())
+        else {
+            return Err(ModelError::WorkerGone {
+                model: model.into(),
+            });
+        };
+        // The learner stops between two windows and returns the queue; nothing is dropped.
+        learner.handover.send(()).ok();
+        let rx = learner.task.await.map_err(|_| ModelError::WorkerGone {
+            model: model.into(),
+        })?;
+        let handle = spawn_scorer(
+            scorer,
+            rx,
+            ctx.settings.scoring,
+            scored,
+            ctx.metrics.clone(),
+            ctx.tracker,
+        )?;
+        self.scorers.insert(model.to_owned(), handle);
+        self.served.insert(model.to_owned(), version.to_owned());
+        self.registry
+            .activate(model, version, "trained from the stream")
+            .map_err(|e| ModelError::Ort(e.to_string()))?;
+        ctx.metrics
+            .reloads
+            .get_or_create(&StateLabel { state: "swapped" })
+            .inc();
+        info!(
+            model,
+            version, "First model version trained from the stream is serving."
+        );
+        ctx.event(serde_json::json!({
+            "event": "activated", "model": model, "version": version, "previous": null,
+            "reason": "trained from the stream",
+        }))
+        .await;
+        Ok(())
+    }
+}
+
 /// What the control loop needs besides the models.
 struct Context<'a> {
     settings: &'a Settings,
-    metrics: &'a Metrics,
+    metrics: &'a Arc<Metrics>,
     publisher: &'a Publisher,
+    tracker: &'a TaskTracker,
+    internal: mpsc::Sender<Internal>,
+    /// Cancelled when draining: stops training runs (the worker gets SIGTERM).
+    stop: CancellationToken,
 }
 
 impl Context<'_> {
@@ -293,19 +506,14 @@ fn seed_version(
     registry: &Registry,
     name: &str,
     configured: Option<&PathBuf>,
-) -> Result<String, ModelError> {
+) -> Result<Option<String>, ModelError> {
     let registry_err = |e: crate::model::RegistryError| ModelError::Ort(e.to_string());
     if let Some(v) = registry.active(name).map_err(registry_err)? {
-        return Ok(v);
+        return Ok(Some(v));
     }
     let Some(path) = configured else {
-        return Err(ModelError::Refused {
-            model: name.into(),
-            reason: format!(
-                "no active version in the registry at {} and no [models.{name}] path",
-                registry.root().display()
-            ),
-        });
+        info!(model = %name, registry = %registry.root().display(), "No version of this model yet: it learns from its streams.");
+        return Ok(None);
     };
     let seed = ModelVersion::open(path)?;
     let version = seed.manifest.version.clone();
@@ -316,7 +524,7 @@ fn seed_version(
         .activate(name, &version, &format!("seed from {}", path.display()))
         .map_err(registry_err)?;
     info!(model = %name, version = %version, from = %path.display(), "Registry seeded.");
-    Ok(version)
+    Ok(Some(version))
 }
 
 /// Runs the daemon until a [`Signal::Shutdown`] (drain) or [`Signal::Quit`] arrives, or the
@@ -342,14 +550,71 @@ pub async fn run(
     let registry =
         Registry::open(&settings.registry.dir).map_err(|e| ModelError::Ort(e.to_string()))?;
     let (scored_tx, scored_rx) = mpsc::channel(SCORED_QUEUE);
+    let (publisher, publisher_loop) =
+        Publisher::new(&settings.mqtt, &settings.node, metrics.clone());
+    let (control_tx, mut control_rx) = mpsc::channel(CONTROL_QUEUE);
     let mut models = Models {
         registry,
         scorers: BTreeMap::new(),
         served: BTreeMap::new(),
         recent: HashMap::new(),
+        learners: HashMap::new(),
+        training: HashSet::new(),
+        attempts: HashMap::new(),
+        scored: Some(scored_tx.clone()),
     };
+    let mut queues: HashMap<String, mpsc::Sender<Window>> = HashMap::new();
+    let mut captures: HashMap<String, Capture> = HashMap::new();
+    let mut expected = 0;
     for name in &used {
-        let version = seed_version(&models.registry, name, settings.models.get(name))?;
+        let (tx, rx) = mpsc::channel(settings.scoring.queue_windows.get());
+        queues.insert(name.clone(), tx);
+        models.recent.insert(
+            name.clone(),
+            Arc::new(RecentWindows::new(settings.registry.gate_windows)),
+        );
+        let stream = settings
+            .streams
+            .iter()
+            .find(|s| &s.model == name)
+            .ok_or_else(|| ModelError::Mismatch {
+                model: name.clone(),
+                reason: "no stream uses it".into(),
+            })?;
+        let capture = || {
+            Capture::open(
+                &settings.learning.dir.join(name),
+                stream.window.get(),
+                stream.channels.get(),
+                settings.learning.shard_windows,
+                settings.learning.max_shards,
+            )
+            .map_err(|e| ModelError::Ort(e.to_string()))
+        };
+        captures.insert(name.clone(), capture()?);
+        let configured = settings.models.get(name).and_then(Option::as_ref);
+        let Some(version) = seed_version(&models.registry, name, configured)? else {
+            // No version: a learner captures the stream until a first version is trained.
+            let (handover, handover_rx) = oneshot::channel();
+            let task = tracker.spawn(
+                learner(
+                    name.clone(),
+                    rx,
+                    capture()?,
+                    settings.learning.windows,
+                    control_tx.clone(),
+                    publisher.clone(),
+                    metrics.clone(),
+                    handover_rx,
+                )
+                .instrument(info_span!("learner", model = %name)),
+            );
+            models
+                .learners
+                .insert(name.clone(), Learner { handover, task });
+            continue;
+        };
+        expected += 1;
         let path = models.registry.path(name, &version);
         let (n, streams, rt) = (
             name.clone(),
@@ -361,6 +626,7 @@ pub async fn run(
             .unwrap_or_else(|e| Err(ModelError::Ort(format!("model loading task failed: {e}"))))?;
         let handle = spawn_scorer(
             scorer,
+            rx,
             settings.scoring,
             scored_tx.clone(),
             metrics.clone(),
@@ -368,12 +634,9 @@ pub async fn run(
         )?;
         models.scorers.insert(name.clone(), handle);
         models.served.insert(name.clone(), version);
-        models.recent.insert(
-            name.clone(),
-            Arc::new(RecentWindows::new(settings.registry.gate_windows)),
-        );
-        metrics.set_models(models.scorers.len(), used.len());
+        metrics.set_phase(name, "monitoring");
     }
+    metrics.set_models(models.scorers.len(), expected);
     drop(scored_tx);
 
     let http = match settings.http_listen {
@@ -382,8 +645,6 @@ pub async fn run(
     };
 
     let broker = format!("{}:{}", settings.mqtt.host, settings.mqtt.port);
-    let (publisher, publisher_loop) =
-        Publisher::new(&settings.mqtt, &settings.node, metrics.clone());
     let (closing, abort) = (CancellationToken::new(), CancellationToken::new());
     let publisher_task = tracker.spawn(
         publisher_loop
@@ -391,21 +652,27 @@ pub async fn run(
             .instrument(info_span!("publisher", mqtt.broker = %broker)),
     );
     let mut alerting_task = tracker.spawn(
-        publish::alerting(scored_rx, publisher.clone(), models.recent.clone())
-            .instrument(info_span!("alerting")),
+        publish::alerting(
+            scored_rx,
+            publisher.clone(),
+            models.recent.clone(),
+            captures,
+        )
+        .instrument(info_span!("alerting")),
     );
 
     let routes: Vec<Route> = settings
         .streams
         .iter()
         .filter_map(|s| {
-            models.scorers.get(&s.model).map(|h| Route {
+            queues.get(&s.model).map(|tx| Route {
                 settings: s.clone(),
-                windows: h.windows(),
+                windows: tx.clone(),
             })
         })
         .collect();
-    let (control_tx, mut control_rx) = mpsc::channel(CONTROL_QUEUE);
+    // Only ingest holds the queues' senders now: when it stops, the queues close.
+    drop(queues);
     let ingest = Ingest::new(
         &settings.mqtt,
         &settings.node,
@@ -437,11 +704,21 @@ pub async fn run(
     systemd.ready();
     info!(streams = settings.streams.len(), models = models.scorers.len(), node = %settings.node, registry = %settings.registry.dir.display(), "ebgand running.");
 
+    let (internal_tx, mut internal_rx) = mpsc::channel(CONTROL_QUEUE);
+    let stop = CancellationToken::new();
     let ctx = Context {
         settings: &settings,
         metrics: &metrics,
         publisher: &publisher,
+        tracker: &tracker,
+        internal: internal_tx,
+        stop: stop.clone(),
     };
+    let mut retrain = settings.learning.retrain_every.map(|p| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     let mut watch = tokio::time::interval(settings.registry.watch);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut outcome = Ok(());
@@ -466,6 +743,15 @@ pub async fn run(
                 }
             },
             _ = watch.tick() => models.follow_registry(&ctx).await,
+            Some(msg) = internal_rx.recv() => models.internal(&ctx, msg).await,
+            Some(_) = tick(retrain.as_mut()) => {
+                let names: Vec<String> = models.scorers.keys().cloned().collect();
+                for name in names {
+                    if let Err(reason) = models.start_training(&ctx, &name).await {
+                        warn!(model = %name, reason = %reason, "Scheduled retraining not started.");
+                    }
+                }
+            }
             // Alerting ends only when every scorer has stopped or publishing failed.
             _ = &mut alerting_task => {
                 error!("The alerting stage stopped; shutting down.");
@@ -474,8 +760,12 @@ pub async fn run(
             }
         }
     }
-    // The publisher handle must go before the drain waits for the publish connection to close.
+    // Training runs stop (the worker gets SIGTERM); the publisher handle and the spare
+    // scored-queue sender must go before the drain waits on the stages they feed.
+    stop.cancel();
+    drop(ctx);
     drop(publisher);
+    models.scored.take();
 
     systemd.stopping();
     info!(
@@ -516,6 +806,17 @@ pub async fn run(
     }
     info!("ebgand stopped.");
     outcome
+}
+
+/// Ticks `interval` when there is one; never resolves otherwise (a disabled select arm).
+async fn tick(interval: Option<&mut tokio::time::Interval>) -> Option<()> {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+            Some(())
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Logs a stage task that panicked instead of returning.

@@ -95,6 +95,8 @@ pub struct RawConfig {
     pub registry: RawRegistry,
     /// MQTT control commands.
     pub control: RawControl,
+    /// Learning from the stream.
+    pub learning: RawLearning,
     /// Sensor streams.
     pub streams: Vec<RawStream>,
 }
@@ -183,10 +185,11 @@ impl Default for RawRuntime {
 }
 
 /// `[models.NAME]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawModel {
-    /// A model version folder (`model.onnx` + `manifest.toml`).
+    /// A model version folder (`model.onnx` + `manifest.toml`) that seeds the registry; empty:
+    /// the model learns from its streams when the registry has no version of it.
     pub path: String,
 }
 
@@ -352,6 +355,43 @@ impl Default for RawRegistry {
     }
 }
 
+/// `[learning]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLearning {
+    /// Windows captured as healthy before the first training run of a model with no version.
+    pub windows: usize,
+    /// Captured windows, per model: `<dir>/<model>/shard-*.npy`.
+    pub dir: String,
+    /// Windows per shard.
+    pub shard_windows: usize,
+    /// Shards kept per model (the oldest is removed first).
+    pub max_shards: usize,
+    /// Training steps of automatic runs.
+    pub steps: u64,
+    /// Retries after a failed training run.
+    pub retries: u32,
+    /// Delay before a retry, seconds.
+    pub retry_delay_s: u64,
+    /// Retrain every model from its captured healthy windows this often, seconds (0: never).
+    pub retrain_every_s: u64,
+}
+
+impl Default for RawLearning {
+    fn default() -> Self {
+        Self {
+            windows: 2000,
+            dir: "state/capture".into(),
+            shard_windows: 1000,
+            max_shards: 20,
+            steps: 400,
+            retries: 2,
+            retry_delay_s: 30,
+            retrain_every_s: 0,
+        }
+    }
+}
+
 /// `[control]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -420,8 +460,8 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     /// ONNX Runtime.
     pub runtime: RuntimeSettings,
-    /// Model version folders by model name.
-    pub models: BTreeMap<String, PathBuf>,
+    /// Seed version folders by model name (`None`: learn from the stream).
+    pub models: BTreeMap<String, Option<PathBuf>>,
     /// Batching.
     pub scoring: ScoringSettings,
     /// Streams.
@@ -440,6 +480,8 @@ pub struct Settings {
     pub registry: RegistrySettings,
     /// Whether MQTT control commands are accepted.
     pub control: bool,
+    /// Learning from the stream.
+    pub learning: LearningSettings,
 }
 
 /// Training worker settings.
@@ -459,6 +501,27 @@ pub struct TrainSettings {
     pub cache: Option<PathBuf>,
     /// Root of new model versions.
     pub models_dir: PathBuf,
+}
+
+/// Learning settings.
+#[derive(Debug, Clone)]
+pub struct LearningSettings {
+    /// Windows before the first training run.
+    pub windows: usize,
+    /// Capture root.
+    pub dir: PathBuf,
+    /// Windows per shard.
+    pub shard_windows: usize,
+    /// Shards kept.
+    pub max_shards: usize,
+    /// Steps of automatic runs.
+    pub steps: u64,
+    /// Retries.
+    pub retries: u32,
+    /// Delay before a retry.
+    pub retry_delay: Duration,
+    /// Retraining period, if any.
+    pub retrain_every: Option<Duration>,
 }
 
 /// Registry settings.
@@ -727,10 +790,11 @@ impl RawConfig {
 
         let mut models = BTreeMap::new();
         for (name, model) in &self.models {
-            if model.path.trim().is_empty() {
-                errs.push(format!("models.{name}.path: must not be empty"));
-            }
-            models.insert(name.clone(), PathBuf::from(&model.path));
+            let path = model.path.trim();
+            models.insert(
+                name.clone(),
+                (!path.is_empty()).then(|| PathBuf::from(path)),
+            );
         }
 
         let s = &self.scoring;
@@ -801,6 +865,10 @@ impl RawConfig {
                 g.max_false_alarm_rate
             ));
         }
+        let l = &self.learning;
+        if l.windows < 10 || l.shard_windows == 0 || l.max_shards == 0 || l.steps == 0 {
+            errs.push("learning: windows must be at least 10; shard_windows, max_shards, steps at least 1".into());
+        }
         if self.limits.max_streams == 0 {
             errs.push("limits.max_streams: must be at least 1".into());
         }
@@ -859,6 +927,17 @@ impl RawConfig {
                     max_false_alarm_rate: g.max_false_alarm_rate,
                 },
                 control: self.control.enabled,
+                learning: LearningSettings {
+                    windows: self.learning.windows,
+                    dir: PathBuf::from(&self.learning.dir),
+                    shard_windows: self.learning.shard_windows,
+                    max_shards: self.learning.max_shards,
+                    steps: self.learning.steps,
+                    retries: self.learning.retries,
+                    retry_delay: Duration::from_secs(self.learning.retry_delay_s),
+                    retrain_every: (self.learning.retrain_every_s > 0)
+                        .then(|| Duration::from_secs(self.learning.retrain_every_s)),
+                },
             }),
             _ => Err(ConfigError::Invalid(errs)),
         }
@@ -869,7 +948,7 @@ fn validate_stream(
     st: &RawStream,
     at: &str,
     detect: &RawDetect,
-    models: &BTreeMap<String, PathBuf>,
+    models: &BTreeMap<String, Option<PathBuf>>,
     errs: &mut Vec<String>,
 ) -> Option<StreamSettings> {
     let before = errs.len();
@@ -1019,6 +1098,7 @@ mod tests {
         assert_eq!(format!("{:?}", doc.train), format!("{:?}", d.train));
         assert_eq!(format!("{:?}", doc.registry), format!("{:?}", d.registry));
         assert_eq!(format!("{:?}", doc.control), format!("{:?}", d.control));
+        assert_eq!(format!("{:?}", doc.learning), format!("{:?}", d.learning));
     }
 
     #[test]

@@ -28,6 +28,8 @@ keep_alive_s = 5
 listen = ""
 [registry]
 dir = "{registry}"
+[learning]
+dir = "{capture}"
 [models.vibration]
 path = "{model}"
 [[streams]]
@@ -39,6 +41,7 @@ window = 64
 "#,
             model = root().join("models/vibration/fixture-1").display(),
             registry = dir.join("registry").display(),
+            capture = dir.join("capture").display(),
         ),
     )
     .unwrap();

@@ -74,7 +74,6 @@ enum Job {
 #[derive(Debug)]
 pub struct ScorerHandle {
     model: String,
-    windows: mpsc::Sender<Window>,
     jobs: mpsc::Sender<Job>,
     thread: Option<JoinHandle<()>>,
 }
@@ -88,20 +87,21 @@ impl std::fmt::Debug for Job {
     }
 }
 
-/// Starts the batcher (on `tracker`) and the scorer thread for `scorer`, sending results to
-/// `scored`.
+/// Starts the batcher (on `tracker`) over the window queue `windows_rx` and the scorer
+/// thread for `scorer`, sending results to `scored`. The batcher ends when every sender of
+/// the queue is gone.
 ///
 /// # Errors
 /// [`ModelError::Io`] when the thread cannot be spawned.
 pub fn spawn_scorer(
     scorer: Scorer,
+    windows_rx: mpsc::Receiver<Window>,
     settings: ScoringSettings,
     scored: mpsc::Sender<ScoredBatch>,
     metrics: Arc<Metrics>,
     tracker: &tokio_util::task::TaskTracker,
 ) -> Result<ScorerHandle, ModelError> {
     let model = scorer.version().manifest.name.clone();
-    let (windows_tx, windows_rx) = mpsc::channel(settings.queue_windows.get());
     // Two jobs in flight: one being scored, one being gathered. Deeper would only add latency.
     let (jobs_tx, jobs_rx) = mpsc::channel(2);
     tracker.spawn(
@@ -124,18 +124,12 @@ pub fn spawn_scorer(
         })?;
     Ok(ScorerHandle {
         model,
-        windows: windows_tx,
         jobs: jobs_tx,
         thread: Some(thread),
     })
 }
 
 impl ScorerHandle {
-    /// A sender into this model's window queue.
-    pub fn windows(&self) -> mpsc::Sender<Window> {
-        self.windows.clone()
-    }
-
     /// Model name.
     pub fn model(&self) -> &str {
         &self.model
@@ -160,7 +154,6 @@ impl ScorerHandle {
     /// Closes the queue and waits for every queued window to be scored and handed on.
     /// Callers must have dropped their window senders (ingest stopped) first.
     pub async fn drain(mut self) {
-        drop(self.windows);
         drop(self.jobs);
         if let Some(thread) = self.thread.take() {
             let model = self.model.clone();

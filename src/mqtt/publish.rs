@@ -17,6 +17,7 @@ use crate::detect::{AlertEvent, Judge, ModelRef, Verdict};
 use crate::model::ScoredBatch;
 use crate::model::gate::RecentWindows;
 use crate::telemetry::metrics::{ConnLabel, Metrics, QueueLabel, StateLabel};
+use crate::train::learn::Capture;
 
 const REQUEST_CAPACITY: usize = 256;
 
@@ -59,6 +60,7 @@ impl std::fmt::Debug for PublisherLoop {
 #[derive(Debug, Serialize)]
 struct StateMessage<'a> {
     stream: &'a str,
+    phase: &'static str,
     state: crate::detect::AlertState,
     energy: f32,
     threshold: f32,
@@ -145,6 +147,7 @@ impl Publisher {
         if v.transition.is_some() || v.first {
             let state = StateMessage {
                 stream: &v.stream,
+                phase: "monitoring",
                 state: v.state,
                 energy: v.energy,
                 threshold: v.threshold,
@@ -157,6 +160,20 @@ impl Publisher {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Publishes a stream's retained state while its model has no version yet (`learning`,
+    /// `training`). Failures are logged: the phase is also in the metrics.
+    pub async fn phase(&self, stream: &str, model: &str, phase: &str, captured: usize) {
+        let state = serde_json::json!({
+            "stream": stream, "phase": phase, "model": { "name": model }, "captured": captured,
+            "node": self.node,
+        });
+        let topic = format!("{}/state/{stream}", self.prefix);
+        let payload = serde_json::to_vec(&state).unwrap_or_default();
+        if let Err(e) = self.publish(topic, QoS::AtLeastOnce, true, payload).await {
+            warn!(stream, error = %e, "Cannot publish the stream's phase.");
+        }
     }
 
     /// Publishes a lifecycle event (model activated, refused, training ...) on
@@ -277,6 +294,7 @@ pub async fn alerting(
     mut scored: mpsc::Receiver<ScoredBatch>,
     publisher: Publisher,
     recent: std::collections::HashMap<String, Arc<RecentWindows>>,
+    mut captures: std::collections::HashMap<String, Capture>,
 ) {
     let mut judge = Judge::new();
     let depth = publisher
@@ -298,10 +316,16 @@ pub async fn alerting(
         };
         for (w, &energy) in batch.windows.iter().zip(energies) {
             let verdict = judge.judge(&w.stream, &model, batch.model.threshold, &w.raw, energy);
-            if !verdict.anomalous
-                && let Some(r) = recent.get(&model.name)
-            {
-                r.push(&w.raw.data);
+            if !verdict.anomalous {
+                // Healthy windows feed the activation gate and the retraining data.
+                if let Some(r) = recent.get(&model.name) {
+                    r.push(&w.raw.data);
+                }
+                if let Some(c) = captures.get_mut(&model.name)
+                    && let Err(e) = c.push(&w.raw.data)
+                {
+                    warn!(model = %model.name, error = %e, "Cannot capture healthy windows.");
+                }
             }
             if let Err(e) = publisher.verdict(&verdict).await {
                 error!(stream = %verdict.stream, seq = verdict.seq, error = %e, "Cannot publish; alerting stops.");
@@ -309,6 +333,11 @@ pub async fn alerting(
             }
         }
         debug!(windows = batch.windows.len(), model = %model.version, "Batch judged.");
+    }
+    for (model, mut c) in captures {
+        if let Err(e) = c.flush() {
+            warn!(model = %model, error = %e, "Cannot write captured windows.");
+        }
     }
     if let Err(e) = publisher.close().await {
         warn!(error = %e, "Cannot publish the offline status.");

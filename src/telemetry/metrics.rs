@@ -56,6 +56,15 @@ pub struct ModelLabel {
     pub model: String,
 }
 
+/// Model phase labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    /// Model name.
+    pub model: String,
+    /// `learning`, `training` or `monitoring`.
+    pub phase: &'static str,
+}
+
 /// Active model info labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActiveModelLabel {
@@ -82,6 +91,12 @@ pub struct Metrics {
     pub streams_active: Gauge,
     /// Windows cut and queued for scoring.
     pub windows_queued: Counter,
+    /// Windows captured while a model learns (not scored).
+    pub windows_captured: Counter,
+    /// 1 for each model's current phase (learning, training, monitoring).
+    pub model_phase: Family<PhaseLabel, Gauge>,
+    /// Training runs by outcome.
+    pub training_runs: Family<StateLabel, Counter>,
     /// Windows scored.
     pub windows_scored: Family<ModelLabel, Counter>,
     /// Windows whose scoring failed.
@@ -132,6 +147,9 @@ impl Metrics {
             redeliveries: Counter::default(),
             streams_active: Gauge::default(),
             windows_queued: Counter::default(),
+            windows_captured: Counter::default(),
+            model_phase: Family::default(),
+            training_runs: Family::default(),
             windows_scored: Family::default(),
             windows_failed: Family::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
@@ -177,6 +195,21 @@ impl Metrics {
             "windows_queued",
             "Windows cut and queued for scoring",
             m.windows_queued.clone(),
+        );
+        r.register(
+            "windows_captured",
+            "Windows captured while a model learns",
+            m.windows_captured.clone(),
+        );
+        r.register(
+            "model_phase",
+            "Model phase: learning, training, monitoring",
+            m.model_phase.clone(),
+        );
+        r.register(
+            "training_runs",
+            "Training runs by outcome",
+            m.training_runs.clone(),
         );
         r.register("windows_scored", "Windows scored", m.windows_scored.clone());
         r.register(
@@ -237,6 +270,19 @@ impl Metrics {
     /// Counts a refused payload.
     pub fn malformed(&self, reason: Reason) {
         self.malformed.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Sets a model's phase (the other phases' gauges go to 0).
+    pub fn set_phase(&self, model: &str, phase: &'static str) {
+        for p in ["learning", "training", "monitoring"] {
+            let label = PhaseLabel {
+                model: model.to_owned(),
+                phase: p,
+            };
+            self.model_phase
+                .get_or_create(&label)
+                .set(i64::from(p == phase));
+        }
     }
 
     /// Records a connection's state.

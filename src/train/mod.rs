@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use crate::config::TrainSettings;
 
 pub mod command;
+pub mod learn;
 pub use command::{TrainArgs, train};
 
 /// Errors of a training run.
@@ -261,6 +262,84 @@ async fn stop(child: &mut Child) {
         if let Err(e) = child.kill().await {
             warn!(error = %e, "Could not kill the training worker.");
         }
+    }
+}
+
+/// A training run the daemon starts by itself (learning from the stream, retraining): the
+/// model's captured healthy windows in, a new version in the registry out.
+#[derive(Debug, Clone)]
+pub struct TrainFromCapture {
+    /// Model name.
+    pub model: String,
+    /// The model's capture folder (`shard-*.npy`).
+    pub capture: PathBuf,
+    /// W.
+    pub window: usize,
+    /// C.
+    pub channels: usize,
+    /// Training steps.
+    pub steps: u64,
+    /// Worker settings.
+    pub train: TrainSettings,
+    /// Where the result is imported.
+    pub registry: crate::model::Registry,
+}
+
+impl TrainFromCapture {
+    /// Runs the worker on the captured windows and imports the result; returns its version.
+    ///
+    /// # Errors
+    /// No captured windows, a failed or cancelled worker, or an import error.
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<String> {
+        use anyhow::Context as _;
+        let capture = self.capture.clone();
+        let data = tokio::task::spawn_blocking(move || learn::Capture::load(&capture)).await??;
+        let (n, w, c) = data.dim();
+        anyhow::ensure!(
+            (w, c) == (self.window, self.channels),
+            "captured windows are {w} x {c}; the streams cut {} x {}",
+            self.window,
+            self.channels
+        );
+        let tmp = tempfile::tempdir()?;
+        let data_path = tmp.path().join("windows.npy");
+        ndarray_npy::write_npy(&data_path, &data)?;
+        let version = utc_version();
+        let out = self
+            .registry
+            .root()
+            .join(format!(".train-{}-{version}", self.model));
+        let job = TrainJob {
+            data: data_path,
+            out: out.clone(),
+            name: self.model.clone(),
+            version: version.clone(),
+            args: vec!["--steps".into(), self.steps.to_string()],
+            command: "ebgand (training from captured stream windows)".into(),
+            source: format!(
+                "{n} healthy windows captured from the stream ({})",
+                self.capture.display()
+            ),
+        };
+        let done = run_worker(
+            &self.train,
+            &job,
+            |ev| debug!(event = ?ev, "Trainer progress."),
+            stop,
+        )
+        .await?;
+        let WorkerEvent::Done { dir, .. } = done else {
+            anyhow::bail!("the worker reported no result")
+        };
+        let imported = self
+            .registry
+            .import(&dir)
+            .context("importing the trained version");
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            warn!(dir = %dir.display(), error = %e, "Cannot remove the training output after import.");
+        }
+        imported?;
+        Ok(version)
     }
 }
 

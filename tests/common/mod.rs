@@ -179,12 +179,9 @@ pub fn settings(port: u16, prefix: &str, toml: &str) -> Settings {
     raw.http.listen = String::new();
     raw.runtime.library = ort_library().display().to_string();
     // Each daemon gets its own registry, kept until the test process ends.
-    raw.registry.dir = tempfile::tempdir()
-        .unwrap()
-        .keep()
-        .join("models")
-        .display()
-        .to_string();
+    let state = tempfile::tempdir().unwrap().keep();
+    raw.registry.dir = state.join("models").display().to_string();
+    raw.learning.dir = state.join("capture").display().to_string();
     raw.registry.watch_ms = 100;
     for m in raw.models.values_mut() {
         if Path::new(&m.path).is_relative() {

@@ -206,7 +206,10 @@ class SkabScoring:
     healthy energies. accounting: 'test', windows and metrics over the test rows alone (the
     data README's protocol); 'whole-file', a diagnostic outside it: windows and metrics over
     every row of each file, the 400 training rows included, as the SKAB repository's notebooks
-    count them."""
+    count them; 'notebook', whole-file and, on top, the Conv-AE notebook's own row loop (rule
+    all-windows only): row t is anomalous when the w-1 windows starting at t-w+1 .. t-1 are,
+    and only rows w-1 .. n-2w+1 can be (its loop bounds), the rest of each file counting as
+    predicted normal."""
     window: int = SKAB_W
     rule: str = "end"
     quantile: float = SKAB_QUANTILE
@@ -236,6 +239,20 @@ def row_scores(e, n_rows, w, rule):
     return np.lib.stride_tricks.sliding_window_view(padded, w).min(axis=1)
 
 
+def notebook_row_scores(e, n_rows, w):
+    """The SKAB Conv-AE notebook's row loop, as written there: for data_idx in range(w-1,
+    len(X)-w+1), anomalous if all of windows[data_idx-w+1 : data_idx] are (w-1 windows, the
+    one starting at data_idx left out); rows outside that range are never anomalous (-inf)."""
+    m = len(e)
+    out = np.full(n_rows, -np.inf)
+    if m - w + 1 <= w - 1:  # the loop's range is empty
+        return out
+    mins = np.lib.stride_tricks.sliding_window_view(np.asarray(e, np.float64), w - 1).min(axis=1)
+    t = np.arange(w - 1, m - w + 1)
+    out[t] = mins[t - w + 1]
+    return out
+
+
 def _counts(pred, y):
     return (int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & ~y).sum()),
             int((~pred & y).sum()))
@@ -259,7 +276,11 @@ def skab(ctx, variant, seed):
         else:
             rows_x, rows_y = x, y
         base = export.calibrate(fitted.holdout_energies, sc.quantile)  # fitted.threshold at F=1
-        s = row_scores(fitted.energies(windows_of(rows_x, w)), len(rows_x), w, sc.rule)
+        e = fitted.energies(windows_of(rows_x, w))
+        if sc.accounting == "notebook":
+            s = notebook_row_scores(e, len(rows_x), w)
+        else:
+            s = row_scores(e, len(rows_x), w, sc.rule)
         pred = s > base * sc.factor
         ok = np.isfinite(s)
         aucs.append(roc_auc(s[ok & ~rows_y], s[ok & rows_y]))
@@ -460,23 +481,28 @@ def parse_args(argv):
                    help="the SKAB Conv-AE notebook's scoring: --skab-window 60 --skab-rule "
                         "all-windows --skab-quantile 0.999 --skab-threshold-factor 4/3 (each "
                         "still overridable by its own flag)")
-    g.add_argument("--skab-window", type=int, metavar="W",
+    g.add_argument("--skab-window", type=int, metavar="W", default=argparse.SUPPRESS,
                    help=f"rows per SKAB window (default {SKAB_W}; with --skab-conv-ae "
                         f"{SKAB_CONV_AE['window']})")
-    g.add_argument("--skab-rule", choices=SKAB_RULES,
+    g.add_argument("--skab-rule", choices=SKAB_RULES, default=argparse.SUPPRESS,
                    help="end: a row gets the energy of the window ending at it (default); "
                         "all-windows: the minimum over every window covering it, so it is "
                         "anomalous only when all of them are")
-    g.add_argument("--skab-quantile", type=float, metavar="Q",
+    g.add_argument("--skab-quantile", type=float, metavar="Q", default=argparse.SUPPRESS,
                    help=f"quantile of the held-out healthy energies (default {SKAB_QUANTILE}; "
                         f"with --skab-conv-ae {SKAB_CONV_AE['quantile']})")
     g.add_argument("--skab-threshold-factor", type=_factor, metavar="F",
+                   default=argparse.SUPPRESS,
                    help="threshold = F x that quantile; a number or a fraction such as 4/3 "
                         "(default 1; with --skab-conv-ae 4/3)")
-    g.add_argument("--skab-accounting", choices=("test", "whole-file"),
+    g.add_argument("--skab-accounting", choices=("test", "whole-file", "notebook"),
+                   default=argparse.SUPPRESS,
                    help="test: windows and metrics over the test rows (the protocol, default); "
                         "whole-file: a diagnostic outside the protocol, over every row of each "
-                        "file including the 400 training rows, as the SKAB notebooks count")
+                        "file including the 400 training rows, as the SKAB notebooks count; "
+                        "notebook: whole-file plus the Conv-AE notebook's own row loop (w-1 "
+                        "windows per row, no alarm in the first w-1 and last 2w-2 rows of a "
+                        "file; needs --skab-rule all-windows)")
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
@@ -491,20 +517,21 @@ def parse_args(argv):
         if s not in ("skab", "cwru", "nab"):
             p.error(f"unknown data set {s!r}")
     args.extra = shlex.split(args.extra)
-    preset = SKAB_CONV_AE if args.skab_conv_ae else {}
-    d = SkabScoring()
+    # explicit --skab-* flags, else the --skab-conv-ae preset, else the protocol's defaults
+    given = {k: getattr(args, f"skab_{k}") for k in ("window", "rule", "quantile", "accounting")
+             if hasattr(args, f"skab_{k}")}
+    if hasattr(args, "skab_threshold_factor"):
+        given["factor"] = args.skab_threshold_factor
     args.skab_scoring = SkabScoring(
-        window=args.skab_window or preset.get("window", d.window),
-        rule=args.skab_rule or preset.get("rule", d.rule),
-        quantile=args.skab_quantile or preset.get("quantile", d.quantile),
-        factor=args.skab_threshold_factor or preset.get("factor", d.factor),
-        accounting=args.skab_accounting or d.accounting)
+        **{**(SKAB_CONV_AE if args.skab_conv_ae else {}), **given})
     sc = args.skab_scoring
     if not 2 <= sc.window <= 120:
         p.error("--skab-window must be between 2 and 120 (the hold-out needs windows of the "
                 "400 training rows)")
     if not 0 < sc.quantile < 1:
         p.error("--skab-quantile must be between 0 and 1")
+    if sc.accounting == "notebook" and sc.rule != "all-windows":
+        p.error("--skab-accounting notebook needs --skab-rule all-windows")
     return args
 
 

@@ -1,0 +1,190 @@
+//! Model lifecycle under load: many swaps while windows stream through mosquitto.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ebgand::demo::sim::Machine;
+
+/// A copy of the vibration fixture under another version label, with its threshold replaced.
+fn version_with_threshold(
+    dir: &std::path::Path,
+    version: &str,
+    threshold: Option<&str>,
+) -> std::path::PathBuf {
+    let src = root().join("models/vibration/fixture-1");
+    let out = dir.join(version);
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy(src.join("model.onnx"), out.join("model.onnx")).unwrap();
+    let mut m = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
+    m = m.replace(
+        "version = \"fixture-1\"",
+        &format!("version = \"{version}\""),
+    );
+    if let Some(t) = threshold {
+        let line = m
+            .lines()
+            .find(|l| l.starts_with("value = "))
+            .unwrap()
+            .to_owned();
+        m = m.replace(&line, &format!("value = {t}"));
+    }
+    std::fs::write(out.join("manifest.toml"), m).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_swaps_under_load_score_every_window_once() {
+    const STREAMS: usize = 8;
+    const SWAPS: usize = 20;
+    let broker = Mosquitto::start().await;
+    let prefix = "life";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = settings(
+        broker.port,
+        prefix,
+        &VIBRATION.replace("format = \"array\"", "format = \"f32le\""),
+    );
+    // Every other version calls everything anomalous on purpose, so that each swap moves
+    // every stream's alert state; the gate's false-alarm bound would refuse those.
+    s.registry.max_false_alarm_rate = 1.0;
+    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
+    let versions = tempfile::tempdir().unwrap();
+    let labels: Vec<String> = (1..=SWAPS).map(|i| format!("s{i:02}")).collect();
+    for (i, v) in labels.iter().enumerate() {
+        let threshold = (i % 2 == 0).then_some("0.000001");
+        registry
+            .import(&version_with_threshold(versions.path(), v, threshold))
+            .unwrap();
+    }
+    let daemon = TestDaemon::start(s).await;
+
+    // Publisher: raw f32 windows, paced to about 6,000 windows/s over STREAMS streams.
+    let port = broker.port;
+    let load = tokio::spawn(async move {
+        let mut tx = Sender::start(port).await;
+        let mut machines: Vec<Machine> = (0..STREAMS as u64).map(Machine::new).collect();
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while started.elapsed() < Duration::from_secs(9) {
+            for (i, m) in machines.iter_mut().enumerate() {
+                let raw: Vec<u8> = m
+                    .samples(64, false)
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect();
+                tx.publish(&format!("sensors/raw{i}/vibration"), raw).await;
+            }
+            sent += STREAMS as u64;
+            let ahead =
+                Duration::from_secs_f64(sent as f64 / 6000.0).saturating_sub(started.elapsed());
+            if !ahead.is_zero() {
+                tokio::time::sleep(ahead).await;
+            }
+        }
+        tx.flushed().await;
+        (sent, started.elapsed())
+    });
+
+    // Swaps over MQTT while the load runs.
+    let mut control = Sender::start(broker.port).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for v in &labels {
+        control
+            .publish(
+                &format!("{prefix}/control/activate"),
+                format!(r#"{{"model":"vibration","version":"{v}"}}"#),
+            )
+            .await;
+        let target = v.clone();
+        eventually(Duration::from_secs(10), "swap", || {
+            daemon
+                .metrics
+                .encode()
+                .contains(&format!("version=\"{target}\""))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    let (sent, elapsed) = load.await.unwrap();
+    let rate = sent as f64 / elapsed.as_secs_f64();
+    eprintln!(
+        "load: {sent} windows in {:.1} s = {rate:.0} windows/s, {SWAPS} swaps",
+        elapsed.as_secs_f64()
+    );
+    assert!(rate >= 5000.0, "load too light: {rate:.0} windows/s");
+    let wait = Instant::now();
+    while daemon.metric("ebgand_windows_scored_total") < sent
+        && wait.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        daemon.metric("ebgand_windows_scored_total"),
+        sent,
+        "messages in {}, malformed {}, windows queued {}",
+        daemon.metric("ebgand_messages_total"),
+        daemon.metric("ebgand_malformed_total"),
+        daemon.metric("ebgand_windows_queued_total")
+    );
+    eventually(Duration::from_secs(60), "every energy published", || {
+        obs.count(&format!("{prefix}/energy/")) as u64 >= sent
+    })
+    .await;
+
+    let per_stream = sent / STREAMS as u64;
+    let expected: HashMap<String, u64> = (0..STREAMS)
+        .map(|i| (format!("vibration/raw{i}"), per_stream))
+        .collect();
+    assert_exactly_once(&obs.on(&format!("{prefix}/energy/")), &expected);
+    assert_eq!(daemon.metric("ebgand_windows_scored_total"), sent);
+    assert_eq!(
+        daemon.metric("ebgand_windows_failed_total"),
+        0,
+        "no scoring errors"
+    );
+    let text = daemon.metrics.encode();
+    assert!(!text.contains("state=\"refused\""), "no activation refused");
+    assert_eq!(
+        ebgand::telemetry::metrics::sum_metric(&text, "ebgand_model_reloads_total"),
+        SWAPS as u64
+    );
+
+    // Each stream's alerts alternate raised/cleared, one per swap, each carrying the version
+    // that was swapped in.
+    for i in 0..STREAMS {
+        let alerts = obs.on(&format!("{prefix}/alerts/vibration/raw{i}"));
+        let got: Vec<(String, String)> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a.json["state"].as_str().unwrap().to_owned(),
+                    a.json["model"]["version"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, String)> = labels
+            .iter()
+            .enumerate()
+            .map(|(k, v)| {
+                (
+                    (if k % 2 == 0 { "raised" } else { "cleared" }).to_owned(),
+                    v.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "stream raw{i}");
+    }
+    assert_eq!(
+        registry.active("vibration").unwrap().as_deref(),
+        Some("s20")
+    );
+    daemon.shutdown().await.unwrap();
+}
