@@ -135,11 +135,27 @@ fn runtime_exit(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "ebgand failed.");
-            eprintln!("ebgand: {e:#}");
+            let message = describe(&e);
+            tracing::error!(error = %message, "ebgand failed.");
+            eprintln!("ebgand: {message}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each once: several error types already print their cause.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn run_daemon(settings: Settings) -> anyhow::Result<()> {

@@ -206,3 +206,70 @@ fn score_npz_raises_on_a_bearing_fault() {
     assert_eq!(alerts[0]["state"], "raised");
     assert_eq!(lines[0]["end"], 63);
 }
+
+#[test]
+fn models_import_list_activate_rollback_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("registry");
+    let env = [("EBGAND__REGISTRY__DIR", reg.to_str().unwrap())];
+    let version = |label: &str, edit: &dyn Fn(String) -> String| {
+        let src = root().join("models/vibration/fixture-1");
+        let out = dir.path().join(label);
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::copy(src.join("model.onnx"), out.join("model.onnx")).unwrap();
+        let m = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
+        std::fs::write(
+            out.join("manifest.toml"),
+            edit(m.replace("\"fixture-1\"", &format!("\"{label}\""))),
+        )
+        .unwrap();
+        out
+    };
+    let ok = |args: &[&str]| {
+        let o = ebgand(args, &env);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // The documented config's stream (64 x 1) is what versions are checked against.
+    let a = version("a", &|m| m);
+    let b = version("b", &|m| m);
+    let wide = version("wide", &|m| m.replace("window = 64", "window = 32"));
+    ok(&["models", "import", a.to_str().unwrap(), "--activate"]);
+    ok(&["models", "import", b.to_str().unwrap()]);
+    ok(&["models", "import", wide.to_str().unwrap()]);
+    let list = ok(&["models", "list"]);
+    assert!(
+        list.contains("* a") && list.contains("  b") && list.contains("  wide"),
+        "{list}"
+    );
+    assert!(ok(&["models", "activate", "b"]).contains("active version b (was a)"));
+    let o = ebgand(&["models", "activate", "wide"], &env);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cuts windows of 64 samples x 1 channels; the model takes 32 x 1"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ebgand(&["models", "activate", "nope"], &env);
+    assert!(
+        stderr(&o).contains("has no version \"nope\""),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        ok(&["models", "list"]).contains("* b"),
+        "refusals leave the pointer alone"
+    );
+    assert!(ok(&["models", "rollback"]).contains("rolled back to a (was b)"));
+    let history = ok(&["models", "history"]);
+    let reasons: Vec<String> = history
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(reasons, ["cli import", "cli", "rollback"]);
+}

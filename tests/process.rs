@@ -139,3 +139,86 @@ async fn sigkill_leaves_the_last_will() {
         .clone();
     assert_eq!(will["node"], "proc-test");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_activation_leaves_one_whole_active_version() {
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "p3";
+    let registry = ebgand::model::Registry::open(&dir.path().join("registry")).unwrap();
+    // Versions v01..v12 beside the seed, with distinct bytes so a mix would be detectable.
+    let src = root().join("models/vibration/fixture-1");
+    let manifest = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
+    let versions: Vec<String> = (1..=12).map(|i| format!("v{i:02}")).collect();
+    for v in &versions {
+        let d = dir.path().join("src").join(v);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(src.join("model.onnx"), d.join("model.onnx")).unwrap();
+        std::fs::write(
+            d.join("manifest.toml"),
+            manifest.replace("version = \"fixture-1\"", &format!("version = \"{v}\"")),
+        )
+        .unwrap();
+        registry.import(&d).unwrap();
+    }
+    let mut tx = Sender::start(broker.port).await;
+    let mut rng = fastrand::Rng::with_seed(3);
+    for (round, v) in versions.iter().enumerate() {
+        let obs = Observer::start(broker.port, &format!("{prefix}/status")).await;
+        let mut child = spawn_daemon(broker.port, prefix, dir.path());
+        eventually(Duration::from_secs(20), "online", || {
+            last_status(&obs, prefix).as_deref() == Some("online")
+        })
+        .await;
+        tx.publish(
+            &format!("{prefix}/control/activate"),
+            format!(r#"{{"model":"vibration","version":"{v}"}}"#),
+        )
+        .await;
+        // Somewhere inside the activation: loading, gating, swapping or writing the pointer.
+        tokio::time::sleep(Duration::from_micros(rng.u64(0..120_000))).await;
+        kill(&child, "-KILL");
+        wait_exit(&mut child).await;
+        let active = registry
+            .active("vibration")
+            .unwrap()
+            .expect("an active version");
+        let whole = ebgand::model::ModelVersion::open(&registry.path("vibration", &active));
+        assert!(
+            whole.is_ok(),
+            "round {round}: active {active} is not whole: {:?}",
+            whole.err()
+        );
+        assert_eq!(whole.unwrap().manifest.version, active);
+        assert!(
+            active == "fixture-1" || versions.contains(&active),
+            "round {round}: unexpected {active}"
+        );
+        // Leave no stray temp pointer that a restart could pick up.
+        let leftovers: Vec<_> = std::fs::read_dir(registry.root().join("vibration"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".ACTIVE"))
+            .collect();
+        eprintln!(
+            "round {round}: killed while activating {v}; active: {active}; temp pointers left: {leftovers:?}"
+        );
+    }
+    // The last restart serves exactly the registry's active version.
+    let obs = Observer::start(broker.port, &format!("{prefix}/status")).await;
+    let mut child = spawn_daemon(broker.port, prefix, dir.path());
+    eventually(Duration::from_secs(20), "online", || {
+        last_status(&obs, prefix).as_deref() == Some("online")
+    })
+    .await;
+    kill(&child, "-TERM");
+    assert_eq!(wait_exit(&mut child).await.code(), Some(0));
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let active = registry.active("vibration").unwrap().unwrap();
+    assert!(
+        log.contains(&format!("\"model.version\":\"{active}\"")),
+        "serves {active}:\n{log}"
+    );
+}

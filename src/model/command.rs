@@ -133,6 +133,14 @@ fn check(
     name: &str,
     version: &str,
 ) -> anyhow::Result<()> {
+    let known = registry.versions(name)?;
+    if !known.iter().any(|v| v == version) {
+        bail!(super::RegistryError::UnknownVersion {
+            name: name.into(),
+            version: version.into(),
+            known: known.join(", "),
+        });
+    }
     let path = registry.path(name, version);
     crate::app::load_model(name, &path, &settings.streams, &settings.runtime)
         .with_context(|| format!("{name} {version} refused"))?;

@@ -304,7 +304,18 @@ impl TrainFromCapture {
         let tmp = tempfile::tempdir()?;
         let data_path = tmp.path().join("windows.npy");
         ndarray_npy::write_npy(&data_path, &data)?;
-        let version = utc_version();
+        // Labels have one-second resolution: a second run within the same second gets a suffix.
+        let base = utc_version();
+        let version = (1..)
+            .map(|i| {
+                if i == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}-{i}")
+                }
+            })
+            .find(|v| !self.registry.path(&self.model, v).exists())
+            .unwrap_or(base);
         let out = self
             .registry
             .root()

@@ -184,7 +184,7 @@ pub fn settings(port: u16, prefix: &str, toml: &str) -> Settings {
     raw.learning.dir = state.join("capture").display().to_string();
     raw.registry.watch_ms = 100;
     for m in raw.models.values_mut() {
-        if Path::new(&m.path).is_relative() {
+        if !m.path.is_empty() && Path::new(&m.path).is_relative() {
             m.path = root().join(&m.path).display().to_string();
         }
     }

@@ -1,0 +1,195 @@
+//! Learning from the stream over MQTT alone: a cold start with no model learns, trains,
+//! activates and then alerts on a fault; a killed training run is reported and retried while
+//! the daemon keeps serving.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use ebgand::demo::sim::Machine;
+
+const LEARNING: &str = r#"
+[models.vibration]
+[[streams]]
+name = "vibration"
+topic = "sensors/+/vibration"
+model = "vibration"
+format = "array"
+window = 64
+raise_after = 3
+clear_after = 3
+"#;
+
+async fn publish_windows(tx: &mut Sender, m: &mut Machine, windows: usize, fault: bool) {
+    for _ in 0..windows {
+        tx.publish(
+            "sensors/m1/vibration",
+            serde_json::to_vec(&m.samples(64, fault)).unwrap(),
+        )
+        .await;
+    }
+}
+
+fn events(obs: &Observer, prefix: &str, event: &str) -> Vec<serde_json::Value> {
+    obs.on(&format!("{prefix}/events"))
+        .into_iter()
+        .map(|s| s.json)
+        .filter(|j| j["event"] == event)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer() {
+    assert!(
+        root().join(".venv/trainer/bin/python").exists(),
+        "trainer venv missing: run `make setup`"
+    );
+    let broker = Mosquitto::start().await;
+    let prefix = "learn";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = settings(broker.port, prefix, LEARNING);
+    s.learning.windows = 400;
+    s.learning.steps = 300;
+    s.learning.retries = 1;
+    s.learning.retry_delay = Duration::from_secs(1);
+    // The worker, run from the repository root like the daemon's default config expects.
+    s.train.python = root().join(".venv/trainer/bin/python");
+    s.train.worker = root().join("models/trainer");
+    s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
+    let state_dir = s.registry.dir.clone();
+    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
+    let daemon = TestDaemon::start(s).await;
+    assert_eq!(
+        registry.active("vibration").unwrap(),
+        None,
+        "cold start: no model"
+    );
+
+    // Learning: the stream alone teaches the daemon what healthy looks like.
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(21);
+    publish_windows(&mut tx, &mut m, 400, false).await;
+    tx.flushed().await;
+    eventually(
+        Duration::from_secs(60),
+        "first version trained and activated",
+        || !events(&obs, prefix, "activated").is_empty(),
+    )
+    .await;
+    let version = events(&obs, prefix, "activated")[0]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        registry.active("vibration").unwrap().as_deref(),
+        Some(version.as_str())
+    );
+    let phases: Vec<String> = obs
+        .on(&format!("{prefix}/state/vibration/m1"))
+        .iter()
+        .filter_map(|s| s.json["phase"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        phases.starts_with(&["learning".to_string(), "training".to_string()]),
+        "{phases:?}"
+    );
+    assert_eq!(daemon.metric("ebgand_windows_captured_total"), 400);
+    assert!(
+        daemon
+            .metrics
+            .encode()
+            .contains("ebgand_model_phase{model=\"vibration\",phase=\"monitoring\"} 1")
+    );
+
+    // Monitoring: healthy stays quiet, a fault raises an alert from the trained version.
+    publish_windows(&mut tx, &mut m, 30, false).await;
+    publish_windows(&mut tx, &mut m, 20, true).await;
+    tx.flushed().await;
+    eventually(
+        Duration::from_secs(20),
+        "alert on the injected fault",
+        || !obs.on(&format!("{prefix}/alerts/")).is_empty(),
+    )
+    .await;
+    let alert = obs.on(&format!("{prefix}/alerts/"))[0].json.clone();
+    assert_eq!(alert["state"], "raised");
+    assert_eq!(alert["model"]["version"], version.as_str());
+    assert!(
+        alert["seq"].as_u64().unwrap() >= 30,
+        "no alert on healthy windows: {alert}"
+    );
+    let phases: Vec<String> = obs
+        .on(&format!("{prefix}/state/vibration/m1"))
+        .iter()
+        .filter_map(|s| s.json["phase"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(phases.last().map(String::as_str), Some("monitoring"));
+
+    // Retraining on command; the worker is killed mid-run: reported, retried, and the daemon
+    // scores throughout.
+    let scored_before = daemon.metric("ebgand_windows_scored_total");
+    tx.publish(
+        &format!("{prefix}/control/train"),
+        r#"{"model":"vibration"}"#,
+    )
+    .await;
+    let mut killed = false;
+    for _ in 0..400 {
+        let pids = Command::new("pgrep")
+            .args([
+                "-f",
+                &format!(
+                    "ebgand_trainer.*{state_dir}",
+                    state_dir = state_dir.display()
+                ),
+            ])
+            .output()
+            .unwrap();
+        let pids = String::from_utf8_lossy(&pids.stdout).trim().to_owned();
+        if !pids.is_empty() {
+            for pid in pids.lines() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+            killed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(killed, "the training worker never showed up");
+    publish_windows(&mut tx, &mut m, 20, false).await;
+    tx.flushed().await;
+    eventually(Duration::from_secs(30), "failure reported", || {
+        !events(&obs, prefix, "training_failed").is_empty()
+    })
+    .await;
+    let failure = events(&obs, prefix, "training_failed")[0].clone();
+    assert_eq!(failure["attempt"], 1);
+    assert_eq!(failure["retry_in_s"], 1);
+    eventually(Duration::from_secs(10), "scoring continued", || {
+        daemon.metric("ebgand_windows_scored_total") >= scored_before + 20
+    })
+    .await;
+    eventually(
+        Duration::from_secs(60),
+        "the retry trains and activates",
+        || events(&obs, prefix, "activated").len() >= 2,
+    )
+    .await;
+    let retrained = events(&obs, prefix, "activated")[1].clone();
+    assert_eq!(retrained["reason"], "trained");
+    assert_ne!(retrained["version"], version.as_str());
+    assert!(
+        daemon
+            .metrics
+            .encode()
+            .contains("ebgand_training_runs_total{state=\"failed\"} 1")
+    );
+    daemon.shutdown().await.unwrap();
+}
