@@ -19,6 +19,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{RuntimeSettings, Settings, StreamSettings};
 use crate::control::{Command, ControlMessage};
+use crate::detect::ShadowStats;
 use crate::model::gate::{self, RecentWindows};
 use crate::model::{
     ModelError, ModelVersion, Registry, ScoredBatch, Scorer, ScorerHandle, Window, spawn_scorer,
@@ -127,6 +128,8 @@ struct Models {
     training: HashSet<String>,
     /// Failed training runs in a row, per model.
     attempts: HashMap<String, u32>,
+    /// Shadow versions being compared, per model.
+    shadowing: HashMap<String, String>,
     /// For scorers started after a first training run; dropped when draining.
     scored: Option<mpsc::Sender<ScoredBatch>>,
 }
@@ -290,6 +293,8 @@ impl Models {
                 Err(e) => Err(e.to_string()),
             },
             Command::Train { model } => self.start_training(ctx, model).await,
+            Command::Shadow { model, version } => self.shadow(ctx, model, version).await,
+            Command::Promote { model } => self.promote(ctx, model).await,
         };
         if let Err(reason) = result {
             warn!(command = cmd.name(), reason = %reason, "Control command failed.");
@@ -299,6 +304,66 @@ impl Models {
 }
 
 impl Models {
+    /// Starts scoring `version` beside the active version, without alerting.
+    async fn shadow(
+        &mut self,
+        ctx: &Context<'_>,
+        model: &str,
+        version: &str,
+    ) -> Result<(), String> {
+        let Some(handle) = self.scorers.get(model) else {
+            return Err(format!("model {model:?} has no active version to shadow"));
+        };
+        let path = self.registry.path(model, version);
+        let (name, streams, rt) = (
+            model.to_owned(),
+            ctx.settings.streams.clone(),
+            ctx.settings.runtime.clone(),
+        );
+        let candidate =
+            tokio::task::spawn_blocking(move || load_model(&name, &path, &streams, &rt))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        handle
+            .shadow(Some(candidate))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.shadowing.insert(model.to_owned(), version.to_owned());
+        ctx.event(
+            serde_json::json!({ "event": "shadow_started", "model": model, "version": version }),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Publishes the shadow's and the active version's rates on the same windows, stops the
+    /// shadow, and activates it through the gate.
+    async fn promote(&mut self, ctx: &Context<'_>, model: &str) -> Result<(), String> {
+        let Some(version) = self.shadowing.remove(model) else {
+            return Err(format!("model {model:?} has no shadow to promote"));
+        };
+        let stats = ctx
+            .shadows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(model)
+            .unwrap_or_default();
+        let mut report = stats.report();
+        if let Some(r) = report.as_object_mut() {
+            r.insert("event".into(), "shadow_report".into());
+            r.insert("model".into(), model.into());
+        }
+        info!(model, version = %version, report = %report, "Shadow report before promotion.");
+        ctx.event(report).await;
+        if let Some(handle) = self.scorers.get(model) {
+            handle.shadow(None).await.map_err(|e| e.to_string())?;
+        }
+        self.activate(ctx, model, &version, "promoted from shadow", false)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Starts a training run from the model's captured healthy windows, in the background.
     async fn start_training(&mut self, ctx: &Context<'_>, model: &str) -> Result<(), String> {
         let Some(stream) = ctx.settings.streams.iter().find(|s| s.model == model) else {
@@ -490,6 +555,8 @@ struct Context<'a> {
     internal: mpsc::Sender<Internal>,
     /// Cancelled when draining: stops training runs (the worker gets SIGTERM).
     stop: CancellationToken,
+    /// Shadow comparisons, kept by the alerting stage.
+    shadows: Arc<std::sync::Mutex<HashMap<String, ShadowStats>>>,
 }
 
 impl Context<'_> {
@@ -561,8 +628,10 @@ pub async fn run(
         learners: HashMap::new(),
         training: HashSet::new(),
         attempts: HashMap::new(),
+        shadowing: HashMap::new(),
         scored: Some(scored_tx.clone()),
     };
+    let shadows: Arc<std::sync::Mutex<HashMap<String, ShadowStats>>> = Arc::default();
     let mut queues: HashMap<String, mpsc::Sender<Window>> = HashMap::new();
     let mut captures: HashMap<String, Capture> = HashMap::new();
     let mut expected = 0;
@@ -657,6 +726,7 @@ pub async fn run(
             publisher.clone(),
             models.recent.clone(),
             captures,
+            shadows.clone(),
         )
         .instrument(info_span!("alerting")),
     );
@@ -713,6 +783,7 @@ pub async fn run(
         tracker: &tracker,
         internal: internal_tx,
         stop: stop.clone(),
+        shadows: shadows.clone(),
     };
     let mut retrain = settings.learning.retrain_every.map(|p| {
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + p, p);

@@ -26,6 +26,18 @@ pub enum Command {
         /// Model name.
         model: String,
     },
+    /// Score beside the active version without alerting, to compare alert rates.
+    Shadow {
+        /// Model name.
+        model: String,
+        /// Candidate version.
+        version: String,
+    },
+    /// Report the shadow's and the active version's rates, then activate the shadow.
+    Promote {
+        /// Model name.
+        model: String,
+    },
 }
 
 impl Command {
@@ -36,6 +48,8 @@ impl Command {
             Self::Activate { .. } => "activate",
             Self::Rollback { .. } => "rollback",
             Self::Train { .. } => "train",
+            Self::Shadow { .. } => "shadow",
+            Self::Promote { .. } => "promote",
         }
     }
 }
@@ -97,29 +111,32 @@ fn parse_inner(command: &str, payload: &[u8]) -> Result<Command, String> {
         "reload" => serde_json::from_slice::<NoArgs>(payload)
             .map(|_| Command::Reload)
             .map_err(bad),
-        "activate" => {
+        "activate" | "shadow" => {
             let a: ModelVersionArgs = serde_json::from_slice(payload).map_err(bad)?;
             if !name_ok(&a.model) || !name_ok(&a.version) {
                 return Err("model and version must be plain names".into());
             }
-            Ok(Command::Activate {
-                model: a.model,
-                version: a.version,
+            let (model, version) = (a.model, a.version);
+            Ok(if command == "shadow" {
+                Command::Shadow { model, version }
+            } else {
+                Command::Activate { model, version }
             })
         }
-        "rollback" | "train" => {
+        "rollback" | "train" | "promote" => {
             let a: ModelArgs = serde_json::from_slice(payload).map_err(bad)?;
             if !name_ok(&a.model) {
                 return Err("model must be a plain name".into());
             }
-            Ok(if command == "train" {
-                Command::Train { model: a.model }
-            } else {
-                Command::Rollback { model: a.model }
+            let model = a.model;
+            Ok(match command {
+                "train" => Command::Train { model },
+                "promote" => Command::Promote { model },
+                _ => Command::Rollback { model },
             })
         }
         other => Err(format!(
-            "unknown command {other:?} (known: reload, activate, rollback, train)"
+            "unknown command {other:?} (known: reload, activate, rollback, train, shadow, promote)"
         )),
     }
 }

@@ -188,3 +188,87 @@ async fn twenty_swaps_under_load_score_every_window_once() {
     );
     daemon.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_scores_beside_the_active_version_and_reports_before_promotion() {
+    let broker = Mosquitto::start().await;
+    let prefix = "shadow";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let s = settings(broker.port, prefix, VIBRATION);
+    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
+    let versions = tempfile::tempdir().unwrap();
+    registry
+        .import(&version_with_threshold(
+            versions.path(),
+            "jumpy",
+            Some("0.000001"),
+        ))
+        .unwrap();
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    tx.publish(
+        &format!("{prefix}/control/shadow"),
+        r#"{"model":"vibration","version":"jumpy"}"#,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "shadow started", || {
+        obs.on(&format!("{prefix}/events"))
+            .iter()
+            .any(|e| e.json["event"] == "shadow_started")
+    })
+    .await;
+    let mut m = Machine::new(4);
+    for fault in [false; 40].into_iter().chain([true; 10]) {
+        tx.publish(
+            "sensors/m1/vibration",
+            serde_json::to_vec(&m.samples(64, fault)).unwrap(),
+        )
+        .await;
+    }
+    tx.flushed().await;
+    eventually(Duration::from_secs(10), "scored", || {
+        daemon.metric("ebgand_windows_scored_total") >= 50
+    })
+    .await;
+    tx.publish(
+        &format!("{prefix}/control/promote"),
+        r#"{"model":"vibration"}"#,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "report and gate decision", || {
+        obs.on(&format!("{prefix}/events"))
+            .iter()
+            .any(|e| e.json["event"] == "refused")
+    })
+    .await;
+    let events: Vec<serde_json::Value> = obs
+        .on(&format!("{prefix}/events"))
+        .into_iter()
+        .map(|e| e.json)
+        .collect();
+    let report = events
+        .iter()
+        .find(|e| e["event"] == "shadow_report")
+        .expect("report before promotion");
+    assert_eq!(report["windows"], 50);
+    assert_eq!(
+        (report["active"].as_str(), report["shadow"].as_str()),
+        (Some("fixture-1"), Some("jumpy"))
+    );
+    assert_eq!(report["shadow_anomalous_rate"], 1.0);
+    let active_rate = report["active_anomalous_rate"].as_f64().unwrap();
+    assert!(
+        (0.15..=0.25).contains(&active_rate),
+        "active flags the 10 fault windows: {active_rate}"
+    );
+    assert_eq!(report["active_alerts"], 1);
+    assert_eq!(report["shadow_alerts"], 1);
+    // The report comes first; then the gate refuses a version that flags all healthy traffic.
+    let at = |name: &str| events.iter().position(|e| e["event"] == name).unwrap();
+    assert!(at("shadow_report") < at("refused"));
+    // The shadow never alerted: the one alert is the active version's.
+    let alerts = obs.on(&format!("{prefix}/alerts/"));
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].json["model"]["version"], "fixture-1");
+    daemon.shutdown().await.unwrap();
+}

@@ -207,6 +207,44 @@ impl AlertEvent {
     }
 }
 
+/// A shadow candidate against the active version on the same windows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ShadowStats {
+    /// Active version.
+    pub active: String,
+    /// Shadow version.
+    pub shadow: String,
+    /// Windows both scored.
+    pub windows: u64,
+    /// Windows over the active version's threshold.
+    pub active_anomalous: u64,
+    /// Windows over the shadow's threshold.
+    pub shadow_anomalous: u64,
+    /// Alerts the active version raised.
+    pub active_alerts: u64,
+    /// Alerts the shadow would have raised (same hysteresis, never published).
+    pub shadow_alerts: u64,
+}
+
+impl ShadowStats {
+    /// The report published before a promotion.
+    pub fn report(&self) -> serde_json::Value {
+        let rate = |n: u64| {
+            if self.windows == 0 {
+                0.0
+            } else {
+                n as f64 / self.windows as f64
+            }
+        };
+        serde_json::json!({
+            "active": self.active, "shadow": self.shadow, "windows": self.windows,
+            "active_anomalous_rate": rate(self.active_anomalous),
+            "shadow_anomalous_rate": rate(self.shadow_anomalous),
+            "active_alerts": self.active_alerts, "shadow_alerts": self.shadow_alerts,
+        })
+    }
+}
+
 /// Every stream's detector, keyed by stream id.
 #[derive(Debug, Default)]
 pub struct Judge {

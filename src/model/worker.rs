@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, debug, error, info, info_span};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::{ModelError, Scorer};
 use crate::config::ScoringSettings;
@@ -63,11 +63,15 @@ pub struct ScoredBatch {
     pub windows: Vec<Window>,
     /// One energy per window.
     pub energies: Result<Vec<f32>, Arc<ModelError>>,
+    /// A shadow candidate's energies for the same windows (it never alerts).
+    pub shadow: Option<(Arc<ModelInfo>, Vec<f32>)>,
 }
 
 enum Job {
     Score(Vec<Window>),
     Swap(Box<Scorer>, oneshot::Sender<Arc<ModelInfo>>),
+    /// Score every batch with this candidate too (`None`: stop).
+    Shadow(Option<Box<Scorer>>),
 }
 
 /// Handle to a running scorer: the window queue's sender, hot swap, and shutdown.
@@ -83,6 +87,7 @@ impl std::fmt::Debug for Job {
         match self {
             Self::Score(w) => write!(f, "Score({} windows)", w.len()),
             Self::Swap(s, _) => write!(f, "Swap({})", s.label()),
+            Self::Shadow(s) => write!(f, "Shadow({:?})", s.as_ref().map(|s| s.label())),
         }
     }
 }
@@ -151,6 +156,19 @@ impl ScorerHandle {
         rx.await.map_err(|_| gone())
     }
 
+    /// Starts (or, with `None`, stops) shadow scoring with a candidate, between two batches.
+    ///
+    /// # Errors
+    /// [`ModelError::WorkerGone`] when the worker has stopped.
+    pub async fn shadow(&self, scorer: Option<Scorer>) -> Result<(), ModelError> {
+        self.jobs
+            .send(Job::Shadow(scorer.map(Box::new)))
+            .await
+            .map_err(|_| ModelError::WorkerGone {
+                model: self.model.clone(),
+            })
+    }
+
     /// Closes the queue and waits for every queued window to be scored and handed on.
     /// Callers must have dropped their window senders (ingest stopped) first.
     pub async fn drain(mut self) {
@@ -217,8 +235,16 @@ fn scorer_thread(
         model: info.name.clone(),
     };
     let mut buf: Vec<f32> = Vec::new();
+    let mut shadow: Option<(Box<Scorer>, Arc<ModelInfo>)> = None;
     while let Some(job) = jobs.blocking_recv() {
         match job {
+            Job::Shadow(candidate) => {
+                shadow = candidate.map(|s| {
+                    let info = Arc::new(ModelInfo::of(&s));
+                    info!(model.name = %info.name, model.shadow = %info.version, "Shadow scoring started.");
+                    (s, info)
+                });
+            }
             Job::Swap(new, reply) => {
                 let old = info.clone();
                 scorer = *new;
@@ -247,10 +273,22 @@ fn scorer_thread(
                 } else {
                     metrics.windows_scored.get_or_create(&model_label).inc_by(n);
                 }
+                // The shadow scores the same windows; its failure never touches the active path.
+                let shadow_energies = match &mut shadow {
+                    Some((s, sinfo)) if energies.is_ok() => match s.score(&buf, windows.len()) {
+                        Ok(e) => Some((sinfo.clone(), e)),
+                        Err(e) => {
+                            warn!(model = %s.label(), error = %e, "Shadow scoring failed for a batch.");
+                            None
+                        }
+                    },
+                    _ => None,
+                };
                 let batch = ScoredBatch {
                     model: info.clone(),
                     windows,
                     energies,
+                    shadow: shadow_energies,
                 };
                 if scored.blocking_send(batch).is_err() {
                     error!(model = %info.name, "Detect stage is gone; scorer stops.");

@@ -13,7 +13,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{Backoff, MqttError, Role, status_payload, status_topic};
 use crate::config::MqttSettings;
-use crate::detect::{AlertEvent, Judge, ModelRef, Verdict};
+use crate::detect::{AlertEvent, Judge, ModelRef, ShadowStats, Transition, Verdict};
 use crate::model::ScoredBatch;
 use crate::model::gate::RecentWindows;
 use crate::telemetry::metrics::{ConnLabel, Metrics, QueueLabel, StateLabel};
@@ -295,8 +295,11 @@ pub async fn alerting(
     publisher: Publisher,
     recent: std::collections::HashMap<String, Arc<RecentWindows>>,
     mut captures: std::collections::HashMap<String, Capture>,
+    shadows: Arc<std::sync::Mutex<std::collections::HashMap<String, ShadowStats>>>,
 ) {
     let mut judge = Judge::new();
+    // Per model: the shadow's own detectors, so its alerts are counted as it would raise them.
+    let mut shadow_judges: std::collections::HashMap<String, (String, Judge)> = Default::default();
     let depth = publisher
         .metrics
         .queue_depth
@@ -314,8 +317,37 @@ pub async fn alerting(
             name: batch.model.name.clone(),
             version: batch.model.version.clone(),
         };
-        for (w, &energy) in batch.windows.iter().zip(energies) {
+        let mut shadow_pass = batch.shadow.as_ref().map(|(info, energies)| {
+            let (version, judge) = shadow_judges
+                .entry(model.name.clone())
+                .or_insert_with(|| (info.version.clone(), Judge::new()));
+            if *version != info.version {
+                *version = info.version.clone();
+                *judge = Judge::new();
+            }
+            let sref = ModelRef {
+                name: info.name.clone(),
+                version: info.version.clone(),
+            };
+            let stats = ShadowStats {
+                active: model.version.clone(),
+                shadow: info.version.clone(),
+                ..ShadowStats::default()
+            };
+            (judge, sref, info.threshold, energies, stats)
+        });
+        for (i, (w, &energy)) in batch.windows.iter().zip(energies).enumerate() {
             let verdict = judge.judge(&w.stream, &model, batch.model.threshold, &w.raw, energy);
+            if let Some((sjudge, sref, threshold, senergies, stats)) = shadow_pass.as_mut()
+                && let Some(&se) = senergies.get(i)
+            {
+                let sv = sjudge.judge(&w.stream, sref, *threshold, &w.raw, se);
+                stats.windows += 1;
+                stats.active_anomalous += u64::from(verdict.anomalous);
+                stats.shadow_anomalous += u64::from(sv.anomalous);
+                stats.active_alerts += u64::from(verdict.transition == Some(Transition::Raised));
+                stats.shadow_alerts += u64::from(sv.transition == Some(Transition::Raised));
+            }
             if !verdict.anomalous {
                 // Healthy windows feed the activation gate and the retraining data.
                 if let Some(r) = recent.get(&model.name) {
@@ -331,6 +363,24 @@ pub async fn alerting(
                 error!(stream = %verdict.stream, seq = verdict.seq, error = %e, "Cannot publish; alerting stops.");
                 return;
             }
+        }
+        if let Some((_, _, _, _, add)) = shadow_pass {
+            let mut all = shadows
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let s = all.entry(model.name.clone()).or_default();
+            if s.shadow != add.shadow || s.active != add.active {
+                *s = ShadowStats {
+                    active: add.active,
+                    shadow: add.shadow,
+                    ..ShadowStats::default()
+                };
+            }
+            s.windows += add.windows;
+            s.active_anomalous += add.active_anomalous;
+            s.shadow_anomalous += add.shadow_anomalous;
+            s.active_alerts += add.active_alerts;
+            s.shadow_alerts += add.shadow_alerts;
         }
         debug!(windows = batch.windows.len(), model = %model.version, "Batch judged.");
     }
