@@ -670,7 +670,7 @@ pub async fn run(
                     name.clone(),
                     rx,
                     capture()?,
-                    settings.learning.windows,
+                    settings.learning.period,
                     control_tx.clone(),
                     publisher.clone(),
                     metrics.clone(),

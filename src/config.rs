@@ -361,6 +361,8 @@ impl Default for RawRegistry {
 pub struct RawLearning {
     /// Windows captured as healthy before the first training run of a model with no version.
     pub windows: usize,
+    /// Or this many seconds of capture, whichever comes first (0: windows only).
+    pub duration_s: u64,
     /// Captured windows, per model: `<dir>/<model>/shard-*.npy`.
     pub dir: String,
     /// Windows per shard.
@@ -381,6 +383,7 @@ impl Default for RawLearning {
     fn default() -> Self {
         Self {
             windows: 2000,
+            duration_s: 0,
             dir: "state/capture".into(),
             shard_windows: 1000,
             max_shards: 20,
@@ -506,8 +509,8 @@ pub struct TrainSettings {
 /// Learning settings.
 #[derive(Debug, Clone)]
 pub struct LearningSettings {
-    /// Windows before the first training run.
-    pub windows: usize,
+    /// How long a model with no version learns.
+    pub period: crate::train::learn::LearningPeriod,
     /// Capture root.
     pub dir: PathBuf,
     /// Windows per shard.
@@ -928,7 +931,11 @@ impl RawConfig {
                 },
                 control: self.control.enabled,
                 learning: LearningSettings {
-                    windows: self.learning.windows,
+                    period: crate::train::learn::LearningPeriod {
+                        windows: self.learning.windows,
+                        duration: (self.learning.duration_s > 0)
+                            .then(|| Duration::from_secs(self.learning.duration_s)),
+                    },
                     dir: PathBuf::from(&self.learning.dir),
                     shard_windows: self.learning.shard_windows,
                     max_shards: self.learning.max_shards,

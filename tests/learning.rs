@@ -55,7 +55,7 @@ async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer
     let prefix = "learn";
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
     let mut s = settings(broker.port, prefix, LEARNING);
-    s.learning.windows = 400;
+    s.learning.period.windows = 400;
     s.learning.steps = 300;
     s.learning.retries = 1;
     s.learning.retry_delay = Duration::from_secs(1);

@@ -198,6 +198,28 @@ fn shards(dir: &Path) -> Result<Vec<PathBuf>, CaptureError> {
     Ok(v)
 }
 
+/// How long a model learns before its first training run: a number of windows, or a
+/// duration (whichever comes first; the duration needs at least [`LearningPeriod::MIN`]
+/// windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LearningPeriod {
+    /// Windows to capture.
+    pub windows: usize,
+    /// Time to capture for, if set.
+    pub duration: Option<std::time::Duration>,
+}
+
+impl LearningPeriod {
+    /// Fewest windows a training run is started on.
+    pub const MIN: usize = 10;
+
+    /// Whether learning is over after `captured` windows and `elapsed` time.
+    pub fn over(&self, captured: usize, elapsed: std::time::Duration) -> bool {
+        captured >= self.windows
+            || (self.duration.is_some_and(|d| elapsed >= d) && captured >= Self::MIN)
+    }
+}
+
 /// Stands in for a model's scorer while it has no version: captures every window (the stream
 /// is assumed healthy while learning), asks the control loop to train once `target` windows
 /// are captured, and hands the window queue back when the trained model is activated.
@@ -209,7 +231,7 @@ pub async fn learner(
     model: String,
     mut rx: mpsc::Receiver<Window>,
     mut capture: Capture,
-    target: usize,
+    period: LearningPeriod,
     control: mpsc::Sender<ControlMessage>,
     publisher: Publisher,
     metrics: Arc<Metrics>,
@@ -218,6 +240,7 @@ pub async fn learner(
     let mut seen: HashSet<String> = HashSet::new();
     let mut captured = 0usize;
     let mut asked = false;
+    let started = std::time::Instant::now();
     let mut handover = handover;
     metrics.set_phase(&model, "learning");
     loop {
@@ -234,7 +257,7 @@ pub async fn learner(
                 }
                 captured += 1;
                 metrics.windows_captured.inc();
-                if captured >= target && !asked {
+                if !asked && period.over(captured, started.elapsed()) {
                     if let Err(e) = capture.flush() {
                         warn!(model = %model, error = %e, "Cannot write captured windows.");
                     }
@@ -258,6 +281,26 @@ pub async fn learner(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn learning_ends_on_windows_or_duration() {
+        use std::time::Duration;
+        let p = LearningPeriod {
+            windows: 100,
+            duration: Some(Duration::from_secs(60)),
+        };
+        assert!(!p.over(99, Duration::from_secs(1)));
+        assert!(p.over(100, Duration::from_secs(1)));
+        assert!(p.over(10, Duration::from_secs(60)));
+        assert!(!p.over(9, Duration::from_secs(600)));
+        assert!(
+            !LearningPeriod {
+                windows: 100,
+                duration: None
+            }
+            .over(50, Duration::from_secs(600))
+        );
+    }
 
     #[test]
     fn shards_rotate_and_load_in_order() {
