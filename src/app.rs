@@ -104,6 +104,23 @@ pub fn load_model(
     Scorer::load(open_model(name, path, streams)?, rt)
 }
 
+/// [`load_model`] on the blocking pool: building a session takes milliseconds to seconds
+/// (TensorRT), which must not stall the runtime's workers.
+async fn load_off_runtime(
+    settings: &Settings,
+    name: &str,
+    path: PathBuf,
+) -> Result<Scorer, ModelError> {
+    let (name, streams, rt) = (
+        name.to_owned(),
+        settings.streams.clone(),
+        settings.runtime.clone(),
+    );
+    tokio::task::spawn_blocking(move || load_model(&name, &path, &streams, &rt))
+        .await
+        .unwrap_or_else(|e| Err(ModelError::Ort(format!("model loading task failed: {e}"))))
+}
+
 /// Checks every configured model that a stream uses; one message per problem.
 pub fn check_models(settings: &Settings) -> Vec<String> {
     settings
@@ -315,16 +332,9 @@ impl Models {
             return Err(format!("model {model:?} has no active version to shadow"));
         };
         let path = self.registry.path(model, version);
-        let (name, streams, rt) = (
-            model.to_owned(),
-            ctx.settings.streams.clone(),
-            ctx.settings.runtime.clone(),
-        );
-        let candidate =
-            tokio::task::spawn_blocking(move || load_model(&name, &path, &streams, &rt))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+        let candidate = load_off_runtime(ctx.settings, model, path)
+            .await
+            .map_err(|e| e.to_string())?;
         handle
             .shadow(Some(candidate))
             .await
@@ -496,15 +506,8 @@ impl Models {
         model: &str,
         version: &str,
     ) -> Result<(), ModelError> {
-        let path = self.registry.path(model, version);
-        let (name, streams, rt) = (
-            model.to_owned(),
-            ctx.settings.streams.clone(),
-            ctx.settings.runtime.clone(),
-        );
-        let scorer = tokio::task::spawn_blocking(move || load_model(&name, &path, &streams, &rt))
-            .await
-            .unwrap_or_else(|e| Err(ModelError::Ort(format!("model loading task failed: {e}"))))?;
+        let scorer =
+            load_off_runtime(ctx.settings, model, self.registry.path(model, version)).await?;
         let (Some(learner), Some(scored)) = (self.learners.remove(model), self.scored.clone())
         else {
             return Err(ModelError::WorkerGone {
@@ -684,15 +687,8 @@ pub async fn run(
             continue;
         };
         expected += 1;
-        let path = models.registry.path(name, &version);
-        let (n, streams, rt) = (
-            name.clone(),
-            settings.streams.clone(),
-            settings.runtime.clone(),
-        );
-        let scorer = tokio::task::spawn_blocking(move || load_model(&n, &path, &streams, &rt))
-            .await
-            .unwrap_or_else(|e| Err(ModelError::Ort(format!("model loading task failed: {e}"))))?;
+        let scorer =
+            load_off_runtime(&settings, name, models.registry.path(name, &version)).await?;
         let handle = spawn_scorer(
             scorer,
             rx,

@@ -655,6 +655,13 @@ pub struct StreamSettings {
     pub clear_after: u32,
 }
 
+/// The config file to read: `given`, else `./config.toml` when it exists, else none (built-in
+/// defaults and the environment only).
+pub fn config_path(given: Option<&Path>) -> Option<&Path> {
+    let default = Path::new("config.toml");
+    given.or_else(|| default.exists().then_some(default))
+}
+
 impl Settings {
     /// The daemon needs at least one stream; `score` and `train` do not.
     ///

@@ -121,8 +121,7 @@ fn main() -> ExitCode {
 }
 
 fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
-    let default = Path::new("config.toml");
-    let path = path.or_else(|| default.exists().then_some(default));
+    let path = ebgand::config::config_path(path);
     RawConfig::load(path, None)?.validate()?.require_streams()
 }
 

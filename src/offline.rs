@@ -53,8 +53,7 @@ struct Line<'a> {
 /// # Errors
 /// Unreadable files, a model that does not load, or channels that do not fit the model.
 pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
-    let default = Path::new("config.toml");
-    let config = config.or_else(|| default.exists().then_some(default));
+    let config = crate::config::config_path(config);
     let raw = RawConfig::load(config, None)?;
     let version = ModelVersion::open(&args.model)?;
     let (w, c) = (

@@ -15,18 +15,6 @@ use std::time::Duration;
 use common::*;
 use ebgand::demo::sim::Machine;
 
-const LEARNING: &str = r#"
-[models.vibration]
-[[streams]]
-name = "vibration"
-topic = "sensors/+/vibration"
-model = "vibration"
-format = "array"
-window = 64
-raise_after = 3
-clear_after = 3
-"#;
-
 async fn publish_windows(tx: &mut Sender, m: &mut Machine, windows: usize, fault: bool) {
     for _ in 0..windows {
         tx.publish(
@@ -54,7 +42,12 @@ async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer
     let broker = Mosquitto::start().await;
     let prefix = "learn";
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
-    let mut s = settings(broker.port, prefix, LEARNING);
+    // The vibration stream with no model version: it has to learn.
+    let mut s = settings(
+        broker.port,
+        prefix,
+        &VIBRATION.replace("path = \"models/vibration/fixture-1\"", ""),
+    );
     s.learning.period.windows = 400;
     s.learning.steps = 300;
     s.learning.retries = 1;

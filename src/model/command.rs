@@ -50,8 +50,7 @@ pub enum ModelsCommand {
 /// # Errors
 /// Registry errors, unknown versions, versions that do not fit the configured streams.
 pub fn run(cmd: &ModelsCommand, config: Option<&Path>) -> anyhow::Result<()> {
-    let default = Path::new("config.toml");
-    let config = config.or_else(|| default.exists().then_some(default));
+    let config = crate::config::config_path(config);
     let settings = RawConfig::load(config, None)?.validate()?;
     let registry = Registry::open(&settings.registry.dir)?;
     let out = |line: String| {

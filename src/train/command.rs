@@ -71,8 +71,7 @@ pub struct TrainArgs {
 /// # Errors
 /// Bad input, a failed or interrupted worker, or a result the daemon cannot serve.
 pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
-    let default = Path::new("config.toml");
-    let config = config.or_else(|| default.exists().then_some(default));
+    let config = crate::config::config_path(config);
     let mut settings = RawConfig::load(config, None)?.validate()?;
     if let Some(device) = &args.device {
         settings.train.device = device.clone();
