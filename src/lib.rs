@@ -9,6 +9,9 @@
 //! ## Layout
 //!
 //! - [`app`]: the wiring; every stage, channel and task is created and drained there.
+//! - [`lifecycle`]: the control loop's model lifecycle (gate, swaps, registry watch, training
+//!   runs, learners, shadow).
+//! - [`control`]: commands from signals and MQTT control topics.
 //! - [`config`]: defaults, file, `EBGAND__SECTION__KEY` environment, validation.
 //! - [`mqtt`]: ingest connection (manual acks after windowing), publish connection, topics,
 //!   reconnect backoff.
@@ -27,6 +30,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod detect;
+pub mod lifecycle;
 pub mod model;
 pub mod mqtt;
 pub mod offline;

@@ -68,12 +68,15 @@ async fn twenty_swaps_under_load_score_every_window_once() {
 
     // Publisher: raw f32 windows, paced to about 6,000 windows/s over STREAMS streams.
     let port = broker.port;
+    // The load runs until the last swap has been followed by traffic on every stream.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_load = stop.clone();
     let load = tokio::spawn(async move {
         let mut tx = Sender::start(port).await;
         let mut machines: Vec<Machine> = (0..STREAMS as u64).map(Machine::new).collect();
         let started = Instant::now();
         let mut sent = 0u64;
-        while started.elapsed() < Duration::from_secs(9) {
+        while !stop_load.load(std::sync::atomic::Ordering::Relaxed) {
             for (i, m) in machines.iter_mut().enumerate() {
                 let raw: Vec<u8> = m
                     .samples(64, false)
@@ -84,18 +87,21 @@ async fn twenty_swaps_under_load_score_every_window_once() {
             }
             sent += STREAMS as u64;
             let ahead =
-                Duration::from_secs_f64(sent as f64 / 6000.0).saturating_sub(started.elapsed());
+                Duration::from_secs_f64(sent as f64 / 6500.0).saturating_sub(started.elapsed());
             if !ahead.is_zero() {
                 tokio::time::sleep(ahead).await;
             }
         }
+        let elapsed = started.elapsed();
         tx.flushed().await;
-        (sent, started.elapsed())
+        (sent, elapsed)
     });
 
-    // Swaps over MQTT while the load runs.
+    // Swaps over MQTT while the load runs. Between two swaps, wait for enough windows (not
+    // time) that every stream's hysteresis (k = j = 3) can act on the new version.
     let mut control = Sender::start(broker.port).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let scored = || daemon.metric("ebgand_windows_scored_total");
+    eventually(Duration::from_secs(20), "load flowing", || scored() >= 400).await;
     for v in &labels {
         control
             .publish(
@@ -111,8 +117,15 @@ async fn twenty_swaps_under_load_score_every_window_once() {
                 .contains(&format!("version=\"{target}\""))
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        let after_swap = scored();
+        eventually(
+            Duration::from_secs(30),
+            "traffic on the new version",
+            || scored() >= after_swap + 150 * STREAMS as u64,
+        )
+        .await;
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (sent, elapsed) = load.await.unwrap();
     let rate = sent as f64 / elapsed.as_secs_f64();
     eprintln!(

@@ -1,0 +1,573 @@
+//! The model lifecycle, run by the daemon's control loop: loading and checking versions,
+//! activation through the gate, the registry watch, control commands, training runs with
+//! retries, learners handing over to a first scorer, and shadow comparisons.
+//!
+//! Everything here runs on the control loop in [`crate::app::run`], one command at a time, so
+//! the state below needs no locks; slow work (building sessions, training) runs off it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::config::{RuntimeSettings, Settings, StreamSettings};
+use crate::control::Command;
+use crate::detect::ShadowStats;
+use crate::model::gate::{self, RecentWindows};
+use crate::model::{
+    ModelError, ModelVersion, Registry, ScoredBatch, Scorer, ScorerHandle, Window, spawn_scorer,
+};
+use crate::mqtt::Publisher;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::StateLabel;
+
+/// Opens a model version folder (manifest, content hash) and checks it against the streams
+/// that use it, without loading ONNX Runtime. `ebgand check-config` runs this for every model.
+///
+/// # Errors
+/// [`ModelError`] for a missing or corrupt folder, or a shape the streams do not cut.
+pub fn open_model(
+    name: &str,
+    path: &std::path::Path,
+    streams: &[StreamSettings],
+) -> Result<ModelVersion, ModelError> {
+    let version = ModelVersion::open(path)?;
+    let m = &version.manifest;
+    let label = format!("{}@{} ({})", m.name, m.version, path.display());
+    if m.name != name {
+        return Err(ModelError::Mismatch {
+            model: label,
+            reason: format!(
+                "manifest names model {:?}, configured as [models.{name}]",
+                m.name
+            ),
+        });
+    }
+    for s in streams.iter().filter(|s| s.model == name) {
+        if (s.window.get(), s.channels.get()) != (m.input.window, m.input.channels) {
+            return Err(ModelError::Mismatch {
+                model: label,
+                reason: format!(
+                    "stream {:?} cuts windows of {} samples x {} channels; the model takes {} x {}",
+                    s.name, s.window, s.channels, m.input.window, m.input.channels
+                ),
+            });
+        }
+    }
+    Ok(version)
+}
+
+/// Opens and checks a model ([`open_model`]) and builds its ONNX Runtime session. Blocking:
+/// call it off the async runtime.
+///
+/// # Errors
+/// [`ModelError`] for a missing, corrupt or mismatched model, or a library that cannot load.
+pub fn load_model(
+    name: &str,
+    path: &std::path::Path,
+    streams: &[StreamSettings],
+    rt: &RuntimeSettings,
+) -> Result<Scorer, ModelError> {
+    Scorer::load(open_model(name, path, streams)?, rt)
+}
+
+/// [`load_model`] on the blocking pool: building a session takes milliseconds to seconds
+/// (TensorRT), which must not stall the runtime's workers.
+pub(crate) async fn load_off_runtime(
+    settings: &Settings,
+    name: &str,
+    path: PathBuf,
+) -> Result<Scorer, ModelError> {
+    let (name, streams, rt) = (
+        name.to_owned(),
+        settings.streams.clone(),
+        settings.runtime.clone(),
+    );
+    tokio::task::spawn_blocking(move || load_model(&name, &path, &streams, &rt))
+        .await
+        .unwrap_or_else(|e| Err(ModelError::Ort(format!("model loading task failed: {e}"))))
+}
+
+/// Checks every configured model that a stream uses; one message per problem.
+pub fn check_models(settings: &Settings) -> Vec<String> {
+    settings
+        .models
+        .iter()
+        .filter(|(name, _)| settings.streams.iter().any(|s| &s.model == *name))
+        .filter_map(|(name, path)| open_model(name, path.as_deref()?, &settings.streams).err())
+        .map(|e| format!("models: {e}"))
+        .collect()
+}
+
+/// The models being served and how they change: the registry, each model's scorer and the
+/// version it serves, and the recent healthy windows the gate scores candidates on.
+pub(crate) struct Models {
+    pub(crate) registry: Registry,
+    pub(crate) scorers: BTreeMap<String, ScorerHandle>,
+    pub(crate) served: BTreeMap<String, String>,
+    pub(crate) recent: HashMap<String, Arc<RecentWindows>>,
+    /// Models with no version yet, learning from their streams.
+    pub(crate) learners: HashMap<String, Learner>,
+    /// Models with a training run in progress.
+    pub(crate) training: HashSet<String>,
+    /// Failed training runs in a row, per model.
+    pub(crate) attempts: HashMap<String, u32>,
+    /// Shadow versions being compared, per model.
+    pub(crate) shadowing: HashMap<String, String>,
+    /// For scorers started after a first training run; dropped when draining.
+    pub(crate) scored: Option<mpsc::Sender<ScoredBatch>>,
+}
+
+/// A model still learning: its learner task holds the window queue until a version exists.
+pub(crate) struct Learner {
+    pub(crate) handover: oneshot::Sender<()>,
+    pub(crate) task: tokio::task::JoinHandle<mpsc::Receiver<Window>>,
+}
+
+/// Outcomes of background work, back to the control loop.
+#[derive(Debug)]
+pub(crate) enum Internal {
+    /// A training run imported a new version into the registry.
+    Trained { model: String, version: String },
+    /// A training run failed.
+    Failed { model: String, reason: String },
+    /// Time to retry a failed training run.
+    Retry { model: String },
+}
+
+impl Models {
+    /// Validates `version` (manifest, hash, shapes, ONNX Runtime, the gate on recent healthy
+    /// windows) off the async runtime, swaps it into the running scorer between two batches,
+    /// and points the registry at it. A refused version leaves the served one in place and,
+    /// if the registry pointer had moved to it, puts the pointer back with the reason.
+    async fn activate(
+        &mut self,
+        ctx: &Context<'_>,
+        name: &str,
+        version: &str,
+        reason: &str,
+        force: bool,
+    ) -> Result<(), ModelError> {
+        let Some(handle) = self.scorers.get(name) else {
+            return Err(ModelError::Refused {
+                model: format!("{name}@{version}"),
+                reason: "no stream uses this model".into(),
+            });
+        };
+        let served = self.served.get(name).cloned();
+        if !force && served.as_deref() == Some(version) {
+            return Ok(());
+        }
+        let path = self.registry.path(name, version);
+        let windows = self
+            .recent
+            .get(name)
+            .map(|r| r.snapshot())
+            .unwrap_or_default();
+        let (streams, rt, bound) = (
+            ctx.settings.streams.clone(),
+            ctx.settings.runtime.clone(),
+            ctx.settings.registry.max_false_alarm_rate,
+        );
+        let owned_name = name.to_owned();
+        let candidate = tokio::task::spawn_blocking(move || {
+            let mut scorer = load_model(&owned_name, &path, &streams, &rt)?;
+            let report = gate::check(&mut scorer, &windows, bound)?;
+            Ok::<_, ModelError>((scorer, report))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ModelError::Ort(format!(
+                "candidate loading task failed: {e}"
+            )))
+        });
+        let outcome = match candidate {
+            Ok((scorer, report)) => match handle.swap(scorer).await {
+                Ok(old) => {
+                    if self.registry.active(name).ok().flatten().as_deref() != Some(version) {
+                        self.registry
+                            .activate(name, version, reason)
+                            .map_err(|e| ModelError::Ort(e.to_string()))?;
+                    }
+                    self.served.insert(name.to_owned(), version.to_owned());
+                    ctx.metrics
+                        .reloads
+                        .get_or_create(&StateLabel { state: "swapped" })
+                        .inc();
+                    info!(model = %name, model.old = %old.version, model.new = %version, reason, gate.windows = report.windows, gate.false_alarm_rate = report.rate(), "Model activated.");
+                    ctx.event(serde_json::json!({
+                        "event": "activated", "model": name, "version": version,
+                        "previous": old.version, "reason": reason,
+                        "gate": { "windows": report.windows, "false_alarm_rate": report.rate() },
+                    }))
+                    .await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &outcome {
+            ctx.metrics
+                .reloads
+                .get_or_create(&StateLabel { state: "refused" })
+                .inc();
+            error!(model = %name, version, error = %e, "Activation refused; the served version keeps serving.");
+            ctx.event(serde_json::json!({
+                "event": "refused", "model": name, "version": version, "reason": e.to_string(),
+                "serving": served,
+            }))
+            .await;
+            if let Some(served) = &served
+                && self.registry.active(name).ok().flatten().as_deref() == Some(version)
+                && let Err(revert) =
+                    self.registry
+                        .revert(name, served, version, &format!("refused {version}: {e}"))
+            {
+                error!(model = %name, error = %revert, "Cannot put the registry pointer back.");
+            }
+        }
+        outcome
+    }
+
+    /// Activates whatever the registry's ACTIVE pointers name, where it differs from what is
+    /// served (the registry watch).
+    pub(crate) async fn follow_registry(&mut self, ctx: &Context<'_>) {
+        let names: Vec<String> = self.scorers.keys().cloned().collect();
+        for name in names {
+            match self.registry.active(&name) {
+                Ok(Some(v)) if self.served.get(&name) != Some(&v) => {
+                    // A refusal is logged, published and reverted inside.
+                    let _refused = self.activate(ctx, &name, &v, "registry", false).await;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(model = %name, error = %e, "Cannot read the registry pointer."),
+            }
+        }
+    }
+
+    pub(crate) async fn command(&mut self, ctx: &Context<'_>, cmd: Command) {
+        let result = match &cmd {
+            Command::Reload => {
+                let served: Vec<(String, String)> = self
+                    .served
+                    .iter()
+                    .map(|(a, b)| (a.clone(), b.clone()))
+                    .collect();
+                for (name, version) in served {
+                    let target = self
+                        .registry
+                        .active(&name)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(version);
+                    let _refused = self.activate(ctx, &name, &target, "reload", true).await;
+                }
+                Ok(())
+            }
+            Command::Activate { model, version } => self
+                .activate(ctx, model, version, "control", false)
+                .await
+                .map_err(|e| e.to_string()),
+            Command::Rollback { model } => match self.registry.rollback_target(model) {
+                Ok(target) => self
+                    .activate(ctx, model, &target, "rollback", false)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Command::Train { model } => self.start_training(ctx, model).await,
+            Command::Shadow { model, version } => self.shadow(ctx, model, version).await,
+            Command::Promote { model } => self.promote(ctx, model).await,
+        };
+        if let Err(reason) = result {
+            warn!(command = cmd.name(), reason = %reason, "Control command failed.");
+            ctx.event(serde_json::json!({ "event": "command_failed", "command": cmd.name(), "reason": reason })).await;
+        }
+    }
+}
+
+impl Models {
+    /// Starts scoring `version` beside the active version, without alerting.
+    async fn shadow(
+        &mut self,
+        ctx: &Context<'_>,
+        model: &str,
+        version: &str,
+    ) -> Result<(), String> {
+        let Some(handle) = self.scorers.get(model) else {
+            return Err(format!("model {model:?} has no active version to shadow"));
+        };
+        let path = self.registry.path(model, version);
+        let candidate = load_off_runtime(ctx.settings, model, path)
+            .await
+            .map_err(|e| e.to_string())?;
+        handle
+            .shadow(Some(candidate))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.shadowing.insert(model.to_owned(), version.to_owned());
+        ctx.event(
+            serde_json::json!({ "event": "shadow_started", "model": model, "version": version }),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Publishes the shadow's and the active version's rates on the same windows, stops the
+    /// shadow, and activates it through the gate.
+    async fn promote(&mut self, ctx: &Context<'_>, model: &str) -> Result<(), String> {
+        let Some(version) = self.shadowing.remove(model) else {
+            return Err(format!("model {model:?} has no shadow to promote"));
+        };
+        let stats = ctx
+            .shadows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(model)
+            .unwrap_or_default();
+        let mut report = stats.report();
+        if let Some(r) = report.as_object_mut() {
+            r.insert("event".into(), "shadow_report".into());
+            r.insert("model".into(), model.into());
+        }
+        info!(model, version = %version, report = %report, "Shadow report before promotion.");
+        ctx.event(report).await;
+        if let Some(handle) = self.scorers.get(model) {
+            handle.shadow(None).await.map_err(|e| e.to_string())?;
+        }
+        self.activate(ctx, model, &version, "promoted from shadow", false)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Starts a training run from the model's captured healthy windows, in the background.
+    pub(crate) async fn start_training(
+        &mut self,
+        ctx: &Context<'_>,
+        model: &str,
+    ) -> Result<(), String> {
+        let Some(stream) = ctx.settings.streams.iter().find(|s| s.model == model) else {
+            return Err(format!("no stream uses model {model:?}"));
+        };
+        if !self.training.insert(model.to_owned()) {
+            return Err(format!(
+                "a training run for {model:?} is already in progress"
+            ));
+        }
+        ctx.metrics.set_phase(model, "training");
+        let run = crate::train::TrainFromCapture {
+            model: model.to_owned(),
+            capture: ctx.settings.learning.dir.join(model),
+            window: stream.window.get(),
+            channels: stream.channels.get(),
+            steps: ctx.settings.learning.steps,
+            train: ctx.settings.train.clone(),
+            registry: self.registry.clone(),
+        };
+        let (internal, stop, name) = (ctx.internal.clone(), ctx.stop.clone(), model.to_owned());
+        ctx.tracker.spawn(
+            async move {
+                let msg = match run.run(stop).await {
+                    Ok(version) => Internal::Trained {
+                        model: name,
+                        version,
+                    },
+                    Err(e) => Internal::Failed {
+                        model: name,
+                        reason: format!("{e:#}"),
+                    },
+                };
+                // The control loop is gone only when shutting down.
+                internal.send(msg).await.ok();
+            }
+            .instrument(info_span!("training", model = %model)),
+        );
+        info!(model, "Training run started.");
+        ctx.event(serde_json::json!({ "event": "training_started", "model": model }))
+            .await;
+        Ok(())
+    }
+
+    pub(crate) async fn internal(&mut self, ctx: &Context<'_>, msg: Internal) {
+        match msg {
+            Internal::Trained { model, version } => {
+                self.training.remove(&model);
+                ctx.metrics
+                    .training_runs
+                    .get_or_create(&StateLabel { state: "ok" })
+                    .inc();
+                let outcome = if self.scorers.contains_key(&model) {
+                    self.activate(ctx, &model, &version, "trained", false).await
+                } else {
+                    self.first_version(ctx, &model, &version).await
+                };
+                match outcome {
+                    Ok(()) => {
+                        self.attempts.remove(&model);
+                        ctx.metrics.set_phase(&model, "monitoring");
+                    }
+                    Err(e) => {
+                        self.failed(
+                            ctx,
+                            &model,
+                            format!("trained version {version} refused: {e}"),
+                        )
+                        .await
+                    }
+                }
+            }
+            Internal::Failed { model, reason } => {
+                self.training.remove(&model);
+                self.failed(ctx, &model, reason).await;
+            }
+            Internal::Retry { model } => {
+                if let Err(reason) = self.start_training(ctx, &model).await {
+                    warn!(model = %model, reason = %reason, "Training retry not started.");
+                }
+            }
+        }
+    }
+
+    /// Reports a failed run and schedules a retry while retries remain.
+    async fn failed(&mut self, ctx: &Context<'_>, model: &str, reason: String) {
+        ctx.metrics
+            .training_runs
+            .get_or_create(&StateLabel { state: "failed" })
+            .inc();
+        let attempt = self.attempts.entry(model.to_owned()).or_default();
+        *attempt += 1;
+        let (attempt, retries) = (*attempt, ctx.settings.learning.retries);
+        let retry = attempt <= retries;
+        error!(model, attempt, retry, reason = %reason, "Training run failed; the daemon keeps serving.");
+        ctx.event(serde_json::json!({
+            "event": "training_failed", "model": model, "attempt": attempt, "reason": reason,
+            "retry_in_s": retry.then_some(ctx.settings.learning.retry_delay.as_secs()),
+        }))
+        .await;
+        ctx.metrics.set_phase(
+            model,
+            if self.scorers.contains_key(model) {
+                "monitoring"
+            } else {
+                "learning"
+            },
+        );
+        if retry {
+            let (internal, delay, stop, model) = (
+                ctx.internal.clone(),
+                ctx.settings.learning.retry_delay,
+                ctx.stop.clone(),
+                model.to_owned(),
+            );
+            ctx.tracker.spawn(async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(delay) => { internal.send(Internal::Retry { model }).await.ok(); }
+                }
+            });
+        }
+    }
+
+    /// The first version of a learning model: load and check it, take the window queue back
+    /// from the learner and start a scorer on it.
+    async fn first_version(
+        &mut self,
+        ctx: &Context<'_>,
+        model: &str,
+        version: &str,
+    ) -> Result<(), ModelError> {
+        let scorer =
+            load_off_runtime(ctx.settings, model, self.registry.path(model, version)).await?;
+        let (Some(learner), Some(scored)) = (self.learners.remove(model), self.scored.clone())
+        else {
+            return Err(ModelError::WorkerGone {
+                model: model.into(),
+            });
+        };
+        // The learner stops between two windows and returns the queue; nothing is dropped.
+        learner.handover.send(()).ok();
+        let rx = learner.task.await.map_err(|_| ModelError::WorkerGone {
+            model: model.into(),
+        })?;
+        let handle = spawn_scorer(
+            scorer,
+            rx,
+            ctx.settings.scoring,
+            scored,
+            ctx.metrics.clone(),
+            ctx.tracker,
+        )?;
+        self.scorers.insert(model.to_owned(), handle);
+        self.served.insert(model.to_owned(), version.to_owned());
+        self.registry
+            .activate(model, version, "trained from the stream")
+            .map_err(|e| ModelError::Ort(e.to_string()))?;
+        ctx.metrics
+            .reloads
+            .get_or_create(&StateLabel { state: "swapped" })
+            .inc();
+        info!(
+            model,
+            version, "First model version trained from the stream is serving."
+        );
+        ctx.event(serde_json::json!({
+            "event": "activated", "model": model, "version": version, "previous": null,
+            "reason": "trained from the stream",
+        }))
+        .await;
+        Ok(())
+    }
+}
+
+/// What the control loop needs besides the models.
+pub(crate) struct Context<'a> {
+    pub(crate) settings: &'a Settings,
+    pub(crate) metrics: &'a Arc<Metrics>,
+    pub(crate) publisher: &'a Publisher,
+    pub(crate) tracker: &'a TaskTracker,
+    pub(crate) internal: mpsc::Sender<Internal>,
+    /// Cancelled when draining: stops training runs (the worker gets SIGTERM).
+    pub(crate) stop: CancellationToken,
+    /// Shadow comparisons, kept by the alerting stage.
+    pub(crate) shadows: Arc<std::sync::Mutex<HashMap<String, ShadowStats>>>,
+}
+
+impl Context<'_> {
+    pub(crate) async fn event(&self, event: serde_json::Value) {
+        if let Err(e) = self.publisher.event(event).await {
+            warn!(error = %e, "Cannot publish an event.");
+        }
+    }
+}
+
+/// The version to serve at start: the registry's active one, or the configured folder imported
+/// and activated (the seed).
+pub(crate) fn seed_version(
+    registry: &Registry,
+    name: &str,
+    configured: Option<&PathBuf>,
+) -> Result<Option<String>, ModelError> {
+    let registry_err = |e: crate::model::RegistryError| ModelError::Ort(e.to_string());
+    if let Some(v) = registry.active(name).map_err(registry_err)? {
+        return Ok(Some(v));
+    }
+    let Some(path) = configured else {
+        info!(model = %name, registry = %registry.root().display(), "No version of this model yet: it learns from its streams.");
+        return Ok(None);
+    };
+    let seed = ModelVersion::open(path)?;
+    let version = seed.manifest.version.clone();
+    if !registry.path(name, &version).exists() {
+        registry.import(path).map_err(registry_err)?;
+    }
+    registry
+        .activate(name, &version, &format!("seed from {}", path.display()))
+        .map_err(registry_err)?;
+    info!(model = %name, version = %version, from = %path.display(), "Registry seeded.");
+    Ok(Some(version))
+}
