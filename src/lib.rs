@@ -20,7 +20,8 @@
 //! - [`detect`]: threshold, hysteresis, alert events (pure).
 //! - [`offline`]: `ebgand score`, the same decode/window/score/detect path over a file.
 //! - [`demo`]: embedded broker, simulated machine, console view.
-//! - [`recording`]: CSV / `.npy` / `.npz` files as samples, for `score` and `train`.
+//! - [`recording`]: CSV / `.npy` / `.npz` files as samples, for `score`, `train`, `replay`.
+//! - [`replay`]: a recording published as an MQTT stream.
 //! - [`train`]: the training worker's supervisor and `ebgand train`.
 //! - [`telemetry`]: logs, Prometheus metrics, health endpoints, systemd notify.
 //! - [`signal`]: SIGTERM/SIGINT/SIGHUP as daemon commands.
@@ -36,6 +37,7 @@ pub mod mqtt;
 pub mod offline;
 pub mod pipeline;
 pub mod recording;
+pub mod replay;
 pub mod signal;
 pub mod telemetry;
 pub mod train;

@@ -53,6 +53,8 @@ enum Command {
     Models(ebgand::model::command::ModelsCommand),
     /// Train a model on a healthy recording (EBGAN or plain autoencoder) with the Python worker.
     Train(ebgand::train::TrainArgs),
+    /// Publish a recording as an MQTT stream (real time or as fast as the broker takes it).
+    Replay(ebgand::replay::ReplayArgs),
     /// Run an embedded broker, a simulated machine and the daemon, and show energy and alerts.
     Demo(ebgand::demo::DemoArgs),
 }
@@ -112,6 +114,10 @@ fn main() -> ExitCode {
             };
             telemetry::init_tracing(format);
             runtime_exit(ebgand::train::train(&args, cli.config.as_deref()))
+        }
+        Command::Replay(args) => {
+            telemetry::init_tracing(ebgand::config::LogFormat::Plain);
+            runtime_exit(ebgand::replay::replay(&args, cli.config.as_deref()))
         }
         Command::Demo(args) => {
             telemetry::init_tracing(ebgand::config::LogFormat::Plain);

@@ -123,3 +123,67 @@ hop = 16
     );
     daemon.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebgand_replay_publishes_a_recording_the_daemon_scores_whole() {
+    let csv = shared_data().join("skab/valve1/3.csv");
+    let rows = std::fs::read_to_string(&csv).unwrap().lines().count() as u64 - 1;
+    let broker = Mosquitto::start().await;
+    let prefix = "replay";
+    let obs = Observer::start(broker.port, &format!("{prefix}/energy/#")).await;
+    let toml = format!(
+        "[models.multichannel]\npath = \"models/multichannel/fixture-1\"\n[[streams]]\nname = \"skab\"\n\
+         topic = \"pump/+\"\nmodel = \"multichannel\"\nformat = \"object\"\nfields = {FIELDS:?}\n\
+         timestamp_field = \"datetime\"\nchannels = 8\nwindow = 16\n"
+    );
+    let daemon = TestDaemon::start(settings(broker.port, prefix, &toml)).await;
+    let port = broker.port.to_string();
+    let columns = FIELDS.join(",");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ebgand"))
+        .args([
+            "replay",
+            csv.to_str().unwrap(),
+            "--topic",
+            "pump/valve1-3",
+            "--rate",
+            "max",
+        ])
+        .args([
+            "--format",
+            "object",
+            "--delimiter",
+            ";",
+            "--timestamp-column",
+            "datetime",
+        ])
+        .args([
+            "--columns",
+            &columns,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let windows = expected_windows(rows, 16, 16);
+
+    eventually(
+        Duration::from_secs(30),
+        "every replayed window scored",
+        || obs.count(&format!("{prefix}/energy/")) as u64 >= windows,
+    )
+    .await;
+    assert_exactly_once(
+        &obs.on(&format!("{prefix}/energy/")),
+        &HashMap::from([("skab/valve1-3".to_string(), windows)]),
+    );
+    assert_eq!(daemon.metric("ebgand_messages_total"), rows);
+    daemon.shutdown().await.unwrap();
+}
