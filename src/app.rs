@@ -119,7 +119,10 @@ pub async fn run(
             )
             .map_err(|e| ModelError::Ort(e.to_string()))
         };
-        captures.insert(name.clone(), capture()?);
+        captures.insert(
+            name.clone(),
+            capture()?.sampled(settings.learning.capture_every),
+        );
         let configured = settings.models.get(name).and_then(Option::as_ref);
         let Some(version) = seed_version(&models.registry, name, configured)? else {
             // No version: a learner captures the stream until a first version is trained.

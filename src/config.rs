@@ -369,6 +369,8 @@ pub struct RawLearning {
     pub shard_windows: usize,
     /// Shards kept per model (the oldest is removed first).
     pub max_shards: usize,
+    /// After learning, capture one healthy window in this many (for retraining).
+    pub capture_every: usize,
     /// Training steps of automatic runs.
     pub steps: u64,
     /// Retries after a failed training run.
@@ -387,6 +389,7 @@ impl Default for RawLearning {
             dir: "state/capture".into(),
             shard_windows: 1000,
             max_shards: 20,
+            capture_every: 10,
             steps: 400,
             retries: 2,
             retry_delay_s: 30,
@@ -517,6 +520,8 @@ pub struct LearningSettings {
     pub shard_windows: usize,
     /// Shards kept.
     pub max_shards: usize,
+    /// Monitoring capture keeps one healthy window in this many.
+    pub capture_every: usize,
     /// Steps of automatic runs.
     pub steps: u64,
     /// Retries.
@@ -946,6 +951,7 @@ impl RawConfig {
                     dir: PathBuf::from(&self.learning.dir),
                     shard_windows: self.learning.shard_windows,
                     max_shards: self.learning.max_shards,
+                    capture_every: self.learning.capture_every.max(1),
                     steps: self.learning.steps,
                     retries: self.learning.retries,
                     retry_delay: Duration::from_secs(self.learning.retry_delay_s),

@@ -50,6 +50,8 @@ pub struct Capture {
     max_shards: usize,
     buf: Vec<f32>,
     next: u64,
+    every: u64,
+    offered: u64,
 }
 
 impl Capture {
@@ -81,16 +83,27 @@ impl Capture {
             max_shards: max_shards.max(1),
             buf: Vec::new(),
             next,
+            every: 1,
+            offered: 0,
         })
     }
 
-    /// Adds one window; writes a shard when one is full.
+    /// Keeps one window in `every` (1: all). Monitoring streams are captured sampled: a day of
+    /// healthy traffic needs far fewer windows than it has to retrain well.
+    #[must_use]
+    pub fn sampled(mut self, every: usize) -> Self {
+        self.every = every.max(1) as u64;
+        self
+    }
+
+    /// Adds one window (or skips it, when sampled); writes a shard when one is full.
     ///
     /// # Errors
     /// [`CaptureError`] when the shard cannot be written (the window is then dropped from the
     /// buffer with the rest of the shard).
     pub fn push(&mut self, window: &[f32]) -> Result<(), CaptureError> {
-        if window.len() != self.window * self.channels {
+        self.offered += 1;
+        if window.len() != self.window * self.channels || (self.offered - 1) % self.every != 0 {
             return Ok(());
         }
         self.buf.extend_from_slice(window);
@@ -300,6 +313,16 @@ mod tests {
             }
             .over(50, Duration::from_secs(600))
         );
+    }
+
+    #[test]
+    fn sampling_keeps_one_in_n() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Capture::open(dir.path(), 1, 1, 100, 2).unwrap().sampled(3);
+        for i in 0..10 {
+            c.push(&[i as f32]).unwrap();
+        }
+        assert_eq!(c.buffered(), 4);
     }
 
     #[test]
