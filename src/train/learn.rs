@@ -103,7 +103,9 @@ impl Capture {
     /// buffer with the rest of the shard).
     pub fn push(&mut self, window: &[f32]) -> Result<(), CaptureError> {
         self.offered += 1;
-        if window.len() != self.window * self.channels || (self.offered - 1) % self.every != 0 {
+        if window.len() != self.window * self.channels
+            || !(self.offered - 1).is_multiple_of(self.every)
+        {
             return Ok(());
         }
         self.buf.extend_from_slice(window);
