@@ -45,10 +45,10 @@ pub struct ReplayArgs {
     /// Message encoding.
     #[arg(long, value_enum, default_value_t = ReplayFormat::Array)]
     pub format: ReplayFormat,
-    /// Broker host (default: [mqtt] host of the config).
+    /// Broker host (default: the config's `[mqtt] host`).
     #[arg(long)]
     pub host: Option<String>,
-    /// Broker port (default: [mqtt] port of the config).
+    /// Broker port (default: the config's `[mqtt] port`).
     #[arg(long)]
     pub port: Option<u16>,
 }

@@ -1,6 +1,7 @@
 //! The sans-IO signal path: payload decoding and windowing. No channels, clocks or logging.
 
 pub mod decode;
+pub mod features;
 pub mod window;
 
 pub use decode::{DecodeError, PayloadFormat, decode_into};
