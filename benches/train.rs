@@ -30,6 +30,7 @@ fn main() {
     let rec = Recording {
         samples: ndarray::Array2::from_shape_vec((120_000, 1), samples).unwrap(),
         stamps: None,
+        sample_rate: None,
     };
     let windows = rec.windows(WindowSpec {
         window: 64,

@@ -422,8 +422,12 @@ pub struct RawStream {
     pub topic: String,
     /// Model name (a key of `[models]`).
     pub model: String,
-    /// Payload format: `number`, `array`, `object` or `f32le`.
+    /// Payload format: `number`, `array`, `object`, `f32le` or `i16le` (PCM).
     pub format: String,
+    /// Audio: log-mel features (`logmel = {}` is the DCASE 2020 baseline). The stream's samples
+    /// are mono audio at `logmel.sample_rate`; `window` and `hop` then count log-mel frames.
+    #[serde(default)]
+    pub logmel: Option<crate::pipeline::features::LogMelParams>,
     /// For `object`: the fields, one channel each, in order.
     #[serde(default)]
     pub fields: Vec<String>,
@@ -646,7 +650,9 @@ pub struct StreamSettings {
     pub model: String,
     /// Payload format.
     pub format: PayloadFormat,
-    /// Channels.
+    /// Audio features, when the stream is audio.
+    pub logmel: Option<crate::pipeline::features::LogMelParams>,
+    /// Values per windowed step: payload channels, or `n_mels` for an audio stream.
     pub channels: NonZeroUsize,
     /// Window length.
     pub window: NonZeroUsize,
@@ -1006,6 +1012,7 @@ fn validate_stream(
         }
         "array" => Some(PayloadFormat::Array),
         "f32le" => Some(PayloadFormat::F32Le),
+        "i16le" => Some(PayloadFormat::I16Le),
         "object" => {
             if st.fields.is_empty() {
                 errs.push(format!(
@@ -1026,7 +1033,7 @@ fn validate_stream(
         }
         other => {
             errs.push(format!(
-                "{at}.format: unknown format {other:?} (known: number, array, object, f32le)"
+                "{at}.format: unknown format {other:?} (known: number, array, object, f32le, i16le)"
             ));
             None
         }
@@ -1062,6 +1069,18 @@ fn validate_stream(
             "{at}.raise_after / clear_after: must be at least 1"
         ));
     }
+    let mut channels = channels;
+    if let Some(params) = &st.logmel {
+        if st.channels != 1 || st.format == "object" {
+            errs.push(format!(
+                "{at}.logmel: audio streams are mono PCM (channels = 1, not \"object\")"
+            ));
+        }
+        if let Err(e) = crate::pipeline::features::LogMel::new(params.clone()) {
+            errs.push(format!("{at}.logmel: {e}"));
+        }
+        channels = NonZeroUsize::new(params.n_mels);
+    }
     if errs.len() != before {
         return None;
     }
@@ -1070,6 +1089,7 @@ fn validate_stream(
         topic: topic?,
         model: st.model.clone(),
         format: format?,
+        logmel: st.logmel.clone(),
         channels: channels?,
         window: window?,
         hop: hop?,

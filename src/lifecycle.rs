@@ -48,6 +48,15 @@ pub fn open_model(
         });
     }
     for s in streams.iter().filter(|s| s.model == name) {
+        if s.logmel != m.features {
+            return Err(ModelError::Mismatch {
+                model: label,
+                reason: format!(
+                    "stream {:?} features {:?} differ from the model's {:?} (manifest [features])",
+                    s.name, s.logmel, m.features
+                ),
+            });
+        }
         if (s.window.get(), s.channels.get()) != (m.input.window, m.input.channels) {
             return Err(ModelError::Mismatch {
                 model: label,

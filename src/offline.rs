@@ -60,7 +60,11 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         version.manifest.input.window,
         version.manifest.input.channels,
     );
-    let rec = crate::recording::read(&args.file, &args.input)?;
+    let mut rec = crate::recording::read(&args.file, &args.input)?;
+    // Audio models window log-mel frames, made with the parameters in their manifest.
+    if let Some(features) = &version.manifest.features {
+        rec = rec.logmel(features)?;
+    }
     if rec.samples.ncols() != c {
         bail!(
             "{} gives {} channel(s) but model {} takes {c} (choose them with --columns)",
@@ -69,6 +73,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
             version.manifest.name
         );
     }
+    let version_is_audio = version.manifest.features.is_some();
     let runtime = raw.validate()?.runtime;
     let mut scorer = Scorer::load(version, &runtime)?;
     let m = &scorer.version().manifest;
@@ -89,7 +94,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
             clear_after: args.clear_after.unwrap_or(raw.detect.clear_after),
         },
     };
-    let hop = args.hop.unwrap_or(w);
+    let hop = args.hop.unwrap_or(if version_is_audio { 1 } else { w });
     if hop == 0 || hop > w {
         bail!("--hop {hop} must be between 1 and the model's window ({w})");
     }
@@ -100,12 +105,14 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     });
     let node = crate::config::RawConfig::default().node;
     let mut judge = Judge::new();
+    let mut total = 0.0f64;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for chunk in windows.chunks(256) {
         let data: Vec<f32> = chunk.iter().flat_map(|w| w.data.iter().copied()).collect();
         let energies = scorer.score(&data, chunk.len())?;
         for (win, energy) in chunk.iter().zip(energies) {
+            total += f64::from(energy);
             let verdict = judge.judge(&stream, &model, model_threshold, win, energy);
             let alert = AlertEvent::from_verdict(&verdict, &node);
             serde_json::to_writer(
@@ -118,6 +125,15 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
             out.write_all(b"\n")?;
         }
     }
+    // The clip's energy: the mean over its windows (the DCASE clip score).
+    let clip = serde_json::json!({
+        "clip": args.file.display().to_string(),
+        "windows": windows.len(),
+        "clip_energy": if windows.is_empty() { 0.0 } else { total / windows.len() as f64 },
+        "threshold": model_threshold,
+    });
+    serde_json::to_writer(&mut out, &clip)?;
+    out.write_all(b"\n")?;
     out.flush()?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array1, Array2, Axis};
 use serde_json::Value;
 
+use crate::pipeline::features::{LogMel, LogMelParams};
 use crate::pipeline::{RawWindow, WindowSpec, Windower};
 
 /// Errors reading a recording.
@@ -99,6 +100,8 @@ pub struct Recording {
     pub samples: Array2<f32>,
     /// Timestamps per row (CSV with `--timestamp-column`).
     pub stamps: Option<Vec<Value>>,
+    /// Samples per second, when the file says (WAV).
+    pub sample_rate: Option<u32>,
 }
 
 impl Recording {
@@ -116,6 +119,37 @@ impl Recording {
         out
     }
 
+    /// The recording as log-mel frames (`[n_frames, n_mels]`, centred framing as for a whole
+    /// clip): what audio models window, `params.frames` frames at a time.
+    ///
+    /// # Errors
+    /// [`RecordingError::Usage`] for more than one channel, a sample rate that differs from
+    /// the parameters', or invalid parameters.
+    pub fn logmel(&self, params: &LogMelParams) -> Result<Self, RecordingError> {
+        if self.samples.ncols() != 1 {
+            return Err(RecordingError::Usage(format!(
+                "log-mel features take mono audio; this recording has {} channels",
+                self.samples.ncols()
+            )));
+        }
+        if let Some(rate) = self.sample_rate
+            && rate != params.sample_rate
+        {
+            return Err(RecordingError::Usage(format!(
+                "the recording is {rate} Hz; the log-mel parameters expect {} Hz",
+                params.sample_rate
+            )));
+        }
+        let mut logmel =
+            LogMel::new(params.clone()).map_err(|e| RecordingError::Usage(e.to_string()))?;
+        let samples: Vec<f32> = self.samples.column(0).to_vec();
+        Ok(Self {
+            samples: logmel.frames(&samples),
+            stamps: None,
+            sample_rate: None,
+        })
+    }
+
     fn select_rows(
         self,
         rows: Option<(Option<usize>, Option<usize>)>,
@@ -131,6 +165,7 @@ impl Recording {
         Ok(Self {
             samples: self.samples.select(Axis(0), &(a..b).collect::<Vec<_>>()),
             stamps: self.stamps.map(|s| s[a..b].to_vec()),
+            sample_rate: self.sample_rate,
         })
     }
 }
@@ -150,11 +185,14 @@ pub fn read(file: &Path, args: &InputArgs) -> Result<Recording, RecordingError> 
         "npy" => Recording {
             samples: read_npy(file)?,
             stamps: None,
+            sample_rate: None,
         },
         "npz" => Recording {
             samples: read_npz(file, args.key.as_deref())?,
             stamps: None,
+            sample_rate: None,
         },
+        "wav" => read_wav(file)?,
         other => {
             return Err(RecordingError::Usage(format!(
                 "unsupported file type {other:?} ({}): use .csv, .npy or .npz",
@@ -170,6 +208,35 @@ fn array_err(path: &Path, reason: impl Into<String>) -> RecordingError {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
+}
+
+/// A WAV file (16-bit PCM scaled to [-1, 1), or 32-bit float) as `samples x channels`.
+fn read_wav(path: &Path) -> Result<Recording, RecordingError> {
+    let mut reader = hound::WavReader::open(path).map_err(|e| array_err(path, e.to_string()))?;
+    let spec = reader.spec();
+    let channels = usize::from(spec.channels.max(1));
+    let values: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Int, 16) => reader
+            .samples::<i16>()
+            .map(|s| s.map(|v| f32::from(v) / 32_768.0))
+            .collect::<Result<_, _>>(),
+        (hound::SampleFormat::Float, 32) => reader.samples::<f32>().collect::<Result<_, _>>(),
+        (format, bits) => {
+            return Err(array_err(
+                path,
+                format!("{bits}-bit {format:?} WAV; use 16-bit PCM or 32-bit float"),
+            ));
+        }
+    }
+    .map_err(|e| array_err(path, e.to_string()))?;
+    let rows = values.len() / channels;
+    let samples = Array2::from_shape_vec((rows, channels), values[..rows * channels].to_vec())
+        .map_err(|e| array_err(path, e.to_string()))?;
+    Ok(Recording {
+        samples,
+        stamps: None,
+        sample_rate: Some(spec.sample_rate),
+    })
 }
 
 /// A 1-D or 2-D float32/float64 array as `samples x channels` float32.
@@ -292,7 +359,11 @@ fn read_csv(path: &Path, args: &InputArgs) -> Result<Recording, RecordingError> 
             s.push(Value::String(rec.get(col).unwrap_or_default().to_owned()));
         }
     }
-    Ok(Recording { samples, stamps })
+    Ok(Recording {
+        samples,
+        stamps,
+        sample_rate: None,
+    })
 }
 
 #[cfg(test)]

@@ -270,3 +270,54 @@ fn sigterm_is_forwarded_to_the_worker() {
         String::from_utf8_lossy(&ps.stdout)
     );
 }
+
+#[test]
+fn audio_model_trains_on_wav_logmel_and_scores_clips() {
+    let clips = shared_data().join("dcase2020/normal");
+    let clip = |i: u32| {
+        clips
+            .join(format!("normal_id_00_{i:08}.wav"))
+            .display()
+            .to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("machine/a1");
+    let (c0, c1, c2) = (clip(0), clip(1), clip(2));
+    let o = ebgand(&[
+        "train",
+        "--logmel",
+        "--name",
+        "machine",
+        "--version",
+        "a1",
+        "--steps",
+        "150",
+        "--out",
+        out.to_str().unwrap(),
+        &c0,
+        &c1,
+        &c2,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = ModelVersion::open(&out).unwrap().manifest;
+    assert_eq!(
+        (m.input.kind.as_str(), m.input.window, m.input.channels),
+        ("logmel", 5, 64)
+    );
+    assert_eq!(
+        m.features,
+        Some(ebgand::pipeline::features::LogMelParams::default())
+    );
+    let o = ebgand(&["score", "--model", out.to_str().unwrap(), &clip(12)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // 10 s at 16 kHz: 313 centred frames, 309 windows of 5 frames, then the clip line.
+    assert_eq!(lines.len(), 310);
+    let last = lines.last().unwrap();
+    assert_eq!(last["windows"], 309);
+    assert!(last["clip_energy"].as_f64().unwrap().is_finite());
+}

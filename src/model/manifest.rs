@@ -34,6 +34,9 @@ pub struct Manifest {
     pub output: OutputSpec,
     /// Calibrated threshold.
     pub threshold: ThresholdSpec,
+    /// Audio models (`input.kind = "logmel"`): the log-mel parameters the windows were made with.
+    #[serde(default)]
+    pub features: Option<crate::pipeline::features::LogMelParams>,
     /// Training data summary.
     #[serde(default)]
     pub data: Option<toml::Table>,
@@ -126,11 +129,27 @@ impl ModelVersion {
                 manifest.format
             )));
         }
-        if manifest.input.kind != "window" {
-            return Err(bad(format!(
-                "input.kind {:?} (this build serves \"window\")",
-                manifest.input.kind
-            )));
+        match (manifest.input.kind.as_str(), &manifest.features) {
+            ("window", None) => {}
+            ("logmel", Some(f)) => {
+                if (manifest.input.window, manifest.input.channels) != (f.frames, f.n_mels) {
+                    return Err(bad(format!(
+                        "a logmel input is features.frames x features.n_mels ({} x {}), not {} x {}",
+                        f.frames, f.n_mels, manifest.input.window, manifest.input.channels
+                    )));
+                }
+            }
+            ("logmel", None) => {
+                return Err(bad("input.kind \"logmel\" needs a [features] table".into()));
+            }
+            ("window", Some(_)) => {
+                return Err(bad("[features] is only for input.kind \"logmel\"".into()));
+            }
+            (other, _) => {
+                return Err(bad(format!(
+                    "input.kind {other:?} (this build serves \"window\" and \"logmel\")"
+                )));
+            }
         }
         if manifest.input.dtype != "float32" {
             return Err(bad(format!(

@@ -15,6 +15,7 @@ use crate::config::{MqttSettings, StreamSettings};
 use crate::control::ControlMessage;
 use crate::detect::{Hysteresis, StreamInfo};
 use crate::model::Window;
+use crate::pipeline::features::Framer;
 use crate::pipeline::{DecodeError, RawWindow, WindowSpec, Windower, decode_into};
 use crate::telemetry::metrics::{ConnLabel, Metrics, Reason};
 
@@ -44,6 +45,8 @@ struct StreamEntry {
     route: usize,
     info: Arc<StreamInfo>,
     windower: Windower,
+    /// Audio streams: PCM samples to log-mel frames, which are what gets windowed.
+    framer: Option<Framer>,
 }
 
 /// Allows one log line per interval and counts what it held back.
@@ -92,6 +95,7 @@ pub struct Ingest {
     recent: VecDeque<u16>,
     suspects: HashSet<u16>,
     scratch: Vec<f32>,
+    frames: Vec<f32>,
     windows: Vec<RawWindow>,
     malformed_log: RateLimit,
     refused_log: RateLimit,
@@ -140,6 +144,7 @@ impl Ingest {
             recent: VecDeque::with_capacity(RECENT_PKIDS),
             suspects: HashSet::new(),
             scratch: Vec::new(),
+            frames: Vec::new(),
             windows: Vec::new(),
             malformed_log: RateLimit::new(Duration::from_secs(5)),
             refused_log: RateLimit::new(Duration::from_secs(5)),
@@ -314,6 +319,8 @@ impl Ingest {
                 route,
                 info,
                 windower: Windower::new(spec),
+                // Parameters were checked when the config was validated.
+                framer: s.logmel.clone().and_then(|p| Framer::new(p).ok()),
             },
         );
         self.metrics.streams_active.set(self.streams.len() as i64);
@@ -326,12 +333,23 @@ impl Ingest {
             return;
         };
         let s = &self.routes[entry.route].settings;
-        match decode_into(&s.format, s.channels.get(), &p.payload, &mut self.scratch) {
+        let channels = if s.logmel.is_some() {
+            1
+        } else {
+            s.channels.get()
+        };
+        match decode_into(&s.format, channels, &p.payload, &mut self.scratch) {
             Ok(ts) => {
                 let out = &mut self.windows;
-                entry
-                    .windower
-                    .push(&self.scratch, ts.as_ref(), |w| out.push(w));
+                if let Some(framer) = &mut entry.framer {
+                    self.frames.clear();
+                    framer.push(&self.scratch, &mut self.frames);
+                    entry.windower.push(&self.frames, None, |w| out.push(w));
+                } else {
+                    entry
+                        .windower
+                        .push(&self.scratch, ts.as_ref(), |w| out.push(w));
+                }
             }
             Err(e) => {
                 self.metrics.malformed(reason(&e));

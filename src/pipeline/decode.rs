@@ -18,6 +18,8 @@ pub enum PayloadFormat {
     },
     /// Raw little-endian f32, interleaved by channel.
     F32Le,
+    /// Raw little-endian signed 16-bit PCM, scaled to [-1, 1), interleaved by channel.
+    I16Le,
 }
 
 /// Why a payload was refused.
@@ -118,6 +120,19 @@ pub fn decode_into(
                 );
             }
         }
+        PayloadFormat::I16Le => {
+            if !payload.len().is_multiple_of(2 * channels) {
+                return Err(DecodeError::WrongLength {
+                    len: payload.len(),
+                    channels,
+                });
+            }
+            out.extend(
+                payload
+                    .chunks_exact(2)
+                    .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0),
+            );
+        }
         PayloadFormat::F32Le => {
             if !payload.len().is_multiple_of(4 * channels) {
                 return Err(DecodeError::WrongLength {
@@ -176,6 +191,22 @@ mod tests {
             dec(&PayloadFormat::F32Le, 1, &raw).unwrap(),
             vec![1.0, -2.0]
         );
+    }
+
+    #[test]
+    fn pcm_i16() {
+        let pcm: Vec<u8> = [16_384i16, -32_768]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(
+            dec(&PayloadFormat::I16Le, 1, &pcm).unwrap(),
+            vec![0.5, -1.0]
+        );
+        assert!(matches!(
+            dec(&PayloadFormat::I16Le, 1, &[0]),
+            Err(DecodeError::WrongLength { .. })
+        ));
     }
 
     #[test]

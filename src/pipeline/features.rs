@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 /// Parameters of a log-mel extractor; [`Default`] is the DCASE 2020 Task 2 baseline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogMelParams {
     /// Sample rate of the input, in Hz.
     pub sample_rate: u32,
@@ -238,6 +238,28 @@ impl LogMel {
         out
     }
 
+    /// The log-mel of one frame of exactly `n_fft` samples (no padding), into `out` (`n_mels`
+    /// values). The streaming path: a live stream has no clip edges to centre on.
+    pub fn frame_into(&mut self, frame: &[f32], out: &mut [f32]) {
+        for ((b, &x), &w) in self.buf.iter_mut().zip(frame).zip(&self.window) {
+            *b = Complex::new(f64::from(x) * w, 0.0);
+        }
+        self.fft
+            .process_with_scratch(&mut self.buf, &mut self.scratch);
+        for (p, x) in self.power.iter_mut().zip(&self.buf) {
+            *p = x.norm_sqr();
+        }
+        for (cell, band) in out.iter_mut().zip(&self.bands) {
+            let energy: f64 = band
+                .weights
+                .iter()
+                .zip(&self.power[band.start..])
+                .map(|(w, p)| w * p)
+                .sum();
+            *cell = (10.0 * (energy + f64::EPSILON).log10()) as f32;
+        }
+    }
+
     /// Stacked log-mel vectors of a whole clip, `[n_frames - frames + 1, n_mels * frames]`.
     ///
     /// Row `t` is frames `t, t + 1, ..., t + frames - 1` of [`LogMel::frames`] side by side, as
@@ -276,6 +298,45 @@ impl LogMel {
         for (p, x) in self.power.iter_mut().zip(&self.buf) {
             *p = x.norm_sqr();
         }
+    }
+}
+
+/// Log-mel frames of a live audio stream: samples in, one frame of `n_mels` values out every
+/// `hop` samples once `n_fft` samples are there (frames are not centred: a stream has no start
+/// to pad).
+#[derive(Debug)]
+pub struct Framer {
+    logmel: LogMel,
+    pending: Vec<f32>,
+    frame: Vec<f32>,
+}
+
+impl Framer {
+    /// A framer for `params`.
+    ///
+    /// # Errors
+    /// As [`LogMel::new`].
+    pub fn new(params: LogMelParams) -> Result<Self, FeatureError> {
+        let n_mels = params.n_mels;
+        Ok(Self {
+            logmel: LogMel::new(params)?,
+            pending: Vec::new(),
+            frame: vec![0.0; n_mels],
+        })
+    }
+
+    /// Pushes samples; appends each completed frame's `n_mels` values to `out`.
+    pub fn push(&mut self, samples: &[f32], out: &mut Vec<f32>) {
+        let (n_fft, hop) = (self.logmel.params.n_fft, self.logmel.params.hop);
+        self.pending.extend_from_slice(samples);
+        let mut start = 0;
+        while self.pending.len() - start >= n_fft {
+            let (logmel, frame) = (&mut self.logmel, &mut self.frame);
+            logmel.frame_into(&self.pending[start..start + n_fft], frame);
+            out.extend_from_slice(frame);
+            start += hop;
+        }
+        self.pending.drain(..start.min(self.pending.len()));
     }
 }
 
@@ -526,6 +587,31 @@ mod tests {
             }
         }
         assert_eq!(mel.vectors(&clip[..1000]).dim(), (0, 24));
+    }
+
+    #[test]
+    fn streaming_frames_equal_the_clip_frames_away_from_the_edges() {
+        let p = params();
+        let mut clip = LogMel::new(p.clone()).unwrap();
+        let samples: Vec<f32> = (0..16_000)
+            .map(|i| ((i as f32) * 0.05).sin() * 0.3)
+            .collect();
+        let whole = clip.frames(&samples);
+        let mut framer = Framer::new(p.clone()).unwrap();
+        let mut out = Vec::new();
+        for chunk in samples.chunks(333) {
+            framer.push(chunk, &mut out);
+        }
+        // Streaming frame k starts at sample k * hop; centred frame k + 1 starts at
+        // (k + 1) * hop - n_fft / 2 = k * hop when hop = n_fft / 2.
+        let n = out.len() / p.n_mels;
+        assert_eq!(n, 1 + (16_000 - p.n_fft) / p.hop);
+        for k in 0..n {
+            for m in 0..p.n_mels {
+                let (a, b) = (out[k * p.n_mels + m], whole[[k + 1, m]]);
+                assert!((a - b).abs() < 1e-4, "frame {k} band {m}: {a} vs {b}");
+            }
+        }
     }
 
     #[test]

@@ -19,14 +19,19 @@ use crate::recording::{InputArgs, Recording};
 /// Arguments of `ebgand train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
-    /// Healthy recording: .csv, .npy (samples x channels) or .npz (with --key).
+    /// Healthy recordings: .csv, .npy (samples x channels), .npz (with --key) or .wav; each is
+    /// windowed on its own.
     #[arg(value_name = "FILE", required_unless_present = "simulate")]
-    pub file: Option<PathBuf>,
+    pub files: Vec<PathBuf>,
+    /// Audio: train on stacked log-mel frames (DCASE 2020 baseline parameters, or the
+    /// stream's with --stream); --window and --hop then count frames.
+    #[arg(long)]
+    pub logmel: bool,
     /// How to read it.
     #[command(flatten)]
     pub input: InputArgs,
     /// Instead of a file: SECONDS of the demo's simulated healthy machine (1 kHz vibration).
-    #[arg(long, value_name = "SECONDS", conflicts_with = "file")]
+    #[arg(long, value_name = "SECONDS", conflicts_with = "files")]
     pub simulate: Option<f64>,
     /// Model name (default: the model of --stream).
     #[arg(long)]
@@ -96,18 +101,44 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let window = args
         .window
         .or_else(|| stream.as_ref().map(|s| s.window.get()))
+        .or_else(|| {
+            args.logmel
+                .then_some(crate::pipeline::features::LogMelParams::default().frames)
+        })
         .context("give --window (or --stream, whose window is used)")?;
     let hop = args.hop.unwrap_or((window / 4).max(1));
     if window == 0 || hop == 0 {
         bail!("--window and --hop must be at least 1");
     }
 
-    let recording = match (&args.file, args.simulate) {
-        (Some(file), _) => crate::recording::read(file, &args.input)?,
-        (None, Some(seconds)) => simulated(seconds),
-        (None, None) => bail!("give a FILE or --simulate SECONDS"),
+    let logmel = match (&stream, args.logmel) {
+        (Some(s), _) if s.logmel.is_some() => s.logmel.clone(),
+        (_, true) => Some(crate::pipeline::features::LogMelParams::default()),
+        _ => None,
     };
-    let channels = recording.samples.ncols();
+    let recordings: Vec<Recording> = if args.files.is_empty() {
+        let seconds = args.simulate.context("give FILEs or --simulate SECONDS")?;
+        vec![simulated(seconds)]
+    } else {
+        args.files
+            .iter()
+            .map(|f| {
+                let rec = crate::recording::read(f, &args.input)?;
+                match &logmel {
+                    Some(p) => rec.logmel(p),
+                    None => Ok(rec),
+                }
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let (window, hop) = match &logmel {
+        Some(p) => (args.window.unwrap_or(p.frames), args.hop.unwrap_or(1)),
+        None => (window, hop),
+    };
+    let channels = recordings[0].samples.ncols();
+    if recordings.iter().any(|r| r.samples.ncols() != channels) {
+        bail!("the recordings do not all have {channels} channel(s)");
+    }
     if let Some(s) = &stream
         && s.channels.get() != channels
     {
@@ -117,11 +148,16 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
             s.channels
         );
     }
-    let windows = recording.windows(WindowSpec {
-        window,
-        hop,
-        channels,
-    });
+    let windows: Vec<_> = recordings
+        .iter()
+        .flat_map(|r| {
+            r.windows(WindowSpec {
+                window,
+                hop,
+                channels,
+            })
+        })
+        .collect();
     if windows.len() < 10 {
         bail!(
             "only {} windows of {window} samples; give a longer recording",
@@ -152,33 +188,41 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
             worker_args.extend([flag.to_string(), v]);
         }
     }
+    if let Some(p) = &logmel {
+        worker_args.extend(["--features".to_string(), serde_json::to_string(p)?]);
+    }
     worker_args.extend(args.worker_args.iter().cloned());
-    let source = match (&args.file, args.simulate) {
-        (Some(file), _) => {
-            let key = args
-                .input
-                .key
-                .as_ref()
-                .map(|k| format!(" [{k}]"))
-                .unwrap_or_default();
-            let rows = args.input.rows.map_or_else(String::new, |(a, b)| {
-                format!(
-                    " rows {}:{}",
-                    a.unwrap_or(0),
-                    b.map(|b| b.to_string()).unwrap_or_default()
-                )
-            });
-            format!(
-                "{}{key}{rows}: {} samples x {channels} channels; windows {window} x {channels}, hop {hop}",
-                file.display(),
-                recording.samples.nrows()
-            )
-        }
-        _ => format!(
+    let source = if args.files.is_empty() {
+        format!(
             "simulated demo machine (ebgand::demo::sim, seed 2024): {} s of healthy 1 kHz \
              vibration; windows {window} x 1, hop {hop}",
             args.simulate.unwrap_or_default()
-        ),
+        )
+    } else {
+        let key = args
+            .input
+            .key
+            .as_ref()
+            .map(|k| format!(" [{k}]"))
+            .unwrap_or_default();
+        let rows = args.input.rows.map_or_else(String::new, |(a, b)| {
+            format!(
+                " rows {}:{}",
+                a.unwrap_or(0),
+                b.map(|b| b.to_string()).unwrap_or_default()
+            )
+        });
+        let names: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
+        let what = if logmel.is_some() {
+            "log-mel frames"
+        } else {
+            "samples"
+        };
+        format!(
+            "{}{key}{rows}: {} {what} x {channels} channels; windows {window} x {channels}, hop {hop}",
+            names.join(", "),
+            recordings.iter().map(|r| r.samples.nrows()).sum::<usize>()
+        )
     };
     let job = TrainJob {
         source,
@@ -334,5 +378,6 @@ fn simulated(seconds: f64) -> Recording {
         samples: ndarray::Array2::from_shape_vec((n, 1), samples)
             .unwrap_or_else(|_| ndarray::Array2::zeros((0, 1))),
         stamps: None,
+        sample_rate: Some(crate::demo::sim::RATE as u32),
     }
 }

@@ -155,6 +155,9 @@ def parse_args(argv):
         help="folder for cached training artifacts (default: $CACHE_DIRECTORY from systemd, "
              "else $XDG_CACHE_HOME or ~/.cache, under ebgand/trainer)")
     add("--command", help="command recorded in the manifest (default: this command line)")
+    add("--features", type=json.loads, default=None,
+        help="audio: the log-mel parameters (JSON object) the windows of stacked frames were "
+             "made with; recorded as input kind \"logmel\" and a [features] table")
     add("--source", help="what the windows were cut from, recorded in the manifest "
                          "(default: the --data path)")
     args = p.parse_args(argv)
@@ -250,7 +253,7 @@ def _manifest(args, argv, model, arch, train_x, hold_x, mean, std, result, thres
          "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
          "command": args.command or shlex.join(["python", "-m", "ebgand_trainer", *argv]),
          "sha256": version.sha256(model)},
-        {"input": {"kind": "window", "name": "window", "window": arch.window,
+        {"input": {"kind": "logmel" if args.features else "window", "name": "window", "window": arch.window,
                    "channels": arch.channels, "dtype": "float32"},
          "output": {"energy": "energy", "residual": "residual"},
          "threshold": {"value": threshold, "quantile": args.quantile, "windows": len(hold_x)},
@@ -282,7 +285,8 @@ def _manifest(args, argv, model, arch, train_x, hold_x, mean, std, result, thres
              "healthy_p90_energy": float(np.quantile(e_hold, 0.9)),
              "healthy_p99_energy": float(np.quantile(e_hold, 0.99)),
              "healthy_max_energy": float(e_hold.max()),
-             "train_mean_energy": float(e_train.mean())}})
+             "train_mean_energy": float(e_train.mean())},
+         **({"features": args.features} if args.features else {})})
 
 
 def train_config(args):
