@@ -87,6 +87,7 @@ trainer-check: setup-venv ## The trainer's self-check: both modes separate synth
 bench: setup ## Benchmarks: throughput against the mosquitto_sub ceiling; training time and memory
 	cargo bench --bench throughput
 	cargo bench --bench train
+	cargo bench --bench audio
 
 eval: setup-venv ## Detection quality on ../shared/data: SKAB, CWRU, NAB; EBGAN vs plain autoencoder
 	PYTHONPATH=models/trainer $(TRAINER_VENV)/bin/python -m ebgand_trainer.evaluate --data ../shared/data

@@ -835,6 +835,27 @@ impl RawConfig {
         let mut names = std::collections::HashSet::new();
         for (i, st) in self.streams.iter().enumerate() {
             let at = format!("streams[{i}] ({})", st.name);
+            // A filter that matches ebgand's own topics would feed its output back as input.
+            if let Ok(f) = TopicFilter::parse(&st.topic) {
+                let own = [
+                    "status",
+                    "events",
+                    "alerts/x",
+                    "state/x",
+                    "energy/x",
+                    "control/x",
+                ];
+                if let Some(t) = own
+                    .iter()
+                    .map(|t| format!("{}/{t}", m.prefix))
+                    .find(|t| f.captures(t).is_some())
+                {
+                    errs.push(format!(
+                        "{at}.topic: {:?} also matches ebgand's own topic {t:?} (mqtt.prefix {:?})",
+                        st.topic, m.prefix
+                    ));
+                }
+            }
             if let Some(s) = validate_stream(st, &at, &self.detect, &models, &mut errs) {
                 if !names.insert(s.name.clone()) {
                     errs.push(format!("{at}.name: duplicate stream name"));
@@ -1217,6 +1238,17 @@ mod tests {
         ] {
             assert!(all.contains(key), "missing {key} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn a_stream_cannot_subscribe_to_ebgands_own_topics() {
+        let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
+        raw.streams[0].topic = "ebgand/+".into();
+        let err = raw.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("also matches ebgand's own topic \"ebgand/status\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum ReplayFormat {
     Object,
     /// Raw little-endian f32, interleaved by channel.
     F32le,
+    /// Raw little-endian 16-bit PCM (samples in [-1, 1) scaled by 32768), for audio.
+    I16le,
 }
 
 /// Arguments of `ebgand replay`.
@@ -36,9 +38,9 @@ pub struct ReplayArgs {
     /// `realtime` (paced by --sample-rate) or `max` (as fast as the broker acknowledges).
     #[arg(long, default_value = "realtime", value_parser = ["realtime", "max"])]
     pub rate: String,
-    /// Samples per second of the recording, for --rate realtime.
-    #[arg(long, default_value_t = 1.0)]
-    pub sample_rate: f64,
+    /// Samples per second of the recording, for --rate realtime (default: the WAV's rate, else 1).
+    #[arg(long)]
+    pub sample_rate: Option<f64>,
     /// Samples per message (object format: always 1).
     #[arg(long, default_value_t = 1)]
     pub chunk: usize,
@@ -61,10 +63,14 @@ pub fn replay(args: &ReplayArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let raw = RawConfig::load(crate::config::config_path(config), None)?;
     let host = args.host.clone().unwrap_or(raw.mqtt.host);
     let port = args.port.unwrap_or(raw.mqtt.port);
-    if args.chunk == 0 || args.sample_rate.is_nan() || args.sample_rate <= 0.0 {
+    let rec = crate::recording::read(&args.file, &args.input)?;
+    let rate = args
+        .sample_rate
+        .or(rec.sample_rate.map(f64::from))
+        .unwrap_or(1.0);
+    if args.chunk == 0 || rate.is_nan() || rate <= 0.0 {
         bail!("--chunk and --sample-rate must be positive");
     }
-    let rec = crate::recording::read(&args.file, &args.input)?;
     let columns = if args.input.columns.is_empty() {
         (0..rec.samples.ncols()).map(|c| format!("c{c}")).collect()
     } else {
@@ -74,7 +80,7 @@ pub fn replay(args: &ReplayArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(publish(&host, port, args, messages))
+    rt.block_on(publish(&host, port, args, rate, messages))
 }
 
 /// The payloads, in order, with the sample index each one starts at.
@@ -98,6 +104,12 @@ fn encode(
         let payload = match args.format {
             ReplayFormat::Array => serde_json::to_vec(&values)?,
             ReplayFormat::F32le => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ReplayFormat::I16le => values
+                .iter()
+                .flat_map(|v| {
+                    ((v * 32_768.0).round().clamp(-32_768.0, 32_767.0) as i16).to_le_bytes()
+                })
+                .collect(),
             ReplayFormat::Object => {
                 let mut obj = serde_json::Map::new();
                 for (name, v) in columns.iter().zip(&values) {
@@ -118,6 +130,7 @@ async fn publish(
     host: &str,
     port: u16,
     args: &ReplayArgs,
+    rate: f64,
     messages: Vec<(usize, Vec<u8>)>,
 ) -> anyhow::Result<()> {
     let mut opts = MqttOptions::new(format!("ebgand-replay-{}", std::process::id()), host, port);
@@ -126,7 +139,7 @@ async fn publish(
     let (client, mut eventloop) = AsyncClient::new(opts, 1000);
     let total = messages.len();
     let topic = args.topic.clone();
-    let (realtime, rate) = (args.rate == "realtime", args.sample_rate);
+    let realtime = args.rate == "realtime";
     let closer = client.clone();
     let sender = tokio::spawn(async move {
         let started = Instant::now();
