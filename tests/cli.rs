@@ -23,6 +23,15 @@ fn ebgand(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
+/// The per-window lines `ebgand score` prints (the clip's summary line comes last, apart).
+fn window_lines(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l.get("seq").is_some())
+        .collect()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -155,12 +164,7 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
         &[],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l.get("seq").is_some())
-        .collect();
+    let lines = window_lines(&o);
     assert_eq!(lines.len() as u64, expected_windows(rows, 16, 16));
     // The last line is the clip's energy: the mean over its windows.
     for (i, l) in lines.iter().enumerate() {
@@ -197,12 +201,7 @@ fn score_npz_raises_on_a_bearing_fault() {
         &[],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l.get("seq").is_some())
-        .collect();
+    let lines = window_lines(&o);
     assert!(lines.len() > 100);
     let alerts: Vec<_> = lines.iter().filter_map(|l| l.get("alert")).collect();
     assert_eq!(alerts.len(), 1, "{alerts:?}");

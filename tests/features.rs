@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use ebgand::pipeline::features::{LogMel, LogMelParams};
 use ndarray::Array2;
@@ -119,31 +118,5 @@ fn vectors_stack_five_frames_of_a_real_clip() {
     assert_eq!(
         vectors.row(10).to_vec()[64 * 4..],
         frames.row(14).to_vec()[..]
-    );
-}
-
-/// Throughput of `vectors()` on one core, in seconds of audio per second. Not a pass/fail
-/// test (no wall-clock asserts): `cargo test --release --test features -- --ignored --nocapture`.
-#[test]
-#[ignore = "measurement; run in release with --ignored --nocapture"]
-fn vectors_throughput() {
-    let (samples, sr) = read_wav(&clip(CLIPS[0]));
-    let mut mel = LogMel::new(LogMelParams::default()).unwrap();
-    let clip_s = samples.len() as f64 / f64::from(sr);
-    let mut rows = 0;
-    for _ in 0..20 {
-        rows += mel.vectors(&samples).nrows();
-    }
-    let runs = 500;
-    let start = Instant::now();
-    for _ in 0..runs {
-        rows += mel.vectors(&samples).nrows();
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    eprintln!(
-        "vectors(): {runs} x {clip_s} s clip in {elapsed:.3} s = {:.0} s of audio per second \
-         ({:.1} us per clip, {rows} rows)",
-        runs as f64 * clip_s / elapsed,
-        elapsed / runs as f64 * 1e6
     );
 }

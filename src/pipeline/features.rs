@@ -225,17 +225,22 @@ impl LogMel {
         let mut out = Array2::zeros((n_frames, self.params.n_mels));
         for (t, mut row) in out.rows_mut().into_iter().enumerate() {
             self.power_spectrum(samples, t);
-            for (cell, band) in row.iter_mut().zip(&self.bands) {
-                let energy: f64 = band
-                    .weights
-                    .iter()
-                    .zip(&self.power[band.start..])
-                    .map(|(w, p)| w * p)
-                    .sum();
-                *cell = (10.0 * (energy + f64::EPSILON).log10()) as f32;
-            }
+            self.log_mel(row.iter_mut());
         }
         out
+    }
+
+    /// Mel band energies of `self.power`, in dB, into `out`.
+    fn log_mel<'a>(&self, out: impl Iterator<Item = &'a mut f32>) {
+        for (cell, band) in out.zip(&self.bands) {
+            let energy: f64 = band
+                .weights
+                .iter()
+                .zip(&self.power[band.start..])
+                .map(|(w, p)| w * p)
+                .sum();
+            *cell = (10.0 * (energy + f64::EPSILON).log10()) as f32;
+        }
     }
 
     /// The log-mel of one frame of exactly `n_fft` samples (no padding), into `out` (`n_mels`
@@ -249,15 +254,7 @@ impl LogMel {
         for (p, x) in self.power.iter_mut().zip(&self.buf) {
             *p = x.norm_sqr();
         }
-        for (cell, band) in out.iter_mut().zip(&self.bands) {
-            let energy: f64 = band
-                .weights
-                .iter()
-                .zip(&self.power[band.start..])
-                .map(|(w, p)| w * p)
-                .sum();
-            *cell = (10.0 * (energy + f64::EPSILON).log10()) as f32;
-        }
+        self.log_mel(out.iter_mut());
     }
 
     /// Stacked log-mel vectors of a whole clip, `[n_frames - frames + 1, n_mels * frames]`.
