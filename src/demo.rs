@@ -172,6 +172,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     raw.mqtt.publish_energy = true;
     raw.http.listen = String::new();
     raw.shutdown.grace_ms = 5_000;
+    // The demo's registry and captures live in its temp folder: it always serves the embedded
+    // model, whatever a local daemon left in ./state.
+    raw.registry.dir = model_dir.join("registry").display().to_string();
+    raw.learning.dir = model_dir.join("capture").display().to_string();
     if let Some(m) = raw.models.get_mut("vibration") {
         m.path = model_dir.display().to_string();
     }

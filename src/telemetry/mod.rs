@@ -19,8 +19,9 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 pub use metrics::Metrics;
 
-/// Default log filter; `EBGAND_LOG` or `RUST_LOG` override it.
-pub const DEFAULT_FILTER: &str = "info,ort=warn";
+/// Default log filter; `EBGAND_LOG` or `RUST_LOG` override it. The embedded broker of the
+/// demo (rumqttd) logs client disconnects as errors: silenced.
+pub const DEFAULT_FILTER: &str = "info,ort=warn,rumqttd=off";
 
 /// Installs the global tracing subscriber: plain text on a terminal, JSON lines otherwise
 /// (journald). Does nothing if one is already installed (tests).
