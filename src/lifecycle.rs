@@ -197,12 +197,14 @@ impl Models {
         let outcome = match candidate {
             Ok((scorer, report)) => match handle.swap(scorer).await {
                 Ok(old) => {
-                    if self.registry.active(name).ok().flatten().as_deref() != Some(version) {
-                        self.registry
-                            .activate(name, version, reason)
-                            .map_err(|e| ModelError::Ort(e.to_string()))?;
-                    }
+                    // The new version serves from here on, whatever happens to the pointer.
                     self.served.insert(name.to_owned(), version.to_owned());
+                    if self.registry.active(name).ok().flatten().as_deref() != Some(version)
+                        && let Err(e) = self.registry.activate(name, version, reason)
+                    {
+                        // The watch will see the old pointer and swap back to it: say why.
+                        error!(model = %name, version, error = %e, "Serving the new version, but the registry pointer could not be moved.");
+                    }
                     ctx.metrics
                         .reloads
                         .get_or_create(&StateLabel { state: "swapped" })
