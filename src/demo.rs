@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::config::{DOCUMENTED_CONFIG, RawConfig};
 use crate::signal::Signal;
 use crate::telemetry::Metrics;
+use crate::telemetry::metrics::StateLabel;
 
 /// The served default model, embedded so the demo runs from anywhere.
 const MODEL_ONNX: &[u8] = include_bytes!("../models/vibration/ebgan-1/model.onnx");
@@ -162,7 +162,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         args.port
     };
     start_embedded_broker(port)?;
-    let model_dir = tempfile_dir()?;
+    // Removed when the demo ends.
+    let tmp = tempfile::tempdir()?;
+    let model_dir = tmp.path();
     std::fs::write(model_dir.join("model.onnx"), MODEL_ONNX)?;
     std::fs::write(model_dir.join("manifest.toml"), MODEL_MANIFEST)?;
 
@@ -213,30 +215,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     daemon.await.context("daemon task")??;
     console.abort();
-    let text = metrics.encode();
-    let raised = sum_labelled(&text, "ebgand_alerts_total", "raised");
-    let cleared = sum_labelled(&text, "ebgand_alerts_total", "cleared");
+    let alerts = |state| metrics.alerts.get_or_create(&StateLabel { state }).get();
+    let (raised, cleared) = (alerts("raised"), alerts("cleared"));
     println_flush(&format!(
         "\ndone: {} windows scored, {raised} alert(s) raised, {cleared} cleared",
         metrics.windows_scored_total()
     ));
-    if let Err(e) = std::fs::remove_dir_all(&model_dir) {
-        tracing::warn!(dir = %model_dir.display(), error = %e, "Cannot remove the demo's model copy.");
-    }
     Ok(())
-}
-
-fn sum_labelled(text: &str, name: &str, label: &str) -> u64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(&format!("\"{label}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("ebgand-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 #[allow(clippy::print_stdout)]
@@ -363,9 +348,4 @@ fn bar(seq: u64, energy: f64, threshold: f64, state: &str) -> String {
         })
         .collect();
     format!("window {seq:>5} [{line}] energy {energy:>9.4} threshold {threshold:.4} {state}")
-}
-
-/// The path of the committed default model, for tests and docs.
-pub fn default_model_dir() -> &'static Path {
-    Path::new("models/vibration/fixture-1")
 }

@@ -214,19 +214,8 @@ fn models_import_list_activate_rollback_history() {
     let dir = tempfile::tempdir().unwrap();
     let reg = dir.path().join("registry");
     let env = [("EBGAND__REGISTRY__DIR", reg.to_str().unwrap())];
-    let version = |label: &str, edit: &dyn Fn(String) -> String| {
-        let src = root().join("models/vibration/fixture-1");
-        let out = dir.path().join(label);
-        std::fs::create_dir_all(&out).unwrap();
-        std::fs::copy(src.join("model.onnx"), out.join("model.onnx")).unwrap();
-        let m = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
-        std::fs::write(
-            out.join("manifest.toml"),
-            edit(m.replace("\"fixture-1\"", &format!("\"{label}\""))),
-        )
-        .unwrap();
-        out
-    };
+    let version =
+        |label: &str, edit: &dyn Fn(String) -> String| fixture_version(dir.path(), label, edit);
     let ok = |args: &[&str]| {
         let o = ebgand(args, &env);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));

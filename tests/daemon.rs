@@ -405,14 +405,7 @@ async fn registry_versions_are_gated_swapped_and_refused() {
         daemon.metric("ebgand_windows_scored_total") >= 40
     })
     .await;
-    let jumpy = fixture_version(versions.path(), "jumpy", |m| {
-        let t = m
-            .lines()
-            .find(|l| l.starts_with("value = "))
-            .unwrap()
-            .to_owned();
-        m.replace(&t, "value = 0.000001")
-    });
+    let jumpy = fixture_version(versions.path(), "jumpy", |m| with_threshold(m, "0.000001"));
     registry.import(&jumpy).unwrap();
     tx.publish(
         &format!("{prefix}/control/activate"),
@@ -462,29 +455,6 @@ async fn registry_versions_are_gated_swapped_and_refused() {
     .await;
     assert!(daemon.metrics.encode().contains("version=\"fixture-1\""));
     daemon.shutdown().await.unwrap();
-}
-
-/// A copy of the vibration fixture with its version label changed and `edit` applied to the
-/// manifest.
-fn fixture_version(
-    dir: &std::path::Path,
-    version: &str,
-    edit: impl Fn(String) -> String,
-) -> std::path::PathBuf {
-    let src = root().join("models/vibration/fixture-1");
-    let out = dir.join(version);
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::copy(src.join("model.onnx"), out.join("model.onnx")).unwrap();
-    let m = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
-    std::fs::write(
-        out.join("manifest.toml"),
-        edit(m.replace(
-            "version = \"fixture-1\"",
-            &format!("version = \"{version}\""),
-        )),
-    )
-    .unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,33 +13,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use ebgand::demo::sim::Machine;
 
-/// A copy of the vibration fixture under another version label, with its threshold replaced.
-fn version_with_threshold(
-    dir: &std::path::Path,
-    version: &str,
-    threshold: Option<&str>,
-) -> std::path::PathBuf {
-    let src = root().join("models/vibration/fixture-1");
-    let out = dir.join(version);
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::copy(src.join("model.onnx"), out.join("model.onnx")).unwrap();
-    let mut m = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
-    m = m.replace(
-        "version = \"fixture-1\"",
-        &format!("version = \"{version}\""),
-    );
-    if let Some(t) = threshold {
-        let line = m
-            .lines()
-            .find(|l| l.starts_with("value = "))
-            .unwrap()
-            .to_owned();
-        m = m.replace(&line, &format!("value = {t}"));
-    }
-    std::fs::write(out.join("manifest.toml"), m).unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_swaps_under_load_score_every_window_once() {
     const STREAMS: usize = 8;
@@ -61,7 +34,10 @@ async fn twenty_swaps_under_load_score_every_window_once() {
     for (i, v) in labels.iter().enumerate() {
         let threshold = (i % 2 == 0).then_some("0.000001");
         registry
-            .import(&version_with_threshold(versions.path(), v, threshold))
+            .import(&fixture_version(versions.path(), v, |m| match threshold {
+                Some(t) => with_threshold(m, t),
+                None => m,
+            }))
             .unwrap();
     }
     let daemon = TestDaemon::start(s).await;
@@ -211,11 +187,9 @@ async fn shadow_scores_beside_the_active_version_and_reports_before_promotion() 
     let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
     let versions = tempfile::tempdir().unwrap();
     registry
-        .import(&version_with_threshold(
-            versions.path(),
-            "jumpy",
-            Some("0.000001"),
-        ))
+        .import(&fixture_version(versions.path(), "jumpy", |m| {
+            with_threshold(m, "0.000001")
+        }))
         .unwrap();
     let daemon = TestDaemon::start(s).await;
     let mut tx = Sender::start(broker.port).await;

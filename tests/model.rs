@@ -14,13 +14,11 @@ fn runtime(providers: &[&str]) -> RuntimeSettings {
     raw.validate().unwrap().runtime
 }
 
-fn fixture_copy(edit: impl Fn(String) -> String) -> tempfile::TempDir {
+/// A copy of the fixture, still labelled `fixture-1`, with `edit` applied to its manifest.
+fn fixture_copy(edit: impl Fn(String) -> String) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let src = root().join("models/vibration/fixture-1");
-    std::fs::copy(src.join("model.onnx"), dir.path().join("model.onnx")).unwrap();
-    let manifest = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
-    std::fs::write(dir.path().join("manifest.toml"), edit(manifest)).unwrap();
-    dir
+    let out = fixture_version(dir.path(), "fixture-1", edit);
+    (dir, out)
 }
 
 #[test]
@@ -61,23 +59,20 @@ fn scores_match_the_manifest_validation_numbers() {
 
 #[test]
 fn graph_that_does_not_fit_its_manifest_is_refused() {
-    let dir = fixture_copy(|m| m.replace("name = \"window\"", "name = \"samples\""));
-    let err =
-        Scorer::load(ModelVersion::open(dir.path()).unwrap(), &runtime(&["cpu"])).unwrap_err();
+    let (_dir, dir) = fixture_copy(|m| m.replace("name = \"window\"", "name = \"samples\""));
+    let err = Scorer::load(ModelVersion::open(&dir).unwrap(), &runtime(&["cpu"])).unwrap_err();
     assert!(
         err.to_string()
             .contains("input \"samples\" not in the graph"),
         "{err}"
     );
 
-    let dir = fixture_copy(|m| m.replace("window = 64", "window = 32"));
-    let err =
-        Scorer::load(ModelVersion::open(dir.path()).unwrap(), &runtime(&["cpu"])).unwrap_err();
+    let (_dir, dir) = fixture_copy(|m| m.replace("window = 64", "window = 32"));
+    let err = Scorer::load(ModelVersion::open(&dir).unwrap(), &runtime(&["cpu"])).unwrap_err();
     assert!(err.to_string().contains("expected [-1, 32, 1]"), "{err}");
 
-    let dir = fixture_copy(|m| m.replace("energy = \"energy\"", "energy = \"score\""));
-    let err =
-        Scorer::load(ModelVersion::open(dir.path()).unwrap(), &runtime(&["cpu"])).unwrap_err();
+    let (_dir, dir) = fixture_copy(|m| m.replace("energy = \"energy\"", "energy = \"score\""));
+    let err = Scorer::load(ModelVersion::open(&dir).unwrap(), &runtime(&["cpu"])).unwrap_err();
     assert!(
         err.to_string()
             .contains("output \"score\" not in the graph"),

@@ -147,19 +147,11 @@ async fn sigkill_during_activation_leaves_one_whole_active_version() {
     let prefix = "p3";
     let registry = ebgand::model::Registry::open(&dir.path().join("registry")).unwrap();
     // Versions v01..v12 beside the seed, with distinct bytes so a mix would be detectable.
-    let src = root().join("models/vibration/fixture-1");
-    let manifest = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
     let versions: Vec<String> = (1..=12).map(|i| format!("v{i:02}")).collect();
     for v in &versions {
-        let d = dir.path().join("src").join(v);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::copy(src.join("model.onnx"), d.join("model.onnx")).unwrap();
-        std::fs::write(
-            d.join("manifest.toml"),
-            manifest.replace("version = \"fixture-1\"", &format!("version = \"{v}\"")),
-        )
-        .unwrap();
-        registry.import(&d).unwrap();
+        registry
+            .import(&fixture_version(&dir.path().join("src"), v, |m| m))
+            .unwrap();
     }
     let mut tx = Sender::start(broker.port).await;
     let mut rng = fastrand::Rng::with_seed(3);

@@ -34,10 +34,15 @@ impl RecentWindows {
             .windows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if w.len() == self.cap {
-            w.pop_front();
-        }
-        w.push_back(window.to_vec());
+        // Reuse the oldest window's buffer once full: this runs for every healthy window.
+        let mut slot = if w.len() == self.cap {
+            w.pop_front().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        slot.clear();
+        slot.extend_from_slice(window);
+        w.push_back(slot);
     }
 
     /// A copy of what is kept.

@@ -92,6 +92,25 @@ pub struct ThresholdSpec {
     pub windows: u64,
 }
 
+impl Manifest {
+    /// Reads and parses `dir/manifest.toml` alone: no value checks, no content hash. For
+    /// listings; [`ModelVersion::open`] is what checks a version before use.
+    ///
+    /// # Errors
+    /// [`ModelError::Io`] or [`ModelError::Manifest`].
+    pub fn read(dir: &Path) -> Result<Self, ModelError> {
+        let path = dir.join("manifest.toml");
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ModelError::Manifest {
+            path,
+            reason: e.message().to_string(),
+        })
+    }
+}
+
 /// A model version folder, read and checked (manifest parsed, content hash verified).
 #[derive(Debug, Clone)]
 pub struct ModelVersion {
@@ -111,14 +130,7 @@ impl ModelVersion {
     /// match the manifest.
     pub fn open(dir: &Path) -> Result<Self, ModelError> {
         let manifest_path = dir.join("manifest.toml");
-        let text = std::fs::read_to_string(&manifest_path).map_err(|source| ModelError::Io {
-            path: manifest_path.clone(),
-            source,
-        })?;
-        let manifest: Manifest = toml::from_str(&text).map_err(|e| ModelError::Manifest {
-            path: manifest_path.clone(),
-            reason: e.message().to_string(),
-        })?;
+        let manifest = Manifest::read(dir)?;
         let bad = |reason: String| ModelError::Manifest {
             path: manifest_path.clone(),
             reason,

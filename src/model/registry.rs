@@ -129,8 +129,9 @@ impl Registry {
         let mut v: Vec<(String, String)> = list_dirs(&dir)?
             .into_iter()
             .map(|version| {
-                let created = ModelVersion::open(&dir.join(&version))
-                    .map(|m| m.manifest.created)
+                // Sorting needs the creation time only: no hashing of every model here.
+                let created = super::Manifest::read(&dir.join(&version))
+                    .map(|m| m.created)
                     .unwrap_or_default();
                 (created, version)
             })

@@ -438,3 +438,29 @@ window = 64
 raise_after = 3
 clear_after = 3
 "#;
+
+/// A copy of the vibration fixture (`models/vibration/fixture-1`) as version `version` in
+/// `dir/<version>`, with `edit` applied to its manifest; returns the folder.
+pub fn fixture_version(dir: &Path, version: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let src = root().join("models/vibration/fixture-1");
+    let out = dir.join(version);
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy(src.join("model.onnx"), out.join("model.onnx")).unwrap();
+    let m = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
+    let m = m.replace(
+        "version = \"fixture-1\"",
+        &format!("version = \"{version}\""),
+    );
+    std::fs::write(out.join("manifest.toml"), edit(m)).unwrap();
+    out
+}
+
+/// A manifest with its calibrated threshold replaced.
+pub fn with_threshold(manifest: String, value: &str) -> String {
+    let line = manifest
+        .lines()
+        .find(|l| l.starts_with("value = "))
+        .unwrap()
+        .to_owned();
+    manifest.replace(&line, &format!("value = {value}"))
+}
