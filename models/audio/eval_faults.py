@@ -54,6 +54,13 @@ def fault(x, kind, db, rng):
     return x + f * rms(x) / rms(f) * 10 ** (db / 20)
 
 
+def calibrated_quantile(model):
+    """The holdout quantile the trainer set the threshold at, from the model's manifest."""
+    import tomllib
+    with open(Path(model) / "manifest.toml", "rb") as f:
+        return tomllib.load(f)["threshold"]["quantile"]
+
+
 def auc(neg, pos):
     neg, pos = np.asarray(neg), np.asarray(pos)
     return float(np.mean([(p > neg).mean() + 0.5 * (p == neg).mean() for p in pos]))
@@ -65,11 +72,18 @@ def main():
     ap.add_argument("--ebgand", default="target/release/ebgand")
     ap.add_argument("--db", type=float, default=-10.0)
     ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--held", default="10,11,12,13,14",
+                    help="comma-separated indices of the 5 held-out clips (default: the last 5); "
+                         "the other 10 of clips 0-14 train")
     args = ap.parse_args()
     clips = sorted(Path(args.data).glob("normal_id_00_*.wav"))
     if len(clips) < 15:
         sys.exit(f"need 15 clips in {args.data}")
-    train, held = clips[:10], clips[10:15]
+    held_ix = sorted({int(i) for i in args.held.split(",")})
+    if len(held_ix) != 5 or not all(0 <= i < 15 for i in held_ix):
+        sys.exit(f"--held needs 5 distinct indices in 0-14, got {args.held}")
+    train = [c for i, c in enumerate(clips[:15]) if i not in held_ix]
+    held = [clips[i] for i in held_ix]
     rng = np.random.default_rng(7)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,12 +110,12 @@ def main():
 
             healthy = [score(c) for c in held]
             row = {"window_far_heldout": float(np.mean([h[1] for h in healthy])),
-                   "calibrated_far": 0.005,
+                   "calibrated_far": round(1 - calibrated_quantile(model), 6),
                    "healthy_clip_energies": [round(h[0], 3) for h in healthy]}
             for k, paths in faulted.items():
                 row[f"auc_{k}"] = auc([h[0] for h in healthy], [score(p)[0] for p in paths])
             out[mode] = row
-    print(json.dumps({"db": args.db, "steps": args.steps, **out}, indent=1))
+    print(json.dumps({"db": args.db, "steps": args.steps, "held": held_ix, **out}, indent=1))
 
 
 if __name__ == "__main__":
