@@ -8,11 +8,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::mqtt::tls::{TlsFiles, client_config};
 use crate::mqtt::topic::TopicFilter;
 use crate::pipeline::decode::PayloadFormat;
 
@@ -117,8 +120,13 @@ pub struct RawMqtt {
     pub keep_alive_s: u64,
     /// Username (empty: none).
     pub username: String,
-    /// Password (empty: none).
+    /// Password (empty: none). Prefer `password_file` or `EBGAND__MQTT__PASSWORD`: a config
+    /// file that every user can read is refused when it holds a password.
     pub password: Secret,
+    /// File holding the password (one line; must not be readable by every user).
+    pub password_file: String,
+    /// TLS to the broker.
+    pub tls: RawTls,
     /// First reconnect delay, milliseconds.
     pub reconnect_min_ms: u64,
     /// Largest reconnect delay, milliseconds.
@@ -143,12 +151,45 @@ impl Default for RawMqtt {
             keep_alive_s: 30,
             username: String::new(),
             password: Secret::default(),
+            password_file: String::new(),
+            tls: RawTls::default(),
             reconnect_min_ms: 100,
             reconnect_max_ms: 30_000,
             inflight: 100,
             publish_energy: false,
             energy_qos: 0,
             max_packet_bytes: 1 << 20,
+        }
+    }
+}
+
+/// `[mqtt.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    /// Connect with TLS.
+    pub enabled: bool,
+    /// PEM CA certificate(s) to trust (empty: the system's roots).
+    pub ca_file: String,
+    /// PEM client certificate chain, for brokers that require one (with `client_key_file`).
+    pub client_cert_file: String,
+    /// PEM private key of the client certificate.
+    pub client_key_file: String,
+    /// The name the server certificate must carry (empty: `mqtt.host`).
+    pub server_name: String,
+    /// Check that name (the chain is checked regardless).
+    pub check_server_name: bool,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
+            server_name: String::new(),
+            check_server_name: true,
         }
     }
 }
@@ -564,6 +605,8 @@ pub struct MqttSettings {
     pub keep_alive: Duration,
     /// Username and password, both or neither.
     pub credentials: Option<(String, Secret)>,
+    /// TLS client configuration (`None`: plain TCP).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Reconnect backoff floor.
     pub reconnect_min: Duration,
     /// Reconnect backoff cap.
@@ -706,6 +749,7 @@ impl RawConfig {
                     path: path.to_path_buf(),
                 });
             }
+            refuse_readable_password(path)?;
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
         let environment = config::Environment::with_prefix(ENV_PREFIX)
@@ -753,9 +797,13 @@ impl RawConfig {
                 m.keep_alive_s
             ));
         }
-        if m.username.is_empty() != m.password.expose().is_empty() {
-            errs.push("mqtt.username / mqtt.password: give both or neither".into());
+        let password = mqtt_password(m, &mut errs);
+        if m.username.is_empty() != password.expose().is_empty() {
+            errs.push(
+                "mqtt.username / mqtt.password (or password_file): give both or neither".into(),
+            );
         }
+        let tls = mqtt_tls(m, &mut errs);
         if m.reconnect_min_ms == 0 || m.reconnect_min_ms > m.reconnect_max_ms {
             errs.push(format!(
                 "mqtt.reconnect_min_ms: {} must be > 0 and <= reconnect_max_ms ({})",
@@ -924,8 +972,8 @@ impl RawConfig {
                     client_id,
                     prefix: m.prefix.clone(),
                     keep_alive: Duration::from_secs(m.keep_alive_s),
-                    credentials: (!m.username.is_empty())
-                        .then(|| (m.username.clone(), m.password.clone())),
+                    credentials: (!m.username.is_empty()).then(|| (m.username.clone(), password)),
+                    tls,
                     reconnect_min: Duration::from_millis(m.reconnect_min_ms),
                     reconnect_max: Duration::from_millis(m.reconnect_max_ms),
                     inflight: m.inflight,
@@ -987,6 +1035,120 @@ impl RawConfig {
                 },
             }),
             _ => Err(ConfigError::Invalid(errs)),
+        }
+    }
+}
+
+/// A config file every user can read must not hold the broker password: it would be
+/// everyone's. (The file alone is parsed here; a password from the environment is fine.)
+fn refuse_readable_password(path: &Path) -> Result<(), ConfigError> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(()); // the loader reports an unreadable file
+    };
+    if meta.permissions().mode() & 0o004 == 0 {
+        return Ok(());
+    }
+    let holds_password = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            t.get("mqtt")?
+                .get("password")?
+                .as_str()
+                .map(|p| !p.is_empty())
+        })
+        .unwrap_or(false);
+    if holds_password {
+        return Err(ConfigError::Invalid(vec![format!(
+            "mqtt.password: {} is readable by every user and must not hold the password; use \
+             mqtt.password_file (mode 0600) or EBGAND__MQTT__PASSWORD",
+            path.display()
+        )]));
+    }
+    Ok(())
+}
+
+/// The broker password: `mqtt.password` (file or environment) or the first line of
+/// `mqtt.password_file`, never both. A password file others can read is refused.
+fn mqtt_password(m: &RawMqtt, errs: &mut Vec<String>) -> Secret {
+    if m.password_file.is_empty() {
+        return m.password.clone();
+    }
+    if !m.password.expose().is_empty() {
+        errs.push("mqtt.password / mqtt.password_file: give one, not both".into());
+        return Secret::default();
+    }
+    let path = Path::new(&m.password_file);
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o004 != 0 => {
+            errs.push(format!(
+                "mqtt.password_file: {} is readable by every user; `chmod o-r` it (0600 or 0640)",
+                path.display()
+            ));
+            return Secret::default();
+        }
+        Ok(_) => {}
+        Err(e) => {
+            errs.push(format!("mqtt.password_file: {}: {e}", path.display()));
+            return Secret::default();
+        }
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let line = text.lines().next().unwrap_or_default();
+            if line.is_empty() {
+                errs.push(format!(
+                    "mqtt.password_file: {} has an empty first line",
+                    path.display()
+                ));
+            }
+            Secret::new(line)
+        }
+        Err(e) => {
+            errs.push(format!("mqtt.password_file: {}: {e}", path.display()));
+            Secret::default()
+        }
+    }
+}
+
+/// `[mqtt.tls]` checked and built into a client configuration (reading its files now, so that
+/// `check-config` reports a bad certificate).
+fn mqtt_tls(m: &RawMqtt, errs: &mut Vec<String>) -> Option<Arc<rustls::ClientConfig>> {
+    let t = &m.tls;
+    let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+    if !t.enabled {
+        if [
+            &t.ca_file,
+            &t.client_cert_file,
+            &t.client_key_file,
+            &t.server_name,
+        ]
+        .iter()
+        .any(|s| !s.is_empty())
+        {
+            errs.push("mqtt.tls: files or server_name set but enabled = false".into());
+        }
+        return None;
+    }
+    let client_auth = match (path(&t.client_cert_file), path(&t.client_key_file)) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            errs.push("mqtt.tls.client_cert_file / client_key_file: give both or neither".into());
+            return None;
+        }
+    };
+    let files = TlsFiles {
+        ca_file: path(&t.ca_file),
+        client_auth,
+        server_name: (!t.server_name.is_empty()).then(|| t.server_name.clone()),
+        check_server_name: t.check_server_name,
+    };
+    match client_config(&files) {
+        Ok(config) => Some(config),
+        Err(e) => {
+            errs.push(format!("mqtt.tls: {e}"));
+            None
         }
     }
 }
@@ -1256,6 +1418,61 @@ mod tests {
         let raw =
             RawConfig::from_toml("[mqtt]\nusername = \"u\"\npassword = \"hunter2\"\n").unwrap();
         assert!(!format!("{raw:?}").contains("hunter2"));
+    }
+
+    fn invalid(raw: &RawConfig) -> String {
+        match raw.validate() {
+            Err(ConfigError::Invalid(errs)) => errs.join("\n"),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn password_file_is_read_and_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
+        raw.mqtt.username = "ebgand".into();
+        raw.mqtt.password_file = file.display().to_string();
+        let s = raw.validate().unwrap();
+        let (user, pass) = s.mqtt.credentials.unwrap();
+        assert_eq!((user.as_str(), pass.expose()), ("ebgand", "s3cret"));
+
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let errs = invalid(&raw);
+        assert!(errs.contains("readable by every user"), "{errs}");
+        assert!(!errs.contains("s3cret"), "{errs}");
+
+        raw.mqtt.password = Secret::new("other");
+        assert!(invalid(&raw).contains("give one, not both"));
+    }
+
+    #[test]
+    fn world_readable_config_must_not_hold_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ebgand.toml");
+        std::fs::write(&file, "[mqtt]\nusername = \"u\"\npassword = \"hunter2\"\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = RawConfig::load(Some(&file), Some(HashMap::new())).unwrap_err();
+        assert!(err.to_string().contains("readable by every user"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let raw = RawConfig::load(Some(&file), Some(HashMap::new())).unwrap();
+        assert_eq!(raw.mqtt.password.expose(), "hunter2");
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
+        raw.mqtt.tls.ca_file = "/nonexistent/ca.pem".into();
+        assert!(invalid(&raw).contains("enabled = false"));
+        raw.mqtt.tls.enabled = true;
+        let errs = invalid(&raw);
+        assert!(errs.contains("mqtt.tls: /nonexistent/ca.pem"), "{errs}");
+        raw.mqtt.tls.client_cert_file = "/nonexistent/client.pem".into();
+        assert!(invalid(&raw).contains("give both or neither"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::detect::{Hysteresis, StreamInfo};
 use crate::model::Window;
 use crate::pipeline::features::Framer;
 use crate::pipeline::{DecodeError, RawWindow, WindowSpec, Windower, decode_into};
-use crate::telemetry::metrics::{ConnLabel, Metrics, Reason};
+use crate::telemetry::metrics::{ConnLabel, FailureLabel, Metrics, Reason};
 
 /// Acks waiting for room in the client's request channel are few (bounded by the broker's
 /// in-flight window toward us); the channel itself holds this many requests.
@@ -173,7 +173,7 @@ impl Ingest {
                         session_present = ack.session_present,
                         "MQTT connected."
                     );
-                    self.backoff.reset();
+                    self.backoff.connected();
                     self.metrics.set_connected("ingest", true);
                     if !ack.session_present {
                         // A new session: the broker redelivers nothing from the old one.
@@ -192,7 +192,8 @@ impl Ingest {
                                 debug!(topic = %filter.path, qos = ?qos, "Subscribed.");
                             }
                             rumqttc::SubscribeReasonCode::Failure => {
-                                error!(topic = %filter.path, "The broker refused the subscription (check its ACL).");
+                                self.metrics.subscriptions_refused.inc();
+                                error!(topic = %filter.path, "The broker refused the subscription (check its ACL); this stream gets no data.");
                             }
                         }
                     }
@@ -205,8 +206,15 @@ impl Ingest {
                     self.suspects.extend(self.recent.drain(..));
                     self.metrics.set_connected("ingest", false);
                     self.metrics.reconnects.get_or_create(&conn).inc();
-                    let delay = self.backoff.next_delay();
-                    error!(mqtt.connection = "ingest", error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost.");
+                    let (delay, reason, why) = self.backoff.lost(&e);
+                    self.metrics
+                        .connect_failures
+                        .get_or_create(&FailureLabel {
+                            connection: "ingest",
+                            reason,
+                        })
+                        .inc();
+                    error!(mqtt.connection = "ingest", reason, error = %why, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost or refused.");
                     tokio::select! {
                         biased;
                         () = token.cancelled() => break,

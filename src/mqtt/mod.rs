@@ -7,11 +7,14 @@
 
 pub mod ingest;
 pub mod publish;
+pub mod tls;
 pub mod topic;
 
 use std::time::Duration;
 
-use rumqttc::{LastWill, MqttOptions, QoS};
+use rumqttc::{
+    ConnectReturnCode, ConnectionError, LastWill, MqttOptions, QoS, TlsConfiguration, Transport,
+};
 
 use crate::config::MqttSettings;
 
@@ -30,16 +33,26 @@ pub enum MqttError {
     Encode(#[from] serde_json::Error),
 }
 
-/// Exponential backoff with jitter, reset after a successful connection.
+/// Exponential backoff with jitter, reset once a connection has stayed up for a while.
 ///
 /// rumqttc reconnects on the very next `poll()` after an error, with no delay; without this a
-/// broker outage becomes a busy loop.
+/// broker outage becomes a busy loop. The reset waits for [`STABLE_AFTER`] of uptime, not for
+/// the ConnAck: a broker that accepts the connection and then drops it at once (mosquitto does
+/// this to a client whose writes its ACL denies) would otherwise get a reconnect every few
+/// milliseconds.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
     max: Duration,
     attempt: u32,
+    connected_at: Option<std::time::Instant>,
 }
+
+/// Uptime after which a lost connection counts as a fresh start for the backoff.
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// A connection lost sooner than this after its ConnAck was dropped by the broker on purpose.
+pub const DROPPED_AFTER_CONNECT: Duration = Duration::from_secs(2);
 
 impl Backoff {
     /// Delays from `min` doubling up to `max`.
@@ -48,12 +61,30 @@ impl Backoff {
             min,
             max,
             attempt: 0,
+            connected_at: None,
         }
+    }
+
+    /// A ConnAck arrived.
+    pub fn connected(&mut self) {
+        self.connected_at = Some(std::time::Instant::now());
+    }
+
+    /// How long the current connection has been up (`None`: not connected).
+    pub fn uptime(&self) -> Option<Duration> {
+        self.connected_at.map(|t| t.elapsed())
     }
 
     /// The next delay: half the exponential step plus up to half again at random ("equal
     /// jitter"), so many daemons do not reconnect in lockstep but none retries at once.
     pub fn next_delay(&mut self) -> Duration {
+        if self
+            .connected_at
+            .take()
+            .is_some_and(|t| t.elapsed() >= STABLE_AFTER)
+        {
+            self.attempt = 0;
+        }
         let step = self
             .min
             .saturating_mul(1u32 << self.attempt.min(20))
@@ -63,9 +94,26 @@ impl Backoff {
         half + half.mul_f64(fastrand::f64())
     }
 
-    /// Back to `min` (after a ConnAck).
+    /// Back to `min`.
     pub fn reset(&mut self) {
         self.attempt = 0;
+    }
+
+    /// A lost connection: the delay before the next attempt, with the failure described as
+    /// [`describe`] does, except that a connection the broker dropped within
+    /// [`DROPPED_AFTER_CONNECT`] of accepting it is `dropped_after_connect`.
+    pub fn lost(&mut self, e: &ConnectionError) -> (Duration, &'static str, String) {
+        let (mut reason, mut why) = describe(e);
+        if self.uptime().is_some_and(|u| u < DROPPED_AFTER_CONNECT)
+            && matches!(reason, "io" | "other")
+        {
+            reason = "dropped_after_connect";
+            why = format!(
+                "the broker closed the connection right after accepting it ({why}); often its ACL \
+                 denies a topic ebgand writes (the Last Will and status on {{prefix}}/status)"
+            );
+        }
+        (self.next_delay(), reason, why)
     }
 }
 
@@ -116,6 +164,11 @@ pub fn options(s: &MqttSettings, role: Role, node: &str) -> MqttOptions {
     if let Some((user, pass)) = &s.credentials {
         o.set_credentials(user.clone(), pass.expose().to_owned());
     }
+    if let Some(tls) = &s.tls {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
+    }
     match role {
         Role::Ingest => {
             o.set_manual_acks(true);
@@ -130,6 +183,41 @@ pub fn options(s: &MqttSettings, role: Role, node: &str) -> MqttOptions {
         }
     }
     o
+}
+
+/// Why a connection attempt failed, as a metric label and a sentence for the log.
+///
+/// A refusal (bad credentials, not authorised, an untrusted certificate) will not go away by
+/// itself; the caller still retries with backoff, so fixing the broker side is enough to
+/// recover, and a refusal never becomes a tight reconnect loop or a crash.
+pub fn describe(e: &ConnectionError) -> (&'static str, String) {
+    match e {
+        ConnectionError::ConnectionRefused(code) => {
+            let why = match code {
+                ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+                ConnectReturnCode::NotAuthorized => "not authorised",
+                ConnectReturnCode::BadClientId => "client id rejected",
+                ConnectReturnCode::ServiceUnavailable => "service unavailable",
+                ConnectReturnCode::RefusedProtocolVersion => "protocol version refused",
+                ConnectReturnCode::Success => "success code in a refusal",
+            };
+            (
+                "refused",
+                format!("the broker refused the connection: {why}"),
+            )
+        }
+        ConnectionError::Tls(e) => (
+            "tls",
+            format!(
+                "TLS handshake failed: {e} (check mqtt.tls: CA file, server name, client certificate)"
+            ),
+        ),
+        ConnectionError::Io(e) => ("io", format!("{e}")),
+        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => {
+            ("timeout", e.to_string())
+        }
+        other => ("other", other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -150,5 +238,19 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_connection_dropped_at_once_does_not_reset_the_backoff() {
+        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        for _ in 0..5 {
+            b.connected();
+            let _ = b.next_delay();
+        }
+        b.connected();
+        let lost = rumqttc::ConnectionError::Io(std::io::Error::other("closed"));
+        let (delay, reason, _) = b.lost(&lost);
+        assert_eq!(reason, "dropped_after_connect");
+        assert!(delay >= Duration::from_millis(500), "{delay:?}");
     }
 }

@@ -16,7 +16,7 @@ use crate::config::MqttSettings;
 use crate::detect::{AlertEvent, Judge, ModelRef, ShadowStats, Transition, Verdict};
 use crate::model::ScoredBatch;
 use crate::model::gate::RecentWindows;
-use crate::telemetry::metrics::{ConnLabel, Metrics, QueueLabel, StateLabel};
+use crate::telemetry::metrics::{ConnLabel, FailureLabel, Metrics, QueueLabel, StateLabel};
 use crate::train::learn::Capture;
 
 const REQUEST_CAPACITY: usize = 256;
@@ -257,7 +257,7 @@ impl PublisherLoop {
                         session_present = ack.session_present,
                         "MQTT connected."
                     );
-                    self.backoff.reset();
+                    self.backoff.connected();
                     self.metrics.set_connected("publish", true);
                     online_pending = true;
                 }
@@ -271,8 +271,15 @@ impl PublisherLoop {
                     if disconnecting {
                         break;
                     }
-                    let delay = self.backoff.next_delay();
-                    error!(mqtt.connection = "publish", error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost.");
+                    let (delay, reason, why) = self.backoff.lost(&e);
+                    self.metrics
+                        .connect_failures
+                        .get_or_create(&FailureLabel {
+                            connection: "publish",
+                            reason,
+                        })
+                        .inc();
+                    error!(mqtt.connection = "publish", reason, error = %why, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost or refused.");
                     tokio::select! {
                         () = abort.cancelled() => break,
                         () = tokio::time::sleep(delay) => {}

@@ -42,6 +42,15 @@ pub struct ConnLabel {
     pub connection: &'static str,
 }
 
+/// `connection` and `reason` labels of a failed connection attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabel {
+    /// Which MQTT connection.
+    pub connection: &'static str,
+    /// `refused` (credentials, authorisation), `tls`, `io`, `timeout` or `other`.
+    pub reason: &'static str,
+}
+
 /// `queue` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabel {
@@ -111,6 +120,10 @@ pub struct Metrics {
     pub queue_depth: Family<QueueLabel, Gauge>,
     /// MQTT connection losses.
     pub reconnects: Family<ConnLabel, Counter>,
+    /// MQTT connection losses and failed attempts, by reason.
+    pub connect_failures: Family<FailureLabel, Counter>,
+    /// Topic filters the broker refused to subscribe us to (its ACL).
+    pub subscriptions_refused: Counter,
     /// MQTT publishes that failed to queue.
     pub publish_errors: Counter,
     /// 1 for each (model, version, provider) being served.
@@ -157,6 +170,8 @@ impl Metrics {
             alerts: Family::default(),
             queue_depth: Family::default(),
             reconnects: Family::default(),
+            connect_failures: Family::default(),
+            subscriptions_refused: Counter::default(),
             publish_errors: Counter::default(),
             active_model: Family::default(),
             reloads: Family::default(),
@@ -237,6 +252,16 @@ impl Metrics {
             "mqtt_reconnects",
             "MQTT connection losses",
             m.reconnects.clone(),
+        );
+        r.register(
+            "mqtt_connect_failures",
+            "MQTT connection losses and failed attempts, by reason",
+            m.connect_failures.clone(),
+        );
+        r.register(
+            "mqtt_subscriptions_refused",
+            "Topic filters the broker refused (ACL)",
+            m.subscriptions_refused.clone(),
         );
         r.register(
             "publish_errors",

@@ -69,21 +69,31 @@ pub struct Mosquitto {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Lines after the plain listener: authentication, more listeners.
+    extra: String,
 }
 
 impl Mosquitto {
-    /// Starts a broker with persistence and no per-client queue limit.
+    /// Starts a broker with persistence, no per-client queue limit, anonymous clients allowed.
     pub async fn start() -> Self {
+        Self::start_with(|_| "allow_anonymous true\n".into()).await
+    }
+
+    /// Starts a broker whose configuration ends with what `extra` returns for its folder
+    /// (where it may also write certificates, a password file, an ACL).
+    pub async fn start_with(extra: impl FnOnce(&Path) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // mosquitto started as root drops to the `mosquitto` user: let it write its
         // persistence file and log here.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let port = ebgand::demo::free_port().unwrap();
+        let extra = extra(dir.path());
         let mut m = Self {
             port,
             dir,
             child: None,
+            extra,
         };
         m.spawn().await;
         m
@@ -94,11 +104,12 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                "listener {port} 127.0.0.1\npersistence true\n\
                  persistence_location {dir}/\nautosave_interval 1\nmax_inflight_messages 100\n\
-                 max_queued_messages 0\nlog_dest file {dir}/mosquitto.log\n",
+                 max_queued_messages 0\nlog_dest file {dir}/mosquitto.log\n{extra}",
                 port = self.port,
-                dir = self.dir.path().display()
+                dir = self.dir.path().display(),
+                extra = self.extra
             ),
         )
         .unwrap();
@@ -135,6 +146,11 @@ impl Mosquitto {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The broker's folder (configuration, persistence, log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Starts it again on the same port with the same persistence.
@@ -201,6 +217,21 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Starts `ebgand::run` and waits until both connections are up.
     pub async fn start(settings: Settings) -> Self {
+        let daemon = Self::spawn(settings);
+        let (m, handle) = (daemon.metrics.clone(), &daemon.handle);
+        eventually(Duration::from_secs(20), "daemon ready", || {
+            m.ready() || handle.is_finished()
+        })
+        .await;
+        assert!(
+            !daemon.handle.is_finished(),
+            "daemon stopped during start-up"
+        );
+        daemon
+    }
+
+    /// Starts `ebgand::run` without waiting for anything.
+    pub fn spawn(settings: Settings) -> Self {
         // Logs go through the test harness's capture: shown when a test fails.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -209,12 +240,6 @@ impl TestDaemon {
         let metrics = Arc::new(Metrics::new());
         let (signals, rx) = mpsc::channel(4);
         let handle = tokio::spawn(ebgand::run(settings, rx, metrics.clone()));
-        let m = metrics.clone();
-        eventually(Duration::from_secs(20), "daemon ready", || {
-            m.ready() || handle.is_finished()
-        })
-        .await;
-        assert!(!handle.is_finished(), "daemon stopped during start-up");
         Self {
             metrics,
             signals,
@@ -234,6 +259,11 @@ impl TestDaemon {
             .await
             .expect("drain in time")
             .unwrap()
+    }
+
+    /// Whether `ebgand::run` is still running.
+    pub fn running(&self) -> bool {
+        !self.handle.is_finished()
     }
 
     /// Sum of a metric in the Prometheus exposition.
@@ -258,11 +288,21 @@ pub struct Observer {
 
 impl Observer {
     pub async fn start(port: u16, filter: &str) -> Self {
+        Self::start_with(port, filter, |_| {}).await
+    }
+
+    /// [`Observer::start`] with client options adjusted by `configure` (e.g. credentials).
+    pub async fn start_with(
+        port: u16,
+        filter: &str,
+        configure: impl FnOnce(&mut MqttOptions),
+    ) -> Self {
         let mut opts =
             MqttOptions::new(format!("observer-{}", fastrand::u64(..)), "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30))
             .set_clean_session(false)
             .set_inflight(1000);
+        configure(&mut opts);
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -333,10 +373,16 @@ pub struct Sender {
 
 impl Sender {
     pub async fn start(port: u16) -> Self {
+        Self::start_with(port, |_| {}).await
+    }
+
+    /// [`Sender::start`] with client options adjusted by `configure` (e.g. credentials).
+    pub async fn start_with(port: u16, configure: impl FnOnce(&mut MqttOptions)) -> Self {
         let mut opts = MqttOptions::new(format!("sender-{}", fastrand::u64(..)), "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30))
             .set_inflight(500)
             .set_clean_session(false);
+        configure(&mut opts);
         let (client, mut eventloop) = AsyncClient::new(opts, 1000);
         let acked = Arc::new(Mutex::new(0u64));
         let count = acked.clone();
