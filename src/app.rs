@@ -203,8 +203,11 @@ pub async fn run(
         &settings.node,
         routes,
         settings.max_streams,
+        settings.partition,
         metrics.clone(),
-        settings.control.then_some(control_tx),
+        settings
+            .control
+            .then_some((control_tx, settings.control_per_minute)),
     );
     let ingest_token = CancellationToken::new();
     let ingest_task = tracker.spawn(

@@ -86,6 +86,8 @@ pub struct RawConfig {
     pub detect: RawDetect,
     /// Limits.
     pub limits: RawLimits,
+    /// Sharing streams between daemons.
+    pub partition: RawPartition,
     /// HTTP endpoints.
     pub http: RawHttp,
     /// Logging.
@@ -291,6 +293,22 @@ impl Default for RawLimits {
     }
 }
 
+/// `[partition]`: this daemon's share of the streams when several subscribe to the same topics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPartition {
+    /// Daemons sharing the streams (1: no partitioning).
+    pub count: u32,
+    /// This daemon's share, 0..count.
+    pub index: u32,
+}
+
+impl Default for RawPartition {
+    fn default() -> Self {
+        Self { count: 1, index: 0 }
+    }
+}
+
 /// `[http]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -445,11 +463,17 @@ impl Default for RawLearning {
 pub struct RawControl {
     /// Accept commands on `{prefix}/control/<command>`.
     pub enabled: bool,
+    /// Commands accepted per minute (a burst of this many, refilled evenly); beyond it they
+    /// are refused with a reason.
+    pub max_per_minute: u32,
 }
 
 impl Default for RawControl {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            max_per_minute: 10,
+        }
     }
 }
 
@@ -519,6 +543,8 @@ pub struct Settings {
     pub streams: Vec<StreamSettings>,
     /// Most distinct streams.
     pub max_streams: usize,
+    /// This daemon's share of the streams, `(index, count)`; `None`: all of them.
+    pub partition: Option<(u32, u32)>,
     /// HTTP listen address.
     pub http_listen: Option<SocketAddr>,
     /// Log format.
@@ -531,6 +557,8 @@ pub struct Settings {
     pub registry: RegistrySettings,
     /// Whether MQTT control commands are accepted.
     pub control: bool,
+    /// Control commands accepted per minute.
+    pub control_per_minute: u32,
     /// Learning from the stream.
     pub learning: LearningSettings,
 }
@@ -959,6 +987,15 @@ impl RawConfig {
         if l.windows < 10 || l.shard_windows == 0 || l.max_shards == 0 || l.steps == 0 {
             errs.push("learning: windows must be at least 10; shard_windows, max_shards, steps at least 1".into());
         }
+        if self.control.max_per_minute == 0 {
+            errs.push("control.max_per_minute: must be at least 1 (disable control with control.enabled = false)".into());
+        }
+        if self.partition.count == 0 || self.partition.index >= self.partition.count {
+            errs.push(format!(
+                "partition: index {} must be below count {} (count at least 1)",
+                self.partition.index, self.partition.count
+            ));
+        }
         if self.limits.max_streams == 0 {
             errs.push("limits.max_streams: must be at least 1".into());
         }
@@ -998,6 +1035,8 @@ impl RawConfig {
                 },
                 streams,
                 max_streams: self.limits.max_streams,
+                partition: (self.partition.count > 1)
+                    .then_some((self.partition.index, self.partition.count)),
                 http_listen,
                 log_format,
                 shutdown_grace: Duration::from_millis(self.shutdown.grace_ms),
@@ -1017,6 +1056,7 @@ impl RawConfig {
                     max_false_alarm_rate: g.max_false_alarm_rate,
                 },
                 control: self.control.enabled,
+                control_per_minute: self.control.max_per_minute,
                 learning: LearningSettings {
                     period: crate::train::learn::LearningPeriod {
                         windows: self.learning.windows,

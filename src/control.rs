@@ -2,6 +2,8 @@
 //! (`{prefix}/control/<command>`). Parsing is strict: an unknown command, unknown field or bad
 //! JSON is refused with a reason, which the daemon publishes on `{prefix}/events`.
 
+use std::time::{Duration, Instant};
+
 use serde::Deserialize;
 
 /// A command for the daemon's control loop.
@@ -67,6 +69,51 @@ pub enum ControlMessage {
         reason: String,
     },
 }
+
+/// A token bucket: `per_minute` commands at once, refilled evenly over a minute.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    per_minute: u32,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Budget {
+    /// A full bucket.
+    pub fn new(per_minute: u32, now: Instant) -> Self {
+        Self {
+            per_minute,
+            tokens: f64::from(per_minute),
+            last: now,
+        }
+    }
+
+    /// Takes one command's token; `false` when the budget is spent.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let refill = now.duration_since(self.last).as_secs_f64() / 60.0;
+        let cap = f64::from(self.per_minute);
+        self.tokens = (self.tokens + refill * cap).min(cap);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Commands allowed per minute.
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
+    }
+}
+
+/// The refusal of a retained command: it would run again at every reconnect.
+pub const RETAINED: &str = "retained control messages are refused (they would run again at every \
+     reconnect); publish commands with retain = false";
+
+/// How often a rate-limit refusal is published back (the rest are counted and logged).
+pub const RATE_LIMIT_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,6 +217,21 @@ mod tests {
                 model: "vib".into()
             })
         );
+    }
+
+    #[test]
+    fn budget_allows_a_burst_then_refills() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(3, t0);
+        assert!((0..3).all(|_| b.take(t0)));
+        assert!(!b.take(t0));
+        // 20 s refill one of three a minute.
+        assert!(b.take(t0 + Duration::from_secs(20)));
+        assert!(!b.take(t0 + Duration::from_secs(21)));
+        // Never more than the burst, however long idle.
+        let later = t0 + Duration::from_secs(3600);
+        assert!((0..3).all(|_| b.take(later)));
+        assert!(!b.take(later));
     }
 
     #[test]

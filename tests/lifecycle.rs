@@ -28,6 +28,8 @@ async fn twenty_swaps_under_load_score_every_window_once() {
     // Every other version calls everything anomalous on purpose, so that each swap moves
     // every stream's alert state; the gate's false-alarm bound would refuse those.
     s.registry.max_false_alarm_rate = 1.0;
+    // 20 commands within a minute: above the default control budget of 10.
+    s.control_per_minute = 100;
     let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
     let versions = tempfile::tempdir().unwrap();
     let labels: Vec<String> = (1..=SWAPS).map(|i| format!("s{i:02}")).collect();

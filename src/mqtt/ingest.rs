@@ -12,12 +12,12 @@ use tracing::{debug, error, info, warn};
 
 use super::{Backoff, Role};
 use crate::config::{MqttSettings, StreamSettings};
-use crate::control::ControlMessage;
+use crate::control::{Budget, ControlMessage, RATE_LIMIT_REPORT_EVERY, RETAINED};
 use crate::detect::{Hysteresis, StreamInfo};
 use crate::model::Window;
 use crate::pipeline::features::Framer;
 use crate::pipeline::{DecodeError, RawWindow, WindowSpec, Windower, decode_into};
-use crate::telemetry::metrics::{ConnLabel, FailureLabel, Metrics, Reason};
+use crate::telemetry::metrics::{ConnLabel, FailureLabel, Metrics, OutcomeLabel, Reason};
 
 /// Acks waiting for room in the client's request channel are few (bounded by the broker's
 /// in-flight window toward us); the channel itself holds this many requests.
@@ -81,6 +81,61 @@ impl RateLimit {
     }
 }
 
+/// Control commands arriving on `{prefix}/control/<command>`.
+struct ControlInput {
+    prefix: String,
+    /// To the control loop; bounded, and full only if the loop is stuck (then: dropped).
+    tx: mpsc::Sender<ControlMessage>,
+    budget: Budget,
+    /// One published refusal per interval for commands over the budget.
+    rate_report: RateLimit,
+}
+
+impl ControlInput {
+    /// Checks and queues one command; returns the outcome label.
+    fn handle(&mut self, command: &str, p: &Publish) -> &'static str {
+        let command_name = || command.chars().take(64).collect::<String>();
+        let (message, outcome) = if p.retain {
+            let refused = ControlMessage::Refused {
+                command: command_name(),
+                reason: RETAINED.into(),
+            };
+            (Some(refused), "retained")
+        } else if !self.budget.take(Instant::now()) {
+            // Over the budget the command is not even parsed; a flood is reported once a minute.
+            let report =
+                self.rate_report
+                    .allow(Instant::now())
+                    .map(|held_back| ControlMessage::Refused {
+                        command: command_name(),
+                        reason: format!(
+                            "rate limit: at most {} commands a minute ({held_back} more refused \
+                         without a reply since the last one)",
+                            self.budget.per_minute()
+                        ),
+                    });
+            if report.is_none() {
+                debug!(topic = %p.topic, "Control command over the rate limit; refused.");
+            }
+            (report, "rate_limited")
+        } else {
+            let message = crate::control::parse(command, &p.payload);
+            let outcome = match message {
+                ControlMessage::Command(_) => "accepted",
+                ControlMessage::Refused { .. } => "refused",
+            };
+            (Some(message), outcome)
+        };
+        if let Some(m) = message
+            && self.tx.try_send(m).is_err()
+        {
+            warn!(topic = %p.topic, "Control queue full; command dropped.");
+            return "dropped";
+        }
+        outcome
+    }
+}
+
 /// The ingest stage. Build with [`Ingest::new`], run with [`Ingest::run`].
 pub struct Ingest {
     client: AsyncClient,
@@ -89,6 +144,9 @@ pub struct Ingest {
     filters: Vec<SubscribeFilter>,
     streams: HashMap<String, StreamEntry>,
     max_streams: usize,
+    /// `(index, count)`: only streams whose [`partition_of`](super::topic::partition_of) is
+    /// `index` are windowed; the rest are acknowledged and left to the other daemons.
+    partition: Option<(u32, u32)>,
     metrics: Arc<Metrics>,
     backoff: Backoff,
     pending_acks: VecDeque<Publish>,
@@ -99,8 +157,8 @@ pub struct Ingest {
     windows: Vec<RawWindow>,
     malformed_log: RateLimit,
     refused_log: RateLimit,
-    /// `{prefix}/control/` and where control messages go.
-    control: Option<(String, mpsc::Sender<ControlMessage>)>,
+    /// Control commands, when enabled.
+    control: Option<ControlInput>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -118,8 +176,9 @@ impl Ingest {
         node: &str,
         routes: Vec<Route>,
         max_streams: usize,
+        partition: Option<(u32, u32)>,
         metrics: Arc<Metrics>,
-        control: Option<mpsc::Sender<ControlMessage>>,
+        control: Option<(mpsc::Sender<ControlMessage>, u32)>,
     ) -> Self {
         let (client, eventloop) =
             AsyncClient::new(super::options(mqtt, Role::Ingest, node), REQUEST_CAPACITY);
@@ -127,9 +186,17 @@ impl Ingest {
             .iter()
             .map(|r| SubscribeFilter::new(r.settings.topic.as_str().to_owned(), QoS::AtLeastOnce))
             .collect();
-        let control = control.map(|tx| (format!("{}/control/", mqtt.prefix), tx));
-        if let Some((prefix, _)) = &control {
-            filters.push(SubscribeFilter::new(format!("{prefix}+"), QoS::AtLeastOnce));
+        let control = control.map(|(tx, per_minute)| ControlInput {
+            prefix: format!("{}/control/", mqtt.prefix),
+            tx,
+            budget: Budget::new(per_minute, Instant::now()),
+            rate_report: RateLimit::new(RATE_LIMIT_REPORT_EVERY),
+        });
+        if let Some(c) = &control {
+            filters.push(SubscribeFilter::new(
+                format!("{}+", c.prefix),
+                QoS::AtLeastOnce,
+            ));
         }
         Self {
             client,
@@ -138,6 +205,7 @@ impl Ingest {
             filters,
             streams: HashMap::new(),
             max_streams,
+            partition,
             metrics,
             backoff: Backoff::new(mqtt.reconnect_min, mqtt.reconnect_max),
             pending_acks: VecDeque::new(),
@@ -237,16 +305,14 @@ impl Ingest {
             self.ack(p);
             return;
         }
-        if let Some((prefix, tx)) = &self.control
-            && let Some(command) = p.topic.strip_prefix(prefix.as_str())
+        if let Some(c) = &mut self.control
+            && let Some(command) = p.topic.strip_prefix(c.prefix.as_str())
         {
-            // The bounded queue is the rate limit: commands beyond it are dropped and logged.
-            if tx
-                .try_send(crate::control::parse(command, &p.payload))
-                .is_err()
-            {
-                warn!(topic = %p.topic, "Control queue full; command dropped.");
-            }
+            let outcome = c.handle(command, &p);
+            self.metrics
+                .control_commands
+                .get_or_create(&OutcomeLabel { outcome })
+                .inc();
             self.ack(p);
             return;
         }
@@ -294,6 +360,13 @@ impl Ingest {
             );
             return false;
         };
+        if let Some((index, count)) = self.partition
+            && super::topic::partition_of(&id, count) != index
+        {
+            // Another daemon's stream: it receives the same message through its own session.
+            self.metrics.messages_other_partition.inc();
+            return false;
+        }
         if self.streams.len() >= self.max_streams {
             self.metrics.streams_refused.inc();
             if let Some(suppressed) = self.refused_log.allow(Instant::now()) {

@@ -113,9 +113,40 @@ pub fn stream_id(name: &str, captured: &str) -> String {
     }
 }
 
+/// Which of `count` daemons owns a stream: FNV-1a (64-bit) of its id, modulo `count`.
+///
+/// Stable across versions, platforms and restarts (it is part of the deployment contract:
+/// changing it would move streams between daemons), and cheap enough to run per message.
+pub fn partition_of(stream_id: &str, count: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in stream_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % u64::from(count.max(1))) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        // Reference values of FNV-1a 64: the empty string and "a".
+        assert_eq!(
+            partition_of("", u32::MAX),
+            (0xcbf2_9ce4_8422_2325u64 % u64::from(u32::MAX)) as u32
+        );
+        assert_eq!(
+            partition_of("a", u32::MAX),
+            (0xaf63_dc4c_8601_ec8cu64 % u64::from(u32::MAX)) as u32
+        );
+        let mut counts = [0u32; 2];
+        for i in 0..100 {
+            counts[partition_of(&format!("vibration/m{i}"), 2) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c >= 35), "{counts:?}");
+    }
 
     #[test]
     fn plus_and_hash_capture_levels() {

@@ -35,6 +35,13 @@ pub struct StateLabel {
     pub state: &'static str,
 }
 
+/// `outcome` label of control commands.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `accepted`, `refused` (bad command), `retained`, `rate_limited` or `dropped` (queue full).
+    pub outcome: &'static str,
+}
+
 /// `connection` label: `ingest` or `publish`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnLabel {
@@ -124,6 +131,10 @@ pub struct Metrics {
     pub connect_failures: Family<FailureLabel, Counter>,
     /// Topic filters the broker refused to subscribe us to (its ACL).
     pub subscriptions_refused: Counter,
+    /// Messages of streams another daemon's partition owns (acknowledged, not windowed).
+    pub messages_other_partition: Counter,
+    /// MQTT control commands by outcome.
+    pub control_commands: Family<OutcomeLabel, Counter>,
     /// MQTT publishes that failed to queue.
     pub publish_errors: Counter,
     /// 1 for each (model, version, provider) being served.
@@ -172,6 +183,8 @@ impl Metrics {
             reconnects: Family::default(),
             connect_failures: Family::default(),
             subscriptions_refused: Counter::default(),
+            control_commands: Family::default(),
+            messages_other_partition: Counter::default(),
             publish_errors: Counter::default(),
             active_model: Family::default(),
             reloads: Family::default(),
@@ -262,6 +275,16 @@ impl Metrics {
             "mqtt_subscriptions_refused",
             "Topic filters the broker refused (ACL)",
             m.subscriptions_refused.clone(),
+        );
+        r.register(
+            "messages_other_partition",
+            "Messages of streams another daemon's [partition] owns, acknowledged and skipped",
+            m.messages_other_partition.clone(),
+        );
+        r.register(
+            "control_commands",
+            "MQTT control commands by outcome",
+            m.control_commands.clone(),
         );
         r.register(
             "publish_errors",

@@ -412,6 +412,15 @@ impl Sender {
         self.sent += 1;
     }
 
+    /// A retained QoS 1 publish.
+    pub async fn publish_retained(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload.into())
+            .await
+            .unwrap();
+        self.sent += 1;
+    }
+
     /// Waits until the broker has acknowledged every publish.
     pub async fn flushed(&self) {
         let (acked, sent) = (self.acked.clone(), self.sent);
