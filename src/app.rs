@@ -117,6 +117,10 @@ pub async fn run(
                 settings.learning.shard_windows,
                 settings.learning.max_shards,
             )
+            .map(|c| {
+                c.min_free(settings.learning.min_free_mb.saturating_mul(1 << 20))
+                    .reporting(metrics.capture_stopped.clone(), name)
+            })
             .map_err(|e| ModelError::Ort(e.to_string()))
         };
         captures.insert(

@@ -428,6 +428,8 @@ pub struct RawLearning {
     pub shard_windows: usize,
     /// Shards kept per model (the oldest is removed first).
     pub max_shards: usize,
+    /// Stop capturing rather than leave less than this many MiB free on its filesystem.
+    pub min_free_mb: u64,
     /// After learning, capture one healthy window in this many (for retraining).
     pub capture_every: usize,
     /// Training steps of automatic runs.
@@ -448,6 +450,7 @@ impl Default for RawLearning {
             dir: "state/capture".into(),
             shard_windows: 1000,
             max_shards: 20,
+            min_free_mb: 256,
             capture_every: 10,
             steps: 400,
             retries: 2,
@@ -593,6 +596,8 @@ pub struct LearningSettings {
     pub shard_windows: usize,
     /// Shards kept.
     pub max_shards: usize,
+    /// Free-space floor of the capture filesystem, MiB.
+    pub min_free_mb: u64,
     /// Monitoring capture keeps one healthy window in this many.
     pub capture_every: usize,
     /// Steps of automatic runs.
@@ -1066,6 +1071,7 @@ impl RawConfig {
                     dir: PathBuf::from(&self.learning.dir),
                     shard_windows: self.learning.shard_windows,
                     max_shards: self.learning.max_shards,
+                    min_free_mb: self.learning.min_free_mb,
                     capture_every: self.learning.capture_every.max(1),
                     steps: self.learning.steps,
                     retries: self.learning.retries,

@@ -522,3 +522,51 @@ async fn stream_cap_refuses_new_streams_and_http_reports_it() {
     assert!(metrics.2.starts_with("HTTP/1.1 200"));
     daemon.shutdown().await.unwrap();
 }
+
+/// The capture of healthy windows for retraining stops, with its reason exported, when the
+/// disk would go under its free-space floor; scoring and alerting go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_stops_at_the_disk_floor_and_scoring_goes_on() {
+    let broker = Mosquitto::start().await;
+    let prefix = "cap";
+    let obs = Observer::start(broker.port, &format!("{prefix}/energy/#")).await;
+    let mut s = settings(broker.port, prefix, VIBRATION);
+    s.learning.capture_every = 1;
+    s.learning.shard_windows = 10;
+    // A floor no filesystem here can meet.
+    s.learning.min_free_mb = u64::MAX >> 21;
+    let capture_dir = s.learning.dir.join("vibration");
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(11);
+    publish_phase(&mut tx, "sensors/m1/vibration", &mut m, 60, false).await;
+    tx.flushed().await;
+    eventually(Duration::from_secs(20), "60 energies", || {
+        obs.count(&format!("{prefix}/energy/")) >= 60
+    })
+    .await;
+    assert_exactly_once(
+        &obs.on(&format!("{prefix}/energy/")),
+        &HashMap::from([("vibration/m1".to_string(), 60)]),
+    );
+    let stopped = daemon
+        .metrics
+        .encode()
+        .lines()
+        .find(|l| {
+            l.starts_with("ebgand_capture_stopped{")
+                && l.contains("model=\"vibration\"")
+                && l.contains("reason=\"min_free\"")
+        })
+        .map(str::to_owned);
+    assert_eq!(
+        stopped.as_deref().and_then(|l| l.rsplit(' ').next()),
+        Some("1"),
+        "{stopped:?}"
+    );
+    let shards = std::fs::read_dir(&capture_dir)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(shards, 0, "nothing written under the floor");
+    daemon.shutdown().await.unwrap();
+}

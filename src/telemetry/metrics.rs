@@ -35,6 +35,15 @@ pub struct StateLabel {
     pub state: &'static str,
 }
 
+/// `model` and `reason` labels of a stopped capture.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaptureLabel {
+    /// Model name.
+    pub model: String,
+    /// `disk_full`, `min_free` or `io`.
+    pub reason: &'static str,
+}
+
 /// `outcome` label of control commands.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -133,6 +142,8 @@ pub struct Metrics {
     pub subscriptions_refused: Counter,
     /// Messages of streams another daemon's partition owns (acknowledged, not windowed).
     pub messages_other_partition: Counter,
+    /// 1 while a model's healthy-window capture is stopped, by reason.
+    pub capture_stopped: Family<CaptureLabel, Gauge>,
     /// MQTT control commands by outcome.
     pub control_commands: Family<OutcomeLabel, Counter>,
     /// MQTT publishes that failed to queue.
@@ -184,6 +195,7 @@ impl Metrics {
             connect_failures: Family::default(),
             subscriptions_refused: Counter::default(),
             control_commands: Family::default(),
+            capture_stopped: Family::default(),
             messages_other_partition: Counter::default(),
             publish_errors: Counter::default(),
             active_model: Family::default(),
@@ -280,6 +292,11 @@ impl Metrics {
             "messages_other_partition",
             "Messages of streams another daemon's [partition] owns, acknowledged and skipped",
             m.messages_other_partition.clone(),
+        );
+        r.register(
+            "capture_stopped",
+            "1 while capturing healthy windows is stopped (disk full, free-space floor, I/O)",
+            m.capture_stopped.clone(),
         );
         r.register(
             "control_commands",

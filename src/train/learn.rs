@@ -6,7 +6,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use ndarray::{Array3, Axis};
+use ndarray_npy::WriteNpyExt;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -14,6 +19,7 @@ use crate::control::{Command, ControlMessage};
 use crate::model::Window;
 use crate::mqtt::Publisher;
 use crate::telemetry::Metrics;
+use crate::telemetry::metrics::CaptureLabel;
 
 /// Errors of the capture store.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +41,45 @@ pub enum CaptureError {
         /// Why.
         reason: String,
     },
+    /// Capturing stopped: the disk is full or at its floor. Scoring is not affected.
+    #[error(
+        "capture {path} stopped ({}): {detail}; scoring goes on, capture retries in {} s",
+        .reason.as_str(), STOP_RETRY.as_secs()
+    )]
+    Stopped {
+        /// The capture folder.
+        path: PathBuf,
+        /// Why, as exported.
+        reason: StopReason,
+        /// What happened.
+        detail: String,
+    },
 }
+
+/// Why capturing stopped (the `reason` label of `ebgand_capture_stopped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The write failed with "no space left on device" (or over quota).
+    DiskFull,
+    /// Writing the shard would leave less free space than `learning.min_free_mb`.
+    MinFree,
+    /// Another write error.
+    Io,
+}
+
+impl StopReason {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DiskFull => "disk_full",
+            Self::MinFree => "min_free",
+            Self::Io => "io",
+        }
+    }
+}
+
+/// How long a stopped capture waits before it tries to write again.
+pub const STOP_RETRY: Duration = Duration::from_secs(600);
 
 /// Healthy windows of one model on disk: shards of `shard_windows` windows each
 /// (`shard-000001.npy`, float32 `[n, W, C]`), at most `max_shards` of them (the oldest is
@@ -52,6 +96,12 @@ pub struct Capture {
     next: u64,
     every: u64,
     offered: u64,
+    /// Free bytes the filesystem must keep after a shard is written.
+    min_free: u64,
+    /// Since when and why capturing is stopped.
+    stopped: Option<(StopReason, Instant)>,
+    /// `ebgand_capture_stopped{model, reason}`, when reporting.
+    report: Option<(Family<CaptureLabel, Gauge>, String)>,
 }
 
 impl Capture {
@@ -85,7 +135,45 @@ impl Capture {
             next,
             every: 1,
             offered: 0,
+            min_free: 0,
+            stopped: None,
+            report: None,
         })
+    }
+
+    /// Stops capturing (until [`STOP_RETRY`] has passed) rather than leave the filesystem
+    /// with less than `bytes` free.
+    #[must_use]
+    pub fn min_free(mut self, bytes: u64) -> Self {
+        self.min_free = bytes;
+        self
+    }
+
+    /// Exports stops as `ebgand_capture_stopped{model, reason} 1` (0 once resumed).
+    #[must_use]
+    pub fn reporting(mut self, gauges: Family<CaptureLabel, Gauge>, model: &str) -> Self {
+        self.report = Some((gauges, model.to_owned()));
+        self
+    }
+
+    /// Why capturing is stopped, if it is.
+    pub fn stopped(&self) -> Option<StopReason> {
+        self.stopped.map(|(r, _)| r)
+    }
+
+    fn set_stopped(&mut self, stop: Option<StopReason>) {
+        if let Some((gauges, model)) = &self.report {
+            for reason in [StopReason::DiskFull, StopReason::MinFree, StopReason::Io] {
+                let label = CaptureLabel {
+                    model: model.clone(),
+                    reason: reason.as_str(),
+                };
+                gauges
+                    .get_or_create(&label)
+                    .set(i64::from(stop == Some(reason)));
+            }
+        }
+        self.stopped = stop.map(|r| (r, Instant::now()));
     }
 
     /// Keeps one window in `every` (1: all). Monitoring streams are captured sampled: a day of
@@ -102,6 +190,12 @@ impl Capture {
     /// [`CaptureError`] when the shard cannot be written (the window is then dropped from the
     /// buffer with the rest of the shard).
     pub fn push(&mut self, window: &[f32]) -> Result<(), CaptureError> {
+        if self
+            .stopped
+            .is_some_and(|(_, since)| since.elapsed() < STOP_RETRY)
+        {
+            return Ok(());
+        }
         self.offered += 1;
         if window.len() != self.window * self.channels
             || !(self.offered - 1).is_multiple_of(self.every)
@@ -122,9 +216,36 @@ impl Capture {
 
     /// Writes what is buffered as a shard, then removes the oldest shards beyond the cap.
     ///
+    /// A full disk, the `min_free` floor, or another write error stops capturing for
+    /// [`STOP_RETRY`] ([`CaptureError::Stopped`], once); the buffered windows are dropped and no
+    /// partial shard is left behind.
+    ///
     /// # Errors
     /// [`CaptureError`] when writing fails.
     pub fn flush(&mut self) -> Result<(), CaptureError> {
+        match self.write_shard() {
+            Err(CaptureError::Stopped {
+                path,
+                reason,
+                detail,
+            }) => {
+                self.set_stopped(Some(reason));
+                Err(CaptureError::Stopped {
+                    path,
+                    reason,
+                    detail,
+                })
+            }
+            Ok(()) if self.stopped.is_some() => {
+                info!(path = %self.dir.display(), "Capture resumed.");
+                self.set_stopped(None);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn write_shard(&mut self) -> Result<(), CaptureError> {
         let n = self.buffered();
         if n == 0 {
             return Ok(());
@@ -147,7 +268,41 @@ impl Capture {
         };
         let array = Array3::from_shape_vec((n, self.window, self.channels), data)
             .map_err(|e| npy(e.to_string()))?;
-        ndarray_npy::write_npy(&tmp, &array).map_err(|e| npy(e.to_string()))?;
+        let mut bytes = Vec::new();
+        array
+            .write_npy(&mut bytes)
+            .map_err(|e| npy(e.to_string()))?;
+        let stopped = |reason, detail: String| CaptureError::Stopped {
+            path: self.dir.clone(),
+            reason,
+            detail,
+        };
+        if self.min_free > 0 {
+            let st = rustix::fs::statvfs(&self.dir)
+                .map_err(|e| stopped(StopReason::Io, format!("statvfs: {e}")))?;
+            let free = st.f_bavail.saturating_mul(st.f_frsize);
+            if free < self.min_free.saturating_add(bytes.len() as u64) {
+                return Err(stopped(
+                    StopReason::MinFree,
+                    format!(
+                        "{free} bytes free, a {} byte shard would go below the floor of {}",
+                        bytes.len(),
+                        self.min_free
+                    ),
+                ));
+            }
+        }
+        if let Err(e) = fs::write(&tmp, &bytes) {
+            // Best effort: a leftover temp file is never read as a shard and is replaced next time.
+            fs::remove_file(&tmp).ok();
+            let reason = match e.kind() {
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                    StopReason::DiskFull
+                }
+                _ => StopReason::Io,
+            };
+            return Err(stopped(reason, format!("{}: {e}", tmp.display())));
+        }
         fs::rename(&tmp, &path).map_err(|source| CaptureError::Io {
             path: path.clone(),
             source,
@@ -325,6 +480,48 @@ mod tests {
             c.push(&[i as f32]).unwrap();
         }
         assert_eq!(c.buffered(), 4);
+    }
+
+    #[test]
+    fn a_full_disk_stops_capture_and_leaves_no_partial_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Capture::open(dir.path(), 2, 1, 3, 4).unwrap();
+        // The kernel's own "no space left on device": the temp shard name points at /dev/full.
+        std::os::unix::fs::symlink("/dev/full", dir.path().join(".shard-000001.npy.tmp")).unwrap();
+        for _ in 0..2 {
+            c.push(&[1.0, 2.0]).unwrap();
+        }
+        let err = c.push(&[1.0, 2.0]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CaptureError::Stopped {
+                    reason: StopReason::DiskFull,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(c.stopped(), Some(StopReason::DiskFull));
+        // While stopped, windows are dropped without error; nothing half-written remains.
+        for _ in 0..10 {
+            c.push(&[1.0, 2.0]).unwrap();
+        }
+        assert_eq!(c.buffered(), 0);
+        assert!(shards(dir.path()).unwrap().is_empty());
+        assert!(!dir.path().join(".shard-000001.npy.tmp").exists());
+    }
+
+    #[test]
+    fn the_free_space_floor_stops_capture() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Capture::open(dir.path(), 2, 1, 1, 4)
+            .unwrap()
+            .min_free(u64::MAX / 2);
+        let err = c.push(&[1.0, 2.0]).unwrap_err();
+        assert!(err.to_string().contains("min_free"), "{err}");
+        assert_eq!(c.stopped(), Some(StopReason::MinFree));
+        assert!(shards(dir.path()).unwrap().is_empty());
     }
 
     #[test]
