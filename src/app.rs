@@ -8,6 +8,7 @@
 //! queue, let alerting publish what it gets and the offline status, wait for the broker's acks,
 //! then disconnect and stop the HTTP endpoints.
 
+use crate::mqtt::outbox::{Outbox, SharedOutbox};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -43,6 +44,9 @@ pub enum AppError {
     /// HTTP endpoints could not start.
     #[error(transparent)]
     Telemetry(#[from] telemetry::TelemetryError),
+    /// The alert outbox could not be opened.
+    #[error(transparent)]
+    Outbox(#[from] crate::mqtt::outbox::OutboxError),
     /// A stage stopped while the daemon was running.
     #[error("the {stage} stage stopped unexpectedly")]
     StageDied {
@@ -76,8 +80,12 @@ pub async fn run(
     let registry =
         Registry::open(&settings.registry.dir).map_err(|e| ModelError::Ort(e.to_string()))?;
     let (scored_tx, scored_rx) = mpsc::channel(SCORED_QUEUE);
+    let outbox = SharedOutbox::new(Outbox::open(
+        &settings.mqtt.outbox_dir,
+        settings.mqtt.outbox_max,
+    )?);
     let (publisher, publisher_loop) =
-        Publisher::new(&settings.mqtt, &settings.node, metrics.clone());
+        Publisher::new(&settings.mqtt, &settings.node, metrics.clone(), outbox);
     let (control_tx, mut control_rx) = mpsc::channel(CONTROL_QUEUE);
     let mut models = Models {
         registry,

@@ -141,6 +141,10 @@ pub struct RawMqtt {
     pub energy_qos: u8,
     /// Largest MQTT packet accepted, bytes.
     pub max_packet_bytes: usize,
+    /// Folder of the alert outbox (alerts kept until the broker acknowledges them).
+    pub outbox_dir: String,
+    /// Most alerts waiting in the outbox; at the bound, alerting waits.
+    pub outbox_max: usize,
 }
 
 impl Default for RawMqtt {
@@ -161,6 +165,8 @@ impl Default for RawMqtt {
             publish_energy: false,
             energy_qos: 0,
             max_packet_bytes: 1 << 20,
+            outbox_dir: "state/outbox".into(),
+            outbox_max: 10_000,
         }
     }
 }
@@ -640,6 +646,10 @@ pub struct MqttSettings {
     pub credentials: Option<(String, Secret)>,
     /// TLS client configuration (`None`: plain TCP).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Alert outbox folder.
+    pub outbox_dir: PathBuf,
+    /// Alert outbox bound.
+    pub outbox_max: usize,
     /// Reconnect backoff floor.
     pub reconnect_min: Duration,
     /// Reconnect backoff cap.
@@ -837,6 +847,11 @@ impl RawConfig {
             );
         }
         let tls = mqtt_tls(m, &mut errs);
+        if m.outbox_dir.is_empty() || m.outbox_max == 0 {
+            errs.push(
+                "mqtt.outbox_dir / outbox_max: need a folder and a bound of at least 1".into(),
+            );
+        }
         if m.reconnect_min_ms == 0 || m.reconnect_min_ms > m.reconnect_max_ms {
             errs.push(format!(
                 "mqtt.reconnect_min_ms: {} must be > 0 and <= reconnect_max_ms ({})",
@@ -1016,6 +1031,8 @@ impl RawConfig {
                     keep_alive: Duration::from_secs(m.keep_alive_s),
                     credentials: (!m.username.is_empty()).then(|| (m.username.clone(), password)),
                     tls,
+                    outbox_dir: PathBuf::from(&m.outbox_dir),
+                    outbox_max: m.outbox_max,
                     reconnect_min: Duration::from_millis(m.reconnect_min_ms),
                     reconnect_max: Duration::from_millis(m.reconnect_max_ms),
                     inflight: m.inflight,

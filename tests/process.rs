@@ -8,72 +8,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-fn spawn_daemon(port: u16, prefix: &str, dir: &std::path::Path) -> Child {
-    let config = dir.join("ebgand.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"node = "proc-test"
-[mqtt]
-port = {port}
-prefix = "{prefix}"
-client_id = "ebgand-{prefix}"
-keep_alive_s = 5
-[http]
-listen = ""
-[registry]
-dir = "{registry}"
-[learning]
-dir = "{capture}"
-[models.vibration]
-path = "{model}"
-[[streams]]
-name = "vibration"
-topic = "sensors/+/vibration"
-model = "vibration"
-format = "array"
-window = 64
-"#,
-            model = root().join("models/vibration/fixture-1").display(),
-            registry = dir.join("registry").display(),
-            capture = dir.join("capture").display(),
-        ),
-    )
-    .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_ebgand"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("ORT_DYLIB_PATH", ort_library())
-        .env("EBGAND_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn kill(child: &Child, signal: &str) {
-    assert!(
-        Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
-async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    for _ in 0..300 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("daemon did not exit");
-}
 
 fn last_status(obs: &Observer, prefix: &str) -> Option<String> {
     obs.on(&format!("{prefix}/status"))
@@ -87,7 +24,7 @@ async fn sigterm_drains_and_exits_zero_sighup_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = "p1";
     let obs = Observer::start(broker.port, &format!("{prefix}/status")).await;
-    let mut child = spawn_daemon(broker.port, prefix, dir.path());
+    let mut child = spawn_daemon(broker.port, prefix, dir.path(), "");
     eventually(Duration::from_secs(20), "online", || {
         last_status(&obs, prefix).as_deref() == Some("online")
     })
@@ -120,7 +57,7 @@ async fn sigkill_leaves_the_last_will() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = "p2";
     let obs = Observer::start(broker.port, &format!("{prefix}/status")).await;
-    let mut child = spawn_daemon(broker.port, prefix, dir.path());
+    let mut child = spawn_daemon(broker.port, prefix, dir.path(), "");
     eventually(Duration::from_secs(20), "online", || {
         last_status(&obs, prefix).as_deref() == Some("online")
     })
@@ -157,7 +94,7 @@ async fn sigkill_during_activation_leaves_one_whole_active_version() {
     let mut rng = fastrand::Rng::with_seed(3);
     for (round, v) in versions.iter().enumerate() {
         let obs = Observer::start(broker.port, &format!("{prefix}/status")).await;
-        let mut child = spawn_daemon(broker.port, prefix, dir.path());
+        let mut child = spawn_daemon(broker.port, prefix, dir.path(), "");
         eventually(Duration::from_secs(20), "online", || {
             last_status(&obs, prefix).as_deref() == Some("online")
         })
@@ -199,7 +136,7 @@ async fn sigkill_during_activation_leaves_one_whole_active_version() {
     }
     // The last restart serves exactly the registry's active version.
     let obs = Observer::start(broker.port, &format!("{prefix}/status")).await;
-    let mut child = spawn_daemon(broker.port, prefix, dir.path());
+    let mut child = spawn_daemon(broker.port, prefix, dir.path(), "");
     eventually(Duration::from_secs(20), "online", || {
         last_status(&obs, prefix).as_deref() == Some("online")
     })

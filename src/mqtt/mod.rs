@@ -6,6 +6,7 @@
 //! not wait behind it in the same client's request channel.
 
 pub mod ingest;
+pub mod outbox;
 pub mod publish;
 pub mod tls;
 pub mod topic;
@@ -31,6 +32,9 @@ pub enum MqttError {
     /// A message could not be serialised.
     #[error("cannot encode message: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The alert outbox could not be written.
+    #[error("{0}")]
+    Outbox(#[from] outbox::OutboxError),
 }
 
 /// Exponential backoff with jitter, reset once a connection has stayed up for a while.

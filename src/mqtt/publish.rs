@@ -2,6 +2,7 @@
 //! events on transitions, retained state, optional energy telemetry, and the retained status
 //! with its Last Will.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use super::outbox::SharedOutbox;
 use super::{Backoff, MqttError, Role, status_payload, status_topic};
 use crate::config::MqttSettings;
 use crate::detect::{AlertEvent, Judge, ModelRef, ShadowStats, Transition, Verdict};
@@ -21,6 +23,16 @@ use crate::train::learn::Capture;
 
 const REQUEST_CAPACITY: usize = 256;
 
+/// A std mutex guard, poisoned or not (the tag queue has no invariant a panic could break).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Which QoS 1 publish is which, in the order they enter rumqttc's request channel: an alert's
+/// outbox id, or `None`. The publish loop matches them to packet ids as rumqttc sends them, so
+/// that a PUBACK can take its alert out of the outbox.
+type Tags = Arc<std::sync::Mutex<VecDeque<Option<u64>>>>;
+
 /// Publishes under the configured prefix. Cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
@@ -30,6 +42,10 @@ pub struct Publisher {
     energy_qos: Option<QoS>,
     queued: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    outbox: SharedOutbox,
+    tags: Tags,
+    /// Held from pushing a tag to handing the request over, so tags and requests stay in step.
+    send: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -48,6 +64,14 @@ pub struct PublisherLoop {
     metrics: Arc<Metrics>,
     queued: Arc<AtomicU64>,
     status: (String, Vec<u8>),
+    outbox: SharedOutbox,
+    tags: Tags,
+    send: Arc<tokio::sync::Mutex<()>>,
+    /// Packet ids sent and not yet acknowledged, with their tag. A packet id seen again is
+    /// rumqttc resending after a reconnect, not a new publish.
+    in_flight: HashMap<u16, Option<u64>>,
+    /// Alerts a previous run left in the outbox, published once connected.
+    recovered: VecDeque<crate::mqtt::outbox::Pending>,
 }
 
 impl std::fmt::Debug for PublisherLoop {
@@ -71,10 +95,25 @@ struct StateMessage<'a> {
 
 impl Publisher {
     /// Creates the publish client and its event loop.
-    pub fn new(mqtt: &MqttSettings, node: &str, metrics: Arc<Metrics>) -> (Self, PublisherLoop) {
+    pub fn new(
+        mqtt: &MqttSettings,
+        node: &str,
+        metrics: Arc<Metrics>,
+        outbox: SharedOutbox,
+    ) -> (Self, PublisherLoop) {
         let (client, eventloop) =
             AsyncClient::new(super::options(mqtt, Role::Publish, node), REQUEST_CAPACITY);
         let queued = Arc::new(AtomicU64::new(0));
+        let tags = Tags::default();
+        let send = Arc::new(tokio::sync::Mutex::new(()));
+        let recovered: VecDeque<_> = outbox.lock().pending().into();
+        metrics.outbox_pending.set(recovered.len() as i64);
+        if !recovered.is_empty() {
+            info!(
+                alerts = recovered.len(),
+                "Alerts left unacknowledged by the last run; publishing them once connected."
+            );
+        }
         let publisher = Self {
             client: client.clone(),
             prefix: mqtt.prefix.clone(),
@@ -82,6 +121,9 @@ impl Publisher {
             energy_qos: mqtt.publish_energy.then_some(mqtt.energy_qos),
             queued: queued.clone(),
             metrics: metrics.clone(),
+            outbox: outbox.clone(),
+            tags: tags.clone(),
+            send: send.clone(),
         };
         let run = PublisherLoop {
             eventloop,
@@ -90,6 +132,11 @@ impl Publisher {
             metrics,
             queued,
             status: (status_topic(&mqtt.prefix), status_payload(true, node)),
+            outbox,
+            tags,
+            send,
+            in_flight: HashMap::new(),
+            recovered,
         };
         (publisher, run)
     }
@@ -106,9 +153,28 @@ impl Publisher {
         retain: bool,
         payload: Vec<u8>,
     ) -> Result<(), MqttError> {
+        self.publish_tagged(topic, qos, retain, payload, None).await
+    }
+
+    async fn publish_tagged(
+        &self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+        alert: Option<u64>,
+    ) -> Result<(), MqttError> {
+        let _in_order = self.send.lock().await;
+        let tagged = qos != QoS::AtMostOnce;
+        if tagged {
+            lock(&self.tags).push_back(alert);
+        }
         // Waiting here (request channel full) is backpressure toward the scorers, never toward
         // the ingest loop, which has its own connection.
         let r = self.client.publish(topic, qos, retain, payload).await;
+        if r.is_err() && tagged {
+            lock(&self.tags).pop_back();
+        }
         match r {
             Ok(()) => {
                 self.queued.fetch_add(1, Ordering::Relaxed);
@@ -134,8 +200,22 @@ impl Publisher {
         }
         if let Some(event) = AlertEvent::from_verdict(v, &self.node) {
             let topic = format!("{}/alerts/{}", self.prefix, v.stream);
-            self.publish(topic, QoS::AtLeastOnce, false, serde_json::to_vec(&event)?)
+            // On disk first: from here on the alert survives a crash or an unreachable broker.
+            let stored = self
+                .outbox
+                .add(&topic, serde_json::to_value(&event)?)
                 .await?;
+            self.metrics
+                .outbox_pending
+                .set(self.outbox.lock().len() as i64);
+            self.publish_tagged(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                stored.payload,
+                Some(stored.id),
+            )
+            .await?;
             self.metrics
                 .alerts
                 .get_or_create(&StateLabel {
@@ -204,6 +284,24 @@ impl Publisher {
 }
 
 impl PublisherLoop {
+    /// A QoS 1 publish from the loop itself, tagged in order with the others; `false` when it
+    /// must wait (a publisher is mid-send, or the request channel is full).
+    fn try_send(&self, topic: String, retain: bool, payload: Vec<u8>, alert: Option<u64>) -> bool {
+        let Ok(_in_order) = self.send.try_lock() else {
+            return false;
+        };
+        lock(&self.tags).push_back(alert);
+        if self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .is_err()
+        {
+            lock(&self.tags).pop_back();
+            return false;
+        }
+        true
+    }
+
     /// Polls until every publish queued before `close` has been acknowledged, then
     /// disconnects. Reconnects with backoff; rumqttc resends unacknowledged QoS 1 publishes.
     ///
@@ -219,13 +317,24 @@ impl PublisherLoop {
         let mut done: u64 = 0;
         let mut online_pending = false;
         let mut disconnecting = false;
+        let mut connected_once = false;
         loop {
             if online_pending {
                 let (topic, payload) = self.status.clone();
-                online_pending = self
-                    .client
-                    .try_publish(topic, QoS::AtLeastOnce, true, payload)
-                    .is_err();
+                online_pending = !self.try_send(topic, true, payload, None);
+            }
+            // What the last run left in the outbox goes out once, after the first connect;
+            // afterwards rumqttc itself resends whatever a reconnect interrupts.
+            while connected_once
+                && !online_pending
+                && let Some(p) = self.recovered.front()
+            {
+                let (topic, payload, id) = (p.topic.clone(), p.payload.clone(), p.id);
+                if !self.try_send(topic, false, payload, Some(id)) {
+                    break;
+                }
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                self.recovered.pop_front();
             }
             if closing.is_cancelled()
                 && !disconnecting
@@ -260,8 +369,28 @@ impl PublisherLoop {
                     self.backoff.connected();
                     self.metrics.set_connected("publish", true);
                     online_pending = true;
+                    connected_once = true;
                 }
-                Ok(Event::Incoming(Incoming::PubAck(_))) => done += 1,
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
+                    if !self.in_flight.contains_key(&pkid) {
+                        let tag = lock(&self.tags).pop_front().flatten();
+                        self.in_flight.insert(pkid, tag);
+                    }
+                }
+                Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                    done += 1;
+                    if let Some(Some(id)) = self.in_flight.remove(&ack.pkid) {
+                        match self.outbox.done(id) {
+                            Ok(()) => {
+                                let left = self.outbox.lock().len();
+                                self.metrics.outbox_pending.set(left as i64);
+                            }
+                            Err(e) => {
+                                warn!(alert_id = id, error = %e, "Cannot record an acknowledged alert; it may be published again at the next start.");
+                            }
+                        }
+                    }
+                }
                 Ok(Event::Outgoing(Outgoing::Publish(0))) => done += 1,
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                 Ok(_) => {}

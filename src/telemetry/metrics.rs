@@ -142,6 +142,8 @@ pub struct Metrics {
     pub subscriptions_refused: Counter,
     /// Messages of streams another daemon's partition owns (acknowledged, not windowed).
     pub messages_other_partition: Counter,
+    /// Alerts in the outbox, waiting for the broker's acknowledgement.
+    pub outbox_pending: Gauge,
     /// 1 while a model's healthy-window capture is stopped, by reason.
     pub capture_stopped: Family<CaptureLabel, Gauge>,
     /// MQTT control commands by outcome.
@@ -196,6 +198,7 @@ impl Metrics {
             subscriptions_refused: Counter::default(),
             control_commands: Family::default(),
             capture_stopped: Family::default(),
+            outbox_pending: Gauge::default(),
             messages_other_partition: Counter::default(),
             publish_errors: Counter::default(),
             active_model: Family::default(),
@@ -292,6 +295,11 @@ impl Metrics {
             "messages_other_partition",
             "Messages of streams another daemon's [partition] owns, acknowledged and skipped",
             m.messages_other_partition.clone(),
+        );
+        r.register(
+            "outbox_pending",
+            "Alerts in the on-disk outbox, not yet acknowledged by the broker",
+            m.outbox_pending.clone(),
         );
         r.register(
             "capture_stopped",

@@ -198,6 +198,7 @@ pub fn settings(port: u16, prefix: &str, toml: &str) -> Settings {
     let state = tempfile::tempdir().unwrap().keep();
     raw.registry.dir = state.join("models").display().to_string();
     raw.learning.dir = state.join("capture").display().to_string();
+    raw.mqtt.outbox_dir = state.join("outbox").display().to_string();
     raw.registry.watch_ms = 100;
     for m in raw.models.values_mut() {
         if !m.path.is_empty() && Path::new(&m.path).is_relative() {
@@ -518,4 +519,73 @@ pub fn with_threshold(manifest: String, value: &str) -> String {
         .unwrap()
         .to_owned();
     manifest.replace(&line, &format!("value = {value}"))
+}
+
+/// The real binary, `ebgand run`, with its registry, captures and outbox under `dir`, the
+/// vibration fixture, and `mqtt_extra` added to its `[mqtt]` table.
+pub fn spawn_daemon(port: u16, prefix: &str, dir: &Path, mqtt_extra: &str) -> Child {
+    let config = dir.join("ebgand.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"node = "proc-test"
+[mqtt]
+port = {port}
+prefix = "{prefix}"
+client_id = "ebgand-{prefix}"
+keep_alive_s = 5
+outbox_dir = "{outbox}"
+{mqtt_extra}
+[http]
+listen = ""
+[registry]
+dir = "{registry}"
+[learning]
+dir = "{capture}"
+[models.vibration]
+path = "{model}"
+[[streams]]
+name = "vibration"
+topic = "sensors/+/vibration"
+model = "vibration"
+format = "array"
+window = 64
+"#,
+            model = root().join("models/vibration/fixture-1").display(),
+            registry = dir.join("registry").display(),
+            capture = dir.join("capture").display(),
+            outbox = dir.join("outbox").display(),
+        ),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_ebgand"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("ORT_DYLIB_PATH", ort_library())
+        .env("EBGAND_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends `signal` (`-KILL`, `-TERM` ...) to the process.
+pub fn kill(child: &Child, signal: &str) {
+    assert!(
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Waits (at most 15 s) for the process to exit.
+pub async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("daemon did not exit");
 }

@@ -1,0 +1,373 @@
+//! The alert outbox: every alert is written to disk before it is published, and leaves the
+//! outbox only when the broker has acknowledged it (PUBACK). Alerts raised while the broker
+//! cannot be reached, or not yet acknowledged when the process dies, are published again by the
+//! next start.
+//!
+//! One append-only file of JSON lines, `{"add":ID,"topic":T,"payload":ALERT}`, `{"done":ID}`
+//! and `{"next":ID}` (the next id, so that ids are never reused), fsynced after each add;
+//! rewritten (temp file, fsync, rename) when mostly done lines. A torn
+//! last line (a crash while appending) is skipped. Bounded: at `max` pending alerts, adding
+//! waits until the broker acknowledges one (backpressure toward scoring, never a drop).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::Notify;
+use tracing::warn;
+
+/// Errors of the outbox.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The outbox file could not be read or written.
+    #[error("outbox {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// At its bound: the caller waits for an acknowledgement.
+    #[error("outbox full ({0} alerts waiting for the broker)")]
+    Full(usize),
+}
+
+/// One line of the file.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Line {
+    Add {
+        add: u64,
+        topic: String,
+        payload: Value,
+    },
+    Done {
+        done: u64,
+    },
+    Next {
+        next: u64,
+    },
+}
+
+/// An alert waiting for the broker's acknowledgement.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Outbox id, also the alert's `alert_id`.
+    pub id: u64,
+    /// Topic.
+    pub topic: String,
+    /// The alert's JSON.
+    pub payload: Vec<u8>,
+}
+
+/// The outbox file and what in it is still pending.
+#[derive(Debug)]
+pub struct Outbox {
+    path: PathBuf,
+    file: File,
+    pending: BTreeMap<u64, (String, Value)>,
+    next_id: u64,
+    max: usize,
+    lines: usize,
+}
+
+impl Outbox {
+    /// Opens `dir/outbox.jsonl` (creating it), keeping what was pending, and compacts it.
+    ///
+    /// # Errors
+    /// [`OutboxError::Io`] when the folder or file cannot be created, read or rewritten.
+    pub fn open(dir: &Path, max: usize) -> Result<Self, OutboxError> {
+        let path = dir.join("outbox.jsonl");
+        let io = |source| OutboxError::Io {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io)?;
+        let mut pending = BTreeMap::new();
+        let mut next_id = 1;
+        if let Ok(f) = File::open(&path) {
+            for (n, line) in BufReader::new(f).lines().enumerate() {
+                let line = line.map_err(io)?;
+                match serde_json::from_str::<Line>(&line) {
+                    Ok(Line::Add {
+                        add,
+                        topic,
+                        payload,
+                    }) => {
+                        next_id = next_id.max(add + 1);
+                        pending.insert(add, (topic, payload));
+                    }
+                    Ok(Line::Done { done }) => {
+                        next_id = next_id.max(done + 1);
+                        pending.remove(&done);
+                    }
+                    Ok(Line::Next { next }) => next_id = next_id.max(next),
+                    Err(e) => {
+                        warn!(path = %path.display(), line = n + 1, error = %e, "Outbox line unreadable (torn by a crash?); skipped.");
+                    }
+                }
+            }
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        let mut outbox = Self {
+            file,
+            path,
+            pending,
+            next_id,
+            max: max.max(1),
+            lines: 0,
+        };
+        outbox.compact()?;
+        Ok(outbox)
+    }
+
+    /// Rewrites the file with the pending alerts only (temp file, fsync, rename, fsync dir),
+    /// and the next id.
+    fn compact(&mut self) -> Result<(), OutboxError> {
+        let io = |source| OutboxError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let tmp = self.path.with_extension("jsonl.tmp");
+        let mut f = File::create(&tmp).map_err(io)?;
+        let mut text = String::new();
+        for (id, (topic, payload)) in &self.pending {
+            text.push_str(&line(&Line::Add {
+                add: *id,
+                topic: topic.clone(),
+                payload: payload.clone(),
+            }));
+        }
+        text.push_str(&line(&Line::Next { next: self.next_id }));
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        self.lines = self.pending.len() + 1;
+        Ok(())
+    }
+
+    fn append(&mut self, l: &Line, sync: bool) -> Result<(), OutboxError> {
+        let io = |source| OutboxError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.write_all(line(l).as_bytes()).map_err(io)?;
+        if sync {
+            self.file.sync_data().map_err(io)?;
+        }
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Stores an alert (its JSON gets `"alert_id"`) durably; returns it, ready to publish.
+    ///
+    /// # Errors
+    /// [`OutboxError::Full`] at the bound, [`OutboxError::Io`] when the write fails.
+    pub fn add(&mut self, topic: &str, mut payload: Value) -> Result<Pending, OutboxError> {
+        if self.pending.len() >= self.max {
+            return Err(OutboxError::Full(self.pending.len()));
+        }
+        let id = self.next_id;
+        if let Some(obj) = payload.as_object_mut() {
+            obj.insert("alert_id".into(), Value::from(id));
+        }
+        self.append(
+            &Line::Add {
+                add: id,
+                topic: topic.to_owned(),
+                payload: payload.clone(),
+            },
+            true,
+        )?;
+        self.next_id += 1;
+        let bytes = payload.to_string().into_bytes();
+        self.pending.insert(id, (topic.to_owned(), payload));
+        Ok(Pending {
+            id,
+            topic: topic.to_owned(),
+            payload: bytes,
+        })
+    }
+
+    /// The broker acknowledged alert `id`. Not fsynced: after a crash that loses this line the
+    /// alert is published once more (at least once, never lost).
+    ///
+    /// # Errors
+    /// [`OutboxError::Io`] when the write or a compaction fails.
+    pub fn done(&mut self, id: u64) -> Result<(), OutboxError> {
+        if self.pending.remove(&id).is_none() {
+            return Ok(());
+        }
+        self.append(&Line::Done { done: id }, false)?;
+        if self.lines > 1024 && self.lines > 4 * self.pending.len() {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Alerts waiting for an acknowledgement, oldest first.
+    pub fn pending(&self) -> Vec<Pending> {
+        self.pending
+            .iter()
+            .map(|(id, (topic, payload))| Pending {
+                id: *id,
+                topic: topic.clone(),
+                payload: payload.to_string().into_bytes(),
+            })
+            .collect()
+    }
+
+    /// How many are waiting.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether none is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+fn line(l: &Line) -> String {
+    let mut s = serde_json::to_string(l).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The outbox shared by the alerting stage (adds) and the publish loop (acknowledgements).
+#[derive(Debug, Clone)]
+pub struct SharedOutbox {
+    inner: Arc<Mutex<Outbox>>,
+    freed: Arc<Notify>,
+}
+
+impl SharedOutbox {
+    /// Shares an opened outbox.
+    pub fn new(outbox: Outbox) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(outbox)),
+            freed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The outbox (a poisoned lock still holds consistent data: every method leaves the
+    /// in-memory state and the file in step).
+    pub fn lock(&self) -> MutexGuard<'_, Outbox> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// [`Outbox::add`], waiting while the outbox is full.
+    ///
+    /// # Errors
+    /// [`OutboxError::Io`] when the write fails.
+    pub async fn add(&self, topic: &str, payload: Value) -> Result<Pending, OutboxError> {
+        loop {
+            let freed = self.freed.notified();
+            match self.lock().add(topic, payload.clone()) {
+                Err(OutboxError::Full(n)) => {
+                    warn!(
+                        pending = n,
+                        "Alert outbox full; waiting for the broker to acknowledge."
+                    );
+                }
+                other => return other,
+            }
+            freed.await;
+        }
+    }
+
+    /// [`Outbox::done`], waking an add that waits for room.
+    ///
+    /// # Errors
+    /// [`OutboxError::Io`] when the write fails.
+    pub fn done(&self, id: u64) -> Result<(), OutboxError> {
+        let r = self.lock().done(id);
+        self.freed.notify_waiters();
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(n: u64) -> Value {
+        serde_json::json!({ "stream": "s", "seq": n, "state": "raised" })
+    }
+
+    #[test]
+    fn pending_alerts_survive_a_reopen_and_ids_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(dir.path(), 10).unwrap();
+        let a = o.add("p/alerts/s", alert(1)).unwrap();
+        let b = o.add("p/alerts/s", alert(2)).unwrap();
+        let c = o.add("p/alerts/s", alert(3)).unwrap();
+        assert_eq!((a.id, b.id, c.id), (1, 2, 3));
+        let json: Value = serde_json::from_slice(&b.payload).unwrap();
+        assert_eq!(json["alert_id"], 2);
+        o.done(1).unwrap();
+        o.done(3).unwrap();
+        drop(o);
+        // A crash mid-append leaves a torn line: skipped.
+        let path = dir.path().join("outbox.jsonl");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"add\":9,\"topic\":\"p/al").unwrap();
+        drop(f);
+        drop(Outbox::open(dir.path(), 10).unwrap());
+        // The compaction at each open must keep it, however often the process restarts.
+        drop(Outbox::open(dir.path(), 10).unwrap());
+        let mut o = Outbox::open(dir.path(), 10).unwrap();
+        let left = o.pending();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].id, 2);
+        assert_eq!(left[0].payload, b.payload);
+        o.done(2).unwrap();
+        drop(o);
+        let mut o = Outbox::open(dir.path(), 10).unwrap();
+        assert!(o.is_empty());
+        assert_eq!(o.add("p/alerts/s", alert(4)).unwrap().id, 4);
+    }
+
+    #[test]
+    fn the_bound_refuses_until_one_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(dir.path(), 2).unwrap();
+        o.add("t", alert(1)).unwrap();
+        o.add("t", alert(2)).unwrap();
+        assert!(matches!(o.add("t", alert(3)), Err(OutboxError::Full(2))));
+        o.done(1).unwrap();
+        assert_eq!(o.add("t", alert(3)).unwrap().id, 3);
+    }
+
+    #[test]
+    fn compaction_keeps_the_file_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(dir.path(), 10).unwrap();
+        for n in 0..1100 {
+            let p = o.add("t", alert(n)).unwrap();
+            o.done(p.id).unwrap();
+        }
+        let size = fs::metadata(dir.path().join("outbox.jsonl")).unwrap().len();
+        assert!(size < 200_000, "{size} bytes");
+        drop(o);
+        let mut o = Outbox::open(dir.path(), 10).unwrap();
+        assert!(o.is_empty());
+        assert_eq!(o.add("t", alert(0)).unwrap().id, 1101);
+    }
+}

@@ -1,0 +1,195 @@
+//! The alert outbox across an unreachable broker and a SIGKILL: alerts raised while ebgand
+//! cannot publish are kept on disk and delivered, once, by the next start.
+//!
+//! mosquitto's ACL stands in for an unreachable broker on the publishing side: while user
+//! `ebgand` may not write under its prefix, the broker drops its publishing connection as soon
+//! as it connects, but the ingest connection (read-only) works, so windows are scored and
+//! alerts raised that cannot be delivered.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use ebgand::demo::sim::Machine;
+
+const ADMIN: (&str, &str) = ("admin", "admin-pw");
+const DAEMON: (&str, &str) = ("ebgand", "daemon-pw");
+
+fn acl(dir: &Path, ebgand_may_publish: bool) {
+    let write = if ebgand_may_publish {
+        "topic readwrite ob/#\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        dir.join("acl"),
+        format!("user admin\ntopic readwrite #\n\nuser ebgand\ntopic read sensors/#\n{write}"),
+    )
+    .unwrap();
+}
+
+fn outbox_lines(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("outbox/outbox.jsonl")).unwrap_or_default()
+}
+
+/// Alert ids added and not done, as the daemon will read them at its next start.
+fn outbox_pending(dir: &Path) -> Vec<u64> {
+    let mut pending = std::collections::BTreeSet::new();
+    for line in outbox_lines(dir).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(id) = v["add"].as_u64() {
+            pending.insert(id);
+        }
+        if let Some(id) = v["done"].as_u64() {
+            pending.remove(&id);
+        }
+    }
+    pending.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_raised_while_unpublishable_survive_sigkill_and_are_delivered_once() {
+    let mut broker = Mosquitto::start_with(|dir| {
+        let passwd = dir.join("passwd");
+        for (i, (user, pass)) in [ADMIN, DAEMON].iter().enumerate() {
+            let mut cmd = Command::new("mosquitto_passwd");
+            if i == 0 {
+                cmd.arg("-c");
+            }
+            let ok = cmd
+                .arg("-b")
+                .arg(&passwd)
+                .args([user, pass])
+                .status()
+                .expect("mosquitto_passwd not found: `sudo apt-get install mosquitto`")
+                .success();
+            assert!(ok);
+        }
+        acl(dir, false);
+        format!(
+            "allow_anonymous false\npassword_file {d}/passwd\nacl_file {d}/acl\n",
+            d = dir.display()
+        )
+    })
+    .await;
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["passwd", "acl"] {
+        std::fs::set_permissions(broker.dir().join(f), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+    }
+    let state = tempfile::tempdir().unwrap();
+    let password = state.path().join("password");
+    std::fs::write(&password, format!("{}\n", DAEMON.1)).unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mqtt = format!(
+        "username = \"{}\"\npassword_file = \"{}\"\nreconnect_min_ms = 50\nreconnect_max_ms = 500",
+        DAEMON.0,
+        password.display()
+    );
+
+    // Run 0, allowed to publish: creates the daemon's persistent sessions, so that the broker
+    // queues sensor messages for it from then on.
+    let status = Observer::start_with(broker.port, "ob/status", |o| {
+        o.set_credentials(ADMIN.0, ADMIN.1);
+    })
+    .await;
+    acl(broker.dir(), true);
+    broker.stop().await;
+    broker.restart().await;
+    let mut daemon = spawn_daemon(broker.port, "ob", state.path(), &mqtt);
+    eventually(Duration::from_secs(20), "online", || {
+        status
+            .on("ob/status")
+            .iter()
+            .any(|m| m.json["status"] == "online")
+    })
+    .await;
+    kill(&daemon, "-TERM");
+    assert!(wait_exit(&mut daemon).await.success());
+    drop(status);
+
+    // Run 1: scoring works, publishing does not. A fault raises an alert into the outbox.
+    broker.stop().await;
+    acl(broker.dir(), false);
+    broker.restart().await;
+    let mut daemon = spawn_daemon(broker.port, "ob", state.path(), &mqtt);
+    let mut tx = Sender::start_with(broker.port, |o| {
+        o.set_credentials(ADMIN.0, ADMIN.1);
+    })
+    .await;
+    let mut m = Machine::new(5);
+    let windows = |m: &mut Machine, n: usize, fault: bool| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|_| serde_json::to_vec(&m.samples(64, fault)).unwrap())
+            .collect()
+    };
+    for p in windows(&mut m, 20, false)
+        .into_iter()
+        .chain(windows(&mut m, 10, true))
+    {
+        tx.publish("sensors/m1/vibration", p).await;
+    }
+    tx.flushed().await;
+    eventually(
+        Duration::from_secs(30),
+        "the alert stored in the outbox",
+        || outbox_lines(state.path()).contains("\"raised\""),
+    )
+    .await;
+    kill(&daemon, "-KILL");
+    wait_exit(&mut daemon).await;
+    assert_eq!(
+        outbox_pending(state.path()),
+        vec![1],
+        "{}",
+        outbox_lines(state.path())
+    );
+
+    // The broker lets ebgand publish again; run 2 delivers the stored alert, once.
+    broker.stop().await;
+    acl(broker.dir(), true);
+    broker.restart().await;
+    let obs = Observer::start_with(broker.port, "ob/alerts/#", |o| {
+        o.set_credentials(ADMIN.0, ADMIN.1);
+    })
+    .await;
+    let mut daemon = spawn_daemon(broker.port, "ob", state.path(), &mqtt);
+    eventually(
+        Duration::from_secs(30),
+        "the stored alert delivered",
+        || obs.count("ob/alerts/") >= 1,
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the outbox emptied by the PUBACK",
+        || outbox_pending(state.path()).is_empty(),
+    )
+    .await;
+    // A clean stop, then a third start: nothing is left to publish again.
+    kill(&daemon, "-TERM");
+    assert!(wait_exit(&mut daemon).await.success());
+    let mut daemon = spawn_daemon(broker.port, "ob", state.path(), &mqtt);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kill(&daemon, "-TERM");
+    wait_exit(&mut daemon).await;
+
+    let alerts = obs.on("ob/alerts/");
+    assert_eq!(alerts.len(), 1, "delivered exactly once: {alerts:?}");
+    let a = &alerts[0].json;
+    assert_eq!(a["state"], "raised");
+    assert_eq!(a["stream"], "vibration/m1");
+    assert_eq!(a["alert_id"], 1);
+    assert!(
+        a["seq"].as_u64().unwrap() >= 20,
+        "raised inside the fault: {a}"
+    );
+}
