@@ -11,7 +11,7 @@ PYTHON      ?= python3
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ORT_DYLIB_PATH := $(abspath $(ORT_LIB))
 
-.PHONY: help setup setup-broker setup-ort setup-venv demo test lint unit doc model fixture fixture-check trainer-check eval bench clean-setup
+.PHONY: help setup setup-broker setup-ort setup-venv demo test lint unit doc model fixture fixture-check trainer-check eval bench soak gpu-check clean-setup
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -88,6 +88,12 @@ bench: setup ## Benchmarks: throughput against the mosquitto_sub ceiling; traini
 	cargo bench --bench throughput
 	cargo bench --bench train
 	cargo bench --bench audio
+
+soak: setup-broker setup-ort ## Soak: 30 min at 20k msg/s over 1,000 streams; RSS, CPU, queues, latency (SOAK_ARGS="--minutes 2")
+	cargo bench --bench soak -- $(SOAK_ARGS)
+
+gpu-check: ## TensorRT FP16/FP32, CUDA and CPU on the same windows: windows/s, energy differences (NVIDIA GPU; GPU_CHECK_ARGS=...)
+	bash scripts/gpu-check.sh $(GPU_CHECK_ARGS)
 
 eval: setup-venv ## Detection quality on ../shared/data: SKAB, CWRU, NAB; EBGAN vs plain autoencoder
 	PYTHONPATH=models/trainer $(TRAINER_VENV)/bin/python -m ebgand_trainer.evaluate --data ../shared/data
