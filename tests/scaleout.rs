@@ -144,3 +144,34 @@ fn raised(o: &Observer) -> Vec<String> {
         .map(|s| s.json["stream"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// A stream filter may be a shared subscription (`$share/<group>/<filter>`): subscribed as
+/// written, matched by `<filter>`. With one member, mosquitto delivers it everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_subscription_filter_scores_its_streams() {
+    let broker = Mosquitto::start().await;
+    let prefix = "sh";
+    let obs = Observer::start(broker.port, &format!("{prefix}/energy/#")).await;
+    let toml = VIBRATION.replace(
+        "topic = \"sensors/+/vibration\"",
+        "topic = \"$share/ebgand/sensors/+/vibration\"",
+    );
+    let daemon = TestDaemon::start(settings(broker.port, prefix, &toml)).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut machines: Vec<Machine> = (0..3).map(Machine::new).collect();
+    for _ in 0..10 {
+        for (i, m) in machines.iter_mut().enumerate() {
+            let payload = serde_json::to_vec(&m.samples(64, false)).unwrap();
+            tx.publish(&format!("sensors/m{i}/vibration"), payload)
+                .await;
+        }
+    }
+    tx.flushed().await;
+    eventually(Duration::from_secs(20), "30 energies", || {
+        obs.count(&format!("{prefix}/energy/")) >= 30
+    })
+    .await;
+    let expected: HashMap<String, u64> = (0..3).map(|i| (format!("vibration/m{i}"), 10)).collect();
+    assert_exactly_once(&obs.on(&format!("{prefix}/energy/")), &expected);
+    daemon.shutdown().await.unwrap();
+}

@@ -11,9 +11,14 @@ pub enum TopicError {
     /// `#` is not the last level, or a wildcard shares a level with other characters.
     #[error("{0:?}: '#' must be the last level and wildcards must fill a whole level")]
     BadWildcard(String),
+    /// `$share/` without a group name or a filter after it.
+    #[error("{0:?}: a shared subscription is $share/<group>/<filter>, the group without wildcards")]
+    BadShare(String),
 }
 
-/// A validated MQTT topic filter, e.g. `sensors/+/vibration` or `plant/#`.
+/// A validated MQTT topic filter, e.g. `sensors/+/vibration` or `plant/#`, or a shared
+/// subscription `$share/<group>/<filter>`: subscribed as written, matched (and stream ids
+/// taken) by `<filter>`, since the broker delivers the topics `<filter>` matches.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TopicFilter {
     filter: String,
@@ -41,7 +46,18 @@ impl TopicFilter {
         if filter.is_empty() {
             return Err(TopicError::Empty);
         }
-        let levels: Vec<String> = filter.split('/').map(str::to_owned).collect();
+        let matched = match filter.strip_prefix("$share/") {
+            Some(shared) => match shared.split_once('/') {
+                Some((group, rest))
+                    if !group.is_empty() && !group.contains(['+', '#']) && !rest.is_empty() =>
+                {
+                    rest
+                }
+                _ => return Err(TopicError::BadShare(filter.into())),
+            },
+            None => filter,
+        };
+        let levels: Vec<String> = matched.split('/').map(str::to_owned).collect();
         for (i, level) in levels.iter().enumerate() {
             let wild = level.contains(['+', '#']);
             if wild && level.len() != 1 {
@@ -129,6 +145,26 @@ pub fn partition_of(stream_id: &str, count: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_subscriptions_match_by_their_filter() {
+        let f = TopicFilter::parse("$share/ebgand/sensors/+/vibration").unwrap();
+        assert_eq!(f.as_str(), "$share/ebgand/sensors/+/vibration");
+        assert_eq!(f.captures("sensors/m1/vibration").as_deref(), Some("m1"));
+        assert_eq!(f.captures("$share/ebgand/sensors/m1/vibration"), None);
+        for bad in [
+            "$share/",
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/g/",
+        ] {
+            assert!(
+                matches!(TopicFilter::parse(bad), Err(TopicError::BadShare(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn partitions_are_stable_and_spread() {
