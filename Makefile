@@ -11,7 +11,7 @@ PYTHON      ?= python3
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ORT_DYLIB_PATH := $(abspath $(ORT_LIB))
 
-.PHONY: help setup setup-broker setup-ort setup-venv demo test lint unit doc model fixture fixture-check trainer-check eval bench soak gpu-check clean-setup
+.PHONY: help setup setup-broker setup-ort setup-venv demo test lint unit doc model fixture fixture-check trainer-check eval bench soak gpu-check fuzz clean-setup
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -94,6 +94,21 @@ soak: setup-broker setup-ort ## Soak: 30 min at 20k msg/s over 1,000 streams; RS
 
 gpu-check: ## TensorRT FP16/FP32, CUDA and CPU on the same windows: windows/s, energy differences (NVIDIA GPU; GPU_CHECK_ARGS=...)
 	bash scripts/gpu-check.sh $(GPU_CHECK_ARGS)
+
+FUZZ_RUNS    ?= 1000000
+FUZZ_TARGETS := decode_number decode_array decode_object decode_f32le decode_i16le decode_logmel config manifest control
+
+fuzz: ## cargo fuzz (nightly) every payload decoder, the config, manifest and control parsers; 10^6 runs each (FUZZ_RUNS=...)
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+	@mkdir -p fuzz/corpus/config fuzz/corpus/manifest
+	@cp config.toml fuzz/corpus/config/documented.toml
+	@for m in models/*/*/manifest.toml; do cp $$m fuzz/corpus/manifest/$$(echo $$m | tr / _); done
+	@for t in $(FUZZ_TARGETS); do \
+	  case $$t in config|manifest) dict=-dict=fuzz/toml.dict;; *) dict=;; esac; \
+	  echo "== fuzz $$t: $(FUZZ_RUNS) runs"; \
+	  cargo +nightly fuzz run $$t -- -runs=$(FUZZ_RUNS) -print_final_stats=1 $$dict || exit 1; \
+	done
 
 eval: setup-venv ## Detection quality on ../shared/data: SKAB, CWRU, NAB; EBGAN vs plain autoencoder
 	PYTHONPATH=models/trainer $(TRAINER_VENV)/bin/python -m ebgand_trainer.evaluate --data ../shared/data

@@ -1216,6 +1216,9 @@ fn mqtt_tls(m: &RawMqtt, errs: &mut Vec<String>) -> Option<Arc<rustls::ClientCon
     }
 }
 
+/// Most values (window x channels) in one stream's window.
+pub const MAX_WINDOW_VALUES: usize = 1 << 20;
+
 fn validate_stream(
     st: &RawStream,
     at: &str,
@@ -1292,6 +1295,13 @@ fn validate_stream(
     let window = NonZeroUsize::new(st.window);
     if window.is_none() {
         errs.push(format!("{at}.window: must be at least 1"));
+    }
+    // Each stream holds a window's values; a typo must be an error, not an allocation failure.
+    if st.window.saturating_mul(st.channels.max(1)) > MAX_WINDOW_VALUES {
+        errs.push(format!(
+            "{at}.window x channels: {} x {} is over the limit of {MAX_WINDOW_VALUES} values",
+            st.window, st.channels
+        ));
     }
     let hop = NonZeroUsize::new(st.hop.unwrap_or(st.window));
     match (hop, window) {
@@ -1524,6 +1534,17 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let raw = RawConfig::load(Some(&file), Some(HashMap::new())).unwrap();
         assert_eq!(raw.mqtt.password.expose(), "hunter2");
+    }
+
+    #[test]
+    fn an_enormous_window_is_a_config_error() {
+        let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
+        raw.streams = RawConfig::from_toml(
+            "[[streams]]\nname = \"s\"\ntopic = \"a/+\"\nmodel = \"m\"\nformat = \"array\"\nwindow = 4000000000\n",
+        )
+        .unwrap()
+        .streams;
+        assert!(invalid(&raw).contains("over the limit"));
     }
 
     #[test]

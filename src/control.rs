@@ -138,7 +138,7 @@ pub fn parse(command: &str, payload: &[u8]) -> ControlMessage {
     match result {
         Ok(c) => ControlMessage::Command(c),
         Err(reason) => ControlMessage::Refused {
-            command: command.chars().take(64).collect(),
+            command: short(command),
             reason,
         },
     }
@@ -150,7 +150,14 @@ fn parse_inner(command: &str, payload: &[u8]) -> Result<Command, String> {
     } else {
         payload
     };
-    let bad = |e: serde_json::Error| format!("bad payload for {command:?}: {e}");
+    // serde would also take a struct from a JSON array of its fields; only objects are valid.
+    if !payload.trim_ascii_start().starts_with(b"{") {
+        return Err(format!(
+            "bad payload for {:?}: must be a JSON object",
+            short(command)
+        ));
+    }
+    let bad = |e: serde_json::Error| format!("bad payload for {:?}: {e}", short(command));
     let name_ok = |s: &str| {
         !s.is_empty() && s.len() <= 128 && !s.contains(['/', '\\']) && !s.starts_with('.')
     };
@@ -183,9 +190,15 @@ fn parse_inner(command: &str, payload: &[u8]) -> Result<Command, String> {
             })
         }
         other => Err(format!(
-            "unknown command {other:?} (known: reload, activate, rollback, train, shadow, promote)"
+            "unknown command {:?} (known: reload, activate, rollback, train, shadow, promote)",
+            short(other)
         )),
     }
+}
+
+/// A command name as echoed in a refusal: at most 64 characters.
+fn short(command: &str) -> String {
+    command.chars().take(64).collect()
 }
 
 #[cfg(test)]

@@ -104,8 +104,17 @@ impl Manifest {
             path: path.clone(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ModelError::Manifest {
-            path,
+        Self::from_toml(&text, &path)
+    }
+
+    /// Parses manifest text alone, as [`Manifest::read`] does after reading the file; `path`
+    /// only names the manifest in the error.
+    ///
+    /// # Errors
+    /// [`ModelError::Manifest`] when the text does not parse into a manifest.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ModelError> {
+        toml::from_str(text).map_err(|e| ModelError::Manifest {
+            path: path.to_path_buf(),
             reason: e.message().to_string(),
         })
     }

@@ -30,6 +30,14 @@ use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
 use serde::{Deserialize, Serialize};
 
+/// Largest `n_fft` accepted (4 s at 16 kHz). The window, FFT buffers and filterbank are built
+/// up front, so an unbounded size would exhaust memory while a config is validated.
+pub const MAX_N_FFT: usize = 1 << 16;
+/// Most mel bands accepted (the dense filterbank is `n_mels x (n_fft / 2 + 1)`).
+pub const MAX_N_MELS: usize = 512;
+/// Most frames stacked into one vector (`n_mels * frames` values).
+pub const MAX_FRAMES: usize = 1024;
+
 /// Parameters of a log-mel extractor; [`Default`] is the DCASE 2020 Task 2 baseline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -84,8 +92,8 @@ pub enum FeatureError {
     /// The sample rate is zero.
     #[error("sample_rate must be at least 1 Hz")]
     SampleRate,
-    /// The FFT is too short to have a spectrum.
-    #[error("n_fft must be at least 2, got {n_fft}")]
+    /// The FFT is too short to have a spectrum, or longer than [`MAX_N_FFT`].
+    #[error("n_fft must be 2 to {MAX_N_FFT}, got {n_fft}")]
     FftSize {
         /// The size given.
         n_fft: usize,
@@ -93,11 +101,11 @@ pub enum FeatureError {
     /// The hop is zero.
     #[error("hop must be at least 1 sample")]
     Hop,
-    /// No mel bands asked for.
-    #[error("n_mels must be at least 1")]
+    /// No mel bands asked for, or more than [`MAX_N_MELS`].
+    #[error("n_mels must be 1 to {MAX_N_MELS}")]
     Mels,
-    /// No frames per vector asked for.
-    #[error("frames must be at least 1")]
+    /// No frames per vector asked for, or more than [`MAX_FRAMES`].
+    #[error("frames must be 1 to {MAX_FRAMES}")]
     Frames,
     /// The band edges are not `0 <= fmin < fmax <= sample_rate / 2` (or not finite).
     #[error(
@@ -306,6 +314,9 @@ pub struct Framer {
     logmel: LogMel,
     pending: Vec<f32>,
     frame: Vec<f32>,
+    /// Samples still to drop before the next frame starts (a hop longer than `n_fft` skips
+    /// samples between frames, possibly past the end of what has arrived).
+    skip: usize,
 }
 
 impl Framer {
@@ -319,21 +330,26 @@ impl Framer {
             logmel: LogMel::new(params)?,
             pending: Vec::new(),
             frame: vec![0.0; n_mels],
+            skip: 0,
         })
     }
 
     /// Pushes samples; appends each completed frame's `n_mels` values to `out`.
     pub fn push(&mut self, samples: &[f32], out: &mut Vec<f32>) {
         let (n_fft, hop) = (self.logmel.params.n_fft, self.logmel.params.hop);
-        self.pending.extend_from_slice(samples);
+        let skipped = self.skip.min(samples.len());
+        self.skip -= skipped;
+        self.pending.extend_from_slice(&samples[skipped..]);
         let mut start = 0;
-        while self.pending.len() - start >= n_fft {
+        while start + n_fft <= self.pending.len() {
             let (logmel, frame) = (&mut self.logmel, &mut self.frame);
             logmel.frame_into(&self.pending[start..start + n_fft], frame);
             out.extend_from_slice(frame);
             start += hop;
         }
-        self.pending.drain(..start.min(self.pending.len()));
+        let drained = start.min(self.pending.len());
+        self.skip += start - drained;
+        self.pending.drain(..drained);
     }
 }
 
@@ -354,16 +370,16 @@ fn validate(p: &LogMelParams) -> Result<(), FeatureError> {
     if p.sample_rate == 0 {
         return Err(FeatureError::SampleRate);
     }
-    if p.n_fft < 2 {
+    if !(2..=MAX_N_FFT).contains(&p.n_fft) {
         return Err(FeatureError::FftSize { n_fft: p.n_fft });
     }
     if p.hop == 0 {
         return Err(FeatureError::Hop);
     }
-    if p.n_mels == 0 {
+    if !(1..=MAX_N_MELS).contains(&p.n_mels) {
         return Err(FeatureError::Mels);
     }
-    if p.frames == 0 {
+    if !(1..=MAX_FRAMES).contains(&p.frames) {
         return Err(FeatureError::Frames);
     }
     let nyquist = p.sample_rate as f32 / 2.0;
