@@ -271,6 +271,46 @@ fn sigterm_is_forwarded_to_the_worker() {
     );
 }
 
+/// A run past `[train] timeout_s` is stopped: the worker is killed, no model folder is left,
+/// and the error says why (the daemon's retraining reports the same error and keeps serving).
+#[test]
+fn a_run_past_its_timeout_is_stopped_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = healthy_npy(dir.path(), 20, 3);
+    let out = dir.path().join("vibration/slow");
+    let o = Command::new(env!("CARGO_BIN_EXE_ebgand"))
+        .args([
+            "train",
+            data.to_str().unwrap(),
+            "--name",
+            "vibration",
+            "--window",
+            "64",
+            "--steps",
+            "1000000",
+        ])
+        .args(["--out", out.to_str().unwrap()])
+        .current_dir(root())
+        .env("ORT_DYLIB_PATH", ort_library())
+        .env("EBGAND__TRAIN__TIMEOUT_S", "3")
+        .output()
+        .unwrap();
+    trainer_python();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("training timed out after 3s"), "{err}");
+    assert!(!out.exists(), "a stopped run must not leave a model folder");
+    let ps = Command::new("pgrep")
+        .args(["-f", &format!("--out {}", out.display())])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "worker still running: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}
+
 #[test]
 fn audio_model_trains_on_wav_logmel_and_scores_clips() {
     let clips = shared_data().join("dcase2020/normal");
