@@ -29,6 +29,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod support;
+
+use ebgand::telemetry::metrics::sum_metric_where;
+use support::{Broker, cpu_seconds, rss_mib};
+
 /// Samples per soak message; the model's window is 64, so 4 messages make a window.
 const SAMPLES: usize = 16;
 const WINDOW: usize = 64;
@@ -261,45 +266,6 @@ fn spawn_publisher(port: u16, a: &Args) -> (Child, Arc<Mutex<PubState>>) {
 // Broker, daemon, probe listener
 // ---------------------------------------------------------------------------------------------
 
-/// mosquitto with the README's high-rate settings (as `benches/throughput.rs`).
-struct Broker {
-    port: u16,
-    child: Child,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Self {
-        let port = ebgand::demo::free_port().unwrap();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 100\nmax_queued_messages 0\n"),
-        )
-        .unwrap();
-        let child = Command::new("/usr/sbin/mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto missing: run `make setup`");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { port, child }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn daemon_config(dir: &Path, port: u16, http: u16, lib: &str) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
     let d = dir.display();
@@ -415,35 +381,11 @@ fn listen_alerts(port: u16) -> Arc<Mutex<Alerts>> {
 
 /// CPU seconds (user + system) and RSS in MiB of a process, from /proc.
 fn proc_usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or_default();
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
-    (ticks / 100.0, rss_kb / 1024.0)
+    (cpu_seconds(pid), rss_mib(pid))
 }
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
-}
-
-/// Sum of the samples of `name` whose labels contain `label` (Prometheus text format).
-fn metric(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            if !(rest.starts_with(' ') || rest.starts_with('{')) || !rest.contains(label) {
-                return None;
-            }
-            rest.rsplit(' ').next()?.parse::<f64>().ok()
-        })
-        .sum()
 }
 
 /// Cumulative histogram buckets `(le, count)` of `name`.
@@ -568,8 +510,8 @@ fn take_sample(
         let mut a = alerts.lock().unwrap();
         (std::mem::take(&mut a.probe_ms), a.soak_alerts)
     };
-    let msgs = metric(&text, "ebgand_messages_total", "");
-    let scored = metric(&text, "ebgand_windows_scored_total", "");
+    let msgs = sum_metric_where(&text, "ebgand_messages_total", "");
+    let scored = sum_metric_where(&text, "ebgand_windows_scored_total", "");
     let score_hist = buckets(&text, "ebgand_scoring_seconds");
     let dt = (t - before.t).max(1e-3);
     let pub_dt = (ps.last.0.saturating_sub(before.pub_us)) as f64 / 1e6;
@@ -602,8 +544,8 @@ fn take_sample(
         broker_pct: (broker_cpu - before.broker_cpu) * 100.0 / dt,
         pub_pct: (pub_cpu - before.pub_cpu) * 100.0 / dt,
         backlog: (ps.acked_at(now_us) - msgs).max(0.0),
-        q_windows: metric(&text, "ebgand_queue_depth", "queue=\"windows:"),
-        q_scored: metric(&text, "ebgand_queue_depth", "queue=\"scored\""),
+        q_windows: sum_metric_where(&text, "ebgand_queue_depth", "queue=\"windows:"),
+        q_scored: sum_metric_where(&text, "ebgand_queue_depth", "queue=\"scored\""),
         score_p50_us: quantile(&score_hist, &before.score_hist, 0.5).map(|s| s * 1e6),
         score_p99_us: quantile(&score_hist, &before.score_hist, 0.99).map(|s| s * 1e6),
         score_hist,
@@ -718,7 +660,7 @@ fn soak(a: &Args) -> i32 {
     let csv_path = out_dir.join(format!("soak-{ts}.csv"));
     let log_path = out_dir.join(format!("daemon-{ts}.log"));
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
+    let broker = Broker::start();
     let http = ebgand::demo::free_port().unwrap();
     let conf = dir.path().join("ebgand.toml");
     std::fs::write(&conf, daemon_config(dir.path(), broker.port, http, &lib)).unwrap();
@@ -770,7 +712,7 @@ fn soak(a: &Args) -> i32 {
     let (mut publisher, pubs) = spawn_publisher(broker.port, a);
     let procs = Procs {
         daemon: daemon.id(),
-        broker: broker.child.id(),
+        broker: broker.pid(),
         publisher: publisher.id(),
         http,
     };
@@ -833,7 +775,7 @@ fn soak(a: &Args) -> i32 {
     let (mut last, mut progress) = (before.scored, Instant::now());
     while failed.is_none() {
         let text = http_get(http, "/metrics").map(|x| x.1).unwrap_or_default();
-        let scored = metric(&text, "ebgand_windows_scored_total", "");
+        let scored = sum_metric_where(&text, "ebgand_windows_scored_total", "");
         if scored >= expected || progress.elapsed() > Duration::from_secs(30) {
             break;
         }
@@ -852,8 +794,8 @@ fn soak(a: &Args) -> i32 {
     } else {
         let text = http_get(http, "/metrics").map(|x| x.1).unwrap_or_default();
         Sample {
-            msgs: metric(&text, "ebgand_messages_total", ""),
-            scored: metric(&text, "ebgand_windows_scored_total", ""),
+            msgs: sum_metric_where(&text, "ebgand_messages_total", ""),
+            scored: sum_metric_where(&text, "ebgand_windows_scored_total", ""),
             ..before.clone()
         }
     };

@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 use ebgand::config::RawConfig;
 use ebgand::signal::Signal;
 use ebgand::telemetry::Metrics;
+use support::{Broker, cpu_seconds};
+
+mod support;
 
 const MESSAGES: u64 = 40_000;
 const ROUNDS: usize = 3;
@@ -91,60 +94,6 @@ fn median(xs: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = xs.collect();
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-/// CPU seconds (user + system) of a process, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or_default();
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-struct Broker {
-    port: u16,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = ebgand::demo::free_port().unwrap();
-        let conf = dir.path().join("m.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 100\nmax_queued_messages 0\n"),
-        )
-        .unwrap();
-        let child = Command::new("/usr/sbin/mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto missing: run `make setup`");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn payloads() -> Vec<Vec<u8>> {

@@ -80,10 +80,10 @@ pub async fn run(
     let registry =
         Registry::open(&settings.registry.dir).map_err(|e| ModelError::Ort(e.to_string()))?;
     let (scored_tx, scored_rx) = mpsc::channel(SCORED_QUEUE);
-    let outbox = SharedOutbox::new(Outbox::open(
-        &settings.mqtt.outbox_dir,
-        settings.mqtt.outbox_max,
-    )?);
+    let outbox = SharedOutbox::new(
+        Outbox::open(&settings.mqtt.outbox_dir, settings.mqtt.outbox_max)?,
+        metrics.outbox_pending.clone(),
+    );
     let (publisher, publisher_loop) =
         Publisher::new(&settings.mqtt, &settings.node, metrics.clone(), outbox);
     let (control_tx, mut control_rx) = mpsc::channel(CONTROL_QUEUE);

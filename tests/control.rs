@@ -14,14 +14,10 @@ use std::time::Duration;
 use common::*;
 
 fn outcome(daemon: &TestDaemon, outcome: &str) -> u64 {
-    let label = format!("outcome=\"{outcome}\"");
-    daemon
-        .metrics
-        .encode()
-        .lines()
-        .filter(|l| l.starts_with("ebgand_control_commands_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    daemon.metric_where(
+        "ebgand_control_commands_total",
+        &format!("outcome=\"{outcome}\""),
+    )
 }
 
 fn reasons(obs: &Observer, prefix: &str) -> Vec<(String, String)> {

@@ -14,14 +14,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use ebgand::demo::sim::Machine;
-
-const ADMIN: (&str, &str) = ("admin", "admin-pw");
-const DAEMON: (&str, &str) = ("ebgand", "daemon-pw");
 
 fn acl(dir: &Path, ebgand_may_publish: bool) {
     let write = if ebgand_may_publish {
@@ -34,6 +30,9 @@ fn acl(dir: &Path, ebgand_may_publish: bool) {
         format!("user admin\ntopic readwrite #\n\nuser ebgand\ntopic read sensors/#\n{write}"),
     )
     .unwrap();
+    // Readable by the broker, which drops to its own user.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("acl"), std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
 fn outbox_lines(dir: &Path) -> String {
@@ -58,21 +57,7 @@ fn outbox_pending(dir: &Path) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_raised_while_unpublishable_survive_sigkill_and_are_delivered_once() {
     let mut broker = Mosquitto::start_with(|dir| {
-        let passwd = dir.join("passwd");
-        for (i, (user, pass)) in [ADMIN, DAEMON].iter().enumerate() {
-            let mut cmd = Command::new("mosquitto_passwd");
-            if i == 0 {
-                cmd.arg("-c");
-            }
-            let ok = cmd
-                .arg("-b")
-                .arg(&passwd)
-                .args([user, pass])
-                .status()
-                .expect("mosquitto_passwd not found: `sudo apt-get install mosquitto`")
-                .success();
-            assert!(ok);
-        }
+        mosquitto_passwd(&dir.join("passwd"), &[ADMIN, DAEMON]);
         acl(dir, false);
         format!(
             "allow_anonymous false\npassword_file {d}/passwd\nacl_file {d}/acl\n",
@@ -81,10 +66,6 @@ async fn alerts_raised_while_unpublishable_survive_sigkill_and_are_delivered_onc
     })
     .await;
     use std::os::unix::fs::PermissionsExt;
-    for f in ["passwd", "acl"] {
-        std::fs::set_permissions(broker.dir().join(f), std::fs::Permissions::from_mode(0o644))
-            .unwrap();
-    }
     let state = tempfile::tempdir().unwrap();
     let password = state.path().join("password");
     std::fs::write(&password, format!("{}\n", DAEMON.1)).unwrap();

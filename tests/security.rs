@@ -15,7 +15,6 @@ mod common;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -23,9 +22,6 @@ use ebgand::demo::sim::Machine;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
-
-const ADMIN: (&str, &str) = ("admin", "admin-pw");
-const DAEMON: (&str, &str) = ("ebgand", "daemon-pw");
 
 /// A CA, and a certificate for `names` signed by it: (CA PEM, certificate PEM, key PEM).
 struct Pki {
@@ -81,24 +77,7 @@ async fn secure_broker() -> Secure {
         write(&dir.join("server.pem"), &cert, 0o644);
         // The broker drops to the `mosquitto` user; in a throwaway folder that is fine.
         write(&dir.join("server.key"), &key, 0o644);
-        let passwd = dir.join("passwd");
-        for (i, (user, pass)) in [ADMIN, DAEMON].iter().enumerate() {
-            let mut cmd = Command::new("mosquitto_passwd");
-            if i == 0 {
-                cmd.arg("-c");
-            }
-            let ok = cmd
-                .arg("-b")
-                .arg(&passwd)
-                .args([user, pass])
-                .status()
-                .expect(
-                    "mosquitto_passwd not found: install it with `sudo apt-get install mosquitto`",
-                )
-                .success();
-            assert!(ok, "mosquitto_passwd failed");
-        }
-        std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o644)).unwrap();
+        mosquitto_passwd(&dir.join("passwd"), &[ADMIN, DAEMON]);
         write(
             &dir.join("acl"),
             "user admin\ntopic readwrite #\n\n\
@@ -170,14 +149,10 @@ impl Secure {
 
 /// Failed connection attempts with this `reason` label, over both connections.
 fn failures(daemon: &TestDaemon, reason: &str) -> u64 {
-    let label = format!("reason=\"{reason}\"");
-    daemon
-        .metrics
-        .encode()
-        .lines()
-        .filter(|l| l.starts_with("ebgand_mqtt_connect_failures_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    daemon.metric_where(
+        "ebgand_mqtt_connect_failures_total",
+        &format!("reason=\"{reason}\""),
+    )
 }
 
 async fn send_windows(tx: &mut Sender, topic: &str, windows: usize) {

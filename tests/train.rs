@@ -215,25 +215,44 @@ fn worker_errors_are_reported_and_nothing_is_left_behind() {
     assert!(err.contains("exists"), "{err}");
 }
 
+/// `ebgand train` of a million steps (far longer than any test waits) into `out`.
+fn long_training(data: &Path, out: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebgand"));
+    cmd.args([
+        "train",
+        data.to_str().unwrap(),
+        "--name",
+        "vibration",
+        "--window",
+        "64",
+        "--steps",
+        "1000000",
+    ])
+    .args(["--out", out.to_str().unwrap()])
+    .current_dir(root())
+    .env("ORT_DYLIB_PATH", ort_library());
+    cmd
+}
+
+/// No training worker left running for the output folder `out`.
+fn assert_no_worker_writing(out: &Path) {
+    let ps = Command::new("pgrep")
+        .args(["-f", &format!("--out {}", out.display())])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "worker still running: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}
+
 #[test]
 fn sigterm_is_forwarded_to_the_worker() {
     let dir = tempfile::tempdir().unwrap();
     let data = healthy_npy(dir.path(), 20, 3);
     let out = dir.path().join("vibration/long");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ebgand"))
-        .args([
-            "train",
-            data.to_str().unwrap(),
-            "--name",
-            "vibration",
-            "--window",
-            "64",
-            "--steps",
-            "1000000",
-        ])
-        .args(["--out", out.to_str().unwrap()])
-        .current_dir(root())
-        .env("ORT_DYLIB_PATH", ort_library())
+    let mut child = long_training(&data, &out)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -259,16 +278,7 @@ fn sigterm_is_forwarded_to_the_worker() {
         !out.exists(),
         "an interrupted run must not leave a model folder"
     );
-    // No worker left running.
-    let ps = Command::new("pgrep")
-        .args(["-f", &format!("--out {}", out.display())])
-        .output()
-        .unwrap();
-    assert!(
-        ps.stdout.is_empty(),
-        "worker still running: {}",
-        String::from_utf8_lossy(&ps.stdout)
-    );
+    assert_no_worker_writing(&out);
 }
 
 /// A run past `[train] timeout_s` is stopped: the worker is killed, no model folder is left,
@@ -278,20 +288,7 @@ fn a_run_past_its_timeout_is_stopped_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = healthy_npy(dir.path(), 20, 3);
     let out = dir.path().join("vibration/slow");
-    let o = Command::new(env!("CARGO_BIN_EXE_ebgand"))
-        .args([
-            "train",
-            data.to_str().unwrap(),
-            "--name",
-            "vibration",
-            "--window",
-            "64",
-            "--steps",
-            "1000000",
-        ])
-        .args(["--out", out.to_str().unwrap()])
-        .current_dir(root())
-        .env("ORT_DYLIB_PATH", ort_library())
+    let o = long_training(&data, &out)
         .env("EBGAND__TRAIN__TIMEOUT_S", "3")
         .output()
         .unwrap();
@@ -300,15 +297,7 @@ fn a_run_past_its_timeout_is_stopped_and_leaves_nothing() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("training timed out after 3s"), "{err}");
     assert!(!out.exists(), "a stopped run must not leave a model folder");
-    let ps = Command::new("pgrep")
-        .args(["-f", &format!("--out {}", out.display())])
-        .output()
-        .unwrap();
-    assert!(
-        ps.stdout.is_empty(),
-        "worker still running: {}",
-        String::from_utf8_lossy(&ps.stdout)
-    );
+    assert_no_worker_writing(&out);
 }
 
 #[test]

@@ -147,6 +147,9 @@ pub struct Ingest {
     /// `(index, count)`: only streams whose [`partition_of`](super::topic::partition_of) is
     /// `index` are windowed; the rest are acknowledged and left to the other daemons.
     partition: Option<(u32, u32)>,
+    /// Topics known to belong to another daemon's partition (at most `max_streams` kept), so
+    /// their messages skip matching and hashing.
+    others: HashSet<String>,
     metrics: Arc<Metrics>,
     backoff: Backoff,
     pending_acks: VecDeque<Publish>,
@@ -206,6 +209,7 @@ impl Ingest {
             streams: HashMap::new(),
             max_streams,
             partition,
+            others: HashSet::new(),
             metrics,
             backoff: Backoff::new(mqtt.reconnect_min, mqtt.reconnect_max),
             pending_acks: VecDeque::new(),
@@ -347,6 +351,10 @@ impl Ingest {
         if self.streams.contains_key(topic) {
             return true;
         }
+        if self.others.contains(topic) {
+            self.metrics.messages_other_partition.inc();
+            return false;
+        }
         let found = self.routes.iter().enumerate().find_map(|(i, r)| {
             r.settings
                 .topic
@@ -365,6 +373,9 @@ impl Ingest {
         {
             // Another daemon's stream: it receives the same message through its own session.
             self.metrics.messages_other_partition.inc();
+            if self.others.len() < self.max_streams {
+                self.others.insert(topic.to_owned());
+            }
             return false;
         }
         if self.streams.len() >= self.max_streams {

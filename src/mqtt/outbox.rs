@@ -15,6 +15,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -250,19 +251,23 @@ fn line(l: &Line) -> String {
     s
 }
 
-/// The outbox shared by the alerting stage (adds) and the publish loop (acknowledgements).
+/// The outbox shared by the alerting stage (adds) and the publish loop (acknowledgements),
+/// keeping the `pending` gauge in step with it.
 #[derive(Debug, Clone)]
 pub struct SharedOutbox {
     inner: Arc<Mutex<Outbox>>,
     freed: Arc<Notify>,
+    pending: Gauge,
 }
 
 impl SharedOutbox {
-    /// Shares an opened outbox.
-    pub fn new(outbox: Outbox) -> Self {
+    /// Shares an opened outbox; `pending` follows how many alerts wait in it.
+    pub fn new(outbox: Outbox, pending: Gauge) -> Self {
+        pending.set(outbox.len() as i64);
         Self {
             inner: Arc::new(Mutex::new(outbox)),
             freed: Arc::new(Notify::new()),
+            pending,
         }
     }
 
@@ -279,7 +284,13 @@ impl SharedOutbox {
     pub async fn add(&self, topic: &str, payload: Value) -> Result<Pending, OutboxError> {
         loop {
             let freed = self.freed.notified();
-            match self.lock().add(topic, payload.clone()) {
+            let added = {
+                let mut outbox = self.lock();
+                let r = outbox.add(topic, payload.clone());
+                self.pending.set(outbox.len() as i64);
+                r
+            };
+            match added {
                 Err(OutboxError::Full(n)) => {
                     warn!(
                         pending = n,
@@ -297,7 +308,12 @@ impl SharedOutbox {
     /// # Errors
     /// [`OutboxError::Io`] when the write fails.
     pub fn done(&self, id: u64) -> Result<(), OutboxError> {
-        let r = self.lock().done(id);
+        let r = {
+            let mut outbox = self.lock();
+            let r = outbox.done(id);
+            self.pending.set(outbox.len() as i64);
+            r
+        };
         self.freed.notify_waiters();
         r
     }

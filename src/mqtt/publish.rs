@@ -107,7 +107,6 @@ impl Publisher {
         let tags = Tags::default();
         let send = Arc::new(tokio::sync::Mutex::new(()));
         let recovered: VecDeque<_> = outbox.lock().pending().into();
-        metrics.outbox_pending.set(recovered.len() as i64);
         if !recovered.is_empty() {
             info!(
                 alerts = recovered.len(),
@@ -205,9 +204,6 @@ impl Publisher {
                 .outbox
                 .add(&topic, serde_json::to_value(&event)?)
                 .await?;
-            self.metrics
-                .outbox_pending
-                .set(self.outbox.lock().len() as i64);
             self.publish_tagged(
                 topic,
                 QoS::AtLeastOnce,
@@ -379,16 +375,10 @@ impl PublisherLoop {
                 }
                 Ok(Event::Incoming(Incoming::PubAck(ack))) => {
                     done += 1;
-                    if let Some(Some(id)) = self.in_flight.remove(&ack.pkid) {
-                        match self.outbox.done(id) {
-                            Ok(()) => {
-                                let left = self.outbox.lock().len();
-                                self.metrics.outbox_pending.set(left as i64);
-                            }
-                            Err(e) => {
-                                warn!(alert_id = id, error = %e, "Cannot record an acknowledged alert; it may be published again at the next start.");
-                            }
-                        }
+                    if let Some(Some(id)) = self.in_flight.remove(&ack.pkid)
+                        && let Err(e) = self.outbox.done(id)
+                    {
+                        warn!(alert_id = id, error = %e, "Cannot record an acknowledged alert; it may be published again at the next start.");
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(0))) => done += 1,

@@ -391,11 +391,18 @@ impl Metrics {
 
 /// Sums every sample of `name` in a Prometheus text exposition.
 pub fn sum_metric(text: &str, name: &str) -> u64 {
+    sum_metric_where(text, name, "") as u64
+}
+
+/// Sums the samples of `name` whose label set contains `label` (e.g. `reason="tls"`; empty:
+/// every sample).
+pub fn sum_metric_where(text: &str, name: &str, label: &str) -> f64 {
     text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = rest.rsplit_once(' ')?;
+            let whole_name = labels.is_empty() || labels.starts_with('{');
+            (whole_name && labels.contains(label)).then(|| value.parse::<f64>().ok())?
         })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+        .sum()
 }

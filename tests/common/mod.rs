@@ -168,6 +168,31 @@ impl Drop for Mosquitto {
     }
 }
 
+/// The users of the tests' password-protected brokers: the tests' own clients, and the daemon.
+pub const ADMIN: (&str, &str) = ("admin", "admin-pw");
+pub const DAEMON: (&str, &str) = ("ebgand", "daemon-pw");
+
+/// Writes a mosquitto password file for `users` (world-readable: the broker drops to its own
+/// user, and the folder is a throwaway one).
+pub fn mosquitto_passwd(path: &Path, users: &[(&str, &str)]) {
+    for (i, (user, pass)) in users.iter().enumerate() {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let ok = cmd
+            .arg("-b")
+            .arg(path)
+            .args([user, pass])
+            .status()
+            .expect("mosquitto_passwd not found: install it with `sudo apt-get install mosquitto`")
+            .success();
+        assert!(ok, "mosquitto_passwd failed");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
 /// Waits until `cond` holds, polling; panics with `what` after `timeout`.
 pub async fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -270,6 +295,11 @@ impl TestDaemon {
     /// Sum of a metric in the Prometheus exposition.
     pub fn metric(&self, name: &str) -> u64 {
         ebgand::telemetry::metrics::sum_metric(&self.metrics.encode(), name)
+    }
+
+    /// Sum of a metric's samples whose labels contain `label`, e.g. `reason="tls"`.
+    pub fn metric_where(&self, name: &str, label: &str) -> u64 {
+        ebgand::telemetry::metrics::sum_metric_where(&self.metrics.encode(), name, label) as u64
     }
 }
 
@@ -406,17 +436,17 @@ impl Sender {
     }
 
     pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.into())
-            .await
-            .unwrap();
-        self.sent += 1;
+        self.send(topic, false, payload.into()).await;
     }
 
     /// A retained QoS 1 publish.
     pub async fn publish_retained(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.send(topic, true, payload.into()).await;
+    }
+
+    async fn send(&mut self, topic: &str, retain: bool, payload: Vec<u8>) {
         self.client
-            .publish(topic, QoS::AtLeastOnce, true, payload.into())
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
             .await
             .unwrap();
         self.sent += 1;
