@@ -286,6 +286,8 @@ format = "json"
 dir = "{d}/registry"
 [learning]
 dir = "{d}/capture"
+[journal]
+dir = "{d}/journal"
 [models.vibration]
 path = "{root}/models/vibration/ebgan-1"
 [[streams]]

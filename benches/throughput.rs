@@ -5,7 +5,8 @@
 //! - ceiling: a publisher process sends N QoS 1 messages (a JSON array of 64 floats, one window
 //!   each) that `mosquitto_sub -q 1 -C N > /dev/null` receives;
 //! - ebgand: the same publisher, the same messages, received, windowed, scored and judged by the
-//!   daemon (in this process; energy telemetry off).
+//!   daemon (in this process; energy telemetry off), with its ingest journal on (the default:
+//!   every message appended and fsynced before its ack) and off.
 //!
 //! Prints medians, the ratio ebgand / ceiling, and CPU per message of each consumer. Then the
 //! scorer alone at batch 1, 64 and 512. Absolute numbers move with the machine's load; compare
@@ -62,12 +63,19 @@ fn main() {
     println!("broker: mosquitto, max_inflight_messages 100, max_queued_messages 0");
     let mut ceiling = Vec::new();
     let mut daemon = Vec::new();
+    let mut unjournaled = Vec::new();
     for round in 0..ROUNDS {
         ceiling.push(run_ceiling(broker.port));
-        daemon.push(rt.block_on(run_daemon(broker.port, &lib, round)));
+        daemon.push(rt.block_on(run_daemon(broker.port, &lib, round, true)));
+        unjournaled.push(rt.block_on(run_daemon(broker.port, &lib, round, false)));
         println!(
-            "round {round}: ceiling {:>8.0} msg/s ({:.1} us CPU/msg)   ebgand {:>8.0} msg/s ({:.1} us CPU/msg)",
-            ceiling[round].0, ceiling[round].1, daemon[round].0, daemon[round].1
+            "round {round}: ceiling {:>8.0} msg/s ({:.1} us CPU/msg)   ebgand {:>8.0} msg/s ({:.1} us CPU/msg)   journal off {:>8.0} msg/s ({:.1} us CPU/msg)",
+            ceiling[round].0,
+            ceiling[round].1,
+            daemon[round].0,
+            daemon[round].1,
+            unjournaled[round].0,
+            unjournaled[round].1
         );
     }
     let (c_rate, c_cpu) = (
@@ -81,11 +89,21 @@ fn main() {
     println!("\n| consumer | msg/s (median) | CPU us/msg (median) |");
     println!("|---|---|---|");
     println!("| mosquitto_sub > /dev/null (ceiling) | {c_rate:.0} | {c_cpu:.1} |");
-    println!("| ebgand (decode, window, score, judge) | {d_rate:.0} | {d_cpu:.1} |");
+    let (u_rate, u_cpu) = (
+        median(unjournaled.iter().map(|x| x.0)),
+        median(unjournaled.iter().map(|x| x.1)),
+    );
+    println!("| ebgand (journal, decode, window, score, judge) | {d_rate:.0} | {d_cpu:.1} |");
+    println!("| ebgand, journal off | {u_rate:.0} | {u_cpu:.1} |");
     println!(
         "\nratio ebgand / ceiling: throughput {:.2}, CPU per message {:.2}",
         d_rate / c_rate,
         d_cpu / c_cpu
+    );
+    println!(
+        "ratio journal on / off: throughput {:.2}, CPU per message {:.2}",
+        d_rate / u_rate,
+        d_cpu / u_cpu
     );
     scorer_bench(&lib);
 }
@@ -186,13 +204,22 @@ fn run_ceiling(port: u16) -> (f64, f64) {
     (MESSAGES as f64 / secs, cpu * 1e6 / MESSAGES as f64)
 }
 
-async fn run_daemon(port: u16, lib: &str, round: usize) -> (f64, f64) {
+async fn run_daemon(port: u16, lib: &str, round: usize, journal: bool) -> (f64, f64) {
+    let state = tempfile::tempdir().unwrap();
     let mut raw = RawConfig::from_toml(ebgand::config::DOCUMENTED_CONFIG).unwrap();
     raw.mqtt.port = port;
     raw.mqtt.client_id = format!("bench-{round}-{}", fastrand::u32(..));
-    raw.mqtt.prefix = format!("bench{round}");
+    // A topic and prefix per run: the broker keeps each run's persistent session, which must not
+    // queue the next run's messages.
+    let tag = format!("{round}{}", if journal { "j" } else { "n" });
+    raw.mqtt.prefix = format!("bench{tag}");
     raw.http.listen = String::new();
     raw.runtime.library = lib.to_string();
+    raw.journal.enabled = journal;
+    raw.journal.dir = state.path().join("journal").display().to_string();
+    raw.mqtt.outbox_dir = state.path().join("outbox").display().to_string();
+    raw.registry.dir = state.path().join("registry").display().to_string();
+    raw.learning.dir = state.path().join("capture").display().to_string();
     raw.models.get_mut("vibration").unwrap().path =
         format!("{}/models/vibration/fixture-1", env!("CARGO_MANIFEST_DIR"));
     let settings = raw.validate().unwrap();
@@ -202,7 +229,7 @@ async fn run_daemon(port: u16, lib: &str, round: usize) -> (f64, f64) {
     while !metrics.ready() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let topic = format!("sensors/bench{round}/vibration");
+    let topic = format!("sensors/bench{tag}/vibration");
     let cpu0 = cpu_seconds(std::process::id());
     let start = Instant::now();
     let mut publisher = spawn_publisher(port, &topic);

@@ -23,7 +23,8 @@ use crate::detect::ShadowStats;
 use crate::lifecycle::{Context, Learner, Models, load_off_runtime, seed_version};
 use crate::model::gate::RecentWindows;
 use crate::model::{ModelError, Registry, Window, spawn_scorer};
-use crate::mqtt::ingest::Route;
+use crate::mqtt::checkpoint::Progress;
+use crate::mqtt::ingest::{Durable, Route};
 use crate::mqtt::{Ingest, Publisher, publish};
 use crate::signal::Signal;
 use crate::telemetry::{self, Metrics, Systemd};
@@ -47,6 +48,9 @@ pub enum AppError {
     /// The alert outbox could not be opened.
     #[error(transparent)]
     Outbox(#[from] crate::mqtt::outbox::OutboxError),
+    /// The ingest journal could not be opened.
+    #[error(transparent)]
+    Journal(#[from] crate::mqtt::journal::JournalError),
     /// A stage stopped while the daemon was running.
     #[error("the {stage} stage stopped unexpectedly")]
     StageDied {
@@ -84,6 +88,29 @@ pub async fn run(
         Outbox::open(&settings.mqtt.outbox_dir, settings.mqtt.outbox_max)?,
         metrics.outbox_pending.clone(),
     );
+    // The journal and checkpoint say where each stream resumes after a crash.
+    let progress = Progress::default();
+    let durable = settings
+        .journal
+        .as_ref()
+        .map(|j| Durable::open(j, progress.clone()))
+        .transpose()?;
+    let resumed = match &durable {
+        Some(d) => {
+            let (at, found) = (d.resumed_at(), d.found());
+            publish::Resumed {
+                detectors: d.detector_states(),
+                alerted_through: outbox
+                    .lock()
+                    .last_alerts()
+                    .iter()
+                    .filter(|(stream, seq)| at.get(*stream).map_or(found, |next| *seq >= next))
+                    .map(|(stream, seq)| (stream.clone(), *seq))
+                    .collect(),
+            }
+        }
+        None => publish::Resumed::default(),
+    };
     let (publisher, publisher_loop) =
         Publisher::new(&settings.mqtt, &settings.node, metrics.clone(), outbox);
     let (control_tx, mut control_rx) = mpsc::channel(CONTROL_QUEUE);
@@ -149,6 +176,7 @@ pub async fn run(
                     publisher.clone(),
                     metrics.clone(),
                     handover_rx,
+                    progress.clone(),
                 )
                 .instrument(info_span!("learner", model = %name)),
             );
@@ -194,6 +222,8 @@ pub async fn run(
             models.recent.clone(),
             captures,
             shadows.clone(),
+            progress,
+            resumed,
         )
         .instrument(info_span!("alerting")),
     );
@@ -221,6 +251,10 @@ pub async fn run(
             .control
             .then_some((control_tx, settings.control_per_minute)),
     );
+    let ingest = match durable {
+        Some(d) => ingest.journaled(d),
+        None => ingest,
+    };
     let ingest_token = CancellationToken::new();
     let ingest_task = tracker.spawn(
         ingest
@@ -315,12 +349,23 @@ pub async fn run(
     );
     let drain = async {
         ingest_token.cancel();
-        joined("ingest", ingest_task.await);
+        let leftover = match ingest_task.await {
+            Ok(l) => l,
+            Err(e) => {
+                joined("ingest", Err(e));
+                None
+            }
+        };
         for (_, handle) in std::mem::take(&mut models.scorers) {
             handle.drain().await;
         }
         if !alerting_task.is_finished() {
             joined("alerting", (&mut alerting_task).await);
+        }
+        // Every window queued has been judged: the last checkpoint leaves only incomplete
+        // windows to replay.
+        if let Some(l) = leftover {
+            l.checkpoint();
         }
         closing.cancel();
         joined("publisher", publisher_task.await);

@@ -102,6 +102,8 @@ pub struct RawConfig {
     pub control: RawControl,
     /// Learning from the stream.
     pub learning: RawLearning,
+    /// Ingest journal (crash safety).
+    pub journal: RawJournal,
     /// Sensor streams.
     pub streams: Vec<RawStream>,
 }
@@ -466,6 +468,34 @@ impl Default for RawLearning {
     }
 }
 
+/// `[journal]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJournal {
+    /// Journal stream messages before acknowledging them, so a crash loses none.
+    pub enabled: bool,
+    /// Folder of the journal segments and the checkpoint.
+    pub dir: String,
+    /// Segment size, MiB.
+    pub segment_mb: u64,
+    /// Journal bound, MiB: above it, ingest stops reading until windows are judged.
+    pub max_mb: u64,
+    /// Checkpoint interval, milliseconds.
+    pub checkpoint_ms: u64,
+}
+
+impl Default for RawJournal {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: "state/journal".into(),
+            segment_mb: 16,
+            max_mb: 1024,
+            checkpoint_ms: 1000,
+        }
+    }
+}
+
 /// `[control]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -570,6 +600,21 @@ pub struct Settings {
     pub control_per_minute: u32,
     /// Learning from the stream.
     pub learning: LearningSettings,
+    /// Ingest journal; `None` when off.
+    pub journal: Option<JournalSettings>,
+}
+
+/// Ingest journal settings.
+#[derive(Debug, Clone)]
+pub struct JournalSettings {
+    /// Folder.
+    pub dir: PathBuf,
+    /// Segment size, bytes.
+    pub segment_bytes: u64,
+    /// Bound, bytes.
+    pub max_bytes: u64,
+    /// Checkpoint interval.
+    pub checkpoint: Duration,
 }
 
 /// Training worker settings.
@@ -852,6 +897,19 @@ impl RawConfig {
                 "mqtt.outbox_dir / outbox_max: need a folder and a bound of at least 1".into(),
             );
         }
+        let j = &self.journal;
+        if j.enabled
+            && (j.dir.is_empty()
+                || j.segment_mb == 0
+                || j.max_mb < 2 * j.segment_mb
+                || !(10..=60_000).contains(&j.checkpoint_ms))
+        {
+            errs.push(format!(
+                "journal: need a dir, segment_mb >= 1, max_mb >= 2 x segment_mb and \
+                 checkpoint_ms in 10-60000 (got dir {:?}, segment_mb {}, max_mb {}, checkpoint_ms {})",
+                j.dir, j.segment_mb, j.max_mb, j.checkpoint_ms
+            ));
+        }
         if m.reconnect_min_ms == 0 || m.reconnect_min_ms > m.reconnect_max_ms {
             errs.push(format!(
                 "mqtt.reconnect_min_ms: {} must be > 0 and <= reconnect_max_ms ({})",
@@ -1079,6 +1137,12 @@ impl RawConfig {
                 },
                 control: self.control.enabled,
                 control_per_minute: self.control.max_per_minute,
+                journal: j.enabled.then(|| JournalSettings {
+                    dir: PathBuf::from(&j.dir),
+                    segment_bytes: j.segment_mb << 20,
+                    max_bytes: j.max_mb << 20,
+                    checkpoint: Duration::from_millis(j.checkpoint_ms),
+                }),
                 learning: LearningSettings {
                     period: crate::train::learn::LearningPeriod {
                         windows: self.learning.windows,

@@ -179,6 +179,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     raw.registry.dir = model_dir.join("registry").display().to_string();
     raw.learning.dir = model_dir.join("capture").display().to_string();
     raw.mqtt.outbox_dir = model_dir.join("outbox").display().to_string();
+    raw.journal.dir = model_dir.join("journal").display().to_string();
     if let Some(m) = raw.models.get_mut("vibration") {
         m.path = model_dir.display().to_string();
     }

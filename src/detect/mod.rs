@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{Mark, RawWindow};
 
 /// The alert state of a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     /// No alert.
@@ -89,9 +89,23 @@ impl Detector {
         }
     }
 
+    /// A detector carrying on from a saved state and run length (see [`Detector::run`]).
+    pub fn restore(hysteresis: Hysteresis, state: AlertState, run: u32) -> Self {
+        Self {
+            hysteresis,
+            state,
+            run,
+        }
+    }
+
     /// Current state.
     pub fn state(&self) -> AlertState {
         self.state
+    }
+
+    /// Consecutive windows so far toward the next transition.
+    pub fn run(&self) -> u32 {
+        self.run
     }
 
     /// Feeds one window's verdict; returns the transition it caused, if any.
@@ -156,6 +170,13 @@ pub struct Verdict {
     /// Whether this is the first window seen of its stream (its state is not yet published).
     #[serde(skip)]
     pub first: bool,
+    /// Consecutive windows toward the next transition, after this one (the detector's run).
+    #[serde(skip)]
+    pub run: u32,
+    /// Set when an earlier run of the daemon already stored this window's alert (the window is
+    /// judged again after a restart): the alert is not published a second time.
+    #[serde(skip)]
+    pub alerted_before: bool,
 }
 
 /// An alert event, as published on `{prefix}/alerts/{stream}` and printed by `ebgand score`.
@@ -249,12 +270,22 @@ impl ShadowStats {
 #[derive(Debug, Default)]
 pub struct Judge {
     detectors: HashMap<String, Detector>,
+    /// Saved states (state, run) of streams not seen yet, from the last run's checkpoint.
+    saved: HashMap<String, (AlertState, u32)>,
 }
 
 impl Judge {
     /// An empty judge.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A judge whose detectors start from saved `(state, run)` pairs, by stream id.
+    pub fn restored(saved: HashMap<String, (AlertState, u32)>) -> Self {
+        Self {
+            detectors: HashMap::new(),
+            saved,
+        }
     }
 
     /// Judges one window: threshold (the stream's override, else the model's), hysteresis.
@@ -269,9 +300,13 @@ impl Judge {
         let threshold = stream.threshold.unwrap_or(model_threshold);
         let anomalous = is_anomalous(energy, threshold);
         let mut first = false;
+        let saved = &mut self.saved;
         let detector = self.detectors.entry(stream.id.clone()).or_insert_with(|| {
             first = true;
-            Detector::new(stream.hysteresis)
+            match saved.remove(&stream.id) {
+                Some((state, run)) => Detector::restore(stream.hysteresis, state, run),
+                None => Detector::new(stream.hysteresis),
+            }
         });
         let transition = detector.observe(anomalous);
         Verdict {
@@ -286,6 +321,8 @@ impl Judge {
             transition,
             model: model.clone(),
             first,
+            run: detector.run(),
+            alerted_before: false,
         }
     }
 }

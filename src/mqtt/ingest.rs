@@ -1,5 +1,11 @@
 //! The ingest connection: subscribe to stream topics, decode payloads, window them, hand the
 //! windows to their model's queue, and acknowledge each message only after that.
+//!
+//! With the journal on (the default), a stream message is also appended to the journal, and
+//! acknowledged only once the journal is synced (group commit: when no other message is ready
+//! to read). A restart after a crash replays the journal records that the last checkpoint has
+//! not judged yet, so windows queued but not judged, and each stream's incomplete window, are
+//! rebuilt with their numbers; see [`super::journal`] and [`super::checkpoint`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -10,14 +16,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::checkpoint::{self, Progress, Saved};
+use super::journal::{Journal, Record};
 use super::{Backoff, Role};
-use crate::config::{MqttSettings, StreamSettings};
+use crate::config::{JournalSettings, MqttSettings, StreamSettings};
 use crate::control::{Budget, ControlMessage, RATE_LIMIT_REPORT_EVERY, RETAINED};
 use crate::detect::{Hysteresis, StreamInfo};
 use crate::model::Window;
 use crate::pipeline::features::Framer;
 use crate::pipeline::{DecodeError, RawWindow, WindowSpec, Windower, decode_into};
 use crate::telemetry::metrics::{ConnLabel, FailureLabel, Metrics, OutcomeLabel, Reason};
+use serde_json::Value;
 
 /// Acks waiting for room in the client's request channel are few (bounded by the broker's
 /// in-flight window toward us); the channel itself holds this many requests.
@@ -32,6 +41,10 @@ const RECENT_PKIDS: usize = 4096;
 /// How long shutdown waits for the last acks to reach the broker.
 const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Journaled messages waiting for a sync before their acks go out; at this many the journal is
+/// synced even if more messages are ready to read.
+const MAX_UNSYNCED: usize = 1024;
+
 /// A configured stream and the queue of the model that scores it.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -44,9 +57,262 @@ pub struct Route {
 struct StreamEntry {
     route: usize,
     info: Arc<StreamInfo>,
+    spec: WindowSpec,
     windower: Windower,
     /// Audio streams: PCM samples to log-mel frames, which are what gets windowed.
     framer: Option<Framer>,
+    logmel: Option<crate::pipeline::features::LogMelParams>,
+    /// Input samples (PCM samples for audio) from one window's start to the next one's.
+    unit: u64,
+    /// Input samples received so far: where the next message of the stream starts.
+    received: u64,
+    /// Input samples fed to the windower (or skipped as already judged) so far.
+    fed: u64,
+}
+
+/// What one message did to its stream, as [`StreamEntry::feed`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fed {
+    /// Samples windowed (some may have been skipped as judged before a restart).
+    Windowed,
+    /// Every sample was judged before (a replayed record the checkpoint already covers).
+    Covered,
+    /// Samples were missing before this message; windowing went on at the next window
+    /// boundary after the gap, whose length in input samples is given.
+    Gap(u64),
+}
+
+impl StreamEntry {
+    /// Carries on at window `seq`: the next input sample fed is `seq * unit`.
+    fn restart_at(&mut self, seq: u64) {
+        self.windower = Windower::resume(self.spec, seq);
+        self.framer = self.logmel.clone().and_then(|p| Framer::new(p).ok());
+        self.fed = seq.saturating_mul(self.unit);
+    }
+
+    /// Feeds the input samples `start ..` of one message (`values`, interleaved by `channels`),
+    /// skipping those fed before; windows completed go to `out`.
+    fn feed(
+        &mut self,
+        start: u64,
+        values: &[f32],
+        channels: usize,
+        timestamp: Option<&Value>,
+        frames: &mut Vec<f32>,
+        out: &mut Vec<RawWindow>,
+    ) -> Fed {
+        let end = start + (values.len() / channels) as u64;
+        let mut outcome = Fed::Windowed;
+        if start > self.fed {
+            outcome = Fed::Gap(start - self.fed);
+            self.restart_at(start.div_ceil(self.unit));
+        }
+        if end <= self.fed {
+            return if outcome == Fed::Windowed {
+                Fed::Covered
+            } else {
+                outcome
+            };
+        }
+        let values = &values[(self.fed - start) as usize * channels..];
+        if let Some(framer) = &mut self.framer {
+            frames.clear();
+            framer.push(values, frames);
+            self.windower.push(frames, None, |w| out.push(w));
+        } else {
+            self.windower.push(values, timestamp, |w| out.push(w));
+        }
+        self.fed = end;
+        outcome
+    }
+}
+
+/// The journal, the checkpoint and the messages waiting for a sync. Owned by the ingest
+/// stage, then handed back by [`Ingest::run`] for the last checkpoint.
+pub struct Durable {
+    journal: Journal,
+    dir: std::path::PathBuf,
+    progress: Progress,
+    /// The last checkpoint written (or read at start-up), by stream id.
+    saved: HashMap<String, Saved>,
+    /// Packet ids of the last messages journaled (at most `RECENT_PKIDS`).
+    pkids: VecDeque<u16>,
+    /// Records found at start-up, replayed before the first message is read.
+    replay: Vec<Record>,
+    /// Journaled messages whose acks wait for the next sync.
+    unsynced: Vec<Publish>,
+    max_bytes: u64,
+    every: Duration,
+    full_log: RateLimit,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("dir", &self.dir)
+            .field("unsynced", &self.unsynced.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stream's place, as the checkpoint needs it: id, window step and samples received.
+#[derive(Debug, Clone)]
+struct Place {
+    id: String,
+    unit: u64,
+    received: u64,
+}
+
+impl Durable {
+    /// Opens the journal and reads the checkpoint in `settings.dir`; `progress` is seeded with
+    /// the checkpoint. A checkpoint that cannot be read is logged and ignored (every stream
+    /// then starts from its first journaled record).
+    ///
+    /// # Errors
+    /// [`super::journal::JournalError`] when the journal cannot be opened.
+    pub fn open(
+        settings: &JournalSettings,
+        progress: Progress,
+    ) -> Result<Self, super::journal::JournalError> {
+        let (journal, replay) = Journal::open(&settings.dir, settings.segment_bytes)?;
+        let found = checkpoint::load(&settings.dir).unwrap_or_else(|e| {
+            error!(error = %e, "Cannot read the ingest checkpoint; replaying the journal from its start.");
+            checkpoint::Checkpoint::default()
+        });
+        let saved = found.streams;
+        progress.seed(&saved);
+        let mut pkids: VecDeque<u16> = found.pkids.into();
+        pkids.extend(replay.iter().map(|r| r.pkid));
+        while pkids.len() > RECENT_PKIDS {
+            pkids.pop_front();
+        }
+        if !replay.is_empty() {
+            info!(
+                records = replay.len(),
+                streams = saved.len(),
+                "Journal found; replaying what the last run did not judge."
+            );
+        }
+        Ok(Self {
+            journal,
+            dir: settings.dir.clone(),
+            progress,
+            saved,
+            pkids,
+            replay,
+            unsynced: Vec::new(),
+            max_bytes: settings.max_bytes,
+            every: settings.checkpoint,
+            full_log: RateLimit::new(Duration::from_secs(10)),
+        })
+    }
+
+    /// Each stream's detector state as the last checkpoint saved it, for the alerting stage.
+    pub fn detector_states(&self) -> HashMap<String, (crate::detect::AlertState, u32)> {
+        self.saved
+            .iter()
+            .map(|(id, s)| (id.clone(), (s.judged.state, s.judged.run)))
+            .collect()
+    }
+
+    /// Whether the last run left a checkpoint or journal records (then windows may be judged a
+    /// second time, and alerts already stored must not be published again).
+    pub fn found(&self) -> bool {
+        !self.saved.is_empty() || !self.replay.is_empty()
+    }
+
+    /// The first window not judged by the last checkpoint, by stream id.
+    pub fn resumed_at(&self) -> HashMap<String, u64> {
+        self.saved
+            .iter()
+            .map(|(id, s)| (id.clone(), s.judged.next_seq))
+            .collect()
+    }
+
+    /// Syncs the journal; `false` when it failed (logged and counted; the acks then go out
+    /// anyway: scoring goes on, only crash safety is lost for these messages).
+    fn sync(&mut self, metrics: &Metrics) -> bool {
+        match self.journal.sync() {
+            Ok(()) => true,
+            Err(e) => {
+                metrics.journal_errors.inc();
+                error!(error = %e, "Cannot sync the ingest journal.");
+                false
+            }
+        }
+    }
+
+    /// Saves a checkpoint of `places` (by topic) and the judging progress, then retires the
+    /// journal segments it no longer needs. Call after [`Durable::sync`].
+    fn checkpoint(&mut self, places: &HashMap<String, Place>, metrics: &Metrics) {
+        let judged = self.progress.snapshot();
+        let mut saved = self.saved.clone();
+        for p in places.values() {
+            let entry = saved.entry(p.id.clone()).or_insert(Saved {
+                judged: checkpoint::Judged::default(),
+                samples: 0,
+            });
+            entry.samples = p.received;
+            if let Some(j) = judged.get(&p.id) {
+                entry.judged = *j;
+            }
+        }
+        if saved == self.saved && self.journal.segments() < 2 {
+            return;
+        }
+        let file = checkpoint::Checkpoint {
+            streams: saved,
+            pkids: self.pkids.iter().copied().collect(),
+        };
+        if let Err(e) = checkpoint::save(&self.dir, &file) {
+            metrics.journal_errors.inc();
+            error!(error = %e, "Cannot save the ingest checkpoint; the journal keeps its records.");
+            return;
+        }
+        self.saved = file.streams;
+        let saved = &self.saved;
+        let needed = |r: &Record| {
+            places.get(&r.topic).is_some_and(|p| {
+                let from = saved
+                    .get(&p.id)
+                    .map_or(0, |s| s.judged.next_seq.saturating_mul(p.unit));
+                r.end() > from
+            })
+        };
+        // The segments before the current one, counted first: records carried forward land in
+        // the current segment (or one it rotates to), which must not be retired in this pass.
+        for _ in 1..self.journal.segments() {
+            match self.journal.retire_oldest(needed) {
+                Ok(Some(carried)) => debug!(carried, "Journal segment retired."),
+                Ok(None) => break,
+                Err(e) => {
+                    metrics.journal_errors.inc();
+                    error!(error = %e, "Cannot retire a journal segment.");
+                    break;
+                }
+            }
+        }
+        metrics.journal_bytes.set(self.journal.bytes() as i64);
+    }
+}
+
+/// What the ingest stage hands back when it stops: the journal, for a last checkpoint once the
+/// windows still queued have been judged.
+#[derive(Debug)]
+pub struct Leftover {
+    durable: Durable,
+    places: HashMap<String, Place>,
+    metrics: Arc<Metrics>,
+}
+
+impl Leftover {
+    /// Writes the last checkpoint (after the drain: every window judged is in it), so the
+    /// next start replays only incomplete windows.
+    pub fn checkpoint(mut self) {
+        if self.durable.sync(&self.metrics) {
+            self.durable.checkpoint(&self.places, &self.metrics);
+        }
+    }
 }
 
 /// Allows one log line per interval and counts what it held back.
@@ -162,6 +428,9 @@ pub struct Ingest {
     refused_log: RateLimit,
     /// Control commands, when enabled.
     control: Option<ControlInput>,
+    /// The journal, when on.
+    durable: Option<Durable>,
+    gap_log: RateLimit,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -221,22 +490,65 @@ impl Ingest {
             malformed_log: RateLimit::new(Duration::from_secs(5)),
             refused_log: RateLimit::new(Duration::from_secs(5)),
             control,
+            durable: None,
+            gap_log: RateLimit::new(Duration::from_secs(5)),
         }
     }
 
-    /// Polls the broker until `token` is cancelled, then sends the last acks and disconnects.
-    /// Dropping the stage closes the window queues, which lets the scorers drain.
-    pub async fn run(mut self, token: CancellationToken) {
+    /// Journals every stream message before acknowledging it (see the module docs).
+    #[must_use]
+    pub fn journaled(mut self, durable: Durable) -> Self {
+        // Messages the last run journaled come again, flagged DUP, if their acks were lost.
+        self.suspects.extend(durable.pkids.iter().copied());
+        self.durable = Some(durable);
+        self
+    }
+
+    /// Replays the journal, then polls the broker until `token` is cancelled, then sends the
+    /// last acks and disconnects. Dropping the stage closes the window queues, which lets the
+    /// scorers drain; the journal comes back for the last checkpoint.
+    pub async fn run(mut self, token: CancellationToken) -> Option<Leftover> {
         let conn = ConnLabel {
             connection: Role::Ingest.as_str(),
         };
+        self.replay().await;
+        let mut tick = tokio::time::interval(
+            self.durable
+                .as_ref()
+                .map_or(Duration::from_secs(3600), |d| d.every),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.flush_acks();
+            let unsynced = self.durable.as_ref().map_or(0, |d| d.unsynced.len());
+            if unsynced >= MAX_UNSYNCED {
+                self.sync_and_ack();
+            }
+            if self.journal_full() {
+                // Safety bound: stop reading (the broker keeps the messages) until a
+                // checkpoint retires records.
+                tokio::select! {
+                    biased;
+                    () = token.cancelled() => break,
+                    _ = tick.tick() => self.checkpoint(),
+                }
+                continue;
+            }
             let event = tokio::select! {
                 biased;
                 () = token.cancelled() => break,
                 // Cancel-safe: rumqttc keeps partially read packets in its state.
                 ev = self.eventloop.poll() => ev,
+                // Nothing ready to read: the moment to sync the journal and send its acks
+                // (group commit). Only while messages wait for it.
+                () = std::future::ready(()), if unsynced > 0 => {
+                    self.sync_and_ack();
+                    continue;
+                }
+                _ = tick.tick(), if self.durable.is_some() => {
+                    self.checkpoint();
+                    continue;
+                }
             };
             match event {
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
@@ -295,7 +607,87 @@ impl Ingest {
                 }
             }
         }
-        self.close().await;
+        self.close().await
+    }
+
+    /// Feeds the journal's records (of the last run) through windowing again, before the first
+    /// message is read. Their messages were acknowledged; the broker will not send them again.
+    async fn replay(&mut self) {
+        let Some(d) = &mut self.durable else { return };
+        let records = std::mem::take(&mut d.replay);
+        if records.is_empty() {
+            return;
+        }
+        let mut replayed = 0u64;
+        for r in records {
+            if !self.ensure_stream(&r.topic) {
+                continue;
+            }
+            match self.window_payload(&r.topic, &r.payload, Some(r.start)) {
+                Some(Fed::Covered) | None => continue,
+                Some(_) => {}
+            }
+            if !self.queue_windows(&r.topic).await {
+                return;
+            }
+            replayed += 1;
+        }
+        self.metrics.journal_replayed.inc_by(replayed);
+        info!(messages = replayed, "Journal replayed.");
+    }
+
+    /// Syncs the journal, then acknowledges the messages it now holds.
+    fn sync_and_ack(&mut self) {
+        let Some(d) = &mut self.durable else { return };
+        d.sync(&self.metrics);
+        for p in std::mem::take(&mut d.unsynced) {
+            self.ack(p);
+        }
+    }
+
+    fn places(&self) -> HashMap<String, Place> {
+        self.streams
+            .iter()
+            .map(|(topic, e)| {
+                (
+                    topic.clone(),
+                    Place {
+                        id: e.info.id.clone(),
+                        unit: e.unit,
+                        received: e.received,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Syncs and acknowledges, then saves a checkpoint and retires journal segments.
+    fn checkpoint(&mut self) {
+        self.sync_and_ack();
+        let places = self.places();
+        if let Some(d) = &mut self.durable {
+            d.checkpoint(&places, &self.metrics);
+        }
+    }
+
+    /// Whether the journal is over its bound (logged, rate-limited).
+    fn journal_full(&mut self) -> bool {
+        let Some(d) = &mut self.durable else {
+            return false;
+        };
+        let bytes = d.journal.bytes();
+        if bytes <= d.max_bytes {
+            return false;
+        }
+        if let Some(suppressed) = d.full_log.allow(Instant::now()) {
+            warn!(
+                bytes,
+                max_bytes = d.max_bytes,
+                suppressed,
+                "Ingest journal over its bound; reading paused until windows are judged."
+            );
+        }
+        true
     }
 
     /// One message: route, decode, window, queue the windows (waiting while the queue is
@@ -303,11 +695,18 @@ impl Ingest {
     async fn handle(&mut self, p: Publish) {
         self.metrics.messages_in.inc();
         if p.dup && self.suspects.remove(&p.pkid) {
-            // Windowed on the previous connection; its ack was lost with it.
+            // Windowed on the previous connection (or journaled by the last run); its ack was
+            // lost with it.
             self.metrics.redeliveries.inc();
             debug!(topic = %p.topic, pkid = p.pkid, "Redelivered message already windowed; acknowledged.");
             self.ack(p);
             return;
+        }
+        if p.qos != QoS::AtMostOnce {
+            if self.recent.len() == RECENT_PKIDS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(p.pkid);
         }
         if let Some(c) = &mut self.control
             && let Some(command) = p.topic.strip_prefix(c.prefix.as_str())
@@ -321,29 +720,81 @@ impl Ingest {
             return;
         }
         if self.ensure_stream(&p.topic) {
-            self.window_message(&p);
-            let Some(entry) = self.streams.get(p.topic.as_str()) else {
+            let start = self.streams.get(p.topic.as_str()).map_or(0, |e| e.received);
+            let fed = self.window_payload(&p.topic, &p.payload, None);
+            // Journaled before its windows are queued: if queueing fails (shutting down), the
+            // message is not acknowledged, and the next start replays it from the journal.
+            let journaled = fed.is_some() && self.journal(&p, start);
+            if !self.queue_windows(&p.topic).await {
                 return;
-            };
-            let (info, tx) = (entry.info.clone(), self.routes[entry.route].windows.clone());
-            for raw in self.windows.drain(..) {
-                // Waiting here is the backpressure: the broker holds what we do not read.
-                if tx
-                    .send(Window {
-                        stream: info.clone(),
-                        raw,
-                    })
-                    .await
-                    .is_err()
-                {
-                    // Not acknowledged: the broker redelivers it to the next session.
-                    error!(stream = %info.id, "Scorer queue closed; message left unacknowledged.");
-                    return;
-                }
-                self.metrics.windows_queued.inc();
+            }
+            if journaled && let Some(d) = &mut self.durable {
+                d.unsynced.push(p);
+                return;
             }
         }
         self.ack(p);
+    }
+
+    /// Appends a windowed message to the journal; `false` when there is none or the append
+    /// failed (counted and logged; the message is then acknowledged without it: scoring goes
+    /// on, only crash safety is lost for it).
+    fn journal(&mut self, p: &Publish, start: u64) -> bool {
+        let Some(d) = &mut self.durable else {
+            return false;
+        };
+        let samples = self
+            .streams
+            .get(p.topic.as_str())
+            .map_or(0, |e| e.received.saturating_sub(start));
+        match d
+            .journal
+            .append(p.pkid, &p.topic, start, samples, &p.payload)
+        {
+            Ok(_) => {
+                if d.pkids.len() == RECENT_PKIDS {
+                    d.pkids.pop_front();
+                }
+                d.pkids.push_back(p.pkid);
+                true
+            }
+            Err(e) => {
+                self.metrics.journal_errors.inc();
+                if let Some(suppressed) = self.malformed_log.allow(Instant::now()) {
+                    error!(error = %e, suppressed, "Cannot journal a message; acknowledged without it.");
+                }
+                false
+            }
+        }
+    }
+
+    /// Sends the windows cut from the last message to its stream's model queue, waiting while
+    /// the queue is full (the backpressure: the broker holds what we do not read). `false`
+    /// when the queue has closed (shutting down).
+    async fn queue_windows(&mut self, topic: &str) -> bool {
+        if self.windows.is_empty() {
+            return true;
+        }
+        let Some(entry) = self.streams.get(topic) else {
+            self.windows.clear();
+            return true;
+        };
+        let (info, tx) = (entry.info.clone(), self.routes[entry.route].windows.clone());
+        for raw in self.windows.drain(..) {
+            if tx
+                .send(Window {
+                    stream: info.clone(),
+                    raw,
+                })
+                .await
+                .is_err()
+            {
+                error!(stream = %info.id, "Scorer queue closed; message left unacknowledged.");
+                return false;
+            }
+            self.metrics.windows_queued.inc();
+        }
+        true
     }
 
     /// Finds or creates the stream for a topic; `false` when refused (counted and logged).
@@ -404,50 +855,74 @@ impl Ingest {
             hop: s.hop.get(),
             channels: s.channels.get(),
         };
-        info!(stream = %info.id, topic, "New stream.");
-        self.streams.insert(
-            topic.to_owned(),
-            StreamEntry {
-                route,
-                info,
-                windower: Windower::new(spec),
-                // Parameters were checked when the config was validated.
-                framer: s.logmel.clone().and_then(|p| Framer::new(p).ok()),
-            },
-        );
+        let unit = spec.hop as u64 * s.logmel.as_ref().map_or(1, |p| p.hop as u64);
+        let saved = self
+            .durable
+            .as_ref()
+            .and_then(|d| d.saved.get(&info.id).copied());
+        let mut entry = StreamEntry {
+            route,
+            info,
+            spec,
+            windower: Windower::new(spec),
+            // Parameters were checked when the config was validated.
+            framer: s.logmel.clone().and_then(|p| Framer::new(p).ok()),
+            logmel: s.logmel.clone(),
+            unit,
+            received: 0,
+            fed: 0,
+        };
+        if let Some(saved) = saved {
+            // Carry on where the last run's checkpoint left the stream.
+            entry.restart_at(saved.judged.next_seq);
+            entry.received = saved.samples;
+            info!(stream = %entry.info.id, topic, next_seq = saved.judged.next_seq, "Stream resumed from the checkpoint.");
+        } else {
+            info!(stream = %entry.info.id, topic, "New stream.");
+        }
+        self.streams.insert(topic.to_owned(), entry);
         self.metrics.streams_active.set(self.streams.len() as i64);
         true
     }
 
-    /// Decodes the payload and windows it into `self.windows`; counts and logs malformed ones.
-    fn window_message(&mut self, p: &Publish) {
-        let Some(entry) = self.streams.get_mut(p.topic.as_str()) else {
-            return;
-        };
+    /// Decodes a payload of the stream on `topic` and windows it into `self.windows`; counts
+    /// and logs malformed ones (`None`). A live message starts where the stream's last one
+    /// ended; a replayed record says where it starts (`start`).
+    fn window_payload(&mut self, topic: &str, payload: &[u8], start: Option<u64>) -> Option<Fed> {
+        let entry = self.streams.get_mut(topic)?;
         let s = &self.routes[entry.route].settings;
         let channels = if s.logmel.is_some() {
             1
         } else {
             s.channels.get()
         };
-        match decode_into(&s.format, channels, &p.payload, &mut self.scratch) {
+        match decode_into(&s.format, channels, payload, &mut self.scratch) {
             Ok(ts) => {
-                let out = &mut self.windows;
-                if let Some(framer) = &mut entry.framer {
-                    self.frames.clear();
-                    framer.push(&self.scratch, &mut self.frames);
-                    entry.windower.push(&self.frames, None, |w| out.push(w));
-                } else {
-                    entry
-                        .windower
-                        .push(&self.scratch, ts.as_ref(), |w| out.push(w));
+                let start = start.unwrap_or(entry.received);
+                let n = (self.scratch.len() / channels) as u64;
+                entry.received = entry.received.max(start + n);
+                let fed = entry.feed(
+                    start,
+                    &self.scratch,
+                    channels,
+                    ts.as_ref(),
+                    &mut self.frames,
+                    &mut self.windows,
+                );
+                if let Fed::Gap(missing) = fed {
+                    self.metrics.stream_gaps.inc();
+                    if let Some(suppressed) = self.gap_log.allow(Instant::now()) {
+                        warn!(stream = %entry.info.id, missing_samples = missing, next_seq = entry.windower.next_seq(), suppressed, "Samples missing after a restart; windowing goes on at the next window boundary.");
+                    }
                 }
+                Some(fed)
             }
             Err(e) => {
                 self.metrics.malformed(reason(&e));
                 if let Some(suppressed) = self.malformed_log.allow(Instant::now()) {
-                    warn!(stream = %entry.info.id, error = %e, bytes = p.payload.len(), suppressed, "Malformed payload refused.");
+                    warn!(stream = %entry.info.id, error = %e, bytes = payload.len(), suppressed, "Malformed payload refused.");
                 }
+                None
             }
         }
     }
@@ -456,10 +931,6 @@ impl Ingest {
         if p.qos == QoS::AtMostOnce {
             return;
         }
-        if self.recent.len() == RECENT_PKIDS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(p.pkid);
         // try_ack: this task is the one that drains the request channel, so it must never wait
         // on it. A full channel parks the ack until the next poll iteration.
         if !self.pending_acks.is_empty() || self.client.try_ack(&p).is_err() {
@@ -478,7 +949,8 @@ impl Ingest {
 
     /// Sends the remaining acks, then a clean DISCONNECT; messages received after cancellation
     /// are left unacknowledged, so the broker redelivers them next session.
-    async fn close(mut self) {
+    async fn close(mut self) -> Option<Leftover> {
+        self.sync_and_ack();
         let deadline = tokio::time::Instant::now() + ACK_FLUSH_TIMEOUT;
         let mut disconnect_sent = false;
         loop {
@@ -504,6 +976,12 @@ impl Ingest {
         }
         self.metrics.set_connected("ingest", false);
         info!(streams = self.streams.len(), "Ingest stopped.");
+        let places = self.places();
+        self.durable.take().map(|durable| Leftover {
+            durable,
+            places,
+            metrics: self.metrics.clone(),
+        })
     }
 }
 
@@ -520,6 +998,72 @@ fn reason(e: &DecodeError) -> Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(window: usize, hop: usize) -> StreamEntry {
+        let spec = WindowSpec {
+            window,
+            hop,
+            channels: 1,
+        };
+        StreamEntry {
+            route: 0,
+            info: Arc::new(StreamInfo {
+                id: "s/a".into(),
+                threshold: None,
+                hysteresis: Hysteresis {
+                    raise_after: 1,
+                    clear_after: 1,
+                },
+            }),
+            spec,
+            windower: Windower::new(spec),
+            framer: None,
+            logmel: None,
+            unit: hop as u64,
+            received: 0,
+            fed: 0,
+        }
+    }
+
+    fn feed(e: &mut StreamEntry, start: u64, values: &[f32]) -> (Fed, Vec<(u64, Vec<f32>)>) {
+        let mut out = Vec::new();
+        let fed = e.feed(start, values, 1, None, &mut Vec::new(), &mut out);
+        (fed, out.into_iter().map(|w| (w.seq, w.data)).collect())
+    }
+
+    #[test]
+    fn a_resumed_stream_skips_what_was_judged_and_rebuilds_the_open_window() {
+        // Window 4, hop 2; the checkpoint says windows 0 and 1 were judged: window 2 starts at
+        // sample 4. The journal replays messages of 3 samples from sample 3.
+        let mut e = entry(4, 2);
+        e.restart_at(2);
+        let x: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let (fed, w) = feed(&mut e, 0, &x[0..3]);
+        assert_eq!((fed, w.len()), (Fed::Covered, 0));
+        let (fed, w) = feed(&mut e, 3, &x[3..6]);
+        assert_eq!((fed, w), (Fed::Windowed, vec![]));
+        let (_, w) = feed(&mut e, 6, &x[6..9]);
+        assert_eq!(w, vec![(2, vec![4., 5., 6., 7.])]);
+        // A copy of a record already fed (a retired segment carried forward twice) is ignored.
+        assert_eq!(feed(&mut e, 6, &x[6..9]).0, Fed::Covered);
+        let (_, w) = feed(&mut e, 9, &x[9..12]);
+        assert_eq!(
+            w,
+            vec![(3, vec![6., 7., 8., 9.]), (4, vec![8., 9., 10., 11.])]
+        );
+    }
+
+    #[test]
+    fn missing_samples_restart_windowing_at_the_next_boundary() {
+        let mut e = entry(4, 4);
+        let x: Vec<f32> = (0..20).map(|i| i as f32).collect();
+        assert_eq!(feed(&mut e, 0, &x[0..2]).1, vec![]);
+        // Samples 2..6 never arrive: window 0 is lost, window 1 (samples 4..8) too (its first
+        // samples are missing); windowing goes on with window 2 at sample 8.
+        let (fed, w) = feed(&mut e, 6, &x[6..12]);
+        assert_eq!(fed, Fed::Gap(4));
+        assert_eq!(w, vec![(2, vec![8., 9., 10., 11.])]);
+    }
 
     #[test]
     fn rate_limit_counts_what_it_holds_back() {

@@ -5,7 +5,9 @@
 //! backpressure that makes the broker hold messages), and the alerts that drain that queue must
 //! not wait behind it in the same client's request channel.
 
+pub mod checkpoint;
 pub mod ingest;
+pub mod journal;
 pub mod outbox;
 pub mod publish;
 pub mod tls;

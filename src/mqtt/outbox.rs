@@ -3,8 +3,10 @@
 //! cannot be reached, or not yet acknowledged when the process dies, are published again by the
 //! next start.
 //!
-//! One append-only file of JSON lines, `{"add":ID,"topic":T,"payload":ALERT}`, `{"done":ID}`
-//! and `{"next":ID}` (the next id, so that ids are never reused), fsynced after each add;
+//! One append-only file of JSON lines, `{"add":ID,"topic":T,"payload":ALERT}`, `{"done":ID}`,
+//! `{"next":ID}` (the next id, so that ids are never reused) and `{"last":STREAM,"seq":N}` (the
+//! window of each stream's last alert, so that a window judged again after a crash does not
+//! alert twice), fsynced after each add;
 //! rewritten (temp file, fsync, rename) when mostly done lines. A torn
 //! last line (a crash while appending) is skipped. Bounded: at `max` pending alerts, adding
 //! waits until the broker acknowledges one (backpressure toward scoring, never a drop).
@@ -53,6 +55,10 @@ enum Line {
     Next {
         next: u64,
     },
+    Last {
+        last: String,
+        seq: u64,
+    },
 }
 
 /// An alert waiting for the broker's acknowledgement.
@@ -75,6 +81,13 @@ pub struct Outbox {
     next_id: u64,
     max: usize,
     lines: usize,
+    /// Window number of each stream's last alert.
+    last: BTreeMap<String, u64>,
+}
+
+/// The stream and window number of an alert's JSON.
+fn window_of(alert: &Value) -> Option<(String, u64)> {
+    Some((alert["stream"].as_str()?.to_owned(), alert["seq"].as_u64()?))
 }
 
 impl Outbox {
@@ -90,6 +103,7 @@ impl Outbox {
         };
         fs::create_dir_all(dir).map_err(io)?;
         let mut pending = BTreeMap::new();
+        let mut last = BTreeMap::new();
         let mut next_id = 1;
         if let Ok(f) = File::open(&path) {
             for (n, line) in BufReader::new(f).lines().enumerate() {
@@ -101,6 +115,9 @@ impl Outbox {
                         payload,
                     }) => {
                         next_id = next_id.max(add + 1);
+                        if let Some((stream, seq)) = window_of(&payload) {
+                            last.insert(stream, seq);
+                        }
                         pending.insert(add, (topic, payload));
                     }
                     Ok(Line::Done { done }) => {
@@ -108,6 +125,9 @@ impl Outbox {
                         pending.remove(&done);
                     }
                     Ok(Line::Next { next }) => next_id = next_id.max(next),
+                    Ok(Line::Last { last: stream, seq }) => {
+                        last.insert(stream, seq);
+                    }
                     Err(e) => {
                         warn!(path = %path.display(), line = n + 1, error = %e, "Outbox line unreadable (torn by a crash?); skipped.");
                     }
@@ -126,6 +146,7 @@ impl Outbox {
             next_id,
             max: max.max(1),
             lines: 0,
+            last,
         };
         outbox.compact()?;
         Ok(outbox)
@@ -148,6 +169,12 @@ impl Outbox {
                 payload: payload.clone(),
             }));
         }
+        for (stream, seq) in &self.last {
+            text.push_str(&line(&Line::Last {
+                last: stream.clone(),
+                seq: *seq,
+            }));
+        }
         text.push_str(&line(&Line::Next { next: self.next_id }));
         f.write_all(text.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
@@ -159,7 +186,7 @@ impl Outbox {
             .append(true)
             .open(&self.path)
             .map_err(io)?;
-        self.lines = self.pending.len() + 1;
+        self.lines = self.pending.len() + self.last.len() + 1;
         Ok(())
     }
 
@@ -197,6 +224,9 @@ impl Outbox {
             true,
         )?;
         self.next_id += 1;
+        if let Some((stream, seq)) = window_of(&payload) {
+            self.last.insert(stream, seq);
+        }
         let bytes = payload.to_string().into_bytes();
         self.pending.insert(id, (topic.to_owned(), payload));
         Ok(Pending {
@@ -216,7 +246,7 @@ impl Outbox {
             return Ok(());
         }
         self.append(&Line::Done { done: id }, false)?;
-        if self.lines > 1024 && self.lines > 4 * self.pending.len() {
+        if self.lines > 1024 && self.lines > 4 * (self.pending.len() + self.last.len()) {
             self.compact()?;
         }
         Ok(())
@@ -232,6 +262,11 @@ impl Outbox {
                 payload: payload.to_string().into_bytes(),
             })
             .collect()
+    }
+
+    /// The window number of each stream's last alert, as stored by this run or earlier ones.
+    pub fn last_alerts(&self) -> &BTreeMap<String, u64> {
+        &self.last
     }
 
     /// How many are waiting.
@@ -358,6 +393,29 @@ mod tests {
         let mut o = Outbox::open(dir.path(), 10).unwrap();
         assert!(o.is_empty());
         assert_eq!(o.add("p/alerts/s", alert(4)).unwrap().id, 4);
+    }
+
+    #[test]
+    fn each_streams_last_alerted_window_survives_acks_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(dir.path(), 10).unwrap();
+        for (stream, seq) in [("a", 4), ("b", 9), ("a", 17)] {
+            let p = o
+                .add("t", serde_json::json!({ "stream": stream, "seq": seq }))
+                .unwrap();
+            o.done(p.id).unwrap();
+        }
+        drop(o);
+        // Reopening compacts: the alerts are gone, their windows stay.
+        drop(Outbox::open(dir.path(), 10).unwrap());
+        let o = Outbox::open(dir.path(), 10).unwrap();
+        assert!(o.is_empty());
+        let last: Vec<(&str, u64)> = o
+            .last_alerts()
+            .iter()
+            .map(|(s, n)| (s.as_str(), *n))
+            .collect();
+        assert_eq!(last, vec![("a", 17), ("b", 9)]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use super::checkpoint::Progress;
 use super::outbox::SharedOutbox;
 use super::{Backoff, MqttError, Role, status_payload, status_topic};
 use crate::config::MqttSettings;
@@ -197,7 +198,10 @@ impl Publisher {
             self.publish(topic, qos, false, serde_json::to_vec(v)?)
                 .await?;
         }
-        if let Some(event) = AlertEvent::from_verdict(v, &self.node) {
+        if v.alerted_before && v.transition.is_some() {
+            self.metrics.alerts_deduplicated.inc();
+            info!(stream = %v.stream, seq = v.seq, "Alert already stored by an earlier run; not published again.");
+        } else if let Some(event) = AlertEvent::from_verdict(v, &self.node) {
             let topic = format!("{}/alerts/{}", self.prefix, v.stream);
             // On disk first: from here on the alert survives a crash or an unreachable broker.
             let stored = self
@@ -414,16 +418,33 @@ impl PublisherLoop {
     }
 }
 
+/// Where the alerting stage carries on after a restart.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    /// Each stream's detector `(state, run)` at the checkpoint.
+    pub detectors: std::collections::HashMap<String, (crate::detect::AlertState, u32)>,
+    /// Per stream, the window of the last alert an earlier run stored, when it is past the
+    /// checkpoint: windows up to it are judged again, and their alerts are not published twice.
+    pub alerted_through: std::collections::HashMap<String, u64>,
+}
+
 /// The alerting stage: judges every scored window and publishes the results, until every
 /// scorer has stopped.
+#[allow(clippy::too_many_arguments)]
 pub async fn alerting(
     mut scored: mpsc::Receiver<ScoredBatch>,
     publisher: Publisher,
     recent: std::collections::HashMap<String, Arc<RecentWindows>>,
     mut captures: std::collections::HashMap<String, Capture>,
     shadows: Arc<std::sync::Mutex<std::collections::HashMap<String, ShadowStats>>>,
+    progress: Progress,
+    resumed: Resumed,
 ) {
-    let mut judge = Judge::new();
+    let Resumed {
+        detectors,
+        alerted_through,
+    } = resumed;
+    let mut judge = Judge::restored(detectors);
     // Per model: the shadow's own detectors, so its alerts are counted as it would raise them.
     let mut shadow_judges: std::collections::HashMap<String, (String, Judge)> = Default::default();
     let depth = publisher
@@ -437,6 +458,9 @@ pub async fn alerting(
         depth.set(scored.len() as i64);
         let Ok(energies) = &batch.energies else {
             // Counted and logged by the scorer; nothing to judge.
+            for w in &batch.windows {
+                progress.passed(&w.stream.id, w.raw.seq);
+            }
             continue;
         };
         let model = ModelRef {
@@ -463,7 +487,10 @@ pub async fn alerting(
             (judge, sref, info.threshold, energies, stats)
         });
         for (i, (w, &energy)) in batch.windows.iter().zip(energies).enumerate() {
-            let verdict = judge.judge(&w.stream, &model, batch.model.threshold, &w.raw, energy);
+            let mut verdict = judge.judge(&w.stream, &model, batch.model.threshold, &w.raw, energy);
+            verdict.alerted_before = alerted_through
+                .get(&verdict.stream)
+                .is_some_and(|&seq| verdict.seq <= seq);
             if let Some((sjudge, sref, threshold, senergies, stats)) = shadow_pass.as_mut()
                 && let Some(&se) = senergies.get(i)
             {
@@ -489,6 +516,8 @@ pub async fn alerting(
                 error!(stream = %verdict.stream, seq = verdict.seq, error = %e, "Cannot publish; alerting stops.");
                 return;
             }
+            // After the alert is in the outbox: a checkpoint never runs ahead of it.
+            progress.judged(&verdict.stream, verdict.seq, verdict.state, verdict.run);
         }
         if let Some((_, _, _, _, add)) = shadow_pass {
             let mut all = shadows

@@ -65,6 +65,24 @@ impl Windower {
         }
     }
 
+    /// A windower that carries on a stream at window `next_seq`: the next sample pushed is
+    /// sample `next_seq * hop`, the first of that window (a restart that replays the stream from
+    /// there). Windows keep their boundaries and their numbers.
+    pub fn resume(spec: WindowSpec, next_seq: u64) -> Self {
+        let first = next_seq.saturating_mul(spec.hop as u64);
+        Self {
+            samples_seen: first,
+            next_end: first.saturating_add(spec.window as u64),
+            next_seq,
+            ..Self::new(spec)
+        }
+    }
+
+    /// The number the next window will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Samples pushed so far.
     pub fn samples_seen(&self) -> u64 {
         self.samples_seen
@@ -198,6 +216,23 @@ mod tests {
         }
         assert_eq!(out[1].start, Mark::Time(Value::from(102)));
         assert_eq!(out[1].end, Mark::Time(Value::from(103)));
+    }
+
+    #[test]
+    fn resume_keeps_window_boundaries_and_numbers() {
+        let spec = WindowSpec {
+            window: 4,
+            hop: 2,
+            channels: 1,
+        };
+        let data: Vec<f32> = (0..20).map(|i| i as f32).collect();
+        let whole = run(spec, &[&data]);
+        // Carry on at window 3: its first sample is 3 * hop = 6.
+        let mut w = Windower::resume(spec, 3);
+        let mut resumed = Vec::new();
+        w.push(&data[6..], None, |x| resumed.push(x));
+        assert_eq!(resumed, whole[3..].to_vec());
+        assert_eq!(w.samples_seen(), 20);
     }
 
     #[test]

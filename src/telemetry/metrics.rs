@@ -144,6 +144,17 @@ pub struct Metrics {
     pub messages_other_partition: Counter,
     /// Alerts in the outbox, waiting for the broker's acknowledgement.
     pub outbox_pending: Gauge,
+    /// Alerts not published because an earlier run stored them (windows judged again after a
+    /// crash).
+    pub alerts_deduplicated: Counter,
+    /// Bytes in the ingest journal (sampled at each checkpoint).
+    pub journal_bytes: Gauge,
+    /// Journal or checkpoint writes that failed.
+    pub journal_errors: Counter,
+    /// Journaled messages replayed at start-up.
+    pub journal_replayed: Counter,
+    /// Streams that resumed after missing samples (windowing went on at the next boundary).
+    pub stream_gaps: Counter,
     /// 1 while a model's healthy-window capture is stopped, by reason.
     pub capture_stopped: Family<CaptureLabel, Gauge>,
     /// MQTT control commands by outcome.
@@ -200,6 +211,11 @@ impl Metrics {
             capture_stopped: Family::default(),
             outbox_pending: Gauge::default(),
             messages_other_partition: Counter::default(),
+            alerts_deduplicated: Counter::default(),
+            journal_bytes: Gauge::default(),
+            journal_errors: Counter::default(),
+            journal_replayed: Counter::default(),
+            stream_gaps: Counter::default(),
             publish_errors: Counter::default(),
             active_model: Family::default(),
             reloads: Family::default(),
@@ -295,6 +311,31 @@ impl Metrics {
             "messages_other_partition",
             "Messages of streams another daemon's [partition] owns, acknowledged and skipped",
             m.messages_other_partition.clone(),
+        );
+        r.register(
+            "alerts_deduplicated",
+            "Alerts not published again for windows judged again after a crash (an earlier run stored them)",
+            m.alerts_deduplicated.clone(),
+        );
+        r.register(
+            "journal_bytes",
+            "Bytes in the ingest journal",
+            m.journal_bytes.clone(),
+        );
+        r.register(
+            "journal_errors",
+            "Ingest journal or checkpoint writes that failed",
+            m.journal_errors.clone(),
+        );
+        r.register(
+            "journal_replayed",
+            "Journaled messages replayed at start-up",
+            m.journal_replayed.clone(),
+        );
+        r.register(
+            "stream_gaps",
+            "Times a stream resumed after missing samples",
+            m.stream_gaps.clone(),
         );
         r.register(
             "outbox_pending",

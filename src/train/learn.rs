@@ -406,6 +406,7 @@ pub async fn learner(
     publisher: Publisher,
     metrics: Arc<Metrics>,
     handover: oneshot::Receiver<()>,
+    progress: crate::mqtt::checkpoint::Progress,
 ) -> mpsc::Receiver<Window> {
     let mut seen: HashSet<String> = HashSet::new();
     let mut captured = 0usize;
@@ -425,6 +426,7 @@ pub async fn learner(
                 if let Err(e) = capture.push(&w.raw.data) {
                     warn!(model = %model, error = %e, "Cannot write captured windows; they are not kept.");
                 }
+                progress.passed(&w.stream.id, w.raw.seq);
                 captured += 1;
                 metrics.windows_captured.inc();
                 if !asked && period.over(captured, started.elapsed()) {

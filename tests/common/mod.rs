@@ -224,6 +224,7 @@ pub fn settings(port: u16, prefix: &str, toml: &str) -> Settings {
     raw.registry.dir = state.join("models").display().to_string();
     raw.learning.dir = state.join("capture").display().to_string();
     raw.mqtt.outbox_dir = state.join("outbox").display().to_string();
+    raw.journal.dir = state.join("journal").display().to_string();
     raw.registry.watch_ms = 100;
     for m in raw.models.values_mut() {
         if !m.path.is_empty() && Path::new(&m.path).is_relative() {
@@ -553,7 +554,18 @@ pub fn with_threshold(manifest: String, value: &str) -> String {
 
 /// The real binary, `ebgand run`, with its registry, captures and outbox under `dir`, the
 /// vibration fixture, and `mqtt_extra` added to its `[mqtt]` table.
-pub fn spawn_daemon(port: u16, prefix: &str, dir: &Path, mqtt_extra: &str) -> Child {
+pub fn spawn_daemon(port: u16, prefix: &str, dir: &Path, mqtt_extra: &str) -> DaemonProcess {
+    spawn_daemon_with(port, prefix, dir, mqtt_extra, &[])
+}
+
+/// [`spawn_daemon`] with settings overridden by `EBGAND__SECTION__KEY` environment variables.
+pub fn spawn_daemon_with(
+    port: u16,
+    prefix: &str,
+    dir: &Path,
+    mqtt_extra: &str,
+    env: &[(&str, &str)],
+) -> DaemonProcess {
     let config = dir.join("ebgand.toml");
     std::fs::write(
         &config,
@@ -572,6 +584,8 @@ listen = ""
 dir = "{registry}"
 [learning]
 dir = "{capture}"
+[journal]
+dir = "{journal}"
 [models.vibration]
 path = "{model}"
 [[streams]]
@@ -585,6 +599,7 @@ window = 64
             registry = dir.join("registry").display(),
             capture = dir.join("capture").display(),
             outbox = dir.join("outbox").display(),
+            journal = dir.join("journal").display(),
         ),
     )
     .unwrap();
@@ -592,10 +607,42 @@ window = 64
         .args(["run", "--config", config.to_str().unwrap()])
         .env("ORT_DYLIB_PATH", ort_library())
         .env("EBGAND_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        // EBGAND_TEST_LOGS=1 shows the daemons' logs (with `--nocapture`).
+        .stderr(if std::env::var_os("EBGAND_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        })
         .spawn()
+        .map(DaemonProcess)
         .unwrap()
+}
+
+/// A daemon process, killed (SIGKILL) when dropped: a failing test leaves none behind.
+pub struct DaemonProcess(pub Child);
+
+impl std::ops::Deref for DaemonProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for DaemonProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// Sends `signal` (`-KILL`, `-TERM` ...) to the process.

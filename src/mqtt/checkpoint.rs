@@ -1,0 +1,230 @@
+//! How far each stream has got, in memory ([`Progress`]) and on disk ([`save`], [`load`]).
+//!
+//! The alerting stage records, per stream, the first window it has not judged yet and the
+//! detector's state after the windows before it. The ingest stage saves a snapshot of that,
+//! with the input samples it has journaled of each stream, after a journal sync; a journal
+//! record is needed only while it holds samples of a window the *saved* snapshot has not
+//! judged. After a crash, the next start resumes each stream from its snapshot: the detector
+//! from the saved state, the windower at the saved window number, fed from the journal.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::AlertState;
+
+/// The checkpoint file in the journal folder.
+pub const FILE: &str = "checkpoint.json";
+
+/// Errors of the checkpoint file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Reading, writing or renaming failed.
+    #[error("checkpoint {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a checkpoint.
+    #[error("checkpoint {path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A stream's judging progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Judged {
+    /// The first window not judged yet.
+    pub next_seq: u64,
+    /// Detector state after window `next_seq - 1`.
+    pub state: AlertState,
+    /// Detector run length after window `next_seq - 1`.
+    pub run: u32,
+}
+
+impl Default for Judged {
+    fn default() -> Self {
+        Self {
+            next_seq: 0,
+            state: AlertState::Normal,
+            run: 0,
+        }
+    }
+}
+
+/// A stream's entry in the checkpoint file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    /// Judging progress.
+    #[serde(flatten)]
+    pub judged: Judged,
+    /// Input samples of the stream journaled (and so acknowledged, or about to be) when the
+    /// snapshot was taken: where the next message of the stream starts.
+    pub samples: u64,
+}
+
+/// Judging progress of every stream, shared between the stages that finish windows (alerting,
+/// learners) and the ingest stage that checkpoints it. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<Mutex<HashMap<String, Judged>>>);
+
+impl Progress {
+    /// Window `seq` of `stream` was judged; the detector is now in `state` with `run`.
+    pub fn judged(&self, stream: &str, seq: u64, state: AlertState, run: u32) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match all.get_mut(stream) {
+            Some(j) if j.next_seq > seq => {}
+            Some(j) => {
+                *j = Judged {
+                    next_seq: seq + 1,
+                    state,
+                    run,
+                }
+            }
+            None => {
+                all.insert(
+                    stream.to_owned(),
+                    Judged {
+                        next_seq: seq + 1,
+                        state,
+                        run,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Window `seq` of `stream` left the pipeline without being judged (captured by a learner,
+    /// or its batch failed to score): the detector state stays as it was.
+    pub fn passed(&self, stream: &str, seq: u64) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let j = all.entry(stream.to_owned()).or_default();
+        j.next_seq = j.next_seq.max(seq + 1);
+    }
+
+    /// Seeds the progress of streams from a checkpoint (at start-up).
+    pub fn seed(&self, saved: &HashMap<String, Saved>) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for (id, s) in saved {
+            all.insert(id.clone(), s.judged);
+        }
+    }
+
+    /// A copy of every stream's progress.
+    pub fn snapshot(&self) -> HashMap<String, Judged> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The checkpoint file's content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Every stream's place, by stream id.
+    pub streams: HashMap<String, Saved>,
+    /// Packet ids of the last messages journaled, oldest first: a message the broker sends
+    /// again after a crash (flagged DUP) with one of these ids was journaled already.
+    pub pkids: Vec<u16>,
+}
+
+/// Reads `dir/checkpoint.json`; empty when there is none.
+///
+/// # Errors
+/// [`CheckpointError`] when it exists but cannot be read or parsed.
+pub fn load(dir: &Path) -> Result<Checkpoint, CheckpointError> {
+    let path = dir.join(FILE);
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Checkpoint::default()),
+        Err(source) => return Err(CheckpointError::Io { path, source }),
+    };
+    serde_json::from_slice(&text).map_err(|source| CheckpointError::Json { path, source })
+}
+
+/// Replaces `dir/checkpoint.json` atomically (temp file, fsync, rename, fsync of the folder).
+///
+/// # Errors
+/// [`CheckpointError::Io`] when a step fails; the previous checkpoint is then still in place.
+pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+    let path = dir.join(FILE);
+    let io = |source| CheckpointError::Io {
+        path: path.clone(),
+        source,
+    };
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let body = serde_json::to_vec(checkpoint).map_err(|source| CheckpointError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(&body).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    fs::rename(&tmp, &path).map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn progress_only_moves_forward_and_round_trips_through_the_file() {
+        let p = Progress::default();
+        p.judged("s/a", 4, AlertState::Raised, 0);
+        p.judged("s/a", 2, AlertState::Normal, 1);
+        p.passed("s/b", 9);
+        p.passed("s/a", 3);
+        let snap = p.snapshot();
+        assert_eq!(
+            snap["s/a"],
+            Judged {
+                next_seq: 5,
+                state: AlertState::Raised,
+                run: 0
+            }
+        );
+        assert_eq!(snap["s/b"].next_seq, 10);
+
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), Checkpoint::default());
+        let streams: HashMap<String, Saved> = snap
+            .into_iter()
+            .map(|(id, judged)| {
+                (
+                    id,
+                    Saved {
+                        judged,
+                        samples: 640,
+                    },
+                )
+            })
+            .collect();
+        let saved = Checkpoint {
+            streams,
+            pkids: vec![7, 8],
+        };
+        save(dir.path(), &saved).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), saved);
+        std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
+        assert!(matches!(
+            load(dir.path()),
+            Err(CheckpointError::Json { .. })
+        ));
+    }
+}
