@@ -489,8 +489,8 @@ impl Default for RawJournal {
         Self {
             enabled: true,
             dir: "state/journal".into(),
-            segment_mb: 16,
-            max_mb: 1024,
+            segment_mb: 4,
+            max_mb: 256,
             checkpoint_ms: 1000,
         }
     }

@@ -512,14 +512,18 @@ impl Ingest {
             connection: Role::Ingest.as_str(),
         };
         self.replay().await;
-        let mut tick = tokio::time::interval(
-            self.durable
-                .as_ref()
-                .map_or(Duration::from_secs(3600), |d| d.every),
-        );
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let every = self.durable.as_ref().map(|d| d.every);
+        let mut next_checkpoint = tokio::time::Instant::now();
         loop {
             self.flush_acks();
+            if let Some(every) = every
+                && tokio::time::Instant::now() >= next_checkpoint
+            {
+                // Checked here, not only in the select below: under a steady flood the poll
+                // arm is always ready first.
+                self.checkpoint();
+                next_checkpoint = tokio::time::Instant::now() + every;
+            }
             let unsynced = self.durable.as_ref().map_or(0, |d| d.unsynced.len());
             if unsynced >= MAX_UNSYNCED {
                 self.sync_and_ack();
@@ -530,7 +534,7 @@ impl Ingest {
                 tokio::select! {
                     biased;
                     () = token.cancelled() => break,
-                    _ = tick.tick() => self.checkpoint(),
+                    () = tokio::time::sleep_until(next_checkpoint) => {}
                 }
                 continue;
             }
@@ -545,10 +549,7 @@ impl Ingest {
                     self.sync_and_ack();
                     continue;
                 }
-                _ = tick.tick(), if self.durable.is_some() => {
-                    self.checkpoint();
-                    continue;
-                }
+                () = tokio::time::sleep_until(next_checkpoint), if every.is_some() => continue,
             };
             match event {
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
@@ -588,6 +589,11 @@ impl Ingest {
                     // Acks not yet written are dropped by rumqttc with the connection; the
                     // broker will redeliver those messages (DUP set) if the session survives.
                     self.suspects.extend(self.recent.drain(..));
+                    if let Some(d) = &mut self.durable {
+                        // Their packet ids belong to the lost connection; the broker sends
+                        // these messages again (DUP), and those are acknowledged instead.
+                        d.unsynced.clear();
+                    }
                     self.metrics.set_connected("ingest", false);
                     self.metrics.reconnects.get_or_create(&conn).inc();
                     let (delay, reason, why) = self.backoff.lost(&e);
@@ -696,10 +702,13 @@ impl Ingest {
         self.metrics.messages_in.inc();
         if p.dup && self.suspects.remove(&p.pkid) {
             // Windowed on the previous connection (or journaled by the last run); its ack was
-            // lost with it.
+            // lost with it. Acknowledged after the next journal sync, like any journaled one.
             self.metrics.redeliveries.inc();
             debug!(topic = %p.topic, pkid = p.pkid, "Redelivered message already windowed; acknowledged.");
-            self.ack(p);
+            match &mut self.durable {
+                Some(d) => d.unsynced.push(p),
+                None => self.ack(p),
+            }
             return;
         }
         if p.qos != QoS::AtMostOnce {
