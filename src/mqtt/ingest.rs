@@ -45,6 +45,15 @@ const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// synced even if more messages are ready to read.
 const MAX_UNSYNCED: usize = 1024;
 
+/// Group commit: the journal is synced once this many messages wait and no other is ready to
+/// read, or once the oldest has waited `SYNC_LINGER`. Below mosquitto's default in-flight
+/// window toward a subscriber (20), so a broker left at its defaults never stalls on our acks.
+const SYNC_WHEN_IDLE: usize = 16;
+
+/// The longest a journaled message waits for its sync (and its ack). Its windows are queued at
+/// once: only the ack waits, never scoring.
+const SYNC_LINGER: Duration = Duration::from_millis(2);
+
 /// A configured stream and the queue of the model that scores it.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -141,6 +150,8 @@ pub struct Durable {
     replay: Vec<Record>,
     /// Journaled messages whose acks wait for the next sync.
     unsynced: Vec<Publish>,
+    /// When the oldest of them arrived.
+    unsynced_since: Option<tokio::time::Instant>,
     max_bytes: u64,
     every: Duration,
     full_log: RateLimit,
@@ -201,6 +212,7 @@ impl Durable {
             pkids,
             replay,
             unsynced: Vec::new(),
+            unsynced_since: None,
             max_bytes: settings.max_bytes,
             every: settings.checkpoint,
             full_log: RateLimit::new(Duration::from_secs(10)),
@@ -229,9 +241,21 @@ impl Durable {
             .collect()
     }
 
+    /// Holds a journaled message's ack until the next sync.
+    fn hold(&mut self, p: Publish) {
+        if self.unsynced.is_empty() {
+            self.unsynced_since = Some(tokio::time::Instant::now());
+        }
+        self.unsynced.push(p);
+    }
+
     /// Syncs the journal; `false` when it failed (logged and counted; the acks then go out
     /// anyway: scoring goes on, only crash safety is lost for these messages).
     fn sync(&mut self, metrics: &Metrics) -> bool {
+        self.unsynced_since = None;
+        if self.journal.unsynced() {
+            metrics.journal_syncs.inc();
+        }
         match self.journal.sync() {
             Ok(()) => true,
             Err(e) => {
@@ -524,9 +548,13 @@ impl Ingest {
                 self.checkpoint();
                 next_checkpoint = tokio::time::Instant::now() + every;
             }
-            let unsynced = self.durable.as_ref().map_or(0, |d| d.unsynced.len());
-            if unsynced >= MAX_UNSYNCED {
+            let (mut unsynced, sync_by) = self.durable.as_ref().map_or((0, None), |d| {
+                (d.unsynced.len(), d.unsynced_since.map(|t| t + SYNC_LINGER))
+            });
+            if unsynced >= MAX_UNSYNCED || sync_by.is_some_and(|t| tokio::time::Instant::now() >= t)
+            {
                 self.sync_and_ack();
+                unsynced = 0;
             }
             if self.journal_full() {
                 // Safety bound: stop reading (the broker keeps the messages) until a
@@ -543,9 +571,13 @@ impl Ingest {
                 () = token.cancelled() => break,
                 // Cancel-safe: rumqttc keeps partially read packets in its state.
                 ev = self.eventloop.poll() => ev,
-                // Nothing ready to read: the moment to sync the journal and send its acks
-                // (group commit). Only while messages wait for it.
-                () = std::future::ready(()), if unsynced > 0 => {
+                // Nothing ready to read and enough messages waiting: the moment to sync the
+                // journal and send their acks (group commit); else at the linger deadline.
+                () = std::future::ready(()), if unsynced >= SYNC_WHEN_IDLE => {
+                    self.sync_and_ack();
+                    continue;
+                }
+                () = sleep_until_some(sync_by), if unsynced > 0 => {
                     self.sync_and_ack();
                     continue;
                 }
@@ -593,6 +625,7 @@ impl Ingest {
                         // Their packet ids belong to the lost connection; the broker sends
                         // these messages again (DUP), and those are acknowledged instead.
                         d.unsynced.clear();
+                        d.unsynced_since = None;
                     }
                     self.metrics.set_connected("ingest", false);
                     self.metrics.reconnects.get_or_create(&conn).inc();
@@ -706,7 +739,7 @@ impl Ingest {
             self.metrics.redeliveries.inc();
             debug!(topic = %p.topic, pkid = p.pkid, "Redelivered message already windowed; acknowledged.");
             match &mut self.durable {
-                Some(d) => d.unsynced.push(p),
+                Some(d) => d.hold(p),
                 None => self.ack(p),
             }
             return;
@@ -738,7 +771,7 @@ impl Ingest {
                 return;
             }
             if journaled && let Some(d) = &mut self.durable {
-                d.unsynced.push(p);
+                d.hold(p);
                 return;
             }
         }
@@ -991,6 +1024,14 @@ impl Ingest {
             places,
             metrics: self.metrics.clone(),
         })
+    }
+}
+
+/// Sleeps until `t`; never wakes without one (a disabled select arm).
+async fn sleep_until_some(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -322,16 +322,24 @@ impl Journal {
         };
         let path = oldest.path.clone();
         // Not the current segment, so flushed and fsynced at its rotation (or by a past run).
-        let buf = read_file(&path)?;
-        let (records, good, corrupt) = parse(&buf);
-        if let Some(why) = corrupt {
-            warn!(path = %path.display(), offset = good, why, "Journal segment corrupt; the rest of it is not carried forward.");
-        }
+        // Read one record at a time: a retire must not hold a whole segment in memory.
+        let mut reader = std::io::BufReader::new(File::open(&path).map_err(io_err(&path))?);
+        let mut frame = Vec::new();
         let mut carried = 0;
-        for r in records.iter().filter(|r| needed(r)) {
-            // Appending may rotate, always to a newer segment: never into the oldest.
-            self.append(r.pkid, &r.topic, r.start, r.samples, &r.payload)?;
-            carried += 1;
+        loop {
+            let r = match next_record(&mut reader, &mut frame) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(why) => {
+                    warn!(path = %path.display(), why, "Journal segment corrupt; the rest of it is not carried forward.");
+                    break;
+                }
+            };
+            if needed(&r) {
+                // Appending may rotate, always to a newer segment: never into the oldest.
+                self.append(r.pkid, &r.topic, r.start, r.samples, &r.payload)?;
+                carried += 1;
+            }
         }
         self.sync()?;
         fs::remove_file(&path).map_err(io_err(&path))?;
@@ -372,6 +380,29 @@ fn read_file(path: &Path) -> Result<Vec<u8>, JournalError> {
         .and_then(|mut f| f.read_to_end(&mut buf))
         .map_err(io_err(path))?;
     Ok(buf)
+}
+
+/// The next record of a segment being read, `None` at its end; `frame` is scratch space.
+fn next_record(
+    reader: &mut impl Read,
+    frame: &mut Vec<u8>,
+) -> Result<Option<Record>, &'static str> {
+    frame.clear();
+    frame.resize(FRAME, 0);
+    match reader.read_exact(frame) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(_) => return Err("unreadable"),
+    }
+    let body_len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+    if !(FIXED..=MAX_BODY).contains(&body_len) {
+        return Err("bad length");
+    }
+    frame.resize(FRAME + body_len, 0);
+    reader
+        .read_exact(&mut frame[FRAME..])
+        .map_err(|_| "short body")?;
+    decode(frame).map(|(r, _)| Some(r))
 }
 
 /// The records of a segment, the length of its good prefix, and why it ended early (if so).

@@ -151,6 +151,8 @@ pub struct Metrics {
     pub journal_bytes: Gauge,
     /// Journal or checkpoint writes that failed.
     pub journal_errors: Counter,
+    /// Journal syncs (fsync), each acknowledging the messages journaled before it.
+    pub journal_syncs: Counter,
     /// Journaled messages replayed at start-up.
     pub journal_replayed: Counter,
     /// Streams that resumed after missing samples (windowing went on at the next boundary).
@@ -214,6 +216,7 @@ impl Metrics {
             alerts_deduplicated: Counter::default(),
             journal_bytes: Gauge::default(),
             journal_errors: Counter::default(),
+            journal_syncs: Counter::default(),
             journal_replayed: Counter::default(),
             stream_gaps: Counter::default(),
             publish_errors: Counter::default(),
@@ -326,6 +329,11 @@ impl Metrics {
             "journal_errors",
             "Ingest journal or checkpoint writes that failed",
             m.journal_errors.clone(),
+        );
+        r.register(
+            "journal_syncs",
+            "Ingest journal syncs (fsync; one per group of messages)",
+            m.journal_syncs.clone(),
         );
         r.register(
             "journal_replayed",
