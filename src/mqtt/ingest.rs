@@ -650,7 +650,8 @@ impl Ingest {
     }
 
     /// Feeds the journal's records (of the last run) through windowing again, before the first
-    /// message is read. Their messages were acknowledged; the broker will not send them again.
+    /// message is read. The broker sends one of their messages again only if its ack was lost
+    /// (DUP set), and then its packet id is among the suspects: acknowledged, not windowed.
     async fn replay(&mut self) {
         let Some(d) = &mut self.durable else { return };
         let records = std::mem::take(&mut d.replay);
