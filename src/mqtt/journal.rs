@@ -40,6 +40,14 @@ pub enum JournalError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process holds the folder's lock: two daemons must not share one journal.
+    #[error(
+        "journal {path} is in use by another process (each ebgand needs its own [journal] dir)"
+    )]
+    InUse {
+        /// The lock file.
+        path: PathBuf,
+    },
 }
 
 /// One journaled message.
@@ -87,6 +95,9 @@ pub struct Journal {
     writer: BufWriter<File>,
     next_pos: u64,
     unsynced: bool,
+    /// `dir/lock`, locked (flock) for as long as the journal is open; the kernel releases it
+    /// when the process ends, however it ends.
+    _lock: File,
 }
 
 impl std::fmt::Debug for Journal {
@@ -141,6 +152,16 @@ impl Journal {
     /// [`JournalError::Io`] when the folder or a segment cannot be read or written.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Journal, Vec<Record>), JournalError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            return Err(JournalError::InUse { path: lock_path });
+        }
         let mut found = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
             let path = entry.map_err(io_err(dir))?.path();
@@ -209,6 +230,7 @@ impl Journal {
             writer,
             next_pos,
             unsynced: false,
+            _lock: lock,
         };
         Ok((journal, records))
     }
@@ -639,6 +661,18 @@ mod tests {
     }
 
     #[test]
+    fn a_journal_in_use_is_refused_until_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = Journal::open(dir.path(), 1 << 20).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path(), 1 << 20),
+            Err(JournalError::InUse { .. })
+        ));
+        drop(first);
+        Journal::open(dir.path(), 1 << 20).unwrap();
+    }
+
+    #[test]
     fn sync_without_appends_is_a_no_op() {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _) = Journal::open(dir.path(), 1 << 20).unwrap();
@@ -661,6 +695,7 @@ mod tests {
             assert!(got.is_empty());
             assert_eq!(j.segments(), 1);
         }
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // One segment, and the lock file.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 }
