@@ -96,7 +96,7 @@ gpu-check: ## TensorRT FP16/FP32, CUDA and CPU on the same windows: windows/s, e
 	bash scripts/gpu-check.sh $(GPU_CHECK_ARGS)
 
 FUZZ_RUNS    ?= 1000000
-FUZZ_TARGETS := decode_number decode_array decode_object decode_f32le decode_i16le decode_logmel config manifest control
+FUZZ_TARGETS := decode_number decode_array decode_object decode_f32le decode_i16le decode_logmel config manifest control journal
 
 fuzz: ## cargo fuzz (nightly) every payload decoder, the config, manifest and control parsers; 10^6 runs each (FUZZ_RUNS=...)
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

@@ -70,7 +70,7 @@ pub struct Record {
 impl Record {
     /// Index one past its last input sample in its stream.
     pub fn end(&self) -> u64 {
-        self.start + self.samples
+        self.start.saturating_add(self.samples)
     }
 }
 
@@ -181,9 +181,9 @@ impl Journal {
         // Never below a segment's name, so that a new segment's name cannot clash with one.
         let mut next_pos = found.last().map_or(0, |(first_pos, _)| *first_pos);
         let newest = found.len().saturating_sub(1);
-        for (i, (_, path)) in found.into_iter().enumerate() {
+        for (i, (first_pos, path)) in found.into_iter().enumerate() {
             let buf = read_file(&path)?;
-            let (mut recs, good, corrupt) = parse(&buf);
+            let (mut recs, good, corrupt) = parse(&buf, first_pos);
             if let Some(why) = corrupt {
                 if i == newest {
                     warn!(path = %path.display(), offset = good, why, "Journal segment torn (a crash while appending?); truncated to its last good record.");
@@ -204,7 +204,8 @@ impl Journal {
                 continue;
             }
             if let Some(last) = recs.last() {
-                next_pos = next_pos.max(last.pos + 1);
+                // Saturating: a record is trusted for its CRC, not for sane values.
+                next_pos = next_pos.max(last.pos.saturating_add(1));
             }
             let bytes = if i == newest { good } else { buf.len() } as u64;
             closed.push_back(Segment {
@@ -288,7 +289,7 @@ impl Journal {
             .write_all(&frame)
             .and_then(|()| self.writer.write_all(&body))
             .map_err(io_err(&self.current.path))?;
-        self.next_pos += 1;
+        self.next_pos = self.next_pos.saturating_add(1);
         self.unsynced = true;
         self.current.bytes += (FRAME + body_len) as u64;
         self.current.records += 1;
@@ -427,12 +428,19 @@ fn next_record(
     decode(frame).map(|(r, _)| Some(r))
 }
 
-/// The records of a segment, the length of its good prefix, and why it ended early (if so).
-fn parse(buf: &[u8]) -> (Vec<Record>, usize, Option<&'static str>) {
+/// The records of a segment whose first record is at `first_pos`, the length of its good
+/// prefix, and why it ended early (if so). Positions must follow on from `first_pos` one by
+/// one, as appending writes them: a record out of sequence is corruption, whatever its CRC
+/// says (found by fuzzing: a CRC-valid record at position 2^64 - 1 left no name free for the
+/// next segment, and the journal could not be opened again).
+fn parse(buf: &[u8], first_pos: u64) -> (Vec<Record>, usize, Option<&'static str>) {
     let mut records = Vec::new();
     let mut at = 0;
     while at < buf.len() {
         match decode(&buf[at..]) {
+            Ok((record, _)) if Some(record.pos) != first_pos.checked_add(records.len() as u64) => {
+                return (records, at, Some("position out of sequence"));
+            }
             Ok((record, used)) => {
                 records.push(record);
                 at += used;
@@ -630,7 +638,7 @@ mod tests {
         let bytes = j.bytes();
 
         let oldest = fs::read(segment_path(dir.path(), 0)).unwrap();
-        let (in_oldest, _, _) = parse(&oldest);
+        let (in_oldest, _, _) = parse(&oldest, 0);
         assert!(in_oldest.len() > 1);
         let carried = j.retire_oldest(|r| r.pkid == 1).unwrap();
         assert_eq!(carried, Some(1));
@@ -670,6 +678,30 @@ mod tests {
         ));
         drop(first);
         Journal::open(dir.path(), 1 << 20).unwrap();
+    }
+
+    #[test]
+    fn a_record_out_of_position_sequence_is_corruption() {
+        // Fuzzing found it: a CRC-valid record at position 2^64 - 1 made the next segment's
+        // name that of an existing one, and the journal could not be opened a second time.
+        let dir = tempfile::tempdir().unwrap();
+        let mut body = Vec::new();
+        body.extend_from_slice(&u64::MAX.to_le_bytes());
+        body.extend_from_slice(&7u16.to_le_bytes());
+        body.extend_from_slice(&0u64.to_le_bytes());
+        body.extend_from_slice(&1u64.to_le_bytes());
+        body.extend_from_slice(&1u16.to_le_bytes());
+        body.extend_from_slice(b"t[1]");
+        let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        frame.extend_from_slice(&body);
+        fs::write(segment_path(dir.path(), 0), &frame).unwrap();
+        for round in 0..3 {
+            let (mut j, got) = Journal::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(got.len(), round, "round {round}");
+            add(&mut j, round as u64);
+            j.sync().unwrap();
+        }
     }
 
     #[test]
