@@ -95,22 +95,10 @@ pub async fn run(
         .as_ref()
         .map(|j| Durable::open(j, progress.clone()))
         .transpose()?;
-    let resumed = match &durable {
-        Some(d) => {
-            let (at, found) = (d.resumed_at(), d.found());
-            publish::Resumed {
-                detectors: d.detector_states(),
-                alerted_through: outbox
-                    .lock()
-                    .last_alerts()
-                    .iter()
-                    .filter(|(stream, seq)| at.get(*stream).map_or(found, |next| *seq >= next))
-                    .map(|(stream, seq)| (stream.clone(), *seq))
-                    .collect(),
-            }
-        }
-        None => publish::Resumed::default(),
-    };
+    let resumed = durable
+        .as_ref()
+        .map(|d| d.resumed(outbox.lock().last_alerts()))
+        .unwrap_or_default();
     let (publisher, publisher_loop) =
         Publisher::new(&settings.mqtt, &settings.node, metrics.clone(), outbox);
     let (control_tx, mut control_rx) = mpsc::channel(CONTROL_QUEUE);

@@ -83,25 +83,18 @@ pub struct Progress(Arc<Mutex<HashMap<String, Judged>>>);
 impl Progress {
     /// Window `seq` of `stream` was judged; the detector is now in `state` with `run`.
     pub fn judged(&self, stream: &str, seq: u64, state: AlertState, run: u32) {
+        let now = Judged {
+            next_seq: seq + 1,
+            state,
+            run,
+        };
         let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Looked up before inserting: no key allocation per window for a known stream.
         match all.get_mut(stream) {
             Some(j) if j.next_seq > seq => {}
-            Some(j) => {
-                *j = Judged {
-                    next_seq: seq + 1,
-                    state,
-                    run,
-                }
-            }
+            Some(j) => *j = now,
             None => {
-                all.insert(
-                    stream.to_owned(),
-                    Judged {
-                        next_seq: seq + 1,
-                        state,
-                        run,
-                    },
-                );
+                all.insert(stream.to_owned(), now);
             }
         }
     }

@@ -18,6 +18,7 @@ use tracing::{debug, error, info, warn};
 
 use super::checkpoint::{self, Progress, Saved};
 use super::journal::{Journal, Record};
+use super::publish::Resumed;
 use super::{Backoff, Role};
 use crate::config::{JournalSettings, MqttSettings, StreamSettings};
 use crate::control::{Budget, ControlMessage, RATE_LIMIT_REPORT_EVERY, RETAINED};
@@ -89,6 +90,15 @@ enum Fed {
     /// Samples were missing before this message; windowing went on at the next window
     /// boundary after the gap, whose length in input samples is given.
     Gap(u64),
+}
+
+/// A message windowed by [`Ingest::window_payload`]: what it did, and where it sits in its
+/// stream (input samples `start .. start + samples`).
+#[derive(Debug, Clone, Copy)]
+struct Windowed {
+    fed: Fed,
+    start: u64,
+    samples: u64,
 }
 
 impl StreamEntry {
@@ -166,14 +176,6 @@ impl std::fmt::Debug for Durable {
     }
 }
 
-/// A stream's place, as the checkpoint needs it: id, window step and samples received.
-#[derive(Debug, Clone)]
-struct Place {
-    id: String,
-    unit: u64,
-    received: u64,
-}
-
 impl Durable {
     /// Opens the journal and reads the checkpoint in `settings.dir`; `progress` is seeded with
     /// the checkpoint. A checkpoint that cannot be read is logged and ignored (every stream
@@ -219,26 +221,30 @@ impl Durable {
         })
     }
 
-    /// Each stream's detector state as the last checkpoint saved it, for the alerting stage.
-    pub fn detector_states(&self) -> HashMap<String, (crate::detect::AlertState, u32)> {
-        self.saved
-            .iter()
-            .map(|(id, s)| (id.clone(), (s.judged.state, s.judged.run)))
-            .collect()
-    }
-
-    /// Whether the last run left a checkpoint or journal records (then windows may be judged a
-    /// second time, and alerts already stored must not be published again).
-    pub fn found(&self) -> bool {
-        !self.saved.is_empty() || !self.replay.is_empty()
-    }
-
-    /// The first window not judged by the last checkpoint, by stream id.
-    pub fn resumed_at(&self) -> HashMap<String, u64> {
-        self.saved
-            .iter()
-            .map(|(id, s)| (id.clone(), s.judged.next_seq))
-            .collect()
+    /// Where the alerting stage carries on: each stream's detector as the last checkpoint
+    /// saved it, and, from `last_alerts` (the outbox's last alerted window per stream), the
+    /// alerts that windows judged again would repeat. Those are all the stream's stored alerts
+    /// at or after its checkpoint, or all of them when the last run left a journal but no
+    /// checkpoint of the stream; none when it left nothing (a fresh journal: numbering starts
+    /// over, and old alerts must not silence new ones).
+    pub fn resumed(&self, last_alerts: &std::collections::BTreeMap<String, u64>) -> Resumed {
+        let found = !self.saved.is_empty() || !self.replay.is_empty();
+        Resumed {
+            detectors: self
+                .saved
+                .iter()
+                .map(|(id, s)| (id.clone(), (s.judged.state, s.judged.run)))
+                .collect(),
+            alerted_through: last_alerts
+                .iter()
+                .filter(|(stream, seq)| {
+                    self.saved
+                        .get(*stream)
+                        .map_or(found, |s| **seq >= s.judged.next_seq)
+                })
+                .map(|(stream, seq)| (stream.clone(), *seq))
+                .collect(),
+        }
     }
 
     /// Holds a journaled message's ack until the next sync.
@@ -266,18 +272,18 @@ impl Durable {
         }
     }
 
-    /// Saves a checkpoint of `places` (by topic) and the judging progress, then retires the
+    /// Saves a checkpoint of `streams` (by topic) and the judging progress, then retires the
     /// journal segments it no longer needs. Call after [`Durable::sync`].
-    fn checkpoint(&mut self, places: &HashMap<String, Place>, metrics: &Metrics) {
+    fn checkpoint(&mut self, streams: &HashMap<String, StreamEntry>, metrics: &Metrics) {
         let judged = self.progress.snapshot();
         let mut saved = self.saved.clone();
-        for p in places.values() {
-            let entry = saved.entry(p.id.clone()).or_insert(Saved {
+        for e in streams.values() {
+            let entry = saved.entry(e.info.id.clone()).or_insert(Saved {
                 judged: checkpoint::Judged::default(),
                 samples: 0,
             });
-            entry.samples = p.received;
-            if let Some(j) = judged.get(&p.id) {
+            entry.samples = e.received;
+            if let Some(j) = judged.get(&e.info.id) {
                 entry.judged = *j;
             }
         }
@@ -296,10 +302,10 @@ impl Durable {
         self.saved = file.streams;
         let saved = &self.saved;
         let needed = |r: &Record| {
-            places.get(&r.topic).is_some_and(|p| {
+            streams.get(&r.topic).is_some_and(|e| {
                 let from = saved
-                    .get(&p.id)
-                    .map_or(0, |s| s.judged.next_seq.saturating_mul(p.unit));
+                    .get(&e.info.id)
+                    .map_or(0, |s| s.judged.next_seq.saturating_mul(e.unit));
                 r.end() > from
             })
         };
@@ -322,11 +328,19 @@ impl Durable {
 
 /// What the ingest stage hands back when it stops: the journal, for a last checkpoint once the
 /// windows still queued have been judged.
-#[derive(Debug)]
 pub struct Leftover {
     durable: Durable,
-    places: HashMap<String, Place>,
+    streams: HashMap<String, StreamEntry>,
     metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leftover")
+            .field("durable", &self.durable)
+            .field("streams", &self.streams.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Leftover {
@@ -334,7 +348,7 @@ impl Leftover {
     /// next start replays only incomplete windows.
     pub fn checkpoint(mut self) {
         if self.durable.sync(&self.metrics) {
-            self.durable.checkpoint(&self.places, &self.metrics);
+            self.durable.checkpoint(&self.streams, &self.metrics);
         }
     }
 }
@@ -664,8 +678,8 @@ impl Ingest {
                 continue;
             }
             match self.window_payload(&r.topic, &r.payload, Some(r.start)) {
-                Some(Fed::Covered) | None => continue,
-                Some(_) => {}
+                Some(w) if w.fed != Fed::Covered => {}
+                _ => continue,
             }
             if !self.queue_windows(&r.topic).await {
                 return;
@@ -685,28 +699,11 @@ impl Ingest {
         }
     }
 
-    fn places(&self) -> HashMap<String, Place> {
-        self.streams
-            .iter()
-            .map(|(topic, e)| {
-                (
-                    topic.clone(),
-                    Place {
-                        id: e.info.id.clone(),
-                        unit: e.unit,
-                        received: e.received,
-                    },
-                )
-            })
-            .collect()
-    }
-
     /// Syncs and acknowledges, then saves a checkpoint and retires journal segments.
     fn checkpoint(&mut self) {
         self.sync_and_ack();
-        let places = self.places();
         if let Some(d) = &mut self.durable {
-            d.checkpoint(&places, &self.metrics);
+            d.checkpoint(&self.streams, &self.metrics);
         }
     }
 
@@ -763,11 +760,12 @@ impl Ingest {
             return;
         }
         if self.ensure_stream(&p.topic) {
-            let start = self.streams.get(p.topic.as_str()).map_or(0, |e| e.received);
-            let fed = self.window_payload(&p.topic, &p.payload, None);
             // Journaled before its windows are queued: if queueing fails (shutting down), the
             // message is not acknowledged, and the next start replays it from the journal.
-            let journaled = fed.is_some() && self.journal(&p, start);
+            let journaled = match self.window_payload(&p.topic, &p.payload, None) {
+                Some(w) => self.journal(&p, w.start, w.samples),
+                None => false,
+            };
             if !self.queue_windows(&p.topic).await {
                 return;
             }
@@ -782,14 +780,10 @@ impl Ingest {
     /// Appends a windowed message to the journal; `false` when there is none or the append
     /// failed (counted and logged; the message is then acknowledged without it: scoring goes
     /// on, only crash safety is lost for it).
-    fn journal(&mut self, p: &Publish, start: u64) -> bool {
+    fn journal(&mut self, p: &Publish, start: u64, samples: u64) -> bool {
         let Some(d) = &mut self.durable else {
             return false;
         };
-        let samples = self
-            .streams
-            .get(p.topic.as_str())
-            .map_or(0, |e| e.received.saturating_sub(start));
         match d
             .journal
             .append(p.pkid, &p.topic, start, samples, &p.payload)
@@ -931,7 +925,12 @@ impl Ingest {
     /// Decodes a payload of the stream on `topic` and windows it into `self.windows`; counts
     /// and logs malformed ones (`None`). A live message starts where the stream's last one
     /// ended; a replayed record says where it starts (`start`).
-    fn window_payload(&mut self, topic: &str, payload: &[u8], start: Option<u64>) -> Option<Fed> {
+    fn window_payload(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        start: Option<u64>,
+    ) -> Option<Windowed> {
         let entry = self.streams.get_mut(topic)?;
         let s = &self.routes[entry.route].settings;
         let channels = if s.logmel.is_some() {
@@ -958,7 +957,11 @@ impl Ingest {
                         warn!(stream = %entry.info.id, missing_samples = missing, next_seq = entry.windower.next_seq(), suppressed, "Samples missing after a restart; windowing goes on at the next window boundary.");
                     }
                 }
-                Some(fed)
+                Some(Windowed {
+                    fed,
+                    start,
+                    samples: n,
+                })
             }
             Err(e) => {
                 self.metrics.malformed(reason(&e));
@@ -1019,10 +1022,10 @@ impl Ingest {
         }
         self.metrics.set_connected("ingest", false);
         info!(streams = self.streams.len(), "Ingest stopped.");
-        let places = self.places();
+        let streams = std::mem::take(&mut self.streams);
         self.durable.take().map(|durable| Leftover {
             durable,
-            places,
+            streams,
             metrics: self.metrics.clone(),
         })
     }
