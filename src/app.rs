@@ -8,7 +8,7 @@
 //! queue, let alerting publish what it gets and the offline status, wait for the broker's acks,
 //! then disconnect and stop the HTTP endpoints.
 
-use crate::mqtt::outbox::{Outbox, SharedOutbox};
+use crate::durable::outbox::{Outbox, SharedOutbox};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -20,10 +20,10 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::config::Settings;
 use crate::control::{Command, ControlMessage};
 use crate::detect::ShadowStats;
-use crate::lifecycle::{Context, Learner, Models, load_off_runtime, seed_version};
+use crate::durable::checkpoint::Progress;
+use crate::lifecycle::{Context, Learner, Models, seed_version};
 use crate::model::gate::RecentWindows;
-use crate::model::{ModelError, Registry, Window, spawn_scorer};
-use crate::mqtt::checkpoint::Progress;
+use crate::model::{ModelError, Registry, Window, load_off_runtime, spawn_scorer};
 use crate::mqtt::ingest::{Durable, Route};
 use crate::mqtt::{Ingest, Publisher, publish};
 use crate::signal::Signal;
@@ -47,10 +47,10 @@ pub enum AppError {
     Telemetry(#[from] telemetry::TelemetryError),
     /// The alert outbox could not be opened.
     #[error(transparent)]
-    Outbox(#[from] crate::mqtt::outbox::OutboxError),
+    Outbox(#[from] crate::durable::outbox::OutboxError),
     /// The ingest journal could not be opened.
     #[error(transparent)]
-    Journal(#[from] crate::mqtt::journal::JournalError),
+    Journal(#[from] crate::durable::journal::JournalError),
     /// A stage stopped while the daemon was running.
     #[error("the {stage} stage stopped unexpectedly")]
     StageDied {
@@ -59,7 +59,7 @@ pub enum AppError {
     },
 }
 
-pub use crate::lifecycle::{check_models, load_model, open_model};
+pub use crate::model::{check_models, load_model, open_model};
 
 /// Runs the daemon until a [`Signal::Shutdown`] (drain) or [`Signal::Quit`] arrives, or the
 /// signal channel closes (treated as shutdown).

@@ -25,12 +25,14 @@
 //! - [`train`]: the training worker's supervisor and `ebgand train`.
 //! - [`telemetry`]: logs, Prometheus metrics, health endpoints, systemd notify.
 //! - [`signal`]: SIGTERM/SIGINT/SIGHUP as daemon commands.
+//! - [`sim`]: a simulated machine (healthy vibration, bearing fault) for the demo and tests.
 
 pub mod app;
 pub mod config;
 pub mod control;
 pub mod demo;
 pub mod detect;
+pub mod durable;
 pub mod lifecycle;
 pub mod model;
 pub mod mqtt;
@@ -39,6 +41,7 @@ pub mod pipeline;
 pub mod recording;
 pub mod replay;
 pub mod signal;
+pub mod sim;
 pub mod telemetry;
 pub mod train;
 

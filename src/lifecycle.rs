@@ -14,103 +14,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::config::{RuntimeSettings, Settings, StreamSettings};
+use crate::config::Settings;
 use crate::control::Command;
 use crate::detect::ShadowStats;
 use crate::model::gate::{self, RecentWindows};
 use crate::model::{
-    ModelError, ModelVersion, Registry, ScoredBatch, Scorer, ScorerHandle, Window, spawn_scorer,
+    ModelError, ModelVersion, Registry, ScoredBatch, ScorerHandle, Window, load_model,
+    load_off_runtime, spawn_scorer,
 };
 use crate::mqtt::Publisher;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::StateLabel;
-
-/// Opens a model version folder (manifest, content hash) and checks it against the streams
-/// that use it, without loading ONNX Runtime. `ebgand check-config` runs this for every model.
-///
-/// # Errors
-/// [`ModelError`] for a missing or corrupt folder, or a shape the streams do not cut.
-pub fn open_model(
-    name: &str,
-    path: &std::path::Path,
-    streams: &[StreamSettings],
-) -> Result<ModelVersion, ModelError> {
-    let version = ModelVersion::open(path)?;
-    let m = &version.manifest;
-    let label = format!("{}@{} ({})", m.name, m.version, path.display());
-    if m.name != name {
-        return Err(ModelError::Mismatch {
-            model: label,
-            reason: format!(
-                "manifest names model {:?}, configured as [models.{name}]",
-                m.name
-            ),
-        });
-    }
-    for s in streams.iter().filter(|s| s.model == name) {
-        if s.logmel != m.features {
-            return Err(ModelError::Mismatch {
-                model: label,
-                reason: format!(
-                    "stream {:?} features {:?} differ from the model's {:?} (manifest [features])",
-                    s.name, s.logmel, m.features
-                ),
-            });
-        }
-        if (s.window.get(), s.channels.get()) != (m.input.window, m.input.channels) {
-            return Err(ModelError::Mismatch {
-                model: label,
-                reason: format!(
-                    "stream {:?} cuts windows of {} samples x {} channels; the model takes {} x {}",
-                    s.name, s.window, s.channels, m.input.window, m.input.channels
-                ),
-            });
-        }
-    }
-    Ok(version)
-}
-
-/// Opens and checks a model ([`open_model`]) and builds its ONNX Runtime session. Blocking:
-/// call it off the async runtime.
-///
-/// # Errors
-/// [`ModelError`] for a missing, corrupt or mismatched model, or a library that cannot load.
-pub fn load_model(
-    name: &str,
-    path: &std::path::Path,
-    streams: &[StreamSettings],
-    rt: &RuntimeSettings,
-) -> Result<Scorer, ModelError> {
-    Scorer::load(open_model(name, path, streams)?, rt)
-}
-
-/// [`load_model`] on the blocking pool: building a session takes milliseconds to seconds
-/// (TensorRT), which must not stall the runtime's workers.
-pub(crate) async fn load_off_runtime(
-    settings: &Settings,
-    name: &str,
-    path: PathBuf,
-) -> Result<Scorer, ModelError> {
-    let (name, streams, rt) = (
-        name.to_owned(),
-        settings.streams.clone(),
-        settings.runtime.clone(),
-    );
-    tokio::task::spawn_blocking(move || load_model(&name, &path, &streams, &rt))
-        .await
-        .unwrap_or_else(|e| Err(ModelError::Ort(format!("model loading task failed: {e}"))))
-}
-
-/// Checks every configured model that a stream uses; one message per problem.
-pub fn check_models(settings: &Settings) -> Vec<String> {
-    settings
-        .models
-        .iter()
-        .filter(|(name, _)| settings.streams.iter().any(|s| &s.model == *name))
-        .filter_map(|(name, path)| open_model(name, path.as_deref()?, &settings.streams).err())
-        .map(|e| format!("models: {e}"))
-        .collect()
-}
 
 /// The models being served and how they change: the registry, each model's scorer and the
 /// version it serves, and the recent healthy windows the gate scores candidates on.

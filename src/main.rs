@@ -70,7 +70,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig => match load(cli.config.as_deref()).and_then(|s| {
-            let problems = ebgand::app::check_models(&s);
+            let problems = ebgand::model::check_models(&s);
             if problems.is_empty() {
                 Ok(s)
             } else {

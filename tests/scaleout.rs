@@ -98,7 +98,7 @@ async fn two_daemons_share_100_streams_each_window_scored_once_no_alert_twice() 
     for (d, set) in owned.iter().enumerate() {
         for stream in set {
             assert_eq!(
-                ebgand::mqtt::topic::partition_of(stream, 2),
+                ebgand::pipeline::topic::partition_of(stream, 2),
                 d as u32,
                 "{stream}"
             );

@@ -327,7 +327,7 @@ fn framed(mut data: &[u8]) -> Vec<u8> {
 /// records and cut the rest, and the journal must stay appendable: a record appended after the
 /// recovery reads back after the recovered ones.
 pub fn check_journal(data: &[u8]) {
-    use ebgand::mqtt::journal::Journal;
+    use ebgand::durable::journal::Journal;
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };

@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::pipeline::{Mark, RawWindow};
 
 /// The alert state of a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     /// No alert.
+    #[default]
     Normal,
     /// Alert raised and not yet cleared.
     Raised,
@@ -63,6 +64,16 @@ pub fn is_anomalous(energy: f32, threshold: f32) -> bool {
     !energy.is_finite() || energy > threshold
 }
 
+/// What a stream's detector must carry across a restart (saved in the ingest checkpoint):
+/// everything it learned from the windows before the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DetectorState {
+    /// Alert state.
+    pub state: AlertState,
+    /// Consecutive windows so far toward the next transition.
+    pub run: u32,
+}
+
 /// One stream's hysteresis state machine: raise once after k windows above, clear once after j
 /// below.
 ///
@@ -82,19 +93,15 @@ pub struct Detector {
 impl Detector {
     /// A detector in the normal state.
     pub fn new(hysteresis: Hysteresis) -> Self {
-        Self {
-            hysteresis,
-            state: AlertState::Normal,
-            run: 0,
-        }
+        Self::restore(hysteresis, DetectorState::default())
     }
 
-    /// A detector carrying on from a saved state and run length (see [`Detector::run`]).
-    pub fn restore(hysteresis: Hysteresis, state: AlertState, run: u32) -> Self {
+    /// A detector carrying on from a saved state (see [`Detector::saved`]).
+    pub fn restore(hysteresis: Hysteresis, saved: DetectorState) -> Self {
         Self {
             hysteresis,
-            state,
-            run,
+            state: saved.state,
+            run: saved.run,
         }
     }
 
@@ -103,9 +110,12 @@ impl Detector {
         self.state
     }
 
-    /// Consecutive windows so far toward the next transition.
-    pub fn run(&self) -> u32 {
-        self.run
+    /// What a restart needs to carry on after the windows seen so far.
+    pub fn saved(&self) -> DetectorState {
+        DetectorState {
+            state: self.state,
+            run: self.run,
+        }
     }
 
     /// Feeds one window's verdict; returns the transition it caused, if any.
@@ -170,9 +180,9 @@ pub struct Verdict {
     /// Whether this is the first window seen of its stream (its state is not yet published).
     #[serde(skip)]
     pub first: bool,
-    /// Consecutive windows toward the next transition, after this one (the detector's run).
+    /// The detector after this window, as a restart would carry it on.
     #[serde(skip)]
-    pub run: u32,
+    pub detector: DetectorState,
     /// Set when an earlier run of the daemon already stored this window's alert (the window is
     /// judged again after a restart): the alert is not published a second time.
     #[serde(skip)]
@@ -270,8 +280,8 @@ impl ShadowStats {
 #[derive(Debug, Default)]
 pub struct Judge {
     detectors: HashMap<String, Detector>,
-    /// Saved states (state, run) of streams not seen yet, from the last run's checkpoint.
-    saved: HashMap<String, (AlertState, u32)>,
+    /// Saved states of streams not seen yet, from the last run's checkpoint.
+    saved: HashMap<String, DetectorState>,
 }
 
 impl Judge {
@@ -280,8 +290,8 @@ impl Judge {
         Self::default()
     }
 
-    /// A judge whose detectors start from saved `(state, run)` pairs, by stream id.
-    pub fn restored(saved: HashMap<String, (AlertState, u32)>) -> Self {
+    /// A judge whose detectors start from saved states, by stream id.
+    pub fn restored(saved: HashMap<String, DetectorState>) -> Self {
         Self {
             detectors: HashMap::new(),
             saved,
@@ -303,10 +313,8 @@ impl Judge {
         let saved = &mut self.saved;
         let detector = self.detectors.entry(stream.id.clone()).or_insert_with(|| {
             first = true;
-            match saved.remove(&stream.id) {
-                Some((state, run)) => Detector::restore(stream.hysteresis, state, run),
-                None => Detector::new(stream.hysteresis),
-            }
+            let state = saved.remove(&stream.id).unwrap_or_default();
+            Detector::restore(stream.hysteresis, state)
         });
         let transition = detector.observe(anomalous);
         Verdict {
@@ -321,7 +329,7 @@ impl Judge {
             transition,
             model: model.clone(),
             first,
-            run: detector.run(),
+            detector: detector.saved(),
             alerted_before: false,
         }
     }

@@ -141,7 +141,7 @@ fn check(
         });
     }
     let path = registry.path(name, version);
-    crate::app::load_model(name, &path, &settings.streams, &settings.runtime)
+    super::load_model(name, &path, &settings.streams, &settings.runtime)
         .with_context(|| format!("{name} {version} refused"))?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod gate;
+mod load;
 pub mod manifest;
 pub mod registry;
 pub mod runtime;
@@ -10,6 +11,7 @@ pub mod worker;
 
 use std::path::PathBuf;
 
+pub use load::{check_models, load_model, load_off_runtime, open_model};
 pub use manifest::{Manifest, ModelVersion};
 pub use registry::{Registry, RegistryError};
 pub use runtime::{Scorer, ort_environment};

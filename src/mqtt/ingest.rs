@@ -5,7 +5,7 @@
 //! acknowledged only once the journal is synced (group commit: when no other message is ready
 //! to read). A restart after a crash replays the journal records that the last checkpoint has
 //! not judged yet, so windows queued but not judged, and each stream's incomplete window, are
-//! rebuilt with their numbers; see [`super::journal`] and [`super::checkpoint`].
+//! rebuilt with their numbers; see [`crate::durable::journal`] and [`crate::durable::checkpoint`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -16,13 +16,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::checkpoint::{self, Progress, Saved};
-use super::journal::{Journal, Record};
 use super::publish::Resumed;
 use super::{Backoff, Role};
 use crate::config::{JournalSettings, MqttSettings, StreamSettings};
 use crate::control::{Budget, ControlMessage, RATE_LIMIT_REPORT_EVERY, RETAINED};
 use crate::detect::{Hysteresis, StreamInfo};
+use crate::durable::checkpoint::{self, Progress, Saved};
+use crate::durable::journal::{Journal, Record};
 use crate::model::Window;
 use crate::pipeline::features::Framer;
 use crate::pipeline::{DecodeError, RawWindow, WindowSpec, Windower, decode_into};
@@ -182,11 +182,11 @@ impl Durable {
     /// then starts from its first journaled record).
     ///
     /// # Errors
-    /// [`super::journal::JournalError`] when the journal cannot be opened.
+    /// [`crate::durable::journal::JournalError`] when the journal cannot be opened.
     pub fn open(
         settings: &JournalSettings,
         progress: Progress,
-    ) -> Result<Self, super::journal::JournalError> {
+    ) -> Result<Self, crate::durable::journal::JournalError> {
         let (journal, replay) = Journal::open(&settings.dir, settings.segment_bytes)?;
         let found = checkpoint::load(&settings.dir).unwrap_or_else(|e| {
             error!(error = %e, "Cannot read the ingest checkpoint; replaying the journal from its start.");
@@ -233,7 +233,7 @@ impl Durable {
             detectors: self
                 .saved
                 .iter()
-                .map(|(id, s)| (id.clone(), (s.judged.state, s.judged.run)))
+                .map(|(id, s)| (id.clone(), s.judged.detector))
                 .collect(),
             alerted_through: last_alerts
                 .iter()
@@ -448,7 +448,7 @@ pub struct Ingest {
     filters: Vec<SubscribeFilter>,
     streams: HashMap<String, StreamEntry>,
     max_streams: usize,
-    /// `(index, count)`: only streams whose [`partition_of`](super::topic::partition_of) is
+    /// `(index, count)`: only streams whose [`partition_of`](crate::pipeline::topic::partition_of) is
     /// `index` are windowed; the rest are acknowledged and left to the other daemons.
     partition: Option<(u32, u32)>,
     /// Topics known to belong to another daemon's partition (at most `max_streams` kept), so
@@ -847,7 +847,7 @@ impl Ingest {
             r.settings
                 .topic
                 .captures(topic)
-                .map(|cap| (i, super::topic::stream_id(&r.settings.name, &cap)))
+                .map(|cap| (i, crate::pipeline::topic::stream_id(&r.settings.name, &cap)))
         });
         let Some((route, id)) = found else {
             debug!(
@@ -857,7 +857,7 @@ impl Ingest {
             return false;
         };
         if let Some((index, count)) = self.partition
-            && super::topic::partition_of(&id, count) != index
+            && crate::pipeline::topic::partition_of(&id, count) != index
         {
             // Another daemon's stream: it receives the same message through its own session.
             self.metrics.messages_other_partition.inc();

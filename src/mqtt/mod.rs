@@ -5,13 +5,8 @@
 //! backpressure that makes the broker hold messages), and the alerts that drain that queue must
 //! not wait behind it in the same client's request channel.
 
-pub mod checkpoint;
 pub mod ingest;
-pub mod journal;
-pub mod outbox;
 pub mod publish;
-pub mod tls;
-pub mod topic;
 
 use std::time::Duration;
 
@@ -23,7 +18,6 @@ use crate::config::MqttSettings;
 
 pub use ingest::Ingest;
 pub use publish::{Publisher, PublisherLoop};
-pub use topic::TopicFilter;
 
 /// Errors of the MQTT stages.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +30,7 @@ pub enum MqttError {
     Encode(#[from] serde_json::Error),
     /// The alert outbox could not be written.
     #[error("{0}")]
-    Outbox(#[from] outbox::OutboxError),
+    Outbox(#[from] crate::durable::outbox::OutboxError),
 }
 
 /// Exponential backoff with jitter, reset once a connection has stayed up for a while.

@@ -12,11 +12,11 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::checkpoint::Progress;
-use super::outbox::SharedOutbox;
 use super::{Backoff, MqttError, Role, status_payload, status_topic};
 use crate::config::MqttSettings;
 use crate::detect::{AlertEvent, Judge, ModelRef, ShadowStats, Transition, Verdict};
+use crate::durable::checkpoint::Progress;
+use crate::durable::outbox::SharedOutbox;
 use crate::model::ScoredBatch;
 use crate::model::gate::RecentWindows;
 use crate::telemetry::metrics::{ConnLabel, FailureLabel, Metrics, QueueLabel, StateLabel};
@@ -72,7 +72,7 @@ pub struct PublisherLoop {
     /// rumqttc resending after a reconnect, not a new publish.
     in_flight: HashMap<u16, Option<u64>>,
     /// Alerts a previous run left in the outbox, published once connected.
-    recovered: VecDeque<crate::mqtt::outbox::Pending>,
+    recovered: VecDeque<crate::durable::outbox::Pending>,
 }
 
 impl std::fmt::Debug for PublisherLoop {
@@ -421,8 +421,8 @@ impl PublisherLoop {
 /// Where the alerting stage carries on after a restart.
 #[derive(Debug, Default)]
 pub struct Resumed {
-    /// Each stream's detector `(state, run)` at the checkpoint.
-    pub detectors: std::collections::HashMap<String, (crate::detect::AlertState, u32)>,
+    /// Each stream's detector at the checkpoint.
+    pub detectors: std::collections::HashMap<String, crate::detect::DetectorState>,
     /// Per stream, the window of the last alert an earlier run stored, when it is past the
     /// checkpoint: windows up to it are judged again, and their alerts are not published twice.
     pub alerted_through: std::collections::HashMap<String, u64>,
@@ -517,7 +517,7 @@ pub async fn alerting(
                 return;
             }
             // After the alert is in the outbox: a checkpoint never runs ahead of it.
-            progress.judged(&verdict.stream, verdict.seq, verdict.state, verdict.run);
+            progress.judged(&verdict.stream, verdict.seq, verdict.detector);
         }
         if let Some((_, _, _, _, add)) = shadow_pass {
             let mut all = shadows

@@ -1,7 +1,9 @@
-//! The sans-IO signal path: payload decoding and windowing. No channels, clocks or logging.
+//! The sans-IO signal path: topic routing, payload decoding, audio features and windowing. No
+//! channels, clocks or logging.
 
 pub mod decode;
 pub mod features;
+pub mod topic;
 pub mod window;
 
 pub use decode::{DecodeError, PayloadFormat, decode_into};

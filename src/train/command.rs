@@ -194,7 +194,7 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
     worker_args.extend(args.worker_args.iter().cloned());
     let source = if args.files.is_empty() {
         format!(
-            "simulated demo machine (ebgand::demo::sim, seed 2024): {} s of healthy 1 kHz \
+            "simulated demo machine (ebgand::sim, seed 2024): {} s of healthy 1 kHz \
              vibration; windows {window} x 1, hop {hop}",
             args.simulate.unwrap_or_default()
         )
@@ -372,12 +372,12 @@ fn fmt(v: Option<f64>) -> String {
 
 /// Healthy samples from the demo's simulated machine.
 fn simulated(seconds: f64) -> Recording {
-    let n = (seconds.max(0.0) * crate::demo::sim::RATE) as usize;
-    let samples = crate::demo::sim::Machine::new(2024).samples(n, false);
+    let n = (seconds.max(0.0) * crate::sim::RATE) as usize;
+    let samples = crate::sim::Machine::new(2024).samples(n, false);
     Recording {
         samples: ndarray::Array2::from_shape_vec((n, 1), samples)
             .unwrap_or_else(|_| ndarray::Array2::zeros((0, 1))),
         stamps: None,
-        sample_rate: Some(crate::demo::sim::RATE as u32),
+        sample_rate: Some(crate::sim::RATE as u32),
     }
 }

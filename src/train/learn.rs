@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use crate::config::LearningPeriod;
 use crate::control::{Command, ControlMessage};
 use crate::model::Window;
 use crate::mqtt::Publisher;
@@ -368,28 +369,6 @@ fn shards(dir: &Path) -> Result<Vec<PathBuf>, CaptureError> {
     Ok(v)
 }
 
-/// How long a model learns before its first training run: a number of windows, or a
-/// duration (whichever comes first; the duration needs at least [`LearningPeriod::MIN`]
-/// windows).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LearningPeriod {
-    /// Windows to capture.
-    pub windows: usize,
-    /// Time to capture for, if set.
-    pub duration: Option<std::time::Duration>,
-}
-
-impl LearningPeriod {
-    /// Fewest windows a training run is started on.
-    pub const MIN: usize = 10;
-
-    /// Whether learning is over after `captured` windows and `elapsed` time.
-    pub fn over(&self, captured: usize, elapsed: std::time::Duration) -> bool {
-        captured >= self.windows
-            || (self.duration.is_some_and(|d| elapsed >= d) && captured >= Self::MIN)
-    }
-}
-
 /// Stands in for a model's scorer while it has no version: captures every window (the stream
 /// is assumed healthy while learning), asks the control loop to train once `target` windows
 /// are captured, and hands the window queue back when the trained model is activated.
@@ -406,7 +385,7 @@ pub async fn learner(
     publisher: Publisher,
     metrics: Arc<Metrics>,
     handover: oneshot::Receiver<()>,
-    progress: crate::mqtt::checkpoint::Progress,
+    progress: crate::durable::checkpoint::Progress,
 ) -> mpsc::Receiver<Window> {
     let mut seen: HashSet<String> = HashSet::new();
     let mut captured = 0usize;

@@ -82,7 +82,7 @@ impl TopicFilter {
     /// (empty for a filter without wildcards).
     ///
     /// ```
-    /// use ebgand::mqtt::TopicFilter;
+    /// use ebgand::pipeline::topic::TopicFilter;
     /// let f = TopicFilter::parse("plant/+/pump/#").unwrap();
     /// assert_eq!(f.captures("plant/hall2/pump/7/vib").as_deref(), Some("hall2/7/vib"));
     /// assert_eq!(f.captures("plant/hall2/fan/7"), None);

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::AlertState;
+use crate::detect::DetectorState;
 
 /// The checkpoint file in the journal folder.
 pub const FILE: &str = "checkpoint.json";
@@ -44,24 +44,14 @@ pub enum CheckpointError {
 }
 
 /// A stream's judging progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Judged {
     /// The first window not judged yet.
     pub next_seq: u64,
-    /// Detector state after window `next_seq - 1`.
-    pub state: AlertState,
-    /// Detector run length after window `next_seq - 1`.
-    pub run: u32,
-}
-
-impl Default for Judged {
-    fn default() -> Self {
-        Self {
-            next_seq: 0,
-            state: AlertState::Normal,
-            run: 0,
-        }
-    }
+    /// The detector after window `next_seq - 1` (flattened: the file keeps its `state` and
+    /// `run` keys).
+    #[serde(flatten)]
+    pub detector: DetectorState,
 }
 
 /// A stream's entry in the checkpoint file.
@@ -81,12 +71,11 @@ pub struct Saved {
 pub struct Progress(Arc<Mutex<HashMap<String, Judged>>>);
 
 impl Progress {
-    /// Window `seq` of `stream` was judged; the detector is now in `state` with `run`.
-    pub fn judged(&self, stream: &str, seq: u64, state: AlertState, run: u32) {
+    /// Window `seq` of `stream` was judged; the detector is now `detector`.
+    pub fn judged(&self, stream: &str, seq: u64, detector: DetectorState) {
         let now = Judged {
             next_seq: seq + 1,
-            state,
-            run,
+            detector,
         };
         let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         // Looked up before inserting: no key allocation per window for a known stream.
@@ -179,8 +168,20 @@ mod tests {
     #[test]
     fn progress_only_moves_forward_and_round_trips_through_the_file() {
         let p = Progress::default();
-        p.judged("s/a", 4, AlertState::Raised, 0);
-        p.judged("s/a", 2, AlertState::Normal, 1);
+        use crate::detect::AlertState;
+        let raised = DetectorState {
+            state: AlertState::Raised,
+            run: 0,
+        };
+        p.judged("s/a", 4, raised);
+        p.judged(
+            "s/a",
+            2,
+            DetectorState {
+                state: AlertState::Normal,
+                run: 1,
+            },
+        );
         p.passed("s/b", 9);
         p.passed("s/a", 3);
         let snap = p.snapshot();
@@ -188,8 +189,7 @@ mod tests {
             snap["s/a"],
             Judged {
                 next_seq: 5,
-                state: AlertState::Raised,
-                run: 0
+                detector: raised
             }
         );
         assert_eq!(snap["s/b"].next_seq, 10);

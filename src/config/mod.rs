@@ -1,0 +1,396 @@
+//! Configuration: built-in defaults, then a TOML file, then `EBGAND__SECTION__KEY` environment
+//! variables, validated into typed [`Settings`].
+//!
+//! [`RawConfig`] mirrors the file (serde, unknown keys refused). [`RawConfig::validate`] checks
+//! every value and reports *all* problems at once, so an operator fixes a config in one pass.
+//!
+//! Files: `raw.rs` (the file's form), `validate.rs` (checks, into [`Settings`]), `tls.rs` (the
+//! broker's TLS configuration, built from PEM files while validating).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::pipeline::decode::PayloadFormat;
+use crate::pipeline::topic::TopicFilter;
+
+mod raw;
+pub mod tls;
+mod validate;
+
+pub use raw::*;
+
+/// The documented default configuration (the repository's `config.toml`).
+pub const DOCUMENTED_CONFIG: &str = include_str!("../../config.toml");
+
+/// Environment prefix: `EBGAND__MQTT__HOST` overrides `[mqtt] host`.
+pub const ENV_PREFIX: &str = "EBGAND";
+
+/// Errors from loading or validating configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file or environment could not be read or parsed.
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// The file named with `--config` does not exist.
+    #[error("config file {path} does not exist")]
+    Missing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// One or more values are invalid; every problem is listed.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// A secret string (a password) whose `Debug` and `Display` never show the value.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Creates a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret value; call only where it is handed to the library that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+// ---------------------------------------------------------------------------------------------
+// Typed (validated) form
+// ---------------------------------------------------------------------------------------------
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Node name in alerts.
+    pub node: String,
+    /// Broker connection.
+    pub mqtt: MqttSettings,
+    /// ONNX Runtime.
+    pub runtime: RuntimeSettings,
+    /// Seed version folders by model name (`None`: learn from the stream).
+    pub models: BTreeMap<String, Option<PathBuf>>,
+    /// Batching.
+    pub scoring: ScoringSettings,
+    /// Streams.
+    pub streams: Vec<StreamSettings>,
+    /// Most distinct streams.
+    pub max_streams: usize,
+    /// This daemon's share of the streams, `(index, count)`; `None`: all of them.
+    pub partition: Option<(u32, u32)>,
+    /// HTTP listen address.
+    pub http_listen: Option<SocketAddr>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Drain deadline.
+    pub shutdown_grace: Duration,
+    /// Training worker.
+    pub train: TrainSettings,
+    /// Registry.
+    pub registry: RegistrySettings,
+    /// Whether MQTT control commands are accepted.
+    pub control: bool,
+    /// Control commands accepted per minute.
+    pub control_per_minute: u32,
+    /// Learning from the stream.
+    pub learning: LearningSettings,
+    /// Ingest journal; `None` when off.
+    pub journal: Option<JournalSettings>,
+}
+
+/// Ingest journal settings.
+#[derive(Debug, Clone)]
+pub struct JournalSettings {
+    /// Folder.
+    pub dir: PathBuf,
+    /// Segment size, bytes.
+    pub segment_bytes: u64,
+    /// Bound, bytes.
+    pub max_bytes: u64,
+    /// Checkpoint interval.
+    pub checkpoint: Duration,
+}
+
+/// Training worker settings.
+#[derive(Debug, Clone)]
+pub struct TrainSettings {
+    /// Interpreter.
+    pub python: PathBuf,
+    /// `PYTHONPATH` for the worker package.
+    pub worker: PathBuf,
+    /// `cpu` or `cuda`.
+    pub device: String,
+    /// Niceness.
+    pub nice: u8,
+    /// Run time limit.
+    pub timeout: Duration,
+    /// Artifact cache.
+    pub cache: Option<PathBuf>,
+    /// Root of new model versions.
+    pub models_dir: PathBuf,
+}
+
+/// Learning settings.
+#[derive(Debug, Clone)]
+pub struct LearningSettings {
+    /// How long a model with no version learns.
+    pub period: LearningPeriod,
+    /// Capture root.
+    pub dir: PathBuf,
+    /// Windows per shard.
+    pub shard_windows: usize,
+    /// Shards kept.
+    pub max_shards: usize,
+    /// Free-space floor of the capture filesystem, MiB.
+    pub min_free_mb: u64,
+    /// Monitoring capture keeps one healthy window in this many.
+    pub capture_every: usize,
+    /// Steps of automatic runs.
+    pub steps: u64,
+    /// Retries.
+    pub retries: u32,
+    /// Delay before a retry.
+    pub retry_delay: Duration,
+    /// Retraining period, if any.
+    pub retrain_every: Option<Duration>,
+}
+
+/// How long a model learns before its first training run: a number of windows, or a
+/// duration (whichever comes first; the duration needs at least [`LearningPeriod::MIN`]
+/// windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LearningPeriod {
+    /// Windows to capture.
+    pub windows: usize,
+    /// Time to capture for, if set.
+    pub duration: Option<std::time::Duration>,
+}
+
+impl LearningPeriod {
+    /// Fewest windows a training run is started on.
+    pub const MIN: usize = 10;
+
+    /// Whether learning is over after `captured` windows and `elapsed` time.
+    pub fn over(&self, captured: usize, elapsed: std::time::Duration) -> bool {
+        captured >= self.windows
+            || (self.duration.is_some_and(|d| elapsed >= d) && captured >= Self::MIN)
+    }
+}
+
+/// Registry settings.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    /// Root folder.
+    pub dir: PathBuf,
+    /// Pointer check interval.
+    pub watch: Duration,
+    /// Windows kept for the gate.
+    pub gate_windows: usize,
+    /// False-alarm bound.
+    pub max_false_alarm_rate: f64,
+}
+
+/// Broker settings.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Client id of the ingest connection (the publisher adds `-pub`).
+    pub client_id: String,
+    /// Prefix of published topics.
+    pub prefix: String,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Username and password, both or neither.
+    pub credentials: Option<(String, Secret)>,
+    /// TLS client configuration (`None`: plain TCP).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Alert outbox folder.
+    pub outbox_dir: PathBuf,
+    /// Alert outbox bound.
+    pub outbox_max: usize,
+    /// Reconnect backoff floor.
+    pub reconnect_min: Duration,
+    /// Reconnect backoff cap.
+    pub reconnect_max: Duration,
+    /// Outgoing QoS 1 in flight.
+    pub inflight: u16,
+    /// Energy telemetry on/off.
+    pub publish_energy: bool,
+    /// Energy telemetry QoS.
+    pub energy_qos: rumqttc::QoS,
+    /// Largest packet.
+    pub max_packet_bytes: usize,
+}
+
+/// An execution provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// NVIDIA TensorRT.
+    TensorRt,
+    /// NVIDIA CUDA.
+    Cuda,
+    /// CPU (always available).
+    Cpu,
+}
+
+impl Provider {
+    /// Name as written in config and shown in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TensorRt => "tensorrt",
+            Self::Cuda => "cuda",
+            Self::Cpu => "cpu",
+        }
+    }
+}
+
+/// ONNX Runtime settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// Library path, if configured.
+    pub library: Option<PathBuf>,
+    /// Providers in order; CPU is appended when missing, as the last resort.
+    pub providers: Vec<Provider>,
+    /// Intra-op threads.
+    pub intra_threads: usize,
+    /// GPU device id.
+    pub device_id: i32,
+    /// TensorRT engine cache.
+    pub tensorrt_engine_cache: Option<PathBuf>,
+    /// TensorRT FP16.
+    pub tensorrt_fp16: bool,
+}
+
+/// Batching settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoringSettings {
+    /// Batch cap.
+    pub max_batch: NonZeroUsize,
+    /// Batch wait cap.
+    pub max_wait: Duration,
+    /// Window queue capacity per model.
+    pub queue_windows: NonZeroUsize,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Plain on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable.
+    Plain,
+    /// JSON lines.
+    Json,
+}
+
+/// One configured stream (a topic filter; each matching topic is a stream instance).
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// Name.
+    pub name: String,
+    /// Filter.
+    pub topic: TopicFilter,
+    /// Model name.
+    pub model: String,
+    /// Payload format.
+    pub format: PayloadFormat,
+    /// Audio features, when the stream is audio.
+    pub logmel: Option<crate::pipeline::features::LogMelParams>,
+    /// Values per windowed step: payload channels, or `n_mels` for an audio stream.
+    pub channels: NonZeroUsize,
+    /// Window length.
+    pub window: NonZeroUsize,
+    /// Hop.
+    pub hop: NonZeroUsize,
+    /// Threshold override.
+    pub threshold: Option<f32>,
+    /// Raise after k windows above.
+    pub raise_after: u32,
+    /// Clear after j windows below.
+    pub clear_after: u32,
+}
+
+/// The config file to read: `given`, else `./config.toml` when it exists, else none (built-in
+/// defaults and the environment only).
+pub fn config_path(given: Option<&Path>) -> Option<&Path> {
+    let default = Path::new("config.toml");
+    given.or_else(|| default.exists().then_some(default))
+}
+
+impl Settings {
+    /// The daemon needs at least one stream; `score` and `train` do not.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when no stream is configured.
+    pub fn require_streams(self) -> Result<Self, ConfigError> {
+        if self.streams.is_empty() {
+            return Err(ConfigError::Invalid(vec![
+                "streams: no [[streams]] configured; nothing to score".into(),
+            ]));
+        }
+        Ok(self)
+    }
+}
+
+impl RawConfig {
+    /// Loads defaults, then `file` (if any), then `EBGAND__*` variables from `env` (the process
+    /// environment when `None`).
+    ///
+    /// # Errors
+    /// [`ConfigError::Missing`] when `file` does not exist, [`ConfigError::Load`] when a source
+    /// does not parse or holds an unknown key.
+    pub fn load(
+        file: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Missing {
+                    path: path.to_path_buf(),
+                });
+            }
+            validate::refuse_readable_password(path)?;
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(env);
+        let built = builder.add_source(environment).build()?;
+        Ok(built.try_deserialize()?)
+    }
+
+    /// Parses a TOML string (no environment); used for the documented config and tests.
+    ///
+    /// # Errors
+    /// [`ConfigError::Load`] when it does not parse.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?;
+        Ok(built.try_deserialize()?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

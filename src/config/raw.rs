@@ -1,0 +1,505 @@
+//! The configuration as written in the file (serde, unknown keys refused), with the built-in
+//! defaults.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::Secret;
+
+// ---------------------------------------------------------------------------------------------
+// Raw (file) form
+// ---------------------------------------------------------------------------------------------
+
+/// The configuration as written in the file, before validation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Node name, reported in alerts. Empty means the host name.
+    pub node: String,
+    /// Broker connection.
+    pub mqtt: RawMqtt,
+    /// ONNX Runtime library and execution providers.
+    pub runtime: RawRuntime,
+    /// Model versions by model name.
+    pub models: BTreeMap<String, RawModel>,
+    /// Micro-batching and queue sizes.
+    pub scoring: RawScoring,
+    /// Default hysteresis for every stream.
+    pub detect: RawDetect,
+    /// Limits.
+    pub limits: RawLimits,
+    /// Sharing streams between daemons.
+    pub partition: RawPartition,
+    /// HTTP endpoints.
+    pub http: RawHttp,
+    /// Logging.
+    pub log: RawLog,
+    /// Shutdown.
+    pub shutdown: RawShutdown,
+    /// Training worker.
+    pub train: RawTrain,
+    /// Model registry and activation gate.
+    pub registry: RawRegistry,
+    /// MQTT control commands.
+    pub control: RawControl,
+    /// Learning from the stream.
+    pub learning: RawLearning,
+    /// Ingest journal (crash safety).
+    pub journal: RawJournal,
+    /// Sensor streams.
+    pub streams: Vec<RawStream>,
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMqtt {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client id; stable across restarts so the broker keeps the session.
+    pub client_id: String,
+    /// Topic prefix for everything ebgand publishes.
+    pub prefix: String,
+    /// Keep-alive interval, seconds.
+    pub keep_alive_s: u64,
+    /// Username (empty: none).
+    pub username: String,
+    /// Password (empty: none). Prefer `password_file` or `EBGAND__MQTT__PASSWORD`: a config
+    /// file that every user can read is refused when it holds a password.
+    pub password: Secret,
+    /// File holding the password (one line; must not be readable by every user).
+    pub password_file: String,
+    /// TLS to the broker.
+    pub tls: RawTls,
+    /// First reconnect delay, milliseconds.
+    pub reconnect_min_ms: u64,
+    /// Largest reconnect delay, milliseconds.
+    pub reconnect_max_ms: u64,
+    /// Unacknowledged QoS 1 publishes in flight toward the broker.
+    pub inflight: u16,
+    /// Publish every window's energy on `{prefix}/energy/{stream}`.
+    pub publish_energy: bool,
+    /// QoS of energy telemetry (0 or 1).
+    pub energy_qos: u8,
+    /// Largest MQTT packet accepted, bytes.
+    pub max_packet_bytes: usize,
+    /// Folder of the alert outbox (alerts kept until the broker acknowledges them).
+    pub outbox_dir: String,
+    /// Most alerts waiting in the outbox; at the bound, alerting waits.
+    pub outbox_max: usize,
+}
+
+impl Default for RawMqtt {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: String::new(),
+            prefix: "ebgand".into(),
+            keep_alive_s: 30,
+            username: String::new(),
+            password: Secret::default(),
+            password_file: String::new(),
+            tls: RawTls::default(),
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 30_000,
+            inflight: 100,
+            publish_energy: false,
+            energy_qos: 0,
+            max_packet_bytes: 1 << 20,
+            outbox_dir: "state/outbox".into(),
+            outbox_max: 10_000,
+        }
+    }
+}
+
+/// `[mqtt.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    /// Connect with TLS.
+    pub enabled: bool,
+    /// PEM CA certificate(s) to trust (empty: the system's roots).
+    pub ca_file: String,
+    /// PEM client certificate chain, for brokers that require one (with `client_key_file`).
+    pub client_cert_file: String,
+    /// PEM private key of the client certificate.
+    pub client_key_file: String,
+    /// The name the server certificate must carry (empty: `mqtt.host`).
+    pub server_name: String,
+    /// Check that name (the chain is checked regardless).
+    pub check_server_name: bool,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
+            server_name: String::new(),
+            check_server_name: true,
+        }
+    }
+}
+
+/// `[runtime]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRuntime {
+    /// Path of `libonnxruntime.so` (empty: `ORT_DYLIB_PATH`, then the `make setup` cache).
+    pub library: String,
+    /// Execution providers in order of preference.
+    pub providers: Vec<String>,
+    /// Intra-op threads per session.
+    pub intra_threads: usize,
+    /// CUDA / TensorRT device id.
+    pub device_id: i32,
+    /// TensorRT engine cache directory (empty: no cache).
+    pub tensorrt_engine_cache: String,
+    /// Allow FP16 in TensorRT.
+    pub tensorrt_fp16: bool,
+}
+
+impl Default for RawRuntime {
+    fn default() -> Self {
+        Self {
+            library: String::new(),
+            providers: vec!["cpu".into()],
+            intra_threads: 1,
+            device_id: 0,
+            tensorrt_engine_cache: String::new(),
+            tensorrt_fp16: true,
+        }
+    }
+}
+
+/// `[models.NAME]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawModel {
+    /// A model version folder (`model.onnx` + `manifest.toml`) that seeds the registry; empty:
+    /// the model learns from its streams when the registry has no version of it.
+    pub path: String,
+}
+
+/// `[scoring]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawScoring {
+    /// Most windows in one inference call.
+    pub max_batch: usize,
+    /// Longest a window waits for its batch to fill, microseconds.
+    pub max_wait_us: u64,
+    /// Windows queued between ingest and the batcher, per model.
+    pub queue_windows: usize,
+}
+
+impl Default for RawScoring {
+    fn default() -> Self {
+        Self {
+            max_batch: 64,
+            max_wait_us: 2_000,
+            queue_windows: 4_096,
+        }
+    }
+}
+
+/// `[detect]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDetect {
+    /// Consecutive windows above threshold that raise an alert.
+    pub raise_after: u32,
+    /// Consecutive windows below threshold that clear it.
+    pub clear_after: u32,
+}
+
+impl Default for RawDetect {
+    fn default() -> Self {
+        Self {
+            raise_after: 3,
+            clear_after: 5,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Most distinct streams tracked; messages for further streams are refused and counted.
+    pub max_streams: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_streams: 10_000,
+        }
+    }
+}
+
+/// `[partition]`: this daemon's share of the streams when several subscribe to the same topics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPartition {
+    /// Daemons sharing the streams (1: no partitioning).
+    pub count: u32,
+    /// This daemon's share, 0..count.
+    pub index: u32,
+}
+
+impl Default for RawPartition {
+    fn default() -> Self {
+        Self { count: 1, index: 0 }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    /// Listen address for `/metrics`, `/healthz`, `/readyz` (empty: disabled).
+    pub listen: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9898".into(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// `auto` (plain on a terminal, JSON otherwise), `plain` or `json`.
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "auto".into(),
+        }
+    }
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawShutdown {
+    /// Longest the drain may take on SIGTERM, milliseconds.
+    pub grace_ms: u64,
+}
+
+impl Default for RawShutdown {
+    fn default() -> Self {
+        Self { grace_ms: 10_000 }
+    }
+}
+
+/// `[train]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTrain {
+    /// Python interpreter of the trainer venv.
+    pub python: String,
+    /// Folder holding the `ebgand_trainer` package (put on `PYTHONPATH`).
+    pub worker: String,
+    /// `cpu` or `cuda`.
+    pub device: String,
+    /// Niceness of the worker process (0: not reniced).
+    pub nice: u8,
+    /// Longest a training run may take, seconds.
+    pub timeout_s: u64,
+    /// Training-artifact cache (empty: the worker's default).
+    pub cache: String,
+    /// Where new model versions go: `<models_dir>/<name>/<version>`.
+    pub models_dir: String,
+}
+
+impl Default for RawTrain {
+    fn default() -> Self {
+        Self {
+            python: ".venv/trainer/bin/python".into(),
+            worker: "models/trainer".into(),
+            device: "cpu".into(),
+            nice: 10,
+            timeout_s: 3600,
+            cache: String::new(),
+            models_dir: "models".into(),
+        }
+    }
+}
+
+/// `[registry]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRegistry {
+    /// Registry root (model versions, ACTIVE pointers, history).
+    pub dir: String,
+    /// How often the ACTIVE pointers are checked for changes, milliseconds.
+    pub watch_ms: u64,
+    /// Recent healthy windows kept per model for the activation gate.
+    pub gate_windows: usize,
+    /// Largest false-alarm rate a candidate may show on them.
+    pub max_false_alarm_rate: f64,
+}
+
+impl Default for RawRegistry {
+    fn default() -> Self {
+        Self {
+            dir: "state/models".into(),
+            watch_ms: 1000,
+            gate_windows: 512,
+            max_false_alarm_rate: 0.05,
+        }
+    }
+}
+
+/// `[learning]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLearning {
+    /// Windows captured as healthy before the first training run of a model with no version.
+    pub windows: usize,
+    /// Or this many seconds of capture, whichever comes first (0: windows only).
+    pub duration_s: u64,
+    /// Captured windows, per model: `<dir>/<model>/shard-*.npy`.
+    pub dir: String,
+    /// Windows per shard.
+    pub shard_windows: usize,
+    /// Shards kept per model (the oldest is removed first).
+    pub max_shards: usize,
+    /// Stop capturing rather than leave less than this many MiB free on its filesystem.
+    pub min_free_mb: u64,
+    /// After learning, capture one healthy window in this many (for retraining).
+    pub capture_every: usize,
+    /// Training steps of automatic runs.
+    pub steps: u64,
+    /// Retries after a failed training run.
+    pub retries: u32,
+    /// Delay before a retry, seconds.
+    pub retry_delay_s: u64,
+    /// Retrain every model from its captured healthy windows this often, seconds (0: never).
+    pub retrain_every_s: u64,
+}
+
+impl Default for RawLearning {
+    fn default() -> Self {
+        Self {
+            windows: 2000,
+            duration_s: 0,
+            dir: "state/capture".into(),
+            shard_windows: 1000,
+            max_shards: 20,
+            min_free_mb: 256,
+            capture_every: 10,
+            steps: 400,
+            retries: 2,
+            retry_delay_s: 30,
+            retrain_every_s: 0,
+        }
+    }
+}
+
+/// `[journal]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJournal {
+    /// Journal stream messages before acknowledging them, so a crash loses none.
+    pub enabled: bool,
+    /// Folder of the journal segments and the checkpoint.
+    pub dir: String,
+    /// Segment size, MiB.
+    pub segment_mb: u64,
+    /// Journal bound, MiB: above it, ingest stops reading until windows are judged.
+    pub max_mb: u64,
+    /// Checkpoint interval, milliseconds.
+    pub checkpoint_ms: u64,
+}
+
+impl Default for RawJournal {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: "state/journal".into(),
+            segment_mb: 4,
+            max_mb: 256,
+            checkpoint_ms: 1000,
+        }
+    }
+}
+
+/// `[control]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawControl {
+    /// Accept commands on `{prefix}/control/<command>`.
+    pub enabled: bool,
+    /// Commands accepted per minute (a burst of this many, refilled evenly); beyond it they
+    /// are refused with a reason.
+    pub max_per_minute: u32,
+}
+
+impl Default for RawControl {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_per_minute: 10,
+        }
+    }
+}
+
+/// `[[streams]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStream {
+    /// Stream name; prefix of the stream ids it yields.
+    pub name: String,
+    /// MQTT topic filter (`+` and `#` allowed).
+    pub topic: String,
+    /// Model name (a key of `[models]`).
+    pub model: String,
+    /// Payload format: `number`, `array`, `object`, `f32le` or `i16le` (PCM).
+    pub format: String,
+    /// Audio: log-mel features (`logmel = {}` is the DCASE 2020 baseline). The stream's samples
+    /// are mono audio at `logmel.sample_rate`; `window` and `hop` then count log-mel frames.
+    #[serde(default)]
+    pub logmel: Option<crate::pipeline::features::LogMelParams>,
+    /// For `object`: the fields, one channel each, in order.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// For `object`: the field holding the sample's timestamp (optional).
+    #[serde(default)]
+    pub timestamp_field: String,
+    /// Channels per sample.
+    #[serde(default = "one")]
+    pub channels: usize,
+    /// Window length in samples.
+    pub window: usize,
+    /// Hop between windows in samples (default: the window, no overlap).
+    #[serde(default)]
+    pub hop: Option<usize>,
+    /// Threshold override (default: the model's calibrated threshold).
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// Hysteresis override.
+    #[serde(default)]
+    pub raise_after: Option<u32>,
+    /// Hysteresis override.
+    #[serde(default)]
+    pub clear_after: Option<u32>,
+}
+
+const fn one() -> usize {
+    1
+}

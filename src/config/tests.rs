@@ -1,0 +1,207 @@
+//! Unit tests of loading and validation.
+
+use super::*;
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+
+fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+    Some(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+#[test]
+fn documented_config_is_valid_and_matches_builtin_defaults() {
+    let doc = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
+    let settings = doc.validate().unwrap();
+    assert!(!settings.streams.is_empty());
+    // Every scalar the documented file sets must equal the built-in default, so that the
+    // file documents the defaults truthfully.
+    let d = RawConfig::default();
+    assert_eq!(format!("{:?}", doc.mqtt), format!("{:?}", d.mqtt));
+    assert_eq!(format!("{:?}", doc.runtime), format!("{:?}", d.runtime));
+    assert_eq!(format!("{:?}", doc.scoring), format!("{:?}", d.scoring));
+    assert_eq!(format!("{:?}", doc.detect), format!("{:?}", d.detect));
+    assert_eq!(format!("{:?}", doc.limits), format!("{:?}", d.limits));
+    assert_eq!(format!("{:?}", doc.http), format!("{:?}", d.http));
+    assert_eq!(format!("{:?}", doc.shutdown), format!("{:?}", d.shutdown));
+    assert_eq!(format!("{:?}", doc.train), format!("{:?}", d.train));
+    assert_eq!(format!("{:?}", doc.registry), format!("{:?}", d.registry));
+    assert_eq!(format!("{:?}", doc.control), format!("{:?}", d.control));
+    assert_eq!(format!("{:?}", doc.learning), format!("{:?}", d.learning));
+}
+
+#[test]
+fn env_overrides_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, DOCUMENTED_CONFIG).unwrap();
+    let raw = RawConfig::load(
+        Some(&path),
+        env(&[
+            ("EBGAND__MQTT__HOST", "broker.local"),
+            ("EBGAND__MQTT__PORT", "2883"),
+        ]),
+    )
+    .unwrap();
+    let s = raw.validate().unwrap();
+    assert_eq!(s.mqtt.host, "broker.local");
+    assert_eq!(s.mqtt.port, 2883);
+}
+
+#[test]
+fn unknown_key_is_refused() {
+    let err = RawConfig::from_toml("[mqtt]\nhots = \"x\"\n").unwrap_err();
+    assert!(err.to_string().contains("hots"), "{err}");
+}
+
+#[test]
+fn missing_file_is_named() {
+    let err = RawConfig::load(Some(Path::new("/nonexistent/e.toml")), env(&[])).unwrap_err();
+    assert!(matches!(err, ConfigError::Missing { .. }));
+}
+
+#[test]
+fn every_bad_value_is_reported_at_once() {
+    let text = r#"
+        [mqtt]
+        port = 0
+        prefix = "a/#"
+        username = "u"
+        reconnect_min_ms = 0
+        energy_qos = 2
+        [runtime]
+        providers = ["tpu"]
+        [scoring]
+        max_batch = 0
+        [models.m]
+        path = "x"
+        [[streams]]
+        name = "s"
+        topic = "a/#/b"
+        model = "nope"
+        format = "object"
+        channels = 2
+        window = 4
+        hop = 8
+        threshold = -1.0
+    "#;
+    let err = RawConfig::from_toml(text).unwrap().validate().unwrap_err();
+    let ConfigError::Invalid(list) = err else {
+        panic!("expected Invalid")
+    };
+    let all = list.join("\n");
+    for key in [
+        "mqtt.port",
+        "mqtt.prefix",
+        "mqtt.username",
+        "mqtt.reconnect_min_ms",
+        "mqtt.energy_qos",
+        "runtime.providers",
+        "scoring.max_batch",
+        ".topic",
+        ".model",
+        ".fields",
+        ".hop",
+        ".threshold",
+    ] {
+        assert!(all.contains(key), "missing {key} in:\n{all}");
+    }
+}
+
+#[test]
+fn a_stream_cannot_subscribe_to_ebgands_own_topics() {
+    let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
+    raw.streams[0].topic = "ebgand/+".into();
+    let err = raw.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("also matches ebgand's own topic \"ebgand/status\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_do_not_print() {
+    let raw = RawConfig::from_toml("[mqtt]\nusername = \"u\"\npassword = \"hunter2\"\n").unwrap();
+    assert!(!format!("{raw:?}").contains("hunter2"));
+}
+
+fn invalid(raw: &RawConfig) -> String {
+    match raw.validate() {
+        Err(ConfigError::Invalid(errs)) => errs.join("\n"),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn password_file_is_read_and_must_be_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
+    raw.mqtt.username = "ebgand".into();
+    raw.mqtt.password_file = file.display().to_string();
+    let s = raw.validate().unwrap();
+    let (user, pass) = s.mqtt.credentials.unwrap();
+    assert_eq!((user.as_str(), pass.expose()), ("ebgand", "s3cret"));
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let errs = invalid(&raw);
+    assert!(errs.contains("readable by every user"), "{errs}");
+    assert!(!errs.contains("s3cret"), "{errs}");
+
+    raw.mqtt.password = Secret::new("other");
+    assert!(invalid(&raw).contains("give one, not both"));
+}
+
+#[test]
+fn world_readable_config_must_not_hold_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ebgand.toml");
+    std::fs::write(&file, "[mqtt]\nusername = \"u\"\npassword = \"hunter2\"\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = RawConfig::load(Some(&file), Some(HashMap::new())).unwrap_err();
+    assert!(err.to_string().contains("readable by every user"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let raw = RawConfig::load(Some(&file), Some(HashMap::new())).unwrap();
+    assert_eq!(raw.mqtt.password.expose(), "hunter2");
+}
+
+#[test]
+fn an_enormous_window_is_a_config_error() {
+    let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
+    raw.streams = RawConfig::from_toml(
+        "[[streams]]\nname = \"s\"\ntopic = \"a/+\"\nmodel = \"m\"\nformat = \"array\"\nwindow = 4000000000\n",
+    )
+    .unwrap()
+    .streams;
+    assert!(invalid(&raw).contains("over the limit"));
+}
+
+#[test]
+fn tls_settings_are_checked() {
+    let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
+    raw.mqtt.tls.ca_file = "/nonexistent/ca.pem".into();
+    assert!(invalid(&raw).contains("enabled = false"));
+    raw.mqtt.tls.enabled = true;
+    let errs = invalid(&raw);
+    assert!(errs.contains("mqtt.tls: /nonexistent/ca.pem"), "{errs}");
+    raw.mqtt.tls.client_cert_file = "/nonexistent/client.pem".into();
+    assert!(invalid(&raw).contains("give both or neither"));
+}
+
+#[test]
+fn cpu_is_always_the_last_resort() {
+    let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
+    raw.runtime.providers = vec!["tensorrt".into(), "cuda".into()];
+    let s = raw.validate().unwrap();
+    assert_eq!(
+        s.runtime.providers,
+        vec![Provider::TensorRt, Provider::Cuda, Provider::Cpu]
+    );
+}
