@@ -9,6 +9,7 @@
 //! ## Layout
 //!
 //! - [`app`]: the wiring; every stage, channel and task is created and drained there.
+//! - [`alerting`]: judges scored windows and hands alerts, state and energy to a sink.
 //! - [`lifecycle`]: the control loop's model lifecycle (gate, swaps, registry watch, training
 //!   runs, learners, shadow).
 //! - [`control`]: commands from signals and MQTT control topics.
@@ -27,6 +28,7 @@
 //! - [`signal`]: SIGTERM/SIGINT/SIGHUP as daemon commands.
 //! - [`sim`]: a simulated machine (healthy vibration, bearing fault) for the demo and tests.
 
+pub mod alerting;
 pub mod app;
 pub mod config;
 pub mod control;

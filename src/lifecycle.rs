@@ -16,7 +16,6 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::Settings;
 use crate::control::Command;
-use crate::detect::ShadowStats;
 use crate::model::gate::{self, RecentWindows};
 use crate::model::{
     ModelError, ModelVersion, Registry, ScoredBatch, ScorerHandle, Window, load_model,
@@ -459,7 +458,7 @@ pub(crate) struct Context<'a> {
     /// Cancelled when draining: stops training runs (the worker gets SIGTERM).
     pub(crate) stop: CancellationToken,
     /// Shadow comparisons, kept by the alerting stage.
-    pub(crate) shadows: Arc<std::sync::Mutex<HashMap<String, ShadowStats>>>,
+    pub(crate) shadows: crate::alerting::Shadows,
 }
 
 impl Context<'_> {

@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::publish::Resumed;
 use super::{Backoff, Role};
+use crate::alerting::Resumed;
 use crate::config::{JournalSettings, MqttSettings, StreamSettings};
 use crate::control::{Budget, ControlMessage, RATE_LIMIT_REPORT_EVERY, RETAINED};
 use crate::detect::{Hysteresis, StreamInfo};

@@ -6,7 +6,7 @@
 //! not wait behind it in the same client's request channel.
 
 pub mod ingest;
-pub mod publish;
+pub mod sink;
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use rumqttc::{
 use crate::config::MqttSettings;
 
 pub use ingest::Ingest;
-pub use publish::{Publisher, PublisherLoop};
+pub use sink::{Publisher, PublisherLoop};
 
 /// Errors of the MQTT stages.
 #[derive(Debug, thiserror::Error)]

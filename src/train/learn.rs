@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,8 +18,8 @@ use tracing::{info, warn};
 
 use crate::config::LearningPeriod;
 use crate::control::{Command, ControlMessage};
+use crate::durable::checkpoint::Progress;
 use crate::model::Window;
-use crate::mqtt::Publisher;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::CaptureLabel;
 
@@ -369,69 +370,205 @@ fn shards(dir: &Path) -> Result<Vec<PathBuf>, CaptureError> {
     Ok(v)
 }
 
+/// Where a learner says what its streams are doing (`learning`, then `training`): each
+/// stream's retained state, in the daemon.
+pub trait PhaseSink: Send + Sync {
+    /// `stream` of `model` is in `phase`, with `captured` windows captured so far. Failures are
+    /// the sink's to log: the phase is also in the metrics.
+    fn phase(
+        &self,
+        stream: &str,
+        model: &str,
+        phase: &'static str,
+        captured: usize,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// What a learner needs besides its window queue.
+#[derive(Debug)]
+pub struct Learning<P> {
+    /// Model name.
+    pub model: String,
+    /// Where its windows are captured.
+    pub capture: Capture,
+    /// How long it learns.
+    pub period: LearningPeriod,
+    /// Asks the control loop for the training run.
+    pub control: mpsc::Sender<ControlMessage>,
+    /// Where stream phases go.
+    pub phases: P,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Windows consumed are recorded here (they are captured, never judged).
+    pub progress: Progress,
+}
+
 /// Stands in for a model's scorer while it has no version: captures every window (the stream
-/// is assumed healthy while learning), asks the control loop to train once `target` windows
-/// are captured, and hands the window queue back when the trained model is activated.
+/// is assumed healthy while learning), asks the control loop to train once the learning period
+/// is over, and hands the window queue back when `handover` fires (the trained model is being
+/// activated).
+///
+/// The handover wins over everything else the learner may be waiting on: publishing a phase
+/// (the publish connection may be down) or queueing the training request (the control loop
+/// that drains that queue is the one waiting for the handover). A window is captured before
+/// any of those waits, so none taken off the queue is lost.
 ///
 /// Windows consumed here are captured, not scored: they are counted in
 /// `ebgand_windows_captured_total`, and each stream's retained state says `learning`.
-#[allow(clippy::too_many_arguments)]
-pub async fn learner(
-    model: String,
+pub async fn learner<P: PhaseSink>(
+    learning: Learning<P>,
     mut rx: mpsc::Receiver<Window>,
-    mut capture: Capture,
-    period: LearningPeriod,
-    control: mpsc::Sender<ControlMessage>,
-    publisher: Publisher,
-    metrics: Arc<Metrics>,
-    handover: oneshot::Receiver<()>,
-    progress: crate::durable::checkpoint::Progress,
+    mut handover: oneshot::Receiver<()>,
 ) -> mpsc::Receiver<Window> {
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut captured = 0usize;
-    let mut asked = false;
-    let started = std::time::Instant::now();
-    let mut handover = handover;
-    metrics.set_phase(&model, "learning");
+    let mut state = LearnerState {
+        learning,
+        seen: HashSet::new(),
+        captured: 0,
+        asked: false,
+        started: std::time::Instant::now(),
+    };
+    state
+        .learning
+        .metrics
+        .set_phase(&state.learning.model, "learning");
     loop {
         tokio::select! {
             biased;
             _ = &mut handover => break,
-            w = rx.recv() => {
-                let Some(w) = w else { break };
-                if seen.insert(w.stream.id.clone()) {
-                    publisher.phase(&w.stream.id, &model, "learning", captured).await;
-                }
-                if let Err(e) = capture.push(&w.raw.data) {
-                    warn!(model = %model, error = %e, "Cannot write captured windows; they are not kept.");
-                }
-                progress.passed(&w.stream.id, w.raw.seq);
-                captured += 1;
-                metrics.windows_captured.inc();
-                if !asked && period.over(captured, started.elapsed()) {
-                    if let Err(e) = capture.flush() {
-                        warn!(model = %model, error = %e, "Cannot write captured windows.");
-                    }
-                    info!(model = %model, windows = captured, "Learning period over; training.");
-                    metrics.set_phase(&model, "training");
-                    for stream in &seen {
-                        publisher.phase(stream, &model, "training", captured).await;
-                    }
-                    let train = ControlMessage::Command(Command::Train { model: model.clone() });
-                    asked = control.send(train).await.is_ok();
-                }
-            }
+            more = state.step(&mut rx) => if !more { break },
         }
     }
-    if let Err(e) = capture.flush() {
-        warn!(model = %model, error = %e, "Cannot write captured windows.");
+    let l = &mut state.learning;
+    if let Err(e) = l.capture.flush() {
+        warn!(model = %l.model, error = %e, "Cannot write captured windows.");
     }
     rx
+}
+
+struct LearnerState<P> {
+    learning: Learning<P>,
+    seen: HashSet<String>,
+    captured: usize,
+    asked: bool,
+    started: std::time::Instant,
+}
+
+impl<P: PhaseSink> LearnerState<P> {
+    /// Captures one window, then sends what it changed (a new stream's phase; the training
+    /// request). Cancel-safe: the window is captured before the first wait. `false` when the
+    /// queue has closed.
+    async fn step(&mut self, rx: &mut mpsc::Receiver<Window>) -> bool {
+        let Some(w) = rx.recv().await else {
+            return false;
+        };
+        let l = &mut self.learning;
+        if let Err(e) = l.capture.push(&w.raw.data) {
+            warn!(model = %l.model, error = %e, "Cannot write captured windows; they are not kept.");
+        }
+        l.progress.passed(&w.stream.id, w.raw.seq);
+        self.captured += 1;
+        l.metrics.windows_captured.inc();
+        if self.seen.insert(w.stream.id.clone()) {
+            l.phases
+                .phase(&w.stream.id, &l.model, "learning", self.captured)
+                .await;
+        }
+        if !self.asked && l.period.over(self.captured, self.started.elapsed()) {
+            if let Err(e) = l.capture.flush() {
+                warn!(model = %l.model, error = %e, "Cannot write captured windows.");
+            }
+            info!(model = %l.model, windows = self.captured, "Learning period over; training.");
+            l.metrics.set_phase(&l.model, "training");
+            self.asked = true;
+            let train = ControlMessage::Command(Command::Train {
+                model: l.model.clone(),
+            });
+            if l.control.send(train).await.is_err() {
+                // The control loop is gone: shutting down.
+                return true;
+            }
+            for stream in &self.seen {
+                l.phases
+                    .phase(stream, &l.model, "training", self.captured)
+                    .await;
+            }
+        }
+        true
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Phases that never get through (a publish connection that is down).
+    struct Stuck;
+
+    impl PhaseSink for Stuck {
+        async fn phase(&self, _: &str, _: &str, _: &'static str, _: usize) {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn window(seq: u64) -> Window {
+        Window {
+            stream: Arc::new(crate::detect::StreamInfo {
+                id: format!("s/{}", seq % 3),
+                threshold: None,
+                hysteresis: crate::detect::Hysteresis {
+                    raise_after: 1,
+                    clear_after: 1,
+                },
+            }),
+            raw: crate::pipeline::RawWindow {
+                seq,
+                start: crate::pipeline::Mark::Index(0),
+                end: crate::pipeline::Mark::Index(0),
+                data: vec![0.0; 2],
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn the_handover_wins_over_a_stuck_phase_or_a_full_control_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        // The control queue is full and nobody drains it: the control loop is the one waiting
+        // for this handover.
+        let (control, _control_rx) = mpsc::channel(1);
+        control
+            .try_send(ControlMessage::Command(Command::Reload))
+            .unwrap();
+        let (tx, rx) = mpsc::channel(64);
+        let (handover, handover_rx) = oneshot::channel();
+        let learning = Learning {
+            model: "m".into(),
+            capture: Capture::open(dir.path(), 2, 1, 100, 2).unwrap(),
+            period: LearningPeriod {
+                windows: 10,
+                duration: None,
+            },
+            control,
+            phases: Stuck,
+            metrics: Arc::new(Metrics::new()),
+            progress: Progress::default(),
+        };
+        let task = tokio::spawn(learner(learning, rx, handover_rx));
+        for seq in 0..12 {
+            tx.send(window(seq)).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        handover.send(()).unwrap();
+        let mut rx = tokio::time::timeout(std::time::Duration::from_secs(10), task)
+            .await
+            .expect("the learner handed the queue back")
+            .unwrap();
+        // The queue comes back with the windows the learner had not taken yet.
+        let mut left = 0;
+        while rx.try_recv().is_ok() {
+            left += 1;
+        }
+        assert!(left < 12, "the learner took no window");
+    }
 
     #[test]
     fn learning_ends_on_windows_or_duration() {

@@ -8,7 +8,8 @@
 //! queue, let alerting publish what it gets and the offline status, wait for the broker's acks,
 //! then disconnect and stop the HTTP endpoints.
 
-use crate::durable::outbox::{Outbox, SharedOutbox};
+mod adapters;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -17,18 +18,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use self::adapters::{HealthyWindows, MqttAlerts};
+use crate::alerting::{Alerting, Shadows};
 use crate::config::Settings;
 use crate::control::{Command, ControlMessage};
-use crate::detect::ShadowStats;
 use crate::durable::checkpoint::Progress;
+use crate::durable::outbox::{Outbox, SharedOutbox};
 use crate::lifecycle::{Context, Learner, Models, seed_version};
 use crate::model::gate::RecentWindows;
 use crate::model::{ModelError, Registry, Window, load_off_runtime, spawn_scorer};
 use crate::mqtt::ingest::{Durable, Route};
-use crate::mqtt::{Ingest, Publisher, publish};
+use crate::mqtt::{Ingest, Publisher};
 use crate::signal::Signal;
 use crate::telemetry::{self, Metrics, Systemd};
-use crate::train::learn::{Capture, learner};
+use crate::train::learn::{Capture, Learning, learner};
 
 /// Scored batches queued between the scorers and the alerting stage.
 const SCORED_QUEUE: usize = 8;
@@ -113,7 +116,7 @@ pub async fn run(
         shadowing: HashMap::new(),
         scored: Some(scored_tx.clone()),
     };
-    let shadows: Arc<std::sync::Mutex<HashMap<String, ShadowStats>>> = Arc::default();
+    let shadows = Shadows::default();
     let mut queues: HashMap<String, mpsc::Sender<Window>> = HashMap::new();
     let mut captures: HashMap<String, Capture> = HashMap::new();
     let mut expected = 0;
@@ -154,19 +157,17 @@ pub async fn run(
         let Some(version) = seed_version(&models.registry, name, configured)? else {
             // No version: a learner captures the stream until a first version is trained.
             let (handover, handover_rx) = oneshot::channel();
+            let learning = Learning {
+                model: name.clone(),
+                capture: capture()?,
+                period: settings.learning.period,
+                control: control_tx.clone(),
+                phases: publisher.clone(),
+                metrics: metrics.clone(),
+                progress: progress.clone(),
+            };
             let task = tracker.spawn(
-                learner(
-                    name.clone(),
-                    rx,
-                    capture()?,
-                    settings.learning.period,
-                    control_tx.clone(),
-                    publisher.clone(),
-                    metrics.clone(),
-                    handover_rx,
-                    progress.clone(),
-                )
-                .instrument(info_span!("learner", model = %name)),
+                learner(learning, rx, handover_rx).instrument(info_span!("learner", model = %name)),
             );
             models
                 .learners
@@ -203,18 +204,20 @@ pub async fn run(
             .run(closing.clone(), abort.clone())
             .instrument(info_span!("publisher", mqtt.broker = %broker)),
     );
-    let mut alerting_task = tracker.spawn(
-        publish::alerting(
-            scored_rx,
-            publisher.clone(),
-            models.recent.clone(),
+    let alerting = Alerting::new(
+        MqttAlerts(publisher.clone()),
+        HealthyWindows {
+            recent: models.recent.clone(),
             captures,
-            shadows.clone(),
-            progress,
-            resumed,
-        )
-        .instrument(info_span!("alerting")),
+        },
+        &settings.node,
+        progress,
+        shadows.clone(),
+        metrics.clone(),
+        resumed,
     );
+    let mut alerting_task =
+        tracker.spawn(alerting.run(scored_rx).instrument(info_span!("alerting")));
 
     let routes: Vec<Route> = settings
         .streams

@@ -1,6 +1,9 @@
-//! The publish connection and the alerting stage: verdicts for every scored window, alert
-//! events on transitions, retained state, optional energy telemetry, and the retained status
-//! with its Last Will.
+//! The publish connection: alerts (through the on-disk outbox), retained state, energy
+//! telemetry, lifecycle events, and the retained status with its Last Will.
+//!
+//! Transport only: callers hand over topics and JSON. Alerts are stored in the outbox before
+//! they are published and leave it at the broker's PUBACK; matching a PUBACK to its alert
+//! relies on the [`Tags`] FIFO (see [`PublisherLoop::run`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -8,19 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
-use serde::Serialize;
-use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::{Backoff, MqttError, Role, status_payload, status_topic};
 use crate::config::MqttSettings;
-use crate::detect::{AlertEvent, Judge, ModelRef, ShadowStats, Transition, Verdict};
-use crate::durable::checkpoint::Progress;
 use crate::durable::outbox::SharedOutbox;
-use crate::model::ScoredBatch;
-use crate::model::gate::RecentWindows;
-use crate::telemetry::metrics::{ConnLabel, FailureLabel, Metrics, QueueLabel, StateLabel};
-use crate::train::learn::Capture;
+use crate::telemetry::metrics::{ConnLabel, FailureLabel, Metrics};
 
 const REQUEST_CAPACITY: usize = 256;
 
@@ -33,6 +29,34 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// outbox id, or `None`. The publish loop matches them to packet ids as rumqttc sends them, so
 /// that a PUBACK can take its alert out of the outbox.
 type Tags = Arc<std::sync::Mutex<VecDeque<Option<u64>>>>;
+
+/// The tag of a request about to enter rumqttc's channel; taken back off the FIFO when dropped
+/// without [`TagGuard::keep`] (the request failed, or the future sending it was cancelled).
+/// Only pushed while the `send` lock is held, so the back of the FIFO is this request's tag.
+struct TagGuard<'a> {
+    tags: &'a Tags,
+    kept: bool,
+}
+
+impl<'a> TagGuard<'a> {
+    fn push(tags: &'a Tags, alert: Option<u64>) -> Self {
+        lock(tags).push_back(alert);
+        Self { tags, kept: false }
+    }
+
+    /// The request is in rumqttc's channel: the tag stays.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for TagGuard<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            lock(self.tags).pop_back();
+        }
+    }
+}
 
 /// Publishes under the configured prefix. Cheap to clone.
 #[derive(Clone)]
@@ -79,19 +103,6 @@ impl std::fmt::Debug for PublisherLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PublisherLoop").finish_non_exhaustive()
     }
-}
-
-/// The retained state of a stream, on `{prefix}/state/{stream}`.
-#[derive(Debug, Serialize)]
-struct StateMessage<'a> {
-    stream: &'a str,
-    phase: &'static str,
-    state: crate::detect::AlertState,
-    energy: f32,
-    threshold: f32,
-    model: &'a ModelRef,
-    seq: u64,
-    node: &'a str,
 }
 
 impl Publisher {
@@ -165,15 +176,16 @@ impl Publisher {
         alert: Option<u64>,
     ) -> Result<(), MqttError> {
         let _in_order = self.send.lock().await;
-        let tagged = qos != QoS::AtMostOnce;
-        if tagged {
-            lock(&self.tags).push_back(alert);
-        }
+        // QoS 0 publishes get no packet id and no PUBACK: no tag.
+        let tag = (qos != QoS::AtMostOnce).then(|| TagGuard::push(&self.tags, alert));
         // Waiting here (request channel full) is backpressure toward the scorers, never toward
-        // the ingest loop, which has its own connection.
+        // the ingest loop, which has its own connection. If this future is dropped while it
+        // waits (a shutdown), the guard takes the tag back: tags and requests stay in step.
         let r = self.client.publish(topic, qos, retain, payload).await;
-        if r.is_err() && tagged {
-            lock(&self.tags).pop_back();
+        if r.is_ok()
+            && let Some(tag) = tag
+        {
+            tag.keep();
         }
         match r {
             Ok(()) => {
@@ -187,73 +199,53 @@ impl Publisher {
         }
     }
 
-    /// Publishes the outcome of one window: energy telemetry, and on a transition the alert
-    /// event and the new retained state. A stream's first window also publishes its state.
+    /// Publishes a window's energy telemetry on `{prefix}/energy/{stream}`, when it is on.
     ///
     /// # Errors
     /// [`MqttError`] when the client has stopped.
-    pub async fn verdict(&self, v: &Verdict) -> Result<(), MqttError> {
-        if let Some(qos) = self.energy_qos {
-            let topic = format!("{}/energy/{}", self.prefix, v.stream);
-            self.publish(topic, qos, false, serde_json::to_vec(v)?)
-                .await?;
+    pub async fn energy(&self, stream: &str, json: Vec<u8>) -> Result<(), MqttError> {
+        match self.energy_qos {
+            Some(qos) => {
+                let topic = format!("{}/energy/{stream}", self.prefix);
+                self.publish(topic, qos, false, json).await
+            }
+            None => Ok(()),
         }
-        if v.alerted_before && v.transition.is_some() {
-            self.metrics.alerts_deduplicated.inc();
-            info!(stream = %v.stream, seq = v.seq, "Alert already stored by an earlier run; not published again.");
-        } else if let Some(event) = AlertEvent::from_verdict(v, &self.node) {
-            let topic = format!("{}/alerts/{}", self.prefix, v.stream);
-            // On disk first: from here on the alert survives a crash or an unreachable broker.
-            let stored = self
-                .outbox
-                .add(&topic, serde_json::to_value(&event)?)
-                .await?;
-            self.publish_tagged(
-                topic,
-                QoS::AtLeastOnce,
-                false,
-                stored.payload,
-                Some(stored.id),
-            )
-            .await?;
-            self.metrics
-                .alerts
-                .get_or_create(&StateLabel {
-                    state: event.state.as_str(),
-                })
-                .inc();
-            info!(stream = %v.stream, state = event.state.as_str(), energy = v.energy, threshold = v.threshold, seq = v.seq, "Alert.");
-        }
-        if v.transition.is_some() || v.first {
-            let state = StateMessage {
-                stream: &v.stream,
-                phase: "monitoring",
-                state: v.state,
-                energy: v.energy,
-                threshold: v.threshold,
-                model: &v.model,
-                seq: v.seq,
-                node: &self.node,
-            };
-            let topic = format!("{}/state/{}", self.prefix, v.stream);
-            self.publish(topic, QoS::AtLeastOnce, true, serde_json::to_vec(&state)?)
-                .await?;
-        }
-        Ok(())
     }
 
-    /// Publishes a stream's retained state while its model has no version yet (`learning`,
-    /// `training`). Failures are logged: the phase is also in the metrics.
-    pub async fn phase(&self, stream: &str, model: &str, phase: &str, captured: usize) {
-        let state = serde_json::json!({
-            "stream": stream, "phase": phase, "model": { "name": model }, "captured": captured,
-            "node": self.node,
-        });
+    /// Whether energy telemetry is on (callers can skip encoding it).
+    pub fn publishes_energy(&self) -> bool {
+        self.energy_qos.is_some()
+    }
+
+    /// Stores an alert in the outbox (its JSON gets `alert_id`), then publishes it on
+    /// `{prefix}/alerts/{stream}`, QoS 1; it leaves the outbox at the broker's PUBACK. Waits
+    /// while the outbox is full.
+    ///
+    /// # Errors
+    /// [`MqttError`] when the outbox cannot be written or the client has stopped.
+    pub async fn alert(&self, stream: &str, json: serde_json::Value) -> Result<u64, MqttError> {
+        let topic = format!("{}/alerts/{stream}", self.prefix);
+        // On disk first: from here on the alert survives a crash or an unreachable broker.
+        let stored = self.outbox.add(&topic, json).await?;
+        self.publish_tagged(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            stored.payload,
+            Some(stored.id),
+        )
+        .await?;
+        Ok(stored.id)
+    }
+
+    /// Publishes a stream's retained state on `{prefix}/state/{stream}`, QoS 1.
+    ///
+    /// # Errors
+    /// [`MqttError`] when the client has stopped.
+    pub async fn state(&self, stream: &str, json: Vec<u8>) -> Result<(), MqttError> {
         let topic = format!("{}/state/{stream}", self.prefix);
-        let payload = serde_json::to_vec(&state).unwrap_or_default();
-        if let Err(e) = self.publish(topic, QoS::AtLeastOnce, true, payload).await {
-            warn!(stream, error = %e, "Cannot publish the stream's phase.");
-        }
+        self.publish(topic, QoS::AtLeastOnce, true, json).await
     }
 
     /// Publishes a lifecycle event (model activated, refused, training ...) on
@@ -415,136 +407,5 @@ impl PublisherLoop {
             published = self.queued.load(Ordering::Relaxed),
             "Publisher stopped."
         );
-    }
-}
-
-/// Where the alerting stage carries on after a restart.
-#[derive(Debug, Default)]
-pub struct Resumed {
-    /// Each stream's detector at the checkpoint.
-    pub detectors: std::collections::HashMap<String, crate::detect::DetectorState>,
-    /// Per stream, the window of the last alert an earlier run stored, when it is past the
-    /// checkpoint: windows up to it are judged again, and their alerts are not published twice.
-    pub alerted_through: std::collections::HashMap<String, u64>,
-}
-
-/// The alerting stage: judges every scored window and publishes the results, until every
-/// scorer has stopped.
-#[allow(clippy::too_many_arguments)]
-pub async fn alerting(
-    mut scored: mpsc::Receiver<ScoredBatch>,
-    publisher: Publisher,
-    recent: std::collections::HashMap<String, Arc<RecentWindows>>,
-    mut captures: std::collections::HashMap<String, Capture>,
-    shadows: Arc<std::sync::Mutex<std::collections::HashMap<String, ShadowStats>>>,
-    progress: Progress,
-    resumed: Resumed,
-) {
-    let Resumed {
-        detectors,
-        alerted_through,
-    } = resumed;
-    let mut judge = Judge::restored(detectors);
-    // Per model: the shadow's own detectors, so its alerts are counted as it would raise them.
-    let mut shadow_judges: std::collections::HashMap<String, (String, Judge)> = Default::default();
-    let depth = publisher
-        .metrics
-        .queue_depth
-        .get_or_create(&QueueLabel {
-            queue: "scored".into(),
-        })
-        .clone();
-    while let Some(batch) = scored.recv().await {
-        depth.set(scored.len() as i64);
-        let Ok(energies) = &batch.energies else {
-            // Counted and logged by the scorer; nothing to judge.
-            for w in &batch.windows {
-                progress.passed(&w.stream.id, w.raw.seq);
-            }
-            continue;
-        };
-        let model = ModelRef {
-            name: batch.model.name.clone(),
-            version: batch.model.version.clone(),
-        };
-        let mut shadow_pass = batch.shadow.as_ref().map(|(info, energies)| {
-            let (version, judge) = shadow_judges
-                .entry(model.name.clone())
-                .or_insert_with(|| (info.version.clone(), Judge::new()));
-            if *version != info.version {
-                *version = info.version.clone();
-                *judge = Judge::new();
-            }
-            let sref = ModelRef {
-                name: info.name.clone(),
-                version: info.version.clone(),
-            };
-            let stats = ShadowStats {
-                active: model.version.clone(),
-                shadow: info.version.clone(),
-                ..ShadowStats::default()
-            };
-            (judge, sref, info.threshold, energies, stats)
-        });
-        for (i, (w, &energy)) in batch.windows.iter().zip(energies).enumerate() {
-            let mut verdict = judge.judge(&w.stream, &model, batch.model.threshold, &w.raw, energy);
-            verdict.alerted_before = alerted_through
-                .get(&verdict.stream)
-                .is_some_and(|&seq| verdict.seq <= seq);
-            if let Some((sjudge, sref, threshold, senergies, stats)) = shadow_pass.as_mut()
-                && let Some(&se) = senergies.get(i)
-            {
-                let sv = sjudge.judge(&w.stream, sref, *threshold, &w.raw, se);
-                stats.windows += 1;
-                stats.active_anomalous += u64::from(verdict.anomalous);
-                stats.shadow_anomalous += u64::from(sv.anomalous);
-                stats.active_alerts += u64::from(verdict.transition == Some(Transition::Raised));
-                stats.shadow_alerts += u64::from(sv.transition == Some(Transition::Raised));
-            }
-            if !verdict.anomalous {
-                // Healthy windows feed the activation gate and the retraining data.
-                if let Some(r) = recent.get(&model.name) {
-                    r.push(&w.raw.data);
-                }
-                if let Some(c) = captures.get_mut(&model.name)
-                    && let Err(e) = c.push(&w.raw.data)
-                {
-                    warn!(model = %model.name, error = %e, "Cannot capture healthy windows.");
-                }
-            }
-            if let Err(e) = publisher.verdict(&verdict).await {
-                error!(stream = %verdict.stream, seq = verdict.seq, error = %e, "Cannot publish; alerting stops.");
-                return;
-            }
-            // After the alert is in the outbox: a checkpoint never runs ahead of it.
-            progress.judged(&verdict.stream, verdict.seq, verdict.detector);
-        }
-        if let Some((_, _, _, _, add)) = shadow_pass {
-            let mut all = shadows
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let s = all.entry(model.name.clone()).or_default();
-            if s.shadow != add.shadow || s.active != add.active {
-                *s = ShadowStats {
-                    active: add.active,
-                    shadow: add.shadow,
-                    ..ShadowStats::default()
-                };
-            }
-            s.windows += add.windows;
-            s.active_anomalous += add.active_anomalous;
-            s.shadow_anomalous += add.shadow_anomalous;
-            s.active_alerts += add.active_alerts;
-            s.shadow_alerts += add.shadow_alerts;
-        }
-        debug!(windows = batch.windows.len(), model = %model.version, "Batch judged.");
-    }
-    for (model, mut c) in captures {
-        if let Err(e) = c.flush() {
-            warn!(model = %model, error = %e, "Cannot write captured windows.");
-        }
-    }
-    if let Err(e) = publisher.close().await {
-        warn!(error = %e, "Cannot publish the offline status.");
     }
 }

@@ -1,0 +1,307 @@
+//! The alerting stage: judges every scored window (threshold, hysteresis, shadow candidates),
+//! writes what the outside world sees to an [`AlertSink`] (energy telemetry, alert events, the
+//! retained state), offers healthy windows to a [`Tap`] (the activation gate, retraining
+//! capture), and records each stream's progress for the ingest checkpoint.
+//!
+//! ```text
+//! scorers --ScoredBatch--> Alerting::batch --> AlertSink (the MQTT publisher in the daemon)
+//!                                          --> Tap (healthy windows)
+//!                                          --> Progress (what a restart may skip)
+//! ```
+//! The sink is a trait so that the stage can be tested without a broker, and so that another
+//! transport is one more implementation. Progress moves only after the sink has accepted a
+//! window's alert (for MQTT: it is in the on-disk outbox), so a checkpoint never runs ahead of
+//! an alert.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info};
+
+use crate::detect::{
+    AlertEvent, AlertState, DetectorState, Judge, ModelRef, ShadowStats, Transition, Verdict,
+};
+use crate::durable::checkpoint::Progress;
+use crate::model::ScoredBatch;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::{QueueLabel, StateLabel};
+
+/// Where judged windows go. Each method returns once the sink has taken the message: for an
+/// alert, once it is stored durably (it will be delivered even if the process dies next).
+pub trait AlertSink: Send + Sync {
+    /// Why a message could not be taken (the stage stops: nothing downstream can be trusted).
+    type Error: std::fmt::Display + Send;
+
+    /// A window's energy telemetry (the sink may drop it when telemetry is off).
+    fn energy(&self, verdict: &Verdict) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// An alert raised or cleared.
+    fn alert(&self, event: &AlertEvent) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// A stream's latest state (retained by MQTT brokers).
+    fn state(
+        &self,
+        state: &StateMessage<'_>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Everything judged has been handed over; the daemon is going offline.
+    fn close(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Healthy windows, offered as they are judged (the activation gate's recent windows and the
+/// retraining capture, per model).
+pub trait Tap: Send {
+    /// One window judged healthy by `model`.
+    fn healthy(&mut self, model: &str, window: &[f32]);
+    /// The stage is stopping: write out what is buffered.
+    fn flush(&mut self);
+}
+
+/// No tap (tests, or a daemon that neither gates nor captures).
+impl Tap for () {
+    fn healthy(&mut self, _model: &str, _window: &[f32]) {}
+    fn flush(&mut self) {}
+}
+
+/// The retained state of a stream, on `{prefix}/state/{stream}`.
+#[derive(Debug, Serialize)]
+pub struct StateMessage<'a> {
+    /// Stream id.
+    pub stream: &'a str,
+    /// `monitoring` (a learning model's streams say `learning` or `training`).
+    pub phase: &'static str,
+    /// Alert state after the window.
+    pub state: AlertState,
+    /// The window's energy.
+    pub energy: f32,
+    /// Threshold applied.
+    pub threshold: f32,
+    /// Model that scored it.
+    pub model: &'a ModelRef,
+    /// Window number.
+    pub seq: u64,
+    /// Node name.
+    pub node: &'a str,
+}
+
+/// Where the alerting stage carries on after a restart.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    /// Each stream's detector at the checkpoint.
+    pub detectors: HashMap<String, DetectorState>,
+    /// Per stream, the window of the last alert an earlier run stored, when it is past the
+    /// checkpoint: windows up to it are judged again, and their alerts are not published twice.
+    pub alerted_through: HashMap<String, u64>,
+}
+
+/// Shadow comparisons by model, kept by the alerting stage and read by the control loop when a
+/// shadow is promoted.
+pub type Shadows = Arc<Mutex<HashMap<String, ShadowStats>>>;
+
+/// The stage's state. Build with [`Alerting::new`], run with [`Alerting::run`].
+pub struct Alerting<S, T> {
+    out: Output<S>,
+    tap: T,
+    judge: Judge,
+    /// Per model: the shadow version and its own detectors, so its alerts are counted as it
+    /// would raise them.
+    shadow_judges: HashMap<String, (String, Judge)>,
+    alerted_through: HashMap<String, u64>,
+    progress: Progress,
+    shadows: Shadows,
+}
+
+/// What a verdict is handed to.
+struct Output<S> {
+    sink: S,
+    node: String,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, T> std::fmt::Debug for Alerting<S, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerting")
+            .field("node", &self.out.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AlertSink, T: Tap> Alerting<S, T> {
+    /// A stage writing to `sink` as `node`, carrying on from `resumed`.
+    pub fn new(
+        sink: S,
+        tap: T,
+        node: &str,
+        progress: Progress,
+        shadows: Shadows,
+        metrics: Arc<Metrics>,
+        resumed: Resumed,
+    ) -> Self {
+        Self {
+            out: Output {
+                sink,
+                node: node.to_owned(),
+                metrics,
+            },
+            tap,
+            judge: Judge::restored(resumed.detectors),
+            shadow_judges: HashMap::new(),
+            alerted_through: resumed.alerted_through,
+            progress,
+            shadows,
+        }
+    }
+
+    /// Judges every batch from `scored` until every scorer has stopped (the channel closes),
+    /// then flushes the tap and closes the sink. Stops early, logged, when the sink fails.
+    pub async fn run(mut self, mut scored: mpsc::Receiver<ScoredBatch>) {
+        let depth = self
+            .out
+            .metrics
+            .queue_depth
+            .get_or_create(&QueueLabel {
+                queue: "scored".into(),
+            })
+            .clone();
+        while let Some(batch) = scored.recv().await {
+            depth.set(scored.len() as i64);
+            if let Err(e) = self.batch(batch).await {
+                error!(error = %e, "Cannot hand a judged window on; alerting stops.");
+                return;
+            }
+        }
+        self.tap.flush();
+        if let Err(e) = self.out.sink.close().await {
+            error!(error = %e, "Cannot publish the offline status.");
+        }
+    }
+
+    /// Judges one scored batch: each window's verdict goes to the sink, healthy windows to the
+    /// tap, and the stream's progress moves past it.
+    ///
+    /// # Errors
+    /// The sink's error; the windows after the failing one are not judged.
+    pub async fn batch(&mut self, batch: ScoredBatch) -> Result<(), S::Error> {
+        let Ok(energies) = &batch.energies else {
+            // Counted and logged by the scorer; nothing to judge.
+            for w in &batch.windows {
+                self.progress.passed(&w.stream.id, w.raw.seq);
+            }
+            return Ok(());
+        };
+        let model = ModelRef {
+            name: batch.model.name.clone(),
+            version: batch.model.version.clone(),
+        };
+        let mut shadow_pass = batch.shadow.as_ref().map(|(info, energies)| {
+            let (version, judge) = self
+                .shadow_judges
+                .entry(model.name.clone())
+                .or_insert_with(|| (info.version.clone(), Judge::new()));
+            if *version != info.version {
+                *version = info.version.clone();
+                *judge = Judge::new();
+            }
+            let sref = ModelRef {
+                name: info.name.clone(),
+                version: info.version.clone(),
+            };
+            let stats = ShadowStats {
+                active: model.version.clone(),
+                shadow: info.version.clone(),
+                ..ShadowStats::default()
+            };
+            (judge, sref, info.threshold, energies, stats)
+        });
+        for (i, (w, &energy)) in batch.windows.iter().zip(energies).enumerate() {
+            let mut verdict =
+                self.judge
+                    .judge(&w.stream, &model, batch.model.threshold, &w.raw, energy);
+            verdict.alerted_before = self
+                .alerted_through
+                .get(&verdict.stream)
+                .is_some_and(|&seq| verdict.seq <= seq);
+            if let Some((sjudge, sref, threshold, senergies, stats)) = shadow_pass.as_mut()
+                && let Some(&se) = senergies.get(i)
+            {
+                let sv = sjudge.judge(&w.stream, sref, *threshold, &w.raw, se);
+                stats.windows += 1;
+                stats.active_anomalous += u64::from(verdict.anomalous);
+                stats.shadow_anomalous += u64::from(sv.anomalous);
+                stats.active_alerts += u64::from(verdict.transition == Some(Transition::Raised));
+                stats.shadow_alerts += u64::from(sv.transition == Some(Transition::Raised));
+            }
+            if !verdict.anomalous {
+                // Healthy windows feed the activation gate and the retraining data.
+                self.tap.healthy(&model.name, &w.raw.data);
+            }
+            self.out.hand_on(&verdict).await?;
+            // After the alert is in the sink: a checkpoint never runs ahead of it.
+            self.progress
+                .judged(&verdict.stream, verdict.seq, verdict.detector);
+        }
+        if let Some((_, _, _, _, add)) = shadow_pass {
+            self.add_shadow_stats(&model.name, add);
+        }
+        debug!(windows = batch.windows.len(), model = %model.version, "Batch judged.");
+        Ok(())
+    }
+
+    fn add_shadow_stats(&self, model: &str, add: ShadowStats) {
+        let mut all = self.shadows.lock().unwrap_or_else(PoisonError::into_inner);
+        let s = all.entry(model.to_owned()).or_default();
+        if s.shadow != add.shadow || s.active != add.active {
+            *s = ShadowStats {
+                active: add.active,
+                shadow: add.shadow,
+                ..ShadowStats::default()
+            };
+        }
+        s.windows += add.windows;
+        s.active_anomalous += add.active_anomalous;
+        s.shadow_anomalous += add.shadow_anomalous;
+        s.active_alerts += add.active_alerts;
+        s.shadow_alerts += add.shadow_alerts;
+    }
+}
+
+impl<S: AlertSink> Output<S> {
+    /// Energy telemetry, then the alert on a transition (unless an earlier run stored it), then
+    /// the retained state on a transition or a stream's first window.
+    async fn hand_on(&self, v: &Verdict) -> Result<(), S::Error> {
+        self.sink.energy(v).await?;
+        if v.alerted_before && v.transition.is_some() {
+            self.metrics.alerts_deduplicated.inc();
+            info!(stream = %v.stream, seq = v.seq, "Alert already stored by an earlier run; not published again.");
+        } else if let Some(event) = AlertEvent::from_verdict(v, &self.node) {
+            self.sink.alert(&event).await?;
+            self.metrics
+                .alerts
+                .get_or_create(&StateLabel {
+                    state: event.state.as_str(),
+                })
+                .inc();
+            info!(stream = %v.stream, state = event.state.as_str(), energy = v.energy, threshold = v.threshold, seq = v.seq, "Alert.");
+        }
+        if v.transition.is_some() || v.first {
+            let state = StateMessage {
+                stream: &v.stream,
+                phase: "monitoring",
+                state: v.state,
+                energy: v.energy,
+                threshold: v.threshold,
+                model: &v.model,
+                seq: v.seq,
+                node: &self.node,
+            };
+            self.sink.state(&state).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

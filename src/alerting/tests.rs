@@ -1,0 +1,287 @@
+//! The alerting stage against a recording sink: what is handed on, in which order, and when
+//! progress moves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::detect::{Hysteresis, StreamInfo};
+use crate::model::ModelError;
+use crate::model::worker::{ModelInfo, Window};
+use crate::pipeline::{Mark, RawWindow};
+
+/// What the sink was handed, in order.
+#[derive(Debug, Clone, PartialEq)]
+enum Sent {
+    Energy(String, u64),
+    Alert(String, &'static str, u64),
+    State(String, AlertState, u64),
+    Close,
+}
+
+#[derive(Clone, Default)]
+struct Recording {
+    sent: Arc<Mutex<Vec<Sent>>>,
+    /// Refuse alerts (an outbox that cannot be written).
+    refuse_alerts: bool,
+}
+
+impl Recording {
+    fn sent(&self) -> Vec<Sent> {
+        self.sent.lock().unwrap().clone()
+    }
+    fn alerts(&self) -> Vec<Sent> {
+        self.sent()
+            .into_iter()
+            .filter(|s| matches!(s, Sent::Alert(..)))
+            .collect()
+    }
+    fn push(&self, s: Sent) {
+        self.sent.lock().unwrap().push(s);
+    }
+}
+
+impl AlertSink for Recording {
+    type Error = String;
+
+    async fn energy(&self, v: &Verdict) -> Result<(), String> {
+        self.push(Sent::Energy(v.stream.clone(), v.seq));
+        Ok(())
+    }
+
+    async fn alert(&self, e: &AlertEvent) -> Result<(), String> {
+        if self.refuse_alerts {
+            return Err("outbox not writable".into());
+        }
+        self.push(Sent::Alert(e.stream.clone(), e.state.as_str(), e.seq));
+        Ok(())
+    }
+
+    async fn state(&self, s: &StateMessage<'_>) -> Result<(), String> {
+        self.push(Sent::State(s.stream.to_owned(), s.state, s.seq));
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), String> {
+        self.push(Sent::Close);
+        Ok(())
+    }
+}
+
+/// Healthy windows seen, by model.
+#[derive(Default)]
+struct Healthy(Arc<Mutex<Vec<(String, f32)>>>);
+
+impl Tap for Healthy {
+    fn healthy(&mut self, model: &str, window: &[f32]) {
+        self.0.lock().unwrap().push((model.to_owned(), window[0]));
+    }
+    fn flush(&mut self) {}
+}
+
+fn stream(id: &str) -> Arc<StreamInfo> {
+    Arc::new(StreamInfo {
+        id: id.into(),
+        threshold: None,
+        hysteresis: Hysteresis {
+            raise_after: 2,
+            clear_after: 2,
+        },
+    })
+}
+
+fn model(version: &str) -> Arc<ModelInfo> {
+    Arc::new(ModelInfo {
+        name: "vibration".into(),
+        version: version.into(),
+        threshold: 1.0,
+        provider: "cpu",
+    })
+}
+
+/// Windows `first..` of one stream with the given energies.
+fn batch(s: &Arc<StreamInfo>, first: u64, energies: &[f32]) -> ScoredBatch {
+    ScoredBatch {
+        model: model("v1"),
+        windows: (0..energies.len() as u64)
+            .map(|i| Window {
+                stream: s.clone(),
+                raw: RawWindow {
+                    seq: first + i,
+                    start: Mark::Index(0),
+                    end: Mark::Index(1),
+                    data: vec![(first + i) as f32],
+                },
+            })
+            .collect(),
+        energies: Ok(energies.to_vec()),
+        shadow: None,
+    }
+}
+
+fn stage<T: Tap>(sink: &Recording, tap: T, resumed: Resumed) -> (Alerting<Recording, T>, Progress) {
+    let progress = Progress::default();
+    let a = Alerting::new(
+        sink.clone(),
+        tap,
+        "edge",
+        progress.clone(),
+        Shadows::default(),
+        Arc::new(Metrics::new()),
+        resumed,
+    );
+    (a, progress)
+}
+
+#[tokio::test]
+async fn a_fault_raises_once_clears_once_and_hands_on_in_order() {
+    let sink = Recording::default();
+    let healthy = Healthy::default();
+    let seen = healthy.0.clone();
+    let (mut a, progress) = stage(&sink, healthy, Resumed::default());
+    let s = stream("vib/m1");
+    //                            0    1    2    3    4    5    6
+    a.batch(batch(&s, 0, &[0.5, 2.0, 2.0, 2.0, 0.5, 0.5, 0.5]))
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.alerts(),
+        vec![
+            Sent::Alert("vib/m1".into(), "raised", 2),
+            Sent::Alert("vib/m1".into(), "cleared", 5)
+        ]
+    );
+    // Per window: energy first, then the alert, then the retained state (first window and
+    // transitions only).
+    let sent = sink.sent();
+    assert_eq!(sent[0], Sent::Energy("vib/m1".into(), 0));
+    assert_eq!(sent[1], Sent::State("vib/m1".into(), AlertState::Normal, 0));
+    let raised = sent
+        .iter()
+        .position(|x| *x == Sent::Alert("vib/m1".into(), "raised", 2))
+        .unwrap();
+    assert_eq!(sent[raised - 1], Sent::Energy("vib/m1".into(), 2));
+    assert_eq!(
+        sent[raised + 1],
+        Sent::State("vib/m1".into(), AlertState::Raised, 2)
+    );
+    assert_eq!(
+        sent.iter()
+            .filter(|x| matches!(x, Sent::Energy(..)))
+            .count(),
+        7
+    );
+    // Only windows under the threshold reach the tap.
+    let healthy: Vec<f32> = seen.lock().unwrap().iter().map(|(_, v)| *v).collect();
+    assert_eq!(healthy, vec![0.0, 4.0, 5.0, 6.0]);
+    let p = progress.snapshot()["vib/m1"];
+    assert_eq!(p.next_seq, 7);
+    assert_eq!(p.detector, DetectorState::default());
+}
+
+#[tokio::test]
+async fn an_alert_stored_by_an_earlier_run_is_not_handed_on_twice() {
+    let sink = Recording::default();
+    let resumed = Resumed {
+        detectors: HashMap::new(),
+        alerted_through: [("vib/m1".to_owned(), 2)].into(),
+    };
+    let (mut a, _) = stage(&sink, (), resumed);
+    let s = stream("vib/m1");
+    a.batch(batch(&s, 0, &[2.0, 2.0, 0.5, 0.5, 2.0, 2.0]))
+        .await
+        .unwrap();
+    // Window 1 raised again (judged again after a crash): not published. Window 3 clears:
+    // past what the earlier run stored, published; so is the raise at window 5.
+    assert_eq!(
+        sink.alerts(),
+        vec![
+            Sent::Alert("vib/m1".into(), "cleared", 3),
+            Sent::Alert("vib/m1".into(), "raised", 5)
+        ]
+    );
+    assert_eq!(a.out.metrics.alerts_deduplicated.get(), 1);
+}
+
+#[tokio::test]
+async fn a_restored_detector_carries_on_from_its_saved_state() {
+    let sink = Recording::default();
+    let resumed = Resumed {
+        detectors: [(
+            "vib/m1".to_owned(),
+            DetectorState {
+                state: AlertState::Raised,
+                run: 1,
+            },
+        )]
+        .into(),
+        alerted_through: HashMap::new(),
+    };
+    let (mut a, progress) = stage(&sink, (), resumed);
+    a.batch(batch(&stream("vib/m1"), 40, &[0.5])).await.unwrap();
+    // One healthy window more makes two: the raised alert clears at once.
+    assert_eq!(
+        sink.alerts(),
+        vec![Sent::Alert("vib/m1".into(), "cleared", 40)]
+    );
+    assert_eq!(progress.snapshot()["vib/m1"].next_seq, 41);
+}
+
+#[tokio::test]
+async fn progress_never_runs_ahead_of_an_alert_the_sink_refused() {
+    let sink = Recording {
+        refuse_alerts: true,
+        ..Recording::default()
+    };
+    let (mut a, progress) = stage(&sink, (), Resumed::default());
+    let s = stream("vib/m1");
+    assert!(a.batch(batch(&s, 0, &[0.5, 2.0, 2.0, 2.0])).await.is_err());
+    // Windows 0 and 1 were handed on; window 2 raised and its alert was refused: a restart
+    // judges it again.
+    assert_eq!(progress.snapshot()["vib/m1"].next_seq, 2);
+}
+
+#[tokio::test]
+async fn a_failed_batch_moves_progress_and_hands_nothing_on() {
+    let sink = Recording::default();
+    let (mut a, progress) = stage(&sink, (), Resumed::default());
+    let mut b = batch(&stream("vib/m1"), 5, &[0.5, 0.5]);
+    b.energies = Err(Arc::new(ModelError::Ort("boom".into())));
+    a.batch(b).await.unwrap();
+    assert!(sink.sent().is_empty());
+    assert_eq!(progress.snapshot()["vib/m1"].next_seq, 7);
+}
+
+#[tokio::test]
+async fn run_judges_until_the_scorers_stop_then_closes_the_sink() {
+    let sink = Recording::default();
+    let (a, _) = stage(&sink, (), Resumed::default());
+    let (tx, rx) = mpsc::channel(2);
+    let task = tokio::spawn(a.run(rx));
+    tx.send(batch(&stream("vib/a"), 0, &[0.5])).await.unwrap();
+    tx.send(batch(&stream("vib/b"), 0, &[0.5])).await.unwrap();
+    drop(tx);
+    task.await.unwrap();
+    assert_eq!(sink.sent().last(), Some(&Sent::Close));
+    assert_eq!(
+        sink.sent()
+            .iter()
+            .filter(|x| matches!(x, Sent::Energy(..)))
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_shadow_is_judged_beside_the_active_version_and_never_handed_on() {
+    let sink = Recording::default();
+    let (mut a, _) = stage(&sink, (), Resumed::default());
+    let mut b = batch(&stream("vib/m1"), 0, &[0.5, 0.5, 0.5]);
+    b.shadow = Some((model("v2"), vec![2.0, 2.0, 2.0]));
+    a.batch(b).await.unwrap();
+    assert!(sink.alerts().is_empty());
+    let stats = a.shadows.lock().unwrap()["vibration"].clone();
+    assert_eq!(
+        (stats.windows, stats.shadow_anomalous, stats.shadow_alerts),
+        (3, 3, 1)
+    );
+    assert_eq!((stats.active.as_str(), stats.shadow.as_str()), ("v1", "v2"));
+}
