@@ -14,8 +14,11 @@
 //!   runs, learners, shadow).
 //! - [`control`]: commands from signals and MQTT control topics.
 //! - [`config`]: defaults, file, `EBGAND__SECTION__KEY` environment, validation.
-//! - [`mqtt`]: ingest connection (manual acks after windowing), publish connection, topics,
-//!   reconnect backoff.
+//! - [`ingest`]: the stream table (route, decode, window, resume) and the stage that journals
+//!   messages, queues their windows and acknowledges them.
+//! - [`mqtt`]: transport only: the ingest connection (poll, acks, redeliveries), the publish
+//!   connection (alerts through the outbox), reconnect backoff.
+//! - [`durable`]: the ingest journal and checkpoint, the alert outbox (on-disk formats).
 //! - [`pipeline`]: payload decoding and windowing (sans-IO).
 //! - [`model`]: manifests, ONNX Runtime environment and providers, scorer worker thread.
 //! - [`detect`]: threshold, hysteresis, alert events (pure).
@@ -35,6 +38,7 @@ pub mod control;
 pub mod demo;
 pub mod detect;
 pub mod durable;
+pub mod ingest;
 pub mod lifecycle;
 pub mod model;
 pub mod mqtt;

@@ -24,11 +24,13 @@ use crate::config::Settings;
 use crate::control::{Command, ControlMessage};
 use crate::durable::checkpoint::Progress;
 use crate::durable::outbox::{Outbox, SharedOutbox};
+use crate::ingest::Ingest;
+use crate::ingest::log::IngestLog;
 use crate::lifecycle::{Context, Learner, Models, seed_version};
 use crate::model::gate::RecentWindows;
 use crate::model::{ModelError, Registry, Window, load_off_runtime, spawn_scorer};
-use crate::mqtt::ingest::{Durable, Route};
-use crate::mqtt::{Ingest, Publisher};
+use crate::mqtt::source::HANDOVER_QUEUE;
+use crate::mqtt::{Publisher, Source};
 use crate::signal::Signal;
 use crate::telemetry::{self, Metrics, Systemd};
 use crate::train::learn::{Capture, Learning, learner};
@@ -96,7 +98,7 @@ pub async fn run(
     let durable = settings
         .journal
         .as_ref()
-        .map(|j| Durable::open(j, progress.clone()))
+        .map(|j| IngestLog::open(j, progress.clone()))
         .transpose()?;
     let resumed = durable
         .as_ref()
@@ -219,38 +221,37 @@ pub async fn run(
     let mut alerting_task =
         tracker.spawn(alerting.run(scored_rx).instrument(info_span!("alerting")));
 
-    let routes: Vec<Route> = settings
-        .streams
-        .iter()
-        .filter_map(|s| {
-            queues.get(&s.model).map(|tx| Route {
-                settings: s.clone(),
-                windows: tx.clone(),
-            })
-        })
-        .collect();
-    // Only ingest holds the queues' senders now: when it stops, the queues close.
-    drop(queues);
-    let ingest = Ingest::new(
+    // The ingest connection: its source task only polls the broker; the ingest stage does the
+    // rest, so a full window queue or a journal sync never delays a keep-alive.
+    let (source, acker) = Source::new(
         &settings.mqtt,
         &settings.node,
-        routes,
-        settings.max_streams,
-        settings.partition,
+        crate::ingest::filters(&settings),
         metrics.clone(),
-        settings
-            .control
-            .then_some((control_tx, settings.control_per_minute)),
     );
+    let source = source.suspecting(
+        durable
+            .as_ref()
+            .map(|d| d.pkids().collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
+    let (deliveries_tx, deliveries_rx) = mpsc::channel(HANDOVER_QUEUE);
+    // Only ingest holds the queues' senders now: when it stops, the queues close.
+    let ingest = Ingest::new(&settings, queues, acker, metrics.clone(), Some(control_tx));
     let ingest = match durable {
         Some(d) => ingest.journaled(d),
         None => ingest,
     };
     let ingest_token = CancellationToken::new();
+    let source_task = tracker.spawn(
+        source
+            .run(deliveries_tx, abort.clone())
+            .instrument(info_span!("source", mqtt.broker = %broker)),
+    );
     let ingest_task = tracker.spawn(
         ingest
-            .run(ingest_token.clone())
-            .instrument(info_span!("ingest", mqtt.broker = %broker)),
+            .run(deliveries_rx, ingest_token.clone())
+            .instrument(info_span!("ingest")),
     );
 
     let service_token = CancellationToken::new();
@@ -347,6 +348,8 @@ pub async fn run(
                 None
             }
         };
+        // The source sends the last acks and the DISCONNECT ingest queued, then ends.
+        joined("source", source_task.await);
         for (_, handle) in std::mem::take(&mut models.scorers) {
             handle.drain().await;
         }

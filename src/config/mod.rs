@@ -91,6 +91,8 @@ pub struct Settings {
     pub streams: Vec<StreamSettings>,
     /// Most distinct streams.
     pub max_streams: usize,
+    /// Streams quiet this long are forgotten (`None`: never).
+    pub stream_idle: Option<Duration>,
     /// This daemon's share of the streams, `(index, count)`; `None`: all of them.
     pub partition: Option<(u32, u32)>,
     /// HTTP listen address.

@@ -232,14 +232,18 @@ impl Default for RawDetect {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
-    /// Most distinct streams tracked; messages for further streams are refused and counted.
+    /// Most streams tracked at once; messages for further streams are refused and counted.
     pub max_streams: usize,
+    /// A stream with no message for this long is dropped from the stream table, the
+    /// checkpoint and the alerting stage (0: never).
+    pub stream_idle_s: u64,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
         Self {
             max_streams: 10_000,
+            stream_idle_s: 7 * 24 * 3600,
         }
     }
 }

@@ -268,6 +268,8 @@ impl RawConfig {
                 },
                 streams,
                 max_streams: self.limits.max_streams,
+                stream_idle: (self.limits.stream_idle_s > 0)
+                    .then(|| Duration::from_secs(self.limits.stream_idle_s)),
                 partition: (self.partition.count > 1)
                     .then_some((self.partition.index, self.partition.count)),
                 http_listen,

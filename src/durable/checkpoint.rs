@@ -96,6 +96,25 @@ impl Progress {
         j.next_seq = j.next_seq.max(seq + 1);
     }
 
+    /// Forgets a stream (dropped from the stream table after going quiet; if it comes back it
+    /// starts over).
+    pub fn forget(&self, stream: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(stream);
+    }
+
+    /// Streams with progress recorded.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Whether no stream has progress recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Seeds the progress of streams from a checkpoint (at start-up).
     pub fn seed(&self, saved: &HashMap<String, Saved>) {
         let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);

@@ -1,12 +1,14 @@
-//! MQTT: the ingest connection (subscribe, decode, window, ack after windowing), the publish
-//! connection (alerts, state, energy, status), topic filters, and reconnect backoff.
+//! MQTT, transport only: the ingest connection ([`source`]: subscribe, poll, hand messages over,
+//! send the acks, recognise redeliveries), the publish connection ([`sink`]: alerts through
+//! the outbox, state, energy, status), client options and reconnect backoff. Nothing here knows
+//! streams, models or verdicts.
 //!
-//! Two connections, on purpose: the ingest loop may wait on a full window queue (that is the
+//! Two connections, on purpose: the ingest stage may wait on a full window queue (that is the
 //! backpressure that makes the broker hold messages), and the alerts that drain that queue must
 //! not wait behind it in the same client's request channel.
 
-pub mod ingest;
 pub mod sink;
+pub mod source;
 
 use std::time::Duration;
 
@@ -16,8 +18,8 @@ use rumqttc::{
 
 use crate::config::MqttSettings;
 
-pub use ingest::Ingest;
 pub use sink::{Publisher, PublisherLoop};
+pub use source::{Acker, Delivery, Source};
 
 /// Errors of the MQTT stages.
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,8 @@ pub enum Reason {
     Length,
     Field,
     Empty,
+    /// Over `mqtt.max_packet_bytes`: acknowledged unread.
+    Oversize,
 }
 
 /// `reason` label.
@@ -26,6 +28,13 @@ pub enum Reason {
 pub struct ReasonLabel {
     /// The reason.
     pub reason: Reason,
+}
+
+/// `reason` label of messages dropped on purpose.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabel {
+    /// `qos0_overflow`: a QoS 0 message beyond what the ingest connection holds.
+    pub reason: &'static str,
 }
 
 /// `state` label of alert counters.
@@ -110,6 +119,10 @@ pub struct Metrics {
     pub malformed: Family<ReasonLabel, Counter>,
     /// Messages refused because the stream cap was reached.
     pub streams_refused: Counter,
+    /// Messages dropped on purpose (QoS 0 beyond what the ingest connection holds).
+    pub messages_dropped: Family<DropLabel, Counter>,
+    /// Streams dropped from the stream table after going quiet.
+    pub streams_expired: Counter,
     /// Redelivered messages recognised as already windowed (acked, not windowed again).
     pub redeliveries: Counter,
     /// Streams tracked.
@@ -194,6 +207,8 @@ impl Metrics {
             messages_in: Counter::default(),
             malformed: Family::default(),
             streams_refused: Counter::default(),
+            messages_dropped: Family::default(),
+            streams_expired: Counter::default(),
             redeliveries: Counter::default(),
             streams_active: Gauge::default(),
             windows_queued: Counter::default(),
@@ -242,6 +257,16 @@ impl Metrics {
             "streams_refused",
             "Messages refused: stream cap reached",
             m.streams_refused.clone(),
+        );
+        r.register(
+            "messages_dropped",
+            "Messages dropped on purpose, by reason (QoS 0 beyond what ingest holds)",
+            m.messages_dropped.clone(),
+        );
+        r.register(
+            "streams_expired",
+            "Streams dropped from the stream table after [limits] stream_idle_s without a message",
+            m.streams_expired.clone(),
         );
         r.register(
             "redeliveries_skipped",

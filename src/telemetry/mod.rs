@@ -116,6 +116,39 @@ async fn ready_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     }
 }
 
+/// Allows one log line per interval and counts what it held back.
+#[derive(Debug)]
+pub struct RateLimit {
+    every: Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// At most one line per `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(lines held back since the last one allowed)` when a line may be logged now.
+    pub fn allow(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.duration_since(t) < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
 /// systemd notifications; all no-ops outside systemd (no `NOTIFY_SOCKET`).
 #[derive(Debug, Clone, Copy)]
 pub struct Systemd;
@@ -162,5 +195,20 @@ pub async fn watchdog(interval: Duration, token: CancellationToken) {
             () = token.cancelled() => return,
             _ = tick.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_counts_what_it_holds_back() {
+        let mut r = RateLimit::new(Duration::from_secs(5));
+        let t0 = std::time::Instant::now();
+        assert_eq!(r.allow(t0), Some(0));
+        assert_eq!(r.allow(t0 + Duration::from_secs(1)), None);
+        assert_eq!(r.allow(t0 + Duration::from_secs(2)), None);
+        assert_eq!(r.allow(t0 + Duration::from_secs(6)), Some(2));
     }
 }

@@ -1,0 +1,254 @@
+//! The ingest stage's crash safety: the journal it appends stream messages to, the checkpoint
+//! of each stream's progress, and the records replayed at start-up. See
+//! [`crate::durable::journal`] and [`crate::durable::checkpoint`] for the formats.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, error, info, warn};
+
+use super::streams::StreamTable;
+use crate::alerting::Resumed;
+use crate::config::JournalSettings;
+use crate::durable::checkpoint::{self, Judged, Progress, Saved};
+use crate::durable::journal::{Journal, JournalError, Record};
+use crate::telemetry::{Metrics, RateLimit};
+
+/// Packet ids of the last messages journaled, saved in the checkpoint so that a message the
+/// broker sends again after a crash (DUP set) is recognised. Far above the in-flight limit
+/// toward a subscriber, far below the 65,535 ids before they wrap.
+const JOURNALED_PKIDS: usize = 4096;
+
+/// The journal, the checkpoint and the records to replay. Owned by the ingest stage, then
+/// handed back by it for the last checkpoint.
+pub struct IngestLog {
+    journal: Journal,
+    dir: PathBuf,
+    progress: Progress,
+    /// The last checkpoint written (or read at start-up), by stream id.
+    saved: HashMap<String, Saved>,
+    /// Packet ids of the last messages journaled (at most `JOURNALED_PKIDS`).
+    pkids: VecDeque<u16>,
+    /// Records found at start-up, replayed before the first message is read.
+    replay: Vec<Record>,
+    pub(super) max_bytes: u64,
+    pub(super) every: Duration,
+    full_log: RateLimit,
+}
+
+impl std::fmt::Debug for IngestLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestLog")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IngestLog {
+    /// Opens the journal and reads the checkpoint in `settings.dir`; `progress` is seeded with
+    /// the checkpoint. A checkpoint that cannot be read is logged and ignored (every stream
+    /// then starts from its first journaled record).
+    ///
+    /// # Errors
+    /// [`JournalError`] when the journal cannot be opened.
+    pub fn open(settings: &JournalSettings, progress: Progress) -> Result<Self, JournalError> {
+        let (journal, replay) = Journal::open(&settings.dir, settings.segment_bytes)?;
+        let found = checkpoint::load(&settings.dir).unwrap_or_else(|e| {
+            error!(error = %e, "Cannot read the ingest checkpoint; replaying the journal from its start.");
+            checkpoint::Checkpoint::default()
+        });
+        let saved = found.streams;
+        progress.seed(&saved);
+        let mut pkids: VecDeque<u16> = found.pkids.into();
+        pkids.extend(replay.iter().map(|r| r.pkid));
+        while pkids.len() > JOURNALED_PKIDS {
+            pkids.pop_front();
+        }
+        if !replay.is_empty() {
+            info!(
+                records = replay.len(),
+                streams = saved.len(),
+                "Journal found; replaying what the last run did not judge."
+            );
+        }
+        Ok(Self {
+            journal,
+            dir: settings.dir.clone(),
+            progress,
+            saved,
+            pkids,
+            replay,
+            max_bytes: settings.max_bytes,
+            every: settings.checkpoint,
+            full_log: RateLimit::new(Duration::from_secs(10)),
+        })
+    }
+
+    /// Where the alerting stage carries on: each stream's detector as the last checkpoint
+    /// saved it, and, from `last_alerts` (the outbox's last alerted window per stream), the
+    /// alerts that windows judged again would repeat. Those are all the stream's stored alerts
+    /// at or after its checkpoint, or all of them when the last run left a journal but no
+    /// checkpoint of the stream; none when it left nothing (a fresh journal: numbering starts
+    /// over, and old alerts must not silence new ones).
+    pub fn resumed(&self, last_alerts: &std::collections::BTreeMap<String, u64>) -> Resumed {
+        let found = !self.saved.is_empty() || !self.replay.is_empty();
+        Resumed {
+            detectors: self
+                .saved
+                .iter()
+                .map(|(id, s)| (id.clone(), s.judged.detector))
+                .collect(),
+            alerted_through: last_alerts
+                .iter()
+                .filter(|(stream, seq)| {
+                    self.saved
+                        .get(*stream)
+                        .map_or(found, |s| **seq >= s.judged.next_seq)
+                })
+                .map(|(stream, seq)| (stream.clone(), *seq))
+                .collect(),
+        }
+    }
+
+    /// Packet ids journaled lately (by the last run, at start-up).
+    pub fn pkids(&self) -> impl Iterator<Item = u16> + '_ {
+        self.pkids.iter().copied()
+    }
+
+    /// Where the stream `id` resumes, if the last checkpoint knew it.
+    pub(super) fn saved(&self, id: &str) -> Option<super::streams::Resume> {
+        self.saved.get(id).map(|s| super::streams::Resume {
+            next_seq: s.judged.next_seq,
+            samples: s.samples,
+        })
+    }
+
+    /// The records to replay (once).
+    pub(super) fn take_replay(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.replay)
+    }
+
+    /// Appends a windowed message.
+    ///
+    /// # Errors
+    /// [`JournalError`] when the write fails.
+    pub(super) fn append(
+        &mut self,
+        pkid: u16,
+        topic: &str,
+        start: u64,
+        samples: u64,
+        payload: &[u8],
+    ) -> Result<(), JournalError> {
+        self.journal.append(pkid, topic, start, samples, payload)?;
+        if self.pkids.len() == JOURNALED_PKIDS {
+            self.pkids.pop_front();
+        }
+        self.pkids.push_back(pkid);
+        Ok(())
+    }
+
+    /// Syncs the journal; `false` when it failed (logged and counted; the acks then go out
+    /// anyway: scoring goes on, only crash safety is lost for these messages).
+    pub(super) fn sync(&mut self, metrics: &Metrics) -> bool {
+        if self.journal.unsynced() {
+            metrics.journal_syncs.inc();
+        }
+        match self.journal.sync() {
+            Ok(()) => true,
+            Err(e) => {
+                metrics.journal_errors.inc();
+                error!(error = %e, "Cannot sync the ingest journal.");
+                false
+            }
+        }
+    }
+
+    /// Whether the journal is over its bound (logged, rate-limited).
+    pub(super) fn full(&mut self) -> bool {
+        let bytes = self.journal.bytes();
+        if bytes <= self.max_bytes {
+            return false;
+        }
+        if let Some(suppressed) = self.full_log.allow(Instant::now()) {
+            warn!(
+                bytes,
+                max_bytes = self.max_bytes,
+                suppressed,
+                "Ingest journal over its bound; reading paused until windows are judged."
+            );
+        }
+        true
+    }
+
+    /// Forgets a stream dropped from the stream table: its checkpoint entry and progress go,
+    /// and its journal records are no longer needed.
+    pub(super) fn forget(&mut self, id: &str) {
+        self.saved.remove(id);
+        self.progress.forget(id);
+    }
+
+    /// Streams in the checkpoint that are not in `live`.
+    pub(super) fn absent(&self, live: &std::collections::HashSet<&str>) -> Vec<String> {
+        self.saved
+            .keys()
+            .filter(|id| !live.contains(id.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Saves a checkpoint of `table` and the judging progress, then retires the journal
+    /// segments it no longer needs. Call after [`IngestLog::sync`].
+    pub(super) fn checkpoint(&mut self, table: &StreamTable, metrics: &Metrics) {
+        let judged = self.progress.snapshot();
+        let mut saved = self.saved.clone();
+        for e in table.entries() {
+            let id = &e.info().id;
+            let entry = saved.entry(id.clone()).or_insert(Saved {
+                judged: Judged::default(),
+                samples: 0,
+            });
+            entry.samples = e.received();
+            if let Some(j) = judged.get(id) {
+                entry.judged = *j;
+            }
+        }
+        if saved == self.saved && self.journal.segments() < 2 {
+            return;
+        }
+        let file = checkpoint::Checkpoint {
+            streams: saved,
+            pkids: self.pkids.iter().copied().collect(),
+        };
+        if let Err(e) = checkpoint::save(&self.dir, &file) {
+            metrics.journal_errors.inc();
+            error!(error = %e, "Cannot save the ingest checkpoint; the journal keeps its records.");
+            return;
+        }
+        self.saved = file.streams;
+        let saved = &self.saved;
+        let needed = |r: &Record| {
+            table.get(&r.topic).is_some_and(|e| {
+                let from = saved
+                    .get(&e.info().id)
+                    .map_or(0, |s| s.judged.next_seq.saturating_mul(e.unit()));
+                r.end() > from
+            })
+        };
+        // The segments before the current one, counted first: records carried forward land in
+        // the current segment (or one it rotates to), which must not be retired in this pass.
+        for _ in 1..self.journal.segments() {
+            match self.journal.retire_oldest(needed) {
+                Ok(Some(carried)) => debug!(carried, "Journal segment retired."),
+                Ok(None) => break,
+                Err(e) => {
+                    metrics.journal_errors.inc();
+                    error!(error = %e, "Cannot retire a journal segment.");
+                    break;
+                }
+            }
+        }
+        metrics.journal_bytes.set(self.journal.bytes() as i64);
+    }
+}

@@ -1,0 +1,593 @@
+//! The stream table: which configured stream a topic belongs to, this daemon's partition and
+//! the stream cap, each stream's decoder, framer and windower, where a stream resumes after a
+//! restart, and which streams have gone quiet.
+//!
+//! Sans-IO: no channels, no logging, and the clock is an argument. The ingest stage feeds it
+//! messages and journal records, takes the windows it cuts, and reports what it says.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::config::StreamSettings;
+use crate::detect::{Hysteresis, StreamInfo};
+use crate::pipeline::features::{Framer, LogMelParams};
+use crate::pipeline::topic::{partition_of, stream_id};
+use crate::pipeline::{DecodeError, RawWindow, WindowSpec, Windower, decode_into};
+
+/// What [`StreamTable::route`] found for a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routed {
+    /// A stream already in the table.
+    Known,
+    /// A stream added now; `resumed_at` is the window it carries on at when the last run's
+    /// checkpoint knew it.
+    New {
+        /// Stream id.
+        id: String,
+        /// The first window not judged by the last run, if it knew the stream.
+        resumed_at: Option<u64>,
+    },
+    /// A stream of another daemon's partition.
+    OtherPartition,
+    /// No configured stream matches the topic.
+    NoMatch,
+    /// A new stream, refused: the table holds `max_streams` already.
+    Refused,
+}
+
+/// Where a stream carries on, from the last run's checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// The first window not judged.
+    pub next_seq: u64,
+    /// Input samples received: where the next message starts.
+    pub samples: u64,
+}
+
+/// What one message did to its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// Samples windowed (some may have been skipped as judged before a restart).
+    Windowed,
+    /// Every sample was judged before (a replayed record the checkpoint already covers).
+    Covered,
+    /// Samples were missing before this message; windowing went on at the next window
+    /// boundary after the gap, whose length in input samples is given.
+    Gap(u64),
+}
+
+/// A message windowed by [`StreamTable::window`]: what it did, and where it sits in its
+/// stream (input samples `start .. start + samples`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windowed {
+    /// What it did.
+    pub fed: Fed,
+    /// Its first input sample.
+    pub start: u64,
+    /// Its input samples.
+    pub samples: u64,
+}
+
+/// Why a message could not be windowed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The topic is not a stream of the table ([`StreamTable::route`] it first).
+    #[error("no stream for topic {0:?}")]
+    Unknown(String),
+    /// The payload does not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// A stream dropped by [`StreamTable::expire`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// Its topic.
+    pub topic: String,
+    /// Its id.
+    pub id: String,
+    /// Input samples received after its last complete window (dropped with it).
+    pub partial: u64,
+}
+
+/// One stream: its place in its signal and its windower.
+#[derive(Debug)]
+pub struct StreamEntry {
+    route: usize,
+    info: Arc<StreamInfo>,
+    spec: WindowSpec,
+    windower: Windower,
+    /// Audio streams: PCM samples to log-mel frames, which are what gets windowed.
+    framer: Option<Framer>,
+    logmel: Option<LogMelParams>,
+    /// Input samples (PCM samples for audio) from one window's start to the next one's.
+    unit: u64,
+    /// Input samples received so far: where the next message of the stream starts.
+    received: u64,
+    /// Input samples fed to the windower (or skipped as already judged) so far.
+    fed: u64,
+    last_seen: Instant,
+}
+
+impl StreamEntry {
+    fn new(route: usize, id: String, s: &StreamSettings, now: Instant) -> Self {
+        let spec = WindowSpec {
+            window: s.window.get(),
+            hop: s.hop.get(),
+            channels: s.channels.get(),
+        };
+        Self {
+            route,
+            info: Arc::new(StreamInfo {
+                id,
+                threshold: s.threshold,
+                hysteresis: Hysteresis {
+                    raise_after: s.raise_after,
+                    clear_after: s.clear_after,
+                },
+            }),
+            spec,
+            windower: Windower::new(spec),
+            // Parameters were checked when the config was validated.
+            framer: s.logmel.clone().and_then(|p| Framer::new(p).ok()),
+            logmel: s.logmel.clone(),
+            unit: spec.hop as u64 * s.logmel.as_ref().map_or(1, |p| p.hop as u64),
+            received: 0,
+            fed: 0,
+            last_seen: now,
+        }
+    }
+
+    /// What the detect stage knows of the stream.
+    pub fn info(&self) -> &Arc<StreamInfo> {
+        &self.info
+    }
+
+    /// Input samples received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Input samples from one window's start to the next one's: window `n` starts at input
+    /// sample `n * unit`.
+    pub fn unit(&self) -> u64 {
+        self.unit
+    }
+
+    /// Carries on at window `seq`: the next input sample fed is `seq * unit`.
+    fn restart_at(&mut self, seq: u64) {
+        self.windower = Windower::resume(self.spec, seq);
+        self.framer = self.logmel.clone().and_then(|p| Framer::new(p).ok());
+        self.fed = seq.saturating_mul(self.unit);
+    }
+
+    /// Feeds the input samples `start ..` of one message (`values`, interleaved by `channels`),
+    /// skipping those fed before; windows completed go to `out`.
+    fn feed(
+        &mut self,
+        start: u64,
+        values: &[f32],
+        channels: usize,
+        timestamp: Option<&Value>,
+        frames: &mut Vec<f32>,
+        out: &mut Vec<RawWindow>,
+    ) -> Fed {
+        let end = start + (values.len() / channels) as u64;
+        let mut outcome = Fed::Windowed;
+        if start > self.fed {
+            outcome = Fed::Gap(start - self.fed);
+            self.restart_at(start.div_ceil(self.unit));
+        }
+        if end <= self.fed {
+            return if outcome == Fed::Windowed {
+                Fed::Covered
+            } else {
+                outcome
+            };
+        }
+        let values = &values[(self.fed - start) as usize * channels..];
+        if let Some(framer) = &mut self.framer {
+            frames.clear();
+            framer.push(values, frames);
+            self.windower.push(frames, None, |w| out.push(w));
+        } else {
+            self.windower.push(values, timestamp, |w| out.push(w));
+        }
+        self.fed = end;
+        outcome
+    }
+
+    /// Input samples fed since the last complete window's start (what an incomplete window
+    /// holds).
+    fn partial(&self) -> u64 {
+        self.fed
+            .saturating_sub(self.windower.next_seq().saturating_mul(self.unit))
+    }
+}
+
+/// Every stream this daemon windows, by topic. See the module docs.
+#[derive(Debug)]
+pub struct StreamTable {
+    routes: Vec<StreamSettings>,
+    streams: HashMap<String, StreamEntry>,
+    /// Topics known to belong to another daemon's partition, with when each was last seen, so
+    /// their messages skip matching and hashing. Bounded like the streams.
+    others: HashMap<String, Instant>,
+    max_streams: usize,
+    /// `(index, count)`: only streams whose [`partition_of`] is `index` are windowed.
+    partition: Option<(u32, u32)>,
+    scratch: Vec<f32>,
+    frames: Vec<f32>,
+    windows: Vec<RawWindow>,
+}
+
+impl StreamTable {
+    /// A table for the configured streams (`routes`, matched in order), holding at most
+    /// `max_streams` streams at once, and only those of `partition` when given.
+    pub fn new(
+        routes: Vec<StreamSettings>,
+        max_streams: usize,
+        partition: Option<(u32, u32)>,
+    ) -> Self {
+        Self {
+            routes,
+            streams: HashMap::new(),
+            others: HashMap::new(),
+            max_streams,
+            partition,
+            scratch: Vec::new(),
+            frames: Vec::new(),
+            windows: Vec::new(),
+        }
+    }
+
+    /// The configured streams.
+    pub fn routes(&self) -> &[StreamSettings] {
+        &self.routes
+    }
+
+    /// Most streams held at once.
+    pub fn max_streams(&self) -> usize {
+        self.max_streams
+    }
+
+    /// Streams in the table.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// The stream on `topic`, if it is in the table.
+    pub fn get(&self, topic: &str) -> Option<&StreamEntry> {
+        self.streams.get(topic)
+    }
+
+    /// Every stream in the table.
+    pub fn entries(&self) -> impl Iterator<Item = &StreamEntry> {
+        self.streams.values()
+    }
+
+    /// Finds the stream of `topic`, adding it when it is new and there is room; a new stream
+    /// the last run's checkpoint knew (`saved`, by stream id) carries on where it was. `now`
+    /// marks the stream as active.
+    pub fn route(
+        &mut self,
+        topic: &str,
+        now: Instant,
+        saved: impl FnOnce(&str) -> Option<Resume>,
+    ) -> Routed {
+        if let Some(entry) = self.streams.get_mut(topic) {
+            entry.last_seen = now;
+            return Routed::Known;
+        }
+        if let Some(seen) = self.others.get_mut(topic) {
+            *seen = now;
+            return Routed::OtherPartition;
+        }
+        let found = self.routes.iter().enumerate().find_map(|(i, r)| {
+            r.topic
+                .captures(topic)
+                .map(|cap| (i, stream_id(&r.name, &cap)))
+        });
+        let Some((route, id)) = found else {
+            return Routed::NoMatch;
+        };
+        if let Some((index, count)) = self.partition
+            && partition_of(&id, count) != index
+        {
+            // Another daemon's stream: it receives the same message through its own session.
+            if self.others.len() < self.max_streams {
+                self.others.insert(topic.to_owned(), now);
+            }
+            return Routed::OtherPartition;
+        }
+        if self.streams.len() >= self.max_streams {
+            return Routed::Refused;
+        }
+        let mut entry = StreamEntry::new(route, id.clone(), &self.routes[route], now);
+        let resume = saved(&id);
+        if let Some(r) = resume {
+            entry.restart_at(r.next_seq);
+            entry.received = r.samples;
+        }
+        self.streams.insert(topic.to_owned(), entry);
+        Routed::New {
+            id,
+            resumed_at: resume.map(|r| r.next_seq),
+        }
+    }
+
+    /// Decodes a payload of the stream on `topic` and windows it; the windows cut are taken
+    /// with [`StreamTable::take_windows`]. A live message (`start: None`) starts where the
+    /// stream's last one ended; a replayed journal record says where it starts.
+    ///
+    /// # Errors
+    /// [`StreamError`] for a topic not in the table or a payload that does not decode; the
+    /// stream is unchanged.
+    pub fn window(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        start: Option<u64>,
+    ) -> Result<Windowed, StreamError> {
+        let entry = self
+            .streams
+            .get_mut(topic)
+            .ok_or_else(|| StreamError::Unknown(topic.to_owned()))?;
+        let s = &self.routes[entry.route];
+        let channels = if s.logmel.is_some() {
+            1
+        } else {
+            s.channels.get()
+        };
+        let ts = decode_into(&s.format, channels, payload, &mut self.scratch)?;
+        let start = start.unwrap_or(entry.received);
+        let n = (self.scratch.len() / channels) as u64;
+        entry.received = entry.received.max(start + n);
+        let fed = entry.feed(
+            start,
+            &self.scratch,
+            channels,
+            ts.as_ref(),
+            &mut self.frames,
+            &mut self.windows,
+        );
+        Ok(Windowed {
+            fed,
+            start,
+            samples: n,
+        })
+    }
+
+    /// The windows cut by the last [`StreamTable::window`] call, with the stream and the model
+    /// (by route) they belong to.
+    pub fn take_windows(
+        &mut self,
+        topic: &str,
+    ) -> Option<(&str, Arc<StreamInfo>, std::vec::Drain<'_, RawWindow>)> {
+        let Some(entry) = self.streams.get(topic) else {
+            self.windows.clear();
+            return None;
+        };
+        let model = self.routes[entry.route].model.as_str();
+        Some((model, entry.info.clone(), self.windows.drain(..)))
+    }
+
+    /// The next window `topic`'s stream will cut (for logs).
+    pub fn next_seq(&self, topic: &str) -> Option<u64> {
+        self.streams.get(topic).map(|e| e.windower.next_seq())
+    }
+
+    /// Drops the streams (and other-partition topics) not seen for `idle` or longer, so that
+    /// `max_streams` bounds the streams active at once, not every stream ever seen. Returns
+    /// the streams dropped; each one that comes back starts over as a new stream.
+    pub fn expire(&mut self, now: Instant, idle: Duration) -> Vec<Expired> {
+        let quiet = |seen: Instant| now.saturating_duration_since(seen) >= idle;
+        self.others.retain(|_, seen| !quiet(*seen));
+        let gone: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, e)| quiet(e.last_seen))
+            .map(|(t, _)| t.clone())
+            .collect();
+        gone.into_iter()
+            .filter_map(|topic| {
+                let e = self.streams.remove(&topic)?;
+                Some(Expired {
+                    id: e.info.id.clone(),
+                    partial: e.partial(),
+                    topic,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::RawConfig;
+
+    fn routes(window: usize, hop: usize) -> Vec<StreamSettings> {
+        let raw = RawConfig::from_toml(&format!(
+            r#"
+[models.m]
+path = ""
+[[streams]]
+name = "vib"
+topic = "sensors/+/vibration"
+model = "m"
+format = "array"
+window = {window}
+hop = {hop}
+"#
+        ))
+        .unwrap();
+        raw.validate().unwrap().streams
+    }
+
+    fn payload(values: &[f32]) -> Vec<u8> {
+        serde_json::to_vec(values).unwrap()
+    }
+
+    /// Windows `(seq, data)` from feeding `values` at `start`.
+    fn feed(t: &mut StreamTable, start: u64, values: &[f32]) -> (Fed, Vec<(u64, Vec<f32>)>) {
+        let fed = t
+            .window("sensors/a/vibration", &payload(values), Some(start))
+            .unwrap()
+            .fed;
+        let (_, _, w) = t.take_windows("sensors/a/vibration").unwrap();
+        (fed, w.map(|w| (w.seq, w.data)).collect())
+    }
+
+    fn table_at(window: usize, hop: usize, resume: Option<Resume>) -> StreamTable {
+        let mut t = StreamTable::new(routes(window, hop), 10, None);
+        let routed = t.route("sensors/a/vibration", Instant::now(), |_| resume);
+        assert!(matches!(routed, Routed::New { .. }));
+        t
+    }
+
+    #[test]
+    fn a_resumed_stream_skips_what_was_judged_and_rebuilds_the_open_window() {
+        // Window 4, hop 2; the checkpoint says windows 0 and 1 were judged: window 2 starts at
+        // sample 4. The journal replays messages of 3 samples from sample 3.
+        let mut t = table_at(
+            4,
+            2,
+            Some(Resume {
+                next_seq: 2,
+                samples: 12,
+            }),
+        );
+        let x: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let (fed, w) = feed(&mut t, 0, &x[0..3]);
+        assert_eq!((fed, w.len()), (Fed::Covered, 0));
+        let (fed, w) = feed(&mut t, 3, &x[3..6]);
+        assert_eq!((fed, w), (Fed::Windowed, vec![]));
+        let (_, w) = feed(&mut t, 6, &x[6..9]);
+        assert_eq!(w, vec![(2, vec![4., 5., 6., 7.])]);
+        // A copy of a record already fed (a retired segment carried forward twice) is ignored.
+        assert_eq!(feed(&mut t, 6, &x[6..9]).0, Fed::Covered);
+        let (_, w) = feed(&mut t, 9, &x[9..12]);
+        assert_eq!(
+            w,
+            vec![(3, vec![6., 7., 8., 9.]), (4, vec![8., 9., 10., 11.])]
+        );
+        assert_eq!(t.get("sensors/a/vibration").unwrap().received(), 12);
+    }
+
+    #[test]
+    fn missing_samples_restart_windowing_at_the_next_boundary() {
+        let mut t = table_at(4, 4, None);
+        let x: Vec<f32> = (0..20).map(|i| i as f32).collect();
+        assert_eq!(feed(&mut t, 0, &x[0..2]).1, vec![]);
+        // Samples 2..6 never arrive: window 0 is lost, window 1 (samples 4..8) too (its first
+        // samples are missing); windowing goes on with window 2 at sample 8.
+        let (fed, w) = feed(&mut t, 6, &x[6..12]);
+        assert_eq!(fed, Fed::Gap(4));
+        assert_eq!(w, vec![(2, vec![8., 9., 10., 11.])]);
+    }
+
+    #[test]
+    fn live_messages_continue_where_the_stream_ended() {
+        let mut t = table_at(4, 4, None);
+        for chunk in [[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]] {
+            let w = t
+                .window("sensors/a/vibration", &payload(&chunk), None)
+                .unwrap();
+            assert_eq!(w.fed, Fed::Windowed);
+        }
+        let (model, info, w) = t.take_windows("sensors/a/vibration").unwrap();
+        assert_eq!((model, info.id.as_str()), ("m", "vib/a"));
+        assert_eq!(
+            w.map(|w| w.data).collect::<Vec<_>>(),
+            vec![vec![1.0, 2.0, 3.0, 4.0]]
+        );
+        let bad = t.window("sensors/a/vibration", b"[1, \"x\"]", None);
+        assert!(matches!(bad, Err(StreamError::Decode(_))));
+        assert_eq!(t.get("sensors/a/vibration").unwrap().received(), 6);
+    }
+
+    #[test]
+    fn routing_matches_partitions_and_caps() {
+        let now = Instant::now();
+        let mut t = StreamTable::new(routes(4, 4), 2, None);
+        assert_eq!(t.route("other/a", now, |_| None), Routed::NoMatch);
+        assert!(matches!(
+            t.route("sensors/a/vibration", now, |_| None),
+            Routed::New { .. }
+        ));
+        assert_eq!(t.route("sensors/a/vibration", now, |_| None), Routed::Known);
+        t.route("sensors/b/vibration", now, |_| None);
+        assert_eq!(
+            t.route("sensors/c/vibration", now, |_| None),
+            Routed::Refused
+        );
+
+        // Of two daemons, each windows only its own streams.
+        let mut mine = StreamTable::new(routes(4, 4), 100, Some((0, 2)));
+        let mut theirs = StreamTable::new(routes(4, 4), 100, Some((1, 2)));
+        for i in 0..20 {
+            let topic = format!("sensors/m{i}/vibration");
+            let a = matches!(mine.route(&topic, now, |_| None), Routed::New { .. });
+            let b = matches!(theirs.route(&topic, now, |_| None), Routed::New { .. });
+            assert!(a != b, "{topic}: exactly one daemon owns it");
+            if !a {
+                assert_eq!(mine.route(&topic, now, |_| None), Routed::OtherPartition);
+            }
+        }
+    }
+
+    #[test]
+    fn quiet_streams_expire_and_free_their_place_under_the_cap() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(60);
+        let mut t = StreamTable::new(routes(4, 4), 2, None);
+        t.route("sensors/a/vibration", t0, |_| None);
+        t.route("sensors/b/vibration", t0, |_| None);
+        t.window(
+            "sensors/a/vibration",
+            &payload(&[1.0, 2.0, 3.0, 4.0, 5.0]),
+            None,
+        )
+        .unwrap();
+        let t1 = t0 + Duration::from_secs(50);
+        t.route("sensors/b/vibration", t1, |_| None);
+        assert_eq!(
+            t.route("sensors/c/vibration", t1, |_| None),
+            Routed::Refused
+        );
+        let gone = t.expire(t0 + idle, idle);
+        assert_eq!(
+            gone,
+            vec![Expired {
+                topic: "sensors/a/vibration".into(),
+                id: "vib/a".into(),
+                partial: 1,
+            }]
+        );
+        assert_eq!(t.len(), 1);
+        assert!(matches!(
+            t.route("sensors/c/vibration", t0 + idle, |_| None),
+            Routed::New { .. }
+        ));
+        // A stream that comes back starts over.
+        t.expire(t1 + idle, idle);
+        assert!(matches!(
+            t.route("sensors/a/vibration", t1 + idle, |_| None),
+            Routed::New {
+                resumed_at: None,
+                ..
+            }
+        ));
+        assert_eq!(t.next_seq("sensors/a/vibration"), Some(0));
+    }
+}

@@ -1,0 +1,537 @@
+//! The ingest connection: subscribe, poll, hand every message to the ingest stage, and send the
+//! acknowledgements it asks for.
+//!
+//! Transport only: the source knows topics, payloads and packet ids, never streams or models.
+//! Its task does nothing but poll rumqttc, so keep-alive pings go out however long the ingest
+//! stage waits on a full window queue, a journal sync or a checkpoint: a slow pipeline never
+//! costs the connection.
+//!
+//! ```text
+//! broker --> Source::run (poll, resubscribe, backoff) --Delivery--> [1024] --> ingest stage
+//! ingest stage --Ack--> Acker --> rumqttc request channel --> Source::run --> broker
+//! ```
+//!
+//! **Holding messages.** Messages the ingest stage has not taken yet wait in the source, in
+//! arrival order, so that it can keep polling. For QoS 1 the broker bounds them: it sends at
+//! most `max_inflight_messages` unacknowledged messages (mosquitto: 20 by default; the README
+//! asks 100 for high rates). QoS 0 messages have no such bound: beyond [`HOLD_QOS0`] waiting,
+//! new ones are dropped and counted (`ebgand_messages_dropped_total{reason="qos0_overflow"}`),
+//! as QoS 0 allows. Should the held messages pass [`HOLD_MAX_BYTES`] (a broker with no
+//! in-flight limit and large payloads), the source stops reading until the stage catches up;
+//! the broker keeps the rest, and drops the connection if that lasts past its keep-alive
+//! timeout (nothing is lost: unacknowledged messages are sent again).
+//!
+//! **Redeliveries.** After a lost connection the broker sends again, flagged DUP, the messages
+//! whose acknowledgements it did not get; those the stage already took are recognised by packet
+//! id ([`Redeliveries`]) and marked [`Delivery::duplicate`], so they are acknowledged without
+//! being windowed twice.
+//!
+//! **Oversized messages.** A packet over `mqtt.max_packet_bytes` makes rumqttc drop the
+//! connection before anything of it is read; the persistent session would send it again at
+//! every reconnect and stall every stream. The source reconnects once with the limit raised to
+//! that packet's size, so the message is read and handed over (the ingest stage acknowledges it
+//! as `oversize` without windowing it), then restores the limit for the next connection.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, Outgoing, Publish, QoS, StateError,
+    SubscribeFilter,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::{Backoff, Role};
+use crate::config::MqttSettings;
+use crate::telemetry::metrics::{ConnLabel, DropLabel, FailureLabel, Metrics};
+
+/// Requests (acks, subscriptions, the DISCONNECT) the client channel holds.
+const REQUEST_CAPACITY: usize = 1024;
+
+/// Messages handed to the ingest stage and not taken yet.
+pub const HANDOVER_QUEUE: usize = 1024;
+
+/// QoS 0 messages held beyond the hand-over queue before new ones are dropped.
+pub const HOLD_QOS0: usize = 10_000;
+
+/// Bytes of payload held beyond the hand-over queue before the source stops reading.
+pub const HOLD_MAX_BYTES: usize = 256 << 20;
+
+/// Packet ids remembered from the last messages handed over, to recognise the broker's
+/// redeliveries after a reconnect. Brokers hand out packet ids in sequence (mosquitto does), so
+/// an id comes back for a *new* message only after 65,535 others; this window is far below that
+/// and far above the in-flight limit toward a subscriber.
+pub const RECENT_PKIDS: usize = 4096;
+
+/// How long the source keeps polling for the last acks and the DISCONNECT once the ingest stage
+/// has stopped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The largest packet MQTT 3.1.1 can carry (its remaining-length field's maximum).
+const MQTT_MAX_PACKET: usize = 268_435_455;
+
+/// One message from the broker.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// Whether the broker sent it as a retained message.
+    pub retain: bool,
+    /// A redelivery of a message already handed over (before a reconnect, or journaled by the
+    /// last run): acknowledge it, do not process it again.
+    pub duplicate: bool,
+    /// Acknowledge with [`Acker::ack`] once processed.
+    pub ack: Ack,
+}
+
+/// What acknowledging a [`Delivery`] takes: its packet id, QoS and connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pkid: u16,
+    qos: QoS,
+    connection: u64,
+}
+
+impl Ack {
+    /// The packet id (0 for QoS 0).
+    pub fn pkid(&self) -> u16 {
+        self.pkid
+    }
+}
+
+/// Sends acknowledgements on the ingest connection, from the ingest stage's task.
+///
+/// An ack for a message of an earlier connection is dropped: the broker sends that message
+/// again (DUP set) on the new connection, where it is recognised and acknowledged; an ack sent
+/// now could land on the new connection's packet id of another message.
+pub struct Acker {
+    client: AsyncClient,
+    connection: Arc<AtomicU64>,
+    /// Acks that did not fit in the request channel, sent before any newer one.
+    parked: VecDeque<Ack>,
+}
+
+impl std::fmt::Debug for Acker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acker")
+            .field("parked", &self.parked.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Acker {
+    /// Acknowledges a processed message. Never waits: a full request channel parks the ack
+    /// until [`Acker::flush`].
+    pub fn ack(&mut self, ack: Ack) {
+        if ack.qos == QoS::AtMostOnce || ack.connection != self.connection.load(Ordering::Acquire) {
+            return;
+        }
+        if !self.parked.is_empty() || !self.try_send(ack) {
+            self.parked.push_back(ack);
+        }
+    }
+
+    /// Sends parked acks, in order, while the request channel has room.
+    pub fn flush(&mut self) {
+        let now = self.connection.load(Ordering::Acquire);
+        while let Some(ack) = self.parked.front().copied() {
+            if ack.connection == now && !self.try_send(ack) {
+                break;
+            }
+            self.parked.pop_front();
+        }
+    }
+
+    /// Acks parked.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Sends the parked acks and then a DISCONNECT, after them in the request channel; `false`
+    /// when the channel is full (call again).
+    pub fn disconnect(&mut self) -> bool {
+        self.flush();
+        self.parked.is_empty() && self.client.try_disconnect().is_ok()
+    }
+
+    fn try_send(&self, ack: Ack) -> bool {
+        let mut p = Publish::new("", ack.qos, Vec::new());
+        p.pkid = ack.pkid;
+        self.client.try_ack(&p).is_ok()
+    }
+}
+
+/// Which incoming messages are redeliveries of messages already handed over. Sans-IO.
+///
+/// On a lost connection the packet ids of the last messages handed over become *suspects*:
+/// the broker sends again, flagged DUP, those whose acks it did not get, first (MQTT requires
+/// resends in their original order on session resume; mosquitto sends its in-flight messages
+/// before any queued one). The suspects are dropped at the first new (not DUP) QoS 1 message:
+/// by then the broker has resent what it had, so an old suspect can no longer match a
+/// redelivery, including after the packet ids wrap. A new session (no session on the broker)
+/// drops them at once: the broker resends nothing.
+#[derive(Debug, Default)]
+pub struct Redeliveries {
+    recent: VecDeque<u16>,
+    suspects: HashSet<u16>,
+}
+
+impl Redeliveries {
+    /// Packet ids the last run journaled: suspects until the broker's first new message.
+    pub fn suspect(&mut self, pkids: impl IntoIterator<Item = u16>) {
+        self.suspects.extend(pkids);
+    }
+
+    /// A QoS 1 message arrived; `true` when it is the redelivery of one handed over before.
+    pub fn arrived(&mut self, pkid: u16, dup: bool) -> bool {
+        if dup && self.suspects.remove(&pkid) {
+            return true;
+        }
+        if !dup {
+            self.suspects.clear();
+        }
+        if self.recent.len() == RECENT_PKIDS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(pkid);
+        false
+    }
+
+    /// The connection was lost: the messages handed over on it may come again.
+    pub fn lost(&mut self) {
+        self.suspects.extend(self.recent.drain(..));
+    }
+
+    /// Connected; without a session on the broker nothing will be sent again.
+    pub fn connected(&mut self, session_present: bool) {
+        if !session_present {
+            self.suspects.clear();
+        }
+    }
+
+    /// Suspects held (for tests and logs).
+    pub fn suspects(&self) -> usize {
+        self.suspects.len()
+    }
+}
+
+/// The ingest connection's event loop. Build with [`Source::new`], run with [`Source::run`].
+pub struct Source {
+    eventloop: EventLoop,
+    client: AsyncClient,
+    filters: Vec<SubscribeFilter>,
+    backoff: Backoff,
+    metrics: Arc<Metrics>,
+    redeliveries: Redeliveries,
+    /// Incremented on every lost connection; acks carry the value they were received under.
+    connection: Arc<AtomicU64>,
+    max_packet: usize,
+    /// Messages not taken by the ingest stage yet, and their payload bytes.
+    held: VecDeque<Delivery>,
+    held_bytes: usize,
+    held_qos0: usize,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("held", &self.held.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Source {
+    /// Creates the client (it connects on the first poll) subscribing to `filters` at QoS 1,
+    /// and the [`Acker`] for the ingest stage.
+    pub fn new(
+        mqtt: &MqttSettings,
+        node: &str,
+        filters: Vec<String>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, Acker) {
+        let (client, eventloop) =
+            AsyncClient::new(super::options(mqtt, Role::Ingest, node), REQUEST_CAPACITY);
+        let connection = Arc::new(AtomicU64::new(0));
+        let source = Self {
+            eventloop,
+            client: client.clone(),
+            filters: filters
+                .into_iter()
+                .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
+                .collect(),
+            backoff: Backoff::new(mqtt.reconnect_min, mqtt.reconnect_max),
+            metrics,
+            redeliveries: Redeliveries::default(),
+            connection: connection.clone(),
+            max_packet: mqtt.max_packet_bytes,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            held_qos0: 0,
+        };
+        let acker = Acker {
+            client,
+            connection,
+            parked: VecDeque::new(),
+        };
+        (source, acker)
+    }
+
+    /// Packet ids journaled by the last run: if the broker sends one of those messages again
+    /// (DUP set), it is marked a duplicate.
+    #[must_use]
+    pub fn suspecting(mut self, pkids: impl IntoIterator<Item = u16>) -> Self {
+        self.redeliveries.suspect(pkids);
+        self
+    }
+
+    /// Polls until the ingest stage has sent its DISCONNECT (after its last acks), or it has
+    /// stopped and [`CLOSE_TIMEOUT`] has passed, or `abort` (the drain deadline) fires.
+    pub async fn run(mut self, tx: mpsc::Sender<Delivery>, abort: CancellationToken) {
+        let conn = ConnLabel {
+            connection: Role::Ingest.as_str(),
+        };
+        let mut stage_gone: Option<tokio::time::Instant> = None;
+        loop {
+            let reading = self.held_bytes <= HOLD_MAX_BYTES;
+            let event = tokio::select! {
+                biased;
+                () = abort.cancelled() => break,
+                // Cancel-safe: a permit not used is given back.
+                permit = tx.reserve(), if !self.held.is_empty() && stage_gone.is_none() => {
+                    match permit {
+                        Ok(permit) => {
+                            if let Some(d) = self.held.pop_front() {
+                                self.held_bytes -= d.payload.len();
+                                self.held_qos0 -= usize::from(d.ack.qos == QoS::AtMostOnce);
+                                permit.send(d);
+                            }
+                        }
+                        Err(_) => stage_gone = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT),
+                    }
+                    continue;
+                }
+                () = tx.closed(), if stage_gone.is_none() => {
+                    // The stage stopped; its last acks and DISCONNECT are in the request
+                    // channel. Messages not handed over are left unacknowledged: the broker
+                    // sends them again next session.
+                    stage_gone = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
+                    continue;
+                }
+                () = sleep_until_some(stage_gone) => {
+                    warn!("Ingest disconnect timed out; unacknowledged messages will be redelivered.");
+                    break;
+                }
+                // Cancel-safe: rumqttc keeps partially read packets in its state.
+                ev = self.eventloop.poll(), if reading => ev,
+            };
+            match event {
+                Ok(Event::Incoming(Incoming::Publish(p))) => self.arrived(p),
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    info!(
+                        mqtt.connection = "ingest",
+                        session_present = ack.session_present,
+                        "MQTT connected."
+                    );
+                    self.backoff.connected();
+                    self.metrics.set_connected("ingest", true);
+                    self.redeliveries.connected(ack.session_present);
+                    // This connection has its codec; the next one gets the configured limit.
+                    self.eventloop
+                        .mqtt_options
+                        .set_max_packet_size(self.max_packet, self.max_packet);
+                    // Subscribe on every connect: a broker that lost the session (restarted
+                    // without persistence, or expired it) has forgotten our subscriptions.
+                    if let Err(e) = self.client.try_subscribe_many(self.filters.clone()) {
+                        error!(error = %e, "Cannot queue the subscription request.");
+                    }
+                }
+                Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                    for (filter, code) in self.filters.iter().zip(&ack.return_codes) {
+                        match code {
+                            rumqttc::SubscribeReasonCode::Success(qos) => {
+                                debug!(topic = %filter.path, qos = ?qos, "Subscribed.");
+                            }
+                            rumqttc::SubscribeReasonCode::Failure => {
+                                self.metrics.subscriptions_refused.inc();
+                                error!(topic = %filter.path, "The broker refused the subscription (check its ACL); this stream gets no data.");
+                            }
+                        }
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    // rumqttc drops the acks not written yet with the connection; the broker
+                    // sends those messages again (DUP set) if the session survives.
+                    self.connection.fetch_add(1, Ordering::AcqRel);
+                    self.redeliveries.lost();
+                    self.metrics.set_connected("ingest", false);
+                    if stage_gone.is_some() {
+                        debug!(error = %e, "Ingest connection closed during shutdown.");
+                        break;
+                    }
+                    self.metrics.reconnects.get_or_create(&conn).inc();
+                    let delay = match oversize(&e) {
+                        Some(size) => self.read_oversized_next(size),
+                        None => self.lost(&e),
+                    };
+                    tokio::select! {
+                        biased;
+                        () = abort.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        self.metrics.set_connected("ingest", false);
+        info!("Ingest connection closed.");
+    }
+
+    /// Holds a message for the ingest stage, marking a redelivery of one handed over before.
+    fn arrived(&mut self, p: Publish) {
+        let qos0 = p.qos == QoS::AtMostOnce;
+        if qos0 && self.held_qos0 >= HOLD_QOS0 {
+            self.metrics
+                .messages_dropped
+                .get_or_create(&DropLabel {
+                    reason: "qos0_overflow",
+                })
+                .inc();
+            return;
+        }
+        let duplicate = !qos0 && self.redeliveries.arrived(p.pkid, p.dup);
+        self.held_bytes += p.payload.len();
+        self.held_qos0 += usize::from(qos0);
+        self.held.push_back(Delivery {
+            ack: Ack {
+                pkid: p.pkid,
+                qos: p.qos,
+                connection: self.connection.load(Ordering::Acquire),
+            },
+            topic: p.topic,
+            payload: p.payload,
+            retain: p.retain,
+            duplicate,
+        });
+    }
+
+    /// A lost or refused connection: counted, logged, and the delay before the next attempt.
+    fn lost(&mut self, e: &ConnectionError) -> Duration {
+        let (delay, reason, why) = self.backoff.lost(e);
+        self.metrics
+            .connect_failures
+            .get_or_create(&FailureLabel {
+                connection: "ingest",
+                reason,
+            })
+            .inc();
+        error!(mqtt.connection = "ingest", reason, error = %why, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost or refused.");
+        delay
+    }
+
+    /// A packet of `size` bytes was over the limit: the next connection reads packets up to
+    /// that size, once, so the message can be acknowledged instead of stalling the session.
+    fn read_oversized_next(&mut self, size: usize) -> Duration {
+        let raised = size.clamp(self.max_packet, MQTT_MAX_PACKET);
+        self.eventloop
+            .mqtt_options
+            .set_max_packet_size(raised, self.max_packet);
+        self.metrics
+            .connect_failures
+            .get_or_create(&FailureLabel {
+                connection: "ingest",
+                reason: "oversize",
+            })
+            .inc();
+        warn!(
+            packet_bytes = size,
+            max_packet_bytes = self.max_packet,
+            "A message over mqtt.max_packet_bytes arrived; reconnecting once to read it and acknowledge it as oversize."
+        );
+        self.backoff.reset();
+        self.backoff.next_delay()
+    }
+}
+
+/// The size of the packet that broke the connection, when it was over the size limit.
+fn oversize(e: &ConnectionError) -> Option<usize> {
+    match e {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(size),
+        )) => Some(*size),
+        _ => None,
+    }
+}
+
+/// Sleeps until `t`; never wakes without one (a disabled select arm).
+async fn sleep_until_some(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redeliveries_are_recognised_after_a_lost_connection() {
+        let mut r = Redeliveries::default();
+        for pkid in 1..=5 {
+            assert!(!r.arrived(pkid, false));
+        }
+        r.lost();
+        r.connected(true);
+        // The broker resends 4 and 5 (their acks were lost), then a new message.
+        assert!(r.arrived(4, true));
+        assert!(r.arrived(5, true));
+        assert!(!r.arrived(6, false));
+        // A DUP message the broker sends later was not handed over before: process it.
+        r.lost();
+        assert!(r.arrived(6, true));
+        assert!(!r.arrived(7, true));
+    }
+
+    #[test]
+    fn old_suspects_never_swallow_a_redelivery_after_the_ids_wrap() {
+        let mut r = Redeliveries::default();
+        for pkid in 1..=100 {
+            r.arrived(pkid, false);
+        }
+        // A broker restart: ids 1..100 become suspects; nothing is resent (all were acked).
+        r.lost();
+        r.connected(true);
+        assert_eq!(r.suspects(), 100);
+        // The ids run on and wrap: 101..65535, then 1, 2, 3 again.
+        for pkid in (101..=u16::MAX).chain(1..=3) {
+            assert!(!r.arrived(pkid, false));
+        }
+        assert_eq!(r.suspects(), 0);
+        // Messages 4 and 5 (new ids after the wrap) were in flight, never handed over, when
+        // the connection dropped again: the broker resends them and they must be processed.
+        r.lost();
+        assert!(r.arrived(1, true));
+        assert!(!r.arrived(4, true));
+        assert!(!r.arrived(5, true));
+    }
+
+    #[test]
+    fn a_new_session_resends_nothing_and_the_last_runs_ids_are_suspects() {
+        let mut r = Redeliveries::default();
+        r.suspect([7, 8]);
+        r.connected(true);
+        assert!(r.arrived(8, true));
+        let mut r = Redeliveries::default();
+        r.suspect([7, 8]);
+        r.connected(false);
+        assert!(!r.arrived(8, true));
+    }
+}
