@@ -29,6 +29,7 @@
 //! - [`train`]: the training worker's supervisor and `ebgand train`.
 //! - [`telemetry`]: logs, Prometheus metrics, health endpoints, systemd notify.
 //! - [`signal`]: SIGTERM/SIGINT/SIGHUP as daemon commands.
+//! - [`faults`]: fault injection for this crate's own tests (empty outside them).
 //! - [`sim`]: a simulated machine (healthy vibration, bearing fault) for the demo and tests.
 
 pub mod alerting;
@@ -38,6 +39,7 @@ pub mod control;
 pub mod demo;
 pub mod detect;
 pub mod durable;
+pub mod faults;
 pub mod ingest;
 pub mod lifecycle;
 pub mod model;

@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::control::Command;
 use crate::model::gate::{self, RecentWindows};
 use crate::model::{
-    ModelError, ModelVersion, Registry, ScoredBatch, ScorerHandle, Window, load_model,
+    ModelError, ModelVersion, Registry, ScorerContext, ScorerHandle, Window, load_model,
     load_off_runtime, spawn_scorer,
 };
 use crate::mqtt::Publisher;
@@ -41,7 +41,7 @@ pub(crate) struct Models {
     /// Shadow versions being compared, per model.
     pub(crate) shadowing: HashMap<String, String>,
     /// For scorers started after a first training run; dropped when draining.
-    pub(crate) scored: Option<mpsc::Sender<ScoredBatch>>,
+    pub(crate) scorer: Option<ScorerContext>,
 }
 
 /// A model still learning: its learner task holds the window queue until a version exists.
@@ -95,8 +95,9 @@ impl Models {
             ctx.settings.runtime.clone(),
             ctx.settings.registry.max_false_alarm_rate,
         );
-        let owned_name = name.to_owned();
+        let (owned_name, faults) = (name.to_owned(), ctx.settings.faults.clone());
         let candidate = tokio::task::spawn_blocking(move || {
+            crate::model::injected_load_delay(&faults);
             let mut scorer = load_model(&owned_name, &path, &streams, &rt)?;
             let report = gate::check(&mut scorer, &windows, bound)?;
             Ok::<_, ModelError>((scorer, report))
@@ -407,7 +408,7 @@ impl Models {
     ) -> Result<(), ModelError> {
         let scorer =
             load_off_runtime(ctx.settings, model, self.registry.path(model, version)).await?;
-        let (Some(learner), Some(scored)) = (self.learners.remove(model), self.scored.clone())
+        let (Some(learner), Some(scorer_ctx)) = (self.learners.remove(model), self.scorer.clone())
         else {
             return Err(ModelError::WorkerGone {
                 model: model.into(),
@@ -418,14 +419,7 @@ impl Models {
         let rx = learner.task.await.map_err(|_| ModelError::WorkerGone {
             model: model.into(),
         })?;
-        let handle = spawn_scorer(
-            scorer,
-            rx,
-            ctx.settings.scoring,
-            scored,
-            ctx.metrics.clone(),
-            ctx.tracker,
-        )?;
+        let handle = spawn_scorer(scorer, rx, &scorer_ctx, ctx.tracker)?;
         self.scorers.insert(model.to_owned(), handle);
         self.served.insert(model.to_owned(), version.to_owned());
         self.registry

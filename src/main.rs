@@ -90,10 +90,15 @@ fn main() -> ExitCode {
             Err(e) => config_failure(&e),
         },
         Command::Run => {
-            let settings = match load(cli.config.as_deref()) {
+            #[allow(unused_mut)] // the fault-injection feature (tests only) sets faults
+            let mut settings = match load(cli.config.as_deref()) {
                 Ok(s) => s,
                 Err(e) => return config_failure(&e),
             };
+            #[cfg(feature = "fault-injection")]
+            {
+                settings.faults = ebgand::faults::Faults::from_env();
+            }
             telemetry::init_tracing(settings.log_format);
             tracing::info!(config = ?settings, "Effective configuration.");
             runtime_exit(run_daemon(settings))
@@ -163,14 +168,22 @@ fn describe(e: &anyhow::Error) -> String {
     out
 }
 
+/// How long the runtime waits, once the daemon has stopped, for blocking work still running
+/// (a model load abandoned by the shutdown, a TensorRT engine build): not long, the drain
+/// deadline has passed already.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_millis(200);
+
 fn run_daemon(settings: Settings) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ebgand")
         .build()?;
-    rt.block_on(async {
+    let outcome = rt.block_on(async {
         let signals = ebgand::signal::listen()?;
         ebgand::run(settings, signals, Arc::new(Metrics::new())).await?;
         Ok(())
-    })
+    });
+    // Dropping the runtime would wait for every blocking task, however long it runs.
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN);
+    outcome
 }

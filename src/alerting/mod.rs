@@ -49,6 +49,10 @@ pub trait AlertSink: Send + Sync {
 
     /// Everything judged has been handed over; the daemon is going offline.
     fn close(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// A stream was forgotten (quiet too long): drop what the sink remembers of it (the
+    /// outbox's last alerted window), so that it starts over if it comes back.
+    fn forget(&self, _stream: &str) {}
 }
 
 /// Healthy windows, offered as they are judged (the activation gate's recent windows and the
@@ -112,6 +116,8 @@ pub struct Alerting<S, T> {
     alerted_through: HashMap<String, u64>,
     progress: Progress,
     shadows: Shadows,
+    /// Ids of streams ingest forgot.
+    forget: Option<mpsc::Receiver<String>>,
 }
 
 /// What a verdict is handed to.
@@ -152,7 +158,37 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             alerted_through: resumed.alerted_through,
             progress,
             shadows,
+            forget: None,
         }
+    }
+
+    /// Forgets each stream whose id arrives on `forget` (ingest dropped it after it went
+    /// quiet): its detector, its shadow detectors, its progress and what the sink remembers.
+    #[must_use]
+    pub fn forgetting(mut self, forget: mpsc::Receiver<String>) -> Self {
+        self.forget = Some(forget);
+        self
+    }
+
+    /// The shadow comparisons this stage keeps (for the control loop's promotions).
+    pub fn shadows(&self) -> Shadows {
+        self.shadows.clone()
+    }
+
+    /// Streams with a detector (for tests and metrics).
+    pub fn streams(&self) -> usize {
+        self.judge.len()
+    }
+
+    fn forget(&mut self, stream: &str) {
+        self.judge.forget(stream);
+        for (_, judge) in self.shadow_judges.values_mut() {
+            judge.forget(stream);
+        }
+        self.alerted_through.remove(stream);
+        self.progress.forget(stream);
+        self.out.sink.forget(stream);
+        debug!(stream, "Stream forgotten by the alerting stage.");
     }
 
     /// Judges every batch from `scored` until every scorer has stopped (the channel closes),
@@ -166,7 +202,20 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 queue: "scored".into(),
             })
             .clone();
-        while let Some(batch) = scored.recv().await {
+        let mut forget = self.forget.take();
+        loop {
+            let batch = tokio::select! {
+                // Rare and cheap: first, so a steady flow of batches cannot starve it.
+                biased;
+                Some(stream) = recv_some(forget.as_mut()) => {
+                    self.forget(&stream);
+                    continue;
+                }
+                batch = scored.recv() => match batch {
+                    Some(b) => b,
+                    None => break,
+                },
+            };
             depth.set(scored.len() as i64);
             if let Err(e) = self.batch(batch).await {
                 error!(error = %e, "Cannot hand a judged window on; alerting stops.");
@@ -265,6 +314,15 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         s.shadow_anomalous += add.shadow_anomalous;
         s.active_alerts += add.active_alerts;
         s.shadow_alerts += add.shadow_alerts;
+    }
+}
+
+/// The next message of `rx`, when there is a receiver; never resolves otherwise (a disabled
+/// select arm).
+async fn recv_some<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -40,6 +40,10 @@ impl AlertSink for MqttAlerts {
     async fn close(&self) -> Result<(), MqttError> {
         self.0.close().await
     }
+
+    fn forget(&self, stream: &str) {
+        self.0.forget(stream);
+    }
 }
 
 impl PhaseSink for Publisher {

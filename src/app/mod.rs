@@ -1,16 +1,24 @@
-//! The wiring: every stage, channel and task of the daemon is created here, and drained here.
+//! The wiring: every stage, channel and task of the daemon is created here, supervised here,
+//! and drained here.
 //!
 //! ```text
-//! ingest (MQTT, decode, window) --[windows per model]--> batcher --> scorer thread
-//!     --[scored]--> alerting (detect, publish) --> publish connection
+//! mqtt::Source --Delivery--> ingest (route, decode, window, journal, ack)
+//!     --[windows per model]--> batcher --> scorer thread --[scored]--> alerting
+//!     --> MqttAlerts (mqtt::Publisher: outbox, alerts, state, energy) --> broker
+//! control loop (control.rs): signals, control commands, registry watch, training runs
 //! ```
-//! Drain order on shutdown: stop ingest (its window senders drop), let each scorer finish its
-//! queue, let alerting publish what it gets and the offline status, wait for the broker's acks,
-//! then disconnect and stop the HTTP endpoints.
+//! Every task and thread holds a [`StageGuard`](crate::telemetry::StageGuard): one that ends
+//! while the daemon runs stops it with an error (exit 1, systemd restarts it). Drain order on
+//! shutdown: stop ingest (its window senders drop; the source sends its last acks and
+//! disconnects), let each scorer finish its queue, let alerting publish what it gets and the
+//! offline status, wait for the broker's acks, then disconnect and stop the HTTP endpoints, all
+//! within `[shutdown] grace_ms`.
 
 mod adapters;
+mod control;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -21,18 +29,17 @@ use tracing::{Instrument, error, info, info_span, warn};
 use self::adapters::{HealthyWindows, MqttAlerts};
 use crate::alerting::{Alerting, Shadows};
 use crate::config::Settings;
-use crate::control::{Command, ControlMessage};
 use crate::durable::checkpoint::Progress;
 use crate::durable::outbox::{Outbox, SharedOutbox};
 use crate::ingest::Ingest;
 use crate::ingest::log::IngestLog;
-use crate::lifecycle::{Context, Learner, Models, seed_version};
+use crate::lifecycle::{self, Learner, Models, seed_version};
 use crate::model::gate::RecentWindows;
-use crate::model::{ModelError, Registry, Window, load_off_runtime, spawn_scorer};
+use crate::model::{ModelError, Registry, ScorerContext, Window, load_off_runtime, spawn_scorer};
 use crate::mqtt::source::HANDOVER_QUEUE;
 use crate::mqtt::{Publisher, Source};
 use crate::signal::Signal;
-use crate::telemetry::{self, Metrics, Systemd};
+use crate::telemetry::{self, Metrics, StageGuard, Systemd};
 use crate::train::learn::{Capture, Learning, learner};
 
 /// Scored batches queued between the scorers and the alerting stage.
@@ -40,6 +47,16 @@ const SCORED_QUEUE: usize = 8;
 
 /// Control messages waiting for the control loop; beyond this, ingest drops them (logged).
 const CONTROL_QUEUE: usize = 16;
+
+/// Ids of streams ingest forgot (quiet too long) waiting for the alerting stage; beyond this
+/// the alerting stage keeps a forgotten stream's detector (logged).
+const FORGET_QUEUE: usize = 1024;
+
+/// Stage ends the supervisor's channel holds (one is enough to stop the daemon).
+const EXITS_QUEUE: usize = 64;
+
+/// After the drain, how long tasks still running get to see that they were cancelled.
+const LAST_MOMENT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -59,24 +76,25 @@ pub enum AppError {
     /// A stage stopped while the daemon was running.
     #[error("the {stage} stage stopped unexpectedly")]
     StageDied {
-        /// Which.
-        stage: &'static str,
+        /// Which (`ingest`, `scorer:vibration` ...).
+        stage: String,
     },
 }
 
 pub use crate::model::{check_models, load_model, open_model};
 
 /// Runs the daemon until a [`Signal::Shutdown`] (drain) or [`Signal::Quit`] arrives, or the
-/// signal channel closes (treated as shutdown).
+/// signal channel closes (treated as shutdown), or a stage stops (an error).
 ///
 /// # Errors
 /// [`AppError`] when start-up fails (model, HTTP listener) or a stage dies while running.
 pub async fn run(
     settings: Settings,
-    mut signals: mpsc::Receiver<Signal>,
+    signals: mpsc::Receiver<Signal>,
     metrics: Arc<Metrics>,
 ) -> Result<(), AppError> {
     let tracker = TaskTracker::new();
+    let (stages, exits) = telemetry::stages(metrics.clone(), EXITS_QUEUE);
     let used: Vec<String> = {
         let mut v: Vec<String> = settings.streams.iter().map(|s| s.model.clone()).collect();
         v.sort();
@@ -95,18 +113,30 @@ pub async fn run(
     );
     // The journal and checkpoint say where each stream resumes after a crash.
     let progress = Progress::default();
-    let durable = settings
+    let journal = settings
         .journal
         .as_ref()
         .map(|j| IngestLog::open(j, progress.clone()))
         .transpose()?;
-    let resumed = durable
+    let resumed = journal
         .as_ref()
         .map(|d| d.resumed(outbox.lock().last_alerts()))
         .unwrap_or_default();
-    let (publisher, publisher_loop) =
-        Publisher::new(&settings.mqtt, &settings.node, metrics.clone(), outbox);
-    let (control_tx, mut control_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (publisher, publisher_loop) = Publisher::new(
+        &settings.mqtt,
+        &settings.node,
+        metrics.clone(),
+        outbox.clone(),
+    );
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+    let scorer_ctx = ScorerContext {
+        scoring: settings.scoring,
+        runtime: settings.runtime.clone(),
+        scored: scored_tx,
+        metrics: metrics.clone(),
+        stages: stages.clone(),
+        faults: settings.faults.clone(),
+    };
     let mut models = Models {
         registry,
         scorers: BTreeMap::new(),
@@ -116,9 +146,8 @@ pub async fn run(
         training: HashSet::new(),
         attempts: HashMap::new(),
         shadowing: HashMap::new(),
-        scored: Some(scored_tx.clone()),
+        scorer: Some(scorer_ctx.clone()),
     };
-    let shadows = Shadows::default();
     let mut queues: HashMap<String, mpsc::Sender<Window>> = HashMap::new();
     let mut captures: HashMap<String, Capture> = HashMap::new();
     let mut expected = 0;
@@ -168,8 +197,15 @@ pub async fn run(
                 metrics: metrics.clone(),
                 progress: progress.clone(),
             };
+            let guard = stages.guard(format!("learner:{name}"));
             let task = tracker.spawn(
-                learner(learning, rx, handover_rx).instrument(info_span!("learner", model = %name)),
+                async move {
+                    let queue = learner(learning, rx, handover_rx).await;
+                    // Handing the queue over (or draining) is how a learner is meant to end.
+                    guard.disarm();
+                    queue
+                }
+                .instrument(info_span!("learner", model = %name)),
             );
             models
                 .learners
@@ -179,20 +215,14 @@ pub async fn run(
         expected += 1;
         let scorer =
             load_off_runtime(&settings, name, models.registry.path(name, &version)).await?;
-        let handle = spawn_scorer(
-            scorer,
-            rx,
-            settings.scoring,
-            scored_tx.clone(),
-            metrics.clone(),
-            &tracker,
-        )?;
+        let handle = spawn_scorer(scorer, rx, &scorer_ctx, &tracker)?;
         models.scorers.insert(name.clone(), handle);
         models.served.insert(name.clone(), version);
         metrics.set_phase(name, "monitoring");
     }
     metrics.set_models(models.scorers.len(), expected);
-    drop(scored_tx);
+    // Only the models' context holds a scored-queue sender besides the scorers now.
+    drop(scorer_ctx);
 
     let http = match settings.http_listen {
         Some(addr) => Some(telemetry::bind_http(addr).await?),
@@ -201,11 +231,13 @@ pub async fn run(
 
     let broker = format!("{}:{}", settings.mqtt.host, settings.mqtt.port);
     let (closing, abort) = (CancellationToken::new(), CancellationToken::new());
-    let publisher_task = tracker.spawn(
+    let publisher_task = tracker.spawn(supervised(
+        stages.guard("publisher"),
         publisher_loop
             .run(closing.clone(), abort.clone())
             .instrument(info_span!("publisher", mqtt.broker = %broker)),
-    );
+    ));
+    let (forget_tx, forget_rx) = mpsc::channel(FORGET_QUEUE);
     let alerting = Alerting::new(
         MqttAlerts(publisher.clone()),
         HealthyWindows {
@@ -214,12 +246,16 @@ pub async fn run(
         },
         &settings.node,
         progress,
-        shadows.clone(),
+        Shadows::default(),
         metrics.clone(),
         resumed,
-    );
-    let mut alerting_task =
-        tracker.spawn(alerting.run(scored_rx).instrument(info_span!("alerting")));
+    )
+    .forgetting(forget_rx);
+    let shadows = alerting.shadows();
+    let alerting_task = tracker.spawn(supervised(
+        stages.guard("alerting"),
+        alerting.run(scored_rx).instrument(info_span!("alerting")),
+    ));
 
     // The ingest connection: its source task only polls the broker; the ingest stage does the
     // rest, so a full window queue or a journal sync never delays a keep-alive.
@@ -230,36 +266,40 @@ pub async fn run(
         metrics.clone(),
     );
     let source = source.suspecting(
-        durable
+        journal
             .as_ref()
             .map(|d| d.pkids().collect::<Vec<_>>())
             .unwrap_or_default(),
     );
     let (deliveries_tx, deliveries_rx) = mpsc::channel(HANDOVER_QUEUE);
     // Only ingest holds the queues' senders now: when it stops, the queues close.
-    let ingest = Ingest::new(&settings, queues, acker, metrics.clone(), Some(control_tx));
-    let ingest = match durable {
+    let ingest = Ingest::new(&settings, queues, acker, metrics.clone(), Some(control_tx))
+        .forgetting(forget_tx);
+    let ingest = match journal {
         Some(d) => ingest.journaled(d),
         None => ingest,
     };
     let ingest_token = CancellationToken::new();
-    let source_task = tracker.spawn(
+    let source_task = tracker.spawn(supervised(
+        stages.guard("source"),
         source
             .run(deliveries_tx, abort.clone())
             .instrument(info_span!("source", mqtt.broker = %broker)),
-    );
-    let ingest_task = tracker.spawn(
+    ));
+    let ingest_task = tracker.spawn(supervised(
+        stages.guard("ingest"),
         ingest
             .run(deliveries_rx, ingest_token.clone())
             .instrument(info_span!("ingest")),
-    );
+    ));
 
     let service_token = CancellationToken::new();
     if let Some(listener) = http {
-        tracker.spawn(
+        tracker.spawn(supervised(
+            stages.guard("http"),
             telemetry::serve_http(listener, metrics.clone(), service_token.clone())
                 .instrument(info_span!("http")),
-        );
+        ));
     }
     let systemd = Systemd;
     if let Some(interval) = systemd.watchdog_interval() {
@@ -270,92 +310,61 @@ pub async fn run(
     systemd.ready();
     info!(streams = settings.streams.len(), models = models.scorers.len(), node = %settings.node, registry = %settings.registry.dir.display(), "ebgand running.");
 
-    let (internal_tx, mut internal_rx) = mpsc::channel(CONTROL_QUEUE);
-    let stop = CancellationToken::new();
-    let ctx = Context {
-        settings: &settings,
-        metrics: &metrics,
-        publisher: &publisher,
-        tracker: &tracker,
-        internal: internal_tx,
-        stop: stop.clone(),
-        shadows: shadows.clone(),
-    };
-    let mut retrain = settings.learning.retrain_every.map(|p| {
-        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        i
-    });
-    let mut watch = tokio::time::interval(settings.registry.watch);
-    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut outcome = Ok(());
-    loop {
-        tokio::select! {
-            sig = signals.recv() => match sig {
-                Some(Signal::Reload) => {
-                    systemd.reloading();
-                    models.command(&ctx, Command::Reload).await;
-                    systemd.ready();
-                }
-                Some(Signal::Shutdown | Signal::Quit) | None => break,
-            },
-            Some(msg) = control_rx.recv() => match msg {
-                ControlMessage::Command(cmd) => {
-                    info!(command = cmd.name(), "Control command.");
-                    models.command(&ctx, cmd).await;
-                }
-                ControlMessage::Refused { command, reason } => {
-                    warn!(command = %command, reason = %reason, "Control command refused.");
-                    ctx.event(serde_json::json!({ "event": "command_refused", "command": command, "reason": reason })).await;
-                }
-            },
-            _ = watch.tick() => models.follow_registry(&ctx).await,
-            Some(msg) = internal_rx.recv() => models.internal(&ctx, msg).await,
-            Some(_) = tick(retrain.as_mut()) => {
-                let names: Vec<String> = models.scorers.keys().cloned().collect();
-                for name in names {
-                    if let Err(reason) = models.start_training(&ctx, &name).await {
-                        warn!(model = %name, reason = %reason, "Scheduled retraining not started.");
-                    }
-                }
-            }
-            // Alerting ends only when every scorer has stopped or publishing failed.
-            _ = &mut alerting_task => {
-                error!("The alerting stage stopped; shutting down.");
-                outcome = Err(AppError::StageDied { stage: "alerting" });
-                break;
-            }
+    let mut interrupts = control::Interrupts::new(signals, exits);
+    // Training runs report back here; cancelling training_stop stops them (SIGTERM to the
+    // worker) when the daemon stops.
+    let (internal_tx, internal_rx) = mpsc::channel(CONTROL_QUEUE);
+    let training_stop = CancellationToken::new();
+    let stop = control::run(
+        lifecycle::Context {
+            settings: &settings,
+            metrics: &metrics,
+            publisher: &publisher,
+            tracker: &tracker,
+            internal: internal_tx,
+            stop: training_stop.clone(),
+            shadows,
+        },
+        &mut models,
+        control_rx,
+        internal_rx,
+        &mut interrupts,
+    )
+    .await;
+    let outcome = match stop {
+        control::Stop::Signal(signal) => {
+            info!(signal = ?signal, "Stopping.");
+            Ok(())
         }
-    }
-    // Training runs stop (the worker gets SIGTERM); the publisher handle and the spare
-    // scored-queue sender must go before the drain waits on the stages they feed.
-    stop.cancel();
-    drop(ctx);
+        control::Stop::Died(stage) => {
+            error!(stage = %stage, "A stage stopped; shutting down with an error.");
+            Err(AppError::StageDied { stage })
+        }
+    };
+    training_stop.cancel();
+    // The publisher handle and the models' scored-queue sender must go before the drain waits
+    // on the stages they feed.
     drop(publisher);
-    models.scored.take();
+    models.scorer.take();
 
     systemd.stopping();
+    let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
     info!(
         grace_ms = settings.shutdown_grace.as_millis() as u64,
         "Draining."
     );
     let drain = async {
         ingest_token.cancel();
-        let leftover = match ingest_task.await {
-            Ok(l) => l,
-            Err(e) => {
-                joined("ingest", Err(e));
-                None
-            }
-        };
+        let leftover = ingest_task.await.unwrap_or_else(|e| {
+            joined::<()>("ingest", Err(e));
+            None
+        });
         // The source sends the last acks and the DISCONNECT ingest queued, then ends.
         joined("source", source_task.await);
         for (_, handle) in std::mem::take(&mut models.scorers) {
             handle.drain().await;
         }
-        if !alerting_task.is_finished() {
-            joined("alerting", (&mut alerting_task).await);
-        }
+        joined("alerting", alerting_task.await);
         // Every window queued has been judged: the last checkpoint leaves only incomplete
         // windows to replay.
         if let Some(l) = leftover {
@@ -366,19 +375,21 @@ pub async fn run(
     };
     tokio::select! {
         () = drain => info!("Drained."),
-        () = tokio::time::sleep(settings.shutdown_grace) => {
+        () = tokio::time::sleep_until(deadline) => {
             warn!("Drain deadline passed; stopping with work unfinished.");
         }
-        sig = signals.recv() => {
-            if let Some(s) = sig { warn!(signal = ?s, "Second signal: stopping without finishing the drain."); }
+        () = interrupts.second_signal() => {
+            warn!("Second signal: stopping without finishing the drain.");
         }
     }
     abort.cancel();
     service_token.cancel();
     ingest_token.cancel();
     tracker.close();
-    // Every task has been told to stop; give them a moment to observe it.
-    if tokio::time::timeout(std::time::Duration::from_secs(2), tracker.wait())
+    // Every task has been told to stop; what remains of the grace period (at least a moment)
+    // lets them observe it.
+    let until = deadline.max(tokio::time::Instant::now() + LAST_MOMENT);
+    if tokio::time::timeout_at(until, tracker.wait())
         .await
         .is_err()
     {
@@ -388,19 +399,15 @@ pub async fn run(
     outcome
 }
 
-/// Ticks `interval` when there is one; never resolves otherwise (a disabled select arm).
-async fn tick(interval: Option<&mut tokio::time::Interval>) -> Option<()> {
-    match interval {
-        Some(i) => {
-            i.tick().await;
-            Some(())
-        }
-        None => std::future::pending().await,
-    }
+/// Runs a stage's future holding its guard: when the future ends or panics, the guard tells
+/// the supervisor.
+async fn supervised<F: Future>(guard: StageGuard, stage: F) -> F::Output {
+    let _guard = guard;
+    stage.await
 }
 
 /// Logs a stage task that panicked instead of returning.
-fn joined(stage: &'static str, r: Result<(), tokio::task::JoinError>) {
+fn joined<T>(stage: &'static str, r: Result<T, tokio::task::JoinError>) {
     if let Err(e) = r {
         error!(stage, error = %e, "Stage task panicked.");
     }

@@ -113,6 +113,8 @@ pub struct Settings {
     pub learning: LearningSettings,
     /// Ingest journal; `None` when off.
     pub journal: Option<JournalSettings>,
+    /// Faults to inject (this crate's tests only; empty in every other build).
+    pub faults: crate::faults::Faults,
 }
 
 /// Ingest journal settings.

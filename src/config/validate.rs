@@ -298,6 +298,7 @@ impl RawConfig {
                     max_bytes: j.max_mb << 20,
                     checkpoint: Duration::from_millis(j.checkpoint_ms),
                 }),
+                faults: crate::faults::Faults::default(),
                 learning: LearningSettings {
                     period: LearningPeriod {
                         windows: self.learning.windows,

@@ -298,6 +298,22 @@ impl Judge {
         }
     }
 
+    /// Forgets a stream (it went quiet): if it comes back, its detector starts fresh.
+    pub fn forget(&mut self, stream: &str) {
+        self.detectors.remove(stream);
+        self.saved.remove(stream);
+    }
+
+    /// Streams with a detector.
+    pub fn len(&self) -> usize {
+        self.detectors.len()
+    }
+
+    /// Whether no stream has a detector yet.
+    pub fn is_empty(&self) -> bool {
+        self.detectors.is_empty()
+    }
+
     /// Judges one window: threshold (the stream's override, else the model's), hysteresis.
     pub fn judge(
         &mut self,

@@ -6,7 +6,8 @@
 //! One append-only file of JSON lines, `{"add":ID,"topic":T,"payload":ALERT}`, `{"done":ID}`,
 //! `{"next":ID}` (the next id, so that ids are never reused) and `{"last":STREAM,"seq":N}` (the
 //! window of each stream's last alert, so that a window judged again after a crash does not
-//! alert twice), fsynced after each add;
+//! alert twice; `{"forget":STREAM}` drops it when the stream is forgotten), fsynced after each
+//! add;
 //! rewritten (temp file, fsync, rename) when mostly done lines. A torn
 //! last line (a crash while appending) is skipped. Bounded: at `max` pending alerts, adding
 //! waits until the broker acknowledges one (backpressure toward scoring, never a drop).
@@ -58,6 +59,9 @@ enum Line {
     Last {
         last: String,
         seq: u64,
+    },
+    Forget {
+        forget: String,
     },
 }
 
@@ -127,6 +131,9 @@ impl Outbox {
                     Ok(Line::Next { next }) => next_id = next_id.max(next),
                     Ok(Line::Last { last: stream, seq }) => {
                         last.insert(stream, seq);
+                    }
+                    Ok(Line::Forget { forget }) => {
+                        last.remove(&forget);
                     }
                     Err(e) => {
                         warn!(path = %path.display(), line = n + 1, error = %e, "Outbox line unreadable (torn by a crash?); skipped.");
@@ -262,6 +269,24 @@ impl Outbox {
                 payload: payload.to_string().into_bytes(),
             })
             .collect()
+    }
+
+    /// Forgets the last alerted window of `stream` (it went quiet; if it comes back its windows
+    /// are numbered from 0 again and must not be taken for windows alerted before). Not
+    /// fsynced: lost in a crash, the stream's old number is only forgotten at the next one.
+    ///
+    /// # Errors
+    /// [`OutboxError::Io`] when the write fails.
+    pub fn forget(&mut self, stream: &str) -> Result<(), OutboxError> {
+        if self.last.remove(stream).is_none() {
+            return Ok(());
+        }
+        self.append(
+            &Line::Forget {
+                forget: stream.to_owned(),
+            },
+            false,
+        )
     }
 
     /// The window number of each stream's last alert, as stored by this run or earlier ones.

@@ -72,14 +72,18 @@ pub async fn load_off_runtime(
     name: &str,
     path: PathBuf,
 ) -> Result<Scorer, ModelError> {
-    let (name, streams, rt) = (
+    let (name, streams, rt, faults) = (
         name.to_owned(),
         settings.streams.clone(),
         settings.runtime.clone(),
+        settings.faults.clone(),
     );
-    tokio::task::spawn_blocking(move || load_model(&name, &path, &streams, &rt))
-        .await
-        .unwrap_or_else(|e| Err(ModelError::Ort(format!("model loading task failed: {e}"))))
+    tokio::task::spawn_blocking(move || {
+        injected_load_delay(&faults);
+        load_model(&name, &path, &streams, &rt)
+    })
+    .await
+    .unwrap_or_else(|e| Err(ModelError::Ort(format!("model loading task failed: {e}"))))
 }
 
 /// Checks every configured model that a stream uses; one message per problem.
@@ -91,4 +95,13 @@ pub fn check_models(settings: &Settings) -> Vec<String> {
         .filter_map(|(name, path)| open_model(name, path.as_deref()?, &settings.streams).err())
         .map(|e| format!("models: {e}"))
         .collect()
+}
+
+/// Tests only: a model load that takes as long as a TensorRT engine build. Blocking; call it
+/// on the blocking pool. Nothing outside the `fault-injection` feature.
+pub fn injected_load_delay(faults: &crate::faults::Faults) {
+    if let Some(d) = faults.load_delay() {
+        #[allow(clippy::disallowed_methods)] // on the blocking pool, not async code
+        std::thread::sleep(d);
+    }
 }

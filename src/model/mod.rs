@@ -11,11 +11,11 @@ pub mod worker;
 
 use std::path::PathBuf;
 
-pub use load::{check_models, load_model, load_off_runtime, open_model};
+pub use load::{check_models, injected_load_delay, load_model, load_off_runtime, open_model};
 pub use manifest::{Manifest, ModelVersion};
 pub use registry::{Registry, RegistryError};
 pub use runtime::{Scorer, ort_environment};
-pub use worker::{ScoredBatch, ScorerHandle, Window, spawn_scorer};
+pub use worker::{ScoredBatch, ScorerContext, ScorerHandle, Window, spawn_scorer};
 
 /// Errors from loading, checking or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +74,14 @@ pub enum ModelError {
     #[error("model {model} refused by the activation gate: {reason}")]
     Refused {
         /// Model name and version.
+        model: String,
+        /// Why.
+        reason: String,
+    },
+    /// The scorer's session is down (it panicked and is being rebuilt): batches fail at once.
+    #[error("scorer for {model} is down: {reason}")]
+    ScorerDown {
+        /// Model name.
         model: String,
         /// Why.
         reason: String,

@@ -6,19 +6,49 @@
 //!        thread --ScoredBatch--> [scored] --> detect
 //! ```
 //! A hot swap is a `Job::Swap` on the same channel, so it lands between two batches.
+//!
+//! **Supervision.** A panic while scoring is caught in the thread: the batch is handed on as
+//! failed (counted in `ebgand_windows_failed_total`), the stage is marked down (`/readyz`), and
+//! the session is rebuilt from the same version folder before the next batch. While it is down
+//! (rebuilding, or backing off after repeated panics) batches fail at once instead of waiting,
+//! so this model's queue never fills up and stalls ingest for every other model. Past
+//! [`MAX_PANICS`] panics within [`PANIC_WINDOW`], or [`MAX_REBUILDS`] failed rebuilds in a row,
+//! the thread gives up: its [`StageGuard`] reports it and the daemon exits non-zero, for
+//! systemd to restart. The batcher and the thread each hold a guard, so either one ending
+//! while the daemon runs is seen by the supervisor.
 
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::{ModelError, Scorer};
-use crate::config::ScoringSettings;
+use crate::config::{RuntimeSettings, ScoringSettings};
 use crate::detect::StreamInfo;
+use crate::faults::Faults;
 use crate::pipeline::RawWindow;
-use crate::telemetry::metrics::{ActiveModelLabel, Metrics, ModelLabel, QueueLabel};
+use crate::telemetry::metrics::{ActiveModelLabel, Metrics, ModelLabel, QueueLabel, StageLabel};
+use crate::telemetry::{StageGuard, Stages};
+
+/// Panics within [`PANIC_WINDOW`] after which a scorer gives up.
+pub const MAX_PANICS: usize = 5;
+
+/// See [`MAX_PANICS`].
+pub const PANIC_WINDOW: Duration = Duration::from_secs(60);
+
+/// Failed session rebuilds in a row after which a scorer gives up.
+pub const MAX_REBUILDS: u32 = 8;
+
+/// Back-off before the first rebuild after the first panic; doubled per panic or failed
+/// rebuild, up to [`REBUILD_MAX_DELAY`].
+const REBUILD_DELAY: Duration = Duration::from_millis(100);
+
+/// See [`REBUILD_DELAY`].
+const REBUILD_MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// A window on its way to a scorer.
 #[derive(Debug)]
@@ -92,8 +122,26 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// What every scorer shares: batching and runtime settings, where scored batches go,
+/// metrics, the supervisor, and (in tests) faults to inject.
+#[derive(Debug, Clone)]
+pub struct ScorerContext {
+    /// Batching.
+    pub scoring: ScoringSettings,
+    /// For rebuilding a session after a panic.
+    pub runtime: RuntimeSettings,
+    /// To the alerting stage.
+    pub scored: mpsc::Sender<ScoredBatch>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The supervisor's guards.
+    pub stages: Stages,
+    /// Faults to inject (tests only).
+    pub faults: Faults,
+}
+
 /// Starts the batcher (on `tracker`) over the window queue `windows_rx` and the scorer
-/// thread for `scorer`, sending results to `scored`. The batcher ends when every sender of
+/// thread for `scorer`, sending results to `ctx.scored`. The batcher ends when every sender of
 /// the queue is gone.
 ///
 /// # Errors
@@ -101,28 +149,27 @@ impl std::fmt::Debug for Job {
 pub fn spawn_scorer(
     scorer: Scorer,
     windows_rx: mpsc::Receiver<Window>,
-    settings: ScoringSettings,
-    scored: mpsc::Sender<ScoredBatch>,
-    metrics: Arc<Metrics>,
+    ctx: &ScorerContext,
     tracker: &tokio_util::task::TaskTracker,
 ) -> Result<ScorerHandle, ModelError> {
     let model = scorer.version().manifest.name.clone();
     // Two jobs in flight: one being scored, one being gathered. Deeper would only add latency.
     let (jobs_tx, jobs_rx) = mpsc::channel(2);
+    let guard = ctx.stages.guard(format!("batcher:{model}"));
     tracker.spawn(
         batcher(
             windows_rx,
             jobs_tx.clone(),
-            settings,
-            metrics.clone(),
+            ctx.clone(),
             model.clone(),
+            guard,
         )
         .instrument(info_span!("batcher", model = %model)),
     );
-    let thread_metrics = metrics;
+    let (thread_ctx, guard) = (ctx.clone(), ctx.stages.guard(format!("scorer:{model}")));
     let thread = std::thread::Builder::new()
         .name(format!("scorer-{model}"))
-        .spawn(move || scorer_thread(scorer, jobs_rx, scored, thread_metrics))
+        .spawn(move || ScorerThread::new(scorer, thread_ctx, guard).run(jobs_rx))
         .map_err(|source| ModelError::Io {
             path: "scorer thread".into(),
             source,
@@ -186,12 +233,14 @@ impl ScorerHandle {
 async fn batcher(
     mut rx: mpsc::Receiver<Window>,
     jobs: mpsc::Sender<Job>,
-    settings: ScoringSettings,
-    metrics: Arc<Metrics>,
+    ctx: ScorerContext,
     model: String,
+    _guard: StageGuard,
 ) {
+    let settings = ctx.scoring;
     let max = settings.max_batch.get();
-    let depth = metrics
+    let depth = ctx
+        .metrics
         .queue_depth
         .get_or_create(&QueueLabel {
             queue: format!("windows:{model}"),
@@ -216,6 +265,10 @@ async fn batcher(
             }
         }
         depth.set(rx.len() as i64);
+        if ctx.faults.batcher_exits(&model) {
+            error!(model = %model, "Injected fault: the batcher stops.");
+            return;
+        }
         if jobs.send(Job::Score(batch)).await.is_err() {
             error!(model = %model, "Scorer thread is gone; batcher stops.");
             return;
@@ -223,81 +276,263 @@ async fn batcher(
     }
 }
 
-fn scorer_thread(
-    mut scorer: Scorer,
-    mut jobs: mpsc::Receiver<Job>,
-    scored: mpsc::Sender<ScoredBatch>,
-    metrics: Arc<Metrics>,
-) {
-    let mut info = Arc::new(ModelInfo::of(&scorer));
-    set_active(&metrics, &info, 1);
-    let model_label = ModelLabel {
-        model: info.name.clone(),
-    };
-    let mut buf: Vec<f32> = Vec::new();
-    let mut shadow: Option<(Box<Scorer>, Arc<ModelInfo>)> = None;
-    while let Some(job) = jobs.blocking_recv() {
-        match job {
-            Job::Shadow(candidate) => {
-                shadow = candidate.map(|s| {
-                    let info = Arc::new(ModelInfo::of(&s));
-                    info!(model.name = %info.name, model.shadow = %info.version, "Shadow scoring started.");
-                    (s, info)
-                });
-            }
-            Job::Swap(new, reply) => {
-                let old = info.clone();
-                scorer = *new;
-                info = Arc::new(ModelInfo::of(&scorer));
-                set_active(&metrics, &old, 0);
-                set_active(&metrics, &info, 1);
-                info!(model.name = %info.name, model.old = %old.version, model.new = %info.version, provider = info.provider, "Model swapped.");
-                // The requester may have given up waiting; the swap stands either way.
-                reply.send(old).ok();
-            }
-            Job::Score(windows) => {
-                buf.clear();
-                for w in &windows {
-                    buf.extend_from_slice(&w.raw.data);
+/// The scorer thread's state: the session, the shadow, and its own health.
+struct ScorerThread {
+    scorer: Scorer,
+    info: Arc<ModelInfo>,
+    shadow: Option<(Box<Scorer>, Arc<ModelInfo>)>,
+    ctx: ScorerContext,
+    stage: String,
+    label: ModelLabel,
+    /// Since when and why the session is unusable, and when to try rebuilding it.
+    down: Option<Down>,
+    /// When the recent panics happened.
+    panics: VecDeque<Instant>,
+    _guard: StageGuard,
+}
+
+struct Down {
+    reason: String,
+    retry_at: Instant,
+    failed_rebuilds: u32,
+}
+
+/// Why the thread stopped scoring for good.
+struct GiveUp(String);
+
+impl ScorerThread {
+    fn new(scorer: Scorer, ctx: ScorerContext, guard: StageGuard) -> Self {
+        let info = Arc::new(ModelInfo::of(&scorer));
+        set_active(&ctx.metrics, &info, 1);
+        Self {
+            label: ModelLabel {
+                model: info.name.clone(),
+            },
+            stage: guard.name().to_owned(),
+            scorer,
+            info,
+            shadow: None,
+            ctx,
+            down: None,
+            panics: VecDeque::new(),
+            _guard: guard,
+        }
+    }
+
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut buf: Vec<f32> = Vec::new();
+        while let Some(job) = jobs.blocking_recv() {
+            match job {
+                Job::Shadow(candidate) => {
+                    self.shadow = candidate.map(|s| {
+                        let info = Arc::new(ModelInfo::of(&s));
+                        info!(model.name = %info.name, model.shadow = %info.version, "Shadow scoring started.");
+                        (s, info)
+                    });
                 }
-                let started = Instant::now();
-                let energies = scorer.score(&buf, windows.len()).map_err(Arc::new);
-                metrics
-                    .scoring_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                metrics.batch_size.observe(windows.len() as f64);
-                let n = windows.len() as u64;
-                if let Err(e) = &energies {
-                    metrics.windows_failed.get_or_create(&model_label).inc_by(n);
-                    error!(model = %scorer.label(), windows = n, error = %e, "Scoring failed; windows not scored.");
-                } else {
-                    metrics.windows_scored.get_or_create(&model_label).inc_by(n);
+                Job::Swap(new, reply) => {
+                    let old = self.info.clone();
+                    self.scorer = *new;
+                    self.info = Arc::new(ModelInfo::of(&self.scorer));
+                    set_active(&self.ctx.metrics, &old, 0);
+                    set_active(&self.ctx.metrics, &self.info, 1);
+                    if self.down.take().is_some() {
+                        self.ctx.metrics.stage_up(&self.stage);
+                    }
+                    info!(model.name = %self.info.name, model.old = %old.version, model.new = %self.info.version, provider = self.info.provider, "Model swapped.");
+                    // The requester may have given up waiting; the swap stands either way.
+                    reply.send(old).ok();
                 }
-                // The shadow scores the same windows; its failure never touches the active path.
-                let shadow_energies = match &mut shadow {
-                    Some((s, sinfo)) if energies.is_ok() => match s.score(&buf, windows.len()) {
-                        Ok(e) => Some((sinfo.clone(), e)),
-                        Err(e) => {
-                            warn!(model = %s.label(), error = %e, "Shadow scoring failed for a batch.");
-                            None
-                        }
-                    },
-                    _ => None,
-                };
-                let batch = ScoredBatch {
-                    model: info.clone(),
-                    windows,
-                    energies,
-                    shadow: shadow_energies,
-                };
-                if scored.blocking_send(batch).is_err() {
-                    error!(model = %info.name, "Detect stage is gone; scorer stops.");
-                    break;
+                Job::Score(windows) => {
+                    if let Err(GiveUp(why)) = self.recover() {
+                        error!(model = %self.info.name, reason = %why, "Scorer gives up; the daemon stops so that systemd restarts it.");
+                        // The windows of this batch were journaled: the next start scores them.
+                        break;
+                    }
+                    let batch = self.score(windows, &mut buf);
+                    if self.ctx.scored.blocking_send(batch).is_err() {
+                        error!(model = %self.info.name, "Detect stage is gone; scorer stops.");
+                        break;
+                    }
                 }
             }
         }
+        set_active(&self.ctx.metrics, &self.info, 0);
     }
-    set_active(&metrics, &info, 0);
+
+    /// Scores one batch with the active model (and the shadow), or fails it at once while the
+    /// session is down.
+    fn score(&mut self, windows: Vec<Window>, buf: &mut Vec<f32>) -> ScoredBatch {
+        buf.clear();
+        for w in &windows {
+            buf.extend_from_slice(&w.raw.data);
+        }
+        let n = windows.len();
+        #[allow(clippy::disallowed_methods)] // a dedicated thread, not async code
+        while self.ctx.faults.scoring_paused() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let started = Instant::now();
+        let energies = match &self.down {
+            Some(d) => Err(Arc::new(ModelError::ScorerDown {
+                model: self.info.name.clone(),
+                reason: d.reason.clone(),
+            })),
+            None => {
+                let (scorer, faults, model) = (&mut self.scorer, &self.ctx.faults, &self.info.name);
+                let scored = catch_unwind(AssertUnwindSafe(|| {
+                    assert!(
+                        !faults.scorer_panics(model),
+                        "injected fault: scorer panics"
+                    );
+                    scorer.score(buf, n)
+                }));
+                match scored {
+                    Ok(r) => r.map_err(Arc::new),
+                    Err(panic) => {
+                        let why = panic_message(panic.as_ref());
+                        self.panicked(&why);
+                        Err(Arc::new(ModelError::ScorerDown {
+                            model: self.info.name.clone(),
+                            reason: format!("panicked: {why}"),
+                        }))
+                    }
+                }
+            }
+        };
+        let metrics = &self.ctx.metrics;
+        metrics
+            .scoring_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.batch_size.observe(n as f64);
+        if let Err(e) = &energies {
+            metrics
+                .windows_failed
+                .get_or_create(&self.label)
+                .inc_by(n as u64);
+            error!(model = %self.scorer.label(), windows = n, error = %e, "Scoring failed; windows not scored.");
+        } else {
+            metrics
+                .windows_scored
+                .get_or_create(&self.label)
+                .inc_by(n as u64);
+        }
+        // The shadow scores the same windows; its failure never touches the active path.
+        let shadow = match &mut self.shadow {
+            Some((s, sinfo)) if energies.is_ok() => {
+                match catch_unwind(AssertUnwindSafe(|| s.score(buf, n))) {
+                    Ok(Ok(e)) => Some((sinfo.clone(), e)),
+                    Ok(Err(e)) => {
+                        warn!(model = %s.label(), error = %e, "Shadow scoring failed for a batch.");
+                        None
+                    }
+                    Err(_) => {
+                        warn!(model = %s.label(), "Shadow scorer panicked; shadow scoring stops.");
+                        self.shadow = None;
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        ScoredBatch {
+            model: self.info.clone(),
+            windows,
+            energies,
+            shadow,
+        }
+    }
+
+    /// The session panicked: mark the stage down and schedule a rebuild, later the more
+    /// often it has panicked lately.
+    fn panicked(&mut self, why: &str) {
+        let now = Instant::now();
+        self.panics.push_back(now);
+        while self
+            .panics
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > PANIC_WINDOW)
+        {
+            self.panics.pop_front();
+        }
+        let recent = self.panics.len() as u32;
+        let delay = if recent <= 1 {
+            Duration::ZERO
+        } else {
+            backoff(recent - 1)
+        };
+        error!(model = %self.info.name, panic = why, recent_panics = recent, rebuild_in_ms = delay.as_millis() as u64, "Scorer panicked; its batch failed, the session is rebuilt.");
+        self.ctx
+            .metrics
+            .stage_down(&self.stage, "scorer panicked; rebuilding its session");
+        self.down = Some(Down {
+            reason: format!("panicked: {why}"),
+            retry_at: now + delay,
+            failed_rebuilds: 0,
+        });
+    }
+
+    /// Rebuilds a session that is down when its back-off has passed; gives up past the limits.
+    fn recover(&mut self) -> Result<(), GiveUp> {
+        if self.panics.len() > MAX_PANICS {
+            return Err(GiveUp(format!(
+                "{} panics within {} s",
+                self.panics.len(),
+                PANIC_WINDOW.as_secs()
+            )));
+        }
+        let Some(down) = &mut self.down else {
+            return Ok(());
+        };
+        if Instant::now() < down.retry_at {
+            return Ok(());
+        }
+        match Scorer::load(self.scorer.version().clone(), &self.ctx.runtime) {
+            Ok(fresh) => {
+                self.scorer = fresh;
+                self.down = None;
+                self.ctx.metrics.stage_up(&self.stage);
+                self.ctx
+                    .metrics
+                    .stage_restarts
+                    .get_or_create(&StageLabel {
+                        stage: self.stage.clone(),
+                    })
+                    .inc();
+                info!(model = %self.info.name, version = %self.info.version, "Scorer session rebuilt; scoring again.");
+                Ok(())
+            }
+            Err(e) => {
+                down.failed_rebuilds += 1;
+                if down.failed_rebuilds >= MAX_REBUILDS {
+                    return Err(GiveUp(format!(
+                        "{} session rebuilds failed, the last: {e}",
+                        down.failed_rebuilds
+                    )));
+                }
+                let delay = backoff(down.failed_rebuilds);
+                down.retry_at = Instant::now() + delay;
+                error!(model = %self.info.name, error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot rebuild the scorer session; its batches fail until it is back.");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The `n`-th back-off step: [`REBUILD_DELAY`] doubled `n - 1` times, at most
+/// [`REBUILD_MAX_DELAY`].
+fn backoff(n: u32) -> Duration {
+    REBUILD_DELAY
+        .saturating_mul(1 << n.saturating_sub(1).min(16))
+        .min(REBUILD_MAX_DELAY)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 fn set_active(metrics: &Metrics, info: &ModelInfo, v: i64) {

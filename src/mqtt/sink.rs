@@ -239,6 +239,14 @@ impl Publisher {
         Ok(stored.id)
     }
 
+    /// Forgets what the outbox remembers of `stream` (it went quiet). A failure is logged: the
+    /// stream's old window number then lingers until the outbox is next compacted.
+    pub fn forget(&self, stream: &str) {
+        if let Err(e) = self.outbox.lock().forget(stream) {
+            warn!(stream, error = %e, "Cannot record a forgotten stream in the outbox.");
+        }
+    }
+
     /// Publishes a stream's retained state on `{prefix}/state/{stream}`, QoS 1.
     ///
     /// # Errors

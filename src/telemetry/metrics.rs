@@ -1,7 +1,9 @@
 //! Prometheus metrics. Names live here as one registry built at start-up; labels are low
 //! cardinality (no stream ids, no payload-derived values).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -81,6 +83,14 @@ pub struct FailureLabel {
 pub struct QueueLabel {
     /// Which queue: `windows:<model>`, `scored`.
     pub queue: String,
+}
+
+/// `stage` label: `ingest`, `source`, `alerting`, `publisher`, `batcher:<model>`,
+/// `scorer:<model>` ...
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    /// The stage.
+    pub stage: String,
 }
 
 /// `model` label.
@@ -182,8 +192,14 @@ pub struct Metrics {
     pub reloads: Family<StateLabel, Counter>,
     ingest_connected: AtomicBool,
     publish_connected: AtomicBool,
+    /// Stage restarts (a scorer rebuilding its session after a panic), by stage.
+    pub stage_restarts: Family<StageLabel, Counter>,
+    /// 1 while a stage is down, by stage.
+    pub stage_down: Family<StageLabel, Gauge>,
     models_loaded: AtomicUsize,
     models_expected: AtomicUsize,
+    /// Stages down and why, for `/readyz`.
+    down: Mutex<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -239,6 +255,9 @@ impl Metrics {
             reloads: Family::default(),
             ingest_connected: AtomicBool::new(false),
             publish_connected: AtomicBool::new(false),
+            stage_restarts: Family::default(),
+            stage_down: Family::default(),
+            down: Mutex::new(BTreeMap::new()),
             models_loaded: AtomicUsize::new(0),
             models_expected: AtomicUsize::new(usize::MAX),
         };
@@ -396,6 +415,16 @@ impl Metrics {
             m.active_model.clone(),
         );
         r.register(
+            "stage_restarts",
+            "Stage restarts (a scorer rebuilding its session after a panic)",
+            m.stage_restarts.clone(),
+        );
+        r.register(
+            "stage_down",
+            "1 while a stage is down (see /readyz for why)",
+            m.stage_down.clone(),
+        );
+        r.register(
             "model_reloads",
             "Model reloads by outcome",
             m.reloads.clone(),
@@ -448,12 +477,67 @@ impl Metrics {
         self.models_expected.store(expected, Ordering::Relaxed);
     }
 
-    /// Ready: both MQTT connections up and every model loaded.
+    /// Ready: both MQTT connections up, every model loaded, no stage down.
     pub fn ready(&self) -> bool {
-        self.ingest_connected.load(Ordering::Relaxed)
-            && self.publish_connected.load(Ordering::Relaxed)
-            && self.models_loaded.load(Ordering::Relaxed)
-                >= self.models_expected.load(Ordering::Relaxed)
+        self.not_ready().is_none()
+    }
+
+    /// Why the daemon is not ready, if it is not: what `/readyz` says.
+    pub fn not_ready(&self) -> Option<String> {
+        let mut why = Vec::new();
+        if !self.ingest_connected.load(Ordering::Relaxed) {
+            why.push("ingest connection down".to_owned());
+        }
+        if !self.publish_connected.load(Ordering::Relaxed) {
+            why.push("publish connection down".to_owned());
+        }
+        let (loaded, expected) = (
+            self.models_loaded.load(Ordering::Relaxed),
+            self.models_expected.load(Ordering::Relaxed),
+        );
+        if loaded < expected {
+            why.push(if expected == usize::MAX {
+                "starting".to_owned()
+            } else {
+                format!("{loaded} of {expected} models loaded")
+            });
+        }
+        let down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        why.extend(
+            down.iter()
+                .map(|(stage, reason)| format!("{stage} down ({reason})")),
+        );
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+
+    /// Marks a stage down, with why (`/readyz`, `ebgand_stage_down`).
+    pub fn stage_down(&self, stage: &str, why: &str) {
+        self.down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(stage.to_owned(), why.to_owned());
+        self.stage_down
+            .get_or_create(&StageLabel {
+                stage: stage.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// Marks a stage up again.
+    pub fn stage_up(&self, stage: &str) {
+        let was_down = self
+            .down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(stage)
+            .is_some();
+        if was_down {
+            self.stage_down
+                .get_or_create(&StageLabel {
+                    stage: stage.to_owned(),
+                })
+                .set(0);
+        }
     }
 
     /// Sum of `windows_scored` over models (for tests and the demo).

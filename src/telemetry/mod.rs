@@ -1,5 +1,6 @@
 //! Telemetry: tracing subscriber, Prometheus metrics, HTTP health endpoints, systemd notify.
 
+pub mod health;
 pub mod metrics;
 
 use std::io::IsTerminal;
@@ -17,6 +18,7 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+pub use health::{Exits, StageGuard, Stages, stages};
 pub use metrics::Metrics;
 
 /// Default log filter; `EBGAND_LOG` or `RUST_LOG` override it. The embedded broker of the
@@ -109,10 +111,12 @@ async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 async fn ready_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    match m.not_ready() {
+        None => (StatusCode::OK, "ready\n".to_owned()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 

@@ -1,0 +1,138 @@
+//! Fault injection, for this crate's own tests only.
+//!
+//! The hooks are compiled in with the `fault-injection` feature, which only the crate's
+//! dev-dependency on itself turns on (`cargo test`, `cargo clippy --all-targets`): `cargo
+//! build`, `cargo build --release` and every installed binary have none of it. There,
+//! [`Faults`] is an empty type and each hook is a constant `false` or `None`.
+//!
+//! In-process tests set faults on the [`Faults`] in their `Settings` and keep a clone to change
+//! them while the daemon runs; the test binary of `ebgand run` reads `EBGAND_FAULTS` (see
+//! [`Faults::from_env`]).
+
+#[cfg(feature = "fault-injection")]
+use std::collections::HashMap;
+#[cfg(feature = "fault-injection")]
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Faults to inject. Cheap to clone; clones share their state.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    #[cfg(feature = "fault-injection")]
+    state: Arc<Mutex<State>>,
+}
+
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Default)]
+struct State {
+    pause_scoring: bool,
+    scorer_panics: HashMap<String, u32>,
+    batcher_exits: HashMap<String, u32>,
+    load_delay: Option<Duration>,
+}
+
+#[cfg(not(feature = "fault-injection"))]
+impl Faults {
+    /// Whether scorer threads should wait before their next batch.
+    #[inline]
+    pub fn scoring_paused(&self) -> bool {
+        false
+    }
+
+    /// Whether `model`'s scorer thread should panic on this batch.
+    #[inline]
+    pub fn scorer_panics(&self, _model: &str) -> bool {
+        false
+    }
+
+    /// Whether `model`'s batcher should stop now.
+    #[inline]
+    pub fn batcher_exits(&self, _model: &str) -> bool {
+        false
+    }
+
+    /// How long loading a model should take at least (a slow TensorRT engine build).
+    #[inline]
+    pub fn load_delay(&self) -> Option<Duration> {
+        None
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Faults {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether scorer threads should wait before their next batch.
+    pub fn scoring_paused(&self) -> bool {
+        self.state().pause_scoring
+    }
+
+    /// Whether `model`'s scorer thread should panic on this batch (one of those asked for).
+    pub fn scorer_panics(&self, model: &str) -> bool {
+        take(&mut self.state().scorer_panics, model)
+    }
+
+    /// Whether `model`'s batcher should stop now (one of those asked for).
+    pub fn batcher_exits(&self, model: &str) -> bool {
+        take(&mut self.state().batcher_exits, model)
+    }
+
+    /// How long loading a model should take at least (a slow TensorRT engine build).
+    pub fn load_delay(&self) -> Option<Duration> {
+        self.state().load_delay
+    }
+
+    /// Scorer threads hold their next batch while `on`: the window queues fill up.
+    pub fn pause_scoring(&self, on: bool) {
+        self.state().pause_scoring = on;
+    }
+
+    /// `model`'s scorer thread panics on its next `times` batches.
+    pub fn panic_scorer(&self, model: &str, times: u32) {
+        self.state().scorer_panics.insert(model.to_owned(), times);
+    }
+
+    /// `model`'s batcher stops (returns) before its next batch.
+    pub fn exit_batcher(&self, model: &str) {
+        self.state().batcher_exits.insert(model.to_owned(), 1);
+    }
+
+    /// Every model load takes at least `delay`.
+    pub fn delay_loads(&self, delay: Duration) {
+        self.state().load_delay = Some(delay);
+    }
+
+    /// Faults from `EBGAND_FAULTS`, comma-separated: `pause_scoring`, `load_delay_ms=N`,
+    /// `panic_scorer=MODEL`, `exit_batcher=MODEL`. For the tests that run the binary.
+    pub fn from_env() -> Self {
+        let faults = Self::default();
+        let spec = std::env::var("EBGAND_FAULTS").unwrap_or_default();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item.split_once('=') {
+                None if item == "pause_scoring" => faults.pause_scoring(true),
+                Some(("load_delay_ms", ms)) => {
+                    if let Ok(ms) = ms.parse() {
+                        faults.delay_loads(Duration::from_millis(ms));
+                    }
+                }
+                Some(("panic_scorer", model)) => faults.panic_scorer(model, u32::MAX),
+                Some(("exit_batcher", model)) => faults.exit_batcher(model),
+                _ => tracing::warn!(fault = item, "Unknown fault in EBGAND_FAULTS; ignored."),
+            }
+        }
+        faults
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+fn take(counts: &mut HashMap<String, u32>, model: &str) -> bool {
+    match counts.get_mut(model) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    }
+}
