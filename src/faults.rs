@@ -7,7 +7,7 @@
 //!
 //! In-process tests set faults on the [`Faults`] in their `Settings` and keep a clone to change
 //! them while the daemon runs; the test binary of `ebgand run` reads `EBGAND_FAULTS` (see
-//! [`Faults::from_env`]).
+//! `Faults::from_env`).
 
 #[cfg(feature = "fault-injection")]
 use std::collections::HashMap;

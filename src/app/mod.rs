@@ -7,7 +7,7 @@
 //!     --> MqttAlerts (mqtt::Publisher: outbox, alerts, state, energy) --> broker
 //! control loop (control.rs): signals, control commands, registry watch, training runs
 //! ```
-//! Every task and thread holds a [`StageGuard`](crate::telemetry::StageGuard): one that ends
+//! Every task and thread holds a [`StageGuard`]: one that ends
 //! while the daemon runs stops it with an error (exit 1, systemd restarts it). Drain order on
 //! shutdown: stop ingest (its window senders drop; the source sends its last acks and
 //! disconnects), let each scorer finish its queue, let alerting publish what it gets and the

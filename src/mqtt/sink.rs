@@ -3,7 +3,7 @@
 //!
 //! Transport only: callers hand over topics and JSON. Alerts are stored in the outbox before
 //! they are published and leave it at the broker's PUBACK; matching a PUBACK to its alert
-//! relies on the [`Tags`] FIFO (see [`PublisherLoop::run`]).
+//! relies on the tag FIFO (see [`PublisherLoop::run`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

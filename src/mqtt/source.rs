@@ -292,7 +292,7 @@ impl Source {
     }
 
     /// Polls until the ingest stage has sent its DISCONNECT (after its last acks), or it has
-    /// stopped and [`CLOSE_TIMEOUT`] has passed, or `abort` (the drain deadline) fires.
+    /// stopped and a few seconds has passed, or `abort` (the drain deadline) fires.
     pub async fn run(mut self, tx: mpsc::Sender<Delivery>, abort: CancellationToken) {
         let conn = ConnLabel {
             connection: Role::Ingest.as_str(),

@@ -1,7 +1,7 @@
 //! Which stages are up: each long-running task and thread holds a [`StageGuard`], which
 //! reports its end (a return or a panic) to the daemon's supervisor and marks the stage down
 //! for `/readyz`. A stage that recovers by itself (a scorer rebuilding its session) marks
-//! itself down and up through [`Metrics`](super::Metrics).
+//! itself down and up through [`Metrics`].
 
 use std::sync::Arc;
 
