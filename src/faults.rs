@@ -29,6 +29,7 @@ struct State {
     scorer_panics: HashMap<String, u32>,
     batcher_exits: HashMap<String, u32>,
     load_delay: Option<Duration>,
+    activation_delay: Option<Duration>,
 }
 
 #[cfg(not(feature = "fault-injection"))]
@@ -54,6 +55,12 @@ impl Faults {
     /// How long loading a model should take at least (a slow TensorRT engine build).
     #[inline]
     pub fn load_delay(&self) -> Option<Duration> {
+        None
+    }
+
+    /// How long loading a candidate for activation should take at least.
+    #[inline]
+    pub fn activation_delay(&self) -> Option<Duration> {
         None
     }
 }
@@ -84,6 +91,12 @@ impl Faults {
         self.state().load_delay
     }
 
+    /// How long loading a candidate for activation should take at least.
+    pub fn activation_delay(&self) -> Option<Duration> {
+        let state = self.state();
+        state.activation_delay.or(state.load_delay)
+    }
+
     /// Scorer threads hold their next batch while `on`: the window queues fill up.
     pub fn pause_scoring(&self, on: bool) {
         self.state().pause_scoring = on;
@@ -104,8 +117,15 @@ impl Faults {
         self.state().load_delay = Some(delay);
     }
 
+    /// Loading a candidate for activation (SIGHUP, control, registry) takes at least `delay`;
+    /// loads at start-up do not.
+    pub fn delay_activations(&self, delay: Duration) {
+        self.state().activation_delay = Some(delay);
+    }
+
     /// Faults from `EBGAND_FAULTS`, comma-separated: `pause_scoring`, `load_delay_ms=N`,
-    /// `panic_scorer=MODEL`, `exit_batcher=MODEL`. For the tests that run the binary.
+    /// `activation_delay_ms=N`, `panic_scorer=MODEL`, `exit_batcher=MODEL`. For the tests that
+    /// run the binary.
     pub fn from_env() -> Self {
         let faults = Self::default();
         let spec = std::env::var("EBGAND_FAULTS").unwrap_or_default();
@@ -115,6 +135,11 @@ impl Faults {
                 Some(("load_delay_ms", ms)) => {
                     if let Ok(ms) = ms.parse() {
                         faults.delay_loads(Duration::from_millis(ms));
+                    }
+                }
+                Some(("activation_delay_ms", ms)) => {
+                    if let Ok(ms) = ms.parse() {
+                        faults.delay_activations(Duration::from_millis(ms));
                     }
                 }
                 Some(("panic_scorer", model)) => faults.panic_scorer(model, u32::MAX),

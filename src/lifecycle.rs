@@ -97,7 +97,7 @@ impl Models {
         );
         let (owned_name, faults) = (name.to_owned(), ctx.settings.faults.clone());
         let candidate = tokio::task::spawn_blocking(move || {
-            crate::model::injected_load_delay(&faults);
+            crate::model::injected_load_delay(&faults, true);
             let mut scorer = load_model(&owned_name, &path, &streams, &rt)?;
             let report = gate::check(&mut scorer, &windows, bound)?;
             Ok::<_, ModelError>((scorer, report))

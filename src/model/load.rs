@@ -79,7 +79,7 @@ pub async fn load_off_runtime(
         settings.faults.clone(),
     );
     tokio::task::spawn_blocking(move || {
-        injected_load_delay(&faults);
+        injected_load_delay(&faults, false);
         load_model(&name, &path, &streams, &rt)
     })
     .await
@@ -97,10 +97,16 @@ pub fn check_models(settings: &Settings) -> Vec<String> {
         .collect()
 }
 
-/// Tests only: a model load that takes as long as a TensorRT engine build. Blocking; call it
-/// on the blocking pool. Nothing outside the `fault-injection` feature.
-pub fn injected_load_delay(faults: &crate::faults::Faults) {
-    if let Some(d) = faults.load_delay() {
+/// Tests only: a model load that takes as long as a TensorRT engine build (`activation`: a
+/// candidate loaded for activation). Blocking; call it on the blocking pool. Nothing outside
+/// the `fault-injection` feature.
+pub fn injected_load_delay(faults: &crate::faults::Faults, activation: bool) {
+    let delay = if activation {
+        faults.activation_delay()
+    } else {
+        faults.load_delay()
+    };
+    if let Some(d) = delay {
         #[allow(clippy::disallowed_methods)] // on the blocking pool, not async code
         std::thread::sleep(d);
     }

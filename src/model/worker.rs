@@ -167,9 +167,14 @@ pub fn spawn_scorer(
         .instrument(info_span!("batcher", model = %model)),
     );
     let (thread_ctx, guard) = (ctx.clone(), ctx.stages.guard(format!("scorer:{model}")));
+    // The thread waits on its job channel with a deadline while its session is down.
+    let rt = tokio::runtime::Handle::try_current().map_err(|e| ModelError::Io {
+        path: "scorer thread".into(),
+        source: std::io::Error::other(e),
+    })?;
     let thread = std::thread::Builder::new()
         .name(format!("scorer-{model}"))
-        .spawn(move || ScorerThread::new(scorer, thread_ctx, guard).run(jobs_rx))
+        .spawn(move || ScorerThread::new(scorer, thread_ctx, guard).run(jobs_rx, &rt))
         .map_err(|source| ModelError::Io {
             path: "scorer thread".into(),
             source,
@@ -319,9 +324,31 @@ impl ScorerThread {
         }
     }
 
-    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>, rt: &tokio::runtime::Handle) {
         let mut buf: Vec<f32> = Vec::new();
-        while let Some(job) = jobs.blocking_recv() {
+        loop {
+            // While the session is down, wake up to rebuild it when its back-off has passed,
+            // whether or not windows arrive.
+            let job = match self.down.as_ref().map(|d| d.retry_at) {
+                None => jobs.blocking_recv(),
+                Some(at) => {
+                    let at = tokio::time::Instant::from_std(at);
+                    // The timer is made inside block_on: it needs the runtime's context.
+                    let next =
+                        rt.block_on(async { tokio::time::timeout_at(at, jobs.recv()).await });
+                    match next {
+                        Ok(job) => job,
+                        Err(_) => {
+                            if let Err(GiveUp(why)) = self.recover() {
+                                error!(model = %self.info.name, reason = %why, "Scorer gives up; the daemon stops so that systemd restarts it.");
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let Some(job) = job else { break };
             match job {
                 Job::Shadow(candidate) => {
                     self.shadow = candidate.map(|s| {

@@ -12,8 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Why a payload was refused.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+/// Why a payload was refused; exported in snake case (`not_finite`, `oversize` ...).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Reason {
     Json,
@@ -23,6 +23,29 @@ pub enum Reason {
     Empty,
     /// Over `mqtt.max_packet_bytes`: acknowledged unread.
     Oversize,
+}
+
+impl Reason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::NotFinite => "not_finite",
+            Self::Length => "length",
+            Self::Field => "field",
+            Self::Empty => "empty",
+            Self::Oversize => "oversize",
+        }
+    }
+}
+
+impl EncodeLabelValue for Reason {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
 }
 
 /// `reason` label.

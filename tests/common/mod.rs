@@ -288,6 +288,24 @@ impl TestDaemon {
             .unwrap()
     }
 
+    /// SIGTERM-equivalent; the daemon must stop within `limit` (a bound far above the drain
+    /// deadline it was given, and far below what an uninterruptible wait would take).
+    pub async fn shutdown_within(self, limit: Duration) -> Result<(), ebgand::app::AppError> {
+        let _ = self.signals.send(Signal::Shutdown).await;
+        tokio::time::timeout(limit, self.handle)
+            .await
+            .unwrap_or_else(|_| panic!("the daemon did not stop within {limit:?} of SIGTERM"))
+            .unwrap()
+    }
+
+    /// Waits (at most `limit`) for `ebgand::run` to end by itself; returns its outcome.
+    pub async fn exited(self, limit: Duration) -> Result<(), ebgand::app::AppError> {
+        tokio::time::timeout(limit, self.handle)
+            .await
+            .expect("the daemon stopped by itself")
+            .unwrap()
+    }
+
     /// Whether `ebgand::run` is still running.
     pub fn running(&self) -> bool {
         !self.handle.is_finished()
@@ -665,4 +683,98 @@ pub async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("daemon did not exit");
+}
+
+/// A TCP proxy in front of a broker that can hold what the broker sends (as a network that
+/// delays it) and cut every connection through it, dropping what it holds (as a pulled cable):
+/// the broker then counts the messages it sent as in flight and sends them again, flagged DUP,
+/// when the client reconnects.
+pub struct Proxy {
+    pub port: u16,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (generation, cuts) = tokio::sync::watch::channel(0u64);
+        let held = hold.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                let mut cuts = cuts.clone();
+                cuts.borrow_and_update();
+                tokio::spawn(pump(down, up, held.clone(), cuts));
+            }
+        });
+        Self {
+            port,
+            hold,
+            generation,
+            task,
+        }
+    }
+
+    /// While on, bytes from the broker are kept, not forwarded.
+    pub fn hold(&self, on: bool) {
+        self.hold.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes every connection through the proxy, dropping what it holds.
+    pub fn cut(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    down: tokio::net::TcpStream,
+    up: tokio::net::TcpStream,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+    mut cuts: tokio::sync::watch::Receiver<u64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut down_r, mut down_w) = down.into_split();
+    let (mut up_r, mut up_w) = up.into_split();
+    let (mut from_client, mut from_broker) = (vec![0u8; 65536], vec![0u8; 65536]);
+    let mut held: Vec<u8> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = cuts.changed() => return,
+            n = down_r.read(&mut from_client) => match n {
+                Ok(n) if n > 0 => {
+                    if up_w.write_all(&from_client[..n]).await.is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            },
+            n = up_r.read(&mut from_broker) => match n {
+                Ok(n) if n > 0 => {
+                    if hold.load(std::sync::atomic::Ordering::SeqCst) {
+                        held.extend_from_slice(&from_broker[..n]);
+                        continue;
+                    }
+                    let flushed = down_w.write_all(&held).await.is_ok()
+                        && down_w.write_all(&from_broker[..n]).await.is_ok();
+                    held.clear();
+                    if !flushed {
+                        return;
+                    }
+                }
+                _ => return,
+            },
+        }
+    }
 }

@@ -1,0 +1,165 @@
+//! The code's shape, as `../shared/DESIGN.md` and issue 11 ask for it, checked on the source
+//! itself: `mqtt/` is transport only, `durable/` knows no MQTT, no module calls up into the
+//! wiring, the modules import one another without a circle, and no file grows past 800 lines.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Every `.rs` file under `dir`.
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The code of a file without comments and without its unit tests (a `#[cfg(test)]` module
+/// at its end, or a `tests.rs` file).
+fn code(path: &Path) -> String {
+    if path.file_name().is_some_and(|n| n == "tests.rs") {
+        return String::new();
+    }
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = match text.find("#[cfg(test)]\nmod tests") {
+        Some(i) => &text[..i],
+        None => &text[..],
+    };
+    text.lines()
+        .map(|l| l.split_once("//").map_or(l, |(code, _)| code))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Top-level module -> the top-level modules its code names (`crate::x`, or `super::x` from
+/// a top-level file), and module -> whether it names `rumqttc`.
+fn imports() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut rumqttc = BTreeSet::new();
+    for path in files {
+        let rel = path.strip_prefix(&src).unwrap();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_owned();
+        if top == "main" || top == "lib" {
+            continue;
+        }
+        let code = code(&path);
+        if code.contains("rumqttc") {
+            rumqttc.insert(top.clone());
+        }
+        let deps = graph.entry(top.clone()).or_default();
+        for (i, _) in code.match_indices("crate::") {
+            let name: String = code[i + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && name != top {
+                deps.insert(name);
+            }
+        }
+    }
+    (graph, rumqttc)
+}
+
+#[test]
+fn mqtt_is_transport_only() {
+    let (graph, _) = imports();
+    let mqtt = &graph["mqtt"];
+    for stage in [
+        "model",
+        "detect",
+        "train",
+        "lifecycle",
+        "alerting",
+        "ingest",
+        "app",
+    ] {
+        assert!(
+            !mqtt.contains(stage),
+            "src/mqtt imports crate::{stage}: {mqtt:?}"
+        );
+    }
+}
+
+#[test]
+fn durable_formats_know_no_mqtt() {
+    let (graph, rumqttc) = imports();
+    assert!(!graph["durable"].contains("mqtt"), "{:?}", graph["durable"]);
+    assert!(!rumqttc.contains("durable"));
+    // Only the transport and the wiring that builds it name the MQTT client library.
+    let allowed: BTreeSet<String> = ["mqtt", "config", "demo", "replay"]
+        .map(String::from)
+        .into();
+    assert!(
+        rumqttc.is_subset(&allowed),
+        "rumqttc named in {:?}",
+        rumqttc.difference(&allowed).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn nothing_calls_up_into_the_wiring() {
+    let (graph, _) = imports();
+    for (module, deps) in &graph {
+        if module != "demo" {
+            assert!(!deps.contains("app"), "crate::{module} imports crate::app");
+        }
+    }
+}
+
+#[test]
+fn modules_import_each_other_without_a_circle() {
+    let (graph, _) = imports();
+    // Depth-first search for a back edge; report the circle.
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) {
+        if let Some(i) = path.iter().position(|n| n == node) {
+            panic!("import circle: {} -> {node}", path[i..].join(" -> "));
+        }
+        if done.contains(node) {
+            return;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            visit(next, graph, path, done);
+        }
+        path.pop();
+        done.insert(node.to_owned());
+    }
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        visit(node, &graph, &mut Vec::new(), &mut done);
+    }
+}
+
+#[test]
+fn no_source_file_grows_past_800_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|p| {
+            let lines = std::fs::read_to_string(p).unwrap().lines().count();
+            (lines > 800).then(|| format!("{} ({lines} lines)", p.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "split these by job: {long:?}");
+}

@@ -1,0 +1,182 @@
+//! The publish connection marks the right alert done at each PUBACK. It matches PUBACKs to
+//! alerts through a FIFO of tags kept in the order requests enter rumqttc's channel, which
+//! relies on rumqttc (pinned exactly in Cargo.toml) sending one PUBLISH per request, in order.
+//!
+//! A scripted broker (the STYLE guide's exception: a real broker cannot be told which PUBACKs
+//! to withhold) acknowledges every publish except two alerts; the outbox must then hold
+//! exactly those two. Before that, a publish is cancelled while it waits on a full request
+//! channel (as a SIGTERM cancels a stuck event): its tag must not shift every later alert.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)]
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::*;
+use ebgand::durable::outbox::{Outbox, SharedOutbox};
+use ebgand::mqtt::Publisher;
+use ebgand::telemetry::Metrics;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PingResp, PubAck};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// What the scripted broker saw and does.
+#[derive(Default)]
+struct Script {
+    connected: bool,
+    /// PUBACKs are held while false.
+    acking: bool,
+    /// Alerts (by `alert_id`) never acknowledged.
+    withhold: HashSet<u64>,
+    /// QoS 1 publishes waiting for their PUBACK, oldest first.
+    waiting: Vec<(u16, Option<u64>)>,
+    /// Alert ids received.
+    alerts: Vec<u64>,
+    publishes: usize,
+}
+
+/// Accepts one client and answers CONNECT, PINGREQ and QoS 1 PUBLISH as scripted.
+async fn scripted_broker(listener: tokio::net::TcpListener, script: Arc<Mutex<Script>>) {
+    let (mut socket, _) = listener.accept().await.unwrap();
+    let mut buf = BytesMut::with_capacity(1 << 16);
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    loop {
+        let mut out = BytesMut::new();
+        tokio::select! {
+            n = socket.read_buf(&mut buf) => {
+                if n.unwrap_or(0) == 0 {
+                    return;
+                }
+                while let Ok(packet) = Packet::read(&mut buf, 1 << 20) {
+                    let mut s = script.lock().unwrap();
+                    match packet {
+                        Packet::Connect(_) => {
+                            s.connected = true;
+                            ConnAck::new(ConnectReturnCode::Success, false).write(&mut out).unwrap();
+                        }
+                        Packet::PingReq => {
+                            PingResp.write(&mut out).unwrap();
+                        }
+                        Packet::Publish(p) => {
+                            s.publishes += 1;
+                            let alert = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                                .ok()
+                                .and_then(|j| j["alert_id"].as_u64());
+                            if let Some(id) = alert {
+                                s.alerts.push(id);
+                            }
+                            if p.qos == QoS::AtLeastOnce {
+                                s.waiting.push((p.pkid, alert));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        {
+            let mut s = script.lock().unwrap();
+            if s.acking {
+                let waiting = std::mem::take(&mut s.waiting);
+                for (pkid, alert) in waiting {
+                    if !alert.is_some_and(|id| s.withhold.contains(&id)) {
+                        PubAck::new(pkid).write(&mut out).unwrap();
+                    }
+                }
+            }
+        }
+        if !out.is_empty() && socket.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_puback_marks_its_own_alert_done_even_after_a_cancelled_publish() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = Arc::new(Mutex::new(Script {
+        withhold: [2, 5].into(),
+        ..Script::default()
+    }));
+    tokio::spawn(scripted_broker(listener, script.clone()));
+
+    // rumqttc keeps 100 QoS 1 publishes in flight (it reuses a packet id only once acknowledged,
+    // so the two alerts withheld below stay last); with the broker not acknowledging, it stops
+    // taking requests and its channel (256) fills.
+    let s = settings(port, "tags", VIBRATION);
+    assert_eq!(s.mqtt.inflight, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = SharedOutbox::new(
+        Outbox::open(dir.path(), 100).unwrap(),
+        prometheus_client::metrics::gauge::Gauge::default(),
+    );
+    let (publisher, events) =
+        Publisher::new(&s.mqtt, "node", Arc::new(Metrics::new()), outbox.clone());
+    let (closing, abort) = (CancellationToken::new(), CancellationToken::new());
+    let publishing = tokio::spawn(events.run(closing.clone(), abort.clone()));
+    eventually(Duration::from_secs(10), "connected", || {
+        script.lock().unwrap().connected
+    })
+    .await;
+
+    // Untagged QoS 1 publishes until the request channel is full; the one that finds it full
+    // is cancelled while it waits (as a SIGTERM cancels a stuck event).
+    let mut cancelled = None;
+    for i in 0..1000 {
+        let sent = tokio::time::timeout(
+            Duration::from_millis(200),
+            publisher.state(&format!("s{i}"), b"{}".to_vec()),
+        )
+        .await;
+        if sent.is_err() {
+            cancelled = Some(i);
+            break;
+        }
+    }
+    assert!(cancelled.is_some(), "the request channel never filled");
+
+    script.lock().unwrap().acking = true;
+    // Alerts 1..6 interleaved with state and energy; the broker withholds the PUBACKs of 2 and 5.
+    for seq in 1..=6u64 {
+        let id = publisher
+            .alert(
+                "vibration/m1",
+                serde_json::json!({"stream": "vibration/m1", "seq": seq, "state": "raised"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(id, seq);
+        publisher
+            .state("vibration/m1", b"{}".to_vec())
+            .await
+            .unwrap();
+        publisher
+            .energy("vibration/m1", b"{\"energy\":1}".to_vec())
+            .await
+            .unwrap();
+    }
+    eventually(Duration::from_secs(10), "every alert received", || {
+        script.lock().unwrap().alerts.len() == 6
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the acknowledged alerts done",
+        || outbox.lock().len() == 2,
+    )
+    .await;
+    let pending: BTreeSet<u64> = outbox.lock().pending().iter().map(|p| p.id).collect();
+    assert_eq!(pending, BTreeSet::from([2, 5]));
+    abort.cancel();
+    publishing.await.unwrap();
+}

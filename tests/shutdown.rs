@@ -1,0 +1,150 @@
+//! SIGTERM is honoured within the drain deadline (`[shutdown] grace_ms`) whatever the control
+//! loop is doing: activating a slow model, reloading on SIGHUP, handing a learner's queue to a
+//! first trained version, or waiting on a broker that cannot be reached. The slow parts come
+//! from the test-only fault hooks (`ebgand::faults`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use ebgand::signal::Signal;
+use ebgand::sim::Machine;
+
+/// The drain deadline the daemons here get.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// How long a stop may take: the deadline, and room for a loaded machine. The slow operations
+/// below take 20 s, so a SIGTERM that waits for them fails this by far. (The test runtime still
+/// waits for the abandoned load at its end.)
+const LIMIT: Duration = Duration::from_secs(8);
+
+/// A model load as slow as a large TensorRT engine build.
+const SLOW_LOAD: Duration = Duration::from_secs(20);
+
+fn window(m: &mut Machine) -> Vec<u8> {
+    serde_json::to_vec(&m.samples(64, false)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_slow_reload_stops_the_daemon_in_time() {
+    let broker = Mosquitto::start().await;
+    let mut s = settings(broker.port, "slowload", VIBRATION);
+    s.shutdown_grace = GRACE;
+    let faults = s.faults.clone();
+    let daemon = TestDaemon::start(s).await;
+    faults.delay_loads(SLOW_LOAD);
+    // SIGHUP: every model is loaded again and gated; this load takes a minute.
+    daemon.signal(Signal::Reload).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    daemon.shutdown_within(LIMIT).await.unwrap();
+    assert!(started.elapsed() < LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_the_broker_unreachable_and_a_reload_waiting_on_it_stops_in_time() {
+    let mut broker = Mosquitto::start().await;
+    let mut s = settings(broker.port, "nobroker", VIBRATION);
+    s.shutdown_grace = GRACE;
+    let faults = s.faults.clone();
+    let daemon = TestDaemon::start(s).await;
+    // Windows held in the pipeline, then the broker goes away: their energy and state fill
+    // the publish connection's queue, and everything that publishes waits.
+    faults.pause_scoring(true);
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(2);
+    for _ in 0..400 {
+        tx.publish("sensors/m1/vibration", window(&mut m)).await;
+    }
+    tx.flushed().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.stop().await;
+    faults.pause_scoring(false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A reload now waits on the scorer (behind the stuck alerting stage) and on publishing
+    // its event.
+    daemon.signal(Signal::Reload).await;
+    daemon.signal(Signal::Reload).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.shutdown_within(LIMIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_learners_handover_stops_the_daemon_in_time() {
+    assert!(
+        root().join(".venv/trainer/bin/python").exists(),
+        "trainer venv missing: run `make setup`"
+    );
+    let broker = Mosquitto::start().await;
+    // The vibration stream with no model version: it learns, trains, then hands over.
+    let mut s = settings(
+        broker.port,
+        "handover",
+        &VIBRATION.replace("path = \"models/vibration/fixture-1\"", ""),
+    );
+    s.shutdown_grace = GRACE;
+    s.learning.period.windows = 200;
+    s.learning.steps = 100;
+    s.train.python = root().join(".venv/trainer/bin/python");
+    s.train.worker = root().join("models/trainer");
+    s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
+    // Loading the trained version (the first step of the handover) takes a minute.
+    s.faults.delay_loads(SLOW_LOAD);
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(12);
+    for _ in 0..200 {
+        tx.publish("sensors/m1/vibration", window(&mut m)).await;
+    }
+    tx.flushed().await;
+    eventually(
+        Duration::from_secs(120),
+        "the first training run done",
+        || daemon.metric_where("ebgand_training_runs_total", "state=\"ok\"") == 1,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.shutdown_within(LIMIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_zero_in_time_on_sigterm_during_a_slow_reload() {
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "procslow";
+    let obs = Observer::start(broker.port, &format!("{prefix}/status")).await;
+    let grace = GRACE.as_millis().to_string();
+    let mut child = spawn_daemon_with(
+        broker.port,
+        prefix,
+        dir.path(),
+        "",
+        &[
+            ("EBGAND_FAULTS", "activation_delay_ms=20000"),
+            ("EBGAND__SHUTDOWN__GRACE_MS", grace.as_str()),
+        ],
+    );
+    eventually(Duration::from_secs(20), "online", || {
+        obs.on(&format!("{prefix}/status"))
+            .last()
+            .is_some_and(|s| s.json["status"] == "online")
+    })
+    .await;
+    kill(&child, "-HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    kill(&child, "-TERM");
+    let status = wait_exit(&mut child).await;
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() < LIMIT,
+        "stopped {:?} after SIGTERM",
+        started.elapsed()
+    );
+}
