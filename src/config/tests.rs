@@ -113,6 +113,36 @@ fn every_bad_value_is_reported_at_once() {
 }
 
 #[test]
+fn size_limits_and_the_idle_horizon_are_checked() {
+    for (bytes, ok) in [
+        (512, false),
+        (1024, true),
+        (32 << 20, true),
+        ((32 << 20) + 1, false),
+    ] {
+        let text = format!("[mqtt]\nmax_packet_bytes = {bytes}\n");
+        let r = RawConfig::from_toml(&text).unwrap().validate();
+        match r {
+            Ok(_) => assert!(ok, "{bytes} accepted"),
+            Err(e) => {
+                assert!(!ok, "{bytes} refused: {e}");
+                assert!(e.to_string().contains("mqtt.max_packet_bytes"), "{e}");
+            }
+        }
+    }
+    let never = RawConfig::from_toml("[limits]\nstream_idle_s = 0\n")
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(never.stream_idle, None);
+    let doc = RawConfig::from_toml(DOCUMENTED_CONFIG)
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(doc.stream_idle, Some(Duration::from_secs(7 * 24 * 3600)));
+}
+
+#[test]
 fn a_stream_cannot_subscribe_to_ebgands_own_topics() {
     let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
     raw.streams[0].topic = "ebgand/+".into();

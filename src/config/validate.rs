@@ -12,6 +12,12 @@ use std::time::Duration;
 use super::tls::{TlsFiles, client_config};
 use super::*;
 
+/// Smallest `mqtt.max_packet_bytes`.
+const MIN_PACKET: usize = 1024;
+
+/// Largest `mqtt.max_packet_bytes`: well inside what one ingest journal record holds (64 MiB).
+const MAX_PACKET: usize = 32 << 20;
+
 impl RawConfig {
     /// Checks every value and returns typed settings, or every problem found.
     ///
@@ -80,8 +86,13 @@ impl RawConfig {
                 rumqttc::QoS::AtMostOnce
             }
         };
-        if m.max_packet_bytes < 1024 {
-            errs.push("mqtt.max_packet_bytes: must be at least 1024".into());
+        if !(MIN_PACKET..=MAX_PACKET).contains(&m.max_packet_bytes) {
+            errs.push(format!(
+                "mqtt.max_packet_bytes: {} must be in {MIN_PACKET}-{MAX_PACKET} (a journal record \
+                 holds one message; larger messages are acknowledged unread and counted as \
+                 malformed, reason \"oversize\")",
+                m.max_packet_bytes
+            ));
         }
         let node = if self.node.trim().is_empty() {
             default_node()
