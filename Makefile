@@ -7,11 +7,12 @@ ORT_DIR     := .cache/onnxruntime
 ORT_LIB     := $(ORT_DIR)/libonnxruntime.so
 FIXTURE_VENV := .venv/fixture
 TRAINER_VENV := .venv/trainer
+PEER_VENV   := .venv/peer
 PYTHON      ?= python3
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ORT_DYLIB_PATH := $(abspath $(ORT_LIB))
 
-.PHONY: help setup setup-broker setup-ort setup-venv demo test lint unit doc model fixture fixture-check trainer-check eval bench soak gpu-check fuzz clean-setup
+.PHONY: help setup setup-broker setup-ort setup-venv setup-peer demo test lint unit doc model fixture fixture-check trainer-check eval bench soak gpu-check fuzz clean-setup
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -45,6 +46,13 @@ $(TRAINER_VENV)/.installed: models/trainer/requirements.txt
 $(FIXTURE_VENV)/.installed: models/fixture/requirements.txt
 	$(PYTHON) -m venv $(FIXTURE_VENV)
 	$(FIXTURE_VENV)/bin/pip install --quiet --disable-pip-version-check -r models/fixture/requirements.txt
+	@touch $@
+
+setup-peer: $(PEER_VENV)/.installed ## Python venv for the throughput bench's peer: paho-mqtt, onnxruntime, numpy (benches/peer-requirements.txt)
+
+$(PEER_VENV)/.installed: benches/peer-requirements.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet --disable-pip-version-check -r benches/peer-requirements.txt
 	@touch $@
 
 demo: setup-ort ## Run the daemon on an embedded broker with a simulated machine
@@ -84,7 +92,7 @@ fixture-check: setup-venv ## The committed fixtures are what the script makes (m
 trainer-check: setup-venv ## The trainer's self-check: both modes separate synthetic faults, the worker contract holds
 	PYTHONPATH=models/trainer $(TRAINER_VENV)/bin/python -m ebgand_trainer.selfcheck
 
-bench: setup ## Benchmarks: throughput against the mosquitto_sub ceiling; training time and memory
+bench: setup setup-peer ## Benchmarks: throughput of ebgand, mosquitto_sub (ceiling) and a Python peer; training time and memory
 	cargo bench --bench throughput
 	cargo bench --bench train
 	cargo bench --bench audio

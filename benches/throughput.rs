@@ -1,4 +1,5 @@
-//! Throughput benchmark: the daemon against the broker's own ceiling, in the same run.
+//! Throughput benchmark: the daemon against the broker's own ceiling and a Python peer, in the
+//! same run.
 //!
 //! `cargo bench --bench throughput` (or `make bench`). Starts mosquitto on a free port, then
 //! for each of 3 rounds:
@@ -6,11 +7,19 @@
 //!   each) that `mosquitto_sub -q 1 -C N > /dev/null` receives;
 //! - ebgand: the same publisher, the same messages, received, windowed, scored and judged by the
 //!   daemon (in this process; energy telemetry off), with its ingest journal on (the default:
-//!   every message appended and fsynced before its ack) and off.
+//!   every message appended and fsynced before its ack) and off;
+//! - Python peer: the same publisher, the same messages, received by `benches/peer.py`, what a
+//!   user would write instead: paho-mqtt (QoS 1, clean session), one onnxruntime `session.run`
+//!   per message (batch 1, one intra-op thread) and a threshold judgement per stream. Its
+//!   interpreter is `.venv/peer/bin/python` (`make setup-peer`) or `EBGAND_PEER_PYTHON`.
 //!
-//! Prints medians, the ratio ebgand / ceiling, and CPU per message of each consumer. Then the
-//! scorer alone at batch 1, 64 and 512. Absolute numbers move with the machine's load; compare
-//! the ratios.
+//! Each consumer's rate is N over the time from the first publish to its N-th message (the
+//! subprocesses' exit, the daemon's N-th window scored). CPU per message: the daemon's from when
+//! it is ready, the peer's from its "ready" line (after the SUBACK: interpreter start, imports
+//! and model load left out), `mosquitto_sub`'s whole run. Prints medians, the ratios
+//! ebgand / ceiling, ebgand / Python peer and Python peer / ceiling (throughput and CPU per
+//! message). Then the scorer alone at batch 1, 64 and 512. Absolute numbers move with the
+//! machine's load; compare the ratios.
 #![allow(
     clippy::let_underscore_must_use,
     clippy::unwrap_used,
@@ -19,7 +28,8 @@
     missing_docs
 )]
 
-use std::path::Path;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +61,7 @@ fn main() {
         Path::new(&lib).exists(),
         "ONNX Runtime library missing: run `make setup`"
     );
+    let python = peer_python();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -64,18 +75,22 @@ fn main() {
     let mut ceiling = Vec::new();
     let mut daemon = Vec::new();
     let mut unjournaled = Vec::new();
+    let mut peer = Vec::new();
     for round in 0..ROUNDS {
         ceiling.push(run_ceiling(broker.port));
         daemon.push(rt.block_on(run_daemon(broker.port, &lib, round, true)));
         unjournaled.push(rt.block_on(run_daemon(broker.port, &lib, round, false)));
+        peer.push(run_peer(broker.port, &python));
         println!(
-            "round {round}: ceiling {:>8.0} msg/s ({:.1} us CPU/msg)   ebgand {:>8.0} msg/s ({:.1} us CPU/msg)   journal off {:>8.0} msg/s ({:.1} us CPU/msg)",
+            "round {round}: ceiling {:>8.0} msg/s ({:.1} us CPU/msg)   ebgand {:>8.0} msg/s ({:.1} us CPU/msg)   journal off {:>8.0} msg/s ({:.1} us CPU/msg)   Python peer {:>8.0} msg/s ({:.1} us CPU/msg)",
             ceiling[round].0,
             ceiling[round].1,
             daemon[round].0,
             daemon[round].1,
             unjournaled[round].0,
-            unjournaled[round].1
+            unjournaled[round].1,
+            peer[round].0,
+            peer[round].1
         );
     }
     let (c_rate, c_cpu) = (
@@ -95,10 +110,25 @@ fn main() {
     );
     println!("| ebgand (journal, decode, window, score, judge) | {d_rate:.0} | {d_cpu:.1} |");
     println!("| ebgand, journal off | {u_rate:.0} | {u_cpu:.1} |");
+    let (p_rate, p_cpu) = (
+        median(peer.iter().map(|x| x.0)),
+        median(peer.iter().map(|x| x.1)),
+    );
+    println!("| Python peer (paho-mqtt, onnxruntime batch 1, judge) | {p_rate:.0} | {p_cpu:.1} |");
     println!(
         "\nratio ebgand / ceiling: throughput {:.2}, CPU per message {:.2}",
         d_rate / c_rate,
         d_cpu / c_cpu
+    );
+    println!(
+        "ratio ebgand / Python peer: throughput {:.2}, CPU per message {:.2}",
+        d_rate / p_rate,
+        d_cpu / p_cpu
+    );
+    println!(
+        "ratio Python peer / ceiling: throughput {:.2}, CPU per message {:.2}",
+        p_rate / c_rate,
+        p_cpu / c_cpu
     );
     println!(
         "ratio journal on / off: throughput {:.2}, CPU per message {:.2}",
@@ -202,6 +232,66 @@ fn run_ceiling(port: u16) -> (f64, f64) {
     let secs = start.elapsed().as_secs_f64();
     publisher.wait().unwrap();
     (MESSAGES as f64 / secs, cpu * 1e6 / MESSAGES as f64)
+}
+
+/// The peer's interpreter: `EBGAND_PEER_PYTHON`, else the venv `make setup-peer` makes.
+fn peer_python() -> PathBuf {
+    let python = std::env::var_os("EBGAND_PEER_PYTHON").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/peer/bin/python"),
+        PathBuf::from,
+    );
+    assert!(
+        python.exists(),
+        "Python peer's interpreter {} missing: run `make setup-peer` (or set EBGAND_PEER_PYTHON)",
+        python.display()
+    );
+    python
+}
+
+/// `benches/peer.py` on a fresh topic: rate from the first publish to its exit after N
+/// messages, CPU per message from its "ready" (subscribed) line to its exit.
+fn run_peer(port: u16, python: &Path) -> (f64, f64) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let topic = format!("bench/peer/{}", fastrand::u32(..));
+    let mut peer = Command::new(python)
+        .arg(root.join("benches/peer.py"))
+        .args(["--port", &port.to_string(), "--topic", &topic])
+        .args(["--count", &MESSAGES.to_string()])
+        .arg("--model")
+        .arg(root.join("models/vibration/fixture-1"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("Python peer did not start: run `make setup-peer`");
+    let mut out = std::io::BufReader::new(peer.stdout.take().unwrap()).lines();
+    let ready = out.next().and_then(Result::ok);
+    assert_eq!(
+        ready.as_deref(),
+        Some("ready"),
+        "Python peer did not subscribe"
+    );
+    let cpu0 = cpu_seconds(peer.id());
+    let start = Instant::now();
+    let mut publisher = spawn_publisher(port, &topic);
+    let mut cpu = 0.0;
+    let status = loop {
+        let now = cpu_seconds(peer.id());
+        if now > 0.0 {
+            cpu = now;
+        }
+        if let Some(status) = peer.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let secs = start.elapsed().as_secs_f64();
+    publisher.wait().unwrap();
+    assert!(status.success(), "Python peer failed: {status}");
+    let done = out.next().and_then(Result::ok).unwrap_or_default();
+    assert!(
+        done.starts_with(&format!("done {MESSAGES} ")),
+        "Python peer did not count {MESSAGES} messages: {done:?}"
+    );
+    (MESSAGES as f64 / secs, (cpu - cpu0) * 1e6 / MESSAGES as f64)
 }
 
 async fn run_daemon(port: u16, lib: &str, round: usize, journal: bool) -> (f64, f64) {
