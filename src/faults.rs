@@ -12,6 +12,8 @@
 #[cfg(feature = "fault-injection")]
 use std::collections::HashMap;
 #[cfg(feature = "fault-injection")]
+use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(feature = "fault-injection")]
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,6 +22,10 @@ use std::time::Duration;
 pub struct Faults {
     #[cfg(feature = "fault-injection")]
     state: Arc<Mutex<State>>,
+    /// Set once any fault is; until then every hook returns without taking the lock (benches
+    /// are built with the feature too).
+    #[cfg(feature = "fault-injection")]
+    armed: Arc<AtomicBool>,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -71,56 +77,69 @@ impl Faults {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The state to change: arms the hooks.
+    fn arm(&self) -> std::sync::MutexGuard<'_, State> {
+        self.armed.store(true, Ordering::Release);
+        self.state()
+    }
+
+    /// The state to read, once any fault was set.
+    fn armed(&self) -> Option<std::sync::MutexGuard<'_, State>> {
+        self.armed.load(Ordering::Acquire).then(|| self.state())
+    }
+
     /// Whether scorer threads should wait before their next batch.
     pub fn scoring_paused(&self) -> bool {
-        self.state().pause_scoring
+        self.armed().is_some_and(|s| s.pause_scoring)
     }
 
     /// Whether `model`'s scorer thread should panic on this batch (one of those asked for).
     pub fn scorer_panics(&self, model: &str) -> bool {
-        take(&mut self.state().scorer_panics, model)
+        self.armed()
+            .is_some_and(|mut s| take(&mut s.scorer_panics, model))
     }
 
     /// Whether `model`'s batcher should stop now (one of those asked for).
     pub fn batcher_exits(&self, model: &str) -> bool {
-        take(&mut self.state().batcher_exits, model)
+        self.armed()
+            .is_some_and(|mut s| take(&mut s.batcher_exits, model))
     }
 
     /// How long loading a model should take at least (a slow TensorRT engine build).
     pub fn load_delay(&self) -> Option<Duration> {
-        self.state().load_delay
+        self.armed().and_then(|s| s.load_delay)
     }
 
     /// How long loading a candidate for activation should take at least.
     pub fn activation_delay(&self) -> Option<Duration> {
-        let state = self.state();
-        state.activation_delay.or(state.load_delay)
+        self.armed()
+            .and_then(|s| s.activation_delay.or(s.load_delay))
     }
 
     /// Scorer threads hold their next batch while `on`: the window queues fill up.
     pub fn pause_scoring(&self, on: bool) {
-        self.state().pause_scoring = on;
+        self.arm().pause_scoring = on;
     }
 
     /// `model`'s scorer thread panics on its next `times` batches.
     pub fn panic_scorer(&self, model: &str, times: u32) {
-        self.state().scorer_panics.insert(model.to_owned(), times);
+        self.arm().scorer_panics.insert(model.to_owned(), times);
     }
 
     /// `model`'s batcher stops (returns) before its next batch.
     pub fn exit_batcher(&self, model: &str) {
-        self.state().batcher_exits.insert(model.to_owned(), 1);
+        self.arm().batcher_exits.insert(model.to_owned(), 1);
     }
 
     /// Every model load takes at least `delay`.
     pub fn delay_loads(&self, delay: Duration) {
-        self.state().load_delay = Some(delay);
+        self.arm().load_delay = Some(delay);
     }
 
     /// Loading a candidate for activation (SIGHUP, control, registry) takes at least `delay`;
     /// loads at start-up do not.
     pub fn delay_activations(&self, delay: Duration) {
-        self.state().activation_delay = Some(delay);
+        self.arm().activation_delay = Some(delay);
     }
 
     /// Faults from `EBGAND_FAULTS`, comma-separated: `pause_scoring`, `load_delay_ms=N`,
