@@ -359,8 +359,6 @@ pub async fn run(
             joined::<()>("ingest", Err(e));
             None
         });
-        // The source sends the last acks and the DISCONNECT ingest queued, then ends.
-        joined("source", source_task.await);
         for (_, handle) in std::mem::take(&mut models.scorers) {
             handle.drain().await;
         }
@@ -370,6 +368,8 @@ pub async fn run(
         if let Some(l) = leftover {
             l.checkpoint();
         }
+        // Meanwhile the source has sent the last acks and the DISCONNECT ingest queued.
+        joined("source", source_task.await);
         closing.cancel();
         joined("publisher", publisher_task.await);
     };

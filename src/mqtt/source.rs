@@ -299,7 +299,8 @@ impl Source {
         };
         let mut stage_gone: Option<tokio::time::Instant> = None;
         loop {
-            let reading = self.held_bytes <= HOLD_MAX_BYTES;
+            // Once the stage is gone, what is held will never be taken: poll regardless.
+            let reading = self.held_bytes <= HOLD_MAX_BYTES || stage_gone.is_some();
             let event = tokio::select! {
                 biased;
                 () = abort.cancelled() => break,
@@ -322,6 +323,8 @@ impl Source {
                     // channel. Messages not handed over are left unacknowledged: the broker
                     // sends them again next session.
                     stage_gone = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
+                    self.held.clear();
+                    self.held_bytes = 0;
                     continue;
                 }
                 () = sleep_until_some(stage_gone) => {
@@ -385,6 +388,10 @@ impl Source {
                     tokio::select! {
                         biased;
                         () = abort.cancelled() => break,
+                        // Stopping while disconnected: the acks ingest queued belong to the
+                        // lost connection and would not be sent; the broker resends those
+                        // messages next session.
+                        () = tx.closed() => break,
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
