@@ -97,6 +97,11 @@ pub struct PublisherLoop {
     in_flight: HashMap<u16, Option<u64>>,
     /// Alerts a previous run left in the outbox, published once connected.
     recovered: VecDeque<crate::durable::outbox::Pending>,
+    /// Alerts the broker acknowledged, not yet recorded in the outbox.
+    acked: Vec<u64>,
+    /// Recording the last batch of them (file I/O, on the blocking pool: never on this task,
+    /// which keeps the connection alive).
+    recording: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for PublisherLoop {
@@ -148,6 +153,8 @@ impl Publisher {
             send,
             in_flight: HashMap::new(),
             recovered,
+            acked: Vec::new(),
+            recording: None,
         };
         (publisher, run)
     }
@@ -336,6 +343,9 @@ impl PublisherLoop {
                 self.queued.fetch_add(1, Ordering::Relaxed);
                 self.recovered.pop_front();
             }
+            if self.recording.is_none() && !self.acked.is_empty() {
+                self.record_acked();
+            }
             if closing.is_cancelled()
                 && !disconnecting
                 && done >= self.queued.load(Ordering::Relaxed)
@@ -357,6 +367,10 @@ impl PublisherLoop {
                 // Wake up when closing starts, to check whether everything is acked.
                 () = closing.cancelled(), if !closing.is_cancelled() => continue,
                 () = tokio::time::sleep(recheck), if closing.is_cancelled() => continue,
+                () = join_some(&mut self.recording) => {
+                    self.recording = None;
+                    continue;
+                }
                 ev = self.eventloop.poll() => ev,
             };
             match polled {
@@ -379,10 +393,8 @@ impl PublisherLoop {
                 }
                 Ok(Event::Incoming(Incoming::PubAck(ack))) => {
                     done += 1;
-                    if let Some(Some(id)) = self.in_flight.remove(&ack.pkid)
-                        && let Err(e) = self.outbox.done(id)
-                    {
-                        warn!(alert_id = id, error = %e, "Cannot record an acknowledged alert; it may be published again at the next start.");
+                    if let Some(Some(id)) = self.in_flight.remove(&ack.pkid) {
+                        self.acked.push(id);
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(0))) => done += 1,
@@ -411,9 +423,45 @@ impl PublisherLoop {
             }
         }
         self.metrics.set_connected("publish", false);
+        // The acknowledgements received last are recorded before the publisher ends (a few
+        // appends; what is not recorded is published once more by the next start).
+        if let Some(h) = self.recording.take() {
+            h.await.ok();
+        }
+        if !self.acked.is_empty() {
+            self.record_acked();
+            if let Some(h) = self.recording.take() {
+                h.await.ok();
+            }
+        }
         info!(
             published = self.queued.load(Ordering::Relaxed),
             "Publisher stopped."
         );
+    }
+
+    /// Records the acknowledged alerts in the outbox on the blocking pool.
+    fn record_acked(&mut self) {
+        let (outbox, ids) = (self.outbox.clone(), std::mem::take(&mut self.acked));
+        self.recording = Some(tokio::task::spawn_blocking(move || {
+            for id in ids {
+                if let Err(e) = outbox.done(id) {
+                    warn!(alert_id = id, error = %e, "Cannot record an acknowledged alert; it may be published again at the next start.");
+                }
+            }
+        }));
+    }
+}
+
+/// Waits for `handle` when there is one (a panic in it was logged by the runtime); never
+/// resolves otherwise (a disabled select arm).
+async fn join_some(handle: &mut Option<tokio::task::JoinHandle<()>>) {
+    match handle {
+        Some(h) => {
+            if let Err(e) = h.await {
+                warn!(error = %e, "Recording acknowledged alerts failed.");
+            }
+        }
+        None => std::future::pending().await,
     }
 }
