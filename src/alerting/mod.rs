@@ -163,21 +163,11 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
     }
 
     /// Forgets each stream whose id arrives on `forget` (ingest dropped it after it went
-    /// quiet): its detector, its shadow detectors, its progress and what the sink remembers.
+    /// quiet): its detector, its shadow detectors and what the sink remembers.
     #[must_use]
     pub fn forgetting(mut self, forget: mpsc::Receiver<String>) -> Self {
         self.forget = Some(forget);
         self
-    }
-
-    /// The shadow comparisons this stage keeps (for the control loop's promotions).
-    pub fn shadows(&self) -> Shadows {
-        self.shadows.clone()
-    }
-
-    /// Streams with a detector (for tests and metrics).
-    pub fn streams(&self) -> usize {
-        self.judge.len()
     }
 
     fn forget(&mut self, stream: &str) {
@@ -186,7 +176,6 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             judge.forget(stream);
         }
         self.alerted_through.remove(stream);
-        self.progress.forget(stream);
         self.out.sink.forget(stream);
         debug!(stream, "Stream forgotten by the alerting stage.");
     }

@@ -238,6 +238,7 @@ pub async fn run(
             .instrument(info_span!("publisher", mqtt.broker = %broker)),
     ));
     let (forget_tx, forget_rx) = mpsc::channel(FORGET_QUEUE);
+    let shadows = Shadows::default();
     let alerting = Alerting::new(
         MqttAlerts(publisher.clone()),
         HealthyWindows {
@@ -245,13 +246,12 @@ pub async fn run(
             captures,
         },
         &settings.node,
-        progress,
-        Shadows::default(),
+        progress.clone(),
+        shadows.clone(),
         metrics.clone(),
         resumed,
     )
     .forgetting(forget_rx);
-    let shadows = alerting.shadows();
     let alerting_task = tracker.spawn(supervised(
         stages.guard("alerting"),
         alerting.run(scored_rx).instrument(info_span!("alerting")),
@@ -274,7 +274,7 @@ pub async fn run(
     let (deliveries_tx, deliveries_rx) = mpsc::channel(HANDOVER_QUEUE);
     // Only ingest holds the queues' senders now: when it stops, the queues close.
     let ingest = Ingest::new(&settings, queues, acker, metrics.clone(), Some(control_tx))
-        .forgetting(forget_tx);
+        .forgetting(forget_tx, progress);
     let ingest = match journal {
         Some(d) => ingest.journaled(d),
         None => ingest,

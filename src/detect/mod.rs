@@ -304,16 +304,6 @@ impl Judge {
         self.saved.remove(stream);
     }
 
-    /// Streams with a detector.
-    pub fn len(&self) -> usize {
-        self.detectors.len()
-    }
-
-    /// Whether no stream has a detector yet.
-    pub fn is_empty(&self) -> bool {
-        self.detectors.is_empty()
-    }
-
     /// Judges one window: threshold (the stream's override, else the model's), hysteresis.
     pub fn judge(
         &mut self,

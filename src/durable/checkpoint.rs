@@ -105,16 +105,6 @@ impl Progress {
             .remove(stream);
     }
 
-    /// Streams with progress recorded.
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
-
-    /// Whether no stream has progress recorded.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Seeds the progress of streams from a checkpoint (at start-up).
     pub fn seed(&self, saved: &HashMap<String, Saved>) {
         let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);

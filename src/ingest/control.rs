@@ -9,6 +9,11 @@ use tracing::{debug, warn};
 use crate::control::{Budget, ControlMessage, RATE_LIMIT_REPORT_EVERY, RETAINED};
 use crate::telemetry::RateLimit;
 
+/// `{prefix}/control/`: what a control topic starts with (subscribed as `{prefix}/control/+`).
+pub(super) fn topic_prefix(prefix: &str) -> String {
+    format!("{prefix}/control/")
+}
+
 /// The control topics' handler, owned by the ingest stage.
 #[derive(Debug)]
 pub(super) struct ControlInput {
@@ -24,7 +29,7 @@ pub(super) struct ControlInput {
 impl ControlInput {
     pub(super) fn new(prefix: &str, tx: mpsc::Sender<ControlMessage>, per_minute: u32) -> Self {
         Self {
-            prefix: format!("{prefix}/control/"),
+            prefix: topic_prefix(prefix),
             tx,
             budget: Budget::new(per_minute, Instant::now()),
             rate_report: RateLimit::new(RATE_LIMIT_REPORT_EVERY),

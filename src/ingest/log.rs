@@ -182,11 +182,11 @@ impl IngestLog {
         true
     }
 
-    /// Forgets a stream dropped from the stream table: its checkpoint entry and progress go,
-    /// and its journal records are no longer needed.
+    /// Forgets a stream dropped from the stream table: its checkpoint entry goes, and its
+    /// journal records are no longer needed. (Its judging progress is the alerting stage's to
+    /// forget; a checkpoint only takes progress for streams in the table.)
     pub(super) fn forget(&mut self, id: &str) {
         self.saved.remove(id);
-        self.progress.forget(id);
     }
 
     /// Streams in the checkpoint that are not in `live`.

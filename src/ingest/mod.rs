@@ -35,6 +35,7 @@ use self::log::IngestLog;
 use self::streams::{Fed, Routed, StreamError, StreamTable};
 use crate::config::Settings;
 use crate::control::ControlMessage;
+use crate::durable::checkpoint::Progress;
 use crate::model::Window;
 use crate::mqtt::source::{Ack, Acker, Delivery};
 use crate::pipeline::DecodeError;
@@ -63,8 +64,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// The ingest stage. Build with [`Ingest::new`], run with [`Ingest::run`].
 pub struct Ingest {
     table: StreamTable,
-    /// Window queue of each model, by name.
-    queues: HashMap<String, mpsc::Sender<Window>>,
+    /// The window queue of each route's model, by route.
+    queues: Vec<mpsc::Sender<Window>>,
     acker: Acker,
     /// The journal, when on.
     log: Option<IngestLog>,
@@ -76,9 +77,12 @@ pub struct Ingest {
     max_payload: usize,
     /// Streams quiet this long are dropped from the table.
     idle: Option<Duration>,
-    /// Told the id of each stream dropped, so the alerting stage forgets it too.
-    forget: Option<mpsc::Sender<String>>,
-    started: Instant,
+    /// Told the id of each stream dropped, so the alerting stage forgets it too; and the
+    /// judging progress, which forgets it here (the checkpoint's owner).
+    forget: Option<(mpsc::Sender<String>, Progress)>,
+    /// When the streams the last run's checkpoint knew and this run has not seen are dropped
+    /// from the checkpoint (once: afterwards it only holds streams of the table).
+    prune_saved_at: Option<Instant>,
     malformed_log: RateLimit,
     refused_log: RateLimit,
     gap_log: RateLimit,
@@ -101,7 +105,7 @@ pub fn filters(settings: &Settings) -> Vec<String> {
         .map(|s| s.topic.as_str().to_owned())
         .collect();
     if settings.control {
-        f.push(format!("{}/control/+", settings.mqtt.prefix));
+        f.push(format!("{}+", control::topic_prefix(&settings.mqtt.prefix)));
     }
     f
 }
@@ -116,12 +120,11 @@ impl Ingest {
         metrics: Arc<Metrics>,
         control: Option<mpsc::Sender<ControlMessage>>,
     ) -> Self {
-        let routes = settings
+        let (routes, queues): (Vec<_>, Vec<_>) = settings
             .streams
             .iter()
-            .filter(|s| queues.contains_key(&s.model))
-            .cloned()
-            .collect();
+            .filter_map(|s| Some((s.clone(), queues.get(&s.model)?.clone())))
+            .unzip();
         Self {
             table: StreamTable::new(routes, settings.max_streams, settings.partition),
             queues,
@@ -136,7 +139,7 @@ impl Ingest {
             max_payload: settings.mqtt.max_packet_bytes,
             idle: settings.stream_idle,
             forget: None,
-            started: Instant::now(),
+            prune_saved_at: settings.stream_idle.map(|idle| Instant::now() + idle),
             malformed_log: RateLimit::new(Duration::from_secs(5)),
             refused_log: RateLimit::new(Duration::from_secs(5)),
             gap_log: RateLimit::new(Duration::from_secs(5)),
@@ -150,10 +153,11 @@ impl Ingest {
         self
     }
 
-    /// Sends the id of every stream dropped after going quiet to `forget`.
+    /// Forgets every stream dropped after going quiet in `progress`, and sends its id to
+    /// `forget` (the alerting stage).
     #[must_use]
-    pub fn forgetting(mut self, forget: mpsc::Sender<String>) -> Self {
-        self.forget = Some(forget);
+    pub fn forgetting(mut self, forget: mpsc::Sender<String>, progress: Progress) -> Self {
+        self.forget = Some((forget, progress));
         self
     }
 
@@ -241,14 +245,11 @@ impl Ingest {
         }
         let mut replayed = 0u64;
         for r in records {
-            if !self.route(&r.topic) {
-                continue;
-            }
             match self.window(&r.topic, &r.payload, Some(r.start)) {
                 Some(w) if w.fed != Fed::Covered => {}
                 _ => continue,
             }
-            if !self.queue_windows(&r.topic).await {
+            if !self.queue_windows().await {
                 return;
             }
             replayed += 1;
@@ -288,22 +289,20 @@ impl Ingest {
             self.acker.ack(d.ack);
             return;
         }
-        if self.route(&d.topic) {
-            // Journaled before its windows are queued: if queueing fails (shutting down), the
-            // message is not acknowledged, and the next start replays it from the journal.
-            let journaled = match self.window(&d.topic, &d.payload, None) {
-                Some(w) => self.journal(&d, w.start, w.samples),
-                None => false,
-            };
-            if !self.queue_windows(&d.topic).await {
-                return;
-            }
-            if journaled {
-                self.hold(d.ack);
-                return;
-            }
+        // Journaled before its windows are queued: if queueing fails (shutting down), the
+        // message is not acknowledged, and the next start replays it from the journal.
+        let journaled = match self.window(&d.topic, &d.payload, None) {
+            Some(w) => self.journal(&d, w.start, w.samples),
+            None => false,
+        };
+        if !self.queue_windows().await {
+            return;
         }
-        self.acker.ack(d.ack);
+        if journaled {
+            self.hold(d.ack);
+        } else {
+            self.acker.ack(d.ack);
+        }
     }
 
     /// Finds or creates the stream of a topic; `false` when it is not one of ours (counted and
@@ -352,15 +351,24 @@ impl Ingest {
         }
     }
 
-    /// Decodes and windows a payload of the stream on `topic`; counts and logs a malformed
-    /// one (`None`) and a gap.
+    /// Decodes and windows a payload of the stream on `topic`, adding the stream when the
+    /// topic is new (one table lookup for a known stream); `None` when the topic is not one of
+    /// ours or the payload is malformed (counted and logged, like a gap).
     fn window(
         &mut self,
         topic: &str,
         payload: &[u8],
         start: Option<u64>,
     ) -> Option<streams::Windowed> {
-        match self.table.window(topic, payload, start) {
+        let now = Instant::now();
+        let mut windowed = self.table.window(topic, payload, start, now);
+        if matches!(windowed, Err(StreamError::Unknown(_))) {
+            if !self.route(topic) {
+                return None;
+            }
+            windowed = self.table.window(topic, payload, start, now);
+        }
+        match windowed {
             Ok(w) => {
                 if let Fed::Gap(missing) = w.fed {
                     self.metrics.stream_gaps.inc();
@@ -411,13 +419,11 @@ impl Ingest {
 
     /// Sends the windows cut from the last message to its stream's model queue, waiting while
     /// the queue is full (the backpressure). `false` when the queue has closed (shutting down).
-    async fn queue_windows(&mut self, topic: &str) -> bool {
-        let Some((model, info, windows)) = self.table.take_windows(topic) else {
+    async fn queue_windows(&mut self) -> bool {
+        let Some((route, info, windows)) = self.table.take_windows() else {
             return true;
         };
-        let Some(tx) = self.queues.get(model) else {
-            return true;
-        };
+        let tx = &self.queues[route];
         for raw in windows {
             let window = Window {
                 stream: info.clone(),
@@ -467,43 +473,52 @@ impl Ingest {
     /// checkpoint and the alerting stage.
     fn sweep(&mut self) {
         let Some(idle) = self.idle else { return };
-        self.prune_saved(idle);
+        self.prune_saved();
         let expired = self.table.expire(Instant::now(), idle);
         if expired.is_empty() {
             return;
         }
-        for e in &expired {
+        for e in expired {
             info!(stream = %e.id, topic = %e.topic, partial_samples = e.partial, idle_s = idle.as_secs(), "Stream quiet; forgotten (its incomplete window is dropped; it starts over if it comes back).");
-            if let Some(log) = &mut self.log {
-                log.forget(&e.id);
-            }
-            if let Some(tx) = &self.forget
-                && tx.try_send(e.id.clone()).is_err()
-            {
-                warn!(stream = %e.id, "Alerting stage busy; it keeps this stream's detector.");
-            }
-        }
-        self.metrics.streams_expired.inc_by(expired.len() as u64);
-    }
-
-    /// Drops the checkpoint entries of streams the last run knew and this one has not seen for
-    /// the idle horizon since it started.
-    fn prune_saved(&mut self, idle: Duration) {
-        if self.started.elapsed() < idle {
-            return;
-        }
-        let live: std::collections::HashSet<&str> =
-            self.table.entries().map(|e| e.info().id.as_str()).collect();
-        if let Some(log) = &mut self.log {
-            for id in log.absent(&live) {
-                info!(stream = %id, "Stream of the last run not seen again; forgotten.");
-                log.forget(&id);
-                if let Some(tx) = &self.forget {
-                    tx.try_send(id).ok();
-                }
-            }
+            self.metrics.streams_expired.inc();
+            self.forget_stream(e.id);
         }
         self.metrics.streams_active.set(self.table.len() as i64);
+    }
+
+    /// Forgets a stream everywhere but the table: the checkpoint, the judging progress, and
+    /// (told through the forget queue) the alerting stage.
+    fn forget_stream(&mut self, id: String) {
+        if let Some(log) = &mut self.log {
+            log.forget(&id);
+        }
+        if let Some((tx, progress)) = &self.forget {
+            progress.forget(&id);
+            if let Err(e) = tx.try_send(id) {
+                let id = e.into_inner();
+                warn!(stream = %id, "Alerting stage busy; it keeps this stream's detector.");
+            }
+        }
+    }
+
+    /// Drops, once the idle horizon has passed since the start, the checkpoint entries of
+    /// streams the last run knew and this one has not seen.
+    fn prune_saved(&mut self) {
+        if self.prune_saved_at.is_none_or(|at| Instant::now() < at) {
+            return;
+        }
+        self.prune_saved_at = None;
+        let live: std::collections::HashSet<&str> =
+            self.table.entries().map(|e| e.info().id.as_str()).collect();
+        let absent = self
+            .log
+            .as_ref()
+            .map(|l| l.absent(&live))
+            .unwrap_or_default();
+        for id in absent {
+            info!(stream = %id, "Stream of the last run not seen again; forgotten.");
+            self.forget_stream(id);
+        }
     }
 
     /// Sends the remaining acks, then the DISCONNECT (the source sends them and closes the

@@ -221,7 +221,10 @@ pub struct StreamTable {
     partition: Option<(u32, u32)>,
     scratch: Vec<f32>,
     frames: Vec<f32>,
+    /// The windows cut by the last [`StreamTable::window`] call, and their stream's route and
+    /// info, for [`StreamTable::take_windows`] (no second lookup).
     windows: Vec<RawWindow>,
+    windowed: Option<(usize, Arc<StreamInfo>)>,
 }
 
 impl StreamTable {
@@ -241,12 +244,8 @@ impl StreamTable {
             scratch: Vec::new(),
             frames: Vec::new(),
             windows: Vec::new(),
+            windowed: None,
         }
-    }
-
-    /// The configured streams.
-    pub fn routes(&self) -> &[StreamSettings] {
-        &self.routes
     }
 
     /// Most streams held at once.
@@ -326,7 +325,9 @@ impl StreamTable {
 
     /// Decodes a payload of the stream on `topic` and windows it; the windows cut are taken
     /// with [`StreamTable::take_windows`]. A live message (`start: None`) starts where the
-    /// stream's last one ended; a replayed journal record says where it starts.
+    /// stream's last one ended; a replayed journal record says where it starts. `now` marks
+    /// the stream as active. One lookup: [`StreamTable::route`] is only needed for a topic not
+    /// in the table yet.
     ///
     /// # Errors
     /// [`StreamError`] for a topic not in the table or a payload that does not decode; the
@@ -336,11 +337,15 @@ impl StreamTable {
         topic: &str,
         payload: &[u8],
         start: Option<u64>,
+        now: Instant,
     ) -> Result<Windowed, StreamError> {
+        self.windows.clear();
+        self.windowed = None;
         let entry = self
             .streams
             .get_mut(topic)
             .ok_or_else(|| StreamError::Unknown(topic.to_owned()))?;
+        entry.last_seen = now;
         let s = &self.routes[entry.route];
         let channels = if s.logmel.is_some() {
             1
@@ -359,6 +364,7 @@ impl StreamTable {
             &mut self.frames,
             &mut self.windows,
         );
+        self.windowed = Some((entry.route, entry.info.clone()));
         Ok(Windowed {
             fed,
             start,
@@ -366,18 +372,14 @@ impl StreamTable {
         })
     }
 
-    /// The windows cut by the last [`StreamTable::window`] call, with the stream and the model
-    /// (by route) they belong to.
+    /// The windows cut by the last successful [`StreamTable::window`] call, with their
+    /// stream and its route (the index of its configured stream in the `routes` given to
+    /// [`StreamTable::new`]).
     pub fn take_windows(
         &mut self,
-        topic: &str,
-    ) -> Option<(&str, Arc<StreamInfo>, std::vec::Drain<'_, RawWindow>)> {
-        let Some(entry) = self.streams.get(topic) else {
-            self.windows.clear();
-            return None;
-        };
-        let model = self.routes[entry.route].model.as_str();
-        Some((model, entry.info.clone(), self.windows.drain(..)))
+    ) -> Option<(usize, Arc<StreamInfo>, std::vec::Drain<'_, RawWindow>)> {
+        let (route, info) = self.windowed.take()?;
+        Some((route, info, self.windows.drain(..)))
     }
 
     /// The next window `topic`'s stream will cut (for logs).
@@ -441,10 +443,15 @@ hop = {hop}
     /// Windows `(seq, data)` from feeding `values` at `start`.
     fn feed(t: &mut StreamTable, start: u64, values: &[f32]) -> (Fed, Vec<(u64, Vec<f32>)>) {
         let fed = t
-            .window("sensors/a/vibration", &payload(values), Some(start))
+            .window(
+                "sensors/a/vibration",
+                &payload(values),
+                Some(start),
+                Instant::now(),
+            )
             .unwrap()
             .fed;
-        let (_, _, w) = t.take_windows("sensors/a/vibration").unwrap();
+        let (_, _, w) = t.take_windows().unwrap();
         (fed, w.map(|w| (w.seq, w.data)).collect())
     }
 
@@ -501,17 +508,22 @@ hop = {hop}
         let mut t = table_at(4, 4, None);
         for chunk in [[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]] {
             let w = t
-                .window("sensors/a/vibration", &payload(&chunk), None)
+                .window(
+                    "sensors/a/vibration",
+                    &payload(&chunk),
+                    None,
+                    Instant::now(),
+                )
                 .unwrap();
             assert_eq!(w.fed, Fed::Windowed);
         }
-        let (model, info, w) = t.take_windows("sensors/a/vibration").unwrap();
-        assert_eq!((model, info.id.as_str()), ("m", "vib/a"));
+        let (route, info, w) = t.take_windows().unwrap();
+        assert_eq!((route, info.id.as_str()), (0, "vib/a"));
         assert_eq!(
             w.map(|w| w.data).collect::<Vec<_>>(),
             vec![vec![1.0, 2.0, 3.0, 4.0]]
         );
-        let bad = t.window("sensors/a/vibration", b"[1, \"x\"]", None);
+        let bad = t.window("sensors/a/vibration", b"[1, \"x\"]", None, Instant::now());
         assert!(matches!(bad, Err(StreamError::Decode(_))));
         assert_eq!(t.get("sensors/a/vibration").unwrap().received(), 6);
     }
@@ -557,6 +569,7 @@ hop = {hop}
             "sensors/a/vibration",
             &payload(&[1.0, 2.0, 3.0, 4.0, 5.0]),
             None,
+            t0,
         )
         .unwrap();
         let t1 = t0 + Duration::from_secs(50);

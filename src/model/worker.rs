@@ -327,6 +327,11 @@ impl ScorerThread {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>, rt: &tokio::runtime::Handle) {
         let mut buf: Vec<f32> = Vec::new();
         loop {
+            if let Err(GiveUp(why)) = self.recover() {
+                // The windows still queued were journaled: the next start scores them.
+                error!(model = %self.info.name, reason = %why, "Scorer gives up; the daemon stops so that systemd restarts it.");
+                break;
+            }
             // While the session is down, wake up to rebuild it when its back-off has passed,
             // whether or not windows arrive.
             let job = match self.down.as_ref().map(|d| d.retry_at) {
@@ -334,17 +339,9 @@ impl ScorerThread {
                 Some(at) => {
                     let at = tokio::time::Instant::from_std(at);
                     // The timer is made inside block_on: it needs the runtime's context.
-                    let next =
-                        rt.block_on(async { tokio::time::timeout_at(at, jobs.recv()).await });
-                    match next {
+                    match rt.block_on(async { tokio::time::timeout_at(at, jobs.recv()).await }) {
                         Ok(job) => job,
-                        Err(_) => {
-                            if let Err(GiveUp(why)) = self.recover() {
-                                error!(model = %self.info.name, reason = %why, "Scorer gives up; the daemon stops so that systemd restarts it.");
-                                break;
-                            }
-                            continue;
-                        }
+                        Err(_) => continue,
                     }
                 }
             };
@@ -371,11 +368,6 @@ impl ScorerThread {
                     reply.send(old).ok();
                 }
                 Job::Score(windows) => {
-                    if let Err(GiveUp(why)) = self.recover() {
-                        error!(model = %self.info.name, reason = %why, "Scorer gives up; the daemon stops so that systemd restarts it.");
-                        // The windows of this batch were journaled: the next start scores them.
-                        break;
-                    }
                     let batch = self.score(windows, &mut buf);
                     if self.ctx.scored.blocking_send(batch).is_err() {
                         error!(model = %self.info.name, "Detect stage is gone; scorer stops.");
@@ -500,6 +492,7 @@ impl ScorerThread {
     }
 
     /// Rebuilds a session that is down when its back-off has passed; gives up past the limits.
+    /// Called before each wait for a job.
     fn recover(&mut self) -> Result<(), GiveUp> {
         if self.panics.len() > MAX_PANICS {
             return Err(GiveUp(format!(

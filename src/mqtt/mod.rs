@@ -17,6 +17,8 @@ use rumqttc::{
 };
 
 use crate::config::MqttSettings;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::FailureLabel;
 
 pub use sink::{Publisher, PublisherLoop};
 pub use source::{Acker, Delivery, Source};
@@ -117,6 +119,26 @@ impl Backoff {
         }
         (self.next_delay(), reason, why)
     }
+}
+
+/// A lost or refused connection: counted by reason (`ebgand_mqtt_connect_failures_total`),
+/// logged, and the delay before the next attempt.
+pub(crate) fn report_lost(
+    backoff: &mut Backoff,
+    metrics: &Metrics,
+    role: Role,
+    e: &ConnectionError,
+) -> Duration {
+    let (delay, reason, why) = backoff.lost(e);
+    metrics
+        .connect_failures
+        .get_or_create(&FailureLabel {
+            connection: role.as_str(),
+            reason,
+        })
+        .inc();
+    tracing::error!(mqtt.connection = role.as_str(), reason, error = %why, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost or refused.");
+    delay
 }
 
 /// Which of the two connections.

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::{Backoff, MqttError, Role, status_payload, status_topic};
 use crate::config::MqttSettings;
 use crate::durable::outbox::SharedOutbox;
-use crate::telemetry::metrics::{ConnLabel, FailureLabel, Metrics};
+use crate::telemetry::metrics::{ConnLabel, Metrics};
 
 const REQUEST_CAPACITY: usize = 256;
 
@@ -297,16 +297,15 @@ impl PublisherLoop {
         let Ok(_in_order) = self.send.try_lock() else {
             return false;
         };
-        lock(&self.tags).push_back(alert);
-        if self
+        let tag = TagGuard::push(&self.tags, alert);
+        let sent = self
             .client
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-            .is_err()
-        {
-            lock(&self.tags).pop_back();
-            return false;
+            .is_ok();
+        if sent {
+            tag.keep();
         }
-        true
+        sent
     }
 
     /// Polls until every publish queued before `close` has been acknowledged, then
@@ -406,15 +405,8 @@ impl PublisherLoop {
                     if disconnecting {
                         break;
                     }
-                    let (delay, reason, why) = self.backoff.lost(&e);
-                    self.metrics
-                        .connect_failures
-                        .get_or_create(&FailureLabel {
-                            connection: "publish",
-                            reason,
-                        })
-                        .inc();
-                    error!(mqtt.connection = "publish", reason, error = %why, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost or refused.");
+                    let delay =
+                        super::report_lost(&mut self.backoff, &self.metrics, Role::Publish, &e);
                     tokio::select! {
                         () = abort.cancelled() => break,
                         () = tokio::time::sleep(delay) => {}

@@ -324,7 +324,7 @@ impl Source {
                     // sends them again next session.
                     stage_gone = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
                     self.held.clear();
-                    self.held_bytes = 0;
+                    (self.held_bytes, self.held_qos0) = (0, 0);
                     continue;
                 }
                 () = sleep_until_some(stage_gone) => {
@@ -383,7 +383,9 @@ impl Source {
                     self.metrics.reconnects.get_or_create(&conn).inc();
                     let delay = match oversize(&e) {
                         Some(size) => self.read_oversized_next(size),
-                        None => self.lost(&e),
+                        None => {
+                            super::report_lost(&mut self.backoff, &self.metrics, Role::Ingest, &e)
+                        }
                     };
                     tokio::select! {
                         biased;
@@ -427,20 +429,6 @@ impl Source {
             retain: p.retain,
             duplicate,
         });
-    }
-
-    /// A lost or refused connection: counted, logged, and the delay before the next attempt.
-    fn lost(&mut self, e: &ConnectionError) -> Duration {
-        let (delay, reason, why) = self.backoff.lost(e);
-        self.metrics
-            .connect_failures
-            .get_or_create(&FailureLabel {
-                connection: "ingest",
-                reason,
-            })
-            .inc();
-        error!(mqtt.connection = "ingest", reason, error = %why, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost or refused.");
-        delay
     }
 
     /// A packet of `size` bytes was over the limit: the next connection reads packets up to

@@ -500,9 +500,18 @@ impl Metrics {
         self.models_expected.store(expected, Ordering::Relaxed);
     }
 
-    /// Ready: both MQTT connections up, every model loaded, no stage down.
+    /// Ready: both MQTT connections up, every model loaded, no stage down. (Cheap: flags only;
+    /// [`Metrics::not_ready`] says why not.)
     pub fn ready(&self) -> bool {
-        self.not_ready().is_none()
+        self.ingest_connected.load(Ordering::Relaxed)
+            && self.publish_connected.load(Ordering::Relaxed)
+            && self.models_loaded.load(Ordering::Relaxed)
+                >= self.models_expected.load(Ordering::Relaxed)
+            && self
+                .down
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
     }
 
     /// Why the daemon is not ready, if it is not: what `/readyz` says.
