@@ -166,7 +166,7 @@ impl Ingest {
     /// queues, which lets the scorers drain; the journal comes back for the last checkpoint.
     pub async fn run(
         mut self,
-        mut deliveries: mpsc::Receiver<Delivery>,
+        mut deliveries: mpsc::Receiver<Vec<Delivery>>,
         token: CancellationToken,
     ) -> Option<Leftover> {
         self.replay().await;
@@ -206,7 +206,7 @@ impl Ingest {
                 }
                 continue;
             }
-            let delivery = tokio::select! {
+            let batch = tokio::select! {
                 biased;
                 () = token.cancelled() => break,
                 d = deliveries.recv() => match d {
@@ -229,7 +229,9 @@ impl Ingest {
                 () = tokio::time::sleep_until(next_checkpoint), if every.is_some() => continue,
                 () = tokio::time::sleep_until(next_sweep), if self.idle.is_some() => continue,
             };
-            self.handle(delivery).await;
+            for delivery in batch {
+                self.handle(delivery).await;
+            }
         }
         self.close().await
     }

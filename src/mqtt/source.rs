@@ -7,12 +7,13 @@
 //! costs the connection.
 //!
 //! ```text
-//! broker --> Source::run (poll, resubscribe, backoff) --Delivery--> [1024] --> ingest stage
+//! broker --> Source::run (poll, resubscribe, backoff) --[Delivery]--> [64 x 64] --> ingest
 //! ingest stage --Ack--> Acker --> rumqttc request channel --> Source::run --> broker
 //! ```
 //!
-//! **Holding messages.** Messages the ingest stage has not taken yet wait in the source, in
-//! arrival order, so that it can keep polling. For QoS 1 the broker bounds them: it sends at
+//! **Holding messages.** Messages are handed over in batches of what arrived together.
+//! Messages the ingest stage has not taken yet wait in the source, in arrival order, so that
+//! it can keep polling. For QoS 1 the broker bounds them: it sends at
 //! most `max_inflight_messages` unacknowledged messages (mosquitto: 20 by default; the README
 //! asks 100 for high rates). QoS 0 messages have no such bound: beyond [`HOLD_QOS0`] waiting,
 //! new ones are dropped and counted (`ebgand_messages_dropped_total{reason="qos0_overflow"}`),
@@ -53,8 +54,12 @@ use crate::telemetry::metrics::{ConnLabel, DropLabel, FailureLabel, Metrics};
 /// Requests (acks, subscriptions, the DISCONNECT) the client channel holds.
 const REQUEST_CAPACITY: usize = 1024;
 
-/// Messages handed to the ingest stage and not taken yet.
-pub const HANDOVER_QUEUE: usize = 1024;
+/// Batches handed to the ingest stage and not taken yet.
+pub const HANDOVER_QUEUE: usize = 64;
+
+/// Messages in one batch at most. A batch is what arrived together (rumqttc reads up to 10
+/// packets at a time), so the ingest task wakes once per read, not once per message.
+pub const HANDOVER_BATCH: usize = 64;
 
 /// QoS 0 messages held beyond the hand-over queue before new ones are dropped.
 pub const HOLD_QOS0: usize = 10_000;
@@ -293,7 +298,7 @@ impl Source {
 
     /// Polls until the ingest stage has sent its DISCONNECT (after its last acks), or it has
     /// stopped and a few seconds has passed, or `abort` (the drain deadline) fires.
-    pub async fn run(mut self, tx: mpsc::Sender<Delivery>, abort: CancellationToken) {
+    pub async fn run(mut self, tx: mpsc::Sender<Vec<Delivery>>, abort: CancellationToken) {
         let conn = ConnLabel {
             connection: Role::Ingest.as_str(),
         };
@@ -301,19 +306,18 @@ impl Source {
         loop {
             // Once the stage is gone, what is held will never be taken: poll regardless.
             let reading = self.held_bytes <= HOLD_MAX_BYTES || stage_gone.is_some();
+            // Hand over once rumqttc has nothing more already read (its next poll would wait
+            // for the network), or a batch is full.
+            let hand_over = !self.held.is_empty()
+                && stage_gone.is_none()
+                && (self.eventloop.state.events.is_empty() || self.held.len() >= HANDOVER_BATCH);
             let event = tokio::select! {
                 biased;
                 () = abort.cancelled() => break,
                 // Cancel-safe: a permit not used is given back.
-                permit = tx.reserve(), if !self.held.is_empty() && stage_gone.is_none() => {
+                permit = tx.reserve(), if hand_over => {
                     match permit {
-                        Ok(permit) => {
-                            if let Some(d) = self.held.pop_front() {
-                                self.held_bytes -= d.payload.len();
-                                self.held_qos0 -= usize::from(d.ack.qos == QoS::AtMostOnce);
-                                permit.send(d);
-                            }
-                        }
+                        Ok(permit) => permit.send(self.take_batch()),
                         Err(_) => stage_gone = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT),
                     }
                     continue;
@@ -401,6 +405,17 @@ impl Source {
         }
         self.metrics.set_connected("ingest", false);
         info!("Ingest connection closed.");
+    }
+
+    /// The oldest held messages, up to a batch.
+    fn take_batch(&mut self) -> Vec<Delivery> {
+        let n = self.held.len().min(HANDOVER_BATCH);
+        let batch: Vec<Delivery> = self.held.drain(..n).collect();
+        for d in &batch {
+            self.held_bytes -= d.payload.len();
+            self.held_qos0 -= usize::from(d.ack.qos == QoS::AtMostOnce);
+        }
+        batch
     }
 
     /// Holds a message for the ingest stage, marking a redelivery of one handed over before.
