@@ -215,8 +215,9 @@ async fn shadow_scores_beside_the_active_version_and_reports_before_promotion() 
         .await;
     }
     tx.flushed().await;
-    eventually(Duration::from_secs(10), "scored", || {
-        daemon.metric("ebgand_windows_scored_total") >= 50
+    // Judged (energy published), not only scored: the shadow report covers judged windows.
+    eventually(Duration::from_secs(10), "judged", || {
+        obs.count(&format!("{prefix}/energy/")) >= 50
     })
     .await;
     tx.publish(

@@ -254,6 +254,9 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             };
             (judge, sref, info.threshold, energies, stats)
         });
+        // Judge the whole batch first, then hand it on: the shadow comparison a promotion
+        // reads covers every window whose energy has been published.
+        let mut verdicts = Vec::with_capacity(batch.windows.len());
         for (i, (w, &energy)) in batch.windows.iter().zip(energies).enumerate() {
             let mut verdict =
                 self.judge
@@ -276,13 +279,16 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 // Healthy windows feed the activation gate and the retraining data.
                 self.tap.healthy(&model.name, &w.raw.data);
             }
-            self.out.hand_on(&verdict).await?;
-            // After the alert is in the sink: a checkpoint never runs ahead of it.
-            self.progress
-                .judged(&verdict.stream, verdict.seq, verdict.detector);
+            verdicts.push(verdict);
         }
         if let Some((_, _, _, _, add)) = shadow_pass {
             self.add_shadow_stats(&model.name, add);
+        }
+        for verdict in &verdicts {
+            self.out.hand_on(verdict).await?;
+            // After the alert is in the sink: a checkpoint never runs ahead of it.
+            self.progress
+                .judged(&verdict.stream, verdict.seq, verdict.detector);
         }
         debug!(windows = batch.windows.len(), model = %model.version, "Batch judged.");
         Ok(())
