@@ -8,7 +8,10 @@ use anyhow::bail;
 use serde::Serialize;
 
 use crate::config::RawConfig;
-use crate::detect::{AlertEvent, Hysteresis, Judge, ModelRef, StreamInfo, Verdict};
+use crate::detect::labels::LabelScore;
+use crate::detect::{
+    AlertEvent, Hysteresis, Judge, Judging, ModelRef, StreamInfo, Transition, Verdict,
+};
 use crate::model::{ModelVersion, Scorer};
 use crate::pipeline::WindowSpec;
 use crate::recording::InputArgs;
@@ -28,15 +31,29 @@ pub struct ScoreArgs {
     /// Hop between windows in samples (default: the model's window, no overlap).
     #[arg(long)]
     pub hop: Option<usize>,
-    /// Threshold (default: the model's calibrated threshold).
+    /// How windows are judged: `probability` (calibrated on the recording's own first windows,
+    /// then adapted to its healthy ones, as the daemon does) or `threshold` (energy against the
+    /// model's calibrated threshold). Default: the config's `[detect] judge`.
+    #[arg(long, value_name = "RULE")]
+    pub judge: Option<String>,
+    /// Absolute energy threshold: judge by energy against it (implies `--judge threshold`).
     #[arg(long)]
     pub threshold: Option<f32>,
+    /// Probability at or over which a window is anomalous (default: the config's detect section).
+    #[arg(long)]
+    pub alert_probability: Option<f64>,
     /// Consecutive windows above threshold that raise an alert (default: the config's detect section).
     #[arg(long)]
     pub raise_after: Option<u32>,
     /// Consecutive windows below threshold that clear it (default: the config's detect section).
     #[arg(long)]
     pub clear_after: Option<u32>,
+    /// CSV: a column of 0/1 labels (anomalous = 1). Each window takes the label of its newest
+    /// row; the last line then reports F1, false and missed alarm rates (alert up against
+    /// label, per window), labelled anomalies hit by an alert and how many windows into them,
+    /// and alerts raised outside them.
+    #[arg(long, value_name = "COLUMN")]
+    pub labels: Option<String>,
 }
 
 /// One output line: the window's verdict, with its alert event when it caused one.
@@ -61,6 +78,13 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         version.manifest.input.channels,
     );
     let mut rec = crate::recording::read(&args.file, &args.input)?;
+    let labels = match &args.labels {
+        None => None,
+        Some(_) if version.manifest.features.is_some() => {
+            bail!("--labels: audio models window log-mel frames, not rows; label a CSV recording")
+        }
+        Some(column) => Some(read_labels(&args.file, &args.input, column)?),
+    };
     // Audio models window log-mel frames, made with the parameters in their manifest.
     if let Some(features) = &version.manifest.features {
         rec = rec.logmel(features)?;
@@ -82,13 +106,33 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         version: m.version.clone(),
     };
     let model_threshold = m.threshold.value;
+    let judging = match (
+        args.threshold,
+        args.judge.as_deref().unwrap_or(&raw.detect.judge),
+    ) {
+        (Some(t), _) => Judging::Energy(Some(t)),
+        (None, "threshold") => Judging::Energy(None),
+        (None, "probability") => {
+            let p = args
+                .alert_probability
+                .unwrap_or(raw.detect.alert_probability);
+            if !(p > raw.detect.tail_quantile && p < 1.0) {
+                bail!(
+                    "--alert-probability {p} must be above detect.tail_quantile ({}) and below 1",
+                    raw.detect.tail_quantile
+                );
+            }
+            Judging::Probability(p)
+        }
+        (None, other) => bail!("--judge {other:?}: expected probability or threshold"),
+    };
     let stream = StreamInfo {
         id: args
             .file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        threshold: args.threshold,
+        judging,
         hysteresis: Hysteresis {
             raise_after: args.raise_after.unwrap_or(raw.detect.raise_after),
             clear_after: args.clear_after.unwrap_or(raw.detect.clear_after),
@@ -104,7 +148,8 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         channels: c,
     });
     let node = crate::config::RawConfig::default().node;
-    let mut judge = Judge::new();
+    let mut judge = Judge::new(raw.detect.calibration());
+    let mut scored = LabelScore::default();
     let mut total = 0.0f64;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -114,6 +159,16 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         for (win, energy) in chunk.iter().zip(energies) {
             total += f64::from(energy);
             let verdict = judge.judge(&stream, &model, model_threshold, win, energy);
+            if let Some(labels) = &labels {
+                // The window's newest row: windows start every `hop` rows.
+                let last = usize::try_from(win.seq)? * hop + w - 1;
+                scored.add(
+                    labels.get(last).copied().unwrap_or(false),
+                    verdict.state,
+                    verdict.transition == Some(Transition::Raised),
+                    verdict.learning,
+                );
+            }
             let alert = AlertEvent::from_verdict(&verdict, &node);
             serde_json::to_writer(
                 &mut out,
@@ -132,8 +187,30 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         "clip_energy": if windows.is_empty() { 0.0 } else { total / windows.len() as f64 },
         "threshold": model_threshold,
     });
+    let clip = match &args.labels {
+        Some(column) => {
+            let mut clip = clip;
+            clip["labels"] = scored.report(column);
+            clip
+        }
+        None => clip,
+    };
     serde_json::to_writer(&mut out, &clip)?;
     out.write_all(b"\n")?;
     out.flush()?;
     Ok(())
+}
+
+/// The 0/1 column `column` of a CSV recording, read with the same rows and delimiter.
+fn read_labels(file: &Path, input: &InputArgs, column: &str) -> anyhow::Result<Vec<bool>> {
+    let only = InputArgs {
+        columns: vec![column.to_owned()],
+        timestamp_column: None,
+        ..input.clone()
+    };
+    let rec = crate::recording::read(file, &only)?;
+    if rec.samples.ncols() != 1 {
+        bail!("--labels needs a CSV recording with a {column:?} column");
+    }
+    Ok(rec.samples.column(0).iter().map(|&v| v > 0.5).collect())
 }

@@ -91,7 +91,7 @@ async fn replayed_wav_raises_an_alert_on_its_fault_segment_only() {
     let prefix = "audio";
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
     let toml = format!(
-        "[models.machine]\npath = \"{}\"\n[[streams]]\nname = \"mic\"\ntopic = \"mics/+\"\n\
+        "[detect]\njudge = \"threshold\"\n[models.machine]\npath = \"{}\"\n[[streams]]\nname = \"mic\"\ntopic = \"mics/+\"\n\
          model = \"machine\"\nformat = \"i16le\"\nwindow = 5\nhop = 1\nraise_after = 5\nclear_after = 10\nlogmel = {{}}\n",
         model.display()
     );

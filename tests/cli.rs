@@ -159,23 +159,39 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
             "datetime",
             "--columns",
             cols,
+            "--hop",
+            "1",
             csv.to_str().unwrap(),
         ],
         &[],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let lines = window_lines(&o);
-    assert_eq!(lines.len() as u64, expected_windows(rows, 16, 16));
-    // The last line is the clip's energy: the mean over its windows.
+    assert_eq!(lines.len() as u64, expected_windows(rows, 16, 1));
+    // The default judging: the first 256 windows learn the recording's healthy start, the rest
+    // are judged by their calibrated probability.
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["seq"], i as u64);
-        for k in ["start", "end", "energy", "threshold", "anomalous"] {
+        for k in [
+            "start",
+            "end",
+            "energy",
+            "threshold",
+            "anomalous",
+            "learning",
+        ] {
             assert!(!l[k].is_null(), "{k} missing in {l}");
         }
-        assert_eq!(
-            l["anomalous"].as_bool().unwrap(),
-            l["energy"].as_f64().unwrap() > l["threshold"].as_f64().unwrap()
-        );
+        assert_eq!(l["alert_probability"], 0.999);
+        let learning = l["learning"].as_bool().unwrap();
+        assert_eq!(learning, i < 256, "{l}");
+        if learning {
+            assert!(l["probability"].is_null() && !l["anomalous"].as_bool().unwrap());
+        } else {
+            let p = l["probability"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&p), "{l}");
+            assert_eq!(l["anomalous"].as_bool().unwrap(), p >= 0.999, "{l}");
+        }
         if let Some(alert) = l.get("alert") {
             assert_eq!(alert["state"], l["transition"]);
             assert_eq!(alert["seq"], l["seq"]);
@@ -188,10 +204,14 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
 fn score_npz_raises_on_a_bearing_fault() {
     // CWRU inner-race fault at 12 kHz through the vibration fixture: not the signal it was
     // fitted on, so every window is far above threshold and one alert is raised, never cleared.
+    // Judged by the model's threshold: a recording that is all fault has no healthy start to
+    // calibrate on.
     let npz = shared_data().join("cwru/1797_IR_7_DE12.npz");
     let o = ebgand(
         &[
             "score",
+            "--judge",
+            "threshold",
             "--model",
             "models/vibration/fixture-1",
             "--key",

@@ -5,8 +5,10 @@
 //! same samples; and no alert may be published twice.
 //!
 //! Checked against the truth computed here from the samples sent: every window scored (no
-//! window missing or extra), with the energy ONNX Runtime gives for exactly those samples, and
-//! the alerts equal, one for one, to what the hysteresis makes of those energies.
+//! window missing or extra), with the energy ONNX Runtime gives for exactly those samples, the
+//! calibrated probability an uninterrupted judge gives those energies (so each stream's
+//! calibration survives the kills through the checkpoint), and the alerts equal, one for one,
+//! to what that judge makes of them.
 //!
 //! `EBGAND_TEST_LOGS=1 cargo test --test crash -- --nocapture` shows the daemons' logs.
 #![allow(
@@ -22,13 +24,18 @@ use std::time::Duration;
 
 use common::*;
 use ebgand::demo::sim::Machine;
-use ebgand::detect::{Detector, Hysteresis, Transition, is_anomalous};
+use ebgand::detect::{Calibration, Hysteresis, Judge, Judging, ModelRef, StreamInfo, Transition};
+use ebgand::pipeline::{Mark, RawWindow};
 
 const STREAMS: usize = 4;
 const SAMPLES_PER_MESSAGE: usize = 48;
 const WINDOW: usize = 64;
-/// Messages per stream: healthy, fault, healthy.
-const PHASES: [(usize, bool); 3] = [(60, false), (40, true), (60, false)];
+/// Messages per stream: healthy (150 windows: 100 learnt, 50 judged), fault, healthy.
+const PHASES: [(usize, bool); 3] = [(200, false), (40, true), (60, false)];
+/// Windows each stream learns from (`[detect] learn_windows`).
+const LEARN: u32 = 100;
+/// The daemons' settings beyond the fixture config's.
+const ENV: [(&str, &str); 1] = [("EBGAND__DETECT__LEARN_WINDOWS", "100")];
 
 /// Messages in sending order: (stream index, JSON payload).
 type Messages = Vec<(usize, Vec<u8>)>;
@@ -120,19 +127,52 @@ fn check_against_truth(obs: &Observer, sent: &[Vec<f32>], port: u16) -> usize {
             (0..windows as u64).collect::<Vec<_>>(),
             "{stream}: windows missing or extra"
         );
-        // Alerts: exactly the transitions the hysteresis makes of those energies, each once.
-        let mut d = Detector::new(Hysteresis {
-            raise_after: 3,
-            clear_after: 5,
+        // Probabilities and alerts: what one uninterrupted judge makes of those energies.
+        let mut judge = Judge::new(Calibration {
+            learn_windows: LEARN,
+            ..Calibration::default()
         });
-        let want: Vec<(u64, &str)> = truth
-            .iter()
-            .enumerate()
-            .filter_map(|(seq, &e)| {
-                d.observe(is_anomalous(e, threshold))
-                    .map(|t| (seq as u64, t.as_str()))
-            })
-            .collect();
+        let info = StreamInfo {
+            id: stream.clone(),
+            judging: Judging::Probability(0.999),
+            hysteresis: Hysteresis {
+                raise_after: 3,
+                clear_after: 5,
+            },
+        };
+        let model = ModelRef {
+            name: "vibration".into(),
+            version: "fixture-1".into(),
+        };
+        let mut want = Vec::new();
+        for (seq, &e) in truth.iter().enumerate() {
+            let w = RawWindow {
+                seq: seq as u64,
+                start: Mark::Index(0),
+                end: Mark::Index(0),
+                data: vec![],
+            };
+            let v = judge.judge(&info, &model, threshold, &w, e);
+            for m in energy
+                .iter()
+                .filter(|m| m.json["stream"] == stream.as_str() && m.json["seq"] == seq as u64)
+            {
+                assert_eq!(m.json["learning"], v.learning, "{stream} #{seq}");
+                match v.probability {
+                    None => assert!(m.json["probability"].is_null(), "{stream} #{seq}"),
+                    Some(p) => {
+                        let got = m.json["probability"].as_f64().unwrap();
+                        assert!(
+                            (got - p).abs() <= 1e-3 * (1.0 - p).max(1e-6) + 1e-9,
+                            "{stream} #{seq}: probability {got}, an uninterrupted judge gives {p}"
+                        );
+                    }
+                }
+            }
+            if let Some(t) = v.transition {
+                want.push((seq as u64, t.as_str()));
+            }
+        }
         // One stored alert may be delivered twice (at least once: its PUBACK lost in the
         // kill), always with the same alert_id; a second alert for a window would have another.
         let mut ids = std::collections::HashSet::new();
@@ -168,7 +208,7 @@ async fn sigkill_mid_stream_loses_no_window_and_alerts_once() {
     let (messages, sent) = sensor_data();
     let windows = (sent[0].len() / WINDOW) as u64;
 
-    let mut daemon = spawn_daemon(broker.port, "cr", state.path(), MQTT);
+    let mut daemon = spawn_daemon_with(broker.port, "cr", state.path(), MQTT, &ENV);
     wait_online(&obs, 1).await;
     // The sensors publish at their own pace, whether the daemon is up or not (the broker
     // queues for its persistent session); it is killed twice while they do.
@@ -191,7 +231,7 @@ async fn sigkill_mid_stream_loses_no_window_and_alerts_once() {
         .await;
         kill(&daemon, "-KILL");
         wait_exit(&mut daemon).await;
-        daemon = spawn_daemon(broker.port, "cr", state.path(), MQTT);
+        daemon = spawn_daemon_with(broker.port, "cr", state.path(), MQTT, &ENV);
     }
     sensors.await.unwrap();
     wait_all_scored(&obs, windows).await;
@@ -210,7 +250,7 @@ async fn windows_judged_again_after_a_crash_do_not_alert_twice() {
     let state = tempfile::tempdir().unwrap();
     let (messages, sent) = sensor_data();
     let windows = (sent[0].len() / WINDOW) as u64;
-    let env = [("EBGAND__JOURNAL__CHECKPOINT_MS", "60000")];
+    let env = [ENV[0], ("EBGAND__JOURNAL__CHECKPOINT_MS", "60000")];
 
     let mut daemon = spawn_daemon_with(broker.port, "cr", state.path(), MQTT, &env);
     wait_online(&obs, 1).await;

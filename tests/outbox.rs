@@ -19,6 +19,9 @@ use std::time::Duration;
 use common::*;
 use ebgand::demo::sim::Machine;
 
+/// Judged by the model's threshold: this test is about delivery, not judgment.
+const THRESHOLD: &[(&str, &str)] = &[("EBGAND__DETECT__JUDGE", "threshold")];
+
 fn acl(dir: &Path, ebgand_may_publish: bool) {
     let write = if ebgand_may_publish {
         "topic readwrite ob/#\n"
@@ -85,7 +88,7 @@ async fn alerts_raised_while_unpublishable_survive_sigkill_and_are_delivered_onc
     acl(broker.dir(), true);
     broker.stop().await;
     broker.restart().await;
-    let mut daemon = spawn_daemon(broker.port, "ob", state.path(), &mqtt);
+    let mut daemon = spawn_daemon_with(broker.port, "ob", state.path(), &mqtt, THRESHOLD);
     eventually(Duration::from_secs(20), "online", || {
         status
             .on("ob/status")
@@ -101,7 +104,7 @@ async fn alerts_raised_while_unpublishable_survive_sigkill_and_are_delivered_onc
     broker.stop().await;
     acl(broker.dir(), false);
     broker.restart().await;
-    let mut daemon = spawn_daemon(broker.port, "ob", state.path(), &mqtt);
+    let mut daemon = spawn_daemon_with(broker.port, "ob", state.path(), &mqtt, THRESHOLD);
     let mut tx = Sender::start_with(broker.port, |o| {
         o.set_credentials(ADMIN.0, ADMIN.1);
     })
@@ -142,7 +145,7 @@ async fn alerts_raised_while_unpublishable_survive_sigkill_and_are_delivered_onc
         o.set_credentials(ADMIN.0, ADMIN.1);
     })
     .await;
-    let mut daemon = spawn_daemon(broker.port, "ob", state.path(), &mqtt);
+    let mut daemon = spawn_daemon_with(broker.port, "ob", state.path(), &mqtt, THRESHOLD);
     eventually(
         Duration::from_secs(30),
         "the stored alert delivered",
@@ -158,7 +161,7 @@ async fn alerts_raised_while_unpublishable_survive_sigkill_and_are_delivered_onc
     // A clean stop, then a third start: nothing is left to publish again.
     kill(&daemon, "-TERM");
     assert!(wait_exit(&mut daemon).await.success());
-    let mut daemon = spawn_daemon(broker.port, "ob", state.path(), &mqtt);
+    let mut daemon = spawn_daemon_with(broker.port, "ob", state.path(), &mqtt, THRESHOLD);
     tokio::time::sleep(Duration::from_secs(2)).await;
     kill(&daemon, "-TERM");
     wait_exit(&mut daemon).await;

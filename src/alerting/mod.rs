@@ -22,7 +22,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
 use crate::detect::{
-    AlertEvent, AlertState, DetectorState, Judge, ModelRef, ShadowStats, Transition, Verdict,
+    AlertEvent, AlertState, Calibration, DetectorState, Judge, ModelRef, ShadowStats, Transition,
+    Verdict,
 };
 use crate::durable::checkpoint::Progress;
 use crate::model::ScoredBatch;
@@ -110,6 +111,8 @@ pub struct Alerting<S, T> {
     out: Output<S>,
     tap: T,
     judge: Judge,
+    /// How streams are calibrated (shadow judges use it too).
+    calibration: Calibration,
     /// Per model: the shadow version and its own detectors, so its alerts are counted as it
     /// would raise them.
     shadow_judges: HashMap<String, (String, Judge)>,
@@ -153,13 +156,22 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 metrics,
             },
             tap,
-            judge: Judge::restored(resumed.detectors),
+            judge: Judge::restored(resumed.detectors, Calibration::default()),
+            calibration: Calibration::default(),
             shadow_judges: HashMap::new(),
             alerted_through: resumed.alerted_through,
             progress,
             shadows,
             forget: None,
         }
+    }
+
+    /// Calibrates streams with `calibration` instead of the defaults.
+    #[must_use]
+    pub fn calibrated(mut self, calibration: Calibration) -> Self {
+        self.calibration = calibration;
+        self.judge.calibration = calibration;
+        self
     }
 
     /// Forgets each stream whose id arrives on `forget` (ingest dropped it after it went
@@ -238,10 +250,10 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             let (version, judge) = self
                 .shadow_judges
                 .entry(model.name.clone())
-                .or_insert_with(|| (info.version.clone(), Judge::new()));
+                .or_insert_with(|| (info.version.clone(), Judge::new(self.calibration)));
             if *version != info.version {
                 *version = info.version.clone();
-                *judge = Judge::new();
+                *judge = Judge::new(self.calibration);
             }
             let sref = ModelRef {
                 name: info.name.clone(),
@@ -284,8 +296,8 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         if let Some((_, _, _, _, add)) = shadow_pass {
             self.add_shadow_stats(&model.name, add);
         }
-        for verdict in &verdicts {
-            self.out.hand_on(verdict).await?;
+        for verdict in verdicts {
+            self.out.hand_on(&verdict).await?;
             // After the alert is in the sink: a checkpoint never runs ahead of it.
             self.progress
                 .judged(&verdict.stream, verdict.seq, verdict.detector);

@@ -80,7 +80,9 @@ impl Tap for Healthy {
 fn stream(id: &str) -> Arc<StreamInfo> {
     Arc::new(StreamInfo {
         id: id.into(),
-        threshold: None,
+        // The stage's plumbing, judged by the model's threshold (1.0):
+        // calibration has its own tests in `detect`.
+        judging: crate::detect::Judging::Energy(None),
         hysteresis: Hysteresis {
             raise_after: 2,
             clear_after: 2,
@@ -172,7 +174,7 @@ async fn a_fault_raises_once_clears_once_and_hands_on_in_order() {
     // Only windows under the threshold reach the tap.
     let healthy: Vec<f32> = seen.lock().unwrap().iter().map(|(_, v)| *v).collect();
     assert_eq!(healthy, vec![0.0, 4.0, 5.0, 6.0]);
-    let p = progress.snapshot()["vib/m1"];
+    let p = progress.snapshot()["vib/m1"].clone();
     assert_eq!(p.next_seq, 7);
     assert_eq!(p.detector, DetectorState::default());
 }
@@ -210,6 +212,7 @@ async fn a_restored_detector_carries_on_from_its_saved_state() {
             DetectorState {
                 state: AlertState::Raised,
                 run: 1,
+                ..DetectorState::default()
             },
         )]
         .into(),

@@ -251,6 +251,7 @@ pub async fn run(
         metrics.clone(),
         resumed,
     )
+    .calibrated(settings.calibration)
     .forgetting(forget_rx);
     let alerting_task = tracker.spawn(supervised(
         stages.guard("alerting"),

@@ -89,6 +89,8 @@ pub struct Settings {
     pub scoring: ScoringSettings,
     /// Streams.
     pub streams: Vec<StreamSettings>,
+    /// How every stream is calibrated.
+    pub calibration: crate::detect::Calibration,
     /// Most distinct streams.
     pub max_streams: usize,
     /// Streams quiet this long are forgotten (`None`: never).
@@ -324,8 +326,8 @@ pub struct StreamSettings {
     pub window: NonZeroUsize,
     /// Hop.
     pub hop: NonZeroUsize,
-    /// Threshold override.
-    pub threshold: Option<f32>,
+    /// How its windows are judged.
+    pub judging: crate::detect::Judging,
     /// Raise after k windows above.
     pub raise_after: u32,
     /// Clear after j windows below.

@@ -213,17 +213,49 @@ impl Default for RawScoring {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDetect {
-    /// Consecutive windows above threshold that raise an alert.
+    /// `probability` (calibrated per stream) or `threshold` (the model's energy threshold).
+    pub judge: String,
+    /// Consecutive anomalous windows that raise an alert.
     pub raise_after: u32,
-    /// Consecutive windows below threshold that clear it.
+    /// Consecutive normal windows that clear it.
     pub clear_after: u32,
+    /// A window is anomalous when the probability of its energy under the stream's recent
+    /// healthy windows is at or over this.
+    pub alert_probability: f64,
+    /// Windows a stream (or a new model version on it) learns from before it is judged.
+    pub learn_windows: u32,
+    /// Time constant, in healthy windows, over which the calibration forgets.
+    pub memory_windows: u32,
+    /// Quantile of healthy energies above which the tail is modelled.
+    pub tail_quantile: f64,
+    /// Windows an alert stays raised before its level is accepted as normal; 0: never.
+    pub accept_after: u32,
 }
 
 impl Default for RawDetect {
     fn default() -> Self {
+        let c = crate::detect::Calibration::default();
         Self {
+            judge: "probability".into(),
             raise_after: 3,
             clear_after: 5,
+            alert_probability: 0.999,
+            learn_windows: c.learn_windows,
+            memory_windows: c.memory_windows,
+            tail_quantile: c.tail_quantile,
+            accept_after: c.accept_after,
+        }
+    }
+}
+
+impl RawDetect {
+    /// The calibration settings every stream shares.
+    pub fn calibration(&self) -> crate::detect::Calibration {
+        crate::detect::Calibration {
+            learn_windows: self.learn_windows,
+            memory_windows: self.memory_windows,
+            tail_quantile: self.tail_quantile,
+            accept_after: self.accept_after,
         }
     }
 }
@@ -493,9 +525,12 @@ pub struct RawStream {
     /// Hop between windows in samples (default: the window, no overlap).
     #[serde(default)]
     pub hop: Option<usize>,
-    /// Threshold override (default: the model's calibrated threshold).
+    /// Absolute energy threshold: judges this stream by energy instead of probability.
     #[serde(default)]
     pub threshold: Option<f32>,
+    /// Alert probability override.
+    #[serde(default)]
+    pub alert_probability: Option<f64>,
     /// Hysteresis override.
     #[serde(default)]
     pub raise_after: Option<u32>,

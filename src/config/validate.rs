@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::detect::Judging;
+
 use super::tls::{TlsFiles, client_config};
 use super::*;
 
@@ -148,6 +150,7 @@ impl RawConfig {
         if self.detect.raise_after == 0 || self.detect.clear_after == 0 {
             errs.push("detect.raise_after / detect.clear_after: must be at least 1".into());
         }
+        validate_calibration(&self.detect, &mut errs);
 
         let mut streams = Vec::new();
         let mut names = std::collections::HashSet::new();
@@ -278,6 +281,7 @@ impl RawConfig {
                     queue_windows,
                 },
                 streams,
+                calibration: self.detect.calibration(),
                 max_streams: self.limits.max_streams,
                 stream_idle: (self.limits.stream_idle_s > 0)
                     .then(|| Duration::from_secs(self.limits.stream_idle_s)),
@@ -549,6 +553,25 @@ fn validate_stream(
             "{at}.threshold: {t} must be a positive finite number"
         ));
     }
+    let alert_probability = st.alert_probability.unwrap_or(detect.alert_probability);
+    if st.alert_probability.is_some() {
+        check_alert_probability(
+            alert_probability,
+            detect.tail_quantile,
+            &format!("{at}."),
+            errs,
+        );
+        if st.threshold.is_some() {
+            errs.push(format!(
+                "{at}: give threshold (judge by energy) or alert_probability, not both"
+            ));
+        }
+    }
+    let judging = match (st.threshold, detect.judge.as_str()) {
+        (Some(t), _) => Judging::Energy(Some(t)),
+        (None, "threshold") => Judging::Energy(None),
+        (None, _) => Judging::Probability(alert_probability),
+    };
     let raise_after = st.raise_after.unwrap_or(detect.raise_after);
     let clear_after = st.clear_after.unwrap_or(detect.clear_after);
     if raise_after == 0 || clear_after == 0 {
@@ -580,10 +603,47 @@ fn validate_stream(
         channels: channels?,
         window: window?,
         hop: hop?,
-        threshold: st.threshold,
+        judging,
         raise_after,
         clear_after,
     })
+}
+
+/// `[detect]`'s calibration settings.
+fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
+    if !(d.tail_quantile > 0.5 && d.tail_quantile < 1.0) {
+        errs.push(format!(
+            "detect.tail_quantile: {} must be between 0.5 and 1 (exclusive)",
+            d.tail_quantile
+        ));
+    }
+    check_alert_probability(d.alert_probability, d.tail_quantile, "detect.", errs);
+    if !matches!(d.judge.as_str(), "probability" | "threshold") {
+        errs.push(format!(
+            "detect.judge: {:?} must be \"probability\" (calibrated per stream) or \"threshold\" (the model's energy threshold)",
+            d.judge
+        ));
+    }
+    if d.learn_windows < 16 {
+        errs.push(format!(
+            "detect.learn_windows: {} is below 16; a calibration needs windows to learn from",
+            d.learn_windows
+        ));
+    }
+    if d.memory_windows < d.learn_windows {
+        errs.push(format!(
+            "detect.memory_windows: {} must be at least learn_windows ({})",
+            d.memory_windows, d.learn_windows
+        ));
+    }
+}
+
+fn check_alert_probability(p: f64, tail_quantile: f64, at: &str, errs: &mut Vec<String>) {
+    if !(p > tail_quantile && p < 1.0) {
+        errs.push(format!(
+            "{at}alert_probability: {p} must be above detect.tail_quantile ({tail_quantile}) and below 1"
+        ));
+    }
 }
 
 fn default_node() -> String {

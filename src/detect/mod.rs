@@ -1,7 +1,17 @@
-//! Detection: threshold and hysteresis per stream, and the events they produce. Pure logic: no
-//! I/O, no clock reads.
+//! Detection: the calibrated anomaly probability and hysteresis per stream, and the events they
+//! produce. Pure logic: no I/O, no clock reads.
+//!
+//! A window is anomalous when its energy's probability under the stream's own recent healthy
+//! behaviour ([`calibrate`]) reaches the stream's alert probability, or, where a stream sets an
+//! absolute energy `threshold`, when its energy is over it. A stream's first windows (and its
+//! first windows under a new model version) are learning: reported, never alerted on.
+
+pub mod calibrate;
+pub mod labels;
 
 use std::collections::HashMap;
+
+pub use calibrate::{Calibration, Calibrator};
 
 use serde::{Deserialize, Serialize};
 
@@ -52,10 +62,20 @@ pub struct Hysteresis {
 pub struct StreamInfo {
     /// Stream id (`name/<captured topic levels>`).
     pub id: String,
-    /// Threshold override; `None` uses the model's calibrated one.
-    pub threshold: Option<f32>,
+    /// How its windows are judged.
+    pub judging: Judging,
     /// Hysteresis.
     pub hysteresis: Hysteresis,
+}
+
+/// How a stream's windows are judged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Judging {
+    /// Anomalous when the energy's calibrated probability is at or over this (the default).
+    Probability(f64),
+    /// Anomalous when the energy is over this absolute threshold, or over the model's
+    /// calibrated threshold when `None`. No learning, no adaptation.
+    Energy(Option<f32>),
 }
 
 /// Whether `energy` is over `threshold`. A non-finite energy counts as anomalous: a model that
@@ -66,12 +86,23 @@ pub fn is_anomalous(energy: f32, threshold: f32) -> bool {
 
 /// What a stream's detector must carry across a restart (saved in the ingest checkpoint):
 /// everything it learned from the windows before the next one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct DetectorState {
     /// Alert state.
     pub state: AlertState,
     /// Consecutive windows so far toward the next transition.
     pub run: u32,
+    /// Windows the current alert has been raised for (for `accept_after`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub raised_for: u32,
+    /// The stream's calibrator (absent for streams judged by an absolute threshold, and in
+    /// checkpoints written before calibration existed: such a stream learns again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrator: Option<Calibrator>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One stream's hysteresis state machine: raise once after k windows above, clear once after j
@@ -88,6 +119,8 @@ pub struct Detector {
     hysteresis: Hysteresis,
     state: AlertState,
     run: u32,
+    raised_for: u32,
+    calibrator: Option<Calibrator>,
 }
 
 impl Detector {
@@ -102,6 +135,8 @@ impl Detector {
             hysteresis,
             state: saved.state,
             run: saved.run,
+            raised_for: saved.raised_for,
+            calibrator: saved.calibrator,
         }
     }
 
@@ -115,6 +150,8 @@ impl Detector {
         DetectorState {
             state: self.state,
             run: self.run,
+            raised_for: self.raised_for,
+            calibrator: self.calibrator.clone(),
         }
     }
 
@@ -135,12 +172,17 @@ impl Detector {
             ),
         };
         self.run = if continues_run { self.run + 1 } else { 0 };
+        let mut out = None;
         if self.run >= limit {
             self.state = next;
             self.run = 0;
-            return Some(transition);
+            out = Some(transition);
         }
-        None
+        self.raised_for = match self.state {
+            AlertState::Raised => self.raised_for.saturating_add(1),
+            AlertState::Normal => 0,
+        };
+        out
     }
 }
 
@@ -166,9 +208,18 @@ pub struct Verdict {
     pub end: Mark,
     /// Energy.
     pub energy: f32,
-    /// Threshold applied.
+    /// Probability of an energy lower than this under the stream's recent healthy windows;
+    /// `None` while the stream learns, and for a stream judged by an absolute threshold.
+    pub probability: Option<f64>,
+    /// The probability at or over which the window counts as anomalous (`None`: judged by
+    /// energy against `threshold`).
+    pub alert_probability: Option<f64>,
+    /// The stream is learning: this window is added to its calibration, not judged.
+    pub learning: bool,
+    /// The model's calibrated threshold, or the stream's absolute threshold when it sets one.
     pub threshold: f32,
-    /// Energy over threshold.
+    /// Judged anomalous (probability at or over the alert probability, or energy over an
+    /// absolute threshold).
     pub anomalous: bool,
     /// Alert state after this window.
     pub state: AlertState,
@@ -198,7 +249,13 @@ pub struct AlertEvent {
     pub state: Transition,
     /// Energy of the window that caused it.
     pub energy: f32,
-    /// Threshold applied.
+    /// Its calibrated probability (absent for a stream judged by an absolute threshold).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// The alert probability applied (absent when judged by energy against `threshold`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_probability: Option<f64>,
+    /// The model's calibrated threshold, or the stream's absolute one.
     pub threshold: f32,
     /// Model that scored the window.
     pub model: ModelRef,
@@ -226,6 +283,8 @@ impl AlertEvent {
             stream: v.stream.clone(),
             state: v.transition?,
             energy: v.energy,
+            probability: v.probability,
+            alert_probability: v.alert_probability,
             threshold: v.threshold,
             model: v.model.clone(),
             window: WindowRef {
@@ -279,6 +338,8 @@ impl ShadowStats {
 /// Every stream's detector, keyed by stream id.
 #[derive(Debug, Default)]
 pub struct Judge {
+    /// How streams are calibrated.
+    pub calibration: Calibration,
     detectors: HashMap<String, Detector>,
     /// Saved states of streams not seen yet, from the last run's checkpoint.
     saved: HashMap<String, DetectorState>,
@@ -286,13 +347,14 @@ pub struct Judge {
 
 impl Judge {
     /// An empty judge.
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(calibration: Calibration) -> Self {
+        Self::restored(HashMap::new(), calibration)
     }
 
     /// A judge whose detectors start from saved states, by stream id.
-    pub fn restored(saved: HashMap<String, DetectorState>) -> Self {
+    pub fn restored(saved: HashMap<String, DetectorState>, calibration: Calibration) -> Self {
         Self {
+            calibration,
             detectors: HashMap::new(),
             saved,
         }
@@ -304,7 +366,10 @@ impl Judge {
         self.saved.remove(stream);
     }
 
-    /// Judges one window: threshold (the stream's override, else the model's), hysteresis.
+    /// Judges one window: its probability under the stream's calibration (or its energy against
+    /// the stream's absolute threshold), then hysteresis. A learning window is added to the
+    /// calibration and leaves the alert state as it is; a judged one is added only when it is
+    /// healthy and no alert is raised, so a fault is never learnt.
     pub fn judge(
         &mut self,
         stream: &StreamInfo,
@@ -313,8 +378,7 @@ impl Judge {
         window: &RawWindow,
         energy: f32,
     ) -> Verdict {
-        let threshold = stream.threshold.unwrap_or(model_threshold);
-        let anomalous = is_anomalous(energy, threshold);
+        let cal = self.calibration;
         let mut first = false;
         let saved = &mut self.saved;
         let detector = self.detectors.entry(stream.id.clone()).or_insert_with(|| {
@@ -322,13 +386,55 @@ impl Judge {
             let state = saved.remove(&stream.id).unwrap_or_default();
             Detector::restore(stream.hysteresis, state)
         });
-        let transition = detector.observe(anomalous);
+        let (threshold, probability, learning, anomalous, transition);
+        let alert_probability = match stream.judging {
+            Judging::Probability(p) => Some(p),
+            Judging::Energy(_) => None,
+        };
+        if let Judging::Energy(t) = stream.judging {
+            detector.calibrator = None;
+            threshold = t.unwrap_or(model_threshold);
+            (probability, learning) = (None, false);
+            anomalous = is_anomalous(energy, threshold);
+            transition = detector.observe(anomalous);
+        } else {
+            threshold = model_threshold;
+            // Energies of another model version mean nothing to this one: learn again.
+            let mut c = detector
+                .calibrator
+                .take()
+                .filter(|c| c.version == model.version)
+                .unwrap_or_else(|| Calibrator::new(&model.version));
+            learning = c.learning(&cal);
+            if learning {
+                c.add(energy, &cal);
+                (probability, anomalous, transition) = (None, false, None);
+            } else {
+                let p = c.probability(energy, &cal);
+                probability = Some(p);
+                anomalous = alert_probability.is_some_and(|a| p >= a);
+                transition = detector.observe(anomalous);
+                if !anomalous && detector.state == AlertState::Normal {
+                    c.add(energy, &cal);
+                }
+                if cal.accept_after > 0 && detector.raised_for >= cal.accept_after {
+                    // Raised this long: the level is the new normal. Learn it; the alert
+                    // clears once the windows after learning are judged normal.
+                    c.relearn();
+                    detector.raised_for = 0;
+                }
+            }
+            detector.calibrator = Some(c);
+        }
         Verdict {
             stream: stream.id.clone(),
             seq: window.seq,
             start: window.start.clone(),
             end: window.end.clone(),
             energy,
+            probability,
+            alert_probability,
+            learning,
             threshold,
             anomalous,
             state: detector.state(),
@@ -400,7 +506,7 @@ mod tests {
     fn judge_uses_stream_override_and_builds_events() {
         let stream = StreamInfo {
             id: "vib/m1".into(),
-            threshold: Some(10.0),
+            judging: Judging::Energy(Some(10.0)),
             hysteresis: Hysteresis {
                 raise_after: 1,
                 clear_after: 1,
@@ -416,7 +522,7 @@ mod tests {
             end: Mark::Index(3),
             data: vec![],
         };
-        let mut j = Judge::new();
+        let mut j = Judge::new(Calibration::default());
         let v = j.judge(&stream, &model, 1.0, &w, 5.0);
         assert!(!v.anomalous && v.first && v.threshold == 10.0);
         let v = j.judge(&stream, &model, 1.0, &w, 11.0);

@@ -44,7 +44,7 @@ pub enum CheckpointError {
 }
 
 /// A stream's judging progress.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Judged {
     /// The first window not judged yet.
     pub next_seq: u64,
@@ -55,7 +55,7 @@ pub struct Judged {
 }
 
 /// A stream's entry in the checkpoint file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Saved {
     /// Judging progress.
     #[serde(flatten)]
@@ -109,7 +109,7 @@ impl Progress {
     pub fn seed(&self, saved: &HashMap<String, Saved>) {
         let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         for (id, s) in saved {
-            all.insert(id.clone(), s.judged);
+            all.insert(id.clone(), s.judged.clone());
         }
     }
 
@@ -123,7 +123,7 @@ impl Progress {
 }
 
 /// The checkpoint file's content.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Every stream's place, by stream id.
     pub streams: HashMap<String, Saved>,
@@ -181,14 +181,16 @@ mod tests {
         let raised = DetectorState {
             state: AlertState::Raised,
             run: 0,
+            ..DetectorState::default()
         };
-        p.judged("s/a", 4, raised);
+        p.judged("s/a", 4, raised.clone());
         p.judged(
             "s/a",
             2,
             DetectorState {
                 state: AlertState::Normal,
                 run: 1,
+                ..DetectorState::default()
             },
         );
         p.passed("s/b", 9);

@@ -97,7 +97,7 @@ impl IngestLog {
             detectors: self
                 .saved
                 .iter()
-                .map(|(id, s)| (id.clone(), s.judged.detector))
+                .map(|(id, s)| (id.clone(), s.judged.detector.clone()))
                 .collect(),
             alerted_through: last_alerts
                 .iter()
@@ -211,7 +211,7 @@ impl IngestLog {
             });
             entry.samples = e.received();
             if let Some(j) = judged.get(id) {
-                entry.judged = *j;
+                entry.judged = j.clone();
             }
         }
         if saved == self.saved && self.journal.segments() < 2 {

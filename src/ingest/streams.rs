@@ -123,7 +123,7 @@ impl StreamEntry {
             route,
             info: Arc::new(StreamInfo {
                 id,
-                threshold: s.threshold,
+                judging: s.judging,
                 hysteresis: Hysteresis {
                     raise_after: s.raise_after,
                     clear_after: s.clear_after,

@@ -514,7 +514,7 @@ mod tests {
         Window {
             stream: Arc::new(crate::detect::StreamInfo {
                 id: format!("s/{}", seq % 3),
-                threshold: None,
+                judging: crate::detect::Judging::Energy(None),
                 hysteresis: crate::detect::Hysteresis {
                     raise_after: 1,
                     clear_after: 1,

@@ -531,7 +531,12 @@ pub fn assert_exactly_once(energy: &[Seen], expected: &HashMap<String, u64>) {
 }
 
 /// The committed vibration fixture config (W=64, C=1, JSON arrays on sensors/+/vibration).
+/// Judged by the model's energy threshold: the tests that use it are about delivery (every
+/// window once, alerts once), which must not depend on a stream's learning phase. Judgment by
+/// calibrated probability has its own tests (`tests/judgment.rs`).
 pub const VIBRATION: &str = r#"
+[detect]
+judge = "threshold"
 [models.vibration]
 path = "models/vibration/fixture-1"
 [[streams]]

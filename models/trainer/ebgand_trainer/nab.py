@@ -1,0 +1,108 @@
+"""NAB's scoring (Lavin and Ahmad 2015), re-implemented from the NAB repository's
+`nab/sweeper.py` and `nab/scorer.py` (v1.0) as the data README describes it.
+
+Per file: the first min(floor(0.15 N), 750) rows are probationary (ignored). Every row whose
+score is at or over the threshold is a detection. Inside a labelled window only the best (that
+is, the earliest) detection counts, weighted tp_weight * scaled_sigmoid(position) / max_tp, where
+position = -(right - i + 1) / width runs from -1 at the window's first row to ~0 at its last; a
+window with no detection costs fn_weight; a detection outside every window costs
+fp_weight * scaled_sigmoid(distance past the preceding window / (its width - 1)), or the full
+fp_weight when no window precedes it. One threshold is chosen per detector for all files, the one
+that maximises the total, and the total is normalised to 100 (S - S_null) / (S_perfect - S_null).
+
+`selfcheck` checks it against hand-computed cases.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+PROFILES = {  # name: (tp, fp, fn) weights, NAB's config/profiles.json
+    "standard": (1.0, 0.11, 1.0),
+    "reward_low_FP_rate": (1.0, 0.22, 1.0),
+    "reward_low_FN_rate": (1.0, 0.11, 2.0),
+}
+
+
+def scaled_sigmoid(x):
+    return -1.0 if x > 3.0 else 2.0 / (1.0 + math.exp(5.0 * x)) - 1.0
+
+
+def probationary_length(n):
+    return min(math.floor(0.15 * n), 750)
+
+
+@dataclass
+class Point:
+    score: float
+    weight: float  # the unweighted sweep score: sigmoid position, in or after a window
+    window: int | None  # index of the window the row is in, None outside
+
+
+def points(n, windows):
+    """Per non-probationary row: its sigmoid weight and window. windows: [(first, last)] row
+    indexes, sorted. Returns (list of (row, Point-without-score) pairs, windows that count)."""
+    prob = probationary_length(n)
+    out = []
+    cur = prev = None  # (index, first, last)
+    queue = list(enumerate(windows))
+    for i in range(n):
+        if queue and i == queue[0][1][0]:
+            k, (a, b) = queue.pop(0)
+            cur = (k, a, b)
+        if cur is not None:
+            _, a, b = cur
+            width = b - a + 1
+            w = scaled_sigmoid(-(b - i + 1) / width)
+            win = cur[0]
+        else:
+            if prev is None:
+                w = -1.0
+            else:
+                _, a, b = prev
+                w = scaled_sigmoid(abs(b - i) / (b - a))
+            win = None
+        if i >= prob:
+            out.append((i, w, win))
+        if cur is not None and i == cur[2]:
+            prev, cur = cur, None
+    counted = {win for _, _, win in out if win is not None}
+    return out, counted
+
+
+def file_score(scores, windows, threshold, profile="standard"):
+    """One file's raw NAB score at one threshold, with (tp, fp, fn) counts."""
+    tp_w, fp_w, fn_w = PROFILES[profile]
+    max_tp = scaled_sigmoid(-1.0)
+    pts, counted = points(len(scores), windows)
+    best = {}
+    total, fp = 0.0, 0
+    for i, w, win in pts:
+        if scores[i] < threshold:
+            continue
+        if win is None:
+            total += w * fp_w
+            fp += 1
+        else:
+            best[win] = max(best.get(win, -2.0), w)
+    total += sum(w * tp_w / max_tp for w in best.values())
+    total -= fn_w * (len(counted) - len(best))
+    return total, len(best), fp, len(counted) - len(best)
+
+
+def normalised(files, profile="standard", thresholds=None):
+    """files: [(scores, windows)]. Sweeps thresholds (every distinct score, or the ones given),
+    returns (normalised score, threshold, per-file (raw, tp, fp, fn))."""
+    tp_w, _, fn_w = PROFILES[profile]
+    if thresholds is None:
+        thresholds = sorted({float(s) for scores, _ in files for s in scores}, reverse=True)
+    n_windows = sum(len(points(len(s), w)[1]) for s, w in files)
+    null, perfect = -fn_w * n_windows, tp_w * n_windows
+    best = None
+    for t in thresholds:
+        per = [file_score(s, w, t, profile) for s, w in files]
+        raw = sum(p[0] for p in per)
+        if best is None or raw > best[0]:
+            best = (raw, t, per)
+    raw, t, per = best
+    return 100.0 * (raw - null) / (perfect - null), t, per
