@@ -118,7 +118,11 @@ fuzz: ## cargo fuzz (nightly) every payload decoder, the config, manifest and co
 	  cargo +nightly fuzz run $$t -- -runs=$(FUZZ_RUNS) -print_final_stats=1 $$dict || exit 1; \
 	done
 
-eval: setup-venv ## Detection quality on ../shared/data: SKAB, CWRU, NAB; EBGAN vs plain autoencoder
+EVAL_ARGS ?= --seeds 3
+
+eval: setup-ort setup-venv ## Judgment on the dev sets through `ebgand train`/`score` (NAB dev, SKAB; old rule vs new), then the models' ranking (SKAB, CWRU, NAB); EVAL_ARGS=...
+	cargo build --release --quiet
+	PYTHONPATH=models/trainer $(TRAINER_VENV)/bin/python scripts/eval_judgment.py --data ../shared/data $(EVAL_ARGS)
 	PYTHONPATH=models/trainer $(TRAINER_VENV)/bin/python -m ebgand_trainer.evaluate --data ../shared/data
 
 clean-setup: ## Remove the downloaded library and venvs

@@ -123,6 +123,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     raw.mqtt.publish_energy = true;
     raw.http.listen = String::new();
     raw.shutdown.grace_ms = 5_000;
+    // 15 windows a second: the stream learns its first 4 s, so the default 10 s of healthy
+    // signal leave it 6 s of judged healthy windows before the fault.
+    raw.detect.learn_windows = 64;
     // The demo's registry and captures live in its temp folder: it always serves the embedded
     // model, whatever a local daemon left in ./state.
     raw.registry.dir = model_dir.join("registry").display().to_string();
@@ -259,14 +262,14 @@ async fn console(port: u16, prefix: String) {
                 v["energy"].as_f64().unwrap_or(0.0),
                 v["threshold"].as_f64().unwrap_or(1.0),
             );
+            let state = match (v["learning"] == true, v["probability"].as_f64()) {
+                (true, _) => "learning".to_owned(),
+                (false, Some(p)) => format!("p {p:.5} {}", v["state"].as_str().unwrap_or("")),
+                (false, None) => v["state"].as_str().unwrap_or("").to_owned(),
+            };
             // Every 4th window keeps the screen readable at 15 windows/s.
             if n.is_multiple_of(4) || v["anomalous"] == true {
-                println_flush(&bar(
-                    v["seq"].as_u64().unwrap_or(0),
-                    e,
-                    t,
-                    v["state"].as_str().unwrap_or(""),
-                ));
+                println_flush(&bar(v["seq"].as_u64().unwrap_or(0), e, t, &state));
             }
         } else if p.topic.starts_with(&format!("{prefix}/alerts/")) {
             println_flush(&format!(

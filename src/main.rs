@@ -21,8 +21,9 @@ const EX_CONFIG: u8 = 78;
     about = "Streaming anomaly detection for machines: MQTT sensor windows scored by EBGAN energy.",
     long_about = "ebgand subscribes to sensor streams on an MQTT broker, cuts them into windows, scores \
 each window by the energy (reconstruction error) of an autoencoder discriminator through ONNX \
-Runtime, and publishes alerts on {prefix}/alerts/{stream} when the energy stays above the model's \
-calibrated threshold (raised once, cleared once).\n\n\
+Runtime, and publishes alerts on {prefix}/alerts/{stream} when the energy stays improbable under \
+the stream's own recent healthy windows (a calibrated probability per stream, [detect] \
+alert_probability; raised once, cleared once).\n\n\
 Configuration: built-in defaults, then ./config.toml or --config PATH, then EBGAND__SECTION__KEY \
 environment variables (EBGAND__MQTT__HOST=broker.lan). `ebgand print-default-config` prints the \
 documented file.\n\n\

@@ -136,8 +136,8 @@ fn check_against_truth(obs: &Observer, sent: &[Vec<f32>], port: u16) -> usize {
             id: stream.clone(),
             judging: Judging::Probability(0.999),
             hysteresis: Hysteresis {
-                raise_after: 3,
-                clear_after: 5,
+                raise_after: 3, // the defaults
+                clear_after: 50,
             },
         };
         let model = ModelRef {

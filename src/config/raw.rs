@@ -230,6 +230,10 @@ pub struct RawDetect {
     pub tail_quantile: f64,
     /// Windows an alert stays raised before its level is accepted as normal; 0: never.
     pub accept_after: u32,
+    /// Time constant, in healthy windows, of the energy level windows are read against; 0: none.
+    pub drift_windows: u32,
+    /// Judged windows are learnt only under this probability; 0: every healthy window.
+    pub learn_below: f64,
 }
 
 impl Default for RawDetect {
@@ -238,12 +242,14 @@ impl Default for RawDetect {
         Self {
             judge: "probability".into(),
             raise_after: 3,
-            clear_after: 5,
+            clear_after: 50,
             alert_probability: 0.999,
             learn_windows: c.learn_windows,
             memory_windows: c.memory_windows,
             tail_quantile: c.tail_quantile,
             accept_after: c.accept_after,
+            drift_windows: c.drift_windows,
+            learn_below: c.learn_below,
         }
     }
 }
@@ -256,6 +262,8 @@ impl RawDetect {
             memory_windows: self.memory_windows,
             tail_quantile: self.tail_quantile,
             accept_after: self.accept_after,
+            drift_windows: self.drift_windows,
+            learn_below: self.learn_below,
         }
     }
 }

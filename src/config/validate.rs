@@ -618,6 +618,12 @@ fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
         ));
     }
     check_alert_probability(d.alert_probability, d.tail_quantile, "detect.", errs);
+    if d.learn_below != 0.0 && !(d.learn_below > 0.5 && d.learn_below <= d.alert_probability) {
+        errs.push(format!(
+            "detect.learn_below: {} must be 0 (learn every healthy window) or between 0.5 and alert_probability ({})",
+            d.learn_below, d.alert_probability
+        ));
+    }
     if !matches!(d.judge.as_str(), "probability" | "threshold") {
         errs.push(format!(
             "detect.judge: {:?} must be \"probability\" (calibrated per stream) or \"threshold\" (the model's energy threshold)",

@@ -12,8 +12,10 @@
 //! model.
 //!
 //! Only windows judged healthy are added (the caller's rule: never a window over the alert
-//! probability, never one of a raised alert), so the histogram follows slow drift of healthy
-//! behaviour but cannot learn a fault. The first [`Calibration::learn_windows`] windows of a
+//! probability or [`Calibration::learn_below`], never one of a raised alert), so the histogram
+//! follows slow drift of healthy behaviour but cannot learn a fault: a drift moves the bulk of
+//! the energies a little at a time, while a fault that climbs every window keeps landing in
+//! the tail, is never learnt, and so climbs out of it. The first [`Calibration::learn_windows`] windows of a
 //! stream (or of a new model version on it) are learning: every window is added, none judged.
 //!
 //! Pure and deterministic: no clock, no I/O; its state serialises into the checkpoint.
@@ -45,6 +47,15 @@ pub struct Calibration {
     /// Windows an alert may stay raised before its level is accepted as the new normal (the
     /// stream learns again); 0 keeps it raised.
     pub accept_after: u32,
+    /// Time constant, in healthy windows, of the stream's energy level (DSPOT's drift term):
+    /// each window is read relative to the level of the healthy windows before it, so a drift
+    /// slower than this is followed and a rise faster than it stands out. 0: no level, read
+    /// energies as they are.
+    pub drift_windows: u32,
+    /// Judged windows are learnt only when healthy and their probability is under this: a
+    /// fault that rises a little every window stays in the tail instead of dragging the tail
+    /// up with it. 0: every healthy window.
+    pub learn_below: f64,
 }
 
 impl Default for Calibration {
@@ -54,6 +65,8 @@ impl Default for Calibration {
             memory_windows: 8_640,
             tail_quantile: 0.98,
             accept_after: 0,
+            drift_windows: 0,
+            learn_below: 0.99,
         }
     }
 }
@@ -67,6 +80,9 @@ pub struct Calibrator {
     pub seen: u64,
     /// Weight the next window adds (grows by 1 / (1 - 1/memory) per window: older ones fade).
     weight: f64,
+    /// The healthy windows' level of log10 energy (with `drift_windows`).
+    #[serde(default)]
+    level: f64,
     /// Bin index of `mass[0]`.
     first: i32,
     /// Weighted counts of bins `first ..`.
@@ -116,12 +132,35 @@ impl Calibrator {
         *self = Self::new(&self.version);
     }
 
+    /// The value the histogram holds for `energy`: log10 energy, relative to the level when the
+    /// stream has one.
+    fn relative(&self, energy: f32, cal: &Calibration) -> f64 {
+        let u = log10_energy(energy);
+        if cal.drift_windows == 0 || self.seen == 0 {
+            u
+        } else {
+            // Centred in the histogram's range, so a level at either end keeps its tails.
+            u - self.level
+        }
+    }
+
     /// Adds a healthy window's energy. Non-finite energies are never healthy and are ignored.
     pub fn add(&mut self, energy: f32, cal: &Calibration) {
         if !energy.is_finite() {
             return;
         }
-        let bin = bin_of(log10_energy(energy));
+        let value = self.relative(energy, cal);
+        if cal.drift_windows > 0 {
+            // The level: the plain mean while learning, then an exponential average.
+            let u = log10_energy(energy);
+            let n = (self.seen as f64 + 1.0).min(f64::from(cal.drift_windows));
+            self.level = if self.seen == 0 {
+                u
+            } else {
+                self.level + (u - self.level) / n
+            };
+        }
+        let bin = bin_of(value);
         if self.mass.is_empty() {
             self.first = bin;
             self.weight = 1.0;
@@ -154,7 +193,7 @@ impl Calibrator {
         }
         match self.tail_fit(cal.tail_quantile) {
             None => 0.0,
-            Some(t) => 1.0 - self.tail(log10_energy(energy), &t),
+            Some(t) => 1.0 - self.tail(self.relative(energy, cal), &t),
         }
     }
 

@@ -414,7 +414,10 @@ impl Judge {
                 probability = Some(p);
                 anomalous = alert_probability.is_some_and(|a| p >= a);
                 transition = detector.observe(anomalous);
-                if !anomalous && detector.state == AlertState::Normal {
+                if !anomalous
+                    && detector.state == AlertState::Normal
+                    && (cal.learn_below <= 0.0 || p < cal.learn_below)
+                {
                     c.add(energy, &cal);
                 }
                 if cal.accept_after > 0 && detector.raised_for >= cal.accept_after {
@@ -533,5 +536,130 @@ mod tests {
         assert_eq!(json["window"]["end"], 3);
         assert_eq!(json["model"]["version"], "v1");
         assert_eq!(json["seq"], 7);
+    }
+
+    /// One stream judged by probability over `energies`; returns its transitions.
+    fn judged(cal: Calibration, energies: impl IntoIterator<Item = f32>) -> Vec<(u64, Transition)> {
+        let stream = StreamInfo {
+            id: "s".into(),
+            judging: Judging::Probability(0.999),
+            hysteresis: Hysteresis {
+                raise_after: 3,
+                clear_after: 50,
+            },
+        };
+        let model = ModelRef {
+            name: "m".into(),
+            version: "v1".into(),
+        };
+        let mut j = Judge::new(cal);
+        let mut out = Vec::new();
+        for (seq, e) in energies.into_iter().enumerate() {
+            let w = RawWindow {
+                seq: seq as u64,
+                start: Mark::Index(0),
+                end: Mark::Index(0),
+                data: vec![],
+            };
+            let v = j.judge(&stream, &model, 1.0, &w, e);
+            assert!(
+                !(v.learning && v.anomalous),
+                "a learning window is never anomalous"
+            );
+            out.extend(v.transition.map(|t| (seq as u64, t)));
+        }
+        out
+    }
+
+    /// Healthy energies: 1.0 with +-30 % deterministic noise, times `level(window)`.
+    fn energies(n: usize, level: impl Fn(usize) -> f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let noise = ((i * 7_919) % 1_000) as f32 / 1_000.0; // 0..1, well mixed
+                level(i) * (0.7 + 0.6 * noise)
+            })
+            .collect()
+    }
+
+    fn cal() -> Calibration {
+        Calibration {
+            learn_windows: 200,
+            ..Calibration::default()
+        }
+    }
+
+    #[test]
+    fn a_fault_in_the_learning_windows_is_never_alerted() {
+        let e = energies(300, |i| if (50..150).contains(&i) { 100.0 } else { 1.0 });
+        assert!(judged(cal(), e.iter().copied().take(200)).is_empty());
+    }
+
+    #[test]
+    fn slow_drift_is_followed_and_a_fault_climbing_faster_is_raised() {
+        // Drift: the energy level doubles over 4,000 windows. Fault: the same doubling every
+        // 100 windows from window 1,000.
+        let drift = energies(5_000, |i| 2f32.powf(i as f32 / 4_000.0));
+        assert_eq!(judged(cal(), drift), vec![]);
+        let fault = energies(5_000, |i| 2f32.powf(i.saturating_sub(1_000) as f32 / 100.0));
+        let t = judged(cal(), fault);
+        assert_eq!(t.len(), 1, "raised once, never cleared: {t:?}");
+        assert_eq!(t[0].1, Transition::Raised);
+        assert!((1_000..1_400).contains(&t[0].0), "{t:?}");
+    }
+
+    #[test]
+    fn a_held_step_is_raised_once_then_accepted_or_kept_by_configuration() {
+        let step = energies(3_000, |i| if i >= 1_000 { 20.0 } else { 1.0 });
+        let kept = judged(cal(), step.clone());
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0], (1_002, Transition::Raised));
+        // Accepted after 500 windows: the stream learns the new level (200 windows), then the
+        // alert clears after clear_after (50) normal windows.
+        let accepting = Calibration {
+            accept_after: 500,
+            ..cal()
+        };
+        let t = judged(accepting, step);
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t[0], (1_002, Transition::Raised));
+        assert_eq!(t[1].1, Transition::Cleared);
+        assert!((1_750..1_760).contains(&t[1].0), "{t:?}");
+    }
+
+    #[test]
+    fn a_new_model_version_learns_again() {
+        let stream = StreamInfo {
+            id: "s".into(),
+            judging: Judging::Probability(0.999),
+            hysteresis: Hysteresis {
+                raise_after: 1,
+                clear_after: 1,
+            },
+        };
+        let w = RawWindow {
+            seq: 0,
+            start: Mark::Index(0),
+            end: Mark::Index(0),
+            data: vec![],
+        };
+        let mut j = Judge::new(Calibration {
+            learn_windows: 16,
+            ..Calibration::default()
+        });
+        let v1 = ModelRef {
+            name: "m".into(),
+            version: "v1".into(),
+        };
+        for e in energies(16, |_| 1.0) {
+            assert!(j.judge(&stream, &v1, 1.0, &w, e).learning);
+        }
+        assert!(!j.judge(&stream, &v1, 1.0, &w, 1.0).learning);
+        let v2 = ModelRef {
+            version: "v2".into(),
+            ..v1
+        };
+        let v = j.judge(&stream, &v2, 1.0, &w, 1_000.0);
+        assert!(v.learning && !v.anomalous && v.probability.is_none());
+        assert_eq!(v.detector.calibrator.unwrap().version, "v2");
     }
 }
