@@ -48,7 +48,11 @@ def run(cmd, env=None):
 class Binary:
     def __init__(self, path, cache):
         self.path, self.cache = str(path), Path(cache)
-        self.env = {**os.environ, "EBGAND_LOG": "warn"}
+        self.cache.mkdir(parents=True, exist_ok=True)
+        # The built-in defaults (the documented config), not whatever ./config.toml says.
+        empty = self.cache / "defaults.toml"
+        empty.write_text("")
+        self.env = {**os.environ, "EBGAND_LOG": "warn", "EBGAND_CONFIG": str(empty)}
 
     def train(self, key, file, read_args, rows, window, mode, seed, extra=()):
         out = self.cache / key / f"{mode}-{seed}"

@@ -186,3 +186,61 @@ async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer
     );
     daemon.shutdown().await.unwrap();
 }
+
+/// Continual learning is the default for a model that learnt from its stream: it retrains on
+/// `[learning] retrain_every_s` from its captured healthy windows; a model seeded from a folder
+/// on the same schedule does not (unless `retrain_seeded`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
+    assert!(
+        root().join(".venv/trainer/bin/python").exists(),
+        "trainer venv missing: run `make setup`"
+    );
+    let broker = Mosquitto::start().await;
+    let obs = Observer::start(broker.port, "#").await;
+    let mut daemons = Vec::new();
+    for (prefix, toml) in [
+        (
+            "cont",
+            VIBRATION.replace("path = \"models/vibration/fixture-1\"", ""),
+        ),
+        ("seed", VIBRATION.replace("sensors/+", "seeded/+")),
+    ] {
+        let mut s = settings(broker.port, prefix, &toml);
+        assert!(s.learning.retrain_every.is_some(), "on by default");
+        s.learning.retrain_every = Some(Duration::from_secs(3));
+        s.learning.period.windows = 300;
+        s.learning.capture_every = 1;
+        s.learning.steps = 200;
+        s.train.python = root().join(".venv/trainer/bin/python");
+        s.train.worker = root().join("models/trainer");
+        s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
+        daemons.push(TestDaemon::start(s).await);
+    }
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(33);
+    for _ in 0..600 {
+        let samples = serde_json::to_vec(&m.samples(64, false)).unwrap();
+        tx.publish("sensors/m1/vibration", samples.clone()).await;
+        tx.publish("seeded/m1/vibration", samples).await;
+    }
+    tx.flushed().await;
+    eventually(
+        Duration::from_secs(90),
+        "learnt, then retrained on schedule",
+        || events(&obs, "cont", "activated").len() >= 2,
+    )
+    .await;
+    let activated = events(&obs, "cont", "activated");
+    assert_ne!(activated[0]["version"], activated[1]["version"]);
+    assert_eq!(activated[1]["reason"], "trained");
+    // Two more periods: the seeded daemon's schedule has ticked at least twice by now.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        events(&obs, "seed", "training_started").is_empty(),
+        "the seeded model was retrained"
+    );
+    for d in daemons {
+        d.shutdown().await.unwrap();
+    }
+}

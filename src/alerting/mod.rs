@@ -246,6 +246,15 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             name: batch.model.name.clone(),
             version: batch.model.version.clone(),
         };
+        // The shadow was promoted: its streams' calibrations carry on under the active version
+        // (they learnt its energies on the same windows), so no stream learns from scratch.
+        if let Some((version, _)) = self.shadow_judges.get(&model.name)
+            && *version == model.version
+            && let Some((_, shadow)) = self.shadow_judges.remove(&model.name)
+        {
+            let adopted = self.judge.adopt_calibrations(shadow, &model.version);
+            info!(model = %model.name, version = %model.version, streams = adopted, "Promoted shadow's calibrations adopted.");
+        }
         let mut shadow_pass = batch.shadow.as_ref().map(|(info, energies)| {
             let (version, judge) = self
                 .shadow_judges

@@ -288,3 +288,40 @@ async fn a_shadow_is_judged_beside_the_active_version_and_never_handed_on() {
     );
     assert_eq!((stats.active.as_str(), stats.shadow.as_str()), ("v1", "v2"));
 }
+
+#[tokio::test]
+async fn a_promoted_shadow_hands_its_calibrations_on_so_streams_do_not_learn_again() {
+    let sink = Recording::default();
+    let (a, progress) = stage(&sink, (), Resumed::default());
+    let mut a = a.calibrated(crate::detect::Calibration {
+        learn_windows: 16,
+        ..crate::detect::Calibration::default()
+    });
+    let s = Arc::new(StreamInfo {
+        id: "vib/m1".into(),
+        judging: crate::detect::Judging::Probability(0.999),
+        hysteresis: Hysteresis {
+            raise_after: 2,
+            clear_after: 2,
+        },
+    });
+    let calm: Vec<f32> = (0..20).map(|i| 1.0 + (i % 5) as f32 * 0.1).collect();
+    // v1 active with v2 in shadow: both learn the stream.
+    let mut b = batch(&s, 0, &calm);
+    b.shadow = Some((model("v2"), calm.iter().map(|e| e * 3.0).collect()));
+    a.batch(b).await.unwrap();
+    let judged = progress.snapshot()["vib/m1"].clone();
+    assert_eq!(judged.detector.calibrator.unwrap().version, "v1");
+    // v2 promoted: its first windows are judged at once, on the calibration the shadow made.
+    let mut b = batch(&s, 20, &[3.3, 3.3]);
+    b.model = model("v2");
+    a.batch(b).await.unwrap();
+    let judged = progress.snapshot()["vib/m1"].clone();
+    let c = judged.detector.calibrator.unwrap();
+    assert_eq!(c.version, "v2");
+    assert_eq!(
+        c.seen, 22,
+        "20 shadow windows and the 2 after the promotion"
+    );
+    assert!(sink.alerts().is_empty());
+}

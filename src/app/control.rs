@@ -155,7 +155,16 @@ pub(super) async fn run(
                 Step::Watch => models.follow_registry(ctx).await,
                 Step::Internal(msg) => models.internal(ctx, msg).await,
                 Step::Retrain => {
-                    let names: Vec<String> = models.scorers.keys().cloned().collect();
+                    // Models that learnt from their streams keep learning; a seeded model is
+                    // retrained only when asked to (`retrain_seeded`).
+                    let seeded =
+                        |name: &String| ctx.settings.models.get(name).is_some_and(Option::is_some);
+                    let names: Vec<String> = models
+                        .scorers
+                        .keys()
+                        .filter(|n| ctx.settings.learning.retrain_seeded || !seeded(n))
+                        .cloned()
+                        .collect();
                     for name in names {
                         if let Err(reason) = models.start_training(ctx, &name).await {
                             warn!(model = %name, reason = %reason, "Scheduled retraining not started.");

@@ -174,6 +174,8 @@ pub struct LearningSettings {
     pub retry_delay: Duration,
     /// Retraining period, if any.
     pub retrain_every: Option<Duration>,
+    /// Whether seeded models retrain on the schedule too (learnt ones always do).
+    pub retrain_seeded: bool,
 }
 
 /// How long a model learns before its first training run: a number of windows, or a

@@ -433,8 +433,11 @@ pub struct RawLearning {
     pub retries: u32,
     /// Delay before a retry, seconds.
     pub retry_delay_s: u64,
-    /// Retrain every model from its captured healthy windows this often, seconds (0: never).
+    /// Retrain models that learnt from their streams from their captured healthy windows this
+    /// often, seconds (0: never).
     pub retrain_every_s: u64,
+    /// Retrain models seeded from a folder (`[models.NAME] path`) on the schedule too.
+    pub retrain_seeded: bool,
 }
 
 impl Default for RawLearning {
@@ -450,7 +453,8 @@ impl Default for RawLearning {
             steps: 400,
             retries: 2,
             retry_delay_s: 30,
-            retrain_every_s: 0,
+            retrain_every_s: 86_400,
+            retrain_seeded: false,
         }
     }
 }

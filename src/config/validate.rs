@@ -330,6 +330,7 @@ impl RawConfig {
                     retry_delay: Duration::from_secs(self.learning.retry_delay_s),
                     retrain_every: (self.learning.retrain_every_s > 0)
                         .then(|| Duration::from_secs(self.learning.retrain_every_s)),
+                    retrain_seeded: self.learning.retrain_seeded,
                 },
             }),
             _ => Err(ConfigError::Invalid(errs)),

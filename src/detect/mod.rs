@@ -360,6 +360,30 @@ impl Judge {
         }
     }
 
+    /// Takes over the calibrations `other` (a shadow judge) made of `version`'s energies, for
+    /// streams whose own calibration is of another version: a promoted shadow's streams carry
+    /// on instead of learning again. Alert states stay this judge's. Returns how many streams
+    /// were taken over.
+    pub fn adopt_calibrations(&mut self, other: Judge, version: &str) -> usize {
+        let mut adopted = 0;
+        let theirs = other
+            .detectors
+            .into_iter()
+            .filter_map(|(id, d)| d.calibrator.map(|c| (id, c)))
+            .filter(|(_, c)| c.version == version);
+        for (id, c) in theirs {
+            let mine = match self.detectors.get_mut(&id) {
+                Some(d) => &mut d.calibrator,
+                None => &mut self.saved.entry(id).or_default().calibrator,
+            };
+            if mine.as_ref().is_none_or(|m| m.version != version) {
+                *mine = Some(c);
+                adopted += 1;
+            }
+        }
+        adopted
+    }
+
     /// Forgets a stream (it went quiet): if it comes back, its detector starts fresh.
     pub fn forget(&mut self, stream: &str) {
         self.detectors.remove(stream);
