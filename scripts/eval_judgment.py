@@ -12,11 +12,20 @@ adaptation and hysteresis, in stream order), then the published protocol on what
   test part is predicted anomalous when the alert is up after the window ending at it (the
   daemon's verdict), and, beside it, when that window alone is anomalous; F1 / FAR / MAR pooled.
 
-Each judging rule in --rules is run on the same trained models: `threshold` (the old default:
-energy over the model's calibrated threshold) and `probability` (the new default), with any
-`[detect]` overrides given as KEY=VALUE after a colon, e.g.
-`probability:alert_probability=0.9999,clear_after=50`. Models are cached under
-.cache/eval-judgment (delete it to retrain).
+Each judging rule in --rules is run on the same trained models; by default
+`threshold:clear_after=5` (the old default: energy over the model's calibrated threshold, clear
+after 5) and `probability` (the new default). Any `[detect]` override goes after a colon as
+KEY=VALUE, e.g. `probability:alert_probability=0.9999,clear_after=5`. --modes takes ebgan, ae,
+ebgan-conv and ae-conv (the temporal convolutional D).
+
+- MIMII fan (10 healthy, 10 faulty clips): 5 rotations, each trained (`train --logmel`) on 5
+  healthy clips and scored on the other 5 and the 10 faulty ones; clip score = mean window
+  energy; ROC AUC per rotation.
+- DCASE (70 healthy clips): 3 random splits of 60 training / 10 held-out clips; the held-out
+  clips with the synthetic faults of models/audio/eval_faults.py at -10 dB; clip AUC per fault,
+  and the held-out healthy windows over the model's threshold.
+
+Models are cached under .cache/eval-judgment (delete it to retrain).
 """
 from __future__ import annotations
 
@@ -54,15 +63,34 @@ class Binary:
         empty.write_text("")
         self.env = {**os.environ, "EBGAND_LOG": "warn", "EBGAND_CONFIG": str(empty)}
 
-    def train(self, key, file, read_args, rows, window, mode, seed, extra=()):
-        out = self.cache / key / f"{mode}-{seed}"
+    def train(self, key, file, read_args, rows, window, model, seed, extra=(), worker=()):
+        """model: "ebgan" or "ae", with "-conv" for the temporal convolutional D."""
+        mode, _, d = model.partition("-")
+        out = self.cache / key / f"{model}-{seed}"
         if (out / "manifest.toml").is_file():
             return out
         out.parent.mkdir(parents=True, exist_ok=True)
+        worker = [*worker, *(["--discriminator", d] if d else [])]
         run([self.path, "train", str(file), *read_args, "--rows", rows, "--window", str(window),
              "--hop", "1", "--mode", mode, "--seed", str(seed), "--name", "eval",
-             "--version", f"{mode}-{seed}", "--out", str(out), *extra], self.env)
+             "--version", f"{model}-{seed}", "--out", str(out), *extra,
+             *(["--", *worker] if worker else [])], self.env)
         return out
+
+    def train_clips(self, key, clips, model, seed):
+        mode, _, d = model.partition("-")
+        out = self.cache / key / f"{model}-{seed}"
+        if not (out / "manifest.toml").is_file():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            run([self.path, "train", "--logmel", *map(str, clips), "--mode", mode, "--seed",
+                 str(seed), "--name", "eval", "--version", f"{model}-{seed}", "--out", str(out),
+                 *(["--", "--discriminator", d] if d else [])], self.env)
+        return out
+
+    def score_clip(self, model, path):
+        cmd = [self.path, "score", "--judge", "threshold", "--model", str(model), str(path)]
+        lines = [json.loads(x) for x in run(cmd, self.env).splitlines() if x.startswith("{")]
+        return lines[:-1], lines[-1]
 
     def score(self, model, file, read_args, rule, labels=None):
         name, _, overrides = rule.partition(":")
@@ -135,7 +163,7 @@ def skab_eval(binary, data, mode, seed, rules):
     counts = {r: {"state": np.zeros(4), "window": np.zeros(4)} for r in rules}
     for path in files:
         model = binary.train(f"skab/{path.stem}", path, read, ":400", SKAB_W, mode, seed,
-                             ["--quantile", "0.99", "--", "--holdout", "0.25"])
+                             ["--quantile", "0.99"], ["--holdout", "0.25"])
         for rule in rules:
             lines, _ = binary.score(model, path, read, rule)
             with open(path, newline="") as f:
@@ -159,22 +187,96 @@ def skab_eval(binary, data, mode, seed, rules):
     return out
 
 
+# --- machine sound ----------------------------------------------------------------------------
+
+sys.path.insert(0, str(REPO / "models" / "audio"))
+FAN_ROTATIONS = 5  # train on 5 of the 10 healthy fan clips, test on the other 5 + 10 faulty
+DCASE_SPLITS = 3  # random 60 / 10 splits of the 70 healthy DCASE clips
+DCASE_DB = -10.0  # synthetic faults (models/audio/eval_faults.py) at this level
+
+
+def auc(neg, pos):
+    neg, pos = np.asarray(neg), np.asarray(pos)
+    return float(np.mean([(p > neg).mean() + 0.5 * (p == neg).mean() for p in pos]))
+
+
+def clip(binary, model, path):
+    """Clip energy (mean window energy, DCASE's clip score) and the share of the clip's windows
+    over the model's threshold (a 10 s clip scored on its own is shorter than a stream's
+    learning, so the alarm rate is the threshold rule's)."""
+    lines, last = binary.score_clip(model, path)
+    return last["clip_energy"], float(np.mean([v["anomalous"] for v in lines]))
+
+
+def fan_eval(binary, data, mode, seed):
+    normal = sorted((data / "mimii-fan" / "normal").glob("*.wav"))
+    abnormal = sorted((data / "mimii-fan" / "abnormal").glob("*.wav"))
+    aucs = []
+    for r in range(FAN_ROTATIONS):
+        train = [normal[(2 * r + i) % len(normal)] for i in range(5)]
+        held = [c for c in normal if c not in train]
+        model = binary.train_clips(f"fan/rot{r}", train, mode, seed)
+        e_h = [clip(binary, model, c)[0] for c in held]
+        e_a = [clip(binary, model, c)[0] for c in abnormal]
+        aucs.append(auc(e_h, e_a))
+    return {"auc": float(np.mean(aucs)), "auc_min": float(np.min(aucs)), "per_rotation": aucs}
+
+
+def dcase_eval(binary, data, mode, seed):
+    import eval_faults  # models/audio: the synthetic faults
+    clips = sorted((data / "dcase2020" / "normal").glob("*.wav"))
+    out = {"auc": {}, "window_far": []}
+    rng_split = np.random.default_rng(1000 + seed)
+    per_kind = {k: [] for k in ("whine", "knocks", "noise band")}
+    import tempfile
+    for s in range(DCASE_SPLITS):
+        order = rng_split.permutation(len(clips))
+        held = [clips[i] for i in order[:10]]
+        train = [clips[i] for i in order[10:]]
+        model = binary.train_clips(f"dcase/split{s}-{seed}", train, mode, seed)
+        healthy = [clip(binary, model, c) for c in held]
+        out["window_far"].append(float(np.mean([h[1] for h in healthy])))
+        rng = np.random.default_rng(s)
+        with tempfile.TemporaryDirectory() as tmp:
+            for kind in per_kind:
+                faulty = []
+                for c in held:
+                    p = Path(tmp) / f"{kind.replace(' ', '_')}-{c.name}"
+                    eval_faults.write(p, eval_faults.fault(eval_faults.read(c), kind, DCASE_DB,
+                                                           rng))
+                    faulty.append(clip(binary, model, p)[0])
+                per_kind[kind].append(auc([h[0] for h in healthy], faulty))
+    out["auc"] = {k: float(np.mean(v)) for k, v in per_kind.items()}
+    out["window_far"] = float(np.mean(out["window_far"]))
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--bin", type=Path, default=REPO / "target" / "release" / "ebgand")
     p.add_argument("--cache", type=Path, default=REPO / ".cache" / "eval-judgment")
-    p.add_argument("--modes", default="ebgan,ae")
+    p.add_argument("--modes", default="ebgan,ae",
+                   help="models: ebgan, ae, and ebgan-conv / ae-conv for the temporal conv D")
     p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--only", default="nab,skab")
-    p.add_argument("--rules", default="threshold;probability",
+    p.add_argument("--only", default="nab,skab,fan,dcase")
+    p.add_argument("--rules", default="threshold:clear_after=5;probability",
                    help="judging rules separated by ';' (see the module docs)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", type=Path, help="also write every number to this file")
+    p.add_argument("--table", type=Path, help="print the table of an earlier --json file")
     args = p.parse_args(argv)
+    if args.table:
+        results = json.loads(args.table.read_text())
+        modes = list(dict.fromkeys(r["mode"] for r in results))
+        rules = list((results[0].get("nab") or results[0].get("skab") or {}).keys())
+        only = [k for k in ("nab", "skab", "fan", "dcase") if k in results[0]]
+        table(results, modes, rules, only)
+        return
     if not args.bin.is_file():
         sys.exit(f"{args.bin} missing: cargo build --release")
-    for need in ("nab/dev/combined_windows.json", "skab/valve1/0.csv"):
-        if not (args.data / need).is_file():
+    for need in ("nab/dev/combined_windows.json", "skab/valve1/0.csv", "mimii-fan/normal/00.wav",
+                 "dcase2020/normal"):
+        if not (args.data / need).exists():
             sys.exit(f"{args.data / need} missing: the shared data folder (../shared/data)")
     binary = Binary(args.bin, args.cache)
     rules = args.rules.split(";")
@@ -187,15 +289,53 @@ def main(argv=None):
                 r["nab"] = nab_eval(binary, args.data, mode, seed, rules)
             if "skab" in args.only:
                 r["skab"] = skab_eval(binary, args.data, mode, seed, rules)
+            if "fan" in args.only:
+                r["fan"] = fan_eval(binary, args.data, mode, seed)
+            if "dcase" in args.only:
+                r["dcase"] = dcase_eval(binary, args.data, mode, seed)
             results.append(r)
             print(f"# {mode} seed {seed} done at {time.time() - t0:.0f} s", file=sys.stderr)
     if args.json:
-        print(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps(results, indent=1))
+    table(results, args.modes.split(","), rules, args.only)
+
+
+def audio_table(results, modes):
+    print()
+    print("| mode | MIMII fan clip AUC (5 rotations) | worst rotation | DCASE synthetic faults "
+          "AUC whine / knocks / noise band | DCASE held-out windows over threshold % |")
+    print("|---|---|---|---|---|")
+    for mode in modes:
+        rs = [r for r in results if r["mode"] == mode]
+
+        def stat(get, fmt="{:.3f}"):
+            v = [get(r) for r in rs]
+            return fmt.format(np.mean(v)) + (f" ± {fmt.format(np.std(v, ddof=1))}"
+                                              if len(v) > 1 else "")
+        cells = [mode]
+        if "fan" in rs[0]:
+            cells += [stat(lambda r: r["fan"]["auc"]), stat(lambda r: r["fan"]["auc_min"])]
+        else:
+            cells += ["–", "–"]
+        if "dcase" in rs[0]:
+            cells += [" / ".join(stat(lambda r, k=k: r["dcase"]["auc"][k])
+                                 for k in ("whine", "knocks", "noise band")),
+                      stat(lambda r: 100 * r["dcase"]["window_far"], "{:.1f}")]
+        else:
+            cells += ["–", "–"]
+        print("| " + " | ".join(cells) + " |")
+
+
+def table(results, modes, rules, only):
+    if any(k in only for k in ("fan", "dcase")):
+        audio_table(results, modes)
+        print()
+    if not any(k in only for k in ("nab", "skab")):
         return
     print("| mode | judging | NAB dev standard | low FP | low FN | NAB windows hit | NAB false "
           "alerts | SKAB F1 / FAR % / MAR % (alert up) | SKAB (window alone) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for mode in args.modes.split(","):
+    for mode in modes:
         rs = [r for r in results if r["mode"] == mode]
         for rule in rules:
             def stat(get, fmt="{:.1f}"):
@@ -203,7 +343,7 @@ def main(argv=None):
                 return fmt.format(np.mean(v)) + (f" ± {fmt.format(np.std(v, ddof=1))}"
                                                   if len(v) > 1 else "")
             cells = [mode, f"`{rule}`"]
-            if "nab" in args.only:
+            if "nab" in only:
                 cells += [stat(lambda r: r["nab"][rule]["standard"]),
                           stat(lambda r: r["nab"][rule]["reward_low_FP_rate"]),
                           stat(lambda r: r["nab"][rule]["reward_low_FN_rate"]),
@@ -211,7 +351,7 @@ def main(argv=None):
                           stat(lambda r: r["nab"][rule]["false"])]
             else:
                 cells += ["–"] * 5
-            if "skab" in args.only:
+            if "skab" in only:
                 for key in ("state", "window"):
                     cells.append(" / ".join([
                         stat(lambda r: r["skab"][rule][key]["f1"], "{:.3f}"),

@@ -82,7 +82,13 @@ pub struct StateMessage<'a> {
     pub state: AlertState,
     /// The window's energy.
     pub energy: f32,
-    /// Threshold applied.
+    /// Its calibrated probability (absent while the stream learns, or judged by threshold).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// The stream is learning: not judged yet.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub learning: bool,
+    /// The model's threshold, or the stream's absolute one.
     pub threshold: f32,
     /// Model that scored it.
     pub model: &'a ModelRef,
@@ -366,6 +372,8 @@ impl<S: AlertSink> Output<S> {
                 phase: "monitoring",
                 state: v.state,
                 energy: v.energy,
+                probability: v.probability,
+                learning: v.learning,
                 threshold: v.threshold,
                 model: &v.model,
                 seq: v.seq,

@@ -152,7 +152,7 @@ def cache_key(arch):
     entries without a hand-kept version number)."""
     here = Path(__file__).parent
     blob = json.dumps({
-        "arch": [arch.window, arch.channels, arch.hidden, arch.latent],
+        "arch": [arch.window, arch.channels, arch.hidden, arch.latent, arch.d, arch.kernel],
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
         "code": [hashlib.sha256((here / f).read_bytes()).hexdigest()

@@ -130,7 +130,12 @@ def parse_args(argv):
     add("--quantile", type=float, default=0.995,
         help="threshold = this quantile of held-out energies")
     add("--latent", type=int, default=8, help="D's code size and G's noise size")
-    add("--hidden", type=int, default=64, help="hidden layer width of D and G")
+    add("--hidden", type=int, default=64, help="hidden layer width of D and G (conv D: a quarter "
+        "of it, at least 4, is its feature maps per convolution)")
+    add("--discriminator", choices=("mlp", "conv"), default="mlp",
+        help="D's shape: mlp (dense autoencoder on the flattened window) or conv (1-D "
+             "convolutions over the window's time axis, channels as input channels)")
+    add("--kernel", type=int, default=5, help="conv D: odd kernel length along time")
     add("--margin", type=float, default=1.0,
         help="initial EBGAN margin, in energy units of the normalised window")
     add("--margin-decay", type=float, default=0.5,
@@ -168,6 +173,8 @@ def parse_args(argv):
     for flag, value in positive.items():
         if not (value > 0 and math.isfinite(value)):
             raise UsageError(f"{flag} must be positive, got {value}")
+    if args.kernel < 1 or args.kernel % 2 == 0:
+        raise UsageError(f"--kernel must be a positive odd number, got {args.kernel}")
     if args.batch < 2:
         raise UsageError("--batch must be at least 2 (the pulling-away term compares pairs)")
     for flag, value in {"--margin": args.margin, "--pt-weight": args.pt_weight,
@@ -245,6 +252,14 @@ def _file_sha256(path):
     return h.hexdigest()
 
 
+def _method(arch, ebgan):
+    d = "MLP autoencoder D" if arch.d == "mlp" else f"D = {graphs.describe(arch)},"
+    if ebgan:
+        return f"EBGAN: {d} and MLP generator G, ONNX Runtime training API"
+    alone = "" if arch.d == "mlp" else f" ({graphs.describe(arch)})"
+    return f"autoencoder: EBGAN's D alone{alone} (margin 0, no G), ONNX Runtime training API"
+
+
 def _manifest(args, argv, model, arch, train_x, hold_x, mean, std, result, threshold, e_hold,
               e_train):
     ebgan = args.mode == "ebgan"
@@ -261,9 +276,7 @@ def _manifest(args, argv, model, arch, train_x, hold_x, mean, std, result, thres
                   "train_windows": len(train_x), "holdout_windows": len(hold_x),
                   "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
          "training": {
-             "method": ("EBGAN: MLP autoencoder D and MLP generator G, ONNX Runtime training API"
-                        if ebgan else
-                        "autoencoder: EBGAN's D alone (margin 0, no G), ONNX Runtime training API"),
+             "method": _method(arch, ebgan),
              "mode": args.mode, "steps": result.steps_run, "steps_planned": args.steps,
              "best_step": result.best_step, "stopped_early": result.stopped_early,
              "batch": args.batch, "optimizer": "AdamW", "lr": args.lr,
@@ -323,7 +336,8 @@ def run(args, argv, events, stop):
     train_x, hold_x = split(windows, args.holdout)
     mean, std = _norm_stats(train_x)
     _, w, c = windows.shape
-    arch = graphs.Arch(window=w, channels=c, hidden=args.hidden, latent=args.latent)
+    arch = graphs.Arch(window=w, channels=c, hidden=args.hidden, latent=args.latent,
+                       d=args.discriminator, kernel=args.kernel)
     cfg = train_config(args)
     # Staged before training so an unwritable destination fails now, not after the work.
     tmp = version.staging(out)

@@ -34,6 +34,9 @@ FIRST_SEED = 7  # the worker's default --seed; --seeds N uses 7, 8, ..., 7+N-1
 VARIANTS = {
     "ae": ["--mode", "ae"],
     "ebgan": ["--mode", "ebgan"],
+    # The temporal convolutional D (graphs.py), same modes.
+    "ebgan-conv": ["--mode", "ebgan", "--discriminator", "conv"],
+    "ae-conv": ["--mode", "ae", "--discriminator", "conv"],
     # Not a trained model: energy = mean square of the normalised window, i.e. D with a
     # reconstruction of all zeros. What a model must beat to have learnt anything.
     "zscore": None,
@@ -143,7 +146,8 @@ def fit(windows, norm_rows, variant, seed, ctx, quantile, holdout):
     args = worker_args(variant, seed, ctx.steps, ctx.extra, quantile, holdout)
     train_x, hold_x = cli.split(windows, args.holdout)
     _, w, c = windows.shape
-    arch = graphs.Arch(window=w, channels=c, hidden=args.hidden, latent=args.latent)
+    arch = graphs.Arch(window=w, channels=c, hidden=args.hidden, latent=args.latent,
+                       d=args.discriminator, kernel=args.kernel)
     folder = artifacts.ensure(arch, ctx.cache)
     result = train.train(arch, cli.train_config(args), folder, train_x, hold_x, mean, std,
                          lambda *_: None, lambda: False)

@@ -1,5 +1,6 @@
-"""python -m ebgand_trainer.selfcheck: train both modes on a synthetic healthy vibration signal
-through the real CLI, then check the contract and the detection.
+"""python -m ebgand_trainer.selfcheck: train both modes, with both discriminators (the MLP and
+the temporal convolutional one), on a synthetic healthy vibration signal through the real CLI,
+then check the contract and the detection.
 
 - contract: stdout is JSON lines (start, steps, done), the folder holds model.onnx and a
   manifest whose sha256 matches; an existing --out exits 2; SIGTERM exits 143 leaving nothing.
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import nab
 from .export import energies, session
 from .version import sha256
 
@@ -31,7 +33,9 @@ except ImportError:  # Python < 3.11
 TARGET_AUC = 0.95
 W, RATE = 64, 1000
 TRAIN, TEST, FAULTS = 4000, 2000, 500  # windows: training file, healthy test, each fault
-MODES = ("ebgan", "ae")
+# (mode, discriminator), named as in the summary
+MODES = {"ebgan": ("ebgan", "mlp"), "ae": ("ae", "mlp"),
+         "ebgan-conv": ("ebgan", "conv"), "ae-conv": ("ae", "conv")}
 
 
 def healthy(n, rng, freq_scale=1.0):
@@ -99,10 +103,11 @@ def events(stdout):
     return lines
 
 
-def train_mode(tmp, mode, test, bad, harder):
-    out = tmp / "vibration" / f"selfcheck-{mode}"
+def train_mode(tmp, label, test, bad, harder):
+    mode, d = MODES[label]
+    out = tmp / "vibration" / f"selfcheck-{label}"
     run = subprocess.run(trainer(tmp, "--out", str(out), "--name", "vibration", "--version",
-                                 out.name, "--mode", mode),
+                                 out.name, "--mode", mode, "--discriminator", d),
                          capture_output=True, text=True, env=ENV)
     if run.returncode != 0:
         sys.stderr.write(run.stderr)
@@ -180,10 +185,14 @@ def main():
         np.save(tmp / "train.npy", healthy(TRAIN, rng_train))
         test, bad, harder = healthy(TEST, rng_test), faults(rng_fault), harder_faults(rng_fault)
         try:
-            for mode in MODES:
-                summary["modes"][mode] = train_mode(tmp, mode, test, bad, harder)
+            for label in MODES:
+                summary["modes"][label] = train_mode(tmp, label, test, bad, harder)
             check_refuses_existing(tmp)
             check_sigterm(tmp)
+            try:
+                summary["nab_scorer"] = nab.check()
+            except AssertionError as e:
+                raise CheckFailed(f"NAB scorer: {e}") from e
             summary["contract"] = "ok"
         except CheckFailed as e:
             summary["contract"] = f"FAILED: {e}"
