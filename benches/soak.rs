@@ -310,6 +310,9 @@ window = {WINDOW}
 hop = {WINDOW}
 raise_after = 1
 clear_after = 1
+# The probe measures delivery latency, not judgment: an absolute energy threshold (the served
+# model's calibrated one), so it alerts from its first window instead of learning first.
+threshold = 0.025075
 "#
     )
 }
