@@ -302,8 +302,10 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 stats.active_alerts += u64::from(verdict.transition == Some(Transition::Raised));
                 stats.shadow_alerts += u64::from(sv.transition == Some(Transition::Raised));
             }
-            if !verdict.anomalous {
-                // Healthy windows feed the activation gate and the retraining data.
+            if !verdict.anomalous && verdict.state == AlertState::Normal {
+                // Healthy windows feed the activation gate and the retraining data (from which
+                // a retrained version takes its normalisation): never a window of a raised
+                // alert, so neither learns the fault.
                 self.tap.healthy(&model.name, &w.raw.data);
             }
             verdicts.push(verdict);
