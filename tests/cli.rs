@@ -168,7 +168,7 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
     assert!(o.status.success(), "{}", stderr(&o));
     let lines = window_lines(&o);
     assert_eq!(lines.len() as u64, expected_windows(rows, 16, 1));
-    // The default judging: the first 256 windows learn the recording's healthy start, the rest
+    // The default judging: the first 512 windows learn the recording's healthy start, the rest
     // are judged by their calibrated probability.
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["seq"], i as u64);
@@ -184,7 +184,7 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
         }
         assert_eq!(l["alert_probability"], 0.999);
         let learning = l["learning"].as_bool().unwrap();
-        assert_eq!(learning, i < 256, "{l}");
+        assert_eq!(learning, i < 512, "{l}");
         if learning {
             assert!(l["probability"].is_null() && !l["anomalous"].as_bool().unwrap());
         } else {

@@ -61,7 +61,7 @@ pub struct Calibration {
 impl Default for Calibration {
     fn default() -> Self {
         Self {
-            learn_windows: 256,
+            learn_windows: 512,
             memory_windows: 8_640,
             tail_quantile: 0.98,
             accept_after: 0,
