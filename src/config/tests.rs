@@ -235,3 +235,43 @@ fn cpu_is_always_the_last_resort() {
         vec![Provider::TensorRt, Provider::Cuda, Provider::Cpu]
     );
 }
+
+#[test]
+fn judgment_settings_are_checked_and_reach_the_streams() {
+    use crate::detect::Judging;
+    let bad = RawConfig::from_toml(
+        "[detect]\njudge = \"probabilty\"\nalert_probability = 0.97\nlearn_windows = 4\n\
+         memory_windows = 2\nlearn_below = 0.9999\ntail_quantile = 1.0\n",
+    )
+    .unwrap();
+    let errs = invalid(&bad);
+    for key in [
+        "detect.judge",
+        "detect.alert_probability",
+        "detect.learn_windows",
+        "detect.memory_windows",
+        "detect.learn_below",
+        "detect.tail_quantile",
+    ] {
+        assert!(errs.contains(key), "missing {key} in:\n{errs}");
+    }
+    let streams = "[models.m]\npath = \"\"\n[[streams]]\nname = \"a\"\ntopic = \"a/+\"\n\
+                   model = \"m\"\nformat = \"array\"\nwindow = 8\n";
+    let judged = |extra: &str, detect: &str| {
+        let text = format!("[detect]\n{detect}\n{streams}{extra}\n");
+        RawConfig::from_toml(&text).unwrap().validate()
+    };
+    let s = judged("", "").unwrap();
+    assert_eq!(s.streams[0].judging, Judging::Probability(0.999));
+    assert_eq!(s.calibration.learn_windows, 512);
+    let s = judged("alert_probability = 0.9999", "").unwrap();
+    assert_eq!(s.streams[0].judging, Judging::Probability(0.9999));
+    let s = judged("threshold = 0.5", "").unwrap();
+    assert_eq!(s.streams[0].judging, Judging::Energy(Some(0.5)));
+    let s = judged("", "judge = \"threshold\"").unwrap();
+    assert_eq!(s.streams[0].judging, Judging::Energy(None));
+    let both = judged("threshold = 0.5\nalert_probability = 0.9999", "").unwrap_err();
+    assert!(both.to_string().contains("not both"), "{both}");
+    let low = judged("alert_probability = 0.5", "").unwrap_err();
+    assert!(low.to_string().contains("alert_probability"), "{low}");
+}
