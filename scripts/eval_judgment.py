@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ebgand_trainer import nab
+from ebgand_trainer.evaluate import roc_auc
 
 REPO = Path(__file__).resolve().parents[1]
 SKAB_COLUMNS = ("Accelerometer1RMS,Accelerometer2RMS,Current,Pressure,Temperature,Thermocouple,"
@@ -195,11 +196,6 @@ DCASE_SPLITS = 3  # random 60 / 10 splits of the 70 healthy DCASE clips
 DCASE_DB = -10.0  # synthetic faults (models/audio/eval_faults.py) at this level
 
 
-def auc(neg, pos):
-    neg, pos = np.asarray(neg), np.asarray(pos)
-    return float(np.mean([(p > neg).mean() + 0.5 * (p == neg).mean() for p in pos]))
-
-
 def clip(binary, model, path):
     """Clip energy (mean window energy, DCASE's clip score) and the share of the clip's windows
     over the model's threshold (a 10 s clip scored on its own is shorter than a stream's
@@ -218,7 +214,7 @@ def fan_eval(binary, data, mode, seed):
         model = binary.train_clips(f"fan/rot{r}", train, mode, seed)
         e_h = [clip(binary, model, c)[0] for c in held]
         e_a = [clip(binary, model, c)[0] for c in abnormal]
-        aucs.append(auc(e_h, e_a))
+        aucs.append(roc_auc(np.array(e_h), np.array(e_a)))
     return {"auc": float(np.mean(aucs)), "auc_min": float(np.min(aucs)), "per_rotation": aucs}
 
 
@@ -245,7 +241,7 @@ def dcase_eval(binary, data, mode, seed):
                     eval_faults.write(p, eval_faults.fault(eval_faults.read(c), kind, DCASE_DB,
                                                            rng))
                     faulty.append(clip(binary, model, p)[0])
-                per_kind[kind].append(auc([h[0] for h in healthy], faulty))
+                per_kind[kind].append(roc_auc(np.array([h[0] for h in healthy]), np.array(faulty)))
     out["auc"] = {k: float(np.mean(v)) for k, v in per_kind.items()}
     out["window_far"] = float(np.mean(out["window_far"]))
     return out
@@ -300,6 +296,12 @@ def main(argv=None):
     table(results, args.modes.split(","), rules, args.only)
 
 
+def mean_spread(values, fmt):
+    """Mean, and ± the sample standard deviation over seeds when there are several."""
+    spread = f" ± {fmt.format(np.std(values, ddof=1))}" if len(values) > 1 else ""
+    return fmt.format(np.mean(values)) + spread
+
+
 def audio_table(results, modes):
     print()
     print("| mode | MIMII fan clip AUC (5 rotations) | worst rotation | DCASE synthetic faults "
@@ -309,9 +311,7 @@ def audio_table(results, modes):
         rs = [r for r in results if r["mode"] == mode]
 
         def stat(get, fmt="{:.3f}"):
-            v = [get(r) for r in rs]
-            return fmt.format(np.mean(v)) + (f" ± {fmt.format(np.std(v, ddof=1))}"
-                                              if len(v) > 1 else "")
+            return mean_spread([get(r) for r in rs], fmt)
         cells = [mode]
         if "fan" in rs[0]:
             cells += [stat(lambda r: r["fan"]["auc"]), stat(lambda r: r["fan"]["auc_min"])]
@@ -339,9 +339,7 @@ def table(results, modes, rules, only):
         rs = [r for r in results if r["mode"] == mode]
         for rule in rules:
             def stat(get, fmt="{:.1f}"):
-                v = [get(r) for r in rs]
-                return fmt.format(np.mean(v)) + (f" ± {fmt.format(np.std(v, ddof=1))}"
-                                                  if len(v) > 1 else "")
+                return mean_spread([get(r) for r in rs], fmt)
             cells = [mode, f"`{rule}`"]
             if "nab" in only:
                 cells += [stat(lambda r: r["nab"][rule]["standard"]),

@@ -9,9 +9,7 @@ use serde::Serialize;
 
 use crate::config::RawConfig;
 use crate::detect::labels::LabelScore;
-use crate::detect::{
-    AlertEvent, Hysteresis, Judge, Judging, ModelRef, StreamInfo, Transition, Verdict,
-};
+use crate::detect::{AlertEvent, Hysteresis, Judge, ModelRef, StreamInfo, Transition, Verdict};
 use crate::model::{ModelVersion, Scorer};
 use crate::pipeline::WindowSpec;
 use crate::recording::InputArgs;
@@ -34,7 +32,7 @@ pub struct ScoreArgs {
     /// How windows are judged: `probability` (calibrated on the recording's own first windows,
     /// then adapted to its healthy ones, as the daemon does) or `threshold` (energy against the
     /// model's calibrated threshold). Default: the config's `[detect] judge`.
-    #[arg(long, value_name = "RULE")]
+    #[arg(long, value_name = "RULE", value_parser = ["probability", "threshold"])]
     pub judge: Option<String>,
     /// Absolute energy threshold: judge by energy against it (implies `--judge threshold`).
     #[arg(long)]
@@ -71,7 +69,14 @@ struct Line<'a> {
 /// Unreadable files, a model that does not load, or channels that do not fit the model.
 pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let config = crate::config::config_path(config);
-    let raw = RawConfig::load(config, None)?;
+    let mut raw = RawConfig::load(config, None)?;
+    // The command line overrides `[detect]`, and is checked with it.
+    let d = &mut raw.detect;
+    d.judge = args.judge.clone().unwrap_or_else(|| d.judge.clone());
+    d.alert_probability = args.alert_probability.unwrap_or(d.alert_probability);
+    d.raise_after = args.raise_after.unwrap_or(d.raise_after);
+    d.clear_after = args.clear_after.unwrap_or(d.clear_after);
+    let settings = raw.validate()?;
     let version = ModelVersion::open(&args.model)?;
     let (w, c) = (
         version.manifest.input.window,
@@ -98,44 +103,23 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         );
     }
     let version_is_audio = version.manifest.features.is_some();
-    let runtime = raw.validate()?.runtime;
-    let mut scorer = Scorer::load(version, &runtime)?;
+    let mut scorer = Scorer::load(version, &settings.runtime)?;
     let m = &scorer.version().manifest;
     let model = ModelRef {
         name: m.name.clone(),
         version: m.version.clone(),
     };
     let model_threshold = m.threshold.value;
-    let judging = match (
-        args.threshold,
-        args.judge.as_deref().unwrap_or(&raw.detect.judge),
-    ) {
-        (Some(t), _) => Judging::Energy(Some(t)),
-        (None, "threshold") => Judging::Energy(None),
-        (None, "probability") => {
-            let p = args
-                .alert_probability
-                .unwrap_or(raw.detect.alert_probability);
-            if !(p > raw.detect.tail_quantile && p < 1.0) {
-                bail!(
-                    "--alert-probability {p} must be above detect.tail_quantile ({}) and below 1",
-                    raw.detect.tail_quantile
-                );
-            }
-            Judging::Probability(p)
-        }
-        (None, other) => bail!("--judge {other:?}: expected probability or threshold"),
-    };
     let stream = StreamInfo {
         id: args
             .file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        judging,
+        judging: raw.detect.judging(args.threshold, None),
         hysteresis: Hysteresis {
-            raise_after: args.raise_after.unwrap_or(raw.detect.raise_after),
-            clear_after: args.clear_after.unwrap_or(raw.detect.clear_after),
+            raise_after: raw.detect.raise_after,
+            clear_after: raw.detect.clear_after,
         },
     };
     let hop = args.hop.unwrap_or(if version_is_audio { 1 } else { w });
@@ -148,7 +132,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         channels: c,
     });
     let node = crate::config::RawConfig::default().node;
-    let mut judge = Judge::new(raw.detect.calibration());
+    let mut judge = Judge::new(settings.calibration);
     let mut scored = LabelScore::default();
     let mut total = 0.0f64;
     let stdout = std::io::stdout();

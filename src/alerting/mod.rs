@@ -117,8 +117,6 @@ pub struct Alerting<S, T> {
     out: Output<S>,
     tap: T,
     judge: Judge,
-    /// How streams are calibrated (shadow judges use it too).
-    calibration: Calibration,
     /// Per model: the shadow version and its own detectors, so its alerts are counted as it
     /// would raise them.
     shadow_judges: HashMap<String, (String, Judge)>,
@@ -163,7 +161,6 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             },
             tap,
             judge: Judge::restored(resumed.detectors, Calibration::default()),
-            calibration: Calibration::default(),
             shadow_judges: HashMap::new(),
             alerted_through: resumed.alerted_through,
             progress,
@@ -175,7 +172,6 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
     /// Calibrates streams with `calibration` instead of the defaults.
     #[must_use]
     pub fn calibrated(mut self, calibration: Calibration) -> Self {
-        self.calibration = calibration;
         self.judge.calibration = calibration;
         self
     }
@@ -261,14 +257,16 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             let adopted = self.judge.adopt_calibrations(shadow, &model.version);
             info!(model = %model.name, version = %model.version, streams = adopted, "Promoted shadow's calibrations adopted.");
         }
+        // Shadow judges calibrate like the active one.
+        let calibration = self.judge.calibration;
         let mut shadow_pass = batch.shadow.as_ref().map(|(info, energies)| {
             let (version, judge) = self
                 .shadow_judges
                 .entry(model.name.clone())
-                .or_insert_with(|| (info.version.clone(), Judge::new(self.calibration)));
+                .or_insert_with(|| (info.version.clone(), Judge::new(calibration)));
             if *version != info.version {
                 *version = info.version.clone();
-                *judge = Judge::new(self.calibration);
+                *judge = Judge::new(calibration);
             }
             let sref = ModelRef {
                 name: info.name.clone(),

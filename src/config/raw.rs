@@ -255,6 +255,21 @@ impl Default for RawDetect {
 }
 
 impl RawDetect {
+    /// How a stream is judged: by its absolute `threshold` when it sets one, else by `judge`
+    /// (the stream's `alert_probability`, or this section's).
+    pub fn judging(
+        &self,
+        threshold: Option<f32>,
+        alert_probability: Option<f64>,
+    ) -> crate::detect::Judging {
+        use crate::detect::Judging;
+        match (threshold, self.judge.as_str()) {
+            (Some(t), _) => Judging::Energy(Some(t)),
+            (None, "threshold") => Judging::Energy(None),
+            (None, _) => Judging::Probability(alert_probability.unwrap_or(self.alert_probability)),
+        }
+    }
+
     /// The calibration settings every stream shares.
     pub fn calibration(&self) -> crate::detect::Calibration {
         crate::detect::Calibration {

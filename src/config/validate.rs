@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::detect::Judging;
-
 use super::tls::{TlsFiles, client_config};
 use super::*;
 
@@ -554,25 +552,15 @@ fn validate_stream(
             "{at}.threshold: {t} must be a positive finite number"
         ));
     }
-    let alert_probability = st.alert_probability.unwrap_or(detect.alert_probability);
-    if st.alert_probability.is_some() {
-        check_alert_probability(
-            alert_probability,
-            detect.tail_quantile,
-            &format!("{at}."),
-            errs,
-        );
+    if let Some(p) = st.alert_probability {
+        check_alert_probability(p, detect.tail_quantile, &format!("{at}."), errs);
         if st.threshold.is_some() {
             errs.push(format!(
                 "{at}: give threshold (judge by energy) or alert_probability, not both"
             ));
         }
     }
-    let judging = match (st.threshold, detect.judge.as_str()) {
-        (Some(t), _) => Judging::Energy(Some(t)),
-        (None, "threshold") => Judging::Energy(None),
-        (None, _) => Judging::Probability(alert_probability),
-    };
+    let judging = detect.judging(st.threshold, st.alert_probability);
     let raise_after = st.raise_after.unwrap_or(detect.raise_after);
     let clear_after = st.clear_after.unwrap_or(detect.clear_after);
     if raise_after == 0 || clear_after == 0 {

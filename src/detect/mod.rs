@@ -411,47 +411,48 @@ impl Judge {
             Detector::restore(stream.hysteresis, state)
         });
         let (threshold, probability, learning, anomalous, transition);
-        let alert_probability = match stream.judging {
-            Judging::Probability(p) => Some(p),
-            Judging::Energy(_) => None,
-        };
-        if let Judging::Energy(t) = stream.judging {
-            detector.calibrator = None;
-            threshold = t.unwrap_or(model_threshold);
-            (probability, learning) = (None, false);
-            anomalous = is_anomalous(energy, threshold);
-            transition = detector.observe(anomalous);
-        } else {
-            threshold = model_threshold;
-            // Energies of another model version mean nothing to this one: learn again.
-            let mut c = detector
-                .calibrator
-                .take()
-                .filter(|c| c.version == model.version)
-                .unwrap_or_else(|| Calibrator::new(&model.version));
-            learning = c.learning(&cal);
-            if learning {
-                c.add(energy, &cal);
-                (probability, anomalous, transition) = (None, false, None);
-            } else {
-                let p = c.probability(energy, &cal);
-                probability = Some(p);
-                anomalous = alert_probability.is_some_and(|a| p >= a);
+        let mut alert_probability = None;
+        match stream.judging {
+            Judging::Energy(t) => {
+                detector.calibrator = None;
+                threshold = t.unwrap_or(model_threshold);
+                (probability, learning) = (None, false);
+                anomalous = is_anomalous(energy, threshold);
                 transition = detector.observe(anomalous);
-                if !anomalous
-                    && detector.state == AlertState::Normal
-                    && (cal.learn_below <= 0.0 || p < cal.learn_below)
-                {
-                    c.add(energy, &cal);
-                }
-                if cal.accept_after > 0 && detector.raised_for >= cal.accept_after {
-                    // Raised this long: the level is the new normal. Learn it; the alert
-                    // clears once the windows after learning are judged normal.
-                    c.relearn();
-                    detector.raised_for = 0;
-                }
             }
-            detector.calibrator = Some(c);
+            Judging::Probability(alert) => {
+                alert_probability = Some(alert);
+                threshold = model_threshold;
+                // Energies of another model version mean nothing to this one: learn again.
+                let mut c = detector
+                    .calibrator
+                    .take()
+                    .filter(|c| c.version == model.version)
+                    .unwrap_or_else(|| Calibrator::new(&model.version));
+                learning = c.learning(&cal);
+                if learning {
+                    c.add(energy, &cal);
+                    (probability, anomalous, transition) = (None, false, None);
+                } else {
+                    let p = c.probability(energy, &cal);
+                    probability = Some(p);
+                    anomalous = p >= alert;
+                    transition = detector.observe(anomalous);
+                    if !anomalous
+                        && detector.state == AlertState::Normal
+                        && (cal.learn_below <= 0.0 || p < cal.learn_below)
+                    {
+                        c.add(energy, &cal);
+                    }
+                    if cal.accept_after > 0 && detector.raised_for >= cal.accept_after {
+                        // Raised this long: the level is the new normal. Learn it; the alert
+                        // clears once the windows after learning are judged normal.
+                        c.relearn();
+                        detector.raised_for = 0;
+                    }
+                }
+                detector.calibrator = Some(c);
+            }
         }
         Verdict {
             stream: stream.id.clone(),

@@ -70,11 +70,12 @@ def points(n, windows):
     return out, counted
 
 
-def file_score(scores, windows, threshold, profile="standard"):
-    """One file's raw NAB score at one threshold, with (tp, fp, fn) counts."""
+def file_score(scores, scored_points, threshold, profile="standard"):
+    """One file's raw NAB score at one threshold, with (tp, fp, fn) counts. scored_points:
+    what points(len(scores), windows) returns (it does not depend on the threshold)."""
     tp_w, fp_w, fn_w = PROFILES[profile]
     max_tp = scaled_sigmoid(-1.0)
-    pts, counted = points(len(scores), windows)
+    pts, counted = scored_points
     best = {}
     total, fp = 0.0, 0
     for i, w, win in pts:
@@ -96,11 +97,12 @@ def normalised(files, profile="standard", thresholds=None):
     tp_w, _, fn_w = PROFILES[profile]
     if thresholds is None:
         thresholds = sorted({float(s) for scores, _ in files for s in scores}, reverse=True)
-    n_windows = sum(len(points(len(s), w)[1]) for s, w in files)
+    pts = [points(len(s), w) for s, w in files]
+    n_windows = sum(len(counted) for _, counted in pts)
     null, perfect = -fn_w * n_windows, tp_w * n_windows
     best = None
     for t in thresholds:
-        per = [file_score(s, w, t, profile) for s, w in files]
+        per = [file_score(s, p, t, profile) for (s, _), p in zip(files, pts)]
         raw = sum(p[0] for p in per)
         if best is None or raw > best[0]:
             best = (raw, t, per)
