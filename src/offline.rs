@@ -9,10 +9,15 @@ use serde::Serialize;
 
 use crate::config::RawConfig;
 use crate::detect::labels::LabelScore;
-use crate::detect::{AlertEvent, Hysteresis, Judge, ModelRef, StreamInfo, Transition, Verdict};
+use crate::detect::{
+    AlertEvent, Drift, Hysteresis, Judge, ModelRef, StreamInfo, Transition, Verdict,
+};
 use crate::model::{ModelVersion, Scorer};
 use crate::pipeline::WindowSpec;
 use crate::recording::InputArgs;
+
+/// Windows scored per inference call.
+const OFFLINE_BATCH: usize = 16;
 
 /// Arguments of `ebgand score`.
 #[derive(Debug, Clone, clap::Args)]
@@ -121,6 +126,8 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
             raise_after: raw.detect.raise_after,
             clear_after: raw.detect.clear_after,
         },
+        channels: c,
+        drift: Drift::default(),
     };
     let hop = args.hop.unwrap_or(if version_is_audio { 1 } else { w });
     if hop == 0 || hop > w {
@@ -137,8 +144,14 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let mut total = 0.0f64;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for chunk in windows.chunks(256) {
-        let data: Vec<f32> = chunk.iter().flat_map(|w| w.data.iter().copied()).collect();
+    let mut data = Vec::new();
+    // Batches as small as the daemon's usually are, so the drift the judge sets reaches the
+    // windows after it as it would there.
+    for chunk in windows.chunks(OFFLINE_BATCH) {
+        data.clear();
+        for w in chunk {
+            stream.drift.apply(&w.data, &mut data);
+        }
         let energies = scorer.score(&data, chunk.len())?;
         for (win, energy) in chunk.iter().zip(energies) {
             total += f64::from(energy);

@@ -34,8 +34,15 @@ const WINDOW: usize = 64;
 const PHASES: [(usize, bool); 3] = [(200, false), (40, true), (60, false)];
 /// Windows each stream learns from (`[detect] learn_windows`).
 const LEARN: u32 = 100;
-/// The daemons' settings beyond the fixture config's.
-const ENV: [(&str, &str); 1] = [("EBGAND__DETECT__LEARN_WINDOWS", "100")];
+/// The daemons' settings beyond the fixture config's. Input levels are not followed
+/// (`level_windows = 0`): the drift taken off a window depends on how many windows before it
+/// were judged when it was scored, which a kill changes, and this test pins every energy to
+/// its samples exactly. That the drift rides in the checkpoint and a resumed stream is scored
+/// with it is tested in `ingest::streams` and `detect`.
+const ENV: [(&str, &str); 2] = [
+    ("EBGAND__DETECT__LEARN_WINDOWS", "100"),
+    ("EBGAND__DETECT__LEVEL_WINDOWS", "0"),
+];
 
 /// Messages in sending order: (stream index, JSON payload).
 type Messages = Vec<(usize, Vec<u8>)>;
@@ -130,6 +137,7 @@ fn check_against_truth(obs: &Observer, sent: &[Vec<f32>], port: u16) -> usize {
         // Probabilities and alerts: what one uninterrupted judge makes of those energies.
         let mut judge = Judge::new(Calibration {
             learn_windows: LEARN,
+            level_windows: 0,
             ..Calibration::default()
         });
         let info = StreamInfo {
@@ -139,6 +147,8 @@ fn check_against_truth(obs: &Observer, sent: &[Vec<f32>], port: u16) -> usize {
                 raise_after: 3, // the defaults
                 clear_after: 50,
             },
+            channels: 1,
+            drift: Default::default(),
         };
         let model = ModelRef {
             name: "vibration".into(),
@@ -250,7 +260,7 @@ async fn windows_judged_again_after_a_crash_do_not_alert_twice() {
     let state = tempfile::tempdir().unwrap();
     let (messages, sent) = sensor_data();
     let windows = (sent[0].len() / WINDOW) as u64;
-    let env = [ENV[0], ("EBGAND__JOURNAL__CHECKPOINT_MS", "60000")];
+    let env = [ENV[0], ENV[1], ("EBGAND__JOURNAL__CHECKPOINT_MS", "60000")];
 
     let mut daemon = spawn_daemon_with(broker.port, "cr", state.path(), MQTT, &env);
     wait_online(&obs, 1).await;

@@ -1,14 +1,23 @@
 //! Judgment by calibrated probability, end to end: a real mosquitto, the daemon in-process with
-//! the default `[detect] judge = "probability"`, real ONNX Runtime and the vibration fixture.
+//! the default `[detect]` (judge = "probability"), real ONNX Runtime and the fixtures.
 //!
-//! Three sensors start alike (a 1 Hz-per-16-samples sine around 1.0 with noise) and then:
-//! - **drift**: the level rises by 0.4 over the whole run (a slow thermal drift): followed, never
+//! Vibration fixture, three sensors alike at first (a 1 Hz-per-16-samples sine around 1.0 with
+//! noise), then:
+//! - **drift**: the level rises by 0.4 over the whole run (a slow drift): followed, never
 //!   alerted;
 //! - **ramp**: from window 300 the level rises by 0.4 every 100 windows (a slow-onset fault,
 //!   ten times the drift's rate): raised once, never cleared;
 //! - **step**: from window 300 the level is 0.5 higher and stays there: raised once, then kept
 //!   raised (`accept_after = 0`, the default) or accepted as the new normal and cleared once
 //!   (`accept_after = 200`).
+//!
+//! Multichannel fixture (8 channels, a sine each around its own level), a pump's sensors:
+//! - **warming**: channel 0, a temperature, rises 0.001 a window (1.0, about five healthy standard
+//!   deviations, over the run): its level is followed (`level_windows = 100`), never alerted;
+//!   with `level_windows = 0` the same drift is raised (so the adaptation, not luck, keeps it
+//!   quiet);
+//! - **wearing**: from window 300 a tone at a third of the sample rate grows on channel 1, a
+//!   vibration, by 0.001 a window (the same rate): raised once, with or without adaptation.
 //!
 //! Every stream's first 64 windows are learning: published with `"learning": true`, never anomalous.
 #![allow(
@@ -23,26 +32,94 @@ use std::time::Duration;
 
 use common::*;
 
-const WINDOW: usize = 64;
 const WINDOWS: usize = 1_000;
 const LEARN: u64 = 64;
-/// Samples per message (two messages a window).
-const CHUNK: usize = 32;
 
-/// The samples of one sensor: `offset(window)` added to the shared healthy signal.
+/// xorshift noise, uniform in +-0.1.
+fn noise(s: &mut u64) -> f32 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    (*s % 2_001) as f32 / 10_000.0 - 0.1
+}
+
+/// The samples of one vibration sensor: `offset(window)` added to the shared healthy signal.
 fn signal(seed: u64, offset: impl Fn(usize) -> f32) -> Vec<f32> {
     let mut s = seed;
-    (0..WINDOWS * WINDOW)
+    (0..WINDOWS * 64)
         .map(|t| {
-            // xorshift noise, uniform in +-0.1
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let noise = (s % 2_001) as f32 / 10_000.0 - 0.1;
             let phase = 2.0 * std::f32::consts::PI * (t % 16) as f32 / 16.0;
-            1.0 + 0.5 * phase.sin() + noise + offset(t / WINDOW)
+            1.0 + 0.5 * phase.sin() + noise(&mut s) + offset(t / 64)
         })
         .collect()
+}
+
+/// The rows of one pump (8 channels, interleaved), healthy as the multichannel fixture learnt
+/// it (channel c: level 1 + c, a sine of period 8 + c samples), plus `fault(window, t)` on
+/// channel `channel`.
+fn pump(seed: u64, channel: usize, fault: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..WINDOWS * 16)
+        .flat_map(|t| (0..8).map(move |c| (t, c)))
+        .map(|(t, c)| {
+            let phase = 2.0 * std::f32::consts::PI * t as f32 / (8 + c) as f32 + c as f32;
+            let x = (1 + c) as f32 + 0.3 * phase.sin() + noise(&mut s);
+            if c == channel {
+                x + fault(t / 16, t)
+            } else {
+                x
+            }
+        })
+        .collect()
+}
+
+/// The rate of the pump's drift and of its fault, per window.
+const RATE: f32 = 0.001;
+
+fn warming(w: usize, _: usize) -> f32 {
+    RATE * w as f32
+}
+
+fn wearing(w: usize, t: usize) -> f32 {
+    let tone = (2.0 * std::f32::consts::PI * t as f32 / 3.0).sin();
+    RATE * w.saturating_sub(300) as f32 * tone
+}
+
+/// What runs through the daemon: a fixture model and its sensors' samples.
+struct Rig {
+    /// Folder under `models/` and stream name.
+    model: &'static str,
+    window: usize,
+    channels: usize,
+    /// Per sensor: its name (`sensors/<name>/<model>`) and samples, interleaved by channel.
+    sensors: Vec<(&'static str, Vec<f32>)>,
+}
+
+impl Rig {
+    fn vibration() -> Self {
+        Self {
+            model: "vibration",
+            window: 64,
+            channels: 1,
+            sensors: vec![
+                ("drift", signal(1, drift)),
+                ("ramp", signal(2, ramp)),
+                ("step", signal(3, step)),
+            ],
+        }
+    }
+
+    fn pump() -> Self {
+        Self {
+            model: "multichannel",
+            window: 16,
+            channels: 8,
+            sensors: vec![
+                ("warming", pump(4, 0, warming)),
+                ("wearing", pump(5, 1, wearing)),
+            ],
+        }
+    }
 }
 
 fn drift(w: usize) -> f32 {
@@ -57,30 +134,32 @@ fn step(w: usize) -> f32 {
     if w >= 300 { 0.5 } else { 0.0 }
 }
 
-/// Runs the three sensors through a daemon with `detect` added to the fixture config; returns
+/// Runs the rig's sensors through a daemon with `detect` added to the fixture config; returns
 /// each sensor's alert transitions `(seq, state)` and checks the energy telemetry on the way.
-async fn run(prefix: &str, detect: &str) -> Vec<(String, Vec<(u64, String)>)> {
+async fn run(prefix: &str, rig: Rig, detect: &str) -> Vec<(String, Vec<(u64, String)>)> {
     let broker = Mosquitto::start().await;
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let Rig {
+        model,
+        window,
+        channels,
+        sensors,
+    } = rig;
     let toml = format!(
-        "[detect]\nlearn_windows = {LEARN}\n{detect}\n[models.vibration]\n\
-         path = \"models/vibration/fixture-1\"\n[[streams]]\nname = \"vibration\"\n\
-         topic = \"sensors/+/vibration\"\nmodel = \"vibration\"\nformat = \"array\"\n\
-         window = {WINDOW}\n"
+        "[detect]\nlearn_windows = {LEARN}\n{detect}\n[models.{model}]\n\
+         path = \"models/{model}/fixture-1\"\n[[streams]]\nname = \"{model}\"\n\
+         topic = \"sensors/+/{model}\"\nmodel = \"{model}\"\nformat = \"array\"\n\
+         window = {window}\nchannels = {channels}\n"
     );
     let daemon = TestDaemon::start(settings(broker.port, prefix, &toml)).await;
-    let sensors = [
-        ("drift", signal(1, drift)),
-        ("ramp", signal(2, ramp)),
-        ("step", signal(3, step)),
-    ];
     let mut tx = Sender::start(broker.port).await;
-    for i in 0..WINDOWS * WINDOW / CHUNK {
+    // Two messages a window.
+    let chunk = window / 2 * channels;
+    for i in 0..WINDOWS * 2 {
         for (name, samples) in &sensors {
-            let chunk = &samples[i * CHUNK..(i + 1) * CHUNK];
             tx.publish(
-                &format!("sensors/{name}/vibration"),
-                serde_json::to_vec(chunk).unwrap(),
+                &format!("sensors/{name}/{model}"),
+                serde_json::to_vec(&samples[i * chunk..(i + 1) * chunk]).unwrap(),
             )
             .await;
         }
@@ -121,7 +200,7 @@ async fn run(prefix: &str, detect: &str) -> Vec<(String, Vec<(u64, String)>)> {
     sensors
         .iter()
         .map(|(name, _)| {
-            let stream = format!("vibration/{name}");
+            let stream = format!("{model}/{name}");
             let t = alerts
                 .iter()
                 .filter(|a| a.json["stream"] == stream.as_str())
@@ -143,7 +222,7 @@ fn of<'a>(got: &'a [(String, Vec<(u64, String)>)], name: &str) -> &'a [(u64, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_followed_a_slow_onset_fault_is_raised_and_a_step_kept_raised() {
-    let got = run("jd", "").await;
+    let got = run("jd", Rig::vibration(), "").await;
     assert_eq!(of(&got, "drift"), [], "the slow drift is adapted to");
     let ramp = of(&got, "ramp");
     assert_eq!(ramp.len(), 1, "the slow-onset fault raises once: {ramp:?}");
@@ -161,7 +240,7 @@ async fn drift_is_followed_a_slow_onset_fault_is_raised_and_a_step_kept_raised()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_held_past_accept_after_becomes_the_new_normal() {
-    let got = run("ja", "accept_after = 200").await;
+    let got = run("ja", Rig::vibration(), "accept_after = 200").await;
     assert_eq!(of(&got, "drift"), []);
     // The ramp keeps climbing: accepted, it is raised again once the new level is left behind.
     assert_eq!(of(&got, "ramp")[0].1, "raised");
@@ -175,4 +254,34 @@ async fn a_step_held_past_accept_after_becomes_the_new_normal() {
         (step[0].0 + 200 + LEARN + 50 - 5..step[0].0 + 200 + LEARN + 50 + 5).contains(&step[1].0),
         "{step:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warming_channel_is_followed_and_a_wearing_one_at_the_same_rate_raised() {
+    // A time constant of 100 windows follows this drift with a lag of 0.1 (half the channel's
+    // healthy spread); the default 300 would lag it by 0.3, which is close to a fault.
+    let got = run("jp", Rig::pump(), "level_windows = 100").await;
+    assert_eq!(
+        of(&got, "warming"),
+        [],
+        "the temperature's drift is followed"
+    );
+    let wearing = of(&got, "wearing");
+    assert_eq!(
+        wearing.len(),
+        1,
+        "the growing tone raises once: {wearing:?}"
+    );
+    assert_eq!(wearing[0].1, "raised");
+    assert!((300..700).contains(&wearing[0].0), "{wearing:?}");
+    // Without following the level, the same drift is raised: the adaptation keeps it quiet.
+    let got = run("jq", Rig::pump(), "level_windows = 0").await;
+    let warming = of(&got, "warming");
+    assert_eq!(
+        warming.len(),
+        1,
+        "unfollowed, the drift raises: {warming:?}"
+    );
+    assert_eq!(warming[0].1, "raised");
+    assert_eq!(of(&got, "wearing").len(), 1);
 }

@@ -87,6 +87,8 @@ fn stream(id: &str) -> Arc<StreamInfo> {
             raise_after: 2,
             clear_after: 2,
         },
+        channels: 1,
+        drift: Default::default(),
     })
 }
 
@@ -305,6 +307,8 @@ async fn a_promoted_shadow_hands_its_calibrations_on_so_streams_do_not_learn_aga
             raise_after: 2,
             clear_after: 2,
         },
+        channels: 1,
+        drift: Default::default(),
     });
     let calm: Vec<f32> = (0..20).map(|i| 1.0 + (i % 5) as f32 * 0.1).collect();
     // v1 active with v2 in shadow: both learn the stream.

@@ -234,6 +234,8 @@ pub struct RawDetect {
     pub drift_windows: u32,
     /// Judged windows are learnt only under this probability; 0: every healthy window.
     pub learn_below: f64,
+    /// Time constant, in windows learnt from, of each channel's input level; 0: none.
+    pub level_windows: u32,
 }
 
 impl Default for RawDetect {
@@ -250,6 +252,7 @@ impl Default for RawDetect {
             accept_after: c.accept_after,
             drift_windows: c.drift_windows,
             learn_below: c.learn_below,
+            level_windows: c.level_windows,
         }
     }
 }
@@ -279,6 +282,7 @@ impl RawDetect {
             accept_after: self.accept_after,
             drift_windows: self.drift_windows,
             learn_below: self.learn_below,
+            level_windows: self.level_windows,
         }
     }
 }

@@ -56,6 +56,10 @@ pub struct Calibration {
     /// fault that rises a little every window stays in the tail instead of dragging the tail
     /// up with it. 0: every healthy window.
     pub learn_below: f64,
+    /// Time constant, in windows learnt from, with which each channel's level (its mean) is
+    /// followed and the drift since judging began taken off the model's input (see
+    /// [`level`](super::level)). 0: inputs are scored as they arrive.
+    pub level_windows: u32,
 }
 
 impl Default for Calibration {
@@ -67,6 +71,7 @@ impl Default for Calibration {
             accept_after: 0,
             drift_windows: 0,
             learn_below: 0.99,
+            level_windows: 300,
         }
     }
 }

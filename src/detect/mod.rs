@@ -4,14 +4,18 @@
 //! A window is anomalous when its energy's probability under the stream's own recent healthy
 //! behaviour ([`calibrate`]) reaches the stream's alert probability, or, where a stream sets an
 //! absolute energy `threshold`, when its energy is over it. A stream's first windows (and its
-//! first windows under a new model version) are learning: reported, never alerted on.
+//! first windows under a new model version) are learning: reported, never alerted on. Each
+//! stream's input level follows its healthy windows ([`level`]); the scorer takes its drift off
+//! every window before inference.
 
 pub mod calibrate;
 pub mod labels;
+pub mod level;
 
 use std::collections::HashMap;
 
 pub use calibrate::{Calibration, Calibrator};
+pub use level::{Drift, Level};
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +70,10 @@ pub struct StreamInfo {
     pub judging: Judging,
     /// Hysteresis.
     pub hysteresis: Hysteresis,
+    /// Values per sample of its windows (channels; log-mel bands for audio).
+    pub channels: usize,
+    /// Its inputs' drift, which the scorer subtracts (set by [`Judge::judge`]; see [`level`]).
+    pub drift: Drift,
 }
 
 /// How a stream's windows are judged.
@@ -99,6 +107,16 @@ pub struct DetectorState {
     /// checkpoints written before calibration existed: such a stream learns again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibrator: Option<Calibrator>,
+    /// The stream's input level (with `level_windows`; absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<Level>,
+}
+
+impl DetectorState {
+    /// The drift the scorer subtracts from the stream's windows (empty: none).
+    pub fn drift(&self) -> Vec<f32> {
+        self.level.as_ref().map(Level::drift).unwrap_or_default()
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -121,6 +139,7 @@ pub struct Detector {
     run: u32,
     raised_for: u32,
     calibrator: Option<Calibrator>,
+    level: Option<Level>,
 }
 
 impl Detector {
@@ -137,6 +156,7 @@ impl Detector {
             run: saved.run,
             raised_for: saved.raised_for,
             calibrator: saved.calibrator,
+            level: saved.level,
         }
     }
 
@@ -152,6 +172,7 @@ impl Detector {
             run: self.run,
             raised_for: self.raised_for,
             calibrator: self.calibrator.clone(),
+            level: self.level.clone(),
         }
     }
 
@@ -415,6 +436,7 @@ impl Judge {
         match stream.judging {
             Judging::Energy(t) => {
                 detector.calibrator = None;
+                detector.level = None;
                 threshold = t.unwrap_or(model_threshold);
                 (probability, learning) = (None, false);
                 anomalous = is_anomalous(energy, threshold);
@@ -429,11 +451,31 @@ impl Judge {
                     .take()
                     .filter(|c| c.version == model.version)
                     .unwrap_or_else(|| Calibrator::new(&model.version));
+                // The level carries on across versions; its baseline is the version's own.
+                let mut level = (cal.level_windows > 0).then(|| {
+                    let mut l = detector
+                        .level
+                        .take()
+                        .unwrap_or_else(|| Level::new(&model.version));
+                    if l.version != model.version {
+                        l.rebase(&model.version);
+                    }
+                    l
+                });
+                let learn = |c: &mut Calibrator, level: &mut Option<Level>| {
+                    if let Some(l) = level {
+                        l.learn(&window.data, stream.channels, c.seen, cal.level_windows);
+                    }
+                    c.add(energy, &cal);
+                };
                 learning = c.learning(&cal);
                 if learning {
-                    c.add(energy, &cal);
+                    learn(&mut c, &mut level);
                     (probability, anomalous, transition) = (None, false, None);
                 } else {
+                    if let Some(l) = &mut level {
+                        l.settle();
+                    }
                     let p = c.probability(energy, &cal);
                     probability = Some(p);
                     anomalous = p >= alert;
@@ -442,16 +484,23 @@ impl Judge {
                         && detector.state == AlertState::Normal
                         && (cal.learn_below <= 0.0 || p < cal.learn_below)
                     {
-                        c.add(energy, &cal);
+                        learn(&mut c, &mut level);
                     }
                     if cal.accept_after > 0 && detector.raised_for >= cal.accept_after {
                         // Raised this long: the level is the new normal. Learn it; the alert
                         // clears once the windows after learning are judged normal.
                         c.relearn();
+                        if let Some(l) = &mut level {
+                            l.rebase(&model.version);
+                        }
                         detector.raised_for = 0;
                     }
                 }
                 detector.calibrator = Some(c);
+                if let Some(l) = &level {
+                    stream.drift.set(l.drift());
+                }
+                detector.level = level;
             }
         }
         Verdict {
@@ -476,215 +525,4 @@ impl Judge {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn feed(d: &mut Detector, energies: &[f32], threshold: f32) -> Vec<(usize, Transition)> {
-        energies
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &e)| d.observe(is_anomalous(e, threshold)).map(|t| (i, t)))
-            .collect()
-    }
-
-    #[test]
-    fn raises_once_after_k_and_clears_once_after_j() {
-        let mut d = Detector::new(Hysteresis {
-            raise_after: 3,
-            clear_after: 2,
-        });
-        //        0    1    2    3    4    5    6    7    8    9    10   11   12
-        let e = [
-            0.5, 2.0, 2.0, 0.5, 2.0, 2.0, 2.0, 2.0, 0.5, 2.0, 0.5, 0.5, 0.5,
-        ];
-        assert_eq!(
-            feed(&mut d, &e, 1.0),
-            vec![(6, Transition::Raised), (11, Transition::Cleared)]
-        );
-        assert_eq!(d.state(), AlertState::Normal);
-    }
-
-    #[test]
-    fn threshold_is_exclusive_and_nan_is_anomalous() {
-        assert!(!is_anomalous(1.0, 1.0));
-        assert!(is_anomalous(f32::NAN, 1.0));
-        assert!(is_anomalous(f32::INFINITY, 1.0));
-        let mut d = Detector::new(Hysteresis {
-            raise_after: 1,
-            clear_after: 1,
-        });
-        assert_eq!(d.observe(true), Some(Transition::Raised));
-        assert_eq!(d.observe(true), None);
-        assert_eq!(d.observe(false), Some(Transition::Cleared));
-    }
-
-    #[test]
-    fn flapping_below_k_never_raises() {
-        let mut d = Detector::new(Hysteresis {
-            raise_after: 3,
-            clear_after: 3,
-        });
-        let e: Vec<f32> = (0..100)
-            .map(|i| if i % 3 == 2 { 0.0 } else { 5.0 })
-            .collect();
-        assert!(feed(&mut d, &e, 1.0).is_empty());
-    }
-
-    #[test]
-    fn judge_uses_stream_override_and_builds_events() {
-        let stream = StreamInfo {
-            id: "vib/m1".into(),
-            judging: Judging::Energy(Some(10.0)),
-            hysteresis: Hysteresis {
-                raise_after: 1,
-                clear_after: 1,
-            },
-        };
-        let model = ModelRef {
-            name: "m".into(),
-            version: "v1".into(),
-        };
-        let w = RawWindow {
-            seq: 7,
-            start: Mark::Index(0),
-            end: Mark::Index(3),
-            data: vec![],
-        };
-        let mut j = Judge::new(Calibration::default());
-        let v = j.judge(&stream, &model, 1.0, &w, 5.0);
-        assert!(!v.anomalous && v.first && v.threshold == 10.0);
-        let v = j.judge(&stream, &model, 1.0, &w, 11.0);
-        assert!(!v.first);
-        let ev = AlertEvent::from_verdict(&v, "edge").unwrap();
-        let json = serde_json::to_value(&ev).unwrap();
-        assert_eq!(json["state"], "raised");
-        assert_eq!(json["window"]["end"], 3);
-        assert_eq!(json["model"]["version"], "v1");
-        assert_eq!(json["seq"], 7);
-    }
-
-    /// One stream judged by probability over `energies`; returns its transitions.
-    fn judged(cal: Calibration, energies: impl IntoIterator<Item = f32>) -> Vec<(u64, Transition)> {
-        let stream = StreamInfo {
-            id: "s".into(),
-            judging: Judging::Probability(0.999),
-            hysteresis: Hysteresis {
-                raise_after: 3,
-                clear_after: 50,
-            },
-        };
-        let model = ModelRef {
-            name: "m".into(),
-            version: "v1".into(),
-        };
-        let mut j = Judge::new(cal);
-        let mut out = Vec::new();
-        for (seq, e) in energies.into_iter().enumerate() {
-            let w = RawWindow {
-                seq: seq as u64,
-                start: Mark::Index(0),
-                end: Mark::Index(0),
-                data: vec![],
-            };
-            let v = j.judge(&stream, &model, 1.0, &w, e);
-            assert!(
-                !(v.learning && v.anomalous),
-                "a learning window is never anomalous"
-            );
-            out.extend(v.transition.map(|t| (seq as u64, t)));
-        }
-        out
-    }
-
-    /// Healthy energies: 1.0 with +-30 % deterministic noise, times `level(window)`.
-    fn energies(n: usize, level: impl Fn(usize) -> f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let noise = ((i * 7_919) % 1_000) as f32 / 1_000.0; // 0..1, well mixed
-                level(i) * (0.7 + 0.6 * noise)
-            })
-            .collect()
-    }
-
-    fn cal() -> Calibration {
-        Calibration {
-            learn_windows: 200,
-            ..Calibration::default()
-        }
-    }
-
-    #[test]
-    fn a_fault_in_the_learning_windows_is_never_alerted() {
-        let e = energies(300, |i| if (50..150).contains(&i) { 100.0 } else { 1.0 });
-        assert!(judged(cal(), e.iter().copied().take(200)).is_empty());
-    }
-
-    #[test]
-    fn slow_drift_is_followed_and_a_fault_climbing_faster_is_raised() {
-        // Drift: the energy level doubles over 4,000 windows. Fault: the same doubling every
-        // 100 windows from window 1,000.
-        let drift = energies(5_000, |i| 2f32.powf(i as f32 / 4_000.0));
-        assert_eq!(judged(cal(), drift), vec![]);
-        let fault = energies(5_000, |i| 2f32.powf(i.saturating_sub(1_000) as f32 / 100.0));
-        let t = judged(cal(), fault);
-        assert_eq!(t.len(), 1, "raised once, never cleared: {t:?}");
-        assert_eq!(t[0].1, Transition::Raised);
-        assert!((1_000..1_400).contains(&t[0].0), "{t:?}");
-    }
-
-    #[test]
-    fn a_held_step_is_raised_once_then_accepted_or_kept_by_configuration() {
-        let step = energies(3_000, |i| if i >= 1_000 { 20.0 } else { 1.0 });
-        let kept = judged(cal(), step.clone());
-        assert_eq!(kept.len(), 1);
-        assert_eq!(kept[0], (1_002, Transition::Raised));
-        // Accepted after 500 windows: the stream learns the new level (200 windows), then the
-        // alert clears after clear_after (50) normal windows.
-        let accepting = Calibration {
-            accept_after: 500,
-            ..cal()
-        };
-        let t = judged(accepting, step);
-        assert_eq!(t.len(), 2, "{t:?}");
-        assert_eq!(t[0], (1_002, Transition::Raised));
-        assert_eq!(t[1].1, Transition::Cleared);
-        assert!((1_750..1_760).contains(&t[1].0), "{t:?}");
-    }
-
-    #[test]
-    fn a_new_model_version_learns_again() {
-        let stream = StreamInfo {
-            id: "s".into(),
-            judging: Judging::Probability(0.999),
-            hysteresis: Hysteresis {
-                raise_after: 1,
-                clear_after: 1,
-            },
-        };
-        let w = RawWindow {
-            seq: 0,
-            start: Mark::Index(0),
-            end: Mark::Index(0),
-            data: vec![],
-        };
-        let mut j = Judge::new(Calibration {
-            learn_windows: 16,
-            ..Calibration::default()
-        });
-        let v1 = ModelRef {
-            name: "m".into(),
-            version: "v1".into(),
-        };
-        for e in energies(16, |_| 1.0) {
-            assert!(j.judge(&stream, &v1, 1.0, &w, e).learning);
-        }
-        assert!(!j.judge(&stream, &v1, 1.0, &w, 1.0).learning);
-        let v2 = ModelRef {
-            version: "v2".into(),
-            ..v1
-        };
-        let v = j.judge(&stream, &v2, 1.0, &w, 1_000.0);
-        assert!(v.learning && !v.anomalous && v.probability.is_none());
-        assert_eq!(v.detector.calibrator.unwrap().version, "v2");
-    }
-}
+mod tests;

@@ -121,6 +121,7 @@ impl IngestLog {
         self.saved.get(id).map(|s| super::streams::Resume {
             next_seq: s.judged.next_seq,
             samples: s.samples,
+            drift: s.judged.detector.drift(),
         })
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::config::StreamSettings;
-use crate::detect::{Hysteresis, StreamInfo};
+use crate::detect::{Drift, Hysteresis, StreamInfo};
 use crate::pipeline::features::{Framer, LogMelParams};
 use crate::pipeline::topic::{partition_of, stream_id};
 use crate::pipeline::{DecodeError, RawWindow, WindowSpec, Windower, decode_into};
@@ -39,12 +39,14 @@ pub enum Routed {
 }
 
 /// Where a stream carries on, from the last run's checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Resume {
     /// The first window not judged.
     pub next_seq: u64,
     /// Input samples received: where the next message starts.
     pub samples: u64,
+    /// The drift its windows were scored with (see [`crate::detect::level`]).
+    pub drift: Vec<f32>,
 }
 
 /// What one message did to its stream.
@@ -128,6 +130,8 @@ impl StreamEntry {
                     raise_after: s.raise_after,
                     clear_after: s.clear_after,
                 },
+                channels: spec.channels,
+                drift: Drift::default(),
             }),
             spec,
             windower: Windower::new(spec),
@@ -312,9 +316,10 @@ impl StreamTable {
         }
         let mut entry = StreamEntry::new(route, id.clone(), &self.routes[route], now);
         let resume = saved(&id);
-        if let Some(r) = resume {
+        if let Some(r) = &resume {
             entry.restart_at(r.next_seq);
             entry.received = r.samples;
+            entry.info.drift.set(r.drift.clone());
         }
         self.streams.insert(topic.to_owned(), entry);
         Routed::New {
@@ -472,6 +477,7 @@ hop = {hop}
             Some(Resume {
                 next_seq: 2,
                 samples: 12,
+                drift: vec![0.5],
             }),
         );
         let x: Vec<f32> = (0..12).map(|i| i as f32).collect();
@@ -481,6 +487,9 @@ hop = {hop}
         assert_eq!((fed, w), (Fed::Windowed, vec![]));
         let (_, w) = feed(&mut t, 6, &x[6..9]);
         assert_eq!(w, vec![(2, vec![4., 5., 6., 7.])]);
+        // The drift its windows were scored with carries on too.
+        let entry = t.get("sensors/a/vibration").expect("stream");
+        assert_eq!(entry.info().drift.get(), vec![0.5]);
         // A copy of a record already fed (a retired segment carried forward twice) is ignored.
         assert_eq!(feed(&mut t, 6, &x[6..9]).0, Fed::Covered);
         let (_, w) = feed(&mut t, 9, &x[9..12]);

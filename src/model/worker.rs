@@ -383,8 +383,12 @@ impl ScorerThread {
     /// session is down.
     fn score(&mut self, windows: Vec<Window>, buf: &mut Vec<f32>) -> ScoredBatch {
         buf.clear();
+        // Each window less its stream's drift (detect::level): the model sees the stream at
+        // the level it began judging it at. A shadow was trained on recent windows as they
+        // are, so it scores them raw.
+        let mut drifted = false;
         for w in &windows {
-            buf.extend_from_slice(&w.raw.data);
+            drifted |= w.stream.drift.apply(&w.raw.data, buf);
         }
         let n = windows.len();
         #[allow(clippy::disallowed_methods)] // a dedicated thread, not async code
@@ -439,6 +443,12 @@ impl ScorerThread {
         // The shadow scores the same windows; its failure never touches the active path.
         let shadow = match &mut self.shadow {
             Some((s, sinfo)) if energies.is_ok() => {
+                if drifted {
+                    buf.clear();
+                    for w in &windows {
+                        buf.extend_from_slice(&w.raw.data);
+                    }
+                }
                 match catch_unwind(AssertUnwindSafe(|| s.score(buf, n))) {
                     Ok(Ok(e)) => Some((sinfo.clone(), e)),
                     Ok(Err(e)) => {

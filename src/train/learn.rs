@@ -519,6 +519,8 @@ mod tests {
                     raise_after: 1,
                     clear_after: 1,
                 },
+                channels: 1,
+                drift: Default::default(),
             }),
             raw: crate::pipeline::RawWindow {
                 seq,
