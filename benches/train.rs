@@ -31,6 +31,7 @@ fn main() {
         samples: ndarray::Array2::from_shape_vec((120_000, 1), samples).unwrap(),
         stamps: None,
         sample_rate: None,
+        names: Vec::new(),
     };
     let windows = rec.windows(WindowSpec {
         window: 64,

@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::config::RawConfig;
 use crate::detect::labels::LabelScore;
 use crate::detect::{
-    AlertEvent, Drift, Hysteresis, Judge, ModelRef, StreamInfo, Transition, Verdict,
+    AlertEvent, Carried, Drift, Explanation, Hysteresis, Judge, ModelRef, Names, StreamInfo,
+    Transition, Verdict,
 };
 use crate::model::{ModelVersion, Scorer};
 use crate::pipeline::WindowSpec;
@@ -95,9 +96,21 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         }
         Some(column) => Some(read_labels(&args.file, &args.input, column)?),
     };
-    // Audio models window log-mel frames, made with the parameters in their manifest.
-    if let Some(features) = &version.manifest.features {
-        rec = rec.logmel(features)?;
+    // Audio models window log-mel frames, made with the parameters in their manifest; their
+    // energy is explained by groups of mel bands, a CSV's by its columns.
+    let names = match &version.manifest.features {
+        Some(features) => {
+            rec = rec.logmel(features)?;
+            Names::mel_groups(&features.band_edges_hz())
+        }
+        None => Names::channels(&rec.names, c),
+    };
+    if let Err(why) = version
+        .manifest
+        .input
+        .check_names(&rec.names, &args.file.display().to_string())
+    {
+        bail!("{why}: choose and order the columns with --columns");
     }
     if rec.samples.ncols() != c {
         bail!(
@@ -128,6 +141,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         },
         channels: c,
         drift: Drift::default(),
+        names,
     };
     let hop = args.hop.unwrap_or(if version_is_audio { 1 } else { w });
     if hop == 0 || hop > w {
@@ -144,7 +158,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let mut total = 0.0f64;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut data = Vec::new();
+    let (mut data, mut residual) = (Vec::new(), Vec::new());
     // Batches as small as the daemon's usually are, so the drift the judge sets reaches the
     // windows after it as it would there.
     for chunk in windows.chunks(OFFLINE_BATCH) {
@@ -152,10 +166,13 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         for w in chunk {
             stream.drift.apply(&w.data, &mut data);
         }
-        let energies = scorer.score(&data, chunk.len())?;
-        for (win, energy) in chunk.iter().zip(energies) {
+        residual.clear();
+        let energies = scorer.score_explained(&data, chunk.len(), Some(&mut residual))?;
+        for ((win, energy), r) in chunk.iter().zip(energies).zip(residual.chunks_exact(w * c)) {
             total += f64::from(energy);
-            let verdict = judge.judge(&stream, &model, model_threshold, win, energy);
+            let mut verdict = judge.judge(&stream, &model, model_threshold, win, energy);
+            let carried = Carried::of(r, c, stream.names.group);
+            verdict.explanation = Explanation::new(&carried, &stream.names, w);
             if let Some(labels) = &labels {
                 // The window's newest row: windows start every `hop` rows.
                 let last = usize::try_from(win.seq)? * hop + w - 1;

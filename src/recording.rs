@@ -102,6 +102,8 @@ pub struct Recording {
     pub stamps: Option<Vec<Value>>,
     /// Samples per second, when the file says (WAV).
     pub sample_rate: Option<u32>,
+    /// Channel names, when the file has them (a CSV's column headers); else empty.
+    pub names: Vec<String>,
 }
 
 impl Recording {
@@ -147,6 +149,7 @@ impl Recording {
             samples: logmel.frames(&samples),
             stamps: None,
             sample_rate: None,
+            names: Vec::new(),
         })
     }
 
@@ -166,6 +169,7 @@ impl Recording {
             samples: self.samples.select(Axis(0), &(a..b).collect::<Vec<_>>()),
             stamps: self.stamps.map(|s| s[a..b].to_vec()),
             sample_rate: self.sample_rate,
+            names: self.names,
         })
     }
 }
@@ -186,11 +190,13 @@ pub fn read(file: &Path, args: &InputArgs) -> Result<Recording, RecordingError> 
             samples: read_npy(file)?,
             stamps: None,
             sample_rate: None,
+            names: Vec::new(),
         },
         "npz" => Recording {
             samples: read_npz(file, args.key.as_deref())?,
             stamps: None,
             sample_rate: None,
+            names: Vec::new(),
         },
         "wav" => read_wav(file)?,
         other => {
@@ -236,6 +242,7 @@ fn read_wav(path: &Path) -> Result<Recording, RecordingError> {
         samples,
         stamps: None,
         sample_rate: Some(spec.sample_rate),
+        names: Vec::new(),
     })
 }
 
@@ -363,6 +370,7 @@ fn read_csv(path: &Path, args: &InputArgs) -> Result<Recording, RecordingError> 
         samples,
         stamps,
         sample_rate: None,
+        names: columns.iter().map(|&c| headers[c].clone()).collect(),
     })
 }
 

@@ -149,6 +149,7 @@ fn check_against_truth(obs: &Observer, sent: &[Vec<f32>], port: u16) -> usize {
             },
             channels: 1,
             drift: Default::default(),
+            names: Default::default(),
         };
         let model = ModelRef {
             name: "vibration".into(),

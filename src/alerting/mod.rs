@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
 use crate::detect::{
-    AlertEvent, AlertState, Calibration, DetectorState, Judge, ModelRef, ShadowStats, Transition,
-    Verdict,
+    AlertEvent, AlertState, Calibration, DetectorState, Explanation, Judge, ModelRef, ShadowStats,
+    Transition, Verdict,
 };
 use crate::durable::checkpoint::Progress;
 use crate::model::ScoredBatch;
@@ -96,6 +96,9 @@ pub struct StateMessage<'a> {
     pub seq: u64,
     /// Node name.
     pub node: &'a str,
+    /// What carried the window's energy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<&'a Explanation>,
 }
 
 /// Where the alerting stage carries on after a restart.
@@ -294,6 +297,16 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 .alerted_through
                 .get(&verdict.stream)
                 .is_some_and(|&seq| verdict.seq <= seq);
+            if verdict.transition.is_some() || verdict.first {
+                // Published with an alert or a state message: say what carried the energy.
+                verdict.explanation = batch.carried.get(i).and_then(|c| {
+                    Explanation::new(
+                        c,
+                        &w.stream.names,
+                        w.raw.data.len() / w.stream.channels.max(1),
+                    )
+                });
+            }
             if let Some((sjudge, sref, threshold, senergies, stats)) = shadow_pass.as_mut()
                 && let Some(&se) = senergies.get(i)
             {
@@ -382,6 +395,7 @@ impl<S: AlertSink> Output<S> {
                 model: &v.model,
                 seq: v.seq,
                 node: &self.node,
+                explanation: v.explanation.as_ref(),
             };
             self.sink.state(&state).await?;
         }

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::detect::{Hysteresis, StreamInfo};
+use crate::detect::{Carried, Hysteresis, Names, StreamInfo};
 use crate::model::ModelError;
 use crate::model::worker::{ModelInfo, Window};
 use crate::pipeline::{Mark, RawWindow};
@@ -17,9 +17,14 @@ enum Sent {
     Close,
 }
 
+/// A window number and the explanation published with it.
+type Explained = (u64, Option<Explanation>);
+
 #[derive(Clone, Default)]
 struct Recording {
     sent: Arc<Mutex<Vec<Sent>>>,
+    /// Each alert's and state message's window and explanation.
+    explained: Arc<Mutex<Vec<Explained>>>,
     /// Refuse alerts (an outbox that cannot be written).
     refuse_alerts: bool,
 }
@@ -52,11 +57,19 @@ impl AlertSink for Recording {
             return Err("outbox not writable".into());
         }
         self.push(Sent::Alert(e.stream.clone(), e.state.as_str(), e.seq));
+        self.explained
+            .lock()
+            .unwrap()
+            .push((e.seq, e.explanation.clone()));
         Ok(())
     }
 
     async fn state(&self, s: &StateMessage<'_>) -> Result<(), String> {
         self.push(Sent::State(s.stream.to_owned(), s.state, s.seq));
+        self.explained
+            .lock()
+            .unwrap()
+            .push((s.seq, s.explanation.cloned()));
         Ok(())
     }
 
@@ -89,6 +102,7 @@ fn stream(id: &str) -> Arc<StreamInfo> {
         },
         channels: 1,
         drift: Default::default(),
+        names: Default::default(),
     })
 }
 
@@ -118,6 +132,14 @@ fn batch(s: &Arc<StreamInfo>, first: u64, energies: &[f32]) -> ScoredBatch {
             .collect(),
         energies: Ok(energies.to_vec()),
         shadow: None,
+        // One channel: it carries all of each window's energy, in the window's first rows.
+        carried: energies
+            .iter()
+            .map(|&e| Carried {
+                channels: vec![e],
+                parts: [e, 0.0, 0.0, 0.0],
+            })
+            .collect(),
     }
 }
 
@@ -309,6 +331,7 @@ async fn a_promoted_shadow_hands_its_calibrations_on_so_streams_do_not_learn_aga
         },
         channels: 1,
         drift: Default::default(),
+        names: Default::default(),
     });
     let calm: Vec<f32> = (0..20).map(|i| 1.0 + (i % 5) as f32 * 0.1).collect();
     // v1 active with v2 in shadow: both learn the stream.
@@ -329,4 +352,33 @@ async fn a_promoted_shadow_hands_its_calibrations_on_so_streams_do_not_learn_aga
         "20 shadow windows and the 2 after the promotion"
     );
     assert!(sink.alerts().is_empty());
+}
+
+#[tokio::test]
+async fn alerts_and_states_say_which_channel_carried_the_energy() {
+    let sink = Recording::default();
+    let (mut a, _) = stage(&sink, (), Resumed::default());
+    let s = Arc::new(StreamInfo {
+        channels: 2,
+        names: Names::channels(&["temperature".into(), "vibration".into()], 2),
+        ..(*stream("pump/1")).clone()
+    });
+    // Two rows of two channels per window; the vibration carries 90 % in the second row.
+    let mut b = batch(&s, 0, &[0.5, 2.0, 2.0]);
+    for (w, c) in b.windows.iter_mut().zip(&mut b.carried) {
+        w.raw.data = vec![0.0; 4];
+        *c = Carried::of(&[0.1, 0.0, 0.2, 0.9], 2, 1);
+    }
+    a.batch(b).await.unwrap();
+    let explained = sink.explained.lock().unwrap().clone();
+    // The first window's state, then the raise (window 1, raise_after 2) and its state.
+    assert_eq!(explained.len(), 3, "{explained:?}");
+    for (seq, e) in &explained {
+        let e = e
+            .as_ref()
+            .unwrap_or_else(|| panic!("window {seq} unexplained"));
+        assert_eq!(e.top, ["vibration"]);
+        assert_eq!(e.channels[1], ("vibration".to_owned(), 0.942));
+        assert_eq!(e.rows, [1, 1]);
+    }
 }

@@ -9,12 +9,14 @@
 //! every window before inference.
 
 pub mod calibrate;
+pub mod explain;
 pub mod labels;
 pub mod level;
 
 use std::collections::HashMap;
 
 pub use calibrate::{Calibration, Calibrator};
+pub use explain::{Carried, Explanation, Names};
 pub use level::{Drift, Level};
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +76,8 @@ pub struct StreamInfo {
     pub channels: usize,
     /// Its inputs' drift, which the scorer subtracts (set by [`Judge::judge`]; see [`level`]).
     pub drift: Drift,
+    /// What its energy is explained by (see [`explain`]; empty: `ch0`, `ch1`, ...).
+    pub names: Names,
 }
 
 /// How a stream's windows are judged.
@@ -249,6 +253,9 @@ pub struct Verdict {
     pub transition: Option<Transition>,
     /// Model that scored it.
     pub model: ModelRef,
+    /// What carried its energy (set where one is published: alerts, state messages, `score`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
     /// Whether this is the first window seen of its stream (its state is not yet published).
     #[serde(skip)]
     pub first: bool,
@@ -286,6 +293,10 @@ pub struct AlertEvent {
     pub seq: u64,
     /// Node that raised it.
     pub node: String,
+    /// What carried the window's energy: each channel's share by name, the top channels, the
+    /// part of the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
 }
 
 /// Window position in an event.
@@ -314,6 +325,7 @@ impl AlertEvent {
             },
             seq: v.seq,
             node: node.to_owned(),
+            explanation: v.explanation.clone(),
         })
     }
 }
@@ -517,6 +529,7 @@ impl Judge {
             state: detector.state(),
             transition,
             model: model.clone(),
+            explanation: None,
             first,
             detector: detector.saved(),
             alerted_before: false,

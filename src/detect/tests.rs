@@ -64,6 +64,7 @@ fn judge_uses_stream_override_and_builds_events() {
         },
         channels: 1,
         drift: Default::default(),
+        names: Default::default(),
     };
     let model = ModelRef {
         name: "m".into(),
@@ -99,6 +100,7 @@ fn judged(cal: Calibration, energies: impl IntoIterator<Item = f32>) -> Vec<(u64
         },
         channels: 1,
         drift: Default::default(),
+        names: Default::default(),
     };
     let model = ModelRef {
         name: "m".into(),
@@ -189,6 +191,7 @@ fn a_new_model_version_learns_again() {
         },
         channels: 1,
         drift: Default::default(),
+        names: Default::default(),
     };
     let w = RawWindow {
         seq: 0,
@@ -228,6 +231,7 @@ fn the_input_level_is_followed_from_healthy_windows_and_frozen_while_raised() {
         },
         channels: 2,
         drift: Default::default(),
+        names: Default::default(),
     };
     let v1 = ModelRef {
         name: "m".into(),

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::config::StreamSettings;
-use crate::detect::{Drift, Hysteresis, StreamInfo};
+use crate::detect::{Drift, Hysteresis, Names, StreamInfo};
 use crate::pipeline::features::{Framer, LogMelParams};
 use crate::pipeline::topic::{partition_of, stream_id};
-use crate::pipeline::{DecodeError, RawWindow, WindowSpec, Windower, decode_into};
+use crate::pipeline::{DecodeError, PayloadFormat, RawWindow, WindowSpec, Windower, decode_into};
 
 /// What [`StreamTable::route`] found for a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +132,15 @@ impl StreamEntry {
                 },
                 channels: spec.channels,
                 drift: Drift::default(),
+                names: match &s.logmel {
+                    Some(p) => Names::mel_groups(&p.band_edges_hz()),
+                    None => match &s.format {
+                        PayloadFormat::Object { fields, .. } => {
+                            Names::channels(fields, spec.channels)
+                        }
+                        _ => Names::channels(&[], spec.channels),
+                    },
+                },
             }),
             spec,
             windower: Windower::new(spec),

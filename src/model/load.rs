@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::{ModelError, ModelVersion, Scorer};
 use crate::config::{RuntimeSettings, Settings, StreamSettings};
+use crate::pipeline::PayloadFormat;
 
 /// Opens a model version folder (manifest, content hash) and checks it against the streams
 /// that use it, without loading ONNX Runtime. `ebgand check-config` runs this for every model.
@@ -46,6 +47,15 @@ pub fn open_model(
                     s.name, s.window, s.channels, m.input.window, m.input.channels
                 ),
             });
+        }
+        if let PayloadFormat::Object { fields, .. } = &s.format {
+            let what = format!("stream {:?} (its fields)", s.name);
+            m.input
+                .check_names(fields, &what)
+                .map_err(|reason| ModelError::Mismatch {
+                    model: label.clone(),
+                    reason,
+                })?;
         }
     }
     Ok(version)

@@ -63,6 +63,37 @@ pub struct InputSpec {
     /// Element type; `float32`.
     #[serde(default = "float32")]
     pub dtype: String,
+    /// The channels' names, in order, when training knew them (a CSV's columns): a stream or
+    /// recording with other names, or the same in another order, is refused.
+    #[serde(default)]
+    pub channel_names: Vec<String>,
+}
+
+impl InputSpec {
+    /// Checks the names of the channels a stream or recording gives (`what` says which)
+    /// against the names the model was trained on. Either side without names passes.
+    ///
+    /// # Errors
+    /// A message naming both lists when they differ, in content or in order.
+    pub fn check_names(&self, names: &[String], what: &str) -> Result<(), String> {
+        if self.channel_names.is_empty() || names.is_empty() || self.channel_names == names {
+            return Ok(());
+        }
+        let mut same = self.channel_names.clone();
+        let mut theirs = names.to_vec();
+        same.sort();
+        theirs.sort();
+        let how = if same == theirs {
+            "the same channels in another order"
+        } else {
+            "other channels"
+        };
+        Err(format!(
+            "{what} gives {how}: [{}], but the model was trained on [{}] (in this order)",
+            names.join(", "),
+            self.channel_names.join(", ")
+        ))
+    }
 }
 
 fn float32() -> String {
@@ -182,6 +213,14 @@ impl ModelVersion {
             return Err(bad(
                 "input.window and input.channels must be at least 1".into()
             ));
+        }
+        let names = &manifest.input.channel_names;
+        if !names.is_empty() && names.len() != manifest.input.channels {
+            return Err(bad(format!(
+                "input.channel_names has {} names for {} channels",
+                names.len(),
+                manifest.input.channels
+            )));
         }
         let t = manifest.threshold.value;
         if !(t.is_finite() && t > 0.0) {

@@ -73,6 +73,7 @@ pub struct Scorer {
     provider: Provider,
     input: String,
     energy: String,
+    residual: String,
 }
 
 impl std::fmt::Debug for Scorer {
@@ -102,6 +103,7 @@ impl Scorer {
                     let mut scorer = Self {
                         input: m.input.name.clone(),
                         energy: m.output.energy.clone(),
+                        residual: m.output.residual.clone(),
                         session,
                         version,
                         provider,
@@ -154,6 +156,20 @@ impl Scorer {
     /// [`ModelError::Mismatch`] for a wrong data length or output shape, [`ModelError::Ort`] when
     /// inference fails.
     pub fn score(&mut self, data: &[f32], batch: usize) -> Result<Vec<f32>, ModelError> {
+        self.score_explained(data, batch, None)
+    }
+
+    /// [`Scorer::score`], also appending each window's residual (W x C values per window, the
+    /// same inference) to `residual` when given.
+    ///
+    /// # Errors
+    /// As [`Scorer::score`].
+    pub fn score_explained(
+        &mut self,
+        data: &[f32],
+        batch: usize,
+        residual: Option<&mut Vec<f32>>,
+    ) -> Result<Vec<f32>, ModelError> {
         let (w, c) = (
             self.version.manifest.input.window,
             self.version.manifest.input.channels,
@@ -176,6 +192,22 @@ impl Scorer {
                 ),
                 reason: format!("{} energies for {batch} windows", energy.len()),
             });
+        }
+        if let Some(out) = residual {
+            let r = outputs
+                .get(self.residual.as_str())
+                .ok_or_else(|| ModelError::Ort(format!("no output named {:?}", self.residual)))?
+                .try_extract_array::<f32>()?;
+            if r.len() != batch * w * c {
+                return Err(ModelError::Mismatch {
+                    model: format!(
+                        "{}@{}",
+                        self.version.manifest.name, self.version.manifest.version
+                    ),
+                    reason: format!("{} residual values for {batch} windows", r.len()),
+                });
+            }
+            out.extend(r.iter().copied());
         }
         Ok(energy.iter().copied().collect())
     }

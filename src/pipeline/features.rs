@@ -84,6 +84,14 @@ impl LogMelParams {
         self.fmax
             .map_or(f64::from(self.sample_rate) / 2.0, f64::from)
     }
+
+    /// The `n_mels + 2` mel band edges in Hz: band `m` spans `edges[m] .. edges[m + 2]`.
+    pub fn band_edges_hz(&self) -> Vec<f32> {
+        mel_edges(self.n_mels, f64::from(self.fmin), self.fmax_hz())
+            .into_iter()
+            .map(|e| e as f32)
+            .collect()
+    }
 }
 
 /// Why a [`LogMelParams`] was refused.
@@ -421,13 +429,13 @@ fn mel_to_hz(mel: f64) -> f64 {
     }
 }
 
-/// `[n_mels, n_fft / 2 + 1]` weights, as `librosa.filters.mel(htk=False, norm="slaney")`.
-fn mel_filterbank(sr: f64, n_fft: usize, n_mels: usize, fmin: f64, fmax: f64) -> Array2<f64> {
-    let n_bins = n_fft / 2 + 1;
+/// The `n_mels + 2` band edges in Hz, evenly spaced in mel: band `m` spans `edges[m] ..
+/// edges[m + 2]` and peaks at `edges[m + 1]`.
+fn mel_edges(n_mels: usize, fmin: f64, fmax: f64) -> Vec<f64> {
     let (lo, hi) = (hz_to_mel(fmin), hz_to_mel(fmax));
     // numpy.linspace(lo, hi, n_mels + 2), whose last point is exactly `hi`.
     let step = (hi - lo) / (n_mels + 1) as f64;
-    let edges: Vec<f64> = (0..n_mels + 2)
+    (0..n_mels + 2)
         .map(|i| {
             let m = if i == n_mels + 1 {
                 hi
@@ -436,7 +444,13 @@ fn mel_filterbank(sr: f64, n_fft: usize, n_mels: usize, fmin: f64, fmax: f64) ->
             };
             mel_to_hz(m)
         })
-        .collect();
+        .collect()
+}
+
+/// `[n_mels, n_fft / 2 + 1]` weights, as `librosa.filters.mel(htk=False, norm="slaney")`.
+fn mel_filterbank(sr: f64, n_fft: usize, n_mels: usize, fmin: f64, fmax: f64) -> Array2<f64> {
+    let n_bins = n_fft / 2 + 1;
+    let edges = mel_edges(n_mels, fmin, fmax);
     let bin_hz = sr / n_fft as f64;
     Array2::from_shape_fn((n_mels, n_bins), |(m, k)| {
         let f = k as f64 * bin_hz;

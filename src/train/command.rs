@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{TrainJob, WorkerEvent, default_out, utc_version};
 use crate::config::{RawConfig, Settings};
@@ -66,6 +66,10 @@ pub struct TrainArgs {
     /// `cpu` or `cuda` (default: [train] device).
     #[arg(long)]
     pub device: Option<String>,
+    /// Train on a column that holds only 0 and 1 (a real on/off signal). Without it such a
+    /// column is refused: it is usually a label (SKAB's `anomaly`), not a sensor.
+    #[arg(long)]
+    pub allow_binary: bool,
     /// Further worker arguments, after `--` (see models/trainer/README.md).
     #[arg(last = true)]
     pub worker_args: Vec<String>,
@@ -148,6 +152,13 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
             s.channels
         );
     }
+    // A CSV's columns name the channels; the manifest records them, and the daemon and
+    // `score` refuse a stream or file that gives other names or another order.
+    let names = recordings[0].names.clone();
+    if logmel.is_none() && recordings.iter().any(|r| r.names != names) {
+        bail!("the recordings do not all have the same columns in the same order");
+    }
+    check_signals(&recordings, &names, args.allow_binary)?;
     let windows: Vec<_> = recordings
         .iter()
         .flat_map(|r| {
@@ -190,6 +201,11 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
     }
     if let Some(p) = &logmel {
         worker_args.extend(["--features".to_string(), serde_json::to_string(p)?]);
+    } else if !names.is_empty() {
+        worker_args.extend([
+            "--channel-names".to_string(),
+            serde_json::to_string(&names)?,
+        ]);
     }
     worker_args.extend(args.worker_args.iter().cloned());
     let source = if args.files.is_empty() {
@@ -366,6 +382,35 @@ async fn supervise(settings: &Settings, job: &TrainJob) -> anyhow::Result<Worker
     Ok(result?)
 }
 
+/// Refuses channels that hold only 0 and 1 (labels, unless `allow_binary`) and warns loudly
+/// about constant ones: neither is a sensor signal a model should learn.
+fn check_signals(
+    recordings: &[Recording],
+    names: &[String],
+    allow_binary: bool,
+) -> anyhow::Result<()> {
+    let Some(first) = recordings.first() else {
+        return Ok(());
+    };
+    for c in 0..first.samples.ncols() {
+        let name = names.get(c).cloned().unwrap_or_else(|| format!("ch{c}"));
+        let values = || recordings.iter().flat_map(|r| r.samples.column(c).to_vec());
+        let (lo, hi) = values().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+        let binary = lo == 0.0 && hi == 1.0 && values().all(|v| v == 0.0 || v == 1.0);
+        if binary && !allow_binary {
+            bail!(
+                "column {name:?} holds only 0 and 1: a label (like SKAB's `anomaly`), not a sensor;                  leave it out of --columns, or pass --allow-binary if it is a real on/off signal"
+            );
+        }
+        if hi - lo <= 1e-6 * lo.abs().max(hi.abs()).max(1.0) {
+            warn!(column = %name, value = lo, "Column is constant in the training data: the model learns nothing from it, and any change in it will look anomalous. Leave it out of --columns unless that is what you want.");
+        }
+    }
+    Ok(())
+}
+
 fn fmt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.4}"))
 }
@@ -379,5 +424,6 @@ fn simulated(seconds: f64) -> Recording {
             .unwrap_or_else(|_| ndarray::Array2::zeros((0, 1))),
         stamps: None,
         sample_rate: Some(crate::sim::RATE as u32),
+        names: Vec::new(),
     }
 }

@@ -521,6 +521,7 @@ mod tests {
                 },
                 channels: 1,
                 drift: Default::default(),
+                names: Default::default(),
             }),
             raw: crate::pipeline::RawWindow {
                 seq,

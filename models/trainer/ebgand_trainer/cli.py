@@ -165,7 +165,14 @@ def parse_args(argv):
              "made with; recorded as input kind \"logmel\" and a [features] table")
     add("--source", help="what the windows were cut from, recorded in the manifest "
                          "(default: the --data path)")
+    add("--channel-names", type=json.loads, default=None,
+        help="the channels' names (JSON list, one per channel, in order), recorded in the "
+             "manifest: the daemon and `ebgand score` refuse a stream whose names differ")
     args = p.parse_args(argv)
+    names = args.channel_names
+    if names is not None and not (isinstance(names, list)
+                                  and all(isinstance(n, str) and n for n in names)):
+        raise UsageError(f"--channel-names must be a JSON list of non-empty strings, got {names!r}")
 
     positive = {"--steps": args.steps, "--batch": args.batch, "--latent": args.latent,
                 "--hidden": args.hidden, "--eval-every": args.eval_every, "--lr": args.lr,
@@ -269,7 +276,8 @@ def _manifest(args, argv, model, arch, train_x, hold_x, mean, std, result, thres
          "command": args.command or shlex.join(["python", "-m", "ebgand_trainer", *argv]),
          "sha256": version.sha256(model)},
         {"input": {"kind": "logmel" if args.features else "window", "name": "window", "window": arch.window,
-                   "channels": arch.channels, "dtype": "float32"},
+                   "channels": arch.channels, "dtype": "float32",
+                   "channel_names": args.channel_names},
          "output": {"energy": "energy", "residual": "residual"},
          "threshold": {"value": threshold, "quantile": args.quantile, "windows": len(hold_x)},
          "data": {"source": args.source or os.path.abspath(args.data), "sha256": _file_sha256(args.data),
@@ -336,6 +344,8 @@ def run(args, argv, events, stop):
     train_x, hold_x = split(windows, args.holdout)
     mean, std = _norm_stats(train_x)
     _, w, c = windows.shape
+    if args.channel_names is not None and len(args.channel_names) != c:
+        raise UsageError(f"--channel-names has {len(args.channel_names)} names for {c} channels")
     arch = graphs.Arch(window=w, channels=c, hidden=args.hidden, latent=args.latent,
                        d=args.discriminator, kernel=args.kernel)
     cfg = train_config(args)

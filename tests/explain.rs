@@ -1,0 +1,245 @@
+//! Alerts say which sensor: a model trained (`ebgand train`, the real trainer) on SKAB's
+//! anomaly-free pump recording, the recording's later rows published through a real mosquitto
+//! as JSON objects, and from one row on the `Pressure` sensor reading 2 bar high (a fault the
+//! test puts there, so the channel that carries it is known). The alert it raises, and the
+//! stream's retained state, must name `Pressure` as the top contributor, by its field name,
+//! with the shares of every channel summing to 1.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const FIELDS: [&str; 8] = [
+    "Accelerometer1RMS",
+    "Accelerometer2RMS",
+    "Current",
+    "Pressure",
+    "Temperature",
+    "Thermocouple",
+    "Voltage",
+    "Volume Flow RateRMS",
+];
+/// Rows the model is trained on; the daemon gets the rows after them.
+const TRAIN_ROWS: usize = 2_000;
+/// Rows published, and the first of them with the fault.
+const ROWS: usize = 2_400;
+const FAULT_ROW: usize = 1_920;
+const WINDOW: usize = 16;
+
+/// Runs the `ebgand` binary from the repository root.
+fn ebgand(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ebgand"))
+        .args(args)
+        .current_dir(root())
+        .env("ORT_DYLIB_PATH", ort_library())
+        .output()
+        .unwrap()
+}
+
+/// Trains a model on the first rows of SKAB's anomaly-free recording (the real trainer).
+fn train_pump(dir: &Path) -> PathBuf {
+    let file = shared_data().join("skab/anomaly-free.csv");
+    let model = dir.join("pump");
+    let columns = FIELDS.join(",");
+    let rows = format!(":{TRAIN_ROWS}");
+    let o = ebgand(&[
+        "train",
+        file.to_str().unwrap(),
+        "--delimiter",
+        ";",
+        "--timestamp-column",
+        "datetime",
+        "--columns",
+        &columns,
+        "--rows",
+        &rows,
+        "--window",
+        "16",
+        "--steps",
+        "300",
+        "--name",
+        "pump",
+        "--version",
+        "v1",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "train failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    model
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_names_the_sensor_that_carried_the_energy() {
+    let file = shared_data().join("skab/anomaly-free.csv");
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_pump(dir.path());
+
+    let broker = Mosquitto::start().await;
+    let obs = Observer::start(broker.port, "ex/#").await;
+    let toml = format!(
+        "[detect]\nlearn_windows = 64\n[models.pump]\npath = {model:?}\n[[streams]]\n\
+         name = \"skab\"\ntopic = \"pump/+\"\nmodel = \"pump\"\nformat = \"object\"\n\
+         fields = {FIELDS:?}\ntimestamp_field = \"datetime\"\nchannels = 8\nwindow = {WINDOW}\n",
+        model = model.display().to_string(),
+    );
+    let daemon = TestDaemon::start(settings(broker.port, "ex", &toml)).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(b';')
+        .from_path(&file)
+        .unwrap();
+    let headers = reader.headers().unwrap().clone();
+    for (i, rec) in reader.records().skip(TRAIN_ROWS).take(ROWS).enumerate() {
+        let rec = rec.unwrap();
+        let mut obj = serde_json::Map::new();
+        for (h, v) in headers.iter().zip(rec.iter()) {
+            let value = if h == "datetime" {
+                serde_json::json!(v)
+            } else {
+                let mut x: f64 = v.parse().unwrap();
+                if h == "Pressure" && i >= FAULT_ROW {
+                    x += 2.0;
+                }
+                serde_json::json!(x)
+            };
+            obj.insert(h.to_owned(), value);
+        }
+        tx.publish("pump/1", serde_json::Value::Object(obj).to_string())
+            .await;
+    }
+    tx.flushed().await;
+    let windows = ROWS / WINDOW;
+    eventually(Duration::from_secs(60), "every window judged", || {
+        obs.count("ex/energy/") >= windows
+    })
+    .await;
+    let fault_window = (FAULT_ROW / WINDOW) as u64;
+    let alerts = obs.on("ex/alerts/");
+    let raised = alerts
+        .iter()
+        .find(|a| a.json["state"] == "raised" && a.json["seq"].as_u64().unwrap() >= fault_window)
+        .unwrap_or_else(|| panic!("the fault raised no alert: {alerts:?}"));
+    let seq = raised.json["seq"].as_u64().unwrap();
+    assert!(seq < fault_window + 5, "raised late: {}", raised.json);
+    let explained = |json: &serde_json::Value| {
+        let e = &json["explanation"];
+        assert_eq!(e["top"][0], "Pressure", "{json}");
+        let shares = e["channels"].as_object().unwrap();
+        assert_eq!(
+            shares.keys().collect::<Vec<_>>(),
+            FIELDS.iter().collect::<Vec<_>>(),
+            "every channel by its field name, in order"
+        );
+        let sum: f64 = shares.values().map(|v| v.as_f64().unwrap()).sum();
+        for v in shares.values() {
+            // Three decimals, as people read them (not an f32's 17 digits).
+            let x = v.as_f64().unwrap();
+            assert_eq!(v.to_string(), format!("{}", (x * 1000.0).round() / 1000.0));
+        }
+        assert!((sum - 1.0).abs() < 0.01, "{json}");
+        assert!(shares["Pressure"].as_f64().unwrap() > 0.5, "{json}");
+        let rows = e["rows"].as_array().unwrap();
+        assert!(rows[1].as_u64().unwrap() < WINDOW as u64, "{json}");
+    };
+    explained(&raised.json);
+    // The retained state published with the raise says the same.
+    let state = obs
+        .on("ex/state/")
+        .into_iter()
+        .find(|m| m.json["seq"] == seq)
+        .expect("state with the raise");
+    explained(&state.json);
+    daemon.shutdown().await.unwrap();
+}
+
+#[test]
+fn a_model_refuses_columns_in_another_order_naming_both_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_pump(dir.path());
+    let manifest = std::fs::read_to_string(model.join("manifest.toml")).unwrap();
+    assert!(
+        manifest.contains(r#"channel_names = ["Accelerometer1RMS", "Accelerometer2RMS""#),
+        "{manifest}"
+    );
+    let mut swapped = FIELDS;
+    swapped.swap(3, 4); // Temperature before Pressure
+    let file = shared_data().join("skab/anomaly-free.csv");
+    let o = ebgand(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--delimiter",
+        ";",
+        "--columns",
+        &swapped.join(","),
+        file.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the same channels in another order")
+            && err.contains(&swapped.join(", "))
+            && err.contains(&FIELDS.join(", ")),
+        "{err}"
+    );
+    // The daemon's preflight (and start) refuses a stream whose fields are in another order.
+    let config = dir.path().join("swapped.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[models.pump]\npath = {:?}\n[[streams]]\nname = \"skab\"\ntopic = \"pump/+\"\n\
+             model = \"pump\"\nformat = \"object\"\nfields = {swapped:?}\nchannels = 8\n\
+             window = {WINDOW}\n",
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = ebgand(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&swapped.join(", ")) && err.contains(&FIELDS.join(", ")),
+        "{err}"
+    );
+}
+
+#[test]
+fn training_refuses_a_label_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = shared_data().join("skab/valve1/1.csv");
+    let out = dir.path().join("m");
+    let o = ebgand(&[
+        "train",
+        file.to_str().unwrap(),
+        "--delimiter",
+        ";",
+        "--timestamp-column",
+        "datetime",
+        "--window",
+        "16",
+        "--name",
+        "pump",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(r#"column "anomaly" holds only 0 and 1"#),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
