@@ -183,7 +183,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
                     verdict.learning,
                 );
             }
-            let alert = AlertEvent::from_verdict(&verdict, &node);
+            let alert = AlertEvent::from_verdict(&verdict, &node, std::time::SystemTime::now());
             serde_json::to_writer(
                 &mut out,
                 &Line {

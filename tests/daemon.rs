@@ -102,6 +102,22 @@ async fn healthy_then_fault_raises_once_and_clears_once() {
         );
     }
     assert!(raised["energy"].as_f64().unwrap() > raised["threshold"].as_f64().unwrap());
+    // A pager's view: when each was judged, and the clear names its raise and how long the
+    // incident lasted.
+    let time = |a: &serde_json::Value| {
+        humantime::parse_rfc3339(a["time"].as_str().unwrap()).unwrap_or_else(|e| panic!("{e}: {a}"))
+    };
+    let lasted = time(cleared).duration_since(time(raised)).unwrap();
+    assert_eq!(cleared["raise_alert_id"], raised["alert_id"]);
+    let duration = cleared["duration_s"].as_f64().unwrap();
+    assert!(
+        (duration - lasted.as_secs_f64()).abs() < 0.002,
+        "{duration} s, {lasted:?}"
+    );
+    assert!(raised.get("raise_alert_id").is_none());
+    for a in [raised, cleared] {
+        schema::assert_valid("alert.json", a);
+    }
     assert_eq!(daemon.metric("ebgand_alerts_total"), 2);
 
     // Retained state and status.

@@ -155,6 +155,16 @@ async fn an_alert_names_the_sensor_that_carried_the_energy() {
         assert!(rows[1].as_u64().unwrap() < WINDOW as u64, "{json}");
     };
     explained(&raised.json);
+    // Every payload fits its documented schema (docs/schema/).
+    for a in &alerts {
+        schema::assert_valid("alert.json", &a.json);
+    }
+    for m in obs.on("ex/state/") {
+        schema::assert_valid("state.json", &m.json);
+    }
+    for m in obs.on("ex/energy/") {
+        schema::assert_valid("energy.json", &m.json);
+    }
     // The retained state published with the raise says the same.
     let state = obs
         .on("ex/state/")
@@ -174,9 +184,40 @@ fn a_model_refuses_columns_in_another_order_naming_both_lists() {
         manifest.contains(r#"channel_names = ["Accelerometer1RMS", "Accelerometer2RMS""#),
         "{manifest}"
     );
+    let file = shared_data().join("skab/anomaly-free.csv");
+    // In the trained order: every line explained by the column names, fitting its schema.
+    let o = ebgand(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--delimiter",
+        ";",
+        "--columns",
+        &FIELDS.join(","),
+        "--rows",
+        "2000:2400",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        400 / WINDOW + 1,
+        "a line per window and the summary"
+    );
+    for l in &lines[..lines.len() - 1] {
+        schema::assert_valid("energy.json", l);
+        let shares = l["explanation"]["channels"].as_object().unwrap();
+        assert_eq!(
+            shares.keys().collect::<Vec<_>>(),
+            FIELDS.iter().collect::<Vec<_>>()
+        );
+    }
     let mut swapped = FIELDS;
     swapped.swap(3, 4); // Temperature before Pressure
-    let file = shared_data().join("skab/anomaly-free.csv");
     let o = ebgand(&[
         "score",
         "--model",
@@ -242,4 +283,22 @@ fn training_refuses_a_label_column() {
         "{err}"
     );
     assert!(!out.exists());
+}
+
+#[test]
+fn the_schemas_catch_what_they_document() {
+    let good = serde_json::json!({
+        "stream": "skab/1", "state": "cleared", "time": "2026-11-30T10:01:30.750Z",
+        "energy": 1.5, "threshold": 1.2, "model": {"name": "pump", "version": "v1"},
+        "window": {"start": "2020-02-08 14:41:16", "end": 63}, "seq": 3, "node": "n",
+        "alert_id": 7, "raise_alert_id": 6, "duration_s": 90.5,
+    });
+    assert!(schema::violations("alert.json", &good).is_empty());
+    let mut bad = good.clone();
+    bad["state"] = "up".into();
+    bad["time"] = "yesterday".into();
+    bad["extra"] = 1.into();
+    bad.as_object_mut().unwrap().remove("seq");
+    let v = schema::violations("alert.json", &bad);
+    assert_eq!(v.len(), 4, "{v:?}");
 }

@@ -13,7 +13,7 @@
 //!
 //! Multichannel fixture (8 channels, a sine each around its own level), a pump's sensors:
 //! - **warming**: channel 0, a temperature, rises 0.001 a window (1.0, about five healthy standard
-//!   deviations, over the run): its level is followed (`level_windows = 100`), never alerted;
+//!   deviations, over the run): its level is followed (`level_windows = 50`), never alerted;
 //!   with `level_windows = 0` the same drift is raised (so the adaptation, not luck, keeps it
 //!   quiet);
 //! - **wearing**: from window 300 a tone at a third of the sample rate grows on channel 1, a
@@ -258,9 +258,17 @@ async fn a_step_held_past_accept_after_becomes_the_new_normal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warming_channel_is_followed_and_a_wearing_one_at_the_same_rate_raised() {
-    // A time constant of 100 windows follows this drift with a lag of 0.1 (half the channel's
-    // healthy spread); the default 300 would lag it by 0.3, which is close to a fault.
-    let got = run("jp", Rig::pump(), "level_windows = 100").await;
+    // A time constant of 50 windows follows this drift with a lag of 0.05 (a quarter of the
+    // channel's healthy spread); the default 300 would lag it by 0.3, which is close to a
+    // fault. Windows scored in one batch share the drift of when it was scored, which adds up
+    // to a batch of lag: batches of at most 8 keep that small even when the test's burst
+    // queues windows up.
+    let got = run(
+        "jp",
+        Rig::pump(),
+        "level_windows = 50\n[scoring]\nmax_batch = 8",
+    )
+    .await;
     assert_eq!(
         of(&got, "warming"),
         [],

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -81,6 +82,7 @@ pub struct StateMessage<'a> {
     /// Alert state after the window.
     pub state: AlertState,
     /// The window's energy.
+    #[serde(serialize_with = "crate::detect::short_f32")]
     pub energy: f32,
     /// Its calibrated probability (absent while the stream learns, or judged by threshold).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +91,7 @@ pub struct StateMessage<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub learning: bool,
     /// The model's threshold, or the stream's absolute one.
+    #[serde(serialize_with = "crate::detect::short_f32")]
     pub threshold: f32,
     /// Model that scored it.
     pub model: &'a ModelRef,
@@ -373,7 +376,7 @@ impl<S: AlertSink> Output<S> {
         if v.alerted_before && v.transition.is_some() {
             self.metrics.alerts_deduplicated.inc();
             info!(stream = %v.stream, seq = v.seq, "Alert already stored by an earlier run; not published again.");
-        } else if let Some(event) = AlertEvent::from_verdict(v, &self.node) {
+        } else if let Some(event) = AlertEvent::from_verdict(v, &self.node, SystemTime::now()) {
             self.sink.alert(&event).await?;
             self.metrics
                 .alerts

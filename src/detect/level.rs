@@ -105,9 +105,11 @@ impl Level {
 }
 
 /// A stream's current drift, shared between the stage that judges its windows (which sets it)
-/// and the scorer (which subtracts it from each window before inference). Windows already on
-/// their way to the scorer when it changes get the new value: a level moves slowly, so a few
-/// windows' lag does not matter. Cheap to clone.
+/// and the scorer (which subtracts it from each window before inference). A window gets the
+/// drift of when its batch is scored, so the windows of one batch, and those scored before the
+/// previous batch is judged, lag the level by up to that many windows more than the time
+/// constant says (`[scoring] max_batch` bounds it): a level moves slowly, so a few windows'
+/// lag matters only for a drift at the edge of what is followed. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Drift(Arc<Mutex<Vec<f32>>>);
 

@@ -232,6 +232,7 @@ pub struct Verdict {
     /// Last sample.
     pub end: Mark,
     /// Energy.
+    #[serde(serialize_with = "short_f32")]
     pub energy: f32,
     /// Probability of an energy lower than this under the stream's recent healthy windows;
     /// `None` while the stream learns, and for a stream judged by an absolute threshold.
@@ -242,6 +243,7 @@ pub struct Verdict {
     /// The stream is learning: this window is added to its calibration, not judged.
     pub learning: bool,
     /// The model's calibrated threshold, or the stream's absolute threshold when it sets one.
+    #[serde(serialize_with = "short_f32")]
     pub threshold: f32,
     /// Judged anomalous (probability at or over the alert probability, or energy over an
     /// absolute threshold).
@@ -268,14 +270,28 @@ pub struct Verdict {
     pub alerted_before: bool,
 }
 
-/// An alert event, as published on `{prefix}/alerts/{stream}` and printed by `ebgand score`.
+/// Serialises an f32 as the shortest decimal that reads back as the same f32 (`9.190548`, not
+/// the f64 widening's `9.190547943115234`), so that every payload and `score` line carries the
+/// same digits for the same number; NaN and infinities as `null`.
+pub fn short_f32<S: serde::Serializer>(x: &f32, s: S) -> Result<S::Ok, S::Error> {
+    match x.to_string().parse::<f64>() {
+        Ok(v) if v.is_finite() => s.serialize_f64(v),
+        _ => s.serialize_none(),
+    }
+}
+
+/// An alert event, as published on `{prefix}/alerts/{stream}` and printed by `ebgand score`
+/// (`docs/alert.schema.json`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertEvent {
     /// Stream id.
     pub stream: String,
     /// `raised` or `cleared`.
     pub state: Transition,
+    /// When it was judged: RFC 3339, UTC, milliseconds.
+    pub time: String,
     /// Energy of the window that caused it.
+    #[serde(serialize_with = "short_f32")]
     pub energy: f32,
     /// Its calibrated probability (absent for a stream judged by an absolute threshold).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -284,6 +300,7 @@ pub struct AlertEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_probability: Option<f64>,
     /// The model's calibrated threshold, or the stream's absolute one.
+    #[serde(serialize_with = "short_f32")]
     pub threshold: f32,
     /// Model that scored the window.
     pub model: ModelRef,
@@ -309,11 +326,12 @@ pub struct WindowRef {
 }
 
 impl AlertEvent {
-    /// The event for a verdict that caused a transition.
-    pub fn from_verdict(v: &Verdict, node: &str) -> Option<Self> {
+    /// The event for a verdict that caused a transition, judged at `time` (the caller's clock).
+    pub fn from_verdict(v: &Verdict, node: &str, time: std::time::SystemTime) -> Option<Self> {
         Some(Self {
             stream: v.stream.clone(),
             state: v.transition?,
+            time: humantime::format_rfc3339_millis(time).to_string(),
             energy: v.energy,
             probability: v.probability,
             alert_probability: v.alert_probability,

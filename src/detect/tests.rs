@@ -81,12 +81,17 @@ fn judge_uses_stream_override_and_builds_events() {
     assert!(!v.anomalous && v.first && v.threshold == 10.0);
     let v = j.judge(&stream, &model, 1.0, &w, 11.0);
     assert!(!v.first);
-    let ev = AlertEvent::from_verdict(&v, "edge").unwrap();
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_500_000_123);
+    let ev = AlertEvent::from_verdict(&v, "edge", at).unwrap();
     let json = serde_json::to_value(&ev).unwrap();
     assert_eq!(json["state"], "raised");
     assert_eq!(json["window"]["end"], 3);
     assert_eq!(json["model"]["version"], "v1");
     assert_eq!(json["seq"], 7);
+    assert_eq!(json["time"], "2025-11-30T10:53:20.123Z");
+    // The f32 energy with its own digits, not the f64 widening's.
+    assert_eq!(json["energy"].to_string(), "11.0");
+    assert_eq!(json["threshold"].to_string(), "10.0");
 }
 
 /// One stream judged by probability over `energies`; returns its transitions.
@@ -278,4 +283,15 @@ fn the_input_level_is_followed_from_healthy_windows_and_frozen_while_raised() {
     };
     j.judge(&stream, &v2, 1.0, &window(118, 3.0), 1.0);
     assert!(stream.drift.get().is_empty());
+}
+
+#[test]
+fn f32_numbers_keep_their_own_digits() {
+    #[derive(Serialize)]
+    struct E(#[serde(serialize_with = "short_f32")] f32);
+    assert_eq!(serde_json::to_string(&E(9.190_548)).unwrap(), "9.190548");
+    // Through a serde_json::Value too (the outbox's path), not 9.190547943115234.
+    let v = serde_json::to_value(E(9.190_548)).unwrap();
+    assert_eq!(v.to_string(), "9.190548");
+    assert_eq!(serde_json::to_string(&E(f32::NAN)).unwrap(), "null");
 }

@@ -6,9 +6,10 @@
 //! One append-only file of JSON lines, `{"add":ID,"topic":T,"payload":ALERT}`, `{"done":ID}`,
 //! `{"next":ID}` (the next id, so that ids are never reused) and `{"last":STREAM,"seq":N}` (the
 //! window of each stream's last alert, so that a window judged again after a crash does not
-//! alert twice; `{"forget":STREAM}` drops it when the stream is forgotten), fsynced after each
-//! add;
-//! rewritten (temp file, fsync, rename) when mostly done lines. A torn
+//! alert twice; `{"forget":STREAM}` drops it when the stream is forgotten) and
+//! `{"open":STREAM,"raise":ID,"at":TIME}` (a raise not cleared yet, so that its clear, even
+//! after restarts, carries `raise_alert_id` and the incident's `duration_s`), fsynced after each
+//! add; rewritten (temp file, fsync, rename) when mostly done lines. A torn
 //! last line (a crash while appending) is skipped. Bounded: at `max` pending alerts, adding
 //! waits until the broker acknowledges one (backpressure toward scoring, never a drop).
 
@@ -63,6 +64,12 @@ enum Line {
     Forget {
         forget: String,
     },
+    /// A stream's raised alert not cleared yet: its id and time (kept across compactions).
+    Open {
+        open: String,
+        raise: u64,
+        at: String,
+    },
 }
 
 /// An alert waiting for the broker's acknowledgement.
@@ -87,6 +94,44 @@ pub struct Outbox {
     lines: usize,
     /// Window number of each stream's last alert.
     last: BTreeMap<String, u64>,
+    /// Each stream's raise not cleared yet: its alert id and time.
+    open: BTreeMap<String, (u64, String)>,
+}
+
+/// Links an alert to the incident it belongs to: a raise opens one (`open` remembers its id and
+/// time); a clear gets `raise_alert_id` and `duration_s` (between the two alerts' times) and
+/// closes it.
+fn link(open: &mut BTreeMap<String, (u64, String)>, id: u64, alert: &mut Value) {
+    let Some(obj) = alert.as_object_mut() else {
+        return;
+    };
+    let (Some(stream), Some(state)) = (
+        obj.get("stream").and_then(Value::as_str).map(str::to_owned),
+        obj.get("state").and_then(Value::as_str),
+    ) else {
+        return;
+    };
+    let time = obj.get("time").and_then(Value::as_str).unwrap_or_default();
+    match state {
+        "raised" => {
+            open.insert(stream, (id, time.to_owned()));
+        }
+        "cleared" => {
+            let Some((raise, at)) = open.remove(&stream) else {
+                return;
+            };
+            let since = |t: &str| humantime::parse_rfc3339(t).ok();
+            let duration = since(time)
+                .zip(since(&at))
+                .and_then(|(end, start)| end.duration_since(start).ok());
+            obj.entry("raise_alert_id").or_insert(Value::from(raise));
+            if let Some(d) = duration {
+                let secs = (d.as_secs_f64() * 1000.0).round() / 1000.0;
+                obj.entry("duration_s").or_insert(Value::from(secs));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The stream and window number of an alert's JSON.
@@ -108,6 +153,7 @@ impl Outbox {
         fs::create_dir_all(dir).map_err(io)?;
         let mut pending = BTreeMap::new();
         let mut last = BTreeMap::new();
+        let mut open = BTreeMap::new();
         let mut next_id = 1;
         if let Ok(f) = File::open(&path) {
             for (n, line) in BufReader::new(f).lines().enumerate() {
@@ -122,6 +168,9 @@ impl Outbox {
                         if let Some((stream, seq)) = window_of(&payload) {
                             last.insert(stream, seq);
                         }
+                        // Stored already linked: this only replays what the raise opened.
+                        let mut replayed = payload.clone();
+                        link(&mut open, add, &mut replayed);
                         pending.insert(add, (topic, payload));
                     }
                     Ok(Line::Done { done }) => {
@@ -134,6 +183,14 @@ impl Outbox {
                     }
                     Ok(Line::Forget { forget }) => {
                         last.remove(&forget);
+                        open.remove(&forget);
+                    }
+                    Ok(Line::Open {
+                        open: stream,
+                        raise,
+                        at,
+                    }) => {
+                        open.insert(stream, (raise, at));
                     }
                     Err(e) => {
                         warn!(path = %path.display(), line = n + 1, error = %e, "Outbox line unreadable (torn by a crash?); skipped.");
@@ -154,6 +211,7 @@ impl Outbox {
             max: max.max(1),
             lines: 0,
             last,
+            open,
         };
         outbox.compact()?;
         Ok(outbox)
@@ -182,6 +240,13 @@ impl Outbox {
                 seq: *seq,
             }));
         }
+        for (stream, (raise, at)) in &self.open {
+            text.push_str(&line(&Line::Open {
+                open: stream.clone(),
+                raise: *raise,
+                at: at.clone(),
+            }));
+        }
         text.push_str(&line(&Line::Next { next: self.next_id }));
         f.write_all(text.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
@@ -193,7 +258,7 @@ impl Outbox {
             .append(true)
             .open(&self.path)
             .map_err(io)?;
-        self.lines = self.pending.len() + self.last.len() + 1;
+        self.lines = self.pending.len() + self.last.len() + self.open.len() + 1;
         Ok(())
     }
 
@@ -222,6 +287,8 @@ impl Outbox {
         if let Some(obj) = payload.as_object_mut() {
             obj.insert("alert_id".into(), Value::from(id));
         }
+        let mut open = self.open.clone();
+        link(&mut open, id, &mut payload);
         self.append(
             &Line::Add {
                 add: id,
@@ -231,6 +298,7 @@ impl Outbox {
             true,
         )?;
         self.next_id += 1;
+        self.open = open;
         if let Some((stream, seq)) = window_of(&payload) {
             self.last.insert(stream, seq);
         }
@@ -253,7 +321,9 @@ impl Outbox {
             return Ok(());
         }
         self.append(&Line::Done { done: id }, false)?;
-        if self.lines > 1024 && self.lines > 4 * (self.pending.len() + self.last.len()) {
+        if self.lines > 1024
+            && self.lines > 4 * (self.pending.len() + self.last.len() + self.open.len())
+        {
             self.compact()?;
         }
         Ok(())
@@ -278,7 +348,8 @@ impl Outbox {
     /// # Errors
     /// [`OutboxError::Io`] when the write fails.
     pub fn forget(&mut self, stream: &str) -> Result<(), OutboxError> {
-        if self.last.remove(stream).is_none() {
+        let was_open = self.open.remove(stream).is_some();
+        if self.last.remove(stream).is_none() && !was_open {
             return Ok(());
         }
         self.append(
@@ -468,5 +539,42 @@ mod tests {
         let mut o = Outbox::open(dir.path(), 10).unwrap();
         assert!(o.is_empty());
         assert_eq!(o.add("t", alert(0)).unwrap().id, 1101);
+    }
+
+    #[test]
+    fn a_clear_names_its_raise_and_the_incident_duration_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let alert = |state: &str, time: &str| serde_json::json!({ "stream": "pump/1", "seq": 1, "state": state, "time": time });
+        let mut o = Outbox::open(dir.path(), 10).unwrap();
+        o.add("p/alerts/x", alert("raised", "2026-01-01T00:00:00.000Z"))
+            .unwrap();
+        let r = o
+            .add(
+                "p/alerts/pump/1",
+                alert("raised", "2026-11-30T10:00:00.250Z"),
+            )
+            .unwrap();
+        o.done(r.id).unwrap();
+        drop(o);
+        // Reopened (and compacted): the raise is acknowledged and gone, its incident is not.
+        let mut o = Outbox::open(dir.path(), 10).unwrap();
+        let c = o
+            .add(
+                "p/alerts/pump/1",
+                alert("cleared", "2026-11-30T10:01:30.750Z"),
+            )
+            .unwrap();
+        let json: Value = serde_json::from_slice(&c.payload).unwrap();
+        assert_eq!(json["raise_alert_id"], r.id);
+        assert_eq!(json["duration_s"], 90.5);
+        // The incident is closed: a second clear names nothing.
+        let c2 = o
+            .add(
+                "p/alerts/pump/1",
+                alert("cleared", "2026-11-30T10:02:00.000Z"),
+            )
+            .unwrap();
+        let json: Value = serde_json::from_slice(&c2.payload).unwrap();
+        assert!(json.get("raise_alert_id").is_none(), "{json}");
     }
 }

@@ -19,6 +19,8 @@ use ebgand::telemetry::Metrics;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
 use tokio::sync::mpsc;
 
+pub mod schema;
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
