@@ -24,7 +24,7 @@ use tracing::{debug, error, info};
 
 use crate::detect::{
     AlertEvent, AlertState, Calibration, DetectorState, Explanation, Judge, ModelRef, ShadowStats,
-    Transition, Verdict,
+    StaleAlert, Transition, Verdict,
 };
 use crate::durable::checkpoint::Progress;
 use crate::model::ScoredBatch;
@@ -48,6 +48,9 @@ pub trait AlertSink: Send + Sync {
         &self,
         state: &StateMessage<'_>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// A stale-stream alert raised or cleared.
+    fn stale(&self, alert: &StaleAlert) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Everything judged has been handed over; the daemon is going offline.
     fn close(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
@@ -104,6 +107,24 @@ pub struct StateMessage<'a> {
     pub explanation: Option<&'a Explanation>,
 }
 
+/// What the ingest stage tells the alerting stage about its streams (beside their windows).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamNews {
+    /// A stream dropped after going quiet: forget its detector.
+    Forget(String),
+    /// A stream went stale (silent for many times its usual interval) or was heard from again.
+    Stale {
+        /// Stream id.
+        stream: String,
+        /// `Raised` when it went stale, `Cleared` when it came back.
+        state: Transition,
+        /// How long it has been (or was) silent, when known.
+        silent: Option<std::time::Duration>,
+        /// Its usual interval between messages, when known.
+        usual: Option<std::time::Duration>,
+    },
+}
+
 /// Where the alerting stage carries on after a restart.
 #[derive(Debug, Default)]
 pub struct Resumed {
@@ -130,7 +151,7 @@ pub struct Alerting<S, T> {
     progress: Progress,
     shadows: Shadows,
     /// Ids of streams ingest forgot.
-    forget: Option<mpsc::Receiver<String>>,
+    news: Option<mpsc::Receiver<StreamNews>>,
 }
 
 /// What a verdict is handed to.
@@ -171,7 +192,7 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             alerted_through: resumed.alerted_through,
             progress,
             shadows,
-            forget: None,
+            news: None,
         }
     }
 
@@ -182,12 +203,45 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         self
     }
 
-    /// Forgets each stream whose id arrives on `forget` (ingest dropped it after it went
-    /// quiet): its detector, its shadow detectors and what the sink remembers.
+    /// Takes the ingest stage's news from `news`: forgets each stream dropped after it went
+    /// quiet (its detector, its shadow detectors and what the sink remembers), and publishes
+    /// the stale-stream alerts.
     #[must_use]
-    pub fn forgetting(mut self, forget: mpsc::Receiver<String>) -> Self {
-        self.forget = Some(forget);
+    pub fn hearing(mut self, news: mpsc::Receiver<StreamNews>) -> Self {
+        self.news = Some(news);
         self
+    }
+
+    /// Publishes a stale-stream alert.
+    async fn stale(&mut self, news: StreamNews) -> Result<(), S::Error> {
+        let StreamNews::Stale {
+            stream,
+            state,
+            silent,
+            usual,
+        } = news
+        else {
+            return Ok(());
+        };
+        let alert = StaleAlert {
+            stream,
+            kind: "stale",
+            state,
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            silent_s: silent.map(crate::detect::seconds),
+            usual_interval_s: usual.map(crate::detect::seconds),
+            node: self.out.node.clone(),
+        };
+        self.out.sink.stale(&alert).await?;
+        self.out
+            .metrics
+            .alerts
+            .get_or_create(&StateLabel {
+                state: state.as_str(),
+            })
+            .inc();
+        info!(stream = %alert.stream, state = state.as_str(), kind = "stale", silent_s = alert.silent_s, "Alert.");
+        Ok(())
     }
 
     fn forget(&mut self, stream: &str) {
@@ -211,13 +265,21 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 queue: "scored".into(),
             })
             .clone();
-        let mut forget = self.forget.take();
+        let mut news = self.news.take();
         loop {
             let batch = tokio::select! {
                 // Rare and cheap: first, so a steady flow of batches cannot starve it.
                 biased;
-                Some(stream) = recv_some(forget.as_mut()) => {
-                    self.forget(&stream);
+                Some(n) = recv_some(news.as_mut()) => {
+                    match n {
+                        StreamNews::Forget(stream) => self.forget(&stream),
+                        stale => {
+                            if let Err(e) = self.stale(stale).await {
+                                error!(error = %e, "Cannot hand a stale-stream alert on; alerting stops.");
+                                return;
+                            }
+                        }
+                    }
                     continue;
                 }
                 batch = scored.recv() => match batch {

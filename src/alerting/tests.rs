@@ -64,6 +64,11 @@ impl AlertSink for Recording {
         Ok(())
     }
 
+    async fn stale(&self, a: &StaleAlert) -> Result<(), String> {
+        self.push(Sent::Alert(a.stream.clone(), a.state.as_str(), u64::MAX));
+        Ok(())
+    }
+
     async fn state(&self, s: &StateMessage<'_>) -> Result<(), String> {
         self.push(Sent::State(s.stream.to_owned(), s.state, s.seq));
         self.explained

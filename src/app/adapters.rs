@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::warn;
 
 use crate::alerting::{AlertSink, StateMessage, Tap};
-use crate::detect::{AlertEvent, Verdict};
+use crate::detect::{AlertEvent, StaleAlert, Verdict};
 use crate::model::gate::RecentWindows;
 use crate::mqtt::{MqttError, Publisher};
 use crate::train::learn::{Capture, PhaseSink};
@@ -30,6 +30,11 @@ impl AlertSink for MqttAlerts {
 
     async fn alert(&self, e: &AlertEvent) -> Result<(), MqttError> {
         self.0.alert(&e.stream, serde_json::to_value(e)?).await?;
+        Ok(())
+    }
+
+    async fn stale(&self, a: &StaleAlert) -> Result<(), MqttError> {
+        self.0.alert(&a.stream, serde_json::to_value(a)?).await?;
         Ok(())
     }
 

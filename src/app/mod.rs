@@ -48,9 +48,12 @@ const SCORED_QUEUE: usize = 8;
 /// Control messages waiting for the control loop; beyond this, ingest drops them (logged).
 const CONTROL_QUEUE: usize = 16;
 
-/// Ids of streams ingest forgot (quiet too long) waiting for the alerting stage; beyond this
-/// the alerting stage keeps a forgotten stream's detector (logged).
-const FORGET_QUEUE: usize = 1024;
+/// Stream news from ingest (forgotten, stale, back) waiting for the alerting stage; beyond
+/// this ingest holds them itself, in order (`ingest::MAX_UNSENT`).
+const NEWS_QUEUE: usize = 1024;
+
+/// The `kind` of a stale-stream alert (its incidents are kept apart from window alerts').
+const STALE: &str = "stale";
 
 /// Stage ends the supervisor's channel holds (one is enough to stop the daemon).
 const EXITS_QUEUE: usize = 64;
@@ -237,7 +240,7 @@ pub async fn run(
             .run(closing.clone(), abort.clone())
             .instrument(info_span!("publisher", mqtt.broker = %broker)),
     ));
-    let (forget_tx, forget_rx) = mpsc::channel(FORGET_QUEUE);
+    let (news_tx, news_rx) = mpsc::channel(NEWS_QUEUE);
     let shadows = Shadows::default();
     let alerting = Alerting::new(
         MqttAlerts(publisher.clone()),
@@ -252,7 +255,7 @@ pub async fn run(
         resumed,
     )
     .calibrated(settings.calibration)
-    .forgetting(forget_rx);
+    .hearing(news_rx);
     let alerting_task = tracker.spawn(supervised(
         stages.guard("alerting"),
         alerting.run(scored_rx).instrument(info_span!("alerting")),
@@ -275,7 +278,8 @@ pub async fn run(
     let (deliveries_tx, deliveries_rx) = mpsc::channel(HANDOVER_QUEUE);
     // Only ingest holds the queues' senders now: when it stops, the queues close.
     let ingest = Ingest::new(&settings, queues, acker, metrics.clone(), Some(control_tx))
-        .forgetting(forget_tx, progress);
+        .telling(news_tx, progress)
+        .stale_before(outbox.lock().open_incidents(STALE));
     let ingest = match journal {
         Some(d) => ingest.journaled(d),
         None => ingest,

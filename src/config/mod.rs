@@ -74,6 +74,16 @@ impl fmt::Debug for Secret {
 // Typed (validated) form
 // ---------------------------------------------------------------------------------------------
 
+/// When a quiet stream counts as stale: silent for `multiple` times its usual interval between
+/// messages, and for at least `floor`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Staleness {
+    /// Multiple of the stream's usual interval.
+    pub multiple: f64,
+    /// Shortest silence that counts.
+    pub floor: Duration,
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -95,6 +105,8 @@ pub struct Settings {
     pub max_streams: usize,
     /// Streams quiet this long are forgotten (`None`: never).
     pub stream_idle: Option<Duration>,
+    /// When a stream's silence raises a stale-stream alert (`[detect] stale_after`).
+    pub stale: Option<Staleness>,
     /// This daemon's share of the streams, `(index, count)`; `None`: all of them.
     pub partition: Option<(u32, u32)>,
     /// HTTP listen address.

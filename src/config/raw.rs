@@ -236,6 +236,11 @@ pub struct RawDetect {
     pub learn_below: f64,
     /// Time constant, in windows learnt from, of each channel's input level; 0: none.
     pub level_windows: u32,
+    /// A stream silent for this many times its usual interval between messages is stale (a
+    /// dead sensor, a cut cable): alerted until data returns. 0: never.
+    pub stale_after: f64,
+    /// ... and never before this many seconds of silence.
+    pub stale_min_s: f64,
 }
 
 impl Default for RawDetect {
@@ -253,6 +258,8 @@ impl Default for RawDetect {
             drift_windows: c.drift_windows,
             learn_below: c.learn_below,
             level_windows: c.level_windows,
+            stale_after: 10.0,
+            stale_min_s: 10.0,
         }
     }
 }

@@ -241,7 +241,8 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
     use crate::detect::Judging;
     let bad = RawConfig::from_toml(
         "[detect]\njudge = \"probabilty\"\nalert_probability = 0.97\nlearn_windows = 4\n\
-         memory_windows = 2\nlearn_below = 0.9999\ntail_quantile = 1.0\n",
+         memory_windows = 2\nlearn_below = 0.9999\ntail_quantile = 1.0\nstale_after = 1.5\n\
+         stale_min_s = -1\n",
     )
     .unwrap();
     let errs = invalid(&bad);
@@ -252,6 +253,8 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
         "detect.memory_windows",
         "detect.learn_below",
         "detect.tail_quantile",
+        "detect.stale_after",
+        "detect.stale_min_s",
     ] {
         assert!(errs.contains(key), "missing {key} in:\n{errs}");
     }
@@ -274,4 +277,21 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
     assert!(both.to_string().contains("not both"), "{both}");
     let low = judged("alert_probability = 0.5", "").unwrap_err();
     assert!(low.to_string().contains("alert_probability"), "{low}");
+}
+
+#[test]
+fn stale_streams_are_on_by_default_and_off_at_zero() {
+    let doc = RawConfig::default().validate().unwrap();
+    assert_eq!(
+        doc.stale,
+        Some(Staleness {
+            multiple: 10.0,
+            floor: Duration::from_secs(10),
+        })
+    );
+    let off = RawConfig::from_toml("[detect]\nstale_after = 0\n")
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(off.stale, None);
 }

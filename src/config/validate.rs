@@ -283,6 +283,10 @@ impl RawConfig {
                 max_streams: self.limits.max_streams,
                 stream_idle: (self.limits.stream_idle_s > 0)
                     .then(|| Duration::from_secs(self.limits.stream_idle_s)),
+                stale: (self.detect.stale_after > 0.0).then(|| Staleness {
+                    multiple: self.detect.stale_after,
+                    floor: Duration::from_secs_f64(self.detect.stale_min_s.max(0.0)),
+                }),
                 partition: (self.partition.count > 1)
                     .then_some((self.partition.index, self.partition.count)),
                 http_listen,
@@ -617,6 +621,18 @@ fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
         errs.push(format!(
             "detect.judge: {:?} must be \"probability\" (calibrated per stream) or \"threshold\" (the model's energy threshold)",
             d.judge
+        ));
+    }
+    if !(d.stale_after == 0.0 || (d.stale_after >= 2.0 && d.stale_after.is_finite())) {
+        errs.push(format!(
+            "detect.stale_after: {} must be 0 (never) or at least 2 (times a stream's usual interval; less fires on ordinary jitter)",
+            d.stale_after
+        ));
+    }
+    if !(d.stale_min_s >= 0.0 && d.stale_min_s <= 1e9) {
+        errs.push(format!(
+            "detect.stale_min_s: {} must be a number of seconds, 0 or more",
+            d.stale_min_s
         ));
     }
     if d.learn_windows < 16 {

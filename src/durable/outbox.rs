@@ -112,12 +112,17 @@ fn link(open: &mut BTreeMap<String, (u64, String)>, id: u64, alert: &mut Value) 
         return;
     };
     let time = obj.get("time").and_then(Value::as_str).unwrap_or_default();
+    // Each kind of alert (a window's, a stale stream's) has its own incidents.
+    let key = match obj.get("kind").and_then(Value::as_str) {
+        Some(kind) => format!("{kind}:{stream}"),
+        None => stream,
+    };
     match state {
         "raised" => {
-            open.insert(stream, (id, time.to_owned()));
+            open.insert(key, (id, time.to_owned()));
         }
         "cleared" => {
-            let Some((raise, at)) = open.remove(&stream) else {
+            let Some((raise, at)) = open.remove(&key) else {
                 return;
             };
             let since = |t: &str| humantime::parse_rfc3339(t).ok();
@@ -348,7 +353,10 @@ impl Outbox {
     /// # Errors
     /// [`OutboxError::Io`] when the write fails.
     pub fn forget(&mut self, stream: &str) -> Result<(), OutboxError> {
-        let was_open = self.open.remove(stream).is_some();
+        let before = self.open.len();
+        self.open
+            .retain(|k, _| k != stream && k.split_once(':').is_none_or(|(_, s)| s != stream));
+        let was_open = self.open.len() != before;
         if self.last.remove(stream).is_none() && !was_open {
             return Ok(());
         }
@@ -358,6 +366,15 @@ impl Outbox {
             },
             false,
         )
+    }
+
+    /// The streams with a raised alert of `kind` (e.g. `stale`) not cleared yet.
+    pub fn open_incidents(&self, kind: &str) -> Vec<String> {
+        let prefix = format!("{kind}:");
+        self.open
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
+            .collect()
     }
 
     /// The window number of each stream's last alert, as stored by this run or earlier ones.

@@ -22,7 +22,7 @@ mod control;
 pub mod log;
 pub mod streams;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,8 +33,10 @@ use tracing::{debug, error, info, warn};
 use self::control::ControlInput;
 use self::log::IngestLog;
 use self::streams::{Fed, Routed, StreamError, StreamTable};
-use crate::config::Settings;
+use crate::alerting::StreamNews;
+use crate::config::{Settings, Staleness};
 use crate::control::ControlMessage;
+use crate::detect::Transition;
 use crate::durable::checkpoint::Progress;
 use crate::model::Window;
 use crate::mqtt::source::{Ack, Acker, Delivery};
@@ -61,6 +63,10 @@ const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often quiet streams are looked for, at most.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// Stream news waiting for the alerting stage, at most; past it the oldest is dropped, logged
+/// (the alerting stage would have been stalled for that many streams' news).
+const MAX_UNSENT: usize = 4_096;
+
 /// The ingest stage. Build with [`Ingest::new`], run with [`Ingest::run`].
 pub struct Ingest {
     table: StreamTable,
@@ -77,9 +83,17 @@ pub struct Ingest {
     max_payload: usize,
     /// Streams quiet this long are dropped from the table.
     idle: Option<Duration>,
-    /// Told the id of each stream dropped, so the alerting stage forgets it too; and the
-    /// judging progress, which forgets it here (the checkpoint's owner).
-    forget: Option<(mpsc::Sender<String>, Progress)>,
+    /// The alerting stage's news queue (streams forgotten, gone stale, back), and the judging
+    /// progress, which forgets a stream here (the checkpoint's owner).
+    news: Option<(mpsc::Sender<StreamNews>, Progress)>,
+    /// News the alerting stage had no room for yet, oldest first: sent before any newer,
+    /// retried at every message and sweep. Bounded by [`MAX_UNSENT`].
+    unsent: VecDeque<StreamNews>,
+    /// When a silent stream is stale.
+    stale: Option<Staleness>,
+    /// Streams whose stale alert an earlier run raised and nobody cleared: cleared when they
+    /// are heard from.
+    stale_open: HashSet<String>,
     /// When the streams the last run's checkpoint knew and this run has not seen are dropped
     /// from the checkpoint (once: afterwards it only holds streams of the table).
     prune_saved_at: Option<Instant>,
@@ -138,7 +152,10 @@ impl Ingest {
             metrics,
             max_payload: settings.mqtt.max_packet_bytes,
             idle: settings.stream_idle,
-            forget: None,
+            news: None,
+            unsent: VecDeque::new(),
+            stale: settings.stale,
+            stale_open: HashSet::new(),
             prune_saved_at: settings.stream_idle.map(|idle| Instant::now() + idle),
             malformed_log: RateLimit::new(Duration::from_secs(5)),
             refused_log: RateLimit::new(Duration::from_secs(5)),
@@ -153,12 +170,48 @@ impl Ingest {
         self
     }
 
-    /// Forgets every stream dropped after going quiet in `progress`, and sends its id to
-    /// `forget` (the alerting stage).
+    /// Forgets every stream dropped after going quiet in `progress`, and tells `news` (the
+    /// alerting stage) of it, and of streams that go stale or come back.
     #[must_use]
-    pub fn forgetting(mut self, forget: mpsc::Sender<String>, progress: Progress) -> Self {
-        self.forget = Some((forget, progress));
+    pub fn telling(mut self, news: mpsc::Sender<StreamNews>, progress: Progress) -> Self {
+        self.news = Some((news, progress));
         self
+    }
+
+    /// The streams whose stale alert an earlier run raised and did not clear (the outbox
+    /// knows): each is cleared when it is heard from again.
+    #[must_use]
+    pub fn stale_before(mut self, streams: impl IntoIterator<Item = String>) -> Self {
+        self.stale_open = streams.into_iter().collect();
+        self
+    }
+
+    /// Queues `news` for the alerting stage and sends what it has room for, in order.
+    fn tell(&mut self, news: StreamNews) {
+        if self.news.is_none() {
+            return;
+        }
+        if self.unsent.len() >= MAX_UNSENT
+            && let Some(dropped) = self.unsent.pop_front()
+        {
+            error!(news = ?dropped, waiting = MAX_UNSENT, "Alerting stage stalled; oldest stream news dropped.");
+        }
+        self.unsent.push_back(news);
+        self.send_news();
+    }
+
+    /// Sends queued news while the alerting stage has room.
+    fn send_news(&mut self) {
+        let Some((tx, _)) = &self.news else { return };
+        while let Some(news) = self.unsent.pop_front() {
+            if let Err(e) = tx.try_send(news) {
+                match e {
+                    mpsc::error::TrySendError::Full(news) => self.unsent.push_front(news),
+                    mpsc::error::TrySendError::Closed(_) => self.unsent.clear(),
+                }
+                return;
+            }
+        }
     }
 
     /// Replays the journal, then handles deliveries until `token` is cancelled or the source
@@ -184,7 +237,8 @@ impl Ingest {
                 self.checkpoint();
                 next_checkpoint = tokio::time::Instant::now() + every;
             }
-            if self.idle.is_some() && now >= next_sweep {
+            let sweeps = self.idle.is_some() || self.stale.is_some();
+            if sweeps && now >= next_sweep {
                 self.sweep();
                 next_sweep = now + SWEEP_EVERY;
             }
@@ -227,7 +281,7 @@ impl Ingest {
                     continue;
                 }
                 () = tokio::time::sleep_until(next_checkpoint), if every.is_some() => continue,
-                () = tokio::time::sleep_until(next_sweep), if self.idle.is_some() => continue,
+                () = tokio::time::sleep_until(next_sweep), if sweeps => continue,
             };
             for delivery in batch {
                 self.handle(delivery).await;
@@ -323,6 +377,15 @@ impl Ingest {
                     }
                     None => info!(stream = %id, topic, "New stream."),
                 }
+                if self.stale_open.remove(&id) {
+                    info!(stream = %id, "Stream stale before the restart heard from again.");
+                    self.tell(StreamNews::Stale {
+                        stream: id,
+                        state: Transition::Cleared,
+                        silent: None,
+                        usual: None,
+                    });
+                }
                 self.metrics.streams_active.set(self.table.len() as i64);
                 true
             }
@@ -369,6 +432,15 @@ impl Ingest {
                 return None;
             }
             windowed = self.table.window(topic, payload, start, now);
+        }
+        for s in self.table.take_fresh() {
+            info!(stream = %s.id, silent_s = s.silent.as_secs_f64(), "Stale stream heard from again.");
+            self.tell(StreamNews::Stale {
+                stream: s.id,
+                state: Transition::Cleared,
+                silent: Some(s.silent),
+                usual: s.usual,
+            });
         }
         match windowed {
             Ok(w) => {
@@ -471,9 +543,22 @@ impl Ingest {
         }
     }
 
-    /// Drops the streams quiet for longer than the idle horizon, from the table, the journal's
-    /// checkpoint and the alerting stage.
+    /// Tells the alerting stage of streams gone stale; drops the streams quiet for longer than
+    /// the idle horizon, from the table, the journal's checkpoint and the alerting stage.
     fn sweep(&mut self) {
+        self.send_news();
+        if let Some(st) = self.stale {
+            for s in self.table.stale(Instant::now(), st.multiple, st.floor) {
+                warn!(stream = %s.id, silent_s = s.silent.as_secs_f64(), usual_interval_s = s.usual.map(|u| u.as_secs_f64()), "Stream silent for many times its usual interval: stale.");
+                self.metrics.streams_stale.inc();
+                self.tell(StreamNews::Stale {
+                    stream: s.id,
+                    state: Transition::Raised,
+                    silent: Some(s.silent),
+                    usual: s.usual,
+                });
+            }
+        }
         let Some(idle) = self.idle else { return };
         self.prune_saved();
         let expired = self.table.expire(Instant::now(), idle);
@@ -494,13 +579,10 @@ impl Ingest {
         if let Some(log) = &mut self.log {
             log.forget(&id);
         }
-        if let Some((tx, progress)) = &self.forget {
+        if let Some((_, progress)) = &self.news {
             progress.forget(&id);
-            if let Err(e) = tx.try_send(id) {
-                let id = e.into_inner();
-                warn!(stream = %id, "Alerting stage busy; it keeps this stream's detector.");
-            }
         }
+        self.tell(StreamNews::Forget(id));
     }
 
     /// Drops, once the idle horizon has passed since the start, the checkpoint entries of

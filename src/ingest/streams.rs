@@ -112,6 +112,56 @@ pub struct StreamEntry {
     /// Input samples fed to the windower (or skipped as already judged) so far.
     fed: u64,
     last_seen: Instant,
+    /// Its live messages' timing, for telling a stale stream.
+    pulse: Pulse,
+}
+
+/// When a stream's live messages arrive: its usual interval between them (replayed journal
+/// records do not count), and whether it has been reported stale.
+#[derive(Debug, Default)]
+struct Pulse {
+    last: Option<Instant>,
+    /// Gaps measured, up to [`Pulse::SETTLED`].
+    gaps: u32,
+    /// Mean gap in seconds: plain over the first gaps, then a moving average.
+    interval: f64,
+    /// Reported stale, and since when it was silent.
+    stale_since: Option<Instant>,
+}
+
+impl Pulse {
+    /// Gaps before the interval is trusted; after it, each gap weighs 1/[`Pulse::SETTLED`].
+    const SETTLED: u32 = 16;
+
+    /// A live message at `now`; returns how long the stream was silent if it was stale.
+    fn beat(&mut self, now: Instant) -> Option<Duration> {
+        if let Some(last) = self.last {
+            let gap = now.saturating_duration_since(last).as_secs_f64();
+            self.gaps = (self.gaps + 1).min(Self::SETTLED);
+            self.interval += (gap - self.interval) / f64::from(self.gaps);
+        }
+        self.last = Some(now);
+        self.stale_since
+            .take()
+            .map(|since| now.saturating_duration_since(since))
+    }
+
+    /// The usual interval, once enough gaps were measured.
+    fn usual(&self) -> Option<Duration> {
+        (self.gaps >= Self::SETTLED / 4).then(|| Duration::from_secs_f64(self.interval.max(0.0)))
+    }
+}
+
+/// A stream that went stale, or came back: see [`StreamTable::stale`] and
+/// [`StreamTable::take_fresh`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Silence {
+    /// Stream id.
+    pub id: String,
+    /// How long it has been (or was) silent.
+    pub silent: Duration,
+    /// Its usual interval between messages.
+    pub usual: Option<Duration>,
 }
 
 impl StreamEntry {
@@ -151,6 +201,7 @@ impl StreamEntry {
             received: 0,
             fed: 0,
             last_seen: now,
+            pulse: Pulse::default(),
         }
     }
 
@@ -238,6 +289,8 @@ pub struct StreamTable {
     /// info, for [`StreamTable::take_windows`] (no second lookup).
     windows: Vec<RawWindow>,
     windowed: Option<(usize, Arc<StreamInfo>)>,
+    /// Stale streams heard from again, for [`StreamTable::take_fresh`].
+    fresh: Vec<Silence>,
 }
 
 impl StreamTable {
@@ -258,6 +311,7 @@ impl StreamTable {
             frames: Vec::new(),
             windows: Vec::new(),
             windowed: None,
+            fresh: Vec::new(),
         }
     }
 
@@ -360,6 +414,15 @@ impl StreamTable {
             .get_mut(topic)
             .ok_or_else(|| StreamError::Unknown(topic.to_owned()))?;
         entry.last_seen = now;
+        if start.is_none()
+            && let Some(silent) = entry.pulse.beat(now)
+        {
+            self.fresh.push(Silence {
+                id: entry.info.id.clone(),
+                silent,
+                usual: entry.pulse.usual(),
+            });
+        }
         let s = &self.routes[entry.route];
         let channels = if s.logmel.is_some() {
             1
@@ -399,6 +462,34 @@ impl StreamTable {
     /// The next window `topic`'s stream will cut (for logs).
     pub fn next_seq(&self, topic: &str) -> Option<u64> {
         self.streams.get(topic).map(|e| e.windower.next_seq())
+    }
+
+    /// Marks stale, and returns, the streams whose usual interval is known and that have sent
+    /// no live message for `multiple` times it and at least `floor`. Each is returned once,
+    /// until it is heard from again ([`StreamTable::take_fresh`]).
+    pub fn stale(&mut self, now: Instant, multiple: f64, floor: Duration) -> Vec<Silence> {
+        let mut out = Vec::new();
+        for e in self.streams.values_mut() {
+            let p = &mut e.pulse;
+            let (Some(last), Some(usual), None) = (p.last, p.usual(), p.stale_since) else {
+                continue;
+            };
+            let silent = now.saturating_duration_since(last);
+            if silent >= floor.max(usual.mul_f64(multiple)) {
+                p.stale_since = Some(last);
+                out.push(Silence {
+                    id: e.info.id.clone(),
+                    silent,
+                    usual: Some(usual),
+                });
+            }
+        }
+        out
+    }
+
+    /// The stale streams heard from again since the last call, with how long each was silent.
+    pub fn take_fresh(&mut self) -> Vec<Silence> {
+        std::mem::take(&mut self.fresh)
     }
 
     /// Drops the streams (and other-partition topics) not seen for `idle` or longer, so that
@@ -620,5 +711,62 @@ hop = {hop}
             }
         ));
         assert_eq!(t.next_seq("sensors/a/vibration"), Some(0));
+    }
+
+    #[test]
+    fn a_stream_silent_for_many_intervals_is_stale_once_then_fresh_again() {
+        let mut t = table_at(4, 4, None);
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let x = [1.0f32, 2.0];
+        // A message every second: the usual interval is learnt.
+        for i in 0..10 {
+            t.window(
+                "sensors/a/vibration",
+                &serde_json::to_vec(&x).unwrap(),
+                None,
+                at(f64::from(i)),
+            )
+            .unwrap();
+        }
+        assert!(t.take_fresh().is_empty());
+        // 5 s later: silent 6 intervals, under 10.
+        assert!(t.stale(at(14.0), 10.0, Duration::ZERO).is_empty());
+        let s = t.stale(at(19.5), 10.0, Duration::ZERO);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].id, "vib/a");
+        assert_eq!(s[0].usual, Some(Duration::from_secs(1)));
+        // Reported once; a floor holds it back.
+        assert!(t.stale(at(30.0), 10.0, Duration::ZERO).is_empty());
+        // A replayed record is not the sensor: only a live message makes it fresh.
+        t.window(
+            "sensors/a/vibration",
+            &serde_json::to_vec(&x).unwrap(),
+            Some(20),
+            at(31.0),
+        )
+        .unwrap();
+        assert!(t.take_fresh().is_empty());
+        t.window(
+            "sensors/a/vibration",
+            &serde_json::to_vec(&x).unwrap(),
+            None,
+            at(40.0),
+        )
+        .unwrap();
+        let f = t.take_fresh();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].silent, Duration::from_secs(31));
+        let mut t = table_at(4, 4, None);
+        for i in 0..10 {
+            t.window(
+                "sensors/a/vibration",
+                &serde_json::to_vec(&x).unwrap(),
+                None,
+                at(f64::from(i)),
+            )
+            .unwrap();
+        }
+        assert!(t.stale(at(19.5), 10.0, Duration::from_secs(60)).is_empty());
     }
 }

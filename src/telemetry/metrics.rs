@@ -156,6 +156,8 @@ pub struct Metrics {
     pub messages_dropped: Family<DropLabel, Counter>,
     /// Streams dropped from the stream table after going quiet.
     pub streams_expired: Counter,
+    /// Streams found stale (silent for many times their usual interval).
+    pub streams_stale: Counter,
     /// Redelivered messages recognised as already windowed (acked, not windowed again).
     pub redeliveries: Counter,
     /// Streams tracked.
@@ -248,6 +250,7 @@ impl Metrics {
             streams_refused: Counter::default(),
             messages_dropped: Family::default(),
             streams_expired: Counter::default(),
+            streams_stale: Counter::default(),
             redeliveries: Counter::default(),
             streams_active: Gauge::default(),
             windows_queued: Counter::default(),
@@ -309,6 +312,11 @@ impl Metrics {
             "streams_expired",
             "Streams dropped from the stream table after [limits] stream_idle_s without a message",
             m.streams_expired.clone(),
+        );
+        r.register(
+            "streams_stale",
+            "Streams found stale: silent for [detect] stale_after times their usual interval",
+            m.streams_stale.clone(),
         );
         r.register(
             "redeliveries_skipped",

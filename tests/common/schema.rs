@@ -168,7 +168,9 @@ fn check(file: &str, root: &Value, schema: &Value, v: &Value, at: &str, out: &mu
                     })
                     .collect();
                 if all.iter().all(|o| !o.is_empty()) {
-                    out.push(format!("{at}: fits no anyOf branch: {all:?}"));
+                    let each: Vec<String> =
+                        all.iter().map(|o| format!("[{}]", o.join("; "))).collect();
+                    out.push(format!("{at}: fits no anyOf branch: {}", each.join(" or ")));
                 }
             }
             other => panic!("{file}: keyword {other:?} at {at} is not checked by this checker"),

@@ -1,0 +1,129 @@
+//! A stale stream (a dead sensor, a cut cable) raises its own alert and clears it when data
+//! returns, through a real mosquitto: two sensors send a message every 50 ms, one stops for
+//! two seconds (forty times its usual interval; `stale_after = 5`, `stale_min_s = 0.5`), the
+//! other keeps going. Then the same with a daemon restart during the silence: the alert
+//! raised before it is cleared by the next run when the sensor comes back.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const DETECT: &str = "stale_after = 5\nstale_min_s = 0.5\n";
+
+fn config() -> String {
+    VIBRATION.replace("[detect]\n", &format!("[detect]\n{DETECT}"))
+}
+
+/// One message of 16 samples from each sensor named, every 50 ms, `n` times.
+async fn beat(tx: &mut Sender, sensors: &[&str], n: usize) {
+    let samples = serde_json::to_vec(&[1.0f32; 16]).unwrap();
+    for _ in 0..n {
+        for s in sensors {
+            tx.publish(&format!("sensors/{s}/vibration"), samples.clone())
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The stale alerts seen so far: `(stream, state, json)`.
+fn stale_alerts(obs: &Observer, prefix: &str) -> Vec<(String, String, serde_json::Value)> {
+    obs.on(&format!("{prefix}/alerts/"))
+        .into_iter()
+        .filter(|a| a.json["kind"] == "stale")
+        .map(|a| {
+            (
+                a.json["stream"].as_str().unwrap().to_owned(),
+                a.json["state"].as_str().unwrap().to_owned(),
+                a.json,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_sensor_raises_a_stale_alert_and_clears_it_when_data_returns() {
+    let broker = Mosquitto::start().await;
+    let obs = Observer::start(broker.port, "st/#").await;
+    let daemon = TestDaemon::start(settings(broker.port, "st", &config())).await;
+    let mut tx = Sender::start(broker.port).await;
+    beat(&mut tx, &["dead", "alive"], 20).await;
+    // "dead" stops; "alive" goes on for 2 s.
+    beat(&mut tx, &["alive"], 40).await;
+    eventually(Duration::from_secs(10), "the stale alert", || {
+        !stale_alerts(&obs, "st").is_empty()
+    })
+    .await;
+    beat(&mut tx, &["dead", "alive"], 10).await;
+    eventually(Duration::from_secs(10), "the stale alert cleared", || {
+        stale_alerts(&obs, "st").len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alerts = stale_alerts(&obs, "st");
+    let states: Vec<(&str, &str)> = alerts
+        .iter()
+        .map(|(s, st, _)| (s.as_str(), st.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [("vibration/dead", "raised"), ("vibration/dead", "cleared")],
+        "only the silent sensor, raised once and cleared once"
+    );
+    let (raised, cleared) = (&alerts[0].2, &alerts[1].2);
+    let usual = raised["usual_interval_s"].as_f64().unwrap();
+    assert!((0.03..0.2).contains(&usual), "{raised}");
+    assert!(raised["silent_s"].as_f64().unwrap() >= 0.5, "{raised}");
+    let silent = cleared["silent_s"].as_f64().unwrap();
+    assert!((1.5..5.0).contains(&silent), "{cleared}");
+    assert_eq!(cleared["raise_alert_id"], raised["alert_id"]);
+    assert!(cleared["duration_s"].as_f64().unwrap() > 0.0, "{cleared}");
+    for (_, _, a) in &alerts {
+        schema::assert_valid("alert.json", a);
+    }
+    assert_eq!(daemon.metric("ebgand_streams_stale_total"), 1);
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_alert_raised_before_a_restart_is_cleared_after_it() {
+    let broker = Mosquitto::start().await;
+    let obs = Observer::start(broker.port, "sr/#").await;
+    let settings = settings(broker.port, "sr", &config());
+    let daemon = TestDaemon::start(settings.clone()).await;
+    let mut tx = Sender::start(broker.port).await;
+    beat(&mut tx, &["dead"], 20).await;
+    eventually(Duration::from_secs(10), "the stale alert", || {
+        !stale_alerts(&obs, "sr").is_empty()
+    })
+    .await;
+    daemon.shutdown().await.unwrap();
+    // The next run has never heard the sensor; the outbox remembers the open incident.
+    let daemon = TestDaemon::start(settings).await;
+    beat(&mut tx, &["dead"], 5).await;
+    eventually(Duration::from_secs(10), "the stale alert cleared", || {
+        stale_alerts(&obs, "sr").len() >= 2
+    })
+    .await;
+    let alerts = stale_alerts(&obs, "sr");
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let (raised, cleared) = (&alerts[0].2, &alerts[1].2);
+    assert_eq!(
+        (raised["state"].as_str(), cleared["state"].as_str()),
+        (Some("raised"), Some("cleared"))
+    );
+    assert_eq!(cleared["raise_alert_id"], raised["alert_id"]);
+    assert!(
+        cleared.get("silent_s").is_none(),
+        "silence began before the restart: {cleared}"
+    );
+    schema::assert_valid("alert.json", cleared);
+    daemon.shutdown().await.unwrap();
+}
