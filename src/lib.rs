@@ -23,6 +23,7 @@
 //! - [`model`]: manifests, ONNX Runtime environment and providers, scorer worker thread.
 //! - [`detect`]: threshold, hysteresis, alert events (pure).
 //! - [`offline`]: `ebgand score`, the same decode/window/score/detect path over a file.
+//! - [`preflight`]: what `run` needs before it starts, for `check-config` and `run`.
 //! - [`demo`]: embedded broker, simulated machine, console view.
 //! - [`recording`]: CSV / `.npy` / `.npz` files as samples, for `score`, `train`, `replay`.
 //! - [`replay`]: a recording published as an MQTT stream.
@@ -46,6 +47,7 @@ pub mod model;
 pub mod mqtt;
 pub mod offline;
 pub mod pipeline;
+pub mod preflight;
 pub mod recording;
 pub mod replay;
 pub mod signal;

@@ -70,14 +70,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::CheckConfig => match load(cli.config.as_deref()).and_then(|s| {
-            let problems = ebgand::model::check_models(&s);
-            if problems.is_empty() {
-                Ok(s)
-            } else {
-                Err(ConfigError::Invalid(problems))
-            }
-        }) {
+        Command::CheckConfig => match load(cli.config.as_deref()) {
             Ok(s) => {
                 eprintln!(
                     "configuration OK: {} stream(s), {} model(s), broker {}:{}",
@@ -132,9 +125,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// The settings, or every problem found at once: the file read strictly, the values checked,
+/// and what `run` needs before it starts ([`ebgand::preflight`]).
 fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
     let path = ebgand::config::config_path(path);
-    RawConfig::load(path, None)?.validate()?.require_streams()
+    let (raw, mut problems) = RawConfig::load_strict(path, None)?;
+    let settings = match raw.validate().and_then(Settings::require_streams) {
+        Ok(s) => s,
+        Err(ConfigError::Invalid(more)) => {
+            problems.extend(more);
+            return Err(ConfigError::Invalid(problems));
+        }
+        Err(e) => return Err(e),
+    };
+    problems.extend(ebgand::preflight::problems(&settings));
+    if problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
 }
 
 fn config_failure(e: &ConfigError) -> ExitCode {

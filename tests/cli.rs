@@ -44,6 +44,58 @@ fn check_config_accepts_the_documented_config() {
 }
 
 #[test]
+fn check_config_reports_what_run_would_fail_on_all_at_once_with_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("five.toml");
+    let journal_under_a_file = dir.path().join("five.toml/journal");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[mqt]
+host = "broker"
+[mqtt]
+port = 70000
+publish_energy = "yes"
+[runtime]
+library = "/nowhere/libonnxruntime.so"
+[journal]
+dir = {journal:?}
+[models.vibration]
+path = "models/vibration/fixture-1"
+[[streams]]
+name = "vibration"
+topic = "sensors/+/vibration"
+model = "vibration"
+format = "array"
+window = 64
+"#,
+            journal = journal_under_a_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let file = path.display().to_string();
+    let o = ebgand(&["check-config", "--config", &file], &[]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    let err = stderr(&o);
+    for problem in [
+        format!("{file}:1: unknown field `mqt`"),
+        format!("{file}:4: invalid value: integer `70000`, expected u16"),
+        format!(r#"{file}:5: invalid type: string "yes", expected a boolean"#),
+        "runtime.library: cannot load the ONNX Runtime library /nowhere/libonnxruntime.so".into(),
+        format!(
+            "journal.dir: {}: cannot be created",
+            journal_under_a_file.display()
+        ),
+    ] {
+        assert!(err.contains(&problem), "missing {problem:?} in:\n{err}");
+    }
+    // `run` refuses the same file with the same list, before connecting to anything.
+    let o = ebgand(&["run", "--config", &file], &[]);
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("unknown field `mqt`"), "{}", stderr(&o));
+}
+
+#[test]
 fn check_config_lists_every_problem_and_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
@@ -104,26 +156,41 @@ fn check_config_refuses_a_model_the_streams_do_not_fit() {
 
 #[test]
 fn secrets_never_reach_the_logs() {
-    // A model that is not there: the daemon logs its configuration, then fails to start.
+    // A health port already taken: the daemon passes its preflight, logs its configuration,
+    // then fails to start.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let journal = state.path().join("journal").display().to_string();
+    let outbox = state.path().join("outbox").display().to_string();
     let o = ebgand(
         &["run", "--config", "config.toml"],
         &[
-            ("EBGAND__MODELS__VIBRATION__PATH", "/nonexistent"),
-            ("EBGAND__HTTP__LISTEN", ""),
+            ("EBGAND__HTTP__LISTEN", &listen),
+            ("EBGAND__JOURNAL__DIR", &journal),
+            ("EBGAND__MQTT__OUTBOX_DIR", &outbox),
             ("EBGAND__MQTT__USERNAME", "u"),
             ("EBGAND__MQTT__PASSWORD", "hunter2"),
             ("EBGAND__LOG__FORMAT", "json"),
         ],
     );
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("Effective configuration"), "{err}");
     assert!(err.contains("***"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
-    assert!(
-        err.contains("/nonexistent"),
-        "the failure names the missing model: {err}"
+    assert!(err.contains(&listen), "the failure names the port: {err}");
+    // A missing model is caught before the start (and named), with no secret either.
+    let o = ebgand(
+        &["run", "--config", "config.toml"],
+        &[
+            ("EBGAND__MODELS__VIBRATION__PATH", "/nonexistent"),
+            ("EBGAND__MQTT__USERNAME", "u"),
+            ("EBGAND__MQTT__PASSWORD", "hunter2"),
+        ],
     );
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nonexistent") && !stderr(&o).contains("hunter2"));
 }
 
 #[test]

@@ -370,6 +370,74 @@ impl Settings {
     }
 }
 
+/// Reads a config file as TOML exactly as written: no unknown section or key, every value of
+/// its key's type and within its range, nothing coerced (`64.9` is not a port, `"yes"` is not
+/// a boolean). Returns each problem as `FILE:LINE: message`, and, so that the rest can be
+/// checked too, the text without the lines of the problems a lenient reading cannot get past
+/// (unknown sections and keys, values out of range; values of another type are left in), and
+/// the text without any line of a problem; line numbers stay those of the file.
+pub fn strict(path: &Path, text: &str) -> (Vec<String>, String, String) {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut known: Vec<String> = lines.clone();
+    let mut problems = Vec::new();
+    let mut blanked: Vec<String> = Vec::new();
+    for _ in 0..64 {
+        let current = lines.join("\n");
+        let Err(e) = toml::from_str::<RawConfig>(&current) else {
+            break;
+        };
+        let Some(span) = e.span() else {
+            problems.push(format!("{}: {}", path.display(), e.message()));
+            break;
+        };
+        if blanked
+            .iter()
+            .any(|k| e.message().starts_with(&format!("missing field `{k}`")))
+        {
+            // Made by taking a bad line out: nothing further can be told reliably.
+            break;
+        }
+        let line_of = |at: usize| current[..at.min(current.len())].matches('\n').count();
+        let (first, last) = (
+            line_of(span.start),
+            line_of(span.end.max(span.start + 1) - 1),
+        );
+        problems.push(format!(
+            "{}:{}: {}",
+            path.display(),
+            first + 1,
+            e.message().trim()
+        ));
+        let header = lines[first].trim_start().starts_with('[');
+        let end = if header {
+            // An unknown section: its keys go with it.
+            (first + 1..lines.len())
+                .find(|&i| lines[i].trim_start().starts_with('['))
+                .unwrap_or(lines.len())
+        } else {
+            last + 1
+        };
+        let before = lines.clone();
+        // Unknown keys and values out of range cannot be read leniently either; a value of
+        // another type often can (`"yes"`, `64.9`).
+        if !e.message().starts_with("invalid type") {
+            for l in &mut known[first..end.min(before.len())] {
+                l.clear();
+            }
+        }
+        for l in &mut lines[first..end.min(before.len())] {
+            if let Some((key, _)) = l.split_once('=') {
+                blanked.push(key.trim().trim_matches('"').to_owned());
+            }
+            l.clear();
+        }
+        if lines == before {
+            break;
+        }
+    }
+    (problems, known.join("\n"), lines.join("\n"))
+}
+
 impl RawConfig {
     /// Loads defaults, then `file` (if any), then `EBGAND__*` variables from `env` (the process
     /// environment when `None`).
@@ -381,7 +449,26 @@ impl RawConfig {
         file: Option<&Path>,
         env: Option<HashMap<String, String>>,
     ) -> Result<Self, ConfigError> {
+        let (raw, problems) = Self::load_strict(file, env)?;
+        if problems.is_empty() {
+            Ok(raw)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// [`RawConfig::load`], reading the file strictly ([`strict`]): its problems are returned
+    /// beside the configuration made of the rest of it, so that a caller can report them with
+    /// every other problem at once.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the file is missing or unreadable, or the rest does not load.
+    pub fn load_strict(
+        file: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
         let mut builder = config::Config::builder();
+        let mut problems = Vec::new();
         if let Some(path) = file {
             if !path.exists() {
                 return Err(ConfigError::Missing {
@@ -389,15 +476,41 @@ impl RawConfig {
                 });
             }
             validate::refuse_readable_password(path)?;
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::Invalid(vec![format!("{}: cannot read: {e}", path.display())])
+            })?;
+            let (known, rest);
+            (problems, known, rest) = strict(path, &text);
+            // The rest is checked as the file says, without unknown keys, where that loads (its
+            // problems are reported already, so a value read leniently is not silently taken),
+            // else without the lines of the problems.
+            let loads = |t: &str| {
+                config::Config::builder()
+                    .add_source(config::File::from_str(t, config::FileFormat::Toml))
+                    .build()
+                    .and_then(config::Config::try_deserialize::<RawConfig>)
+                    .is_ok()
+            };
+            let source = if loads(&known) { known } else { rest };
+            builder = builder.add_source(config::File::from_str(&source, config::FileFormat::Toml));
         }
         let environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
             .source(env);
-        let built = builder.add_source(environment).build()?;
-        Ok(built.try_deserialize()?)
+        let loaded = builder
+            .add_source(environment)
+            .build()
+            .and_then(config::Config::try_deserialize);
+        match loaded {
+            Ok(raw) => Ok((raw, problems)),
+            Err(e) if !problems.is_empty() => {
+                problems.push(e.to_string());
+                Err(ConfigError::Invalid(problems))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Parses a TOML string (no environment); used for the documented config and tests.

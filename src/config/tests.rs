@@ -295,3 +295,45 @@ fn stale_streams_are_on_by_default_and_off_at_zero() {
         .unwrap();
     assert_eq!(off.stale, None);
 }
+
+#[test]
+fn listen_addresses_are_read_as_people_write_them() {
+    let at = |listen: &str| {
+        RawConfig::from_toml(&format!("[http]\nlisten = {listen:?}\n"))
+            .unwrap()
+            .validate()
+            .map(|s| s.http_listen)
+    };
+    assert_eq!(at(":9898").unwrap(), Some("0.0.0.0:9898".parse().unwrap()));
+    assert_eq!(
+        at("127.0.0.1:9").unwrap(),
+        Some("127.0.0.1:9".parse().unwrap())
+    );
+    assert!(at("localhost:9898").unwrap().unwrap().ip().is_loopback());
+    assert!(
+        invalid(&RawConfig::from_toml("[http]\nlisten = \":99999\"\n").unwrap())
+            .contains("http.listen")
+    );
+    assert!(
+        invalid(&RawConfig::from_toml("[http]\nlisten = \"9898\"\n").unwrap())
+            .contains("http.listen")
+    );
+}
+
+#[test]
+fn a_file_is_read_strictly_with_its_lines() {
+    let text = "[mqtt]\nport = 1883.9\npublish_energy = \"yes\"\n[oops]\na = 1\nb = 2\n[detect]\nraise_after = 2\n";
+    let (problems, known, rest) = super::strict(Path::new("c.toml"), text);
+    assert_eq!(
+        problems,
+        [
+            "c.toml:2: invalid type: floating point `1883.9`, expected u16",
+            "c.toml:3: invalid type: string \"yes\", expected a boolean",
+            "c.toml:4: unknown field `oops`, expected one of `node`, `mqtt`, `runtime`, `models`, `scoring`, `detect`, `limits`, `partition`, `http`, `log`, `shutdown`, `train`, `registry`, `control`, `learning`, `journal`, `streams`",
+        ]
+    );
+    // The unknown section goes with its keys; values of another type stay for a lenient read.
+    assert_eq!(known.lines().nth(1), Some("port = 1883.9"));
+    assert!(!known.contains("oops") && !known.contains("b = 2"));
+    assert!(rest.contains("raise_after = 2") && !rest.contains("1883.9"));
+}

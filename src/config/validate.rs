@@ -186,7 +186,7 @@ impl RawConfig {
         let http_listen = if self.http.listen.trim().is_empty() {
             None
         } else {
-            match self.http.listen.parse::<SocketAddr>() {
+            match listen_addr(&self.http.listen) {
                 Ok(a) => Some(a),
                 Err(e) => {
                     errs.push(format!("http.listen: {:?}: {e}", self.http.listen));
@@ -600,6 +600,33 @@ fn validate_stream(
         raise_after,
         clear_after,
     })
+}
+
+/// A listen address as people write them: `127.0.0.1:9898`, `[::1]:9898`, `localhost:9898`
+/// (resolved; the first address), or `:9898` (every interface).
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let text = text.trim();
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{port:?} is not a port (0-65535)"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or("expected HOST:PORT, :PORT or IP:PORT")?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port (0-65535)"))?;
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
 /// `[detect]`'s calibration settings.
