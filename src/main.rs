@@ -154,6 +154,8 @@ fn config_failure(e: &ConfigError) -> ExitCode {
 fn runtime_exit(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`ebgand score ... | head`): what it wanted was written.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let message = describe(&e);
             tracing::error!(error = %message, "ebgand failed.");
@@ -164,6 +166,18 @@ fn runtime_exit(r: anyhow::Result<()>) -> ExitCode {
 }
 
 /// The error and its causes, each once: several error types already print their cause.
+/// Whether `e` comes from writing to a pipe whose reader has closed it.
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(BrokenPipe)
+    })
+}
+
 fn describe(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {

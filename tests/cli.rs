@@ -351,3 +351,37 @@ fn models_import_list_activate_rollback_history() {
         .collect();
     assert_eq!(reasons, ["cli import", "cli", "rollback"]);
 }
+
+#[test]
+fn score_into_a_closed_pipe_ends_quietly_and_logs_carry_no_colour_codes() {
+    // `ebgand score big.npy | head -1`: the reader leaves after one line.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.npy");
+    let samples: Vec<f32> = (0..640_000).map(|i| (i as f32 * 0.1).sin()).collect();
+    ndarray_npy::write_npy(&big, &ndarray::Array1::from(samples)).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ebgand"))
+        .args(["score", "--model", "models/vibration/fixture-1"])
+        .arg(&big)
+        .current_dir(root())
+        .env("ORT_DYLIB_PATH", ort_library())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{:?}: {err}", o.status);
+    assert!(
+        !err.lines().any(|l| l.starts_with("ebgand: ") || l.contains("ERROR")),
+        "an error line: {err}"
+    );
+    assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
+    assert!(err.contains("Model session ready"), "{err}");
+}

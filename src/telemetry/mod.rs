@@ -40,6 +40,7 @@ pub fn init_tracing(format: LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour())
         .with_writer(std::io::stderr);
     // try_init fails only when a subscriber exists already, which is fine.
     let installed = if json {
@@ -52,6 +53,12 @@ pub fn init_tracing(format: LogFormat) {
         builder.try_init()
     };
     drop(installed);
+}
+
+/// Whether logs may carry colour codes: only on a terminal, and not when `NO_COLOR` is set
+/// (<https://no-color.org>), so a log file or a pipe gets plain text.
+pub fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Errors of the telemetry stage.
