@@ -379,7 +379,8 @@ fn score_into_a_closed_pipe_ends_quietly_and_logs_carry_no_colour_codes() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{:?}: {err}", o.status);
     assert!(
-        !err.lines().any(|l| l.starts_with("ebgand: ") || l.contains("ERROR")),
+        !err.lines()
+            .any(|l| l.starts_with("ebgand: ") || l.contains("ERROR")),
         "an error line: {err}"
     );
     assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");

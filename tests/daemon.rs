@@ -119,6 +119,39 @@ async fn healthy_then_fault_raises_once_and_clears_once() {
         schema::assert_valid("alert.json", a);
     }
     assert_eq!(daemon.metric("ebgand_alerts_total"), 2);
+    // Per-stream gauges, build and process metrics, labelled counters from 0.
+    eventually(Duration::from_secs(5), "the stream's silence gauge", || {
+        daemon
+            .metrics
+            .encode()
+            .contains(r#"ebgand_stream_silence_seconds{stream="vibration/m1"}"#)
+    })
+    .await;
+    let text = daemon.metrics.encode();
+    let at =
+        |name: &str, label: &str| ebgand::telemetry::metrics::sum_metric_where(&text, name, label);
+    let this = r#"stream="vibration/m1""#;
+    assert_eq!(at("ebgand_stream_alert", this), 0.0, "cleared at the end");
+    let last = obs.on(&format!("{prefix}/energy/"));
+    let last_energy = last.last().unwrap().json["energy"].as_f64().unwrap();
+    assert!(
+        (at("ebgand_stream_energy", this) - last_energy).abs() < 1e-4 * last_energy.max(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        at(
+            "ebgand_build_info",
+            concat!("version=\"", env!("CARGO_PKG_VERSION"))
+        ),
+        1.0
+    );
+    assert!(at("process_resident_memory_bytes", "") > 1e6, "{text}");
+    assert!(at("process_open_fds", "") > 0.0, "{text}");
+    assert!(text.contains("process_cpu_seconds_total "), "{text}");
+    assert!(
+        text.contains(r#"ebgand_malformed_total{reason="oversize"} 0"#),
+        "{text}"
+    );
 
     // Retained state and status.
     let state: Vec<_> = obs.on(&format!("{prefix}/state/{stream}"));

@@ -251,6 +251,7 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         }
         self.alerted_through.remove(stream);
         self.out.sink.forget(stream);
+        self.out.metrics.forget_stream(stream);
         debug!(stream, "Stream forgotten by the alerting stage.");
     }
 
@@ -382,6 +383,12 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 stats.active_alerts += u64::from(verdict.transition == Some(Transition::Raised));
                 stats.shadow_alerts += u64::from(sv.transition == Some(Transition::Raised));
             }
+            self.out.metrics.stream_judged(
+                &verdict.stream,
+                verdict.energy,
+                verdict.probability,
+                verdict.state == AlertState::Raised,
+            );
             if !verdict.anomalous && verdict.state == AlertState::Normal {
                 // Healthy windows feed the activation gate and the retraining data (from which
                 // a retrained version takes its normalisation): never a window of a raised

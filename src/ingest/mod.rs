@@ -41,7 +41,7 @@ use crate::durable::checkpoint::Progress;
 use crate::model::Window;
 use crate::mqtt::source::{Ack, Acker, Delivery};
 use crate::pipeline::DecodeError;
-use crate::telemetry::metrics::{OutcomeLabel, Reason};
+use crate::telemetry::metrics::{OutcomeLabel, Reason, StreamLabel};
 use crate::telemetry::{Metrics, RateLimit};
 
 /// Journaled messages waiting for a sync before their acks go out; at this many the journal is
@@ -547,6 +547,16 @@ impl Ingest {
     /// the idle horizon, from the table, the journal's checkpoint and the alerting stage.
     fn sweep(&mut self) {
         self.send_news();
+        let now = Instant::now();
+        for e in self.table.entries() {
+            let silent = now.saturating_duration_since(e.last_seen());
+            self.metrics
+                .stream_silence
+                .get_or_create(&StreamLabel {
+                    stream: e.info().id.clone(),
+                })
+                .set(silent.as_secs_f64());
+        }
         if let Some(st) = self.stale {
             for s in self.table.stale(Instant::now(), st.multiple, st.floor) {
                 warn!(stream = %s.id, silent_s = s.silent.as_secs_f64(), usual_interval_s = s.usual.map(|u| u.as_secs_f64()), "Stream silent for many times its usual interval: stale.");

@@ -210,6 +210,11 @@ impl StreamEntry {
         &self.info
     }
 
+    /// When its last message arrived.
+    pub fn last_seen(&self) -> Instant {
+        self.last_seen
+    }
+
     /// Input samples received so far.
     pub fn received(&self) -> u64 {
         self.received

@@ -1,8 +1,9 @@
 //! Prometheus metrics. Names live here as one registry built at start-up; labels are low
-//! cardinality (no stream ids, no payload-derived values).
+//! cardinality (no payload-derived values), except the per-stream gauges (`ebgand_stream_*`),
+//! which hold at most `[limits] max_streams` streams and drop a stream when it is forgotten.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -60,6 +61,20 @@ pub struct ReasonLabel {
 pub struct DropLabel {
     /// `qos0_overflow`: a QoS 0 message beyond what the ingest connection holds.
     pub reason: &'static str,
+}
+
+/// `stream` label of the per-stream gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabel {
+    /// Stream id.
+    pub stream: String,
+}
+
+/// `version` label of `ebgand_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabel {
+    /// The crate version.
+    pub version: &'static str,
 }
 
 /// `state` label of alert counters.
@@ -146,6 +161,16 @@ pub struct ActiveModelLabel {
 /// Every metric the daemon exports, plus the readiness flags `/readyz` reads.
 pub struct Metrics {
     registry: Registry,
+    /// Per stream: the last window's energy.
+    pub stream_energy: Family<StreamLabel, Gauge<f64, AtomicU64>>,
+    /// Per stream: the last judged window's calibrated probability.
+    pub stream_probability: Family<StreamLabel, Gauge<f64, AtomicU64>>,
+    /// Per stream: 1 while its alert is raised.
+    pub stream_alert: Family<StreamLabel, Gauge>,
+    /// Per stream: seconds since its last message (refreshed every second).
+    pub stream_silence: Family<StreamLabel, Gauge<f64, AtomicU64>>,
+    build_info: Family<BuildLabel, Gauge>,
+    process: super::process::Process,
     /// MQTT messages received on stream topics.
     pub messages_in: Counter,
     /// Payloads refused, by reason.
@@ -242,9 +267,15 @@ impl Default for Metrics {
 impl Metrics {
     /// Builds and registers every metric under the `ebgand_` prefix.
     pub fn new() -> Self {
-        let mut root = Registry::with_prefix("ebgand");
+        let mut top = Registry::default();
         let m = Self {
             registry: Registry::default(),
+            stream_energy: Family::default(),
+            stream_probability: Family::default(),
+            stream_alert: Family::default(),
+            stream_silence: Family::default(),
+            build_info: Family::default(),
+            process: super::process::Process::default(),
             messages_in: Counter::default(),
             malformed: Family::default(),
             streams_refused: Counter::default(),
@@ -287,7 +318,53 @@ impl Metrics {
             models_loaded: AtomicUsize::new(0),
             models_expected: AtomicUsize::new(usize::MAX),
         };
-        let r = &mut root;
+        m.process.register(&mut top);
+        let r = top.sub_registry_with_prefix("ebgand");
+        r.register(
+            "build_info",
+            "1, labelled with the version of this build",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        r.register(
+            "stream_energy",
+            "The last window's energy, per stream",
+            m.stream_energy.clone(),
+        );
+        r.register(
+            "stream_probability",
+            "The last judged window's calibrated anomaly probability, per stream",
+            m.stream_probability.clone(),
+        );
+        r.register(
+            "stream_alert",
+            "1 while the stream's alert is raised",
+            m.stream_alert.clone(),
+        );
+        r.register(
+            "stream_silence_seconds",
+            "Seconds since the stream's last message (refreshed every second)",
+            m.stream_silence.clone(),
+        );
+        // Labelled counters exist from the start, at 0: a rate over them works before the
+        // first event.
+        for state in ["raised", "cleared"] {
+            m.alerts.get_or_create(&StateLabel { state }).inc_by(0);
+        }
+        for reason in [
+            Reason::Json,
+            Reason::NotFinite,
+            Reason::Length,
+            Reason::Field,
+            Reason::Empty,
+            Reason::Oversize,
+        ] {
+            m.malformed.get_or_create(&ReasonLabel { reason }).inc_by(0);
+        }
         r.register(
             "messages",
             "MQTT messages received on stream topics",
@@ -460,18 +537,43 @@ impl Metrics {
             "Model reloads by outcome",
             m.reloads.clone(),
         );
-        Self {
-            registry: root,
-            ..m
-        }
+        Self { registry: top, ..m }
     }
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        self.process.update();
         let mut out = String::new();
         // Writing into a String cannot fail.
         prometheus_client::encoding::text::encode(&mut out, &self.registry).ok();
         out
+    }
+
+    /// A stream was judged: its last energy, probability and alert state.
+    pub fn stream_judged(&self, stream: &str, energy: f32, probability: Option<f64>, raised: bool) {
+        let label = StreamLabel {
+            stream: stream.to_owned(),
+        };
+        self.stream_energy
+            .get_or_create(&label)
+            .set(f64::from(energy));
+        if let Some(p) = probability {
+            self.stream_probability.get_or_create(&label).set(p);
+        }
+        self.stream_alert
+            .get_or_create(&label)
+            .set(i64::from(raised));
+    }
+
+    /// A stream was forgotten: its gauges go.
+    pub fn forget_stream(&self, stream: &str) {
+        let label = StreamLabel {
+            stream: stream.to_owned(),
+        };
+        self.stream_energy.remove(&label);
+        self.stream_probability.remove(&label);
+        self.stream_alert.remove(&label);
+        self.stream_silence.remove(&label);
     }
 
     /// Counts a refused payload.

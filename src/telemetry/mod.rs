@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod metrics;
+pub mod process;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
