@@ -58,6 +58,11 @@ pub struct ScoreArgs {
     /// and alerts raised outside them.
     #[arg(long, value_name = "COLUMN")]
     pub labels: Option<String>,
+    /// JSON lines even on a terminal (they are what a pipe or a file gets anyway): one verdict
+    /// per window, then the recording's summary. A terminal gets a summary for people: each
+    /// alert with the channels that carried it, then the totals.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// One output line: the window's verdict, with its alert event when it caused one.
@@ -157,6 +162,8 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let mut scored = LabelScore::default();
     let mut total = 0.0f64;
     let stdout = std::io::stdout();
+    let human = !args.json && std::io::IsTerminal::is_terminal(&stdout);
+    let mut people = ForPeople::default();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut data, mut residual) = (Vec::new(), Vec::new());
     // Batches as small as the daemon's usually are, so the drift the judge sets reaches the
@@ -184,14 +191,21 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
                 );
             }
             let alert = AlertEvent::from_verdict(&verdict, &node, std::time::SystemTime::now());
-            serde_json::to_writer(
-                &mut out,
-                &Line {
-                    verdict: &verdict,
-                    alert,
-                },
-            )?;
-            out.write_all(b"\n")?;
+            if human {
+                people.add(&verdict);
+                if let Some(a) = &alert {
+                    writeln!(out, "{}", people_line(a))?;
+                }
+            } else {
+                serde_json::to_writer(
+                    &mut out,
+                    &Line {
+                        verdict: &verdict,
+                        alert,
+                    },
+                )?;
+                out.write_all(b"\n")?;
+            }
         }
     }
     // The clip's energy: the mean over its windows (the DCASE clip score).
@@ -209,10 +223,93 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         }
         None => clip,
     };
-    serde_json::to_writer(&mut out, &clip)?;
-    out.write_all(b"\n")?;
+    if human {
+        writeln!(out, "{}", people.summary(&clip))?;
+    } else {
+        serde_json::to_writer(&mut out, &clip)?;
+        out.write_all(b"\n")?;
+    }
     out.flush()?;
     Ok(())
+}
+
+/// What a terminal is told at the end of `score`.
+#[derive(Default)]
+struct ForPeople {
+    windows: u64,
+    learning: u64,
+    raised: u64,
+    max_probability: Option<f64>,
+}
+
+impl ForPeople {
+    fn add(&mut self, v: &Verdict) {
+        self.windows += 1;
+        self.learning += u64::from(v.learning);
+        self.raised += u64::from(v.transition == Some(Transition::Raised));
+        if let Some(p) = v.probability {
+            self.max_probability = Some(self.max_probability.map_or(p, |m| m.max(p)));
+        }
+    }
+
+    fn summary(&self, clip: &serde_json::Value) -> String {
+        let mut s = format!(
+            "{}: {} windows ({} learning), {} alert(s) raised, highest probability {}, mean energy {:.4} (threshold {:.4})",
+            clip["clip"].as_str().unwrap_or_default(),
+            self.windows,
+            self.learning,
+            self.raised,
+            self.max_probability
+                .map_or_else(|| "-".to_owned(), |p| format!("{p:.5}")),
+            clip["clip_energy"].as_f64().unwrap_or_default(),
+            clip["threshold"].as_f64().unwrap_or_default(),
+        );
+        let l = &clip["labels"];
+        if l.is_object() {
+            let f = |k: &str| l[k].as_f64().unwrap_or_default();
+            s.push_str(&format!(
+                "\nlabels {}: F1 {:.3}, false alarm rate {:.1} %, missed {:.1} %, anomalies hit {} of {}, false alerts {}",
+                l["labels"].as_str().unwrap_or_default(),
+                f("f1"),
+                100.0 * f("far"),
+                100.0 * f("mar"),
+                l["anomalies_hit"],
+                l["anomalies"],
+                l["false_alerts"],
+            ));
+        }
+        s.push_str("\n(JSON lines, one per window: pipe the output or pass --json)");
+        s
+    }
+}
+
+/// One alert, for people: when, how sure, and which channels carried it.
+fn people_line(a: &AlertEvent) -> String {
+    let mark = |m: &crate::pipeline::Mark| match m {
+        crate::pipeline::Mark::Index(i) => i.to_string(),
+        crate::pipeline::Mark::Time(t) => t.as_str().map_or_else(|| t.to_string(), str::to_owned),
+    };
+    let top = a.explanation.as_ref().map_or_else(String::new, |e| {
+        let shares: Vec<String> = e
+            .top
+            .iter()
+            .filter_map(|name| {
+                let (_, share) = e.channels.iter().find(|(n, _)| n == name)?;
+                Some(format!("{name} {:.0} %", 100.0 * share))
+            })
+            .collect();
+        format!("  carried by {}", shares.join(", "))
+    });
+    format!(
+        "{:<7} window {} ({} .. {})  probability {}  energy {}{top}",
+        a.state.as_str(),
+        a.seq,
+        mark(&a.window.start),
+        mark(&a.window.end),
+        a.probability
+            .map_or_else(|| "-".to_owned(), |p| format!("{p:.5}")),
+        a.energy,
+    )
 }
 
 /// The 0/1 column `column` of a CSV recording, read with the same rows and delimiter.

@@ -386,3 +386,36 @@ fn score_into_a_closed_pipe_ends_quietly_and_logs_carry_no_colour_codes() {
     assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
     assert!(err.contains("Model session ready"), "{err}");
 }
+
+#[test]
+fn score_on_a_terminal_speaks_to_people_and_json_on_request() {
+    // `script` (util-linux, in every Debian) runs the command on a pseudo-terminal.
+    let on_terminal = |extra: &str| {
+        let cmd = format!(
+            "{} score --model models/vibration/fixture-1 --key DE {extra} \
+             ../shared/data/cwru/1797_Normal.npz 2>/dev/null",
+            env!("CARGO_BIN_EXE_ebgand")
+        );
+        let o = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .current_dir(root())
+            .env("ORT_DYLIB_PATH", ort_library())
+            .env("EBGAND__DETECT__LEARN_WINDOWS", "64")
+            .output()
+            .expect("script (util-linux): apt install bsdutils");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let people = on_terminal("");
+    assert!(people.contains("windows (64 learning)"), "{people}");
+    assert!(
+        people.contains("pipe the output or pass --json"),
+        "{people}"
+    );
+    assert!(!people.contains("{\"stream\""), "{people}");
+    let json = on_terminal("--json");
+    assert!(
+        json.lines().next().unwrap().starts_with("{\"stream\""),
+        "{json}"
+    );
+}
