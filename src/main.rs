@@ -147,7 +147,10 @@ fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
 }
 
 fn config_failure(e: &ConfigError) -> ExitCode {
-    eprintln!("ebgand: {e}");
+    // Each problem on its own line; in the journal every line is an error.
+    for line in format!("ebgand: {e}").lines() {
+        eprintln!("{}{line}", fatal_priority());
+    }
     ExitCode::from(EX_CONFIG)
 }
 
@@ -159,13 +162,23 @@ fn runtime_exit(r: anyhow::Result<()>) -> ExitCode {
         Err(e) => {
             let message = describe(&e);
             tracing::error!(error = %message, "ebgand failed.");
-            eprintln!("ebgand: {message}");
+            eprintln!("{}ebgand: {message}", fatal_priority());
             ExitCode::FAILURE
         }
     }
 }
 
 /// The error and its causes, each once: several error types already print their cause.
+/// `<3>` (error) before a fatal line that goes to the journal, so that `journalctl -p err`
+/// shows it (see `telemetry::init_tracing`); nothing on a terminal or in a file.
+fn fatal_priority() -> &'static str {
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        "<3>"
+    } else {
+        ""
+    }
+}
+
 /// Whether `e` comes from writing to a pipe whose reader has closed it.
 fn closed_pipe(e: &anyhow::Error) -> bool {
     use std::io::ErrorKind::BrokenPipe;

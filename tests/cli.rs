@@ -419,3 +419,51 @@ fn score_on_a_terminal_speaks_to_people_and_json_on_request() {
         "{json}"
     );
 }
+
+#[test]
+fn in_the_journal_every_line_carries_its_priority() {
+    // systemd sets JOURNAL_STREAM when standard error goes to the journal; journald reads a
+    // leading <N> as the line's priority, so `journalctl -p err` shows the errors.
+    let o = ebgand(
+        &["run", "--config", "config.toml"],
+        &[("JOURNAL_STREAM", "8:1234"), ("EBGAND__MQTT__PORT", "0")],
+    );
+    assert_eq!(o.status.code(), Some(78));
+    let err = stderr(&o);
+    assert!(err.lines().count() >= 2, "{err}");
+    for line in err.lines() {
+        assert!(line.starts_with("<3>"), "{line:?} in:\n{err}");
+    }
+    // A daemon that starts logs its lines with theirs (info is <6>), then fails (<3>).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let journal = state.path().join("journal").display().to_string();
+    let outbox = state.path().join("outbox").display().to_string();
+    let o = ebgand(
+        &["run", "--config", "config.toml"],
+        &[
+            ("JOURNAL_STREAM", "8:1234"),
+            ("EBGAND__HTTP__LISTEN", &listen),
+            ("EBGAND__JOURNAL__DIR", &journal),
+            ("EBGAND__MQTT__OUTBOX_DIR", &outbox),
+        ],
+    );
+    let err = stderr(&o);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("<6>") && l.contains("Effective configuration")),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("<3>") && l.contains(&listen)),
+        "{err}"
+    );
+    assert!(
+        err.lines().all(|l| ["<3>", "<4>", "<6>", "<7>"]
+            .iter()
+            .any(|p| l.starts_with(p))),
+        "{err}"
+    );
+}

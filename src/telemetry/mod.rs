@@ -42,7 +42,9 @@ pub fn init_tracing(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour())
-        .with_writer(std::io::stderr);
+        .with_writer(Stderr {
+            journal: std::env::var_os("JOURNAL_STREAM").is_some(),
+        });
     // try_init fails only when a subscriber exists already, which is fine.
     let installed = if json {
         builder
@@ -54,6 +56,52 @@ pub fn init_tracing(format: LogFormat) {
         builder.try_init()
     };
     drop(installed);
+}
+
+/// Standard error, each event prefixed with its syslog priority (`<3>` error, `<4>` warning,
+/// `<6>` info, `<7>` debug) when it goes to the journal: journald reads the prefix
+/// (`SyslogLevelPrefix=`, on by default), so `journalctl -p err -u ebgand` shows the errors.
+/// systemd sets `JOURNAL_STREAM` when standard error is connected to the journal.
+#[derive(Clone, Copy)]
+struct Stderr {
+    journal: bool,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
+    type Writer = Prefixed;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Prefixed(None)
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        if !self.journal {
+            return Prefixed(None);
+        }
+        Prefixed(Some(match *meta.level() {
+            tracing::Level::ERROR => "<3>",
+            tracing::Level::WARN => "<4>",
+            tracing::Level::INFO => "<6>",
+            _ => "<7>",
+        }))
+    }
+}
+
+/// Standard error with a priority to write before the event's first bytes.
+struct Prefixed(Option<&'static str>);
+
+impl std::io::Write for Prefixed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        if let Some(p) = self.0.take() {
+            err.write_all(p.as_bytes())?;
+        }
+        err.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// Whether logs may carry colour codes: only on a terminal, and not when `NO_COLOR` is set
