@@ -94,7 +94,7 @@ fn main() -> ExitCode {
                 settings.faults = ebgand::faults::Faults::from_env();
             }
             telemetry::init_tracing(settings.log_format);
-            tracing::info!(config = ?settings, "Effective configuration.");
+            log_effective(&settings);
             runtime_exit(run_daemon(settings))
         }
         Command::Score(args) => {
@@ -169,6 +169,41 @@ fn runtime_exit(r: anyhow::Result<()>) -> ExitCode {
 }
 
 /// The error and its causes, each once: several error types already print their cause.
+/// The effective configuration as structured fields (filterable in the journal and in JSON
+/// logs), the password masked; the whole of it, masked too, in `config`.
+fn log_effective(s: &Settings) {
+    let m = &s.mqtt;
+    let models: Vec<String> = s
+        .models
+        .iter()
+        .map(|(name, path)| match path {
+            Some(p) => format!("{name}={}", p.display()),
+            None => format!("{name}=(learns from its stream)"),
+        })
+        .collect();
+    let streams: Vec<&str> = s.streams.iter().map(|st| st.name.as_str()).collect();
+    tracing::info!(
+        node = %s.node,
+        mqtt.broker = %format!("{}:{}", m.host, m.port),
+        mqtt.client_id = %m.client_id,
+        mqtt.prefix = %m.prefix,
+        mqtt.tls = m.tls.is_some(),
+        mqtt.username = m.credentials.as_ref().map(|(u, _)| u.as_str()),
+        mqtt.password = m.credentials.as_ref().map(|_| "***"),
+        streams = ?streams,
+        models = ?models,
+        runtime.providers = ?s.runtime.providers,
+        journal = ?s.journal.as_ref().map(|j| j.dir.display().to_string()),
+        outbox = %m.outbox_dir.display(),
+        registry = %s.registry.dir.display(),
+        http = ?s.http_listen,
+        detect.judging = ?s.streams.iter().map(|st| (st.name.as_str(), st.judging)).collect::<Vec<_>>(),
+        detect.calibration = ?s.calibration,
+        config = ?s,
+        "Effective configuration."
+    );
+}
+
 /// `<3>` (error) before a fatal line that goes to the journal, so that `journalctl -p err`
 /// shows it (see `telemetry::init_tracing`); nothing on a terminal or in a file.
 fn fatal_priority() -> &'static str {
