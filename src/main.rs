@@ -207,8 +207,8 @@ fn log_effective(s: &Settings) {
 /// `<3>` (error) before a fatal line that goes to the journal, so that `journalctl -p err`
 /// shows it (see `telemetry::init_tracing`); nothing on a terminal or in a file.
 fn fatal_priority() -> &'static str {
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        "<3>"
+    if telemetry::to_journal() {
+        telemetry::priority(tracing::Level::ERROR)
     } else {
         ""
     }

@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::config::RawConfig;
 use crate::detect::labels::LabelScore;
 use crate::detect::{
-    AlertEvent, Carried, Drift, Explanation, Hysteresis, Judge, ModelRef, Names, StreamInfo,
-    Transition, Verdict,
+    AlertEvent, Carried, Explanation, Hysteresis, Judge, ModelRef, Names, StreamInfo, Transition,
+    Verdict,
 };
 use crate::model::{ModelVersion, Scorer};
 use crate::pipeline::WindowSpec;
@@ -133,21 +133,17 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         version: m.version.clone(),
     };
     let model_threshold = m.threshold.value;
-    let stream = StreamInfo {
-        id: args
-            .file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        judging: raw.detect.judging(args.threshold, None),
-        hysteresis: Hysteresis {
-            raise_after: raw.detect.raise_after,
-            clear_after: raw.detect.clear_after,
-        },
-        channels: c,
-        drift: Drift::default(),
-        names,
+    let id = args
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let hysteresis = Hysteresis {
+        raise_after: raw.detect.raise_after,
+        clear_after: raw.detect.clear_after,
     };
+    let stream =
+        StreamInfo::new(id, raw.detect.judging(args.threshold, None), hysteresis, c).named(names);
     let hop = args.hop.unwrap_or(if version_is_audio { 1 } else { w });
     if hop == 0 || hop > w {
         bail!("--hop {hop} must be between 1 and the model's window ({w})");

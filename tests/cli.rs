@@ -7,21 +7,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 use ebgand::pipeline::expected_windows;
-
-fn ebgand(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebgand"));
-    cmd.args(args)
-        .current_dir(root())
-        .env("ORT_DYLIB_PATH", ort_library());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
 
 /// The per-window lines `ebgand score` prints (the clip's summary line comes last, apart).
 fn window_lines(o: &Output) -> Vec<serde_json::Value> {
@@ -154,26 +143,34 @@ fn check_config_refuses_a_model_the_streams_do_not_fit() {
     );
 }
 
-#[test]
-fn secrets_never_reach_the_logs() {
-    // A health port already taken: the daemon passes its preflight, logs its configuration,
-    // then fails to start.
+/// `ebgand run` on the documented config (state in a temporary folder) with its health port
+/// taken by another listener: it passes its preflight, starts, logs, and fails to bind.
+/// Returns its output and the port's address.
+fn run_on_a_taken_port(env: &[(&str, &str)]) -> (Output, String) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen = taken.local_addr().unwrap().to_string();
     let state = tempfile::tempdir().unwrap();
     let journal = state.path().join("journal").display().to_string();
     let outbox = state.path().join("outbox").display().to_string();
-    let o = ebgand(
-        &["run", "--config", "config.toml"],
-        &[
-            ("EBGAND__HTTP__LISTEN", &listen),
-            ("EBGAND__JOURNAL__DIR", &journal),
-            ("EBGAND__MQTT__OUTBOX_DIR", &outbox),
-            ("EBGAND__MQTT__USERNAME", "u"),
-            ("EBGAND__MQTT__PASSWORD", "hunter2"),
-            ("EBGAND__LOG__FORMAT", "json"),
-        ],
-    );
+    let mut all = vec![
+        ("EBGAND__HTTP__LISTEN", listen.as_str()),
+        ("EBGAND__JOURNAL__DIR", journal.as_str()),
+        ("EBGAND__MQTT__OUTBOX_DIR", outbox.as_str()),
+    ];
+    all.extend_from_slice(env);
+    let o = ebgand(&["run", "--config", "config.toml"], &all);
+    (o, listen)
+}
+
+#[test]
+fn secrets_never_reach_the_logs() {
+    // A health port already taken: the daemon passes its preflight, logs its configuration,
+    // then fails to start.
+    let (o, listen) = run_on_a_taken_port(&[
+        ("EBGAND__MQTT__USERNAME", "u"),
+        ("EBGAND__MQTT__PASSWORD", "hunter2"),
+        ("EBGAND__LOG__FORMAT", "json"),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("Effective configuration"), "{err}");
@@ -435,20 +432,7 @@ fn in_the_journal_every_line_carries_its_priority() {
         assert!(line.starts_with("<3>"), "{line:?} in:\n{err}");
     }
     // A daemon that starts logs its lines with theirs (info is <6>), then fails (<3>).
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let listen = taken.local_addr().unwrap().to_string();
-    let state = tempfile::tempdir().unwrap();
-    let journal = state.path().join("journal").display().to_string();
-    let outbox = state.path().join("outbox").display().to_string();
-    let o = ebgand(
-        &["run", "--config", "config.toml"],
-        &[
-            ("JOURNAL_STREAM", "8:1234"),
-            ("EBGAND__HTTP__LISTEN", &listen),
-            ("EBGAND__JOURNAL__DIR", &journal),
-            ("EBGAND__MQTT__OUTBOX_DIR", &outbox),
-        ],
-    );
+    let (o, listen) = run_on_a_taken_port(&[("JOURNAL_STREAM", "8:1234")]);
     let err = stderr(&o);
     assert!(
         err.lines()

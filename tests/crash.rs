@@ -140,17 +140,15 @@ fn check_against_truth(obs: &Observer, sent: &[Vec<f32>], port: u16) -> usize {
             level_windows: 0,
             ..Calibration::default()
         });
-        let info = StreamInfo {
-            id: stream.clone(),
-            judging: Judging::Probability(0.999),
-            hysteresis: Hysteresis {
+        let info = StreamInfo::new(
+            stream.clone(),
+            Judging::Probability(0.999),
+            Hysteresis {
                 raise_after: 3, // the defaults
                 clear_after: 50,
             },
-            channels: 1,
-            drift: Default::default(),
-            names: Default::default(),
-        };
+            1,
+        );
         let model = ModelRef {
             name: "vibration".into(),
             version: "fixture-1".into(),

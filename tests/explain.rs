@@ -13,21 +13,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
-const FIELDS: [&str; 8] = [
-    "Accelerometer1RMS",
-    "Accelerometer2RMS",
-    "Current",
-    "Pressure",
-    "Temperature",
-    "Thermocouple",
-    "Voltage",
-    "Volume Flow RateRMS",
-];
+const FIELDS: [&str; 8] = SKAB_FIELDS;
 /// Rows the model is trained on; the daemon gets the rows after them.
 const TRAIN_ROWS: usize = 2_000;
 /// Rows published, and the first of them with the fault.
@@ -35,44 +25,37 @@ const ROWS: usize = 2_400;
 const FAULT_ROW: usize = 1_920;
 const WINDOW: usize = 16;
 
-/// Runs the `ebgand` binary from the repository root.
-fn ebgand(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ebgand"))
-        .args(args)
-        .current_dir(root())
-        .env("ORT_DYLIB_PATH", ort_library())
-        .output()
-        .unwrap()
-}
-
 /// Trains a model on the first rows of SKAB's anomaly-free recording (the real trainer).
 fn train_pump(dir: &Path) -> PathBuf {
     let file = shared_data().join("skab/anomaly-free.csv");
     let model = dir.join("pump");
     let columns = FIELDS.join(",");
     let rows = format!(":{TRAIN_ROWS}");
-    let o = ebgand(&[
-        "train",
-        file.to_str().unwrap(),
-        "--delimiter",
-        ";",
-        "--timestamp-column",
-        "datetime",
-        "--columns",
-        &columns,
-        "--rows",
-        &rows,
-        "--window",
-        "16",
-        "--steps",
-        "300",
-        "--name",
-        "pump",
-        "--version",
-        "v1",
-        "--out",
-        model.to_str().unwrap(),
-    ]);
+    let o = ebgand(
+        &[
+            "train",
+            file.to_str().unwrap(),
+            "--delimiter",
+            ";",
+            "--timestamp-column",
+            "datetime",
+            "--columns",
+            &columns,
+            "--rows",
+            &rows,
+            "--window",
+            "16",
+            "--steps",
+            "300",
+            "--name",
+            "pump",
+            "--version",
+            "v1",
+            "--out",
+            model.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(
         o.status.success(),
         "train failed: {}",
@@ -185,19 +168,26 @@ fn a_model_refuses_columns_in_another_order_naming_both_lists() {
         "{manifest}"
     );
     let file = shared_data().join("skab/anomaly-free.csv");
+    let model_dir = model.to_str().unwrap();
+    // `score` on rows 2000-2399 with these columns.
+    let score = |columns: &[&str]| {
+        let columns = columns.join(",");
+        let args = [
+            "score",
+            "--model",
+            model_dir,
+            "--delimiter",
+            ";",
+            "--columns",
+            &columns,
+        ];
+        ebgand(
+            &[&args[..], &["--rows", "2000:2400", file.to_str().unwrap()]].concat(),
+            &[],
+        )
+    };
     // In the trained order: every line explained by the column names, fitting its schema.
-    let o = ebgand(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--delimiter",
-        ";",
-        "--columns",
-        &FIELDS.join(","),
-        "--rows",
-        "2000:2400",
-        file.to_str().unwrap(),
-    ]);
+    let o = score(&FIELDS);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -218,16 +208,7 @@ fn a_model_refuses_columns_in_another_order_naming_both_lists() {
     }
     let mut swapped = FIELDS;
     swapped.swap(3, 4); // Temperature before Pressure
-    let o = ebgand(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--delimiter",
-        ";",
-        "--columns",
-        &swapped.join(","),
-        file.to_str().unwrap(),
-    ]);
+    let o = score(&swapped);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -248,7 +229,7 @@ fn a_model_refuses_columns_in_another_order_naming_both_lists() {
         ),
     )
     .unwrap();
-    let o = ebgand(&["check-config", "--config", config.to_str().unwrap()]);
+    let o = ebgand(&["check-config", "--config", config.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(78));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -262,20 +243,23 @@ fn training_refuses_a_label_column() {
     let dir = tempfile::tempdir().unwrap();
     let file = shared_data().join("skab/valve1/1.csv");
     let out = dir.path().join("m");
-    let o = ebgand(&[
-        "train",
-        file.to_str().unwrap(),
-        "--delimiter",
-        ";",
-        "--timestamp-column",
-        "datetime",
-        "--window",
-        "16",
-        "--name",
-        "pump",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = ebgand(
+        &[
+            "train",
+            file.to_str().unwrap(),
+            "--delimiter",
+            ";",
+            "--timestamp-column",
+            "datetime",
+            "--window",
+            "16",
+            "--name",
+            "pump",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

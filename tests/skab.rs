@@ -14,16 +14,7 @@ use std::time::Duration;
 use common::*;
 use ebgand::pipeline::expected_windows;
 
-const FIELDS: [&str; 8] = [
-    "Accelerometer1RMS",
-    "Accelerometer2RMS",
-    "Current",
-    "Pressure",
-    "Temperature",
-    "Thermocouple",
-    "Voltage",
-    "Volume Flow RateRMS",
-];
+const FIELDS: [&str; 8] = SKAB_FIELDS;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skab_valve1_rows_are_all_scored_once() {

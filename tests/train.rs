@@ -27,12 +27,7 @@ fn trainer_python() -> PathBuf {
 
 fn ebgand(args: &[&str]) -> Output {
     trainer_python();
-    Command::new(env!("CARGO_BIN_EXE_ebgand"))
-        .args(args)
-        .current_dir(root())
-        .env("ORT_DYLIB_PATH", ort_library())
-        .output()
-        .unwrap()
+    common::ebgand(args, &[])
 }
 
 fn healthy_npy(dir: &Path, seconds: usize, seed: u64) -> PathBuf {

@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
 use crate::detect::{
-    AlertEvent, AlertState, Calibration, DetectorState, Explanation, Judge, ModelRef, ShadowStats,
-    StaleAlert, Transition, Verdict,
+    AlertEvent, AlertState, Calibration, Carried, DetectorState, Explanation, Judge, ModelRef,
+    ShadowStats, StaleAlert, Transition, Verdict,
 };
 use crate::durable::checkpoint::Progress;
 use crate::model::ScoredBatch;
@@ -365,11 +365,13 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 .is_some_and(|&seq| verdict.seq <= seq);
             if verdict.transition.is_some() || verdict.first {
                 // Published with an alert or a state message: say what carried the energy.
-                verdict.explanation = batch.carried.get(i).and_then(|c| {
+                let len = w.raw.data.len();
+                verdict.explanation = batch.residual.get(i * len..(i + 1) * len).and_then(|r| {
+                    let c = w.stream.channels.max(1);
                     Explanation::new(
-                        c,
+                        &Carried::of(r, c, w.stream.names.group),
                         &w.stream.names,
-                        w.raw.data.len() / w.stream.channels.max(1),
+                        len / c,
                     )
                 });
             }

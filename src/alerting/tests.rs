@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::detect::{Carried, Hysteresis, Names, StreamInfo};
+use crate::detect::{Hysteresis, Names, StreamInfo};
 use crate::model::ModelError;
 use crate::model::worker::{ModelInfo, Window};
 use crate::pipeline::{Mark, RawWindow};
@@ -96,19 +96,15 @@ impl Tap for Healthy {
 }
 
 fn stream(id: &str) -> Arc<StreamInfo> {
-    Arc::new(StreamInfo {
-        id: id.into(),
-        // The stage's plumbing, judged by the model's threshold (1.0):
-        // calibration has its own tests in `detect`.
-        judging: crate::detect::Judging::Energy(None),
-        hysteresis: Hysteresis {
+    Arc::new(StreamInfo::new(
+        id,
+        crate::detect::Judging::Energy(None),
+        Hysteresis {
             raise_after: 2,
             clear_after: 2,
         },
-        channels: 1,
-        drift: Default::default(),
-        names: Default::default(),
-    })
+        1,
+    ))
 }
 
 fn model(version: &str) -> Arc<ModelInfo> {
@@ -137,14 +133,8 @@ fn batch(s: &Arc<StreamInfo>, first: u64, energies: &[f32]) -> ScoredBatch {
             .collect(),
         energies: Ok(energies.to_vec()),
         shadow: None,
-        // One channel: it carries all of each window's energy, in the window's first rows.
-        carried: energies
-            .iter()
-            .map(|&e| Carried {
-                channels: vec![e],
-                parts: [e, 0.0, 0.0, 0.0],
-            })
-            .collect(),
+        // One value per window: it carries all of the window's energy.
+        residual: energies.iter().map(|e| e.sqrt()).collect(),
     }
 }
 
@@ -327,17 +317,15 @@ async fn a_promoted_shadow_hands_its_calibrations_on_so_streams_do_not_learn_aga
         learn_windows: 16,
         ..crate::detect::Calibration::default()
     });
-    let s = Arc::new(StreamInfo {
-        id: "vib/m1".into(),
-        judging: crate::detect::Judging::Probability(0.999),
-        hysteresis: Hysteresis {
+    let s = Arc::new(StreamInfo::new(
+        "vib/m1",
+        crate::detect::Judging::Probability(0.999),
+        Hysteresis {
             raise_after: 2,
             clear_after: 2,
         },
-        channels: 1,
-        drift: Default::default(),
-        names: Default::default(),
-    });
+        1,
+    ));
     let calm: Vec<f32> = (0..20).map(|i| 1.0 + (i % 5) as f32 * 0.1).collect();
     // v1 active with v2 in shadow: both learn the stream.
     let mut b = batch(&s, 0, &calm);
@@ -370,10 +358,10 @@ async fn alerts_and_states_say_which_channel_carried_the_energy() {
     });
     // Two rows of two channels per window; the vibration carries 90 % in the second row.
     let mut b = batch(&s, 0, &[0.5, 2.0, 2.0]);
-    for (w, c) in b.windows.iter_mut().zip(&mut b.carried) {
+    for w in &mut b.windows {
         w.raw.data = vec![0.0; 4];
-        *c = Carried::of(&[0.1, 0.0, 0.2, 0.9], 2, 1);
     }
+    b.residual = [0.1, 0.0, 0.2, 0.9].repeat(3);
     a.batch(b).await.unwrap();
     let explained = sink.explained.lock().unwrap().clone();
     // The first window's state, then the raise (window 1, raise_after 2) and its state.

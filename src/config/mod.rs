@@ -491,7 +491,11 @@ impl RawConfig {
                     .and_then(config::Config::try_deserialize::<RawConfig>)
                     .is_ok()
             };
-            let source = if loads(&known) { known } else { rest };
+            let source = if problems.is_empty() || loads(&known) {
+                known
+            } else {
+                rest
+            };
             builder = builder.add_source(config::File::from_str(&source, config::FileFormat::Toml));
         }
         let environment = config::Environment::with_prefix(ENV_PREFIX)

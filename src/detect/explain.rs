@@ -3,9 +3,10 @@
 //! The model's `residual` output is the reconstruction error of every value of the window in
 //! normalised units (each channel divided by its own healthy spread), and the energy is the
 //! mean of its squares. So the energy splits exactly into per-channel parts, and into parts of
-//! the window in time, with no second inference: [`Carried::of`] sums the squares per channel
-//! and per quarter of the window where the scorer has the residual, and [`Explanation`] names
-//! them for an alert, a state message or a `score` line.
+//! the window in time, with no second inference: the scorer hands each batch's residual on,
+//! [`Carried::of`] sums the squares per channel and per quarter of the window for the windows
+//! that publish an explanation (an alert, a state message, a `score` line), and
+//! [`Explanation`] names them.
 
 use serde::Serialize;
 use serde::ser::SerializeMap;

@@ -80,6 +80,32 @@ pub struct StreamInfo {
     pub names: Names,
 }
 
+impl StreamInfo {
+    /// A stream of `channels` values per sample, with no drift yet, its energy explained by
+    /// `ch0`, `ch1`, ... until [`StreamInfo::named`].
+    pub fn new(
+        id: impl Into<String>,
+        judging: Judging,
+        hysteresis: Hysteresis,
+        channels: usize,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            judging,
+            hysteresis,
+            channels,
+            drift: Drift::default(),
+            names: Names::default(),
+        }
+    }
+
+    /// The same stream, its energy explained by `names`.
+    #[must_use]
+    pub fn named(self, names: Names) -> Self {
+        Self { names, ..self }
+    }
+}
+
 /// How a stream's windows are judged.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Judging {

@@ -55,17 +55,15 @@ fn flapping_below_k_never_raises() {
 
 #[test]
 fn judge_uses_stream_override_and_builds_events() {
-    let stream = StreamInfo {
-        id: "vib/m1".into(),
-        judging: Judging::Energy(Some(10.0)),
-        hysteresis: Hysteresis {
+    let stream = StreamInfo::new(
+        "vib/m1",
+        Judging::Energy(Some(10.0)),
+        Hysteresis {
             raise_after: 1,
             clear_after: 1,
         },
-        channels: 1,
-        drift: Default::default(),
-        names: Default::default(),
-    };
+        1,
+    );
     let model = ModelRef {
         name: "m".into(),
         version: "v1".into(),
@@ -96,17 +94,15 @@ fn judge_uses_stream_override_and_builds_events() {
 
 /// One stream judged by probability over `energies`; returns its transitions.
 fn judged(cal: Calibration, energies: impl IntoIterator<Item = f32>) -> Vec<(u64, Transition)> {
-    let stream = StreamInfo {
-        id: "s".into(),
-        judging: Judging::Probability(0.999),
-        hysteresis: Hysteresis {
+    let stream = StreamInfo::new(
+        "s",
+        Judging::Probability(0.999),
+        Hysteresis {
             raise_after: 3,
             clear_after: 50,
         },
-        channels: 1,
-        drift: Default::default(),
-        names: Default::default(),
-    };
+        1,
+    );
     let model = ModelRef {
         name: "m".into(),
         version: "v1".into(),
@@ -187,17 +183,15 @@ fn a_held_step_is_raised_once_then_accepted_or_kept_by_configuration() {
 
 #[test]
 fn a_new_model_version_learns_again() {
-    let stream = StreamInfo {
-        id: "s".into(),
-        judging: Judging::Probability(0.999),
-        hysteresis: Hysteresis {
+    let stream = StreamInfo::new(
+        "s",
+        Judging::Probability(0.999),
+        Hysteresis {
             raise_after: 1,
             clear_after: 1,
         },
-        channels: 1,
-        drift: Default::default(),
-        names: Default::default(),
-    };
+        1,
+    );
     let w = RawWindow {
         seq: 0,
         start: Mark::Index(0),
@@ -227,17 +221,15 @@ fn a_new_model_version_learns_again() {
 
 #[test]
 fn the_input_level_is_followed_from_healthy_windows_and_frozen_while_raised() {
-    let stream = StreamInfo {
-        id: "s".into(),
-        judging: Judging::Probability(0.999),
-        hysteresis: Hysteresis {
+    let stream = StreamInfo::new(
+        "s",
+        Judging::Probability(0.999),
+        Hysteresis {
             raise_after: 1,
             clear_after: 5,
         },
-        channels: 2,
-        drift: Default::default(),
-        names: Default::default(),
-    };
+        2,
+    );
     let v1 = ModelRef {
         name: "m".into(),
         version: "v1".into(),

@@ -131,8 +131,8 @@ fn link(open: &mut BTreeMap<String, (u64, String)>, id: u64, alert: &mut Value) 
                 .and_then(|(end, start)| end.duration_since(start).ok());
             obj.entry("raise_alert_id").or_insert(Value::from(raise));
             if let Some(d) = duration {
-                let secs = (d.as_secs_f64() * 1000.0).round() / 1000.0;
-                obj.entry("duration_s").or_insert(Value::from(secs));
+                obj.entry("duration_s")
+                    .or_insert(Value::from(crate::detect::seconds(d)));
             }
         }
         _ => {}
@@ -561,37 +561,25 @@ mod tests {
     #[test]
     fn a_clear_names_its_raise_and_the_incident_duration_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let alert = |state: &str, time: &str| serde_json::json!({ "stream": "pump/1", "seq": 1, "state": state, "time": time });
+        // Adds an alert of stream pump/1; returns its id and stored JSON.
+        let add = |o: &mut Outbox, state: &str, time: &str| {
+            let alert =
+                serde_json::json!({ "stream": "pump/1", "seq": 1, "state": state, "time": time });
+            let p = o.add("p/alerts/pump/1", alert).unwrap();
+            (p.id, serde_json::from_slice::<Value>(&p.payload).unwrap())
+        };
         let mut o = Outbox::open(dir.path(), 10).unwrap();
-        o.add("p/alerts/x", alert("raised", "2026-01-01T00:00:00.000Z"))
-            .unwrap();
-        let r = o
-            .add(
-                "p/alerts/pump/1",
-                alert("raised", "2026-11-30T10:00:00.250Z"),
-            )
-            .unwrap();
-        o.done(r.id).unwrap();
+        add(&mut o, "raised", "2026-01-01T00:00:00.000Z");
+        let (raise, _) = add(&mut o, "raised", "2026-11-30T10:00:00.250Z");
+        o.done(raise).unwrap();
         drop(o);
         // Reopened (and compacted): the raise is acknowledged and gone, its incident is not.
         let mut o = Outbox::open(dir.path(), 10).unwrap();
-        let c = o
-            .add(
-                "p/alerts/pump/1",
-                alert("cleared", "2026-11-30T10:01:30.750Z"),
-            )
-            .unwrap();
-        let json: Value = serde_json::from_slice(&c.payload).unwrap();
-        assert_eq!(json["raise_alert_id"], r.id);
+        let (_, json) = add(&mut o, "cleared", "2026-11-30T10:01:30.750Z");
+        assert_eq!(json["raise_alert_id"], raise);
         assert_eq!(json["duration_s"], 90.5);
         // The incident is closed: a second clear names nothing.
-        let c2 = o
-            .add(
-                "p/alerts/pump/1",
-                alert("cleared", "2026-11-30T10:02:00.000Z"),
-            )
-            .unwrap();
-        let json: Value = serde_json::from_slice(&c2.payload).unwrap();
+        let (_, json) = add(&mut o, "cleared", "2026-11-30T10:02:00.000Z");
         assert!(json.get("raise_alert_id").is_none(), "{json}");
     }
 }

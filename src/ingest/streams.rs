@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::config::StreamSettings;
-use crate::detect::{Drift, Hysteresis, Names, StreamInfo};
+use crate::detect::{Hysteresis, Names, StreamInfo};
 use crate::pipeline::features::{Framer, LogMelParams};
 use crate::pipeline::topic::{partition_of, stream_id};
 use crate::pipeline::{DecodeError, PayloadFormat, RawWindow, WindowSpec, Windower, decode_into};
@@ -173,16 +173,17 @@ impl StreamEntry {
         };
         Self {
             route,
-            info: Arc::new(StreamInfo {
-                id,
-                judging: s.judging,
-                hysteresis: Hysteresis {
-                    raise_after: s.raise_after,
-                    clear_after: s.clear_after,
-                },
-                channels: spec.channels,
-                drift: Drift::default(),
-                names: match &s.logmel {
+            info: Arc::new(
+                StreamInfo::new(
+                    id,
+                    s.judging,
+                    Hysteresis {
+                        raise_after: s.raise_after,
+                        clear_after: s.clear_after,
+                    },
+                    spec.channels,
+                )
+                .named(match &s.logmel {
                     Some(p) => Names::mel_groups(&p.band_edges_hz()),
                     None => match &s.format {
                         PayloadFormat::Object { fields, .. } => {
@@ -190,8 +191,8 @@ impl StreamEntry {
                         }
                         _ => Names::channels(&[], spec.channels),
                     },
-                },
-            }),
+                }),
+            ),
             spec,
             windower: Windower::new(spec),
             // Parameters were checked when the config was validated.
@@ -720,20 +721,22 @@ hop = {hop}
 
     #[test]
     fn a_stream_silent_for_many_intervals_is_stale_once_then_fresh_again() {
-        let mut t = table_at(4, 4, None);
         let t0 = Instant::now();
         let at = |s: f64| t0 + Duration::from_secs_f64(s);
-        let x = [1.0f32, 2.0];
+        let payload = serde_json::to_vec(&[1.0f32, 2.0]).unwrap();
+        let send = |t: &mut StreamTable, start: Option<u64>, s: f64| {
+            t.window("sensors/a/vibration", &payload, start, at(s))
+                .unwrap();
+        };
         // A message every second: the usual interval is learnt.
-        for i in 0..10 {
-            t.window(
-                "sensors/a/vibration",
-                &serde_json::to_vec(&x).unwrap(),
-                None,
-                at(f64::from(i)),
-            )
-            .unwrap();
-        }
+        let beating = || {
+            let mut t = table_at(4, 4, None);
+            for i in 0..10 {
+                send(&mut t, None, f64::from(i));
+            }
+            t
+        };
+        let mut t = beating();
         assert!(t.take_fresh().is_empty());
         // 5 s later: silent 6 intervals, under 10.
         assert!(t.stale(at(14.0), 10.0, Duration::ZERO).is_empty());
@@ -744,34 +747,13 @@ hop = {hop}
         // Reported once; a floor holds it back.
         assert!(t.stale(at(30.0), 10.0, Duration::ZERO).is_empty());
         // A replayed record is not the sensor: only a live message makes it fresh.
-        t.window(
-            "sensors/a/vibration",
-            &serde_json::to_vec(&x).unwrap(),
-            Some(20),
-            at(31.0),
-        )
-        .unwrap();
+        send(&mut t, Some(20), 31.0);
         assert!(t.take_fresh().is_empty());
-        t.window(
-            "sensors/a/vibration",
-            &serde_json::to_vec(&x).unwrap(),
-            None,
-            at(40.0),
-        )
-        .unwrap();
+        send(&mut t, None, 40.0);
         let f = t.take_fresh();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].silent, Duration::from_secs(31));
-        let mut t = table_at(4, 4, None);
-        for i in 0..10 {
-            t.window(
-                "sensors/a/vibration",
-                &serde_json::to_vec(&x).unwrap(),
-                None,
-                at(f64::from(i)),
-            )
-            .unwrap();
-        }
+        let mut t = beating();
         assert!(t.stale(at(19.5), 10.0, Duration::from_secs(60)).is_empty());
     }
 }

@@ -28,7 +28,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::{ModelError, Scorer};
 use crate::config::{RuntimeSettings, ScoringSettings};
-use crate::detect::{Carried, StreamInfo};
+use crate::detect::StreamInfo;
 use crate::faults::Faults;
 use crate::pipeline::RawWindow;
 use crate::telemetry::metrics::{ActiveModelLabel, Metrics, ModelLabel, QueueLabel, StageLabel};
@@ -95,9 +95,10 @@ pub struct ScoredBatch {
     pub energies: Result<Vec<f32>, Arc<ModelError>>,
     /// A shadow candidate's energies for the same windows (it never alerts).
     pub shadow: Option<(Arc<ModelInfo>, Vec<f32>)>,
-    /// Per window (when scored), what carried its energy: the residual summed per channel and
-    /// per part of the window, for the alert's explanation (`detect::explain`).
-    pub carried: Vec<Carried>,
+    /// The windows' residuals end to end, W x C values each (empty when not scored): what an
+    /// alert's explanation is made of (`detect::explain`), summed only for the windows that
+    /// publish one.
+    pub residual: Vec<f32>,
 }
 
 enum Job {
@@ -329,7 +330,6 @@ impl ScorerThread {
 
     fn run(mut self, mut jobs: mpsc::Receiver<Job>, rt: &tokio::runtime::Handle) {
         let mut buf: Vec<f32> = Vec::new();
-        let mut residual: Vec<f32> = Vec::new();
         loop {
             if let Err(GiveUp(why)) = self.recover() {
                 // The windows still queued were journaled: the next start scores them.
@@ -372,7 +372,7 @@ impl ScorerThread {
                     reply.send(old).ok();
                 }
                 Job::Score(windows) => {
-                    let batch = self.score(windows, &mut buf, &mut residual);
+                    let batch = self.score(windows, &mut buf);
                     if self.ctx.scored.blocking_send(batch).is_err() {
                         error!(model = %self.info.name, "Detect stage is gone; scorer stops.");
                         break;
@@ -385,14 +385,10 @@ impl ScorerThread {
 
     /// Scores one batch with the active model (and the shadow), or fails it at once while the
     /// session is down.
-    fn score(
-        &mut self,
-        windows: Vec<Window>,
-        buf: &mut Vec<f32>,
-        residual: &mut Vec<f32>,
-    ) -> ScoredBatch {
+    fn score(&mut self, windows: Vec<Window>, buf: &mut Vec<f32>) -> ScoredBatch {
         buf.clear();
-        residual.clear();
+        // Handed on with the batch: one allocation per batch.
+        let mut residual = Vec::new();
         // Each window less its stream's drift (detect::level): the model sees the stream at
         // the level it began judging it at. A shadow was trained on recent windows as they
         // are, so it scores them raw.
@@ -418,7 +414,7 @@ impl ScorerThread {
                         !faults.scorer_panics(model),
                         "injected fault: scorer panics"
                     );
-                    scorer.score_explained(buf, n, Some(residual))
+                    scorer.score_explained(buf, n, Some(&mut residual))
                 }));
                 match scored {
                     Ok(r) => r.map_err(Arc::new),
@@ -474,23 +470,15 @@ impl ScorerThread {
             }
             _ => None,
         };
-        let carried = if energies.is_ok() {
-            let channels = self.scorer.version().manifest.input.channels;
-            let len = self.scorer.window_len().max(1);
-            windows
-                .iter()
-                .zip(residual.chunks_exact(len))
-                .map(|(w, r)| Carried::of(r, channels, w.stream.names.group))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        if energies.is_err() {
+            residual.clear();
+        }
         ScoredBatch {
             model: self.info.clone(),
             windows,
             energies,
             shadow,
-            carried,
+            residual,
         }
     }
 

@@ -43,7 +43,7 @@ pub fn init_tracing(format: LogFormat) {
         .with_env_filter(filter)
         .with_ansi(colour())
         .with_writer(Stderr {
-            journal: std::env::var_os("JOURNAL_STREAM").is_some(),
+            journal: to_journal(),
         });
     // try_init fails only when a subscriber exists already, which is fine.
     let installed = if json {
@@ -75,15 +75,22 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
-        if !self.journal {
-            return Prefixed(None);
-        }
-        Prefixed(Some(match *meta.level() {
-            tracing::Level::ERROR => "<3>",
-            tracing::Level::WARN => "<4>",
-            tracing::Level::INFO => "<6>",
-            _ => "<7>",
-        }))
+        Prefixed(self.journal.then(|| priority(*meta.level())))
+    }
+}
+
+/// Whether standard error goes to the journal (systemd sets `JOURNAL_STREAM` then).
+pub fn to_journal() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// The syslog priority prefix journald reads for `level`.
+pub fn priority(level: tracing::Level) -> &'static str {
+    match level {
+        tracing::Level::ERROR => "<3>",
+        tracing::Level::WARN => "<4>",
+        tracing::Level::INFO => "<6>",
+        _ => "<7>",
     }
 }
 

@@ -512,17 +512,15 @@ mod tests {
 
     fn window(seq: u64) -> Window {
         Window {
-            stream: Arc::new(crate::detect::StreamInfo {
-                id: format!("s/{}", seq % 3),
-                judging: crate::detect::Judging::Energy(None),
-                hysteresis: crate::detect::Hysteresis {
+            stream: Arc::new(crate::detect::StreamInfo::new(
+                format!("s/{}", seq % 3),
+                crate::detect::Judging::Energy(None),
+                crate::detect::Hysteresis {
                     raise_after: 1,
                     clear_after: 1,
                 },
-                channels: 1,
-                drift: Default::default(),
-                names: Default::default(),
-            }),
+                1,
+            )),
             raw: crate::pipeline::RawWindow {
                 seq,
                 start: crate::pipeline::Mark::Index(0),

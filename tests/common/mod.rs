@@ -21,6 +21,29 @@ use tokio::sync::mpsc;
 
 pub mod schema;
 
+/// Columns of the SKAB pump recordings, in the files' order.
+pub const SKAB_FIELDS: [&str; 8] = [
+    "Accelerometer1RMS",
+    "Accelerometer2RMS",
+    "Current",
+    "Pressure",
+    "Temperature",
+    "Thermocouple",
+    "Voltage",
+    "Volume Flow RateRMS",
+];
+
+/// Runs the `ebgand` binary from the repository root, with the ONNX Runtime library and `env`.
+pub fn ebgand(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ebgand"))
+        .args(args)
+        .current_dir(root())
+        .env("ORT_DYLIB_PATH", ort_library())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
