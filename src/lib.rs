@@ -50,6 +50,7 @@ pub mod pipeline;
 pub mod preflight;
 pub mod recording;
 pub mod replay;
+pub mod report;
 pub mod signal;
 pub mod sim;
 pub mod telemetry;

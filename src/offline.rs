@@ -63,6 +63,11 @@ pub struct ScoreArgs {
     /// alert with the channels that carried it, then the totals.
     #[arg(long)]
     pub json: bool,
+    /// Also write one self-contained HTML page (no script, nothing fetched): what was judged
+    /// against its threshold over time, the energy, alerts and learning shaded, labelled
+    /// anomalies with --labels, and what carried the energy at each alert.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 }
 
 /// One output line: the window's verdict, with its alert event when it caused one.
@@ -160,6 +165,10 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let human = !args.json && std::io::IsTerminal::is_terminal(&stdout);
     let mut people = ForPeople::default();
+    let mut report = args
+        .report
+        .as_ref()
+        .map(|_| crate::report::Report::default());
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut data, mut residual) = (Vec::new(), Vec::new());
     // Batches as small as the daemon's usually are, so the drift the judge sets reaches the
@@ -176,19 +185,28 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
             let mut verdict = judge.judge(&stream, &model, model_threshold, win, energy);
             let carried = Carried::of(r, c, stream.names.group);
             verdict.explanation = Explanation::new(&carried, &stream.names, w);
-            if let Some(labels) = &labels {
+            let label = match &labels {
                 // The window's newest row: windows start every `hop` rows.
-                let last = usize::try_from(win.seq)? * hop + w - 1;
+                Some(labels) => {
+                    let last = usize::try_from(win.seq)? * hop + w - 1;
+                    Some(labels.get(last).copied().unwrap_or(false))
+                }
+                None => None,
+            };
+            if let Some(label) = label {
                 scored.add(
-                    labels.get(last).copied().unwrap_or(false),
+                    label,
                     verdict.state,
                     verdict.transition == Some(Transition::Raised),
                     verdict.learning,
                 );
             }
+            if let Some(report) = &mut report {
+                report.add(&verdict, label);
+            }
             let alert = AlertEvent::from_verdict(&verdict, &node, std::time::SystemTime::now());
+            people.add(&verdict);
             if human {
-                people.add(&verdict);
                 if let Some(a) = &alert {
                     writeln!(out, "{}", people_line(a))?;
                 }
@@ -219,6 +237,17 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         }
         None => clip,
     };
+    if let (Some(path), Some(report)) = (&args.report, &report) {
+        let heading = crate::report::Heading {
+            file: args.file.display().to_string(),
+            model: format!("{}@{}", model.name, model.version),
+            labels: args.labels.clone(),
+            summary: people.summary_lines(&clip),
+        };
+        std::fs::write(path, report.render(&heading))
+            .map_err(|e| anyhow::anyhow!("--report {}: {e}", path.display()))?;
+        tracing::info!(report = %path.display(), alerts = report.alerts(), "Report written.");
+    }
     if human {
         writeln!(out, "{}", people.summary(&clip))?;
     } else {
@@ -249,7 +278,14 @@ impl ForPeople {
     }
 
     fn summary(&self, clip: &serde_json::Value) -> String {
-        let mut s = format!(
+        let mut s = self.summary_lines(clip).join("\n");
+        s.push_str("\n(JSON lines, one per window: pipe the output or pass --json)");
+        s
+    }
+
+    /// The summary, a line for the totals and one for the label scores when labels were given.
+    fn summary_lines(&self, clip: &serde_json::Value) -> Vec<String> {
+        let mut lines = vec![format!(
             "{}: {} windows ({} learning), {} alert(s) raised, highest probability {}, mean energy {:.4} (threshold {:.4})",
             clip["clip"].as_str().unwrap_or_default(),
             self.windows,
@@ -259,12 +295,12 @@ impl ForPeople {
                 .map_or_else(|| "-".to_owned(), |p| format!("{p:.5}")),
             clip["clip_energy"].as_f64().unwrap_or_default(),
             clip["threshold"].as_f64().unwrap_or_default(),
-        );
+        )];
         let l = &clip["labels"];
         if l.is_object() {
             let f = |k: &str| l[k].as_f64().unwrap_or_default();
-            s.push_str(&format!(
-                "\nlabels {}: F1 {:.3}, false alarm rate {:.1} %, missed {:.1} %, anomalies hit {} of {}, false alerts {}",
+            lines.push(format!(
+                "labels {}: F1 {:.3}, false alarm rate {:.1} %, missed {:.1} %, anomalies hit {} of {}, false alerts {}",
                 l["labels"].as_str().unwrap_or_default(),
                 f("f1"),
                 100.0 * f("far"),
@@ -274,8 +310,7 @@ impl ForPeople {
                 l["false_alerts"],
             ));
         }
-        s.push_str("\n(JSON lines, one per window: pipe the output or pass --json)");
-        s
+        lines
     }
 }
 
