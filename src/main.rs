@@ -197,6 +197,7 @@ fn log_effective(s: &Settings) {
         outbox = %m.outbox_dir.display(),
         registry = %s.registry.dir.display(),
         http = ?s.http_listen,
+        homeassistant = ?m.homeassistant,
         detect.judging = ?s.streams.iter().map(|st| (st.name.as_str(), st.judging)).collect::<Vec<_>>(),
         detect.calibration = ?s.calibration,
         config = ?s,

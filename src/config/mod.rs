@@ -244,6 +244,8 @@ pub struct MqttSettings {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Alert outbox folder.
     pub outbox_dir: PathBuf,
+    /// Home Assistant's discovery prefix, when streams are announced to it (`[homeassistant]`).
+    pub homeassistant: Option<String>,
     /// Alert outbox bound.
     pub outbox_max: usize,
     /// Reconnect backoff floor.

@@ -47,6 +47,8 @@ pub struct RawConfig {
     pub learning: RawLearning,
     /// Ingest journal (crash safety).
     pub journal: RawJournal,
+    /// Home Assistant MQTT discovery.
+    pub homeassistant: RawHomeAssistant,
     /// Sensor streams.
     pub streams: Vec<RawStream>,
 }
@@ -342,6 +344,25 @@ impl Default for RawHttp {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9898".into(),
+        }
+    }
+}
+
+/// `[homeassistant]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHomeAssistant {
+    /// Announce each stream's alert state as a Home Assistant `binary_sensor`.
+    pub enabled: bool,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
+}
+
+impl Default for RawHomeAssistant {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            discovery_prefix: "homeassistant".into(),
         }
     }
 }

@@ -32,6 +32,35 @@ fn documented_config_is_valid_and_matches_builtin_defaults() {
     assert_eq!(format!("{:?}", doc.registry), format!("{:?}", d.registry));
     assert_eq!(format!("{:?}", doc.control), format!("{:?}", d.control));
     assert_eq!(format!("{:?}", doc.learning), format!("{:?}", d.learning));
+    assert_eq!(format!("{:?}", doc.journal), format!("{:?}", d.journal));
+    assert_eq!(
+        format!("{:?}", doc.homeassistant),
+        format!("{:?}", d.homeassistant)
+    );
+}
+
+#[test]
+fn home_assistant_discovery_is_checked() {
+    let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
+    assert_eq!(raw.clone().validate().unwrap().mqtt.homeassistant, None);
+    raw.homeassistant.enabled = true;
+    assert_eq!(
+        raw.clone()
+            .validate()
+            .unwrap()
+            .mqtt
+            .homeassistant
+            .as_deref(),
+        Some("homeassistant")
+    );
+    raw.homeassistant.discovery_prefix = "ha/#".into();
+    let e = raw.clone().validate().unwrap_err().to_string();
+    assert!(e.contains("homeassistant.discovery_prefix"), "{e}");
+    // A stream filter that would take the discovery configs as sensor data is refused.
+    raw.homeassistant.discovery_prefix = "homeassistant".into();
+    raw.streams[0].topic = "homeassistant/#".into();
+    let e = raw.validate().unwrap_err().to_string();
+    assert!(e.contains("also matches ebgand's own topic"), "{e}");
 }
 
 #[test]
@@ -329,7 +358,7 @@ fn a_file_is_read_strictly_with_its_lines() {
         [
             "c.toml:2: invalid type: floating point `1883.9`, expected u16",
             "c.toml:3: invalid type: string \"yes\", expected a boolean",
-            "c.toml:4: unknown field `oops`, expected one of `node`, `mqtt`, `runtime`, `models`, `scoring`, `detect`, `limits`, `partition`, `http`, `log`, `shutdown`, `train`, `registry`, `control`, `learning`, `journal`, `streams`",
+            "c.toml:4: unknown field `oops`, expected one of `node`, `mqtt`, `runtime`, `models`, `scoring`, `detect`, `limits`, `partition`, `http`, `log`, `shutdown`, `train`, `registry`, `control`, `learning`, `journal`, `homeassistant`, `streams`",
         ]
     );
     // The unknown section goes with its keys; values of another type stay for a lenient read.

@@ -32,6 +32,14 @@ impl RawConfig {
         if m.port == 0 {
             errs.push("mqtt.port: must be 1-65535".into());
         }
+        let ha = &self.homeassistant.discovery_prefix;
+        if self.homeassistant.enabled
+            && (ha.is_empty() || ha.contains(['+', '#']) || ha.ends_with('/'))
+        {
+            errs.push(format!(
+                "homeassistant.discovery_prefix: {ha:?} must be non-empty, without wildcards or a trailing '/'"
+            ));
+        }
         if m.prefix.is_empty() || m.prefix.contains(['+', '#']) || m.prefix.ends_with('/') {
             errs.push(format!(
                 "mqtt.prefix: {:?} must be non-empty, without wildcards or a trailing '/'",
@@ -164,9 +172,16 @@ impl RawConfig {
                     "energy/x",
                     "control/x",
                 ];
+                let discovery = self.homeassistant.enabled.then(|| {
+                    format!(
+                        "{}/binary_sensor/x/x/config",
+                        self.homeassistant.discovery_prefix
+                    )
+                });
                 if let Some(t) = own
                     .iter()
                     .map(|t| format!("{}/{t}", m.prefix))
+                    .chain(discovery)
                     .find(|t| f.captures(t).is_some())
                 {
                     errs.push(format!(
@@ -255,6 +270,10 @@ impl RawConfig {
                     credentials: (!m.username.is_empty()).then(|| (m.username.clone(), password)),
                     tls,
                     outbox_dir: PathBuf::from(&m.outbox_dir),
+                    homeassistant: self
+                        .homeassistant
+                        .enabled
+                        .then(|| self.homeassistant.discovery_prefix.clone()),
                     outbox_max: m.outbox_max,
                     reconnect_min: Duration::from_millis(m.reconnect_min_ms),
                     reconnect_max: Duration::from_millis(m.reconnect_max_ms),

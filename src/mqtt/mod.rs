@@ -7,6 +7,7 @@
 //! backpressure that makes the broker hold messages), and the alerts that drain that queue must
 //! not wait behind it in the same client's request channel.
 
+pub mod homeassistant;
 pub mod sink;
 pub mod source;
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
 use tracing::{info, warn};
 
+use super::homeassistant::Discovery;
 use super::{Backoff, MqttError, Role, status_payload, status_topic};
 use crate::config::MqttSettings;
 use crate::durable::outbox::SharedOutbox;
@@ -71,6 +72,8 @@ pub struct Publisher {
     tags: Tags,
     /// Held from pushing a tag to handing the request over, so tags and requests stay in step.
     send: Arc<tokio::sync::Mutex<()>>,
+    /// Announces streams to Home Assistant (`[homeassistant]`).
+    discovery: Option<Arc<Discovery>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -140,6 +143,10 @@ impl Publisher {
             outbox: outbox.clone(),
             tags: tags.clone(),
             send: send.clone(),
+            discovery: mqtt
+                .homeassistant
+                .as_ref()
+                .map(|d| Arc::new(Discovery::new(d, &mqtt.prefix, node))),
         };
         let run = PublisherLoop {
             eventloop,
@@ -249,16 +256,23 @@ impl Publisher {
     /// Forgets what the outbox remembers of `stream` (it went quiet). A failure is logged: the
     /// stream's old window number then lingers until the outbox is next compacted.
     pub fn forget(&self, stream: &str) {
+        if let Some(d) = &self.discovery {
+            d.forget(stream);
+        }
         if let Err(e) = self.outbox.lock().forget(stream) {
             warn!(stream, error = %e, "Cannot record a forgotten stream in the outbox.");
         }
     }
 
-    /// Publishes a stream's retained state on `{prefix}/state/{stream}`, QoS 1.
+    /// Publishes a stream's retained state on `{prefix}/state/{stream}`, QoS 1; before a
+    /// stream's first state of this run, its Home Assistant discovery config when that is on.
     ///
     /// # Errors
     /// [`MqttError`] when the client has stopped.
     pub async fn state(&self, stream: &str, json: Vec<u8>) -> Result<(), MqttError> {
+        if let Some((topic, config)) = self.discovery.as_ref().and_then(|d| d.announce(stream)) {
+            self.publish(topic, QoS::AtLeastOnce, true, config).await?;
+        }
         let topic = format!("{}/state/{stream}", self.prefix);
         self.publish(topic, QoS::AtLeastOnce, true, json).await
     }
