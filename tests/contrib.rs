@@ -25,6 +25,11 @@ fn exported() -> BTreeSet<String> {
             stage: "scorer:pump".into(),
         })
         .set(0);
+    m.stage_stalled
+        .get_or_create(&StageLabel {
+            stage: "scorer:pump".into(),
+        })
+        .set(0);
     let text = m.encode();
     let mut names = BTreeSet::new();
     for line in text.lines() {

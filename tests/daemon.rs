@@ -542,18 +542,7 @@ async fn stream_cap_refuses_new_streams_and_http_reports_it() {
         ]),
     );
 
-    let get = move |path: &str| {
-        use std::io::{Read, Write};
-        let mut c = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
-        write!(
-            c,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        c.read_to_string(&mut out).unwrap();
-        out
-    };
+    let get = move |path: &str| http_get(http_port, path);
     let metrics =
         tokio::task::spawn_blocking(move || (get("/metrics"), get("/readyz"), get("/healthz")))
             .await

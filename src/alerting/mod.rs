@@ -29,6 +29,7 @@ use crate::detect::{
 use crate::durable::checkpoint::Progress;
 use crate::model::ScoredBatch;
 use crate::telemetry::Metrics;
+use crate::telemetry::health::Pulse;
 use crate::telemetry::metrics::{QueueLabel, StateLabel};
 
 /// Where judged windows go. Each method returns once the sink has taken the message: for an
@@ -152,6 +153,8 @@ pub struct Alerting<S, T> {
     shadows: Shadows,
     /// Ids of streams ingest forgot.
     news: Option<mpsc::Receiver<StreamNews>>,
+    /// Beaten as batches are judged (the watchdog's progress check).
+    pulse: Arc<Pulse>,
 }
 
 /// What a verdict is handed to.
@@ -193,7 +196,15 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             progress,
             shadows,
             news: None,
+            pulse: Arc::default(),
         }
+    }
+
+    /// Beats `pulse` while it judges (see [`crate::telemetry::health`]).
+    #[must_use]
+    pub fn beating(mut self, pulse: Arc<Pulse>) -> Self {
+        self.pulse = pulse;
+        self
     }
 
     /// Calibrates streams with `calibration` instead of the defaults.
@@ -268,10 +279,12 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             .clone();
         let mut news = self.news.take();
         loop {
+            self.pulse.idle();
             let batch = tokio::select! {
                 // Rare and cheap: first, so a steady flow of batches cannot starve it.
                 biased;
                 Some(n) = recv_some(news.as_mut()) => {
+                    self.pulse.progress();
                     match n {
                         StreamNews::Forget(stream) => self.forget(&stream),
                         stale => {
@@ -288,6 +301,7 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                     None => break,
                 },
             };
+            self.pulse.progress();
             depth.set(scored.len() as i64);
             if let Err(e) = self.batch(batch).await {
                 error!(error = %e, "Cannot hand a judged window on; alerting stops.");

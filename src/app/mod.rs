@@ -256,8 +256,10 @@ pub async fn run(
     )
     .calibrated(settings.calibration)
     .hearing(news_rx);
+    let guard = stages.guard("alerting");
+    let alerting = alerting.beating(guard.pulse());
     let alerting_task = tracker.spawn(supervised(
-        stages.guard("alerting"),
+        guard,
         alerting.run(scored_rx).instrument(info_span!("alerting")),
     ));
 
@@ -291,8 +293,10 @@ pub async fn run(
             .run(deliveries_tx, abort.clone())
             .instrument(info_span!("source", mqtt.broker = %broker)),
     ));
+    let guard = stages.guard("ingest");
+    let ingest = ingest.beating(guard.pulse());
     let ingest_task = tracker.spawn(supervised(
-        stages.guard("ingest"),
+        guard,
         ingest
             .run(deliveries_rx, ingest_token.clone())
             .instrument(info_span!("ingest")),
@@ -307,11 +311,15 @@ pub async fn run(
         ));
     }
     let systemd = Systemd;
-    if let Some(interval) = systemd.watchdog_interval() {
-        tracker.spawn(
-            telemetry::watchdog(interval, service_token.clone()).instrument(info_span!("watchdog")),
-        );
-    }
+    tracker.spawn(
+        telemetry::watchdog(
+            systemd.watchdog_interval(),
+            stages.clone(),
+            metrics.clone(),
+            service_token.clone(),
+        )
+        .instrument(info_span!("watchdog")),
+    );
     systemd.ready();
     info!(streams = settings.streams.len(), models = models.scorers.len(), node = %settings.node, registry = %settings.registry.dir.display(), "ebgand running.");
 

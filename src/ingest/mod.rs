@@ -41,6 +41,7 @@ use crate::durable::checkpoint::Progress;
 use crate::model::Window;
 use crate::mqtt::source::{Ack, Acker, Delivery};
 use crate::pipeline::DecodeError;
+use crate::telemetry::health::Pulse;
 use crate::telemetry::metrics::{OutcomeLabel, Reason, StreamLabel};
 use crate::telemetry::{Metrics, RateLimit};
 
@@ -100,6 +101,8 @@ pub struct Ingest {
     malformed_log: RateLimit,
     refused_log: RateLimit,
     gap_log: RateLimit,
+    /// Beaten as messages are handled (the watchdog's progress check).
+    pulse: Arc<Pulse>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -160,7 +163,15 @@ impl Ingest {
             malformed_log: RateLimit::new(Duration::from_secs(5)),
             refused_log: RateLimit::new(Duration::from_secs(5)),
             gap_log: RateLimit::new(Duration::from_secs(5)),
+            pulse: Arc::default(),
         }
+    }
+
+    /// Beats `pulse` as messages are handled (see [`crate::telemetry::health`]).
+    #[must_use]
+    pub fn beating(mut self, pulse: Arc<Pulse>) -> Self {
+        self.pulse = pulse;
+        self
     }
 
     /// Journals every stream message before acknowledging it (see the module docs).
@@ -260,6 +271,7 @@ impl Ingest {
                 }
                 continue;
             }
+            self.pulse.idle();
             let batch = tokio::select! {
                 biased;
                 () = token.cancelled() => break,
@@ -284,6 +296,7 @@ impl Ingest {
                 () = tokio::time::sleep_until(next_sweep), if sweeps => continue,
             };
             for delivery in batch {
+                self.pulse.progress();
                 self.handle(delivery).await;
             }
         }

@@ -31,6 +31,7 @@ use crate::config::{RuntimeSettings, ScoringSettings};
 use crate::detect::StreamInfo;
 use crate::faults::Faults;
 use crate::pipeline::RawWindow;
+use crate::telemetry::health::Pulse;
 use crate::telemetry::metrics::{ActiveModelLabel, Metrics, ModelLabel, QueueLabel, StageLabel};
 use crate::telemetry::{StageGuard, Stages};
 
@@ -244,8 +245,9 @@ async fn batcher(
     jobs: mpsc::Sender<Job>,
     ctx: ScorerContext,
     model: String,
-    _guard: StageGuard,
+    guard: StageGuard,
 ) {
+    let pulse = guard.pulse();
     let settings = ctx.scoring;
     let max = settings.max_batch.get();
     let depth = ctx
@@ -256,7 +258,10 @@ async fn batcher(
         })
         .clone();
     // The loop ends when every sender is gone (ingest stopped): what is queued is still batched.
-    while let Some(first) = rx.recv().await {
+    loop {
+        pulse.idle();
+        let Some(first) = rx.recv().await else { break };
+        pulse.progress();
         let deadline = tokio::time::Instant::now() + settings.max_wait;
         let mut batch = Vec::with_capacity(max);
         batch.push(first);
@@ -282,6 +287,7 @@ async fn batcher(
             error!(model = %model, "Scorer thread is gone; batcher stops.");
             return;
         }
+        pulse.progress();
     }
 }
 
@@ -297,6 +303,8 @@ struct ScorerThread {
     down: Option<Down>,
     /// When the recent panics happened.
     panics: VecDeque<Instant>,
+    /// Idle while waiting for a job; beaten as jobs are taken and scored.
+    pulse: Arc<Pulse>,
     _guard: StageGuard,
 }
 
@@ -324,6 +332,7 @@ impl ScorerThread {
             ctx,
             down: None,
             panics: VecDeque::new(),
+            pulse: guard.pulse(),
             _guard: guard,
         }
     }
@@ -331,6 +340,9 @@ impl ScorerThread {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>, rt: &tokio::runtime::Handle) {
         let mut buf: Vec<f32> = Vec::new();
         loop {
+            // Rebuilding a session may take minutes (a TensorRT engine): the stage is down
+            // meanwhile, which /readyz says; it is not a stall for the watchdog.
+            self.pulse.idle();
             if let Err(GiveUp(why)) = self.recover() {
                 // The windows still queued were journaled: the next start scores them.
                 error!(model = %self.info.name, reason = %why, "Scorer gives up; the daemon stops so that systemd restarts it.");
@@ -350,6 +362,7 @@ impl ScorerThread {
                 }
             };
             let Some(job) = job else { break };
+            self.pulse.progress();
             match job {
                 Job::Shadow(candidate) => {
                     self.shadow = candidate.map(|s| {
@@ -377,6 +390,7 @@ impl ScorerThread {
                         error!(model = %self.info.name, "Detect stage is gone; scorer stops.");
                         break;
                     }
+                    self.pulse.progress();
                 }
             }
         }

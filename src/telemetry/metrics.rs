@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -250,6 +251,10 @@ pub struct Metrics {
     models_expected: AtomicUsize,
     /// Stages down and why, for `/readyz`.
     down: Mutex<BTreeMap<String, String>>,
+    /// 1 while a stage holds work without progress, by stage (the watchdog's check).
+    pub stage_stalled: Family<StageLabel, Gauge>,
+    /// Stages holding work without progress, and for how long (seconds), for `/readyz`.
+    stalled: Mutex<BTreeMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -315,6 +320,8 @@ impl Metrics {
             stage_restarts: Family::default(),
             stage_down: Family::default(),
             down: Mutex::new(BTreeMap::new()),
+            stage_stalled: Family::default(),
+            stalled: Mutex::new(BTreeMap::new()),
             models_loaded: AtomicUsize::new(0),
             models_expected: AtomicUsize::new(usize::MAX),
         };
@@ -533,6 +540,11 @@ impl Metrics {
             m.stage_down.clone(),
         );
         r.register(
+            "stage_stalled",
+            "1 while a stage holds work without progress (the systemd watchdog is not fed)",
+            m.stage_stalled.clone(),
+        );
+        r.register(
             "model_reloads",
             "Model reloads by outcome",
             m.reloads.clone(),
@@ -622,6 +634,40 @@ impl Metrics {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .is_empty()
+            && self
+                .stalled
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+    }
+
+    /// Both broker connections are up.
+    pub fn connected(&self) -> bool {
+        self.ingest_connected.load(Ordering::Relaxed)
+            && self.publish_connected.load(Ordering::Relaxed)
+    }
+
+    /// Records the stages that hold work without progress (replacing the last record).
+    pub fn set_stalled(&self, stalled: &[(String, Duration)]) {
+        let mut now = self.stalled.lock().unwrap_or_else(PoisonError::into_inner);
+        for stage in now.keys() {
+            if !stalled.iter().any(|(s, _)| s == stage) {
+                self.stage_stalled
+                    .get_or_create(&StageLabel {
+                        stage: stage.clone(),
+                    })
+                    .set(0);
+            }
+        }
+        now.clear();
+        for (stage, held) in stalled {
+            now.insert(stage.clone(), held.as_secs());
+            self.stage_stalled
+                .get_or_create(&StageLabel {
+                    stage: stage.clone(),
+                })
+                .set(1);
+        }
     }
 
     /// Why the daemon is not ready, if it is not: what `/readyz` says.
@@ -648,6 +694,12 @@ impl Metrics {
         why.extend(
             down.iter()
                 .map(|(stage, reason)| format!("{stage} down ({reason})")),
+        );
+        let stalled = self.stalled.lock().unwrap_or_else(PoisonError::into_inner);
+        why.extend(
+            stalled
+                .iter()
+                .map(|(stage, s)| format!("{stage} stalled (no progress for {s} s)")),
         );
         (!why.is_empty()).then(|| why.join("; "))
     }

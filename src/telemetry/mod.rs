@@ -15,7 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -251,17 +251,55 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// Pets the systemd watchdog at half its interval until `token` is cancelled. The petting
-/// runs on the same runtime as every stage, so a wedged runtime stops it and systemd restarts
-/// the service; a broker outage does not (that is handled by reconnecting, not restarting).
-pub async fn watchdog(interval: Duration, token: CancellationToken) {
-    let mut tick = tokio::time::interval(interval / 2);
+/// How long a stage may hold work without progress when systemd sets no watchdog interval.
+pub const STALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Watches the stages' progress until `token` is cancelled, and pets the systemd watchdog
+/// (`systemd`: its interval) only while no stage holds work without progress for longer than
+/// half the interval ([`STALL_LIMIT`] without systemd): a scorer stuck in an inference, or a
+/// stage waiting on a stalled one, stops the petting, and systemd restarts the service. A wedged
+/// runtime stops it too (this runs on it). While a broker connection is down the stages may
+/// wait on the network; that is the reconnect logic's to handle, not a restart's, so the
+/// watchdog is fed. Stalled stages are logged, shown in `/readyz` and in
+/// `ebgand_stage_stalled`.
+pub async fn watchdog(
+    systemd: Option<Duration>,
+    stages: health::Stages,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+) {
+    let limit = systemd.map_or(STALL_LIMIT, |i| i / 2);
+    let mut tick = tokio::time::interval(limit / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported: Vec<String> = Vec::new();
     loop {
         tokio::select! {
             biased;
             () = token.cancelled() => return,
-            _ = tick.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
+            _ = tick.tick() => {}
         }
+        let stalled = if metrics.connected() {
+            stages.stalled(limit)
+        } else {
+            Vec::new()
+        };
+        metrics.set_stalled(&stalled);
+        let names: Vec<String> = stalled.iter().map(|(s, _)| s.clone()).collect();
+        if stalled.is_empty() {
+            if !reported.is_empty() {
+                info!(stages = ?reported, "Stages make progress again; the watchdog is fed.");
+            }
+            if systemd.is_some() {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        } else if names != reported {
+            let held: Vec<String> = stalled
+                .iter()
+                .map(|(s, d)| format!("{s} ({} s)", d.as_secs()))
+                .collect();
+            error!(stages = ?held, limit_s = limit.as_secs_f64(), systemd = systemd.is_some(), "Stages hold work without progress; the watchdog is no longer fed.");
+        }
+        reported = names;
     }
 }
 

@@ -63,6 +63,20 @@ pub fn ort_library() -> PathBuf {
     path
 }
 
+/// `GET path` on the daemon's HTTP listener at `port`: the whole response, status line first.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// `../shared/data`; fails with a clear message when missing.
 pub fn shared_data() -> PathBuf {
     let p = root().join("../shared/data");
