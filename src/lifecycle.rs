@@ -90,6 +90,11 @@ impl Models {
             .get(name)
             .map(|r| r.snapshot())
             .unwrap_or_default();
+        // A rollback or a reload goes back to a version that served; the minimum is for new ones.
+        let min_windows = match reason {
+            "rollback" | "reload" => 0,
+            _ => ctx.settings.registry.gate_min_windows,
+        };
         let (streams, rt, bound) = (
             ctx.settings.streams.clone(),
             ctx.settings.runtime.clone(),
@@ -99,7 +104,7 @@ impl Models {
         let candidate = tokio::task::spawn_blocking(move || {
             crate::model::injected_load_delay(&faults, true);
             let mut scorer = load_model(&owned_name, &path, &streams, &rt)?;
-            let report = gate::check(&mut scorer, &windows, bound)?;
+            let report = gate::check(&mut scorer, &windows, bound, min_windows)?;
             Ok::<_, ModelError>((scorer, report))
         })
         .await
@@ -166,8 +171,18 @@ impl Models {
         for name in names {
             match self.registry.active(&name) {
                 Ok(Some(v)) if self.served.get(&name) != Some(&v) => {
+                    // `ebgand models rollback` moved it: a rollback, whoever wrote it.
+                    let rolled_back =
+                        self.registry.history(&name).ok().and_then(|h| {
+                            h.last().map(|a| a.version == v && a.reason == "rollback")
+                        });
+                    let reason = if rolled_back == Some(true) {
+                        "rollback"
+                    } else {
+                        "registry"
+                    };
                     // A refusal is logged, published and reverted inside.
-                    let _refused = self.activate(ctx, &name, &v, "registry", false).await;
+                    let _refused = self.activate(ctx, &name, &v, reason, false).await;
                 }
                 Ok(_) => {}
                 Err(e) => warn!(model = %name, error = %e, "Cannot read the registry pointer."),

@@ -185,7 +185,9 @@ async fn shadow_scores_beside_the_active_version_and_reports_before_promotion() 
     let broker = Mosquitto::start().await;
     let prefix = "shadow";
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
-    let s = settings(broker.port, prefix, VIBRATION);
+    let mut s = settings(broker.port, prefix, VIBRATION);
+    // The promotion is judged on the 40 healthy windows published.
+    s.registry.gate_min_windows = 32;
     let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
     let versions = tempfile::tempdir().unwrap();
     registry
@@ -256,9 +258,124 @@ async fn shadow_scores_beside_the_active_version_and_reports_before_promotion() 
     // The report comes first; then the gate refuses a version that flags all healthy traffic.
     let at = |name: &str| events.iter().position(|e| e["event"] == name).unwrap();
     assert!(at("shadow_report") < at("refused"));
+    let refused = &events[at("refused")];
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("false-alarm rate"),
+        "{refused}"
+    );
     // The shadow never alerted: the one alert is the active version's.
     let alerts = obs.on(&format!("{prefix}/alerts/"));
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].json["model"]["version"], "fixture-1");
     daemon.shutdown().await.unwrap();
+}
+
+/// A new version is judged on enough recent healthy windows or not at all: with fewer than
+/// `[registry] gate_min_windows` it is refused, the reason naming the count and the setting;
+/// once the served version has judged enough, the same command activates it; a rollback to
+/// the version that served before is not held to the minimum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_needs_enough_recent_windows_a_rollback_does_not() {
+    let broker = Mosquitto::start().await;
+    let prefix = "gmin";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = settings(broker.port, prefix, VIBRATION);
+    s.registry.gate_min_windows = 30;
+    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
+    let versions = tempfile::tempdir().unwrap();
+    registry
+        .import(&fixture_version(versions.path(), "next", |m| m))
+        .unwrap();
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(9);
+    let events = |name: &str| -> Vec<serde_json::Value> {
+        obs.on(&format!("{prefix}/events"))
+            .into_iter()
+            .map(|e| e.json)
+            .filter(|e| e["event"] == name)
+            .collect()
+    };
+    // Ten healthy windows judged, then the command: refused, with why.
+    publish_healthy(&mut tx, &mut m, 10).await;
+    eventually(Duration::from_secs(10), "10 windows judged", || {
+        obs.count(&format!("{prefix}/energy/")) >= 10
+    })
+    .await;
+    let activate = r#"{"model":"vibration","version":"next"}"#;
+    tx.publish(&format!("{prefix}/control/activate"), activate)
+        .await;
+    eventually(Duration::from_secs(10), "refusal", || {
+        !events("refused").is_empty()
+    })
+    .await;
+    let reason = events("refused")[0]["reason"].as_str().unwrap().to_owned();
+    // Ten judged; a healthy window over the threshold is not kept as healthy.
+    let counted: usize = reason
+        .split("only ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{reason}"));
+    assert!(
+        (8..=10).contains(&counted) && reason.contains("gate_min_windows (30)"),
+        "{reason}"
+    );
+    assert_eq!(
+        registry.active("vibration").unwrap().as_deref(),
+        Some("fixture-1")
+    );
+
+    // Thirty more: the same command is accepted.
+    publish_healthy(&mut tx, &mut m, 30).await;
+    eventually(Duration::from_secs(10), "40 windows judged", || {
+        obs.count(&format!("{prefix}/energy/")) >= 40
+    })
+    .await;
+    tx.publish(&format!("{prefix}/control/activate"), activate)
+        .await;
+    eventually(Duration::from_secs(10), "activation", || {
+        events("activated").iter().any(|e| e["version"] == "next")
+    })
+    .await;
+    let gate = &events("activated")[0]["gate"];
+    let judged_on = gate["windows"].as_u64().unwrap();
+    assert!((30..=40).contains(&judged_on), "{gate}");
+
+    // The daemon restarts with nothing recent; a rollback still goes through.
+    daemon.shutdown().await.unwrap();
+    let mut s = settings(broker.port, prefix, VIBRATION);
+    s.registry.gate_min_windows = 30;
+    s.registry.dir = registry.root().to_path_buf();
+    let daemon = TestDaemon::start(s).await;
+    tx.publish(
+        &format!("{prefix}/control/rollback"),
+        r#"{"model":"vibration"}"#,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "rollback", || {
+        events("activated")
+            .iter()
+            .any(|e| e["version"] == "fixture-1" && e["reason"] == "rollback")
+    })
+    .await;
+    assert_eq!(
+        registry.active("vibration").unwrap().as_deref(),
+        Some("fixture-1")
+    );
+    daemon.shutdown().await.unwrap();
+}
+
+async fn publish_healthy(tx: &mut Sender, m: &mut Machine, n: usize) {
+    for _ in 0..n {
+        tx.publish(
+            "sensors/m1/vibration",
+            serde_json::to_vec(&m.samples(64, false)).unwrap(),
+        )
+        .await;
+    }
+    tx.flushed().await;
 }

@@ -223,6 +223,8 @@ pub struct RegistrySettings {
     pub gate_windows: usize,
     /// False-alarm bound.
     pub max_false_alarm_rate: f64,
+    /// Fewest recent windows a new version is judged on.
+    pub gate_min_windows: usize,
 }
 
 /// Broker settings.

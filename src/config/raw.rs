@@ -443,6 +443,8 @@ pub struct RawRegistry {
     pub gate_windows: usize,
     /// Largest false-alarm rate a candidate may show on them.
     pub max_false_alarm_rate: f64,
+    /// Fewest recent healthy windows a new version is judged on; with fewer it is refused.
+    pub gate_min_windows: usize,
 }
 
 impl Default for RawRegistry {
@@ -452,6 +454,7 @@ impl Default for RawRegistry {
             watch_ms: 1000,
             gate_windows: 512,
             max_false_alarm_rate: 0.05,
+            gate_min_windows: 64,
         }
     }
 }

@@ -235,6 +235,12 @@ impl RawConfig {
         if g.watch_ms == 0 {
             errs.push("registry.watch_ms: must be at least 1".into());
         }
+        if g.gate_min_windows > g.gate_windows {
+            errs.push(format!(
+                "registry.gate_min_windows: {} is more than the gate_windows ({}) kept",
+                g.gate_min_windows, g.gate_windows
+            ));
+        }
         if !(0.0..=1.0).contains(&g.max_false_alarm_rate) {
             errs.push(format!(
                 "registry.max_false_alarm_rate: {} must be in 0..1",
@@ -325,6 +331,7 @@ impl RawConfig {
                     watch: Duration::from_millis(g.watch_ms),
                     gate_windows: g.gate_windows,
                     max_false_alarm_rate: g.max_false_alarm_rate,
+                    gate_min_windows: g.gate_min_windows,
                 },
                 control: self.control.enabled,
                 control_per_minute: self.control.max_per_minute,

@@ -75,15 +75,19 @@ impl GateReport {
     }
 }
 
-/// Scores `windows` with the candidate and checks them against `max_rate`. With no windows
-/// (nothing healthy seen yet) only the static checks done at load apply.
+/// Scores `windows` with the candidate and checks them against `max_rate`; fewer than
+/// `min_windows` of them (of the model's shape) refuse it, as a rate on a handful of windows
+/// means nothing. With `min_windows` 0 and no windows only the static checks done at load
+/// apply.
 ///
 /// # Errors
-/// [`ModelError::Refused`] with the reason: a non-finite energy, or too many false alarms.
+/// [`ModelError::Refused`] with the reason: too few windows, a non-finite energy, or too many
+/// false alarms.
 pub fn check(
     scorer: &mut Scorer,
     windows: &[Vec<f32>],
     max_rate: f64,
+    min_windows: usize,
 ) -> Result<GateReport, ModelError> {
     let threshold = scorer.version().manifest.threshold.value;
     let mut report = GateReport {
@@ -111,6 +115,16 @@ pub fn check(
         }
         report.windows += n;
         report.false_alarms += energies.iter().filter(|&&e| e > threshold).count();
+    }
+    if report.windows < min_windows {
+        return Err(ModelError::Refused {
+            model: scorer.label(),
+            reason: format!(
+                "only {} recent healthy windows to judge it on, fewer than registry.gate_min_windows \
+                 ({min_windows}): let the served version judge more, or lower the minimum",
+                report.windows
+            ),
+        });
     }
     if report.rate() > max_rate {
         return Err(ModelError::Refused {
