@@ -172,12 +172,12 @@ impl Models {
             match self.registry.active(&name) {
                 Ok(Some(v)) if self.served.get(&name) != Some(&v) => {
                     // `ebgand models rollback` moved it: a rollback, whoever wrote it.
-                    let rolled_back =
-                        self.registry.history(&name).ok().and_then(|h| {
-                            h.last().map(|a| a.version == v && a.reason == "rollback")
-                        });
+                    let rolled_back = self.registry.history(&name).ok().and_then(|h| {
+                        h.last()
+                            .map(|a| a.version == v && a.reason == crate::model::registry::ROLLBACK)
+                    });
                     let reason = if rolled_back == Some(true) {
-                        "rollback"
+                        crate::model::registry::ROLLBACK
                     } else {
                         "registry"
                     };
@@ -215,7 +215,7 @@ impl Models {
                 .map_err(|e| e.to_string()),
             Command::Rollback { model } => match self.registry.rollback_target(model) {
                 Ok(target) => self
-                    .activate(ctx, model, &target, "rollback", false)
+                    .activate(ctx, model, &target, crate::model::registry::ROLLBACK, false)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -346,6 +346,7 @@ impl Models {
                 } else {
                     self.first_version(ctx, &model, &version).await
                 };
+                self.retain(ctx, &model).await;
                 match outcome {
                     Ok(()) => {
                         self.attempts.remove(&model);
@@ -370,6 +371,33 @@ impl Models {
                     warn!(model = %model, reason = %reason, "Training retry not started.");
                 }
             }
+        }
+    }
+
+    /// Deletes versions past `[learning] keep_versions` after a training run, sparing what this
+    /// daemon serves or shadows (off the async runtime: it removes folders).
+    async fn retain(&self, ctx: &Context<'_>, model: &str) {
+        let Some(keep) = ctx.settings.learning.keep_versions else {
+            return;
+        };
+        let spare: Vec<String> = [self.served.get(model), self.shadowing.get(model)]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let (registry, name) = (self.registry.clone(), model.to_owned());
+        let pruned = tokio::task::spawn_blocking(move || {
+            let spare: Vec<&str> = spare.iter().map(String::as_str).collect();
+            registry.prune(&name, keep, &spare)
+        })
+        .await;
+        match pruned {
+            Ok(Ok(gone)) if !gone.is_empty() => {
+                info!(model, keep, deleted = ?gone, "Old model versions deleted.");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(model, error = %e, "Cannot delete old model versions."),
+            Err(e) => warn!(model, error = %e, "Version retention task failed."),
         }
     }
 

@@ -32,7 +32,7 @@ Try it without a broker: `ebgand demo`.",
 Signals (run): SIGTERM/SIGINT drain and stop (a second one stops at once), SIGHUP reloads the models."
 )]
 struct Cli {
-    /// Config file (default: ./config.toml when it exists).
+    /// Config file (default: ./config.toml, else /etc/ebgand/ebgand.toml, when it exists).
     #[arg(long, short, global = true, env = "EBGAND_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -49,7 +49,7 @@ enum Command {
     PrintDefaultConfig,
     /// Score a recording offline through the daemon's decode/window/score/detect path.
     Score(ebgand::offline::ScoreArgs),
-    /// Model registry: list, import, activate, rollback, history.
+    /// Model registry: list, import, activate, rollback, history, prune.
     #[command(subcommand)]
     Models(ebgand::model::command::ModelsCommand),
     /// Train a model on a healthy recording (EBGAN or plain autoencoder) with the Python worker.

@@ -451,3 +451,79 @@ fn in_the_journal_every_line_carries_its_priority() {
         "{err}"
     );
 }
+
+#[test]
+fn models_rollback_walks_back_history_reads_for_people_and_prune_keeps_n() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("registry");
+    let env = [("EBGAND__REGISTRY__DIR", reg.to_str().unwrap())];
+    let ok = |args: &[&str]| {
+        let o = ebgand(args, &env);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    for v in ["a", "b", "c"] {
+        let path = fixture_version(dir.path(), v, |m| m);
+        ok(&["models", "import", path.to_str().unwrap()]);
+        ok(&["models", "activate", v]);
+    }
+    // Back, and back again: c -> b -> a, not c -> b -> c.
+    assert!(ok(&["models", "rollback"]).contains("rolled back to b (was c)"));
+    assert!(ok(&["models", "rollback"]).contains("rolled back to a (was b)"));
+    let o = ebgand(&["models", "rollback"], &env);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no earlier version"), "{}", stderr(&o));
+
+    // On a terminal (a pseudo-terminal from `script`), history is for people.
+    let o = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} models history", env!("CARGO_BIN_EXE_ebgand")),
+            "/dev/null",
+        ])
+        .current_dir(root())
+        .env("ORT_DYLIB_PATH", ort_library())
+        .envs(env)
+        .output()
+        .expect("`script` (util-linux) runs the command on a pseudo-terminal");
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("vibration (5 activations"), "{table}");
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 5, "{table}");
+    assert!(
+        rows[4].contains(" UTC  a ")
+            && rows[4].contains("(was b)")
+            && rows[4].ends_with("rollback"),
+        "{table}"
+    );
+    assert!(!table.contains('{'), "JSON on a terminal: {table}");
+    // Piped: the JSON lines.
+    let piped = ok(&["models", "history"]);
+    assert_eq!(piped.lines().count(), 5);
+    assert!(
+        piped
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
+
+    // Prune: the active version and the most recent other stay.
+    let said = ok(&["models", "prune", "--keep", "2", "--dry-run"]);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(said.contains("would delete"), "{said}");
+    assert_eq!(
+        ok(&["models", "list"]).lines().count(),
+        4,
+        "dry run deletes nothing"
+    );
+    let deleted = ok(&["models", "prune", "--keep", "2"]);
+    assert_eq!(deleted.replace("deleted", "would delete"), said);
+    let list = ok(&["models", "list"]);
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(list.contains("* a"), "{list}");
+    let o = ebgand(&["models", "prune", "--keep", "0"], &env);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "--keep 0 would delete the active version"
+    );
+}

@@ -201,6 +201,7 @@ async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
     let broker = Mosquitto::start().await;
     let obs = Observer::start(broker.port, "#").await;
     let mut daemons = Vec::new();
+    let mut registries = Vec::new();
     for (prefix, toml) in [
         (
             "cont",
@@ -217,6 +218,9 @@ async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
         // About the schedule: the windows all arrive before the first version serves, so none
         // is judged healthy for the gate (its minimum has its own test in tests/lifecycle.rs).
         s.registry.gate_min_windows = 0;
+        // Retention after each run: the active version and the newest other.
+        s.learning.keep_versions = Some(2);
+        registries.push(s.registry.dir.clone());
         s.train.python = root().join(".venv/trainer/bin/python");
         s.train.worker = root().join("models/trainer");
         s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
@@ -232,13 +236,22 @@ async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
     tx.flushed().await;
     eventually(
         Duration::from_secs(90),
-        "learnt, then retrained on schedule",
-        || events(&obs, "cont", "activated").len() >= 2,
+        "learnt, then retrained on schedule twice",
+        || events(&obs, "cont", "activated").len() >= 3,
     )
     .await;
     let activated = events(&obs, "cont", "activated");
     assert_ne!(activated[0]["version"], activated[1]["version"]);
     assert_eq!(activated[1]["reason"], "trained");
+    // Three versions made, two kept: the oldest went after the third run.
+    let registry = ebgand::model::Registry::open(&registries[0]).unwrap();
+    let kept = registry.versions("vibration").unwrap();
+    let active = registry.active("vibration").unwrap().unwrap();
+    assert!(kept.len() <= 2 && kept.contains(&active), "{kept:?}");
+    assert!(
+        !kept.contains(&activated[0]["version"].as_str().unwrap().to_owned()),
+        "the first version outlived retention: {kept:?}"
+    );
     // Two more periods: the seeded daemon's schedule has ticked at least twice by now.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(

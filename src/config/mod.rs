@@ -188,6 +188,8 @@ pub struct LearningSettings {
     pub retrain_every: Option<Duration>,
     /// Whether seeded models retrain on the schedule too (learnt ones always do).
     pub retrain_seeded: bool,
+    /// Versions of a model kept in the registry after a training run (`None`: all).
+    pub keep_versions: Option<usize>,
 }
 
 /// How long a model learns before its first training run: a number of windows, or a
@@ -352,12 +354,21 @@ pub struct StreamSettings {
     pub clear_after: u32,
 }
 
-/// The config file to read: `given`, else `./config.toml` when it exists, else none (built-in
-/// defaults and the environment only).
+/// The config file to read: `given` (`--config` or `EBGAND_CONFIG`), else `./config.toml` when
+/// it exists, else [`INSTALLED_CONFIG`] when it exists, else none (built-in defaults and the
+/// environment only).
 pub fn config_path(given: Option<&Path>) -> Option<&Path> {
-    let default = Path::new("config.toml");
-    given.or_else(|| default.exists().then_some(default))
+    let local = Path::new("config.toml");
+    let installed = Path::new(INSTALLED_CONFIG);
+    given
+        .or_else(|| local.exists().then_some(local))
+        .or_else(|| installed.exists().then_some(installed))
 }
+
+/// Where a package installs the service's configuration: the default of every command when
+/// there is no `--config` and no `./config.toml`, so `ebgand models ...` run on the box works
+/// on the registry the service keeps.
+pub const INSTALLED_CONFIG: &str = "/etc/ebgand/ebgand.toml";
 
 impl Settings {
     /// The daemon needs at least one stream; `score` and `train` do not.

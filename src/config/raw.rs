@@ -488,6 +488,8 @@ pub struct RawLearning {
     pub retrain_every_s: u64,
     /// Retrain models seeded from a folder (`[models.NAME] path`) on the schedule too.
     pub retrain_seeded: bool,
+    /// Versions of a model kept in the registry after each training run (0: all).
+    pub keep_versions: usize,
 }
 
 impl Default for RawLearning {
@@ -505,6 +507,7 @@ impl Default for RawLearning {
             retry_delay_s: 30,
             retrain_every_s: 86_400,
             retrain_seeded: false,
+            keep_versions: 10,
         }
     }
 }

@@ -359,6 +359,8 @@ impl RawConfig {
                     retrain_every: (self.learning.retrain_every_s > 0)
                         .then(|| Duration::from_secs(self.learning.retrain_every_s)),
                     retrain_seeded: self.learning.retrain_seeded,
+                    keep_versions: (self.learning.keep_versions > 0)
+                        .then_some(self.learning.keep_versions),
                 },
             }),
             _ => Err(ConfigError::Invalid(errs)),

@@ -1,7 +1,9 @@
-//! `ebgand models`: list, import, activate and roll back model versions in the registry.
-//! A running daemon notices a changed ACTIVE pointer within `[registry] watch_ms`, runs the
-//! activation gate on recent healthy windows, and swaps the version in (or refuses it and puts
-//! the pointer back, with the reason in the history).
+//! `ebgand models`: list, import, activate, roll back, prune model versions in the registry,
+//! and show its history. It reads the configuration the service reads (`--config`, else
+//! `./config.toml`, else the installed `/etc/ebgand/ebgand.toml`), so it works on the registry
+//! the service keeps. A running daemon notices a changed ACTIVE pointer within `[registry]
+//! watch_ms`, runs the activation gate on recent healthy windows, and swaps the version in (or
+//! refuses it and puts the pointer back, with the reason in the history).
 
 use std::path::{Path, PathBuf};
 
@@ -31,17 +33,38 @@ pub enum ModelsCommand {
         #[arg(long)]
         model: Option<String>,
     },
-    /// Go back to the previously active version.
+    /// Go back to the version served before the active one; again, to the one before that.
     Rollback {
         /// Model name (needed when the registry holds more than one model).
         #[arg(long)]
         model: Option<String>,
     },
-    /// Show a model's activation history.
+    /// Show a model's activation history: when, which version, the one it replaced, why.
+    ///
+    /// A table on a terminal; JSON lines (the HISTORY file's) when piped or with --json.
     History {
         /// Model name (needed when the registry holds more than one model).
         #[arg(long)]
         model: Option<String>,
+        /// JSON lines even on a terminal.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete old versions, keeping the active one and the most recent others.
+    ///
+    /// Keeps the active version and the KEEP - 1 others activated or created most recently. A
+    /// running daemon does this by itself after each training run (`[learning]
+    /// keep_versions`).
+    Prune {
+        /// Versions to keep, the active one included (at least 1).
+        #[arg(long, value_name = "KEEP", value_parser = clap::value_parser!(u32).range(1..))]
+        keep: u32,
+        /// Model name (needed when the registry holds more than one model).
+        #[arg(long)]
+        model: Option<String>,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -53,6 +76,7 @@ pub fn run(cmd: &ModelsCommand, config: Option<&Path>) -> anyhow::Result<()> {
     let config = crate::config::config_path(config);
     let settings = RawConfig::load(config, None)?.validate()?;
     let registry = Registry::open(&settings.registry.dir)?;
+    tracing::debug!(config = ?config, registry = %registry.root().display(), "Model registry.");
     let out = |line: String| {
         #[allow(clippy::print_stdout)]
         {
@@ -97,20 +121,70 @@ pub fn run(cmd: &ModelsCommand, config: Option<&Path>) -> anyhow::Result<()> {
             let name = model_name(&registry, model.as_deref())?;
             let target = registry.rollback_target(&name)?;
             check(&settings, &registry, &name, &target)?;
-            let previous = registry.activate(&name, &target, "rollback")?;
+            let previous = registry.activate(&name, &target, super::registry::ROLLBACK)?;
             out(format!(
                 "{name}: rolled back to {target} (was {})",
                 previous.unwrap_or_else(|| "none".into())
             ));
         }
-        ModelsCommand::History { model } => {
+        ModelsCommand::History { model, json } => {
             let name = model_name(&registry, model.as_deref())?;
-            for a in registry.history(&name)? {
-                out(serde_json::to_string(&a)?);
+            let history = registry.history(&name)?;
+            if *json || !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                for a in history {
+                    out(serde_json::to_string(&a)?);
+                }
+            } else {
+                out(format!(
+                    "{name} ({} activations, registry {})",
+                    history.len(),
+                    registry.root().display()
+                ));
+                for a in &history {
+                    out(for_people(a));
+                }
+            }
+        }
+        ModelsCommand::Prune {
+            keep,
+            model,
+            dry_run,
+        } => {
+            let name = model_name(&registry, model.as_deref())?;
+            let keep = usize::try_from(*keep)?;
+            let gone = if *dry_run {
+                registry.prunable(&name, keep, &[])?
+            } else {
+                registry.prune(&name, keep, &[])?
+            };
+            let verb = if *dry_run { "would delete" } else { "deleted" };
+            if gone.is_empty() {
+                out(format!("{name}: nothing to delete (keeping {keep})"));
+            }
+            for v in gone {
+                out(format!("{name}: {verb} {v}"));
             }
         }
     }
     Ok(())
+}
+
+/// One activation for people: `2026-11-30 12:00:05  b  (was a)  cli`.
+fn for_people(a: &super::registry::Activation) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(a.at);
+    let at = humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', " UTC");
+    let was = a
+        .previous
+        .as_deref()
+        .map_or_else(|| "(first)".to_owned(), |p| format!("(was {p})"));
+    let refused = a
+        .refused
+        .as_deref()
+        .map_or_else(String::new, |r| format!("  [put back after refusing {r}]"));
+    format!("{at}  {:<20} {was:<24} {}{refused}", a.version, a.reason)
 }
 
 fn model_name(registry: &Registry, given: Option<&str>) -> anyhow::Result<String> {

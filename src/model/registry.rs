@@ -57,6 +57,9 @@ pub enum RegistryError {
     },
 }
 
+/// The reason an activation by rollback records.
+pub const ROLLBACK: &str = "rollback";
+
 /// One line of `HISTORY`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activation {
@@ -296,8 +299,11 @@ impl Registry {
         Ok(previous)
     }
 
-    /// The version to roll back to: the most recent earlier activation that differs from the
-    /// active version, was not refused by the daemon, and is still valid.
+    /// The version to roll back to. The history is replayed as a stack of served versions:
+    /// an activation pushes its version, a rollback pops back to its target, so successive
+    /// rollbacks walk the history backwards (c, then b, then a) instead of toggling between
+    /// the last two. The target is the nearest version below the active one that the daemon
+    /// never refused and that is still valid.
     ///
     /// # Errors
     /// [`RegistryError::NoPrevious`] when there is none.
@@ -308,17 +314,95 @@ impl Registry {
             .iter()
             .filter_map(|a| a.refused.as_deref())
             .collect();
-        history
+        let mut served: Vec<&str> = Vec::new();
+        for a in &history {
+            if a.reason == ROLLBACK && served.contains(&a.version.as_str()) {
+                while served.last().is_some_and(|v| *v != a.version) {
+                    served.pop();
+                }
+            } else if served.last() != Some(&a.version.as_str()) {
+                served.push(&a.version);
+            }
+        }
+        served
             .iter()
             .rev()
-            .map(|a| a.version.as_str())
             .find(|v| {
-                Some(*v) != active.as_deref()
-                    && !refused.contains(v)
+                Some(**v) != active.as_deref()
+                    && !refused.contains(*v)
                     && ModelVersion::open(&self.path(name, v)).is_ok()
             })
-            .map(str::to_owned)
+            .map(|v| (*v).to_owned())
             .ok_or_else(|| RegistryError::NoPrevious(name.into()))
+    }
+
+    /// What `prune(name, keep, spare)` would remove: every version but the active one, the
+    /// `keep - 1` others activated or created most recently (the last activation in the
+    /// history, else the manifest's creation time), and those in `spare` (a version a running
+    /// daemon holds: served, or in shadow).
+    ///
+    /// # Errors
+    /// [`RegistryError::Io`] when the folder or the history cannot be read.
+    pub fn prunable(
+        &self,
+        name: &str,
+        keep: usize,
+        spare: &[&str],
+    ) -> Result<Vec<String>, RegistryError> {
+        let active = self.active(name)?;
+        let history = self.history(name)?;
+        let dir = self.root.join(name);
+        let mut others: Vec<(u64, String)> = self
+            .versions(name)?
+            .into_iter()
+            .filter(|v| Some(v) != active.as_ref())
+            .map(|v| {
+                let activated = history
+                    .iter()
+                    .filter(|a| a.version == v)
+                    .map(|a| a.at)
+                    .max();
+                let created = super::Manifest::read(&dir.join(&v))
+                    .ok()
+                    .and_then(|m| humantime::parse_rfc3339_weak(&m.created).ok())
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs());
+                (activated.unwrap_or(0).max(created), v)
+            })
+            .collect();
+        // Newest first; the label breaks ties the same way every time.
+        others.sort_by(|a, b| b.cmp(a));
+        let room = keep.saturating_sub(usize::from(active.is_some()));
+        Ok(others
+            .into_iter()
+            .skip(room)
+            .map(|(_, v)| v)
+            .filter(|v| !spare.contains(&v.as_str()))
+            .collect())
+    }
+
+    /// Removes the versions [`Registry::prunable`] names (each renamed to a hidden folder
+    /// first, so a crash mid-way never leaves half a version listed). Returns them.
+    ///
+    /// # Errors
+    /// [`RegistryError::Io`]; the versions removed before the failure stay removed.
+    pub fn prune(
+        &self,
+        name: &str,
+        keep: usize,
+        spare: &[&str],
+    ) -> Result<Vec<String>, RegistryError> {
+        let gone = self.prunable(name, keep, spare)?;
+        for v in &gone {
+            let path = self.path(name, v);
+            let hidden = self.root.join(name).join(format!(".pruned.{v}"));
+            fs::rename(&path, &hidden).map_err(io(&path))?;
+            fs::remove_dir_all(&hidden).map_err(io(&hidden))?;
+        }
+        if !gone.is_empty() {
+            sync_dir(&self.root.join(name))?;
+        }
+        Ok(gone)
     }
 }
 
@@ -429,5 +513,60 @@ mod tests {
         reg.revert("vibration", "v2", "v3", "refused v3: gate")
             .unwrap();
         assert_eq!(reg.rollback_target("vibration").unwrap(), "v1");
+    }
+
+    #[test]
+    fn rollbacks_walk_the_history_backwards() {
+        let src = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let reg = Registry::open(root.path()).unwrap();
+        for v in ["a", "b", "c"] {
+            reg.import(&fixture(v, src.path())).unwrap();
+            reg.activate("vibration", v, "cli").unwrap();
+        }
+        let mut walked = Vec::new();
+        while let Ok(target) = reg.rollback_target("vibration") {
+            reg.activate("vibration", &target, ROLLBACK).unwrap();
+            walked.push(target);
+        }
+        assert_eq!(walked, ["b", "a"], "not back and forth between c and b");
+        // A new activation after rolling back starts a new top.
+        reg.activate("vibration", "c", "cli").unwrap();
+        assert_eq!(reg.rollback_target("vibration").unwrap(), "a");
+    }
+
+    #[test]
+    fn prune_keeps_the_active_version_and_the_most_recent_others() {
+        let src = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let reg = Registry::open(root.path()).unwrap();
+        for (i, v) in ["v1", "v2", "v3", "v4"].iter().enumerate() {
+            let dir = fixture(v, src.path());
+            let m = fs::read_to_string(dir.join("manifest.toml")).unwrap();
+            let m = m.replace("2026-11-29T00:00:00Z", &format!("2026-11-29T0{i}:00:00Z"));
+            fs::write(dir.join("manifest.toml"), m).unwrap();
+            reg.import(&dir).unwrap();
+        }
+        // v1 active (oldest); v4, v3, v2 newest first by creation.
+        reg.activate("vibration", "v1", "seed").unwrap();
+        assert_eq!(reg.prunable("vibration", 2, &[]).unwrap(), ["v3", "v2"]);
+        // A version the daemon holds (a shadow) is spared.
+        assert_eq!(reg.prunable("vibration", 2, &["v2"]).unwrap(), ["v3"]);
+        assert_eq!(reg.prune("vibration", 2, &[]).unwrap(), ["v3", "v2"]);
+        assert_eq!(reg.versions("vibration").unwrap(), ["v1", "v4"]);
+        assert_eq!(reg.active("vibration").unwrap().as_deref(), Some("v1"));
+        assert!(reg.prune("vibration", 2, &[]).unwrap().is_empty());
+        assert_eq!(reg.prune("vibration", 1, &[]).unwrap(), ["v4"]);
+        assert_eq!(reg.versions("vibration").unwrap(), ["v1"]);
+        assert!(
+            fs::read_dir(root.path().join("vibration"))
+                .unwrap()
+                .all(|e| !e
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".pruned")),
+            "no hidden leftovers"
+        );
     }
 }
