@@ -385,6 +385,58 @@ impl Settings {
     }
 }
 
+/// Each `EBGAND__SECTION__KEY` variable of `env` checked as the same key in the file would be,
+/// the refused ones returned by name with why: `EBGAND__MQTT__PORT=64.9` is "invalid type: floating point
+/// `64.9`, expected u16", `EBGAND__MQTT__PUBLISH_ENERGY=yes` is "expected a boolean", an
+/// unknown key is named. A value is read as the TOML literal it spells when that fits the key
+/// (`1883`, `true`, `0.05`), else as a string (`broker.lan`, a password of digits).
+fn strict_env(env: &HashMap<String, String>) -> Vec<(String, String)> {
+    let mut vars: Vec<(&String, &String)> = env.iter().collect();
+    vars.sort();
+    let prefix = format!("{ENV_PREFIX}__");
+    let mut problems = Vec::new();
+    for (name, value) in vars {
+        let Some(path) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        let Some((key, tables)) = keys.split_last().filter(|_| {
+            keys.iter()
+                .all(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        }) else {
+            problems.push((
+                name.clone(),
+                format!("{name}: not a configuration key (EBGAND__SECTION__KEY)"),
+            ));
+            continue;
+        };
+        let doc = |literal: &str| {
+            let table = if tables.is_empty() {
+                String::new()
+            } else {
+                format!("[{}]\n", tables.join("."))
+            };
+            format!("{table}{key} = {literal}\n")
+        };
+        let literal = doc(value);
+        let quoted = doc(&toml::Value::String(value.clone()).to_string());
+        let read = |d: &str| {
+            toml::from_str::<RawConfig>(d)
+                .map(|_| ())
+                .map_err(|e| e.message().trim().to_owned())
+        };
+        let why = match (read(&literal), read(&quoted)) {
+            (Ok(()), _) | (_, Ok(())) => continue,
+            // The value spells a TOML literal (a number, a boolean) of the wrong type.
+            (Err(e), Err(_)) if toml::from_str::<toml::Table>(&literal).is_ok() => e,
+            (Err(_), Err(e)) => e,
+        };
+        // The value is not repeated: a type error quotes it, and a mistyped key may hold a secret.
+        problems.push((name.clone(), format!("{name}: {why}")));
+    }
+    problems
+}
+
 /// Reads a config file as TOML exactly as written: no unknown section or key, every value of
 /// its key's type and within its range, nothing coerced (`64.9` is not a port, `"yes"` is not
 /// a boolean). Returns each problem as `FILE:LINE: message`, and, so that the rest can be
@@ -513,11 +565,19 @@ impl RawConfig {
             };
             builder = builder.add_source(config::File::from_str(&source, config::FileFormat::Toml));
         }
+        // The environment is read as strictly as the file: the config crate's own reading would
+        // take `64.9` for 65 and `yes` for true.
+        // The variables it refuses are left out, so each problem is told once.
+        let mut vars: HashMap<String, String> = env.unwrap_or_else(|| std::env::vars().collect());
+        for (name, why) in strict_env(&vars) {
+            vars.remove(&name);
+            problems.push(why);
+        }
         let environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
-            .source(env);
+            .source(Some(vars));
         let loaded = builder
             .add_source(environment)
             .build()

@@ -82,6 +82,69 @@ fn env_overrides_file() {
 }
 
 #[test]
+fn env_is_read_as_strictly_as_the_file_and_every_problem_told_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[mqtt]\nkeep_alive_s = 1.5\n").unwrap();
+    let err = RawConfig::load(
+        Some(&path),
+        env(&[
+            ("EBGAND__MQTT__PORT", "64.9"),
+            ("EBGAND__MQTT__PUBLISH_ENERGY", "yes"),
+            ("EBGAND__MQTT__PASSWROD", "hunter2"),
+            ("EBGAND__MQTT__HOST", "10"),
+            ("EBGAND__NODE", "true"),
+            ("EBGAND__REGISTRY__MAX_FALSE_ALARM_RATE", "0.1"),
+            ("EBGAND_LOG", "debug"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- "))
+        .collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        err.contains("c.toml:2: invalid type: floating point `1.5`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("EBGAND__MQTT__PORT: invalid type: floating point `64.9`, expected u16"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "EBGAND__MQTT__PUBLISH_ENERGY: invalid type: string \"yes\", expected a boolean"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("EBGAND__MQTT__PASSWROD: unknown field `passwrod`"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("hunter2"),
+        "a mistyped key's value may be a secret: {err}"
+    );
+    // Strings that look like numbers or booleans stay strings; numbers parse as numbers.
+    let raw = RawConfig::load(
+        None,
+        env(&[
+            ("EBGAND__MQTT__HOST", "10"),
+            ("EBGAND__NODE", "true"),
+            ("EBGAND__MQTT__PASSWORD", "12345"),
+            ("EBGAND__MQTT__USERNAME", "u"),
+            ("EBGAND__REGISTRY__MAX_FALSE_ALARM_RATE", "0.1"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!((raw.mqtt.host.as_str(), raw.node.as_str()), ("10", "true"));
+    assert_eq!(raw.mqtt.password.expose(), "12345");
+    assert!((raw.registry.max_false_alarm_rate - 0.1).abs() < 1e-12);
+}
+
+#[test]
 fn unknown_key_is_refused() {
     let err = RawConfig::from_toml("[mqtt]\nhots = \"x\"\n").unwrap_err();
     assert!(err.to_string().contains("hots"), "{err}");
