@@ -12,12 +12,12 @@ PYTHON      ?= python3
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ORT_DYLIB_PATH := $(abspath $(ORT_LIB))
 
-.PHONY: help setup setup-broker setup-browser setup-ort setup-venv setup-peer demo test lint unit doc model fixture fixture-check trainer-check eval bench soak gpu-check fuzz clean-setup
+.PHONY: help setup setup-broker setup-tools setup-ort setup-venv setup-peer demo test lint unit doc model fixture fixture-check trainer-check eval bench soak gpu-check fuzz clean-setup
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-setup: setup-broker setup-browser setup-ort setup-venv ## Install what is missing (safe to re-run)
+setup: setup-broker setup-tools setup-ort setup-venv ## Install what is missing (safe to re-run)
 
 setup-broker: ## Debian's mosquitto + mosquitto-clients (used by the tests)
 	@if [ -x /usr/sbin/mosquitto ] && command -v mosquitto_sub >/dev/null; then \
@@ -26,11 +26,11 @@ setup-broker: ## Debian's mosquitto + mosquitto-clients (used by the tests)
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients; \
 	fi
 
-setup-browser: ## Debian's chromium-headless-shell (the report test opens pages in it)
-	@if command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null; then \
-	  echo "chromium: installed"; \
+setup-tools: ## Debian's chromium-headless-shell and prometheus (the report and contrib tests use them)
+	@if (command -v chromium-headless-shell || command -v chromium) >/dev/null && command -v promtool >/dev/null; then \
+	  echo "chromium, prometheus: installed"; \
 	else \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium-headless-shell; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium-headless-shell prometheus; \
 	fi
 
 setup-ort: $(ORT_LIB) ## ONNX Runtime C library from the onnxruntime==$(ORT_VERSION) wheel
@@ -71,7 +71,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
 
-unit: setup-broker setup-browser setup-ort ## cargo test (unit + integration against mosquitto and ONNX Runtime)
+unit: setup-broker setup-tools setup-ort ## cargo test (unit + integration against mosquitto and ONNX Runtime)
 	cargo test --locked
 
 doc:

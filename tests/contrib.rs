@@ -8,10 +8,23 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::process::Command;
 
-/// Metric names the daemon exports, as Prometheus queries name them: its registry, with the
-/// per-stream and per-stage families filled as a running daemon fills them.
-fn exported() -> BTreeSet<String> {
+/// Prometheus's own `promtool` (Debian's `prometheus` package); fails with how to install it.
+fn promtool(args: &[&str]) -> std::process::Output {
+    Command::new("promtool")
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/prometheus"))
+        .output()
+        .expect(
+            "promtool not found: install it with `sudo apt-get install --no-install-recommends \
+             prometheus` (or `make setup`)",
+        )
+}
+
+/// The daemon's exposition, with the per-stream and per-stage families filled as a running
+/// daemon fills them.
+fn exposition() -> String {
     use ebgand::telemetry::metrics::{StageLabel, StreamLabel};
     let m = ebgand::telemetry::Metrics::new();
     m.stream_judged("pump/1", 1.5, Some(0.5), false);
@@ -30,7 +43,12 @@ fn exported() -> BTreeSet<String> {
             stage: "scorer:pump".into(),
         })
         .set(0);
-    let text = m.encode();
+    m.encode()
+}
+
+/// Metric names the daemon exports, as Prometheus queries name them.
+fn exported() -> BTreeSet<String> {
+    let text = exposition();
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
@@ -106,6 +124,24 @@ fn alerting_rules_name_only_exported_metrics() {
             assert!(names.contains(&m), "{m} (in `{expr}`) is not exported");
         }
     }
+}
+
+/// Prometheus itself reads the rules and runs their unit tests (`ebgand-rules.test.yml`:
+/// synthetic series, the alerts each rule must fire and with what text). The exposition is
+/// scraped by a real Prometheus in `tests/prometheus.rs`.
+#[test]
+fn promtool_accepts_the_rules_and_their_tests() {
+    let show = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let o = promtool(&["check", "rules", "ebgand-rules.yml"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = promtool(&["test", "rules", "ebgand-rules.test.yml"]);
+    assert!(o.status.success(), "{}", show(&o));
 }
 
 #[test]

@@ -167,7 +167,9 @@ async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            // What prometheus-client writes is OpenMetrics (counter families named without
+            // `_total`, a closing `# EOF`), so it is served as such.
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         m.encode(),
     )
