@@ -51,6 +51,8 @@ fn train_pump(dir: &Path) -> PathBuf {
             "pump",
             "--version",
             "v1",
+            "--units",
+            "g,g,A,bar,C,C,V,l/min",
             "--out",
             model.to_str().unwrap(),
         ],
@@ -165,6 +167,10 @@ fn a_model_refuses_columns_in_another_order_naming_both_lists() {
     let manifest = std::fs::read_to_string(model.join("manifest.toml")).unwrap();
     assert!(
         manifest.contains(r#"channel_names = ["Accelerometer1RMS", "Accelerometer2RMS""#),
+        "{manifest}"
+    );
+    assert!(
+        manifest.contains(r#"channel_units = ["g", "g", "A", "bar", "C", "C", "V", "l/min"]"#),
         "{manifest}"
     );
     let file = shared_data().join("skab/anomaly-free.csv");

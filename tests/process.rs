@@ -94,7 +94,15 @@ async fn sigkill_during_activation_leaves_one_whole_active_version() {
     let mut rng = fastrand::Rng::with_seed(3);
     for (round, v) in versions.iter().enumerate() {
         let obs = Observer::start(broker.port, &format!("{prefix}/status")).await;
-        let mut child = spawn_daemon(broker.port, prefix, dir.path(), "");
+        // No traffic: without a minimum of recent windows the activation goes all the way to
+        // the pointer write, where the kill must find it.
+        let mut child = spawn_daemon_with(
+            broker.port,
+            prefix,
+            dir.path(),
+            "",
+            &[("EBGAND__REGISTRY__GATE_MIN_WINDOWS", "0")],
+        );
         eventually(Duration::from_secs(20), "online", || {
             last_status(&obs, prefix).as_deref() == Some("online")
         })

@@ -67,6 +67,9 @@ pub struct InputSpec {
     /// recording with other names, or the same in another order, is refused.
     #[serde(default)]
     pub channel_names: Vec<String>,
+    /// The channels' units, in order, when training was told them (`ebgand train --units`).
+    #[serde(default)]
+    pub channel_units: Vec<String>,
 }
 
 impl InputSpec {
@@ -219,6 +222,14 @@ impl ModelVersion {
             return Err(bad(format!(
                 "input.channel_names has {} names for {} channels",
                 names.len(),
+                manifest.input.channels
+            )));
+        }
+        let units = &manifest.input.channel_units;
+        if !units.is_empty() && units.len() != manifest.input.channels {
+            return Err(bad(format!(
+                "input.channel_units has {} units for {} channels",
+                units.len(),
                 manifest.input.channels
             )));
         }

@@ -66,6 +66,10 @@ pub struct TrainArgs {
     /// `cpu` or `cuda` (default: [train] device).
     #[arg(long)]
     pub device: Option<String>,
+    /// The channels' units, one per channel in order, comma-separated (`g,g,A,bar,C,C,V,l/min`):
+    /// recorded in the manifest beside their names.
+    #[arg(long, value_delimiter = ',', value_name = "UNIT,...")]
+    pub units: Vec<String>,
     /// Train on a column that holds only 0 and 1 (a real on/off signal). Without it such a
     /// column is refused: it is usually a label (SKAB's `anomaly`), not a sensor.
     #[arg(long)]
@@ -159,6 +163,12 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
         bail!("the recordings do not all have the same columns in the same order");
     }
     check_signals(&recordings, &names, args.allow_binary)?;
+    if !args.units.is_empty() && args.units.len() != channels {
+        bail!(
+            "--units gives {} unit(s) for {channels} channel(s); give one per channel, in order",
+            args.units.len()
+        );
+    }
     let windows: Vec<_> = recordings
         .iter()
         .flat_map(|r| {
@@ -205,6 +215,12 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
         worker_args.extend([
             "--channel-names".to_string(),
             serde_json::to_string(&names)?,
+        ]);
+    }
+    if !args.units.is_empty() {
+        worker_args.extend([
+            "--channel-units".to_string(),
+            serde_json::to_string(&args.units)?,
         ]);
     }
     worker_args.extend(args.worker_args.iter().cloned());

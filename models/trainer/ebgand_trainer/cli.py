@@ -168,11 +168,13 @@ def parse_args(argv):
     add("--channel-names", type=json.loads, default=None,
         help="the channels' names (JSON list, one per channel, in order), recorded in the "
              "manifest: the daemon and `ebgand score` refuse a stream whose names differ")
+    add("--channel-units", type=json.loads, default=None,
+        help="the channels' units (JSON list, one per channel, in order), recorded in the manifest")
     args = p.parse_args(argv)
-    names = args.channel_names
-    if names is not None and not (isinstance(names, list)
-                                  and all(isinstance(n, str) and n for n in names)):
-        raise UsageError(f"--channel-names must be a JSON list of non-empty strings, got {names!r}")
+    for flag, names in (("--channel-names", args.channel_names), ("--channel-units", args.channel_units)):
+        if names is not None and not (isinstance(names, list)
+                                      and all(isinstance(n, str) and n for n in names)):
+            raise UsageError(f"{flag} must be a JSON list of non-empty strings, got {names!r}")
 
     positive = {"--steps": args.steps, "--batch": args.batch, "--latent": args.latent,
                 "--hidden": args.hidden, "--eval-every": args.eval_every, "--lr": args.lr,
@@ -277,7 +279,7 @@ def _manifest(args, argv, model, arch, train_x, hold_x, mean, std, result, thres
          "sha256": version.sha256(model)},
         {"input": {"kind": "logmel" if args.features else "window", "name": "window", "window": arch.window,
                    "channels": arch.channels, "dtype": "float32",
-                   "channel_names": args.channel_names},
+                   "channel_names": args.channel_names, "channel_units": args.channel_units},
          "output": {"energy": "energy", "residual": "residual"},
          "threshold": {"value": threshold, "quantile": args.quantile, "windows": len(hold_x)},
          "data": {"source": args.source or os.path.abspath(args.data), "sha256": _file_sha256(args.data),
@@ -346,6 +348,8 @@ def run(args, argv, events, stop):
     _, w, c = windows.shape
     if args.channel_names is not None and len(args.channel_names) != c:
         raise UsageError(f"--channel-names has {len(args.channel_names)} names for {c} channels")
+    if args.channel_units is not None and len(args.channel_units) != c:
+        raise UsageError(f"--channel-units has {len(args.channel_units)} units for {c} channels")
     arch = graphs.Arch(window=w, channels=c, hidden=args.hidden, latent=args.latent,
                        d=args.discriminator, kernel=args.kernel)
     cfg = train_config(args)
