@@ -8,11 +8,15 @@ ORT_LIB     := $(ORT_DIR)/libonnxruntime.so
 FIXTURE_VENV := .venv/fixture
 TRAINER_VENV := .venv/trainer
 PEER_VENV   := .venv/peer
+ZIG_VENV    := .venv/zig
+# The oldest glibc the packaged binary runs on (Ubuntu 20.04, Debian 11, JetPack 5).
+GLIBC_FLOOR := 2.31
+RUST_HOST   := $(shell rustc -vV | sed -n 's/^host: //p')
 PYTHON      ?= python3
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ORT_DYLIB_PATH := $(abspath $(ORT_LIB))
 
-.PHONY: help setup setup-broker setup-tools setup-ort setup-venv setup-peer demo test lint unit doc model fixture fixture-check trainer-check eval bench soak gpu-check fuzz clean-setup
+.PHONY: help setup setup-broker setup-tools setup-ort setup-venv setup-peer setup-zig package demo test lint unit doc model fixture fixture-check trainer-check eval bench soak gpu-check fuzz clean-setup
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,11 +30,13 @@ setup-broker: ## Debian's mosquitto + mosquitto-clients (used by the tests)
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients; \
 	fi
 
-setup-tools: ## Debian's chromium-headless-shell and prometheus (the report and contrib tests use them)
-	@if (command -v chromium-headless-shell || command -v chromium) >/dev/null && command -v promtool >/dev/null; then \
-	  echo "chromium, prometheus: installed"; \
+setup-tools: ## Debian's chromium-headless-shell, prometheus and mmdebstrap (the report, contrib and package tests use them)
+	@if (command -v chromium-headless-shell || command -v chromium) >/dev/null && command -v promtool >/dev/null \
+	    && command -v mmdebstrap >/dev/null && command -v objdump >/dev/null; then \
+	  echo "chromium, prometheus, mmdebstrap: installed"; \
 	else \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium-headless-shell prometheus; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    chromium-headless-shell prometheus mmdebstrap binutils; \
 	fi
 
 setup-ort: $(ORT_LIB) ## ONNX Runtime C library from the onnxruntime==$(ORT_VERSION) wheel
@@ -38,7 +44,7 @@ setup-ort: $(ORT_LIB) ## ONNX Runtime C library from the onnxruntime==$(ORT_VERS
 $(ORT_LIB):
 	@mkdir -p $(ORT_DIR)/wheel
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: -d $(ORT_DIR)/wheel onnxruntime==$(ORT_VERSION)
-	$(PYTHON) -c "import zipfile,glob,sys; w=glob.glob('$(ORT_DIR)/wheel/onnxruntime-$(ORT_VERSION)-*.whl')[0]; z=zipfile.ZipFile(w); [open('$(ORT_DIR)/'+n.rsplit('/',1)[1],'wb').write(z.read(n)) for n in z.namelist() if n.startswith('onnxruntime/capi/lib')]"
+	$(PYTHON) -c "import zipfile,glob,sys; w=glob.glob('$(ORT_DIR)/wheel/onnxruntime-$(ORT_VERSION)-*.whl')[0]; z=zipfile.ZipFile(w); [open('$(ORT_DIR)/'+n.rsplit('/',1)[1],'wb').write(z.read(n)) for n in z.namelist() if n.startswith('onnxruntime/capi/lib') or n in ('onnxruntime/LICENSE', 'onnxruntime/ThirdPartyNotices.txt')]"
 	ln -sf libonnxruntime.so.$(ORT_VERSION) $(ORT_LIB)
 	@rm -rf $(ORT_DIR)/wheel
 	@echo "ONNX Runtime $(ORT_VERSION): $(ORT_LIB)"
@@ -55,6 +61,18 @@ $(FIXTURE_VENV)/.installed: models/fixture/requirements.txt
 	$(FIXTURE_VENV)/bin/pip install --quiet --disable-pip-version-check -r models/fixture/requirements.txt
 	@touch $@
 
+setup-zig: $(ZIG_VENV)/.installed ## cargo-zigbuild and zig from PyPI (packaging/zig-requirements.txt), for make package
+
+$(ZIG_VENV)/.installed: packaging/zig-requirements.txt
+	$(PYTHON) -m venv $(ZIG_VENV)
+	$(ZIG_VENV)/bin/pip install --quiet --disable-pip-version-check -r packaging/zig-requirements.txt
+	@touch $@
+
+package: setup-ort setup-zig ## Debian package target/debian/ebgand_<version>_<arch>.deb (binary linked for glibc >= $(GLIBC_FLOOR))
+	PATH="$(abspath $(ZIG_VENV))/bin:$$PATH" CARGO_ZIGBUILD_PYTHON_PATH="$(abspath $(ZIG_VENV))/bin/python" \
+	  cargo zigbuild --release --locked --target $(RUST_HOST).$(GLIBC_FLOOR)
+	packaging/build-deb.sh target/$(RUST_HOST)/release/ebgand target/debian
+
 setup-peer: $(PEER_VENV)/.installed ## Python venv for the throughput bench's peer: paho-mqtt, onnxruntime, numpy (benches/peer-requirements.txt)
 
 $(PEER_VENV)/.installed: benches/peer-requirements.txt
@@ -65,7 +83,7 @@ $(PEER_VENV)/.installed: benches/peer-requirements.txt
 demo: setup-ort ## Run the daemon on an embedded broker with a simulated machine
 	cargo run --release --quiet -- demo
 
-test: setup lint doc fixture-check trainer-check unit ## Everything CI runs: format, lints, docs, fixtures, trainer self-check, all tests
+test: setup lint doc fixture-check trainer-check package unit ## Everything CI runs: format, lints, docs, fixtures, trainer self-check, all tests
 
 lint:
 	cargo fmt --all -- --check

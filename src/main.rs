@@ -58,9 +58,29 @@ enum Command {
     Replay(ebgand::replay::ReplayArgs),
     /// Run an embedded broker, a simulated machine and the daemon, and show energy and alerts.
     Demo(ebgand::demo::DemoArgs),
+    /// Write the man pages (DIR/man/man1) and shell completions (DIR/bash-completion,
+    /// DIR/zsh, DIR/fish) made from these definitions; the Debian package runs it.
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Usually a package's usr/share.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
+    // ONNX Runtime's Linux builds start Microsoft's telemetry when their environment is created
+    // (a device id and an event queue under ~/.cache/Microsoft/DeveloperTools, uploads to
+    // mobile.events.data.microsoft.com), whatever the API later says, unless this variable is
+    // set first. A daemon on a plant network sends nothing it was not asked to; an operator who
+    // wants it sets ORT_DISABLE_TELEMETRY=0.
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        // SAFETY: the first statement of main, before any thread exists; nothing reads the
+        // environment concurrently.
+        #[allow(unsafe_code, clippy::disallowed_methods)]
+        unsafe {
+            std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
+        }
+    }
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::PrintDefaultConfig => {
@@ -122,7 +142,46 @@ fn main() -> ExitCode {
             telemetry::init_tracing(ebgand::config::LogFormat::Plain);
             runtime_exit(ebgand::demo::run(&args))
         }
+        Command::GenerateAssets { dir } => runtime_exit(generate_assets(&dir)),
     }
+}
+
+/// The man pages, one per command (`ebgand.1`, `ebgand-score.1` ...), and the bash, zsh and
+/// fish completions, in the folders Debian's packages put them under `dir` (`usr/share`).
+fn generate_assets(dir: &Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let man = dir.join("man/man1");
+    std::fs::create_dir_all(&man)?;
+    fn pages(cmd: &clap::Command, name: &str, man: &Path) -> anyhow::Result<()> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd.clone())
+            .title(name.to_uppercase())
+            .render(&mut out)?;
+        std::fs::write(man.join(format!("{name}.1")), out)?;
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
+            pages(sub, &format!("{name}-{}", sub.get_name()), man)?;
+        }
+        Ok(())
+    }
+    pages(&cmd, "ebgand", &man)?;
+    for (shell, sub, file) in [
+        (Shell::Bash, "bash-completion/completions", "ebgand"),
+        (Shell::Zsh, "zsh/vendor-completions", "_ebgand"),
+        (Shell::Fish, "fish/vendor_completions.d", "ebgand.fish"),
+    ] {
+        let folder = dir.join(sub);
+        std::fs::create_dir_all(&folder)?;
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "ebgand", &mut out);
+        std::fs::write(folder.join(file), out)?;
+    }
+    Ok(())
 }
 
 /// The settings, or every problem found at once: the file read strictly, the values checked,

@@ -527,3 +527,37 @@ fn models_rollback_walks_back_history_reads_for_people_and_prune_keeps_n() {
         "--keep 0 would delete the active version"
     );
 }
+
+#[test]
+fn onnx_runtime_telemetry_stays_off_nothing_is_written_to_home() {
+    // ONNX Runtime's Linux builds write a device id and an event queue under the user's cache
+    // (and try to upload them) unless ORT_DISABLE_TELEMETRY is set before they load: ebgand
+    // sets it.
+    let home = tempfile::tempdir().unwrap();
+    let cache = home.path().join("cache");
+    let o = ebgand(
+        &[
+            "score",
+            "--judge",
+            "threshold",
+            "--model",
+            "models/vibration/fixture-1",
+            "--key",
+            "DE",
+            shared_data()
+                .join("cwru/1797_IR_7_DE12.npz")
+                .to_str()
+                .unwrap(),
+        ],
+        &[
+            ("HOME", home.path().to_str().unwrap()),
+            ("XDG_CACHE_HOME", cache.to_str().unwrap()),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written: Vec<_> = std::fs::read_dir(home.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(written.is_empty(), "written under HOME: {written:?}");
+}

@@ -57,8 +57,11 @@ pub fn ort_environment(configured: Option<&Path>) -> Result<Environment, ModelEr
         return Err(lib_err("no such file".into()));
     }
     let builder = ort::init_from(&path).map_err(|e| lib_err(e.to_string()))?;
+    // ONNX Runtime's telemetry is on unless turned off; a daemon on a plant network sends
+    // nothing it was not asked to.
     let env = builder
         .with_name("ebgand")
+        .with_telemetry(false)
         .build()
         .map_err(|e| lib_err(e.message().to_string()))?;
     info!(library = %path.display(), "ONNX Runtime loaded.");

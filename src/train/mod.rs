@@ -142,7 +142,10 @@ pub async fn run_worker(
     } else {
         Command::new(&settings.python)
     };
-    cmd.args(["-m", "ebgand_trainer", "--data"])
+    // The worker's onnxruntime-training would otherwise start Microsoft's telemetry (see
+    // main.rs).
+    cmd.env("ORT_DISABLE_TELEMETRY", "1")
+        .args(["-m", "ebgand_trainer", "--data"])
         .arg(&job.data)
         .arg("--out")
         .arg(&job.out)

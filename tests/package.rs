@@ -1,0 +1,345 @@
+//! The Debian package (`make package`), installed the way an operator installs it, into a
+//! throwaway Debian root made from Debian's own packages (`mmdebstrap`): there `check-config`
+//! passes on the installed config, `score` on the installed model gives the energies the build
+//! tree gives, `systemd-analyze verify` passes on the installed unit; an upgrade from the
+//! previous package version keeps the registry's active version, its history, an edited
+//! config and an alert pending in the outbox; removing keeps the config and the state, purging
+//! leaves nothing but what Debian policy allows (dpkg's own records, the system user). Also:
+//! the binary's glibc floor and its size.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+/// The newest glibc the packaged binary may need (Ubuntu 20.04, Debian 11).
+const GLIBC_FLOOR: (u32, u32) = (2, 31);
+const MAX_BINARY_BYTES: u64 = 25 * 1024 * 1024;
+
+fn arch() -> String {
+    let o = Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .unwrap();
+    String::from_utf8(o.stdout).unwrap().trim().to_owned()
+}
+
+/// The package `make package` built for this version.
+fn package() -> PathBuf {
+    let deb = root().join(format!(
+        "target/debian/ebgand_{}-1_{}.deb",
+        env!("CARGO_PKG_VERSION"),
+        arch()
+    ));
+    assert!(
+        deb.exists(),
+        "{} not found: run `make package` (make test does)",
+        deb.display()
+    );
+    deb
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let o = cmd.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// A command inside the Debian root.
+fn chroot(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("chroot");
+    c.arg(root)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("LANG", "C.UTF-8");
+    c
+}
+
+/// Every path under `root`, relative, but the kernel's and the package tests' own.
+fn files(root: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+            if ["proc", "sys", "dev", "tmp", "run"].contains(&rel.as_str()) {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+            out.insert(rel);
+        }
+    }
+    out
+}
+
+/// The highest `GLIBC_x.y` version `binary` needs.
+fn glibc_needed(binary: &Path) -> (u32, u32) {
+    let o = Command::new("objdump")
+        .arg("-T")
+        .arg(binary)
+        .output()
+        .expect("objdump not found: install binutils (make setup)");
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.split("GLIBC_")
+        .skip(1)
+        .filter_map(|rest| {
+            let v: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next().flatten().unwrap_or(0)))
+        })
+        .max()
+        .expect("no GLIBC_ versions: not a dynamically linked glibc binary")
+}
+
+#[test]
+fn the_packaged_binary_runs_on_glibc_2_31_and_is_small() {
+    let dir = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(package())
+        .arg(dir.path()));
+    let binary = dir.path().join("usr/bin/ebgand");
+    let needed = glibc_needed(&binary);
+    assert!(
+        needed <= GLIBC_FLOOR,
+        "the binary needs GLIBC_{}.{}, above the floor {}.{}",
+        needed.0,
+        needed.1,
+        GLIBC_FLOOR.0,
+        GLIBC_FLOOR.1
+    );
+    let lib = std::fs::read_dir(dir.path().join("usr/lib/ebgand"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("libonnxruntime.so"))
+        .expect("ONNX Runtime in /usr/lib/ebgand");
+    assert!(glibc_needed(&lib) <= GLIBC_FLOOR);
+    let size = std::fs::metadata(&binary).unwrap().len();
+    assert!(size < MAX_BINARY_BYTES, "binary is {size} bytes");
+}
+
+#[test]
+fn the_package_installs_checks_scores_upgrades_and_purges_in_a_debian_root() {
+    let deb = package();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let o = Command::new("mmdebstrap")
+        .args([
+            "--quiet",
+            "--variant=minbase",
+            "--include=systemd,adduser,libstdc++6,procps",
+            "bookworm",
+        ])
+        .arg(&root)
+        .output()
+        .expect("mmdebstrap not found: install it with `sudo apt-get install mmdebstrap` (or `make setup`)");
+    assert!(
+        o.status.success(),
+        "mmdebstrap failed (it needs root and Debian's mirror): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let before = files(&root);
+
+    // The previous version: the same contents, an older version number.
+    let unpacked = work.path().join("previous");
+    run(Command::new("dpkg-deb").arg("-R").arg(&deb).arg(&unpacked));
+    let control = unpacked.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).unwrap();
+    let version = format!("{}-1", env!("CARGO_PKG_VERSION"));
+    let previous = format!("{}-0", env!("CARGO_PKG_VERSION"));
+    std::fs::write(
+        &control,
+        text.replace(
+            &format!("Version: {version}"),
+            &format!("Version: {previous}"),
+        ),
+    )
+    .unwrap();
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&unpacked)
+        .arg(root.join("tmp/previous.deb")));
+    std::fs::copy(&deb, root.join("tmp/current.deb")).unwrap();
+
+    // Install the previous version.
+    run(&mut chroot(&root, &["dpkg", "-i", "/tmp/previous.deb"]));
+    assert!(
+        run(&mut chroot(&root, &["getent", "passwd", "ebgand"]))
+            .stdout
+            .starts_with(b"ebgand:"),
+        "system user"
+    );
+    // (A link to /lib/systemd/system/ebgand.service inside the root.)
+    assert!(
+        root.join("etc/systemd/system/multi-user.target.wants/ebgand.service")
+            .symlink_metadata()
+            .is_ok(),
+        "enabled on install"
+    );
+    // check-config on the installed config, found at its installed path.
+    let o = run(&mut chroot(&root, &["ebgand", "check-config"]));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("configuration OK"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // systemd's own check of the installed unit.
+    run(&mut chroot(
+        &root,
+        &[
+            "systemd-analyze",
+            "verify",
+            "/lib/systemd/system/ebgand.service",
+        ],
+    ));
+    // The installed model scores a recording as the build tree does.
+    let recording = shared_data().join("cwru/1797_IR_7_DE12.npz");
+    std::fs::copy(&recording, root.join("tmp/rec.npz")).unwrap();
+    let energies = |o: Output| -> Vec<String> {
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                Some(v.get("energy")?.to_string())
+            })
+            .collect()
+    };
+    let installed = energies(run(&mut chroot(
+        &root,
+        &[
+            "ebgand",
+            "score",
+            "--judge",
+            "threshold",
+            "--model",
+            "/usr/share/ebgand/models/vibration/ebgan-1",
+            "--key",
+            "DE",
+            "/tmp/rec.npz",
+        ],
+    )));
+    let built = energies(ebgand(
+        &[
+            "score",
+            "--judge",
+            "threshold",
+            "--model",
+            "models/vibration/ebgan-1",
+            "--key",
+            "DE",
+            recording.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert!(installed.len() > 100, "{} windows", installed.len());
+    assert_eq!(installed, built, "the installed model scores differently");
+
+    // State an upgrade must keep: a registry with an activated version, an alert pending in
+    // the outbox, and an edited config.
+    run(&mut chroot(
+        &root,
+        &[
+            "ebgand",
+            "models",
+            "import",
+            "/usr/share/ebgand/models/vibration/ebgan-1",
+            "--activate",
+        ],
+    ));
+    let state = root.join("var/lib/ebgand");
+    let history = std::fs::read_to_string(state.join("models/vibration/HISTORY")).unwrap();
+    let pending = {
+        let mut outbox = ebgand::durable::outbox::Outbox::open(&state.join("outbox"), 100).unwrap();
+        outbox
+            .add(
+                "ebgand/alerts/vibration/m1",
+                serde_json::json!({"stream": "vibration/m1", "state": "raised", "seq": 7}),
+            )
+            .unwrap()
+            .id
+    };
+    let config = root.join("etc/ebgand/ebgand.toml");
+    let edited = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("host = \"127.0.0.1\"", "host = \"broker.plant.lan\"");
+    std::fs::write(&config, &edited).unwrap();
+
+    // Upgrade.
+    run(&mut chroot(&root, &["dpkg", "-i", "/tmp/current.deb"]));
+    let status = run(&mut chroot(
+        &root,
+        &["dpkg-query", "-W", "-f=${Version}", "ebgand"],
+    ));
+    assert_eq!(String::from_utf8_lossy(&status.stdout), version);
+    assert_eq!(
+        std::fs::read_to_string(state.join("models/vibration/ACTIVE"))
+            .unwrap()
+            .trim(),
+        "ebgan-1"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("models/vibration/HISTORY")).unwrap(),
+        history
+    );
+    let outbox = ebgand::durable::outbox::Outbox::open(&state.join("outbox"), 100).unwrap();
+    assert_eq!(
+        outbox.pending().iter().map(|p| p.id).collect::<Vec<_>>(),
+        [pending],
+        "the pending alert survives the upgrade"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+
+    // Remove: the program goes, the config and the state stay.
+    run(&mut chroot(&root, &["dpkg", "-r", "ebgand"]));
+    assert!(!root.join("usr/bin/ebgand").exists());
+    assert!(!root.join("usr/lib/ebgand").exists());
+    assert!(config.exists(), "a removed package keeps its conffile");
+    assert!(state.join("models/vibration/ACTIVE").exists());
+
+    // Purge: only what policy allows stays.
+    run(&mut chroot(&root, &["dpkg", "-P", "ebgand"]));
+    let after = files(&root);
+    let allowed = |p: &str| {
+        p.starts_with("var/lib/dpkg/")
+            || p.starts_with("var/log/")
+            || p.starts_with("var/cache/debconf/")
+            || [
+                "etc/passwd",
+                "etc/passwd-",
+                "etc/group",
+                "etc/group-",
+                "etc/shadow",
+                "etc/shadow-",
+                "etc/gshadow",
+                "etc/gshadow-",
+                "etc/subuid",
+                "etc/subgid",
+            ]
+            .contains(&p)
+    };
+    let left: Vec<&String> = after.difference(&before).filter(|p| !allowed(p)).collect();
+    assert!(left.is_empty(), "left after purge: {left:?}");
+    let gone: Vec<&String> = before.difference(&after).collect();
+    assert!(
+        gone.is_empty(),
+        "purge removed files it did not install: {gone:?}"
+    );
+}
