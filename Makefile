@@ -16,7 +16,7 @@ PYTHON      ?= python3
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ORT_DYLIB_PATH := $(abspath $(ORT_LIB))
 
-.PHONY: help setup setup-broker setup-tools setup-ort setup-venv setup-peer setup-zig package demo test lint unit doc model fixture fixture-check trainer-check eval bench soak gpu-check fuzz clean-setup
+.PHONY: help setup setup-broker setup-tools setup-ort setup-venv setup-peer setup-zig package package-arm64 demo test lint unit doc model fixture fixture-check trainer-check eval bench soak gpu-check fuzz clean-setup
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ package: setup-ort setup-zig ## Debian package target/debian/ebgand_<version>_<a
 	PATH="$(abspath $(ZIG_VENV))/bin:$$PATH" CARGO_ZIGBUILD_PYTHON_PATH="$(abspath $(ZIG_VENV))/bin/python" \
 	  cargo zigbuild --release --locked --target $(RUST_HOST).$(GLIBC_FLOOR)
 	packaging/build-deb.sh target/$(RUST_HOST)/release/ebgand target/debian
+
+package-arm64: setup-zig ## arm64 .deb cross-built here and checked under qemu-user (packaging/cross-arm64.sh; needs Debian's rustc-web and arm64 std)
+	packaging/cross-arm64.sh
 
 setup-peer: $(PEER_VENV)/.installed ## Python venv for the throughput bench's peer: paho-mqtt, onnxruntime, numpy (benches/peer-requirements.txt)
 

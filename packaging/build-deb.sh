@@ -6,7 +6,9 @@
 #   packaging/build-deb.sh BINARY OUTDIR [DEB_VERSION]
 #
 # Architecture-neutral: the architecture is dpkg's (amd64, arm64), the binary and library are
-# whatever was built and fetched on this machine.
+# whatever was built and fetched on this machine. A cross build (packaging/README.md, arm64)
+# sets DEB_ARCH, ORT_DIR (the other architecture's library), STRIP (its strip) and ASSETS_BIN (a
+# binary this machine runs, for the man pages and completions).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,9 +16,11 @@ bin=${1:?usage: build-deb.sh BINARY OUTDIR [DEB_VERSION]}
 out=${2:?usage: build-deb.sh BINARY OUTDIR [DEB_VERSION]}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
 deb_version=${3:-${version}-1}
-arch=$(dpkg --print-architecture)
+arch=${DEB_ARCH:-$(dpkg --print-architecture)}
 ort_version=$(sed -n 's/^ORT_VERSION *:= *//p' "$root/Makefile")
-ort="$root/.cache/onnxruntime"
+ort=${ORT_DIR:-$root/.cache/onnxruntime}
+strip=${STRIP:-strip}
+assets_bin=${ASSETS_BIN:-$bin}
 for f in "$bin" "$ort/libonnxruntime.so.$ort_version" "$ort/LICENSE" "$ort/ThirdPartyNotices.txt"; do
     [ -e "$f" ] || { echo "build-deb: missing $f (run make package, or make setup-ort)" >&2; exit 1; }
 done
@@ -27,7 +31,7 @@ umask 022
 
 # The program, stripped, and the ONNX Runtime it was tested with, in a private folder.
 install -D -m 0755 "$bin" "$stage/usr/bin/ebgand"
-strip --strip-unneeded "$stage/usr/bin/ebgand"
+"$strip" --strip-unneeded "$stage/usr/bin/ebgand"
 install -D -m 0644 "$ort/libonnxruntime.so.$ort_version" "$stage/usr/lib/ebgand/libonnxruntime.so.$ort_version"
 
 # The training worker (its venv is built on the box: /usr/lib/ebgand/setup-trainer).
@@ -93,7 +97,7 @@ gzip -9n "$doc/onnxruntime-ThirdPartyNotices.txt"
     echo
     echo " -- ebgand developers <ebgand@localhost>  $(date -R -d "@${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || date +%s)}")"
 } | gzip -9n > "$doc/changelog.Debian.gz"
-"$bin" generate-assets "$stage/usr/share"
+"$assets_bin" generate-assets "$stage/usr/share"
 gzip -9n "$stage"/usr/share/man/man1/*.1
 
 # Control files.
