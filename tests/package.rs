@@ -144,7 +144,7 @@ fn the_package_installs_checks_scores_upgrades_and_purges_in_a_debian_root() {
         .args([
             "--quiet",
             "--variant=minbase",
-            "--include=systemd,adduser,libstdc++6,procps",
+            "--include=systemd,adduser,libstdc++6,procps,man-db",
             "bookworm",
         ])
         .arg(&root)
@@ -200,7 +200,8 @@ fn the_package_installs_checks_scores_upgrades_and_purges_in_a_debian_root() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    // systemd's own check of the installed unit.
+    // systemd's own check of the installed unit (man-db in the root: it also runs the unit's
+    // `Documentation=man:ebgand(1)`).
     run(&mut chroot(
         &root,
         &[
@@ -321,6 +322,8 @@ fn the_package_installs_checks_scores_upgrades_and_purges_in_a_debian_root() {
         p.starts_with("var/lib/dpkg/")
             || p.starts_with("var/log/")
             || p.starts_with("var/cache/debconf/")
+            // man-db's own cache, rendered pages included (systemd-analyze ran `man`).
+            || p.starts_with("var/cache/man/")
             || [
                 "etc/passwd",
                 "etc/passwd-",
