@@ -108,6 +108,88 @@ fn glibc_needed(binary: &Path) -> (u32, u32) {
         .expect("no GLIBC_ versions: not a dynamically linked glibc binary")
 }
 
+/// `ebgand run` inside the root, as the unit runs it (user `ebgand`, the installed config) but
+/// with the broker at a test mosquitto's port: it comes online, publishes the outbox's pending
+/// alert `pending`, scores a stream with the installed model, and drains on SIGTERM.
+async fn the_installed_daemon_runs(root: &Path, pending: u64) {
+    use std::time::Duration;
+    // The outbox as the daemon would have left it: the service user's (this test wrote it).
+    run(&mut chroot(
+        root,
+        &["chown", "-R", "ebgand:ebgand", "/var/lib/ebgand/outbox"],
+    ));
+    let broker = Mosquitto::start().await;
+    let obs = Observer::start(broker.port, "ebgand/#").await;
+    let port = broker.port.to_string();
+    let log = std::fs::File::create(root.join("tmp/ebgand.log")).unwrap();
+    let mut daemon = chroot(
+        root,
+        &[
+            "setpriv",
+            "--reuid=ebgand",
+            "--regid=ebgand",
+            "--init-groups",
+            "/usr/bin/ebgand",
+            "run",
+        ],
+    )
+    .env("HOME", "/var/lib/ebgand")
+    .env("EBGAND__MQTT__PORT", &port)
+    // The edited config names the plant's broker; this one is the test's.
+    .env("EBGAND__MQTT__HOST", "127.0.0.1")
+    .env("EBGAND__HTTP__LISTEN", "")
+    .stdout(std::process::Stdio::null())
+    .stderr(log)
+    .spawn()
+    .unwrap();
+    let said = || std::fs::read_to_string(root.join("tmp/ebgand.log")).unwrap_or_default();
+    let online = || {
+        obs.on("ebgand/status")
+            .last()
+            .is_some_and(|s| s.json["status"] == "online")
+    };
+    let mut waited = 0;
+    while !online() {
+        assert!(waited < 300, "not online in 15 s: {}", said());
+        assert!(daemon.try_wait().unwrap().is_none(), "stopped: {}", said());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = ebgand::demo::sim::Machine::new(11);
+    for _ in 0..20 {
+        tx.publish(
+            "sensors/m1/vibration",
+            serde_json::to_vec(&m.samples(64, false)).unwrap(),
+        )
+        .await;
+    }
+    tx.flushed().await;
+    eventually(
+        Duration::from_secs(20),
+        "the kept alert and a state",
+        || {
+            let alert = obs
+                .on("ebgand/alerts/vibration/m1")
+                .iter()
+                .any(|a| a.json["alert_id"] == pending);
+            let state = obs
+                .on("ebgand/state/vibration/m1")
+                .iter()
+                .any(|s| s.json["model"]["version"] == "ebgan-1");
+            alert && state
+        },
+    )
+    .await;
+    kill(&daemon, "-TERM");
+    let status = wait_exit(&mut daemon).await;
+    assert!(status.success(), "{status}: {}", said());
+    // Its state is the service user's.
+    use std::os::unix::fs::MetadataExt;
+    let uid = |p: &str| std::fs::metadata(root.join(p)).unwrap().uid();
+    assert_eq!(uid("var/lib/ebgand/journal"), uid("var/lib/ebgand"));
+}
+
 #[test]
 fn the_packaged_binary_runs_on_glibc_2_31_and_is_small() {
     let dir = tempfile::tempdir().unwrap();
@@ -255,9 +337,15 @@ fn the_package_installs_checks_scores_upgrades_and_purges_in_a_debian_root() {
 
     // State an upgrade must keep: a registry with an activated version, an alert pending in
     // the outbox, and an edited config.
+    // As the service's user, as the README says: files root made there, the service could not
+    // change.
     run(&mut chroot(
         &root,
         &[
+            "setpriv",
+            "--reuid=ebgand",
+            "--regid=ebgand",
+            "--init-groups",
             "ebgand",
             "models",
             "import",
@@ -267,7 +355,7 @@ fn the_package_installs_checks_scores_upgrades_and_purges_in_a_debian_root() {
     ));
     let state = root.join("var/lib/ebgand");
     let history = std::fs::read_to_string(state.join("models/vibration/HISTORY")).unwrap();
-    let pending = {
+    let pending: u64 = {
         let mut outbox = ebgand::durable::outbox::Outbox::open(&state.join("outbox"), 100).unwrap();
         outbox
             .add(
@@ -307,6 +395,12 @@ fn the_package_installs_checks_scores_upgrades_and_purges_in_a_debian_root() {
         "the pending alert survives the upgrade"
     );
     assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+
+    // The upgraded daemon runs from the package as the service user, on the installed config,
+    // against a real mosquitto: it scores, and delivers the alert the upgrade kept.
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(the_installed_daemon_runs(&root, pending));
 
     // Remove: the program goes, the config and the state stay.
     run(&mut chroot(&root, &["dpkg", "-r", "ebgand"]));
