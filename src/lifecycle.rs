@@ -346,7 +346,6 @@ impl Models {
                 } else {
                     self.first_version(ctx, &model, &version).await
                 };
-                self.retain(ctx, &model).await;
                 match outcome {
                     Ok(()) => {
                         self.attempts.remove(&model);
@@ -361,6 +360,8 @@ impl Models {
                         .await
                     }
                 }
+                // Last: the outcome is recorded and published before old versions go.
+                self.retain(ctx, &model).await;
             }
             Internal::Failed { model, reason } => {
                 self.training.remove(&model);
