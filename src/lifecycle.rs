@@ -92,7 +92,7 @@ impl Models {
             .unwrap_or_default();
         // A rollback or a reload goes back to a version that served; the minimum is for new ones.
         let min_windows = match reason {
-            "rollback" | "reload" => 0,
+            crate::model::registry::ROLLBACK | "reload" => 0,
             _ => ctx.settings.registry.gate_min_windows,
         };
         let (streams, rt, bound) = (

@@ -48,6 +48,8 @@ struct Point {
     learning: bool,
     raised: bool,
     label: Option<bool>,
+    /// Text of its first sample, for the x axis.
+    start: String,
 }
 
 /// One alert: from its raise to its clear (or the end of the recording).
@@ -71,8 +73,6 @@ pub struct Report {
     alert_probability: Option<f64>,
     /// The energy threshold (the model's, or the absolute one judged against).
     threshold: f64,
-    /// Text of each window's first sample, for the x axis.
-    marks: Vec<String>,
 }
 
 impl Report {
@@ -87,8 +87,8 @@ impl Report {
             learning: v.learning,
             raised: v.state == crate::detect::AlertState::Raised,
             label,
+            start: mark_text(&v.start),
         });
-        self.marks.push(mark_text(&v.start));
         match v.transition {
             Some(Transition::Raised) => self.incidents.push(Incident {
                 raised: i,
@@ -275,7 +275,7 @@ impl Report {
         }
         for k in 0..=4 {
             let i = (n - 1) * k / 4;
-            let text = self.marks.get(i).map_or("", String::as_str);
+            let text = self.points.get(i).map_or("", |p| p.start.as_str());
             let anchor = match k {
                 0 => "start",
                 4 => "end",

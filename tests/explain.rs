@@ -28,42 +28,12 @@ const WINDOW: usize = 16;
 /// Trains a model on the first rows of SKAB's anomaly-free recording (the real trainer).
 fn train_pump(dir: &Path) -> PathBuf {
     let file = shared_data().join("skab/anomaly-free.csv");
-    let model = dir.join("pump");
-    let columns = FIELDS.join(",");
-    let rows = format!(":{TRAIN_ROWS}");
-    let o = ebgand(
-        &[
-            "train",
-            file.to_str().unwrap(),
-            "--delimiter",
-            ";",
-            "--timestamp-column",
-            "datetime",
-            "--columns",
-            &columns,
-            "--rows",
-            &rows,
-            "--window",
-            "16",
-            "--steps",
-            "300",
-            "--name",
-            "pump",
-            "--version",
-            "v1",
-            "--units",
-            "g,g,A,bar,C,C,V,l/min",
-            "--out",
-            model.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        o.status.success(),
-        "train failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    model
+    train_skab(
+        dir,
+        &file,
+        &format!(":{TRAIN_ROWS}"),
+        &["--units", "g,g,A,bar,C,C,V,l/min"],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,42 +51,6 @@ fn browse(page: &Path, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-fn train(dir: &Path, csv: &Path) -> PathBuf {
-    let model = dir.join("pump");
-    let columns = SKAB_FIELDS.join(",");
-    let o = ebgand(
-        &[
-            "train",
-            csv.to_str().unwrap(),
-            "--delimiter",
-            ";",
-            "--timestamp-column",
-            "datetime",
-            "--columns",
-            &columns,
-            "--rows",
-            ":400",
-            "--window",
-            "16",
-            "--steps",
-            "300",
-            "--name",
-            "pump",
-            "--version",
-            "v1",
-            "--out",
-            model.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(
-        o.status.success(),
-        "train failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    model
-}
-
 /// Occurrences of `needle` in `hay`.
 fn count(hay: &str, needle: &str) -> usize {
     hay.matches(needle).count()
@@ -96,7 +60,7 @@ fn count(hay: &str, needle: &str) -> usize {
 fn the_report_for_a_skab_recording_opens_in_a_browser_with_its_plot() {
     let csv = shared_data().join(RECORDING);
     let dir = tempfile::tempdir().unwrap();
-    let model = train(dir.path(), &csv);
+    let model = train_skab(dir.path(), &csv, ":400", &[]);
     let page = dir.path().join("report.html");
     let columns = SKAB_FIELDS.join(",");
     let o = ebgand(

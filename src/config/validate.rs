@@ -32,20 +32,20 @@ impl RawConfig {
         if m.port == 0 {
             errs.push("mqtt.port: must be 1-65535".into());
         }
-        let ha = &self.homeassistant.discovery_prefix;
-        if self.homeassistant.enabled
-            && (ha.is_empty() || ha.contains(['+', '#']) || ha.ends_with('/'))
-        {
-            errs.push(format!(
-                "homeassistant.discovery_prefix: {ha:?} must be non-empty, without wildcards or a trailing '/'"
-            ));
+        let mut topic_prefix = |key: &str, p: &str| {
+            if p.is_empty() || p.contains(['+', '#']) || p.ends_with('/') {
+                errs.push(format!(
+                    "{key}: {p:?} must be non-empty, without wildcards or a trailing '/'"
+                ));
+            }
+        };
+        if self.homeassistant.enabled {
+            topic_prefix(
+                "homeassistant.discovery_prefix",
+                &self.homeassistant.discovery_prefix,
+            );
         }
-        if m.prefix.is_empty() || m.prefix.contains(['+', '#']) || m.prefix.ends_with('/') {
-            errs.push(format!(
-                "mqtt.prefix: {:?} must be non-empty, without wildcards or a trailing '/'",
-                m.prefix
-            ));
-        }
+        topic_prefix("mqtt.prefix", &m.prefix);
         if m.keep_alive_s < 5 {
             errs.push(format!(
                 "mqtt.keep_alive_s: {} is below the minimum of 5",

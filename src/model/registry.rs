@@ -125,6 +125,16 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::Io`] when the folder cannot be listed.
     pub fn versions(&self, name: &str) -> Result<Vec<String>, RegistryError> {
+        Ok(self
+            .created(name)?
+            .into_iter()
+            .map(|(_, version)| version)
+            .collect())
+    }
+
+    /// Versions of `name` with their manifests' creation times, oldest first (as
+    /// [`Registry::versions`]).
+    fn created(&self, name: &str) -> Result<Vec<(String, String)>, RegistryError> {
         let dir = self.root.join(name);
         if !dir.exists() {
             return Ok(Vec::new());
@@ -140,7 +150,7 @@ impl Registry {
             })
             .collect();
         v.sort();
-        Ok(v.into_iter().map(|(_, version)| version).collect())
+        Ok(v)
     }
 
     /// The active version of `name`, if any.
@@ -351,20 +361,19 @@ impl Registry {
     ) -> Result<Vec<String>, RegistryError> {
         let active = self.active(name)?;
         let history = self.history(name)?;
-        let dir = self.root.join(name);
+        // One manifest read per version: the creation times `versions` sorts by.
         let mut others: Vec<(u64, String)> = self
-            .versions(name)?
+            .created(name)?
             .into_iter()
-            .filter(|v| Some(v) != active.as_ref())
-            .map(|v| {
+            .filter(|(_, v)| Some(v) != active.as_ref())
+            .map(|(created, v)| {
                 let activated = history
                     .iter()
                     .filter(|a| a.version == v)
                     .map(|a| a.at)
                     .max();
-                let created = super::Manifest::read(&dir.join(&v))
+                let created = humantime::parse_rfc3339_weak(&created)
                     .ok()
-                    .and_then(|m| humantime::parse_rfc3339_weak(&m.created).ok())
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_secs());
                 (activated.unwrap_or(0).max(created), v)

@@ -625,8 +625,7 @@ impl Metrics {
     /// Ready: both MQTT connections up, every model loaded, no stage down. (Cheap: flags only;
     /// [`Metrics::not_ready`] says why not.)
     pub fn ready(&self) -> bool {
-        self.ingest_connected.load(Ordering::Relaxed)
-            && self.publish_connected.load(Ordering::Relaxed)
+        self.connected()
             && self.models_loaded.load(Ordering::Relaxed)
                 >= self.models_expected.load(Ordering::Relaxed)
             && self

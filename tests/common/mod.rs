@@ -77,6 +77,44 @@ pub fn http_get(port: u16, path: &str) -> String {
     out
 }
 
+/// Trains `pump` version `v1` with the real trainer (`ebgand train`: window 16, 300 steps) on
+/// `rows` (e.g. `:400`) of a SKAB recording's eight sensor columns, into `dir/pump`, with
+/// `extra` flags; returns the folder.
+pub fn train_skab(dir: &Path, csv: &Path, rows: &str, extra: &[&str]) -> PathBuf {
+    let model = dir.join("pump");
+    let columns = SKAB_FIELDS.join(",");
+    let mut args = vec![
+        "train",
+        csv.to_str().unwrap(),
+        "--delimiter",
+        ";",
+        "--timestamp-column",
+        "datetime",
+        "--columns",
+        &columns,
+        "--rows",
+        rows,
+        "--window",
+        "16",
+        "--steps",
+        "300",
+        "--name",
+        "pump",
+        "--version",
+        "v1",
+        "--out",
+        model.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = ebgand(&args, &[]);
+    assert!(
+        o.status.success(),
+        "train failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    model
+}
+
 /// `../shared/data`; fails with a clear message when missing.
 pub fn shared_data() -> PathBuf {
     let p = root().join("../shared/data");
