@@ -16,18 +16,18 @@ PYTHON      ?= python3
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export ORT_DYLIB_PATH := $(abspath $(ORT_LIB))
 
-.PHONY: help setup setup-broker setup-tools setup-ort setup-venv setup-peer setup-zig package package-arm64 demo test lint unit doc model fixture fixture-check trainer-check eval bench soak gpu-check fuzz clean-setup
+.PHONY: help setup setup-broker setup-tools setup-ort setup-venv setup-peer setup-zig package package-arm64 demo test lint unit doc model fixture fixture-check trainer-check eval bench bench-cluster soak gpu-check fuzz clean-setup
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 setup: setup-broker setup-tools setup-ort setup-venv ## Install what is missing (safe to re-run)
 
-setup-broker: ## Debian's mosquitto + mosquitto-clients (used by the tests)
-	@if [ -x /usr/sbin/mosquitto ] && command -v mosquitto_sub >/dev/null; then \
-	  echo "mosquitto: installed"; \
+setup-broker: ## Debian's mosquitto + mosquitto-clients, and nats-server (the cluster test), used by the tests
+	@if [ -x /usr/sbin/mosquitto ] && command -v mosquitto_sub >/dev/null && command -v nats-server >/dev/null; then \
+	  echo "mosquitto, nats-server: installed"; \
 	else \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients nats-server; \
 	fi
 
 setup-tools: ## Debian's chromium-headless-shell, prometheus and mmdebstrap (the report, contrib and package tests use them)
@@ -124,6 +124,9 @@ bench: setup setup-peer ## Benchmarks: throughput of ebgand, mosquitto_sub (ceil
 	cargo bench --bench throughput
 	cargo bench --bench train
 	cargo bench --bench audio
+
+bench-cluster: setup-broker setup-ort ## Throughput through three NATS nodes against one mosquitto (same run)
+	cargo bench --bench cluster
 
 soak: setup-broker setup-ort ## Soak: 30 min at 20k msg/s over 1,000 streams; RSS, CPU, queues, latency (SOAK_ARGS="--minutes 2")
 	cargo bench --bench soak -- $(SOAK_ARGS)

@@ -648,16 +648,7 @@ fn stamp() -> String {
 
 #[allow(clippy::too_many_lines)]
 fn soak(a: &Args) -> i32 {
-    let lib = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/onnxruntime/libonnxruntime.so",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    });
-    assert!(
-        Path::new(&lib).exists(),
-        "ONNX Runtime library missing: run `make setup`"
-    );
+    let lib = support::ort_library();
     let lib = std::fs::canonicalize(&lib).unwrap().display().to_string();
     let out_dir = target_dir().join("soak");
     std::fs::create_dir_all(&out_dir).unwrap();

@@ -31,13 +31,10 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ebgand::config::RawConfig;
-use ebgand::signal::Signal;
-use ebgand::telemetry::Metrics;
-use support::{Broker, cpu_seconds};
+use support::{Broker, cpu_seconds, spawn_publisher};
 
 mod support;
 
@@ -49,18 +46,9 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--publish") {
         let port: u16 = args[i + 1].parse().unwrap();
         let topic = args[i + 2].clone();
-        return publish(port, &topic);
+        return support::publish(port, &topic, MESSAGES, &payloads());
     }
-    let lib = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/onnxruntime/libonnxruntime.so",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    });
-    assert!(
-        Path::new(&lib).exists(),
-        "ONNX Runtime library missing: run `make setup`"
-    );
+    let lib = support::ort_library();
     let python = peer_python();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -149,52 +137,6 @@ fn payloads() -> Vec<Vec<u8>> {
     (0..256)
         .map(|_| serde_json::to_vec(&m.samples(64, false)).unwrap())
         .collect()
-}
-
-/// The publisher process: N QoS 1 messages as fast as the broker takes them.
-fn publish(port: u16, topic: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut o = rumqttc::MqttOptions::new(
-            format!("bench-pub-{}", std::process::id()),
-            "127.0.0.1",
-            port,
-        );
-        o.set_inflight(100).set_keep_alive(Duration::from_secs(30));
-        let (client, mut ev) = rumqttc::AsyncClient::new(o, 1000);
-        let acked = tokio::spawn(async move {
-            let mut n = 0;
-            while n < MESSAGES {
-                if let Ok(rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_))) = ev.poll().await
-                {
-                    n += 1;
-                }
-            }
-        });
-        let p = payloads();
-        for i in 0..MESSAGES as usize {
-            client
-                .publish(
-                    topic,
-                    rumqttc::QoS::AtLeastOnce,
-                    false,
-                    p[i % p.len()].clone(),
-                )
-                .await
-                .unwrap();
-        }
-        acked.await.unwrap();
-    });
-}
-
-fn spawn_publisher(port: u16, topic: &str) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--publish", &port.to_string(), topic])
-        .spawn()
-        .unwrap()
 }
 
 fn run_ceiling(port: u16) -> (f64, f64) {
@@ -296,41 +238,11 @@ fn run_peer(port: u16, python: &Path) -> (f64, f64) {
 
 async fn run_daemon(port: u16, lib: &str, round: usize, journal: bool) -> (f64, f64) {
     let state = tempfile::tempdir().unwrap();
-    let mut raw = RawConfig::from_toml(ebgand::config::DOCUMENTED_CONFIG).unwrap();
-    raw.mqtt.port = port;
-    raw.mqtt.client_id = format!("bench-{round}-{}", fastrand::u32(..));
-    // A topic and prefix per run: the broker keeps each run's persistent session, which must not
-    // queue the next run's messages.
     let tag = format!("{round}{}", if journal { "j" } else { "n" });
-    raw.mqtt.prefix = format!("bench{tag}");
-    raw.http.listen = String::new();
-    raw.runtime.library = lib.to_string();
+    let mut raw = support::daemon_config(lib, state.path(), &tag);
+    raw.mqtt.port = port;
     raw.journal.enabled = journal;
-    raw.journal.dir = state.path().join("journal").display().to_string();
-    raw.mqtt.outbox_dir = state.path().join("outbox").display().to_string();
-    raw.registry.dir = state.path().join("registry").display().to_string();
-    raw.learning.dir = state.path().join("capture").display().to_string();
-    raw.models.get_mut("vibration").unwrap().path =
-        format!("{}/models/vibration/fixture-1", env!("CARGO_MANIFEST_DIR"));
-    let settings = raw.validate().unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let daemon = tokio::spawn(ebgand::run(settings, rx, metrics.clone()));
-    while !metrics.ready() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let topic = format!("sensors/bench{tag}/vibration");
-    let cpu0 = cpu_seconds(std::process::id());
-    let start = Instant::now();
-    let mut publisher = spawn_publisher(port, &topic);
-    while metrics.windows_scored_total() < MESSAGES {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(std::process::id()) - cpu0;
-    publisher.wait().unwrap();
-    tx.send(Signal::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    let (secs, cpu, _) = support::scored_run(raw, &tag, port, MESSAGES, &[]).await;
     (MESSAGES as f64 / secs, cpu * 1e6 / MESSAGES as f64)
 }
 

@@ -93,11 +93,10 @@ fn main() -> ExitCode {
         Command::CheckConfig => match load(cli.config.as_deref()) {
             Ok(s) => {
                 eprintln!(
-                    "configuration OK: {} stream(s), {} model(s), broker {}:{}",
+                    "configuration OK: {} stream(s), {} model(s), broker {}",
                     s.streams.len(),
                     s.models.len(),
-                    s.mqtt.host,
-                    s.mqtt.port
+                    s.mqtt.brokers_text()
                 );
                 ExitCode::SUCCESS
             }
@@ -243,7 +242,7 @@ fn log_effective(s: &Settings) {
     let streams: Vec<&str> = s.streams.iter().map(|st| st.name.as_str()).collect();
     tracing::info!(
         node = %s.node,
-        mqtt.broker = %format!("{}:{}", m.host, m.port),
+        mqtt.broker = %m.brokers_text(),
         mqtt.client_id = %m.client_id,
         mqtt.prefix = %m.prefix,
         mqtt.tls = m.tls.is_some(),

@@ -603,3 +603,46 @@ async fn capture_stops_at_the_disk_floor_and_scoring_goes_on() {
     assert_eq!(shards, 0, "nothing written under the floor");
     daemon.shutdown().await.unwrap();
 }
+
+/// `[mqtt] hosts`: a first broker that is down is passed over for the next one, by both
+/// connections, and `status_topic` replaces `{prefix}/status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_down_is_passed_over_for_the_next_of_hosts() {
+    let broker = Mosquitto::start().await;
+    let obs = Observer::start(broker.port, "hosts/#").await;
+    // A port nothing listens on: the first attempt is refused.
+    let down = ebgand::demo::free_port().unwrap();
+    let mut s = settings(broker.port, "hosts", VIBRATION);
+    s.mqtt.brokers = [down, broker.port]
+        .map(|port| ebgand::config::Broker {
+            host: "127.0.0.1".into(),
+            port,
+        })
+        .to_vec();
+    s.mqtt.status_topic = "hosts/status/edge-7".into();
+    let daemon = TestDaemon::start(s).await;
+    for connection in ["ingest", "publish"] {
+        assert!(
+            daemon.metric_where(
+                "ebgand_mqtt_failovers_total",
+                &format!("connection=\"{connection}\"")
+            ) >= 1,
+            "{connection}: never moved to the next broker"
+        );
+    }
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(3);
+    publish_phase(&mut tx, "sensors/m1/vibration", &mut m, 2, false).await;
+    eventually(Duration::from_secs(20), "windows scored", || {
+        obs.count("hosts/energy/") >= 2
+    })
+    .await;
+    let status = obs.on("hosts/status");
+    assert!(
+        status
+            .iter()
+            .any(|m| m.topic == "hosts/status/edge-7" && m.json["status"] == "online"),
+        "{status:?}"
+    );
+    daemon.shutdown().await.unwrap();
+}

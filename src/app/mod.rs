@@ -232,7 +232,7 @@ pub async fn run(
         None => None,
     };
 
-    let broker = format!("{}:{}", settings.mqtt.host, settings.mqtt.port);
+    let broker = settings.mqtt.brokers_text();
     let (closing, abort) = (CancellationToken::new(), CancellationToken::new());
     let publisher_task = tracker.spawn(supervised(
         stages.guard("publisher"),
@@ -274,7 +274,7 @@ pub async fn run(
     let source = source.suspecting(
         journal
             .as_ref()
-            .map(|d| d.pkids().collect::<Vec<_>>())
+            .map(|d| d.message_ids().collect::<Vec<_>>())
             .unwrap_or_default(),
     );
     let (deliveries_tx, deliveries_rx) = mpsc::channel(HANDOVER_QUEUE);

@@ -109,6 +109,8 @@ pub struct Settings {
     pub stale: Option<Staleness>,
     /// This daemon's share of the streams, `(index, count)`; `None`: all of them.
     pub partition: Option<(u32, u32)>,
+    /// Topic prefixes of the partitions a broker cluster routes to this daemon (empty: none).
+    pub partition_prefixes: Vec<String>,
     /// HTTP listen address.
     pub http_listen: Option<SocketAddr>,
     /// Log format.
@@ -229,17 +231,91 @@ pub struct RegistrySettings {
     pub gate_min_windows: usize,
 }
 
-/// Broker settings.
-#[derive(Debug, Clone)]
-pub struct MqttSettings {
-    /// Host.
+/// One broker address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// Host name or address (with TLS, the name its certificate is checked against unless
+    /// `mqtt.tls.server_name` says otherwise).
     pub host: String,
     /// Port.
     pub port: u16,
+}
+
+impl std::fmt::Display for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Broker {
+    /// Parses `host:port`, `[v6]:port`, or a bare host (on `default_port`).
+    ///
+    /// # Errors
+    /// A sentence naming what is wrong with `text`.
+    pub fn parse(text: &str, default_port: u16) -> Result<Self, String> {
+        let t = text.trim();
+        let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{text:?}: an IPv6 address needs its closing ']'"))?;
+            match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None if after.is_empty() => (host, None),
+                None => return Err(format!("{text:?}: expected ':port' after ']'")),
+            }
+        } else {
+            match t.rsplit_once(':') {
+                Some((h, _)) if h.contains(':') => {
+                    return Err(format!("{text:?}: write an IPv6 address as [addr]:port"));
+                }
+                Some((h, p)) => (h, Some(p)),
+                None => (t, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("{text:?}: no host"));
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(format!("{text:?}: port must be 1-65535")),
+            },
+        };
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// Which messages are checked for being a duplicate (`mqtt.duplicates`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Duplicates {
+    /// Only those the broker flags DUP.
+    #[default]
+    Flagged,
+    /// Every QoS 1 message: one identical (topic and payload) to a message handed over lately
+    /// is a duplicate, flagged or not.
+    Identical,
+}
+
+/// Broker settings.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// The brokers, in the order they are tried: `mqtt.hosts`, or `mqtt.host` alone. Both
+    /// connections start on the first and move to the next on every lost connection.
+    pub brokers: Vec<Broker>,
     /// Client id of the ingest connection (the publisher adds `-pub`).
     pub client_id: String,
     /// Prefix of published topics.
     pub prefix: String,
+    /// The retained online/offline topic, with the Last Will.
+    pub status_topic: String,
     /// Keep-alive.
     pub keep_alive: Duration,
     /// Username and password, both or neither.
@@ -264,6 +340,16 @@ pub struct MqttSettings {
     pub energy_qos: rumqttc::QoS,
     /// Largest packet.
     pub max_packet_bytes: usize,
+    /// Which incoming messages are checked for being duplicates.
+    pub duplicates: Duplicates,
+}
+
+impl MqttSettings {
+    /// The brokers as written in logs: `a:1883, b:1883`.
+    pub fn brokers_text(&self) -> String {
+        let list: Vec<String> = self.brokers.iter().map(ToString::to_string).collect();
+        list.join(", ")
+    }
 }
 
 /// An execution provider.

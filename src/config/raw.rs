@@ -61,10 +61,15 @@ pub struct RawMqtt {
     pub host: String,
     /// Broker port.
     pub port: u16,
+    /// Several brokers of one cluster, `host:port` (or `host`, on `port`), tried in order on
+    /// every lost connection; replaces `host` when not empty.
+    pub hosts: Vec<String>,
     /// Client id; stable across restarts so the broker keeps the session.
     pub client_id: String,
     /// Topic prefix for everything ebgand publishes.
     pub prefix: String,
+    /// The retained online/offline topic (empty: `{prefix}/status`).
+    pub status_topic: String,
     /// Keep-alive interval, seconds.
     pub keep_alive_s: u64,
     /// Username (empty: none).
@@ -92,6 +97,9 @@ pub struct RawMqtt {
     pub outbox_dir: String,
     /// Most alerts waiting in the outbox; at the bound, alerting waits.
     pub outbox_max: usize,
+    /// Which incoming messages are checked for being duplicates: `flagged` (DUP) or
+    /// `identical` (every one, by topic and payload).
+    pub duplicates: String,
 }
 
 impl Default for RawMqtt {
@@ -99,8 +107,10 @@ impl Default for RawMqtt {
         Self {
             host: "127.0.0.1".into(),
             port: 1883,
+            hosts: Vec::new(),
             client_id: String::new(),
             prefix: "ebgand".into(),
+            status_topic: String::new(),
             keep_alive_s: 30,
             username: String::new(),
             password: Secret::default(),
@@ -114,6 +124,7 @@ impl Default for RawMqtt {
             max_packet_bytes: 1 << 20,
             outbox_dir: "state/outbox".into(),
             outbox_max: 10_000,
+            duplicates: "flagged".into(),
         }
     }
 }
@@ -324,11 +335,18 @@ pub struct RawPartition {
     pub count: u32,
     /// This daemon's share, 0..count.
     pub index: u32,
+    /// Partitions a broker cluster makes (NATS subject mapping): subscribe to every stream's
+    /// topic under each of these prefixes, and take the prefix off before the topic is matched.
+    pub prefixes: Vec<String>,
 }
 
 impl Default for RawPartition {
     fn default() -> Self {
-        Self { count: 1, index: 0 }
+        Self {
+            count: 1,
+            index: 0,
+            prefixes: Vec::new(),
+        }
     }
 }
 

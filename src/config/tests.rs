@@ -77,8 +77,53 @@ fn env_overrides_file() {
     )
     .unwrap();
     let s = raw.validate().unwrap();
-    assert_eq!(s.mqtt.host, "broker.local");
-    assert_eq!(s.mqtt.port, 2883);
+    assert_eq!(
+        s.mqtt.brokers,
+        vec![Broker {
+            host: "broker.local".into(),
+            port: 2883
+        }]
+    );
+}
+
+#[test]
+fn several_brokers_parse_in_order_with_the_default_port() {
+    let raw = RawConfig::from_toml(
+        "[mqtt]\nport = 1884\nhosts = [\"a.lan:1883\", \"b.lan\", \"[fd00::3]:8883\"]\n",
+    )
+    .unwrap();
+    let s = raw.validate().unwrap();
+    let got: Vec<String> = s.mqtt.brokers.iter().map(ToString::to_string).collect();
+    assert_eq!(got, ["a.lan:1883", "b.lan:1884", "[fd00::3]:8883"]);
+    assert_eq!(
+        s.mqtt.brokers_text(),
+        "a.lan:1883, b.lan:1884, [fd00::3]:8883"
+    );
+}
+
+#[test]
+fn bad_broker_lists_and_partition_prefixes_are_each_reported() {
+    let raw = RawConfig::from_toml(
+        "[mqtt]\nhosts = [\"a:0\", \":1883\", \"fd00::3:1883\", \"b:1\", \"b:1\"]\n\
+         [partition]\ncount = 2\nprefixes = [\"part/0/\", \"part/+\", \"part/1\", \"part/1\"]\n",
+    )
+    .unwrap();
+    let ConfigError::Invalid(errs) = raw.validate().unwrap_err() else {
+        panic!("not a validation error");
+    };
+    let all = errs.join("\n");
+    for expected in [
+        "\"a:0\": port must be 1-65535",
+        "\":1883\": no host",
+        "write an IPv6 address as [addr]:port",
+        "mqtt.hosts: b:1 is listed twice",
+        "\"part/0/\" must be non-empty",
+        "\"part/+\" must be non-empty",
+        "\"part/1\" is listed twice",
+        "use one",
+    ] {
+        assert!(all.contains(expected), "{expected:?} not in:\n{all}");
+    }
 }
 
 #[test]

@@ -26,12 +26,20 @@ impl RawConfig {
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let mut errs: Vec<String> = Vec::new();
         let m = &self.mqtt;
-        if m.host.trim().is_empty() {
-            errs.push("mqtt.host: must not be empty".into());
-        }
         if m.port == 0 {
             errs.push("mqtt.port: must be 1-65535".into());
         }
+        let brokers = brokers(m, &mut errs);
+        let duplicates = match m.duplicates.as_str() {
+            "flagged" => Duplicates::Flagged,
+            "identical" => Duplicates::Identical,
+            other => {
+                errs.push(format!(
+                    "mqtt.duplicates: {other:?} is not one of \"flagged\", \"identical\""
+                ));
+                Duplicates::Flagged
+            }
+        };
         let mut topic_prefix = |key: &str, p: &str| {
             if p.is_empty() || p.contains(['+', '#']) || p.ends_with('/') {
                 errs.push(format!(
@@ -46,6 +54,9 @@ impl RawConfig {
             );
         }
         topic_prefix("mqtt.prefix", &m.prefix);
+        if !m.status_topic.is_empty() {
+            topic_prefix("mqtt.status_topic", &m.status_topic);
+        }
         if m.keep_alive_s < 5 {
             errs.push(format!(
                 "mqtt.keep_alive_s: {} is below the minimum of 5",
@@ -260,6 +271,23 @@ impl RawConfig {
                 self.partition.index, self.partition.count
             ));
         }
+        let prefixes = &self.partition.prefixes;
+        for (i, p) in prefixes.iter().enumerate() {
+            if p.is_empty() || p.contains(['+', '#']) || p.starts_with('/') || p.ends_with('/') {
+                errs.push(format!(
+                    "partition.prefixes: {p:?} must be non-empty, without wildcards or a leading or trailing '/'"
+                ));
+            } else if prefixes[..i].contains(p) {
+                errs.push(format!("partition.prefixes: {p:?} is listed twice"));
+            }
+        }
+        if !prefixes.is_empty() && self.partition.count > 1 {
+            errs.push(
+                "partition: prefixes (partitions the broker makes) and count > 1 (partitions \
+                 ebgand makes on one broker) are two ways of sharing streams; use one"
+                    .into(),
+            );
+        }
         if self.limits.max_streams == 0 {
             errs.push("limits.max_streams: must be at least 1".into());
         }
@@ -268,10 +296,14 @@ impl RawConfig {
             (true, Some(max_batch), Some(queue_windows)) => Ok(Settings {
                 node,
                 mqtt: MqttSettings {
-                    host: m.host.clone(),
-                    port: m.port,
+                    brokers,
                     client_id,
                     prefix: m.prefix.clone(),
+                    status_topic: if m.status_topic.is_empty() {
+                        format!("{}/status", m.prefix)
+                    } else {
+                        m.status_topic.clone()
+                    },
                     keep_alive: Duration::from_secs(m.keep_alive_s),
                     credentials: (!m.username.is_empty()).then(|| (m.username.clone(), password)),
                     tls,
@@ -287,6 +319,7 @@ impl RawConfig {
                     publish_energy: m.publish_energy,
                     energy_qos,
                     max_packet_bytes: m.max_packet_bytes,
+                    duplicates,
                 },
                 runtime: RuntimeSettings {
                     library: (!r.library.is_empty()).then(|| PathBuf::from(&r.library)),
@@ -314,6 +347,7 @@ impl RawConfig {
                 }),
                 partition: (self.partition.count > 1)
                     .then_some((self.partition.index, self.partition.count)),
+                partition_prefixes: self.partition.prefixes.clone(),
                 http_listen,
                 log_format,
                 shutdown_grace: Duration::from_millis(self.shutdown.grace_ms),
@@ -438,6 +472,28 @@ fn mqtt_password(m: &RawMqtt, errs: &mut Vec<String>) -> Secret {
             Secret::default()
         }
     }
+}
+
+/// `mqtt.hosts` (or `mqtt.host` alone) parsed.
+fn brokers(m: &RawMqtt, errs: &mut Vec<String>) -> Vec<Broker> {
+    if m.hosts.is_empty() {
+        if m.host.trim().is_empty() {
+            errs.push("mqtt.host: must not be empty".into());
+        }
+        return vec![Broker {
+            host: m.host.trim().to_owned(),
+            port: m.port,
+        }];
+    }
+    let mut out: Vec<Broker> = Vec::new();
+    for h in &m.hosts {
+        match Broker::parse(h, m.port) {
+            Ok(b) if out.contains(&b) => errs.push(format!("mqtt.hosts: {b} is listed twice")),
+            Ok(b) => out.push(b),
+            Err(e) => errs.push(format!("mqtt.hosts: {e}")),
+        }
+    }
+    out
 }
 
 /// `[mqtt.tls]` checked and built into a client configuration (reading its files now, so that

@@ -127,9 +127,12 @@ impl Progress {
 pub struct Checkpoint {
     /// Every stream's place, by stream id.
     pub streams: HashMap<String, Saved>,
-    /// Packet ids of the last messages journaled, oldest first: a message the broker sends
-    /// again after a crash (flagged DUP) with one of these ids was journaled already.
-    pub pkids: Vec<u16>,
+    /// The last messages journaled, oldest first, by their transport's identity (topic and
+    /// payload checksums): a message the broker sends again after a crash (flagged DUP) with
+    /// one of these was journaled already. (Files of earlier versions kept packet ids under
+    /// `pkids`; those are ignored.)
+    #[serde(default)]
+    pub messages: Vec<u64>,
 }
 
 /// Reads `dir/checkpoint.json`; empty when there is none.
@@ -221,7 +224,7 @@ mod tests {
             .collect();
         let saved = Checkpoint {
             streams,
-            pkids: vec![7, 8],
+            messages: vec![7, 8],
         };
         save(dir.path(), &saved).unwrap();
         assert_eq!(load(dir.path()).unwrap(), saved);

@@ -13,12 +13,13 @@ use crate::alerting::Resumed;
 use crate::config::JournalSettings;
 use crate::durable::checkpoint::{self, Judged, Progress, Saved};
 use crate::durable::journal::{Journal, JournalError, Record};
+use crate::mqtt::{Delivery, MessageId};
 use crate::telemetry::{Metrics, RateLimit};
 
 /// Packet ids of the last messages journaled, saved in the checkpoint so that a message the
 /// broker sends again after a crash (DUP set) is recognised. Far above the in-flight limit
 /// toward a subscriber, far below the 65,535 ids before they wrap.
-const JOURNALED_PKIDS: usize = 4096;
+const JOURNALED_IDS: usize = 4096;
 
 /// The journal, the checkpoint and the records to replay. Owned by the ingest stage, then
 /// handed back by it for the last checkpoint.
@@ -28,8 +29,8 @@ pub struct IngestLog {
     progress: Progress,
     /// The last checkpoint written (or read at start-up), by stream id.
     saved: HashMap<String, Saved>,
-    /// Packet ids of the last messages journaled (at most `JOURNALED_PKIDS`).
-    pkids: VecDeque<u16>,
+    /// The last messages journaled (at most `JOURNALED_IDS`).
+    ids: VecDeque<MessageId>,
     /// Records found at start-up, replayed before the first message is read.
     replay: Vec<Record>,
     pub(super) max_bytes: u64,
@@ -60,10 +61,14 @@ impl IngestLog {
         });
         let saved = found.streams;
         progress.seed(&saved);
-        let mut pkids: VecDeque<u16> = found.pkids.into();
-        pkids.extend(replay.iter().map(|r| r.pkid));
-        while pkids.len() > JOURNALED_PKIDS {
-            pkids.pop_front();
+        let mut ids: VecDeque<MessageId> = found
+            .messages
+            .into_iter()
+            .map(MessageId::from_raw)
+            .collect();
+        ids.extend(replay.iter().map(|r| MessageId::of(&r.topic, &r.payload)));
+        while ids.len() > JOURNALED_IDS {
+            ids.pop_front();
         }
         if !replay.is_empty() {
             info!(
@@ -77,7 +82,7 @@ impl IngestLog {
             dir: settings.dir.clone(),
             progress,
             saved,
-            pkids,
+            ids,
             replay,
             max_bytes: settings.max_bytes,
             every: settings.checkpoint,
@@ -111,9 +116,9 @@ impl IngestLog {
         }
     }
 
-    /// Packet ids journaled lately (by the last run, at start-up).
-    pub fn pkids(&self) -> impl Iterator<Item = u16> + '_ {
-        self.pkids.iter().copied()
+    /// Messages journaled lately (by the last run, at start-up).
+    pub fn message_ids(&self) -> impl Iterator<Item = MessageId> + '_ {
+        self.ids.iter().copied()
     }
 
     /// Where the stream `id` resumes, if the last checkpoint knew it.
@@ -136,17 +141,16 @@ impl IngestLog {
     /// [`JournalError`] when the write fails.
     pub(super) fn append(
         &mut self,
-        pkid: u16,
-        topic: &str,
+        d: &Delivery,
         start: u64,
         samples: u64,
-        payload: &[u8],
     ) -> Result<(), JournalError> {
-        self.journal.append(pkid, topic, start, samples, payload)?;
-        if self.pkids.len() == JOURNALED_PKIDS {
-            self.pkids.pop_front();
+        self.journal
+            .append(d.ack.pkid(), &d.topic, start, samples, &d.payload)?;
+        if self.ids.len() == JOURNALED_IDS {
+            self.ids.pop_front();
         }
-        self.pkids.push_back(pkid);
+        self.ids.push_back(d.id);
         Ok(())
     }
 
@@ -220,7 +224,7 @@ impl IngestLog {
         }
         let file = checkpoint::Checkpoint {
             streams: saved,
-            pkids: self.pkids.iter().copied().collect(),
+            messages: self.ids.iter().map(|id| id.raw()).collect(),
         };
         if let Err(e) = checkpoint::save(&self.dir, &file) {
             metrics.journal_errors.inc();

@@ -103,6 +103,16 @@ pub struct Ingest {
     gap_log: RateLimit,
     /// Beaten as messages are handled (the watchdog's progress check).
     pulse: Arc<Pulse>,
+    /// `partition.prefixes`, each with its '/'.
+    partition_prefixes: Vec<String>,
+}
+
+/// How much of `topic` is the prefix of one of `prefixes` (each ending in '/'): 0 for none.
+fn partition_prefix_len(prefixes: &[String], topic: &str) -> usize {
+    prefixes
+        .iter()
+        .find(|p| topic.starts_with(p.as_str()))
+        .map_or(0, String::len)
 }
 
 impl std::fmt::Debug for Ingest {
@@ -113,14 +123,23 @@ impl std::fmt::Debug for Ingest {
     }
 }
 
-/// The topic filters ingest subscribes to: every stream's, and the control topics when
+/// The topic filters ingest subscribes to: every stream's (under each of
+/// `partition.prefixes` when the broker cluster partitions them), and the control topics when
 /// `control` is set.
 pub fn filters(settings: &Settings) -> Vec<String> {
-    let mut f: Vec<String> = settings
-        .streams
-        .iter()
-        .map(|s| s.topic.as_str().to_owned())
-        .collect();
+    let streams = settings.streams.iter().map(|s| s.topic.as_str());
+    let mut f: Vec<String> = if settings.partition_prefixes.is_empty() {
+        streams.map(str::to_owned).collect()
+    } else {
+        streams
+            .flat_map(|t| {
+                settings
+                    .partition_prefixes
+                    .iter()
+                    .map(move |p| format!("{p}/{t}"))
+            })
+            .collect()
+    };
     if settings.control {
         f.push(format!("{}+", control::topic_prefix(&settings.mqtt.prefix)));
     }
@@ -144,6 +163,11 @@ impl Ingest {
             .unzip();
         Self {
             table: StreamTable::new(routes, settings.max_streams, settings.partition),
+            partition_prefixes: settings
+                .partition_prefixes
+                .iter()
+                .map(|p| format!("{p}/"))
+                .collect(),
             queues,
             acker,
             log: None,
@@ -438,6 +462,9 @@ impl Ingest {
         payload: &[u8],
         start: Option<u64>,
     ) -> Option<streams::Windowed> {
+        // A partition's prefix comes off first: the stream is the same whichever partition
+        // (or daemon) its messages arrive through.
+        let topic = &topic[partition_prefix_len(&self.partition_prefixes, topic)..];
         let now = Instant::now();
         let mut windowed = self.table.window(topic, payload, start, now);
         if matches!(windowed, Err(StreamError::Unknown(_))) {
@@ -492,7 +519,7 @@ impl Ingest {
         let Some(log) = &mut self.log else {
             return false;
         };
-        match log.append(d.ack.pkid(), &d.topic, start, samples, &d.payload) {
+        match log.append(d, start, samples) {
             Ok(()) => true,
             Err(e) => {
                 self.metrics.journal_errors.inc();
@@ -696,5 +723,34 @@ fn reason(e: &DecodeError) -> Reason {
         DecodeError::WrongLength { .. } => Reason::Length,
         DecodeError::Field { .. } => Reason::Field,
         DecodeError::Empty => Reason::Empty,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_the_broker_makes_are_subscribed_under_their_prefixes_and_taken_off() {
+        let mut raw = crate::config::RawConfig::from_toml(crate::config::DOCUMENTED_CONFIG)
+            .unwrap_or_else(|e| panic!("{e}"));
+        raw.partition.prefixes = vec!["part/0".into(), "part/3".into()];
+        let s = raw.validate().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            filters(&s),
+            [
+                "part/0/sensors/+/vibration",
+                "part/3/sensors/+/vibration",
+                "ebgand/control/+"
+            ]
+        );
+        let prefixes = ["part/0/".to_owned(), "part/3/".to_owned()];
+        let t = "part/3/sensors/m1/vibration";
+        assert_eq!(
+            &t[partition_prefix_len(&prefixes, t)..],
+            "sensors/m1/vibration"
+        );
+        let t = "part/30/sensors/m1/vibration";
+        assert_eq!(partition_prefix_len(&prefixes, t), 0);
     }
 }

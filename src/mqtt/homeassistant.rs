@@ -1,7 +1,7 @@
 //! Home Assistant MQTT discovery (`[homeassistant]`, off by default): each stream's alert state
 //! as a `binary_sensor` (device class `problem`: on while an alert is raised), read from the
 //! stream's retained state on `{prefix}/state/{stream}`, its attributes the state message
-//! itself (energy, probability, what carried it), available while `{prefix}/status` says
+//! itself (energy, probability, what carried it), available while the status topic (`{prefix}/status`) says
 //! `online`. One device per ebgand node holds the node's streams.
 //!
 //! The config is published retained, QoS 1, on
@@ -20,6 +20,7 @@ use serde_json::json;
 pub struct Discovery {
     discovery_prefix: String,
     prefix: String,
+    status_topic: String,
     node: String,
     /// Streams announced this run (bounded by the streams active at once: a forgotten stream
     /// leaves it).
@@ -28,10 +29,11 @@ pub struct Discovery {
 
 impl Discovery {
     /// Discovery under `discovery_prefix` for a node publishing under `prefix`.
-    pub fn new(discovery_prefix: &str, prefix: &str, node: &str) -> Self {
+    pub fn new(discovery_prefix: &str, prefix: &str, status_topic: &str, node: &str) -> Self {
         Self {
             discovery_prefix: discovery_prefix.to_owned(),
             prefix: prefix.to_owned(),
+            status_topic: status_topic.to_owned(),
             node: node.to_owned(),
             announced: Mutex::new(HashSet::new()),
         }
@@ -75,7 +77,7 @@ impl Discovery {
             "value_template": "{{ 'ON' if value_json.state is defined and value_json.state == 'raised' else 'OFF' }}",
             "json_attributes_topic": state,
             "availability": [{
-                "topic": format!("{}/status", self.prefix),
+                "topic": self.status_topic,
                 "value_template": "{{ value_json.status }}",
                 "payload_available": "online",
                 "payload_not_available": "offline",
@@ -134,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_stream_is_announced_once_until_forgotten() {
-        let d = Discovery::new("homeassistant", "ebgand", "edge-1");
+        let d = Discovery::new("homeassistant", "ebgand", "ebgand/status", "edge-1");
         let (topic, payload) = d.announce("pump/7").unwrap();
         assert!(d.announce("pump/7").is_none());
         d.forget("pump/7");

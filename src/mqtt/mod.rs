@@ -17,12 +17,12 @@ use rumqttc::{
     ConnectReturnCode, ConnectionError, LastWill, MqttOptions, QoS, TlsConfiguration, Transport,
 };
 
-use crate::config::MqttSettings;
+use crate::config::{Broker, MqttSettings};
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::FailureLabel;
+use crate::telemetry::metrics::{ConnLabel, FailureLabel};
 
 pub use sink::{Publisher, PublisherLoop};
-pub use source::{Acker, Delivery, Source};
+pub use source::{Acker, Delivery, MessageId, Source};
 
 /// Errors of the MQTT stages.
 #[derive(Debug, thiserror::Error)]
@@ -161,11 +161,6 @@ impl Role {
     }
 }
 
-/// The `{prefix}/status` topic.
-pub fn status_topic(prefix: &str) -> String {
-    format!("{prefix}/status")
-}
-
 /// The status payload.
 pub fn status_payload(online: bool, node: &str) -> Vec<u8> {
     let status = if online { "online" } else { "offline" };
@@ -174,14 +169,83 @@ pub fn status_payload(online: bool, node: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Client options for one connection: stable client id, persistent session, QoS 1 flow control,
-/// credentials; manual acks for ingest, the Last Will for publish.
+/// The brokers one connection tries: it starts on the first of `mqtt.hosts` and moves to the
+/// next after every lost connection or failed attempt, round and round, with the same client
+/// id, so a cluster that replicates sessions (NATS) hands the persistent session and its queued
+/// QoS 1 messages over. The reconnect backoff runs across the list, not per broker.
+#[derive(Debug, Clone)]
+pub struct Failover {
+    brokers: Vec<Broker>,
+    current: usize,
+}
+
+impl Failover {
+    /// Starts on the first broker of `s.brokers`.
+    pub fn new(s: &MqttSettings) -> Self {
+        Self {
+            brokers: s.brokers.clone(),
+            current: 0,
+        }
+    }
+
+    /// The broker connected or being tried.
+    pub fn current(&self) -> Option<&Broker> {
+        self.brokers.get(self.current)
+    }
+
+    /// After a lost connection: the next broker, or `None` with a single one (nothing changes).
+    pub fn advance(&mut self) -> Option<&Broker> {
+        if self.brokers.len() < 2 {
+            return None;
+        }
+        self.current = (self.current + 1) % self.brokers.len();
+        self.brokers.get(self.current)
+    }
+
+    /// Moves `eventloop` to the next broker, if there is one, counting and logging the move.
+    /// The options are rebuilt for it (same client id, session, credentials, TLS), so the
+    /// packet size limit is the configured one again.
+    pub(crate) fn move_on(
+        &mut self,
+        eventloop: &mut rumqttc::EventLoop,
+        s: &MqttSettings,
+        role: Role,
+        node: &str,
+        metrics: &Metrics,
+    ) {
+        let from = self.current().map(ToString::to_string).unwrap_or_default();
+        let Some(next) = self.advance().cloned() else {
+            return;
+        };
+        eventloop.mqtt_options = options_for(s, role, node, &next);
+        metrics
+            .failovers
+            .get_or_create(&ConnLabel {
+                connection: role.as_str(),
+            })
+            .inc();
+        tracing::warn!(mqtt.connection = role.as_str(), from = %from, to = %next, "Trying the next broker of mqtt.hosts.");
+    }
+}
+
+/// Client options for one connection to the first broker: see [`options_for`].
 pub fn options(s: &MqttSettings, role: Role, node: &str) -> MqttOptions {
+    let first = s.brokers.first().cloned().unwrap_or(Broker {
+        host: "127.0.0.1".into(),
+        port: 1883,
+    });
+    options_for(s, role, node, &first)
+}
+
+/// Client options for one connection to `broker`: stable client id, persistent session, QoS 1
+/// flow control, credentials, TLS (the certificate checked against `broker`'s host unless
+/// `mqtt.tls.server_name` names another); manual acks for ingest, the Last Will for publish.
+pub fn options_for(s: &MqttSettings, role: Role, node: &str, broker: &Broker) -> MqttOptions {
     let id = match role {
         Role::Ingest => s.client_id.clone(),
         Role::Publish => format!("{}-pub", s.client_id),
     };
-    let mut o = MqttOptions::new(id, s.host.clone(), s.port);
+    let mut o = MqttOptions::new(id, broker.host.clone(), broker.port);
     o.set_keep_alive(s.keep_alive)
         .set_clean_session(false)
         .set_inflight(s.inflight)
@@ -200,7 +264,7 @@ pub fn options(s: &MqttSettings, role: Role, node: &str) -> MqttOptions {
         }
         Role::Publish => {
             o.set_last_will(LastWill::new(
-                status_topic(&s.prefix),
+                s.status_topic.clone(),
                 status_payload(false, node),
                 QoS::AtLeastOnce,
                 true,

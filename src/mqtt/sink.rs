@@ -14,7 +14,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
 use tracing::{info, warn};
 
 use super::homeassistant::Discovery;
-use super::{Backoff, MqttError, Role, status_payload, status_topic};
+use super::{Backoff, MqttError, Role, status_payload};
 use crate::config::MqttSettings;
 use crate::durable::outbox::SharedOutbox;
 use crate::telemetry::metrics::{ConnLabel, Metrics};
@@ -64,6 +64,8 @@ impl Drop for TagGuard<'_> {
 pub struct Publisher {
     client: AsyncClient,
     prefix: String,
+    /// The retained online/offline topic.
+    status_topic: String,
     node: String,
     energy_qos: Option<QoS>,
     queued: Arc<AtomicU64>,
@@ -88,6 +90,10 @@ impl std::fmt::Debug for Publisher {
 pub struct PublisherLoop {
     eventloop: EventLoop,
     client: AsyncClient,
+    /// The settings and node name the options are rebuilt from when moving to another broker.
+    mqtt: MqttSettings,
+    node: String,
+    failover: super::Failover,
     backoff: Backoff,
     metrics: Arc<Metrics>,
     queued: Arc<AtomicU64>,
@@ -136,6 +142,7 @@ impl Publisher {
         let publisher = Self {
             client: client.clone(),
             prefix: mqtt.prefix.clone(),
+            status_topic: mqtt.status_topic.clone(),
             node: node.to_owned(),
             energy_qos: mqtt.publish_energy.then_some(mqtt.energy_qos),
             queued: queued.clone(),
@@ -146,15 +153,18 @@ impl Publisher {
             discovery: mqtt
                 .homeassistant
                 .as_ref()
-                .map(|d| Arc::new(Discovery::new(d, &mqtt.prefix, node))),
+                .map(|d| Arc::new(Discovery::new(d, &mqtt.prefix, &mqtt.status_topic, node))),
         };
         let run = PublisherLoop {
             eventloop,
+            mqtt: mqtt.clone(),
+            node: node.to_owned(),
+            failover: super::Failover::new(mqtt),
             client,
             backoff: Backoff::new(mqtt.reconnect_min, mqtt.reconnect_max),
             metrics,
             queued,
-            status: (status_topic(&mqtt.prefix), status_payload(true, node)),
+            status: (mqtt.status_topic.clone(), status_payload(true, node)),
             outbox,
             tags,
             send,
@@ -298,7 +308,7 @@ impl Publisher {
     /// [`MqttError`] when the client has stopped.
     pub async fn close(&self) -> Result<(), MqttError> {
         let payload = status_payload(false, &self.node);
-        self.publish(status_topic(&self.prefix), QoS::AtLeastOnce, true, payload)
+        self.publish(self.status_topic.clone(), QoS::AtLeastOnce, true, payload)
             .await?;
         Ok(())
     }
@@ -390,6 +400,7 @@ impl PublisherLoop {
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                     info!(
                         mqtt.connection = "publish",
+                        mqtt.broker = %self.failover.current().map(ToString::to_string).unwrap_or_default(),
                         session_present = ack.session_present,
                         "MQTT connected."
                     );
@@ -421,6 +432,13 @@ impl PublisherLoop {
                     }
                     let delay =
                         super::report_lost(&mut self.backoff, &self.metrics, Role::Publish, &e);
+                    self.failover.move_on(
+                        &mut self.eventloop,
+                        &self.mqtt,
+                        Role::Publish,
+                        &self.node,
+                        &self.metrics,
+                    );
                     tokio::select! {
                         () = abort.cancelled() => break,
                         () = tokio::time::sleep(delay) => {}

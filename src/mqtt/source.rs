@@ -22,10 +22,14 @@
 //! the broker keeps the rest, and drops the connection if that lasts past its keep-alive
 //! timeout (nothing is lost: unacknowledged messages are sent again).
 //!
-//! **Redeliveries.** After a lost connection the broker sends again, flagged DUP, the messages
-//! whose acknowledgements it did not get; those the stage already took are recognised by packet
-//! id ([`Redeliveries`]) and marked [`Delivery::duplicate`], so they are acknowledged without
-//! being windowed twice.
+//! **Redeliveries.** The broker sends again, flagged DUP, the messages whose acknowledgements
+//! it did not get (after a lost connection; a NATS cluster also on a late ack); those the stage
+//! already took are recognised by topic and payload ([`Redeliveries`]) and marked
+//! [`Delivery::duplicate`], so they are acknowledged without being windowed twice.
+//!
+//! **Several brokers.** With `mqtt.hosts`, every lost connection moves on to the next broker of
+//! the list ([`super::Failover`]) with the same client id, so a cluster that keeps the
+//! persistent session (NATS) resumes it on another node.
 //!
 //! **Oversized messages.** A packet over `mqtt.max_packet_bytes` makes rumqttc drop the
 //! connection before anything of it is read; the persistent session would send it again at
@@ -33,7 +37,7 @@
 //! that packet's size, so the message is read and handed over (the ingest stage acknowledges it
 //! as `oversize` without windowing it), then restores the limit for the next connection.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -48,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::{Backoff, Role};
-use crate::config::MqttSettings;
+use crate::config::{Duplicates, MqttSettings};
 use crate::telemetry::metrics::{ConnLabel, DropLabel, FailureLabel, Metrics};
 
 /// Requests (acks, subscriptions, the DISCONNECT) the client channel holds.
@@ -67,11 +71,11 @@ pub const HOLD_QOS0: usize = 10_000;
 /// Bytes of payload held beyond the hand-over queue before the source stops reading.
 pub const HOLD_MAX_BYTES: usize = 256 << 20;
 
-/// Packet ids remembered from the last messages handed over, to recognise the broker's
-/// redeliveries after a reconnect. Brokers hand out packet ids in sequence (mosquitto does), so
-/// an id comes back for a *new* message only after 65,535 others; this window is far below that
-/// and far above the in-flight limit toward a subscriber.
-pub const RECENT_PKIDS: usize = 4096;
+/// Messages remembered from the last ones handed over on a connection, to recognise the
+/// broker's redeliveries ([`Redeliveries`]): far above the in-flight limit toward a subscriber
+/// (mosquitto's `max_inflight_messages`, NATS's `max_ack_pending`), which bounds the messages
+/// that can be unacknowledged at once.
+pub const RECENT_MESSAGES: usize = 4096;
 
 /// How long the source keeps polling for the last acks and the DISCONNECT once the ingest stage
 /// has stopped.
@@ -89,6 +93,8 @@ pub struct Delivery {
     pub payload: Bytes,
     /// Whether the broker sent it as a retained message.
     pub retain: bool,
+    /// Its identity, for recognising the broker's redeliveries (the journal keeps it).
+    pub id: MessageId,
     /// A redelivery of a message already handed over (before a reconnect, or journaled by the
     /// last run): acknowledge it, do not process it again.
     pub duplicate: bool,
@@ -173,51 +179,99 @@ impl Acker {
     }
 }
 
-/// Which incoming messages are redeliveries of messages already handed over. Sans-IO.
-///
-/// On a lost connection the packet ids of the last messages handed over become *suspects*:
-/// the broker sends again, flagged DUP, those whose acks it did not get, first (MQTT requires
-/// resends in their original order on session resume; mosquitto sends its in-flight messages
-/// before any queued one). The suspects are dropped at the first new (not DUP) QoS 1 message:
-/// by then the broker has resent what it had, so an old suspect can no longer match a
-/// redelivery, including after the packet ids wrap. A new session (no session on the broker)
-/// drops them at once: the broker resends nothing.
-#[derive(Debug, Default)]
-pub struct Redeliveries {
-    recent: VecDeque<u16>,
-    suspects: HashSet<u16>,
+/// What identifies a message across connections and brokers: CRC-32 of its topic and CRC-32
+/// of its payload, side by side. Packet ids do not: a broker cluster numbers each connection's
+/// messages afresh, so the same message comes back under another id from another node (NATS
+/// does), and after 65,535 messages any broker reuses an id for another message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MessageId(u64);
+
+impl MessageId {
+    /// The id of a message on `topic` carrying `payload`.
+    pub fn of(topic: &str, payload: &[u8]) -> Self {
+        let t = crc32fast::hash(topic.as_bytes());
+        let p = crc32fast::hash(payload);
+        Self((u64::from(t) << 32) | u64::from(p))
+    }
+
+    /// As stored in the checkpoint.
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// From the checkpoint.
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
 }
 
+/// Which incoming messages are redeliveries of messages already handed over. Sans-IO.
+///
+/// A broker sends a QoS 1 message again, flagged DUP, while it has no acknowledgement for it:
+/// after a lost connection (mosquitto at once, before anything new; a NATS cluster after its
+/// `ack_wait`, with new messages already flowing, from whichever node the client reconnected
+/// to and under a new packet id), or on the same connection when an ack is late (NATS, again
+/// after `ack_wait`). So a message is recognised by [`MessageId`], not by packet id:
+///
+/// - against the last [`RECENT_MESSAGES`] messages handed over on this connection;
+/// - against *suspects*: the messages handed over on earlier connections (and those the last
+///   run journaled), each matched once, the oldest forgotten beyond [`SUSPECTS`]. A new
+///   session (no session on the broker) drops them: the broker resends nothing.
+///
+/// Which messages are checked is [`Duplicates`]: those flagged DUP (the default), or every
+/// one, for a cluster that also resends without the flag (NATS, when a node's loss moves a
+/// consumer to another node) and streams whose payloads never repeat byte for byte.
+///
+/// What it cannot tell apart: two messages with the same topic and payload, one handed over and
+/// one not, both checked (a sensor that repeats a payload byte for byte, one copy lost in
+/// transit). The second is then taken for a redelivery of the first and acknowledged without
+/// being windowed.
+#[derive(Debug, Default)]
+pub struct Redeliveries {
+    recent: Fifo,
+    suspects: Fifo,
+    every: bool,
+}
+
+/// Suspects kept at most: the messages of a few lost connections in a row.
+pub const SUSPECTS: usize = 4 * RECENT_MESSAGES;
+
 impl Redeliveries {
-    /// Packet ids the last run journaled: suspects until the broker's first new message.
-    pub fn suspect(&mut self, pkids: impl IntoIterator<Item = u16>) {
-        self.suspects.extend(pkids);
+    /// Checks the messages `which` says.
+    pub fn new(which: Duplicates) -> Self {
+        Self {
+            every: which == Duplicates::Identical,
+            ..Self::default()
+        }
+    }
+
+    /// Messages the last run journaled: suspects (a redelivery of one is not windowed again).
+    pub fn suspect(&mut self, ids: impl IntoIterator<Item = MessageId>) {
+        for id in ids {
+            self.suspects.push(id, SUSPECTS);
+        }
     }
 
     /// A QoS 1 message arrived; `true` when it is the redelivery of one handed over before.
-    pub fn arrived(&mut self, pkid: u16, dup: bool) -> bool {
-        if dup && self.suspects.remove(&pkid) {
+    pub fn arrived(&mut self, id: MessageId, dup: bool) -> bool {
+        if (dup || self.every) && (self.suspects.take(id) || self.recent.contains(id)) {
             return true;
         }
-        if !dup {
-            self.suspects.clear();
-        }
-        if self.recent.len() == RECENT_PKIDS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(pkid);
+        self.recent.push(id, RECENT_MESSAGES);
         false
     }
 
     /// The connection was lost: the messages handed over on it may come again.
     pub fn lost(&mut self) {
-        self.suspects.extend(self.recent.drain(..));
+        for id in self.recent.drain() {
+            self.suspects.push(id, SUSPECTS);
+        }
     }
 
     /// Connected; without a session on the broker nothing will be sent again.
     pub fn connected(&mut self, session_present: bool) {
         if !session_present {
-            self.suspects.clear();
+            self.suspects = Fifo::default();
         }
     }
 
@@ -227,10 +281,68 @@ impl Redeliveries {
     }
 }
 
+/// Message ids in arrival order with a count per id, for constant-time lookups. An id taken
+/// out ([`Fifo::take`]) stays in the order until it would be evicted.
+#[derive(Debug, Default)]
+struct Fifo {
+    order: VecDeque<MessageId>,
+    count: HashMap<MessageId, u32>,
+}
+
+impl Fifo {
+    fn push(&mut self, id: MessageId, cap: usize) {
+        while self.order.len() >= cap {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.take(old);
+                }
+                None => break,
+            }
+        }
+        self.order.push_back(id);
+        *self.count.entry(id).or_default() += 1;
+    }
+
+    fn contains(&self, id: MessageId) -> bool {
+        self.count.contains_key(&id)
+    }
+
+    /// Takes one `id` out; `false` when there is none.
+    fn take(&mut self, id: MessageId) -> bool {
+        match self.count.get_mut(&id) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                self.count.remove(&id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every id held, oldest first, as many times as it is held; leaves the fifo empty.
+    fn drain(&mut self) -> Vec<MessageId> {
+        let order = std::mem::take(&mut self.order);
+        let ids = order.into_iter().filter(|id| self.take(*id)).collect();
+        self.count.clear();
+        ids
+    }
+
+    fn len(&self) -> usize {
+        self.count.values().map(|n| *n as usize).sum()
+    }
+}
+
 /// The ingest connection's event loop. Build with [`Source::new`], run with [`Source::run`].
 pub struct Source {
     eventloop: EventLoop,
     client: AsyncClient,
+    /// The settings and node name the options are rebuilt from when moving to another broker.
+    mqtt: MqttSettings,
+    node: String,
+    failover: super::Failover,
     filters: Vec<SubscribeFilter>,
     backoff: Backoff,
     metrics: Arc<Metrics>,
@@ -267,13 +379,16 @@ impl Source {
         let source = Self {
             eventloop,
             client: client.clone(),
+            mqtt: mqtt.clone(),
+            node: node.to_owned(),
+            failover: super::Failover::new(mqtt),
             filters: filters
                 .into_iter()
                 .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
                 .collect(),
             backoff: Backoff::new(mqtt.reconnect_min, mqtt.reconnect_max),
             metrics,
-            redeliveries: Redeliveries::default(),
+            redeliveries: Redeliveries::new(mqtt.duplicates),
             connection: connection.clone(),
             max_packet: mqtt.max_packet_bytes,
             held: VecDeque::new(),
@@ -288,11 +403,11 @@ impl Source {
         (source, acker)
     }
 
-    /// Packet ids journaled by the last run: if the broker sends one of those messages again
-    /// (DUP set), it is marked a duplicate.
+    /// Messages journaled by the last run: if the broker sends one of them again (DUP set),
+    /// it is marked a duplicate.
     #[must_use]
-    pub fn suspecting(mut self, pkids: impl IntoIterator<Item = u16>) -> Self {
-        self.redeliveries.suspect(pkids);
+    pub fn suspecting(mut self, ids: impl IntoIterator<Item = MessageId>) -> Self {
+        self.redeliveries.suspect(ids);
         self
     }
 
@@ -343,11 +458,11 @@ impl Source {
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                     info!(
                         mqtt.connection = "ingest",
+                        mqtt.broker = %self.failover.current().map(ToString::to_string).unwrap_or_default(),
                         session_present = ack.session_present,
                         "MQTT connected."
                     );
                     self.backoff.connected();
-                    self.metrics.set_connected("ingest", true);
                     self.redeliveries.connected(ack.session_present);
                     // This connection has its codec; the next one gets the configured limit.
                     self.eventloop
@@ -360,6 +475,9 @@ impl Source {
                     }
                 }
                 Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                    // Up (and ready) once subscribed: a cluster (NATS) answers the
+                    // subscription only when it can keep the session's messages.
+                    self.metrics.set_connected("ingest", true);
                     for (filter, code) in self.filters.iter().zip(&ack.return_codes) {
                         match code {
                             rumqttc::SubscribeReasonCode::Success(qos) => {
@@ -388,7 +506,22 @@ impl Source {
                     let delay = match oversize(&e) {
                         Some(size) => self.read_oversized_next(size),
                         None => {
-                            super::report_lost(&mut self.backoff, &self.metrics, Role::Ingest, &e)
+                            let delay = super::report_lost(
+                                &mut self.backoff,
+                                &self.metrics,
+                                Role::Ingest,
+                                &e,
+                            );
+                            // The oversized case stays on its broker (the raised limit is for
+                            // the message that broker holds); any other loss tries the next.
+                            self.failover.move_on(
+                                &mut self.eventloop,
+                                &self.mqtt,
+                                Role::Ingest,
+                                &self.node,
+                                &self.metrics,
+                            );
+                            delay
                         }
                     };
                     tokio::select! {
@@ -430,7 +563,8 @@ impl Source {
                 .inc();
             return;
         }
-        let duplicate = !qos0 && self.redeliveries.arrived(p.pkid, p.dup);
+        let id = MessageId::of(&p.topic, &p.payload);
+        let duplicate = !qos0 && self.redeliveries.arrived(id, p.dup);
         self.held_bytes += p.payload.len();
         self.held_qos0 += usize::from(qos0);
         self.held.push_back(Delivery {
@@ -442,6 +576,7 @@ impl Source {
             topic: p.topic,
             payload: p.payload,
             retain: p.retain,
+            id,
             duplicate,
         });
     }
@@ -492,56 +627,113 @@ async fn sleep_until_some(t: Option<tokio::time::Instant>) {
 mod tests {
     use super::*;
 
+    fn id(n: u32) -> MessageId {
+        MessageId::of("sensors/m1/vibration", &n.to_le_bytes())
+    }
+
     #[test]
     fn redeliveries_are_recognised_after_a_lost_connection() {
         let mut r = Redeliveries::default();
-        for pkid in 1..=5 {
-            assert!(!r.arrived(pkid, false));
+        for n in 1..=5 {
+            assert!(!r.arrived(id(n), false));
         }
         r.lost();
         r.connected(true);
         // The broker resends 4 and 5 (their acks were lost), then a new message.
-        assert!(r.arrived(4, true));
-        assert!(r.arrived(5, true));
-        assert!(!r.arrived(6, false));
+        assert!(r.arrived(id(4), true));
+        assert!(r.arrived(id(5), true));
+        assert!(!r.arrived(id(6), false));
         // A DUP message the broker sends later was not handed over before: process it.
         r.lost();
-        assert!(r.arrived(6, true));
-        assert!(!r.arrived(7, true));
+        assert!(r.arrived(id(6), true));
+        assert!(!r.arrived(id(7), true));
+        // Each suspect matches once.
+        assert!(!r.arrived(id(6), false));
+        r.lost();
+        assert!(r.arrived(id(6), true));
+        assert!(r.arrived(id(7), true));
+        assert!(!r.arrived(id(4), true), "4 was matched already");
     }
 
     #[test]
-    fn old_suspects_never_swallow_a_redelivery_after_the_ids_wrap() {
+    fn a_cluster_resends_late_under_new_packet_ids_after_new_messages() {
+        // NATS: the node died with messages 1..3 handed over (acks lost) and 4 in transit; the
+        // next node sends new messages at once and the old ones after its ack_wait, each under
+        // a packet id of the new connection.
         let mut r = Redeliveries::default();
-        for pkid in 1..=100 {
-            r.arrived(pkid, false);
+        for n in 1..=3 {
+            assert!(!r.arrived(id(n), false));
         }
-        // A broker restart: ids 1..100 become suspects; nothing is resent (all were acked).
         r.lost();
         r.connected(true);
-        assert_eq!(r.suspects(), 100);
-        // The ids run on and wrap: 101..65535, then 1, 2, 3 again.
-        for pkid in (101..=u16::MAX).chain(1..=3) {
-            assert!(!r.arrived(pkid, false));
+        for n in 10..=5000 {
+            assert!(!r.arrived(id(n), false));
         }
-        assert_eq!(r.suspects(), 0);
-        // Messages 4 and 5 (new ids after the wrap) were in flight, never handed over, when
-        // the connection dropped again: the broker resends them and they must be processed.
-        r.lost();
-        assert!(r.arrived(1, true));
-        assert!(!r.arrived(4, true));
-        assert!(!r.arrived(5, true));
+        for n in 1..=3 {
+            assert!(r.arrived(id(n), true), "{n} is a redelivery");
+        }
+        assert!(!r.arrived(id(4), true), "4 never arrived: process it");
+        // The same connection: an ack later than ack_wait brings the message again.
+        assert!(r.arrived(id(4999), true));
     }
 
     #[test]
-    fn a_new_session_resends_nothing_and_the_last_runs_ids_are_suspects() {
+    fn identical_messages_are_duplicates_flagged_or_not_when_asked() {
+        // NATS after a node's loss: the consumer's new leader sends again, unflagged, what the
+        // old one had sent.
+        let mut flagged = Redeliveries::new(Duplicates::Flagged);
+        let mut identical = Redeliveries::new(Duplicates::Identical);
+        for r in [&mut flagged, &mut identical] {
+            for n in 1..=10 {
+                assert!(!r.arrived(id(n), false));
+            }
+        }
+        assert!(!flagged.arrived(id(9), false), "flagged only: taken again");
+        assert!(identical.arrived(id(9), false));
+        assert!(identical.arrived(id(10), true));
+        assert!(!identical.arrived(id(11), false));
+        // After a lost connection, each suspect once; the recent ones of the new connection
+        // as often as they come.
+        identical.lost();
+        assert!(identical.arrived(id(3), false));
+        assert!(
+            !identical.arrived(id(3), false),
+            "3 was a suspect once, now a new message"
+        );
+        assert!(
+            identical.arrived(id(3), false),
+            "and that new one is recent now"
+        );
+    }
+
+    #[test]
+    fn old_suspects_never_swallow_another_message_after_the_ids_wrap() {
         let mut r = Redeliveries::default();
-        r.suspect([7, 8]);
+        for n in 1..=100 {
+            r.arrived(id(n), false);
+        }
+        // A broker restart: 1..100 become suspects; nothing is resent (all were acked).
+        r.lost();
         r.connected(true);
-        assert!(r.arrived(8, true));
+        for n in 101..=70_000 {
+            assert!(!r.arrived(id(n), false));
+        }
+        // Messages sent after the packet ids wrapped, lost in transit, resent: processed.
+        r.lost();
+        assert!(!r.arrived(id(70_001), true));
+        assert!(!r.arrived(id(70_002), true));
+        assert!(r.suspects() <= SUSPECTS);
+    }
+
+    #[test]
+    fn a_new_session_resends_nothing_and_the_last_runs_messages_are_suspects() {
         let mut r = Redeliveries::default();
-        r.suspect([7, 8]);
+        r.suspect([id(7), id(8)]);
+        r.connected(true);
+        assert!(r.arrived(id(8), true));
+        let mut r = Redeliveries::default();
+        r.suspect([id(7), id(8)]);
         r.connected(false);
-        assert!(!r.arrived(8, true));
+        assert!(!r.arrived(id(8), true));
     }
 }

@@ -210,6 +210,8 @@ pub struct Metrics {
     pub queue_depth: Family<QueueLabel, Gauge>,
     /// MQTT connection losses.
     pub reconnects: Family<ConnLabel, Counter>,
+    /// Moves to the next broker of `mqtt.hosts` after a lost connection.
+    pub failovers: Family<ConnLabel, Counter>,
     /// MQTT connection losses and failed attempts, by reason.
     pub connect_failures: Family<FailureLabel, Counter>,
     /// Topic filters the broker refused to subscribe us to (its ACL).
@@ -300,6 +302,7 @@ impl Metrics {
             alerts: Family::default(),
             queue_depth: Family::default(),
             reconnects: Family::default(),
+            failovers: Family::default(),
             connect_failures: Family::default(),
             subscriptions_refused: Counter::default(),
             control_commands: Family::default(),
@@ -459,6 +462,19 @@ impl Metrics {
             "MQTT connection losses",
             m.reconnects.clone(),
         );
+        r.register(
+            "mqtt_failovers",
+            "Moves to the next broker of mqtt.hosts after a lost connection",
+            m.failovers.clone(),
+        );
+        for connection in ["ingest", "publish"] {
+            m.reconnects
+                .get_or_create(&ConnLabel { connection })
+                .inc_by(0);
+            m.failovers
+                .get_or_create(&ConnLabel { connection })
+                .inc_by(0);
+        }
         r.register(
             "mqtt_connect_failures",
             "MQTT connection losses and failed attempts, by reason",
@@ -673,7 +689,7 @@ impl Metrics {
     pub fn not_ready(&self) -> Option<String> {
         let mut why = Vec::new();
         if !self.ingest_connected.load(Ordering::Relaxed) {
-            why.push("ingest connection down".to_owned());
+            why.push("ingest connection down or not subscribed yet".to_owned());
         }
         if !self.publish_connected.load(Ordering::Relaxed) {
             why.push("publish connection down".to_owned());

@@ -19,6 +19,8 @@ use ebgand::telemetry::Metrics;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
 use tokio::sync::mpsc;
 
+pub mod nats;
+
 pub mod schema;
 
 /// Columns of the SKAB pump recordings, in the files' order.
@@ -684,26 +686,9 @@ outbox_dir = "{outbox}"
 {mqtt_extra}
 [http]
 listen = ""
-[registry]
-dir = "{registry}"
-[learning]
-dir = "{capture}"
-[journal]
-dir = "{journal}"
-[models.vibration]
-path = "{model}"
-[[streams]]
-name = "vibration"
-topic = "sensors/+/vibration"
-model = "vibration"
-format = "array"
-window = 64
-"#,
-            model = root().join("models/vibration/fixture-1").display(),
-            registry = dir.join("registry").display(),
-            capture = dir.join("capture").display(),
+{state}"#,
             outbox = dir.join("outbox").display(),
-            journal = dir.join("journal").display(),
+            state = state_toml(dir),
         ),
     )
     .unwrap();
@@ -724,6 +709,33 @@ window = 64
         .spawn()
         .map(DaemonProcess)
         .unwrap()
+}
+
+/// The end of a spawned daemon's config: its registry, captures and journal under `dir`, the
+/// vibration fixture, and the vibration stream (JSON arrays on `sensors/+/vibration`, windows of
+/// 64), to which keys may be appended.
+pub fn state_toml(dir: &Path) -> String {
+    format!(
+        r#"[registry]
+dir = "{registry}"
+[learning]
+dir = "{capture}"
+[journal]
+dir = "{journal}"
+[models.vibration]
+path = "{model}"
+[[streams]]
+name = "vibration"
+topic = "sensors/+/vibration"
+model = "vibration"
+format = "array"
+window = 64
+"#,
+        model = root().join("models/vibration/fixture-1").display(),
+        registry = dir.join("registry").display(),
+        capture = dir.join("capture").display(),
+        journal = dir.join("journal").display(),
+    )
 }
 
 /// A daemon process, killed (SIGKILL) when dropped: a failing test leaves none behind.
