@@ -135,30 +135,11 @@ clear_after = 3
 
     /// `/metrics`, or nothing while the daemon is down.
     fn metrics(&self) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut c = std::net::TcpStream::connect(("127.0.0.1", self.http)).ok()?;
-        write!(
-            c,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        c.read_to_string(&mut out).ok()?;
-        Some(out)
+        try_http_get(self.http, "/metrics")
     }
 
     fn ready(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", self.http)) else {
-            return false;
-        };
-        let _ = write!(
-            c,
-            "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        );
-        let mut out = String::new();
-        let _ = c.read_to_string(&mut out);
-        out.starts_with("HTTP/1.1 200")
+        try_http_get(self.http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
     }
 
     /// The sum of a metric's samples whose labels contain `labels` (all of them when empty).

@@ -67,13 +67,26 @@ fn sensor_data() -> (Messages, Vec<Vec<f32>>) {
 const MQTT: &str =
     "publish_energy = true\nenergy_qos = 1\nreconnect_min_ms = 50\nreconnect_max_ms = 500";
 
-async fn wait_online(obs: &Observer, runs: usize) {
-    eventually(Duration::from_secs(20), "online", || {
-        obs.on("cr/status")
-            .iter()
-            .filter(|m| m.json["status"] == "online")
-            .count()
-            >= runs
+/// The real binary on `state` with `env`, and the port of its HTTP listener.
+fn spawn(port: u16, state: &std::path::Path, env: &[(&str, &str)]) -> (DaemonProcess, u16) {
+    let http = ebgand::demo::free_port().unwrap();
+    let listen = format!("127.0.0.1:{http}");
+    let mut env = env.to_vec();
+    env.push(("EBGAND__HTTP__LISTEN", &listen));
+    (spawn_daemon_with(port, "cr", state, MQTT, &env), http)
+}
+
+/// Waits until the daemon on `http` is ready (subscribed: what is published from now on is
+/// its) and the observer has seen `runs` "online" statuses.
+async fn wait_online(obs: &Observer, runs: usize, http: u16) {
+    eventually(Duration::from_secs(20), "online and subscribed", || {
+        try_http_get(http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+            && obs
+                .on("cr/status")
+                .iter()
+                .filter(|m| m.json["status"] == "online")
+                .count()
+                >= runs
     })
     .await;
 }
@@ -217,8 +230,8 @@ async fn sigkill_mid_stream_loses_no_window_and_alerts_once() {
     let (messages, sent) = sensor_data();
     let windows = (sent[0].len() / WINDOW) as u64;
 
-    let mut daemon = spawn_daemon_with(broker.port, "cr", state.path(), MQTT, &ENV);
-    wait_online(&obs, 1).await;
+    let (mut daemon, http) = spawn(broker.port, state.path(), &ENV);
+    wait_online(&obs, 1, http).await;
     // The sensors publish at their own pace, whether the daemon is up or not (the broker
     // queues for its persistent session); it is killed twice while they do.
     let port = broker.port;
@@ -240,7 +253,7 @@ async fn sigkill_mid_stream_loses_no_window_and_alerts_once() {
         .await;
         kill(&daemon, "-KILL");
         wait_exit(&mut daemon).await;
-        daemon = spawn_daemon_with(broker.port, "cr", state.path(), MQTT, &ENV);
+        daemon = spawn(broker.port, state.path(), &ENV).0;
     }
     sensors.await.unwrap();
     wait_all_scored(&obs, windows).await;
@@ -261,8 +274,8 @@ async fn windows_judged_again_after_a_crash_do_not_alert_twice() {
     let windows = (sent[0].len() / WINDOW) as u64;
     let env = [ENV[0], ENV[1], ("EBGAND__JOURNAL__CHECKPOINT_MS", "60000")];
 
-    let mut daemon = spawn_daemon_with(broker.port, "cr", state.path(), MQTT, &env);
-    wait_online(&obs, 1).await;
+    let (mut daemon, http) = spawn(broker.port, state.path(), &env);
+    wait_online(&obs, 1, http).await;
     let mut tx = Sender::start(broker.port).await;
     for (i, payload) in messages {
         tx.publish(&format!("sensors/m{i}/vibration"), payload)
@@ -273,8 +286,8 @@ async fn windows_judged_again_after_a_crash_do_not_alert_twice() {
     kill(&daemon, "-KILL");
     wait_exit(&mut daemon).await;
 
-    let mut daemon = spawn_daemon_with(broker.port, "cr", state.path(), MQTT, &env);
-    wait_online(&obs, 2).await;
+    let (mut daemon, http) = spawn(broker.port, state.path(), &env);
+    wait_online(&obs, 2, http).await;
     let total = (windows * STREAMS as u64) as usize;
     eventually(Duration::from_secs(60), "every window judged again", || {
         obs.count("cr/energy/") >= 2 * total

@@ -67,16 +67,21 @@ pub fn ort_library() -> PathBuf {
 
 /// `GET path` on the daemon's HTTP listener at `port`: the whole response, status line first.
 pub fn http_get(port: u16, path: &str) -> String {
+    try_http_get(port, path).unwrap_or_else(|| panic!("GET {path} on port {port} failed"))
+}
+
+/// [`http_get`], or `None` while nothing answers (a daemon starting or down).
+pub fn try_http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     write!(
         c,
         "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .ok()?;
     let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    out
+    c.read_to_string(&mut out).ok()?;
+    Some(out)
 }
 
 /// Trains `pump` version `v1` with the real trainer (`ebgand train`: window 16, 300 steps) on
