@@ -16,9 +16,9 @@ use crate::durable::journal::{Journal, JournalError, Record};
 use crate::mqtt::{Delivery, MessageId};
 use crate::telemetry::{Metrics, RateLimit};
 
-/// Packet ids of the last messages journaled, saved in the checkpoint so that a message the
-/// broker sends again after a crash (DUP set) is recognised. Far above the in-flight limit
-/// toward a subscriber, far below the 65,535 ids before they wrap.
+/// The last messages journaled, by [`MessageId`], saved in the checkpoint so that a message the
+/// broker sends again after a crash is recognised. Far above the in-flight limit toward a
+/// subscriber.
 const JOURNALED_IDS: usize = 4096;
 
 /// The journal, the checkpoint and the records to replay. Owned by the ingest stage, then

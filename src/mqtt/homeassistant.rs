@@ -1,8 +1,9 @@
 //! Home Assistant MQTT discovery (`[homeassistant]`, off by default): each stream's alert state
 //! as a `binary_sensor` (device class `problem`: on while an alert is raised), read from the
 //! stream's retained state on `{prefix}/state/{stream}`, its attributes the state message
-//! itself (energy, probability, what carried it), available while the status topic (`{prefix}/status`) says
-//! `online`. One device per ebgand node holds the node's streams.
+//! itself (energy, probability, what carried it), available while the status topic
+//! (`mqtt.status_topic`, `{prefix}/status` by default) says `online`. One device per ebgand
+//! node holds the node's streams.
 //!
 //! The config is published retained, QoS 1, on
 //! `{discovery_prefix}/binary_sensor/ebgand_{node}/{stream}/config` before a stream's first

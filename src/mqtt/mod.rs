@@ -169,78 +169,71 @@ pub fn status_payload(online: bool, node: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// The brokers one connection tries: it starts on the first of `mqtt.hosts` and moves to the
-/// next after every lost connection or failed attempt, round and round, with the same client
-/// id, so a cluster that replicates sessions (NATS) hands the persistent session and its queued
-/// QoS 1 messages over. The reconnect backoff runs across the list, not per broker.
+/// The brokers one connection tries, and its client options for each: it starts on the first
+/// of `mqtt.hosts` and moves to the next after every lost connection or failed attempt, round
+/// and round, with the same client id, so a cluster that replicates sessions (NATS) hands the
+/// persistent session and its queued QoS 1 messages over. The reconnect backoff runs across
+/// the list, not per broker.
 #[derive(Debug, Clone)]
 pub struct Failover {
-    brokers: Vec<Broker>,
+    settings: MqttSettings,
+    role: Role,
+    node: String,
     current: usize,
 }
 
 impl Failover {
-    /// Starts on the first broker of `s.brokers`.
-    pub fn new(s: &MqttSettings) -> Self {
+    /// Starts on the first broker of `settings.brokers` (validation never leaves the list
+    /// empty; a hand-built one that is gets `127.0.0.1:1883`).
+    pub fn new(settings: &MqttSettings, role: Role, node: &str) -> Self {
+        let mut settings = settings.clone();
+        if settings.brokers.is_empty() {
+            settings.brokers.push(Broker {
+                host: "127.0.0.1".into(),
+                port: 1883,
+            });
+        }
         Self {
-            brokers: s.brokers.clone(),
+            settings,
+            role,
+            node: node.to_owned(),
             current: 0,
         }
     }
 
     /// The broker connected or being tried.
-    pub fn current(&self) -> Option<&Broker> {
-        self.brokers.get(self.current)
+    pub fn current(&self) -> &Broker {
+        &self.settings.brokers[self.current % self.settings.brokers.len()]
     }
 
-    /// After a lost connection: the next broker, or `None` with a single one (nothing changes).
-    pub fn advance(&mut self) -> Option<&Broker> {
-        if self.brokers.len() < 2 {
-            return None;
-        }
-        self.current = (self.current + 1) % self.brokers.len();
-        self.brokers.get(self.current)
+    /// Client options for the current broker.
+    pub fn options(&self) -> MqttOptions {
+        options_for(&self.settings, self.role, &self.node, self.current())
     }
 
-    /// Moves `eventloop` to the next broker, if there is one, counting and logging the move.
-    /// The options are rebuilt for it (same client id, session, credentials, TLS), so the
-    /// packet size limit is the configured one again.
-    pub(crate) fn move_on(
-        &mut self,
-        eventloop: &mut rumqttc::EventLoop,
-        s: &MqttSettings,
-        role: Role,
-        node: &str,
-        metrics: &Metrics,
-    ) {
-        let from = self.current().map(ToString::to_string).unwrap_or_default();
-        let Some(next) = self.advance().cloned() else {
+    /// After a lost connection: moves `eventloop` to the next broker, if there is more than one,
+    /// counting and logging the move. The options are rebuilt for it (same client id, session,
+    /// credentials, TLS), so the packet size limit is the configured one again.
+    pub(crate) fn move_on(&mut self, eventloop: &mut rumqttc::EventLoop, metrics: &Metrics) {
+        if self.settings.brokers.len() < 2 {
             return;
-        };
-        eventloop.mqtt_options = options_for(s, role, node, &next);
+        }
+        let from = self.current().to_string();
+        self.current = (self.current + 1) % self.settings.brokers.len();
+        eventloop.mqtt_options = self.options();
+        let connection = self.role.as_str();
         metrics
             .failovers
-            .get_or_create(&ConnLabel {
-                connection: role.as_str(),
-            })
+            .get_or_create(&ConnLabel { connection })
             .inc();
-        tracing::warn!(mqtt.connection = role.as_str(), from = %from, to = %next, "Trying the next broker of mqtt.hosts.");
+        tracing::warn!(mqtt.connection = connection, from = %from, to = %self.current(), "Trying the next broker of mqtt.hosts.");
     }
-}
-
-/// Client options for one connection to the first broker: see [`options_for`].
-pub fn options(s: &MqttSettings, role: Role, node: &str) -> MqttOptions {
-    let first = s.brokers.first().cloned().unwrap_or(Broker {
-        host: "127.0.0.1".into(),
-        port: 1883,
-    });
-    options_for(s, role, node, &first)
 }
 
 /// Client options for one connection to `broker`: stable client id, persistent session, QoS 1
 /// flow control, credentials, TLS (the certificate checked against `broker`'s host unless
 /// `mqtt.tls.server_name` names another); manual acks for ingest, the Last Will for publish.
-pub fn options_for(s: &MqttSettings, role: Role, node: &str, broker: &Broker) -> MqttOptions {
+fn options_for(s: &MqttSettings, role: Role, node: &str, broker: &Broker) -> MqttOptions {
     let id = match role {
         Role::Ingest => s.client_id.clone(),
         Role::Publish => format!("{}-pub", s.client_id),

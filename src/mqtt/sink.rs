@@ -90,9 +90,7 @@ impl std::fmt::Debug for Publisher {
 pub struct PublisherLoop {
     eventloop: EventLoop,
     client: AsyncClient,
-    /// The settings and node name the options are rebuilt from when moving to another broker.
-    mqtt: MqttSettings,
-    node: String,
+    /// The brokers, and the options for each.
     failover: super::Failover,
     backoff: Backoff,
     metrics: Arc<Metrics>,
@@ -127,8 +125,8 @@ impl Publisher {
         metrics: Arc<Metrics>,
         outbox: SharedOutbox,
     ) -> (Self, PublisherLoop) {
-        let (client, eventloop) =
-            AsyncClient::new(super::options(mqtt, Role::Publish, node), REQUEST_CAPACITY);
+        let failover = super::Failover::new(mqtt, Role::Publish, node);
+        let (client, eventloop) = AsyncClient::new(failover.options(), REQUEST_CAPACITY);
         let queued = Arc::new(AtomicU64::new(0));
         let tags = Tags::default();
         let send = Arc::new(tokio::sync::Mutex::new(()));
@@ -157,9 +155,7 @@ impl Publisher {
         };
         let run = PublisherLoop {
             eventloop,
-            mqtt: mqtt.clone(),
-            node: node.to_owned(),
-            failover: super::Failover::new(mqtt),
+            failover,
             client,
             backoff: Backoff::new(mqtt.reconnect_min, mqtt.reconnect_max),
             metrics,
@@ -400,7 +396,7 @@ impl PublisherLoop {
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                     info!(
                         mqtt.connection = "publish",
-                        mqtt.broker = %self.failover.current().map(ToString::to_string).unwrap_or_default(),
+                        mqtt.broker = %self.failover.current(),
                         session_present = ack.session_present,
                         "MQTT connected."
                     );
@@ -432,13 +428,7 @@ impl PublisherLoop {
                     }
                     let delay =
                         super::report_lost(&mut self.backoff, &self.metrics, Role::Publish, &e);
-                    self.failover.move_on(
-                        &mut self.eventloop,
-                        &self.mqtt,
-                        Role::Publish,
-                        &self.node,
-                        &self.metrics,
-                    );
+                    self.failover.move_on(&mut self.eventloop, &self.metrics);
                     tokio::select! {
                         () = abort.cancelled() => break,
                         () = tokio::time::sleep(delay) => {}

@@ -339,9 +339,7 @@ impl Fifo {
 pub struct Source {
     eventloop: EventLoop,
     client: AsyncClient,
-    /// The settings and node name the options are rebuilt from when moving to another broker.
-    mqtt: MqttSettings,
-    node: String,
+    /// The brokers, and the options for each.
     failover: super::Failover,
     filters: Vec<SubscribeFilter>,
     backoff: Backoff,
@@ -373,15 +371,13 @@ impl Source {
         filters: Vec<String>,
         metrics: Arc<Metrics>,
     ) -> (Self, Acker) {
-        let (client, eventloop) =
-            AsyncClient::new(super::options(mqtt, Role::Ingest, node), REQUEST_CAPACITY);
+        let failover = super::Failover::new(mqtt, Role::Ingest, node);
+        let (client, eventloop) = AsyncClient::new(failover.options(), REQUEST_CAPACITY);
         let connection = Arc::new(AtomicU64::new(0));
         let source = Self {
             eventloop,
             client: client.clone(),
-            mqtt: mqtt.clone(),
-            node: node.to_owned(),
-            failover: super::Failover::new(mqtt),
+            failover,
             filters: filters
                 .into_iter()
                 .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
@@ -458,7 +454,7 @@ impl Source {
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                     info!(
                         mqtt.connection = "ingest",
-                        mqtt.broker = %self.failover.current().map(ToString::to_string).unwrap_or_default(),
+                        mqtt.broker = %self.failover.current(),
                         session_present = ack.session_present,
                         "MQTT connected."
                     );
@@ -514,13 +510,7 @@ impl Source {
                             );
                             // The oversized case stays on its broker (the raised limit is for
                             // the message that broker holds); any other loss tries the next.
-                            self.failover.move_on(
-                                &mut self.eventloop,
-                                &self.mqtt,
-                                Role::Ingest,
-                                &self.node,
-                                &self.metrics,
-                            );
+                            self.failover.move_on(&mut self.eventloop, &self.metrics);
                             delay
                         }
                     };

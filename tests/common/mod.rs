@@ -697,19 +697,25 @@ listen = ""
         ),
     )
     .unwrap();
+    // A pause in a test that is not about stale streams must not raise a stale alert.
+    let mut env = env.to_vec();
+    env.insert(0, ("EBGAND__DETECT__STALE_AFTER", "0"));
+    run_binary(&config, &env, Stdio::piped())
+}
+
+/// The real binary, `ebgand run --config CONFIG`, on the test library with `env` set; its log
+/// goes to `stderr` (EBGAND_TEST_LOGS=1 shows it instead, with `--nocapture`).
+pub fn run_binary(config: &Path, env: &[(&str, &str)], stderr: Stdio) -> DaemonProcess {
     Command::new(env!("CARGO_BIN_EXE_ebgand"))
         .args(["run", "--config", config.to_str().unwrap()])
         .env("ORT_DYLIB_PATH", ort_library())
         .env("EBGAND_LOG", "info")
-        // A pause in a test that is not about stale streams must not raise a stale alert.
-        .env("EBGAND__DETECT__STALE_AFTER", "0")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
-        // EBGAND_TEST_LOGS=1 shows the daemons' logs (with `--nocapture`).
         .stderr(if std::env::var_os("EBGAND_TEST_LOGS").is_some() {
             Stdio::inherit()
         } else {
-            Stdio::piped()
+            stderr
         })
         .spawn()
         .map(DaemonProcess)
