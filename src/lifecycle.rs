@@ -40,6 +40,9 @@ pub(crate) struct Models {
     pub(crate) attempts: HashMap<String, u32>,
     /// Shadow versions being compared, per model.
     pub(crate) shadowing: HashMap<String, String>,
+    /// Models whose shadow is a retrained version warming up: promoted once its calibration
+    /// has learnt every stream ([`Models::promote_warm`]).
+    pub(crate) warming: HashSet<String>,
     /// For scorers started after a first training run; dropped when draining.
     pub(crate) scorer: Option<ScorerContext>,
 }
@@ -221,8 +224,15 @@ impl Models {
                 Err(e) => Err(e.to_string()),
             },
             Command::Train { model } => self.start_training(ctx, model).await,
-            Command::Shadow { model, version } => self.shadow(ctx, model, version).await,
-            Command::Promote { model } => self.promote(ctx, model).await,
+            Command::Shadow { model, version } => {
+                // An operator's shadow replaces a warming one and is promoted by hand.
+                self.warming.remove(model);
+                self.shadow(ctx, model, version).await
+            }
+            Command::Promote { model } => {
+                self.warming.remove(model);
+                self.promote(ctx, model, "promoted from shadow").await
+            }
         };
         if let Err(reason) = result {
             warn!(command = cmd.name(), reason = %reason, "Control command failed.");
@@ -258,9 +268,56 @@ impl Models {
         Ok(())
     }
 
+    /// Whether a retrained version of `model` warms up in shadow before it serves: when any of
+    /// its streams is judged by calibrated probability, since activating it outright makes
+    /// those streams learn again for `learn_windows` windows, unjudged (at one window per five
+    /// minutes, longer than a day). A shadow an operator started is left alone; a warming
+    /// one is replaced (the newer version warms from the start).
+    fn warms_in_shadow(&self, ctx: &Context<'_>, model: &str) -> bool {
+        (!self.shadowing.contains_key(model) || self.warming.contains(model))
+            && ctx.settings.streams.iter().any(|s| {
+                s.model == model && matches!(s.judging, crate::detect::Judging::Probability(_))
+            })
+    }
+
+    /// Promotes each warming shadow whose calibration has learnt every stream it has seen
+    /// (the registry watch tick). A refusal at the gate counts as a failed training run.
+    pub(crate) async fn promote_warm(&mut self, ctx: &Context<'_>) {
+        let warm: Vec<String> = {
+            let shadows = ctx
+                .shadows
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.warming
+                .iter()
+                .filter(|m| {
+                    shadows
+                        .get(*m)
+                        .is_some_and(|s| s.warm() && Some(&s.shadow) == self.shadowing.get(*m))
+                })
+                .cloned()
+                .collect()
+        };
+        for model in warm {
+            self.warming.remove(&model);
+            match self.promote(ctx, &model, "trained").await {
+                Ok(()) => self.retain(ctx, &model).await,
+                Err(reason) => {
+                    self.failed(ctx, &model, format!("warmed version refused: {reason}"))
+                        .await
+                }
+            }
+        }
+    }
+
     /// Publishes the shadow's and the active version's rates on the same windows, stops the
     /// shadow, and activates it through the gate.
-    async fn promote(&mut self, ctx: &Context<'_>, model: &str) -> Result<(), String> {
+    async fn promote(
+        &mut self,
+        ctx: &Context<'_>,
+        model: &str,
+        reason: &str,
+    ) -> Result<(), String> {
         let Some(version) = self.shadowing.remove(model) else {
             return Err(format!("model {model:?} has no shadow to promote"));
         };
@@ -280,7 +337,7 @@ impl Models {
         if let Some(handle) = self.scorers.get(model) {
             handle.shadow(None).await.map_err(|e| e.to_string())?;
         }
-        self.activate(ctx, model, &version, "promoted from shadow", false)
+        self.activate(ctx, model, &version, reason, false)
             .await
             .map_err(|e| e.to_string())
     }
@@ -342,7 +399,22 @@ impl Models {
                     .get_or_create(&StateLabel { state: "ok" })
                     .inc();
                 let outcome = if self.scorers.contains_key(&model) {
-                    self.activate(ctx, &model, &version, "trained", false).await
+                    if self.warms_in_shadow(ctx, &model) {
+                        // Judged on meanwhile by the served version; promoted once warm.
+                        match self.shadow(ctx, &model, &version).await {
+                            Ok(()) => {
+                                self.warming.insert(model.clone());
+                                info!(model = %model, version = %version, "Retrained version warming up in shadow: promoted once its calibration has learnt every stream.");
+                                Ok(())
+                            }
+                            Err(reason) => Err(ModelError::Refused {
+                                model: format!("{model}@{version}"),
+                                reason,
+                            }),
+                        }
+                    } else {
+                        self.activate(ctx, &model, &version, "trained", false).await
+                    }
                 } else {
                     self.first_version(ctx, &model, &version).await
                 };

@@ -267,3 +267,140 @@ async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
         d.shutdown().await.unwrap();
     }
 }
+
+/// A retrained version of a model whose streams are judged by calibrated probability warms up
+/// in shadow: the served version keeps judging while the new one's calibration learns on the
+/// same windows, and only then is it activated (reason "trained"), handing its calibrations
+/// on. No stream goes back to learning, so a slow stream retrained daily is still judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrained_version_warms_up_in_shadow_and_no_stream_learns_again() {
+    assert!(
+        root().join(".venv/trainer/bin/python").exists(),
+        "trainer venv missing: run `make setup`"
+    );
+    const LEARN: u64 = 32;
+    let broker = Mosquitto::start().await;
+    let prefix = "warm";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let toml = VIBRATION
+        .replace("path = \"models/vibration/fixture-1\"", "")
+        .replace(
+            "judge = \"threshold\"",
+            &format!("judge = \"probability\"\nlearn_windows = {LEARN}"),
+        );
+    let mut s = settings(broker.port, prefix, &toml);
+    s.learning.period.windows = 300;
+    s.learning.capture_every = 1;
+    s.learning.steps = 200;
+    // Scheduled retraining every second: a tick while a version warms is skipped.
+    s.learning.retrain_every = Some(Duration::from_secs(1));
+    s.registry.gate_min_windows = 16;
+    // The gate's own bound has its tests (tests/lifecycle.rs); a short run's threshold on a
+    // few hundred windows can miss it by a little, which is not what this test is about.
+    s.registry.max_false_alarm_rate = 0.25;
+    s.train.python = root().join(".venv/trainer/bin/python");
+    s.train.worker = root().join("models/trainer");
+    s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(44);
+
+    // The first version, then its calibration learns and judges.
+    publish_windows(&mut tx, &mut m, 300, false).await;
+    tx.flushed().await;
+    eventually(Duration::from_secs(60), "first version activated", || {
+        !events(&obs, prefix, "activated").is_empty()
+    })
+    .await;
+    let first = events(&obs, prefix, "activated")[0]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    publish_windows(&mut tx, &mut m, 60, false).await;
+    tx.flushed().await;
+    let energy = format!("{prefix}/energy/");
+    eventually(Duration::from_secs(20), "first version judges", || {
+        obs.on(&energy)
+            .iter()
+            .any(|e| e.json["probability"].is_number())
+    })
+    .await;
+
+    // Retrained on schedule: a shadow first, not an activation.
+    eventually(
+        Duration::from_secs(60),
+        "the retrained version shadows",
+        || !events(&obs, prefix, "shadow_started").is_empty(),
+    )
+    .await;
+    let second = events(&obs, prefix, "shadow_started")[0]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(second, first);
+    // No windows for three ticks: the shadow cannot warm, and the schedule waits for it.
+    let runs = events(&obs, prefix, "training_started").len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        events(&obs, prefix, "activated").len(),
+        1,
+        "activated before its calibration learnt a window"
+    );
+    assert_eq!(
+        events(&obs, prefix, "training_started").len(),
+        runs,
+        "a scheduled run started while the last version warmed"
+    );
+    assert_eq!(events(&obs, prefix, "shadow_started").len(), 1);
+
+    // Windows arrive: the shadow learns on them while the served version judges them, then
+    // the retrained version is promoted.
+    publish_windows(&mut tx, &mut m, 2 * LEARN as usize, false).await;
+    tx.flushed().await;
+    eventually(
+        Duration::from_secs(30),
+        "the warm version activated",
+        || events(&obs, prefix, "activated").len() >= 2,
+    )
+    .await;
+    let activated = events(&obs, prefix, "activated")[1].clone();
+    assert_eq!(activated["version"], second.as_str());
+    assert_eq!(activated["reason"], "trained");
+    let report = events(&obs, prefix, "shadow_report");
+    assert!(
+        report[0]["windows"].as_u64().unwrap() >= LEARN,
+        "{}",
+        report[0]
+    );
+
+    // Windows after the promotion are judged by the new version at once.
+    publish_windows(&mut tx, &mut m, 20, false).await;
+    tx.flushed().await;
+    eventually(Duration::from_secs(20), "the new version judges", || {
+        obs.on(&energy)
+            .iter()
+            .any(|e| e.json["model"]["version"] == second.as_str())
+    })
+    .await;
+    let judged: Vec<serde_json::Value> = obs.on(&energy).into_iter().map(|e| e.json).collect();
+    let learning = |version: &str| {
+        judged
+            .iter()
+            .filter(|j| j["model"]["version"] == version && j["learning"] == true)
+            .count()
+    };
+    assert_eq!(
+        learning(&first),
+        LEARN as usize,
+        "the first version learns once"
+    );
+    assert_eq!(learning(&second), 0, "the stream learnt again");
+    assert!(
+        judged
+            .iter()
+            .filter(|j| j["model"]["version"] == second.as_str())
+            .all(|j| j["probability"].is_number()),
+        "the promoted version judged from its first window"
+    );
+    daemon.shutdown().await.unwrap();
+}

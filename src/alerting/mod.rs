@@ -393,6 +393,11 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 && let Some(&se) = senergies.get(i)
             {
                 let sv = sjudge.judge(&w.stream, sref, *threshold, &w.raw, se);
+                if sv.learning {
+                    stats.learning.insert(sv.stream.clone());
+                } else {
+                    stats.judged.insert(sv.stream.clone());
+                }
                 stats.windows += 1;
                 stats.active_anomalous += u64::from(verdict.anomalous);
                 stats.shadow_anomalous += u64::from(sv.anomalous);
@@ -431,16 +436,12 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         let s = all.entry(model.to_owned()).or_default();
         if s.shadow != add.shadow || s.active != add.active {
             *s = ShadowStats {
-                active: add.active,
-                shadow: add.shadow,
+                active: add.active.clone(),
+                shadow: add.shadow.clone(),
                 ..ShadowStats::default()
             };
         }
-        s.windows += add.windows;
-        s.active_anomalous += add.active_anomalous;
-        s.shadow_anomalous += add.shadow_anomalous;
-        s.active_alerts += add.active_alerts;
-        s.shadow_alerts += add.shadow_alerts;
+        s.merge(add);
     }
 }
 

@@ -152,17 +152,29 @@ pub(super) async fn run(
                     warn!(command = %command, reason = %reason, "Control command refused.");
                     ctx.event(serde_json::json!({ "event": "command_refused", "command": command, "reason": reason })).await;
                 }
-                Step::Watch => models.follow_registry(ctx).await,
+                Step::Watch => {
+                    models.follow_registry(ctx).await;
+                    models.promote_warm(ctx).await;
+                }
                 Step::Internal(msg) => models.internal(ctx, msg).await,
                 Step::Retrain => {
                     // Models that learnt from their streams keep learning; a seeded model is
-                    // retrained only when asked to (`retrain_seeded`).
+                    // retrained only when asked to (`retrain_seeded`). A model whose last
+                    // retrained version still warms up in shadow waits for the next tick, so
+                    // a slow stream's versions get to serve (a newer one would start over).
                     let seeded =
                         |name: &String| ctx.settings.models.get(name).is_some_and(Option::is_some);
                     let names: Vec<String> = models
                         .scorers
                         .keys()
                         .filter(|n| ctx.settings.learning.retrain_seeded || !seeded(n))
+                        .filter(|n| {
+                            let warming = models.warming.contains(*n);
+                            if warming {
+                                info!(model = %n, "Scheduled retraining skipped: the last retrained version still warms up in shadow.");
+                            }
+                            !warming
+                        })
                         .cloned()
                         .collect();
                     for name in names {

@@ -149,6 +149,7 @@ pub async fn run(
         training: HashSet::new(),
         attempts: HashMap::new(),
         shadowing: HashMap::new(),
+        warming: HashSet::new(),
         scorer: Some(scorer_ctx.clone()),
     };
     let mut queues: HashMap<String, mpsc::Sender<Window>> = HashMap::new();

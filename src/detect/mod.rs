@@ -13,7 +13,7 @@ pub mod explain;
 pub mod labels;
 pub mod level;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 pub use calibrate::{Calibration, Calibrator};
 pub use explain::{Carried, Explanation, Names};
@@ -420,9 +420,38 @@ pub struct ShadowStats {
     pub active_alerts: u64,
     /// Alerts the shadow would have raised (same hysteresis, never published).
     pub shadow_alerts: u64,
+    /// Streams whose latest window the shadow's calibration was still learning from.
+    #[serde(skip)]
+    pub learning: BTreeSet<String>,
+    /// Streams whose latest window the shadow judged (its calibration had learnt).
+    #[serde(skip)]
+    pub judged: BTreeSet<String>,
 }
 
 impl ShadowStats {
+    /// Adds what one batch saw: counts add up, each stream keeps its latest learning state.
+    pub fn merge(&mut self, add: Self) {
+        self.windows += add.windows;
+        self.active_anomalous += add.active_anomalous;
+        self.shadow_anomalous += add.shadow_anomalous;
+        self.active_alerts += add.active_alerts;
+        self.shadow_alerts += add.shadow_alerts;
+        for s in add.learning {
+            self.judged.remove(&s);
+            self.learning.insert(s);
+        }
+        for s in add.judged {
+            self.learning.remove(&s);
+            self.judged.insert(s);
+        }
+    }
+
+    /// Whether the shadow's calibration has learnt every stream it has seen (and has seen
+    /// one): promoted now, it judges at once instead of learning again.
+    pub fn warm(&self) -> bool {
+        !self.judged.is_empty() && self.learning.is_empty()
+    }
+
     /// The report published before a promotion.
     pub fn report(&self) -> serde_json::Value {
         let rate = |n: u64| {

@@ -287,3 +287,25 @@ fn f32_numbers_keep_their_own_digits() {
     assert_eq!(v.to_string(), "9.190548");
     assert_eq!(serde_json::to_string(&E(f32::NAN)).unwrap(), "null");
 }
+
+#[test]
+fn a_shadow_is_warm_once_every_stream_it_saw_was_judged() {
+    let batch = |learning: &[&str], judged: &[&str]| ShadowStats {
+        windows: (learning.len() + judged.len()) as u64,
+        learning: learning.iter().map(|s| (*s).to_owned()).collect(),
+        judged: judged.iter().map(|s| (*s).to_owned()).collect(),
+        ..ShadowStats::default()
+    };
+    let mut s = ShadowStats::default();
+    assert!(!s.warm(), "nothing seen yet");
+    s.merge(batch(&["a", "b"], &[]));
+    assert!(!s.warm());
+    s.merge(batch(&["b"], &["a"]));
+    assert!(!s.warm(), "b still learns");
+    s.merge(batch(&[], &["b"]));
+    assert!(s.warm());
+    assert_eq!(s.windows, 5);
+    // A stream that learns again (a new normal accepted) makes it cold until judged again.
+    s.merge(batch(&["a"], &[]));
+    assert!(!s.warm());
+}
