@@ -260,6 +260,16 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         for (_, judge) in self.shadow_judges.values_mut() {
             judge.forget(stream);
         }
+        // A stream dropped while a shadow warms no longer holds its promotion back.
+        for stats in self
+            .shadows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values_mut()
+        {
+            stats.learning.remove(stream);
+            stats.judged.remove(stream);
+        }
         self.alerted_through.remove(stream);
         self.out.sink.forget(stream);
         self.out.metrics.forget_stream(stream);

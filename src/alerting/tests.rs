@@ -333,6 +333,8 @@ async fn a_promoted_shadow_hands_its_calibrations_on_so_streams_do_not_learn_aga
     a.batch(b).await.unwrap();
     let judged = progress.snapshot()["vib/m1"].clone();
     assert_eq!(judged.detector.calibrator.unwrap().version, "v1");
+    // 16 windows learnt, the last 4 judged: the shadow is warm.
+    assert!(a.shadows.lock().unwrap()["vibration"].warm());
     // v2 promoted: its first windows are judged at once, on the calibration the shadow made.
     let mut b = batch(&s, 20, &[3.3, 3.3]);
     b.model = model("v2");
@@ -374,4 +376,36 @@ async fn alerts_and_states_say_which_channel_carried_the_energy() {
         assert_eq!(e.channels[1], ("vibration".to_owned(), 0.942));
         assert_eq!(e.rows, [1, 1]);
     }
+}
+
+#[tokio::test]
+async fn a_stream_forgotten_while_a_shadow_warms_does_not_hold_its_promotion_back() {
+    let sink = Recording::default();
+    let (a, _) = stage(&sink, (), Resumed::default());
+    let mut a = a.calibrated(crate::detect::Calibration {
+        learn_windows: 4,
+        ..crate::detect::Calibration::default()
+    });
+    let probability = |id: &str| {
+        Arc::new(StreamInfo::new(
+            id,
+            crate::detect::Judging::Probability(0.999),
+            Hysteresis {
+                raise_after: 2,
+                clear_after: 2,
+            },
+            1,
+        ))
+    };
+    let (m1, m2) = (probability("vib/m1"), probability("vib/m2"));
+    let mut b = batch(&m1, 0, &[1.0; 6]);
+    b.shadow = Some((model("v2"), vec![2.0; 6]));
+    a.batch(b).await.unwrap();
+    // m2 sends two windows, then goes quiet while the shadow still learns it.
+    let mut b = batch(&m2, 0, &[1.0; 2]);
+    b.shadow = Some((model("v2"), vec![2.0; 2]));
+    a.batch(b).await.unwrap();
+    assert!(!a.shadows.lock().unwrap()["vibration"].warm());
+    a.forget("vib/m2");
+    assert!(a.shadows.lock().unwrap()["vibration"].warm());
 }
