@@ -127,7 +127,7 @@ def nab_files(data):
     return out
 
 
-def nab_eval(binary, data, mode, seed, rules, start="stream"):
+def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W):
     """start: "stream" scores each file from its first row, so the calibration learns on the
     stream's first windows, most of them the rows the model was trained on (a model trained
     offline and deployed from the stream's start); "after-training" scores from the end of the
@@ -138,8 +138,9 @@ def nab_eval(binary, data, mode, seed, rules, start="stream"):
     files = nab_files(data)
     for key, path, n, wins in files:
         prob = nab.probationary_length(n)
-        model = binary.train(f"nab/{key.replace('/', '_')}", path, read, f":{prob}", NAB_W, mode,
-                             seed)
+        folder = "nab" if window == NAB_W else f"nab-w{window}"
+        model = binary.train(f"{folder}/{key.replace('/', '_')}", path, read, f":{prob}", window,
+                             mode, seed)
         first = prob if start == "after-training" else 0
         rows = ["--rows", f"{first}:"] if first else []
         for rule in rules:
@@ -147,7 +148,7 @@ def nab_eval(binary, data, mode, seed, rules, start="stream"):
             det = np.zeros(n)
             for v in lines:  # window seq ends at row first + seq + W - 1
                 if v.get("transition") == "raised":
-                    det[first + v["seq"] + NAB_W - 1] = 1.0
+                    det[first + v["seq"] + window - 1] = 1.0
             per_rule[rule].append((det, wins))
     out = {}
     for rule, scored in per_rule.items():
@@ -271,6 +272,8 @@ def main(argv=None):
                    help="NAB: score from each file's first row (calibration learns on the "
                         "training rows) or from the end of its probationary rows (the daemon's "
                         "cold start: calibration learns on rows the model has not seen)")
+    p.add_argument("--nab-window", type=int, default=NAB_W,
+                   help=f"NAB: window length in steps (default {NAB_W}, one hour of 5-minute steps)")
     p.add_argument("--json", type=Path, help="also write every number to this file")
     p.add_argument("--table", type=Path, help="print the table of an earlier --json file")
     args = p.parse_args(argv)
@@ -295,7 +298,8 @@ def main(argv=None):
         for seed in range(7, 7 + args.seeds):
             r = {"mode": mode, "seed": seed}
             if "nab" in args.only:
-                r["nab"] = nab_eval(binary, args.data, mode, seed, rules, args.nab_start)
+                r["nab"] = nab_eval(binary, args.data, mode, seed, rules, args.nab_start,
+                                    args.nab_window)
             if "skab" in args.only:
                 r["skab"] = skab_eval(binary, args.data, mode, seed, rules)
             if "fan" in args.only:
