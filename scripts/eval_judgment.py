@@ -168,12 +168,13 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W):
 SKAB_W = 16
 
 
-def skab_eval(binary, data, mode, seed, rules):
+def skab_eval(binary, data, mode, seed, rules, window_len=SKAB_W):
     read = ["--delimiter", ";", "--timestamp-column", "datetime", "--columns", SKAB_COLUMNS]
     files = sorted((data / "skab" / "valve1").glob("*.csv"), key=lambda p: int(p.stem))
     counts = {r: {"state": np.zeros(4), "window": np.zeros(4)} for r in rules}
     for path in files:
-        model = binary.train(f"skab/{path.stem}", path, read, ":400", SKAB_W, mode, seed,
+        folder = "skab" if window_len == SKAB_W else f"skab-w{window_len}"
+        model = binary.train(f"{folder}/{path.stem}", path, read, ":400", window_len, mode, seed,
                              ["--quantile", "0.99"], ["--holdout", "0.25"])
         for rule in rules:
             lines, _ = binary.score(model, path, read, rule)
@@ -183,7 +184,7 @@ def skab_eval(binary, data, mode, seed, rules):
             state = np.zeros(n, bool)
             window = np.zeros(n, bool)
             for v in lines:
-                row = v["seq"] + SKAB_W - 1
+                row = v["seq"] + window_len - 1
                 state[row] = v["state"] == "raised"
                 window[row] = v["anomalous"]
             for pred, key in ((state, "state"), (window, "window")):
@@ -274,6 +275,8 @@ def main(argv=None):
                         "cold start: calibration learns on rows the model has not seen)")
     p.add_argument("--nab-window", type=int, default=NAB_W,
                    help=f"NAB: window length in steps (default {NAB_W}, one hour of 5-minute steps)")
+    p.add_argument("--skab-window", type=int, default=SKAB_W,
+                   help=f"SKAB: window length in rows (default {SKAB_W})")
     p.add_argument("--json", type=Path, help="also write every number to this file")
     p.add_argument("--table", type=Path, help="print the table of an earlier --json file")
     args = p.parse_args(argv)
@@ -301,7 +304,7 @@ def main(argv=None):
                 r["nab"] = nab_eval(binary, args.data, mode, seed, rules, args.nab_start,
                                     args.nab_window)
             if "skab" in args.only:
-                r["skab"] = skab_eval(binary, args.data, mode, seed, rules)
+                r["skab"] = skab_eval(binary, args.data, mode, seed, rules, args.skab_window)
             if "fan" in args.only:
                 r["fan"] = fan_eval(binary, args.data, mode, seed)
             if "dcase" in args.only:
