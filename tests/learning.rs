@@ -25,6 +25,16 @@ async fn publish_windows(tx: &mut Sender, m: &mut Machine, windows: usize, fault
     }
 }
 
+/// Runs training with the repository's worker and venv (from the repository root, as the
+/// daemon's default config expects) and a shared artifact cache.
+fn with_trainer(s: &mut ebgand::config::Settings) {
+    let python = root().join(".venv/trainer/bin/python");
+    assert!(python.exists(), "trainer venv missing: run `make setup`");
+    s.train.python = python;
+    s.train.worker = root().join("models/trainer");
+    s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
+}
+
 fn events(obs: &Observer, prefix: &str, event: &str) -> Vec<serde_json::Value> {
     obs.on(&format!("{prefix}/events"))
         .into_iter()
@@ -35,10 +45,6 @@ fn events(obs: &Observer, prefix: &str, event: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer() {
-    assert!(
-        root().join(".venv/trainer/bin/python").exists(),
-        "trainer venv missing: run `make setup`"
-    );
     let broker = Mosquitto::start().await;
     let prefix = "learn";
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
@@ -54,10 +60,7 @@ async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer
     s.learning.retry_delay = Duration::from_secs(1);
     // The retrained version is judged on the ~50 healthy windows published after the first.
     s.registry.gate_min_windows = 16;
-    // The worker, run from the repository root like the daemon's default config expects.
-    s.train.python = root().join(".venv/trainer/bin/python");
-    s.train.worker = root().join("models/trainer");
-    s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
+    with_trainer(&mut s);
     let state_dir = s.registry.dir.clone();
     let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
     let daemon = TestDaemon::start(s).await;
@@ -194,10 +197,6 @@ async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer
 /// on the same schedule does not (unless `retrain_seeded`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
-    assert!(
-        root().join(".venv/trainer/bin/python").exists(),
-        "trainer venv missing: run `make setup`"
-    );
     let broker = Mosquitto::start().await;
     let obs = Observer::start(broker.port, "#").await;
     let mut daemons = Vec::new();
@@ -221,9 +220,7 @@ async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
         // Retention after each run: the active version and the newest other.
         s.learning.keep_versions = Some(2);
         registries.push(s.registry.dir.clone());
-        s.train.python = root().join(".venv/trainer/bin/python");
-        s.train.worker = root().join("models/trainer");
-        s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
+        with_trainer(&mut s);
         daemons.push(TestDaemon::start(s).await);
     }
     let mut tx = Sender::start(broker.port).await;
@@ -274,10 +271,6 @@ async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
 /// on. No stream goes back to learning, so a slow stream retrained daily is still judged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retrained_version_warms_up_in_shadow_and_no_stream_learns_again() {
-    assert!(
-        root().join(".venv/trainer/bin/python").exists(),
-        "trainer venv missing: run `make setup`"
-    );
     const LEARN: u64 = 32;
     let broker = Mosquitto::start().await;
     let prefix = "warm";
@@ -298,9 +291,7 @@ async fn a_retrained_version_warms_up_in_shadow_and_no_stream_learns_again() {
     // The gate's own bound has its tests (tests/lifecycle.rs); a short run's threshold on a
     // few hundred windows can miss it by a little, which is not what this test is about.
     s.registry.max_false_alarm_rate = 0.25;
-    s.train.python = root().join(".venv/trainer/bin/python");
-    s.train.worker = root().join("models/trainer");
-    s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
+    with_trainer(&mut s);
     let daemon = TestDaemon::start(s).await;
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(44);

@@ -268,7 +268,6 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             .values_mut()
         {
             stats.learning.remove(stream);
-            stats.judged.remove(stream);
         }
         self.alerted_through.remove(stream);
         self.out.sink.forget(stream);
@@ -403,16 +402,12 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 && let Some(&se) = senergies.get(i)
             {
                 let sv = sjudge.judge(&w.stream, sref, *threshold, &w.raw, se);
-                if sv.learning {
-                    stats.learning.insert(sv.stream.clone());
-                } else {
-                    stats.judged.insert(sv.stream.clone());
-                }
                 stats.windows += 1;
                 stats.active_anomalous += u64::from(verdict.anomalous);
                 stats.shadow_anomalous += u64::from(sv.anomalous);
                 stats.active_alerts += u64::from(verdict.transition == Some(Transition::Raised));
                 stats.shadow_alerts += u64::from(sv.transition == Some(Transition::Raised));
+                stats.learning.insert(sv.stream, sv.learning);
             }
             self.out.metrics.stream_judged(
                 &verdict.stream,

@@ -107,6 +107,19 @@ fn stream(id: &str) -> Arc<StreamInfo> {
     ))
 }
 
+/// A stream judged by calibrated probability (0.999), the same hysteresis as [`stream`].
+fn probability_stream(id: &str) -> Arc<StreamInfo> {
+    Arc::new(StreamInfo::new(
+        id,
+        crate::detect::Judging::Probability(0.999),
+        Hysteresis {
+            raise_after: 2,
+            clear_after: 2,
+        },
+        1,
+    ))
+}
+
 fn model(version: &str) -> Arc<ModelInfo> {
     Arc::new(ModelInfo {
         name: "vibration".into(),
@@ -317,15 +330,7 @@ async fn a_promoted_shadow_hands_its_calibrations_on_so_streams_do_not_learn_aga
         learn_windows: 16,
         ..crate::detect::Calibration::default()
     });
-    let s = Arc::new(StreamInfo::new(
-        "vib/m1",
-        crate::detect::Judging::Probability(0.999),
-        Hysteresis {
-            raise_after: 2,
-            clear_after: 2,
-        },
-        1,
-    ));
+    let s = probability_stream("vib/m1");
     let calm: Vec<f32> = (0..20).map(|i| 1.0 + (i % 5) as f32 * 0.1).collect();
     // v1 active with v2 in shadow: both learn the stream.
     let mut b = batch(&s, 0, &calm);
@@ -386,18 +391,7 @@ async fn a_stream_forgotten_while_a_shadow_warms_does_not_hold_its_promotion_bac
         learn_windows: 4,
         ..crate::detect::Calibration::default()
     });
-    let probability = |id: &str| {
-        Arc::new(StreamInfo::new(
-            id,
-            crate::detect::Judging::Probability(0.999),
-            Hysteresis {
-                raise_after: 2,
-                clear_after: 2,
-            },
-            1,
-        ))
-    };
-    let (m1, m2) = (probability("vib/m1"), probability("vib/m2"));
+    let (m1, m2) = (probability_stream("vib/m1"), probability_stream("vib/m2"));
     let mut b = batch(&m1, 0, &[1.0; 6]);
     b.shadow = Some((model("v2"), vec![2.0; 6]));
     a.batch(b).await.unwrap();

@@ -13,7 +13,7 @@ pub mod explain;
 pub mod labels;
 pub mod level;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 pub use calibrate::{Calibration, Calibrator};
 pub use explain::{Carried, Explanation, Names};
@@ -420,12 +420,10 @@ pub struct ShadowStats {
     pub active_alerts: u64,
     /// Alerts the shadow would have raised (same hysteresis, never published).
     pub shadow_alerts: u64,
-    /// Streams whose latest window the shadow's calibration was still learning from.
+    /// Per stream the shadow has seen: whether its calibration was still learning at the
+    /// stream's latest window.
     #[serde(skip)]
-    pub learning: BTreeSet<String>,
-    /// Streams whose latest window the shadow judged (its calibration had learnt).
-    #[serde(skip)]
-    pub judged: BTreeSet<String>,
+    pub learning: BTreeMap<String, bool>,
 }
 
 impl ShadowStats {
@@ -436,20 +434,13 @@ impl ShadowStats {
         self.shadow_anomalous += add.shadow_anomalous;
         self.active_alerts += add.active_alerts;
         self.shadow_alerts += add.shadow_alerts;
-        for s in add.learning {
-            self.judged.remove(&s);
-            self.learning.insert(s);
-        }
-        for s in add.judged {
-            self.learning.remove(&s);
-            self.judged.insert(s);
-        }
+        self.learning.extend(add.learning);
     }
 
     /// Whether the shadow's calibration has learnt every stream it has seen (and has seen
     /// one): promoted now, it judges at once instead of learning again.
     pub fn warm(&self) -> bool {
-        !self.judged.is_empty() && self.learning.is_empty()
+        !self.learning.is_empty() && self.learning.values().all(|learning| !learning)
     }
 
     /// The report published before a promotion.

@@ -292,8 +292,11 @@ fn f32_numbers_keep_their_own_digits() {
 fn a_shadow_is_warm_once_every_stream_it_saw_was_judged() {
     let batch = |learning: &[&str], judged: &[&str]| ShadowStats {
         windows: (learning.len() + judged.len()) as u64,
-        learning: learning.iter().map(|s| (*s).to_owned()).collect(),
-        judged: judged.iter().map(|s| (*s).to_owned()).collect(),
+        learning: learning
+            .iter()
+            .map(|s| ((*s).to_owned(), true))
+            .chain(judged.iter().map(|s| ((*s).to_owned(), false)))
+            .collect(),
         ..ShadowStats::default()
     };
     let mut s = ShadowStats::default();
