@@ -127,12 +127,13 @@ def nab_files(data):
     return out
 
 
-def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W):
+def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retrain=0):
     """start: "stream" scores each file from its first row, so the calibration learns on the
     stream's first windows, most of them the rows the model was trained on (a model trained
     offline and deployed from the stream's start); "after-training" scores from the end of the
     probationary rows, so it learns on windows the model has not seen, as the daemon's cold
-    start does (capture, train, activate, then learn_windows before judging)."""
+    start does (capture, train, activate, then learn_windows before judging). retrain: replay
+    the daemon's continual learning every that many windows (`score --retrain-every`)."""
     read = ["--columns", "value", "--timestamp-column", "timestamp"]
     per_rule = {r: [] for r in rules}
     files = nab_files(data)
@@ -143,6 +144,8 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W):
                              mode, seed)
         first = prob if start == "after-training" else 0
         rows = ["--rows", f"{first}:"] if first else []
+        if retrain:
+            rows += ["--retrain-every", str(retrain)]
         for rule in rules:
             lines, _ = binary.score(model, path, [*read, *rows], rule)
             det = np.zeros(n)
@@ -273,6 +276,9 @@ def main(argv=None):
                    help="NAB: score from each file's first row (calibration learns on the "
                         "training rows) or from the end of its probationary rows (the daemon's "
                         "cold start: calibration learns on rows the model has not seen)")
+    p.add_argument("--nab-retrain", type=int, default=0, metavar="N",
+                   help="NAB: replay the daemon's continual learning, retraining every N windows "
+                        "(288: the daily default at 5-minute steps; 0: off)")
     p.add_argument("--nab-window", type=int, default=NAB_W,
                    help=f"NAB: window length in steps (default {NAB_W}, one hour of 5-minute steps)")
     p.add_argument("--skab-window", type=int, default=SKAB_W,
@@ -302,7 +308,7 @@ def main(argv=None):
             r = {"mode": mode, "seed": seed}
             if "nab" in args.only:
                 r["nab"] = nab_eval(binary, args.data, mode, seed, rules, args.nab_start,
-                                    args.nab_window)
+                                    args.nab_window, args.nab_retrain)
             if "skab" in args.only:
                 r["skab"] = skab_eval(binary, args.data, mode, seed, rules, args.skab_window)
             if "fan" in args.only:

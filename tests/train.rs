@@ -345,3 +345,64 @@ fn audio_model_trains_on_wav_logmel_and_scores_clips() {
     assert_eq!(last["windows"], 309);
     assert!(last["clip_energy"].as_f64().unwrap().is_finite());
 }
+
+#[test]
+fn score_replays_continual_learning_and_no_stream_learns_again_after_a_promotion() {
+    let dir = tempfile::tempdir().unwrap();
+    let healthy = healthy_npy(dir.path(), 4, 1);
+    let out = train(dir.path(), &healthy, "ebgan");
+    // 30 s of the same healthy machine, another seed: 468 windows of 64 samples.
+    let later = dir.path().join("later.npy");
+    let samples = Machine::new(2).samples(30_000, false);
+    ndarray_npy::write_npy(&later, &ndarray::Array1::from(samples)).unwrap();
+    let o = common::ebgand(
+        &[
+            "score",
+            "--json",
+            "--judge",
+            "probability",
+            "--model",
+            out.to_str().unwrap(),
+            "--retrain-every",
+            "100",
+            later.to_str().unwrap(),
+        ],
+        &[
+            ("EBGAND__DETECT__LEARN_WINDOWS", "32"),
+            ("EBGAND__LEARNING__STEPS", "100"),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (summary, verdicts) = lines.split_last().unwrap();
+    let runs = summary["retrained"].as_array().unwrap();
+    // The schedule ticks every 100 windows; a run starts after the batch of the tick (112,
+    // 208, ...) and warms on 32 windows before it serves.
+    assert!(runs.len() >= 3, "{runs:?}");
+    let first = &runs[0];
+    assert_eq!(first["version"], "ebgan-retrained-1");
+    let trained_at = first["trained_at"].as_u64().unwrap();
+    let promoted_at = first["promoted_at"].as_u64().unwrap();
+    assert!(
+        trained_at >= 100 && promoted_at >= trained_at + 32,
+        "{first}"
+    );
+    assert!(first["windows"].as_u64().unwrap() > 50, "{first}");
+    for v in verdicts {
+        let seq = v["seq"].as_u64().unwrap();
+        let version = v["model"]["version"].as_str().unwrap();
+        if seq < promoted_at {
+            assert_eq!(version, "ebgan", "window {seq}");
+        }
+        if seq == promoted_at {
+            assert_eq!(version, "ebgan-retrained-1", "window {seq}");
+        }
+        // Only the stream's first windows learn: a promoted version carries its shadow's
+        // calibration on.
+        assert_eq!(v["learning"], seq < 32, "window {seq}: {v}");
+    }
+}

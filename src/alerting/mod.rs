@@ -401,7 +401,9 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             if let Some((sjudge, sref, threshold, senergies, stats)) = shadow_pass.as_mut()
                 && let Some(&se) = senergies.get(i)
             {
-                let sv = sjudge.judge(&w.stream, sref, *threshold, &w.raw, se);
+                // It learns only what the active judge found healthy: never a fault's windows.
+                let healthy = !verdict.anomalous && verdict.state == AlertState::Normal;
+                let sv = sjudge.judge_guided(&w.stream, sref, *threshold, &w.raw, se, healthy);
                 stats.windows += 1;
                 stats.active_anomalous += u64::from(verdict.anomalous);
                 stats.shadow_anomalous += u64::from(sv.anomalous);

@@ -403,3 +403,37 @@ async fn a_stream_forgotten_while_a_shadow_warms_does_not_hold_its_promotion_bac
     a.forget("vib/m2");
     assert!(a.shadows.lock().unwrap()["vibration"].warm());
 }
+
+#[tokio::test]
+async fn a_warming_shadow_never_learns_the_windows_of_a_raised_alert() {
+    let sink = Recording::default();
+    let (a, _) = stage(&sink, (), Resumed::default());
+    let mut a = a.calibrated(crate::detect::Calibration {
+        learn_windows: 8,
+        ..crate::detect::Calibration::default()
+    });
+    let s = probability_stream("vib/m1");
+    let calm = |n: usize| -> Vec<f32> { (0..n).map(|i| 1.0 + (i % 4) as f32 * 0.1).collect() };
+    a.batch(batch(&s, 0, &calm(8))).await.unwrap();
+    // A fault: the active version raises after two windows.
+    a.batch(batch(&s, 8, &[100.0; 2])).await.unwrap();
+    assert_eq!(sink.alerts().len(), 1);
+    // A retrained version starts warming in shadow while the fault is still up.
+    let mut b = batch(&s, 10, &[100.0; 12]);
+    b.shadow = Some((model("v2"), vec![300.0; 12]));
+    a.batch(b).await.unwrap();
+    assert!(
+        !a.shadows.lock().unwrap()["vibration"].warm(),
+        "twelve windows of a raised alert taught the shadow nothing"
+    );
+    // The machine is healthy again: the alert clears, and the shadow learns from then on.
+    let mut b = batch(&s, 22, &calm(10));
+    b.shadow = Some((model("v2"), calm(10).iter().map(|e| e * 3.0).collect()));
+    a.batch(b).await.unwrap();
+    assert!(a.shadows.lock().unwrap()["vibration"].warm());
+    // Promoted, it judges the fault's energies as anomalous: they were never learnt.
+    let mut b = batch(&s, 32, &[300.0; 2]);
+    b.model = model("v2");
+    a.batch(b).await.unwrap();
+    assert_eq!(sink.alerts().len(), 3, "{:?}", sink.alerts());
+}

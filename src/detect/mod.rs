@@ -528,6 +528,23 @@ impl Judge {
         window: &RawWindow,
         energy: f32,
     ) -> Verdict {
+        self.judge_guided(stream, model, model_threshold, window, energy, true)
+    }
+
+    /// [`Judge::judge`] for a shadow judge, which may learn `window` only where `may_learn`
+    /// (the active judge found it healthy: not anomalous, no alert up). The shadow never
+    /// alerts, so without this a fault in progress while a retrained version warms up would be
+    /// learnt into its calibration and, once promoted, judged normal. A learning window it may
+    /// not learn is skipped: reported as learning, neither learnt nor judged.
+    pub fn judge_guided(
+        &mut self,
+        stream: &StreamInfo,
+        model: &ModelRef,
+        model_threshold: f32,
+        window: &RawWindow,
+        energy: f32,
+        may_learn: bool,
+    ) -> Verdict {
         let cal = self.calibration;
         let mut first = false;
         let saved = &mut self.saved;
@@ -575,7 +592,9 @@ impl Judge {
                 };
                 learning = c.learning(&cal);
                 if learning {
-                    learn(&mut c, &mut level);
+                    if may_learn {
+                        learn(&mut c, &mut level);
+                    }
                     (probability, anomalous, transition) = (None, false, None);
                 } else {
                     if let Some(l) = &mut level {
@@ -585,7 +604,8 @@ impl Judge {
                     probability = Some(p);
                     anomalous = p >= alert;
                     transition = detector.observe(anomalous);
-                    if !anomalous
+                    if may_learn
+                        && !anomalous
                         && detector.state == AlertState::Normal
                         && (cal.learn_below <= 0.0 || p < cal.learn_below)
                     {

@@ -287,7 +287,7 @@ def _manifest(args, argv, model, arch, train_x, hold_x, mean, std, result, thres
                   "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
          "training": {
              "method": _method(arch, ebgan),
-             "mode": args.mode, "steps": result.steps_run, "steps_planned": args.steps,
+             "mode": args.mode, "discriminator": arch.d, "steps": result.steps_run, "steps_planned": args.steps,
              "best_step": result.best_step, "stopped_early": result.stopped_early,
              "batch": args.batch, "optimizer": "AdamW", "lr": args.lr,
              "hidden": args.hidden, "latent": args.latent,

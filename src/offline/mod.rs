@@ -1,6 +1,8 @@
 //! `ebgand score`: scores a recording (CSV, `.npy`, `.npz`) through the daemon's own windowing,
 //! scoring and detection code, printing one JSON object per window.
 
+mod retrain;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -68,6 +70,14 @@ pub struct ScoreArgs {
     /// anomalies with --labels, and what carried the energy at each alert.
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
+    /// Replay the daemon's continual learning: every N windows, train a new version on the
+    /// healthy windows captured so far (one in `[learning] capture_every`, `[learning] steps`,
+    /// the model's own mode and seed; needs the trainer's venv, as `ebgand train` does), score
+    /// it in shadow while its calibration learns windows the served version finds healthy,
+    /// then serve it. The summary line lists the runs. With the daemon's daily schedule, N is
+    /// a day's windows.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub retrain_every: Option<u64>,
 }
 
 /// One output line: the window's verdict, with its alert event when it caused one.
@@ -131,13 +141,24 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         );
     }
     let version_is_audio = version.manifest.features.is_some();
+    let mut retrainer = match args.retrain_every {
+        Some(_) if version_is_audio => {
+            bail!("--retrain-every: replaying retraining of audio models is not supported")
+        }
+        Some(every) => Some(retrain::Retrainer::new(
+            every,
+            &settings.learning,
+            &version,
+        )?),
+        None => None,
+    };
     let mut scorer = Scorer::load(version, &settings.runtime)?;
     let m = &scorer.version().manifest;
-    let model = ModelRef {
+    let mut model = ModelRef {
         name: m.name.clone(),
         version: m.version.clone(),
     };
-    let model_threshold = m.threshold.value;
+    let mut model_threshold = m.threshold.value;
     let id = args
         .file
         .file_name()
@@ -180,9 +201,29 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         }
         residual.clear();
         let energies = scorer.score_explained(&data, chunk.len(), Some(&mut residual))?;
-        for ((win, energy), r) in chunk.iter().zip(energies).zip(residual.chunks_exact(w * c)) {
+        let mut warming = retrainer.as_mut().and_then(|r| r.warming.take());
+        let shadow = match &mut warming {
+            Some(s) => s.scorer.score_explained(&data, chunk.len(), None)?,
+            None => Vec::new(),
+        };
+        let (mut due, mut warm) = (false, false);
+        for (i, ((win, energy), r)) in chunk
+            .iter()
+            .zip(energies)
+            .zip(residual.chunks_exact(w * c))
+            .enumerate()
+        {
             total += f64::from(energy);
             let mut verdict = judge.judge(&stream, &model, model_threshold, win, energy);
+            if let Some(r) = &mut retrainer {
+                if let (Some(s), Some(&se)) = (&mut warming, shadow.get(i)) {
+                    let healthy =
+                        !verdict.anomalous && verdict.state == crate::detect::AlertState::Normal;
+                    warm = retrain::Retrainer::shadow_judge(s, &stream, win, se, healthy);
+                }
+                // A tick while a version warms is skipped, as the daemon's schedule is.
+                due |= r.observe(&verdict, win) && warming.is_none();
+            }
             let carried = Carried::of(r, c, stream.names.group);
             verdict.explanation = Explanation::new(&carried, &stream.names, w);
             let label = match &labels {
@@ -221,6 +262,20 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
                 out.write_all(b"\n")?;
             }
         }
+        let Some(r) = &mut retrainer else { continue };
+        let next = chunk.last().map_or(0, |w| w.seq + 1);
+        match warming {
+            // Warm: it serves from the next window on, its calibration handed to the judge.
+            Some(s) if warm => {
+                judge.adopt_calibrations(s.judge, &s.model.version);
+                (scorer, model, model_threshold) = (s.scorer, s.model, s.threshold);
+                r.promoted(next);
+            }
+            other => r.warming = other,
+        }
+        if due && r.warming.is_none() {
+            r.train(&settings, next)?;
+        }
     }
     // The clip's energy: the mean over its windows (the DCASE clip score).
     let clip = serde_json::json!({
@@ -229,6 +284,14 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         "clip_energy": if windows.is_empty() { 0.0 } else { total / windows.len() as f64 },
         "threshold": model_threshold,
     });
+    let clip = match &retrainer {
+        Some(r) => {
+            let mut clip = clip;
+            clip["retrained"] = serde_json::to_value(&r.runs)?;
+            clip
+        }
+        None => clip,
+    };
     let clip = match &args.labels {
         Some(column) => {
             let mut clip = clip;

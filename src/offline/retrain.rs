@@ -1,0 +1,236 @@
+//! `ebgand score --retrain-every N`: the daemon's continual learning, replayed in stream order.
+//!
+//! As in the daemon: windows the active version judges healthy (not anomalous, no alert up) are
+//! captured, every one of the first `[learning] windows` (the daemon's learner captures its
+//! whole learning period) and then one in `capture_every`, the newest `shard_windows ×
+//! max_shards` kept;
+//! every N windows a training run on them starts in the supervised worker (`[learning] steps`,
+//! the served version's mode, discriminator and seed); the result scores beside the served
+//! version as a shadow whose calibration learns only windows the served one found healthy; once
+//! it has learnt (`learn_windows`), it is promoted and the stream's judge carries on with its
+//! calibration. No run starts while a retrained version still warms. Differences from the
+//! daemon: runs are counted in windows rather than seconds, training blocks the replay (the
+//! daemon scores on meanwhile; its windows during a run are judged by the served version
+//! either way), and the activation gate is not replayed (a version that fails to train or
+//! load is an error here).
+
+use std::collections::VecDeque;
+use std::path::Path;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::{LearningSettings, Settings};
+use crate::detect::{Calibration, Judge, ModelRef, StreamInfo, Verdict};
+use crate::model::{ModelVersion, Scorer};
+use crate::pipeline::RawWindow;
+use crate::train::{TrainJob, WorkerEvent, run_worker};
+
+/// A retrained version scoring in shadow while its calibration learns.
+pub struct Warming {
+    pub scorer: Scorer,
+    pub model: ModelRef,
+    pub threshold: f32,
+    pub judge: Judge,
+}
+
+/// What one replayed run did, for the summary line.
+#[derive(Debug, serde::Serialize)]
+pub struct Run {
+    pub version: String,
+    /// Healthy windows it was trained on.
+    pub windows: usize,
+    /// Window at which it started warming in shadow.
+    pub trained_at: u64,
+    /// Window from which it served, if it was promoted before the recording ended.
+    pub promoted_at: Option<u64>,
+}
+
+/// The replayed learner of one recording.
+pub struct Retrainer {
+    every: u64,
+    since_run: u64,
+    /// Healthy windows seen, for the one-in-`capture_every` sample.
+    healthy: u64,
+    capture_every: u64,
+    /// Healthy windows captured whole, as a learner's learning period is.
+    learning_windows: u64,
+    capacity: usize,
+    captured: VecDeque<Vec<f32>>,
+    window: usize,
+    channels: usize,
+    steps: u64,
+    worker_args: Vec<String>,
+    base_version: String,
+    name: String,
+    dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+    pub runs: Vec<Run>,
+    pub warming: Option<Warming>,
+}
+
+impl Retrainer {
+    /// A learner that starts a run every `every` windows, training like `version` was trained.
+    ///
+    /// # Errors
+    /// The temporary folder or the runtime cannot be made.
+    pub fn new(
+        every: u64,
+        learning: &LearningSettings,
+        version: &ModelVersion,
+    ) -> anyhow::Result<Self> {
+        let m = &version.manifest;
+        let training = m.training.as_ref();
+        let text = |key: &str| {
+            training
+                .and_then(|t| t.get(key))
+                .and_then(toml::Value::as_str)
+                .map(str::to_owned)
+        };
+        let mut worker_args = vec!["--mode".to_owned(), text("mode").unwrap_or("ebgan".into())];
+        // Older manifests name the discriminator only in their method.
+        let conv = text("discriminator").map_or_else(
+            || text("method").is_some_and(|m| m.contains("convolutional")),
+            |d| d == "conv",
+        );
+        if conv {
+            worker_args.extend(["--discriminator".into(), "conv".into()]);
+        }
+        if let Some(seed) = training
+            .and_then(|t| t.get("seed"))
+            .and_then(toml::Value::as_integer)
+        {
+            worker_args.extend(["--seed".into(), seed.to_string()]);
+        }
+        Ok(Self {
+            every,
+            since_run: 0,
+            healthy: 0,
+            capture_every: learning.capture_every.max(1) as u64,
+            learning_windows: learning.period.windows as u64,
+            capacity: learning.shard_windows * learning.max_shards,
+            captured: VecDeque::new(),
+            window: m.input.window,
+            channels: m.input.channels,
+            steps: learning.steps,
+            worker_args,
+            base_version: m.version.clone(),
+            name: m.name.clone(),
+            dir: tempfile::tempdir().context("a folder for retrained versions")?,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            runs: Vec::new(),
+            warming: None,
+        })
+    }
+
+    /// Sees the served version's verdict on `window`: captures it when healthy (all of the
+    /// first `learning_windows`, then one in `capture_every`), and says whether the schedule ticks (every `every` windows, as the
+    /// daemon's timer does; the caller skips a tick while a version warms).
+    pub fn observe(&mut self, verdict: &Verdict, window: &RawWindow) -> bool {
+        if !verdict.anomalous && verdict.state == crate::detect::AlertState::Normal {
+            let after = self.healthy.saturating_sub(self.learning_windows);
+            if self.healthy < self.learning_windows || after.is_multiple_of(self.capture_every) {
+                if self.captured.len() == self.capacity {
+                    self.captured.pop_front();
+                }
+                self.captured.push_back(window.data.clone());
+            }
+            self.healthy += 1;
+        }
+        self.since_run += 1;
+        if self.since_run < self.every {
+            return false;
+        }
+        self.since_run = 0;
+        !self.captured.is_empty()
+    }
+
+    /// Trains on the captured windows and starts the result warming in shadow at window `seq`.
+    ///
+    /// # Errors
+    /// The worker fails, or its result does not load.
+    pub fn train(&mut self, settings: &Settings, seq: u64) -> anyhow::Result<()> {
+        let k = self.runs.len() + 1;
+        let version = format!("{}-retrained-{k}", self.base_version);
+        let n = self.captured.len();
+        let flat: Vec<f32> = self.captured.iter().flatten().copied().collect();
+        let data = ndarray::Array3::from_shape_vec((n, self.window, self.channels), flat)?;
+        let data_path = self.dir.path().join(format!("windows-{k}.npy"));
+        ndarray_npy::write_npy(&data_path, &data)?;
+        let mut args = vec!["--steps".to_owned(), self.steps.to_string()];
+        args.extend(self.worker_args.iter().cloned());
+        let job = TrainJob {
+            data: data_path,
+            out: self.dir.path().join(&version),
+            name: self.name.clone(),
+            version: version.clone(),
+            args,
+            command: "ebgand score --retrain-every (replayed continual learning)".into(),
+            source: format!("{n} healthy windows captured from the recording up to window {seq}"),
+        };
+        let done = self.runtime.block_on(run_worker(
+            &settings.train,
+            &job,
+            |_| {},
+            CancellationToken::new(),
+        ))?;
+        let WorkerEvent::Done { dir, .. } = done else {
+            anyhow::bail!("the training worker reported no result");
+        };
+        let scorer = load(&dir, settings)?;
+        info!(version = %version, windows = n, at = seq, "Retrained; warming in shadow.");
+        let m = &scorer.version().manifest;
+        self.warming = Some(Warming {
+            model: ModelRef {
+                name: m.name.clone(),
+                version: m.version.clone(),
+            },
+            threshold: m.threshold.value,
+            scorer,
+            // A shadow follows no input level of its own, as in the daemon.
+            judge: Judge::new(Calibration {
+                level_windows: 0,
+                ..settings.calibration
+            }),
+        });
+        self.runs.push(Run {
+            version,
+            windows: n,
+            trained_at: seq,
+            promoted_at: None,
+        });
+        Ok(())
+    }
+
+    /// The shadow judges `window` (learning it only when `healthy` under the served version);
+    /// true once its calibration has learnt and it can be promoted.
+    pub fn shadow_judge(
+        warming: &mut Warming,
+        stream: &StreamInfo,
+        window: &RawWindow,
+        energy: f32,
+        healthy: bool,
+    ) -> bool {
+        let w = warming;
+        let v = w
+            .judge
+            .judge_guided(stream, &w.model, w.threshold, window, energy, healthy);
+        !v.learning
+    }
+
+    /// Notes that the warming version serves from window `seq` on.
+    pub fn promoted(&mut self, seq: u64) {
+        if let Some(run) = self.runs.last_mut() {
+            run.promoted_at = Some(seq);
+        }
+        info!(at = seq, "Retrained version promoted.");
+    }
+}
+
+fn load(dir: &Path, settings: &Settings) -> anyhow::Result<Scorer> {
+    Scorer::load(ModelVersion::open(dir)?, &settings.runtime)
+        .with_context(|| format!("the retrained model in {} does not load", dir.display()))
+}
