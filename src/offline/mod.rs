@@ -202,8 +202,15 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         residual.clear();
         let energies = scorer.score_explained(&data, chunk.len(), Some(&mut residual))?;
         let mut warming = retrainer.as_mut().and_then(|r| r.warming.take());
+        // As in the daemon, a shadow scores the windows raw: it was trained on them as they are.
         let shadow = match &mut warming {
-            Some(s) => s.scorer.score_explained(&data, chunk.len(), None)?,
+            Some(s) => {
+                data.clear();
+                for w in chunk {
+                    data.extend_from_slice(&w.data);
+                }
+                s.scorer.score_explained(&data, chunk.len(), None)?
+            }
             None => Vec::new(),
         };
         let (mut due, mut warm) = (false, false);
