@@ -127,21 +127,25 @@ def nab_files(data):
     return out
 
 
-def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retrain=0):
+def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retrain=0,
+             trainer=()):
     """start: "stream" scores each file from its first row, so the calibration learns on the
     stream's first windows, most of them the rows the model was trained on (a model trained
     offline and deployed from the stream's start); "after-training" scores from the end of the
     probationary rows, so it learns on windows the model has not seen, as the daemon's cold
     start does (capture, train, activate, then learn_windows before judging). retrain: replay
-    the daemon's continual learning every that many windows (`score --retrain-every`)."""
+    the daemon's continual learning every that many windows (`score --retrain-every`).
+    trainer: further trainer arguments (`--latent 4`); their models are cached apart."""
     read = ["--columns", "value", "--timestamp-column", "timestamp"]
     per_rule = {r: [] for r in rules}
     files = nab_files(data)
     for key, path, n, wins in files:
         prob = nab.probationary_length(n)
         folder = "nab" if window == NAB_W else f"nab-w{window}"
+        if trainer:
+            folder += "-" + "".join(trainer).replace("-", "")
         model = binary.train(f"{folder}/{key.replace('/', '_')}", path, read, f":{prob}", window,
-                             mode, seed)
+                             mode, seed, worker=trainer)
         first = prob if start == "after-training" else 0
         rows = ["--rows", f"{first}:"] if first else []
         if retrain:
@@ -279,6 +283,8 @@ def main(argv=None):
     p.add_argument("--nab-retrain", type=int, default=0, metavar="N",
                    help="NAB: replay the daemon's continual learning, retraining every N windows "
                         "(288: the daily default at 5-minute steps; 0: off)")
+    p.add_argument("--nab-trainer-args", default="", metavar="ARGS",
+                   help="NAB: further trainer arguments, e.g. '--latent 4' (models cached apart)")
     p.add_argument("--nab-window", type=int, default=NAB_W,
                    help=f"NAB: window length in steps (default {NAB_W}, one hour of 5-minute steps)")
     p.add_argument("--skab-window", type=int, default=SKAB_W,
@@ -308,7 +314,8 @@ def main(argv=None):
             r = {"mode": mode, "seed": seed}
             if "nab" in args.only:
                 r["nab"] = nab_eval(binary, args.data, mode, seed, rules, args.nab_start,
-                                    args.nab_window, args.nab_retrain)
+                                    args.nab_window, args.nab_retrain,
+                                    args.nab_trainer_args.split())
             if "skab" in args.only:
                 r["skab"] = skab_eval(binary, args.data, mode, seed, rules, args.skab_window)
             if "fan" in args.only:
