@@ -201,19 +201,10 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         }
         residual.clear();
         let energies = scorer.score_explained(&data, chunk.len(), Some(&mut residual))?;
-        let mut warming = retrainer.as_mut().and_then(|r| r.warming.take());
-        // As in the daemon, a shadow scores the windows raw: it was trained on them as they are.
-        let shadow = match &mut warming {
-            Some(s) => {
-                data.clear();
-                for w in chunk {
-                    data.extend_from_slice(&w.data);
-                }
-                s.scorer.score_explained(&data, chunk.len(), None)?
-            }
-            None => Vec::new(),
+        let mut pass = match &mut retrainer {
+            Some(r) => Some(r.begin(chunk, &mut data)?),
+            None => None,
         };
-        let (mut due, mut warm) = (false, false);
         for (i, ((win, energy), r)) in chunk
             .iter()
             .zip(energies)
@@ -222,14 +213,8 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         {
             total += f64::from(energy);
             let mut verdict = judge.judge(&stream, &model, model_threshold, win, energy);
-            if let Some(r) = &mut retrainer {
-                if let (Some(s), Some(&se)) = (&mut warming, shadow.get(i)) {
-                    let healthy =
-                        !verdict.anomalous && verdict.state == crate::detect::AlertState::Normal;
-                    warm = retrain::Retrainer::shadow_judge(s, &stream, win, se, healthy);
-                }
-                // A tick while a version warms is skipped, as the daemon's schedule is.
-                due |= r.observe(&verdict, win) && warming.is_none();
+            if let (Some(r), Some(pass)) = (&mut retrainer, &mut pass) {
+                r.judged(pass, i, &stream, &verdict, win);
             }
             let carried = Carried::of(r, c, stream.names.group);
             verdict.explanation = Explanation::new(&carried, &stream.names, w);
@@ -269,19 +254,12 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
                 out.write_all(b"\n")?;
             }
         }
-        let Some(r) = &mut retrainer else { continue };
-        let next = chunk.last().map_or(0, |w| w.seq + 1);
-        match warming {
+        if let (Some(r), Some(pass)) = (&mut retrainer, pass) {
+            let next = chunk.last().map_or(0, |w| w.seq + 1);
             // Warm: it serves from the next window on, its calibration handed to the judge.
-            Some(s) if warm => {
-                judge.adopt_calibrations(s.judge, &s.model.version);
-                (scorer, model, model_threshold) = (s.scorer, s.model, s.threshold);
-                r.promoted(next);
+            if let Some(promoted) = r.end(pass, &mut judge, &settings, next)? {
+                (scorer, model, model_threshold) = promoted;
             }
-            other => r.warming = other,
-        }
-        if due && r.warming.is_none() {
-            r.train(&settings, next)?;
         }
     }
     // The clip's energy: the mean over its windows (the DCASE clip score).

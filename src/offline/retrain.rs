@@ -22,17 +22,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::{LearningSettings, Settings};
-use crate::detect::{Calibration, Judge, ModelRef, StreamInfo, Verdict};
+use crate::detect::{AlertState, Calibration, Judge, ModelRef, StreamInfo, Verdict};
 use crate::model::{ModelVersion, Scorer};
 use crate::pipeline::RawWindow;
 use crate::train::{TrainJob, WorkerEvent, run_worker};
 
 /// A retrained version scoring in shadow while its calibration learns.
-pub struct Warming {
-    pub scorer: Scorer,
-    pub model: ModelRef,
-    pub threshold: f32,
-    pub judge: Judge,
+struct Warming {
+    scorer: Scorer,
+    model: ModelRef,
+    threshold: f32,
+    judge: Judge,
 }
 
 /// What one replayed run did, for the summary line.
@@ -67,7 +67,7 @@ pub struct Retrainer {
     dir: tempfile::TempDir,
     runtime: tokio::runtime::Runtime,
     pub runs: Vec<Run>,
-    pub warming: Option<Warming>,
+    warming: Option<Warming>,
 }
 
 impl Retrainer {
@@ -129,7 +129,7 @@ impl Retrainer {
     /// Sees the served version's verdict on `window`: captures it when healthy (all of the
     /// first `learning_windows`, then one in `capture_every`), and says whether the schedule ticks (every `every` windows, as the
     /// daemon's timer does; the caller skips a tick while a version warms).
-    pub fn observe(&mut self, verdict: &Verdict, window: &RawWindow) -> bool {
+    fn observe(&mut self, verdict: &Verdict, window: &RawWindow) -> bool {
         if !verdict.anomalous && verdict.state == crate::detect::AlertState::Normal {
             let after = self.healthy.saturating_sub(self.learning_windows);
             if self.healthy < self.learning_windows || after.is_multiple_of(self.capture_every) {
@@ -152,7 +152,7 @@ impl Retrainer {
     ///
     /// # Errors
     /// The worker fails, or its result does not load.
-    pub fn train(&mut self, settings: &Settings, seq: u64) -> anyhow::Result<()> {
+    fn train(&mut self, settings: &Settings, seq: u64) -> anyhow::Result<()> {
         let k = self.runs.len() + 1;
         let version = format!("{}-retrained-{k}", self.base_version);
         let n = self.captured.len();
@@ -205,29 +205,94 @@ impl Retrainer {
         Ok(())
     }
 
-    /// The shadow judges `window` (learning it only when `healthy` under the served version);
-    /// true once its calibration has learnt and it can be promoted.
-    pub fn shadow_judge(
-        warming: &mut Warming,
-        stream: &StreamInfo,
-        window: &RawWindow,
-        energy: f32,
-        healthy: bool,
-    ) -> bool {
-        let w = warming;
-        let v = w
-            .judge
-            .judge_guided(stream, &w.model, w.threshold, window, energy, healthy);
-        !v.learning
+    /// Starts a batch: the warming version, if any, scores its windows (raw, as the daemon's
+    /// shadow does: it was trained on them as they are).
+    ///
+    /// # Errors
+    /// The shadow's inference fails.
+    pub fn begin(&mut self, chunk: &[RawWindow], buf: &mut Vec<f32>) -> anyhow::Result<Pass> {
+        let mut warming = self.warming.take();
+        let energies = match &mut warming {
+            Some(s) => {
+                buf.clear();
+                for w in chunk {
+                    buf.extend_from_slice(&w.data);
+                }
+                s.scorer.score_explained(buf, chunk.len(), None)?
+            }
+            None => Vec::new(),
+        };
+        Ok(Pass {
+            warming,
+            energies,
+            due: false,
+            warm: false,
+        })
     }
 
-    /// Notes that the warming version serves from window `seq` on.
-    pub fn promoted(&mut self, seq: u64) {
-        if let Some(run) = self.runs.last_mut() {
-            run.promoted_at = Some(seq);
+    /// The served version judged the batch's window `i`: the shadow judges it too (learning it
+    /// only if the served verdict is healthy), and it is captured.
+    pub fn judged(
+        &mut self,
+        pass: &mut Pass,
+        i: usize,
+        stream: &StreamInfo,
+        verdict: &Verdict,
+        window: &RawWindow,
+    ) {
+        if let (Some(w), Some(&energy)) = (&mut pass.warming, pass.energies.get(i)) {
+            let healthy = !verdict.anomalous && verdict.state == AlertState::Normal;
+            let v = w
+                .judge
+                .judge_guided(stream, &w.model, w.threshold, window, energy, healthy);
+            pass.warm = !v.learning;
         }
-        info!(at = seq, "Retrained version promoted.");
+        // A tick while a version warms is skipped, as the daemon's schedule is.
+        pass.due |= self.observe(verdict, window) && pass.warming.is_none();
     }
+
+    /// Ends a batch whose windows after it start at `next`: a warm shadow is promoted (its
+    /// calibrations handed to `judge`; returned for the caller to serve), and a due run trains.
+    ///
+    /// # Errors
+    /// The run fails.
+    pub fn end(
+        &mut self,
+        pass: Pass,
+        judge: &mut Judge,
+        settings: &Settings,
+        next: u64,
+    ) -> anyhow::Result<Option<(Scorer, ModelRef, f32)>> {
+        let promoted = match pass.warming {
+            Some(s) if pass.warm => {
+                judge.adopt_calibrations(s.judge, &s.model.version);
+                if let Some(run) = self.runs.last_mut() {
+                    run.promoted_at = Some(next);
+                }
+                info!(at = next, version = %s.model.version, "Retrained version promoted.");
+                Some((s.scorer, s.model, s.threshold))
+            }
+            other => {
+                self.warming = other;
+                None
+            }
+        };
+        if pass.due && self.warming.is_none() {
+            self.train(settings, next)?;
+        }
+        Ok(promoted)
+    }
+}
+
+/// One batch's view of the warming version.
+pub struct Pass {
+    warming: Option<Warming>,
+    /// Its energies for the batch's windows.
+    energies: Vec<f32>,
+    /// The schedule ticked in the batch with no version warming.
+    due: bool,
+    /// Its calibration has learnt: it can serve.
+    warm: bool,
 }
 
 fn load(dir: &Path, settings: &Settings) -> anyhow::Result<Scorer> {
