@@ -226,11 +226,11 @@ impl Models {
             Command::Train { model } => self.start_training(ctx, model).await,
             Command::Shadow { model, version } => {
                 // An operator's shadow replaces a warming one and is promoted by hand.
-                self.warming.remove(model);
+                self.stop_warming(model);
                 self.shadow(ctx, model, version).await
             }
             Command::Promote { model } => {
-                self.warming.remove(model);
+                self.stop_warming(model);
                 self.promote(ctx, model, "promoted from shadow").await
             }
         };
@@ -280,6 +280,62 @@ impl Models {
             })
     }
 
+    /// Marks `model`'s shadow `version` as warming, in memory and in the registry (`WARMING`),
+    /// so a restart resumes the warm-up ([`Models::resume_warming`]).
+    fn start_warming(&mut self, model: &str, version: &str) {
+        self.warming.insert(model.to_owned());
+        if let Err(e) = self.registry.set_warming(model, Some(version)) {
+            warn!(model, version, error = %e, "Cannot record the warming version; a restart will not resume its warm-up.");
+        }
+    }
+
+    /// `model` has no warming version any more (promoted, refused, or replaced by hand).
+    fn stop_warming(&mut self, model: &str) {
+        if self.warming.remove(model)
+            && let Err(e) = self.registry.set_warming(model, None)
+        {
+            warn!(model, error = %e, "Cannot clear the warming record.");
+        }
+    }
+
+    /// At start: a retrained version that was warming up in shadow when the daemon stopped
+    /// warms up again (its calibrations start over; they were in memory), instead of waiting
+    /// unserved for the next training run. A record that no longer applies (the version is
+    /// active, gone, or no stream is judged by probability) is cleared.
+    pub(crate) async fn resume_warming(&mut self, ctx: &Context<'_>) {
+        let models: Vec<String> = self.scorers.keys().cloned().collect();
+        for model in models {
+            let version = match self.registry.warming(&model) {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(model = %model, error = %e, "Cannot read the warming record.");
+                    continue;
+                }
+            };
+            let applies = self.served.get(&model) != Some(&version)
+                && self.registry.path(&model, &version).is_dir()
+                && self.warms_in_shadow(ctx, &model);
+            let resumed = if applies {
+                self.shadow(ctx, &model, &version).await
+            } else {
+                Err("no longer warming".to_owned())
+            };
+            match resumed {
+                Ok(()) => {
+                    self.warming.insert(model.clone());
+                    info!(model = %model, version = %version, "Retrained version warms up in shadow again after the restart.");
+                }
+                Err(reason) => {
+                    info!(model = %model, version = %version, reason = %reason, "Warming record cleared.");
+                    if let Err(e) = self.registry.set_warming(&model, None) {
+                        warn!(model = %model, error = %e, "Cannot clear the warming record.");
+                    }
+                }
+            }
+        }
+    }
+
     /// Promotes each warming shadow whose calibration has learnt every stream it has seen
     /// (the registry watch tick). A refusal at the gate counts as a failed training run.
     pub(crate) async fn promote_warm(&mut self, ctx: &Context<'_>) {
@@ -299,7 +355,7 @@ impl Models {
                 .collect()
         };
         for model in warm {
-            self.warming.remove(&model);
+            self.stop_warming(&model);
             match self.promote(ctx, &model, "trained").await {
                 Ok(()) => self.retain(ctx, &model).await,
                 Err(reason) => {
@@ -403,7 +459,7 @@ impl Models {
                         // Judged on meanwhile by the served version; promoted once warm.
                         match self.shadow(ctx, &model, &version).await {
                             Ok(()) => {
-                                self.warming.insert(model.clone());
+                                self.start_warming(&model, &version);
                                 info!(model = %model, version = %version, "Retrained version warming up in shadow: promoted once its calibration has learnt every stream.");
                                 Ok(())
                             }

@@ -270,7 +270,7 @@ async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
 /// same windows, and only then is it activated (reason "trained"), handing its calibrations
 /// on. No stream goes back to learning, so a slow stream retrained daily is still judged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retrained_version_warms_up_in_shadow_and_no_stream_learns_again() {
+async fn a_retrained_version_warms_up_in_shadow_across_a_restart_and_no_stream_learns_again() {
     const LEARN: u64 = 32;
     let broker = Mosquitto::start().await;
     let prefix = "warm";
@@ -292,7 +292,7 @@ async fn a_retrained_version_warms_up_in_shadow_and_no_stream_learns_again() {
     // few hundred windows can miss it by a little, which is not what this test is about.
     s.registry.max_false_alarm_rate = 0.25;
     with_trainer(&mut s);
-    let daemon = TestDaemon::start(s).await;
+    let daemon = TestDaemon::start(s.clone()).await;
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(44);
 
@@ -343,6 +343,20 @@ async fn a_retrained_version_warms_up_in_shadow_and_no_stream_learns_again() {
         "a scheduled run started while the last version warmed"
     );
     assert_eq!(events(&obs, prefix, "shadow_started").len(), 1);
+
+    // A restart while it warms: the warm-up starts again (its calibration was in memory)
+    // rather than leaving the version unserved until the next run.
+    daemon.shutdown().await.unwrap();
+    let daemon = TestDaemon::start(s).await;
+    eventually(Duration::from_secs(20), "the warm-up resumed", || {
+        events(&obs, prefix, "shadow_started").len() == 2
+    })
+    .await;
+    assert_eq!(
+        events(&obs, prefix, "shadow_started")[1]["version"],
+        second.as_str()
+    );
+    assert_eq!(events(&obs, prefix, "activated").len(), 1);
 
     // Windows arrive: the shadow learns on them while the served version judges them, then
     // the retrained version is promoted.

@@ -120,6 +120,10 @@ pub(super) async fn run(
     });
     let mut watch = tokio::time::interval(ctx.settings.registry.watch);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A warm-up the last run left unfinished starts again; a stop meanwhile is honoured.
+    if let Err(stop) = interrupts.during(models.resume_warming(&ctx)).await {
+        return stop;
+    }
     loop {
         let step = if std::mem::take(&mut interrupts.reload) {
             Step::Reload

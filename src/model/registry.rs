@@ -82,6 +82,20 @@ pub struct Registry {
     root: PathBuf,
 }
 
+/// Replaces `folder/file` with one line naming `version`, whole or not at all (a temp file
+/// synced, renamed over it, the folder synced).
+fn write_pointer(folder: &Path, file: &str, version: &str) -> Result<(), RegistryError> {
+    let tmp = folder.join(format!(".{file}.{}", std::process::id()));
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(format!("{version}\n").as_bytes())
+        .map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    let path = folder.join(file);
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    sync_dir(folder)
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     move |source| RegistryError::Io {
         path: path.to_path_buf(),
@@ -163,6 +177,40 @@ impl Registry {
             Ok(s) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(RegistryError::Io { path, source }),
+        }
+    }
+
+    /// The retrained version of `name` the daemon was warming up in shadow when it last
+    /// recorded one (`WARMING`), so a restart resumes the warm-up instead of leaving the
+    /// version unserved until the next training run.
+    ///
+    /// # Errors
+    /// [`RegistryError::Io`] when `WARMING` exists but cannot be read.
+    pub fn warming(&self, name: &str) -> Result<Option<String>, RegistryError> {
+        let path = self.root.join(name).join("WARMING");
+        match fs::read_to_string(&path) {
+            Ok(s) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(RegistryError::Io { path, source }),
+        }
+    }
+
+    /// Records the version of `name` warming up in shadow, or with `None` that none is.
+    ///
+    /// # Errors
+    /// [`RegistryError::Io`] when the record cannot be written or removed.
+    pub fn set_warming(&self, name: &str, version: Option<&str>) -> Result<(), RegistryError> {
+        let folder = self.root.join(name);
+        match version {
+            Some(v) => write_pointer(&folder, "WARMING", v),
+            None => {
+                let path = folder.join("WARMING");
+                match fs::remove_file(&path) {
+                    Ok(()) => sync_dir(&folder),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(source) => Err(RegistryError::Io { path, source }),
+                }
+            }
         }
     }
 
@@ -278,15 +326,7 @@ impl Registry {
         ModelVersion::open(&dir)?;
         let previous = self.active(name)?;
         let folder = self.root.join(name);
-        let tmp = folder.join(format!(".ACTIVE.{}", std::process::id()));
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(format!("{version}\n").as_bytes())
-            .map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        let active = folder.join("ACTIVE");
-        fs::rename(&tmp, &active).map_err(io(&active))?;
-        sync_dir(&folder)?;
+        write_pointer(&folder, "ACTIVE", version)?;
         let entry = Activation {
             at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -488,6 +528,33 @@ mod tests {
             vec!["v1", "v2"]
         );
         assert_eq!(h[1].previous.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn the_warming_record_is_written_whole_read_back_and_cleared() {
+        let src = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let reg = Registry::open(root.path()).unwrap();
+        for v in ["v1", "v2"] {
+            reg.import(&fixture(v, src.path())).unwrap();
+        }
+        assert_eq!(reg.warming("vibration").unwrap(), None);
+        reg.set_warming("vibration", Some("v2")).unwrap();
+        assert_eq!(reg.warming("vibration").unwrap().as_deref(), Some("v2"));
+        // Neither a version nor a temp file left beside it.
+        assert_eq!(reg.versions("vibration").unwrap(), vec!["v1", "v2"]);
+        let dir = root.path().join("vibration");
+        assert!(
+            fs::read_dir(&dir).unwrap().all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.'))
+        );
+        reg.set_warming("vibration", None).unwrap();
+        assert_eq!(reg.warming("vibration").unwrap(), None);
+        // Clearing what is not there is not an error.
+        reg.set_warming("vibration", None).unwrap();
     }
 
     #[test]
