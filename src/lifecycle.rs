@@ -413,12 +413,21 @@ impl Models {
             ));
         }
         ctx.metrics.set_phase(model, "training");
+        // A retrained version is of the served one's kind (a first one, of the worker's
+        // defaults: EBGAN, MLP).
+        let like = self
+            .served
+            .get(model)
+            .and_then(|v| crate::model::Manifest::read(&self.registry.path(model, v)).ok())
+            .map(|m| crate::train::same_kind(&m))
+            .unwrap_or_default();
         let run = crate::train::TrainFromCapture {
             model: model.to_owned(),
             capture: ctx.settings.learning.dir.join(model),
             window: stream.window.get(),
             channels: stream.channels.get(),
             steps: ctx.settings.learning.steps,
+            like,
             train: ctx.settings.train.clone(),
             registry: self.registry.clone(),
         };

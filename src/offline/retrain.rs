@@ -3,9 +3,9 @@
 //! As in the daemon: windows the active version judges healthy (not anomalous, no alert up) are
 //! captured, every one of the first `[learning] windows` (the daemon's learner captures its
 //! whole learning period) and then one in `capture_every`, the newest `shard_windows ×
-//! max_shards` kept;
-//! every N windows a training run on them starts in the supervised worker (`[learning] steps`,
-//! the served version's mode, discriminator and seed); the result scores beside the served
+//! max_shards` kept; every N windows a training run on them starts in the supervised worker
+//! (`[learning] steps`, the served version's kind, [`crate::train::same_kind`], and its seed,
+//! so a replay is reproducible; the daemon's runs are seeded by the worker); the result scores beside the served
 //! version as a shadow whose calibration learns only windows the served one found healthy; once
 //! it has learnt (`learn_windows`), it is promoted and the stream's judge carries on with its
 //! calibration. No run starts while a retrained version still warms. Differences from the
@@ -81,23 +81,11 @@ impl Retrainer {
         version: &ModelVersion,
     ) -> anyhow::Result<Self> {
         let m = &version.manifest;
-        let training = m.training.as_ref();
-        let text = |key: &str| {
-            training
-                .and_then(|t| t.get(key))
-                .and_then(toml::Value::as_str)
-                .map(str::to_owned)
-        };
-        let mut worker_args = vec!["--mode".to_owned(), text("mode").unwrap_or("ebgan".into())];
-        // Older manifests name the discriminator only in their method.
-        let conv = text("discriminator").map_or_else(
-            || text("method").is_some_and(|m| m.contains("convolutional")),
-            |d| d == "conv",
-        );
-        if conv {
-            worker_args.extend(["--discriminator".into(), "conv".into()]);
-        }
-        if let Some(seed) = training
+        let mut worker_args = crate::train::same_kind(m);
+        // Seeded like the served version, so a replay is reproducible.
+        if let Some(seed) = m
+            .training
+            .as_ref()
             .and_then(|t| t.get("seed"))
             .and_then(toml::Value::as_integer)
         {
@@ -127,10 +115,11 @@ impl Retrainer {
     }
 
     /// Sees the served version's verdict on `window`: captures it when healthy (all of the
-    /// first `learning_windows`, then one in `capture_every`), and says whether the schedule ticks (every `every` windows, as the
-    /// daemon's timer does; the caller skips a tick while a version warms).
+    /// first `learning_windows`, then one in `capture_every`), and says whether the schedule
+    /// ticks (every `every` windows, as the daemon's timer does; the caller skips a tick while
+    /// a version warms).
     fn observe(&mut self, verdict: &Verdict, window: &RawWindow) -> bool {
-        if !verdict.anomalous && verdict.state == crate::detect::AlertState::Normal {
+        if !verdict.anomalous && verdict.state == AlertState::Normal {
             let after = self.healthy.saturating_sub(self.learning_windows);
             if self.healthy < self.learning_windows || after.is_multiple_of(self.capture_every) {
                 if self.captured.len() == self.capacity {

@@ -268,6 +268,32 @@ async fn stop(child: &mut Child) {
     }
 }
 
+/// Worker arguments that train the same kind of model as `manifest` describes: its mode
+/// (`ebgan` or `ae`) and its discriminator (MLP or temporal convolutional), so a retrained
+/// version is what an operator chose, not the worker's defaults. Older manifests name the
+/// discriminator only in their method.
+pub fn same_kind(manifest: &crate::model::Manifest) -> Vec<String> {
+    let training = manifest.training.as_ref();
+    let text = |key: &str| {
+        training
+            .and_then(|t| t.get(key))
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned)
+    };
+    let mut args = Vec::new();
+    if let Some(mode) = text("mode") {
+        args.extend(["--mode".to_owned(), mode]);
+    }
+    let conv = text("discriminator").map_or_else(
+        || text("method").is_some_and(|m| m.contains("convolutional")),
+        |d| d == "conv",
+    );
+    if conv {
+        args.extend(["--discriminator".to_owned(), "conv".to_owned()]);
+    }
+    args
+}
+
 /// A training run the daemon starts by itself (learning from the stream, retraining): the
 /// model's captured healthy windows in, a new version in the registry out.
 #[derive(Debug, Clone)]
@@ -282,6 +308,8 @@ pub struct TrainFromCapture {
     pub channels: usize,
     /// Training steps.
     pub steps: u64,
+    /// Further worker arguments: [`same_kind`] as the served version, when there is one.
+    pub like: Vec<String>,
     /// Worker settings.
     pub train: TrainSettings,
     /// Where the result is imported.
@@ -328,7 +356,11 @@ impl TrainFromCapture {
             out: out.clone(),
             name: self.model.clone(),
             version: version.clone(),
-            args: vec!["--steps".into(), self.steps.to_string()],
+            args: [
+                vec!["--steps".into(), self.steps.to_string()],
+                self.like.clone(),
+            ]
+            .concat(),
             command: "ebgand (training from captured stream windows)".into(),
             source: format!(
                 "{n} healthy windows captured from the stream ({})",
@@ -389,6 +421,27 @@ pub fn default_out(models_dir: &Path, name: &str, version: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retrained_version_is_trained_as_the_served_one_was() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/vibration/fixture-1");
+        let mut m = crate::model::Manifest::read(&dir).unwrap();
+        // The fixture names no mode: the worker's defaults.
+        assert!(same_kind(&m).is_empty());
+        let table = |t: &str| Some(t.parse::<toml::Table>().unwrap());
+        m.training = table("mode = \"ae\"\ndiscriminator = \"conv\"");
+        assert_eq!(same_kind(&m), ["--mode", "ae", "--discriminator", "conv"]);
+        m.training = table("mode = \"ebgan\"\ndiscriminator = \"mlp\"");
+        assert_eq!(same_kind(&m), ["--mode", "ebgan"]);
+        // Before manifests named it, the method did.
+        m.training = table(
+            "mode = \"ebgan\"\nmethod = \"EBGAN: D = temporal convolutional autoencoder: ...\"",
+        );
+        assert_eq!(
+            same_kind(&m),
+            ["--mode", "ebgan", "--discriminator", "conv"]
+        );
+    }
 
     #[test]
     fn progress_lines_parse() {
