@@ -71,11 +71,12 @@ pub struct ScoreArgs {
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
     /// Replay the daemon's continual learning: every N windows, train a new version on the
-    /// healthy windows captured so far (one in `[learning] capture_every`, `[learning] steps`,
-    /// the model's own mode and seed; needs the trainer's venv, as `ebgand train` does), score
-    /// it in shadow while its calibration learns windows the served version finds healthy,
-    /// then serve it. The summary line lists the runs. With the daemon's daily schedule, N is
-    /// a day's windows.
+    /// healthy windows captured so far, as the daemon captures them (all of the first
+    /// `[learning] windows`, then one in `capture_every`; `[learning] steps`, the model's own
+    /// kind and seed; needs the trainer's venv, as `ebgand train` does), score it in shadow
+    /// while its calibration learns windows the served version finds healthy, then serve it.
+    /// The summary line lists the runs. With the daemon's daily schedule, N is a day's
+    /// windows.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub retrain_every: Option<u64>,
 }
