@@ -402,8 +402,8 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 && let Some(&se) = senergies.get(i)
             {
                 // It learns only what the active judge found healthy: never a fault's windows.
-                let healthy = !verdict.anomalous && verdict.state == AlertState::Normal;
-                let sv = sjudge.judge_guided(&w.stream, sref, *threshold, &w.raw, se, healthy);
+                let sv =
+                    sjudge.judge_guided(&w.stream, sref, *threshold, &w.raw, se, verdict.healthy());
                 stats.windows += 1;
                 stats.active_anomalous += u64::from(verdict.anomalous);
                 stats.shadow_anomalous += u64::from(sv.anomalous);
@@ -417,7 +417,7 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 verdict.probability,
                 verdict.state == AlertState::Raised,
             );
-            if !verdict.anomalous && verdict.state == AlertState::Normal {
+            if verdict.healthy() {
                 // Healthy windows feed the activation gate and the retraining data (from which
                 // a retrained version takes its normalisation): never a window of a raised
                 // alert, so neither learns the fault.

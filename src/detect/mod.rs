@@ -296,6 +296,15 @@ pub struct Verdict {
     pub alerted_before: bool,
 }
 
+impl Verdict {
+    /// Judged healthy: not anomalous and no alert up. Only such windows are learnt from
+    /// (calibration, a warming shadow, the retraining capture, the activation gate), so a
+    /// fault is never learnt as normal.
+    pub fn healthy(&self) -> bool {
+        !self.anomalous && self.state == AlertState::Normal
+    }
+}
+
 /// Serialises an f32 as the shortest decimal that reads back as the same f32 (`9.190548`, not
 /// the f64 widening's `9.190547943115234`), so that every payload and `score` line carries the
 /// same digits for the same number; NaN and infinities as `null`.

@@ -82,6 +82,16 @@ pub struct Registry {
     root: PathBuf,
 }
 
+/// The version `folder/file` names (`None` when it is missing or empty).
+fn read_pointer(folder: &Path, file: &str) -> Result<Option<String>, RegistryError> {
+    let path = folder.join(file);
+    match fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(RegistryError::Io { path, source }),
+    }
+}
+
 /// Replaces `folder/file` with one line naming `version`, whole or not at all (a temp file
 /// synced, renamed over it, the folder synced).
 fn write_pointer(folder: &Path, file: &str, version: &str) -> Result<(), RegistryError> {
@@ -172,12 +182,7 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::Io`] when `ACTIVE` exists but cannot be read.
     pub fn active(&self, name: &str) -> Result<Option<String>, RegistryError> {
-        let path = self.root.join(name).join("ACTIVE");
-        match fs::read_to_string(&path) {
-            Ok(s) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(RegistryError::Io { path, source }),
-        }
+        read_pointer(&self.root.join(name), "ACTIVE")
     }
 
     /// The retrained version of `name` the daemon was warming up in shadow when it last
@@ -187,12 +192,7 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::Io`] when `WARMING` exists but cannot be read.
     pub fn warming(&self, name: &str) -> Result<Option<String>, RegistryError> {
-        let path = self.root.join(name).join("WARMING");
-        match fs::read_to_string(&path) {
-            Ok(s) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(RegistryError::Io { path, source }),
-        }
+        read_pointer(&self.root.join(name), "WARMING")
     }
 
     /// Records the version of `name` warming up in shadow, or with `None` that none is.

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::{LearningSettings, Settings};
-use crate::detect::{AlertState, Calibration, Judge, ModelRef, StreamInfo, Verdict};
+use crate::detect::{Calibration, Judge, ModelRef, StreamInfo, Verdict};
 use crate::model::{ModelVersion, Scorer};
 use crate::pipeline::RawWindow;
 use crate::train::{TrainJob, WorkerEvent, run_worker};
@@ -119,7 +119,7 @@ impl Retrainer {
     /// ticks (every `every` windows, as the daemon's timer does; the caller skips a tick while
     /// a version warms).
     fn observe(&mut self, verdict: &Verdict, window: &RawWindow) -> bool {
-        if !verdict.anomalous && verdict.state == AlertState::Normal {
+        if verdict.healthy() {
             let after = self.healthy.saturating_sub(self.learning_windows);
             if self.healthy < self.learning_windows || after.is_multiple_of(self.capture_every) {
                 if self.captured.len() == self.capacity {
@@ -230,10 +230,14 @@ impl Retrainer {
         window: &RawWindow,
     ) {
         if let (Some(w), Some(&energy)) = (&mut pass.warming, pass.energies.get(i)) {
-            let healthy = !verdict.anomalous && verdict.state == AlertState::Normal;
-            let v = w
-                .judge
-                .judge_guided(stream, &w.model, w.threshold, window, energy, healthy);
+            let v = w.judge.judge_guided(
+                stream,
+                &w.model,
+                w.threshold,
+                window,
+                energy,
+                verdict.healthy(),
+            );
             pass.warm = !v.learning;
         }
         // A tick while a version warms is skipped, as the daemon's schedule is.
