@@ -428,6 +428,7 @@ impl Models {
             channels: stream.channels.get(),
             steps: ctx.settings.learning.steps,
             like,
+            version: None,
             train: ctx.settings.train.clone(),
             registry: self.registry.clone(),
         };

@@ -1,18 +1,19 @@
 //! `ebgand score --retrain-every N`: the daemon's continual learning, replayed in stream order.
 //!
-//! As in the daemon: windows the active version judges healthy (not anomalous, no alert up) are
+//! As in the daemon: windows the active version judges healthy (`Verdict::healthy`) are
 //! captured, every one of the first `[learning] windows` (the daemon's learner captures its
 //! whole learning period) and then one in `capture_every`, the newest `shard_windows ×
-//! max_shards` kept; every N windows a training run on them starts in the supervised worker
-//! (`[learning] steps`, the served version's kind, [`crate::train::same_kind`], and its seed,
-//! so a replay is reproducible; the daemon's runs are seeded by the worker); the result scores beside the served
-//! version as a shadow whose calibration learns only windows the served one found healthy; once
-//! it has learnt (`learn_windows`), it is promoted and the stream's judge carries on with its
-//! calibration. No run starts while a retrained version still warms. Differences from the
-//! daemon: runs are counted in windows rather than seconds, training blocks the replay (the
-//! daemon scores on meanwhile; its windows during a run are judged by the served version
-//! either way), and the activation gate is not replayed (a version that fails to train or
-//! load is an error here).
+//! max_shards` kept; every N windows they are trained on by the daemon's own run
+//! ([`TrainFromCapture`]: `[learning] steps`, the served version's kind, and here its seed,
+//! so a replay is reproducible); the result scores beside the served version as a shadow whose
+//! calibration learns only windows the served one found healthy; once it has learnt
+//! (`learn_windows`), it is promoted and the stream's judge carries on with its calibration.
+//! No run starts while a retrained version still warms. Differences from the daemon: runs are
+//! counted in windows rather than seconds; a run trains on every window captured so far,
+//! while the daemon's sees only full shards (its monitoring capture buffers `shard_windows`
+//! windows before writing one); training blocks the replay (the daemon scores on meanwhile,
+//! the served version judging either way); and the activation gate is not replayed (a version
+//! that fails to train or load is an error here).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -23,9 +24,10 @@ use tracing::info;
 
 use crate::config::{LearningSettings, Settings};
 use crate::detect::{Calibration, Judge, ModelRef, StreamInfo, Verdict};
-use crate::model::{ModelVersion, Scorer};
+use crate::model::{ModelVersion, Registry, Scorer};
 use crate::pipeline::RawWindow;
-use crate::train::{TrainJob, WorkerEvent, run_worker};
+use crate::train::TrainFromCapture;
+use crate::train::learn::Capture;
 
 /// A retrained version scoring in shadow while its calibration learns.
 struct Warming {
@@ -64,7 +66,9 @@ pub struct Retrainer {
     worker_args: Vec<String>,
     base_version: String,
     name: String,
+    /// Holds the captures of runs and the registry of retrained versions.
     dir: tempfile::TempDir,
+    registry: Registry,
     runtime: tokio::runtime::Runtime,
     pub runs: Vec<Run>,
     warming: Option<Warming>,
@@ -91,6 +95,7 @@ impl Retrainer {
         {
             worker_args.extend(["--seed".into(), seed.to_string()]);
         }
+        let dir = tempfile::tempdir().context("a folder for retrained versions")?;
         Ok(Self {
             every,
             since_run: 0,
@@ -105,7 +110,8 @@ impl Retrainer {
             worker_args,
             base_version: m.version.clone(),
             name: m.name.clone(),
-            dir: tempfile::tempdir().context("a folder for retrained versions")?,
+            registry: Registry::open(&dir.path().join("models"))?,
+            dir,
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,
@@ -143,33 +149,29 @@ impl Retrainer {
     /// The worker fails, or its result does not load.
     fn train(&mut self, settings: &Settings, seq: u64) -> anyhow::Result<()> {
         let k = self.runs.len() + 1;
-        let version = format!("{}-retrained-{k}", self.base_version);
         let n = self.captured.len();
-        let flat: Vec<f32> = self.captured.iter().flatten().copied().collect();
-        let data = ndarray::Array3::from_shape_vec((n, self.window, self.channels), flat)?;
-        let data_path = self.dir.path().join(format!("windows-{k}.npy"));
-        ndarray_npy::write_npy(&data_path, &data)?;
-        let mut args = vec!["--steps".to_owned(), self.steps.to_string()];
-        args.extend(self.worker_args.iter().cloned());
-        let job = TrainJob {
-            data: data_path,
-            out: self.dir.path().join(&version),
-            name: self.name.clone(),
-            version: version.clone(),
-            args,
-            command: "ebgand score --retrain-every (replayed continual learning)".into(),
-            source: format!("{n} healthy windows captured from the recording up to window {seq}"),
+        // The captured windows as one shard, trained and imported as the daemon's retraining
+        // runs are.
+        let shards = self.dir.path().join(format!("capture-{k}"));
+        let mut capture = Capture::open(&shards, self.window, self.channels, n, 1)?;
+        for w in &self.captured {
+            capture.push(w)?;
+        }
+        capture.flush()?;
+        let run = TrainFromCapture {
+            model: self.name.clone(),
+            capture: shards.clone(),
+            window: self.window,
+            channels: self.channels,
+            steps: self.steps,
+            like: self.worker_args.clone(),
+            version: Some(format!("{}-retrained-{k}", self.base_version)),
+            train: settings.train.clone(),
+            registry: self.registry.clone(),
         };
-        let done = self.runtime.block_on(run_worker(
-            &settings.train,
-            &job,
-            |_| {},
-            CancellationToken::new(),
-        ))?;
-        let WorkerEvent::Done { dir, .. } = done else {
-            anyhow::bail!("the training worker reported no result");
-        };
-        let scorer = load(&dir, settings)?;
+        let version = self.runtime.block_on(run.run(CancellationToken::new()))?;
+        std::fs::remove_dir_all(&shards)?;
+        let scorer = load(&self.registry.path(&self.name, &version), settings)?;
         info!(version = %version, windows = n, at = seq, "Retrained; warming in shadow.");
         let m = &scorer.version().manifest;
         self.warming = Some(Warming {

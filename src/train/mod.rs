@@ -310,6 +310,8 @@ pub struct TrainFromCapture {
     pub steps: u64,
     /// Further worker arguments: [`same_kind`] as the served version, when there is one.
     pub like: Vec<String>,
+    /// Version label (`None`: the UTC time, with a suffix when that one exists).
+    pub version: Option<String>,
     /// Worker settings.
     pub train: TrainSettings,
     /// Where the result is imported.
@@ -336,7 +338,7 @@ impl TrainFromCapture {
         let data_path = tmp.path().join("windows.npy");
         ndarray_npy::write_npy(&data_path, &data)?;
         // Labels have one-second resolution: a second run within the same second gets a suffix.
-        let base = utc_version();
+        let base = self.version.clone().unwrap_or_else(utc_version);
         let version = (1..)
             .map(|i| {
                 if i == 1 {
