@@ -165,10 +165,7 @@ fn a_model_refuses_columns_in_another_order_naming_both_lists() {
     // In the trained order: every line explained by the column names, fitting its schema.
     let o = score(&FIELDS);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o.stdout);
     assert_eq!(
         lines.len(),
         400 / WINDOW + 1,

@@ -86,11 +86,7 @@ fn the_report_for_a_skab_recording_opens_in_a_browser_with_its_plot() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // What the JSON lines say, to hold the page to.
-    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o.stdout);
     let (windows, summary) = lines.split_at(lines.len() - 1);
     let raised = windows
         .iter()

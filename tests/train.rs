@@ -334,11 +334,7 @@ fn audio_model_trains_on_wav_logmel_and_scores_clips() {
     );
     let o = ebgand(&["score", "--model", out.to_str().unwrap(), &clip(12)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o.stdout);
     // 10 s at 16 kHz: 313 centred frames, 309 windows of 5 frames, then the clip line.
     assert_eq!(lines.len(), 310);
     let last = lines.last().unwrap();
@@ -373,11 +369,7 @@ fn score_replays_continual_learning_and_no_stream_learns_again_after_a_promotion
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o.stdout);
     let (summary, verdicts) = lines.split_last().unwrap();
     let runs = summary["retrained"].as_array().unwrap();
     // The schedule ticks every 100 windows; a run starts after the batch of the tick (112,

@@ -35,6 +35,14 @@ pub const SKAB_FIELDS: [&str; 8] = [
     "Volume Flow RateRMS",
 ];
 
+/// `ebgand score`'s output, one JSON value per line (the verdicts, then the summary).
+pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Runs the `ebgand` binary from the repository root, with the ONNX Runtime library and `env`.
 pub fn ebgand(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_ebgand"))
