@@ -40,7 +40,7 @@ use crate::mqtt::source::HANDOVER_QUEUE;
 use crate::mqtt::{Publisher, Source};
 use crate::signal::Signal;
 use crate::telemetry::{self, Metrics, StageGuard, Systemd};
-use crate::train::learn::{Capture, Learning, learner};
+use crate::train::learn::{Capture, FLUSH_EVERY, Learning, learner};
 
 /// Scored batches queued between the scorers and the alerting stage.
 const SCORED_QUEUE: usize = 8;
@@ -181,6 +181,7 @@ pub async fn run(
             .map(|c| {
                 c.min_free(settings.learning.min_free_mb.saturating_mul(1 << 20))
                     .reporting(metrics.capture_stopped.clone(), name)
+                    .flushing_every(FLUSH_EVERY)
             })
             .map_err(|e| ModelError::Ort(e.to_string()))
         };

@@ -83,10 +83,19 @@ impl StopReason {
 /// How long a stopped capture waits before it tries to write again.
 pub const STOP_RETRY: Duration = Duration::from_secs(600);
 
+/// How long captured windows may wait in memory before they are written. A slow stream fills
+/// a shard slowly (one window per 5 minutes, sampled 1 in 10: 35 days for 1,000 windows), so
+/// without this its retraining would see only old shards and a crash would lose weeks of
+/// capture. The newest shard is topped up until full, so frequent writes do not shorten the
+/// history `max_shards` keeps.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(600);
+
 /// Healthy windows of one model on disk: shards of `shard_windows` windows each
 /// (`shard-000001.npy`, float32 `[n, W, C]`), at most `max_shards` of them (the oldest is
 /// removed first). A shard is written to a temp name and renamed, so a crash never leaves a
-/// half-written shard.
+/// half-written shard. With [`Capture::flushing_every`], windows are written at least that
+/// often: the newest shard this capture wrote (or found when it opened) is rewritten with the
+/// new windows until it holds `shard_windows`, so every shard but the newest stays full.
 #[derive(Debug)]
 pub struct Capture {
     dir: PathBuf,
@@ -104,6 +113,13 @@ pub struct Capture {
     stopped: Option<(StopReason, Instant)>,
     /// `ebgand_capture_stopped{model, reason}`, when reporting.
     report: Option<(Family<CaptureLabel, Gauge>, String)>,
+    /// Write what is buffered once its oldest window has waited this long.
+    flush_every: Option<Duration>,
+    /// When the oldest buffered window was added.
+    oldest: Option<Instant>,
+    /// The newest shard on disk and its windows, when it is not full: the next write tops
+    /// it up.
+    tail: Option<(u64, usize)>,
 }
 
 impl Capture {
@@ -122,11 +138,15 @@ impl Capture {
             path: dir.into(),
             source,
         })?;
-        let next = shards(dir)?
-            .iter()
-            .filter_map(|p| shard_number(p))
-            .max()
-            .map_or(1, |n| n + 1);
+        let newest = shards(dir)?.iter().filter_map(|p| shard_number(p)).max();
+        let next = newest.map_or(1, |n| n + 1);
+        // A partial shard left by the last run (written early, or at shutdown) is topped up.
+        let tail = newest.and_then(|n| {
+            let rows = read_shard(&shard_path(dir, n), window, channels)
+                .ok()?
+                .len_of(Axis(0));
+            (rows < shard_windows.max(1)).then_some((n, rows))
+        });
         Ok(Self {
             dir: dir.into(),
             window,
@@ -140,7 +160,18 @@ impl Capture {
             min_free: 0,
             stopped: None,
             report: None,
+            flush_every: None,
+            oldest: None,
+            tail,
         })
+    }
+
+    /// Writes buffered windows once the oldest has waited `every` (see [`FLUSH_EVERY`]),
+    /// checked as windows arrive; [`Capture::flush`] writes them at once.
+    #[must_use]
+    pub fn flushing_every(mut self, every: Duration) -> Self {
+        self.flush_every = Some(every);
+        self
     }
 
     /// Stops capturing (until [`STOP_RETRY`] has passed) rather than leave the filesystem
@@ -205,7 +236,13 @@ impl Capture {
             return Ok(());
         }
         self.buf.extend_from_slice(window);
-        if self.buffered() >= self.shard_windows {
+        let since = *self.oldest.get_or_insert_with(Instant::now);
+        let on_disk = self.tail.map_or(0, |(_, rows)| rows);
+        if on_disk + self.buffered() >= self.shard_windows
+            || self
+                .flush_every
+                .is_some_and(|every| since.elapsed() >= every)
+        {
             self.flush()?;
         }
         Ok(())
@@ -252,23 +289,37 @@ impl Capture {
         if n == 0 {
             return Ok(());
         }
-        let data = std::mem::take(&mut self.buf);
+        let mut data = std::mem::take(&mut self.buf);
+        self.oldest = None;
         // Number from the folder itself: another writer (the learner, then the alerting stage)
         // may have added shards since this one opened.
-        self.next = self.next.max(
-            shards(&self.dir)?
-                .iter()
-                .filter_map(|p| shard_number(p))
-                .max()
-                .map_or(1, |n| n + 1),
-        );
-        let path = self.dir.join(format!("shard-{:06}.npy", self.next));
-        let tmp = self.dir.join(format!(".shard-{:06}.npy.tmp", self.next));
+        let newest = shards(&self.dir)?
+            .iter()
+            .filter_map(|p| shard_number(p))
+            .max();
+        self.next = self.next.max(newest.map_or(1, |n| n + 1));
+        // Top up the newest shard when it is the partial one this capture knows, and still
+        // has room (another writer may have added to it); else start a new one.
+        let mut number = self.next;
+        let mut rows = n;
+        if let Some((tail, _)) = self.tail.take()
+            && newest == Some(tail)
+            && let Ok(old) = read_shard(&shard_path(&self.dir, tail), self.window, self.channels)
+            && old.len_of(Axis(0)) + n <= self.shard_windows
+        {
+            let mut merged: Vec<f32> = old.iter().copied().collect();
+            merged.append(&mut data);
+            data = merged;
+            number = tail;
+            rows += old.len_of(Axis(0));
+        }
+        let path = shard_path(&self.dir, number);
+        let tmp = self.dir.join(format!(".shard-{number:06}.npy.tmp"));
         let npy = |reason: String| CaptureError::Npy {
             path: path.clone(),
             reason,
         };
-        let array = Array3::from_shape_vec((n, self.window, self.channels), data)
+        let array = Array3::from_shape_vec((rows, self.window, self.channels), data)
             .map_err(|e| npy(e.to_string()))?;
         let mut bytes = Vec::new();
         array
@@ -305,11 +356,13 @@ impl Capture {
             };
             return Err(stopped(reason, format!("{}: {e}", tmp.display())));
         }
+        // The rename replaces a topped-up shard whole: a reader sees the old one or the new.
         fs::rename(&tmp, &path).map_err(|source| CaptureError::Io {
             path: path.clone(),
             source,
         })?;
-        self.next += 1;
+        self.next = self.next.max(number + 1);
+        self.tail = (rows < self.shard_windows).then_some((number, rows));
         let all = shards(&self.dir)?;
         for old in all.iter().take(all.len().saturating_sub(self.max_shards)) {
             fs::remove_file(old).map_err(|source| CaptureError::Io {
@@ -345,6 +398,26 @@ impl Capture {
             reason: e.to_string(),
         })
     }
+}
+
+fn shard_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("shard-{number:06}.npy"))
+}
+
+/// One shard, checked to hold windows of `window` × `channels`.
+fn read_shard(path: &Path, window: usize, channels: usize) -> Result<Array3<f32>, CaptureError> {
+    let npy = |reason: String| CaptureError::Npy {
+        path: path.into(),
+        reason,
+    };
+    let a: Array3<f32> = ndarray_npy::read_npy(path).map_err(|e| npy(e.to_string()))?;
+    if a.shape()[1..] != [window, channels] {
+        return Err(npy(format!(
+            "windows of {:?}, expected [{window}, {channels}]",
+            &a.shape()[1..]
+        )));
+    }
+    Ok(a)
 }
 
 fn shard_number(p: &Path) -> Option<u64> {
@@ -640,6 +713,51 @@ mod tests {
         let err = c.push(&[1.0, 2.0]).unwrap_err();
         assert!(err.to_string().contains("min_free"), "{err}");
         assert_eq!(c.stopped(), Some(StopReason::MinFree));
+        assert!(shards(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_slow_stream_s_windows_reach_disk_in_time_and_top_up_one_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Capture::open(dir.path(), 2, 1, 3, 2)
+            .unwrap()
+            .flushing_every(Duration::ZERO);
+        for i in 0..3 {
+            c.push(&[i as f32, i as f32]).unwrap();
+            // Each window is on disk at once, in the one shard being topped up.
+            assert_eq!(Capture::load(dir.path()).unwrap().shape(), &[i + 1, 2, 1]);
+            assert_eq!(shards(dir.path()).unwrap().len(), 1);
+        }
+        // Full: the next window starts a second shard.
+        c.push(&[3.0, 3.0]).unwrap();
+        assert_eq!(shards(dir.path()).unwrap().len(), 2);
+        // A restart tops up the partial shard it finds rather than start another.
+        drop(c);
+        let mut c = Capture::open(dir.path(), 2, 1, 3, 2)
+            .unwrap()
+            .flushing_every(Duration::ZERO);
+        c.push(&[4.0, 4.0]).unwrap();
+        assert_eq!(shards(dir.path()).unwrap().len(), 2);
+        let all = Capture::load(dir.path()).unwrap();
+        let firsts: Vec<f32> = all.index_axis(Axis(2), 0).column(0).to_vec();
+        assert_eq!(firsts, [0.0, 1.0, 2.0, 3.0, 4.0]);
+        // Rotation still counts full shards: two more windows fill the second and start a
+        // third, and the oldest goes.
+        c.push(&[5.0, 5.0]).unwrap();
+        c.push(&[6.0, 6.0]).unwrap();
+        let all = Capture::load(dir.path()).unwrap();
+        let firsts: Vec<f32> = all.index_axis(Axis(2), 0).column(0).to_vec();
+        assert_eq!(firsts, [3.0, 4.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn without_a_flush_interval_windows_wait_for_a_full_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Capture::open(dir.path(), 2, 1, 3, 2)
+            .unwrap()
+            .flushing_every(Duration::from_secs(3600));
+        c.push(&[1.0, 1.0]).unwrap();
+        assert_eq!(c.buffered(), 1);
         assert!(shards(dir.path()).unwrap().is_empty());
     }
 
