@@ -234,6 +234,12 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         else {
             return Ok(());
         };
+        if state == Transition::Raised {
+            // A dead sensor does not hold a warming shadow's promotion back (for up to
+            // `[limits] stream_idle_s`, until it is forgotten): the others are judged by the
+            // new version, and this one learns again under it if it comes back.
+            self.release_warm_up(&stream);
+        }
         let alert = StaleAlert {
             stream,
             kind: "stale",
@@ -255,12 +261,9 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         Ok(())
     }
 
-    fn forget(&mut self, stream: &str) {
-        self.judge.forget(stream);
-        for (_, judge) in self.shadow_judges.values_mut() {
-            judge.forget(stream);
-        }
-        // A stream dropped while a shadow warms no longer holds its promotion back.
+    /// Stops `stream` holding back the promotion of a warming shadow (until the shadow sees it
+    /// again).
+    fn release_warm_up(&self, stream: &str) {
         for stats in self
             .shadows
             .lock()
@@ -269,6 +272,15 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         {
             stats.learning.remove(stream);
         }
+    }
+
+    fn forget(&mut self, stream: &str) {
+        self.judge.forget(stream);
+        for (_, judge) in self.shadow_judges.values_mut() {
+            judge.forget(stream);
+        }
+        // A stream dropped while a shadow warms no longer holds its promotion back.
+        self.release_warm_up(stream);
         self.alerted_through.remove(stream);
         self.out.sink.forget(stream);
         self.out.metrics.forget_stream(stream);

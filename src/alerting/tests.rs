@@ -405,6 +405,46 @@ async fn a_stream_forgotten_while_a_shadow_warms_does_not_hold_its_promotion_bac
 }
 
 #[tokio::test]
+async fn a_stale_stream_does_not_hold_a_warming_shadow_back_until_it_returns() {
+    let sink = Recording::default();
+    let (a, _) = stage(&sink, (), Resumed::default());
+    let mut a = a.calibrated(crate::detect::Calibration {
+        learn_windows: 4,
+        ..crate::detect::Calibration::default()
+    });
+    let (m1, m2) = (probability_stream("vib/m1"), probability_stream("vib/m2"));
+    let mut b = batch(&m1, 0, &[1.0; 6]);
+    b.shadow = Some((model("v2"), vec![2.0; 6]));
+    a.batch(b).await.unwrap();
+    let mut b = batch(&m2, 0, &[1.0; 2]);
+    b.shadow = Some((model("v2"), vec![2.0; 2]));
+    a.batch(b).await.unwrap();
+    assert!(!a.shadows.lock().unwrap()["vibration"].warm());
+    // m2's sensor dies: its stale alert is raised, and the warm-up no longer waits for it.
+    let stale = |state| StreamNews::Stale {
+        stream: "vib/m2".into(),
+        state,
+        silent: None,
+        usual: None,
+    };
+    a.stale(stale(Transition::Raised)).await.unwrap();
+    assert!(a.shadows.lock().unwrap()["vibration"].warm());
+    // It comes back before the promotion: the shadow waits for it again.
+    a.stale(stale(Transition::Cleared)).await.unwrap();
+    let mut b = batch(&m2, 2, &[1.0]);
+    b.shadow = Some((model("v2"), vec![2.0]));
+    a.batch(b).await.unwrap();
+    assert!(!a.shadows.lock().unwrap()["vibration"].warm());
+    assert_eq!(
+        sink.alerts(),
+        [
+            Sent::Alert("vib/m2".into(), "raised", u64::MAX),
+            Sent::Alert("vib/m2".into(), "cleared", u64::MAX)
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_warming_shadow_never_learns_the_windows_of_a_raised_alert() {
     let sink = Recording::default();
     let (a, _) = stage(&sink, (), Resumed::default());
