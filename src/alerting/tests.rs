@@ -383,23 +383,26 @@ async fn alerts_and_states_say_which_channel_carried_the_energy() {
     }
 }
 
-#[tokio::test]
-async fn a_stream_forgotten_while_a_shadow_warms_does_not_hold_its_promotion_back() {
-    let sink = Recording::default();
-    let (a, _) = stage(&sink, (), Resumed::default());
+/// A stage whose shadow `v2` (learning 4 windows a stream) has learnt `vib/m1` and only two
+/// windows of `vib/m2`, which then went quiet: the shadow is not warm yet.
+async fn warming_shadow_with_a_quiet_stream(sink: &Recording) -> Alerting<Recording, ()> {
+    let (a, _) = stage(sink, (), Resumed::default());
     let mut a = a.calibrated(crate::detect::Calibration {
         learn_windows: 4,
         ..crate::detect::Calibration::default()
     });
-    let (m1, m2) = (probability_stream("vib/m1"), probability_stream("vib/m2"));
-    let mut b = batch(&m1, 0, &[1.0; 6]);
-    b.shadow = Some((model("v2"), vec![2.0; 6]));
-    a.batch(b).await.unwrap();
-    // m2 sends two windows, then goes quiet while the shadow still learns it.
-    let mut b = batch(&m2, 0, &[1.0; 2]);
-    b.shadow = Some((model("v2"), vec![2.0; 2]));
-    a.batch(b).await.unwrap();
+    for (stream, windows) in [("vib/m1", 6), ("vib/m2", 2)] {
+        let mut b = batch(&probability_stream(stream), 0, &vec![1.0; windows]);
+        b.shadow = Some((model("v2"), vec![2.0; windows]));
+        a.batch(b).await.unwrap();
+    }
     assert!(!a.shadows.lock().unwrap()["vibration"].warm());
+    a
+}
+
+#[tokio::test]
+async fn a_stream_forgotten_while_a_shadow_warms_does_not_hold_its_promotion_back() {
+    let mut a = warming_shadow_with_a_quiet_stream(&Recording::default()).await;
     a.forget("vib/m2");
     assert!(a.shadows.lock().unwrap()["vibration"].warm());
 }
@@ -407,19 +410,7 @@ async fn a_stream_forgotten_while_a_shadow_warms_does_not_hold_its_promotion_bac
 #[tokio::test]
 async fn a_stale_stream_does_not_hold_a_warming_shadow_back_until_it_returns() {
     let sink = Recording::default();
-    let (a, _) = stage(&sink, (), Resumed::default());
-    let mut a = a.calibrated(crate::detect::Calibration {
-        learn_windows: 4,
-        ..crate::detect::Calibration::default()
-    });
-    let (m1, m2) = (probability_stream("vib/m1"), probability_stream("vib/m2"));
-    let mut b = batch(&m1, 0, &[1.0; 6]);
-    b.shadow = Some((model("v2"), vec![2.0; 6]));
-    a.batch(b).await.unwrap();
-    let mut b = batch(&m2, 0, &[1.0; 2]);
-    b.shadow = Some((model("v2"), vec![2.0; 2]));
-    a.batch(b).await.unwrap();
-    assert!(!a.shadows.lock().unwrap()["vibration"].warm());
+    let mut a = warming_shadow_with_a_quiet_stream(&sink).await;
     // m2's sensor dies: its stale alert is raised, and the warm-up no longer waits for it.
     let stale = |state| StreamNews::Stale {
         stream: "vib/m2".into(),
@@ -431,7 +422,7 @@ async fn a_stale_stream_does_not_hold_a_warming_shadow_back_until_it_returns() {
     assert!(a.shadows.lock().unwrap()["vibration"].warm());
     // It comes back before the promotion: the shadow waits for it again.
     a.stale(stale(Transition::Cleared)).await.unwrap();
-    let mut b = batch(&m2, 2, &[1.0]);
+    let mut b = batch(&probability_stream("vib/m2"), 2, &[1.0]);
     b.shadow = Some((model("v2"), vec![2.0]));
     a.batch(b).await.unwrap();
     assert!(!a.shadows.lock().unwrap()["vibration"].warm());
