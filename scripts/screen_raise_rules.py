@@ -1,0 +1,161 @@
+"""Screens ways to raise an alert from the per-window probabilities `ebgand score` prints, on
+NAB dev, without rebuilding the daemon (docs/EVALUATION.md, round seven).
+
+    PYTHONPATH=models/trainer .venv/trainer/bin/python scripts/screen_raise_rules.py --seeds 9
+
+Each NAB dev file is trained and scored as `scripts/eval_judgment.py` does (same model cache),
+with the default judging; then each rule below is replayed over the probabilities and scored
+with NAB's standard profile. The replay ignores one feedback of the daemon: its calibration
+learns only windows judged healthy with no alert up, so a rule that raises at other times
+would have learnt other windows. The default rule's replay is checked against the raises
+`score` itself printed, so a drift between this replay and the daemon stops the script.
+
+Rules: the default (three windows in a row at or over `alert_probability`, cleared after 50
+under it); a CUSUM of -log10(1 - p); a second way to raise (M of the last N windows at or over
+a lower probability); a raise that also needs a peak; and, for seed ensembles, the median or
+the lowest of several models' probabilities fed to the default rule.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import eval_judgment as ej  # noqa: E402  (the eval's own training, scoring and file list)
+from ebgand_trainer import nab  # noqa: E402
+
+W = ej.NAB_W
+ALERT, RAISE, CLEAR = 0.999, 3, 50  # the documented [detect] defaults
+
+
+def default_rule(p, pa=ALERT, raise_after=RAISE, clear_after=CLEAR, second=None, peak=None):
+    """Window indices where the alert is raised. second: (p_low, m, n) raises also when m of
+    the last n windows are at or over p_low; peak: a run also needs one window at or over it."""
+    up, run, calm, top, det, recent = False, 0, 0, 0.0, [], []
+    for i, x in enumerate(p):
+        if math.isnan(x):  # still learning
+            continue
+        if second:
+            recent = (recent + [x >= second[0]])[-second[2]:]
+        if not up:
+            run, top = (run + 1, max(top, x)) if x >= pa else (0, 0.0)
+            hit = run >= raise_after and (peak is None or top >= peak)
+            if hit or (second and sum(recent) >= second[1]):
+                up, calm = True, 0
+                det.append(i)
+        else:
+            calm = calm + 1 if x < pa else 0
+            if calm >= clear_after:
+                up, run, top, recent = False, 0, 0.0, []
+    return det
+
+
+def cusum_rule(p, k, h, pa=ALERT, clear_after=CLEAR):
+    """Raises when the sum of max(0, -log10(1 - p) - k) reaches h; clears as the default."""
+    s, up, calm, det = 0.0, False, 0, []
+    for i, x in enumerate(p):
+        if math.isnan(x):
+            continue
+        if not up:
+            s = max(0.0, s - math.log10(max(1.0 - x, 1e-12)) - k)
+            if s >= h:
+                up, calm = True, 0
+                det.append(i)
+        else:
+            calm = calm + 1 if x < pa else 0
+            if calm >= clear_after:
+                up, s = False, 0.0
+    return det
+
+
+def combine(ps, how):
+    """One probability per window from several models': their median or lowest evidence."""
+    ev = -np.log10(np.clip(1.0 - np.array(ps), 1e-12, 1.0))
+    ev = np.median(ev, axis=0) if how == "median" else ev.min(axis=0)
+    return 1.0 - 10.0 ** (-ev)
+
+
+def scored(files, per_file, rule):
+    """NAB's standard score, windows hit and false alerts of one rule over all files."""
+    runs = []
+    for (_, _, n, wins), p in zip(files, per_file):
+        det = np.zeros(n)
+        for i in rule(p):
+            det[i + W - 1] = 1.0
+        runs.append((det, wins))
+    s, _, per = nab.normalised(runs, "standard", thresholds=[1.0])
+    return s, sum(q[1] for q in per), sum(q[2] for q in per)
+
+
+def summary(name, results):
+    r = np.array(results, dtype=float)
+    spread = f" ± {r[:, 0].std(ddof=1):.1f}" if len(r) > 1 else ""
+    print(f"| {name} | {r[:, 0].mean():.1f}{spread} | {r[:, 1].mean():.1f} | {r[:, 2].mean():.0f} |")
+
+
+def main(argv=None):
+    a = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    a.add_argument("--data", type=Path, default=ej.REPO.parent / "shared" / "data")
+    a.add_argument("--bin", type=Path, default=ej.REPO / "target" / "release" / "ebgand")
+    a.add_argument("--cache", type=Path, default=ej.REPO / ".cache" / "eval-judgment")
+    a.add_argument("--mode", default="ebgan")
+    a.add_argument("--seeds", type=int, default=9, help="seeds 7 .. 7 + N - 1 (ensembles: "
+                   "consecutive groups of three)")
+    args = a.parse_args(argv)
+    if not args.bin.is_file():
+        sys.exit(f"{args.bin} missing: cargo build --release")
+    binary = ej.Binary(args.bin, args.cache)
+    read = ["--columns", "value", "--timestamp-column", "timestamp"]
+    files = ej.nab_files(args.data)
+    seeds = list(range(7, 7 + args.seeds))
+    probs = {}
+    for seed in seeds:
+        probs[seed] = []
+        for key, path, n, _ in files:
+            prob = nab.probationary_length(n)
+            model = binary.train(f"nab/{key.replace('/', '_')}", path, read, f":{prob}", W,
+                                 args.mode, seed)
+            lines, _ = binary.score(model, path, read, "probability")
+            p = np.array([math.nan if v["probability"] is None else v["probability"]
+                          for v in lines])
+            raised = [i for i, v in enumerate(lines) if v.get("transition") == "raised"]
+            if default_rule(p) != raised:
+                sys.exit(f"{key} seed {seed}: the replayed default rule raises at other windows "
+                         "than `score` did; fix the replay before trusting any rule here")
+            probs[seed].append(p)
+        print(f"# seed {seed} scored", file=sys.stderr)
+
+    def each_seed(rule):
+        return [scored(files, probs[s], rule) for s in seeds]
+
+    print(f"NAB dev, standard profile, {args.mode}, seeds {seeds[0]}-{seeds[-1]} "
+          "(mean ± sample sd over seeds)")
+    print("| rule | NAB dev | windows hit of 23 | false alerts |")
+    print("|---|---|---|---|")
+    summary("default: 3 in a row at 0.999, clear after 50", each_seed(default_rule))
+    for k, h in ((2.0, 5), (2.5, 3), (3.0, 2), (3.0, 3), (3.5, 2)):
+        summary(f"CUSUM of -log10(1 - p), k {k}, h {h}",
+                each_seed(lambda p, k=k, h=h: cusum_rule(p, k, h)))
+    for low, m, n in ((0.98, 45, 50), (0.99, 30, 50), (0.99, 45, 50), (0.99, 90, 100)):
+        summary(f"also {m} of the last {n} at {low}",
+                each_seed(lambda p, s=(low, m, n): default_rule(p, second=s)))
+    for peak in (0.9995, 0.9999, 0.99999):
+        summary(f"a run must also reach {peak}",
+                each_seed(lambda p, q=peak: default_rule(p, peak=q)))
+    groups = [seeds[i:i + 3] for i in range(0, len(seeds) - 2, 3)]
+    for how in ("median", "lowest"):
+        for pa in (0.999, 0.995):
+            results = []
+            for g in groups:
+                per_file = [combine([probs[s][f] for s in g], how) for f in range(len(files))]
+                results.append(scored(files, per_file, lambda p, pa=pa: default_rule(p, pa=pa)))
+            summary(f"{how} of three seeds' probabilities, at {pa} ({len(groups)} ensembles)",
+                    results)
+
+
+if __name__ == "__main__":
+    main()
