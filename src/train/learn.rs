@@ -83,7 +83,9 @@ impl StopReason {
 /// How long a stopped capture waits before it tries to write again.
 pub const STOP_RETRY: Duration = Duration::from_secs(600);
 
-/// How long captured windows may wait in memory before they are written. A slow stream fills
+/// How long captured windows may wait in memory before they are written (checked at each
+/// window offered to the capture, so a stream that falls silent keeps its last ones in memory
+/// until it sends again or the daemon stops, which writes them). A slow stream fills
 /// a shard slowly (one window per 5 minutes, sampled 1 in 10: 35 days for 1,000 windows), so
 /// without this its retraining would see only old shards and a crash would lose weeks of
 /// capture. The newest shard is topped up until full, so frequent writes do not shorten the
@@ -167,7 +169,8 @@ impl Capture {
     }
 
     /// Writes buffered windows once the oldest has waited `every` (see [`FLUSH_EVERY`]),
-    /// checked as windows arrive; [`Capture::flush`] writes them at once.
+    /// checked as windows are offered (sampled out or not); [`Capture::flush`] writes them at
+    /// once.
     #[must_use]
     pub fn flushing_every(mut self, every: Duration) -> Self {
         self.flush_every = Some(every);
@@ -230,19 +233,20 @@ impl Capture {
             return Ok(());
         }
         self.offered += 1;
-        if window.len() != self.window * self.channels
-            || !(self.offered - 1).is_multiple_of(self.every)
+        if window.len() == self.window * self.channels
+            && (self.offered - 1).is_multiple_of(self.every)
         {
-            return Ok(());
+            self.buf.extend_from_slice(window);
+            self.oldest.get_or_insert_with(Instant::now);
         }
-        self.buf.extend_from_slice(window);
-        let since = *self.oldest.get_or_insert_with(Instant::now);
+        // Checked on every window offered, kept or not, so a sampled slow stream's windows
+        // wait about `flush_every`, not until the next one kept.
         let on_disk = self.tail.map_or(0, |(_, rows)| rows);
-        if on_disk + self.buffered() >= self.shard_windows
-            || self
-                .flush_every
-                .is_some_and(|every| since.elapsed() >= every)
-        {
+        let due = self
+            .oldest
+            .zip(self.flush_every)
+            .is_some_and(|(since, every)| since.elapsed() >= every);
+        if on_disk + self.buffered() >= self.shard_windows || due {
             self.flush()?;
         }
         Ok(())
@@ -748,6 +752,22 @@ mod tests {
         let all = Capture::load(dir.path()).unwrap();
         let firsts: Vec<f32> = all.index_axis(Axis(2), 0).column(0).to_vec();
         assert_eq!(firsts, [3.0, 4.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn a_window_sampled_out_still_writes_the_ones_kept_when_they_are_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Capture::open(dir.path(), 1, 1, 100, 2)
+            .unwrap()
+            .sampled(10)
+            .flushing_every(Duration::from_millis(20));
+        c.push(&[1.0]).unwrap();
+        assert_eq!(c.buffered(), 1);
+        std::thread::sleep(Duration::from_millis(30));
+        // The next window is not kept (one in 10), but the kept one has waited long enough.
+        c.push(&[2.0]).unwrap();
+        assert_eq!(c.buffered(), 0);
+        assert_eq!(Capture::load(dir.path()).unwrap().shape(), &[1, 1, 1]);
     }
 
     #[test]
