@@ -10,10 +10,12 @@
 //! (`learn_windows`), it is promoted and the stream's judge carries on with its calibration.
 //! No run starts while a retrained version still warms. Differences from the daemon: runs are
 //! counted in windows rather than seconds; a run trains on every window captured so far,
-//! while the daemon's misses those captured in the last few minutes (its capture writes at
-//! least every [`FLUSH_EVERY`](crate::train::learn::FLUSH_EVERY)); training blocks the replay (the daemon scores on meanwhile,
-//! the served version judging either way); and the activation gate is not replayed (a version
-//! that fails to train or load is an error here).
+//! while the daemon's misses those of about the last [`FLUSH_EVERY`] (when its capture writes
+//! them); training blocks the replay (the daemon scores on meanwhile, the served version
+//! judging either way); and the activation gate is not replayed (a version that fails to train
+//! or load is an error here).
+//!
+//! [`FLUSH_EVERY`]: crate::train::learn::FLUSH_EVERY
 
 use std::collections::VecDeque;
 use std::path::Path;
