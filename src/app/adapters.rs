@@ -10,7 +10,8 @@ use crate::alerting::{AlertSink, StateMessage, Tap};
 use crate::detect::{AlertEvent, StaleAlert, Verdict};
 use crate::model::gate::RecentWindows;
 use crate::mqtt::{MqttError, Publisher};
-use crate::train::learn::{Capture, PhaseSink};
+use crate::train::capture::Capture;
+use crate::train::learn::PhaseSink;
 
 /// The alerting stage's output over MQTT: energy on `{prefix}/energy/...`, alerts through the
 /// outbox on `{prefix}/alerts/...`, retained state on `{prefix}/state/...`, and the retained

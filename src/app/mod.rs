@@ -40,7 +40,8 @@ use crate::mqtt::source::HANDOVER_QUEUE;
 use crate::mqtt::{Publisher, Source};
 use crate::signal::Signal;
 use crate::telemetry::{self, Metrics, StageGuard, Systemd};
-use crate::train::learn::{Capture, FLUSH_EVERY, Learning, learner};
+use crate::train::capture::{Capture, FLUSH_EVERY};
+use crate::train::learn::{Learning, learner};
 
 /// Scored batches queued between the scorers and the alerting stage.
 const SCORED_QUEUE: usize = 8;

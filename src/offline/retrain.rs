@@ -15,7 +15,7 @@
 //! judging either way); and the activation gate is not replayed (a version that fails to train
 //! or load is an error here).
 //!
-//! [`FLUSH_EVERY`]: crate::train::learn::FLUSH_EVERY
+//! [`FLUSH_EVERY`]: crate::train::capture::FLUSH_EVERY
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -29,7 +29,7 @@ use crate::detect::{Calibration, Judge, ModelRef, StreamInfo, Verdict};
 use crate::model::{ModelVersion, Registry, Scorer};
 use crate::pipeline::RawWindow;
 use crate::train::TrainFromCapture;
-use crate::train::learn::Capture;
+use crate::train::capture::Capture;
 
 /// A retrained version scoring in shadow while its calibration learns.
 struct Warming {

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::TrainSettings;
 
+pub mod capture;
 pub mod command;
 pub mod learn;
 pub use command::{TrainArgs, train};
@@ -326,7 +327,7 @@ impl TrainFromCapture {
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<String> {
         use anyhow::Context as _;
         let capture = self.capture.clone();
-        let data = tokio::task::spawn_blocking(move || learn::Capture::load(&capture)).await??;
+        let data = tokio::task::spawn_blocking(move || capture::Capture::load(&capture)).await??;
         let (n, w, c) = data.dim();
         anyhow::ensure!(
             (w, c) == (self.window, self.channels),
