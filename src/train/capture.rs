@@ -109,8 +109,8 @@ pub struct Capture {
     flush_every: Option<Duration>,
     /// When the oldest buffered window was added.
     oldest: Option<Instant>,
-    /// The newest shard on disk and its windows, when it is not full: the next write tops
-    /// it up.
+    /// The newest shard on disk, when it may not be full, and its windows as far as known (0
+    /// until this capture has written it): the next write tops it up if it has room.
     tail: Option<(u64, usize)>,
 }
 
@@ -132,13 +132,6 @@ impl Capture {
         })?;
         let newest = shards(dir)?.iter().filter_map(|p| shard_number(p)).max();
         let next = newest.map_or(1, |n| n + 1);
-        // A partial shard left by the last run (written early, or at shutdown) is topped up.
-        let tail = newest.and_then(|n| {
-            let rows = read_shard(&shard_path(dir, n), window, channels)
-                .ok()?
-                .len_of(Axis(0));
-            (rows < shard_windows.max(1)).then_some((n, rows))
-        });
         Ok(Self {
             dir: dir.into(),
             window,
@@ -154,7 +147,9 @@ impl Capture {
             report: None,
             flush_every: None,
             oldest: None,
-            tail,
+            // A partial shard left by the last run (written early, or at shutdown) is topped
+            // up; how full it is is read at the first write, not at start-up.
+            tail: newest.map(|n| (n, 0)),
         })
     }
 
