@@ -16,10 +16,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, info};
 
 use crate::detect::{
@@ -68,7 +69,15 @@ pub trait Tap: Send {
     fn healthy(&mut self, model: &str, window: &[f32]);
     /// The stage is stopping: write out what is buffered.
     fn flush(&mut self);
+    /// Called every [`TAP_TICK`] while the stage runs, windows or not: write out what has
+    /// waited long enough, so that a stream gone quiet does not hold its last windows in
+    /// memory until it speaks again.
+    fn tick(&mut self) {}
 }
+
+/// How often the stage calls [`Tap::tick`]: a tenth of the capture's flush interval
+/// ([`crate::train::capture::FLUSH_EVERY`]).
+pub const TAP_TICK: Duration = Duration::from_secs(60);
 
 /// No tap (tests, or a daemon that neither gates nor captures).
 impl Tap for () {
@@ -153,6 +162,8 @@ pub struct Alerting<S, T> {
     shadows: Shadows,
     /// Ids of streams ingest forgot.
     news: Option<mpsc::Receiver<StreamNews>>,
+    /// Between calls of [`Tap::tick`].
+    tap_tick: Duration,
     /// Beaten as batches are judged (the watchdog's progress check).
     pulse: Arc<Pulse>,
 }
@@ -196,8 +207,16 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             progress,
             shadows,
             news: None,
+            tap_tick: TAP_TICK,
             pulse: Arc::default(),
         }
+    }
+
+    /// Calls [`Tap::tick`] every `every` instead of every [`TAP_TICK`].
+    #[must_use]
+    pub fn ticking_every(mut self, every: Duration) -> Self {
+        self.tap_tick = every;
+        self
     }
 
     /// Beats `pulse` while it judges (see [`crate::telemetry::health`]).
@@ -299,6 +318,8 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             })
             .clone();
         let mut news = self.news.take();
+        let mut tick = tokio::time::interval_at(Instant::now() + self.tap_tick, self.tap_tick);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             self.pulse.idle();
             let batch = tokio::select! {
@@ -315,6 +336,10 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                             }
                         }
                     }
+                    continue;
+                }
+                _ = tick.tick() => {
+                    self.tap.tick();
                     continue;
                 }
                 batch = scored.recv() => match batch {

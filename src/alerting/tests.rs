@@ -306,6 +306,41 @@ async fn run_judges_until_the_scorers_stop_then_closes_the_sink() {
     );
 }
 
+/// Counts the stage's calls of [`Tap::tick`].
+#[derive(Default)]
+struct Ticks(Arc<Mutex<usize>>);
+
+impl Tap for Ticks {
+    fn healthy(&mut self, _model: &str, _window: &[f32]) {}
+    fn flush(&mut self) {}
+    fn tick(&mut self) {
+        *self.0.lock().unwrap() += 1;
+    }
+}
+
+#[tokio::test]
+async fn the_tap_is_ticked_while_no_window_arrives() {
+    let sink = Recording::default();
+    let ticks = Ticks::default();
+    let count = ticks.0.clone();
+    let (a, _) = stage(&sink, ticks, Resumed::default());
+    let (tx, rx) = mpsc::channel(2);
+    let task = tokio::spawn(a.ticking_every(Duration::from_millis(10)).run(rx));
+    // No batch at all: a capture's last windows must still reach disk.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while *count.lock().unwrap() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        *count.lock().unwrap() >= 2,
+        "ticked {} times",
+        count.lock().unwrap()
+    );
+    drop(tx);
+    task.await.unwrap();
+    assert_eq!(sink.sent(), vec![Sent::Close]);
+}
+
 #[tokio::test]
 async fn a_shadow_is_judged_beside_the_active_version_and_never_handed_on() {
     let sink = Recording::default();

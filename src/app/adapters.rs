@@ -94,4 +94,12 @@ impl Tap for HealthyWindows {
             }
         }
     }
+
+    fn tick(&mut self) {
+        for (model, c) in &mut self.captures {
+            if let Err(e) = c.write_due() {
+                warn!(model = %model, error = %e, "Cannot write captured windows.");
+            }
+        }
+    }
 }

@@ -74,8 +74,8 @@ impl StopReason {
 pub const STOP_RETRY: Duration = Duration::from_secs(600);
 
 /// How long captured windows may wait in memory before they are written (checked at each
-/// window offered to the capture, so a stream that falls silent keeps its last ones in memory
-/// until it sends again or the daemon stops, which writes them). A slow stream fills
+/// window offered to the capture, and by its owner every [`Capture::check_every`] while no
+/// window comes, so a stream that falls silent does not keep its last ones in memory). A slow stream fills
 /// a shard slowly (one window per 5 minutes, sampled 1 in 10: 35 days for 1,000 windows), so
 /// without this its retraining would see only old shards and a crash would lose weeks of
 /// capture. The newest shard is topped up until full, so frequent writes do not shorten the
@@ -154,8 +154,8 @@ impl Capture {
     }
 
     /// Writes buffered windows once the oldest has waited `every` (see [`FLUSH_EVERY`]),
-    /// checked as windows are offered (sampled out or not); [`Capture::flush`] writes them at
-    /// once.
+    /// checked as windows are offered (sampled out or not) and by [`Capture::write_due`];
+    /// [`Capture::flush`] writes them at once.
     #[must_use]
     pub fn flushing_every(mut self, every: Duration) -> Self {
         self.flush_every = Some(every);
@@ -227,14 +227,34 @@ impl Capture {
         // Checked on every window offered, kept or not, so a sampled slow stream's windows
         // wait about `flush_every`, not until the next one kept.
         let on_disk = self.tail.map_or(0, |(_, rows)| rows);
-        let due = self
-            .oldest
-            .zip(self.flush_every)
-            .is_some_and(|(since, every)| since.elapsed() >= every);
-        if on_disk + self.buffered() >= self.shard_windows || due {
+        if on_disk + self.buffered() >= self.shard_windows || self.due() {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Writes what is buffered if the oldest window has waited `flush_every`: called on a
+    /// timer, so the last windows of streams gone quiet reach disk without another window.
+    ///
+    /// # Errors
+    /// As [`Capture::flush`].
+    pub fn write_due(&mut self) -> Result<(), CaptureError> {
+        if self.due() { self.flush() } else { Ok(()) }
+    }
+
+    /// How often an owner should call [`Capture::write_due`] while no window arrives: a tenth
+    /// of the flush interval (a minute by default), so a window waits at most 1.1 times it;
+    /// an hour without one.
+    pub fn check_every(&self) -> Duration {
+        self.flush_every.map_or(Duration::from_secs(3600), |every| {
+            (every / 10).max(Duration::from_millis(1))
+        })
+    }
+
+    fn due(&self) -> bool {
+        self.oldest
+            .zip(self.flush_every)
+            .is_some_and(|(since, every)| since.elapsed() >= every)
     }
 
     /// Windows buffered and not yet on disk.
@@ -534,6 +554,22 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         // The next window is not kept (one in 10), but the kept one has waited long enough.
         c.push(&[2.0]).unwrap();
+        assert_eq!(c.buffered(), 0);
+        assert_eq!(Capture::load(dir.path()).unwrap().shape(), &[1, 1, 1]);
+    }
+
+    #[test]
+    fn windows_of_a_stream_gone_quiet_reach_disk_on_the_timer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Capture::open(dir.path(), 1, 1, 100, 2)
+            .unwrap()
+            .flushing_every(Duration::from_millis(20));
+        c.push(&[1.0]).unwrap();
+        c.write_due().unwrap();
+        assert_eq!(c.buffered(), 1, "not due yet");
+        std::thread::sleep(Duration::from_millis(30));
+        // No further window arrives; the timer's call writes the one waiting.
+        c.write_due().unwrap();
         assert_eq!(c.buffered(), 0);
         assert_eq!(Capture::load(dir.path()).unwrap().shape(), &[1, 1, 1]);
     }

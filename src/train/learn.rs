@@ -65,12 +65,14 @@ pub async fn learner<P: PhaseSink>(
     mut rx: mpsc::Receiver<Window>,
     mut handover: oneshot::Receiver<()>,
 ) -> mpsc::Receiver<Window> {
+    let every = learning.capture.check_every();
     let mut state = LearnerState {
         learning,
         seen: HashSet::new(),
         captured: 0,
         asked: false,
         started: std::time::Instant::now(),
+        tick: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
     };
     state
         .learning
@@ -96,17 +98,31 @@ struct LearnerState<P> {
     captured: usize,
     asked: bool,
     started: std::time::Instant,
+    /// Writes the capture's due windows while no window arrives.
+    tick: tokio::time::Interval,
 }
 
 impl<P: PhaseSink> LearnerState<P> {
     /// Captures one window, then sends what it changed (a new stream's phase; the training
-    /// request). Cancel-safe: the window is captured before the first wait. `false` when the
-    /// queue has closed.
+    /// request), or, when no window comes for a while, writes the capture's windows that are
+    /// due. Cancel-safe: the window is captured before the first wait. `false` when the queue
+    /// has closed.
     async fn step(&mut self, rx: &mut mpsc::Receiver<Window>) -> bool {
-        let Some(w) = rx.recv().await else {
+        let l = &mut self.learning;
+        let w = tokio::select! {
+            w = rx.recv() => w,
+            _ = self.tick.tick() => {
+                if let Err(e) = l.capture.write_due() {
+                    warn!(model = %l.model, error = %e, "Cannot write captured windows.");
+                }
+                // Streams that went quiet still end a learning period set in seconds.
+                self.ask_when_over().await;
+                return true;
+            }
+        };
+        let Some(w) = w else {
             return false;
         };
-        let l = &mut self.learning;
         if let Err(e) = l.capture.push(&w.raw.data) {
             warn!(model = %l.model, error = %e, "Cannot write captured windows; they are not kept.");
         }
@@ -118,27 +134,35 @@ impl<P: PhaseSink> LearnerState<P> {
                 .phase(&w.stream.id, &l.model, "learning", self.captured)
                 .await;
         }
-        if !self.asked && l.period.over(self.captured, self.started.elapsed()) {
-            if let Err(e) = l.capture.flush() {
-                warn!(model = %l.model, error = %e, "Cannot write captured windows.");
-            }
-            info!(model = %l.model, windows = self.captured, "Learning period over; training.");
-            l.metrics.set_phase(&l.model, "training");
-            self.asked = true;
-            let train = ControlMessage::Command(Command::Train {
-                model: l.model.clone(),
-            });
-            if l.control.send(train).await.is_err() {
-                // The control loop is gone: shutting down.
-                return true;
-            }
-            for stream in &self.seen {
-                l.phases
-                    .phase(stream, &l.model, "training", self.captured)
-                    .await;
-            }
-        }
+        self.ask_when_over().await;
         true
+    }
+
+    /// Once the learning period is over: writes the capture out, asks the control loop to
+    /// train, and tells every stream it is training (once).
+    async fn ask_when_over(&mut self) {
+        let l = &mut self.learning;
+        if self.asked || !l.period.over(self.captured, self.started.elapsed()) {
+            return;
+        }
+        if let Err(e) = l.capture.flush() {
+            warn!(model = %l.model, error = %e, "Cannot write captured windows.");
+        }
+        info!(model = %l.model, windows = self.captured, "Learning period over; training.");
+        l.metrics.set_phase(&l.model, "training");
+        self.asked = true;
+        let train = ControlMessage::Command(Command::Train {
+            model: l.model.clone(),
+        });
+        if l.control.send(train).await.is_err() {
+            // The control loop is gone: shutting down.
+            return;
+        }
+        for stream in &self.seen {
+            l.phases
+                .phase(stream, &l.model, "training", self.captured)
+                .await;
+        }
     }
 }
 
@@ -153,6 +177,89 @@ mod tests {
         async fn phase(&self, _: &str, _: &str, _: &'static str, _: usize) {
             std::future::pending::<()>().await;
         }
+    }
+
+    /// Phases that get through at once.
+    struct Heard;
+
+    impl PhaseSink for Heard {
+        async fn phase(&self, _: &str, _: &str, _: &'static str, _: usize) {}
+    }
+
+    #[tokio::test]
+    async fn a_quiet_stream_s_captured_windows_reach_disk_without_another_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let (control, _control_rx) = mpsc::channel(1);
+        let (tx, rx) = mpsc::channel(4);
+        let (handover, handover_rx) = oneshot::channel();
+        let learning = Learning {
+            model: "m".into(),
+            capture: Capture::open(dir.path(), 2, 1, 100, 2)
+                .unwrap()
+                .flushing_every(std::time::Duration::from_millis(20)),
+            period: LearningPeriod {
+                windows: 10,
+                duration: None,
+            },
+            control,
+            phases: Heard,
+            metrics: Arc::new(Metrics::new()),
+            progress: Progress::default(),
+        };
+        let task = tokio::spawn(learner(learning, rx, handover_rx));
+        tx.send(window(0)).await.unwrap();
+        // Then silence: the learner's timer writes the window while it still runs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Capture::load(dir.path()).map_or(0, |a| a.shape()[0]) == 0
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(Capture::load(dir.path()).unwrap().shape(), &[1, 2, 1]);
+        assert!(!task.is_finished());
+        handover.send(()).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_learning_period_in_seconds_ends_while_the_streams_are_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let (control, mut control_rx) = mpsc::channel(1);
+        let (tx, rx) = mpsc::channel(4);
+        let (handover, handover_rx) = oneshot::channel();
+        let learning = Learning {
+            model: "m".into(),
+            capture: Capture::open(dir.path(), 2, 1, 100, 2)
+                .unwrap()
+                .flushing_every(std::time::Duration::from_millis(20)),
+            period: LearningPeriod {
+                windows: 100,
+                duration: Some(std::time::Duration::from_millis(50)),
+            },
+            control,
+            phases: Heard,
+            metrics: Arc::new(Metrics::new()),
+            progress: Progress::default(),
+        };
+        let task = tokio::spawn(learner(learning, rx, handover_rx));
+        for seq in 0..LearningPeriod::MIN as u64 {
+            tx.send(window(seq)).await.unwrap();
+        }
+        // The fewest windows a run starts on, then silence: the period ends on time, not at
+        // the next window.
+        let asked = tokio::time::timeout(std::time::Duration::from_secs(10), control_rx.recv())
+            .await
+            .expect("the learner asked for training while no window came");
+        assert!(matches!(
+            asked,
+            Some(ControlMessage::Command(Command::Train { model })) if model == "m"
+        ));
+        assert_eq!(
+            Capture::load(dir.path()).unwrap().shape(),
+            &[LearningPeriod::MIN, 2, 1]
+        );
+        handover.send(()).unwrap();
+        task.await.unwrap();
     }
 
     fn window(seq: u64) -> Window {
