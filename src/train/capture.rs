@@ -563,11 +563,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Capture::open(dir.path(), 1, 1, 100, 2)
             .unwrap()
-            .flushing_every(Duration::from_millis(20));
+            .flushing_every(Duration::from_millis(500));
         c.push(&[1.0]).unwrap();
         c.write_due().unwrap();
         assert_eq!(c.buffered(), 1, "not due yet");
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(600));
         // No further window arrives; the timer's call writes the one waiting.
         c.write_due().unwrap();
         assert_eq!(c.buffered(), 0);

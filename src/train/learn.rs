@@ -186,28 +186,47 @@ mod tests {
         async fn phase(&self, _: &str, _: &str, _: &'static str, _: usize) {}
     }
 
-    #[tokio::test]
-    async fn a_quiet_stream_s_captured_windows_reach_disk_without_another_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let (control, _control_rx) = mpsc::channel(1);
-        let (tx, rx) = mpsc::channel(4);
+    /// A learner over a capture in `dir` written 20 ms after a window, learning for `period`,
+    /// started: the window queue, the control queue, and the handover with the task.
+    struct Started {
+        tx: mpsc::Sender<Window>,
+        control: mpsc::Receiver<ControlMessage>,
+        handover: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<mpsc::Receiver<Window>>,
+    }
+
+    fn start(dir: &std::path::Path, period: LearningPeriod) -> Started {
+        let (control, control_rx) = mpsc::channel(1);
+        let (tx, rx) = mpsc::channel(16);
         let (handover, handover_rx) = oneshot::channel();
         let learning = Learning {
             model: "m".into(),
-            capture: Capture::open(dir.path(), 2, 1, 100, 2)
+            capture: Capture::open(dir, 2, 1, 100, 2)
                 .unwrap()
                 .flushing_every(std::time::Duration::from_millis(20)),
-            period: LearningPeriod {
-                windows: 10,
-                duration: None,
-            },
+            period,
             control,
             phases: Heard,
             metrics: Arc::new(Metrics::new()),
             progress: Progress::default(),
         };
-        let task = tokio::spawn(learner(learning, rx, handover_rx));
-        tx.send(window(0)).await.unwrap();
+        Started {
+            tx,
+            control: control_rx,
+            handover,
+            task: tokio::spawn(learner(learning, rx, handover_rx)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_quiet_stream_s_captured_windows_reach_disk_without_another_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let period = LearningPeriod {
+            windows: 10,
+            duration: None,
+        };
+        let l = start(dir.path(), period);
+        l.tx.send(window(0)).await.unwrap();
         // Then silence: the learner's timer writes the window while it still runs.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while Capture::load(dir.path()).map_or(0, |a| a.shape()[0]) == 0
@@ -216,38 +235,25 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         assert_eq!(Capture::load(dir.path()).unwrap().shape(), &[1, 2, 1]);
-        assert!(!task.is_finished());
-        handover.send(()).unwrap();
-        task.await.unwrap();
+        assert!(!l.task.is_finished());
+        l.handover.send(()).unwrap();
+        l.task.await.unwrap();
     }
 
     #[tokio::test]
     async fn a_learning_period_in_seconds_ends_while_the_streams_are_quiet() {
         let dir = tempfile::tempdir().unwrap();
-        let (control, mut control_rx) = mpsc::channel(1);
-        let (tx, rx) = mpsc::channel(4);
-        let (handover, handover_rx) = oneshot::channel();
-        let learning = Learning {
-            model: "m".into(),
-            capture: Capture::open(dir.path(), 2, 1, 100, 2)
-                .unwrap()
-                .flushing_every(std::time::Duration::from_millis(20)),
-            period: LearningPeriod {
-                windows: 100,
-                duration: Some(std::time::Duration::from_millis(50)),
-            },
-            control,
-            phases: Heard,
-            metrics: Arc::new(Metrics::new()),
-            progress: Progress::default(),
+        let period = LearningPeriod {
+            windows: 100,
+            duration: Some(std::time::Duration::from_millis(50)),
         };
-        let task = tokio::spawn(learner(learning, rx, handover_rx));
+        let mut l = start(dir.path(), period);
         for seq in 0..LearningPeriod::MIN as u64 {
-            tx.send(window(seq)).await.unwrap();
+            l.tx.send(window(seq)).await.unwrap();
         }
         // The fewest windows a run starts on, then silence: the period ends on time, not at
         // the next window.
-        let asked = tokio::time::timeout(std::time::Duration::from_secs(10), control_rx.recv())
+        let asked = tokio::time::timeout(std::time::Duration::from_secs(10), l.control.recv())
             .await
             .expect("the learner asked for training while no window came");
         assert!(matches!(
@@ -258,8 +264,8 @@ mod tests {
             Capture::load(dir.path()).unwrap().shape(),
             &[LearningPeriod::MIN, 2, 1]
         );
-        handover.send(()).unwrap();
-        task.await.unwrap();
+        l.handover.send(()).unwrap();
+        l.task.await.unwrap();
     }
 
     fn window(seq: u64) -> Window {
