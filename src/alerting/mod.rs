@@ -75,8 +75,8 @@ pub trait Tap: Send {
     fn tick(&mut self) {}
 }
 
-/// How often the stage calls [`Tap::tick`]: a tenth of the capture's flush interval
-/// ([`crate::train::capture::FLUSH_EVERY`]).
+/// How often the stage calls [`Tap::tick`] unless told otherwise ([`Alerting::ticking_every`];
+/// the daemon uses its captures' own `check_every`).
 pub const TAP_TICK: Duration = Duration::from_secs(60);
 
 /// No tap (tests, or a daemon that neither gates nor captures).

@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use self::adapters::{HealthyWindows, MqttAlerts};
-use crate::alerting::{Alerting, Shadows};
+use crate::alerting::{Alerting, Shadows, TAP_TICK};
 use crate::config::Settings;
 use crate::durable::checkpoint::Progress;
 use crate::durable::outbox::{Outbox, SharedOutbox};
@@ -245,6 +245,12 @@ pub async fn run(
     ));
     let (news_tx, news_rx) = mpsc::channel(NEWS_QUEUE);
     let shadows = Shadows::default();
+    // The tap writes a quiet stream's due windows as often as its captures ask.
+    let tick = captures
+        .values()
+        .map(Capture::check_every)
+        .min()
+        .unwrap_or(TAP_TICK);
     let alerting = Alerting::new(
         MqttAlerts(publisher.clone()),
         HealthyWindows {
@@ -258,7 +264,8 @@ pub async fn run(
         resumed,
     )
     .calibrated(settings.calibration)
-    .hearing(news_rx);
+    .hearing(news_rx)
+    .ticking_every(tick);
     let guard = stages.guard("alerting");
     let alerting = alerting.beating(guard.pulse());
     let alerting_task = tracker.spawn(supervised(
