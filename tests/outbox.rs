@@ -177,3 +177,93 @@ async fn alerts_raised_while_unpublishable_survive_sigkill_and_are_delivered_onc
         "raised inside the fault: {a}"
     );
 }
+
+/// The broker forgets the session (it restarts without persistence) while alerts are in
+/// flight: rumqttc drops the publishes it had not had acknowledged with the session, so the
+/// daemon sends those alerts again from its outbox; each reaches a subscriber once, and the
+/// alerts raised afterwards are matched to their own acknowledgements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_in_flight_when_the_broker_forgets_the_session_are_published_again() {
+    let mut broker = Mosquitto::start().await;
+    let proxy = Proxy::start(broker.port).await;
+    let prefix = "forget";
+    let mut s = settings(proxy.port, prefix, VIBRATION);
+    s.mqtt.publish_energy = false;
+    let outbox = s.mqtt.outbox_dir.clone();
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(11);
+    let mut send = async |tx: &mut Sender, n: usize, fault: bool| {
+        for _ in 0..n {
+            let p = serde_json::to_vec(&m.samples(64, fault)).unwrap();
+            tx.publish("sensors/m1/vibration", p).await;
+        }
+        tx.flushed().await;
+    };
+    let alerts = |d: &TestDaemon, state: &str| {
+        d.metric_where("ebgand_alerts_total", &format!("state=\"{state}\""))
+    };
+    send(&mut tx, 5, false).await;
+    eventually(Duration::from_secs(20), "healthy windows scored", || {
+        daemon.metric("ebgand_windows_scored_total") >= 5
+    })
+    .await;
+
+    // What the daemon publishes no longer reaches the broker: the alert stays in flight.
+    proxy.hold_from(Some(&format!("ebgand-{prefix}-pub")));
+    send(&mut tx, 4, true).await;
+    eventually(Duration::from_secs(20), "the alert raised", || {
+        alerts(&daemon, "raised") >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stored = outbox_pending(Path::new(&outbox).parent().unwrap());
+    assert_eq!(stored.len(), 1, "the alert waits in the outbox: {stored:?}");
+
+    // The broker dies and comes back with no sessions. New connections wait until a
+    // subscriber is there to see what the daemon sends.
+    proxy.refuse(true);
+    proxy.hold_from(None);
+    broker.restart_forgetting().await;
+    let obs = Observer::start(broker.port, &format!("{prefix}/alerts/#")).await;
+    let mut tx = Sender::start(broker.port).await;
+    proxy.refuse(false);
+    eventually(Duration::from_secs(30), "the alert published again", || {
+        obs.count(&format!("{prefix}/alerts/")) >= 1
+    })
+    .await;
+
+    // Healthy again: the clear is published and acknowledged; nothing is left in the outbox.
+    eventually(
+        Duration::from_secs(20),
+        "the daemon subscribed again",
+        || daemon.metrics.ready(),
+    )
+    .await;
+    send(&mut tx, 4, false).await;
+    eventually(Duration::from_secs(20), "the clear published", || {
+        obs.count(&format!("{prefix}/alerts/")) >= 2
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the outbox emptied", || {
+        outbox_pending(Path::new(&outbox).parent().unwrap()).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen: Vec<(String, u64)> = obs
+        .on(&format!("{prefix}/alerts/"))
+        .iter()
+        .map(|a| {
+            (
+                a.json["state"].as_str().unwrap().to_owned(),
+                a.json["alert_id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("raised".to_owned(), 1), ("cleared".to_owned(), 2)],
+        "each alert once"
+    );
+    daemon.shutdown().await.unwrap();
+}

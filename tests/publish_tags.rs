@@ -6,6 +6,9 @@
 //! to withhold) acknowledges every publish except two alerts; the outbox must then hold
 //! exactly those two. Before that, a publish is cancelled while it waits on a full request
 //! channel (as a SIGTERM cancels a stuck event): its tag must not shift every later alert.
+//! Then the broker drops the connection with 100 publishes unacknowledged and more queued,
+//! keeping or losing the session: every alert must reach it again, each marked done by its own
+//! PUBACK (left to rumqttc, some were never sent again).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -41,11 +44,30 @@ struct Script {
     /// Alert ids received.
     alerts: Vec<u64>,
     publishes: usize,
+    /// Connections accepted.
+    connections: usize,
+    /// Close the connection (what it holds unacknowledged is lost with it).
+    cut: bool,
+    /// What CONNACK says of the session (a broker that lost it, say, restarted without
+    /// persistence, says `false`).
+    session_present: bool,
 }
 
-/// Accepts one client and answers CONNECT, PINGREQ and QoS 1 PUBLISH as scripted.
+/// Accepts clients one after another and answers CONNECT, PINGREQ and QoS 1 PUBLISH as
+/// scripted.
 async fn scripted_broker(listener: tokio::net::TcpListener, script: Arc<Mutex<Script>>) {
-    let (mut socket, _) = listener.accept().await.unwrap();
+    loop {
+        let (socket, _) = listener.accept().await.unwrap();
+        serve(socket, &script).await;
+    }
+}
+
+async fn serve(mut socket: tokio::net::TcpStream, script: &Mutex<Script>) {
+    {
+        let mut s = script.lock().unwrap();
+        s.connections += 1;
+        s.waiting.clear();
+    }
     let mut buf = BytesMut::with_capacity(1 << 16);
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     loop {
@@ -60,7 +82,9 @@ async fn scripted_broker(listener: tokio::net::TcpListener, script: Arc<Mutex<Sc
                     match packet {
                         Packet::Connect(_) => {
                             s.connected = true;
-                            ConnAck::new(ConnectReturnCode::Success, false).write(&mut out).unwrap();
+                            ConnAck::new(ConnectReturnCode::Success, s.session_present)
+                                .write(&mut out)
+                                .unwrap();
                         }
                         Packet::PingReq => {
                             PingResp.write(&mut out).unwrap();
@@ -85,6 +109,11 @@ async fn scripted_broker(listener: tokio::net::TcpListener, script: Arc<Mutex<Sc
         }
         {
             let mut s = script.lock().unwrap();
+            if s.cut {
+                s.cut = false;
+                s.connected = false;
+                return;
+            }
             if s.acking {
                 let waiting = std::mem::take(&mut s.waiting);
                 for (pkid, alert) in waiting {
@@ -179,4 +208,88 @@ async fn each_puback_marks_its_own_alert_done_even_after_a_cancelled_publish() {
     assert_eq!(pending, BTreeSet::from([2, 5]));
     abort.cancel();
     publishing.await.unwrap();
+}
+
+/// A broker that stops acknowledging and then drops the connection, with `mqtt.inflight` (100)
+/// publishes unacknowledged and more queued behind them, alerts among them. Whether it kept the
+/// session or lost it, each alert reaches it again and each PUBACK marks its own alert done:
+/// the one alert it withholds on the new connection is the one left in the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_alert_in_flight_across_a_lost_connection_is_sent_again_and_marked_by_its_own_puback()
+{
+    for session_present in [true, false] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let script = Arc::new(Mutex::new(Script {
+            session_present,
+            ..Script::default()
+        }));
+        let broker = tokio::spawn(scripted_broker(listener, script.clone()));
+        let s = settings(port, "lost", VIBRATION);
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = SharedOutbox::new(
+            Outbox::open(dir.path(), 1000).unwrap(),
+            prometheus_client::metrics::gauge::Gauge::default(),
+        );
+        let (publisher, events) =
+            Publisher::new(&s.mqtt, "node", Arc::new(Metrics::new()), outbox.clone());
+        let (closing, abort) = (CancellationToken::new(), CancellationToken::new());
+        let publishing = tokio::spawn(events.run(closing.clone(), abort.clone()));
+        eventually(Duration::from_secs(10), "connected", || {
+            script.lock().unwrap().connected
+        })
+        .await;
+
+        // Nothing is acknowledged: 100 publishes go out, the rest wait in the request channel.
+        let alerts = 90u64;
+        for seq in 1..=alerts {
+            publisher
+                .alert(
+                    "vibration/m1",
+                    serde_json::json!({"stream": "vibration/m1", "seq": seq, "state": "raised"}),
+                )
+                .await
+                .unwrap();
+            publisher
+                .state("vibration/m1", b"{}".to_vec())
+                .await
+                .unwrap();
+            publisher
+                .energy("vibration/m1", b"{\"energy\":1}".to_vec())
+                .await
+                .unwrap();
+        }
+        eventually(Duration::from_secs(10), "the in-flight window full", || {
+            script.lock().unwrap().publishes >= 100
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The connection drops; the next one is acknowledged, all but alert 77.
+        {
+            let mut sc = script.lock().unwrap();
+            sc.cut = true;
+            sc.acking = true;
+            sc.withhold = [77].into();
+        }
+        eventually(Duration::from_secs(20), "every alert received", || {
+            let sc = script.lock().unwrap();
+            sc.connections >= 2 && (1..=alerts).all(|id| sc.alerts.contains(&id))
+        })
+        .await;
+        eventually(
+            Duration::from_secs(10),
+            "the acknowledged alerts done",
+            || outbox.lock().len() == 1,
+        )
+        .await;
+        let pending: BTreeSet<u64> = outbox.lock().pending().iter().map(|p| p.id).collect();
+        assert_eq!(
+            pending,
+            BTreeSet::from([77]),
+            "session present: {session_present}"
+        );
+        abort.cancel();
+        publishing.await.unwrap();
+        broker.abort();
+    }
 }

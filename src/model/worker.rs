@@ -234,7 +234,11 @@ impl ScorerHandle {
             let model = self.model.clone();
             match tokio::task::spawn_blocking(move || thread.join()).await {
                 Ok(Ok(())) => debug!(model = %model, "Scorer thread stopped."),
-                _ => error!(model = %model, "Scorer thread panicked."),
+                Ok(Err(_)) => error!(model = %model, "Scorer thread panicked."),
+                // The runtime is going away (its blocking pool no longer runs tasks).
+                Err(e) => {
+                    warn!(model = %model, error = %e, "Could not wait for the scorer thread to stop.")
+                }
             }
         }
     }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
-use tracing::{info, warn};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, Publish, QoS, Request};
+use tracing::{debug, info, warn};
 
 use super::homeassistant::Discovery;
 use super::{Backoff, MqttError, Role, status_payload};
@@ -100,8 +100,19 @@ pub struct PublisherLoop {
     tags: Tags,
     send: Arc<tokio::sync::Mutex<()>>,
     /// Packet ids sent and not yet acknowledged, with their tag. A packet id seen again is
-    /// rumqttc resending after a reconnect, not a new publish.
+    /// a resend after a reconnect, not a new publish.
     in_flight: HashMap<u16, Option<u64>>,
+    /// PUBACKs and QoS 0 publishes sent: everything queued is done when this reaches `queued`.
+    done: u64,
+    /// Publishes sent and not acknowledged when the connection was lost, sent again (same
+    /// packet ids) once connected, whether or not the broker kept the session.
+    resend: VecDeque<Request>,
+    /// Publishes that rumqttc had taken but not sent when the connection was lost, with their
+    /// tags, going back into the request channel in their order (see
+    /// [`PublisherLoop::take_back`]).
+    requeue: VecDeque<(Publish, Option<u64>)>,
+    /// The `send` lock, held while `requeue` goes back in, so that nothing overtakes it.
+    requeue_lock: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// Alerts a previous run left in the outbox, published once connected.
     recovered: VecDeque<crate::durable::outbox::Pending>,
     /// Alerts the broker acknowledged, not yet recorded in the outbox.
@@ -165,6 +176,10 @@ impl Publisher {
             tags,
             send,
             in_flight: HashMap::new(),
+            done: 0,
+            resend: VecDeque::new(),
+            requeue: VecDeque::new(),
+            requeue_lock: None,
             recovered,
             acked: Vec::new(),
             recording: None,
@@ -329,7 +344,8 @@ impl PublisherLoop {
     }
 
     /// Polls until every publish queued before `close` has been acknowledged, then
-    /// disconnects. Reconnects with backoff; rumqttc resends unacknowledged QoS 1 publishes.
+    /// disconnects. Reconnects with backoff; what was unacknowledged at a lost connection is
+    /// sent again (`take_back`).
     ///
     /// `closing` starts the close; `abort` (the drain deadline) stops it at once.
     pub async fn run(
@@ -340,17 +356,17 @@ impl PublisherLoop {
         let conn = ConnLabel {
             connection: Role::Publish.as_str(),
         };
-        let mut done: u64 = 0;
         let mut online_pending = false;
         let mut disconnecting = false;
         let mut connected_once = false;
         loop {
+            self.put_back();
             if online_pending {
                 let (topic, payload) = self.status.clone();
                 online_pending = !self.try_send(topic, true, payload, None);
             }
             // What the last run left in the outbox goes out once, after the first connect;
-            // afterwards rumqttc itself resends whatever a reconnect interrupts.
+            // afterwards whatever a reconnect interrupts is sent again (`take_back`).
             while connected_once
                 && !online_pending
                 && let Some(p) = self.recovered.front()
@@ -367,7 +383,8 @@ impl PublisherLoop {
             }
             if closing.is_cancelled()
                 && !disconnecting
-                && done >= self.queued.load(Ordering::Relaxed)
+                && self.requeue.is_empty()
+                && self.done >= self.queued.load(Ordering::Relaxed)
             {
                 disconnecting = self.client.try_disconnect().is_ok();
             }
@@ -380,7 +397,7 @@ impl PublisherLoop {
             let polled = tokio::select! {
                 biased;
                 () = abort.cancelled() => {
-                    warn!(unacked = self.queued.load(Ordering::Relaxed).saturating_sub(done), "Publisher aborted at the drain deadline.");
+                    warn!(unacked = self.queued.load(Ordering::Relaxed).saturating_sub(self.done), "Publisher aborted at the drain deadline.");
                     break;
                 }
                 // Wake up when closing starts, to check whether everything is acked.
@@ -402,30 +419,22 @@ impl PublisherLoop {
                     );
                     self.backoff.connected();
                     self.metrics.set_connected("publish", true);
+                    // Before anything new: rumqttc sends `pending` first.
+                    let mut resend = std::mem::take(&mut self.resend);
+                    resend.append(&mut self.eventloop.pending);
+                    self.eventloop.pending = resend;
                     online_pending = true;
                     connected_once = true;
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
-                    if !self.in_flight.contains_key(&pkid) {
-                        let tag = lock(&self.tags).pop_front().flatten();
-                        self.in_flight.insert(pkid, tag);
-                    }
-                }
-                Ok(Event::Incoming(Incoming::PubAck(ack))) => {
-                    done += 1;
-                    if let Some(Some(id)) = self.in_flight.remove(&ack.pkid) {
-                        self.acked.push(id);
-                    }
-                }
-                Ok(Event::Outgoing(Outgoing::Publish(0))) => done += 1,
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                Ok(_) => {}
+                Ok(ev) => self.account(&ev),
                 Err(e) => {
                     self.metrics.set_connected("publish", false);
                     self.metrics.reconnects.get_or_create(&conn).inc();
                     if disconnecting {
                         break;
                     }
+                    self.take_back();
                     let delay =
                         super::report_lost(&mut self.backoff, &self.metrics, Role::Publish, &e);
                     self.failover.move_on(&mut self.eventloop, &self.metrics);
@@ -452,6 +461,105 @@ impl PublisherLoop {
             published = self.queued.load(Ordering::Relaxed),
             "Publisher stopped."
         );
+    }
+
+    /// Matches a sent publish to its tag and a PUBACK to its alert.
+    fn account(&mut self, ev: &Event) {
+        match ev {
+            Event::Outgoing(Outgoing::Publish(0)) => self.done += 1,
+            // A packet id already tracked is a resend.
+            Event::Outgoing(Outgoing::Publish(pkid)) if !self.in_flight.contains_key(pkid) => {
+                let tag = lock(&self.tags).pop_front().flatten();
+                self.in_flight.insert(*pkid, tag);
+            }
+            Event::Incoming(Incoming::PubAck(ack)) => {
+                self.done += 1;
+                if let Some(Some(id)) = self.in_flight.remove(&ack.pkid) {
+                    self.acked.push(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The connection was lost: takes back from rumqttc every publish it would send again,
+    /// so that none depends on the broker keeping the session or on rumqttc's packet-id
+    /// collisions. Left to rumqttc, a broker that forgot the session (restarted without
+    /// persistence) makes it drop them all, alerts included; and after an outage with
+    /// `mqtt.inflight` publishes unacknowledged, it would send the requests it had queued
+    /// ahead of the flow control onto packet ids still in flight, keeping one of those
+    /// publishes aside at a time and dropping the one before.
+    ///
+    /// - Events read before the loss are accounted first (a PUBACK or a sent publish not yet
+    ///   seen).
+    /// - Publishes sent and not acknowledged keep their packet ids and tags: `resend`, put in
+    ///   front of rumqttc's queue at the next CONNACK.
+    /// - The rest (taken from the request channel, or held aside on a packet-id collision) were
+    ///   never sent: their tags are the oldest in the FIFO, in their order. They go back into
+    ///   the request channel, each with its tag, before anything newer ([`Self::put_back`]).
+    fn take_back(&mut self) {
+        while let Some(ev) = self.eventloop.state.events.pop_front() {
+            self.account(&ev);
+        }
+        let mut unsent: Vec<Publish> = self.eventloop.state.collision.take().into_iter().collect();
+        for request in std::mem::take(&mut self.eventloop.pending) {
+            match request {
+                Request::Publish(p) if p.pkid != 0 && self.in_flight.contains_key(&p.pkid) => {
+                    self.resend.push_back(Request::Publish(p));
+                }
+                Request::Publish(p) => unsent.push(p),
+                // The loop sends its own DISCONNECT when closing; nothing else goes through
+                // this connection's channel.
+                other => debug!(request = ?other, "Request dropped with the connection."),
+            }
+        }
+        let mut tags = lock(&self.tags);
+        for mut p in unsent {
+            let tag = if p.qos == QoS::AtMostOnce {
+                None
+            } else {
+                tags.pop_front().flatten()
+            };
+            // A new packet id when it goes out again: the one it was given may be in flight.
+            p.pkid = 0;
+            p.dup = false;
+            self.requeue.push_back((p, tag));
+        }
+    }
+
+    /// Puts the publishes taken back by [`Self::take_back`] into the request channel, in their
+    /// order and before anything newer, pushing each one's tag as it goes in (as publishers
+    /// do); holds the `send` lock until all are in.
+    fn put_back(&mut self) {
+        if self.requeue.is_empty() {
+            return;
+        }
+        if self.requeue_lock.is_none() {
+            // A publisher holding it is waiting for room in the channel: its request and tag
+            // go in first, then these.
+            self.requeue_lock = self.send.clone().try_lock_owned().ok();
+            if self.requeue_lock.is_none() {
+                return;
+            }
+        }
+        while let Some((p, tag)) = self.requeue.front() {
+            let tagged = p.qos != QoS::AtMostOnce;
+            if tagged {
+                lock(&self.tags).push_back(*tag);
+            }
+            let sent = self
+                .client
+                .try_publish(p.topic.clone(), p.qos, p.retain, p.payload.to_vec())
+                .is_ok();
+            if !sent {
+                if tagged {
+                    lock(&self.tags).pop_back();
+                }
+                return;
+            }
+            self.requeue.pop_front();
+        }
+        self.requeue_lock = None;
     }
 
     /// Records the acknowledged alerts in the outbox on the blocking pool.

@@ -249,6 +249,18 @@ impl Mosquitto {
     pub async fn restart(&mut self) {
         self.spawn().await;
     }
+
+    /// SIGKILLs it and starts it again on the same port with nothing of what it had: no
+    /// sessions, no queued or retained messages (a broker run without persistence, or one
+    /// whose disk was lost).
+    pub async fn restart_forgetting(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.path().join("mosquitto.db"));
+        self.spawn().await;
+    }
 }
 
 impl Drop for Mosquitto {
@@ -525,8 +537,13 @@ impl Sender {
     /// [`Sender::start`] with client options adjusted by `configure` (e.g. credentials).
     pub async fn start_with(port: u16, configure: impl FnOnce(&mut MqttOptions)) -> Self {
         let mut opts = MqttOptions::new(format!("sender-{}", fastrand::u64(..)), "127.0.0.1", port);
+        // Packet ids never wrap within a test: rumqttc 0.25 reuses the next id even when it is
+        // still unacknowledged (a NATS cluster acknowledges out of order while it elects new
+        // leaders), holds that publish aside, and after a reconnect drops the one held aside
+        // (rumqtt issues 1014 and 1056); ebgand's own publisher takes such publishes back
+        // (`mqtt::sink`), a test's sensors need not.
         opts.set_keep_alive(Duration::from_secs(30))
-            .set_inflight(500)
+            .set_inflight(u16::MAX)
             .set_clean_session(false);
         configure(&mut opts);
         let (client, mut eventloop) = AsyncClient::new(opts, 1000);
@@ -807,34 +824,59 @@ pub async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 /// A TCP proxy in front of a broker that can hold what the broker sends (as a network that
 /// delays it) and cut every connection through it, dropping what it holds (as a pulled cable):
 /// the broker then counts the messages it sent as in flight and sends them again, flagged DUP,
-/// when the client reconnects.
+/// when the client reconnects. It can also hold what one client sends (picked by a piece of its
+/// CONNECT packet, e.g. its client id), and refuse new connections.
 pub struct Proxy {
     pub port: u16,
-    hold: Arc<std::sync::atomic::AtomicBool>,
+    switches: Arc<Switches>,
     generation: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the proxy is told to do, read by every connection's pump.
+#[derive(Default)]
+struct Switches {
+    /// Keep bytes from the broker.
+    hold: std::sync::atomic::AtomicBool,
+    /// Keep bytes from clients whose CONNECT contains this.
+    hold_from: Mutex<Option<Vec<u8>>>,
+    /// Close new connections at once.
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+impl Switches {
+    fn holds_from(&self, hello: &[u8]) -> bool {
+        self.hold_from
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|p| hello.windows(p.len()).any(|w| w == p.as_slice()))
+    }
 }
 
 impl Proxy {
     pub async fn start(upstream: u16) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let switches = Arc::new(Switches::default());
         let (generation, cuts) = tokio::sync::watch::channel(0u64);
-        let held = hold.clone();
+        let on = switches.clone();
         let task = tokio::spawn(async move {
             while let Ok((down, _)) = listener.accept().await {
+                if on.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
                 let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
                     continue;
                 };
                 let mut cuts = cuts.clone();
                 cuts.borrow_and_update();
-                tokio::spawn(pump(down, up, held.clone(), cuts));
+                tokio::spawn(pump(down, up, on.clone(), cuts));
             }
         });
         Self {
             port,
-            hold,
+            switches,
             generation,
             task,
         }
@@ -842,7 +884,22 @@ impl Proxy {
 
     /// While on, bytes from the broker are kept, not forwarded.
     pub fn hold(&self, on: bool) {
-        self.hold.store(on, std::sync::atomic::Ordering::SeqCst);
+        self.switches
+            .hold
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// While set, bytes from a client whose CONNECT packet contains `client` (its client id) are
+    /// kept, not forwarded: what it publishes never reaches the broker.
+    pub fn hold_from(&self, client: Option<&str>) {
+        *self.switches.hold_from.lock().unwrap() = client.map(|c| c.as_bytes().to_vec());
+    }
+
+    /// While on, new connections are closed at once.
+    pub fn refuse(&self, on: bool) {
+        self.switches
+            .refuse
+            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Closes every connection through the proxy, dropping what it holds.
@@ -860,20 +917,33 @@ impl Drop for Proxy {
 async fn pump(
     down: tokio::net::TcpStream,
     up: tokio::net::TcpStream,
-    hold: Arc<std::sync::atomic::AtomicBool>,
+    switches: Arc<Switches>,
     mut cuts: tokio::sync::watch::Receiver<u64>,
 ) {
+    use std::sync::atomic::Ordering::SeqCst;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut down_r, mut down_w) = down.into_split();
     let (mut up_r, mut up_w) = up.into_split();
     let (mut from_client, mut from_broker) = (vec![0u8; 65536], vec![0u8; 65536]);
-    let mut held: Vec<u8> = Vec::new();
+    // The client's first bytes (its CONNECT), to tell which client this is.
+    let mut hello: Vec<u8> = Vec::new();
+    let (mut held, mut held_up): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
     loop {
         tokio::select! {
             _ = cuts.changed() => return,
             n = down_r.read(&mut from_client) => match n {
                 Ok(n) if n > 0 => {
-                    if up_w.write_all(&from_client[..n]).await.is_err() {
+                    if hello.is_empty() {
+                        hello.extend_from_slice(&from_client[..n]);
+                    }
+                    if switches.holds_from(&hello) {
+                        held_up.extend_from_slice(&from_client[..n]);
+                        continue;
+                    }
+                    let flushed = up_w.write_all(&held_up).await.is_ok()
+                        && up_w.write_all(&from_client[..n]).await.is_ok();
+                    held_up.clear();
+                    if !flushed {
                         return;
                     }
                 }
@@ -881,7 +951,7 @@ async fn pump(
             },
             n = up_r.read(&mut from_broker) => match n {
                 Ok(n) if n > 0 => {
-                    if hold.load(std::sync::atomic::Ordering::SeqCst) {
+                    if switches.hold.load(SeqCst) {
                         held.extend_from_slice(&from_broker[..n]);
                         continue;
                     }
