@@ -110,9 +110,32 @@ clear_after = 3
     }
 
     fn spawn(&mut self) {
-        // Not piped: 300 streams' logs would fill a pipe nobody reads.
+        // To a file, not a pipe: 300 streams' logs would fill a pipe nobody reads. Appended
+        // across the restart, for a failure's message ([`Daemon::log_tail`]).
         let config = self.dir.path().join("ebgand.toml");
-        self.process = Some(run_binary(&config, &[], Stdio::null()));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        self.process = Some(run_binary(&config, &[], Stdio::from(log)));
+    }
+
+    /// The last lines of its log about connections, warnings and errors (for a failure's
+    /// message: where a message went missing).
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.contains("MQTT")
+                    || l.contains("WARN")
+                    || l.contains("ERROR")
+                    || l.contains("edeliver")
+            })
+            .collect();
+        let from = lines.len().saturating_sub(25);
+        format!("daemon {}:\n{}", self.index, lines[from..].join("\n"))
     }
 
     async fn restart_after_sigkill(&mut self) {
@@ -268,7 +291,7 @@ async fn three_daemons_on_three_nats_nodes_survive_a_node_and_a_daemon_dying() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the cluster never settled: daemons ready {ready:?}, scored {:?}, messages {:?}, {} windows not scored, e.g. {:?}\nJetStream on node 1:\n{}",
+            "the cluster never settled: daemons ready {ready:?}, scored {:?}, messages {:?}, redeliveries {:?}, {} windows not scored, e.g. {:?}\nJetStream on node 1:\n{}\n{}",
             daemons
                 .iter()
                 .map(|d| d.metric("ebgand_windows_scored_total", ""))
@@ -277,9 +300,18 @@ async fn three_daemons_on_three_nats_nodes_survive_a_node_and_a_daemon_dying() {
                 .iter()
                 .map(|d| d.metric("ebgand_messages_total", ""))
                 .collect::<Vec<_>>(),
+            daemons
+                .iter()
+                .map(|d| d.metric("ebgand_redeliveries_skipped_total", ""))
+                .collect::<Vec<_>>(),
             m.len(),
             &m[..m.len().min(20)],
-            cluster.jetstream(1)
+            cluster.jetstream(1),
+            daemons
+                .iter()
+                .map(Daemon::log_tail)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -307,9 +339,15 @@ async fn three_daemons_on_three_nats_nodes_survive_a_node_and_a_daemon_dying() {
                 .map(|d| d.metric("ebgand_windows_scored_total", ""))
                 .collect();
             panic!(
-                "{} windows never scored (daemons scored {scored:?}), e.g. {:?}",
+                "{} windows never scored (daemons scored {scored:?}), e.g. {:?}\nJetStream on node 1:\n{}\n{}",
                 m.len(),
-                &m[..m.len().min(20)]
+                &m[..m.len().min(20)],
+                cluster.jetstream(1),
+                daemons
+                    .iter()
+                    .map(Daemon::log_tail)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

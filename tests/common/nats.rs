@@ -99,9 +99,10 @@ impl NatsCluster {
         let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", self.monitor[i])) else {
             return "node down".into();
         };
+        // HTTP/1.0: a 1.1 answer comes chunked, which is not JSON.
         let _ = write!(
             c,
-            "GET /jsz?accounts=true&consumers=true HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET /jsz?accounts=true&consumers=true&config=true HTTP/1.0\r\nHost: x\r\n\r\n"
         );
         let mut out = String::new();
         let _ = c.read_to_string(&mut out);
@@ -121,8 +122,10 @@ impl NatsCluster {
             ));
             for c in s["consumer_detail"].as_array().into_iter().flatten() {
                 lines.push(format!(
-                    "  consumer {} pending {} ack_pending {} redelivered {} leader {}",
+                    "  consumer {} delivered {} ack floor {} pending {} ack_pending {} redelivered {} leader {}",
                     c["config"]["filter_subject"],
+                    c["delivered"]["stream_seq"],
+                    c["ack_floor"]["stream_seq"],
                     c["num_pending"],
                     c["num_ack_pending"],
                     c["num_redelivered"],
