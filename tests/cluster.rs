@@ -172,6 +172,17 @@ clear_after = 3
     }
 }
 
+/// For a failure's message: what node 1 says of its JetStream consumers, and each daemon's
+/// connection lines and warnings.
+fn diagnosis(cluster: &NatsCluster, daemons: &[Daemon]) -> String {
+    let logs: Vec<String> = daemons.iter().map(Daemon::log_tail).collect();
+    format!(
+        "JetStream on node 1:\n{}\n{}",
+        cluster.jetstream(1),
+        logs.join("\n")
+    )
+}
+
 /// The alerts a stream's windows make, in window order: raised after 3 over `threshold`,
 /// cleared after 3 at or under it.
 fn transitions(judged: &BTreeMap<u64, f32>, threshold: f32) -> Vec<(u64, String)> {
@@ -291,7 +302,7 @@ async fn three_daemons_on_three_nats_nodes_survive_a_node_and_a_daemon_dying() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the cluster never settled: daemons ready {ready:?}, scored {:?}, messages {:?}, redeliveries {:?}, {} windows not scored, e.g. {:?}\nJetStream on node 1:\n{}\n{}",
+            "the cluster never settled: daemons ready {ready:?}, scored {:?}, messages {:?}, redeliveries {:?}, {} windows not scored, e.g. {:?}\n{}",
             daemons
                 .iter()
                 .map(|d| d.metric("ebgand_windows_scored_total", ""))
@@ -306,12 +317,7 @@ async fn three_daemons_on_three_nats_nodes_survive_a_node_and_a_daemon_dying() {
                 .collect::<Vec<_>>(),
             m.len(),
             &m[..m.len().min(20)],
-            cluster.jetstream(1),
-            daemons
-                .iter()
-                .map(Daemon::log_tail)
-                .collect::<Vec<_>>()
-                .join("\n")
+            diagnosis(&cluster, &daemons)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -339,15 +345,10 @@ async fn three_daemons_on_three_nats_nodes_survive_a_node_and_a_daemon_dying() {
                 .map(|d| d.metric("ebgand_windows_scored_total", ""))
                 .collect();
             panic!(
-                "{} windows never scored (daemons scored {scored:?}), e.g. {:?}\nJetStream on node 1:\n{}\n{}",
+                "{} windows never scored (daemons scored {scored:?}), e.g. {:?}\n{}",
                 m.len(),
                 &m[..m.len().min(20)],
-                cluster.jetstream(1),
-                daemons
-                    .iter()
-                    .map(Daemon::log_tail)
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                diagnosis(&cluster, &daemons)
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -129,6 +129,71 @@ async fn serve(mut socket: tokio::net::TcpStream, script: &Mutex<Script>) {
     }
 }
 
+/// A publisher connected to a scripted broker on `port`, with an outbox of `capacity` alerts.
+struct Connected {
+    publisher: Publisher,
+    outbox: SharedOutbox,
+    abort: CancellationToken,
+    run: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// An alert for window `seq`, then a state and an energy message; the alert's id.
+async fn alert_state_energy(publisher: &Publisher, seq: u64) -> u64 {
+    let id = publisher
+        .alert(
+            "vibration/m1",
+            serde_json::json!({"stream": "vibration/m1", "seq": seq, "state": "raised"}),
+        )
+        .await
+        .unwrap();
+    publisher
+        .state("vibration/m1", b"{}".to_vec())
+        .await
+        .unwrap();
+    publisher
+        .energy("vibration/m1", b"{\"energy\":1}".to_vec())
+        .await
+        .unwrap();
+    id
+}
+
+/// The alerts left in the outbox once the acknowledged ones are done and `n` remain.
+async fn left_in_outbox(outbox: &SharedOutbox, n: usize) -> BTreeSet<u64> {
+    eventually(
+        Duration::from_secs(10),
+        "the acknowledged alerts done",
+        || outbox.lock().len() == n,
+    )
+    .await;
+    outbox.lock().pending().iter().map(|p| p.id).collect()
+}
+
+async fn connect(port: u16, script: &Mutex<Script>, capacity: usize) -> Connected {
+    let s = settings(port, "tags", VIBRATION);
+    assert_eq!(s.mqtt.inflight, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = SharedOutbox::new(
+        Outbox::open(dir.path(), capacity).unwrap(),
+        prometheus_client::metrics::gauge::Gauge::default(),
+    );
+    let (publisher, events) =
+        Publisher::new(&s.mqtt, "node", Arc::new(Metrics::new()), outbox.clone());
+    let abort = CancellationToken::new();
+    let run = tokio::spawn(events.run(CancellationToken::new(), abort.clone()));
+    eventually(Duration::from_secs(10), "connected", || {
+        script.lock().unwrap().connected
+    })
+    .await;
+    Connected {
+        publisher,
+        outbox,
+        abort,
+        run,
+        _dir: dir,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_puback_marks_its_own_alert_done_even_after_a_cancelled_publish() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -142,21 +207,7 @@ async fn each_puback_marks_its_own_alert_done_even_after_a_cancelled_publish() {
     // rumqttc keeps 100 QoS 1 publishes in flight (it reuses a packet id only once acknowledged,
     // so the two alerts withheld below stay last); with the broker not acknowledging, it stops
     // taking requests and its channel (256) fills.
-    let s = settings(port, "tags", VIBRATION);
-    assert_eq!(s.mqtt.inflight, 100);
-    let dir = tempfile::tempdir().unwrap();
-    let outbox = SharedOutbox::new(
-        Outbox::open(dir.path(), 100).unwrap(),
-        prometheus_client::metrics::gauge::Gauge::default(),
-    );
-    let (publisher, events) =
-        Publisher::new(&s.mqtt, "node", Arc::new(Metrics::new()), outbox.clone());
-    let (closing, abort) = (CancellationToken::new(), CancellationToken::new());
-    let publishing = tokio::spawn(events.run(closing.clone(), abort.clone()));
-    eventually(Duration::from_secs(10), "connected", || {
-        script.lock().unwrap().connected
-    })
-    .await;
+    let c = connect(port, &script, 100).await;
 
     // Untagged QoS 1 publishes until the request channel is full; the one that finds it full
     // is cancelled while it waits (as a SIGTERM cancels a stuck event).
@@ -164,7 +215,7 @@ async fn each_puback_marks_its_own_alert_done_even_after_a_cancelled_publish() {
     for i in 0..1000 {
         let sent = tokio::time::timeout(
             Duration::from_millis(200),
-            publisher.state(&format!("s{i}"), b"{}".to_vec()),
+            c.publisher.state(&format!("s{i}"), b"{}".to_vec()),
         )
         .await;
         if sent.is_err() {
@@ -177,37 +228,15 @@ async fn each_puback_marks_its_own_alert_done_even_after_a_cancelled_publish() {
     script.lock().unwrap().acking = true;
     // Alerts 1..6 interleaved with state and energy; the broker withholds the PUBACKs of 2 and 5.
     for seq in 1..=6u64 {
-        let id = publisher
-            .alert(
-                "vibration/m1",
-                serde_json::json!({"stream": "vibration/m1", "seq": seq, "state": "raised"}),
-            )
-            .await
-            .unwrap();
-        assert_eq!(id, seq);
-        publisher
-            .state("vibration/m1", b"{}".to_vec())
-            .await
-            .unwrap();
-        publisher
-            .energy("vibration/m1", b"{\"energy\":1}".to_vec())
-            .await
-            .unwrap();
+        assert_eq!(alert_state_energy(&c.publisher, seq).await, seq);
     }
     eventually(Duration::from_secs(10), "every alert received", || {
         script.lock().unwrap().alerts.len() == 6
     })
     .await;
-    eventually(
-        Duration::from_secs(10),
-        "the acknowledged alerts done",
-        || outbox.lock().len() == 2,
-    )
-    .await;
-    let pending: BTreeSet<u64> = outbox.lock().pending().iter().map(|p| p.id).collect();
-    assert_eq!(pending, BTreeSet::from([2, 5]));
-    abort.cancel();
-    publishing.await.unwrap();
+    assert_eq!(left_in_outbox(&c.outbox, 2).await, BTreeSet::from([2, 5]));
+    c.abort.cancel();
+    c.run.await.unwrap();
 }
 
 /// A broker that stops acknowledging and then drops the connection, with `mqtt.inflight` (100)
@@ -225,39 +254,12 @@ async fn every_alert_in_flight_across_a_lost_connection_is_sent_again_and_marked
             ..Script::default()
         }));
         let broker = tokio::spawn(scripted_broker(listener, script.clone()));
-        let s = settings(port, "lost", VIBRATION);
-        let dir = tempfile::tempdir().unwrap();
-        let outbox = SharedOutbox::new(
-            Outbox::open(dir.path(), 1000).unwrap(),
-            prometheus_client::metrics::gauge::Gauge::default(),
-        );
-        let (publisher, events) =
-            Publisher::new(&s.mqtt, "node", Arc::new(Metrics::new()), outbox.clone());
-        let (closing, abort) = (CancellationToken::new(), CancellationToken::new());
-        let publishing = tokio::spawn(events.run(closing.clone(), abort.clone()));
-        eventually(Duration::from_secs(10), "connected", || {
-            script.lock().unwrap().connected
-        })
-        .await;
+        let c = connect(port, &script, 1000).await;
 
         // Nothing is acknowledged: 100 publishes go out, the rest wait in the request channel.
         let alerts = 90u64;
         for seq in 1..=alerts {
-            publisher
-                .alert(
-                    "vibration/m1",
-                    serde_json::json!({"stream": "vibration/m1", "seq": seq, "state": "raised"}),
-                )
-                .await
-                .unwrap();
-            publisher
-                .state("vibration/m1", b"{}".to_vec())
-                .await
-                .unwrap();
-            publisher
-                .energy("vibration/m1", b"{\"energy\":1}".to_vec())
-                .await
-                .unwrap();
+            alert_state_energy(&c.publisher, seq).await;
         }
         eventually(Duration::from_secs(10), "the in-flight window full", || {
             script.lock().unwrap().publishes >= 100
@@ -276,20 +278,13 @@ async fn every_alert_in_flight_across_a_lost_connection_is_sent_again_and_marked
             sc.connections >= 2 && (1..=alerts).all(|id| sc.alerts.contains(&id))
         })
         .await;
-        eventually(
-            Duration::from_secs(10),
-            "the acknowledged alerts done",
-            || outbox.lock().len() == 1,
-        )
-        .await;
-        let pending: BTreeSet<u64> = outbox.lock().pending().iter().map(|p| p.id).collect();
         assert_eq!(
-            pending,
+            left_in_outbox(&c.outbox, 1).await,
             BTreeSet::from([77]),
             "session present: {session_present}"
         );
-        abort.cancel();
-        publishing.await.unwrap();
+        c.abort.cancel();
+        c.run.await.unwrap();
         broker.abort();
     }
 }

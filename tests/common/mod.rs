@@ -914,6 +914,24 @@ impl Drop for Proxy {
     }
 }
 
+/// Keeps `bytes` while `holding`; otherwise writes what was kept, then `bytes`. `false` when
+/// the connection is gone.
+async fn pass(
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    kept: &mut Vec<u8>,
+    bytes: &[u8],
+    holding: bool,
+) -> bool {
+    use tokio::io::AsyncWriteExt;
+    if holding {
+        kept.extend_from_slice(bytes);
+        return true;
+    }
+    let written = w.write_all(kept).await.is_ok() && w.write_all(bytes).await.is_ok();
+    kept.clear();
+    written
+}
+
 async fn pump(
     down: tokio::net::TcpStream,
     up: tokio::net::TcpStream,
@@ -921,7 +939,7 @@ async fn pump(
     mut cuts: tokio::sync::watch::Receiver<u64>,
 ) {
     use std::sync::atomic::Ordering::SeqCst;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let (mut down_r, mut down_w) = down.into_split();
     let (mut up_r, mut up_w) = up.into_split();
     let (mut from_client, mut from_broker) = (vec![0u8; 65536], vec![0u8; 65536]);
@@ -936,14 +954,8 @@ async fn pump(
                     if hello.is_empty() {
                         hello.extend_from_slice(&from_client[..n]);
                     }
-                    if switches.holds_from(&hello) {
-                        held_up.extend_from_slice(&from_client[..n]);
-                        continue;
-                    }
-                    let flushed = up_w.write_all(&held_up).await.is_ok()
-                        && up_w.write_all(&from_client[..n]).await.is_ok();
-                    held_up.clear();
-                    if !flushed {
+                    let holding = switches.holds_from(&hello);
+                    if !pass(&mut up_w, &mut held_up, &from_client[..n], holding).await {
                         return;
                     }
                 }
@@ -951,14 +963,8 @@ async fn pump(
             },
             n = up_r.read(&mut from_broker) => match n {
                 Ok(n) if n > 0 => {
-                    if switches.hold.load(SeqCst) {
-                        held.extend_from_slice(&from_broker[..n]);
-                        continue;
-                    }
-                    let flushed = down_w.write_all(&held).await.is_ok()
-                        && down_w.write_all(&from_broker[..n]).await.is_ok();
-                    held.clear();
-                    if !flushed {
+                    let holding = switches.hold.load(SeqCst);
+                    if !pass(&mut down_w, &mut held, &from_broker[..n], holding).await {
                         return;
                     }
                 }
