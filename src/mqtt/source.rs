@@ -39,7 +39,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -121,10 +120,12 @@ impl Ack {
 ///
 /// An ack for a message of an earlier connection is dropped: the broker sends that message
 /// again (DUP set) on the new connection, where it is recognised and acknowledged; an ack sent
-/// now could land on the new connection's packet id of another message.
+/// now could land on the new connection's packet id of another message. Acks are handed to
+/// rumqttc under the [`Gate`], which the source holds while it counts a lost connection and
+/// empties rumqttc's request channel of acks, so none of an old connection reaches a new one.
 pub struct Acker {
     client: AsyncClient,
-    connection: Arc<AtomicU64>,
+    gate: Gate,
     /// Acks that did not fit in the request channel, sent before any newer one.
     parked: VecDeque<Ack>,
 }
@@ -141,7 +142,11 @@ impl Acker {
     /// Acknowledges a processed message. Never waits: a full request channel parks the ack
     /// until [`Acker::flush`].
     pub fn ack(&mut self, ack: Ack) {
-        if ack.qos == QoS::AtMostOnce || ack.connection != self.connection.load(Ordering::Acquire) {
+        if ack.qos == QoS::AtMostOnce {
+            return;
+        }
+        let now = self.gate.lock();
+        if ack.connection != *now {
             return;
         }
         if !self.parked.is_empty() || !self.try_send(ack) {
@@ -151,9 +156,9 @@ impl Acker {
 
     /// Sends parked acks, in order, while the request channel has room.
     pub fn flush(&mut self) {
-        let now = self.connection.load(Ordering::Acquire);
+        let now = self.gate.lock();
         while let Some(ack) = self.parked.front().copied() {
-            if ack.connection == now && !self.try_send(ack) {
+            if ack.connection == *now && !self.try_send(ack) {
                 break;
             }
             self.parked.pop_front();
@@ -176,6 +181,22 @@ impl Acker {
         let mut p = Publish::new("", ack.qos, Vec::new());
         p.pkid = ack.pkid;
         self.client.try_ack(&p).is_ok()
+    }
+}
+
+/// The number of the ingest connection, counted up at every lost one. Locked by the [`Acker`]
+/// from comparing an ack's connection to handing it to rumqttc, and by the source from
+/// counting a lost connection to emptying rumqttc's request channel of acks: an ack handed
+/// over under the old number is in the channel before it is emptied.
+#[derive(Debug, Clone, Default)]
+struct Gate(Arc<std::sync::Mutex<u64>>);
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        // A u64 has no invariant a panic could break.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -346,7 +367,9 @@ pub struct Source {
     metrics: Arc<Metrics>,
     redeliveries: Redeliveries,
     /// Incremented on every lost connection; acks carry the value they were received under.
-    connection: Arc<AtomicU64>,
+    connection: u64,
+    /// The same number, shared with the [`Acker`].
+    gate: Gate,
     max_packet: usize,
     /// Messages not taken by the ingest stage yet, and their payload bytes.
     held: VecDeque<Delivery>,
@@ -373,7 +396,7 @@ impl Source {
     ) -> (Self, Acker) {
         let failover = super::Failover::new(mqtt, Role::Ingest, node);
         let (client, eventloop) = AsyncClient::new(failover.options(), REQUEST_CAPACITY);
-        let connection = Arc::new(AtomicU64::new(0));
+        let gate = Gate::default();
         let source = Self {
             eventloop,
             client: client.clone(),
@@ -385,7 +408,8 @@ impl Source {
             backoff: Backoff::new(mqtt.reconnect_min, mqtt.reconnect_max),
             metrics,
             redeliveries: Redeliveries::new(mqtt.duplicates),
-            connection: connection.clone(),
+            connection: 0,
+            gate: gate.clone(),
             max_packet: mqtt.max_packet_bytes,
             held: VecDeque::new(),
             held_bytes: 0,
@@ -393,7 +417,7 @@ impl Source {
         };
         let acker = Acker {
             client,
-            connection,
+            gate,
             parked: VecDeque::new(),
         };
         (source, acker)
@@ -491,7 +515,7 @@ impl Source {
                 Err(e) => {
                     // rumqttc drops the acks not written yet with the connection; the broker
                     // sends those messages again (DUP set) if the session survives.
-                    self.connection.fetch_add(1, Ordering::AcqRel);
+                    self.connection_lost();
                     self.redeliveries.lost();
                     self.metrics.set_connected("ingest", false);
                     if stage_gone.is_some() {
@@ -530,6 +554,17 @@ impl Source {
         info!("Ingest connection closed.");
     }
 
+    /// Counts a lost connection. rumqttc emptied its request channel of acks when it lost the
+    /// connection, but the ingest stage may have handed it one since, under the old number;
+    /// emptying it again under the gate drops those (other requests are kept for the next
+    /// connection, as rumqttc keeps them).
+    fn connection_lost(&mut self) {
+        let mut gate = self.gate.lock();
+        self.connection += 1;
+        *gate = self.connection;
+        self.eventloop.clean();
+    }
+
     /// The oldest held messages, up to a batch.
     fn take_batch(&mut self) -> Vec<Delivery> {
         let n = self.held.len().min(HANDOVER_BATCH);
@@ -561,7 +596,7 @@ impl Source {
             ack: Ack {
                 pkid: p.pkid,
                 qos: p.qos,
-                connection: self.connection.load(Ordering::Acquire),
+                connection: self.connection,
             },
             topic: p.topic,
             payload: p.payload,
@@ -616,6 +651,71 @@ async fn sleep_until_some(t: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An ack the ingest stage hands over after rumqttc lost the connection (and emptied its
+    /// request channel) but before the source counted the loss never reaches the next
+    /// connection, where its packet id may be another message's.
+    #[tokio::test]
+    async fn an_ack_handed_over_as_the_connection_is_lost_never_reaches_the_next_one() {
+        use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut raw =
+            crate::config::RawConfig::from_toml(crate::config::DOCUMENTED_CONFIG).unwrap();
+        raw.mqtt.host = "127.0.0.1".into();
+        raw.mqtt.port = listener.local_addr().unwrap().port();
+        let settings = raw.validate().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (mut source, mut acker) = Source::new(&settings.mqtt, "node", Vec::new(), metrics);
+        // rumqttc loses connection 0 and empties its request channel; the stage acknowledges a
+        // message of connection 0; then the source counts the loss.
+        source.eventloop.clean();
+        acker.ack(Ack {
+            pkid: 7,
+            qos: QoS::AtLeastOnce,
+            connection: 0,
+        });
+        source.connection_lost();
+        // The next connection, to a broker that answers CONNECT and keeps what it is sent.
+        let broker = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let (mut buf, mut packets) = (bytes::BytesMut::new(), Vec::new());
+            let until = tokio::time::Instant::now() + Duration::from_millis(500);
+            loop {
+                tokio::select! {
+                    n = socket.read_buf(&mut buf) => {
+                        if n.unwrap_or(0) == 0 {
+                            break;
+                        }
+                        while let Ok(p) = Packet::read(&mut buf, 1 << 20) {
+                            if matches!(p, Packet::Connect(_)) {
+                                let mut out = bytes::BytesMut::new();
+                                ConnAck::new(ConnectReturnCode::Success, true).write(&mut out).unwrap();
+                                socket.write_all(&out).await.unwrap();
+                            }
+                            packets.push(p);
+                        }
+                    }
+                    () = tokio::time::sleep_until(until) => break,
+                }
+            }
+            packets
+        });
+        let polling = async { while source.eventloop.poll().await.is_ok() {} };
+        // Polled until the broker hangs up (or, connected still, for 0.7 s).
+        match tokio::time::timeout(Duration::from_millis(700), polling).await {
+            Ok(()) | Err(_) => {}
+        }
+        let packets = broker.await.unwrap();
+        assert!(
+            matches!(packets.first(), Some(Packet::Connect(_))),
+            "{packets:?}"
+        );
+        assert!(
+            !packets.iter().any(|p| matches!(p, Packet::PubAck(_))),
+            "an ack of the lost connection was sent on the new one: {packets:?}"
+        );
+    }
 
     fn id(n: u32) -> MessageId {
         MessageId::of("sensors/m1/vibration", &n.to_le_bytes())
