@@ -121,7 +121,7 @@ impl Ack {
 /// An ack for a message of an earlier connection is dropped: the broker sends that message
 /// again (DUP set) on the new connection, where it is recognised and acknowledged; an ack sent
 /// now could land on the new connection's packet id of another message. Acks are handed to
-/// rumqttc under the [`Gate`], which the source holds while it counts a lost connection and
+/// rumqttc under a lock (`Gate`) which the source holds while it counts a lost connection and
 /// empties rumqttc's request channel of acks, so none of an old connection reaches a new one.
 pub struct Acker {
     client: AsyncClient,
