@@ -8,6 +8,7 @@
 //! not wait behind it in the same client's request channel.
 
 pub mod homeassistant;
+pub mod redeliveries;
 pub mod sink;
 pub mod source;
 
@@ -21,8 +22,9 @@ use crate::config::{Broker, MqttSettings};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{ConnLabel, FailureLabel};
 
+pub use redeliveries::MessageId;
 pub use sink::{Publisher, PublisherLoop};
-pub use source::{Acker, Delivery, MessageId, Source};
+pub use source::{Acker, Delivery, Source};
 
 /// Errors of the MQTT stages.
 #[derive(Debug, thiserror::Error)]
