@@ -124,6 +124,12 @@ impl Backoff {
     }
 }
 
+/// A std mutex guard, poisoned or not (the publisher's tag queue and the ingest connection
+/// number have no invariant a panic could break).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A lost or refused connection: counted by reason (`ebgand_mqtt_connect_failures_total`),
 /// logged, and the delay before the next attempt.
 pub(crate) fn report_lost(

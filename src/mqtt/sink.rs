@@ -14,17 +14,12 @@ use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, Publish, QoS, R
 use tracing::{debug, info, warn};
 
 use super::homeassistant::Discovery;
-use super::{Backoff, MqttError, Role, status_payload};
+use super::{Backoff, MqttError, Role, lock, status_payload};
 use crate::config::MqttSettings;
 use crate::durable::outbox::SharedOutbox;
 use crate::telemetry::metrics::{ConnLabel, Metrics};
 
 const REQUEST_CAPACITY: usize = 256;
-
-/// A std mutex guard, poisoned or not (the tag queue has no invariant a panic could break).
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Which QoS 1 publish is which, in the order they enter rumqttc's request channel: an alert's
 /// outbox id, or `None`. The publish loop matches them to packet ids as rumqttc sends them, so
@@ -332,12 +327,22 @@ impl PublisherLoop {
         let Ok(_in_order) = self.send.try_lock() else {
             return false;
         };
-        let tag = TagGuard::push(&self.tags, alert);
-        let sent = self
-            .client
-            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-            .is_ok();
-        if sent {
+        self.try_publish_tagged(topic, QoS::AtLeastOnce, retain, payload, alert)
+    }
+
+    /// Pushes the tag (QoS 1) and hands the publish to rumqttc without waiting; the tag is
+    /// taken back when the channel is full. The caller holds the `send` lock.
+    fn try_publish_tagged(
+        &self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+        alert: Option<u64>,
+    ) -> bool {
+        let tag = (qos != QoS::AtMostOnce).then(|| TagGuard::push(&self.tags, alert));
+        let sent = self.client.try_publish(topic, qos, retain, payload).is_ok();
+        if sent && let Some(tag) = tag {
             tag.keep();
         }
         sent
@@ -514,15 +519,12 @@ impl PublisherLoop {
             }
         }
         let mut tags = lock(&self.tags);
-        for mut p in unsent {
+        for p in unsent {
             let tag = if p.qos == QoS::AtMostOnce {
                 None
             } else {
                 tags.pop_front().flatten()
             };
-            // A new packet id when it goes out again: the one it was given may be in flight.
-            p.pkid = 0;
-            p.dup = false;
             self.requeue.push_back((p, tag));
         }
     }
@@ -543,18 +545,9 @@ impl PublisherLoop {
             }
         }
         while let Some((p, tag)) = self.requeue.front() {
-            let tagged = p.qos != QoS::AtMostOnce;
-            if tagged {
-                lock(&self.tags).push_back(*tag);
-            }
-            let sent = self
-                .client
-                .try_publish(p.topic.clone(), p.qos, p.retain, p.payload.to_vec())
-                .is_ok();
-            if !sent {
-                if tagged {
-                    lock(&self.tags).pop_back();
-                }
+            // rumqttc gives it a new packet id: the one it had may be in flight.
+            let (topic, payload) = (p.topic.clone(), p.payload.to_vec());
+            if !self.try_publish_tagged(topic, p.qos, p.retain, payload, *tag) {
                 return;
             }
             self.requeue.pop_front();

@@ -188,10 +188,7 @@ struct Gate(Arc<std::sync::Mutex<u64>>);
 
 impl Gate {
     fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
-        // A u64 has no invariant a panic could break.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        super::lock(&self.0)
     }
 }
 
