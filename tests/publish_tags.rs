@@ -8,7 +8,8 @@
 //! channel (as a SIGTERM cancels a stuck event): its tag must not shift every later alert.
 //! Then the broker drops the connection with 100 publishes unacknowledged and more queued,
 //! keeping or losing the session: every alert must reach it again, each marked done by its own
-//! PUBACK (left to rumqttc, some were never sent again).
+//! PUBACK (left to rumqttc, some were never sent again); and what is published while it
+//! reconnects goes out after them, never ahead.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::*;
+use ebgand::config::Settings;
 use ebgand::durable::outbox::{Outbox, SharedOutbox};
 use ebgand::mqtt::Publisher;
 use ebgand::telemetry::Metrics;
@@ -43,6 +45,8 @@ struct Script {
     waiting: Vec<(u16, Option<u64>)>,
     /// Alert ids received.
     alerts: Vec<u64>,
+    /// Alert ids received, each with the connection it came on.
+    order: Vec<(usize, u64)>,
     publishes: usize,
     /// Connections accepted.
     connections: usize,
@@ -96,6 +100,8 @@ async fn serve(mut socket: tokio::net::TcpStream, script: &Mutex<Script>) {
                                 .and_then(|j| j["alert_id"].as_u64());
                             if let Some(id) = alert {
                                 s.alerts.push(id);
+                                let connection = s.connections;
+                                s.order.push((connection, id));
                             }
                             if p.qos == QoS::AtLeastOnce {
                                 s.waiting.push((p.pkid, alert));
@@ -170,7 +176,10 @@ async fn left_in_outbox(outbox: &SharedOutbox, n: usize) -> BTreeSet<u64> {
 }
 
 async fn connect(port: u16, script: &Mutex<Script>, capacity: usize) -> Connected {
-    let s = settings(port, "tags", VIBRATION);
+    connect_with(settings(port, "tags", VIBRATION), script, capacity).await
+}
+
+async fn connect_with(s: Settings, script: &Mutex<Script>, capacity: usize) -> Connected {
     assert_eq!(s.mqtt.inflight, 100);
     let dir = tempfile::tempdir().unwrap();
     let outbox = SharedOutbox::new(
@@ -283,6 +292,83 @@ async fn every_alert_in_flight_across_a_lost_connection_is_sent_again_and_marked
             BTreeSet::from([77]),
             "session present: {session_present}"
         );
+        c.abort.cancel();
+        c.run.await.unwrap();
+        broker.abort();
+    }
+}
+
+/// The connection drops with publishes in flight and more queued; five more alerts are
+/// published during the reconnect backoff. On the next connection the broker must receive
+/// every alert in the order it was published: what was taken back first, the five after
+/// (were they to overtake, a retained state published beside an older alert would be replaced
+/// by that older one's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_made_while_reconnecting_go_out_after_those_taken_back() {
+    for session_present in [true, false] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let script = Arc::new(Mutex::new(Script {
+            session_present,
+            ..Script::default()
+        }));
+        let broker = tokio::spawn(scripted_broker(listener, script.clone()));
+        let mut s = settings(port, "tags", VIBRATION);
+        // A backoff long enough to publish in, whatever the machine's load.
+        s.mqtt.reconnect_min = Duration::from_millis(1500);
+        s.mqtt.reconnect_max = Duration::from_millis(1500);
+        let c = connect_with(s, &script, 1000).await;
+
+        for seq in 1..=90u64 {
+            alert_state_energy(&c.publisher, seq).await;
+        }
+        eventually(Duration::from_secs(10), "the in-flight window full", || {
+            script.lock().unwrap().publishes >= 100
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        {
+            let mut sc = script.lock().unwrap();
+            sc.cut = true;
+            sc.acking = true;
+        }
+        eventually(Duration::from_secs(10), "the connection dropped", || {
+            !script.lock().unwrap().connected
+        })
+        .await;
+        // The publisher sees the socket close, takes back what it holds, and backs off.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for seq in 91..=95u64 {
+            alert_state_energy(&c.publisher, seq).await;
+        }
+        eventually(
+            Duration::from_secs(20),
+            "every alert received again",
+            || {
+                let sc = script.lock().unwrap();
+                let again: HashSet<u64> =
+                    sc.order.iter().filter(|o| o.0 >= 2).map(|o| o.1).collect();
+                (1..=95).all(|id| again.contains(&id))
+            },
+        )
+        .await;
+        let order = script.lock().unwrap().order.clone();
+        let mut seen = HashSet::new();
+        let again: Vec<u64> = order
+            .iter()
+            .filter(|o| o.0 >= 2 && seen.insert(o.1))
+            .map(|o| o.1)
+            .collect();
+        let first_late = again.iter().position(|&id| id > 90).unwrap();
+        assert!(
+            again[..first_late]
+                .iter()
+                .zip(&again[1..first_late])
+                .all(|(a, b)| a < b)
+                && again[first_late..] == [91, 92, 93, 94, 95],
+            "session present: {session_present}; alerts on the new connection, in order: {again:?}"
+        );
+        assert_eq!(left_in_outbox(&c.outbox, 0).await, BTreeSet::new());
         c.abort.cancel();
         c.run.await.unwrap();
         broker.abort();

@@ -106,7 +106,8 @@ pub struct PublisherLoop {
     /// tags, going back into the request channel in their order (see
     /// [`PublisherLoop::take_back`]).
     requeue: VecDeque<(Publish, Option<u64>)>,
-    /// The `send` lock, held while `requeue` goes back in, so that nothing overtakes it.
+    /// The `send` lock, held from a lost connection until `requeue` is back in the channel, so
+    /// that nothing published meanwhile overtakes it. Held whenever `requeue` is not empty.
     requeue_lock: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// Alerts a previous run left in the outbox, published once connected.
     recovered: VecDeque<crate::durable::outbox::Pending>,
@@ -439,7 +440,18 @@ impl PublisherLoop {
                     if disconnecting {
                         break;
                     }
+                    // Publishers wait until what is taken back is in the channel again, so
+                    // nothing published while reconnecting overtakes it.
+                    if self.requeue_lock.is_none() {
+                        let Some(held) = self.hold_publishers(&abort).await else {
+                            break;
+                        };
+                        self.requeue_lock = Some(held);
+                    }
                     self.take_back();
+                    if self.requeue.is_empty() {
+                        self.requeue_lock = None;
+                    }
                     let delay =
                         super::report_lost(&mut self.backoff, &self.metrics, Role::Publish, &e);
                     self.failover.move_on(&mut self.eventloop, &self.metrics);
@@ -502,10 +514,16 @@ impl PublisherLoop {
     /// - The rest (taken from the request channel, or held aside on a packet-id collision) were
     ///   never sent: their tags are the oldest in the FIFO, in their order. They go back into
     ///   the request channel, each with its tag, before anything newer ([`Self::put_back`]).
+    ///
+    /// The caller holds the `send` lock ([`Self::hold_publishers`]) from here until they are
+    /// all back in: whatever the channel holds is then older than what `requeue` still holds
+    /// from an earlier loss, so it goes in front of it.
     fn take_back(&mut self) {
         while let Some(ev) = self.eventloop.state.events.pop_front() {
             self.account(&ev);
         }
+        // A failed connect leaves the channel as it was; take it too.
+        self.eventloop.clean();
         let mut unsent: Vec<Publish> = self.eventloop.state.collision.take().into_iter().collect();
         for request in std::mem::take(&mut self.eventloop.pending) {
             match request {
@@ -519,31 +537,44 @@ impl PublisherLoop {
             }
         }
         let mut tags = lock(&self.tags);
-        for p in unsent {
-            let tag = if p.qos == QoS::AtMostOnce {
-                None
-            } else {
-                tags.pop_front().flatten()
-            };
-            self.requeue.push_back((p, tag));
+        let mut taken: VecDeque<_> = unsent
+            .into_iter()
+            .map(|p| {
+                let tag = if p.qos == QoS::AtMostOnce {
+                    None
+                } else {
+                    tags.pop_front().flatten()
+                };
+                (p, tag)
+            })
+            .collect();
+        taken.append(&mut self.requeue);
+        self.requeue = taken;
+    }
+
+    /// Takes the `send` lock from the publishers; `None` when aborted first. A publisher
+    /// holding it may be waiting for room in the request channel, which nothing polls now: the
+    /// channel is emptied into rumqttc's pending requests (taken back next) until that
+    /// publisher has put its request in and let go.
+    async fn hold_publishers(
+        &mut self,
+        abort: &tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        loop {
+            self.eventloop.clean();
+            tokio::select! {
+                biased;
+                () = abort.cancelled() => return None,
+                held = self.send.clone().lock_owned() => return Some(held),
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
         }
     }
 
     /// Puts the publishes taken back by [`Self::take_back`] into the request channel, in their
     /// order and before anything newer, pushing each one's tag as it goes in (as publishers
-    /// do); holds the `send` lock until all are in.
+    /// do); lets go of the `send` lock, held since the connection was lost, once all are in.
     fn put_back(&mut self) {
-        if self.requeue.is_empty() {
-            return;
-        }
-        if self.requeue_lock.is_none() {
-            // A publisher holding it is waiting for room in the channel: its request and tag
-            // go in first, then these.
-            self.requeue_lock = self.send.clone().try_lock_owned().ok();
-            if self.requeue_lock.is_none() {
-                return;
-            }
-        }
         while let Some((p, tag)) = self.requeue.front() {
             // rumqttc gives it a new packet id: the one it had may be in flight.
             let (topic, payload) = (p.topic.clone(), p.payload.to_vec());
