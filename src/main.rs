@@ -218,9 +218,8 @@ fn runtime_exit(r: anyhow::Result<()>) -> ExitCode {
         // The reader went away (`ebgand score ... | head`): what it wanted was written.
         Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            let message = describe(&e);
-            tracing::error!(error = %message, "ebgand failed.");
-            eprintln!("{}ebgand: {message}", fatal_priority());
+            // One line per fatal error, whatever the log settings (`EBGAND_LOG=off` included).
+            eprintln!("{}ebgand: {}", fatal_priority(), describe(&e));
             ExitCode::FAILURE
         }
     }

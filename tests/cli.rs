@@ -205,6 +205,8 @@ fn missing_library_says_how_to_install_it() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("make setup"), "{}", stderr(&o));
+    // A fatal error is one line.
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
 }
 
 #[test]
@@ -347,6 +349,34 @@ fn models_import_list_activate_rollback_history() {
         })
         .collect();
     assert_eq!(reasons, ["cli import", "cli", "rollback"]);
+
+    // `--config` names the file the service reads: its registry, not the working folder's.
+    let service = dir.path().join("service.toml");
+    let service_reg = dir.path().join("service-registry");
+    std::fs::write(
+        &service,
+        std::fs::read_to_string(root().join("config.toml"))
+            .unwrap()
+            .replace("dir = \"state/models\"", &format!("dir = {service_reg:?}")),
+    )
+    .unwrap();
+    let config = service.to_str().unwrap();
+    let by_file = |args: &[&str]| {
+        let o = ebgand(&[&["models", "--config", config], args].concat(), &[]);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    by_file(&["import", a.to_str().unwrap(), "--activate"]);
+    assert!(by_file(&["list"]).contains("* a"));
+    assert!(service_reg.join("vibration/ACTIVE").is_file());
+    assert!(
+        !by_file(&["list"]).contains("  b"),
+        "only what was imported through it"
+    );
+    assert!(
+        ok(&["models", "list"]).contains("  b"),
+        "the other registry is untouched"
+    );
 }
 
 #[test]
@@ -414,6 +444,38 @@ fn score_on_a_terminal_speaks_to_people_and_json_on_request() {
     assert!(
         json.lines().next().unwrap().starts_with("{\"stream\""),
         "{json}"
+    );
+    // Logs on a terminal are coloured, unless NO_COLOR is set (no-color.org).
+    let logs = |no_color: bool| {
+        let cmd = format!(
+            "{} score --model models/vibration/fixture-1 --key DE \
+             ../shared/data/cwru/1797_Normal.npz >/dev/null",
+            env!("CARGO_BIN_EXE_ebgand")
+        );
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"])
+            .current_dir(root())
+            .env("ORT_DYLIB_PATH", ort_library())
+            .env_remove("EBGAND_LOG")
+            .env_remove("NO_COLOR");
+        if no_color {
+            c.env("NO_COLOR", "1");
+        }
+        let o = c
+            .output()
+            .expect("script (util-linux): apt install bsdutils");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let coloured = logs(false);
+    assert!(
+        coloured.contains("INFO") && coloured.contains('\u{1b}'),
+        "{coloured:?}"
+    );
+    let plain = logs(true);
+    assert!(
+        plain.contains("INFO") && !plain.contains('\u{1b}'),
+        "{plain:?}"
     );
 }
 

@@ -152,6 +152,22 @@ async fn healthy_then_fault_raises_once_and_clears_once() {
         text.contains(r#"ebgand_malformed_total{reason="oversize"} 0"#),
         "{text}"
     );
+    // The label values the daemon chooses are lower-case (names from the config are the
+    // user's own).
+    let mut chosen = 0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((_, labels)) = line.split_once('{') else {
+            continue;
+        };
+        for pair in labels.split('}').next().unwrap().split(',') {
+            let (key, value) = pair.split_once('=').unwrap();
+            if ["reason", "state", "outcome", "connection", "phase"].contains(&key) {
+                chosen += 1;
+                assert_eq!(value, value.to_lowercase(), "{line}");
+            }
+        }
+    }
+    assert!(chosen > 10, "{text}");
 
     // Retained state and status.
     let state: Vec<_> = obs.on(&format!("{prefix}/state/{stream}"));

@@ -130,8 +130,8 @@ async fn an_alert_names_the_sensor_that_carried_the_energy() {
     daemon.shutdown().await.unwrap();
 }
 
-#[test]
-fn a_model_refuses_columns_in_another_order_naming_both_lists() {
+#[tokio::test]
+async fn a_model_refuses_columns_in_another_order_naming_both_lists() {
     let dir = tempfile::tempdir().unwrap();
     let model = train_pump(dir.path());
     let manifest = std::fs::read_to_string(model.join("manifest.toml")).unwrap();
@@ -209,6 +209,32 @@ fn a_model_refuses_columns_in_another_order_naming_both_lists() {
         err.contains(&swapped.join(", ")) && err.contains(&FIELDS.join(", ")),
         "{err}"
     );
+    // And `run`, with a broker up, refuses to start on it (78: systemd does not restart it),
+    // naming both lists, before it consumes anything.
+    let broker = Mosquitto::start().await;
+    let port = broker.port.to_string();
+    let state = |name: &str| dir.path().join(name).display().to_string();
+    let (journal, outbox, registry) = (state("journal"), state("outbox"), state("registry"));
+    let o = ebgand(
+        &["run", "--config", config.to_str().unwrap()],
+        &[
+            ("EBGAND__MQTT__PORT", port.as_str()),
+            ("EBGAND__JOURNAL__DIR", journal.as_str()),
+            ("EBGAND__MQTT__OUTBOX_DIR", outbox.as_str()),
+            ("EBGAND__REGISTRY__DIR", registry.as_str()),
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&swapped.join(", ")) && err.contains(&FIELDS.join(", ")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -240,6 +266,46 @@ fn training_refuses_a_label_column() {
         "{err}"
     );
     assert!(!out.exists());
+}
+
+#[test]
+fn training_warns_of_a_constant_column_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // A pump's Pressure beside a spare input that never moves.
+    let skab = std::fs::read_to_string(shared_data().join("skab/anomaly-free.csv")).unwrap();
+    let mut csv = String::from("Pressure,Spare\n");
+    for line in skab.lines().skip(1).take(1200) {
+        let pressure = line.split(';').nth(4).unwrap();
+        csv.push_str(&format!("{pressure},0.5\n"));
+    }
+    let file = dir.path().join("spare.csv");
+    std::fs::write(&file, csv).unwrap();
+    let out = dir.path().join("m");
+    let o = ebgand(
+        &[
+            "train",
+            file.to_str().unwrap(),
+            "--window",
+            "16",
+            "--name",
+            "pump",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "a warning, not a refusal: {err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("Column is constant") && l.contains(r#""column":"Spare""#)),
+        "{err}"
+    );
+    assert!(
+        !err.lines()
+            .any(|l| l.contains("Column is constant") && l.contains("Pressure")),
+        "{err}"
+    );
 }
 
 #[test]

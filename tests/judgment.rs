@@ -196,6 +196,25 @@ async fn run(prefix: &str, rig: Rig, detect: &str) -> Vec<(String, Vec<(u64, Str
         assert!(a.json["probability"].as_f64().unwrap() >= 0.0, "{}", a.json);
         assert!(a.json["energy"].as_f64().is_some());
     }
+    // The per-stream gauge holds the last window's probability.
+    let text = daemon.metrics.encode();
+    for (name, _) in &sensors {
+        let stream = format!("{model}/{name}");
+        let last = energy
+            .iter()
+            .filter(|m| m.json["stream"] == stream.as_str())
+            .max_by_key(|m| m.json["seq"].as_u64().unwrap())
+            .unwrap();
+        let Some(want) = last.json["probability"].as_f64() else {
+            continue; // learning again (a new normal accepted)
+        };
+        let got = ebgand::telemetry::metrics::sum_metric_where(
+            &text,
+            "ebgand_stream_probability",
+            &format!("stream=\"{stream}\""),
+        );
+        assert!((got - want).abs() < 1e-6, "{stream}: {got} against {want}");
+    }
     daemon.shutdown().await.unwrap();
     sensors
         .iter()

@@ -1,6 +1,7 @@
 //! The code's shape, as `../shared/DESIGN.md` and issue 11 ask for it, checked on the source
 //! itself: `mqtt/` is transport only, `durable/` knows no MQTT, no module calls up into the
-//! wiring, the modules import one another without a circle, and no file grows past 800 lines.
+//! wiring, the pipeline's stages know one another only by the messages they pass, the modules
+//! import one another without a circle, and no file grows past 800 lines.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -118,6 +119,80 @@ fn nothing_calls_up_into_the_wiring() {
             assert!(!deps.contains("app"), "crate::{module} imports crate::app");
         }
     }
+}
+
+/// The last segment of each item a path names: `a::B` gives `B`, `a::{b::C, D}` gives `C`, `D`.
+fn named_items(path: &str) -> Vec<String> {
+    let items = match (path.find('{'), path.rfind('}')) {
+        (Some(open), Some(close)) => path[open + 1..close].split(',').collect(),
+        _ => vec![path],
+    };
+    items
+        .into_iter()
+        .filter_map(|item| item.trim().rsplit("::").next())
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The stages are created, connected and supervised in `src/app/` only: one stage names
+/// another's code only for a message that passes between them (and its acknowledgement),
+/// never to call into it.
+#[test]
+fn stages_know_each_other_only_by_the_messages_they_pass() {
+    let stages = ["mqtt", "ingest", "model", "alerting"];
+    let messages = [
+        "Delivery",    // mqtt -> ingest
+        "MessageId",   // mqtt -> ingest: which message a journal record is
+        "Ack",         // ingest -> mqtt, through the acker
+        "Acker",       // ingest -> mqtt
+        "Window",      // ingest -> model
+        "ScoredBatch", // model -> alerting
+        "StreamNews",  // ingest -> alerting: a stream resumed, gone quiet, or stale
+        "Resumed",     // ingest -> alerting, inside StreamNews
+    ];
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut named = Vec::new();
+    for path in files {
+        let rel = path.strip_prefix(&src).unwrap();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        let Some(stage) = stages.iter().find(|s| top.trim_end_matches(".rs") == **s) else {
+            continue;
+        };
+        let code = code(&path);
+        for other in stages.iter().filter(|o| *o != stage) {
+            let prefix = format!("crate::{other}::");
+            for (i, _) in code.match_indices(&prefix) {
+                let rest = &code[i + prefix.len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_alphanumeric() || "_:{}, \n".contains(c)))
+                    .unwrap_or(rest.len());
+                for item in named_items(&rest[..end]) {
+                    named.push((rel.display().to_string(), format!("{other}::{item}")));
+                }
+            }
+        }
+    }
+    let calls: Vec<_> = named
+        .iter()
+        .filter(|(_, item)| !messages.iter().any(|m| item.ends_with(&format!("::{m}"))))
+        .collect();
+    assert!(
+        calls.is_empty(),
+        "a stage names another's code beyond the messages they pass: {calls:?}"
+    );
+    // The check sees the imports it is meant to see.
+    assert!(
+        named.iter().any(|(_, item)| item == "model::Window"),
+        "{named:?}"
+    );
 }
 
 #[test]

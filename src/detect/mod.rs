@@ -316,7 +316,7 @@ pub fn short_f32<S: serde::Serializer>(x: &f32, s: S) -> Result<S::Ok, S::Error>
 }
 
 /// An alert event, as published on `{prefix}/alerts/{stream}` and printed by `ebgand score`
-/// (`docs/alert.schema.json`).
+/// (`docs/schema/alert.json`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertEvent {
     /// Stream id.
