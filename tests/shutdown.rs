@@ -39,7 +39,7 @@ async fn sigterm_during_a_slow_reload_stops_the_daemon_in_time() {
     let faults = s.faults.clone();
     let daemon = TestDaemon::start(s).await;
     faults.delay_loads(SLOW_LOAD);
-    // SIGHUP: every model is loaded again and gated; this load takes a minute.
+    // SIGHUP: every model is loaded again and gated; this load takes 20 s (SLOW_LOAD), ten times the grace.
     daemon.signal(Signal::Reload).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
@@ -94,7 +94,7 @@ async fn sigterm_during_a_learners_handover_stops_the_daemon_in_time() {
     s.train.python = root().join(".venv/trainer/bin/python");
     s.train.worker = root().join("models/trainer");
     s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
-    // Loading the trained version (the first step of the handover) takes a minute.
+    // Loading the trained version (the first step of the handover) takes SLOW_LOAD (20 s).
     s.faults.delay_loads(SLOW_LOAD);
     let daemon = TestDaemon::start(s).await;
     let mut tx = Sender::start(broker.port).await;
