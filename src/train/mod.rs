@@ -189,12 +189,17 @@ pub async fn run_worker(
         .stderr
         .take()
         .ok_or_else(|| std::io::Error::other("no worker stderr"))?;
-    // The worker's stderr is its log: keep the tail for the error message, log the rest at debug.
+    // The worker's stderr is its log: keep the tail for the error message; its warnings (a
+    // constant channel, a threshold from few held-out windows) are the user's to see, the rest
+    // is logged at debug.
     let stderr_tail = tokio::spawn(async move {
         let mut tail: Vec<String> = Vec::new();
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            debug!(worker = %line, "Trainer log.");
+            match line.strip_prefix("ebgand-trainer WARNING ") {
+                Some(warning) => warn!(worker = %warning, "Trainer warning."),
+                None => debug!(worker = %line, "Trainer log."),
+            }
             tail.push(line);
             if tail.len() > 20 {
                 tail.remove(0);
