@@ -68,11 +68,16 @@ fn write(path: &Path, text: &str, mode: u32) {
 }
 
 async fn secure_broker() -> Secure {
+    secure_broker_named(&["localhost", "127.0.0.1"]).await
+}
+
+/// A secure broker whose certificate names only `names`.
+async fn secure_broker_named(names: &[&str]) -> Secure {
     let pki = Pki::new("ebgand test CA");
     let tls_port = ebgand::demo::free_port().unwrap();
     let files = tempfile::tempdir().unwrap().keep();
     let broker = Mosquitto::start_with(|dir| {
-        let (cert, key) = pki.issue(&["localhost", "127.0.0.1"]);
+        let (cert, key) = pki.issue(names);
         write(&dir.join("ca.pem"), &pki.ca, 0o644);
         write(&dir.join("server.pem"), &cert, 0o644);
         // The broker drops to the `mosquitto` user; in a throwaway folder that is fine.
@@ -265,5 +270,43 @@ async fn denied_publish_topic_is_reported_counted_and_scoring_goes_on() {
     assert!(daemon.running());
     // The broker really dropped them: nothing arrived under the prefix.
     assert_eq!(obs.count(&format!("{prefix}/")), 0);
+    daemon.shutdown().await.unwrap();
+}
+
+/// With several brokers (`mqtt.hosts`), each one's certificate is checked against its own
+/// address: the first, `localhost`, is down; the second, `127.0.0.1`, has a certificate naming
+/// only `127.0.0.1`. Checked against the first address's name, it would be refused for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_of_several_tls_brokers_is_checked_against_its_own_name() {
+    let sec = secure_broker_named(&["127.0.0.1"]).await;
+    let obs = sec.admin_observer("sec/#").await;
+    let mut s = sec.settings(
+        "sec",
+        &sec.files.join("password"),
+        &sec.files.join("ca.pem"),
+        "",
+    );
+    s.mqtt.brokers = vec![
+        ebgand::config::Broker {
+            host: "localhost".into(),
+            port: ebgand::demo::free_port().unwrap(),
+        },
+        ebgand::config::Broker {
+            host: "127.0.0.1".into(),
+            port: sec.tls_port,
+        },
+    ];
+    let daemon = TestDaemon::start(s).await;
+    assert!(
+        daemon.metric_where("ebgand_mqtt_failovers_total", "connection=\"ingest\"") >= 1,
+        "never moved past the broker that is down"
+    );
+    assert_eq!(failures(&daemon, "tls"), 0, "a certificate was refused");
+    let mut tx = sec.admin_sender().await;
+    send_windows(&mut tx, "sensors/m1/vibration", 3).await;
+    eventually(Duration::from_secs(20), "windows scored over TLS", || {
+        obs.count("sec/energy/") >= 3
+    })
+    .await;
     daemon.shutdown().await.unwrap();
 }

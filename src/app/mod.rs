@@ -429,9 +429,14 @@ async fn supervised<F: Future>(guard: StageGuard, stage: F) -> F::Output {
     stage.await
 }
 
-/// Logs a stage task that panicked instead of returning.
+/// Logs a stage task that panicked instead of returning (one cancelled, at the drain deadline
+/// or as the runtime stops, did not panic).
 fn joined<T>(stage: &'static str, r: Result<T, tokio::task::JoinError>) {
     if let Err(e) = r {
+        if e.is_cancelled() {
+            warn!(stage, "Stage task cancelled before it finished.");
+            return;
+        }
         error!(stage, error = %e, "Stage task panicked.");
     }
 }
