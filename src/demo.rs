@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,6 +13,7 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tokio::sync::mpsc;
 
 use crate::config::{DOCUMENTED_CONFIG, RawConfig};
+use crate::pipeline::expected_windows;
 use crate::signal::Signal;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::StateLabel;
@@ -142,6 +144,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     let settings = raw.validate()?;
     let prefix = settings.mqtt.prefix.clone();
+    let stream = settings
+        .streams
+        .first()
+        .map(|s| (s.window.get() as u64, s.hop.get() as u64))
+        .context("the documented config has no stream")?;
 
     println_flush(&format!(
         "\nebgand demo: embedded MQTT broker on 127.0.0.1:{port}\n\
@@ -157,13 +164,33 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let daemon = tokio::spawn(crate::run(settings, sig_rx, metrics.clone()));
 
     let console = tokio::spawn(console(port, prefix.clone()));
-    let machine = simulate(port, &args);
-    tokio::select! {
-        r = machine => r?,
-        _ = tokio::signal::ctrl_c() => println_flush("\ninterrupted"),
+    // The machine starts once the daemon has subscribed: a broker keeps nothing published on a
+    // topic before anyone subscribed to it, so the first windows would be lost.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !metrics.ready() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline && !daemon.is_finished(),
+            "the daemon did not get ready: {}",
+            metrics.not_ready().unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Let the last windows travel before draining.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let machine = simulate(port, &args);
+    let published = tokio::select! {
+        r = machine => Some(r?),
+        _ = tokio::signal::ctrl_c() => {
+            println_flush("\ninterrupted");
+            None
+        }
+    };
+    // Every window of what the broker acknowledged is scored before the daemon drains.
+    let expected = published.map(|samples| expected_windows(samples, stream.0, stream.1));
+    if let Some(expected) = expected {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while metrics.windows_scored_total() < expected && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     if sig_tx.send(Signal::Shutdown).await.is_err() {
         println_flush("the daemon had already stopped");
     }
@@ -171,10 +198,16 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     console.abort();
     let alerts = |state| metrics.alerts.get_or_create(&StateLabel { state }).get();
     let (raised, cleared) = (alerts("raised"), alerts("cleared"));
+    let scored = metrics.windows_scored_total();
+    let of = expected.map_or_else(String::new, |n| format!(" of {n}"));
     println_flush(&format!(
-        "\ndone: {} windows scored, {raised} alert(s) raised, {cleared} cleared",
-        metrics.windows_scored_total()
+        "\ndone: {scored}{of} windows scored, {raised} alert(s) raised, {cleared} cleared"
     ));
+    if let Some(expected) = expected
+        && scored != expected
+    {
+        anyhow::bail!("{scored} windows scored where {expected} were published");
+    }
     Ok(())
 }
 
@@ -185,18 +218,29 @@ fn println_flush(s: &str) {
     std::io::stdout().flush().ok();
 }
 
-async fn simulate(port: u16, args: &DemoArgs) -> anyhow::Result<()> {
+/// Publishes the machine's signal (QoS 1) and waits until the broker has acknowledged all of
+/// it; the number of samples published.
+async fn simulate(port: u16, args: &DemoArgs) -> anyhow::Result<u64> {
     let mut opts = MqttOptions::new("ebgand-demo-machine", "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(10));
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let acked = Arc::new(AtomicU64::new(0));
     // The embedded broker may still be starting: keep polling through connection errors.
-    let pump = tokio::spawn(async move {
-        loop {
-            if eventloop.poll().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let pump = tokio::spawn({
+        let acked = acked.clone();
+        async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Incoming::PubAck(_))) => {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
             }
         }
     });
+    let mut published = 0u64;
     let mut machine = sim::Machine::new(1);
     const CHUNK: usize = 32;
     let period = Duration::from_secs_f64(CHUNK as f64 / sim::RATE / args.speed.max(0.01));
@@ -222,15 +266,26 @@ async fn simulate(port: u16, args: &DemoArgs) -> anyhow::Result<()> {
                     payload,
                 )
                 .await?;
+            published += 1;
         }
         if fault {
             println_flush(">>> machine: fault repaired");
         }
     }
+    // A DISCONNECT queued now could overtake publishes still waiting for an in-flight slot.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while acked.load(Ordering::Relaxed) < published {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the embedded broker acknowledged {} of {published} messages",
+            acked.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     client.disconnect().await.ok();
     tokio::time::sleep(Duration::from_millis(200)).await;
     pump.abort();
-    Ok(())
+    Ok(published * CHUNK as u64)
 }
 
 async fn console(port: u16, prefix: String) {

@@ -190,6 +190,22 @@ fn secrets_never_reach_the_logs() {
     assert!(stderr(&o).contains("/nonexistent") && !stderr(&o).contains("hunter2"));
 }
 
+/// The README's first command: the embedded broker, the simulated machine and the daemon.
+/// Every window the machine published is scored, and its bearing fault is raised once and
+/// cleared once.
+#[test]
+fn the_demo_scores_every_window_and_raises_and_clears_its_fault_once() {
+    let o = ebgand(&["demo", "--speed", "20"], &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("ALERT RAISED"), "{out}");
+    assert_eq!(
+        out.lines().last().unwrap(),
+        "done: 344 of 344 windows scored, 1 alert(s) raised, 1 cleared",
+        "{out}"
+    );
+}
+
 #[test]
 fn missing_library_says_how_to_install_it() {
     let o = ebgand(
