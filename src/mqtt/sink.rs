@@ -560,12 +560,15 @@ impl PublisherLoop {
         &mut self,
         abort: &tokio_util::sync::CancellationToken,
     ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        // One request for the lock throughout, so its place in the queue is kept.
+        let held = self.send.clone().lock_owned();
+        tokio::pin!(held);
         loop {
             self.eventloop.clean();
             tokio::select! {
                 biased;
                 () = abort.cancelled() => return None,
-                held = self.send.clone().lock_owned() => return Some(held),
+                held = &mut held => return Some(held),
                 () = tokio::time::sleep(Duration::from_millis(10)) => {}
             }
         }
