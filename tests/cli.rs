@@ -30,6 +30,13 @@ fn check_config_accepts_the_documented_config() {
     let o = ebgand(&["check-config", "--config", "config.toml"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("configuration OK"));
+    // `print-default-config` prints that same file, to start a config from.
+    let o = ebgand(&["print-default-config"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        std::fs::read_to_string(root().join("config.toml")).unwrap()
+    );
 }
 
 #[test]
