@@ -201,7 +201,7 @@ pub fn read(file: &Path, args: &InputArgs) -> Result<Recording, RecordingError> 
         "wav" => read_wav(file)?,
         other => {
             return Err(RecordingError::Usage(format!(
-                "unsupported file type {other:?} ({}): use .csv, .npy or .npz",
+                "unsupported file type {other:?} ({}): use .csv, .npy, .npz or .wav",
                 file.display()
             )));
         }

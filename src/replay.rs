@@ -26,7 +26,7 @@ pub enum ReplayFormat {
 /// Arguments of `ebgand replay`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
-    /// Recording: .csv, .npy or .npz (with --key).
+    /// Recording: .csv, .npy, .npz (with --key) or .wav (16-bit PCM or 32-bit float).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// How to read it.

@@ -28,7 +28,8 @@ pub struct ScoreArgs {
     /// Model version folder (model.onnx + manifest.toml).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// Recording: .csv, .npy (samples x channels, or one channel) or .npz (with --key).
+    /// Recording: .csv, .npy (samples x channels, or one channel), .npz (with --key) or .wav
+    /// (16-bit PCM or 32-bit float).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// How to read it.
