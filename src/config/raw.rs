@@ -600,9 +600,9 @@ pub struct RawStream {
     /// For `object`: the field holding the sample's timestamp (optional).
     #[serde(default)]
     pub timestamp_field: String,
-    /// Channels per sample.
-    #[serde(default = "one")]
-    pub channels: usize,
+    /// Channels per sample (default: one per field of an `object` stream, else 1).
+    #[serde(default)]
+    pub channels: Option<usize>,
     /// Window length in samples.
     pub window: usize,
     /// Hop between windows in samples (default: the window, no overlap).
@@ -620,8 +620,4 @@ pub struct RawStream {
     /// Hysteresis override.
     #[serde(default)]
     pub clear_after: Option<u32>,
-}
-
-const fn one() -> usize {
-    1
 }

@@ -474,3 +474,30 @@ fn a_file_is_read_strictly_with_its_lines() {
     assert!(!known.contains("oops") && !known.contains("b = 2"));
     assert!(rest.contains("raise_after = 2") && !rest.contains("1883.9"));
 }
+
+#[test]
+fn an_object_stream_has_a_channel_per_field_unless_it_says_otherwise() {
+    let stream = |channels: &str| {
+        format!(
+            "[models.m]\npath = \"x\"\n[[streams]]\nname = \"pump\"\ntopic = \"plant/+/pump\"\n\
+             model = \"m\"\nformat = \"object\"\nfields = [\"vibration\", \"current\", \"pressure\"]\n\
+             {channels}window = 64\n"
+        )
+    };
+    let s = RawConfig::from_toml(&stream(""))
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(s.streams[0].channels.get(), 3);
+    let s = RawConfig::from_toml(&stream("channels = 3\n"))
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(s.streams[0].channels.get(), 3);
+    let err = RawConfig::from_toml(&stream("channels = 2\n"))
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("channels: 2 but 3 fields are listed"), "{err}");
+}

@@ -568,13 +568,19 @@ fn validate_stream(
             models.keys().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
-    let channels = NonZeroUsize::new(st.channels);
+    // An object stream has a channel per field unless it says otherwise (and then they must agree).
+    let st_channels = st.channels.unwrap_or(if st.format == "object" {
+        st.fields.len().max(1)
+    } else {
+        1
+    });
+    let channels = NonZeroUsize::new(st_channels);
     if channels.is_none() {
         errs.push(format!("{at}.channels: must be at least 1"));
     }
     let format = match st.format.as_str() {
         "number" => {
-            if st.channels != 1 {
+            if st_channels != 1 {
                 errs.push(format!(
                     "{at}.channels: format \"number\" carries one channel"
                 ));
@@ -589,10 +595,10 @@ fn validate_stream(
                 errs.push(format!(
                     "{at}.fields: format \"object\" needs the list of fields"
                 ));
-            } else if st.fields.len() != st.channels {
+            } else if st.fields.len() != st_channels {
                 errs.push(format!(
                     "{at}.channels: {} but {} fields are listed (one channel per field)",
-                    st.channels,
+                    st_channels,
                     st.fields.len()
                 ));
             }
@@ -619,10 +625,10 @@ fn validate_stream(
         errs.push(format!("{at}.window: must be at least 1"));
     }
     // Each stream holds a window's values; a typo must be an error, not an allocation failure.
-    if st.window.saturating_mul(st.channels.max(1)) > MAX_WINDOW_VALUES {
+    if st.window.saturating_mul(st_channels.max(1)) > MAX_WINDOW_VALUES {
         errs.push(format!(
             "{at}.window x channels: {} x {} is over the limit of {MAX_WINDOW_VALUES} values",
-            st.window, st.channels
+            st.window, st_channels
         ));
     }
     let hop = NonZeroUsize::new(st.hop.unwrap_or(st.window));
@@ -658,7 +664,7 @@ fn validate_stream(
     }
     let mut channels = channels;
     if let Some(params) = &st.logmel {
-        if st.channels != 1 || st.format == "object" {
+        if st_channels != 1 || st.format == "object" {
             errs.push(format!(
                 "{at}.logmel: audio streams are mono PCM (channels = 1, not \"object\")"
             ));
