@@ -166,15 +166,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let console = tokio::spawn(console(port, prefix.clone()));
     // The machine starts once the daemon has subscribed: a broker keeps nothing published on a
     // topic before anyone subscribed to it, so the first windows would be lost.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !metrics.ready() {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline && !daemon.is_finished(),
-            "the daemon did not get ready: {}",
-            metrics.not_ready().unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(60), || {
+        metrics.ready() || daemon.is_finished()
+    })
+    .await;
+    anyhow::ensure!(
+        metrics.ready(),
+        "the daemon did not get ready: {}",
+        metrics.not_ready().unwrap_or_default()
+    );
     let machine = simulate(port, &args);
     let published = tokio::select! {
         r = machine => Some(r?),
@@ -186,10 +186,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // Every window of what the broker acknowledged is scored before the daemon drains.
     let expected = published.map(|samples| expected_windows(samples, stream.0, stream.1));
     if let Some(expected) = expected {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while metrics.windows_scored_total() < expected && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until(Duration::from_secs(30), || {
+            metrics.windows_scored_total() >= expected
+        })
+        .await;
     }
     if sig_tx.send(Signal::Shutdown).await.is_err() {
         println_flush("the daemon had already stopped");
@@ -209,6 +209,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         anyhow::bail!("{scored} windows scored where {expected} were published");
     }
     Ok(())
+}
+
+/// Polls `done` every 20 ms until it holds or `limit` has passed.
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[allow(clippy::print_stdout)]
@@ -273,15 +281,13 @@ async fn simulate(port: u16, args: &DemoArgs) -> anyhow::Result<u64> {
         }
     }
     // A DISCONNECT queued now could overtake publishes still waiting for an in-flight slot.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while acked.load(Ordering::Relaxed) < published {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the embedded broker acknowledged {} of {published} messages",
-            acked.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let all_acked = || acked.load(Ordering::Relaxed) >= published;
+    wait_until(Duration::from_secs(30), all_acked).await;
+    anyhow::ensure!(
+        all_acked(),
+        "the embedded broker acknowledged {} of {published} messages",
+        acked.load(Ordering::Relaxed)
+    );
     client.disconnect().await.ok();
     tokio::time::sleep(Duration::from_millis(200)).await;
     pump.abort();

@@ -237,27 +237,30 @@ async fn a_model_refuses_columns_in_another_order_naming_both_lists() {
     );
 }
 
+/// `ebgand train` on `file`, windows of 16, with `extra` arguments, into `out`.
+fn train_pump_on(file: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let args = [
+        "train",
+        file.to_str().unwrap(),
+        "--window",
+        "16",
+        "--name",
+        "pump",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    ebgand(&[&args[..], extra].concat(), &[])
+}
+
 #[test]
 fn training_refuses_a_label_column() {
     let dir = tempfile::tempdir().unwrap();
     let file = shared_data().join("skab/valve1/1.csv");
     let out = dir.path().join("m");
-    let o = ebgand(
-        &[
-            "train",
-            file.to_str().unwrap(),
-            "--delimiter",
-            ";",
-            "--timestamp-column",
-            "datetime",
-            "--window",
-            "16",
-            "--name",
-            "pump",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
+    let o = train_pump_on(
+        &file,
+        &out,
+        &["--delimiter", ";", "--timestamp-column", "datetime"],
     );
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -281,19 +284,7 @@ fn training_warns_of_a_constant_column_and_of_few_held_out_windows() {
     let file = dir.path().join("spare.csv");
     std::fs::write(&file, csv).unwrap();
     let out = dir.path().join("m");
-    let o = ebgand(
-        &[
-            "train",
-            file.to_str().unwrap(),
-            "--window",
-            "16",
-            "--name",
-            "pump",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let o = train_pump_on(&file, &out, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "a warning, not a refusal: {err}");
     assert!(

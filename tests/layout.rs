@@ -19,6 +19,30 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Every `.rs` file under `src/`: its path, its path under `src/`, and its top-level module
+/// (`mqtt` for `src/mqtt/sink.rs`, `demo` for `src/demo.rs`).
+fn source_files() -> Vec<(PathBuf, String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    files
+        .into_iter()
+        .map(|path| {
+            let rel = path.strip_prefix(&src).unwrap();
+            let top = rel
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_string_lossy()
+                .trim_end_matches(".rs")
+                .to_owned();
+            let rel = rel.display().to_string();
+            (path, rel, top)
+        })
+        .collect()
+}
+
 /// The code of a file without comments and without its unit tests (a `#[cfg(test)]` module
 /// at its end, or a `tests.rs` file).
 fn code(path: &Path) -> String {
@@ -39,21 +63,9 @@ fn code(path: &Path) -> String {
 /// Top-level module -> the top-level modules its code names (`crate::x`, or `super::x` from
 /// a top-level file), and module -> whether it names `rumqttc`.
 fn imports() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut rumqttc = BTreeSet::new();
-    for path in files {
-        let rel = path.strip_prefix(&src).unwrap();
-        let top = rel
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy()
-            .trim_end_matches(".rs")
-            .to_owned();
+    for (path, _, top) in source_files() {
         if top == "main" || top == "lib" {
             continue;
         }
@@ -151,19 +163,9 @@ fn stages_know_each_other_only_by_the_messages_they_pass() {
         "StreamNews",  // ingest -> alerting: a stream resumed, gone quiet, or stale
         "Resumed",     // ingest -> alerting, inside StreamNews
     ];
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
     let mut named = Vec::new();
-    for path in files {
-        let rel = path.strip_prefix(&src).unwrap();
-        let top = rel
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy();
-        let Some(stage) = stages.iter().find(|s| top.trim_end_matches(".rs") == **s) else {
+    for (path, rel, top) in source_files() {
+        let Some(stage) = stages.iter().find(|s| top == **s) else {
             continue;
         };
         let code = code(&path);
@@ -175,7 +177,7 @@ fn stages_know_each_other_only_by_the_messages_they_pass() {
                     .find(|c: char| !(c.is_alphanumeric() || "_:{}, \n".contains(c)))
                     .unwrap_or(rest.len());
                 for item in named_items(&rest[..end]) {
-                    named.push((rel.display().to_string(), format!("{other}::{item}")));
+                    named.push((rel.clone(), format!("{other}::{item}")));
                 }
             }
         }
@@ -226,12 +228,9 @@ fn modules_import_each_other_without_a_circle() {
 
 #[test]
 fn no_source_file_grows_past_800_lines() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
-    let long: Vec<String> = files
+    let long: Vec<String> = source_files()
         .iter()
-        .filter_map(|p| {
+        .filter_map(|(p, _, _)| {
             let lines = std::fs::read_to_string(p).unwrap().lines().count();
             (lines > 800).then(|| format!("{} ({lines} lines)", p.display()))
         })

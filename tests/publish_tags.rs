@@ -248,6 +248,32 @@ async fn each_puback_marks_its_own_alert_done_even_after_a_cancelled_publish() {
     c.run.await.unwrap();
 }
 
+/// A scripted broker keeping or losing the session, a publisher connected to it with the
+/// settings `s` makes for its port, and alerts 1..=90 published with nothing acknowledged: 100
+/// publishes in flight, the rest waiting in the request channel.
+async fn in_flight_window_full(
+    session_present: bool,
+    s: impl FnOnce(u16) -> Settings,
+) -> (Arc<Mutex<Script>>, tokio::task::JoinHandle<()>, Connected) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = Arc::new(Mutex::new(Script {
+        session_present,
+        ..Script::default()
+    }));
+    let broker = tokio::spawn(scripted_broker(listener, script.clone()));
+    let c = connect_with(s(port), &script, 1000).await;
+    for seq in 1..=90u64 {
+        alert_state_energy(&c.publisher, seq).await;
+    }
+    eventually(Duration::from_secs(10), "the in-flight window full", || {
+        script.lock().unwrap().publishes >= 100
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (script, broker, c)
+}
+
 /// A broker that stops acknowledging and then drops the connection, with `mqtt.inflight` (100)
 /// publishes unacknowledged and more queued behind them, alerts among them. Whether it kept the
 /// session or lost it, each alert reaches it again and each PUBACK marks its own alert done:
@@ -256,25 +282,10 @@ async fn each_puback_marks_its_own_alert_done_even_after_a_cancelled_publish() {
 async fn every_alert_in_flight_across_a_lost_connection_is_sent_again_and_marked_by_its_own_puback()
 {
     for session_present in [true, false] {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let script = Arc::new(Mutex::new(Script {
-            session_present,
-            ..Script::default()
-        }));
-        let broker = tokio::spawn(scripted_broker(listener, script.clone()));
-        let c = connect(port, &script, 1000).await;
-
         // Nothing is acknowledged: 100 publishes go out, the rest wait in the request channel.
+        let (script, broker, c) =
+            in_flight_window_full(session_present, |port| settings(port, "tags", VIBRATION)).await;
         let alerts = 90u64;
-        for seq in 1..=alerts {
-            alert_state_energy(&c.publisher, seq).await;
-        }
-        eventually(Duration::from_secs(10), "the in-flight window full", || {
-            script.lock().unwrap().publishes >= 100
-        })
-        .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
         // The connection drops; the next one is acknowledged, all but alert 77.
         {
             let mut sc = script.lock().unwrap();
@@ -306,27 +317,14 @@ async fn every_alert_in_flight_across_a_lost_connection_is_sent_again_and_marked
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_made_while_reconnecting_go_out_after_those_taken_back() {
     for session_present in [true, false] {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let script = Arc::new(Mutex::new(Script {
-            session_present,
-            ..Script::default()
-        }));
-        let broker = tokio::spawn(scripted_broker(listener, script.clone()));
-        let mut s = settings(port, "tags", VIBRATION);
-        // A backoff long enough to publish in, whatever the machine's load.
-        s.mqtt.reconnect_min = Duration::from_millis(1500);
-        s.mqtt.reconnect_max = Duration::from_millis(1500);
-        let c = connect_with(s, &script, 1000).await;
-
-        for seq in 1..=90u64 {
-            alert_state_energy(&c.publisher, seq).await;
-        }
-        eventually(Duration::from_secs(10), "the in-flight window full", || {
-            script.lock().unwrap().publishes >= 100
+        let (script, broker, c) = in_flight_window_full(session_present, |port| {
+            let mut s = settings(port, "tags", VIBRATION);
+            // A backoff long enough to publish in, whatever the machine's load.
+            s.mqtt.reconnect_min = Duration::from_millis(1500);
+            s.mqtt.reconnect_max = Duration::from_millis(1500);
+            s
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
         {
             let mut sc = script.lock().unwrap();
             sc.cut = true;

@@ -27,29 +27,37 @@ const REQUEST_CAPACITY: usize = 256;
 type Tags = Arc<std::sync::Mutex<VecDeque<Option<u64>>>>;
 
 /// The tag of a request about to enter rumqttc's channel; taken back off the FIFO when dropped
-/// without [`TagGuard::keep`] (the request failed, or the future sending it was cancelled).
-/// Only pushed while the `send` lock is held, so the back of the FIFO is this request's tag.
+/// without [`TagGuard::keep_if`] saying it went in (the request failed, or the future sending
+/// it was cancelled). Only pushed while the `send` lock is held, so the back of the FIFO is
+/// this request's tag.
 struct TagGuard<'a> {
-    tags: &'a Tags,
-    kept: bool,
+    /// The FIFO while the tag may still have to be taken back.
+    pushed: Option<&'a Tags>,
 }
 
 impl<'a> TagGuard<'a> {
-    fn push(tags: &'a Tags, alert: Option<u64>) -> Self {
+    /// Pushes the tag of a publish at `qos`; QoS 0 publishes get no packet id and no PUBACK,
+    /// so no tag.
+    fn push(tags: &'a Tags, qos: QoS, alert: Option<u64>) -> Self {
+        if qos == QoS::AtMostOnce {
+            return Self { pushed: None };
+        }
         lock(tags).push_back(alert);
-        Self { tags, kept: false }
+        Self { pushed: Some(tags) }
     }
 
-    /// The request is in rumqttc's channel: the tag stays.
-    fn keep(mut self) {
-        self.kept = true;
+    /// The tag stays when the request went into rumqttc's channel.
+    fn keep_if(mut self, sent: bool) {
+        if sent {
+            self.pushed = None;
+        }
     }
 }
 
 impl Drop for TagGuard<'_> {
     fn drop(&mut self) {
-        if !self.kept {
-            lock(self.tags).pop_back();
+        if let Some(tags) = self.pushed {
+            lock(tags).pop_back();
         }
     }
 }
@@ -207,17 +215,12 @@ impl Publisher {
         alert: Option<u64>,
     ) -> Result<(), MqttError> {
         let _in_order = self.send.lock().await;
-        // QoS 0 publishes get no packet id and no PUBACK: no tag.
-        let tag = (qos != QoS::AtMostOnce).then(|| TagGuard::push(&self.tags, alert));
+        let tag = TagGuard::push(&self.tags, qos, alert);
         // Waiting here (request channel full) is backpressure toward the scorers, never toward
         // the ingest loop, which has its own connection. If this future is dropped while it
         // waits (a shutdown), the guard takes the tag back: tags and requests stay in step.
         let r = self.client.publish(topic, qos, retain, payload).await;
-        if r.is_ok()
-            && let Some(tag) = tag
-        {
-            tag.keep();
-        }
+        tag.keep_if(r.is_ok());
         match r {
             Ok(()) => {
                 self.queued.fetch_add(1, Ordering::Relaxed);
@@ -341,11 +344,9 @@ impl PublisherLoop {
         payload: Vec<u8>,
         alert: Option<u64>,
     ) -> bool {
-        let tag = (qos != QoS::AtMostOnce).then(|| TagGuard::push(&self.tags, alert));
+        let tag = TagGuard::push(&self.tags, qos, alert);
         let sent = self.client.try_publish(topic, qos, retain, payload).is_ok();
-        if sent && let Some(tag) = tag {
-            tag.keep();
-        }
+        tag.keep_if(sent);
         sent
     }
 
