@@ -36,7 +36,14 @@ struct State {
     batcher_exits: HashMap<String, u32>,
     load_delay: Option<Duration>,
     activation_delay: Option<Duration>,
+    journal_syncs_held: bool,
+    journal_sync_waiting: bool,
 }
+
+/// The longest one journal sync waits on [`Faults::hold_journal_syncs`]: code that blocks the
+/// runtime's only worker with it then fails a test instead of hanging it.
+#[cfg(feature = "fault-injection")]
+const JOURNAL_HOLD_MAX: Duration = Duration::from_secs(20);
 
 #[cfg(not(feature = "fault-injection"))]
 impl Faults {
@@ -69,6 +76,10 @@ impl Faults {
     pub fn activation_delay(&self) -> Option<Duration> {
         None
     }
+
+    /// Called by the ingest stage before each journal sync, in its blocking section.
+    #[inline]
+    pub fn hold_journal_sync(&self) {}
 }
 
 #[cfg(feature = "fault-injection")]
@@ -114,6 +125,31 @@ impl Faults {
     pub fn activation_delay(&self) -> Option<Duration> {
         self.armed()
             .and_then(|s| s.activation_delay.or(s.load_delay))
+    }
+
+    /// Called by the ingest stage before each journal sync, in its blocking section: while
+    /// syncs are held, waits (a hung fsync), at most [`JOURNAL_HOLD_MAX`].
+    pub fn hold_journal_sync(&self) {
+        let since = std::time::Instant::now();
+        while self.armed().is_some_and(|s| s.journal_syncs_held)
+            && since.elapsed() < JOURNAL_HOLD_MAX
+        {
+            self.state().journal_sync_waiting = true;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(mut s) = self.armed() {
+            s.journal_sync_waiting = false;
+        }
+    }
+
+    /// Journal syncs wait while `on`, as a hung fsync would (an SD card's can take seconds).
+    pub fn hold_journal_syncs(&self, on: bool) {
+        self.arm().journal_syncs_held = on;
+    }
+
+    /// Whether a journal sync is waiting on [`Faults::hold_journal_syncs`] now.
+    pub fn journal_sync_waiting(&self) -> bool {
+        self.armed().is_some_and(|s| s.journal_sync_waiting)
     }
 
     /// Scorer threads hold their next batch while `on`: the window queues fill up.

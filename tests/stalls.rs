@@ -1,6 +1,6 @@
 //! Ways one message or one slow stage could stall every stream, each against a real mosquitto:
 //! an oversized message, a window queue held full past the keep-alive, a redelivery after the
-//! packet ids wrap, and streams that go quiet under the stream cap.
+//! packet ids wrap, streams that go quiet under the stream cap, and a journal fsync that hangs.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -254,4 +254,58 @@ async fn quiet_streams_are_forgotten_so_a_new_sensor_is_scored_under_the_cap() {
         "{:?}",
         outbox.last_alerts()
     );
+}
+
+/// One runtime worker runs every task of the daemon here (an edge box with one core). A
+/// journal fsync that hangs (an SD card's can take seconds) holds up ingest, which must wait
+/// for it before acknowledging; it must not hold up the rest: the window already queued is
+/// scored, judged and its energy published while the sync still waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_journal_fsync_that_hangs_never_holds_up_scoring_or_publishing() {
+    let broker = Mosquitto::start().await;
+    let prefix = "fsync";
+    let obs = Observer::start(broker.port, &format!("{prefix}/energy/#")).await;
+    let s = settings(broker.port, prefix, VIBRATION);
+    assert!(s.journal.is_some(), "the journal is on by default");
+    let faults = s.faults.clone();
+    let daemon = TestDaemon::start(s).await;
+    faults.hold_journal_syncs(true);
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(11);
+    tx.publish("sensors/m1/vibration", window(&mut m, false))
+        .await;
+    tx.flushed().await;
+    eventually(
+        Duration::from_secs(15),
+        "the window's journal sync hung",
+        || faults.journal_sync_waiting(),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "the window's energy published",
+        || obs.count(&format!("{prefix}/energy/")) >= 1,
+    )
+    .await;
+    // Had the sync held the only worker, nothing would have run until the hold's own limit
+    // (20 s) ended it: the sync would be done by now.
+    assert!(
+        faults.journal_sync_waiting(),
+        "published while the sync hung"
+    );
+    assert_eq!(daemon.metric("ebgand_journal_syncs_total"), 0);
+    faults.hold_journal_syncs(false);
+    eventually(Duration::from_secs(15), "the journal synced", || {
+        daemon.metric("ebgand_journal_syncs_total") >= 1
+    })
+    .await;
+    assert_eq!(
+        daemon.metric_where("ebgand_mqtt_reconnects_total", "connection=\"ingest\""),
+        0
+    );
+    assert_exactly_once(
+        &obs.on(&format!("{prefix}/energy/")),
+        &HashMap::from([("vibration/m1".to_string(), 1)]),
+    );
+    daemon.shutdown().await.unwrap();
 }

@@ -81,6 +81,7 @@ pub struct Ingest {
     unsynced_since: Option<tokio::time::Instant>,
     control: Option<ControlInput>,
     metrics: Arc<Metrics>,
+    faults: crate::faults::Faults,
     max_payload: usize,
     /// Streams quiet this long are dropped from the table.
     idle: Option<Duration>,
@@ -177,6 +178,7 @@ impl Ingest {
                 ControlInput::new(&settings.mqtt.prefix, tx, settings.control_per_minute)
             }),
             metrics,
+            faults: settings.faults.clone(),
             max_payload: settings.mqtt.max_packet_bytes,
             idle: settings.stream_idle,
             news: None,
@@ -568,7 +570,11 @@ impl Ingest {
     fn sync_and_ack(&mut self) {
         self.unsynced_since = None;
         if let Some(log) = &mut self.log {
-            log.sync(&self.metrics);
+            let (metrics, faults) = (&self.metrics, &self.faults);
+            on_disk(|| {
+                faults.hold_journal_sync();
+                log.sync(metrics)
+            });
         }
         for ack in std::mem::take(&mut self.unsynced) {
             self.acker.ack(ack);
@@ -579,7 +585,8 @@ impl Ingest {
     fn checkpoint(&mut self) {
         self.sync_and_ack();
         if let Some(log) = &mut self.log {
-            log.checkpoint(&self.table, &self.metrics);
+            let (table, metrics) = (&self.table, &self.metrics);
+            on_disk(|| log.checkpoint(table, metrics));
         }
     }
 
@@ -678,6 +685,21 @@ impl Ingest {
             table: self.table,
             metrics,
         })
+    }
+}
+
+/// Runs disk work that blocks (a journal fsync; a checkpoint: its file's fsync, copying a
+/// segment's live records forward) without holding up the runtime's other tasks: on a
+/// multi-threaded runtime (the daemon's) this worker first hands them to another thread
+/// (`block_in_place`), so scorers, alerting and publishers keep running through a slow fsync
+/// (an SD card's can take hundreds of milliseconds). A current-thread runtime (unit tests,
+/// `replay`) has no other worker, and runs it in place. Ingest itself waits, as it must: a
+/// message is acknowledged only once it is on disk.
+fn on_disk<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
