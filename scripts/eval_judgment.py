@@ -163,6 +163,8 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
         for profile in nab.PROFILES:
             s, _, per = nab.normalised(scored, profile, thresholds=[1.0])
             res[profile] = s
+            if profile == "standard":  # per file: raw score, windows hit, false alerts
+                res["files"] = {Path(key).stem: list(p[:3]) for (key, *_), p in zip(files, per)}
         res["hit"] = sum(p[1] for p in per)
         res["false"] = sum(p[2] for p in per)
         res["windows"] = sum(p[1] + p[3] for p in per)
@@ -289,6 +291,9 @@ def main(argv=None):
                    help=f"NAB: window length in steps (default {NAB_W}, one hour of 5-minute steps)")
     p.add_argument("--skab-window", type=int, default=SKAB_W,
                    help=f"SKAB: window length in rows (default {SKAB_W})")
+    p.add_argument("--nab-per-file", action="store_true",
+                   help="NAB: also print each file's standard raw score beside those of NAB's "
+                        "published detectors (scripts/nab_published.py)")
     p.add_argument("--json", type=Path, help="also write every number to this file")
     p.add_argument("--table", type=Path, help="print the table of an earlier --json file")
     args = p.parse_args(argv)
@@ -298,6 +303,8 @@ def main(argv=None):
         rules = list((results[0].get("nab") or results[0].get("skab") or {}).keys())
         only = [k for k in ("nab", "skab", "fan", "dcase") if k in results[0]]
         table(results, modes, rules, only)
+        if args.nab_per_file and "nab" in only:
+            nab_file_table(results, modes, rules)
         return
     if not args.bin.is_file():
         sys.exit(f"{args.bin} missing: cargo build --release")
@@ -327,6 +334,34 @@ def main(argv=None):
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     table(results, args.modes.split(","), rules, args.only)
+    if args.nab_per_file and "nab" in args.only:
+        nab_file_table(results, args.modes.split(","), rules)
+
+
+def nab_file_table(results, modes, rules):
+    """Each NAB dev file's standard raw score (mean over seeds; windows hit and false alerts
+    beside it) against NAB's published detectors on the same file."""
+    from nab_published import PUBLISHED
+    ours = [(mode, rule) for mode in modes for rule in rules]
+    print()
+    print("| file | " + " | ".join(PUBLISHED) + " | "
+          + " | ".join(f"{m} `{r}` (hit, false)" for m, r in ours) + " |")
+    print("|---" * (1 + len(PUBLISHED) + len(ours)) + "|")
+    files = list(next(iter(PUBLISHED.values()))[3])
+    for f in files:
+        cells = [f"`{f}`"] + [f"{v[3][f]:.2f}" for v in PUBLISHED.values()]
+        for mode, rule in ours:
+            per = [r["nab"][rule]["files"][f] for r in results if r["mode"] == mode]
+            raw, hit, false = np.mean(per, axis=0)
+            cells.append(f"{raw:.2f} ({hit:.1f}, {false:.1f})")
+        print("| " + " | ".join(cells) + " |")
+    cells = ["NAB dev, normalised"] + [
+        f"{100 * (sum(v[3].values()) + 23) / 46:.1f}" for v in PUBLISHED.values()]
+    cells += [mean_spread([r["nab"][rule]["standard"] for r in results if r["mode"] == mode],
+                          "{:.1f}") for mode, rule in ours]
+    print("| " + " | ".join(cells) + " |")
+    cells = ["all 58 files (published)"] + [f"{v[2]:.1f}" for v in PUBLISHED.values()]
+    print("| " + " | ".join(cells + ["–"] * len(ours)) + " |")
 
 
 def mean_spread(values, fmt):
