@@ -7,3 +7,18 @@
 pub mod checkpoint;
 pub mod journal;
 pub mod outbox;
+
+/// Runs disk work that blocks (an fsync; a checkpoint; copying a journal segment's live records
+/// forward) without holding up the runtime's other tasks: on a multi-threaded runtime (the
+/// daemon's) the calling worker first hands them to another thread (`block_in_place`), so
+/// scoring, alerting and publishing keep running through a slow fsync (an SD card's can take
+/// seconds). A current-thread runtime (unit tests, `replay`) has no other worker and runs it in
+/// place, as does a caller outside any runtime. The caller itself waits, as it must: what it
+/// writes is acknowledged or published only once it is on disk.
+pub fn on_disk<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}

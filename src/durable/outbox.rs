@@ -432,12 +432,12 @@ impl SharedOutbox {
     pub async fn add(&self, topic: &str, payload: Value) -> Result<Pending, OutboxError> {
         loop {
             let freed = self.freed.notified();
-            let added = {
+            let added = super::on_disk(|| {
                 let mut outbox = self.lock();
                 let r = outbox.add(topic, payload.clone());
                 self.pending.set(outbox.len() as i64);
                 r
-            };
+            });
             match added {
                 Err(OutboxError::Full(n)) => {
                     warn!(

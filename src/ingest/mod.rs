@@ -38,6 +38,7 @@ use crate::config::{Settings, Staleness};
 use crate::control::ControlMessage;
 use crate::detect::Transition;
 use crate::durable::checkpoint::Progress;
+use crate::durable::on_disk;
 use crate::model::Window;
 use crate::mqtt::source::{Ack, Acker, Delivery};
 use crate::pipeline::DecodeError;
@@ -685,21 +686,6 @@ impl Ingest {
             table: self.table,
             metrics,
         })
-    }
-}
-
-/// Runs disk work that blocks (a journal fsync; a checkpoint: its file's fsync, copying a
-/// segment's live records forward) without holding up the runtime's other tasks: on a
-/// multi-threaded runtime (the daemon's) this worker first hands them to another thread
-/// (`block_in_place`), so scorers, alerting and publishers keep running through a slow fsync
-/// (an SD card's can take hundreds of milliseconds). A current-thread runtime (unit tests,
-/// `replay`) has no other worker, and runs it in place. Ingest itself waits, as it must: a
-/// message is acknowledged only once it is on disk.
-fn on_disk<R>(f: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
 
