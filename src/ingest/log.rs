@@ -154,6 +154,11 @@ impl IngestLog {
         Ok(())
     }
 
+    /// Whether records were appended since the last sync.
+    pub(super) fn unsynced(&self) -> bool {
+        self.journal.unsynced()
+    }
+
     /// Syncs the journal; `false` when it failed (logged and counted; the acks then go out
     /// anyway: scoring goes on, only crash safety is lost for these messages).
     pub(super) fn sync(&mut self, metrics: &Metrics) -> bool {
