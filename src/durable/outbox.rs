@@ -456,12 +456,13 @@ impl SharedOutbox {
     /// # Errors
     /// [`OutboxError::Io`] when the write fails.
     pub fn done(&self, id: u64) -> Result<(), OutboxError> {
-        let r = {
+        // Off the worker: now and then a done line triggers a compaction (two fsyncs).
+        let r = super::on_disk(|| {
             let mut outbox = self.lock();
             let r = outbox.done(id);
             self.pending.set(outbox.len() as i64);
             r
-        };
+        });
         self.freed.notify_waiters();
         r
     }
