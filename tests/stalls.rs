@@ -151,14 +151,20 @@ async fn a_redelivery_after_the_packet_ids_wrap_is_windowed_not_swallowed() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.cut();
+    // Reconnected, not merely still up: a filler sent to the connection being cut comes again
+    // flagged DUP on the next one.
     eventually(Duration::from_secs(20), "daemon reconnected", || {
-        daemon.metrics.ready()
+        daemon.metric_where("ebgand_mqtt_reconnects_total", "connection=\"ingest\"") >= 1
+            && daemon.metrics.ready()
     })
     .await;
-    // Cheap messages (refused as malformed, acknowledged) run the ids up to 65,535.
+    // Cheap messages (refused as malformed, acknowledged) run the ids up to 65,535. Each is
+    // different: a DUP copy of a payload already handed over is taken for a redelivery of it
+    // and not counted as malformed (identical fillers once lost 88 of 65,335 that way).
     let filler = 65_535 - first;
-    for _ in 0..filler {
-        tx.publish("sensors/filler/vibration", "x").await;
+    for i in 0..filler {
+        tx.publish("sensors/filler/vibration", format!("x{i}"))
+            .await;
     }
     tx.flushed().await;
     eventually(Duration::from_secs(120), "filler acknowledged", || {

@@ -367,10 +367,14 @@ impl TestDaemon {
 
     /// Starts `ebgand::run` without waiting for anything.
     pub fn spawn(settings: Settings) -> Self {
-        // Logs go through the test harness's capture: shown when a test fails.
+        // Logs go through the test harness's capture: shown when a test fails. TEST_LOG takes
+        // an EnvFilter ("info,ebgand::mqtt=debug") to see more of a flaky run.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info,ort=warn"))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("TEST_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn")),
+            )
             .try_init();
         let metrics = Arc::new(Metrics::new());
         let (signals, rx) = mpsc::channel(4);
