@@ -77,7 +77,7 @@ impl Faults {
         None
     }
 
-    /// Called by the ingest stage before each journal sync, in its blocking section.
+    /// Called by the ingest journal before each sync, in its blocking section.
     #[inline]
     pub fn hold_journal_sync(&self) {}
 }
@@ -127,7 +127,7 @@ impl Faults {
             .and_then(|s| s.activation_delay.or(s.load_delay))
     }
 
-    /// Called by the ingest stage before each journal sync, in its blocking section: while
+    /// Called by the ingest journal before each sync, in its blocking section: while
     /// syncs are held, waits (a hung fsync), at most [`JOURNAL_HOLD_MAX`].
     pub fn hold_journal_sync(&self) {
         let since = std::time::Instant::now();

@@ -120,7 +120,7 @@ pub async fn run(
     let journal = settings
         .journal
         .as_ref()
-        .map(|j| IngestLog::open(j, progress.clone()))
+        .map(|j| IngestLog::open(j, progress.clone(), settings.faults.clone()))
         .transpose()?;
     let resumed = journal
         .as_ref()

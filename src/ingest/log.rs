@@ -13,6 +13,8 @@ use crate::alerting::Resumed;
 use crate::config::JournalSettings;
 use crate::durable::checkpoint::{self, Judged, Progress, Saved};
 use crate::durable::journal::{Journal, JournalError, Record};
+use crate::durable::on_disk;
+use crate::faults::Faults;
 use crate::mqtt::{Delivery, MessageId};
 use crate::telemetry::{Metrics, RateLimit};
 
@@ -20,6 +22,15 @@ use crate::telemetry::{Metrics, RateLimit};
 /// broker sends again after a crash is recognised. Far above the in-flight limit toward a
 /// subscriber.
 const JOURNALED_IDS: usize = 4096;
+
+/// A journal sync at least this slow moves the next ones off the runtime worker. Handing the
+/// worker's other tasks to another thread costs tens of microseconds: on a fast disk under
+/// load (a sync every 16 messages) that was about 15 % more CPU per message (BENCHMARKS.md);
+/// on a slow one (an SD card's fsync takes tens of milliseconds to seconds) it is what keeps
+/// scoring, alerting and publishing going meanwhile. At 2 ms, syncs of a quarter millisecond
+/// measured slow often enough on a busy 2-core machine (descheduled mid-fsync) to cost the
+/// same; ten times a fast SSD's fsync does not.
+const SLOW_SYNC: Duration = Duration::from_millis(10);
 
 /// The journal, the checkpoint and the records to replay. Owned by the ingest stage, then
 /// handed back by it for the last checkpoint.
@@ -36,6 +47,9 @@ pub struct IngestLog {
     pub(super) max_bytes: u64,
     pub(super) every: Duration,
     full_log: RateLimit,
+    /// Whether the last sync took [`SLOW_SYNC`] or more (at first: not known, so yes).
+    slow_disk: bool,
+    faults: Faults,
 }
 
 impl std::fmt::Debug for IngestLog {
@@ -53,7 +67,11 @@ impl IngestLog {
     ///
     /// # Errors
     /// [`JournalError`] when the journal cannot be opened.
-    pub fn open(settings: &JournalSettings, progress: Progress) -> Result<Self, JournalError> {
+    pub fn open(
+        settings: &JournalSettings,
+        progress: Progress,
+        faults: Faults,
+    ) -> Result<Self, JournalError> {
         let (journal, replay) = Journal::open(&settings.dir, settings.segment_bytes)?;
         let found = checkpoint::load(&settings.dir).unwrap_or_else(|e| {
             error!(error = %e, "Cannot read the ingest checkpoint; replaying the journal from its start.");
@@ -87,6 +105,8 @@ impl IngestLog {
             max_bytes: settings.max_bytes,
             every: settings.checkpoint,
             full_log: RateLimit::new(Duration::from_secs(10)),
+            slow_disk: true,
+            faults,
         })
     }
 
@@ -154,18 +174,28 @@ impl IngestLog {
         Ok(())
     }
 
-    /// Whether records were appended since the last sync.
-    pub(super) fn unsynced(&self) -> bool {
-        self.journal.unsynced()
-    }
-
     /// Syncs the journal; `false` when it failed (logged and counted; the acks then go out
-    /// anyway: scoring goes on, only crash safety is lost for these messages).
+    /// anyway: scoring goes on, only crash safety is lost for these messages). The fsync runs
+    /// off the runtime worker ([`on_disk`]) while the disk is slow: from the start until a
+    /// sync takes under [`SLOW_SYNC`], and again after one that takes longer.
     pub(super) fn sync(&mut self, metrics: &Metrics) -> bool {
-        if self.journal.unsynced() {
-            metrics.journal_syncs.inc();
+        if !self.journal.unsynced() {
+            return true;
         }
-        match self.journal.sync() {
+        let (journal, faults) = (&mut self.journal, &self.faults);
+        let mut sync = || {
+            faults.hold_journal_sync();
+            journal.sync()
+        };
+        let started = Instant::now();
+        let synced = if self.slow_disk {
+            on_disk(sync)
+        } else {
+            sync()
+        };
+        self.slow_disk = started.elapsed() >= SLOW_SYNC;
+        metrics.journal_syncs.inc();
+        match synced {
             Ok(()) => true,
             Err(e) => {
                 metrics.journal_errors.inc();
@@ -209,7 +239,8 @@ impl IngestLog {
     }
 
     /// Saves a checkpoint of `table` and the judging progress, then retires the journal
-    /// segments it no longer needs. Call after [`IngestLog::sync`].
+    /// segments it no longer needs, off the runtime worker ([`on_disk`]); nothing when nothing
+    /// changed. Call after [`IngestLog::sync`].
     pub(super) fn checkpoint(&mut self, table: &StreamTable, metrics: &Metrics) {
         let judged = self.progress.snapshot();
         let mut saved = self.saved.clone();
@@ -231,6 +262,11 @@ impl IngestLog {
             streams: saved,
             messages: self.ids.iter().map(|id| id.raw()).collect(),
         };
+        on_disk(|| self.save(file, table, metrics));
+    }
+
+    /// The disk work of [`IngestLog::checkpoint`]: writes `file`, then retires segments.
+    fn save(&mut self, file: checkpoint::Checkpoint, table: &StreamTable, metrics: &Metrics) {
         if let Err(e) = checkpoint::save(&self.dir, &file) {
             metrics.journal_errors.inc();
             error!(error = %e, "Cannot save the ingest checkpoint; the journal keeps its records.");

@@ -38,7 +38,6 @@ use crate::config::{Settings, Staleness};
 use crate::control::ControlMessage;
 use crate::detect::Transition;
 use crate::durable::checkpoint::Progress;
-use crate::durable::on_disk;
 use crate::model::Window;
 use crate::mqtt::source::{Ack, Acker, Delivery};
 use crate::pipeline::DecodeError;
@@ -58,15 +57,6 @@ const SYNC_WHEN_IDLE: usize = 16;
 /// The longest a journaled message waits for its sync (and its ack). Its windows are queued at
 /// once: only the ack waits, never scoring.
 const SYNC_LINGER: Duration = Duration::from_millis(2);
-
-/// A journal sync at least this slow moves the next ones off the runtime worker. Handing the
-/// worker's other tasks to another thread costs tens of microseconds: on a fast disk under
-/// load (a sync every 16 messages) that was about 15 % more CPU per message (BENCHMARKS.md);
-/// on a slow one (an SD card's fsync takes tens of milliseconds to seconds) it is what keeps
-/// scoring, alerting and publishing going meanwhile. At 2 ms, syncs of a quarter millisecond
-/// measured slow often enough on a busy 2-core machine (descheduled mid-fsync) to cost the
-/// same; ten times a fast SSD's fsync does not.
-const SLOW_SYNC: Duration = Duration::from_millis(10);
 
 /// How long shutdown waits for the DISCONNECT to fit in the request channel.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -91,9 +81,6 @@ pub struct Ingest {
     unsynced_since: Option<tokio::time::Instant>,
     control: Option<ControlInput>,
     metrics: Arc<Metrics>,
-    faults: crate::faults::Faults,
-    /// Whether the last journal sync took [`SLOW_SYNC`] or more (at first: not known, so yes).
-    slow_disk: bool,
     max_payload: usize,
     /// Streams quiet this long are dropped from the table.
     idle: Option<Duration>,
@@ -190,8 +177,6 @@ impl Ingest {
                 ControlInput::new(&settings.mqtt.prefix, tx, settings.control_per_minute)
             }),
             metrics,
-            faults: settings.faults.clone(),
-            slow_disk: true,
             max_payload: settings.mqtt.max_packet_bytes,
             idle: settings.stream_idle,
             news: None,
@@ -579,26 +564,11 @@ impl Ingest {
         self.unsynced.push(ack);
     }
 
-    /// Syncs the journal, then acknowledges the messages it now holds. The sync moves off the
-    /// runtime worker ([`on_disk`]) while the disk is slow: until a sync has taken less than
-    /// [`SLOW_SYNC`], and again after one that took longer.
+    /// Syncs the journal, then acknowledges the messages it now holds.
     fn sync_and_ack(&mut self) {
         self.unsynced_since = None;
-        if let Some(log) = &mut self.log
-            && log.unsynced()
-        {
-            let (metrics, faults) = (&self.metrics, &self.faults);
-            let mut sync = || {
-                faults.hold_journal_sync();
-                log.sync(metrics)
-            };
-            let started = Instant::now();
-            if self.slow_disk {
-                on_disk(sync);
-            } else {
-                sync();
-            }
-            self.slow_disk = started.elapsed() >= SLOW_SYNC;
+        if let Some(log) = &mut self.log {
+            log.sync(&self.metrics);
         }
         for ack in std::mem::take(&mut self.unsynced) {
             self.acker.ack(ack);
@@ -609,8 +579,7 @@ impl Ingest {
     fn checkpoint(&mut self) {
         self.sync_and_ack();
         if let Some(log) = &mut self.log {
-            let (table, metrics) = (&self.table, &self.metrics);
-            on_disk(|| log.checkpoint(table, metrics));
+            log.checkpoint(&self.table, &self.metrics);
         }
     }
 
