@@ -15,8 +15,10 @@ adaptation and hysteresis, in stream order), then the published protocol on what
   daemon's verdict), and, beside it, when that window alone is anomalous; F1 / FAR / MAR pooled.
 
 Each judging rule in --rules is run on the same trained models; by default
-`threshold:clear_after=5` (the old default: energy over the model's calibrated threshold, clear
-after 5) and `probability` (the new default). Any `[detect]` override goes after a colon as
+`threshold:clear_after=5` (the first default: energy over the model's calibrated threshold,
+clear after 5), `probability:alert_probability=0.999,clear_after=50,per_channel=false` (the
+calibrated probability of the whole energy, the default until round eleven of
+docs/EVALUATION.md) and `probability` (the default: each channel's part calibrated too). Any `[detect]` override goes after a colon as
 KEY=VALUE, e.g. `probability:alert_probability=0.9999,clear_after=5`. --modes takes ebgan, ae,
 ebgan-conv and ae-conv (the temporal convolutional D).
 
@@ -276,7 +278,9 @@ def main(argv=None):
                    help="models: ebgan, ae, and ebgan-conv / ae-conv for the temporal conv D")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--only", default="nab,skab,fan,dcase")
-    p.add_argument("--rules", default="threshold:clear_after=5;probability",
+    p.add_argument("--rules", default="threshold:clear_after=5;"
+                   "probability:alert_probability=0.999,clear_after=50,per_channel=false;"
+                   "probability",
                    help="judging rules separated by ';' (see the module docs)")
     p.add_argument("--nab-start", choices=("stream", "after-training"), default="stream",
                    help="NAB: score from each file's first row (calibration learns on the "

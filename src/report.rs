@@ -377,6 +377,13 @@ fn bars(e: &Explanation) -> String {
         e.rows[1],
         100.0 * e.rows_share
     ));
+    if let Some(u) = &e.unusual {
+        s.push_str(&format!(
+            "<br><span class=\"dim\">most unusual for itself: <b>{}</b> (probability {:.5})</span>",
+            esc(&u.channel),
+            u.probability
+        ));
+    }
     s
 }
 

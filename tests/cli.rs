@@ -271,7 +271,7 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
         ] {
             assert!(!l[k].is_null(), "{k} missing in {l}");
         }
-        assert_eq!(l["alert_probability"], 0.999);
+        assert_eq!(l["alert_probability"], 0.9999);
         let learning = l["learning"].as_bool().unwrap();
         assert_eq!(learning, i < 512, "{l}");
         if learning {
@@ -279,7 +279,7 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
         } else {
             let p = l["probability"].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&p), "{l}");
-            assert_eq!(l["anomalous"].as_bool().unwrap(), p >= 0.999, "{l}");
+            assert_eq!(l["anomalous"].as_bool().unwrap(), p >= 0.9999, "{l}");
         }
         if let Some(alert) = l.get("alert") {
             assert_eq!(alert["state"], l["transition"]);

@@ -155,10 +155,10 @@ fn check_against_truth(obs: &Observer, sent: &[Vec<f32>], port: u16) -> usize {
         });
         let info = StreamInfo::new(
             stream.clone(),
-            Judging::Probability(0.999),
+            Judging::Probability(0.9999),
             Hysteresis {
                 raise_after: 3, // the defaults
-                clear_after: 50,
+                clear_after: 30,
             },
             1,
         );
@@ -174,7 +174,7 @@ fn check_against_truth(obs: &Observer, sent: &[Vec<f32>], port: u16) -> usize {
                 end: Mark::Index(0),
                 data: vec![],
             };
-            let v = judge.judge(&info, &model, threshold, &w, e);
+            let v = judge.judge(&info, &model, threshold, &w, e.into());
             for m in energy
                 .iter()
                 .filter(|m| m.json["stream"] == stream.as_str() && m.json["seq"] == seq as u64)

@@ -108,6 +108,12 @@ async fn an_alert_names_the_sensor_that_carried_the_energy() {
         assert!(shares["Pressure"].as_f64().unwrap() > 0.5, "{json}");
         let rows = e["rows"].as_array().unwrap();
         assert!(rows[1].as_u64().unwrap() < WINDOW as u64, "{json}");
+        // Each channel's part is calibrated (the default): the most unusual one is named too.
+        assert_eq!(e["unusual"]["channel"], "Pressure", "{json}");
+        assert!(
+            e["unusual"]["probability"].as_f64().unwrap() > 0.999,
+            "{json}"
+        );
     };
     explained(&raised.json);
     // Every payload fits its documented schema (docs/schema/).

@@ -13,11 +13,15 @@
 //!
 //! Multichannel fixture (8 channels, a sine each around its own level), a pump's sensors:
 //! - **warming**: channel 0, a temperature, rises 0.001 a window (1.0, about five healthy standard
-//!   deviations, over the run): its level is followed (`level_windows = 50`), never alerted;
+//!   deviations, over the run): its level is followed (`level_windows = 25`), never alerted;
 //!   with `level_windows = 0` the same drift is raised (so the adaptation, not luck, keeps it
 //!   quiet);
 //! - **wearing**: from window 300 a tone at a third of the sample rate grows on channel 1, a
 //!   vibration, by 0.001 a window (the same rate): raised once, with or without adaptation.
+//!
+//! - **knock**: from window 300 a tone of fixed amplitude on channel 5, too small to lift the
+//!   whole energy over the alert probability: raised by the default, which calibrates each
+//!   channel's part of the energy too, never with `per_channel = false`.
 //!
 //! Every stream's first 64 windows are learning: published with `"learning": true`, never anomalous.
 #![allow(
@@ -34,6 +38,8 @@ use common::*;
 
 const WINDOWS: usize = 1_000;
 const LEARN: u64 = 64;
+/// The default `[detect] alert_probability`.
+const ALERT: f64 = 0.9999;
 
 /// xorshift noise, uniform in +-0.1.
 fn noise(s: &mut u64) -> f32 {
@@ -182,12 +188,12 @@ async fn run(prefix: &str, rig: Rig, detect: &str) -> Vec<(String, Vec<(u64, Str
             "{}",
             m.json
         );
-        assert_eq!(m.json["alert_probability"], 0.999);
+        assert_eq!(m.json["alert_probability"], ALERT);
         if learning {
             assert!(m.json["probability"].is_null() && m.json["anomalous"] == false);
         } else {
             let p = m.json["probability"].as_f64().unwrap();
-            assert_eq!(m.json["anomalous"], p >= 0.999, "{}", m.json);
+            assert_eq!(m.json["anomalous"], p >= ALERT, "{}", m.json);
         }
     }
     let alerts = obs.on(&format!("{prefix}/alerts/"));
@@ -267,25 +273,26 @@ async fn a_step_held_past_accept_after_becomes_the_new_normal() {
     assert_eq!(step.len(), 2, "raised once, cleared once: {step:?}");
     assert_eq!(step[0].1, "raised");
     assert!((300..310).contains(&step[0].0), "{step:?}");
-    // 200 windows raised, 64 learning the new level, then clear_after (50) normal windows.
+    // 200 windows raised, 64 learning the new level, then clear_after (30) normal windows.
     assert_eq!(step[1].1, "cleared");
     assert!(
-        (step[0].0 + 200 + LEARN + 50 - 5..step[0].0 + 200 + LEARN + 50 + 5).contains(&step[1].0),
+        (step[0].0 + 200 + LEARN + 30 - 5..step[0].0 + 200 + LEARN + 30 + 5).contains(&step[1].0),
         "{step:?}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warming_channel_is_followed_and_a_wearing_one_at_the_same_rate_raised() {
-    // A time constant of 50 windows follows this drift with a lag of 0.05 (a quarter of the
-    // channel's healthy spread); the default 300 would lag it by 0.3, which is close to a
-    // fault. Windows scored in one batch share the drift of when it was scored, which adds up
+    // A time constant of 25 windows follows this drift with a lag of 0.025 (an eighth of the
+    // channel's healthy spread); the default 300 would lag it by 0.3, which is a fault. Each
+    // channel's part of the energy is calibrated on its own (per_channel), which notices a lag
+    // of a quarter of the spread on one channel of eight: 50 windows raised it now and then. Windows scored in one batch share the drift of when it was scored, which adds up
     // to a batch of lag: batches of at most 8 keep that small even when the test's burst
     // queues windows up.
     let got = run(
         "jp",
         Rig::pump(),
-        "level_windows = 50\n[scoring]\nmax_batch = 8",
+        "level_windows = 25\n[scoring]\nmax_batch = 8",
     )
     .await;
     assert_eq!(
@@ -311,4 +318,33 @@ async fn a_warming_channel_is_followed_and_a_wearing_one_at_the_same_rate_raised
     );
     assert_eq!(warming[0].1, "raised");
     assert_eq!(of(&got, "wearing").len(), 1);
+}
+
+/// A knock from window 300: a tone of `amplitude` at a third of the sample rate.
+fn knocking(amplitude: f32) -> impl Fn(usize, usize) -> f32 {
+    move |w, t| {
+        let tone = (2.0 * std::f32::consts::PI * t as f32 / 3.0).sin();
+        if w >= 300 { amplitude * tone } else { 0.0 }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_on_one_channel_of_eight_is_raised_in_its_own_part() {
+    // From window 300 a tone of amplitude 0.2 on channel 5: raised by the default, which
+    // calibrates each channel's part of the energy too; the whole energy alone (per_channel =
+    // false) never reaches the alert probability (in this fixture it does from about 0.3, and
+    // the parts from about 0.15).
+    let rig = || Rig {
+        model: "multichannel",
+        window: 16,
+        channels: 8,
+        sensors: vec![("knock", pump(6, 5, knocking(0.2)))],
+    };
+    let got = run("jk", rig(), "").await;
+    let knock = of(&got, "knock");
+    assert_eq!(knock.len(), 1, "raised once and kept: {knock:?}");
+    assert_eq!(knock[0].1, "raised");
+    assert!((300..310).contains(&knock[0].0), "{knock:?}");
+    let got = run("jl", rig(), "per_channel = false").await;
+    assert_eq!(of(&got, "knock"), [], "the sum alone does not notice it");
 }

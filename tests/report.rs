@@ -105,7 +105,7 @@ fn the_report_for_a_skab_recording_opens_in_a_browser_with_its_plot() {
     let dom = browse(&page, &["--dump-dom"]);
     assert!(dom.contains("valve1/1.csv") && dom.contains("pump@v1"));
     assert_eq!(count(&dom, "<svg"), 2, "a probability and an energy plot");
-    assert!(dom.contains("alert at 0.999"));
+    assert!(dom.contains("alert at 0.9999"));
     let path = dom
         .split("class=\"series\" d=\"")
         .nth(1)

@@ -25,7 +25,7 @@ use tracing::{debug, error, info};
 
 use crate::detect::{
     AlertEvent, AlertState, Calibration, Carried, DetectorState, Explanation, Judge, ModelRef,
-    ShadowStats, StaleAlert, Transition, Verdict,
+    Scored, ShadowStats, StaleAlert, Transition, Verdict, energy_parts,
 };
 use crate::durable::checkpoint::Progress;
 use crate::model::ScoredBatch;
@@ -392,7 +392,8 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             level_windows: 0,
             ..self.judge.calibration
         };
-        let mut shadow_pass = batch.shadow.as_ref().map(|(info, energies)| {
+        let mut shadow_pass = batch.shadow.as_ref().map(|shadow| {
+            let info = &shadow.model;
             let (version, judge) = self
                 .shadow_judges
                 .entry(model.name.clone())
@@ -410,37 +411,62 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 shadow: info.version.clone(),
                 ..ShadowStats::default()
             };
-            (judge, sref, info.threshold, energies, stats)
+            (judge, sref, info.threshold, shadow, stats)
         });
         // Judge the whole batch first, then hand it on: the shadow comparison a promotion
         // reads covers every window whose energy has been published.
         let mut verdicts = Vec::with_capacity(batch.windows.len());
+        let mut parts = Vec::new();
         for (i, (w, &energy)) in batch.windows.iter().zip(energies).enumerate() {
+            let len = w.raw.data.len();
+            let channels = w.stream.channels.max(1);
+            // Each channel's part of the energy, for its calibration (empty: the energy alone).
+            parts.clear();
+            if let Some(r) = batch.residual.get(i * len..(i + 1) * len) {
+                energy_parts(r, channels, w.stream.names.group, &mut parts);
+            }
+            let scored = Scored {
+                energy,
+                parts: &parts,
+            };
             let mut verdict =
                 self.judge
-                    .judge(&w.stream, &model, batch.model.threshold, &w.raw, energy);
+                    .judge(&w.stream, &model, batch.model.threshold, &w.raw, scored);
             verdict.alerted_before = self
                 .alerted_through
                 .get(&verdict.stream)
                 .is_some_and(|&seq| verdict.seq <= seq);
             if verdict.transition.is_some() || verdict.first {
                 // Published with an alert or a state message: say what carried the energy.
-                let len = w.raw.data.len();
                 verdict.explanation = batch.residual.get(i * len..(i + 1) * len).and_then(|r| {
-                    let c = w.stream.channels.max(1);
                     Explanation::new(
-                        &Carried::of(r, c, w.stream.names.group),
+                        &Carried::of(r, channels, w.stream.names.group),
                         &w.stream.names,
-                        len / c,
+                        len / channels,
                     )
+                    .map(|e| e.with_unusual(verdict.unusual))
                 });
             }
-            if let Some((sjudge, sref, threshold, senergies, stats)) = shadow_pass.as_mut()
-                && let Some(&se) = senergies.get(i)
+            if let Some((sjudge, sref, threshold, shadow, stats)) = shadow_pass.as_mut()
+                && let Some(&se) = shadow.energies.get(i)
             {
+                parts.clear();
+                if let Some(r) = shadow.residual.get(i * len..(i + 1) * len) {
+                    energy_parts(r, channels, w.stream.names.group, &mut parts);
+                }
+                let scored = Scored {
+                    energy: se,
+                    parts: &parts,
+                };
                 // It learns only what the active judge found healthy: never a fault's windows.
-                let sv =
-                    sjudge.judge_guided(&w.stream, sref, *threshold, &w.raw, se, verdict.healthy());
+                let sv = sjudge.judge_guided(
+                    &w.stream,
+                    sref,
+                    *threshold,
+                    &w.raw,
+                    scored,
+                    verdict.healthy(),
+                );
                 stats.windows += 1;
                 stats.active_anomalous += u64::from(verdict.anomalous);
                 stats.shadow_anomalous += u64::from(sv.anomalous);

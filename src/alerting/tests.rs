@@ -5,7 +5,7 @@
 use super::*;
 use crate::detect::{Hysteresis, Names, StreamInfo};
 use crate::model::ModelError;
-use crate::model::worker::{ModelInfo, Window};
+use crate::model::worker::{ModelInfo, ShadowScored, Window};
 use crate::pipeline::{Mark, RawWindow};
 
 /// What the sink was handed, in order.
@@ -149,6 +149,15 @@ fn batch(s: &Arc<StreamInfo>, first: u64, energies: &[f32]) -> ScoredBatch {
         // One value per window: it carries all of the window's energy.
         residual: energies.iter().map(|e| e.sqrt()).collect(),
     }
+}
+
+/// A shadow's scores of a batch: its energies, each window's one value carrying all of it.
+fn shadow(version: &str, energies: Vec<f32>) -> Option<ShadowScored> {
+    Some(ShadowScored {
+        model: model(version),
+        residual: energies.iter().map(|e| e.sqrt()).collect(),
+        energies,
+    })
 }
 
 fn stage<T: Tap>(sink: &Recording, tap: T, resumed: Resumed) -> (Alerting<Recording, T>, Progress) {
@@ -346,7 +355,7 @@ async fn a_shadow_is_judged_beside_the_active_version_and_never_handed_on() {
     let sink = Recording::default();
     let (mut a, _) = stage(&sink, (), Resumed::default());
     let mut b = batch(&stream("vib/m1"), 0, &[0.5, 0.5, 0.5]);
-    b.shadow = Some((model("v2"), vec![2.0, 2.0, 2.0]));
+    b.shadow = shadow("v2", vec![2.0, 2.0, 2.0]);
     a.batch(b).await.unwrap();
     assert!(sink.alerts().is_empty());
     let stats = a.shadows.lock().unwrap()["vibration"].clone();
@@ -369,7 +378,7 @@ async fn a_promoted_shadow_hands_its_calibrations_on_so_streams_do_not_learn_aga
     let calm: Vec<f32> = (0..20).map(|i| 1.0 + (i % 5) as f32 * 0.1).collect();
     // v1 active with v2 in shadow: both learn the stream.
     let mut b = batch(&s, 0, &calm);
-    b.shadow = Some((model("v2"), calm.iter().map(|e| e * 3.0).collect()));
+    b.shadow = shadow("v2", calm.iter().map(|e| e * 3.0).collect());
     a.batch(b).await.unwrap();
     let judged = progress.snapshot()["vib/m1"].clone();
     assert_eq!(judged.detector.calibrator.unwrap().version, "v1");
@@ -428,7 +437,7 @@ async fn warming_shadow_with_a_quiet_stream(sink: &Recording) -> Alerting<Record
     });
     for (stream, windows) in [("vib/m1", 6), ("vib/m2", 2)] {
         let mut b = batch(&probability_stream(stream), 0, &vec![1.0; windows]);
-        b.shadow = Some((model("v2"), vec![2.0; windows]));
+        b.shadow = shadow("v2", vec![2.0; windows]);
         a.batch(b).await.unwrap();
     }
     assert!(!a.shadows.lock().unwrap()["vibration"].warm());
@@ -458,7 +467,7 @@ async fn a_stale_stream_does_not_hold_a_warming_shadow_back_until_it_returns() {
     // It comes back before the promotion: the shadow waits for it again.
     a.stale(stale(Transition::Cleared)).await.unwrap();
     let mut b = batch(&probability_stream("vib/m2"), 2, &[1.0]);
-    b.shadow = Some((model("v2"), vec![2.0]));
+    b.shadow = shadow("v2", vec![2.0]);
     a.batch(b).await.unwrap();
     assert!(!a.shadows.lock().unwrap()["vibration"].warm());
     assert_eq!(
@@ -486,7 +495,7 @@ async fn a_warming_shadow_never_learns_the_windows_of_a_raised_alert() {
     assert_eq!(sink.alerts().len(), 1);
     // A retrained version starts warming in shadow while the fault is still up.
     let mut b = batch(&s, 10, &[100.0; 12]);
-    b.shadow = Some((model("v2"), vec![300.0; 12]));
+    b.shadow = shadow("v2", vec![300.0; 12]);
     a.batch(b).await.unwrap();
     assert!(
         !a.shadows.lock().unwrap()["vibration"].warm(),
@@ -494,7 +503,7 @@ async fn a_warming_shadow_never_learns_the_windows_of_a_raised_alert() {
     );
     // The machine is healthy again: the alert clears, and the shadow learns from then on.
     let mut b = batch(&s, 22, &calm(10));
-    b.shadow = Some((model("v2"), calm(10).iter().map(|e| e * 3.0).collect()));
+    b.shadow = shadow("v2", calm(10).iter().map(|e| e * 3.0).collect());
     a.batch(b).await.unwrap();
     assert!(a.shadows.lock().unwrap()["vibration"].warm());
     // Promoted, it judges the fault's energies as anomalous: they were never learnt.

@@ -249,6 +249,9 @@ pub struct RawDetect {
     pub learn_below: f64,
     /// Time constant, in windows learnt from, of each channel's input level; 0: none.
     pub level_windows: u32,
+    /// Each channel's part of the energy is calibrated too; a window is as unusual as its
+    /// most unusual part (Bonferroni-corrected). false: the whole energy alone.
+    pub per_channel: bool,
     /// A stream silent for this many times its usual interval between messages is stale (a
     /// dead sensor, a cut cable): alerted until data returns. 0: never.
     pub stale_after: f64,
@@ -262,8 +265,8 @@ impl Default for RawDetect {
         Self {
             judge: "probability".into(),
             raise_after: 3,
-            clear_after: 50,
-            alert_probability: 0.999,
+            clear_after: 30,
+            alert_probability: 0.9999,
             learn_windows: c.learn_windows,
             memory_windows: c.memory_windows,
             tail_quantile: c.tail_quantile,
@@ -271,6 +274,7 @@ impl Default for RawDetect {
             drift_windows: c.drift_windows,
             learn_below: c.learn_below,
             level_windows: c.level_windows,
+            per_channel: c.per_channel,
             stale_after: 10.0,
             stale_min_s: 10.0,
         }
@@ -303,6 +307,7 @@ impl RawDetect {
             drift_windows: self.drift_windows,
             learn_below: self.learn_below,
             level_windows: self.level_windows,
+            per_channel: self.per_channel,
         }
     }
 }

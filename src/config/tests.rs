@@ -402,10 +402,12 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
         RawConfig::from_toml(&text).unwrap().validate()
     };
     let s = judged("", "").unwrap();
-    assert_eq!(s.streams[0].judging, Judging::Probability(0.999));
-    assert_eq!(s.calibration.learn_windows, 512);
-    let s = judged("alert_probability = 0.9999", "").unwrap();
     assert_eq!(s.streams[0].judging, Judging::Probability(0.9999));
+    assert_eq!(s.calibration.learn_windows, 512);
+    assert!(s.calibration.per_channel);
+    let s = judged("alert_probability = 0.999", "per_channel = false").unwrap();
+    assert_eq!(s.streams[0].judging, Judging::Probability(0.999));
+    assert!(!s.calibration.per_channel);
     let s = judged("threshold = 0.5", "").unwrap();
     assert_eq!(s.streams[0].judging, Judging::Energy(Some(0.5)));
     let s = judged("", "judge = \"threshold\"").unwrap();

@@ -6,7 +6,8 @@
 //! the window in time, with no second inference: the scorer hands each batch's residual on,
 //! [`Carried::of`] sums the squares per channel and per quarter of the window for the windows
 //! that publish an explanation (an alert, a state message, a `score` line), and
-//! [`Explanation`] names them.
+//! [`Explanation`] names them. [`energy_parts`] splits every window's energy per channel the
+//! same way, for the calibration of each part (`Calibration::per_channel`).
 
 use serde::Serialize;
 use serde::ser::SerializeMap;
@@ -16,6 +17,25 @@ pub const PARTS: usize = 4;
 
 /// Channels named in [`Explanation::top`] at most.
 pub const TOP: usize = 3;
+
+/// Each channel's part of a window's energy (each group's of `group` consecutive channels):
+/// the mean over the window's values of its squared residual, so the parts sum to the energy.
+/// Written into `out`, cleared first; empty for no channels.
+pub fn energy_parts(residual: &[f32], channels: usize, group: usize, out: &mut Vec<f32>) {
+    out.clear();
+    if channels == 0 || residual.is_empty() {
+        return;
+    }
+    let group = group.max(1);
+    out.resize(channels.div_ceil(group), 0.0);
+    for row in residual.chunks_exact(channels) {
+        for (c, &v) in row.iter().enumerate() {
+            out[c / group] += v * v;
+        }
+    }
+    let n = residual.len() as f32;
+    out.iter_mut().for_each(|p| *p /= n);
+}
 
 /// Groups an audio stream's mel bands are explained in.
 pub const MEL_GROUPS: usize = 8;
@@ -120,6 +140,21 @@ pub struct Explanation {
     pub rows: [usize; 2],
     /// That quarter's share of the energy.
     pub rows_share: f64,
+    /// Where each channel's part is calibrated (`[detect] per_channel`): the channel whose part
+    /// was the most unusual for that channel, which may carry little of the energy (a
+    /// temperature that is normally quiet in the residual).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unusual: Option<UnusualChannel>,
+}
+
+/// The channel whose part of the energy was the most unusual for it ([`Explanation::unusual`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnusualChannel {
+    /// Its name, as in [`Explanation::channels`].
+    pub channel: String,
+    /// The probability of its part under its own calibration alone (not corrected for the
+    /// number of channels).
+    pub probability: f64,
 }
 
 fn as_map<S: serde::Serializer>(v: &[(String, f64)], s: S) -> Result<S::Ok, S::Error> {
@@ -182,7 +217,21 @@ impl Explanation {
             top,
             rows: [first, last],
             rows_share: round3(most / total),
+            unusual: None,
         })
+    }
+
+    /// Names the part the calibration found most unusual (`Verdict::unusual`), if any.
+    #[must_use]
+    pub fn with_unusual(mut self, unusual: Option<super::Unusual>) -> Self {
+        self.unusual = unusual.and_then(|u| {
+            let (name, _) = self.channels.get(u.channel)?;
+            Some(UnusualChannel {
+                channel: name.clone(),
+                probability: u.probability,
+            })
+        });
+        self
     }
 }
 
@@ -210,6 +259,34 @@ mod tests {
         assert_eq!((e.rows, e.rows_share), ([6, 7], 1.0));
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["channels"]["Pressure"], 0.75);
+    }
+
+    #[test]
+    fn the_most_unusual_part_is_named_even_when_it_carries_little() {
+        let c = Carried {
+            channels: vec![0.05, 0.9, 0.05],
+            parts: [1.0, 0.0, 0.0, 0.0],
+        };
+        let names = Names::channels(
+            &["Temperature".into(), "Vibration".into(), "Flow".into()],
+            3,
+        );
+        let e = Explanation::new(&c, &names, 16).unwrap();
+        assert_eq!(e.unusual, None);
+        let e = e.with_unusual(Some(crate::detect::Unusual {
+            channel: 0,
+            probability: 0.99999,
+        }));
+        assert_eq!(e.top, ["Vibration"]);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["unusual"]["channel"], "Temperature");
+        assert_eq!(json["unusual"]["probability"], 0.99999);
+        // An index past the channels names nothing.
+        let e = e.with_unusual(Some(crate::detect::Unusual {
+            channel: 7,
+            probability: 0.9,
+        }));
+        assert_eq!(e.unusual, None);
     }
 
     #[test]

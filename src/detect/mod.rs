@@ -15,13 +15,30 @@ pub mod level;
 
 use std::collections::{BTreeMap, HashMap};
 
-pub use calibrate::{Calibration, Calibrator};
-pub use explain::{Carried, Explanation, Names};
+pub use calibrate::{Calibration, Calibrator, Reading, Unusual};
+pub use explain::{Carried, Explanation, Names, energy_parts};
 pub use level::{Drift, Level};
 
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{Mark, RawWindow};
+
+/// What the model said of one window: its energy and, where known, each channel's part of it
+/// (each group of mel bands' for audio; [`energy_parts`]), which [`Calibration::per_channel`]
+/// calibrates too. Energies alone convert into it (`5.0.into()`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored<'a> {
+    /// The window's energy.
+    pub energy: f32,
+    /// Each channel's part of `energy` (they sum to it); empty when unknown.
+    pub parts: &'a [f32],
+}
+
+impl From<f32> for Scored<'_> {
+    fn from(energy: f32) -> Self {
+        Self { energy, parts: &[] }
+    }
+}
 
 /// The alert state of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -284,6 +301,10 @@ pub struct Verdict {
     /// What carried its energy (set where one is published: alerts, state messages, `score`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Explanation>,
+    /// The part most unusual for its own channel, where parts are calibrated (it goes into
+    /// the explanation).
+    #[serde(skip)]
+    pub unusual: Option<Unusual>,
     /// Whether this is the first window seen of its stream (its state is not yet published).
     #[serde(skip)]
     pub first: bool,
@@ -535,9 +556,9 @@ impl Judge {
         model: &ModelRef,
         model_threshold: f32,
         window: &RawWindow,
-        energy: f32,
+        scored: Scored<'_>,
     ) -> Verdict {
-        self.judge_guided(stream, model, model_threshold, window, energy, true)
+        self.judge_guided(stream, model, model_threshold, window, scored, true)
     }
 
     /// [`Judge::judge`] for a shadow judge, which may learn `window` only where `may_learn`
@@ -551,9 +572,10 @@ impl Judge {
         model: &ModelRef,
         model_threshold: f32,
         window: &RawWindow,
-        energy: f32,
+        scored: Scored<'_>,
         may_learn: bool,
     ) -> Verdict {
+        let (energy, parts) = (scored.energy, scored.parts);
         let cal = self.calibration;
         let mut first = false;
         let saved = &mut self.saved;
@@ -564,6 +586,7 @@ impl Judge {
         });
         let (threshold, probability, learning, anomalous, transition);
         let mut alert_probability = None;
+        let mut unusual = None;
         match stream.judging {
             Judging::Energy(t) => {
                 detector.calibrator = None;
@@ -593,32 +616,35 @@ impl Judge {
                     }
                     l
                 });
-                let learn = |c: &mut Calibrator, level: &mut Option<Level>| {
+                let learn_level = |level: &mut Option<Level>, learnt: u64| {
                     if let Some(l) = level {
-                        l.learn(&window.data, stream.channels, c.seen, cal.level_windows);
+                        l.learn(&window.data, stream.channels, learnt, cal.level_windows);
                     }
-                    c.add(energy, &cal);
                 };
                 learning = c.learning(&cal);
                 if learning {
                     if may_learn {
-                        learn(&mut c, &mut level);
+                        learn_level(&mut level, c.seen);
+                        c.add(energy, parts, &cal);
                     }
                     (probability, anomalous, transition) = (None, false, None);
                 } else {
                     if let Some(l) = &mut level {
                         l.settle();
                     }
-                    let p = c.probability(energy, &cal);
+                    let reading = c.read(energy, parts, &cal);
+                    let p = reading.probability;
+                    unusual = reading.unusual;
                     probability = Some(p);
                     anomalous = p >= alert;
                     transition = detector.observe(anomalous);
-                    if may_learn
-                        && !anomalous
-                        && detector.state == AlertState::Normal
-                        && (cal.learn_below <= 0.0 || p < cal.learn_below)
-                    {
-                        learn(&mut c, &mut level);
+                    if may_learn && !anomalous && detector.state == AlertState::Normal {
+                        // Healthy: the level follows it under learn_below; the calibration takes
+                        // it only while no part is past learn_below on its own (Calibrator::learn).
+                        if cal.learn_below <= 0.0 || p < cal.learn_below {
+                            learn_level(&mut level, c.seen);
+                        }
+                        c.learn(energy, parts, &cal);
                     }
                     if cal.accept_after > 0 && detector.raised_for >= cal.accept_after {
                         // Raised this long: the level is the new normal. Learn it; the alert
@@ -652,6 +678,7 @@ impl Judge {
             transition,
             model: model.clone(),
             explanation: None,
+            unusual,
             first,
             detector: detector.saved(),
             alerted_before: false,

@@ -75,9 +75,9 @@ fn judge_uses_stream_override_and_builds_events() {
         data: vec![],
     };
     let mut j = Judge::new(Calibration::default());
-    let v = j.judge(&stream, &model, 1.0, &w, 5.0);
+    let v = j.judge(&stream, &model, 1.0, &w, 5.0.into());
     assert!(!v.anomalous && v.first && v.threshold == 10.0);
-    let v = j.judge(&stream, &model, 1.0, &w, 11.0);
+    let v = j.judge(&stream, &model, 1.0, &w, 11.0.into());
     assert!(!v.first);
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_500_000_123);
     let ev = AlertEvent::from_verdict(&v, "edge", at).unwrap();
@@ -116,7 +116,7 @@ fn judged(cal: Calibration, energies: impl IntoIterator<Item = f32>) -> Vec<(u64
             end: Mark::Index(0),
             data: vec![],
         };
-        let v = j.judge(&stream, &model, 1.0, &w, e);
+        let v = j.judge(&stream, &model, 1.0, &w, e.into());
         assert!(
             !(v.learning && v.anomalous),
             "a learning window is never anomalous"
@@ -207,14 +207,14 @@ fn a_new_model_version_learns_again() {
         version: "v1".into(),
     };
     for e in energies(16, |_| 1.0) {
-        assert!(j.judge(&stream, &v1, 1.0, &w, e).learning);
+        assert!(j.judge(&stream, &v1, 1.0, &w, e.into()).learning);
     }
-    assert!(!j.judge(&stream, &v1, 1.0, &w, 1.0).learning);
+    assert!(!j.judge(&stream, &v1, 1.0, &w, 1.0.into()).learning);
     let v2 = ModelRef {
         version: "v2".into(),
         ..v1
     };
-    let v = j.judge(&stream, &v2, 1.0, &w, 1_000.0);
+    let v = j.judge(&stream, &v2, 1.0, &w, 1_000.0.into());
     assert!(v.learning && !v.anomalous && v.probability.is_none());
     assert_eq!(v.detector.calibrator.unwrap().version, "v2");
 }
@@ -249,22 +249,22 @@ fn the_input_level_is_followed_from_healthy_windows_and_frozen_while_raised() {
     let e = energies(200, |_| 1.0);
     for (seq, &e) in e.iter().enumerate().take(16) {
         assert!(
-            j.judge(&stream, &v1, 1.0, &window(seq as u64, 1.0), e)
+            j.judge(&stream, &v1, 1.0, &window(seq as u64, 1.0), e.into())
                 .learning
         );
     }
     assert!(stream.drift.get().is_empty(), "no drift while learning");
     // Healthy windows at level 3: the drift follows, channel 1 stays put.
     for (seq, &e) in e.iter().enumerate().skip(16).take(100) {
-        let v = j.judge(&stream, &v1, 1.0, &window(seq as u64, 3.0), e);
+        let v = j.judge(&stream, &v1, 1.0, &window(seq as u64, 3.0), e.into());
         assert!(!v.anomalous);
     }
     let d = stream.drift.get();
     assert!((d[0] - 2.0).abs() < 1e-3 && d[1] == 0.0, "{d:?}");
     // A raised alert: its windows are not followed.
-    let v = j.judge(&stream, &v1, 1.0, &window(116, 50.0), 1e6);
+    let v = j.judge(&stream, &v1, 1.0, &window(116, 50.0), 1e6.into());
     assert_eq!(v.transition, Some(Transition::Raised));
-    j.judge(&stream, &v1, 1.0, &window(117, 50.0), 0.9);
+    j.judge(&stream, &v1, 1.0, &window(117, 50.0), 0.9.into());
     assert_eq!(stream.drift.get(), d, "frozen while raised");
     // It is saved with the detector, so a restart scores with the same drift.
     assert_eq!(v.detector.drift(), d);
@@ -273,7 +273,7 @@ fn the_input_level_is_followed_from_healthy_windows_and_frozen_while_raised() {
         version: "v2".into(),
         ..v1
     };
-    j.judge(&stream, &v2, 1.0, &window(118, 3.0), 1.0);
+    j.judge(&stream, &v2, 1.0, &window(118, 3.0), 1.0.into());
     assert!(stream.drift.get().is_empty());
 }
 

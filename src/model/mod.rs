@@ -15,7 +15,7 @@ pub use load::{check_models, injected_load_delay, load_model, load_off_runtime, 
 pub use manifest::{Manifest, ModelVersion};
 pub use registry::{Registry, RegistryError};
 pub use runtime::{Scorer, ort_environment};
-pub use worker::{ScoredBatch, ScorerContext, ScorerHandle, Window, spawn_scorer};
+pub use worker::{ScoredBatch, ScorerContext, ScorerHandle, ShadowScored, Window, spawn_scorer};
 
 /// Errors from loading, checking or running a model.
 #[derive(Debug, thiserror::Error)]

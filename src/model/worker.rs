@@ -94,11 +94,22 @@ pub struct ScoredBatch {
     pub windows: Vec<Window>,
     /// One energy per window.
     pub energies: Result<Vec<f32>, Arc<ModelError>>,
-    /// A shadow candidate's energies for the same windows (it never alerts).
-    pub shadow: Option<(Arc<ModelInfo>, Vec<f32>)>,
-    /// The windows' residuals end to end, W x C values each (empty when not scored): what an
-    /// alert's explanation is made of (`detect::explain`), summed only for the windows that
-    /// publish one.
+    /// A shadow candidate's scores of the same windows (it never alerts).
+    pub shadow: Option<ShadowScored>,
+    /// The windows' residuals end to end, W x C values each (empty when not scored): each
+    /// channel's part of the energy, which the calibration reads (`detect::energy_parts`), and
+    /// what an alert's explanation is made of (`detect::explain`).
+    pub residual: Vec<f32>,
+}
+
+/// A shadow candidate's scores of a batch's windows.
+#[derive(Debug)]
+pub struct ShadowScored {
+    /// The candidate.
+    pub model: Arc<ModelInfo>,
+    /// One energy per window.
+    pub energies: Vec<f32>,
+    /// Its residuals, as [`ScoredBatch::residual`] (each channel's part of its energies).
     pub residual: Vec<f32>,
 }
 
@@ -473,8 +484,15 @@ impl ScorerThread {
                         buf.extend_from_slice(&w.raw.data);
                     }
                 }
-                match catch_unwind(AssertUnwindSafe(|| s.score(buf, n))) {
-                    Ok(Ok(e)) => Some((sinfo.clone(), e)),
+                let mut residual = Vec::new();
+                match catch_unwind(AssertUnwindSafe(|| {
+                    s.score_explained(buf, n, Some(&mut residual))
+                })) {
+                    Ok(Ok(energies)) => Some(ShadowScored {
+                        model: sinfo.clone(),
+                        energies,
+                        residual,
+                    }),
                     Ok(Err(e)) => {
                         warn!(model = %s.label(), error = %e, "Shadow scoring failed for a batch.");
                         None

@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::config::RawConfig;
 use crate::detect::labels::LabelScore;
 use crate::detect::{
-    AlertEvent, Carried, Explanation, Hysteresis, Judge, ModelRef, Names, StreamInfo, Transition,
-    Verdict,
+    AlertEvent, Carried, Explanation, Hysteresis, Judge, ModelRef, Names, Scored, StreamInfo,
+    Transition, Verdict, energy_parts,
 };
 use crate::model::{ModelVersion, Scorer};
 use crate::pipeline::WindowSpec;
@@ -193,7 +193,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         .as_ref()
         .map(|_| crate::report::Report::default());
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let (mut data, mut residual) = (Vec::new(), Vec::new());
+    let (mut data, mut residual, mut parts) = (Vec::new(), Vec::new(), Vec::new());
     // Batches as small as the daemon's usually are, so the drift the judge sets reaches the
     // windows after it as it would there.
     for chunk in windows.chunks(OFFLINE_BATCH) {
@@ -214,12 +214,18 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
             .enumerate()
         {
             total += f64::from(energy);
-            let mut verdict = judge.judge(&stream, &model, model_threshold, win, energy);
+            energy_parts(r, c, stream.names.group, &mut parts);
+            let said = Scored {
+                energy,
+                parts: &parts,
+            };
+            let mut verdict = judge.judge(&stream, &model, model_threshold, win, said);
             if let (Some(r), Some(pass)) = (&mut retrainer, &mut pass) {
                 r.judged(pass, i, &stream, &verdict, win);
             }
             let carried = Carried::of(r, c, stream.names.group);
-            verdict.explanation = Explanation::new(&carried, &stream.names, w);
+            verdict.explanation = Explanation::new(&carried, &stream.names, w)
+                .map(|e| e.with_unusual(verdict.unusual));
             let label = match &labels {
                 // The window's newest row: windows start every `hop` rows.
                 Some(labels) => {
@@ -379,7 +385,13 @@ fn people_line(a: &AlertEvent) -> String {
                 Some(format!("{name} {:.0} %", 100.0 * share))
             })
             .collect();
-        format!("  carried by {}", shares.join(", "))
+        let unusual = e.unusual.as_ref().map_or_else(String::new, |u| {
+            format!(
+                "; most unusual for itself: {} ({:.5})",
+                u.channel, u.probability
+            )
+        });
+        format!("  carried by {}{unusual}", shares.join(", "))
     });
     format!(
         "{:<7} window {} ({} .. {})  probability {}  energy {}{top}",

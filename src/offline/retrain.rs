@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::{LearningSettings, Settings};
-use crate::detect::{Calibration, Judge, ModelRef, StreamInfo, Verdict};
+use crate::detect::{Calibration, Judge, ModelRef, Scored, StreamInfo, Verdict, energy_parts};
 use crate::model::{ModelVersion, Registry, Scorer};
 use crate::pipeline::RawWindow;
 use crate::train::TrainFromCapture;
@@ -205,19 +205,23 @@ impl Retrainer {
     /// The shadow's inference fails.
     pub fn begin(&mut self, chunk: &[RawWindow], buf: &mut Vec<f32>) -> anyhow::Result<Pass> {
         let mut warming = self.warming.take();
+        let mut residual = Vec::new();
         let energies = match &mut warming {
             Some(s) => {
                 buf.clear();
                 for w in chunk {
                     buf.extend_from_slice(&w.data);
                 }
-                s.scorer.score_explained(buf, chunk.len(), None)?
+                s.scorer
+                    .score_explained(buf, chunk.len(), Some(&mut residual))?
             }
             None => Vec::new(),
         };
         Ok(Pass {
             warming,
             energies,
+            residual,
+            parts: Vec::new(),
             due: false,
             warm: false,
         })
@@ -234,12 +238,20 @@ impl Retrainer {
         window: &RawWindow,
     ) {
         if let (Some(w), Some(&energy)) = (&mut pass.warming, pass.energies.get(i)) {
+            let len = window.data.len();
+            if let Some(r) = pass.residual.get(i * len..(i + 1) * len) {
+                energy_parts(r, stream.channels, stream.names.group, &mut pass.parts);
+            }
+            let scored = Scored {
+                energy,
+                parts: &pass.parts,
+            };
             let v = w.judge.judge_guided(
                 stream,
                 &w.model,
                 w.threshold,
                 window,
-                energy,
+                scored,
                 verdict.healthy(),
             );
             pass.warm = !v.learning;
@@ -286,6 +298,10 @@ pub struct Pass {
     warming: Option<Warming>,
     /// Its energies for the batch's windows.
     energies: Vec<f32>,
+    /// Its residuals for them, end to end (for each channel's part of the energy).
+    residual: Vec<f32>,
+    /// The window's parts, reused.
+    parts: Vec<f32>,
     /// The schedule ticked in the batch with no version warming.
     due: bool,
     /// Its calibration has learnt: it can serve.
