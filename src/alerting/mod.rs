@@ -28,7 +28,7 @@ use crate::detect::{
     Scored, ShadowStats, StaleAlert, Transition, Verdict, energy_parts,
 };
 use crate::durable::checkpoint::Progress;
-use crate::model::ScoredBatch;
+use crate::model::{ScoredBatch, Window};
 use crate::telemetry::Metrics;
 use crate::telemetry::health::Pulse;
 use crate::telemetry::metrics::{QueueLabel, StateLabel};
@@ -418,13 +418,7 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         let mut verdicts = Vec::with_capacity(batch.windows.len());
         let mut parts = Vec::new();
         for (i, (w, &energy)) in batch.windows.iter().zip(energies).enumerate() {
-            let len = w.raw.data.len();
-            let channels = w.stream.channels.max(1);
-            // Each channel's part of the energy, for its calibration (empty: the energy alone).
-            parts.clear();
-            if let Some(r) = batch.residual.get(i * len..(i + 1) * len) {
-                energy_parts(r, channels, w.stream.names.group, &mut parts);
-            }
+            let residual = window_parts(&batch.residual, i, w, &mut parts);
             let scored = Scored {
                 energy,
                 parts: &parts,
@@ -438,11 +432,12 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 .is_some_and(|&seq| verdict.seq <= seq);
             if verdict.transition.is_some() || verdict.first {
                 // Published with an alert or a state message: say what carried the energy.
-                verdict.explanation = batch.residual.get(i * len..(i + 1) * len).and_then(|r| {
+                let channels = w.stream.channels.max(1);
+                verdict.explanation = residual.and_then(|r| {
                     Explanation::new(
                         &Carried::of(r, channels, w.stream.names.group),
                         &w.stream.names,
-                        len / channels,
+                        r.len() / channels,
                     )
                     .map(|e| e.with_unusual(verdict.unusual))
                 });
@@ -450,10 +445,7 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             if let Some((sjudge, sref, threshold, shadow, stats)) = shadow_pass.as_mut()
                 && let Some(&se) = shadow.energies.get(i)
             {
-                parts.clear();
-                if let Some(r) = shadow.residual.get(i * len..(i + 1) * len) {
-                    energy_parts(r, channels, w.stream.names.group, &mut parts);
-                }
+                window_parts(&shadow.residual, i, w, &mut parts);
                 let scored = Scored {
                     energy: se,
                     parts: &parts,
@@ -560,6 +552,26 @@ impl<S: AlertSink> Output<S> {
         }
         Ok(())
     }
+}
+
+/// Window `i`'s residual in a batch's (`None` when the batch was scored without one), with
+/// each channel's part of its energy written into `parts` (empty without a residual: the
+/// energy alone is calibrated).
+fn window_parts<'a>(
+    all: &'a [f32],
+    i: usize,
+    w: &Window,
+    parts: &mut Vec<f32>,
+) -> Option<&'a [f32]> {
+    let len = w.raw.data.len();
+    let residual = all.get(i * len..(i + 1) * len);
+    energy_parts(
+        residual.unwrap_or_default(),
+        w.stream.channels.max(1),
+        w.stream.names.group,
+        parts,
+    );
+    residual
 }
 
 #[cfg(test)]

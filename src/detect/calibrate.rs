@@ -178,39 +178,17 @@ impl Calibrator {
         }
     }
 
-    /// Adds a window while learning: its energy and, with [`Calibration::per_channel`], each
-    /// channel's part of it (`parts`; empty when unknown). Non-finite energies are never
-    /// healthy and are ignored, as are parts that are not all finite.
-    pub fn add(&mut self, energy: f32, parts: &[f32], cal: &Calibration) {
-        self.take(energy, parts, cal);
-    }
-
     /// Adds a judged healthy window, but only while its energy and each of its parts are each
     /// under [`Calibration::learn_below`] in their own histogram (not corrected for their
-    /// number): an energy or a part that climbs a little every window stays in its tail
-    /// instead of dragging the tail up with it. Parts whose histograms are still learning
-    /// (they began later than the stream's) do not hold a window back.
-    pub fn learn(&mut self, energy: f32, parts: &[f32], cal: &Calibration) {
-        if cal.learn_below > 0.0 && !self.all_below(energy, parts, cal) {
+    /// number; `reading` is this window's, from [`Calibrator::read`]): an energy or a part
+    /// that climbs a little every window stays in its tail instead of dragging the tail up
+    /// with it. Parts whose histograms are still learning (they began later than the
+    /// stream's) do not hold a window back.
+    pub fn learn(&mut self, energy: f32, parts: &[f32], reading: &Reading, cal: &Calibration) {
+        if cal.learn_below > 0.0 && reading.highest >= cal.learn_below {
             return;
         }
-        self.take(energy, parts, cal);
-    }
-
-    fn all_below(&self, energy: f32, parts: &[f32], cal: &Calibration) -> bool {
-        let below = |h: &Histogram, u: f64| {
-            h.tail_probability(u, cal)
-                .is_none_or(|t| 1.0 - t < cal.learn_below)
-        };
-        if !energy.is_finite() || !below(&self.energy, self.relative(energy, cal)) {
-            return false;
-        }
-        !self.channels_ready(parts, cal)
-            || self
-                .channels
-                .iter()
-                .zip(parts)
-                .all(|(h, &p)| below(h, log10_energy(p)))
+        self.add(energy, parts, cal);
     }
 
     /// Whether `parts` are read: per channel, as many as the histograms, which have learnt.
@@ -221,7 +199,10 @@ impl Calibrator {
             && self.channels_seen >= u64::from(cal.learn_windows)
     }
 
-    fn take(&mut self, energy: f32, parts: &[f32], cal: &Calibration) {
+    /// Adds a window while learning: its energy and, with [`Calibration::per_channel`], each
+    /// channel's part of it (`parts`; empty when unknown). Non-finite energies are never
+    /// healthy and are ignored, as are parts that are not all finite.
+    pub fn add(&mut self, energy: f32, parts: &[f32], cal: &Calibration) {
         if !energy.is_finite() {
             return;
         }
@@ -266,6 +247,7 @@ impl Calibrator {
     pub fn read(&self, energy: f32, parts: &[f32], cal: &Calibration) -> Reading {
         let certain = Reading {
             probability: 1.0,
+            highest: 1.0,
             unusual: None,
         };
         if !energy.is_finite() {
@@ -277,12 +259,14 @@ impl Calibrator {
         else {
             return Reading {
                 probability: 0.0,
+                highest: 0.0,
                 unusual: None,
             };
         };
         if !self.channels_ready(parts, cal) {
             return Reading {
                 probability: 1.0 - whole,
+                highest: 1.0 - whole,
                 unusual: None,
             };
         }
@@ -300,6 +284,7 @@ impl Calibrator {
         let tail = most.map_or(whole, |(_, t)| t.min(whole));
         Reading {
             probability: 1.0 - (tail * (parts.len() + 1) as f64).min(1.0),
+            highest: 1.0 - tail,
             unusual: most.map(|(channel, t)| Unusual {
                 channel,
                 probability: 1.0 - t,
@@ -313,6 +298,9 @@ impl Calibrator {
 pub struct Reading {
     /// The window's probability ([`Calibrator::probability`]).
     pub probability: f64,
+    /// The highest probability of the energy and each part, each alone (not corrected):
+    /// what [`Calibrator::learn`] holds against [`Calibration::learn_below`].
+    pub highest: f64,
     /// With parts: the one most unusual for its own channel.
     pub unusual: Option<Unusual>,
 }
@@ -583,6 +571,12 @@ mod tests {
         c
     }
 
+    /// Reads a judged window, then learns it as the judge does.
+    fn learn(c: &mut Calibrator, energy: f32, parts: &[f32], cal: &Calibration) {
+        let reading = c.read(energy, parts, cal);
+        c.learn(energy, parts, &reading, cal);
+    }
+
     fn per_channel(on: bool) -> Calibration {
         Calibration {
             per_channel: on,
@@ -651,15 +645,15 @@ mod tests {
         let mut knock = calm.clone();
         knock[5] *= 8.0; // past its own 0.99 (e^-8), not past the alert probability
         let seen = c.seen;
-        c.learn(knock.iter().sum(), &knock, &cal);
+        learn(&mut c, knock.iter().sum(), &knock, &cal);
         assert_eq!(
             c.seen, seen,
             "a part past learn_below holds the window back"
         );
-        c.learn(calm.iter().sum(), &calm, &cal);
+        learn(&mut c, calm.iter().sum(), &calm, &cal);
         assert_eq!(c.seen, seen + 1);
         // Without parts the same energy is learnt: the sum alone is not in its tail.
-        c.learn(knock.iter().sum(), &[], &cal);
+        learn(&mut c, knock.iter().sum(), &[], &cal);
         assert_eq!(c.seen, seen + 2);
     }
 
@@ -683,7 +677,7 @@ mod tests {
         // The parts learn from the windows learnt after it, then count.
         for u in uniforms(10, 1_000 * 8).chunks_exact(8) {
             let p = parts_of(u);
-            c.learn(p.iter().sum(), &p, &cal);
+            learn(&mut c, p.iter().sum(), &p, &cal);
         }
         let each = c.probability(energy, &parts, &cal);
         assert!(each > 0.9995 && alone < 0.999, "{each} against {alone}");

@@ -20,21 +20,31 @@ pub const TOP: usize = 3;
 
 /// Each channel's part of a window's energy (each group's of `group` consecutive channels):
 /// the mean over the window's values of its squared residual, so the parts sum to the energy.
-/// Written into `out`, cleared first; empty for no channels.
+/// Written into `out`, cleared first; empty for no channels or no residual.
 pub fn energy_parts(residual: &[f32], channels: usize, group: usize, out: &mut Vec<f32>) {
-    out.clear();
-    if channels == 0 || residual.is_empty() {
+    if residual.is_empty() {
+        out.clear();
         return;
     }
+    sum_squares(residual, channels, group, out);
+    let n = residual.len() as f32;
+    out.iter_mut().for_each(|p| *p /= n);
+}
+
+/// `residual` (W x C values, sample-major) squared and summed per channel, `group`
+/// consecutive channels together, into `out` (cleared first; empty for no channels).
+fn sum_squares(residual: &[f32], channels: usize, group: usize, out: &mut Vec<f32>) {
     let group = group.max(1);
+    out.clear();
     out.resize(channels.div_ceil(group), 0.0);
+    if channels == 0 {
+        return;
+    }
     for row in residual.chunks_exact(channels) {
         for (c, &v) in row.iter().enumerate() {
             out[c / group] += v * v;
         }
     }
-    let n = residual.len() as f32;
-    out.iter_mut().for_each(|p| *p /= n);
 }
 
 /// Groups an audio stream's mel bands are explained in.
@@ -57,22 +67,14 @@ impl Carried {
     /// consecutive channels `group` at a time (1: every channel alone), and per quarter of the
     /// rows.
     pub fn of(residual: &[f32], channels: usize, group: usize) -> Self {
-        let group = group.max(1);
-        let mut out = Self {
-            channels: vec![0.0; channels.div_ceil(group)],
-            parts: [0.0; PARTS],
-        };
+        let mut out = Self::default();
+        sum_squares(residual, channels, group, &mut out.channels);
         if channels == 0 {
             return out;
         }
         let rows = residual.len() / channels;
         for (r, row) in residual.chunks_exact(channels).enumerate() {
-            let mut sum = 0.0;
-            for (c, &v) in row.iter().enumerate() {
-                let sq = v * v;
-                out.channels[c / group] += sq;
-                sum += sq;
-            }
+            let sum: f32 = row.iter().map(|v| v * v).sum();
             out.parts[(r * PARTS / rows.max(1)).min(PARTS - 1)] += sum;
         }
         out

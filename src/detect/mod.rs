@@ -644,7 +644,7 @@ impl Judge {
                         if cal.learn_below <= 0.0 || p < cal.learn_below {
                             learn_level(&mut level, c.seen);
                         }
-                        c.learn(energy, parts, &cal);
+                        c.learn(energy, parts, &reading, &cal);
                     }
                     if cal.accept_after > 0 && detector.raised_for >= cal.accept_after {
                         // Raised this long: the level is the new normal. Learn it; the alert

@@ -239,9 +239,13 @@ impl Retrainer {
     ) {
         if let (Some(w), Some(&energy)) = (&mut pass.warming, pass.energies.get(i)) {
             let len = window.data.len();
-            if let Some(r) = pass.residual.get(i * len..(i + 1) * len) {
-                energy_parts(r, stream.channels, stream.names.group, &mut pass.parts);
-            }
+            let residual = pass.residual.get(i * len..(i + 1) * len);
+            energy_parts(
+                residual.unwrap_or_default(),
+                stream.channels,
+                stream.names.group,
+                &mut pass.parts,
+            );
             let scored = Scored {
                 energy,
                 parts: &pass.parts,
