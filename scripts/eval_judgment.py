@@ -12,15 +12,18 @@ adaptation and hysteresis, in stream order), then the published protocol on what
   probationary rows instead, as the daemon's cold start calibrates.
 - SKAB valve1 (16 files): trained on rows 0-399, windows of 16 rows x 8 channels; row t of the
   test part is predicted anomalous when the alert is up after the window ending at it (the
-  daemon's verdict), and, beside it, when that window alone is anomalous; F1 / FAR / MAR pooled.
+  daemon's verdict), and, beside it, when that window alone is anomalous; F1 / FAR / MAR pooled,
+  and the alerts raised per file (one episode each: how often an incident is paged again).
 
 Each judging rule in --rules is run on the same trained models; by default
 `threshold:clear_after=5` (the first default: energy over the model's calibrated threshold,
 clear after 5), `probability:alert_probability=0.999,clear_after=50,per_channel=false` (the
 calibrated probability of the whole energy, the default until round eleven of
-docs/EVALUATION.md) and `probability` (the default: each channel's part calibrated too). Any `[detect]` override goes after a colon as
-KEY=VALUE, e.g. `probability:alert_probability=0.9999,clear_after=5`. --modes takes ebgan, ae,
-ebgan-conv and ae-conv (the temporal convolutional D).
+docs/EVALUATION.md), `probability:clear_after=30` (round eleven's: each channel's part
+calibrated too) and `probability` (the default since round twelve: clear after 10). Any
+`[detect]` override goes after a colon as KEY=VALUE, e.g.
+`probability:alert_probability=0.9999,clear_after=5`. --modes takes ebgan, ae, ebgan-conv and
+ae-conv (the temporal convolutional D).
 
 - MIMII fan (10 healthy, 10 faulty clips): 5 rotations, each trained (`train --logmel`) on 5
   healthy clips and scored on the other 5 and the 10 faulty ones; clip score = mean window
@@ -183,6 +186,7 @@ def skab_eval(binary, data, mode, seed, rules, window_len=SKAB_W):
     read = ["--delimiter", ";", "--timestamp-column", "datetime", "--columns", SKAB_COLUMNS]
     files = sorted((data / "skab" / "valve1").glob("*.csv"), key=lambda p: int(p.stem))
     counts = {r: {"state": np.zeros(4), "window": np.zeros(4)} for r in rules}
+    raises = {r: 0 for r in rules}
     for path in files:
         folder = "skab" if window_len == SKAB_W else f"skab-w{window_len}"
         model = binary.train(f"{folder}/{path.stem}", path, read, ":400", window_len, mode, seed,
@@ -197,6 +201,7 @@ def skab_eval(binary, data, mode, seed, rules, window_len=SKAB_W):
             for v in lines:
                 row = v["seq"] + window_len - 1
                 state[row] = v["state"] == "raised"
+                raises[rule] += v.get("transition") == "raised"
                 window[row] = v["anomalous"]
             for pred, key in ((state, "state"), (window, "window")):
                 p, t = pred[400:], y[400:]
@@ -207,6 +212,7 @@ def skab_eval(binary, data, mode, seed, rules, window_len=SKAB_W):
         for key, (tp, fp, tn, fn) in c.items():
             out[rule][key] = {"f1": 2 * tp / (2 * tp + fp + fn), "far": fp / (fp + tn),
                               "mar": fn / (fn + tp)}
+        out[rule]["raises_per_file"] = raises[rule] / len(files)
     return out
 
 
@@ -280,7 +286,7 @@ def main(argv=None):
     p.add_argument("--only", default="nab,skab,fan,dcase")
     p.add_argument("--rules", default="threshold:clear_after=5;"
                    "probability:alert_probability=0.999,clear_after=50,per_channel=false;"
-                   "probability",
+                   "probability:clear_after=30;probability",
                    help="judging rules separated by ';' (see the module docs)")
     p.add_argument("--nab-start", choices=("stream", "after-training"), default="stream",
                    help="NAB: score from each file's first row (calibration learns on the "
@@ -405,8 +411,9 @@ def table(results, modes, rules, only):
     if not any(k in only for k in ("nab", "skab")):
         return
     print("| mode | judging | NAB dev standard | low FP | low FN | NAB windows hit | NAB false "
-          "alerts | SKAB F1 / FAR % / MAR % (alert up) | SKAB (window alone) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "alerts | SKAB F1 / FAR % / MAR % (alert up) | SKAB (window alone) "
+          "| SKAB alerts per file |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for mode in modes:
         rs = [r for r in results if r["mode"] == mode]
         for rule in rules:
@@ -427,8 +434,10 @@ def table(results, modes, rules, only):
                         stat(lambda r: r["skab"][rule][key]["f1"], "{:.3f}"),
                         stat(lambda r: 100 * r["skab"][rule][key]["far"]),
                         stat(lambda r: 100 * r["skab"][rule][key]["mar"])]))
+                cells.append(stat(lambda r: r["skab"][rule].get("raises_per_file", np.nan),
+                                  "{:.2f}"))
             else:
-                cells += ["–", "–"]
+                cells += ["–", "–", "–"]
             print("| " + " | ".join(cells) + " |")
 
 

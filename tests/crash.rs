@@ -158,7 +158,7 @@ fn check_against_truth(obs: &Observer, sent: &[Vec<f32>], port: u16) -> usize {
             Judging::Probability(0.9999),
             Hysteresis {
                 raise_after: 3, // the defaults
-                clear_after: 30,
+                clear_after: 10,
             },
             1,
         );

@@ -273,12 +273,11 @@ async fn a_step_held_past_accept_after_becomes_the_new_normal() {
     assert_eq!(step.len(), 2, "raised once, cleared once: {step:?}");
     assert_eq!(step[0].1, "raised");
     assert!((300..310).contains(&step[0].0), "{step:?}");
-    // 200 windows raised, 64 learning the new level, then clear_after (30) normal windows.
+    // 200 windows raised, 64 learning the new level, then clear_after (the default, 10)
+    // normal windows.
     assert_eq!(step[1].1, "cleared");
-    assert!(
-        (step[0].0 + 200 + LEARN + 30 - 5..step[0].0 + 200 + LEARN + 30 + 5).contains(&step[1].0),
-        "{step:?}"
-    );
+    let cleared = step[0].0 + 200 + LEARN + 10;
+    assert!((cleared - 5..cleared + 5).contains(&step[1].0), "{step:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

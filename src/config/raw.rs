@@ -265,7 +265,7 @@ impl Default for RawDetect {
         Self {
             judge: "probability".into(),
             raise_after: 3,
-            clear_after: 30,
+            clear_after: 10,
             alert_probability: 0.9999,
             learn_windows: c.learn_windows,
             memory_windows: c.memory_windows,
