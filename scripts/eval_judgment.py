@@ -137,8 +137,10 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
     """start: "stream" scores each file from its first row, so the calibration learns on the
     stream's first windows, most of them the rows the model was trained on (a model trained
     offline and deployed from the stream's start); "after-training" scores from the end of the
-    probationary rows, so it learns on windows the model has not seen, as the daemon's cold
-    start does (capture, train, activate, then learn_windows before judging). retrain: replay
+    probationary rows, so it learns on windows the model has not seen (capture, train,
+    activate, then learn_windows before judging); "seeded" scores from the end of the
+    probationary rows with the calibration seeded by their newest windows (`score
+    --seed-rows`), as the daemon's cold start does since round thirteen. retrain: replay
     the daemon's continual learning every that many windows (`score --retrain-every`).
     trainer: further trainer arguments (`--latent 4`); their models are cached apart."""
     read = ["--columns", "value", "--timestamp-column", "timestamp"]
@@ -151,8 +153,10 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
             folder += "-" + "".join(trainer).replace("-", "")
         model = binary.train(f"{folder}/{key.replace('/', '_')}", path, read, f":{prob}", window,
                              mode, seed, worker=trainer)
-        first = prob if start == "after-training" else 0
+        first = prob if start in ("after-training", "seeded") else 0
         rows = ["--rows", f"{first}:"] if first else []
+        if start == "seeded":
+            rows += ["--seed-rows", f":{prob}"]
         if retrain:
             rows += ["--retrain-every", str(retrain)]
         for rule in rules:
@@ -288,10 +292,12 @@ def main(argv=None):
                    "probability:alert_probability=0.999,clear_after=50,per_channel=false;"
                    "probability:clear_after=30;probability",
                    help="judging rules separated by ';' (see the module docs)")
-    p.add_argument("--nab-start", choices=("stream", "after-training"), default="stream",
+    p.add_argument("--nab-start", choices=("stream", "after-training", "seeded"),
+                   default="stream",
                    help="NAB: score from each file's first row (calibration learns on the "
-                        "training rows) or from the end of its probationary rows (the daemon's "
-                        "cold start: calibration learns on rows the model has not seen)")
+                        "training rows), from the end of its probationary rows (calibration "
+                        "learns on rows the model has not seen), or from there with the "
+                        "calibration seeded by the probationary rows (the daemon's cold start)")
     p.add_argument("--nab-retrain", type=int, default=0, metavar="N",
                    help="NAB: replay the daemon's continual learning, retraining every N windows "
                         "(288: the daily default at 5-minute steps; 0: off)")

@@ -24,6 +24,7 @@ use crate::model::{
 use crate::mqtt::Publisher;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::StateLabel;
+use crate::train::learn::Recent;
 
 /// The models being served and how they change: the registry, each model's scorer and the
 /// version it serves, and the recent healthy windows the gate scores candidates on.
@@ -47,10 +48,11 @@ pub(crate) struct Models {
     pub(crate) scorer: Option<ScorerContext>,
 }
 
-/// A model still learning: its learner task holds the window queue until a version exists.
+/// A model still learning: its learner task holds the window queue until a version exists,
+/// then hands it back with each stream's newest windows.
 pub(crate) struct Learner {
     pub(crate) handover: oneshot::Sender<()>,
-    pub(crate) task: tokio::task::JoinHandle<mpsc::Receiver<Window>>,
+    pub(crate) task: tokio::task::JoinHandle<(mpsc::Receiver<Window>, Recent)>,
 }
 
 /// Outcomes of background work, back to the control loop.
@@ -598,9 +600,35 @@ impl Models {
         };
         // The learner stops between two windows and returns the queue; nothing is dropped.
         learner.handover.send(()).ok();
-        let rx = learner.task.await.map_err(|_| ModelError::WorkerGone {
+        let (rx, recent) = learner.task.await.map_err(|_| ModelError::WorkerGone {
             model: model.into(),
         })?;
+        // Each stream's newest learning windows, scored by the new version, calibrate it
+        // before the version's first window: the streams are judged at once (NAB's rule).
+        // They reach the alerting stage before any window this scorer scores.
+        let (scorer, seeds) = tokio::task::spawn_blocking(move || {
+            let mut scorer = scorer;
+            let seeds = recent.score(&mut scorer);
+            (scorer, seeds)
+        })
+        .await
+        .map_err(|e| ModelError::Ort(format!("scoring the learning windows failed: {e}")))?;
+        match seeds {
+            Ok(seeds) => {
+                let streams = seeds.len();
+                ctx.seeds
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(seeds);
+                info!(
+                    model,
+                    version, streams, "Streams calibrated on their learning windows."
+                );
+            }
+            Err(e) => {
+                warn!(model, version, error = %e, "Cannot score the learning windows; the streams learn under the new version instead.");
+            }
+        }
         let handle = spawn_scorer(scorer, rx, &scorer_ctx, ctx.tracker)?;
         self.scorers.insert(model.to_owned(), handle);
         self.served.insert(model.to_owned(), version.to_owned());
@@ -635,6 +663,8 @@ pub(crate) struct Context<'a> {
     pub(crate) stop: CancellationToken,
     /// Shadow comparisons, kept by the alerting stage.
     pub(crate) shadows: crate::alerting::Shadows,
+    /// First versions' calibration seeds, taken by the alerting stage.
+    pub(crate) seeds: crate::alerting::Seeds,
 }
 
 impl Context<'_> {

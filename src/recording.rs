@@ -73,7 +73,8 @@ pub struct InputArgs {
     pub rows: Option<(Option<usize>, Option<usize>)>,
 }
 
-fn parse_rows(s: &str) -> Result<(Option<usize>, Option<usize>), String> {
+/// Parses `A:B` row ranges (the `--rows` flag's syntax).
+pub(crate) fn parse_rows(s: &str) -> Result<(Option<usize>, Option<usize>), String> {
     let (a, b) = s
         .split_once(':')
         .ok_or("expected A:B, e.g. 0:400 or 400:")?;

@@ -232,28 +232,32 @@ fn missing_library_says_how_to_install_it() {
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
 }
 
+/// `ebgand score` of a SKAB recording through the multichannel fixture, every window (hop 1),
+/// reading `cols`; the file and further flags go after.
+fn skab_score_args(cols: &str) -> Vec<&str> {
+    vec![
+        "score",
+        "--model",
+        "models/multichannel/fixture-1",
+        "--delimiter",
+        ";",
+        "--timestamp-column",
+        "datetime",
+        "--columns",
+        cols,
+        "--hop",
+        "1",
+    ]
+}
+
 #[test]
 fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
     let csv = shared_data().join("skab/valve1/0.csv");
     let rows = std::fs::read_to_string(&csv).unwrap().lines().count() as u64 - 1;
     let cols = "Accelerometer1RMS,Accelerometer2RMS,Current,Pressure,Temperature,Thermocouple,Voltage,Volume Flow RateRMS";
-    let o = ebgand(
-        &[
-            "score",
-            "--model",
-            "models/multichannel/fixture-1",
-            "--delimiter",
-            ";",
-            "--timestamp-column",
-            "datetime",
-            "--columns",
-            cols,
-            "--hop",
-            "1",
-            csv.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let mut args = skab_score_args(cols);
+    args.push(csv.to_str().unwrap());
+    let o = ebgand(&args, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let lines = window_lines(&o);
     assert_eq!(lines.len() as u64, expected_windows(rows, 16, 1));
@@ -287,6 +291,58 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
         }
     }
     assert!(lines[0]["start"].as_str().unwrap().starts_with("2020-"));
+}
+
+/// `--seed-rows` replays the daemon's cold start: the seed rows calibrate the stream, so the
+/// rows after them are judged from the first window on, with the probabilities the same
+/// windows get when the recording is scored from its start.
+#[test]
+fn score_seed_rows_judges_from_the_first_window_like_the_stream_s_start() {
+    let csv = shared_data().join("skab/valve1/0.csv");
+    let cols = "Accelerometer1RMS,Accelerometer2RMS,Current,Pressure,Temperature,Thermocouple,Voltage,Volume Flow RateRMS";
+    let score = |extra: &[&str]| {
+        let mut args = skab_score_args(cols);
+        args.extend_from_slice(extra);
+        args.push(csv.to_str().unwrap());
+        // Inputs scored as they arrive: the seed is scored before judging begins, so the level
+        // drift the whole run takes off its windows after the first 512 is not taken off the
+        // seed's (the daemon's seed is the same).
+        let o = ebgand(&args, &[("EBGAND__DETECT__LEVEL_WINDOWS", "0")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        window_lines(&o)
+    };
+    // 800 seed rows: 785 windows, the first 512 learnt and the rest judged, as from the start.
+    let whole = score(&[]);
+    let seeded = score(&["--seed-rows", ":800", "--rows", "785:"]);
+    assert!(!seeded.is_empty());
+    assert!(
+        seeded.iter().all(|l| l["learning"] == false),
+        "a seeded window was learning"
+    );
+    // Window k of the seeded run is window 785 + k of the whole one: the same rows.
+    for (k, l) in seeded.iter().enumerate().take(20) {
+        let same = &whole[785 + k];
+        assert_eq!(l["start"], same["start"]);
+        let (p, q) = (
+            l["probability"].as_f64().unwrap(),
+            same["probability"].as_f64().unwrap(),
+        );
+        assert!((p - q).abs() < 1e-9, "window {k}: {p} against {q}");
+    }
+    // A seed the model cannot read is refused with the flag's name.
+    let o = ebgand(
+        &[
+            "score",
+            "--model",
+            "models/multichannel/fixture-1",
+            "--seed-rows",
+            "x",
+            csv.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--seed-rows"), "{}", stderr(&o));
 }
 
 #[test]

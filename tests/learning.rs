@@ -43,6 +43,29 @@ fn events(obs: &Observer, prefix: &str, event: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Publishes `windows` healthy windows for a model to learn from, and waits (at most a minute)
+/// for the first version trained on them to be activated; returns that version.
+async fn learn_first_version(
+    obs: &Observer,
+    prefix: &str,
+    tx: &mut Sender,
+    m: &mut Machine,
+    windows: usize,
+) -> String {
+    publish_windows(tx, m, windows, false).await;
+    tx.flushed().await;
+    eventually(
+        Duration::from_secs(60),
+        "first version trained and activated",
+        || !events(obs, prefix, "activated").is_empty(),
+    )
+    .await;
+    events(obs, prefix, "activated")[0]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer() {
     let broker = Mosquitto::start().await;
@@ -73,18 +96,7 @@ async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer
     // Learning: the stream alone teaches the daemon what healthy looks like.
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(21);
-    publish_windows(&mut tx, &mut m, 400, false).await;
-    tx.flushed().await;
-    eventually(
-        Duration::from_secs(60),
-        "first version trained and activated",
-        || !events(&obs, prefix, "activated").is_empty(),
-    )
-    .await;
-    let version = events(&obs, prefix, "activated")[0]["version"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let version = learn_first_version(&obs, prefix, &mut tx, &mut m, 400).await;
     assert_eq!(
         registry.active("vibration").unwrap().as_deref(),
         Some(version.as_str())
@@ -192,6 +204,68 @@ async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer
     daemon.shutdown().await.unwrap();
 }
 
+/// NAB's rule for a cold start: learn on the probationary period, then judge. The first
+/// version's calibration is seeded with the stream's newest learning windows, so the stream is
+/// judged from that version's first window on, not after `learn_windows` more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_version_judges_its_streams_at_once() {
+    let broker = Mosquitto::start().await;
+    let prefix = "seeded";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = settings(
+        broker.port,
+        prefix,
+        &VIBRATION
+            .replace("path = \"models/vibration/fixture-1\"", "")
+            .replace(
+                "judge = \"threshold\"",
+                "judge = \"probability\"\nalert_probability = 0.999",
+            ),
+    );
+    s.learning.period.windows = 300;
+    s.learning.steps = 200;
+    s.calibration.learn_windows = 128;
+    with_trainer(&mut s);
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(5);
+    let version = learn_first_version(&obs, prefix, &mut tx, &mut m, 300).await;
+
+    // The version's first window is judged: a probability, not learning.
+    publish_windows(&mut tx, &mut m, 20, false).await;
+    publish_windows(&mut tx, &mut m, 10, true).await;
+    tx.flushed().await;
+    let topic = format!("{prefix}/state/vibration/m1");
+    eventually(Duration::from_secs(20), "the version's first state", || {
+        obs.on(&topic)
+            .iter()
+            .any(|s| s.json["model"]["version"] == version.as_str())
+    })
+    .await;
+    let first = obs
+        .on(&topic)
+        .into_iter()
+        .find(|s| s.json["model"]["version"] == version.as_str())
+        .unwrap()
+        .json;
+    // (`learning` is left out of a state message when false.)
+    assert_ne!(first["learning"], true, "{first}");
+    assert!(first["probability"].as_f64().is_some(), "{first}");
+    assert_eq!(first["seq"], 300, "the version's first window: {first}");
+    // And a fault right after activation is raised: without the seed these windows would
+    // still be learning (128 of them).
+    eventually(Duration::from_secs(20), "alert on the fault", || {
+        !obs.on(&format!("{prefix}/alerts/")).is_empty()
+    })
+    .await;
+    let alert = obs.on(&format!("{prefix}/alerts/"))[0].json.clone();
+    assert_eq!(alert["state"], "raised");
+    assert_eq!(alert["model"]["version"], version.as_str());
+    let seq = alert["seq"].as_u64().unwrap();
+    assert!((320..330).contains(&seq), "raised on the fault: {alert}");
+    daemon.shutdown().await.unwrap();
+}
+
 /// Continual learning is the default for a model that learnt from its stream: it retrains on
 /// `[learning] retrain_every_s` from its captured healthy windows; a model seeded from a folder
 /// on the same schedule does not (unless `retrain_seeded`).
@@ -296,17 +370,8 @@ async fn a_retrained_version_warms_up_in_shadow_across_a_restart_and_no_stream_l
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(44);
 
-    // The first version, then its calibration learns and judges.
-    publish_windows(&mut tx, &mut m, 300, false).await;
-    tx.flushed().await;
-    eventually(Duration::from_secs(60), "first version activated", || {
-        !events(&obs, prefix, "activated").is_empty()
-    })
-    .await;
-    let first = events(&obs, prefix, "activated")[0]["version"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    // The first version judges from its first window (calibrated on the learning windows).
+    let first = learn_first_version(&obs, prefix, &mut tx, &mut m, 300).await;
     publish_windows(&mut tx, &mut m, 60, false).await;
     tx.flushed().await;
     let energy = format!("{prefix}/energy/");
@@ -394,10 +459,12 @@ async fn a_retrained_version_warms_up_in_shadow_across_a_restart_and_no_stream_l
             .filter(|j| j["model"]["version"] == version && j["learning"] == true)
             .count()
     };
+    // The first version was calibrated on the stream's learning windows, and the second took
+    // over the shadow's calibration: no window of either was spent learning.
     assert_eq!(
         learning(&first),
-        LEARN as usize,
-        "the first version learns once"
+        0,
+        "the first version learnt after its training"
     );
     assert_eq!(learning(&second), 0, "the stream learnt again");
     assert!(

@@ -25,7 +25,7 @@ use tracing::{debug, error, info};
 
 use crate::detect::{
     AlertEvent, AlertState, Calibration, Carried, DetectorState, Explanation, Judge, ModelRef,
-    Scored, ShadowStats, StaleAlert, Transition, Verdict, energy_parts,
+    Scored, Seed, ShadowStats, StaleAlert, Transition, Verdict, energy_parts,
 };
 use crate::durable::checkpoint::Progress;
 use crate::model::{ScoredBatch, Window};
@@ -149,6 +149,11 @@ pub struct Resumed {
 /// shadow is promoted.
 pub type Shadows = Arc<Mutex<HashMap<String, ShadowStats>>>;
 
+/// Calibration seeds of first versions trained from the stream, by stream id: put by the model
+/// lifecycle before the version scores a window, taken by the alerting stage before it judges
+/// the next batch ([`Judge::seed`]).
+pub type Seeds = Arc<Mutex<HashMap<String, Seed>>>;
+
 /// The stage's state. Build with [`Alerting::new`], run with [`Alerting::run`].
 pub struct Alerting<S, T> {
     out: Output<S>,
@@ -160,6 +165,7 @@ pub struct Alerting<S, T> {
     alerted_through: HashMap<String, u64>,
     progress: Progress,
     shadows: Shadows,
+    seeds: Seeds,
     /// Ids of streams ingest forgot.
     news: Option<mpsc::Receiver<StreamNews>>,
     /// Between calls of [`Tap::tick`].
@@ -206,6 +212,7 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             alerted_through: resumed.alerted_through,
             progress,
             shadows,
+            seeds: Seeds::default(),
             news: None,
             tap_tick: TAP_TICK,
             pulse: Arc::default(),
@@ -230,6 +237,13 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
     #[must_use]
     pub fn calibrated(mut self, calibration: Calibration) -> Self {
         self.judge.calibration = calibration;
+        self
+    }
+
+    /// Takes first versions' calibration seeds from `seeds`.
+    #[must_use]
+    pub fn seeded_from(mut self, seeds: Seeds) -> Self {
+        self.seeds = seeds;
         self
     }
 
@@ -377,6 +391,12 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             name: batch.model.name.clone(),
             version: batch.model.version.clone(),
         };
+        {
+            let mut seeds = self.seeds.lock().unwrap_or_else(PoisonError::into_inner);
+            for (stream, seed) in seeds.drain() {
+                self.judge.seed(&stream, seed);
+            }
+        }
         // The shadow was promoted: its streams' calibrations carry on under the active version
         // (they learnt its energies on the same windows), so no stream learns from scratch.
         if let Some((version, _)) = self.shadow_judges.get(&model.name)

@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use self::adapters::{HealthyWindows, MqttAlerts};
-use crate::alerting::{Alerting, Shadows, TAP_TICK};
+use crate::alerting::{Alerting, Seeds, Shadows, TAP_TICK};
 use crate::config::Settings;
 use crate::durable::checkpoint::Progress;
 use crate::durable::outbox::{Outbox, SharedOutbox};
@@ -202,6 +202,9 @@ pub async fn run(
                 phases: publisher.clone(),
                 metrics: metrics.clone(),
                 progress: progress.clone(),
+                keep: usize::try_from(settings.calibration.learn_windows)
+                    .unwrap_or(usize::MAX)
+                    .max(settings.learning.period.windows),
             };
             let guard = stages.guard(format!("learner:{name}"));
             let task = tracker.spawn(
@@ -245,6 +248,7 @@ pub async fn run(
     ));
     let (news_tx, news_rx) = mpsc::channel(NEWS_QUEUE);
     let shadows = Shadows::default();
+    let seeds = Seeds::default();
     // The tap writes a quiet stream's due windows as often as its captures ask.
     let tick = captures
         .values()
@@ -264,6 +268,7 @@ pub async fn run(
         resumed,
     )
     .calibrated(settings.calibration)
+    .seeded_from(seeds.clone())
     .hearing(news_rx)
     .ticking_every(tick);
     let guard = stages.guard("alerting");
@@ -347,6 +352,7 @@ pub async fn run(
             internal: internal_tx,
             stop: training_stop.clone(),
             shadows,
+            seeds,
         },
         &mut models,
         control_rx,

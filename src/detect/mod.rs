@@ -40,6 +40,30 @@ impl From<f32> for Scored<'_> {
     }
 }
 
+/// The windows a stream sent while its model learnt from it (the learner's last ones), scored
+/// by the model's first version: they calibrate the stream before that version judges it, so
+/// the stream is judged from the version's first window on instead of learning for
+/// [`Calibration::learn_windows`] more (NAB's rule: learn on the probationary period, then
+/// judge). Given to [`Judge::seed`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Seed {
+    /// The model version that scored them.
+    pub version: String,
+    /// In stream order.
+    pub windows: Vec<SeedWindow>,
+}
+
+/// One window of a [`Seed`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeedWindow {
+    /// Its samples (W x C, sample-major), for the input level.
+    pub data: Vec<f32>,
+    /// Its energy under the seed's version.
+    pub energy: f32,
+    /// Each channel's part of the energy ([`energy_parts`]; empty when unknown).
+    pub parts: Vec<f32>,
+}
+
 /// The alert state of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -499,6 +523,8 @@ pub struct Judge {
     detectors: HashMap<String, Detector>,
     /// Saved states of streams not seen yet, from the last run's checkpoint.
     saved: HashMap<String, DetectorState>,
+    /// Per stream: windows to calibrate with before a model version's first window is judged.
+    seeds: HashMap<String, Seed>,
 }
 
 impl Judge {
@@ -513,7 +539,17 @@ impl Judge {
             calibration,
             detectors: HashMap::new(),
             saved,
+            seeds: HashMap::new(),
         }
+    }
+
+    /// Calibrates `stream` with `seed` when its version first judges the stream, as if the
+    /// seed's windows had been the stream's first under it ([`Calibrator::seed`]). A stream
+    /// that already has a calibration of that version keeps it (a restart resumed it), and one
+    /// of another version ignores the seed. With fewer windows than
+    /// [`Calibration::learn_windows`] the stream learns the rest as usual.
+    pub fn seed(&mut self, stream: &str, seed: Seed) {
+        self.seeds.insert(stream.to_owned(), seed);
     }
 
     /// Takes over the calibrations `other` (a shadow judge) made of `version`'s energies, for
@@ -544,6 +580,7 @@ impl Judge {
     pub fn forget(&mut self, stream: &str) {
         self.detectors.remove(stream);
         self.saved.remove(stream);
+        self.seeds.remove(stream);
     }
 
     /// Judges one window: its probability under the stream's calibration (or its energy against
@@ -579,6 +616,7 @@ impl Judge {
         let cal = self.calibration;
         let mut first = false;
         let saved = &mut self.saved;
+        let seeds = &mut self.seeds;
         let detector = self.detectors.entry(stream.id.clone()).or_insert_with(|| {
             first = true;
             let state = saved.remove(&stream.id).unwrap_or_default();
@@ -591,6 +629,10 @@ impl Judge {
             Judging::Energy(t) => {
                 detector.calibrator = None;
                 detector.level = None;
+                if !seeds.is_empty() {
+                    // Judged by energy: a seed would never be read.
+                    seeds.remove(&stream.id);
+                }
                 threshold = t.unwrap_or(model_threshold);
                 (probability, learning) = (None, false);
                 anomalous = is_anomalous(energy, threshold);
@@ -599,12 +641,6 @@ impl Judge {
             Judging::Probability(alert) => {
                 alert_probability = Some(alert);
                 threshold = model_threshold;
-                // Energies of another model version mean nothing to this one: learn again.
-                let mut c = detector
-                    .calibrator
-                    .take()
-                    .filter(|c| c.version == model.version)
-                    .unwrap_or_else(|| Calibrator::new(&model.version));
                 // The level carries on across versions; its baseline is the version's own.
                 let mut level = (cal.level_windows > 0).then(|| {
                     let mut l = detector
@@ -616,6 +652,23 @@ impl Judge {
                     }
                     l
                 });
+                // Energies of another model version mean nothing to this one: learn again,
+                // from the seed first where the version has one for this stream.
+                let mut c = match detector
+                    .calibrator
+                    .take()
+                    .filter(|c| c.version == model.version)
+                {
+                    Some(c) => c,
+                    None => {
+                        let mut c = Calibrator::new(&model.version);
+                        let seed = seeds.remove(&stream.id);
+                        if let Some(seed) = seed.filter(|s| s.version == model.version) {
+                            c.seed(&seed.windows, &mut level, stream.channels, &cal);
+                        }
+                        c
+                    }
+                };
                 let learn_level = |level: &mut Option<Level>, learnt: u64| {
                     if let Some(l) = level {
                         l.learn(&window.data, stream.channels, learnt, cal.level_windows);

@@ -312,3 +312,93 @@ fn a_shadow_is_warm_once_every_stream_it_saw_was_judged() {
     s.merge(batch(&["a"], &[]));
     assert!(!s.warm());
 }
+
+/// A stream seeded with the windows its model learnt from is judged from the version's first
+/// window on, the same as a stream that learnt those windows itself; a seed of another version
+/// is ignored, and a short seed leaves the rest to learn.
+#[test]
+fn a_seeded_stream_is_judged_from_its_first_window() {
+    let cal = Calibration {
+        learn_windows: 64,
+        ..Calibration::default()
+    };
+    let stream = StreamInfo::new(
+        "s",
+        Judging::Probability(0.999),
+        Hysteresis {
+            raise_after: 1,
+            clear_after: 1,
+        },
+        2,
+    );
+    let model = |version: &str| ModelRef {
+        name: "m".into(),
+        version: version.into(),
+    };
+    let window = |seq: u64, level: f32| RawWindow {
+        seq,
+        start: Mark::Index(0),
+        end: Mark::Index(0),
+        data: vec![level, 2.0 * level, level, 2.0 * level],
+    };
+    let healthy = energies(100, |_| 1.0);
+    let seed = |version: &str, n: usize| Seed {
+        version: version.into(),
+        windows: healthy[..n]
+            .iter()
+            .map(|&energy| SeedWindow {
+                data: window(0, 3.0).data,
+                energy,
+                parts: vec![energy / 2.0, energy / 2.0],
+            })
+            .collect(),
+    };
+    let judge = |j: &mut Judge, seq: u64, energy: f32| {
+        let parts = [energy / 2.0, energy / 2.0];
+        let scored = Scored {
+            energy,
+            parts: &parts,
+        };
+        j.judge(&stream, &model("v1"), 1.0, &window(seq, 3.0), scored)
+    };
+
+    // Seeded with more than learn_windows: the first 64 are learnt, the rest read and learnt
+    // while healthy; the version's first window is judged, a healthy one not anomalous, a
+    // fault anomalous.
+    let mut j = Judge::new(cal);
+    j.seed("s", seed("v1", 100));
+    let v = judge(&mut j, 0, 1.0);
+    assert!(!v.learning, "{v:?}");
+    assert!(v.probability.is_some_and(|p| p < 0.9), "{v:?}");
+    let v = judge(&mut j, 1, 50.0);
+    assert!(
+        v.anomalous && v.transition == Some(Transition::Raised),
+        "{v:?}"
+    );
+    // The same probabilities as a stream judged from its first window on.
+    let mut learnt = Judge::new(cal);
+    for (seq, &e) in healthy.iter().enumerate() {
+        let v = judge(&mut learnt, seq as u64, e);
+        assert_eq!(v.learning, seq < 64);
+        assert!(!v.anomalous);
+    }
+    let mine = judge(&mut learnt, 100, 1.0).probability;
+    let mut seeded = Judge::new(cal);
+    seeded.seed("s", seed("v1", 100));
+    assert_eq!(judge(&mut seeded, 0, 1.0).probability, mine);
+    // The level learnt the seed's windows: no drift while the stream stays where it was.
+    assert_eq!(stream.drift.get(), vec![0.0, 0.0]);
+
+    // A seed of another version is ignored: the stream learns.
+    let mut j = Judge::new(cal);
+    j.seed("s", seed("v0", 100));
+    assert!(judge(&mut j, 0, 1.0).learning);
+
+    // A seed shorter than learn_windows: the stream learns the rest.
+    let mut j = Judge::new(cal);
+    j.seed("s", seed("v1", 60));
+    for seq in 0..4 {
+        assert!(judge(&mut j, seq, 1.0).learning, "window {seq}");
+    }
+    assert!(!judge(&mut j, 4, 1.0).learning);
+}

@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::config::RawConfig;
 use crate::detect::labels::LabelScore;
 use crate::detect::{
-    AlertEvent, Carried, Explanation, Hysteresis, Judge, ModelRef, Names, Scored, StreamInfo,
-    Transition, Verdict, energy_parts,
+    AlertEvent, Carried, Explanation, Hysteresis, Judge, ModelRef, Names, Scored, Seed, SeedWindow,
+    StreamInfo, Transition, Verdict, energy_parts,
 };
 use crate::model::{ModelVersion, Scorer};
 use crate::pipeline::WindowSpec;
@@ -80,6 +80,14 @@ pub struct ScoreArgs {
     /// windows.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub retrain_every: Option<u64>,
+    /// Replay the daemon's cold start: the rows `A:B` of the same file are what the stream sent
+    /// while the model learnt from it (`--rows` then selects what it judges, usually the rows
+    /// after them). Their newest `[detect] learn_windows` windows, scored by the model,
+    /// calibrate the stream before its first judged window, as the daemon calibrates a first
+    /// version trained from the stream. With --retrain-every they are captured too, as the
+    /// daemon's learner captures them, so retraining trains on them.
+    #[arg(long, value_name = "A:B", value_parser = crate::recording::parse_rows)]
+    pub seed_rows: Option<(Option<usize>, Option<usize>)>,
 }
 
 /// One output line: the window's verdict, with its alert event when it caused one.
@@ -183,6 +191,14 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     });
     let node = crate::config::RawConfig::default().node;
     let mut judge = Judge::new(settings.calibration);
+    if let Some(rows) = args.seed_rows {
+        let seed = seed(args, rows, &mut scorer, &stream, hop)?;
+        if let Some(r) = &mut retrainer {
+            // The daemon's capture holds the learning windows too: retraining trains on them.
+            r.learnt(seed.windows.iter().map(|w| w.data.as_slice()));
+        }
+        judge.seed(&stream.id, seed);
+    }
     let mut scored = LabelScore::default();
     let mut total = 0.0f64;
     let stdout = std::io::stdout();
@@ -312,6 +328,53 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// The windows of `rows` (the stream's learning rows) scored by `scorer`, as the daemon seeds
+/// a first version's calibration ([`Seed`]).
+fn seed(
+    args: &ScoreArgs,
+    rows: (Option<usize>, Option<usize>),
+    scorer: &mut Scorer,
+    stream: &StreamInfo,
+    hop: usize,
+) -> anyhow::Result<Seed> {
+    let input = InputArgs {
+        rows: Some(rows),
+        ..args.input.clone()
+    };
+    let mut rec = crate::recording::read(&args.file, &input)?;
+    let m = &scorer.version().manifest;
+    let (w, c, version) = (m.input.window, m.input.channels, m.version.clone());
+    if let Some(features) = &m.features {
+        rec = rec.logmel(features)?;
+    }
+    let windows = rec.windows(WindowSpec {
+        window: w,
+        hop,
+        channels: c,
+    });
+    let mut seed = Seed {
+        version,
+        windows: Vec::with_capacity(windows.len()),
+    };
+    let (mut data, mut residual) = (Vec::new(), Vec::new());
+    for chunk in windows.chunks(OFFLINE_BATCH) {
+        data.clear();
+        chunk.iter().for_each(|w| data.extend_from_slice(&w.data));
+        residual.clear();
+        let energies = scorer.score_explained(&data, chunk.len(), Some(&mut residual))?;
+        for ((win, energy), r) in chunk.iter().zip(energies).zip(residual.chunks_exact(w * c)) {
+            let mut parts = Vec::new();
+            energy_parts(r, c, stream.names.group, &mut parts);
+            seed.windows.push(SeedWindow {
+                data: win.data.clone(),
+                energy,
+                parts,
+            });
+        }
+    }
+    Ok(seed)
 }
 
 /// What a terminal is told at the end of `score`.

@@ -122,6 +122,21 @@ impl Retrainer {
         })
     }
 
+    /// Takes the windows the stream sent while the served version learnt from it (`score
+    /// --seed-rows`): captured whole, as the daemon's learner captures its learning period,
+    /// and the windows judged after them are sampled (one in `capture_every`).
+    pub fn learnt<'a>(&mut self, windows: impl IntoIterator<Item = &'a [f32]>) {
+        let mut n = 0u64;
+        for w in windows {
+            if self.captured.len() == self.capacity {
+                self.captured.pop_front();
+            }
+            self.captured.push_back(w.to_vec());
+            n += 1;
+        }
+        self.healthy = self.learning_windows.max(self.healthy + n);
+    }
+
     /// Sees the served version's verdict on `window`: captures it when healthy (all of the
     /// first `learning_windows`, then one in `capture_every`), and says whether the schedule
     /// ticks (every `every` windows, as the daemon's timer does; the caller skips a tick while

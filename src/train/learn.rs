@@ -1,7 +1,7 @@
 //! Learning from the stream: the learner that stands in for a model's scorer until a first
 //! version is trained, capturing every window ([`Capture`]) for that version's training run.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -10,8 +10,9 @@ use tracing::{info, warn};
 
 use crate::config::LearningPeriod;
 use crate::control::{Command, ControlMessage};
+use crate::detect::{Seed, SeedWindow, StreamInfo, energy_parts};
 use crate::durable::checkpoint::Progress;
-use crate::model::Window;
+use crate::model::{ModelError, Scorer, Window};
 use crate::telemetry::Metrics;
 use crate::train::capture::Capture;
 
@@ -46,6 +47,106 @@ pub struct Learning<P> {
     pub metrics: Arc<Metrics>,
     /// Windows consumed are recorded here (they are captured, never judged).
     pub progress: Progress,
+    /// Each stream's newest windows kept for the first version's calibration ([`Recent`]):
+    /// the larger of `[detect] learn_windows` and the learning period's windows.
+    pub keep: usize,
+}
+
+/// Values (`f32`) a learner keeps at most in [`Recent`] (64 MiB): past it, a stream's newest
+/// window replaces its oldest, and a stream with none kept yet keeps none (it learns under the
+/// first version as a stream with no seed does).
+pub const RECENT_VALUES: usize = 16 << 20;
+
+/// Each stream's newest windows while its model learns (at most `keep` each, at most
+/// [`RECENT_VALUES`] values in all), handed over with the window queue: scored by the first
+/// version, they calibrate each stream before that version judges it
+/// ([`crate::detect::Seed`]).
+#[derive(Debug, Default)]
+pub struct Recent {
+    /// Per stream id: the stream and its newest windows, oldest first.
+    pub streams: HashMap<String, (Arc<StreamInfo>, VecDeque<Vec<f32>>)>,
+    keep: usize,
+    /// Values kept.
+    values: usize,
+    /// Streams not kept (the bound was reached before their first window).
+    refused: HashSet<String>,
+}
+
+impl Recent {
+    /// Keeps up to `keep` windows per stream.
+    pub fn new(keep: usize) -> Self {
+        Self {
+            keep,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a window of `stream`, dropping its oldest beyond `keep` or past
+    /// [`RECENT_VALUES`]. `false` when the stream is not kept (the first time only: it is then
+    /// not asked about again).
+    fn push(&mut self, stream: &Arc<StreamInfo>, data: &[f32]) -> bool {
+        if self.keep == 0 || self.refused.contains(&stream.id) {
+            return true;
+        }
+        let full = self.values.saturating_add(data.len()) > RECENT_VALUES;
+        let ring = match self.streams.get_mut(&stream.id) {
+            Some((_, ring)) => ring,
+            None if full => {
+                self.refused.insert(stream.id.clone());
+                return false;
+            }
+            None => {
+                let entry = (stream.clone(), VecDeque::new());
+                &mut self.streams.entry(stream.id.clone()).or_insert(entry).1
+            }
+        };
+        if (ring.len() >= self.keep || full)
+            && let Some(old) = ring.pop_front()
+        {
+            self.values -= old.len();
+        }
+        self.values += data.len();
+        ring.push_back(data.to_vec());
+        true
+    }
+
+    /// Each kept stream's windows scored by `scorer` (the model's first version): the seeds of
+    /// their calibrations under it, by stream id. Windows of another length than the model's
+    /// are left out. Blocking: call it off the async runtime.
+    ///
+    /// # Errors
+    /// The scorer's, for a batch it cannot score.
+    pub fn score(self, scorer: &mut Scorer) -> Result<HashMap<String, Seed>, ModelError> {
+        const BATCH: usize = 256;
+        let version = scorer.version().manifest.version.clone();
+        let len = scorer.window_len();
+        let (mut data, mut residual) = (Vec::new(), Vec::new());
+        let mut seeds = HashMap::with_capacity(self.streams.len());
+        for (id, (stream, ring)) in self.streams {
+            let windows: Vec<Vec<f32>> = ring.into_iter().filter(|w| w.len() == len).collect();
+            let mut seed = Seed {
+                version: version.clone(),
+                windows: Vec::with_capacity(windows.len()),
+            };
+            for chunk in windows.chunks(BATCH) {
+                data.clear();
+                chunk.iter().for_each(|w| data.extend_from_slice(w));
+                residual.clear();
+                let energies = scorer.score_explained(&data, chunk.len(), Some(&mut residual))?;
+                for ((w, energy), r) in chunk.iter().zip(energies).zip(residual.chunks_exact(len)) {
+                    let mut parts = Vec::new();
+                    energy_parts(r, stream.channels.max(1), stream.names.group, &mut parts);
+                    seed.windows.push(SeedWindow {
+                        data: w.clone(),
+                        energy,
+                        parts,
+                    });
+                }
+            }
+            seeds.insert(id, seed);
+        }
+        Ok(seeds)
+    }
 }
 
 /// Stands in for a model's scorer while it has no version: captures every window (the stream
@@ -59,14 +160,16 @@ pub struct Learning<P> {
 /// any of those waits, so none taken off the queue is lost.
 ///
 /// Windows consumed here are captured, not scored: they are counted in
-/// `ebgand_windows_captured_total`, and each stream's retained state says `learning`.
+/// `ebgand_windows_captured_total`, and each stream's retained state says `learning`. Each
+/// stream's newest ones come back with the queue ([`Recent`]).
 pub async fn learner<P: PhaseSink>(
     learning: Learning<P>,
     mut rx: mpsc::Receiver<Window>,
     mut handover: oneshot::Receiver<()>,
-) -> mpsc::Receiver<Window> {
+) -> (mpsc::Receiver<Window>, Recent) {
     let every = learning.capture.check_every();
     let mut state = LearnerState {
+        recent: Recent::new(learning.keep),
         learning,
         seen: HashSet::new(),
         captured: 0,
@@ -89,11 +192,12 @@ pub async fn learner<P: PhaseSink>(
     if let Err(e) = l.capture.flush() {
         warn!(model = %l.model, error = %e, "Cannot write captured windows.");
     }
-    rx
+    (rx, state.recent)
 }
 
 struct LearnerState<P> {
     learning: Learning<P>,
+    recent: Recent,
     seen: HashSet<String>,
     captured: usize,
     asked: bool,
@@ -125,6 +229,9 @@ impl<P: PhaseSink> LearnerState<P> {
         };
         if let Err(e) = l.capture.push(&w.raw.data) {
             warn!(model = %l.model, error = %e, "Cannot write captured windows; they are not kept.");
+        }
+        if !self.recent.push(&w.stream, &w.raw.data) {
+            warn!(model = %l.model, stream = %w.stream.id, limit = RECENT_VALUES, "Too many streams to keep their learning windows for the first version's calibration; this one learns under it instead.");
         }
         l.progress.passed(&w.stream.id, w.raw.seq);
         self.captured += 1;
@@ -192,7 +299,7 @@ mod tests {
         tx: mpsc::Sender<Window>,
         control: mpsc::Receiver<ControlMessage>,
         handover: oneshot::Sender<()>,
-        task: tokio::task::JoinHandle<mpsc::Receiver<Window>>,
+        task: tokio::task::JoinHandle<(mpsc::Receiver<Window>, Recent)>,
     }
 
     fn start(dir: &std::path::Path, period: LearningPeriod) -> Started {
@@ -209,6 +316,7 @@ mod tests {
             phases: Heard,
             metrics: Arc::new(Metrics::new()),
             progress: Progress::default(),
+            keep: 2,
         };
         Started {
             tx,
@@ -283,7 +391,7 @@ mod tests {
                 seq,
                 start: crate::pipeline::Mark::Index(0),
                 end: crate::pipeline::Mark::Index(0),
-                data: vec![0.0; 2],
+                data: vec![seq as f32; 2],
             },
         }
     }
@@ -310,6 +418,7 @@ mod tests {
             phases: Stuck,
             metrics: Arc::new(Metrics::new()),
             progress: Progress::default(),
+            keep: 2,
         };
         let task = tokio::spawn(learner(learning, rx, handover_rx));
         for seq in 0..12 {
@@ -317,7 +426,7 @@ mod tests {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         handover.send(()).unwrap();
-        let mut rx = tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        let (mut rx, recent) = tokio::time::timeout(std::time::Duration::from_secs(10), task)
             .await
             .expect("the learner handed the queue back")
             .unwrap();
@@ -327,6 +436,52 @@ mod tests {
             left += 1;
         }
         assert!(left < 12, "the learner took no window");
+        // With each stream's newest windows it took (streams s/0, s/1, s/2 take turns).
+        let taken = 12 - left;
+        for (id, (stream, ring)) in &recent.streams {
+            assert_eq!(&stream.id, id);
+            let mine: Vec<u64> = (0..taken as u64)
+                .filter(|seq| format!("s/{}", seq % 3) == *id)
+                .collect();
+            let newest: Vec<f32> = mine.iter().rev().take(2).rev().map(|&s| s as f32).collect();
+            let kept: Vec<f32> = ring.iter().map(|w| w[0]).collect();
+            assert_eq!(kept, newest, "{id}");
+        }
+        assert_eq!(recent.streams.len(), taken.min(3));
+    }
+
+    #[test]
+    fn recent_windows_are_bounded_per_stream_and_in_all() {
+        let mut r = Recent::new(3);
+        let a = window(0).stream;
+        for v in 0..5 {
+            assert!(r.push(&a, &[v as f32; 2]));
+        }
+        let kept: Vec<f32> = r.streams["s/0"].1.iter().map(|w| w[0]).collect();
+        assert_eq!(kept, [2.0, 3.0, 4.0]);
+        // A stream whose windows would take the kept values over the bound is refused, once.
+        // Past the bound a kept stream's newest window replaces its oldest, and a stream with
+        // none kept is refused, once.
+        let big = vec![9.0; RECENT_VALUES - 6];
+        assert!(r.push(&a, &big));
+        let kept: Vec<usize> = r.streams["s/0"].1.iter().map(Vec::len).collect();
+        assert_eq!(
+            kept,
+            [2, 2, RECENT_VALUES - 6],
+            "oldest dropped for the keep"
+        );
+        let b = window(1).stream;
+        assert!(r.push(&b, &[1.0; 2]), "4 values left");
+        assert!(!r.push(&window(2).stream, &[1.0; 4]));
+        assert!(
+            r.push(&window(2).stream, &[1.0; 4]),
+            "refused once, then quietly"
+        );
+        assert!(!r.streams.contains_key("s/2"));
+        assert!(r.push(&b, &[2.0; 2]), "a kept stream carries on");
+        let kept: Vec<f32> = r.streams["s/1"].1.iter().map(|w| w[0]).collect();
+        assert_eq!(kept, [2.0], "its newest replaced its oldest");
+        assert!(r.values <= RECENT_VALUES);
     }
 
     #[test]
