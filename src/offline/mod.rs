@@ -82,8 +82,9 @@ pub struct ScoreArgs {
     pub retrain_every: Option<u64>,
     /// Replay the daemon's cold start: the rows `A:B` of the same file are what the stream sent
     /// while the model learnt from it (`--rows` then selects what it judges, usually the rows
-    /// after them). Their newest `[detect] learn_windows` windows, scored by the model,
-    /// calibrate the stream before its first judged window, as the daemon calibrates a first
+    /// after them). Their windows, scored by the model, calibrate the stream before its first
+    /// judged window as its first windows would have (the first `[detect] learn_windows`
+    /// learnt, the later ones read and learnt while healthy), as the daemon calibrates a first
     /// version trained from the stream. With --retrain-every they are captured too, as the
     /// daemon's learner captures them, so retraining trains on them.
     #[arg(long, value_name = "A:B", value_parser = crate::recording::parse_rows)]
