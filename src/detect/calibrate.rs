@@ -199,38 +199,6 @@ impl Calibrator {
             && self.channels_seen >= u64::from(cal.learn_windows)
     }
 
-    /// Takes `windows` (a [`super::Seed`]'s) as a stream's first windows: the first
-    /// [`Calibration::learn_windows`] are learnt, the later ones read and learnt when healthy
-    /// (as [`Calibrator::learn`] decides), never alerted on; `level`, the stream's input level,
-    /// follows them as it follows the windows a judge learns, and settles where judging
-    /// begins. The same calibration as a stream judged from its first window on, but for
-    /// what its alerts would have kept out.
-    pub fn seed(
-        &mut self,
-        windows: &[super::SeedWindow],
-        level: &mut Option<super::Level>,
-        channels: usize,
-        cal: &Calibration,
-    ) {
-        for w in windows {
-            if self.learning(cal) {
-                if let Some(l) = level {
-                    l.learn(&w.data, channels, self.seen, cal.level_windows);
-                }
-                self.add(w.energy, &w.parts, cal);
-                continue;
-            }
-            let reading = self.read(w.energy, &w.parts, cal);
-            if let Some(l) = level {
-                l.settle();
-                if cal.learn_below <= 0.0 || reading.probability < cal.learn_below {
-                    l.learn(&w.data, channels, self.seen, cal.level_windows);
-                }
-            }
-            self.learn(w.energy, &w.parts, &reading, cal);
-        }
-    }
-
     /// Adds a window while learning: its energy and, with [`Calibration::per_channel`], each
     /// channel's part of it (`parts`; empty when unknown). Non-finite energies are never
     /// healthy and are ignored, as are parts that are not all finite.

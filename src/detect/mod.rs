@@ -12,12 +12,14 @@ pub mod calibrate;
 pub mod explain;
 pub mod labels;
 pub mod level;
+pub mod seed;
 
 use std::collections::{BTreeMap, HashMap};
 
 pub use calibrate::{Calibration, Calibrator, Reading, Unusual};
 pub use explain::{Carried, Explanation, Names, energy_parts};
 pub use level::{Drift, Level};
+pub use seed::{Seed, SeedWindow};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,30 +40,6 @@ impl From<f32> for Scored<'_> {
     fn from(energy: f32) -> Self {
         Self { energy, parts: &[] }
     }
-}
-
-/// The windows a stream sent while its model learnt from it (the learner's last ones), scored
-/// by the model's first version: they calibrate the stream before that version judges it, so
-/// the stream is judged from the version's first window on instead of learning for
-/// [`Calibration::learn_windows`] more (NAB's rule: learn on the probationary period, then
-/// judge). Given to [`Judge::seed`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Seed {
-    /// The model version that scored them.
-    pub version: String,
-    /// In stream order.
-    pub windows: Vec<SeedWindow>,
-}
-
-/// One window of a [`Seed`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SeedWindow {
-    /// Its samples (W x C, sample-major), for the input level.
-    pub data: Vec<f32>,
-    /// Its energy under the seed's version.
-    pub energy: f32,
-    /// Each channel's part of the energy ([`energy_parts`]; empty when unknown).
-    pub parts: Vec<f32>,
 }
 
 /// The alert state of a stream.
@@ -544,9 +522,10 @@ impl Judge {
     }
 
     /// Calibrates `stream` with `seed` when its version first judges the stream, as if the
-    /// seed's windows had been the stream's first under it ([`Calibrator::seed`]). A stream
-    /// that already has a calibration of that version keeps it (a restart resumed it), and one
-    /// of another version ignores the seed. With fewer windows than
+    /// seed's windows had been the stream's first under it: the first `learn_windows` learnt,
+    /// the later ones read and learnt while healthy. A stream that already has a calibration
+    /// of that version keeps it (a restart resumed it), and one of another version ignores
+    /// the seed. With fewer windows than
     /// [`Calibration::learn_windows`] the stream learns the rest as usual.
     pub fn seed(&mut self, stream: &str, seed: Seed) {
         self.seeds.insert(stream.to_owned(), seed);
@@ -664,21 +643,23 @@ impl Judge {
                         let mut c = Calibrator::new(&model.version);
                         let seed = seeds.remove(&stream.id);
                         if let Some(seed) = seed.filter(|s| s.version == model.version) {
-                            c.seed(&seed.windows, &mut level, stream.channels, &cal);
+                            seed::calibrate(&mut c, &mut level, &seed, stream.channels, &cal);
                         }
                         c
-                    }
-                };
-                let learn_level = |level: &mut Option<Level>, learnt: u64| {
-                    if let Some(l) = level {
-                        l.learn(&window.data, stream.channels, learnt, cal.level_windows);
                     }
                 };
                 learning = c.learning(&cal);
                 if learning {
                     if may_learn {
-                        learn_level(&mut level, c.seen);
-                        c.add(energy, parts, &cal);
+                        take(
+                            &mut c,
+                            &mut level,
+                            &window.data,
+                            stream.channels,
+                            scored,
+                            None,
+                            &cal,
+                        );
                     }
                     (probability, anomalous, transition) = (None, false, None);
                 } else {
@@ -692,12 +673,16 @@ impl Judge {
                     anomalous = p >= alert;
                     transition = detector.observe(anomalous);
                     if may_learn && !anomalous && detector.state == AlertState::Normal {
-                        // Healthy: the level follows it under learn_below; the calibration takes
-                        // it only while no part is past learn_below on its own (Calibrator::learn).
-                        if cal.learn_below <= 0.0 || p < cal.learn_below {
-                            learn_level(&mut level, c.seen);
-                        }
-                        c.learn(energy, parts, &reading, &cal);
+                        let data = &window.data;
+                        take(
+                            &mut c,
+                            &mut level,
+                            data,
+                            stream.channels,
+                            scored,
+                            Some(&reading),
+                            &cal,
+                        );
                     }
                     if cal.accept_after > 0 && detector.raised_for >= cal.accept_after {
                         // Raised this long: the level is the new normal. Learn it; the alert
@@ -736,6 +721,31 @@ impl Judge {
             detector: detector.saved(),
             alerted_before: false,
         }
+    }
+}
+
+/// Takes a window the calibration may learn into it and into the input level: a learning
+/// window (`reading` `None`) always; a judged healthy one as its `reading` allows (the level
+/// follows it under `learn_below`; the calibration takes it only while no part is past
+/// `learn_below` on its own, [`Calibrator::learn`]).
+fn take(
+    c: &mut Calibrator,
+    level: &mut Option<Level>,
+    data: &[f32],
+    channels: usize,
+    scored: Scored<'_>,
+    reading: Option<&Reading>,
+    cal: &Calibration,
+) {
+    let follow = reading.is_none_or(|r| cal.learn_below <= 0.0 || r.probability < cal.learn_below);
+    if let Some(l) = level
+        && follow
+    {
+        l.learn(data, channels, c.seen, cal.level_windows);
+    }
+    match reading {
+        None => c.add(scored.energy, scored.parts, cal),
+        Some(r) => c.learn(scored.energy, scored.parts, r, cal),
     }
 }
 

@@ -2,6 +2,22 @@
 
 use super::*;
 
+/// A stream judged by `judging`, raising after `raise_after` windows and clearing after
+/// `clear_after`, with `channels` channels.
+fn stream(
+    id: &str,
+    judging: Judging,
+    raise_after: u32,
+    clear_after: u32,
+    channels: usize,
+) -> StreamInfo {
+    let hysteresis = Hysteresis {
+        raise_after,
+        clear_after,
+    };
+    StreamInfo::new(id, judging, hysteresis, channels)
+}
+
 fn feed(d: &mut Detector, energies: &[f32], threshold: f32) -> Vec<(usize, Transition)> {
     energies
         .iter()
@@ -55,15 +71,7 @@ fn flapping_below_k_never_raises() {
 
 #[test]
 fn judge_uses_stream_override_and_builds_events() {
-    let stream = StreamInfo::new(
-        "vib/m1",
-        Judging::Energy(Some(10.0)),
-        Hysteresis {
-            raise_after: 1,
-            clear_after: 1,
-        },
-        1,
-    );
+    let stream = stream("vib/m1", Judging::Energy(Some(10.0)), 1, 1, 1);
     let model = ModelRef {
         name: "m".into(),
         version: "v1".into(),
@@ -94,15 +102,7 @@ fn judge_uses_stream_override_and_builds_events() {
 
 /// One stream judged by probability over `energies`; returns its transitions.
 fn judged(cal: Calibration, energies: impl IntoIterator<Item = f32>) -> Vec<(u64, Transition)> {
-    let stream = StreamInfo::new(
-        "s",
-        Judging::Probability(0.999),
-        Hysteresis {
-            raise_after: 3,
-            clear_after: 50,
-        },
-        1,
-    );
+    let stream = stream("s", Judging::Probability(0.999), 3, 50, 1);
     let model = ModelRef {
         name: "m".into(),
         version: "v1".into(),
@@ -183,15 +183,7 @@ fn a_held_step_is_raised_once_then_accepted_or_kept_by_configuration() {
 
 #[test]
 fn a_new_model_version_learns_again() {
-    let stream = StreamInfo::new(
-        "s",
-        Judging::Probability(0.999),
-        Hysteresis {
-            raise_after: 1,
-            clear_after: 1,
-        },
-        1,
-    );
+    let stream = stream("s", Judging::Probability(0.999), 1, 1, 1);
     let w = RawWindow {
         seq: 0,
         start: Mark::Index(0),
@@ -221,15 +213,7 @@ fn a_new_model_version_learns_again() {
 
 #[test]
 fn the_input_level_is_followed_from_healthy_windows_and_frozen_while_raised() {
-    let stream = StreamInfo::new(
-        "s",
-        Judging::Probability(0.999),
-        Hysteresis {
-            raise_after: 1,
-            clear_after: 5,
-        },
-        2,
-    );
+    let stream = stream("s", Judging::Probability(0.999), 1, 5, 2);
     let v1 = ModelRef {
         name: "m".into(),
         version: "v1".into(),
@@ -322,15 +306,7 @@ fn a_seeded_stream_is_judged_from_its_first_window() {
         learn_windows: 64,
         ..Calibration::default()
     };
-    let stream = StreamInfo::new(
-        "s",
-        Judging::Probability(0.999),
-        Hysteresis {
-            raise_after: 1,
-            clear_after: 1,
-        },
-        2,
-    );
+    let stream = stream("s", Judging::Probability(0.999), 1, 1, 2);
     let model = |version: &str| ModelRef {
         name: "m".into(),
         version: version.into(),

@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::config::RawConfig;
 use crate::detect::labels::LabelScore;
 use crate::detect::{
-    AlertEvent, Carried, Explanation, Hysteresis, Judge, ModelRef, Names, Scored, Seed, SeedWindow,
-    StreamInfo, Transition, Verdict, energy_parts,
+    AlertEvent, Carried, Explanation, Hysteresis, Judge, ModelRef, Names, Scored, Seed, StreamInfo,
+    Transition, Verdict, energy_parts,
 };
 use crate::model::{ModelVersion, Scorer};
 use crate::pipeline::WindowSpec;
@@ -346,7 +346,7 @@ fn seed(
     };
     let mut rec = crate::recording::read(&args.file, &input)?;
     let m = &scorer.version().manifest;
-    let (w, c, version) = (m.input.window, m.input.channels, m.version.clone());
+    let (w, c) = (m.input.window, m.input.channels);
     if let Some(features) = &m.features {
         rec = rec.logmel(features)?;
     }
@@ -355,27 +355,13 @@ fn seed(
         hop,
         channels: c,
     });
-    let mut seed = Seed {
-        version,
-        windows: Vec::with_capacity(windows.len()),
-    };
-    let (mut data, mut residual) = (Vec::new(), Vec::new());
-    for chunk in windows.chunks(OFFLINE_BATCH) {
-        data.clear();
-        chunk.iter().for_each(|w| data.extend_from_slice(&w.data));
-        residual.clear();
-        let energies = scorer.score_explained(&data, chunk.len(), Some(&mut residual))?;
-        for ((win, energy), r) in chunk.iter().zip(energies).zip(residual.chunks_exact(w * c)) {
-            let mut parts = Vec::new();
-            energy_parts(r, c, stream.names.group, &mut parts);
-            seed.windows.push(SeedWindow {
-                data: win.data.clone(),
-                energy,
-                parts,
-            });
-        }
-    }
-    Ok(seed)
+    let windows = windows.into_iter().map(|w| w.data).collect();
+    Ok(crate::train::learn::seed(
+        scorer,
+        windows,
+        stream,
+        OFFLINE_BATCH,
+    )?)
 }
 
 /// What a terminal is told at the end of `score`.

@@ -117,36 +117,59 @@ impl Recent {
     /// # Errors
     /// The scorer's, for a batch it cannot score.
     pub fn score(self, scorer: &mut Scorer) -> Result<HashMap<String, Seed>, ModelError> {
-        const BATCH: usize = 256;
-        let version = scorer.version().manifest.version.clone();
         let len = scorer.window_len();
-        let (mut data, mut residual) = (Vec::new(), Vec::new());
         let mut seeds = HashMap::with_capacity(self.streams.len());
         for (id, (stream, ring)) in self.streams {
-            let windows: Vec<Vec<f32>> = ring.into_iter().filter(|w| w.len() == len).collect();
-            let mut seed = Seed {
-                version: version.clone(),
-                windows: Vec::with_capacity(windows.len()),
-            };
-            for chunk in windows.chunks(BATCH) {
-                data.clear();
-                chunk.iter().for_each(|w| data.extend_from_slice(w));
-                residual.clear();
-                let energies = scorer.score_explained(&data, chunk.len(), Some(&mut residual))?;
-                for ((w, energy), r) in chunk.iter().zip(energies).zip(residual.chunks_exact(len)) {
-                    let mut parts = Vec::new();
-                    energy_parts(r, stream.channels.max(1), stream.names.group, &mut parts);
-                    seed.windows.push(SeedWindow {
-                        data: w.clone(),
-                        energy,
-                        parts,
-                    });
-                }
-            }
-            seeds.insert(id, seed);
+            let windows = ring.into_iter().filter(|w| w.len() == len).collect();
+            seeds.insert(id, seed(scorer, windows, &stream, SEED_BATCH)?);
         }
         Ok(seeds)
     }
+}
+
+/// Windows scored at once by [`Recent::score`].
+const SEED_BATCH: usize = 256;
+
+/// `windows` of `stream` (W x C values each, the model's shape) scored by `scorer`, `batch` at
+/// a time, into the seed of the stream's calibration under its version ([`Seed`]): each
+/// window's energy and each channel's part of it, as the alerting stage reads them.
+///
+/// # Errors
+/// The scorer's, for a batch it cannot score.
+pub fn seed(
+    scorer: &mut Scorer,
+    windows: Vec<Vec<f32>>,
+    stream: &StreamInfo,
+    batch: usize,
+) -> Result<Seed, ModelError> {
+    let len = scorer.window_len();
+    let mut seed = Seed {
+        version: scorer.version().manifest.version.clone(),
+        windows: Vec::with_capacity(windows.len()),
+    };
+    let (mut data, mut residual) = (Vec::new(), Vec::new());
+    let mut windows = windows.into_iter().peekable();
+    while windows.peek().is_some() {
+        let chunk: Vec<Vec<f32>> = windows.by_ref().take(batch.max(1)).collect();
+        data.clear();
+        chunk.iter().for_each(|w| data.extend_from_slice(w));
+        residual.clear();
+        let energies = scorer.score_explained(&data, chunk.len(), Some(&mut residual))?;
+        for ((data, energy), r) in chunk
+            .into_iter()
+            .zip(energies)
+            .zip(residual.chunks_exact(len))
+        {
+            let mut parts = Vec::new();
+            energy_parts(r, stream.channels.max(1), stream.names.group, &mut parts);
+            seed.windows.push(SeedWindow {
+                data,
+                energy,
+                parts,
+            });
+        }
+    }
+    Ok(seed)
 }
 
 /// Stands in for a model's scorer while it has no version: captures every window (the stream
