@@ -202,6 +202,13 @@ async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer
             .contains("ebgand_training_runs_total{state=\"failed\"} 1")
     );
     daemon.shutdown().await.unwrap();
+    // Neither the killed run nor the two that trained left their staged output behind.
+    let leftovers: Vec<String> = std::fs::read_dir(&state_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".train-") || n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 /// NAB's rule for a cold start: learn on the probationary period, then judge. The first

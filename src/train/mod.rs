@@ -355,10 +355,13 @@ impl TrainFromCapture {
             })
             .find(|v| !self.registry.path(&self.model, v).exists())
             .unwrap_or(base);
-        let out = self
+        // Staged as <registry>/.train-NAME-VERSION/NAME/VERSION: hidden from the registry
+        // until imported, and in the NAME/VERSION layout the worker checks its output against.
+        let staging = self
             .registry
             .root()
             .join(format!(".train-{}-{version}", self.model));
+        let out = staging.join(&self.model).join(&version);
         let job = TrainJob {
             data: data_path,
             out: out.clone(),
@@ -375,22 +378,26 @@ impl TrainFromCapture {
                 self.capture.display()
             ),
         };
-        let done = run_worker(
+        let imported = match run_worker(
             &self.train,
             &job,
             |ev| debug!(event = ?ev, "Trainer progress."),
             stop,
         )
-        .await?;
-        let WorkerEvent::Done { dir, .. } = done else {
-            anyhow::bail!("the worker reported no result")
+        .await
+        {
+            Ok(WorkerEvent::Done { dir, .. }) => self
+                .registry
+                .import(&dir)
+                .context("importing the trained version"),
+            Ok(_) => Err(anyhow::anyhow!("the worker reported no result")),
+            Err(e) => Err(e.into()),
         };
-        let imported = self
-            .registry
-            .import(&dir)
-            .context("importing the trained version");
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            warn!(dir = %dir.display(), error = %e, "Cannot remove the training output after import.");
+        // Whatever the run left (a failed or cancelled one, its partial output) goes too.
+        if staging.exists()
+            && let Err(e) = std::fs::remove_dir_all(&staging)
+        {
+            warn!(dir = %staging.display(), error = %e, "Cannot remove the training output.");
         }
         imported?;
         Ok(version)
