@@ -353,6 +353,8 @@ async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retrained_version_warms_up_in_shadow_across_a_restart_and_no_stream_learns_again() {
     const LEARN: u64 = 32;
+    // A new version learns each stream for longer than a new stream does.
+    const WARM: u64 = 48;
     let broker = Mosquitto::start().await;
     let prefix = "warm";
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
@@ -360,7 +362,7 @@ async fn a_retrained_version_warms_up_in_shadow_across_a_restart_and_no_stream_l
         .replace("path = \"models/vibration/fixture-1\"", "")
         .replace(
             "judge = \"threshold\"",
-            &format!("judge = \"probability\"\nlearn_windows = {LEARN}"),
+            &format!("judge = \"probability\"\nlearn_windows = {LEARN}\nwarm_windows = {WARM}"),
         );
     let mut s = settings(broker.port, prefix, &toml);
     s.learning.period.windows = 300;
@@ -432,7 +434,7 @@ async fn a_retrained_version_warms_up_in_shadow_across_a_restart_and_no_stream_l
 
     // Windows arrive: the shadow learns on them while the served version judges them, then
     // the retrained version is promoted.
-    publish_windows(&mut tx, &mut m, 2 * LEARN as usize, false).await;
+    publish_windows(&mut tx, &mut m, 2 * WARM as usize, false).await;
     tx.flushed().await;
     eventually(
         Duration::from_secs(30),
@@ -445,7 +447,7 @@ async fn a_retrained_version_warms_up_in_shadow_across_a_restart_and_no_stream_l
     assert_eq!(activated["reason"], "trained");
     let report = events(&obs, prefix, "shadow_report");
     assert!(
-        report[0]["windows"].as_u64().unwrap() >= LEARN,
+        report[0]["windows"].as_u64().unwrap() >= WARM,
         "{}",
         report[0]
     );

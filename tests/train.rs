@@ -365,6 +365,7 @@ fn score_replays_continual_learning_and_no_stream_learns_again_after_a_promotion
         ],
         &[
             ("EBGAND__DETECT__LEARN_WINDOWS", "32"),
+            ("EBGAND__DETECT__WARM_WINDOWS", "48"),
             ("EBGAND__LEARNING__STEPS", "100"),
         ],
     );
@@ -376,14 +377,14 @@ fn score_replays_continual_learning_and_no_stream_learns_again_after_a_promotion
     let (summary, verdicts) = lines.split_last().unwrap();
     let runs = summary["retrained"].as_array().unwrap();
     // The schedule ticks every 100 windows; a run starts after the batch of the tick (112,
-    // 208, ...) and warms on 32 windows before it serves.
+    // 208, ...) and warms on 48 windows (`warm_windows`) before it serves.
     assert!(runs.len() >= 3, "{runs:?}");
     let first = &runs[0];
     assert_eq!(first["version"], "ebgan-retrained-1");
     let trained_at = first["trained_at"].as_u64().unwrap();
     let promoted_at = first["promoted_at"].as_u64().unwrap();
     assert!(
-        trained_at >= 100 && promoted_at >= trained_at + 32,
+        trained_at >= 100 && promoted_at >= trained_at + 48,
         "{first}"
     );
     assert!(first["windows"].as_u64().unwrap() > 50, "{first}");

@@ -406,12 +406,8 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             let adopted = self.judge.adopt_calibrations(shadow, &model.version);
             info!(model = %model.name, version = %model.version, streams = adopted, "Promoted shadow's calibrations adopted.");
         }
-        // Shadow judges calibrate like the active one, but follow no input level: a shadow
-        // scores windows as they arrive, and the drift the scorer takes off is the active's.
-        let calibration = Calibration {
-            level_windows: 0,
-            ..self.judge.calibration
-        };
+        // Shadow judges calibrate like the active one, for longer and with no input level.
+        let calibration = self.judge.calibration.shadow();
         let mut shadow_pass = batch.shadow.as_ref().map(|shadow| {
             let info = &shadow.model;
             let (version, judge) = self

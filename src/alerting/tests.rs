@@ -370,18 +370,32 @@ async fn a_shadow_is_judged_beside_the_active_version_and_never_handed_on() {
 async fn a_promoted_shadow_hands_its_calibrations_on_so_streams_do_not_learn_again() {
     let sink = Recording::default();
     let (a, progress) = stage(&sink, (), Resumed::default());
-    let mut a = a.calibrated(crate::detect::Calibration {
-        learn_windows: 16,
+    let cal = crate::detect::Calibration {
+        learn_windows: 8,
+        warm_windows: 16,
         ..crate::detect::Calibration::default()
-    });
+    };
+    let mut a = a.calibrated(cal);
     let s = probability_stream("vib/m1");
     let calm: Vec<f32> = (0..20).map(|i| 1.0 + (i % 5) as f32 * 0.1).collect();
-    // v1 active with v2 in shadow: both learn the stream.
-    let mut b = batch(&s, 0, &calm);
-    b.shadow = shadow("v2", calm.iter().map(|e| e * 3.0).collect());
+    // v1 active with v2 in shadow: both learn the stream, the shadow for longer.
+    let mut b = batch(&s, 0, &calm[..12]);
+    b.shadow = shadow("v2", calm[..12].iter().map(|e| e * 3.0).collect());
     a.batch(b).await.unwrap();
-    let judged = progress.snapshot()["vib/m1"].clone();
-    assert_eq!(judged.detector.calibrator.unwrap().version, "v1");
+    let active = progress.snapshot()["vib/m1"]
+        .detector
+        .calibrator
+        .clone()
+        .unwrap();
+    assert_eq!(active.version, "v1");
+    assert!(!active.learning(&cal), "v1 judges after 8 windows");
+    assert!(
+        !a.shadows.lock().unwrap()["vibration"].warm(),
+        "v2 learns 16"
+    );
+    let mut b = batch(&s, 12, &calm[12..]);
+    b.shadow = shadow("v2", calm[12..].iter().map(|e| e * 3.0).collect());
+    a.batch(b).await.unwrap();
     // 16 windows learnt, the last 4 judged: the shadow is warm.
     assert!(a.shadows.lock().unwrap()["vibration"].warm());
     // v2 promoted: its first windows are judged at once, on the calibration the shadow made.
@@ -433,6 +447,7 @@ async fn warming_shadow_with_a_quiet_stream(sink: &Recording) -> Alerting<Record
     let (a, _) = stage(sink, (), Resumed::default());
     let mut a = a.calibrated(crate::detect::Calibration {
         learn_windows: 4,
+        warm_windows: 4,
         ..crate::detect::Calibration::default()
     });
     for (stream, windows) in [("vib/m1", 6), ("vib/m2", 2)] {
@@ -485,6 +500,7 @@ async fn a_warming_shadow_never_learns_the_windows_of_a_raised_alert() {
     let (a, _) = stage(&sink, (), Resumed::default());
     let mut a = a.calibrated(crate::detect::Calibration {
         learn_windows: 8,
+        warm_windows: 8,
         ..crate::detect::Calibration::default()
     });
     let s = probability_stream("vib/m1");

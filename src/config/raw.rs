@@ -237,6 +237,8 @@ pub struct RawDetect {
     pub alert_probability: f64,
     /// Windows a stream (or a new model version on it) learns from before it is judged.
     pub learn_windows: u32,
+    /// Windows a new version learns each stream from in shadow before it may serve.
+    pub warm_windows: u32,
     /// Time constant, in healthy windows, over which the calibration forgets.
     pub memory_windows: u32,
     /// Quantile of healthy energies above which the tail is modelled.
@@ -268,6 +270,7 @@ impl Default for RawDetect {
             clear_after: 10,
             alert_probability: 0.9999,
             learn_windows: c.learn_windows,
+            warm_windows: c.warm_windows,
             memory_windows: c.memory_windows,
             tail_quantile: c.tail_quantile,
             accept_after: c.accept_after,
@@ -301,6 +304,7 @@ impl RawDetect {
     pub fn calibration(&self) -> crate::detect::Calibration {
         crate::detect::Calibration {
             learn_windows: self.learn_windows,
+            warm_windows: self.warm_windows,
             memory_windows: self.memory_windows,
             tail_quantile: self.tail_quantile,
             accept_after: self.accept_after,

@@ -378,7 +378,7 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
     use crate::detect::Judging;
     let bad = RawConfig::from_toml(
         "[detect]\njudge = \"probabilty\"\nalert_probability = 0.97\nlearn_windows = 4\n\
-         memory_windows = 2\nlearn_below = 0.9999\ntail_quantile = 1.0\nstale_after = 1.5\n\
+         warm_windows = 8\nmemory_windows = 2\nlearn_below = 0.9999\ntail_quantile = 1.0\nstale_after = 1.5\n\
          stale_min_s = -1\n",
     )
     .unwrap();
@@ -387,6 +387,7 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
         "detect.judge",
         "detect.alert_probability",
         "detect.learn_windows",
+        "detect.warm_windows",
         "detect.memory_windows",
         "detect.learn_below",
         "detect.tail_quantile",
@@ -404,6 +405,8 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
     let s = judged("", "").unwrap();
     assert_eq!(s.streams[0].judging, Judging::Probability(0.9999));
     assert_eq!(s.calibration.learn_windows, 512);
+    assert_eq!(s.calibration.warm_windows, 2016);
+    assert_eq!(s.calibration.shadow().learn_windows, 2016);
     assert!(s.calibration.per_channel);
     let s = judged("alert_probability = 0.999", "per_channel = false").unwrap();
     assert_eq!(s.streams[0].judging, Judging::Probability(0.999));

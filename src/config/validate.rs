@@ -758,6 +758,12 @@ fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
             d.learn_windows
         ));
     }
+    if d.warm_windows < 16 {
+        errs.push(format!(
+            "detect.warm_windows: {} is below 16; a new version's calibration needs windows to learn from",
+            d.warm_windows
+        ));
+    }
     if d.memory_windows < d.learn_windows {
         errs.push(format!(
             "detect.memory_windows: {} must be at least learn_windows ({})",

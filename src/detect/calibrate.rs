@@ -45,6 +45,11 @@ const RESCALE_AT: f64 = 1e100;
 pub struct Calibration {
     /// Windows a stream (or a new model on it) learns from before it is judged.
     pub learn_windows: u32,
+    /// Windows a new version of a model learns each stream from in shadow, judged beside the
+    /// served version, before it may serve (a retrained version is promoted then). Longer than
+    /// `learn_windows`: the shadow's calibration is what the stream is judged by from the
+    /// promotion on, and a tail read from a few hundred windows raises more false alerts.
+    pub warm_windows: u32,
     /// Time constant of forgetting, in healthy windows: an energy seen this many healthy windows
     /// ago weighs 1/e of the newest.
     pub memory_windows: u32,
@@ -79,6 +84,7 @@ impl Default for Calibration {
     fn default() -> Self {
         Self {
             learn_windows: 512,
+            warm_windows: 2_016,
             memory_windows: 8_640,
             tail_quantile: 0.98,
             accept_after: 0,
@@ -86,6 +92,19 @@ impl Default for Calibration {
             learn_below: 0.99,
             level_windows: 300,
             per_channel: true,
+        }
+    }
+}
+
+impl Calibration {
+    /// The calibration of a shadow's judge: it learns each stream for `warm_windows`, and it
+    /// follows no input level (a shadow scores windows as they arrive; the drift the scorer
+    /// takes off is the served version's).
+    pub fn shadow(&self) -> Self {
+        Self {
+            learn_windows: self.warm_windows,
+            level_windows: 0,
+            ..*self
         }
     }
 }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::{LearningSettings, Settings};
-use crate::detect::{Calibration, Judge, ModelRef, Scored, StreamInfo, Verdict, energy_parts};
+use crate::detect::{Judge, ModelRef, Scored, StreamInfo, Verdict, energy_parts};
 use crate::model::{ModelVersion, Registry, Scorer};
 use crate::pipeline::RawWindow;
 use crate::train::TrainFromCapture;
@@ -198,11 +198,8 @@ impl Retrainer {
             },
             threshold: m.threshold.value,
             scorer,
-            // A shadow follows no input level of its own, as in the daemon.
-            judge: Judge::new(Calibration {
-                level_windows: 0,
-                ..settings.calibration
-            }),
+            // Warming as in the daemon: for `warm_windows`, following no input level.
+            judge: Judge::new(settings.calibration.shadow()),
         });
         self.runs.push(Run {
             version,
