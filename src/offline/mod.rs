@@ -75,7 +75,8 @@ pub struct ScoreArgs {
     /// healthy windows captured so far, as the daemon captures them (all of the first
     /// `[learning] windows`, then one in `capture_every`; `[learning] steps`, the model's own
     /// kind and seed; needs the trainer's venv, as `ebgand train` does), score it in shadow
-    /// while its calibration learns windows the served version finds healthy, then serve it.
+    /// while its calibration learns `[detect] warm_windows` windows the served version finds
+    /// healthy, then serve it.
     /// The summary line lists the runs. With the daemon's daily schedule, N is a day's
     /// windows.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

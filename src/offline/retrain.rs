@@ -7,7 +7,7 @@
 //! ([`TrainFromCapture`]: `[learning] steps`, the served version's kind, and here its seed,
 //! so a replay is reproducible); the result scores beside the served version as a shadow whose
 //! calibration learns only windows the served one found healthy; once it has learnt
-//! (`learn_windows`), it is promoted and the stream's judge carries on with its calibration.
+//! (`[detect] warm_windows`), it is promoted and the stream's judge carries on with its calibration.
 //! No run starts while a retrained version still warms. Differences from the daemon: runs are
 //! counted in windows rather than seconds; a run trains on every window captured so far,
 //! while the daemon's misses those of about the last [`FLUSH_EVERY`] (when its capture writes
