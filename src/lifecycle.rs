@@ -605,21 +605,26 @@ impl Models {
         })?;
         // Each stream's newest learning windows, scored by the new version, calibrate it
         // before the version's first window: the streams are judged at once (NAB's rule).
-        // They reach the alerting stage before any window this scorer scores.
-        let (scorer, seeds) = tokio::task::spawn_blocking(move || {
+        // The calibrations reach the alerting stage before any window this scorer scores, and
+        // the checkpoint at once, so a restart before a stream's next window keeps them.
+        let cal = ctx.settings.calibration;
+        let (scorer, seeded) = tokio::task::spawn_blocking(move || {
             let mut scorer = scorer;
-            let seeds = recent.score(&mut scorer);
-            (scorer, seeds)
+            let seeded = recent.calibrate(&mut scorer, &cal);
+            (scorer, seeded)
         })
         .await
         .map_err(|e| ModelError::Ort(format!("scoring the learning windows failed: {e}")))?;
-        match seeds {
-            Ok(seeds) => {
-                let streams = seeds.len();
+        match seeded {
+            Ok(seeded) => {
+                let streams = seeded.len();
+                for (stream, s) in &seeded {
+                    ctx.progress.seeded(stream, s.clone());
+                }
                 ctx.seeds
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .extend(seeds);
+                    .extend(seeded);
                 info!(
                     model,
                     version, streams, "Streams calibrated on their learning windows."
@@ -663,8 +668,10 @@ pub(crate) struct Context<'a> {
     pub(crate) stop: CancellationToken,
     /// Shadow comparisons, kept by the alerting stage.
     pub(crate) shadows: crate::alerting::Shadows,
-    /// First versions' calibration seeds, taken by the alerting stage.
+    /// Streams calibrated for first versions, taken by the alerting stage.
     pub(crate) seeds: crate::alerting::Seeds,
+    /// Each stream's judging progress, checkpointed: a seeded calibration goes in too.
+    pub(crate) progress: crate::durable::checkpoint::Progress,
 }
 
 impl Context<'_> {

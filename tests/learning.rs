@@ -66,6 +66,27 @@ async fn learn_first_version(
         .to_owned()
 }
 
+/// Waits for the first state of `vibration/m1` published under `version` and checks that it
+/// was judged (a probability, not learning) and was window `seq`, the version's first.
+async fn judged_from_the_version_s_first_window(
+    obs: &Observer,
+    prefix: &str,
+    version: &str,
+    seq: u64,
+) {
+    let topic = format!("{prefix}/state/vibration/m1");
+    let under = |s: &Seen| s.json["model"]["version"] == version;
+    eventually(Duration::from_secs(20), "the version's first state", || {
+        obs.on(&topic).iter().any(under)
+    })
+    .await;
+    let first = obs.on(&topic).into_iter().find(|s| under(s)).unwrap().json;
+    // (`learning` is left out of a state message when false.)
+    assert_ne!(first["learning"], true, "{first}");
+    assert!(first["probability"].as_f64().is_some(), "{first}");
+    assert_eq!(first["seq"], seq, "the version's first window: {first}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer() {
     let broker = Mosquitto::start().await;
@@ -242,23 +263,7 @@ async fn a_first_version_judges_its_streams_at_once() {
     publish_windows(&mut tx, &mut m, 20, false).await;
     publish_windows(&mut tx, &mut m, 10, true).await;
     tx.flushed().await;
-    let topic = format!("{prefix}/state/vibration/m1");
-    eventually(Duration::from_secs(20), "the version's first state", || {
-        obs.on(&topic)
-            .iter()
-            .any(|s| s.json["model"]["version"] == version.as_str())
-    })
-    .await;
-    let first = obs
-        .on(&topic)
-        .into_iter()
-        .find(|s| s.json["model"]["version"] == version.as_str())
-        .unwrap()
-        .json;
-    // (`learning` is left out of a state message when false.)
-    assert_ne!(first["learning"], true, "{first}");
-    assert!(first["probability"].as_f64().is_some(), "{first}");
-    assert_eq!(first["seq"], 300, "the version's first window: {first}");
+    judged_from_the_version_s_first_window(&obs, prefix, &version, 300).await;
     // And a fault right after activation is raised: without the seed these windows would
     // still be learning (128 of them).
     eventually(Duration::from_secs(20), "alert on the fault", || {
@@ -270,6 +275,40 @@ async fn a_first_version_judges_its_streams_at_once() {
     assert_eq!(alert["model"]["version"], version.as_str());
     let seq = alert["seq"].as_u64().unwrap();
     assert!((320..330).contains(&seq), "raised on the fault: {alert}");
+    daemon.shutdown().await.unwrap();
+}
+
+/// The calibration a first version made from the learning windows is checkpointed when the
+/// version starts serving, not when the stream's next window arrives (five minutes later on a
+/// metric stream): a restart in between does not send the stream back to learning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_calibration_survives_a_restart_before_the_stream_s_next_window() {
+    let broker = Mosquitto::start().await;
+    let prefix = "reseeded";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = settings(
+        broker.port,
+        prefix,
+        &VIBRATION
+            .replace("path = \"models/vibration/fixture-1\"", "")
+            .replace("judge = \"threshold\"", "judge = \"probability\""),
+    );
+    s.learning.period.windows = 300;
+    s.learning.steps = 200;
+    s.calibration.learn_windows = 128;
+    with_trainer(&mut s);
+    let daemon = TestDaemon::start(s.clone()).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(6);
+    let version = learn_first_version(&obs, prefix, &mut tx, &mut m, 300).await;
+    // Stopped before any window of the version: the seed was never used by a judged window.
+    daemon.shutdown().await.unwrap();
+
+    let daemon = TestDaemon::start(s).await;
+    publish_windows(&mut tx, &mut m, 5, false).await;
+    tx.flushed().await;
+    // Learning again after the restart would publish `learning` here.
+    judged_from_the_version_s_first_window(&obs, prefix, &version, 300).await;
     daemon.shutdown().await.unwrap();
 }
 

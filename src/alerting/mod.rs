@@ -25,7 +25,7 @@ use tracing::{debug, error, info};
 
 use crate::detect::{
     AlertEvent, AlertState, Calibration, Carried, DetectorState, Explanation, Judge, ModelRef,
-    Scored, Seed, ShadowStats, StaleAlert, Transition, Verdict, energy_parts,
+    Scored, Seeded, ShadowStats, StaleAlert, Transition, Verdict, energy_parts,
 };
 use crate::durable::checkpoint::Progress;
 use crate::model::{ScoredBatch, Window};
@@ -149,10 +149,11 @@ pub struct Resumed {
 /// shadow is promoted.
 pub type Shadows = Arc<Mutex<HashMap<String, ShadowStats>>>;
 
-/// Calibration seeds of first versions trained from the stream, by stream id: put by the model
-/// lifecycle before the version scores a window, taken by the alerting stage before it judges
-/// the next batch ([`Judge::seed`]).
-pub type Seeds = Arc<Mutex<HashMap<String, Seed>>>;
+/// Streams calibrated on their learning windows for a first version trained from them, by
+/// stream id: put by the model lifecycle before the version scores a window (and into the
+/// checkpoint's progress), taken by the alerting stage before it judges the next batch
+/// ([`Judge::seed`]).
+pub type Seeds = Arc<Mutex<HashMap<String, Seeded>>>;
 
 /// The stage's state. Build with [`Alerting::new`], run with [`Alerting::run`].
 pub struct Alerting<S, T> {
@@ -393,8 +394,8 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         };
         {
             let mut seeds = self.seeds.lock().unwrap_or_else(PoisonError::into_inner);
-            for (stream, seed) in seeds.drain() {
-                self.judge.seed(&stream, seed);
+            for (stream, seeded) in seeds.drain() {
+                self.judge.seed(&stream, seeded);
             }
         }
         // The shadow was promoted: its streams' calibrations carry on under the active version

@@ -295,7 +295,7 @@ pub async fn run(
     let (deliveries_tx, deliveries_rx) = mpsc::channel(HANDOVER_QUEUE);
     // Only ingest holds the queues' senders now: when it stops, the queues close.
     let ingest = Ingest::new(&settings, queues, acker, metrics.clone(), Some(control_tx))
-        .telling(news_tx, progress)
+        .telling(news_tx, progress.clone())
         .stale_before(outbox.lock().open_incidents(STALE));
     let ingest = match journal {
         Some(d) => ingest.journaled(d),
@@ -353,6 +353,7 @@ pub async fn run(
             stop: training_stop.clone(),
             shadows,
             seeds,
+            progress: progress.clone(),
         },
         &mut models,
         control_rx,

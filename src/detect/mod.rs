@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 pub use calibrate::{Calibration, Calibrator, Reading, Unusual};
 pub use explain::{Carried, Explanation, Names, energy_parts};
 pub use level::{Drift, Level};
-pub use seed::{Seed, SeedWindow};
+pub use seed::{Seed, SeedWindow, Seeded};
 
 use serde::{Deserialize, Serialize};
 
@@ -499,10 +499,8 @@ pub struct Judge {
     /// How streams are calibrated.
     pub calibration: Calibration,
     detectors: HashMap<String, Detector>,
-    /// Saved states of streams not seen yet, from the last run's checkpoint.
+    /// Saved states of streams not seen yet, from the last run's checkpoint (or seeded).
     saved: HashMap<String, DetectorState>,
-    /// Per stream: windows to calibrate with before a model version's first window is judged.
-    seeds: HashMap<String, Seed>,
 }
 
 impl Judge {
@@ -517,18 +515,22 @@ impl Judge {
             calibration,
             detectors: HashMap::new(),
             saved,
-            seeds: HashMap::new(),
         }
     }
 
-    /// Calibrates `stream` with `seed` when its version first judges the stream, as if the
-    /// seed's windows had been the stream's first under it: the first `learn_windows` learnt,
-    /// the later ones read and learnt while healthy. A stream that already has a calibration
-    /// of that version keeps it (a restart resumed it), and one of another version ignores
-    /// the seed. With fewer windows than
-    /// [`Calibration::learn_windows`] the stream learns the rest as usual.
-    pub fn seed(&mut self, stream: &str, seed: Seed) {
-        self.seeds.insert(stream.to_owned(), seed);
+    /// Calibrates `stream` with `seeded` ([`Seed::calibrated`]) now: the seed's version
+    /// judges the stream from its first window on. A stream that already has a calibration
+    /// of that version keeps it (a restart resumed it); a version other than the one that
+    /// judges the stream is replaced by its own, learning, as any other is.
+    pub fn seed(&mut self, stream: &str, seeded: Seeded) {
+        match self.detectors.get_mut(stream) {
+            Some(d) => seeded.install(&mut d.calibrator, &mut d.level),
+            None => self
+                .saved
+                .entry(stream.to_owned())
+                .or_default()
+                .seed(seeded),
+        };
     }
 
     /// Takes over the calibrations `other` (a shadow judge) made of `version`'s energies, for
@@ -559,7 +561,6 @@ impl Judge {
     pub fn forget(&mut self, stream: &str) {
         self.detectors.remove(stream);
         self.saved.remove(stream);
-        self.seeds.remove(stream);
     }
 
     /// Judges one window: its probability under the stream's calibration (or its energy against
@@ -595,7 +596,6 @@ impl Judge {
         let cal = self.calibration;
         let mut first = false;
         let saved = &mut self.saved;
-        let seeds = &mut self.seeds;
         let detector = self.detectors.entry(stream.id.clone()).or_insert_with(|| {
             first = true;
             let state = saved.remove(&stream.id).unwrap_or_default();
@@ -608,10 +608,6 @@ impl Judge {
             Judging::Energy(t) => {
                 detector.calibrator = None;
                 detector.level = None;
-                if !seeds.is_empty() {
-                    // Judged by energy: a seed would never be read.
-                    seeds.remove(&stream.id);
-                }
                 threshold = t.unwrap_or(model_threshold);
                 (probability, learning) = (None, false);
                 anomalous = is_anomalous(energy, threshold);
@@ -631,23 +627,12 @@ impl Judge {
                     }
                     l
                 });
-                // Energies of another model version mean nothing to this one: learn again,
-                // from the seed first where the version has one for this stream.
-                let mut c = match detector
+                // Energies of another model version mean nothing to this one: learn again.
+                let mut c = detector
                     .calibrator
                     .take()
                     .filter(|c| c.version == model.version)
-                {
-                    Some(c) => c,
-                    None => {
-                        let mut c = Calibrator::new(&model.version);
-                        let seed = seeds.remove(&stream.id);
-                        if let Some(seed) = seed.filter(|s| s.version == model.version) {
-                            seed::calibrate(&mut c, &mut level, &seed, stream.channels, &cal);
-                        }
-                        c
-                    }
-                };
+                    .unwrap_or_else(|| Calibrator::new(&model.version));
                 learning = c.learning(&cal);
                 if learning {
                     if may_learn {

@@ -1,8 +1,8 @@
 //! Seeds: the windows a stream sent while its model learnt from it, scored by the model's
 //! first version, which calibrate the stream before that version judges it
-//! ([`super::Judge::seed`]).
+//! ([`Seed::calibrated`], then [`super::Judge::seed`] and the checkpoint's progress).
 
-use super::{Calibration, Calibrator, Level, Scored};
+use super::{Calibration, Calibrator, DetectorState, Level, Scored};
 
 /// The windows a stream sent while its model learnt from it (the learner's last ones), scored
 /// by the model's first version: they calibrate the stream before that version judges it, so
@@ -28,11 +28,61 @@ pub struct SeedWindow {
     pub parts: Vec<f32>,
 }
 
-/// Takes a [`Seed`]'s windows as a stream's first windows under its version: the first
-/// [`Calibration::learn_windows`] learnt, the later ones read and taken while healthy, never
-/// alerted on, the level settling where judging would have begun. The calibration of a stream
-/// judged from its first window on, but for what its alerts would have kept out.
-pub(super) fn calibrate(
+/// A stream's calibration under a model version, made from its [`Seed`]: what the stream is
+/// judged by from that version's first window on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seeded {
+    /// The calibration (of the seed's version).
+    pub calibrator: Calibrator,
+    /// The input level (with [`Calibration::level_windows`]).
+    pub level: Option<Level>,
+}
+
+impl Seed {
+    /// Takes the seed's windows (of a stream of `channels` channels) as the stream's first
+    /// windows under its version: the first [`Calibration::learn_windows`] learnt, the later
+    /// ones read and taken while healthy, never alerted on, the level settling where judging
+    /// would have begun. The calibration of a stream judged from its first window on, but for
+    /// what its alerts would have kept out. With fewer windows than `learn_windows` the
+    /// stream learns the rest when judged.
+    pub fn calibrated(&self, channels: usize, cal: &Calibration) -> Seeded {
+        let mut calibrator = Calibrator::new(&self.version);
+        let mut level = (cal.level_windows > 0).then(|| Level::new(&self.version));
+        calibrate(&mut calibrator, &mut level, self, channels, cal);
+        Seeded { calibrator, level }
+    }
+}
+
+impl Seeded {
+    /// Puts the calibration in a stream's `calibrator` and `level`, unless it already has one
+    /// of the same version (a restart resumed it). Says whether it did.
+    pub(super) fn install(
+        self,
+        calibrator: &mut Option<Calibrator>,
+        level: &mut Option<Level>,
+    ) -> bool {
+        if calibrator
+            .as_ref()
+            .is_some_and(|c| c.version == self.calibrator.version)
+        {
+            return false;
+        }
+        *calibrator = Some(self.calibrator);
+        *level = self.level;
+        true
+    }
+}
+
+impl DetectorState {
+    /// The saved state of a stream, calibrated by `seeded` unless it already has a calibration
+    /// of the same version (says whether it was): how the checkpoint keeps a seeded stream
+    /// before its first judged window.
+    pub fn seed(&mut self, seeded: Seeded) -> bool {
+        seeded.install(&mut self.calibrator, &mut self.level)
+    }
+}
+
+fn calibrate(
     c: &mut Calibrator,
     level: &mut Option<Level>,
     seed: &Seed,

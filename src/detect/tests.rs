@@ -298,8 +298,10 @@ fn a_shadow_is_warm_once_every_stream_it_saw_was_judged() {
 }
 
 /// A stream seeded with the windows its model learnt from is judged from the version's first
-/// window on, the same as a stream that learnt those windows itself; a seed of another version
-/// is ignored, and a short seed leaves the rest to learn.
+/// window on, the same as a stream that learnt those windows itself, and so is one restored
+/// from a checkpoint taken before that window; a seed of another version is ignored, a short
+/// seed leaves the rest to learn, and a stream that already judges with the version keeps
+/// its own calibration.
 #[test]
 fn a_seeded_stream_is_judged_from_its_first_window() {
     let cal = Calibration {
@@ -318,16 +320,19 @@ fn a_seeded_stream_is_judged_from_its_first_window() {
         data: vec![level, 2.0 * level, level, 2.0 * level],
     };
     let healthy = energies(100, |_| 1.0);
-    let seed = |version: &str, n: usize| Seed {
-        version: version.into(),
-        windows: healthy[..n]
-            .iter()
-            .map(|&energy| SeedWindow {
-                data: window(0, 3.0).data,
-                energy,
-                parts: vec![energy / 2.0, energy / 2.0],
-            })
-            .collect(),
+    let seed = |version: &str, n: usize| {
+        Seed {
+            version: version.into(),
+            windows: healthy[..n]
+                .iter()
+                .map(|&energy| SeedWindow {
+                    data: window(0, 3.0).data,
+                    energy,
+                    parts: vec![energy / 2.0, energy / 2.0],
+                })
+                .collect(),
+        }
+        .calibrated(2, &cal)
     };
     let judge = |j: &mut Judge, seq: u64, energy: f32| {
         let parts = [energy / 2.0, energy / 2.0];
@@ -364,6 +369,23 @@ fn a_seeded_stream_is_judged_from_its_first_window() {
     assert_eq!(judge(&mut seeded, 0, 1.0).probability, mine);
     // The level learnt the seed's windows: no drift while the stream stays where it was.
     assert_eq!(stream.drift.get(), vec![0.0, 0.0]);
+
+    // Kept in a stream's saved state (the checkpoint's), it survives a restart.
+    let mut saved = DetectorState::default();
+    assert!(saved.seed(seed("v1", 100)));
+    let json = serde_json::to_string(&saved).unwrap();
+    let restored = || {
+        let state: DetectorState = serde_json::from_str(&json).unwrap();
+        Judge::restored(HashMap::from([("s".to_owned(), state)]), cal)
+    };
+    let (mut j, mut k) = (restored(), restored());
+    assert_eq!(judge(&mut j, 0, 1.0).probability, mine);
+    // A stream already judged with the version keeps what it learnt since.
+    judge(&mut k, 0, 1.0);
+    j.seed("s", seed("v1", 20));
+    let (a, b) = (judge(&mut j, 1, 1.0), judge(&mut k, 1, 1.0));
+    assert_eq!(a.probability, b.probability);
+    assert_eq!(a.detector.calibrator, b.detector.calibrator);
 
     // A seed of another version is ignored: the stream learns.
     let mut j = Judge::new(cal);

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::DetectorState;
+use crate::detect::{DetectorState, Seeded};
 
 /// The checkpoint file in the journal folder.
 pub const FILE: &str = "checkpoint.json";
@@ -94,6 +94,16 @@ impl Progress {
         let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let j = all.entry(stream.to_owned()).or_default();
         j.next_seq = j.next_seq.max(seq + 1);
+    }
+
+    /// Calibrates a stream the checkpoint already tracks with `seeded` ([`DetectorState::seed`])
+    /// before its first judged window, so a restart before that window keeps the calibration.
+    /// A stream it does not track is left alone (its windows' progress is not known here).
+    pub fn seeded(&self, stream: &str, seeded: Seeded) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(j) = all.get_mut(stream) {
+            j.detector.seed(seeded);
+        }
     }
 
     /// Forgets a stream (dropped from the stream table after going quiet; if it comes back it

@@ -199,7 +199,10 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
             // The daemon's capture holds the learning windows too: retraining trains on them.
             r.learnt(seed.windows.iter().map(|w| w.data.as_slice()));
         }
-        judge.seed(&stream.id, seed);
+        judge.seed(
+            &stream.id,
+            seed.calibrated(stream.channels, &settings.calibration),
+        );
     }
     let mut scored = LabelScore::default();
     let mut total = 0.0f64;

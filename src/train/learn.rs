@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use crate::config::LearningPeriod;
 use crate::control::{Command, ControlMessage};
-use crate::detect::{Seed, SeedWindow, StreamInfo, energy_parts};
+use crate::detect::{Calibration, Seed, SeedWindow, Seeded, StreamInfo, energy_parts};
 use crate::durable::checkpoint::Progress;
 use crate::model::{ModelError, Scorer, Window};
 use crate::telemetry::Metrics;
@@ -110,24 +110,29 @@ impl Recent {
         true
     }
 
-    /// Each kept stream's windows scored by `scorer` (the model's first version): the seeds of
-    /// their calibrations under it, by stream id. Windows of another length than the model's
-    /// are left out. Blocking: call it off the async runtime.
+    /// Each kept stream's windows scored by `scorer` (the model's first version), and the
+    /// stream calibrated on them under it ([`Seed::calibrated`]), by stream id. Windows of
+    /// another length than the model's are left out. Blocking: call it off the async runtime.
     ///
     /// # Errors
     /// The scorer's, for a batch it cannot score.
-    pub fn score(self, scorer: &mut Scorer) -> Result<HashMap<String, Seed>, ModelError> {
+    pub fn calibrate(
+        self,
+        scorer: &mut Scorer,
+        cal: &Calibration,
+    ) -> Result<HashMap<String, Seeded>, ModelError> {
         let len = scorer.window_len();
-        let mut seeds = HashMap::with_capacity(self.streams.len());
+        let mut seeded = HashMap::with_capacity(self.streams.len());
         for (id, (stream, ring)) in self.streams {
             let windows = ring.into_iter().filter(|w| w.len() == len).collect();
-            seeds.insert(id, seed(scorer, windows, &stream, SEED_BATCH)?);
+            let seed = seed(scorer, windows, &stream, SEED_BATCH)?;
+            seeded.insert(id, seed.calibrated(stream.channels, cal));
         }
-        Ok(seeds)
+        Ok(seeded)
     }
 }
 
-/// Windows scored at once by [`Recent::score`].
+/// Windows scored at once by [`Recent::calibrate`].
 const SEED_BATCH: usize = 256;
 
 /// `windows` of `stream` (W x C values each, the model's shape) scored by `scorer`, `batch` at
