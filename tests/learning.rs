@@ -35,6 +35,22 @@ fn with_trainer(s: &mut ebgand::config::Settings) {
     s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
 }
 
+/// The vibration stream with no model version, judged by probability with the `[detect]`
+/// settings in `detect`: it learns a first version from 300 windows (200 training steps).
+fn learns_by_probability(port: u16, prefix: &str, detect: &str) -> ebgand::config::Settings {
+    let toml = VIBRATION
+        .replace("path = \"models/vibration/fixture-1\"", "")
+        .replace(
+            "judge = \"threshold\"",
+            &format!("judge = \"probability\"\n{detect}"),
+        );
+    let mut s = settings(port, prefix, &toml);
+    s.learning.period.windows = 300;
+    s.learning.steps = 200;
+    with_trainer(&mut s);
+    s
+}
+
 fn events(obs: &Observer, prefix: &str, event: &str) -> Vec<serde_json::Value> {
     obs.on(&format!("{prefix}/events"))
         .into_iter()
@@ -240,20 +256,11 @@ async fn a_first_version_judges_its_streams_at_once() {
     let broker = Mosquitto::start().await;
     let prefix = "seeded";
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
-    let mut s = settings(
+    let s = learns_by_probability(
         broker.port,
         prefix,
-        &VIBRATION
-            .replace("path = \"models/vibration/fixture-1\"", "")
-            .replace(
-                "judge = \"threshold\"",
-                "judge = \"probability\"\nalert_probability = 0.999",
-            ),
+        "alert_probability = 0.999\nlearn_windows = 128",
     );
-    s.learning.period.windows = 300;
-    s.learning.steps = 200;
-    s.calibration.learn_windows = 128;
-    with_trainer(&mut s);
     let daemon = TestDaemon::start(s).await;
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(5);
@@ -286,17 +293,7 @@ async fn a_seeded_calibration_survives_a_restart_before_the_stream_s_next_window
     let broker = Mosquitto::start().await;
     let prefix = "reseeded";
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
-    let mut s = settings(
-        broker.port,
-        prefix,
-        &VIBRATION
-            .replace("path = \"models/vibration/fixture-1\"", "")
-            .replace("judge = \"threshold\"", "judge = \"probability\""),
-    );
-    s.learning.period.windows = 300;
-    s.learning.steps = 200;
-    s.calibration.learn_windows = 128;
-    with_trainer(&mut s);
+    let s = learns_by_probability(broker.port, prefix, "learn_windows = 128");
     let daemon = TestDaemon::start(s.clone()).await;
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(6);
@@ -397,23 +394,18 @@ async fn a_retrained_version_warms_up_in_shadow_across_a_restart_and_no_stream_l
     let broker = Mosquitto::start().await;
     let prefix = "warm";
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
-    let toml = VIBRATION
-        .replace("path = \"models/vibration/fixture-1\"", "")
-        .replace(
-            "judge = \"threshold\"",
-            &format!("judge = \"probability\"\nlearn_windows = {LEARN}\nwarm_windows = {WARM}"),
-        );
-    let mut s = settings(broker.port, prefix, &toml);
-    s.learning.period.windows = 300;
+    let mut s = learns_by_probability(
+        broker.port,
+        prefix,
+        &format!("learn_windows = {LEARN}\nwarm_windows = {WARM}"),
+    );
     s.learning.capture_every = 1;
-    s.learning.steps = 200;
     // Scheduled retraining every second: a tick while a version warms is skipped.
     s.learning.retrain_every = Some(Duration::from_secs(1));
     s.registry.gate_min_windows = 16;
     // The gate's own bound has its tests (tests/lifecycle.rs); a short run's threshold on a
     // few hundred windows can miss it by a little, which is not what this test is about.
     s.registry.max_false_alarm_rate = 0.25;
-    with_trainer(&mut s);
     let daemon = TestDaemon::start(s.clone()).await;
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(44);
