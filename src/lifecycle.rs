@@ -24,7 +24,7 @@ use crate::model::{
 use crate::mqtt::Publisher;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::StateLabel;
-use crate::train::learn::Recent;
+use crate::train::recent::{self, Recent};
 
 /// The models being served and how they change: the registry, each model's scorer and the
 /// version it serves, and the recent healthy windows the gate scores candidates on.
@@ -640,6 +640,9 @@ impl Models {
         self.registry
             .activate(model, version, "trained from the stream")
             .map_err(|e| ModelError::Ort(e.to_string()))?;
+        if let Err(e) = recent::forget_saved(&ctx.settings.learning.dir.join(model)) {
+            warn!(model, error = %e, "Cannot remove the saved learning progress; it is removed at the next start.");
+        }
         ctx.metrics
             .reloads
             .get_or_create(&StateLabel { state: "swapped" })

@@ -309,6 +309,46 @@ async fn a_seeded_calibration_survives_a_restart_before_the_stream_s_next_window
     daemon.shutdown().await.unwrap();
 }
 
+/// A restart during the learning period carries it on: the windows captured before it count
+/// towards the period, and the first version's calibration is seeded with windows from both
+/// sides of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_learning_carries_the_learning_period_on() {
+    let broker = Mosquitto::start().await;
+    let prefix = "resumed";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let s = learns_by_probability(broker.port, prefix, "learn_windows = 256");
+    let saved = s
+        .learning
+        .dir
+        .join("vibration")
+        .join(ebgand::train::recent::SAVED);
+    let daemon = TestDaemon::start(s.clone()).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(8);
+    publish_windows(&mut tx, &mut m, 200, false).await;
+    tx.flushed().await;
+    eventually(Duration::from_secs(20), "200 windows captured", || {
+        daemon.metric("ebgand_windows_captured_total") == 200
+    })
+    .await;
+    daemon.shutdown().await.unwrap();
+    assert!(saved.exists(), "the learner saved its progress at shutdown");
+
+    let daemon = TestDaemon::start(s).await;
+    // 100 more end the period of 300: without the 200 from before the restart, the stream
+    // would learn for 300 more.
+    let version = learn_first_version(&obs, prefix, &mut tx, &mut m, 100).await;
+    assert_eq!(daemon.metric("ebgand_windows_captured_total"), 100);
+    // Judged from the version's first window: its calibration learnt 256 windows, which the
+    // 100 since the restart could not have given it.
+    publish_windows(&mut tx, &mut m, 5, false).await;
+    tx.flushed().await;
+    judged_from_the_version_s_first_window(&obs, prefix, &version, 300).await;
+    assert!(!saved.exists(), "removed once the first version serves");
+    daemon.shutdown().await.unwrap();
+}
+
 /// Continual learning is the default for a model that learnt from its stream: it retrains on
 /// `[learning] retrain_every_s` from its captured healthy windows; a model seeded from a folder
 /// on the same schedule does not (unless `retrain_seeded`).

@@ -42,6 +42,7 @@ use crate::signal::Signal;
 use crate::telemetry::{self, Metrics, StageGuard, Systemd};
 use crate::train::capture::{Capture, FLUSH_EVERY};
 use crate::train::learn::{Learning, learner};
+use crate::train::recent;
 
 /// Scored batches queued between the scorers and the alerting stage.
 const SCORED_QUEUE: usize = 8;
@@ -222,6 +223,11 @@ pub async fn run(
             continue;
         };
         expected += 1;
+        // A learner's progress left by a stop between the first version's activation and
+        // its removal: nothing resumes it now.
+        if let Err(e) = recent::forget_saved(&settings.learning.dir.join(name)) {
+            warn!(model = %name, error = %e, "Cannot remove the saved learning progress.");
+        }
         let scorer =
             load_off_runtime(&settings, name, models.registry.path(name, &version)).await?;
         let handle = spawn_scorer(scorer, rx, &scorer_ctx, &tracker)?;

@@ -360,7 +360,7 @@ fn seed(
         channels: c,
     });
     let windows = windows.into_iter().map(|w| w.data).collect();
-    Ok(crate::train::learn::seed(
+    Ok(crate::train::recent::seed(
         scorer,
         windows,
         stream,

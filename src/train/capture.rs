@@ -177,6 +177,21 @@ impl Capture {
         self
     }
 
+    /// The capture folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Values of one window it captures (window × channels).
+    pub fn window_values(&self) -> usize {
+        self.window * self.channels
+    }
+
+    /// How long a captured window may wait in memory ([`Capture::flushing_every`]), if set.
+    pub fn flush_interval(&self) -> Option<Duration> {
+        self.flush_every
+    }
+
     /// Why capturing is stopped, if it is.
     pub fn stopped(&self) -> Option<StopReason> {
         self.stopped.map(|(r, _)| r)
@@ -323,7 +338,6 @@ impl Capture {
             rows += old.len_of(Axis(0));
         }
         let path = shard_path(&self.dir, number);
-        let tmp = self.dir.join(format!(".shard-{number:06}.npy.tmp"));
         let npy = |reason: String| CaptureError::Npy {
             path: path.clone(),
             reason,
@@ -334,6 +348,35 @@ impl Capture {
         array
             .write_npy(&mut bytes)
             .map_err(|e| npy(e.to_string()))?;
+        self.write_whole(&path, &bytes)?;
+        self.next = self.next.max(number + 1);
+        self.tail = (rows < self.shard_windows).then_some((number, rows));
+        let all = shards(&self.dir)?;
+        for old in all.iter().take(all.len().saturating_sub(self.max_shards)) {
+            fs::remove_file(old).map_err(|source| CaptureError::Io {
+                path: old.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` as the file `name` in the capture folder (not a shard: the learner's
+    /// saved progress), whole and under the same free-space floor as the shards.
+    ///
+    /// # Errors
+    /// As writing a shard: [`CaptureError::Stopped`] for a full disk, the floor or another
+    /// write error (capturing itself is not stopped by it), [`CaptureError::Io`] for the
+    /// rename.
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), CaptureError> {
+        self.write_whole(&self.dir.join(name), bytes)
+    }
+
+    /// Writes `bytes` to `path` in the capture folder through a temp file renamed over it,
+    /// unless that would leave less than `min_free` bytes free.
+    fn write_whole(&self, path: &Path, bytes: &[u8]) -> Result<(), CaptureError> {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let tmp = self.dir.join(format!(".{}.tmp", name.unwrap_or_default()));
         let stopped = |reason, detail: String| CaptureError::Stopped {
             path: self.dir.clone(),
             reason,
@@ -354,7 +397,7 @@ impl Capture {
                 ));
             }
         }
-        if let Err(e) = fs::write(&tmp, &bytes) {
+        if let Err(e) = fs::write(&tmp, bytes) {
             // Best effort: a leftover temp file is never read as a shard and is replaced next time.
             fs::remove_file(&tmp).ok();
             let reason = match e.kind() {
@@ -366,20 +409,10 @@ impl Capture {
             return Err(stopped(reason, format!("{}: {e}", tmp.display())));
         }
         // The rename replaces a topped-up shard whole: a reader sees the old one or the new.
-        fs::rename(&tmp, &path).map_err(|source| CaptureError::Io {
-            path: path.clone(),
+        fs::rename(&tmp, path).map_err(|source| CaptureError::Io {
+            path: path.into(),
             source,
-        })?;
-        self.next = self.next.max(number + 1);
-        self.tail = (rows < self.shard_windows).then_some((number, rows));
-        let all = shards(&self.dir)?;
-        for old in all.iter().take(all.len().saturating_sub(self.max_shards)) {
-            fs::remove_file(old).map_err(|source| CaptureError::Io {
-                path: old.clone(),
-                source,
-            })?;
-        }
-        Ok(())
+        })
     }
 
     /// Every captured window on disk, oldest first, as one `[n, W, C]` array.
@@ -497,7 +530,7 @@ mod tests {
     }
 
     #[test]
-    fn the_free_space_floor_stops_capture() {
+    fn the_free_space_floor_stops_capture_and_the_learner_s_saved_progress() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Capture::open(dir.path(), 2, 1, 1, 4)
             .unwrap()
@@ -506,6 +539,9 @@ mod tests {
         assert!(err.to_string().contains("min_free"), "{err}");
         assert_eq!(c.stopped(), Some(StopReason::MinFree));
         assert!(shards(dir.path()).unwrap().is_empty());
+        let err = c.write_file("learning.npz", b"saved").unwrap_err();
+        assert!(err.to_string().contains("min_free"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -1,20 +1,21 @@
 //! Learning from the stream: the learner that stands in for a model's scorer until a first
 //! version is trained, capturing every window ([`Capture`]) for that version's training run.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::config::LearningPeriod;
 use crate::control::{Command, ControlMessage};
-use crate::detect::{Calibration, Seed, SeedWindow, Seeded, StreamInfo, energy_parts};
 use crate::durable::checkpoint::Progress;
-use crate::model::{ModelError, Scorer, Window};
+use crate::model::Window;
 use crate::telemetry::Metrics;
 use crate::train::capture::Capture;
+use crate::train::recent::{RECENT_VALUES, Recent, SAVED};
 
 /// Where a learner says what its streams are doing (`learning`, then `training`): each
 /// stream's retained state, in the daemon.
@@ -52,131 +53,6 @@ pub struct Learning<P> {
     pub keep: usize,
 }
 
-/// Values (`f32`) a learner keeps at most in [`Recent`] (64 MiB): past it, a stream's newest
-/// window replaces its oldest, and a stream with none kept yet keeps none (it learns under the
-/// first version as a stream with no seed does).
-pub const RECENT_VALUES: usize = 16 << 20;
-
-/// Each stream's newest windows while its model learns (at most `keep` each, at most
-/// [`RECENT_VALUES`] values in all), handed over with the window queue: scored by the first
-/// version, they calibrate each stream before that version judges it
-/// ([`crate::detect::Seed`]).
-#[derive(Debug, Default)]
-pub struct Recent {
-    /// Per stream id: the stream and its newest windows, oldest first.
-    pub streams: HashMap<String, (Arc<StreamInfo>, VecDeque<Vec<f32>>)>,
-    keep: usize,
-    /// Values kept.
-    values: usize,
-    /// Streams not kept (the bound was reached before their first window).
-    refused: HashSet<String>,
-}
-
-impl Recent {
-    /// Keeps up to `keep` windows per stream.
-    pub fn new(keep: usize) -> Self {
-        Self {
-            keep,
-            ..Self::default()
-        }
-    }
-
-    /// Adds a window of `stream`, dropping its oldest beyond `keep` or past
-    /// [`RECENT_VALUES`]. `false` when the stream is not kept (the first time only: it is then
-    /// not asked about again).
-    fn push(&mut self, stream: &Arc<StreamInfo>, data: &[f32]) -> bool {
-        if self.keep == 0 || self.refused.contains(&stream.id) {
-            return true;
-        }
-        let full = self.values.saturating_add(data.len()) > RECENT_VALUES;
-        let ring = match self.streams.get_mut(&stream.id) {
-            Some((_, ring)) => ring,
-            None if full => {
-                self.refused.insert(stream.id.clone());
-                return false;
-            }
-            None => {
-                let entry = (stream.clone(), VecDeque::new());
-                &mut self.streams.entry(stream.id.clone()).or_insert(entry).1
-            }
-        };
-        if (ring.len() >= self.keep || full)
-            && let Some(old) = ring.pop_front()
-        {
-            self.values -= old.len();
-        }
-        self.values += data.len();
-        ring.push_back(data.to_vec());
-        true
-    }
-
-    /// Each kept stream's windows scored by `scorer` (the model's first version), and the
-    /// stream calibrated on them under it ([`Seed::calibrated`]), by stream id. Windows of
-    /// another length than the model's are left out. Blocking: call it off the async runtime.
-    ///
-    /// # Errors
-    /// The scorer's, for a batch it cannot score.
-    pub fn calibrate(
-        self,
-        scorer: &mut Scorer,
-        cal: &Calibration,
-    ) -> Result<HashMap<String, Seeded>, ModelError> {
-        let len = scorer.window_len();
-        let mut seeded = HashMap::with_capacity(self.streams.len());
-        for (id, (stream, ring)) in self.streams {
-            let windows = ring.into_iter().filter(|w| w.len() == len).collect();
-            let seed = seed(scorer, windows, &stream, SEED_BATCH)?;
-            seeded.insert(id, seed.calibrated(stream.channels, cal));
-        }
-        Ok(seeded)
-    }
-}
-
-/// Windows scored at once by [`Recent::calibrate`].
-const SEED_BATCH: usize = 256;
-
-/// `windows` of `stream` (W x C values each, the model's shape) scored by `scorer`, `batch` at
-/// a time, into the seed of the stream's calibration under its version ([`Seed`]): each
-/// window's energy and each channel's part of it, as the alerting stage reads them.
-///
-/// # Errors
-/// The scorer's, for a batch it cannot score.
-pub fn seed(
-    scorer: &mut Scorer,
-    windows: Vec<Vec<f32>>,
-    stream: &StreamInfo,
-    batch: usize,
-) -> Result<Seed, ModelError> {
-    let len = scorer.window_len();
-    let mut seed = Seed {
-        version: scorer.version().manifest.version.clone(),
-        windows: Vec::with_capacity(windows.len()),
-    };
-    let (mut data, mut residual) = (Vec::new(), Vec::new());
-    let mut windows = windows.into_iter().peekable();
-    while windows.peek().is_some() {
-        let chunk: Vec<Vec<f32>> = windows.by_ref().take(batch.max(1)).collect();
-        data.clear();
-        chunk.iter().for_each(|w| data.extend_from_slice(w));
-        residual.clear();
-        let energies = scorer.score_explained(&data, chunk.len(), Some(&mut residual))?;
-        for ((data, energy), r) in chunk
-            .into_iter()
-            .zip(energies)
-            .zip(residual.chunks_exact(len))
-        {
-            let mut parts = Vec::new();
-            energy_parts(r, stream.channels.max(1), stream.names.group, &mut parts);
-            seed.windows.push(SeedWindow {
-                data,
-                energy,
-                parts,
-            });
-        }
-    }
-    Ok(seed)
-}
-
 /// Stands in for a model's scorer while it has no version: captures every window (the stream
 /// is assumed healthy while learning), asks the control loop to train once the learning period
 /// is over, and hands the window queue back when `handover` fires (the trained model is being
@@ -190,20 +66,28 @@ pub fn seed(
 /// Windows consumed here are captured, not scored: they are counted in
 /// `ebgand_windows_captured_total`, and each stream's retained state says `learning`. Each
 /// stream's newest ones come back with the queue ([`Recent`]).
+///
+/// It carries on from what the model's last learner saved ([`SAVED`]), and saves its own
+/// progress as often as the capture writes, when the learning period ends and when it stops.
 pub async fn learner<P: PhaseSink>(
     learning: Learning<P>,
     mut rx: mpsc::Receiver<Window>,
     mut handover: oneshot::Receiver<()>,
 ) -> (mpsc::Receiver<Window>, Recent) {
     let every = learning.capture.check_every();
+    let (recent, captured, learnt) = resumed(&learning);
     let mut state = LearnerState {
-        recent: Recent::new(learning.keep),
+        recent,
         learning,
         seen: HashSet::new(),
-        captured: 0,
+        captured,
         asked: false,
-        started: std::time::Instant::now(),
+        started: Instant::now()
+            .checked_sub(learnt)
+            .unwrap_or_else(Instant::now),
         tick: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+        changed: false,
+        saved_at: Instant::now(),
     };
     state
         .learning
@@ -220,7 +104,27 @@ pub async fn learner<P: PhaseSink>(
     if let Err(e) = l.capture.flush() {
         warn!(model = %l.model, error = %e, "Cannot write captured windows.");
     }
+    state.save();
     (rx, state.recent)
+}
+
+/// What a learner of `learning` starts from: each stream's newest windows, the windows
+/// captured and the time learnt, as the model's last learner saved them ([`SAVED`]); nothing
+/// when it saved none or they cannot be read.
+fn resumed<P>(learning: &Learning<P>) -> (Recent, usize, Duration) {
+    let path = learning.capture.dir().join(SAVED);
+    let len = learning.capture.window_values();
+    match Recent::resume(&path, learning.keep, len) {
+        Ok(Some(r)) => {
+            info!(model = %learning.model, captured = r.captured, learnt_s = r.learnt.as_secs(), streams = r.recent.resumed_streams(), "Learning period resumed.");
+            (r.recent, r.captured, r.learnt)
+        }
+        Ok(None) => (Recent::new(learning.keep), 0, Duration::ZERO),
+        Err(e) => {
+            warn!(model = %learning.model, error = %e, "Cannot resume the learning period; it starts over.");
+            (Recent::new(learning.keep), 0, Duration::ZERO)
+        }
+    }
 }
 
 struct LearnerState<P> {
@@ -229,9 +133,13 @@ struct LearnerState<P> {
     seen: HashSet<String>,
     captured: usize,
     asked: bool,
-    started: std::time::Instant,
+    started: Instant,
     /// Writes the capture's due windows while no window arrives.
     tick: tokio::time::Interval,
+    /// A window was captured since the last save.
+    changed: bool,
+    /// When the progress was last saved (or the learner started).
+    saved_at: Instant,
 }
 
 impl<P: PhaseSink> LearnerState<P> {
@@ -247,6 +155,7 @@ impl<P: PhaseSink> LearnerState<P> {
                 if let Err(e) = l.capture.write_due() {
                     warn!(model = %l.model, error = %e, "Cannot write captured windows.");
                 }
+                self.save_due();
                 // Streams that went quiet still end a learning period set in seconds.
                 self.ask_when_over().await;
                 return true;
@@ -263,14 +172,47 @@ impl<P: PhaseSink> LearnerState<P> {
         }
         l.progress.passed(&w.stream.id, w.raw.seq);
         self.captured += 1;
+        self.changed = true;
         l.metrics.windows_captured.inc();
+        self.save_due();
         if self.seen.insert(w.stream.id.clone()) {
+            let l = &self.learning;
             l.phases
                 .phase(&w.stream.id, &l.model, "learning", self.captured)
                 .await;
         }
         self.ask_when_over().await;
         true
+    }
+
+    /// Saves the progress when a window was captured since the last save and the capture's
+    /// flush interval has passed since: as often as captured windows reach disk.
+    fn save_due(&mut self) {
+        let every = self.learning.capture.flush_interval();
+        if every.is_some_and(|every| self.saved_at.elapsed() >= every) {
+            self.save();
+        }
+    }
+
+    /// Saves the progress ([`SAVED`]) if a window was captured since the last save.
+    fn save(&mut self) {
+        if !self.changed {
+            return;
+        }
+        let capture = &self.learning.capture;
+        let saved = self
+            .recent
+            .saved(
+                capture.window_values(),
+                self.captured,
+                self.started.elapsed(),
+            )
+            .and_then(|bytes| capture.write_file(SAVED, &bytes));
+        if let Err(e) = saved {
+            warn!(model = %self.learning.model, error = %e, "Cannot save the learning period's progress; a restart would start it over.");
+        }
+        self.changed = false;
+        self.saved_at = Instant::now();
     }
 
     /// Once the learning period is over: writes the capture out, asks the control loop to
@@ -283,6 +225,9 @@ impl<P: PhaseSink> LearnerState<P> {
         if let Err(e) = l.capture.flush() {
             warn!(model = %l.model, error = %e, "Cannot write captured windows.");
         }
+        // A restart during training then trains again at once.
+        self.save();
+        let l = &mut self.learning;
         info!(model = %l.model, windows = self.captured, "Learning period over; training.");
         l.metrics.set_phase(&l.model, "training");
         self.asked = true;
@@ -304,6 +249,7 @@ impl<P: PhaseSink> LearnerState<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::recent::forget_saved;
 
     /// Phases that never get through (a publish connection that is down).
     struct Stuck;
@@ -478,38 +424,73 @@ mod tests {
         assert_eq!(recent.streams.len(), taken.min(3));
     }
 
-    #[test]
-    fn recent_windows_are_bounded_per_stream_and_in_all() {
-        let mut r = Recent::new(3);
-        let a = window(0).stream;
-        for v in 0..5 {
-            assert!(r.push(&a, &[v as f32; 2]));
+    /// A learner stopped (or killed) during its learning period is resumed by the next one on
+    /// the same folder: the period goes on counting, and each stream's newest windows span
+    /// the restart.
+    #[tokio::test]
+    async fn a_restarted_learner_carries_on_where_the_last_one_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let period = LearningPeriod {
+            windows: 10,
+            duration: None,
+        };
+        let l = start(dir.path(), period);
+        for seq in 0..6 {
+            l.tx.send(window(seq)).await.unwrap();
         }
-        let kept: Vec<f32> = r.streams["s/0"].1.iter().map(|w| w[0]).collect();
-        assert_eq!(kept, [2.0, 3.0, 4.0]);
-        // A stream whose windows would take the kept values over the bound is refused, once.
-        // Past the bound a kept stream's newest window replaces its oldest, and a stream with
-        // none kept is refused, once.
-        let big = vec![9.0; RECENT_VALUES - 6];
-        assert!(r.push(&a, &big));
-        let kept: Vec<usize> = r.streams["s/0"].1.iter().map(Vec::len).collect();
-        assert_eq!(
-            kept,
-            [2, 2, RECENT_VALUES - 6],
-            "oldest dropped for the keep"
-        );
-        let b = window(1).stream;
-        assert!(r.push(&b, &[1.0; 2]), "4 values left");
-        assert!(!r.push(&window(2).stream, &[1.0; 4]));
+        // Saved as the capture writes, while the learner runs: a crash now keeps it.
+        let saved = dir.path().join(SAVED);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Recent::resume(&saved, 2, 2)
+            .ok()
+            .flatten()
+            .is_none_or(|r| r.captured < 6)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!l.task.is_finished());
+        let resumed = Recent::resume(&saved, 2, 2).unwrap().unwrap();
+        assert_eq!(resumed.captured, 6);
+        // The daemon stops: the queue closes, and the learner saves what it has.
+        drop(l.tx);
+        l.task.await.unwrap();
+
+        let mut l = start(dir.path(), period);
+        for seq in 6..9 {
+            l.tx.send(window(seq)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
-            r.push(&window(2).stream, &[1.0; 4]),
-            "refused once, then quietly"
+            l.control.try_recv().is_err(),
+            "9 of 10 windows: still learning"
         );
-        assert!(!r.streams.contains_key("s/2"));
-        assert!(r.push(&b, &[2.0; 2]), "a kept stream carries on");
-        let kept: Vec<f32> = r.streams["s/1"].1.iter().map(|w| w[0]).collect();
-        assert_eq!(kept, [2.0], "its newest replaced its oldest");
-        assert!(r.values <= RECENT_VALUES);
+        l.tx.send(window(9)).await.unwrap();
+        let asked = tokio::time::timeout(Duration::from_secs(10), l.control.recv())
+            .await
+            .expect("the resumed learner asked for training at its 10th window");
+        assert!(matches!(
+            asked,
+            Some(ControlMessage::Command(Command::Train { model })) if model == "m"
+        ));
+        l.handover.send(()).unwrap();
+        let (_, recent) = l.task.await.unwrap();
+        let newest = |id: &str| -> Vec<f32> { recent.streams[id].1.iter().map(|w| w[0]).collect() };
+        assert_eq!(newest("s/0"), [6.0, 9.0]);
+        assert_eq!(
+            newest("s/1"),
+            [4.0, 7.0],
+            "window 4 came before the restart"
+        );
+        assert_eq!(
+            newest("s/2"),
+            [5.0, 8.0],
+            "window 5 came before the restart"
+        );
+        assert_eq!(Capture::load(dir.path()).unwrap().shape(), &[10, 2, 1]);
+        forget_saved(dir.path()).unwrap();
+        assert!(!saved.exists());
+        forget_saved(dir.path()).unwrap();
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::config::TrainSettings;
 pub mod capture;
 pub mod command;
 pub mod learn;
+pub mod recent;
 pub use command::{TrainArgs, train};
 
 /// Errors of a training run.
