@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use crate::config::LearningPeriod;
 use crate::control::{Command, ControlMessage};
 use crate::durable::checkpoint::Progress;
+use crate::durable::on_disk;
 use crate::model::Window;
 use crate::telemetry::Metrics;
 use crate::train::capture::Capture;
@@ -207,7 +208,8 @@ impl<P: PhaseSink> LearnerState<P> {
                 self.captured,
                 self.started.elapsed(),
             )
-            .and_then(|bytes| capture.write_file(SAVED, &bytes));
+            // Up to 64 MiB: off the runtime's other tasks on a slow disk.
+            .and_then(|bytes| on_disk(|| capture.write_file(SAVED, &bytes)));
         if let Err(e) = saved {
             warn!(model = %self.learning.model, error = %e, "Cannot save the learning period's progress; a restart would start it over.");
         }
