@@ -5,9 +5,10 @@ adaptation and hysteresis, in stream order), then the published protocol on what
     PYTHONPATH=models/trainer .venv/trainer/bin/python scripts/eval_judgment.py
 
 - NAB dev/ (12 streams): each stream trained on its probationary rows (min(15 %, 750)), windows
-  of 12 steps; a detection is a row where the daemon raised an alert (binary scores, so NAB's
-  threshold sweep has one choice); scored with `ebgand_trainer.nab` (NAB's sweeper and scorer,
-  re-implemented), all three profiles. Each file is scored from its first row (the calibration
+  of 24 steps (`--nab-window`; 12 until round fifteen of docs/EVALUATION.md); a detection is a
+  row where the daemon raised an alert (binary scores, so NAB's threshold sweep has one
+  choice); scored with `ebgand_trainer.nab` (NAB's sweeper and scorer, re-implemented), all
+  three profiles. Each file is scored from its first row (the calibration
   learns mostly on the training rows); `--nab-start after-training` scores from the end of the
   probationary rows instead, as the daemon's cold start calibrates.
 - SKAB valve1 (16 files): trained on rows 0-399, windows of 16 rows x 8 channels; row t of the
@@ -116,7 +117,8 @@ class Binary:
 
 # --- NAB --------------------------------------------------------------------------------------
 
-NAB_W = 12
+# Two hours of 5-minute steps: round fifteen of docs/EVALUATION.md (12, one hour, until then).
+NAB_W = 24
 
 
 def nab_files(data):
@@ -148,7 +150,7 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
     files = nab_files(data)
     for key, path, n, wins in files:
         prob = nab.probationary_length(n)
-        folder = "nab" if window == NAB_W else f"nab-w{window}"
+        folder = f"nab-w{window}"  # models of each window length cached apart
         if trainer:
             folder += "-" + "".join(trainer).replace("-", "")
         model = binary.train(f"{folder}/{key.replace('/', '_')}", path, read, f":{prob}", window,
@@ -304,7 +306,7 @@ def main(argv=None):
     p.add_argument("--nab-trainer-args", default="", metavar="ARGS",
                    help="NAB: further trainer arguments, e.g. '--latent 4' (models cached apart)")
     p.add_argument("--nab-window", type=int, default=NAB_W,
-                   help=f"NAB: window length in steps (default {NAB_W}, one hour of 5-minute steps)")
+                   help=f"NAB: window length in steps (default {NAB_W}, two hours of 5-minute steps)")
     p.add_argument("--skab-window", type=int, default=SKAB_W,
                    help=f"SKAB: window length in rows (default {SKAB_W})")
     p.add_argument("--nab-per-file", action="store_true",
