@@ -218,8 +218,8 @@ impl Recent {
         let mut recent = Recent::new(keep);
         let mut rows = windows.outer_iter();
         for (id, n) in index.streams {
-            let ring: VecDeque<Vec<f32>> = rows.by_ref().take(n).map(|w| w.to_vec()).collect();
-            let ring: VecDeque<Vec<f32>> = ring.into_iter().skip(n.saturating_sub(keep)).collect();
+            let newest = rows.by_ref().take(n).skip(n.saturating_sub(keep));
+            let ring: VecDeque<Vec<f32>> = newest.map(|w| w.to_vec()).collect();
             if keep > 0 && !ring.is_empty() {
                 recent.values += ring.iter().map(Vec::len).sum::<usize>();
                 recent.resumed.insert(id, ring);
