@@ -300,8 +300,17 @@ async fn a_seeded_calibration_survives_a_restart_before_the_stream_s_next_window
     let version = learn_first_version(&obs, prefix, &mut tx, &mut m, 300).await;
     // Stopped before any window of the version: the seed was never used by a judged window.
     daemon.shutdown().await.unwrap();
+    // As if the daemon had stopped between the activation and the removal of the learner's
+    // saved progress: start-up removes it beside a model that has a version.
+    let saved = s
+        .learning
+        .dir
+        .join("vibration")
+        .join(ebgand::train::recent::SAVED);
+    std::fs::write(&saved, b"left over").unwrap();
 
     let daemon = TestDaemon::start(s).await;
+    assert!(!saved.exists(), "removed at start-up");
     publish_windows(&mut tx, &mut m, 5, false).await;
     tx.flushed().await;
     // Learning again after the restart would publish `learning` here.
