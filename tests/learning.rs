@@ -51,6 +51,14 @@ fn learns_by_probability(port: u16, prefix: &str, detect: &str) -> ebgand::confi
     s
 }
 
+/// Where the vibration model's learner saves its progress (`learning.npz`).
+fn saved_progress(s: &ebgand::config::Settings) -> std::path::PathBuf {
+    s.learning
+        .dir
+        .join("vibration")
+        .join(ebgand::train::recent::SAVED)
+}
+
 fn events(obs: &Observer, prefix: &str, event: &str) -> Vec<serde_json::Value> {
     obs.on(&format!("{prefix}/events"))
         .into_iter()
@@ -302,11 +310,7 @@ async fn a_seeded_calibration_survives_a_restart_before_the_stream_s_next_window
     daemon.shutdown().await.unwrap();
     // As if the daemon had stopped between the activation and the removal of the learner's
     // saved progress: start-up removes it beside a model that has a version.
-    let saved = s
-        .learning
-        .dir
-        .join("vibration")
-        .join(ebgand::train::recent::SAVED);
+    let saved = saved_progress(&s);
     std::fs::write(&saved, b"left over").unwrap();
 
     let daemon = TestDaemon::start(s).await;
@@ -327,11 +331,7 @@ async fn a_restart_during_learning_carries_the_learning_period_on() {
     let prefix = "resumed";
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
     let s = learns_by_probability(broker.port, prefix, "learn_windows = 256");
-    let saved = s
-        .learning
-        .dir
-        .join("vibration")
-        .join(ebgand::train::recent::SAVED);
+    let saved = saved_progress(&s);
     let daemon = TestDaemon::start(s.clone()).await;
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(8);

@@ -69,7 +69,8 @@ pub struct Learning<P> {
 /// stream's newest ones come back with the queue ([`Recent`]).
 ///
 /// It carries on from what the model's last learner saved ([`SAVED`]), and saves its own
-/// progress as often as the capture writes, when the learning period ends and when it stops.
+/// progress as often as the capture writes, when the learning period ends and when its queue
+/// closes (not at the handover: the first version's activation removes the file).
 pub async fn learner<P: PhaseSink>(
     learning: Learning<P>,
     mut rx: mpsc::Receiver<Window>,
@@ -94,18 +95,22 @@ pub async fn learner<P: PhaseSink>(
         .learning
         .metrics
         .set_phase(&state.learning.model, "learning");
-    loop {
+    let handed_over = loop {
         tokio::select! {
             biased;
-            _ = &mut handover => break,
-            more = state.step(&mut rx) => if !more { break },
+            _ = &mut handover => break true,
+            more = state.step(&mut rx) => if !more { break false },
         }
-    }
+    };
     let l = &mut state.learning;
     if let Err(e) = l.capture.flush() {
         warn!(model = %l.model, error = %e, "Cannot write captured windows.");
     }
-    state.save();
+    // Stopping (the queue closed): the next start resumes from the saved progress. Handed
+    // over, the first version is being activated and removes the file: nothing to write.
+    if !handed_over {
+        state.save();
+    }
     (rx, state.recent)
 }
 

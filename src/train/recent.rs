@@ -26,7 +26,7 @@ pub const RECENT_VALUES: usize = 16 << 20;
 /// captured in the learning period, how long it has run, and each stream's newest windows
 /// ([`Recent`]). A learner that starts (after a restart) carries on from it, so neither the
 /// period nor the first version's calibration starts over. Saved as the capture writes
-/// ([`crate::train::capture::Capture::flush_interval`]), when the period ends and when the learner stops, each time
+/// ([`crate::train::capture::Capture::flush_interval`]), when the period ends and when the daemon stops, each time
 /// as a temp file renamed over the last; removed once the first version serves
 /// ([`forget_saved`]).
 pub const SAVED: &str = "learning.npz";
