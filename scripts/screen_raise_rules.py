@@ -7,13 +7,16 @@ Each NAB dev file is trained and scored as `scripts/eval_judgment.py` does (same
 with the default judging; then each rule below is replayed over the probabilities and scored
 with NAB's standard profile. The replay ignores one feedback of the daemon: its calibration
 learns only windows judged healthy with no alert up, so a rule that raises at other times
-would have learnt other windows. The default rule's replay is checked against the raises
-`score` itself printed, so a drift between this replay and the daemon stops the script.
+would have learnt other windows. The replays of the ordinary rule and the default are each
+checked against the raises `score` printed with it, so a drift between this replay and the
+daemon stops the script.
 
-Rules: the default (three windows in a row at or over `alert_probability`, cleared after
-`clear_after` under it); a CUSUM of -log10(1 - p); a second way to raise (M of the last N windows at or over
+Rules: the ordinary rule (three windows in a row at or over `alert_probability`, cleared after
+`clear_after` under it), alone and with the restless raise (the default since round sixteen,
+replayed over the probabilities of the ordinary rule alone, which learnt the same windows
+until its first restless raise); a CUSUM of -log10(1 - p); a second way to raise (M of the last N windows at or over
 a lower probability); a raise that also needs a peak; and, for seed ensembles, the median or
-the lowest of several models' probabilities fed to the default rule.
+the lowest of several models' probabilities fed to the ordinary rule.
 """
 from __future__ import annotations
 
@@ -53,6 +56,31 @@ def default_rule(p, pa=ALERT, raise_after=RAISE, clear_after=CLEAR, second=None,
             calm = calm + 1 if x < pa else 0
             if calm >= clear_after:
                 up, run, top, recent = False, 0, 0.0, []
+    return det
+
+
+def restless_rule(p, low=0.99, m=90, n=100, calm=50, pa=ALERT, raise_after=RAISE,
+                  clear_after=CLEAR):
+    """The daemon's default since round sixteen: the ordinary rule, and a raise when m of the
+    last n judged windows are at or over low; any raise spends that second way until fewer than
+    calm of them are, with no alert up (src/detect/restless.rs)."""
+    up, run, det, ring, spent = False, 0, [], [], False
+    for i, x in enumerate(p):
+        if math.isnan(x):
+            continue
+        ring = (ring + [x >= low])[-n:]
+        count = sum(ring)
+        if count < calm and not up:
+            spent = False
+        if not up:
+            run = run + 1 if x >= pa else 0
+            if run >= raise_after or (not spent and count >= m):
+                up, run, spent = True, 0, True
+                det.append(i)
+        else:
+            run = run + 1 if x < pa else 0
+            if run >= clear_after:
+                up, run = False, 0
     return det
 
 
@@ -121,14 +149,21 @@ def main(argv=None):
             prob = nab.probationary_length(n)
             model = binary.train(f"nab-w{W}/{key.replace('/', '_')}", path, read, f":{prob}", W,
                                  args.mode, seed)
-            lines, _ = binary.score(model, path, read, "probability")
-            p = np.array([math.nan if v["probability"] is None else v["probability"]
-                          for v in lines])
-            raised = [i for i, v in enumerate(lines) if v.get("transition") == "raised"]
-            if default_rule(p) != raised:
-                sys.exit(f"{key} seed {seed}: the replayed default rule raises at other windows "
-                         "than `score` did; fix the replay before trusting any rule here")
-            probs[seed].append(p)
+            # The probabilities under the ordinary rule alone (the restless raise changes
+            # which windows are learnt), and the daemon's default, each replayed and checked.
+            ordinary = None
+            for judging, replay in (("probability:restless_probability=0", default_rule),
+                                    ("probability", restless_rule)):
+                lines, _ = binary.score(model, path, read, judging)
+                p = np.array([math.nan if v["probability"] is None else v["probability"]
+                              for v in lines])
+                raised = [i for i, v in enumerate(lines) if v.get("transition") == "raised"]
+                if replay(p) != raised:
+                    sys.exit(f"{key} seed {seed}: the replayed {judging} raises at other "
+                             "windows than `score` did; fix the replay before trusting any "
+                             "rule here")
+                ordinary = p if ordinary is None else ordinary
+            probs[seed].append(ordinary)
         print(f"# seed {seed} scored", file=sys.stderr)
 
     def each_seed(rule):
@@ -138,7 +173,12 @@ def main(argv=None):
           "(mean ± sample sd over seeds)")
     print("| rule | NAB dev | windows hit of 23 | false alerts |")
     print("|---|---|---|---|")
-    summary(f"default: {RAISE} in a row at {ALERT}, clear after {CLEAR}", each_seed(default_rule))
+    summary(f"ordinary: {RAISE} in a row at {ALERT}, clear after {CLEAR}", each_seed(default_rule))
+    for low, m, n, calm in ((0.99, 90, 100, 50), (0.99, 90, 100, 80), (0.995, 90, 100, 50),
+                            (0.98, 45, 50, 25), (0.99, 180, 200, 100)):
+        summary(f"{'default: ' if (low, m, n, calm) == (0.99, 90, 100, 50) else ''}also "
+                f"{m} of the last {n} at {low}, once until under {calm}",
+                each_seed(lambda p, r=(low, m, n, calm): restless_rule(p, *r)))
     for k, h in ((2.0, 5), (2.5, 3), (3.0, 2), (3.0, 3), (3.5, 2)):
         summary(f"CUSUM of -log10(1 - p), k {k}, h {h}",
                 each_seed(lambda p, k=k, h=h: cusum_rule(p, k, h)))

@@ -21,7 +21,8 @@
 //!
 //! - **knock**: from window 300 a tone of fixed amplitude on channel 5, too small to lift the
 //!   whole energy over the alert probability: raised by the default, which calibrates each
-//!   channel's part of the energy too, never with `per_channel = false`.
+//!   channel's part of the energy too; with `per_channel = false`, raised only by the restless
+//!   rule, once (and kept raised with `restless_hold`), never without it.
 //!
 //! Every stream's first 64 windows are learning: published with `"learning": true`, never anomalous.
 #![allow(
@@ -201,6 +202,15 @@ async fn run(prefix: &str, rig: Rig, detect: &str) -> Vec<(String, Vec<(u64, Str
         // Alerts carry the probability beside the energy.
         assert!(a.json["probability"].as_f64().unwrap() >= 0.0, "{}", a.json);
         assert!(a.json["energy"].as_f64().is_some());
+        // A restless raise: 90 of the last 100 judged windows at or over 0.99 (the defaults).
+        if let Some(r) = a.json.get("restless") {
+            assert_eq!(a.json["state"], "raised");
+            assert_eq!(
+                (r["probability"].as_f64(), r["windows"].as_u64()),
+                (Some(0.99), Some(100))
+            );
+            assert!(r["restless"].as_u64().unwrap() >= 90, "{}", a.json);
+        }
     }
     // The per-stream gauge holds the last window's probability.
     let text = daemon.metrics.encode();
@@ -230,10 +240,14 @@ async fn run(prefix: &str, rig: Rig, detect: &str) -> Vec<(String, Vec<(u64, Str
                 .iter()
                 .filter(|a| a.json["stream"] == stream.as_str())
                 .map(|a| {
-                    (
-                        a.json["seq"].as_u64().unwrap(),
-                        a.json["state"].as_str().unwrap().to_owned(),
-                    )
+                    let state = a.json["state"].as_str().unwrap();
+                    // An alert the restless rule raised says so.
+                    let by = if a.json["restless"].is_object() {
+                        " (restless)"
+                    } else {
+                        ""
+                    };
+                    (a.json["seq"].as_u64().unwrap(), format!("{state}{by}"))
                 })
                 .collect();
             (name.to_string(), t)
@@ -344,6 +358,19 @@ async fn a_fault_on_one_channel_of_eight_is_raised_in_its_own_part() {
     assert_eq!(knock.len(), 1, "raised once and kept: {knock:?}");
     assert_eq!(knock[0].1, "raised");
     assert!((300..310).contains(&knock[0].0), "{knock:?}");
+    // The whole energy alone sits between 0.99 and the alert probability from window 300 on.
+    // The restless rule raises it once 90 of the last 100 windows are in that tail; the
+    // ordinary rule clears it ten windows later, and it is not raised again while the knock
+    // goes on (600 windows): the spell is spent until the stream calms.
     let got = run("jl", rig(), "per_channel = false").await;
+    assert_eq!(
+        of(&got, "knock"),
+        [(390, "raised (restless)".into()), (400, "cleared".into())]
+    );
+    // With restless_hold the alert stays up while the stream is restless.
+    let got = run("jh", rig(), "per_channel = false\nrestless_hold = true").await;
+    assert_eq!(of(&got, "knock"), [(390, "raised (restless)".into())]);
+    // Without the rule the sum alone never notices it.
+    let got = run("jm", rig(), "per_channel = false\nrestless_probability = 0").await;
     assert_eq!(of(&got, "knock"), [], "the sum alone does not notice it");
 }

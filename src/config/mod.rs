@@ -20,6 +20,7 @@ use serde::Deserialize;
 use crate::pipeline::decode::PayloadFormat;
 use crate::pipeline::topic::TopicFilter;
 
+mod detect;
 mod raw;
 pub mod tls;
 mod validate;

@@ -254,6 +254,17 @@ pub struct RawDetect {
     /// Each channel's part of the energy is calibrated too; a window is as unusual as its
     /// most unusual part (Bonferroni-corrected). false: the whole energy alone.
     pub per_channel: bool,
+    /// A judged window at or over this probability is restless; 0 turns the restless raise
+    /// off.
+    pub restless_probability: f64,
+    /// The restless raise counts this many of a stream's newest judged windows ...
+    pub restless_windows: u32,
+    /// ... and raises when at least this share of them are restless.
+    pub restless_share: f64,
+    /// Under this share of restless windows the stream has calmed: the rule may raise again.
+    pub restless_calm: f64,
+    /// An alert the restless rule raised stays up until the stream has calmed.
+    pub restless_hold: bool,
     /// A stream silent for this many times its usual interval between messages is stale (a
     /// dead sensor, a cut cable): alerted until data returns. 0: never.
     pub stale_after: f64,
@@ -278,6 +289,11 @@ impl Default for RawDetect {
             learn_below: c.learn_below,
             level_windows: c.level_windows,
             per_channel: c.per_channel,
+            restless_probability: c.restless.probability,
+            restless_windows: c.restless.windows,
+            restless_share: c.restless.share,
+            restless_calm: c.restless.calm,
+            restless_hold: c.restless.hold,
             stale_after: 10.0,
             stale_min_s: 10.0,
         }
@@ -312,6 +328,13 @@ impl RawDetect {
             learn_below: self.learn_below,
             level_windows: self.level_windows,
             per_channel: self.per_channel,
+            restless: crate::detect::Restless {
+                probability: self.restless_probability,
+                windows: self.restless_windows,
+                share: self.restless_share,
+                calm: self.restless_calm,
+                hold: self.restless_hold,
+            },
         }
     }
 }

@@ -379,11 +379,16 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
     let bad = RawConfig::from_toml(
         "[detect]\njudge = \"probabilty\"\nalert_probability = 0.97\nlearn_windows = 4\n\
          warm_windows = 8\nmemory_windows = 2\nlearn_below = 0.9999\ntail_quantile = 1.0\nstale_after = 1.5\n\
-         stale_min_s = -1\n",
+         stale_min_s = -1\nrestless_probability = 0.99995\nrestless_windows = 0\nrestless_share = 1.5\n\
+         restless_calm = 0\n",
     )
     .unwrap();
     let errs = invalid(&bad);
     for key in [
+        "detect.restless_probability",
+        "detect.restless_windows",
+        "detect.restless_share",
+        "detect.restless_calm",
         "detect.judge",
         "detect.alert_probability",
         "detect.learn_windows",
@@ -408,6 +413,15 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
     assert_eq!(s.calibration.warm_windows, 2016);
     assert_eq!(s.calibration.shadow().learn_windows, 2016);
     assert!(s.calibration.per_channel);
+    let r = s.calibration.restless;
+    assert_eq!(
+        (r.probability, r.windows, r.share, r.calm, r.hold),
+        (0.99, 100, 0.9, 0.5, false)
+    );
+    let calm = judged("", "restless_share = 0.6\nrestless_calm = 0.7").unwrap_err();
+    assert!(calm.to_string().contains("detect.restless_calm"), "{calm}");
+    let s = judged("", "restless_probability = 0\nrestless_hold = true").unwrap();
+    assert!(!s.calibration.restless.on() && s.calibration.restless.hold);
     let s = judged("alert_probability = 0.999", "per_channel = false").unwrap();
     assert_eq!(s.streams[0].judging, Judging::Probability(0.999));
     assert!(!s.calibration.per_channel);

@@ -78,6 +78,9 @@ pub struct Calibration {
     /// energy and its parts, corrected for their number (see [`Calibrator::probability`]).
     /// false: the whole energy alone.
     pub per_channel: bool,
+    /// The restless raise: a second way to raise, for a stream that sits in its tail for a
+    /// long stretch (see [`restless`](super::restless)).
+    pub restless: super::Restless,
 }
 
 impl Default for Calibration {
@@ -92,6 +95,7 @@ impl Default for Calibration {
             learn_below: 0.99,
             level_windows: 300,
             per_channel: true,
+            restless: super::Restless::default(),
         }
     }
 }

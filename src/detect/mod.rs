@@ -12,6 +12,7 @@ pub mod calibrate;
 pub mod explain;
 pub mod labels;
 pub mod level;
+pub mod restless;
 pub mod seed;
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 pub use calibrate::{Calibration, Calibrator, Reading, Unusual};
 pub use explain::{Carried, Explanation, Names, energy_parts};
 pub use level::{Drift, Level};
+pub use restless::{Restless, Spell};
 pub use seed::{Seed, SeedWindow, Seeded};
 
 use serde::{Deserialize, Serialize};
@@ -159,6 +161,9 @@ pub struct DetectorState {
     /// The stream's input level (with `level_windows`; absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<Level>,
+    /// The stream's restless windows (with [`Calibration::restless`] on).
+    #[serde(default, skip_serializing_if = "Spell::is_empty")]
+    pub restless: Spell,
 }
 
 impl DetectorState {
@@ -189,6 +194,7 @@ pub struct Detector {
     raised_for: u32,
     calibrator: Option<Calibrator>,
     level: Option<Level>,
+    restless: Spell,
 }
 
 impl Detector {
@@ -206,6 +212,7 @@ impl Detector {
             raised_for: saved.raised_for,
             calibrator: saved.calibrator,
             level: saved.level,
+            restless: saved.restless,
         }
     }
 
@@ -222,11 +229,44 @@ impl Detector {
             raised_for: self.raised_for,
             calibrator: self.calibrator.clone(),
             level: self.level.clone(),
+            restless: self.restless.clone(),
         }
     }
 
     /// Feeds one window's verdict; returns the transition it caused, if any.
     pub fn observe(&mut self, anomalous: bool) -> Option<Transition> {
+        self.observe_with(anomalous, false, false)
+    }
+
+    /// [`Detector::observe`] for a window of `probability`, which the restless raise counts
+    /// too ([`restless`]).
+    pub fn observe_probability(
+        &mut self,
+        probability: f64,
+        alert_probability: f64,
+        rule: &Restless,
+    ) -> Option<Transition> {
+        let anomalous = probability >= alert_probability;
+        if !rule.on() {
+            return self.observe(anomalous);
+        }
+        let step = self
+            .restless
+            .push(probability, rule, self.state == AlertState::Raised);
+        // The ordinary rule raises on this window: the alert is not the restless rule's.
+        let ordinary = self.state == AlertState::Normal
+            && anomalous
+            && self.run + 1 >= self.hysteresis.raise_after;
+        let hold = rule.hold && self.restless.raised_it() && !step.calm;
+        let transition = self.observe_with(anomalous, step.raise, hold);
+        if transition == Some(Transition::Raised) {
+            self.restless.raised(!ordinary);
+        }
+        transition
+    }
+
+    /// The hysteresis; `raise` raises besides it, `hold` keeps a raised alert from clearing.
+    fn observe_with(&mut self, anomalous: bool, raise: bool, hold: bool) -> Option<Transition> {
         let (continues_run, limit, next, transition) = match self.state {
             AlertState::Normal => (
                 anomalous,
@@ -243,7 +283,11 @@ impl Detector {
         };
         self.run = if continues_run { self.run + 1 } else { 0 };
         let mut out = None;
-        if self.run >= limit {
+        let due = match self.state {
+            AlertState::Normal => self.run >= limit || raise,
+            AlertState::Raised => self.run >= limit && !hold,
+        };
+        if due {
             self.state = next;
             self.run = 0;
             out = Some(transition);
@@ -307,6 +351,9 @@ pub struct Verdict {
     /// the explanation).
     #[serde(skip)]
     pub unusual: Option<Unusual>,
+    /// Set on an alert the restless rule raised: how restless the stream was ([`restless`]).
+    #[serde(skip)]
+    pub restless: Option<restless::Raise>,
     /// Whether this is the first window seen of its stream (its state is not yet published).
     #[serde(skip)]
     pub first: bool,
@@ -372,6 +419,10 @@ pub struct AlertEvent {
     /// part of the window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Explanation>,
+    /// On an alert the restless rule raised (not the alert probability): the windows it
+    /// counted and how many were at or over its probability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restless: Option<restless::Raise>,
 }
 
 /// A stale-stream alert: the stream has sent nothing for many times its usual interval (a dead
@@ -431,6 +482,7 @@ impl AlertEvent {
             seq: v.seq,
             node: node.to_owned(),
             explanation: v.explanation.clone(),
+            restless: v.restless,
         })
     }
 }
@@ -603,7 +655,7 @@ impl Judge {
         });
         let (threshold, probability, learning, anomalous, transition);
         let mut alert_probability = None;
-        let mut unusual = None;
+        let (mut unusual, mut restless) = (None, None);
         match stream.judging {
             Judging::Energy(t) => {
                 detector.calibrator = None;
@@ -656,7 +708,10 @@ impl Judge {
                     unusual = reading.unusual;
                     probability = Some(p);
                     anomalous = p >= alert;
-                    transition = detector.observe(anomalous);
+                    transition = detector.observe_probability(p, alert, &cal.restless);
+                    if transition == Some(Transition::Raised) && detector.restless.raised_it() {
+                        restless = Some(detector.restless.raise(&cal.restless));
+                    }
                     if may_learn && !anomalous && detector.state == AlertState::Normal {
                         let data = &window.data;
                         take(
@@ -702,6 +757,7 @@ impl Judge {
             model: model.clone(),
             explanation: None,
             unusual,
+            restless,
             first,
             detector: detector.saved(),
             alerted_before: false,

@@ -400,3 +400,50 @@ fn a_seeded_stream_is_judged_from_its_first_window() {
     }
     assert!(!judge(&mut j, 4, 1.0).learning);
 }
+
+#[test]
+fn a_stream_restless_for_a_long_stretch_is_raised_once_per_spell() {
+    // Healthy energies, then spells at 1.8 (probability about 0.997: over the restless 0.99,
+    // under the alert probability 0.999) with a calm stretch between them.
+    let spell = |i: usize| (200..500).contains(&i) || (800..1_100).contains(&i);
+    let e: Vec<f32> = energies(1_400, |_| 1.0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| if spell(i) { 1.8 } else { e })
+        .collect();
+    // Raised at the 90th restless window, cleared by the ordinary rule (50 windows under the
+    // alert probability), not raised again until the stream has calmed.
+    let t = judged(cal(), e.iter().copied());
+    let want = [
+        (289, Transition::Raised),
+        (339, Transition::Cleared),
+        (889, Transition::Raised),
+        (939, Transition::Cleared),
+    ];
+    assert_eq!(t, want);
+    // Held: each alert stays up until fewer than half the last 100 windows are restless.
+    let held = Calibration {
+        restless: Restless {
+            hold: true,
+            ..Restless::default()
+        },
+        ..cal()
+    };
+    let t = judged(held, e.iter().copied());
+    let want = [
+        (289, Transition::Raised),
+        (550, Transition::Cleared),
+        (889, Transition::Raised),
+        (1_150, Transition::Cleared),
+    ];
+    assert_eq!(t, want);
+    // Off: the ordinary rule alone never sees the spells.
+    let off = Calibration {
+        restless: Restless {
+            probability: 0.0,
+            ..Restless::default()
+        },
+        ..cal()
+    };
+    assert_eq!(judged(off, e), []);
+}

@@ -1,0 +1,96 @@
+//! `[detect]`'s checks: the calibration, the alert probability (also a stream's own) and the
+//! restless raise.
+
+use super::RawDetect;
+
+/// `[detect]`'s calibration settings.
+pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
+    if !(d.tail_quantile > 0.5 && d.tail_quantile < 1.0) {
+        errs.push(format!(
+            "detect.tail_quantile: {} must be between 0.5 and 1 (exclusive)",
+            d.tail_quantile
+        ));
+    }
+    check_alert_probability(d.alert_probability, d.tail_quantile, "detect.", errs);
+    if d.learn_below != 0.0 && !(d.learn_below > 0.5 && d.learn_below <= d.alert_probability) {
+        errs.push(format!(
+            "detect.learn_below: {} must be 0 (learn every healthy window) or between 0.5 and alert_probability ({})",
+            d.learn_below, d.alert_probability
+        ));
+    }
+    if d.restless_probability != 0.0
+        && !(d.restless_probability > 0.5 && d.restless_probability < d.alert_probability)
+    {
+        errs.push(format!(
+            "detect.restless_probability: {} must be 0 (no restless raise) or between 0.5 and alert_probability ({}), exclusive",
+            d.restless_probability, d.alert_probability
+        ));
+    }
+    if d.restless_windows == 0 || d.restless_windows > 100_000 {
+        errs.push(format!(
+            "detect.restless_windows: {} must be between 1 and 100000",
+            d.restless_windows
+        ));
+    }
+    if !(d.restless_share > 0.0 && d.restless_share <= 1.0) {
+        errs.push(format!(
+            "detect.restless_share: {} must be over 0 and at most 1",
+            d.restless_share
+        ));
+    }
+    if !(d.restless_calm > 0.0 && d.restless_calm <= d.restless_share) {
+        errs.push(format!(
+            "detect.restless_calm: {} must be over 0 and at most restless_share ({}); over it, the rule would raise again while the stream is still restless",
+            d.restless_calm, d.restless_share
+        ));
+    }
+    if !matches!(d.judge.as_str(), "probability" | "threshold") {
+        errs.push(format!(
+            "detect.judge: {:?} must be \"probability\" (calibrated per stream) or \"threshold\" (the model's energy threshold)",
+            d.judge
+        ));
+    }
+    if !(d.stale_after == 0.0 || (d.stale_after >= 2.0 && d.stale_after.is_finite())) {
+        errs.push(format!(
+            "detect.stale_after: {} must be 0 (never) or at least 2 (times a stream's usual interval; less fires on ordinary jitter)",
+            d.stale_after
+        ));
+    }
+    if !(d.stale_min_s >= 0.0 && d.stale_min_s <= 1e9) {
+        errs.push(format!(
+            "detect.stale_min_s: {} must be a number of seconds, 0 or more",
+            d.stale_min_s
+        ));
+    }
+    if d.learn_windows < 16 {
+        errs.push(format!(
+            "detect.learn_windows: {} is below 16; a calibration needs windows to learn from",
+            d.learn_windows
+        ));
+    }
+    if d.warm_windows < 16 {
+        errs.push(format!(
+            "detect.warm_windows: {} is below 16; a new version's calibration needs windows to learn from",
+            d.warm_windows
+        ));
+    }
+    if d.memory_windows < d.learn_windows {
+        errs.push(format!(
+            "detect.memory_windows: {} must be at least learn_windows ({})",
+            d.memory_windows, d.learn_windows
+        ));
+    }
+}
+
+pub(super) fn check_alert_probability(
+    p: f64,
+    tail_quantile: f64,
+    at: &str,
+    errs: &mut Vec<String>,
+) {
+    if !(p > tail_quantile && p < 1.0) {
+        errs.push(format!(
+            "{at}alert_probability: {p} must be above detect.tail_quantile ({tail_quantile}) and below 1"
+        ));
+    }
+}
