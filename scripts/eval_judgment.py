@@ -18,11 +18,14 @@ adaptation and hysteresis, in stream order), then the published protocol on what
 
 Each judging rule in --rules is run on the same trained models; by default
 `threshold:clear_after=5` (the first default: energy over the model's calibrated threshold,
-clear after 5), `probability:alert_probability=0.999,clear_after=50,per_channel=false,restless_probability=0`
+clear after 5),
+`probability:alert_probability=0.999,clear_after=50,per_channel=false,restless_probability=0,quiet_windows=0`
 (the calibrated probability of the whole energy, the default until round eleven of
-docs/EVALUATION.md), `probability:clear_after=30,restless_probability=0` (round eleven's: each
-channel's part calibrated too), `probability:restless_probability=0` (round twelve's: clear
-after 10) and `probability` (the default since round sixteen: also the restless raise). Any
+docs/EVALUATION.md), `probability:clear_after=30,restless_probability=0,quiet_windows=0`
+(round eleven's: each channel's part calibrated too),
+`probability:restless_probability=0,quiet_windows=0` (round twelve's: clear after 10),
+`probability:quiet_windows=0` (round sixteen's: also the restless raise) and `probability`
+(the default since round seventeen: also the quiet after a clear). Any
 `[detect]` override goes after a colon as KEY=VALUE, e.g.
 `probability:alert_probability=0.9999,clear_after=5`. --modes takes ebgan, ae, ebgan-conv and
 ae-conv (the temporal convolutional D).
@@ -293,8 +296,10 @@ def main(argv=None):
     p.add_argument("--only", default="nab,skab,fan,dcase")
     p.add_argument("--rules", default="threshold:clear_after=5;"
                    "probability:alert_probability=0.999,clear_after=50,per_channel=false,"
-                   "restless_probability=0;probability:clear_after=30,restless_probability=0;"
-                   "probability:restless_probability=0;probability",
+                   "restless_probability=0,quiet_windows=0;"
+                   "probability:clear_after=30,restless_probability=0,quiet_windows=0;"
+                   "probability:restless_probability=0,quiet_windows=0;"
+                   "probability:quiet_windows=0;probability",
                    help="judging rules separated by ';' (see the module docs)")
     p.add_argument("--nab-start", choices=("stream", "after-training", "seeded"),
                    default="stream",

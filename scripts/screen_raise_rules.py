@@ -14,7 +14,8 @@ daemon stops the script.
 Rules: the ordinary rule (three windows in a row at or over `alert_probability`, cleared after
 `clear_after` under it), alone and with the restless raise (the default since round sixteen,
 replayed over the probabilities of the ordinary rule alone, which learnt the same windows
-until its first restless raise); a CUSUM of -log10(1 - p); a second way to raise (M of the last N windows at or over
+until its first restless raise), with and without the quiet after a clear (round seventeen);
+a CUSUM of -log10(1 - p); a second way to raise (M of the last N windows at or over
 a lower probability); a raise that also needs a peak; and, for seed ensembles, the median or
 the lowest of several models' probabilities fed to the ordinary rule.
 """
@@ -35,6 +36,7 @@ W = ej.NAB_W
 # The [detect] defaults (config.toml). Rounds seven and nine ran under those of their time
 # (alert_probability 0.999, clear_after 50); the replay check below fails if these drift.
 ALERT, RAISE, CLEAR = 0.9999, 3, 10
+QUIET, QUIET_P = 200, 0.999999
 
 
 def default_rule(p, pa=ALERT, raise_after=RAISE, clear_after=CLEAR, second=None, peak=None):
@@ -59,28 +61,33 @@ def default_rule(p, pa=ALERT, raise_after=RAISE, clear_after=CLEAR, second=None,
     return det
 
 
-def restless_rule(p, low=0.99, m=90, n=100, calm=50, pa=ALERT, raise_after=RAISE,
-                  clear_after=CLEAR):
-    """The daemon's default since round sixteen: the ordinary rule, and a raise when m of the
-    last n judged windows are at or over low; any raise spends that second way until fewer than
-    calm of them are, with no alert up (src/detect/restless.rs)."""
-    up, run, det, ring, spent = False, 0, [], [], False
+def restless_rule(p, low=0.99, m=90, n=100, calm=50, quiet=QUIET, quiet_p=QUIET_P, pa=ALERT,
+                  raise_after=RAISE, clear_after=CLEAR):
+    """The daemon's default since round seventeen: the ordinary rule, and a raise when m of
+    the last n judged windows are at or over low (any raise spends that second way until fewer
+    than calm of them are, with no alert up; src/detect/restless.rs); for `quiet` windows
+    after a clear, only windows at or over quiet_p count toward a raise and the second way
+    waits (src/detect/detector.rs)."""
+    up, run, det, ring, spent, hushed = False, 0, [], [], False, 0
     for i, x in enumerate(p):
         if math.isnan(x):
             continue
+        bar, quiet_now = pa, False
+        if not up and hushed > 0:
+            hushed, bar, quiet_now = hushed - 1, max(pa, quiet_p), True
         ring = (ring + [x >= low])[-n:]
         count = sum(ring)
         if count < calm and not up:
             spent = False
         if not up:
-            run = run + 1 if x >= pa else 0
-            if run >= raise_after or (not spent and count >= m):
+            run = run + 1 if x >= bar else 0
+            if run >= raise_after or (not spent and count >= m and not quiet_now):
                 up, run, spent = True, 0, True
                 det.append(i)
         else:
             run = run + 1 if x < pa else 0
             if run >= clear_after:
-                up, run = False, 0
+                up, run, hushed = False, 0, quiet
     return det
 
 
@@ -152,7 +159,8 @@ def main(argv=None):
             # The probabilities under the ordinary rule alone (the restless raise changes
             # which windows are learnt), and the daemon's default, each replayed and checked.
             ordinary = None
-            for judging, replay in (("probability:restless_probability=0", default_rule),
+            for judging, replay in (("probability:restless_probability=0,quiet_windows=0",
+                                     default_rule),
                                     ("probability", restless_rule)):
                 lines, _ = binary.score(model, path, read, judging)
                 p = np.array([math.nan if v["probability"] is None else v["probability"]
@@ -176,9 +184,14 @@ def main(argv=None):
     summary(f"ordinary: {RAISE} in a row at {ALERT}, clear after {CLEAR}", each_seed(default_rule))
     for low, m, n, calm in ((0.99, 90, 100, 50), (0.99, 90, 100, 80), (0.995, 90, 100, 50),
                             (0.98, 45, 50, 25), (0.99, 180, 200, 100)):
-        summary(f"{'default: ' if (low, m, n, calm) == (0.99, 90, 100, 50) else ''}also "
-                f"{m} of the last {n} at {low}, once until under {calm}",
-                each_seed(lambda p, r=(low, m, n, calm): restless_rule(p, *r)))
+        summary(f"also {m} of the last {n} at {low}, once until under {calm}",
+                each_seed(lambda p, r=(low, m, n, calm): restless_rule(p, *r, quiet=0)))
+    for quiet, quiet_p in ((200, 0.999999), (100, 0.999999), (400, 0.999999), (200, 0.99999),
+                           (200, 1.0)):
+        summary(f"{'default: ' if (quiet, quiet_p) == (QUIET, QUIET_P) else ''}the same "
+                f"(90 of 100 at 0.99), quiet {quiet} windows after a clear at {quiet_p}",
+                each_seed(lambda p, q=(quiet, quiet_p): restless_rule(p, quiet=q[0],
+                                                                      quiet_p=q[1])))
     for k, h in ((2.0, 5), (2.5, 3), (3.0, 2), (3.0, 3), (3.5, 2)):
         summary(f"CUSUM of -log10(1 - p), k {k}, h {h}",
                 each_seed(lambda p, k=k, h=h: cusum_rule(p, k, h)))

@@ -38,6 +38,18 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
             d.restless_share
         ));
     }
+    if !(d.quiet_probability >= d.alert_probability && d.quiet_probability <= 1.0) {
+        errs.push(format!(
+            "detect.quiet_probability: {} must be between alert_probability ({}) and 1",
+            d.quiet_probability, d.alert_probability
+        ));
+    }
+    if d.quiet_windows > 1_000_000 {
+        errs.push(format!(
+            "detect.quiet_windows: {} must be at most 1000000 (0: no quiet after a clear)",
+            d.quiet_windows
+        ));
+    }
     if !(d.restless_calm > 0.0 && d.restless_calm <= d.restless_share) {
         errs.push(format!(
             "detect.restless_calm: {} must be over 0 and at most restless_share ({}); over it, the rule would raise again while the stream is still restless",

@@ -265,6 +265,11 @@ pub struct RawDetect {
     pub restless_calm: f64,
     /// An alert the restless rule raised stays up until the stream has calmed.
     pub restless_hold: bool,
+    /// For this many judged windows after an alert clears, a window counts toward raising it
+    /// again only at or over `quiet_probability` (and the restless rule waits); 0: off.
+    pub quiet_windows: u32,
+    /// See `quiet_windows`.
+    pub quiet_probability: f64,
     /// A stream silent for this many times its usual interval between messages is stale (a
     /// dead sensor, a cut cable): alerted until data returns. 0: never.
     pub stale_after: f64,
@@ -294,6 +299,8 @@ impl Default for RawDetect {
             restless_share: c.restless.share,
             restless_calm: c.restless.calm,
             restless_hold: c.restless.hold,
+            quiet_windows: c.quiet.windows,
+            quiet_probability: c.quiet.probability,
             stale_after: 10.0,
             stale_min_s: 10.0,
         }
@@ -334,6 +341,10 @@ impl RawDetect {
                 share: self.restless_share,
                 calm: self.restless_calm,
                 hold: self.restless_hold,
+            },
+            quiet: crate::detect::Quiet {
+                windows: self.quiet_windows,
+                probability: self.quiet_probability,
             },
         }
     }

@@ -380,7 +380,7 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
         "[detect]\njudge = \"probabilty\"\nalert_probability = 0.97\nlearn_windows = 4\n\
          warm_windows = 8\nmemory_windows = 2\nlearn_below = 0.9999\ntail_quantile = 1.0\nstale_after = 1.5\n\
          stale_min_s = -1\nrestless_probability = 0.99995\nrestless_windows = 0\nrestless_share = 1.5\n\
-         restless_calm = 0\n",
+         restless_calm = 0\nquiet_probability = 0.5\nquiet_windows = 2000000\n",
     )
     .unwrap();
     let errs = invalid(&bad);
@@ -389,6 +389,8 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
         "detect.restless_windows",
         "detect.restless_share",
         "detect.restless_calm",
+        "detect.quiet_probability",
+        "detect.quiet_windows",
         "detect.judge",
         "detect.alert_probability",
         "detect.learn_windows",
@@ -417,6 +419,10 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
     assert_eq!(
         (r.probability, r.windows, r.share, r.calm, r.hold),
         (0.99, 100, 0.9, 0.5, false)
+    );
+    assert_eq!(
+        (s.calibration.quiet.windows, s.calibration.quiet.probability),
+        (200, 0.999_999)
     );
     let calm = judged("", "restless_share = 0.6\nrestless_calm = 0.7").unwrap_err();
     assert!(calm.to_string().contains("detect.restless_calm"), "{calm}");

@@ -81,6 +81,8 @@ pub struct Calibration {
     /// The restless raise: a second way to raise, for a stream that sits in its tail for a
     /// long stretch (see [`restless`](super::restless)).
     pub restless: super::Restless,
+    /// The quiet after a clear (see [`detector`](super::detector)).
+    pub quiet: super::Quiet,
 }
 
 impl Default for Calibration {
@@ -96,6 +98,7 @@ impl Default for Calibration {
             level_windows: 300,
             per_channel: true,
             restless: super::Restless::default(),
+            quiet: super::Quiet::default(),
         }
     }
 }

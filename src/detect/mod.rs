@@ -9,6 +9,7 @@
 //! every window before inference.
 
 pub mod calibrate;
+pub mod detector;
 pub mod explain;
 pub mod labels;
 pub mod level;
@@ -18,6 +19,7 @@ pub mod seed;
 use std::collections::{BTreeMap, HashMap};
 
 pub use calibrate::{Calibration, Calibrator, Reading, Unusual};
+pub use detector::{Detector, DetectorState, Hysteresis, Quiet};
 pub use explain::{Carried, Explanation, Names, energy_parts};
 pub use level::{Drift, Level};
 pub use restless::{Restless, Spell};
@@ -73,15 +75,6 @@ impl Transition {
             Self::Cleared => "cleared",
         }
     }
-}
-
-/// Hysteresis parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hysteresis {
-    /// k: consecutive windows above threshold that raise.
-    pub raise_after: u32,
-    /// j: consecutive windows at or below threshold that clear.
-    pub clear_after: u32,
 }
 
 /// What the detect stage needs to know about a stream instance.
@@ -141,163 +134,6 @@ pub enum Judging {
 /// returns NaN for a window must not hide a fault.
 pub fn is_anomalous(energy: f32, threshold: f32) -> bool {
     !energy.is_finite() || energy > threshold
-}
-
-/// What a stream's detector must carry across a restart (saved in the ingest checkpoint):
-/// everything it learned from the windows before the next one.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct DetectorState {
-    /// Alert state.
-    pub state: AlertState,
-    /// Consecutive windows so far toward the next transition.
-    pub run: u32,
-    /// Windows the current alert has been raised for (for `accept_after`).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub raised_for: u32,
-    /// The stream's calibrator (absent for streams judged by an absolute threshold, and in
-    /// checkpoints written before calibration existed: such a stream learns again).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calibrator: Option<Calibrator>,
-    /// The stream's input level (with `level_windows`; absent otherwise).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub level: Option<Level>,
-    /// The stream's restless windows (with [`Calibration::restless`] on).
-    #[serde(default, skip_serializing_if = "Spell::is_empty")]
-    pub restless: Spell,
-}
-
-impl DetectorState {
-    /// The drift the scorer subtracts from the stream's windows (empty: none).
-    pub fn drift(&self) -> Vec<f32> {
-        self.level.as_ref().map(Level::drift).unwrap_or_default()
-    }
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-/// One stream's hysteresis state machine: raise once after k windows above, clear once after j
-/// below.
-///
-/// ```
-/// use ebgand::detect::{Detector, Hysteresis, Transition};
-/// let mut d = Detector::new(Hysteresis { raise_after: 2, clear_after: 2 });
-/// let seen: Vec<_> = [true, true, true, false, false].iter().map(|&a| d.observe(a)).collect();
-/// assert_eq!(seen, [None, Some(Transition::Raised), None, None, Some(Transition::Cleared)]);
-/// ```
-#[derive(Debug, Clone)]
-pub struct Detector {
-    hysteresis: Hysteresis,
-    state: AlertState,
-    run: u32,
-    raised_for: u32,
-    calibrator: Option<Calibrator>,
-    level: Option<Level>,
-    restless: Spell,
-}
-
-impl Detector {
-    /// A detector in the normal state.
-    pub fn new(hysteresis: Hysteresis) -> Self {
-        Self::restore(hysteresis, DetectorState::default())
-    }
-
-    /// A detector carrying on from a saved state (see [`Detector::saved`]).
-    pub fn restore(hysteresis: Hysteresis, saved: DetectorState) -> Self {
-        Self {
-            hysteresis,
-            state: saved.state,
-            run: saved.run,
-            raised_for: saved.raised_for,
-            calibrator: saved.calibrator,
-            level: saved.level,
-            restless: saved.restless,
-        }
-    }
-
-    /// Current state.
-    pub fn state(&self) -> AlertState {
-        self.state
-    }
-
-    /// What a restart needs to carry on after the windows seen so far.
-    pub fn saved(&self) -> DetectorState {
-        DetectorState {
-            state: self.state,
-            run: self.run,
-            raised_for: self.raised_for,
-            calibrator: self.calibrator.clone(),
-            level: self.level.clone(),
-            restless: self.restless.clone(),
-        }
-    }
-
-    /// Feeds one window's verdict; returns the transition it caused, if any.
-    pub fn observe(&mut self, anomalous: bool) -> Option<Transition> {
-        self.observe_with(anomalous, false, false)
-    }
-
-    /// [`Detector::observe`] for a window of `probability`, which the restless raise counts
-    /// too ([`restless`]).
-    pub fn observe_probability(
-        &mut self,
-        probability: f64,
-        alert_probability: f64,
-        rule: &Restless,
-    ) -> Option<Transition> {
-        let anomalous = probability >= alert_probability;
-        if !rule.on() {
-            return self.observe(anomalous);
-        }
-        let step = self
-            .restless
-            .push(probability, rule, self.state == AlertState::Raised);
-        // The ordinary rule raises on this window: the alert is not the restless rule's.
-        let ordinary = self.state == AlertState::Normal
-            && anomalous
-            && self.run + 1 >= self.hysteresis.raise_after;
-        let hold = rule.hold && self.restless.raised_it() && !step.calm;
-        let transition = self.observe_with(anomalous, step.raise, hold);
-        if transition == Some(Transition::Raised) {
-            self.restless.raised(!ordinary);
-        }
-        transition
-    }
-
-    /// The hysteresis; `raise` raises besides it, `hold` keeps a raised alert from clearing.
-    fn observe_with(&mut self, anomalous: bool, raise: bool, hold: bool) -> Option<Transition> {
-        let (continues_run, limit, next, transition) = match self.state {
-            AlertState::Normal => (
-                anomalous,
-                self.hysteresis.raise_after,
-                AlertState::Raised,
-                Transition::Raised,
-            ),
-            AlertState::Raised => (
-                !anomalous,
-                self.hysteresis.clear_after,
-                AlertState::Normal,
-                Transition::Cleared,
-            ),
-        };
-        self.run = if continues_run { self.run + 1 } else { 0 };
-        let mut out = None;
-        let due = match self.state {
-            AlertState::Normal => self.run >= limit || raise,
-            AlertState::Raised => self.run >= limit && !hold,
-        };
-        if due {
-            self.state = next;
-            self.run = 0;
-            out = Some(transition);
-        }
-        self.raised_for = match self.state {
-            AlertState::Raised => self.raised_for.saturating_add(1),
-            AlertState::Normal => 0,
-        };
-        out
-    }
 }
 
 /// Model identity as it appears in events.
@@ -708,7 +544,7 @@ impl Judge {
                     unusual = reading.unusual;
                     probability = Some(p);
                     anomalous = p >= alert;
-                    transition = detector.observe_probability(p, alert, &cal.restless);
+                    transition = detector.observe_probability(p, alert, &cal.restless, &cal.quiet);
                     if transition == Some(Transition::Raised) && detector.restless.raised_it() {
                         restless = Some(detector.restless.raise(&cal.restless));
                     }

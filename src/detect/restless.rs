@@ -175,7 +175,7 @@ mod tests {
             windows: 10,
             share: 0.8,
             calm: 0.5,
-            hold: false,
+            ..Restless::default()
         }
     }
 

@@ -447,3 +447,40 @@ fn a_stream_restless_for_a_long_stretch_is_raised_once_per_spell() {
     };
     assert_eq!(judged(off, e), []);
 }
+
+#[test]
+fn an_alert_that_flaps_is_paged_once_and_a_strong_fault_in_the_quiet_still_is() {
+    // After 200 healthy windows, bursts of 5 windows at 3 (0.99996: over the alert
+    // probability 0.999, under the quiet's 0.999999) every 80 windows:
+    // the alert clears 50 windows after each burst (clear_after) and the next burst comes 25
+    // windows later. Then, in the quiet after the last clear, a fault 1,000 times the level.
+    let burst = |i: usize| (200..600).contains(&i) && (i - 200) % 80 < 5;
+    let e: Vec<f32> = energies(900, |_| 1.0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| match i {
+            _ if burst(i) => 3.0,
+            700.. => 1_000.0,
+            _ => e,
+        })
+        .collect();
+    let loud = Calibration {
+        quiet: Quiet {
+            windows: 0,
+            ..Quiet::default()
+        },
+        ..cal()
+    };
+    let raised = |t: &[(u64, Transition)]| {
+        t.iter()
+            .filter(|(_, t)| *t == Transition::Raised)
+            .map(|(i, _)| *i)
+            .collect::<Vec<_>>()
+    };
+    // Without the quiet: each burst is paged again.
+    let t = judged(loud, e.iter().copied());
+    assert_eq!(raised(&t), [202, 282, 362, 442, 522, 702], "{t:?}");
+    // With it: each clear starts 200 quiet windows, in which 3 is not enough and 1,000 is.
+    let t = judged(cal(), e.iter().copied());
+    assert_eq!(raised(&t), [202, 522, 702], "{t:?}");
+}
