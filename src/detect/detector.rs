@@ -253,7 +253,11 @@ mod tests {
         assert!(json.contains("\"quiet\":2"), "{json}");
         let mut d = Detector::restore(h, serde_json::from_str(&json).unwrap());
         assert_eq!(see(&mut d, 0.99995), None);
-        assert_eq!(see(&mut d, 0.9999995), Some(Transition::Raised), "strong enough");
+        assert_eq!(
+            see(&mut d, 0.9999995),
+            Some(Transition::Raised),
+            "strong enough"
+        );
         assert_eq!(see(&mut d, 0.5), Some(Transition::Cleared));
         for _ in 0..3 {
             assert_eq!(see(&mut d, 0.5), None);
