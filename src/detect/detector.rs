@@ -144,7 +144,7 @@ impl Detector {
 
     /// Feeds one window's verdict; returns the transition it caused, if any.
     pub fn observe(&mut self, anomalous: bool) -> Option<Transition> {
-        self.observe_with(anomalous, false, false)
+        self.observe_with(anomalous, false, false).0
     }
 
     /// [`Detector::observe`] for a window of `probability`, which the restless rule counts
@@ -169,14 +169,11 @@ impl Detector {
             let step = self
                 .restless
                 .push(probability, rule, self.state == AlertState::Raised);
-            // The ordinary rule raises on this window: the alert is not the restless rule's.
-            let ordinary = self.state == AlertState::Normal
-                && anomalous
-                && self.run + 1 >= self.hysteresis.raise_after;
             let hold = rule.hold && self.restless.raised_it() && !step.calm;
-            let transition = self.observe_with(anomalous, step.raise && !hushed, hold);
+            let (transition, by_run) = self.observe_with(anomalous, step.raise && !hushed, hold);
             if transition == Some(Transition::Raised) {
-                self.restless.raised(!ordinary);
+                // Raised by the ordinary run of windows, or by the restless rule alone.
+                self.restless.raised(!by_run);
             }
             transition
         } else {
@@ -189,7 +186,14 @@ impl Detector {
     }
 
     /// The hysteresis; `raise` raises besides it, `hold` keeps a raised alert from clearing.
-    fn observe_with(&mut self, anomalous: bool, raise: bool, hold: bool) -> Option<Transition> {
+    /// Returns the transition, and whether the run of windows reached its limit (a raise the
+    /// ordinary rule made, not `raise` alone).
+    fn observe_with(
+        &mut self,
+        anomalous: bool,
+        raise: bool,
+        hold: bool,
+    ) -> (Option<Transition>, bool) {
         let (continues_run, limit, next, transition) = match self.state {
             AlertState::Normal => (
                 anomalous,
@@ -206,9 +210,10 @@ impl Detector {
         };
         self.run = if continues_run { self.run + 1 } else { 0 };
         let mut out = None;
+        let by_run = self.run >= limit;
         let due = match self.state {
-            AlertState::Normal => self.run >= limit || raise,
-            AlertState::Raised => self.run >= limit && !hold,
+            AlertState::Normal => by_run || raise,
+            AlertState::Raised => by_run && !hold,
         };
         if due {
             self.state = next;
@@ -219,7 +224,7 @@ impl Detector {
             AlertState::Raised => self.raised_for.saturating_add(1),
             AlertState::Normal => 0,
         };
-        out
+        (out, by_run)
     }
 }
 

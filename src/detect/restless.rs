@@ -84,8 +84,6 @@ pub struct Spell {
     bits: Vec<u64>,
     /// Judged windows counted since the ring began.
     seen: u64,
-    /// Set bits in `bits`.
-    count: u32,
     /// The rule has raised (or an alert was raised) since the stream last calmed.
     #[serde(default)]
     spent: bool,
@@ -124,24 +122,27 @@ impl Spell {
         }
         let i = self.seen % n;
         let (word, bit) = ((i / 64) as usize, 1u64 << (i % 64));
-        if self.bits[word] & bit != 0 {
-            self.count -= 1;
-        }
         if probability >= rule.probability {
             self.bits[word] |= bit;
-            self.count += 1;
         } else {
             self.bits[word] &= !bit;
         }
         self.seen += 1;
-        let calm = self.count < rule.calm_under();
+        let count = self.count();
+        let calm = count < rule.calm_under();
         if calm && !alert_up {
             self.spent = false;
         }
         Step {
-            raise: !self.spent && self.count >= rule.raise_at(),
+            raise: !self.spent && count >= rule.raise_at(),
             calm,
         }
+    }
+
+    /// Restless windows in the ring (its set bits: at most `windows`, so a damaged checkpoint
+    /// cannot make it disagree with them).
+    fn count(&self) -> u32 {
+        self.bits.iter().map(|w| w.count_ones()).sum()
     }
 
     /// An alert was raised (`by_rule`: by this one): the rule waits for the stream to calm.
@@ -160,7 +161,7 @@ impl Spell {
         Raise {
             probability: rule.probability,
             windows: self.seen.min(u64::from(rule.windows)) as u32,
-            restless: self.count,
+            restless: self.count(),
         }
     }
 }
@@ -251,12 +252,12 @@ mod tests {
         assert_eq!(back, s);
         let longer = Restless { windows: 100, ..r };
         s.push(0.999, &longer, false);
-        assert_eq!((s.seen, s.count), (1, 1));
+        assert_eq!((s.seen, s.count()), (1, 1));
         // Longer than one word of bits.
         for _ in 0..150 {
             s.push(0.999, &longer, false);
         }
-        assert_eq!(s.count, 100);
+        assert_eq!(s.count(), 100);
         assert!(!s.is_empty());
         assert!(Spell::default().is_empty());
     }
