@@ -11,6 +11,9 @@ adaptation and hysteresis, in stream order), then the published protocol on what
   three profiles. Each file is scored from its first row (the calibration
   learns mostly on the training rows); `--nab-start after-training` scores from the end of the
   probationary rows instead, as the daemon's cold start calibrates.
+- NAB's five anomaly-free streams (`artificialNoAnomaly`, 5 of the 58, not in ../shared/data):
+  look-alikes made each run (`null_files`), trained and scored as the dev files; every alert
+  after the probationary rows is a false positive.
 - SKAB valve1 (16 files): trained on rows 0-399, windows of 16 rows x 8 channels; row t of the
   test part is predicted anomalous when the alert is up after the window ending at it (the
   daemon's verdict), and, beside it, when that window alone is anomalous; F1 / FAR / MAR pooled,
@@ -139,7 +142,7 @@ def nab_files(data):
 
 
 def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retrain=0,
-             trainer=()):
+             trainer=(), files=None, folder="nab"):
     """start: "stream" scores each file from its first row, so the calibration learns on the
     stream's first windows, most of them the rows the model was trained on (a model trained
     offline and deployed from the stream's start); "after-training" scores from the end of the
@@ -148,16 +151,17 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
     probationary rows with the calibration seeded by their newest windows (`score
     --seed-rows`), as the daemon's cold start does since round thirteen. retrain: replay
     the daemon's continual learning every that many windows (`score --retrain-every`).
-    trainer: further trainer arguments (`--latent 4`); their models are cached apart."""
+    trainer: further trainer arguments (`--latent 4`); their models are cached apart. files:
+    other files than dev's (`null_files`), their models cached under `folder`."""
     read = ["--columns", "value", "--timestamp-column", "timestamp"]
     per_rule = {r: [] for r in rules}
-    files = nab_files(data)
+    files = files or nab_files(data)
+    cached = f"{folder}-w{window}"  # models of each window length cached apart
+    if trainer:
+        cached += "-" + "".join(trainer).replace("-", "")
     for key, path, n, wins in files:
         prob = nab.probationary_length(n)
-        folder = f"nab-w{window}"  # models of each window length cached apart
-        if trainer:
-            folder += "-" + "".join(trainer).replace("-", "")
-        model = binary.train(f"{folder}/{key.replace('/', '_')}", path, read, f":{prob}", window,
+        model = binary.train(f"{cached}/{key.replace('/', '_')}", path, read, f":{prob}", window,
                              mode, seed, worker=trainer)
         first = prob if start in ("after-training", "seeded") else 0
         rows = ["--rows", f"{first}:"] if first else []
@@ -176,7 +180,12 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
     for rule, scored in per_rule.items():
         res = {}
         for profile in nab.PROFILES:
-            s, _, per = nab.normalised(scored, profile, thresholds=[1.0])
+            if not any(wins for _, wins in scored):  # no window: no normalised score
+                pts = [nab.points(len(d), w) for d, w in scored]
+                per = [nab.file_score(d, p, 1.0, profile) for (d, _), p in zip(scored, pts)]
+                s = float("nan")
+            else:
+                s, _, per = nab.normalised(scored, profile, thresholds=[1.0])
             res[profile] = s
             if profile == "standard":  # per file: raw score, windows hit, false alerts
                 res["files"] = {Path(key).stem: list(p[:3]) for (key, *_), p in zip(files, per)}
@@ -185,6 +194,56 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
         res["windows"] = sum(p[1] + p[3] for p in per)
         out[rule] = res
     return out
+
+
+# NAB's five streams with no anomaly (artificialNoAnomaly: 5 of its 58, not in ../shared/data),
+# where every alert after the probationary rows is a false positive. Look-alikes, made the same
+# way every run: 4,032 5-minute steps each, as NAB's.
+NULL_STEPS = 4032
+
+
+def null_files(data, folder):
+    """Writes the look-alikes into `folder`: the daily ones from the mean day of the first week
+    of dev's `art_daily_jumpsup` (before its anomaly), bare, with noise of 1 % of its range, and
+    as a square wave between its extremes; a flat line; Gaussian noise."""
+    import datetime
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(data / "nab" / "dev" / "artificialWithAnomaly" / "art_daily_jumpsup.csv",
+              newline="") as f:
+        week = np.array([float(r[1]) for r in list(csv.reader(f))[1:2017]])
+    day = week.reshape(7, 288).mean(axis=0)
+    daily = np.tile(day, NULL_STEPS // 288)
+    low, high = float(day.min()), float(day.max())
+    rng = np.random.default_rng(0)
+    series = {
+        "art_daily_no_noise": daily,
+        "art_daily_small_noise": daily + rng.normal(0.0, 0.01 * (high - low), NULL_STEPS),
+        "art_daily_perfect_square_wave": np.where(np.arange(NULL_STEPS) % 288 < 144, low, high),
+        "art_flatline": np.full(NULL_STEPS, low),
+        "art_noisy": rng.normal(low, 0.1 * (high - low), NULL_STEPS),
+    }
+    t0 = datetime.datetime(2014, 4, 1)
+    out = []
+    for name, values in series.items():
+        path = folder / f"{name}.csv"
+        with open(path, "w") as f:
+            f.write("timestamp,value\n")
+            for i, v in enumerate(values):
+                stamp = t0 + datetime.timedelta(minutes=5 * i)
+                f.write(f"{stamp:%Y-%m-%d %H:%M:%S},{v:.6f}\n")
+        out.append((f"artificialNoAnomaly/{name}.csv", path, NULL_STEPS, []))
+    return out
+
+
+def null_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W):
+    """NAB's anomaly-free look-alikes, trained and scored as `nab_eval` does the dev files:
+    the alerts raised after the probationary rows (each costs NAB's false-positive weight)."""
+    files = null_files(data, binary.cache / "nab-null-data")
+    scored = nab_eval(binary, data, mode, seed, rules, start, window, files=files,
+                      folder="nab-null")
+    return {rule: {"false": res["false"],
+                   "files": {k: v[2] for k, v in res["files"].items()}}
+            for rule, res in scored.items()}
 
 
 # --- SKAB -------------------------------------------------------------------------------------
@@ -293,7 +352,9 @@ def main(argv=None):
     p.add_argument("--modes", default="ebgan,ae",
                    help="models: ebgan, ae, and ebgan-conv / ae-conv for the temporal conv D")
     p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--only", default="nab,skab,fan,dcase")
+    p.add_argument("--only", default="nab,null,skab,fan,dcase",
+                   help="nab: NAB dev; null: look-alikes of NAB's five anomaly-free streams; "
+                        "skab; fan; dcase")
     p.add_argument("--rules", default="threshold:clear_after=5;"
                    "probability:alert_probability=0.999,clear_after=50,per_channel=false,"
                    "restless_probability=0,quiet_windows=0;"
@@ -309,7 +370,8 @@ def main(argv=None):
                         "calibration seeded by the probationary rows (the daemon's cold start)")
     p.add_argument("--nab-retrain", type=int, default=0, metavar="N",
                    help="NAB: replay the daemon's continual learning, retraining every N windows "
-                        "(288: the daily default at 5-minute steps; 0: off)")
+                        "(2016: the weekly default at 5-minute steps; 288: daily, the default "
+                        "until round eighteen; 0: off)")
     p.add_argument("--nab-trainer-args", default="", metavar="ARGS",
                    help="NAB: further trainer arguments, e.g. '--latent 4' (models cached apart)")
     p.add_argument("--nab-window", type=int, default=NAB_W,
@@ -325,8 +387,9 @@ def main(argv=None):
     if args.table:
         results = json.loads(args.table.read_text())
         modes = list(dict.fromkeys(r["mode"] for r in results))
-        rules = list((results[0].get("nab") or results[0].get("skab") or {}).keys())
-        only = [k for k in ("nab", "skab", "fan", "dcase") if k in results[0]]
+        rules = list((results[0].get("nab") or results[0].get("null") or results[0].get("skab")
+                      or {}).keys())
+        only = [k for k in ("nab", "null", "skab", "fan", "dcase") if k in results[0]]
         table(results, modes, rules, only)
         if args.nab_per_file and "nab" in only:
             nab_file_table(results, modes, rules)
@@ -348,6 +411,9 @@ def main(argv=None):
                 r["nab"] = nab_eval(binary, args.data, mode, seed, rules, args.nab_start,
                                     args.nab_window, args.nab_retrain,
                                     args.nab_trainer_args.split())
+            if "null" in args.only:
+                r["null"] = null_eval(binary, args.data, mode, seed, rules, args.nab_start,
+                                      args.nab_window)
             if "skab" in args.only:
                 r["skab"] = skab_eval(binary, args.data, mode, seed, rules, args.skab_window)
             if "fan" in args.only:
@@ -419,9 +485,28 @@ def audio_table(results, modes):
         print("| " + " | ".join(cells) + " |")
 
 
+def null_table(results, modes, rules):
+    """Alerts on the anomaly-free look-alikes: all of them false, each file over the seeds."""
+    names = list(next(iter(results[0]["null"].values()))["files"])
+    print("| mode | judging | false alerts on NAB's 5 anomaly-free look-alikes (per seed) | "
+          + " | ".join(f"`{n}`" for n in names) + " |")
+    print("|---" * (3 + len(names)) + "|")
+    for mode in modes:
+        rs = [r for r in results if r["mode"] == mode]
+        for rule in rules:
+            cells = [mode, f"`{rule}`",
+                     mean_spread([r["null"][rule]["false"] for r in rs], "{:.1f}")]
+            cells += [mean_spread([r["null"][rule]["files"][n] for r in rs], "{:.1f}")
+                      for n in names]
+            print("| " + " | ".join(cells) + " |")
+
+
 def table(results, modes, rules, only):
     if any(k in only for k in ("fan", "dcase")):
         audio_table(results, modes)
+        print()
+    if "null" in only:
+        null_table(results, modes, rules)
         print()
     if not any(k in only for k in ("nab", "skab")):
         return

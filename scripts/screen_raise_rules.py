@@ -62,19 +62,25 @@ def default_rule(p, pa=ALERT, raise_after=RAISE, clear_after=CLEAR, second=None,
 
 
 def restless_rule(p, low=0.99, m=90, n=100, calm=50, quiet=QUIET, quiet_p=QUIET_P, pa=ALERT,
-                  raise_after=RAISE, clear_after=CLEAR):
+                  raise_after=RAISE, clear_after=CLEAR, fatigue=None):
     """The daemon's default since round seventeen: the ordinary rule, and a raise when m of
     the last n judged windows are at or over low (any raise spends that second way until fewer
     than calm of them are, with no alert up; src/detect/restless.rs); for `quiet` windows
     after a clear, only windows at or over quiet_p count toward a raise and the second way
-    waits (src/detect/detector.rs)."""
+    waits (src/detect/detector.rs). fatigue (round eighteen, not kept): (horizon, factor, cap):
+    with k raises in the last `horizon` windows (at most `cap`), a raise needs 1 - p
+    `factor`**k times rarer, and the second way waits while k > 0."""
     up, run, det, ring, spent, hushed = False, 0, [], [], False, 0
     for i, x in enumerate(p):
         if math.isnan(x):
             continue
-        bar, quiet_now = pa, False
+        k = 0
+        if fatigue:
+            k = min(sum(1 for d in det if i - d <= fatigue[0]), fatigue[2])
+        base = 1.0 - (1.0 - pa) / fatigue[1] ** k if k else pa
+        bar, quiet_now = base, k > 0
         if not up and hushed > 0:
-            hushed, bar, quiet_now = hushed - 1, max(pa, quiet_p), True
+            hushed, bar, quiet_now = hushed - 1, max(base, quiet_p), True
         ring = (ring + [x >= low])[-n:]
         count = sum(ring)
         if count < calm and not up:
@@ -192,6 +198,11 @@ def main(argv=None):
                 f"(90 of 100 at 0.99), quiet {quiet} windows after a clear at {quiet_p}",
                 each_seed(lambda p, q=(quiet, quiet_p): restless_rule(p, quiet=q[0],
                                                                       quiet_p=q[1])))
+    for horizon, factor, cap in ((1000, 10.0, 1), (1000, 100.0, 99), (4032, 10.0, 1),
+                                 (4032, 100.0, 99)):
+        summary(f"the default, and each raise in the last {horizon} windows makes the next need "
+                f"1 - p {factor:g} times rarer{' (once)' if cap == 1 else ''}",
+                each_seed(lambda p, f=(horizon, factor, cap): restless_rule(p, fatigue=f)))
     for k, h in ((2.0, 5), (2.5, 3), (3.0, 2), (3.0, 3), (3.5, 2)):
         summary(f"CUSUM of -log10(1 - p), k {k}, h {h}",
                 each_seed(lambda p, k=k, h=h: cusum_rule(p, k, h)))

@@ -434,7 +434,8 @@ async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
 /// A retrained version of a model whose streams are judged by calibrated probability warms up
 /// in shadow: the served version keeps judging while the new one's calibration learns on the
 /// same windows, and only then is it activated (reason "trained"), handing its calibrations
-/// on. No stream goes back to learning, so a slow stream retrained daily is still judged.
+/// on. No stream goes back to learning, so a slow stream retrained on a schedule is still
+/// judged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retrained_version_warms_up_in_shadow_across_a_restart_and_no_stream_learns_again() {
     const LEARN: u64 = 32;

@@ -566,7 +566,7 @@ impl Default for RawLearning {
             steps: 400,
             retries: 2,
             retry_delay_s: 30,
-            retrain_every_s: 86_400,
+            retrain_every_s: 604_800,
             retrain_seeded: false,
             keep_versions: 10,
         }

@@ -77,8 +77,8 @@ pub struct ScoreArgs {
     /// kind and seed; needs the trainer's venv, as `ebgand train` does), score it in shadow
     /// while its calibration learns `[detect] warm_windows` windows the served version finds
     /// healthy, then serve it.
-    /// The summary line lists the runs. With the daemon's daily schedule, N is a day's
-    /// windows.
+    /// The summary line lists the runs. With the daemon's weekly schedule, N is a week's
+    /// windows (2016 at 5-minute steps).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub retrain_every: Option<u64>,
     /// Replay the daemon's cold start: the rows `A:B` of the same file are what the stream sent
