@@ -78,6 +78,11 @@ async fn replayed_wav_raises_an_alert_on_its_fault_segment_only() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        summary["mode"], "ae",
+        "log-mel audio trains the plain autoencoder unless --mode says otherwise"
+    );
 
     // A held-out clip with a whine from 4 s to 7 s, as loud as the machine (0 dB). At -10 dB
     // the window energy rises about 1.8x but stays under this model's calibrated threshold.

@@ -293,6 +293,11 @@ fn training_warns_of_a_constant_column_and_of_few_held_out_windows() {
     let o = train_pump_on(&file, &out, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "a warning, not a refusal: {err}");
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        summary["mode"], "ebgan",
+        "sensor columns train EBGAN by default"
+    );
     assert!(
         err.lines()
             .any(|l| l.contains("Column is constant") && l.contains(r#""column":"Spare""#)),
