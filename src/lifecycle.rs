@@ -415,14 +415,17 @@ impl Models {
             ));
         }
         ctx.metrics.set_phase(model, "training");
-        // A retrained version is of the served one's kind (a first one, of the worker's
-        // defaults: EBGAN, MLP).
+        // A retrained version is of the served one's kind; a first one is the default kind
+        // for its streams' input (EBGAN, MLP; the autoencoder with log-mel parameters for
+        // audio).
         let like = self
             .served
             .get(model)
             .and_then(|v| crate::model::Manifest::read(&self.registry.path(model, v)).ok())
-            .map(|m| crate::train::same_kind(&m))
-            .unwrap_or_default();
+            .map_or_else(
+                || crate::train::first_kind(stream.logmel.as_ref()),
+                |m| crate::train::same_kind(&m),
+            );
         let run = crate::train::TrainFromCapture {
             model: model.to_owned(),
             capture: ctx.settings.learning.dir.join(model),

@@ -190,3 +190,83 @@ async fn replayed_wav_raises_an_alert_on_its_fault_segment_only() {
     );
     daemon.shutdown().await.unwrap();
 }
+
+/// An audio stream with no model learns one from itself: the learner's first version is a
+/// log-mel model (its manifest records the stream's log-mel parameters, so the stream takes
+/// it) and, as `train --logmel`, the plain autoencoder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audio_stream_learns_a_log_mel_model_from_itself() {
+    let python = root().join(".venv/trainer/bin/python");
+    assert!(python.exists(), "trainer venv missing: run `make setup`");
+    let broker = Mosquitto::start().await;
+    let prefix = "audiolearn";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let toml = "[detect]\njudge = \"probability\"\n[models.machine]\n[[streams]]\nname = \"mic\"\n\
+         topic = \"mics/+\"\nmodel = \"machine\"\nformat = \"i16le\"\nwindow = 5\nhop = 1\nlogmel = {}\n";
+    let mut s = settings(broker.port, prefix, toml);
+    s.learning.period.windows = 250;
+    s.learning.steps = 100;
+    s.train.python = python;
+    s.train.worker = root().join("models/trainer");
+    s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
+    let registry = s.registry.dir.clone();
+    let _daemon = TestDaemon::start(s).await;
+    // One healthy 10 s clip: 309 windows of 5 frames, more than the 250 learnt from.
+    let replay = |clip: u32| {
+        let clip = shared_data().join(format!("dcase2020/normal/normal_id_00_{clip:08}.wav"));
+        let port = broker.port.to_string();
+        async move {
+            let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_ebgand"))
+                .args(["replay", clip.to_str().unwrap(), "--topic", "mics/m1"])
+                .args(["--format", "i16le", "--chunk", "1600", "--rate", "max"])
+                .args(["--host", "127.0.0.1", "--port", &port])
+                .output()
+                .await
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    };
+    replay(0).await;
+    let events = || -> Vec<serde_json::Value> {
+        obs.on(&format!("{prefix}/events"))
+            .into_iter()
+            .map(|s| s.json)
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(90),
+        "a first version learnt from the stream and activated",
+        || events().iter().any(|e| e["event"] == "activated"),
+    )
+    .await;
+    let activated = events()
+        .into_iter()
+        .find(|e| e["event"] == "activated")
+        .unwrap();
+    let version = activated["version"].as_str().unwrap();
+    let manifest = ebgand::model::ModelVersion::open(&registry.join("machine").join(version))
+        .unwrap()
+        .manifest;
+    assert_eq!(manifest.input.kind, "logmel", "{activated}");
+    assert_eq!(
+        manifest.features,
+        Some(ebgand::pipeline::features::LogMelParams::default())
+    );
+    let text =
+        std::fs::read_to_string(registry.join("machine").join(version).join("manifest.toml"))
+            .unwrap();
+    assert!(text.contains("mode = \"ae\""), "{text}");
+    // The stream is scored by it: the next clip's windows come under the new version.
+    replay(1).await;
+    let topic = format!("{prefix}/state/mic/m1");
+    eventually(
+        Duration::from_secs(30),
+        "a state under the learnt version",
+        || {
+            obs.on(&topic)
+                .iter()
+                .any(|s| s.json["model"]["version"] == version)
+        },
+    )
+    .await;
+}

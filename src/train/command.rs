@@ -204,7 +204,7 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let mode = args
         .mode
         .clone()
-        .unwrap_or_else(|| default_mode(logmel.is_some()).to_owned());
+        .unwrap_or_else(|| super::default_mode(logmel.is_some()).to_owned());
     let mut worker_args = vec!["--mode".to_string(), mode.clone()];
     for (flag, value) in [
         ("--steps", args.steps.map(|v| v.to_string())),
@@ -448,12 +448,4 @@ fn simulated(seconds: f64) -> Recording {
         sample_rate: Some(crate::sim::RATE as u32),
         names: Vec::new(),
     }
-}
-
-/// The model trained when `--mode` is not given: the plain autoencoder for log-mel audio
-/// (under another machine's sound at -6 dB it ranked the dev fan's faults 0.861 +- 0.005
-/// against EBGAN's 0.823 +- 0.016, and was level on the clean fan, at 0 dB and on DCASE's
-/// synthetic faults), EBGAN for everything else (NAB dev 60.1 against 46.9).
-fn default_mode(logmel: bool) -> &'static str {
-    if logmel { "ae" } else { "ebgan" }
 }
