@@ -193,7 +193,7 @@ async fn replayed_wav_raises_an_alert_on_its_fault_segment_only() {
 
 /// An audio stream with no model learns one from itself: the learner's first version is a
 /// log-mel model (its manifest records the stream's log-mel parameters, so the stream takes
-/// it) and, as `train --logmel`, the plain autoencoder.
+/// it) and, as `train --logmel`, the plain autoencoder; its retrained version keeps both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audio_stream_learns_a_log_mel_model_from_itself() {
     let python = root().join(".venv/trainer/bin/python");
@@ -201,19 +201,26 @@ async fn an_audio_stream_learns_a_log_mel_model_from_itself() {
     let broker = Mosquitto::start().await;
     let prefix = "audiolearn";
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
-    let toml = "[detect]\njudge = \"probability\"\n[models.machine]\n[[streams]]\nname = \"mic\"\n\
-         topic = \"mics/+\"\nmodel = \"machine\"\nformat = \"i16le\"\nwindow = 5\nhop = 1\nlogmel = {}\n";
+    let toml = "[detect]\njudge = \"probability\"\nlearn_windows = 32\nwarm_windows = 48\n\
+         [models.machine]\n[[streams]]\nname = \"mic\"\ntopic = \"mics/+\"\nmodel = \"machine\"\n\
+         format = \"i16le\"\nwindow = 5\nhop = 1\nlogmel = {}\n";
     let mut s = settings(broker.port, prefix, toml);
     s.learning.period.windows = 250;
     s.learning.steps = 100;
+    s.learning.capture_every = 1;
+    // Retrained on schedule once the first version serves (a tick while one warms is skipped).
+    s.learning.retrain_every = Some(Duration::from_secs(1));
+    s.registry.gate_min_windows = 16;
+    // The gate's own bound has its tests (tests/lifecycle.rs).
+    s.registry.max_false_alarm_rate = 0.25;
     s.train.python = python;
     s.train.worker = root().join("models/trainer");
     s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
     let registry = s.registry.dir.clone();
     let _daemon = TestDaemon::start(s).await;
-    // One healthy 10 s clip: 309 windows of 5 frames, more than the 250 learnt from.
-    let replay = |clip: u32| {
-        let clip = shared_data().join(format!("dcase2020/normal/normal_id_00_{clip:08}.wav"));
+    // One healthy 10 s clip, replayed: 309 windows of 5 frames, more than the 250 learnt from.
+    let replay = || {
+        let clip = shared_data().join("dcase2020/normal/normal_id_00_00000000.wav");
         let port = broker.port.to_string();
         async move {
             let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_ebgand"))
@@ -226,7 +233,7 @@ async fn an_audio_stream_learns_a_log_mel_model_from_itself() {
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         }
     };
-    replay(0).await;
+    replay().await;
     let events = || -> Vec<serde_json::Value> {
         obs.on(&format!("{prefix}/events"))
             .into_iter()
@@ -244,20 +251,21 @@ async fn an_audio_stream_learns_a_log_mel_model_from_itself() {
         .find(|e| e["event"] == "activated")
         .unwrap();
     let version = activated["version"].as_str().unwrap();
-    let manifest = ebgand::model::ModelVersion::open(&registry.join("machine").join(version))
-        .unwrap()
-        .manifest;
-    assert_eq!(manifest.input.kind, "logmel", "{activated}");
-    assert_eq!(
-        manifest.features,
-        Some(ebgand::pipeline::features::LogMelParams::default())
-    );
-    let text =
-        std::fs::read_to_string(registry.join("machine").join(version).join("manifest.toml"))
-            .unwrap();
-    assert!(text.contains("mode = \"ae\""), "{text}");
-    // The stream is scored by it: the next clip's windows come under the new version.
-    replay(1).await;
+    let audio_ae = |version: &str| {
+        let dir = registry.join("machine").join(version);
+        let manifest = ebgand::model::ModelVersion::open(&dir).unwrap().manifest;
+        assert_eq!(manifest.input.kind, "logmel", "{version}");
+        assert_eq!(
+            manifest.features,
+            Some(ebgand::pipeline::features::LogMelParams::default())
+        );
+        let text = std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
+        assert!(text.contains("mode = \"ae\""), "{text}");
+    };
+    audio_ae(version);
+    // The stream is scored by it: the clip again (the healthy sound the model knows), under
+    // the new version.
+    replay().await;
     let topic = format!("{prefix}/state/mic/m1");
     eventually(
         Duration::from_secs(30),
@@ -269,4 +277,29 @@ async fn an_audio_stream_learns_a_log_mel_model_from_itself() {
         },
     )
     .await;
+    // Retrained from the captured windows: a shadow warms on the clip once more, then serves.
+    eventually(
+        Duration::from_secs(60),
+        "the retrained version shadows",
+        || events().iter().any(|e| e["event"] == "shadow_started"),
+    )
+    .await;
+    replay().await;
+    let activations = || {
+        events()
+            .into_iter()
+            .filter(|e| e["event"] == "activated")
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        Duration::from_secs(60),
+        "the retrained version activated",
+        || activations().len() >= 2,
+    )
+    .await;
+    let retrained = activations()[1].clone();
+    assert_eq!(retrained["reason"], "trained", "{retrained}");
+    let second = retrained["version"].as_str().unwrap();
+    assert_ne!(second, version);
+    audio_ae(second);
 }
