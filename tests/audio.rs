@@ -26,6 +26,19 @@ fn add_whine(samples: &mut [f32], from: usize, to: usize, db: f32) {
     }
 }
 
+/// Streams `wav` to the broker on `port` as `mics/m1`, in 100 ms i16le frames, as fast as it
+/// can (`ebgand replay`).
+async fn replay(wav: &Path, port: u16) {
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_ebgand"))
+        .args(["replay", wav.to_str().unwrap(), "--topic", "mics/m1"])
+        .args(["--format", "i16le", "--chunk", "1600", "--rate", "max"])
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 fn read_wav(path: &Path) -> Vec<f32> {
     let mut r = hound::WavReader::open(path).unwrap();
     r.samples::<i16>()
@@ -101,29 +114,7 @@ async fn replayed_wav_raises_an_alert_on_its_fault_segment_only() {
         model.display()
     );
     let daemon = TestDaemon::start(settings(broker.port, prefix, &toml)).await;
-    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_ebgand"))
-        .args([
-            "replay",
-            wav.to_str().unwrap(),
-            "--topic",
-            "mics/m1",
-            "--format",
-            "i16le",
-        ])
-        .args([
-            "--chunk",
-            "1600",
-            "--rate",
-            "max",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &broker.port.to_string(),
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    replay(&wav, broker.port).await;
     // Streaming frames start every 512 samples once 1024 are there; windows are 5 frames.
     let frames = (samples.len() - 1024) / 512 + 1;
     let windows = (frames - 5 + 1) as u64;
@@ -219,21 +210,8 @@ async fn an_audio_stream_learns_a_log_mel_model_from_itself() {
     let registry = s.registry.dir.clone();
     let _daemon = TestDaemon::start(s).await;
     // One healthy 10 s clip, replayed: 309 windows of 5 frames, more than the 250 learnt from.
-    let replay = || {
-        let clip = shared_data().join("dcase2020/normal/normal_id_00_00000000.wav");
-        let port = broker.port.to_string();
-        async move {
-            let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_ebgand"))
-                .args(["replay", clip.to_str().unwrap(), "--topic", "mics/m1"])
-                .args(["--format", "i16le", "--chunk", "1600", "--rate", "max"])
-                .args(["--host", "127.0.0.1", "--port", &port])
-                .output()
-                .await
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        }
-    };
-    replay().await;
+    let clip = shared_data().join("dcase2020/normal/normal_id_00_00000000.wav");
+    replay(&clip, broker.port).await;
     let events = || -> Vec<serde_json::Value> {
         obs.on(&format!("{prefix}/events"))
             .into_iter()
@@ -265,7 +243,7 @@ async fn an_audio_stream_learns_a_log_mel_model_from_itself() {
     audio_ae(version);
     // The stream is scored by it: the clip again (the healthy sound the model knows), under
     // the new version.
-    replay().await;
+    replay(&clip, broker.port).await;
     let topic = format!("{prefix}/state/mic/m1");
     eventually(
         Duration::from_secs(30),
@@ -284,7 +262,7 @@ async fn an_audio_stream_learns_a_log_mel_model_from_itself() {
         || events().iter().any(|e| e["event"] == "shadow_started"),
     )
     .await;
-    replay().await;
+    replay(&clip, broker.port).await;
     let activations = || {
         events()
             .into_iter()

@@ -215,8 +215,8 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
             worker_args.extend([flag.to_string(), v]);
         }
     }
-    if let Some(p) = &logmel {
-        worker_args.extend(["--features".to_string(), serde_json::to_string(p)?]);
+    if logmel.is_some() {
+        worker_args.extend(super::features_args(logmel.as_ref()));
     } else if !names.is_empty() {
         worker_args.extend([
             "--channel-names".to_string(),

@@ -296,8 +296,11 @@ pub fn first_kind(logmel: Option<&crate::pipeline::features::LogMelParams>) -> V
     args
 }
 
-/// `--features` with the log-mel parameters as JSON, when there are some.
-fn features_args(logmel: Option<&crate::pipeline::features::LogMelParams>) -> Vec<String> {
+/// `--features` with the log-mel parameters as JSON, when there are some (what the worker
+/// records as the manifest's `[features]`).
+pub(crate) fn features_args(
+    logmel: Option<&crate::pipeline::features::LogMelParams>,
+) -> Vec<String> {
     // A struct of numbers (and an optional one) always serialises.
     logmel
         .and_then(|p| serde_json::to_string(p).ok())
