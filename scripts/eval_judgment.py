@@ -14,6 +14,10 @@ adaptation and hysteresis, in stream order), then the published protocol on what
 - NAB's five anomaly-free streams (`artificialNoAnomaly`, 5 of the 58, not in ../shared/data):
   look-alikes made each run (`null_files`), trained and scored as the dev files; every alert
   after the probationary rows is a false positive.
+- NAB's short streams (realAdExchange, realTraffic: 1,100-2,500 of its rows, not in
+  ../shared/data): look-alikes of 1,600 and 2,400 rows cut from the dev files around each
+  labelled window, its centre 100 to 1,200 rows after the probationary rows (`short_files`),
+  windows re-made by NAB's rule; trained and scored as the dev files.
 - SKAB valve1 (16 files): trained on rows 0-399, windows of 16 rows x 8 channels; row t of the
   test part is predicted anomalous when the alert is up after the window ending at it (the
   daemon's verdict), and, beside it, when that window alone is anomalous; F1 / FAR / MAR pooled,
@@ -80,6 +84,13 @@ class Binary:
         empty.write_text("")
         self.env = {**os.environ, "EBGAND_LOG": "warn", "EBGAND_CONFIG": str(empty)}
 
+    def default(self, section, key):
+        """A setting's built-in default (`ebgand print-default-config`)."""
+        if not hasattr(self, "_defaults"):
+            import tomllib
+            self._defaults = tomllib.loads(run([self.path, "print-default-config"], self.env))
+        return self._defaults[section][key]
+
     def train(self, key, file, read_args, rows, window, model, seed, extra=(), worker=()):
         """model: "ebgan" or "ae", with "-conv" for the temporal convolutional D."""
         mode, _, d = model.partition("-")
@@ -143,7 +154,7 @@ def nab_files(data):
 
 
 def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retrain=0,
-             trainer=(), files=None, folder="nab"):
+             trainer=(), files=None, folder="nab", learn="probation"):
     """start: "stream" scores each file from its first row, so the calibration learns on the
     stream's first windows, most of them the rows the model was trained on (a model trained
     offline and deployed from the stream's start); "after-training" scores from the end of the
@@ -153,7 +164,11 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
     --seed-rows`), as the daemon's cold start does since round thirteen. retrain: replay
     the daemon's continual learning every that many windows (`score --retrain-every`).
     trainer: further trainer arguments (`--latent 4`); their models are cached apart. files:
-    other files than dev's (`null_files`), their models cached under `folder`."""
+    other files than dev's (`null_files`), their models cached under `folder`. learn:
+    "probation" learns, from the stream's start, the probationary rows' windows if fewer than
+    `[detect] learn_windows` (NAB's rule: learn on the probationary period, then judge; a
+    seeded start does so by itself, `Calibrator::learnt_from_seed`); "configured" learns
+    `learn_windows` on every file (before round nineteen)."""
     read = ["--columns", "value", "--timestamp-column", "timestamp"]
     per_rule = {r: [] for r in rules}
     files = files or nab_files(data)
@@ -171,7 +186,12 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
         if retrain:
             rows += ["--retrain-every", str(retrain)]
         for rule in rules:
-            lines, _ = binary.score(model, path, [*read, *rows], rule)
+            probation = prob - window + 1  # windows ending in the probationary rows
+            run_as = rule
+            if (learn == "probation" and start == "stream" and "learn_windows=" not in rule
+                    and probation < binary.default("detect", "learn_windows")):
+                run_as += ("," if ":" in rule else ":") + f"learn_windows={probation}"
+            lines, _ = binary.score(model, path, [*read, *rows], run_as)
             det = np.zeros(n)
             for v in lines:  # window seq ends at row first + seq + W - 1
                 if v.get("transition") == "raised":
@@ -236,14 +256,61 @@ def null_files(data, folder):
     return out
 
 
-def null_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W):
+def null_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, learn="probation"):
     """NAB's anomaly-free look-alikes, trained and scored as `nab_eval` does the dev files:
     the alerts raised after the probationary rows (each costs NAB's false-positive weight)."""
     files = null_files(data, binary.cache / "nab-null-data")
     scored = nab_eval(binary, data, mode, seed, rules, start, window, files=files,
-                      folder="nab-null")
+                      folder="nab-null", learn=learn)
     return {rule: {"false": res["false"],
                    "files": {k: v[2] for k, v in res["files"].items()}}
+            for rule, res in scored.items()}
+
+
+# NAB's short streams: realAdExchange's 6 (about 1,600 rows) and realTraffic's 7 (1,100-2,500),
+# 13 of its 58, none in ../shared/data: their probationary rows make fewer windows than
+# [detect] learn_windows. Look-alikes: (length, rows from the end of the probationary rows to
+# the labelled window's centre).
+SHORT_CUTS = [(1600, (100, 250, 500)), (2400, (100, 250, 600, 1200))]
+
+
+def short_files(data, folder):
+    """Writes the look-alikes into `folder`: for every dev window and cut that fit in its file,
+    the rows around it, with a window for each dev window centred after the cut's probationary
+    rows, of NAB's width (10 % of the rows over the windows' number)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for key, path, n, wins in nab_files(data):
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))[1:]
+        centres = [(a + b) // 2 for a, b in wins]
+        for length, offsets in SHORT_CUTS:
+            prob = nab.probationary_length(length)
+            for d in offsets:
+                for c in centres:
+                    first = c - prob - d
+                    if first < 0 or first + length > n:
+                        continue
+                    inside = [x - first for x in centres if prob <= x - first < length]
+                    width = length // 10 // len(inside)
+                    cut_wins = [(max(0, x - width // 2), min(length - 1, x + width // 2))
+                                for x in inside]
+                    name = f"{Path(key).stem}_{length}_{d}_{c}"
+                    cut = folder / f"{name}.csv"
+                    with open(cut, "w") as f:
+                        f.write("timestamp,value\n")
+                        f.writelines(f"{r[0]},{r[1]}\n" for r in rows[first:first + length])
+                    out.append((f"short/{name}.csv", cut, length, cut_wins))
+    return out
+
+
+def short_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W,
+               learn="probation"):
+    """NAB's short streams' look-alikes, trained and scored as `nab_eval` does the dev files."""
+    files = short_files(data, binary.cache / "nab-short-data")
+    scored = nab_eval(binary, data, mode, seed, rules, start, window, files=files,
+                      folder="nab-short", learn=learn)
+    return {rule: {k: res[k] for k in ("standard", "hit", "false", "windows")}
             for rule, res in scored.items()}
 
 
@@ -386,9 +453,9 @@ def main(argv=None):
     p.add_argument("--modes", default="ebgan,ae",
                    help="models: ebgan, ae, and ebgan-conv / ae-conv for the temporal conv D")
     p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--only", default="nab,null,skab,fan,dcase",
+    p.add_argument("--only", default="nab,null,short,skab,fan,dcase",
                    help="nab: NAB dev; null: look-alikes of NAB's five anomaly-free streams; "
-                        "skab; fan; dcase")
+                        "short: look-alikes of its short streams; skab; fan; dcase")
     p.add_argument("--rules", default="threshold:clear_after=5;"
                    "probability:alert_probability=0.999,clear_after=50,per_channel=false,"
                    "restless_probability=0,quiet_windows=0;"
@@ -402,6 +469,10 @@ def main(argv=None):
                         "training rows), from the end of its probationary rows (calibration "
                         "learns on rows the model has not seen), or from there with the "
                         "calibration seeded by the probationary rows (the daemon's cold start)")
+    p.add_argument("--nab-learn", choices=("probation", "configured"), default="probation",
+                   help="NAB: learn each stream's probationary windows when fewer than [detect] "
+                        "learn_windows, then judge (NAB's rule), or learn_windows on every file "
+                        "(before round nineteen; a short stream judged later)")
     p.add_argument("--nab-retrain", type=int, default=0, metavar="N",
                    help="NAB: replay the daemon's continual learning, retraining every N windows "
                         "(2016: the weekly default at 5-minute steps; 288: daily, the default "
@@ -444,10 +515,13 @@ def main(argv=None):
             if "nab" in args.only:
                 r["nab"] = nab_eval(binary, args.data, mode, seed, rules, args.nab_start,
                                     args.nab_window, args.nab_retrain,
-                                    args.nab_trainer_args.split())
+                                    args.nab_trainer_args.split(), learn=args.nab_learn)
             if "null" in args.only:
                 r["null"] = null_eval(binary, args.data, mode, seed, rules, args.nab_start,
-                                      args.nab_window)
+                                      args.nab_window, args.nab_learn)
+            if "short" in args.only:
+                r["short"] = short_eval(binary, args.data, mode, seed, rules, args.nab_start,
+                                        args.nab_window, args.nab_learn)
             if "skab" in args.only:
                 r["skab"] = skab_eval(binary, args.data, mode, seed, rules, args.skab_window)
             if "fan" in args.only:
@@ -538,12 +612,29 @@ def null_table(results, modes, rules):
             print("| " + " | ".join(cells) + " |")
 
 
+def short_table(results, modes, rules):
+    n = results[0]["short"][rules[0]]["windows"]
+    print(f"| mode | judging | NAB short look-alikes standard | windows hit (of {n}) "
+          "| false alerts |")
+    print("|---|---|---|---|---|")
+    for mode in modes:
+        rs = [r["short"] for r in results if r["mode"] == mode]
+        for rule in rules:
+            print(f"| {mode} | `{rule}` | "
+                  + " | ".join(mean_spread([r[rule][k] for r in rs], fmt) for k, fmt in
+                               (("standard", "{:.1f}"), ("hit", "{:.1f}"), ("false", "{:.0f}")))
+                  + " |")
+
+
 def table(results, modes, rules, only):
     if any(k in only for k in ("fan", "dcase")):
         audio_table(results, modes)
         print()
     if "null" in only:
         null_table(results, modes, rules)
+        print()
+    if "short" in only:
+        short_table(results, modes, rules)
         print()
     if not any(k in only for k in ("nab", "skab")):
         return

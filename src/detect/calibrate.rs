@@ -136,6 +136,10 @@ pub struct Calibrator {
     /// written before them, a stream whose channel count changed).
     #[serde(default)]
     channels_seen: u64,
+    /// Windows learnt before judging when fewer than [`Calibration::learn_windows`]: the
+    /// stream's learning period was a shorter seed ([`Calibrator::learnt_from_seed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    learn_until: Option<u64>,
 }
 
 /// A forgetting histogram of log10 energy, read as peaks over threshold.
@@ -182,9 +186,28 @@ impl Calibrator {
         }
     }
 
-    /// Whether the stream is still learning (fewer than `learn_windows` windows added).
+    /// Whether the stream is still learning (fewer than `learn_windows` windows added, or
+    /// than its seed's, [`Calibrator::learnt_from_seed`]).
     pub fn learning(&self, cal: &Calibration) -> bool {
-        self.seen < u64::from(cal.learn_windows)
+        self.seen < self.learn_count(cal)
+    }
+
+    /// Windows learnt before the stream is judged.
+    fn learn_count(&self, cal: &Calibration) -> u64 {
+        let configured = u64::from(cal.learn_windows);
+        self.learn_until.map_or(configured, |n| n.min(configured))
+    }
+
+    /// Ends learning after the `windows` of a seed shorter than `learn_windows` when they are
+    /// at least a quarter of it (NAB's rule: learn on the probationary period, then judge).
+    /// A stream seeded with fewer (it joined the learning period late) learns on to
+    /// `learn_windows`. Call it before adding the seed.
+    pub fn learnt_from_seed(&mut self, windows: usize, cal: &Calibration) {
+        let n = u64::try_from(windows).unwrap_or(u64::MAX);
+        let configured = u64::from(cal.learn_windows);
+        if n < configured && n >= configured / 4 {
+            self.learn_until = Some(n);
+        }
     }
 
     /// Forgets everything and learns again (a new normal was accepted).
@@ -222,7 +245,7 @@ impl Calibrator {
         cal.per_channel
             && parts.len() > 1
             && parts.len() == self.channels.len()
-            && self.channels_seen >= u64::from(cal.learn_windows)
+            && self.channels_seen >= self.learn_count(cal)
     }
 
     /// Adds a window while learning: its energy and, with [`Calibration::per_channel`], each

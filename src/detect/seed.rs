@@ -43,8 +43,10 @@ impl Seed {
     /// windows under its version: the first [`Calibration::learn_windows`] learnt, the later
     /// ones read and taken while healthy, never alerted on, the level settling where judging
     /// would have begun. The calibration of a stream judged from its first window on, but for
-    /// what its alerts would have kept out. With fewer windows than `learn_windows` the
-    /// stream learns the rest when judged.
+    /// what its alerts would have kept out. With fewer windows than `learn_windows`, all are
+    /// learnt and the stream is judged from the next one, when they are at least a quarter of
+    /// it; a stream with fewer (it joined the learning period late) learns the rest when
+    /// judged ([`Calibrator::learnt_from_seed`]).
     pub fn calibrated(&self, channels: usize, cal: &Calibration) -> Seeded {
         let mut calibrator = Calibrator::new(&self.version);
         let mut level = (cal.level_windows > 0).then(|| Level::new(&self.version));
@@ -89,6 +91,7 @@ fn calibrate(
     channels: usize,
     cal: &Calibration,
 ) {
+    c.learnt_from_seed(seed.windows.len(), cal);
     for w in &seed.windows {
         let scored = Scored {
             energy: w.energy,

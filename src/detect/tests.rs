@@ -392,13 +392,30 @@ fn a_seeded_stream_is_judged_from_its_first_window() {
     j.seed("s", seed("v0", 100));
     assert!(judge(&mut j, 0, 1.0).learning);
 
-    // A seed shorter than learn_windows: the stream learns the rest.
+    // A seed shorter than learn_windows is the stream's learning period (NAB's rule: learn
+    // on the probationary period, then judge): judged from the version's first window, and so
+    // after a restart; its part of each channel too, a fault on one channel of two raised.
     let mut j = Judge::new(cal);
-    j.seed("s", seed("v1", 60));
-    for seq in 0..4 {
+    j.seed("s", seed("v1", 20));
+    assert!(!judge(&mut j, 0, 1.0).learning);
+    let mut saved = DetectorState::default();
+    assert!(saved.seed(seed("v1", 20)));
+    let state = serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
+    let mut j = Judge::restored(HashMap::from([("s".to_owned(), state)]), cal);
+    let scored = Scored {
+        energy: 1.0,
+        parts: &[0.5, 5.0],
+    };
+    let v = j.judge(&stream, &model("v1"), 1.0, &window(0, 3.0), scored);
+    assert!(!v.learning && v.anomalous, "{v:?}");
+    // A seed of fewer than a quarter of learn_windows (a stream that joined the learning
+    // period late): the stream learns the rest.
+    let mut j = Judge::new(cal);
+    j.seed("s", seed("v1", 15));
+    for seq in 0..49 {
         assert!(judge(&mut j, seq, 1.0).learning, "window {seq}");
     }
-    assert!(!judge(&mut j, 4, 1.0).learning);
+    assert!(!judge(&mut j, 49, 1.0).learning);
 }
 
 #[test]
