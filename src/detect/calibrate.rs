@@ -16,7 +16,8 @@
 //! follows slow drift of healthy behaviour but cannot learn a fault: a drift moves the bulk of
 //! the energies a little at a time, while a fault that climbs every window keeps landing in
 //! the tail, is never learnt, and so climbs out of it. The first [`Calibration::learn_windows`] windows of a
-//! stream (or of a new model version on it) are learning: every window is added, none judged.
+//! stream (or of a new model version on it) are learning: every window is added, none judged
+//! (fewer when a first version's seed was shorter, [`Calibrator::learnt_from_seed`]).
 //!
 //! With [`Calibration::per_channel`], each channel's part of the energy (its share of the
 //! squared residual; each group of mel bands' for audio) has a histogram of its own, read the
