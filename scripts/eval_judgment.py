@@ -120,9 +120,12 @@ class Binary:
         lines = [json.loads(x) for x in run(cmd, self.env).splitlines() if x.startswith("{")]
         return lines[:-1], lines[-1]
 
-    def score(self, model, file, read_args, rule, labels=None):
+    def score(self, model, file, read_args, rule, labels=None, detect=None):
+        """detect: `[detect]` settings for this run, under the rule's own overrides."""
         name, _, overrides = rule.partition(":")
         env = dict(self.env)
+        for k, v in (detect or {}).items():
+            env[f"EBGAND__DETECT__{k.upper()}"] = str(v)
         for kv in filter(None, overrides.split(",")):
             k, v = kv.split("=")
             env[f"EBGAND__DETECT__{k.strip().upper()}"] = v.strip()
@@ -185,13 +188,11 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
             rows += ["--seed-rows", f":{prob}"]
         if retrain:
             rows += ["--retrain-every", str(retrain)]
+        probation = prob - window + 1  # windows ending in the probationary rows
+        detect = ({"learn_windows": probation} if learn == "probation" and start == "stream"
+                  and probation < binary.default("detect", "learn_windows") else None)
         for rule in rules:
-            probation = prob - window + 1  # windows ending in the probationary rows
-            run_as = rule
-            if (learn == "probation" and start == "stream" and "learn_windows=" not in rule
-                    and probation < binary.default("detect", "learn_windows")):
-                run_as += ("," if ":" in rule else ":") + f"learn_windows={probation}"
-            lines, _ = binary.score(model, path, [*read, *rows], run_as)
+            lines, _ = binary.score(model, path, [*read, *rows], rule, detect=detect)
             det = np.zeros(n)
             for v in lines:  # window seq ends at row first + seq + W - 1
                 if v.get("transition") == "raised":
