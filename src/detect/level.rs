@@ -61,14 +61,9 @@ impl Level {
         if channels == 0 || data.len() < channels {
             return;
         }
-        let rows = (data.len() / channels) as f64;
-        let mut means = vec![0.0f64; channels];
-        for row in data.chunks_exact(channels) {
-            for (m, &v) in means.iter_mut().zip(row) {
-                *m += f64::from(v);
-            }
-        }
-        if means.iter().any(|m| !m.is_finite()) {
+        let rows = data.len() / channels;
+        let data = &data[..rows * channels];
+        if data.iter().any(|v| !v.is_finite()) {
             // A window with NaN or infinity says nothing about the level.
             return;
         }
@@ -77,8 +72,16 @@ impl Level {
             self.current = vec![0.0; channels];
             self.baseline = None;
         }
-        for (c, m) in self.current.iter_mut().zip(&means) {
-            *c += weight * (m / rows - *c);
+        // Per channel, its values in row order (no buffer per window: this runs for every
+        // window learnt from).
+        for (c, level) in self.current.iter_mut().enumerate() {
+            let sum: f64 = data
+                .iter()
+                .skip(c)
+                .step_by(channels)
+                .map(|&v| f64::from(v))
+                .sum();
+            *level += weight * (sum / rows as f64 - *level);
         }
     }
 
@@ -124,6 +127,16 @@ impl Drift {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = values;
     }
 
+    /// Sets the drift to `level`'s ([`Level::drift`]) in place: called for every judged window,
+    /// so it reuses the buffer instead of allocating one.
+    pub fn follow(&self, level: &Level) {
+        let mut drift = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        drift.clear();
+        if let Some(b) = &level.baseline {
+            drift.extend(level.current.iter().zip(b).map(|(c, b)| (c - b) as f32));
+        }
+    }
+
     /// The drift now (empty: none).
     pub fn get(&self) -> Vec<f32> {
         self.0
@@ -140,10 +153,9 @@ impl Drift {
             out.extend_from_slice(data);
             return false;
         }
-        let channels = drift.len();
         out.reserve(data.len());
-        for (i, &v) in data.iter().enumerate() {
-            out.push(v - drift[i % channels]);
+        for row in data.chunks(drift.len()) {
+            out.extend(row.iter().zip(drift.iter()).map(|(v, d)| v - d));
         }
         true
     }
@@ -216,6 +228,20 @@ mod tests {
         l.settle();
         l.learn(&window(2, f32::NAN, 1.0), 2, 1, 10);
         assert_eq!(l.drift(), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_drift_follows_its_level_in_place() {
+        let mut l = Level::new("v1");
+        let d = Drift::new(vec![9.0]);
+        d.follow(&l);
+        assert!(d.get().is_empty(), "no baseline: no drift");
+        l.learn(&window(4, 1.0, 2.0), 2, 0, 10);
+        l.settle();
+        l.learn(&window(4, 3.0, 2.0), 2, 1, 1);
+        d.follow(&l);
+        assert_eq!(d.get(), l.drift());
+        assert_eq!(d.get(), vec![2.0, 0.0]);
     }
 
     #[test]

@@ -572,7 +572,7 @@ impl Judge {
                 }
                 detector.calibrator = Some(c);
                 if let Some(l) = &level {
-                    stream.drift.set(l.drift());
+                    stream.drift.follow(l);
                 }
                 detector.level = level;
             }
