@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import subprocess
@@ -226,6 +227,7 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
 NULL_STEPS = 4032
 
 
+@functools.cache  # the same files for every model and seed of a run
 def null_files(data, folder):
     """Writes the look-alikes into `folder`: the daily ones from the mean day of the first week
     of dev's `art_daily_jumpsup` (before its anomaly), bare, with noise of 1 % of its range, and
@@ -277,6 +279,7 @@ def null_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, lea
 SHORT_CUTS = [(1600, (100, 250, 500)), (2400, (100, 250, 600, 1200))]
 
 
+@functools.cache  # the same files for every model and seed of a run
 def short_files(data, folder):
     """Writes the look-alikes into `folder`: for every dev window and cut that fit in its file,
     the rows around it, with a window for each dev window centred after the cut's probationary

@@ -95,14 +95,16 @@ impl Level {
     /// Each channel's drift since the baseline (empty while there is none): what the scorer
     /// subtracts from every sample.
     pub fn drift(&self) -> Vec<f32> {
-        match &self.baseline {
-            Some(b) => self
-                .current
-                .iter()
-                .zip(b)
-                .map(|(c, b)| (c - b) as f32)
-                .collect(),
-            None => Vec::new(),
+        let mut out = Vec::new();
+        self.drift_into(&mut out);
+        out
+    }
+
+    /// [`Level::drift`] written into `out` (cleared first), reusing its buffer.
+    fn drift_into(&self, out: &mut Vec<f32>) {
+        out.clear();
+        if let Some(b) = &self.baseline {
+            out.extend(self.current.iter().zip(b).map(|(c, b)| (c - b) as f32));
         }
     }
 }
@@ -130,11 +132,7 @@ impl Drift {
     /// Sets the drift to `level`'s ([`Level::drift`]) in place: called for every judged window,
     /// so it reuses the buffer instead of allocating one.
     pub fn follow(&self, level: &Level) {
-        let mut drift = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        drift.clear();
-        if let Some(b) = &level.baseline {
-            drift.extend(level.current.iter().zip(b).map(|(c, b)| (c - b) as f32));
-        }
+        level.drift_into(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
     /// The drift now (empty: none).
