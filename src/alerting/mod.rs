@@ -13,7 +13,7 @@
 //! window's alert (for MQTT: it is in the on-disk outbox), so a checkpoint never runs ahead of
 //! an alert.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -500,11 +500,20 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         if let Some((_, _, _, _, add)) = shadow_pass {
             self.add_shadow_stats(&model.name, add);
         }
-        for verdict in verdicts {
-            self.out.hand_on(&verdict).await?;
-            // After the alert is in the sink: a checkpoint never runs ahead of it.
-            self.progress
-                .judged(&verdict.stream, verdict.seq, verdict.detector);
+        for verdict in &verdicts {
+            self.out.hand_on(verdict).await?;
+        }
+        // After the batch's alerts are in the sink: a checkpoint never runs ahead of them. One
+        // save per stream, its newest window's: a checkpoint taken while the batch was handed
+        // on holds the state before it, and a restart judges the batch again, its alerts
+        // deduplicated against the outbox (`alerted_before`).
+        let mut saved = HashSet::new();
+        for verdict in verdicts.iter().rev() {
+            if saved.insert(verdict.stream.as_str())
+                && let Some(detector) = self.judge.saved(&verdict.stream)
+            {
+                self.progress.judged(&verdict.stream, verdict.seq, detector);
+            }
         }
         debug!(windows = batch.windows.len(), model = %model.version, "Batch judged.");
         Ok(())
@@ -572,8 +581,8 @@ impl<S: AlertSink> Output<S> {
 }
 
 /// Window `i`'s residual in a batch's (`None` when the batch was scored without one), with
-/// each channel's part of its energy written into `parts` (empty without a residual: the
-/// energy alone is calibrated).
+/// each channel's part of its energy written into `parts` (empty without a residual, or with
+/// a single part, which would be the energy again: the energy alone is calibrated).
 fn window_parts<'a>(
     all: &'a [f32],
     i: usize,
@@ -582,12 +591,12 @@ fn window_parts<'a>(
 ) -> Option<&'a [f32]> {
     let len = w.raw.data.len();
     let residual = all.get(i * len..(i + 1) * len);
-    energy_parts(
-        residual.unwrap_or_default(),
-        w.stream.channels.max(1),
-        w.stream.names.group,
-        parts,
-    );
+    let (channels, group) = (w.stream.channels.max(1), w.stream.names.group.max(1));
+    if channels > group {
+        energy_parts(residual.unwrap_or_default(), channels, group, parts);
+    } else {
+        parts.clear();
+    }
     residual
 }
 

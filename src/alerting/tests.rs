@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::detect::{Hysteresis, Names, StreamInfo};
+use crate::durable::checkpoint::Judged;
 use crate::model::ModelError;
 use crate::model::worker::{ModelInfo, ShadowScored, Window};
 use crate::pipeline::{Mark, RawWindow};
@@ -20,6 +21,9 @@ enum Sent {
 /// A window number and the explanation published with it.
 type Explained = (u64, Option<Explanation>);
 
+/// A window number and its stream's progress while the window was handed on.
+type Watched = (u64, Option<Judged>);
+
 #[derive(Clone, Default)]
 struct Recording {
     sent: Arc<Mutex<Vec<Sent>>>,
@@ -27,6 +31,10 @@ struct Recording {
     explained: Arc<Mutex<Vec<Explained>>>,
     /// Refuse alerts (an outbox that cannot be written).
     refuse_alerts: bool,
+    /// Progress to look at as each window's energy is handed on (what a checkpoint taken then
+    /// would hold), and what it held: by window, the stream's progress at that moment.
+    watch: Arc<Mutex<Option<Progress>>>,
+    watched: Arc<Mutex<Vec<Watched>>>,
 }
 
 impl Recording {
@@ -49,6 +57,10 @@ impl AlertSink for Recording {
 
     async fn energy(&self, v: &Verdict) -> Result<(), String> {
         self.push(Sent::Energy(v.stream.clone(), v.seq));
+        if let Some(p) = self.watch.lock().unwrap().as_ref() {
+            let now = p.snapshot().get(&v.stream).cloned();
+            self.watched.lock().unwrap().push((v.seq, now));
+        }
         Ok(())
     }
 
@@ -271,6 +283,52 @@ async fn a_restored_detector_carries_on_from_its_saved_state() {
 }
 
 #[tokio::test]
+async fn a_checkpoint_taken_mid_batch_resumes_to_each_alert_once() {
+    let sink = Recording::default();
+    let (mut a, progress) = stage(&sink, (), Resumed::default());
+    let s = stream("vib/m1");
+    // Raise after 2, clear after 2: window 1 is the first of a run.
+    a.batch(batch(&s, 0, &[0.5, 2.0])).await.unwrap();
+    let before = progress.snapshot()["vib/m1"].clone();
+    assert_eq!(before.next_seq, 2);
+    *sink.watch.lock().unwrap() = Some(progress.clone());
+    //                          2    3    4    5
+    a.batch(batch(&s, 2, &[2.0, 0.5, 0.5, 0.5])).await.unwrap();
+    // While the batch was handed on, a checkpoint would have held the state before it, whole:
+    // the window number and the detector that goes with it.
+    let watched = sink.watched.lock().unwrap().clone();
+    assert_eq!(watched.len(), 4);
+    assert!(watched.iter().all(|(_, j)| j.as_ref() == Some(&before)));
+    // Then the state after its newest window.
+    assert_eq!(progress.snapshot()["vib/m1"].next_seq, 6);
+    assert_eq!(
+        sink.alerts(),
+        vec![
+            Sent::Alert("vib/m1".into(), "raised", 2),
+            Sent::Alert("vib/m1".into(), "cleared", 4)
+        ]
+    );
+
+    // The process died while window 3 was handed on: the raise at 2 is in the outbox, the
+    // clear at 4 never happened. The restart resumes from that checkpoint and judges the batch
+    // again: the raise is not published twice, the clear is published once.
+    let (_, at) = watched.iter().find(|(seq, _)| *seq == 3).unwrap().clone();
+    let resumed = Resumed {
+        detectors: [("vib/m1".to_owned(), at.unwrap().detector)].into(),
+        alerted_through: [("vib/m1".to_owned(), 2)].into(),
+    };
+    let again = Recording::default();
+    let (mut b, progress) = stage(&again, (), resumed);
+    b.batch(batch(&s, 2, &[2.0, 0.5, 0.5, 0.5])).await.unwrap();
+    assert_eq!(
+        again.alerts(),
+        vec![Sent::Alert("vib/m1".into(), "cleared", 4)]
+    );
+    assert_eq!(b.out.metrics.alerts_deduplicated.get(), 1);
+    assert_eq!(progress.snapshot()["vib/m1"].next_seq, 6);
+}
+
+#[tokio::test]
 async fn progress_never_runs_ahead_of_an_alert_the_sink_refused() {
     let sink = Recording {
         refuse_alerts: true,
@@ -278,9 +336,12 @@ async fn progress_never_runs_ahead_of_an_alert_the_sink_refused() {
     };
     let (mut a, progress) = stage(&sink, (), Resumed::default());
     let s = stream("vib/m1");
-    assert!(a.batch(batch(&s, 0, &[0.5, 2.0, 2.0, 2.0])).await.is_err());
-    // Windows 0 and 1 were handed on; window 2 raised and its alert was refused: a restart
-    // judges it again.
+    a.batch(batch(&s, 0, &[0.5, 0.5])).await.unwrap();
+    assert_eq!(progress.snapshot()["vib/m1"].next_seq, 2);
+    assert!(a.batch(batch(&s, 2, &[0.5, 2.0, 2.0, 2.0])).await.is_err());
+    // Windows 2 and 3 were handed on; window 4 raised and its alert was refused: the progress
+    // stays before the batch, and a restart judges the batch again (windows 2 and 3 are
+    // published twice, the alert once).
     assert_eq!(progress.snapshot()["vib/m1"].next_seq, 2);
 }
 

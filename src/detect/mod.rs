@@ -193,9 +193,6 @@ pub struct Verdict {
     /// Whether this is the first window seen of its stream (its state is not yet published).
     #[serde(skip)]
     pub first: bool,
-    /// The detector after this window, as a restart would carry it on.
-    #[serde(skip)]
-    pub detector: DetectorState,
     /// Set when an earlier run of the daemon already stored this window's alert (the window is
     /// judged again after a restart): the alert is not published a second time.
     #[serde(skip)]
@@ -445,6 +442,13 @@ impl Judge {
         adopted
     }
 
+    /// `stream`'s detector after the last window judged, as a restart would carry it on
+    /// (`None` before its first). Taken once per stream and batch, not with every verdict (a
+    /// copy of the calibration's histograms, the level and the restless ring per window).
+    pub fn saved(&self, stream: &str) -> Option<DetectorState> {
+        self.detectors.get(stream).map(Detector::saved)
+    }
+
     /// Forgets a stream (it went quiet): if it comes back, its detector starts fresh.
     pub fn forget(&mut self, stream: &str) {
         self.detectors.remove(stream);
@@ -595,7 +599,6 @@ impl Judge {
             unusual,
             restless,
             first,
-            detector: detector.saved(),
             alerted_before: false,
         }
     }
