@@ -1,0 +1,113 @@
+"""Where the false alerts on NAB dev fall: for every alert raised outside a labelled window,
+its NAB weight (−1 far from any window, less just after one), how far into the judged rows it
+is, how it was raised, and whether the other seeds raise there too; and how early in their
+windows the hits come (NAB credits 1 at a window's start, 0.86 at its middle, where the
+labelled anomaly is). Same models, rule and start as `eval_judgment.py --only nab` (its
+cached models are reused).
+
+    PYTHONPATH=models/trainer .venv/trainer/bin/python scripts/nab_false_alerts.py
+
+docs/EVALUATION.md (round twenty-one) reads it.
+"""
+
+import argparse
+import collections
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import eval_judgment as ej  # noqa: E402
+from ebgand_trainer import nab  # noqa: E402
+
+
+def raises(binary, data, mode, seed, rule):
+    """Every raise outside a window of every dev file, as a dict; and the credit of each
+    window hit, by file."""
+    read = ["--columns", "value", "--timestamp-column", "timestamp"]
+    w = ej.NAB_W
+    out, hits = [], collections.defaultdict(list)
+    for key, path, n, wins in ej.nab_files(data):
+        prob = nab.probationary_length(n)
+        model = binary.train(f"nab-w{w}/{key.replace('/', '_')}", path, read, f":{prob}", w,
+                             mode, seed)
+        probation = prob - w + 1
+        detect = ({"learn_windows": probation}
+                  if probation < binary.default("detect", "learn_windows") else None)
+        lines, _ = binary.score(model, path, read, rule, detect=detect)
+        weight = {i: (wt, win) for i, wt, win in nab.points(n, wins)[0]}
+        alert = float(binary.default("detect", "alert_probability"))
+        recent = collections.deque(maxlen=3)
+        first = {}  # window: weight of its earliest raise
+        for v in lines:
+            recent.append(v.get("probability") or 0.0)
+            row = v["seq"] + w - 1  # the window ends at this row
+            wt, win = weight.get(row, (None, None))
+            if v.get("transition") != "raised" or wt is None:
+                continue
+            if win is not None:
+                first.setdefault(win, wt)
+                continue
+            out.append({"file": Path(key).stem, "seed": seed, "row": row, "weight": wt,
+                        "share": (row - prob) / (n - prob),
+                        "in_a_row": all(p >= alert for p in recent)})
+        max_tp = nab.scaled_sigmoid(-1.0)
+        hits[Path(key).stem] += [wt / max_tp for wt in first.values()]
+    return out, hits
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=ej.REPO.parent / "shared" / "data")
+    p.add_argument("--bin", type=Path, default=ej.REPO / "target" / "release" / "ebgand")
+    p.add_argument("--cache", type=Path, default=ej.REPO / ".cache" / "eval-judgment")
+    p.add_argument("--mode", default="ebgan")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 7, 8, ... as eval_judgment.py")
+    p.add_argument("--rule", default="probability")
+    p.add_argument("--near", type=int, default=24,
+                   help="rows within which another seed's raise counts as the same place")
+    args = p.parse_args(argv)
+    binary = ej.Binary(args.bin, args.cache)
+    seeds = range(7, 7 + args.seeds)
+    alerts, hits = [], collections.defaultdict(list)
+    for s in seeds:
+        false, hit = raises(binary, args.data, args.mode, s, args.rule)
+        alerts += false
+        for f, credits in hit.items():
+            hits[f] += credits
+    rows = collections.defaultdict(list)
+    for a in alerts:
+        rows[a["file"], a["seed"]].append(a["row"])
+    for a in alerts:
+        a["shared"] = all(any(abs(r - a["row"]) <= args.near for r in rows[a["file"], s])
+                          for s in seeds if s != a["seed"])
+    k = len(seeds)
+
+    def line(name, group):
+        cost = -0.11 * sum(a["weight"] for a in group) / k  # NAB standard: A_FP = 0.11
+        print(f"| {name} | {len(group) / k:.1f} | {cost:.2f} "
+              f"| {sum(a['weight'] > -0.9 for a in group) / k:.1f} "
+              f"| {sum(a['share'] < 0.1 for a in group) / k:.1f} "
+              f"| {sum(not a['in_a_row'] for a in group) / k:.1f} "
+              f"| {sum(a['shared'] for a in group) / k:.1f} |")
+
+    print(f"{args.mode}, rule {args.rule}, seeds {seeds.start}-{seeds.stop - 1}; per seed:\n")
+    print("| file | false alerts | NAB raw cost | just after a window (weight > −0.9) "
+          "| in the first 10 % of judged rows | not three in a row (restless) "
+          f"| every other seed raises within {args.near} rows |")
+    print("|---|---|---|---|---|---|---|")
+    for f in sorted({a["file"] for a in alerts}):
+        line(f"`{f}`", [a for a in alerts if a["file"] == f])
+    line("**all 12 files**", alerts)
+
+    print("\n| file | windows hit | NAB credit per hit (1 at the window's start) | lost to lateness |")
+    print("|---|---|---|---|")
+    every = [c for credits in hits.values() for c in credits]
+    for f, credits in sorted(hits.items()) + [("**all 12 files**", every)]:
+        if credits:
+            name = f if f.startswith("*") else f"`{f}`"
+            print(f"| {name} | {len(credits) / k:.1f} | {sum(credits) / len(credits):.2f} "
+                  f"| {sum(1 - c for c in credits) / k:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
