@@ -98,7 +98,7 @@ unit: setup-broker setup-tools setup-ort ## cargo test (unit + integration again
 doc:
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 
-model: setup-ort setup-venv ## Retrain the served default model (deterministic: same bytes)
+model: setup-ort setup-venv ## Retrain the served default model (deterministic on one CPU: same bytes)
 	@# The binary embeds the current default for the demo: build it before replacing the model.
 	cargo build --release --quiet
 	rm -rf .cache/model-build

@@ -62,18 +62,23 @@ def default_rule(p, pa=ALERT, raise_after=RAISE, clear_after=CLEAR, second=None,
 
 
 def restless_rule(p, low=0.99, m=90, n=100, calm=50, quiet=QUIET, quiet_p=QUIET_P, pa=ALERT,
-                  raise_after=RAISE, clear_after=CLEAR, fatigue=None):
+                  raise_after=RAISE, clear_after=CLEAR, fatigue=None, young=None):
     """The daemon's default since round seventeen: the ordinary rule, and a raise when m of
     the last n judged windows are at or over low (any raise spends that second way until fewer
     than calm of them are, with no alert up; src/detect/restless.rs); for `quiet` windows
     after a clear, only windows at or over quiet_p count toward a raise and the second way
     waits (src/detect/detector.rs). fatigue (round eighteen, not kept): (horizon, factor, cap):
     with k raises in the last `horizon` windows (at most `cap`), a raise needs 1 - p
-    `factor`**k times rarer, and the second way waits while k > 0."""
-    up, run, det, ring, spent, hushed = False, 0, [], [], False, 0
+    `factor`**k times rarer, and the second way waits while k > 0. young (round twenty-one,
+    `screen_young_bar.py`): (bar, k): the alert probability is `bar` for the first k judged
+    windows."""
+    up, run, det, ring, spent, hushed, judged = False, 0, [], [], False, 0, 0
+    default_pa = pa
     for i, x in enumerate(p):
         if math.isnan(x):
             continue
+        judged += 1
+        pa = young[0] if young and judged <= young[1] else default_pa
         k = 0
         if fatigue:
             k = min(sum(1 for d in det if i - d <= fatigue[0]), fatigue[2])

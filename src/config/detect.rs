@@ -44,6 +44,13 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
             d.quiet_probability, d.alert_probability
         ));
     }
+    let thin_bar = 1.0 - (1.0 - d.alert_probability) * d.thin_widen;
+    if !(d.thin_widen >= 1.0 && thin_bar > d.tail_quantile) {
+        errs.push(format!(
+            "detect.thin_widen: {} must be at least 1 (1: the same bar) and keep the bar of a stream judged after a short learning period (1 - (1 - alert_probability) x thin_widen = {thin_bar}) over tail_quantile ({})",
+            d.thin_widen, d.tail_quantile
+        ));
+    }
     if d.quiet_windows > 1_000_000 {
         errs.push(format!(
             "detect.quiet_windows: {} must be at most 1000000 (0: no quiet after a clear)",

@@ -270,6 +270,9 @@ pub struct RawDetect {
     pub quiet_windows: u32,
     /// See `quiet_windows`.
     pub quiet_probability: f64,
+    /// A stream judged after a learning period shorter than `learn_windows` raises at a bar
+    /// this many times likelier; 1: the same bar.
+    pub thin_widen: f64,
     /// A stream silent for this many times its usual interval between messages is stale (a
     /// dead sensor, a cut cable): alerted until data returns. 0: never.
     pub stale_after: f64,
@@ -301,6 +304,7 @@ impl Default for RawDetect {
             restless_hold: c.restless.hold,
             quiet_windows: c.quiet.windows,
             quiet_probability: c.quiet.probability,
+            thin_widen: c.thin_widen,
             stale_after: 10.0,
             stale_min_s: 10.0,
         }
@@ -346,6 +350,7 @@ impl RawDetect {
                 windows: self.quiet_windows,
                 probability: self.quiet_probability,
             },
+            thin_widen: self.thin_widen,
         }
     }
 }

@@ -84,6 +84,11 @@ pub struct Calibration {
     pub restless: super::Restless,
     /// The quiet after a clear (see [`detector`](super::detector)).
     pub quiet: super::Quiet,
+    /// How much likelier the bar of a stream judged after a short learning period is (NAB's
+    /// rule, [`Calibrator::learnt_from_seed`]): its alert probability `a` becomes
+    /// `1 - (1 - a) x thin_widen` (0.999 for 0.9999 at 10; [`Calibrator::alert_bar`]). 1: the
+    /// same bar as every stream.
+    pub thin_widen: f64,
 }
 
 impl Default for Calibration {
@@ -100,6 +105,7 @@ impl Default for Calibration {
             per_channel: true,
             restless: super::Restless::default(),
             quiet: super::Quiet::default(),
+            thin_widen: 10.0,
         }
     }
 }
@@ -197,6 +203,25 @@ impl Calibrator {
     fn learn_count(&self, cal: &Calibration) -> u64 {
         let configured = u64::from(cal.learn_windows);
         self.learn_until.map_or(configured, |n| n.min(configured))
+    }
+
+    /// The bar a window's probability must reach to count toward a raise, for a stream whose
+    /// alert probability is `alert`: `alert` itself, or for a thin stream, judged after a
+    /// learning period shorter than `learn_windows` ([`Calibrator::learnt_from_seed`]),
+    /// `1 - (1 - alert) x thin_widen`, kept above the tail quantile. A thin stream has little
+    /// history to be judged against: on look-alikes of NAB's short streams (217-336 windows
+    /// learnt) the stream's own bar missed half their anomalies, where a miss costs as much as
+    /// nine false alerts (docs/EVALUATION.md, round twenty-one).
+    pub fn alert_bar(&self, alert: f64, cal: &Calibration) -> f64 {
+        if !self.thin(cal) || cal.thin_widen <= 1.0 {
+            return alert;
+        }
+        (1.0 - (1.0 - alert) * cal.thin_widen).max(cal.tail_quantile)
+    }
+
+    /// Whether the stream was judged after fewer windows than `learn_windows` (a short seed).
+    pub fn thin(&self, cal: &Calibration) -> bool {
+        self.learn_count(cal) < u64::from(cal.learn_windows)
     }
 
     /// Ends learning after the `windows` of a seed shorter than `learn_windows` when they are
@@ -574,6 +599,34 @@ mod tests {
             &no_forgetting(),
         );
         assert!((all.probability(1.5, &[], &no_forgetting()) - 0.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_thin_calibration_lowers_the_bar_by_thin_widen() {
+        let cal = Calibration::default();
+        // learn_windows learnt: the stream's own bar.
+        let full = Calibrator::new("v1");
+        assert!(!full.thin(&cal));
+        assert_eq!(full.alert_bar(0.9999, &cal), 0.9999);
+        // A seed of 300 (NAB's short probationary period): thin.
+        let mut seeded = Calibrator::new("v1");
+        seeded.learnt_from_seed(300, &cal);
+        assert!(seeded.thin(&cal));
+        assert!((seeded.alert_bar(0.9999, &cal) - 0.999).abs() < 1e-12);
+        // A stream's own, stricter bar widens as much, relatively.
+        assert!((seeded.alert_bar(0.99999, &cal) - 0.9999).abs() < 1e-12);
+        // Never down to the tail quantile's level.
+        assert_eq!(seeded.alert_bar(0.99, &cal), cal.tail_quantile);
+        // thin_widen 1: the same bar.
+        let off = Calibration {
+            thin_widen: 1.0,
+            ..cal
+        };
+        assert_eq!(seeded.alert_bar(0.9999, &off), 0.9999);
+        // A seed under a quarter of learn_windows learns on: not thin.
+        let mut late = Calibrator::new("v1");
+        late.learnt_from_seed(100, &cal);
+        assert!(!late.thin(&cal));
     }
 
     #[test]

@@ -547,6 +547,8 @@ impl Judge {
                     let p = reading.probability;
                     unusual = reading.unusual;
                     probability = Some(p);
+                    let alert = c.alert_bar(alert, &cal);
+                    alert_probability = Some(alert);
                     anomalous = p >= alert;
                     transition = detector.observe_probability(p, alert, &cal.restless, &cal.quiet);
                     if transition == Some(Transition::Raised) && detector.restless.raised_it() {

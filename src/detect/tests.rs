@@ -422,6 +422,70 @@ fn a_seeded_stream_is_judged_from_its_first_window() {
 }
 
 #[test]
+fn a_thin_stream_raises_at_a_likelier_bar() {
+    // Ten windows at 1.8 after 100 learnt: probability about 0.997, under the stream's 0.999.
+    // Judged after a learning period of 100 windows where learn_windows is 200 (NAB's rule),
+    // the stream is thin: its bar is 1 - 0.001 x 10 = 0.99, and they raise it.
+    let e: Vec<f32> = energies(200, |_| 1.0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| if (130..140).contains(&i) { 1.8 } else { e })
+        .collect();
+    let stream = stream("s", Judging::Probability(0.999), 3, 50, 1);
+    let v1 = ModelRef {
+        name: "m".into(),
+        version: "v1".into(),
+    };
+    let run = |cal: Calibration, learnt_from_seed: bool| {
+        let mut c = Calibrator::new("v1");
+        if learnt_from_seed {
+            c.learnt_from_seed(100, &cal);
+        }
+        let saved = DetectorState {
+            calibrator: Some(c),
+            ..DetectorState::default()
+        };
+        let mut j = Judge::restored(HashMap::from([("s".to_owned(), saved)]), cal);
+        let mut out = Vec::new();
+        for (seq, &e) in e.iter().enumerate() {
+            let w = RawWindow {
+                seq: seq as u64,
+                start: Mark::Index(0),
+                end: Mark::Index(0),
+                data: vec![],
+            };
+            let v = j.judge(&stream, &v1, 1.0, &w, e.into());
+            assert_eq!(v.learning, seq < 100);
+            if seq == 100 {
+                // The verdict carries the bar it was judged at.
+                let thin = learnt_from_seed && cal.thin_widen > 1.0;
+                let want = if thin { 0.99 } else { 0.999 };
+                assert!((v.alert_probability.unwrap() - want).abs() < 1e-12, "{v:?}");
+            }
+            out.extend(v.transition.map(|t| (seq as u64, t)));
+        }
+        out
+    };
+    assert_eq!(
+        run(cal(), true),
+        [(132, Transition::Raised), (189, Transition::Cleared)]
+    );
+    // thin_widen 1: the stream's own bar, the same windows not raised.
+    let off = Calibration {
+        thin_widen: 1.0,
+        ..cal()
+    };
+    assert!(run(off, true).is_empty());
+    // As many windows learnt where learn_windows is 100: a full learning period, the
+    // stream's own bar.
+    let hundred = Calibration {
+        learn_windows: 100,
+        ..cal()
+    };
+    assert!(run(hundred, false).is_empty());
+}
+
+#[test]
 fn a_stream_restless_for_a_long_stretch_is_raised_once_per_spell() {
     // Healthy energies, then spells at 1.8 (probability about 0.997: over the restless 0.99,
     // under the alert probability 0.999) with a calm stretch between them.
