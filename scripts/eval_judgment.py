@@ -159,6 +159,43 @@ def nab_files(data):
     return out
 
 
+# A NAB file's columns, as `ebgand train` and `score` read them.
+NAB_READ = ["--columns", "value", "--timestamp-column", "timestamp"]
+
+
+def data_args(p):
+    """The arguments every script here takes: the data, the binary and the model cache."""
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--bin", type=Path, default=REPO / "target" / "release" / "ebgand")
+    p.add_argument("--cache", type=Path, default=REPO / ".cache" / "eval-judgment")
+
+
+def nab_model(binary, cached, key, path, n, window, mode, seed, trainer=()):
+    """The model of one NAB (or look-alike) file, trained on its probationary rows, cached
+    under `cached`."""
+    return binary.train(f"{cached}/{key.replace('/', '_')}", path, NAB_READ,
+                        f":{nab.probationary_length(n)}", window, mode, seed, worker=trainer)
+
+
+def probation_learning(binary, n, window):
+    """NAB's rule for a file scored from its first row: `[detect]` settings that learn its
+    probationary windows when they are fewer than `learn_windows`, then judge (None: the
+    default learning)."""
+    probation = nab.probationary_length(n) - window + 1  # windows ending in those rows
+    return ({"learn_windows": probation}
+            if probation < binary.default("detect", "learn_windows") else None)
+
+
+def nab_lines(binary, entry, cached, mode, seed, rule, window=NAB_W):
+    """`score`'s lines for one file of `nab_files` (or a look-alike), as `nab_eval` scores it
+    by default: trained on its probationary rows, scored from its first row."""
+    key, path, n, _ = entry
+    model = nab_model(binary, cached, key, path, n, window, mode, seed)
+    lines, _ = binary.score(model, path, NAB_READ, rule,
+                            detect=probation_learning(binary, n, window))
+    return lines
+
+
 def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retrain=0,
              trainer=(), files=None, folder="nab", learn="probation"):
     """start: "stream" scores each file from its first row, so the calibration learns on the
@@ -175,7 +212,6 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
     `[detect] learn_windows` (NAB's rule: learn on the probationary period, then judge; a
     seeded start does so by itself, `Calibrator::learnt_from_seed`); "configured" learns
     `learn_windows` on every file (before round nineteen)."""
-    read = ["--columns", "value", "--timestamp-column", "timestamp"]
     per_rule = {r: [] for r in rules}
     files = files or nab_files(data)
     cached = f"{folder}-w{window}"  # models of each window length cached apart
@@ -183,19 +219,17 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
         cached += "-" + "".join(trainer).replace("-", "")
     for key, path, n, wins in files:
         prob = nab.probationary_length(n)
-        model = binary.train(f"{cached}/{key.replace('/', '_')}", path, read, f":{prob}", window,
-                             mode, seed, worker=trainer)
+        model = nab_model(binary, cached, key, path, n, window, mode, seed, trainer)
         first = prob if start in ("after-training", "seeded") else 0
         rows = ["--rows", f"{first}:"] if first else []
         if start == "seeded":
             rows += ["--seed-rows", f":{prob}"]
         if retrain:
             rows += ["--retrain-every", str(retrain)]
-        probation = prob - window + 1  # windows ending in the probationary rows
-        detect = ({"learn_windows": probation} if learn == "probation" and start == "stream"
-                  and probation < binary.default("detect", "learn_windows") else None)
+        detect = (probation_learning(binary, n, window)
+                  if learn == "probation" and start == "stream" else None)
         for rule in rules:
-            lines, _ = binary.score(model, path, [*read, *rows], rule, detect=detect)
+            lines, _ = binary.score(model, path, [*NAB_READ, *rows], rule, detect=detect)
             det = np.zeros(n)
             for v in lines:  # window seq ends at row first + seq + W - 1
                 if v.get("transition") == "raised":
@@ -479,9 +513,7 @@ def dcase_eval(binary, data, mode, seed):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    p.add_argument("--bin", type=Path, default=REPO / "target" / "release" / "ebgand")
-    p.add_argument("--cache", type=Path, default=REPO / ".cache" / "eval-judgment")
+    data_args(p)
     p.add_argument("--modes", default="ebgan,ae",
                    help="models: ebgan, ae, and ebgan-conv / ae-conv for the temporal conv D")
     p.add_argument("--seeds", type=int, default=1)

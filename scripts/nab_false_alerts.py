@@ -23,23 +23,17 @@ from ebgand_trainer import nab  # noqa: E402
 def raises(binary, data, mode, seed, rule, files):
     """Every raise outside a window of every file ("dev" or "short"), as a dict; and the
     credit of each window hit, by file."""
-    read = ["--columns", "value", "--timestamp-column", "timestamp"]
     w = ej.NAB_W
     out, hits = [], collections.defaultdict(list)
     if files == "dev":
         each, cached = ej.nab_files(data), f"nab-w{w}"
     else:  # the short look-alikes, as eval_judgment.py --only short makes and caches them
         each, cached = ej.short_files(data, binary.cache / "nab-short-data"), f"nab-short-w{w}"
+    alert = float(binary.default("detect", "alert_probability"))
     for key, path, n, wins in each:
         prob = nab.probationary_length(n)
-        model = binary.train(f"{cached}/{key.replace('/', '_')}", path, read, f":{prob}", w,
-                             mode, seed)
-        probation = prob - w + 1
-        detect = ({"learn_windows": probation}
-                  if probation < binary.default("detect", "learn_windows") else None)
-        lines, _ = binary.score(model, path, read, rule, detect=detect)
+        lines = ej.nab_lines(binary, (key, path, n, wins), cached, mode, seed, rule, w)
         weight = {i: (wt, win) for i, wt, win in nab.points(n, wins)[0]}
-        alert = float(binary.default("detect", "alert_probability"))
         recent = collections.deque(maxlen=3)
         first = {}  # window: weight of its earliest raise
         for v in lines:
@@ -61,9 +55,7 @@ def raises(binary, data, mode, seed, rule, files):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=ej.REPO.parent / "shared" / "data")
-    p.add_argument("--bin", type=Path, default=ej.REPO / "target" / "release" / "ebgand")
-    p.add_argument("--cache", type=Path, default=ej.REPO / ".cache" / "eval-judgment")
+    ej.data_args(p)
     p.add_argument("--mode", default="ebgan")
     p.add_argument("--seeds", type=int, default=3, help="seeds 7, 8, ... as eval_judgment.py")
     p.add_argument("--rule", default="probability")

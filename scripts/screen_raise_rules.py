@@ -147,9 +147,7 @@ def summary(name, results):
 
 def main(argv=None):
     a = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    a.add_argument("--data", type=Path, default=ej.REPO.parent / "shared" / "data")
-    a.add_argument("--bin", type=Path, default=ej.REPO / "target" / "release" / "ebgand")
-    a.add_argument("--cache", type=Path, default=ej.REPO / ".cache" / "eval-judgment")
+    ej.data_args(a)
     a.add_argument("--mode", default="ebgan")
     a.add_argument("--seeds", type=int, default=9, help="seeds 7 .. 7 + N - 1 (ensembles: "
                    "consecutive groups of three)")
@@ -157,23 +155,20 @@ def main(argv=None):
     if not args.bin.is_file():
         sys.exit(f"{args.bin} missing: cargo build --release")
     binary = ej.Binary(args.bin, args.cache)
-    read = ["--columns", "value", "--timestamp-column", "timestamp"]
     files = ej.nab_files(args.data)
     seeds = list(range(7, 7 + args.seeds))
     probs = {}
     for seed in seeds:
         probs[seed] = []
         for key, path, n, _ in files:
-            prob = nab.probationary_length(n)
-            model = binary.train(f"nab-w{W}/{key.replace('/', '_')}", path, read, f":{prob}", W,
-                                 args.mode, seed)
+            model = ej.nab_model(binary, f"nab-w{W}", key, path, n, W, args.mode, seed)
             # The probabilities under the ordinary rule alone (the restless raise changes
             # which windows are learnt), and the daemon's default, each replayed and checked.
             ordinary = None
             for judging, replay in (("probability:restless_probability=0,quiet_windows=0",
                                      default_rule),
                                     ("probability", restless_rule)):
-                lines, _ = binary.score(model, path, read, judging)
+                lines, _ = binary.score(model, path, ej.NAB_READ, judging)
                 p = np.array([math.nan if v["probability"] is None else v["probability"]
                               for v in lines])
                 raised = [i for i, v in enumerate(lines) if v.get("transition") == "raised"]

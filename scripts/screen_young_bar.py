@@ -10,6 +10,7 @@ quiet after a clear) with the bar a function of the windows judged so far; it is
 against the raises the daemon printed, and, as there, ignores that the calibration would have
 learnt other windows around the extra raises.
 """
+import argparse
 import collections
 import math
 import sys
@@ -22,23 +23,17 @@ import eval_judgment as ej  # noqa: E402
 import screen_raise_rules as sr  # noqa: E402
 from ebgand_trainer import nab  # noqa: E402
 
-b = ej.Binary(ej.REPO / "target" / "release" / "ebgand", ej.REPO / ".cache" / "eval-judgment")
-data = ej.REPO.parent / "shared" / "data"
 W = ej.NAB_W
-read = ["--columns", "value", "--timestamp-column", "timestamp"]
 
 
-def probs(files, cached, seed):
+def probs(binary, files, cached, seed):
     """Per file: each window's probability (NaN while learning) and the windows the daemon
     raised at, with the default judging."""
     out = []
-    for key, path, n, wins in files:
-        prob = nab.probationary_length(n)
-        model = b.train(f"{cached}/{key.replace('/', '_')}", path, read, f":{prob}", W, "ebgan", seed)
-        probation = prob - W + 1
-        detect = {"learn_windows": probation} if probation < b.default("detect", "learn_windows") else None
-        lines, _ = b.score(model, path, read, "probability", detect=detect)
-        p = [math.nan if v.get("learning") or v.get("probability") is None else v["probability"] for v in lines]
+    for entry in files:
+        lines = ej.nab_lines(binary, entry, cached, "ebgan", seed, "probability", W)
+        p = [math.nan if v.get("learning") or v.get("probability") is None else v["probability"]
+             for v in lines]
         raised = [i for i, v in enumerate(lines) if v.get("transition") == "raised"]
         out.append((p, raised))
     return out
@@ -64,11 +59,15 @@ def young_rule(p, young_pa, k):
     return sr.restless_rule(p, young=(young_pa, k))
 
 
-def main():
+def main(argv=None):
+    a = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ej.data_args(a)
+    args = a.parse_args(argv)
+    b, data = ej.Binary(args.bin, args.cache), args.data
     sets = {
-        "dev": (ej.nab_files(data), "nab-w24"),
-        "short": (ej.short_files(data, b.cache / "nab-short-data"), "nab-short-w24"),
-        "null": (ej.null_files(data, b.cache / "nab-null-data"), "nab-null-w24"),
+        "dev": (ej.nab_files(data), f"nab-w{W}"),
+        "short": (ej.short_files(data, b.cache / "nab-short-data"), f"nab-short-w{W}"),
+        "null": (ej.null_files(data, b.cache / "nab-null-data"), f"nab-null-w{W}"),
     }
     rules = {"default (replay)": lambda p: young_rule(p, sr.ALERT, 0)}
     for ypa in (0.999, 0.9995):
@@ -85,7 +84,7 @@ def main():
     res = collections.defaultdict(lambda: collections.defaultdict(list))
     for seed in (7, 8, 9):
         for name, (files, cached) in sets.items():
-            ps = probs(files, cached, seed)
+            ps = probs(b, files, cached, seed)
             # replay check: the default replay equals the daemon's raises
             bad = sum(young_rule(p, sr.ALERT, 0) != raised for p, raised in ps)
             if bad:

@@ -581,8 +581,8 @@ impl<S: AlertSink> Output<S> {
 }
 
 /// Window `i`'s residual in a batch's (`None` when the batch was scored without one), with
-/// each channel's part of its energy written into `parts` (empty without a residual, or with
-/// a single part, which would be the energy again: the energy alone is calibrated).
+/// each channel's part of its energy written into `parts` (empty without a residual: the
+/// energy alone is calibrated).
 fn window_parts<'a>(
     all: &'a [f32],
     i: usize,
@@ -591,12 +591,12 @@ fn window_parts<'a>(
 ) -> Option<&'a [f32]> {
     let len = w.raw.data.len();
     let residual = all.get(i * len..(i + 1) * len);
-    let (channels, group) = (w.stream.channels.max(1), w.stream.names.group.max(1));
-    if channels > group {
-        energy_parts(residual.unwrap_or_default(), channels, group, parts);
-    } else {
-        parts.clear();
-    }
+    energy_parts(
+        residual.unwrap_or_default(),
+        w.stream.channels.max(1),
+        w.stream.names.group,
+        parts,
+    );
     residual
 }
 

@@ -44,7 +44,7 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
             d.quiet_probability, d.alert_probability
         ));
     }
-    let thin_bar = 1.0 - (1.0 - d.alert_probability) * d.thin_widen;
+    let thin_bar = d.calibration().thin_bar(d.alert_probability);
     if !(d.thin_widen >= 1.0 && thin_bar > d.tail_quantile) {
         errs.push(format!(
             "detect.thin_widen: {} must be at least 1 (1: the same bar) and keep the bar of a stream judged after a short learning period (1 - (1 - alert_probability) x thin_widen = {thin_bar}) over tail_quantile ({})",

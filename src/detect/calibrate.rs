@@ -111,6 +111,12 @@ impl Default for Calibration {
 }
 
 impl Calibration {
+    /// The bar of a stream judged after a short learning period whose alert probability is
+    /// `alert`: `1 - (1 - alert) x thin_widen` ([`Calibrator::alert_bar`]).
+    pub fn thin_bar(&self, alert: f64) -> f64 {
+        1.0 - (1.0 - alert) * self.thin_widen
+    }
+
     /// The calibration of a shadow's judge: it learns each stream for `warm_windows`, and it
     /// follows no input level (a shadow scores windows as they arrive; the drift the scorer
     /// takes off is the served version's).
@@ -216,7 +222,7 @@ impl Calibrator {
         if !self.thin(cal) || cal.thin_widen <= 1.0 {
             return alert;
         }
-        (1.0 - (1.0 - alert) * cal.thin_widen).max(cal.tail_quantile)
+        cal.thin_bar(alert).max(cal.tail_quantile)
     }
 
     /// Whether the stream was judged after fewer windows than `learn_windows` (a short seed).

@@ -20,9 +20,11 @@ pub const TOP: usize = 3;
 
 /// Each channel's part of a window's energy (each group's of `group` consecutive channels):
 /// the mean over the window's values of its squared residual, so the parts sum to the energy.
-/// Written into `out`, cleared first; empty for no channels or no residual.
+/// Written into `out`, cleared first; empty for no residual, and for a single part (one
+/// channel, or one group of them), which would be the energy again: the calibration reads
+/// parts only when there are several, and this runs for every window.
 pub fn energy_parts(residual: &[f32], channels: usize, group: usize, out: &mut Vec<f32>) {
-    if residual.is_empty() {
+    if residual.is_empty() || channels <= group.max(1) {
         out.clear();
         return;
     }
