@@ -51,6 +51,25 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
             d.thin_widen, d.tail_quantile
         ));
     }
+    if !(d.season_acf == 0.0 || (d.season_acf > 0.0 && d.season_acf <= 1.0)) {
+        errs.push(format!(
+            "detect.season_acf: {} must be 0 (no seasons) or over 0 and at most 1",
+            d.season_acf
+        ));
+    }
+    if !(2..=4).contains(&d.season_weeks) {
+        errs.push(format!(
+            "detect.season_weeks: {} must be between 2 and 4 (a week's autocorrelation needs two; a stream holds at most {} values)",
+            d.season_weeks,
+            crate::detect::season::MAX_VALUES
+        ));
+    }
+    if !(1..=4).contains(&d.season_memory) {
+        errs.push(format!(
+            "detect.season_memory: {} must be between 1 and 4",
+            d.season_memory
+        ));
+    }
     if d.quiet_windows > 1_000_000 {
         errs.push(format!(
             "detect.quiet_windows: {} must be at most 1000000 (0: no quiet after a clear)",

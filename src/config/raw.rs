@@ -273,6 +273,13 @@ pub struct RawDetect {
     /// A stream judged after a learning period shorter than `learn_windows` raises at a bar
     /// this many times likelier; 1: the same bar.
     pub thin_widen: f64,
+    /// The autocorrelation at a day or a week a stream's channels need, on average, for its
+    /// windows to be judged against the same moment of earlier seasons too; 0: no seasons.
+    pub season_acf: f64,
+    /// Weeks a stream is watched before its season is chosen.
+    pub season_weeks: u32,
+    /// Seasons averaged into what a moment is expected to be.
+    pub season_memory: u32,
     /// A stream silent for this many times its usual interval between messages is stale (a
     /// dead sensor, a cut cable): alerted until data returns. 0: never.
     pub stale_after: f64,
@@ -305,6 +312,9 @@ impl Default for RawDetect {
             quiet_windows: c.quiet.windows,
             quiet_probability: c.quiet.probability,
             thin_widen: c.thin_widen,
+            season_acf: c.seasons.acf,
+            season_weeks: c.seasons.weeks,
+            season_memory: c.seasons.memory,
             stale_after: 10.0,
             stale_min_s: 10.0,
         }
@@ -351,6 +361,11 @@ impl RawDetect {
                 probability: self.quiet_probability,
             },
             thin_widen: self.thin_widen,
+            seasons: crate::detect::Seasons {
+                acf: self.season_acf,
+                weeks: self.season_weeks,
+                memory: self.season_memory,
+            },
         }
     }
 }

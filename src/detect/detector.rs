@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::restless::{Restless, Spell};
-use super::{AlertState, Calibrator, Level, Transition};
+use super::{AlertState, Calibrator, Level, Season, Transition};
 
 /// Hysteresis parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,9 @@ pub struct DetectorState {
     /// Quiet windows left after the last clear ([`Quiet`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub quiet: u32,
+    /// The stream's season (with [`Seasons`](super::Seasons) on; absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub season: Option<Season>,
 }
 
 impl DetectorState {
@@ -102,6 +105,7 @@ pub struct Detector {
     pub(super) level: Option<Level>,
     pub(super) restless: Spell,
     quiet: u32,
+    pub(super) season: Option<Season>,
 }
 
 impl Detector {
@@ -121,6 +125,7 @@ impl Detector {
             level: saved.level,
             restless: saved.restless,
             quiet: saved.quiet,
+            season: saved.season,
         }
     }
 
@@ -139,6 +144,7 @@ impl Detector {
             level: self.level.clone(),
             restless: self.restless.clone(),
             quiet: self.quiet,
+            season: self.season.clone(),
         }
     }
 

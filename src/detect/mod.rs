@@ -14,6 +14,7 @@ pub mod explain;
 pub mod labels;
 pub mod level;
 pub mod restless;
+pub mod season;
 pub mod seed;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +24,7 @@ pub use detector::{Detector, DetectorState, Hysteresis, Quiet};
 pub use explain::{Carried, Explanation, Names, energy_parts};
 pub use level::{Drift, Level};
 pub use restless::{Restless, Spell};
+pub use season::{Season, Seasons};
 pub use seed::{Seed, SeedWindow, Seeded};
 
 use serde::{Deserialize, Serialize};
@@ -500,6 +502,7 @@ impl Judge {
             Judging::Energy(t) => {
                 detector.calibrator = None;
                 detector.level = None;
+                detector.season = None;
                 threshold = t.unwrap_or(model_threshold);
                 (probability, learning) = (None, false);
                 anomalous = is_anomalous(energy, threshold);
@@ -526,6 +529,15 @@ impl Judge {
                     .filter(|c| c.version == model.version)
                     .unwrap_or_else(|| Calibrator::new(&model.version));
                 learning = c.learning(&cal);
+                // The season does not depend on the model: it carries on across versions.
+                let mut season = detector
+                    .season
+                    .take()
+                    .filter(|_| cal.seasons.on())
+                    .or_else(|| cal.seasons.on().then(Season::default));
+                let seasonal = season
+                    .as_mut()
+                    .and_then(|s| s.observe(window, stream.channels, &cal.seasons, &cal));
                 if learning {
                     if may_learn {
                         take(
@@ -537,6 +549,9 @@ impl Judge {
                             None,
                             &cal,
                         );
+                        if let (Some(s), Some(e)) = (&mut season, seasonal) {
+                            s.learn(e, None, &cal);
+                        }
                     }
                     (probability, anomalous, transition) = (None, false, None);
                 } else {
@@ -544,7 +559,13 @@ impl Judge {
                         l.settle();
                     }
                     let reading = c.read(energy, parts, &cal);
-                    let p = reading.probability;
+                    // A window is as unusual as the more unusual of its energy and its season.
+                    let in_season = season
+                        .as_ref()
+                        .zip(seasonal)
+                        .map(|(s, e)| (e, s.probability(e, &cal)));
+                    let p =
+                        in_season.map_or(reading.probability, |(_, q)| q.max(reading.probability));
                     unusual = reading.unusual;
                     probability = Some(p);
                     let alert = c.alert_bar(alert, &cal);
@@ -565,6 +586,9 @@ impl Judge {
                             Some(&reading),
                             &cal,
                         );
+                        if let (Some(s), Some((e, q))) = (&mut season, in_season) {
+                            s.learn(e, Some(q), &cal);
+                        }
                     }
                     if cal.accept_after > 0 && detector.raised_for >= cal.accept_after {
                         // Raised this long: the level is the new normal. Learn it; the alert
@@ -581,6 +605,7 @@ impl Judge {
                     stream.drift.follow(l);
                 }
                 detector.level = level;
+                detector.season = season;
             }
         }
         Verdict {
