@@ -10,7 +10,6 @@ quiet after a clear) with the bar a function of the windows judged so far; it is
 against the raises the daemon printed, and, as there, ignores that the calibration would have
 learnt other windows around the extra raises.
 """
-import argparse
 import collections
 import math
 import sys
@@ -21,22 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eval_judgment as ej  # noqa: E402
 import screen_raise_rules as sr  # noqa: E402
-from ebgand_trainer import nab  # noqa: E402
 
 W = ej.NAB_W
-
-
-def probs(binary, files, cached, seed):
-    """Per file: each window's probability (NaN while learning) and the windows the daemon
-    raised at, with the default judging."""
-    out = []
-    for entry in files:
-        lines = ej.nab_lines(binary, entry, cached, "ebgan", seed, "probability", W)
-        p = [math.nan if v.get("learning") or v.get("probability") is None else v["probability"]
-             for v in lines]
-        raised = [i for i, v in enumerate(lines) if v.get("transition") == "raised"]
-        out.append((p, raised))
-    return out
 
 
 def thin_until(p, n):
@@ -60,15 +45,8 @@ def young_rule(p, young_pa, k):
 
 
 def main(argv=None):
-    a = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ej.data_args(a)
-    args = a.parse_args(argv)
-    b, data = ej.Binary(args.bin, args.cache), args.data
-    sets = {
-        "dev": (ej.nab_files(data), f"nab-w{W}"),
-        "short": (ej.short_files(data, b.cache / "nab-short-data"), f"nab-short-w{W}"),
-        "null": (ej.null_files(data, b.cache / "nab-null-data"), f"nab-null-w{W}"),
-    }
+    b, data = sr.screen_setup(__doc__, argv)
+    sets = sr.nab_sets(b, data)
     rules = {"default (replay)": lambda p: young_rule(p, sr.ALERT, 0)}
     for ypa in (0.999, 0.9995):
         for k in (1000, 1500, 2000, 3000, 10**9):
@@ -84,7 +62,7 @@ def main(argv=None):
     res = collections.defaultdict(lambda: collections.defaultdict(list))
     for seed in (7, 8, 9):
         for name, (files, cached) in sets.items():
-            ps = probs(b, files, cached, seed)
+            ps = sr.probs(b, files, cached, seed, f"probability:{sr.OFF}")
             # replay check: the default replay equals the daemon's raises
             bad = sum(young_rule(p, sr.ALERT, 0) != raised for p, raised in ps)
             if bad:
@@ -96,25 +74,11 @@ def main(argv=None):
                     for i in rule(p):
                         det[i + W - 1] = 1.0
                     runs.append((det, wins))
-                if name == "null":
-                    pts = [nab.points(len(d), w) for d, w in runs]
-                    fps = sum(nab.file_score(d, q, 1.0)[2] for (d, _), q in zip(runs, pts))
-                    res[rname][name].append((fps, 0, fps))
-                else:
-                    s, _, per = nab.normalised(runs, "standard", thresholds=[1.0])
-                    res[rname][name].append((s, sum(q[1] for q in per), sum(q[2] for q in per)))
+                res[rname][name].append(sr.set_score(name, runs)[0])
     print("| rule | NAB dev (hit, false) | short look-alikes (hit, false) | anomaly-free look-alikes: false alerts |")
     print("|---|---|---|---|")
     for rname, r in res.items():
-        cells = []
-        for name in ("dev", "short", "null"):
-            a = np.array(r[name])
-            if name == "null":
-                cells.append(f"{a[:,0].mean():.1f} ± {a[:,0].std(ddof=1):.1f}")
-            else:
-                cells.append(f"{a[:,0].mean():.1f} ± {a[:,0].std(ddof=1):.1f} ({a[:,1].mean():.1f}, {a[:,2].mean():.0f})")
-        print(f"| {rname} | " + " | ".join(cells) + " |")
-
+        print(f"| {rname} | " + " | ".join(sr.set_cells(r)) + " |")
 
 if __name__ == "__main__":
     main()

@@ -100,6 +100,9 @@ pub struct StateMessage<'a> {
     /// Its calibrated probability (absent while the stream learns, or judged by threshold).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probability: Option<f64>,
+    /// Its probability against the same moment of earlier seasons (a stream with a season).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub season_probability: Option<f64>,
     /// The stream is learning: not judged yet.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub learning: bool,
@@ -567,6 +570,7 @@ impl<S: AlertSink> Output<S> {
                 state: v.state,
                 energy: v.energy,
                 probability: v.probability,
+                season_probability: v.season_probability,
                 learning: v.learning,
                 threshold: v.threshold,
                 model: &v.model,

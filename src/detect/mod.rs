@@ -167,6 +167,10 @@ pub struct Verdict {
     /// The probability at or over which the window counts as anomalous (`None`: judged by
     /// energy against `threshold`).
     pub alert_probability: Option<f64>,
+    /// Its probability against the same moment of the stream's earlier seasons, once the
+    /// stream has a season ([`season`]); `probability` is the larger of it and the energy's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub season_probability: Option<f64>,
     /// The stream is learning: this window is added to its calibration, not judged.
     pub learning: bool,
     /// The model's calibrated threshold, or the stream's absolute threshold when it sets one.
@@ -239,6 +243,10 @@ pub struct AlertEvent {
     /// The alert probability applied (absent when judged by energy against `threshold`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_probability: Option<f64>,
+    /// The window's probability against the same moment of earlier seasons (only on a stream
+    /// with a season; see [`Verdict::season_probability`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub season_probability: Option<f64>,
     /// The model's calibrated threshold, or the stream's absolute one.
     #[serde(serialize_with = "short_f32")]
     pub threshold: f32,
@@ -308,6 +316,7 @@ impl AlertEvent {
             energy: v.energy,
             probability: v.probability,
             alert_probability: v.alert_probability,
+            season_probability: v.season_probability,
             threshold: v.threshold,
             model: v.model.clone(),
             window: WindowRef {
@@ -496,7 +505,7 @@ impl Judge {
             Detector::restore(stream.hysteresis, state)
         });
         let (threshold, probability, learning, anomalous, transition);
-        let mut alert_probability = None;
+        let (mut alert_probability, mut season_probability) = (None, None);
         let (mut unusual, mut restless) = (None, None);
         match stream.judging {
             Judging::Energy(t) => {
@@ -564,8 +573,9 @@ impl Judge {
                         .as_ref()
                         .zip(seasonal)
                         .map(|(s, e)| (e, s.probability(e, &cal)));
-                    let p =
-                        in_season.map_or(reading.probability, |(_, q)| q.max(reading.probability));
+                    season_probability = in_season.map(|(_, q)| q);
+                    let p = season_probability
+                        .map_or(reading.probability, |q| q.max(reading.probability));
                     unusual = reading.unusual;
                     probability = Some(p);
                     let alert = c.alert_bar(alert, &cal);
@@ -616,6 +626,7 @@ impl Judge {
             energy,
             probability,
             alert_probability,
+            season_probability,
             learning,
             threshold,
             anomalous,

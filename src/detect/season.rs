@@ -16,10 +16,13 @@
 //! own probability is under `learn_below`. A window's probability is the larger of its
 //! energy's and its seasonal energy's.
 //!
-//! What is held: the newest samples, at most [`MAX_VALUES`] values per stream (a week of
-//! 5-minute samples is 2,016; a week of 1-second ones is more than that, so a fast stream never
-//! has a season and holds nothing). A gap in the timestamps empties the history (the season,
-//! once chosen, and its calibration stay); the history refills before windows are read again.
+//! What is held: while a stream is watched, its samples (at most [`MAX_VALUES`] values: three
+//! weeks of 5-minute samples are 6,048 a channel; a week of 1-second ones is more than that,
+//! so a fast stream never has a season and holds nothing); once the season is chosen, only
+//! what each moment of it is expected to be (a running mean over the last `memory` seasons:
+//! 2,016 values a channel for a week of 5-minute samples) and the newest window's residuals.
+//! A gap in the timestamps moves the moment on by the samples missed; a change of rate or of
+//! channels watches the stream again.
 
 use std::collections::VecDeque;
 use std::time::UNIX_EPOCH;
@@ -30,7 +33,7 @@ use serde_json::Value;
 use super::{Calibration, Calibrator};
 use crate::pipeline::{Mark, RawWindow};
 
-/// Most values (samples x channels) a stream's season holds.
+/// Most values (samples x channels) a stream's season holds while it is watched.
 pub const MAX_VALUES: usize = 32_768;
 
 const DAY_S: f64 = 86_400.0;
@@ -71,13 +74,13 @@ pub struct Season {
     /// Seconds between samples (0 before the first window with timestamps).
     #[serde(default, skip_serializing_if = "is_zero")]
     step_s: f64,
-    /// Time of the newest sample held, in seconds since the epoch.
+    /// Time of the newest sample taken, in seconds since the epoch.
     #[serde(default, skip_serializing_if = "is_zero")]
     end_s: f64,
     /// Values per sample.
     #[serde(default, skip_serializing_if = "is_none")]
     channels: usize,
-    /// The newest samples, interleaved by channel.
+    /// While watched: the samples so far, interleaved by channel.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     history: VecDeque<f32>,
     /// Whether the choice is made: the season is `period` samples, or none when it is 0.
@@ -89,6 +92,17 @@ pub struct Season {
     /// Each channel's variance over the weeks the season was chosen on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     scale: Vec<f32>,
+    /// What each moment of the season is expected to be, per channel (`period` x channels).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    profile: Vec<f32>,
+    /// Samples taken into `profile` since the season began (the next one's moment is this
+    /// modulo `period`).
+    #[serde(default, skip_serializing_if = "is_naught")]
+    taken: u64,
+    /// The newest samples' squared residuals, each summed over the channels over their
+    /// variance (at most a window's).
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    residuals: VecDeque<f32>,
     /// The calibration of the seasonal energies.
     #[serde(default, skip_serializing_if = "Calibrator::is_empty")]
     calibrator: Calibrator,
@@ -99,6 +113,10 @@ fn is_zero(x: &f64) -> bool {
 }
 
 fn is_none(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_naught(n: &u64) -> bool {
     *n == 0
 }
 
@@ -118,8 +136,9 @@ fn seconds(mark: &Mark) -> Option<f64> {
 
 impl Season {
     /// Takes `window`'s new samples (`channels` per sample) and returns its seasonal energy
-    /// once the stream has a season whose history covers the window, choosing the season when
-    /// the weeks watched are complete (and seeding its calibration on them).
+    /// once the stream has a season and each of the window's samples a moment to be read
+    /// against, choosing the season when the weeks watched are complete (and seeding its
+    /// calibration on them).
     pub fn observe(
         &mut self,
         window: &RawWindow,
@@ -142,37 +161,35 @@ impl Season {
         }
         let step = (end - start) / (rows - 1) as f64;
         let day = (DAY_S / step).round() as usize;
-        let weeks = seasons.weeks.max(1) as usize;
-        let watched = weeks * 7 * day;
-        let kept = seasons.memory.max(1) as usize * 7 * day + rows;
-        if !self.settled
-            && (watched.max(kept) * channels > MAX_VALUES || 7 * day < 2 * rows || day == 0)
-        {
+        let watched = seasons.weeks.max(1) as usize * 7 * day;
+        if !self.settled && (watched * channels > MAX_VALUES || 7 * day < 2 * rows || day == 0) {
             // Too fast for its weeks to be held, or a week is no longer than two windows.
             self.settle_none();
             return None;
         }
-        let fresh = self.fresh(end, step, rows, channels);
+        let (skipped, fresh) = self.fresh(end, step, rows, channels);
         if fresh == 0 {
             return None; // the same window again, or one out of order
         }
-        let at = (rows - fresh) * channels;
-        self.history.extend(&window.data[at..]);
         self.end_s = end;
+        let new = &window.data[(rows - fresh) * channels..];
         if !self.settled {
+            self.history.extend(new);
             if self.history.len() < watched * channels {
                 return None;
             }
             self.choose(&[day, 7 * day], rows, fresh, seasons, cal);
-            if self.period == 0 {
-                return None;
-            }
+            return self.energy(rows);
         }
-        let keep = (seasons.memory.max(1) as usize * self.period + rows) * channels;
-        while self.history.len() > keep {
-            self.history.pop_front();
+        // A gap: the moments missed pass, the residuals before it end.
+        if skipped > 0 {
+            self.taken += skipped as u64;
+            self.residuals.clear();
         }
-        self.energy(self.history.len() / channels - 1, rows, seasons)
+        for sample in new.chunks(channels) {
+            self.take(sample, rows, seasons);
+        }
+        self.energy(rows)
     }
 
     /// The probability of a seasonal energy under the season's calibration.
@@ -200,37 +217,72 @@ impl Season {
         };
     }
 
-    /// Samples of a window ending at `end` not held yet: 0 for a window already seen; all of
-    /// them after a gap (the history starts again; a season chosen stays) or a change of rate
-    /// or channels (the stream is watched again from the start).
-    fn fresh(&mut self, end: f64, step: f64, rows: usize, channels: usize) -> usize {
+    /// How a window ending at `end` follows the last one: the samples missed between them
+    /// and its samples not taken yet. `(0, 0)` for a window already seen; while watched, a gap
+    /// or a change of rate or channels starts the watch again (all its samples are new).
+    fn fresh(&mut self, end: f64, step: f64, rows: usize, channels: usize) -> (usize, usize) {
         let same = self.step_s > 0.0
             && ((step - self.step_s) / self.step_s).abs() < 0.01
             && self.channels == channels;
-        if same && !self.history.is_empty() {
+        if same && self.end_s > 0.0 {
             let ahead = (end - self.end_s) / step;
             if ahead < 0.5 {
-                return 0;
+                return (0, 0);
             }
-            let n = ahead.round();
-            if (ahead - n).abs() < 0.1 && n <= rows as f64 {
-                return n as usize;
+            let n = ahead.round() as usize;
+            if self.settled {
+                return (n.saturating_sub(rows), n.min(rows));
+            }
+            if (ahead - n as f64).abs() < 0.1 && n <= rows {
+                return (0, n);
             }
         }
-        if !(same && self.settled) {
-            *self = Self {
-                step_s: step,
-                channels,
-                calibrator: Calibrator::new("season"),
-                ..Self::default()
-            };
-        }
-        self.history.clear();
-        rows
+        *self = Self {
+            step_s: step,
+            channels,
+            calibrator: Calibrator::new("season"),
+            ..Self::default()
+        };
+        (0, rows)
     }
 
-    /// Chooses the season among `candidates` (samples) over the history, and seeds its
-    /// calibration with the windows the history holds (every `stride` samples).
+    /// Takes one sample into the profile: its residual against its moment's expected value
+    /// (once the moment has one), then the moment's running mean over the last `memory`
+    /// seasons.
+    fn take(&mut self, sample: &[f32], rows: usize, seasons: &Seasons) {
+        let p = self.period;
+        let at = (self.taken % p as u64) as usize * self.channels;
+        let seen = self.taken / p as u64; // seasons this moment has been seen in
+        let weight = 1.0 / (seen + 1).min(u64::from(seasons.memory.max(1))) as f32;
+        let mut residual = 0.0;
+        for (ch, &x) in sample.iter().enumerate() {
+            let expected = &mut self.profile[at + ch];
+            if seen > 0 {
+                residual += (x - *expected).powi(2) / self.scale[ch];
+            }
+            *expected += (x - *expected) * weight;
+        }
+        self.taken += 1;
+        if seen > 0 {
+            self.residuals.push_back(residual);
+            if self.residuals.len() > rows {
+                self.residuals.pop_front();
+            }
+        } else {
+            self.residuals.clear();
+        }
+    }
+
+    /// The seasonal energy of the newest window of `rows` samples: the mean of its residuals;
+    /// `None` until each of its samples has one.
+    fn energy(&self, rows: usize) -> Option<f32> {
+        (self.period > 0 && self.residuals.len() == rows)
+            .then(|| self.residuals.iter().sum::<f32>() / (rows * self.channels) as f32)
+    }
+
+    /// Chooses the season among `candidates` (samples) over the samples watched, then takes
+    /// them into its profile, seeding its calibration with the windows before the newest
+    /// (every `stride` samples).
     fn choose(
         &mut self,
         candidates: &[usize],
@@ -242,12 +294,13 @@ impl Season {
         self.settled = true;
         let c = self.channels;
         let n = self.history.len() / c;
-        let column = |ch: usize| -> Vec<f64> {
-            (0..n)
-                .map(|i| f64::from(self.history[i * c + ch]))
-                .collect()
-        };
-        let columns: Vec<Vec<f64>> = (0..c).map(column).collect();
+        let columns: Vec<Vec<f64>> = (0..c)
+            .map(|ch| {
+                (0..n)
+                    .map(|i| f64::from(self.history[i * c + ch]))
+                    .collect()
+            })
+            .collect();
         let mut best = (seasons.acf, 0);
         for &lag in candidates.iter().filter(|&&l| l >= 2 * rows && l < n) {
             let r = columns.iter().map(|x| acf(x, lag)).sum::<f64>() / c as f64;
@@ -267,44 +320,20 @@ impl Season {
             return;
         }
         self.period = best.1;
-        // The windows before the one being judged, every `stride` samples.
-        let mut seeded = Vec::new();
-        let Some(mut end) = (n - 1).checked_sub(stride.max(1)) else {
-            return;
-        };
-        while end + 1 >= rows + self.period {
-            if let Some(e) = self.energy(end, rows, seasons) {
-                seeded.push(e);
-            }
-            match end.checked_sub(stride.max(1)) {
-                Some(e) => end = e,
-                None => break,
-            }
-        }
-        for e in seeded.into_iter().rev() {
-            self.calibrator.add(e, &[], cal);
-        }
-    }
-
-    /// The seasonal energy of the window of `rows` samples ending at history sample `end`;
-    /// `None` when a sample has no season behind it.
-    fn energy(&self, end: usize, rows: usize, seasons: &Seasons) -> Option<f32> {
-        let (c, p) = (self.channels, self.period);
-        let first = (end + 1).checked_sub(rows)?;
-        if first < p {
-            return None;
-        }
-        let at = |i: usize, ch: usize| f64::from(self.history[i * c + ch]);
-        let mut sum = 0.0;
-        for i in first..=end {
-            let seasons_back = (i / p).min(seasons.memory.max(1) as usize);
-            for (ch, &scale) in self.scale.iter().enumerate() {
-                let expected = (1..=seasons_back).map(|j| at(i - j * p, ch)).sum::<f64>()
-                    / seasons_back as f64;
-                sum += (at(i, ch) - expected).powi(2) / f64::from(scale);
+        self.profile = vec![0.0; self.period * c];
+        let mut history = std::mem::take(&mut self.history);
+        let stride = stride.max(1);
+        for (i, sample) in history.make_contiguous().chunks(c).enumerate() {
+            self.take(sample, rows, seasons);
+            // The windows watched end every `stride` samples before the newest.
+            let before_newest = n - 1 - i;
+            if before_newest > 0
+                && before_newest.is_multiple_of(stride)
+                && let Some(e) = self.energy(rows)
+            {
+                self.calibrator.add(e, &[], cal);
             }
         }
-        Some((sum / (rows * c) as f64) as f32)
     }
 }
 

@@ -447,8 +447,13 @@ fn people_line(a: &AlertEvent) -> String {
         });
         format!("  carried by {}{unusual}", shares.join(", "))
     });
+    // A season that said more than the energy: the window is unusual for its time.
+    let season = a
+        .season_probability
+        .filter(|&q| a.probability == Some(q))
+        .map_or_else(String::new, |q| format!(" (its season: {q:.5})"));
     format!(
-        "{:<7} window {} ({} .. {})  probability {}  energy {}{top}",
+        "{:<7} window {} ({} .. {})  probability {}{season}  energy {}{top}",
         a.state.as_str(),
         a.seq,
         mark(&a.window.start),
@@ -471,4 +476,49 @@ fn read_labels(file: &Path, input: &InputArgs, column: &str) -> anyhow::Result<V
         bail!("--labels needs a CSV recording with a {column:?} column");
     }
     Ok(rec.samples.column(0).iter().map(|&v| v > 0.5).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{ModelRef, Transition, WindowRef};
+    use crate::pipeline::Mark;
+
+    fn alert(probability: f64, season: Option<f64>) -> AlertEvent {
+        AlertEvent {
+            stream: "taxi".into(),
+            state: Transition::Raised,
+            time: "2014-11-27T12:00:00.000Z".into(),
+            energy: 1.5,
+            probability: Some(probability),
+            alert_probability: Some(0.9999),
+            season_probability: season,
+            threshold: 0.02,
+            model: ModelRef {
+                name: "m".into(),
+                version: "v1".into(),
+            },
+            window: WindowRef {
+                start: Mark::Index(0),
+                end: Mark::Index(23),
+            },
+            seq: 7,
+            node: "n".into(),
+            explanation: None,
+            restless: None,
+        }
+    }
+
+    #[test]
+    fn an_alert_its_season_carried_says_so() {
+        let line = people_line(&alert(0.99999, Some(0.99999)));
+        assert!(
+            line.contains("probability 0.99999 (its season: 0.99999)"),
+            "{line}"
+        );
+        // A season read but not what carried the window: the line is as before.
+        let line = people_line(&alert(0.99999, Some(0.3)));
+        assert!(!line.contains("season"), "{line}");
+        assert!(!people_line(&alert(0.99999, None)).contains("season"));
+    }
 }

@@ -101,6 +101,10 @@ fn a_stream_without_a_season_holds_nothing() {
             .all(Option::is_none)
     );
     assert!(s.settled && s.period().is_none() && s.history.is_empty());
+    assert_eq!(
+        serde_json::to_string(&s).expect("serialises"),
+        r#"{"settled":true}"#
+    );
 
     // Samples a second apart: three weeks would not fit, so it settles at once.
     let mut fast = Season::default();
@@ -126,7 +130,7 @@ fn a_stream_without_a_season_holds_nothing() {
 }
 
 #[test]
-fn a_gap_refills_before_reading_again_and_the_season_survives_a_restart() {
+fn a_gap_passes_its_moments_and_the_season_survives_a_restart() {
     let mut s = Season::default();
     let series = |i| demand(i, &[]);
     run(&mut s, W as u64 - 1, 3 * 336 + 10, &series);
@@ -144,24 +148,28 @@ fn a_gap_refills_before_reading_again_and_the_season_survives_a_restart() {
     // Windows skipped while their samples are all in the next one: nothing lost.
     let skipped = next + 1 + 12;
     assert!(run(&mut s, skipped, skipped + 1, &series)[0].is_some());
-    // Thirty samples missing, more than a window: the history starts again, the season stays.
+    // Thirty samples missing, more than a window: the moments missed pass, and the windows
+    // after the gap are read at once, as ordinary as before (a moment out of step would not be).
     let after = skipped + 1 + 30;
-    let refill = run(&mut s, after, after + 336 + W as u64, &series);
+    let resumed = run(&mut s, after, after + 336, &series);
     assert_eq!(s.period(), Some(336));
-    let first_read = refill.iter().position(Option::is_some).expect("read again");
-    assert_eq!(first_read, 336, "read before a season was held again");
-    // The same window again (a batch judged again after a crash) adds nothing.
-    let len = s.history.len();
-    let last = after + 336 + W as u64 - 1;
+    let top = resumed
+        .iter()
+        .map(|p| p.expect("read at once"))
+        .fold(0.0, f64::max);
+    assert!(top < 0.9999, "after the gap: {top}");
+    // The same window again (a batch judged again after a crash) takes nothing.
+    let taken = s.taken;
+    let last = after + 335;
     assert_eq!(run(&mut s, last, last + 1, &series), vec![None]);
-    assert_eq!(s.history.len(), len);
+    assert_eq!(s.taken, taken);
 }
 
 /// Through the judge: a stream whose model finds every window ordinary is raised on its
 /// holiday by its season alone, once, and not without seasons.
 #[test]
 fn the_judge_raises_a_holiday_by_its_season() {
-    use crate::detect::{Hysteresis, Judge, Judging, ModelRef, StreamInfo, Transition};
+    use crate::detect::{AlertEvent, Hysteresis, Judge, Judging, ModelRef, StreamInfo, Transition};
     let series = |i| demand(i, &[4 * 7 + 3]);
     let model = ModelRef {
         name: "m".into(),
@@ -183,6 +191,12 @@ fn the_judge_raises_a_holiday_by_its_season() {
             let energy = 1.0 + 0.1 * noise(i + 7_000_000).abs();
             let v = judge.judge(&stream, &model, 1.0, &window(i, &series), energy.into());
             if v.transition == Some(Transition::Raised) {
+                // The alert says the season carried it.
+                let q = v.season_probability.expect("a season's probability");
+                assert!(q >= 0.9999 && v.probability == Some(q), "{v:?}");
+                let alert = AlertEvent::from_verdict(&v, "n", UNIX_EPOCH).expect("an alert");
+                let json = serde_json::to_value(alert).expect("serialises");
+                assert_eq!(json["season_probability"], q);
                 raised.push(i);
             }
         }

@@ -1,0 +1,139 @@
+//! Seasons end to end: a real mosquitto, the daemon in-process, real ONNX Runtime and the
+//! vibration fixture, fed a taxi-like stream through the broker: half-hourly JSON objects
+//! with their time, a daily hump half as high on weekends, five weeks, and a Thursday in the
+//! fifth that looks like a Sunday (a holiday).
+//!
+//! The model learns its calibration over the first week and a half, weekends included, so a
+//! day that looks like a Sunday is ordinary to it. With seasons (the default) the stream's
+//! week is found after three weeks and the holiday is raised, its alert carrying the season's
+//! probability; with `season_acf = 0` the holiday is not raised.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// Samples half an hour apart: a day is 48 of them, a week 336.
+const STEP_S: u64 = 1_800;
+const WEEKS: u64 = 5;
+/// The holiday: the Thursday of the fifth week (day 31, counted from a Monday).
+const HOLIDAY: u64 = 4 * 7 + 3;
+const WINDOW: u64 = 64;
+const HOP: u64 = 4;
+
+/// A deterministic noise in (-1, 1) (splitmix64).
+fn noise(i: u64) -> f64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+}
+
+fn demand(i: u64) -> f64 {
+    let day = i / 48;
+    let hour = (i % 48) as f64 / 2.0;
+    let sunday_like = day % 7 >= 5 || day == HOLIDAY;
+    let hump = (std::f64::consts::PI * hour / 24.0).sin().powi(2);
+    10.0 + 20.0 * hump * if sunday_like { 0.5 } else { 1.0 } + noise(i)
+}
+
+/// Sends five weeks through a daemon with `detect` in its `[detect]`; returns the raised
+/// alerts' JSON and the energy telemetry's.
+async fn run(prefix: &str, detect: &str) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let broker = Mosquitto::start().await;
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let toml = format!(
+        "[detect]\nlearn_windows = 200\n{detect}\n\
+         [models.vibration]\npath = \"models/vibration/fixture-1\"\n\
+         [[streams]]\nname = \"taxi\"\ntopic = \"rides/+\"\nmodel = \"vibration\"\n\
+         format = \"object\"\nfields = [\"v\"]\ntimestamp_field = \"t\"\n\
+         window = {WINDOW}\nhop = {HOP}\n"
+    );
+    let daemon = TestDaemon::start(settings(broker.port, prefix, &toml)).await;
+    let mut tx = Sender::start(broker.port).await;
+    let samples = WEEKS * 7 * 48;
+    // Epoch seconds of 2014-07-07 00:00 UTC, a Monday.
+    let monday = 1_404_691_200;
+    for i in 0..samples {
+        let t = monday + i * STEP_S;
+        tx.publish(
+            "rides/nyc",
+            serde_json::json!({"t": t, "v": demand(i)}).to_string(),
+        )
+        .await;
+    }
+    tx.flushed().await;
+    let windows = ((samples - WINDOW) / HOP + 1) as usize;
+    eventually(Duration::from_secs(60), "every window judged", || {
+        obs.count(&format!("{prefix}/energy/")) >= windows
+    })
+    .await;
+    let energy: Vec<_> = obs
+        .on(&format!("{prefix}/energy/"))
+        .into_iter()
+        .map(|m| m.json)
+        .collect();
+    for e in &energy {
+        schema::assert_valid("energy.json", e);
+    }
+    let alerts: Vec<_> = obs
+        .on(&format!("{prefix}/alerts/"))
+        .into_iter()
+        .map(|m| m.json)
+        .filter(|a| a["state"] == "raised")
+        .collect();
+    for a in &alerts {
+        schema::assert_valid("alert.json", a);
+    }
+    daemon.shutdown().await.unwrap();
+    (alerts, energy)
+}
+
+/// The sample index of a window's last sample, from its `end` time.
+fn end_sample(v: &serde_json::Value) -> u64 {
+    (v["end"].as_u64().unwrap() - 1_404_691_200) / STEP_S
+}
+
+/// Whether a window ending at `end` overlaps the holiday.
+fn on_holiday(end: u64) -> bool {
+    let (first, last) = (HOLIDAY * 48, HOLIDAY * 48 + 47);
+    end >= first && end < last + WINDOW
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holiday_is_raised_by_the_season_and_not_without_it() {
+    let (alerts, energy) = run("season-on", "").await;
+    // The season is read once three weeks have passed, never before.
+    let read: Vec<u64> = energy
+        .iter()
+        .filter(|e| e.get("season_probability").is_some())
+        .map(end_sample)
+        .collect();
+    assert!(!read.is_empty(), "no window read against its season");
+    assert!(read.iter().all(|&end| end >= 3 * 336 - 1), "{read:?}");
+    let holiday: Vec<_> = alerts
+        .iter()
+        .filter(|a| on_holiday(end_sample(&a["window"])))
+        .collect();
+    assert_eq!(holiday.len(), 1, "raised: {alerts:?}");
+    let q = holiday[0]["season_probability"].as_f64().unwrap();
+    assert!(
+        q >= 0.9999 && holiday[0]["probability"] == q,
+        "{}",
+        holiday[0]
+    );
+
+    let (alerts, energy) = run("season-off", "season_acf = 0").await;
+    assert!(energy.iter().all(|e| e.get("season_probability").is_none()));
+    assert!(
+        !alerts.iter().any(|a| on_holiday(end_sample(&a["window"]))),
+        "the model alone raised the holiday: {alerts:?}"
+    );
+}
