@@ -59,7 +59,9 @@ pub struct InputArgs {
     /// CSV: columns to use, one channel each, comma-separated (default: every numeric column).
     #[arg(long, value_delimiter = ',')]
     pub columns: Vec<String>,
-    /// CSV: a column whose values mark window start/end instead of row indices.
+    /// CSV: a column whose values mark window start/end instead of row indices (RFC 3339
+    /// times or seconds since the epoch also give a slow stream its season, `[detect]
+    /// season_*`).
     #[arg(long)]
     pub timestamp_column: Option<String>,
     /// CSV field delimiter.

@@ -72,7 +72,7 @@ pub struct DetectorState {
     pub quiet: u32,
     /// The stream's season (with [`Seasons`](super::Seasons) on; absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub season: Option<Season>,
+    pub season: Option<Box<Season>>,
 }
 
 impl DetectorState {
@@ -105,7 +105,7 @@ pub struct Detector {
     pub(super) level: Option<Level>,
     pub(super) restless: Spell,
     quiet: u32,
-    pub(super) season: Option<Season>,
+    pub(super) season: Option<Box<Season>>,
 }
 
 impl Detector {

@@ -543,7 +543,7 @@ impl Judge {
                     .season
                     .take()
                     .filter(|_| cal.seasons.on())
-                    .or_else(|| cal.seasons.on().then(Season::default));
+                    .or_else(|| cal.seasons.on().then(Box::default));
                 let seasonal = season
                     .as_mut()
                     .and_then(|s| s.observe(window, stream.channels, &cal.seasons, &cal));
