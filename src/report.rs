@@ -62,6 +62,8 @@ struct Incident {
     probability: Option<f64>,
     energy: f64,
     explanation: Option<Explanation>,
+    /// At the raise, the season's probability, when it is what carried the window.
+    season: Option<f64>,
 }
 
 /// The page, filled window by window in stream order, then rendered once.
@@ -98,6 +100,7 @@ impl Report {
                 probability: v.probability,
                 energy: f64::from(v.energy),
                 explanation: v.explanation.clone(),
+                season: v.season_probability.filter(|&q| v.probability == Some(q)),
             }),
             Some(Transition::Cleared) => {
                 if let Some(open) = self.incidents.last_mut().filter(|o| o.cleared.is_none()) {
@@ -349,6 +352,12 @@ impl Report {
                     .map_or_else(|| "-".to_owned(), |p| format!("{p:.6}")),
                 short(inc.energy),
             ));
+            if let Some(q) = inc.season {
+                s.push_str(&format!(
+                    "<b>unusual for its time</b> <span class=\"dim\">(against the same moment of \
+                     earlier seasons: probability {q:.6})</span><br>"
+                ));
+            }
             match &inc.explanation {
                 Some(e) => s.push_str(&bars(e)),
                 None => s.push_str("<span class=\"dim\">no explanation</span>"),
@@ -605,6 +614,54 @@ mod tests {
         assert_eq!(short(2.5e-6), "2.500e-6");
         assert_eq!(nice_step(0.23), 0.5);
         assert_eq!(nice_step(3.0), 5.0);
+    }
+
+    #[test]
+    fn an_alert_its_season_carried_says_so() {
+        use crate::detect::{AlertState, ModelRef};
+        use crate::pipeline::Mark;
+        let verdict = |seq, p: f64, season: Option<f64>, transition| Verdict {
+            stream: "taxi".into(),
+            seq,
+            start: Mark::Index(seq),
+            end: Mark::Index(seq + 23),
+            energy: 1.0,
+            probability: Some(p),
+            alert_probability: Some(0.9999),
+            season_probability: season,
+            learning: false,
+            threshold: 0.02,
+            anomalous: p >= 0.9999,
+            state: if transition == Some(Transition::Cleared) {
+                AlertState::Normal
+            } else {
+                AlertState::Raised
+            },
+            transition,
+            model: ModelRef {
+                name: "m".into(),
+                version: "v1".into(),
+            },
+            explanation: None,
+            unusual: None,
+            restless: None,
+            first: false,
+            alerted_before: false,
+        };
+        let mut r = Report::default();
+        r.add(
+            &verdict(0, 0.99999, Some(0.99999), Some(Transition::Raised)),
+            None,
+        );
+        r.add(&verdict(1, 0.5, Some(0.5), Some(Transition::Cleared)), None);
+        // A season read, but the energy carried this one.
+        r.add(
+            &verdict(2, 0.99999, Some(0.2), Some(Transition::Raised)),
+            None,
+        );
+        let table = r.table();
+        assert_eq!(table.matches("unusual for its time").count(), 1, "{table}");
+        assert!(table.contains("probability 0.999990"), "{table}");
     }
 
     #[test]
