@@ -610,6 +610,11 @@ impl Judge {
                         detector.raised_for = 0;
                     }
                 }
+                if let Some(s) = &mut season {
+                    // What each moment is expected to be follows healthy windows only.
+                    let normal = !anomalous && detector.state == AlertState::Normal;
+                    s.keep(may_learn && (learning || normal), &cal.seasons);
+                }
                 detector.calibrator = Some(c);
                 if let Some(l) = &level {
                     stream.drift.follow(l);

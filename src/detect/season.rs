@@ -13,7 +13,8 @@
 //! seasons, each channel over its variance. It is calibrated by a [`Calibrator`] of its own
 //! (the same tail model as the model's energy), seeded on the windows of the weeks watched, and
 //! it learns only the windows the stream's calibration learns (healthy, no alert up) while its
-//! own probability is under `learn_below`. A window's probability is the larger of its
+//! own probability is under `learn_below`. What each moment is expected to be follows healthy
+//! windows only too ([`Season::keep`]): a holiday is not expected a season later. A window's probability is the larger of its
 //! energy's and its seasonal energy's.
 //!
 //! What is held: while a stream is watched, its samples (at most [`MAX_VALUES`] values: three
@@ -106,6 +107,12 @@ pub struct Season {
     /// The calibration of the seasonal energies.
     #[serde(default, skip_serializing_if = "Calibrator::is_empty")]
     calibrator: Calibrator,
+    /// The newest window's samples not taken into `profile` yet, from moment `pending_from`:
+    /// [`Season::keep`] takes them in only if the window was healthy.
+    #[serde(skip)]
+    pending: Vec<f32>,
+    #[serde(skip)]
+    pending_from: u64,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -186,10 +193,28 @@ impl Season {
             self.taken += skipped as u64;
             self.residuals.clear();
         }
+        self.pending_from = self.taken;
+        self.pending.clear();
+        self.pending.extend_from_slice(new);
         for sample in new.chunks(channels) {
-            self.take(sample, rows, seasons);
+            self.take(sample, rows, seasons, false);
         }
         self.energy(rows)
+    }
+
+    /// Ends the newest window: its samples go into what each moment is expected to be only
+    /// when it was `healthy` (judged normal with no alert up, or learning), so a holiday or a
+    /// fault is not expected a season later. Call after every [`Season::observe`].
+    pub fn keep(&mut self, healthy: bool, seasons: &Seasons) {
+        let pending = std::mem::take(&mut self.pending);
+        if healthy && self.period > 0 {
+            for (j, sample) in pending.chunks(self.channels.max(1)).enumerate() {
+                let moment = self.pending_from + j as u64;
+                self.fold(moment, sample, seasons);
+            }
+        }
+        self.pending = pending;
+        self.pending.clear();
     }
 
     /// The probability of a seasonal energy under the season's calibration.
@@ -246,21 +271,20 @@ impl Season {
         (0, rows)
     }
 
-    /// Takes one sample into the profile: its residual against its moment's expected value
-    /// (once the moment has one), then the moment's running mean over the last `memory`
-    /// seasons.
-    fn take(&mut self, sample: &[f32], rows: usize, seasons: &Seasons) {
+    /// Takes the next sample: its residual against its moment's expected value (once the
+    /// moment has one), and, with `fold`, the sample into that value.
+    fn take(&mut self, sample: &[f32], rows: usize, seasons: &Seasons, fold: bool) {
         let p = self.period;
         let at = (self.taken % p as u64) as usize * self.channels;
         let seen = self.taken / p as u64; // seasons this moment has been seen in
-        let weight = 1.0 / (seen + 1).min(u64::from(seasons.memory.max(1))) as f32;
         let mut residual = 0.0;
-        for (ch, &x) in sample.iter().enumerate() {
-            let expected = &mut self.profile[at + ch];
-            if seen > 0 {
-                residual += (x - *expected).powi(2) / self.scale[ch];
+        if seen > 0 {
+            for (ch, &x) in sample.iter().enumerate() {
+                residual += (x - self.profile[at + ch]).powi(2) / self.scale[ch];
             }
-            *expected += (x - *expected) * weight;
+        }
+        if fold {
+            self.fold(self.taken, sample, seasons);
         }
         self.taken += 1;
         if seen > 0 {
@@ -270,6 +294,18 @@ impl Season {
             }
         } else {
             self.residuals.clear();
+        }
+    }
+
+    /// Takes the sample of `moment` (counted since the season began) into its expected
+    /// value: the mean over the seasons so far, up to `memory`, then an exponential one.
+    fn fold(&mut self, moment: u64, sample: &[f32], seasons: &Seasons) {
+        let p = self.period as u64;
+        let at = (moment % p) as usize * self.channels;
+        let seen = moment / p;
+        let weight = 1.0 / (seen + 1).min(u64::from(seasons.memory.max(1))) as f32;
+        for (expected, &x) in self.profile[at..].iter_mut().zip(sample) {
+            *expected += (x - *expected) * weight;
         }
     }
 
@@ -324,7 +360,7 @@ impl Season {
         let mut history = std::mem::take(&mut self.history);
         let stride = stride.max(1);
         for (i, sample) in history.make_contiguous().chunks(c).enumerate() {
-            self.take(sample, rows, seasons);
+            self.take(sample, rows, seasons, true);
             // The windows watched end every `stride` samples before the newest.
             let before_newest = n - 1 - i;
             if before_newest > 0

@@ -48,9 +48,13 @@ fn run(s: &mut Season, from: u64, to: u64, series: &impl Fn(u64) -> f32) -> Vec<
     let (seasons, cal) = (Seasons::default(), Calibration::default());
     (from..to)
         .map(|i| {
-            let e = s.observe(&window(i, series), 1, &seasons, &cal)?;
+            let Some(e) = s.observe(&window(i, series), 1, &seasons, &cal) else {
+                s.keep(true, &seasons);
+                return None;
+            };
             let p = s.probability(e, &cal);
             s.learn(e, Some(p), &cal);
+            s.keep(p < 0.9999, &seasons);
             Some(p)
         })
         .collect()
@@ -214,4 +218,33 @@ fn the_judge_raises_a_holiday_by_its_season() {
         ..Seasons::default()
     });
     assert!(without.is_empty(), "raised without seasons at {without:?}");
+}
+
+/// A holiday is not expected a season later: its samples never go into what its moments are
+/// expected to be (taken in anyway, the next Thursday would look like a fault).
+#[test]
+fn the_week_after_a_holiday_is_ordinary() {
+    let (seasons, cal) = (Seasons::default(), Calibration::default());
+    let series = |i| demand(i, &[4 * 7 + 3]);
+    let next_thursday = |keep_all: bool| {
+        let mut s = Season::default();
+        let mut top = 0.0_f64;
+        for i in W as u64 - 1..6 * 336 {
+            let Some(e) = s.observe(&window(i, &series), 1, &seasons, &cal) else {
+                s.keep(true, &seasons);
+                continue;
+            };
+            let p = s.probability(e, &cal);
+            s.learn(e, Some(p), &cal);
+            s.keep(keep_all || p < 0.9999, &seasons);
+            if ((5 * 7 + 3) * 48..(5 * 7 + 4) * 48).contains(&i) {
+                top = top.max(p);
+            }
+        }
+        top
+    };
+    let top = next_thursday(false);
+    assert!(top < 0.9999, "the Thursday after the holiday reached {top}");
+    let echo = next_thursday(true);
+    assert!(echo >= 0.9999, "taken in, the holiday would echo: {echo}");
 }
