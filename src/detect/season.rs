@@ -127,18 +127,52 @@ fn is_naught(n: &u64) -> bool {
     *n == 0
 }
 
-/// Seconds since the epoch of a sample's mark: a number, or an RFC 3339 time (the `T` and the
-/// zone may be left out: UTC). `None` for sample indices and anything else.
+/// Seconds since the epoch of a sample's mark: a number, or an RFC 3339 time (`Z`, a numeric
+/// zone such as `+02:00`, or none: UTC; the `T` may be a space). `None` for sample indices and
+/// anything else.
 fn seconds(mark: &Mark) -> Option<f64> {
     match mark {
         Mark::Time(Value::Number(n)) => n.as_f64(),
-        Mark::Time(Value::String(s)) => humantime::parse_rfc3339_weak(s.trim())
-            .ok()?
-            .duration_since(UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs_f64()),
+        Mark::Time(Value::String(s)) => {
+            // humantime reads UTC only: the zone is taken off by hand.
+            let (time, east_s) = split_zone(s.trim());
+            let utc = humantime::parse_rfc3339_weak(time)
+                .ok()?
+                .duration_since(UNIX_EPOCH)
+                .ok()?;
+            Some(utc.as_secs_f64() - east_s)
+        }
         _ => None,
     }
+}
+
+/// An RFC 3339 time and its numeric zone (`+02:00`, `-0530`) apart: the time, and the zone's
+/// seconds east of UTC (0 when it has none).
+fn split_zone(s: &str) -> (&str, f64) {
+    let Some(clock) = s.find(['T', 't', ' ']) else {
+        return (s, 0.0);
+    };
+    let Some(at) = s[clock..].rfind(['+', '-']).map(|i| clock + i) else {
+        return (s, 0.0);
+    };
+    let digits: Vec<u32> = s[at + 1..]
+        .chars()
+        .filter(|&c| c != ':')
+        .map(|c| c.to_digit(10))
+        .collect::<Option<_>>()
+        .unwrap_or_default();
+    let [h1, h2, m1, m2] = digits[..] else {
+        return (s, 0.0);
+    };
+    let east = f64::from((h1 * 10 + h2) * 3600 + (m1 * 10 + m2) * 60);
+    (
+        &s[..at],
+        if s[at..].starts_with('-') {
+            -east
+        } else {
+            east
+        },
+    )
 }
 
 impl Season {

@@ -248,3 +248,20 @@ fn the_week_after_a_holiday_is_ordinary() {
     let echo = next_thursday(true);
     assert!(echo >= 0.9999, "taken in, the holiday would echo: {echo}");
 }
+
+/// Times with a numeric zone are read as the instant they name; without one, as UTC.
+#[test]
+fn times_are_read_with_their_zone() {
+    let at = |s: &str| seconds(&Mark::Time(Value::String(s.into())));
+    let utc = at("2014-07-07 00:00:00").expect("reads");
+    assert_eq!(at("2014-07-07T00:00:00Z"), Some(utc));
+    assert_eq!(at("2014-07-07T02:00:00+02:00"), Some(utc));
+    assert_eq!(at("2014-07-06T18:30:00.000-0530"), Some(utc));
+    assert_eq!(
+        at("2014-07-07T00:00:00+2"),
+        None,
+        "not a zone humantime reads either"
+    );
+    assert_eq!(seconds(&Mark::Time(Value::from(1_404_691_200))), Some(utc));
+    assert_eq!(seconds(&Mark::Index(3)), None);
+}
