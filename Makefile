@@ -23,11 +23,12 @@ help: ## List targets
 
 setup: setup-broker setup-tools setup-ort setup-venv ## Install what is missing (safe to re-run)
 
-setup-broker: ## Debian's mosquitto + mosquitto-clients, and nats-server (the cluster test), used by the tests
-	@if [ -x /usr/sbin/mosquitto ] && command -v mosquitto_sub >/dev/null && command -v nats-server >/dev/null; then \
-	  echo "mosquitto, nats-server: installed"; \
+setup-broker: ## Debian's mosquitto + mosquitto-clients, nats-server (the cluster test) and tzdata (the seasons' time zones), used by the tests
+	@if [ -x /usr/sbin/mosquitto ] && command -v mosquitto_sub >/dev/null && command -v nats-server >/dev/null \
+	    && [ -e /usr/share/zoneinfo/Europe/Berlin ]; then \
+	  echo "mosquitto, nats-server, tzdata: installed"; \
 	else \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients nats-server; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients nats-server tzdata; \
 	fi
 
 setup-tools: ## Debian's chromium-headless-shell, prometheus and mmdebstrap (the report, contrib and package tests use them)

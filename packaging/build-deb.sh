@@ -113,7 +113,7 @@ Version: $deb_version
 Architecture: $arch
 Maintainer: ebgand developers <ebgand@localhost>
 Installed-Size: $size
-Depends: libc6 (>= 2.31), libgcc-s1, libstdc++6 (>= 7), adduser, procps
+Depends: libc6 (>= 2.31), libgcc-s1, libstdc++6 (>= 7), adduser, procps, tzdata
 Recommends: python3-venv
 Suggests: mosquitto, mosquitto-clients
 Section: net

@@ -610,7 +610,7 @@ impl Models {
         // before the version's first window: the streams are judged at once (NAB's rule).
         // The calibrations reach the alerting stage before any window this scorer scores, and
         // the checkpoint at once, so a restart before a stream's next window keeps them.
-        let cal = ctx.settings.calibration;
+        let cal = ctx.settings.calibration.clone();
         let (scorer, seeded) = tokio::task::spawn_blocking(move || {
             let mut scorer = scorer;
             let seeded = recent.calibrate(&mut scorer, &cal);

@@ -226,7 +226,7 @@ fn the_package_installs_checks_scores_upgrades_and_purges_in_a_debian_root() {
         .args([
             "--quiet",
             "--variant=minbase",
-            "--include=systemd,adduser,libstdc++6,procps,man-db",
+            "--include=systemd,adduser,libstdc++6,procps,man-db,tzdata",
             "bookworm",
         ])
         .arg(&root)

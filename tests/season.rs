@@ -7,6 +7,10 @@
 //! day that looks like a Sunday is ordinary to it. With seasons (the default) the stream's
 //! week is found after three weeks and the holiday is raised, its alert carrying the season's
 //! probability; with `season_acf = 0` the holiday is not raised.
+//!
+//! The same hump kept by Berlin's wall clock, its times sent as seconds since the epoch
+//! across the autumn's daylight-saving change: with `season_zone = "Europe/Berlin"` nothing
+//! is raised; on UTC's clock the days after the change are an hour off, and raised.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -36,7 +40,14 @@ fn noise(i: u64) -> f64 {
     (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
 }
 
-fn demand(i: u64) -> f64 {
+/// Epoch seconds of 2014-07-07 00:00 UTC, a Monday.
+const JULY: i64 = 1_404_691_200;
+/// Epoch seconds of Monday 2014-09-29 00:00 in Berlin; its clocks go back on day 27.
+const AUTUMN: i64 = 1_411_941_600;
+
+/// The taxi-like demand of sample `i` (at `_t`): a daily hump, half as high on weekends and on
+/// the holiday.
+fn demand(i: u64, _t: i64) -> f64 {
     let day = i / 48;
     let hour = (i % 48) as f64 / 2.0;
     let sunday_like = day % 7 >= 5 || day == HOLIDAY;
@@ -44,9 +55,25 @@ fn demand(i: u64) -> f64 {
     10.0 + 20.0 * hump * if sunday_like { 0.5 } else { 1.0 } + noise(i)
 }
 
-/// Sends five weeks through a daemon with `detect` in its `[detect]`; returns the raised
-/// alerts' JSON and the energy telemetry's.
-async fn run(prefix: &str, detect: &str) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+/// A daily hump, half as high on weekends, kept by Berlin's wall clock at `t` (no holiday).
+fn berlin_demand(i: u64, t: i64) -> f64 {
+    let berlin = jiff::tz::TimeZone::get("Europe/Berlin")
+        .expect("the time zone database (Debian: apt-get install tzdata)");
+    let local = jiff::Timestamp::from_second(t).unwrap().to_zoned(berlin);
+    let hour = f64::from(local.hour()) + f64::from(local.minute()) / 60.0;
+    let weekend = local.weekday().to_monday_zero_offset() >= 5;
+    let hump = (std::f64::consts::PI * hour / 24.0).sin().powi(2);
+    10.0 + 20.0 * hump * if weekend { 0.5 } else { 1.0 } + noise(i)
+}
+
+/// Sends five weeks of `series` from `first` (seconds since the epoch) through a daemon with
+/// `detect` in its `[detect]`; returns the raised alerts' JSON and the energy telemetry's.
+async fn run(
+    prefix: &str,
+    detect: &str,
+    first: i64,
+    series: fn(u64, i64) -> f64,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
     let broker = Mosquitto::start().await;
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
     let toml = format!(
@@ -59,13 +86,11 @@ async fn run(prefix: &str, detect: &str) -> (Vec<serde_json::Value>, Vec<serde_j
     let daemon = TestDaemon::start(settings(broker.port, prefix, &toml)).await;
     let mut tx = Sender::start(broker.port).await;
     let samples = WEEKS * 7 * 48;
-    // Epoch seconds of 2014-07-07 00:00 UTC, a Monday.
-    let monday = 1_404_691_200;
     for i in 0..samples {
-        let t = monday + i * STEP_S;
+        let t = first + (i * STEP_S) as i64;
         tx.publish(
             "rides/nyc",
-            serde_json::json!({"t": t, "v": demand(i)}).to_string(),
+            serde_json::json!({"t": t, "v": series(i, t)}).to_string(),
         )
         .await;
     }
@@ -96,9 +121,9 @@ async fn run(prefix: &str, detect: &str) -> (Vec<serde_json::Value>, Vec<serde_j
     (alerts, energy)
 }
 
-/// The sample index of a window's last sample, from its `end` time.
-fn end_sample(v: &serde_json::Value) -> u64 {
-    (v["end"].as_u64().unwrap() - 1_404_691_200) / STEP_S
+/// The sample index of a window's last sample, from its `end` time, in a stream from `first`.
+fn end_sample(v: &serde_json::Value, first: i64) -> u64 {
+    (v["end"].as_i64().unwrap() - first) as u64 / STEP_S
 }
 
 /// Whether a window ending at `end` overlaps the holiday.
@@ -109,18 +134,18 @@ fn on_holiday(end: u64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holiday_is_raised_by_the_season_and_not_without_it() {
-    let (alerts, energy) = run("season-on", "").await;
+    let (alerts, energy) = run("season-on", "", JULY, demand).await;
     // The season is read once three weeks have passed, never before.
     let read: Vec<u64> = energy
         .iter()
         .filter(|e| e.get("season_probability").is_some())
-        .map(end_sample)
+        .map(|e| end_sample(e, JULY))
         .collect();
     assert!(!read.is_empty(), "no window read against its season");
     assert!(read.iter().all(|&end| end >= 3 * 336 - 1), "{read:?}");
     let holiday: Vec<_> = alerts
         .iter()
-        .filter(|a| on_holiday(end_sample(&a["window"])))
+        .filter(|a| on_holiday(end_sample(&a["window"], JULY)))
         .collect();
     assert_eq!(holiday.len(), 1, "raised: {alerts:?}");
     let q = holiday[0]["season_probability"].as_f64().unwrap();
@@ -130,10 +155,43 @@ async fn a_holiday_is_raised_by_the_season_and_not_without_it() {
         holiday[0]
     );
 
-    let (alerts, energy) = run("season-off", "season_acf = 0").await;
+    let (alerts, energy) = run("season-off", "season_acf = 0", JULY, demand).await;
     assert!(energy.iter().all(|e| e.get("season_probability").is_none()));
     assert!(
-        !alerts.iter().any(|a| on_holiday(end_sample(&a["window"]))),
+        !alerts
+            .iter()
+            .any(|a| on_holiday(end_sample(&a["window"], JULY))),
         "the model alone raised the holiday: {alerts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_season_follows_its_zones_clock_across_a_daylight_saving_change() {
+    let (alerts, energy) = run(
+        "dst-berlin",
+        "season_zone = \"Europe/Berlin\"",
+        AUTUMN,
+        berlin_demand,
+    )
+    .await;
+    let read_after = energy
+        .iter()
+        .filter(|e| end_sample(e, AUTUMN) >= 28 * 48 && e.get("season_probability").is_some())
+        .count();
+    assert!(
+        read_after > 0,
+        "no window read against its season after the change"
+    );
+    assert!(alerts.is_empty(), "raised on Berlin's clock: {alerts:?}");
+
+    // On UTC's clock the windows are an hour off from the change on: raised.
+    let (alerts, _) = run("dst-utc", "season_zone = \"UTC\"", AUTUMN, berlin_demand).await;
+    let days: Vec<u64> = alerts
+        .iter()
+        .map(|a| end_sample(&a["window"], AUTUMN) / 48)
+        .collect();
+    assert!(
+        !days.is_empty() && days.iter().all(|&d| d >= 27),
+        "on UTC's clock, raised on days {days:?}"
     );
 }

@@ -417,10 +417,10 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             let (version, judge) = self
                 .shadow_judges
                 .entry(model.name.clone())
-                .or_insert_with(|| (info.version.clone(), Judge::new(calibration)));
+                .or_insert_with(|| (info.version.clone(), Judge::new(calibration.clone())));
             if *version != info.version {
                 *version = info.version.clone();
-                *judge = Judge::new(calibration);
+                *judge = Judge::new(calibration.clone());
             }
             let sref = ModelRef {
                 name: info.name.clone(),

@@ -436,7 +436,7 @@ async fn a_promoted_shadow_hands_its_calibrations_on_so_streams_do_not_learn_aga
         warm_windows: 16,
         ..crate::detect::Calibration::default()
     };
-    let mut a = a.calibrated(cal);
+    let mut a = a.calibrated(cal.clone());
     let s = probability_stream("vib/m1");
     let calm: Vec<f32> = (0..20).map(|i| 1.0 + (i % 5) as f32 * 0.1).collect();
     // v1 active with v2 in shadow: both learn the stream, the shadow for longer.

@@ -273,7 +273,7 @@ pub async fn run(
         metrics.clone(),
         resumed,
     )
-    .calibrated(settings.calibration)
+    .calibrated(settings.calibration.clone())
     .seeded_from(seeds.clone())
     .hearing(news_rx)
     .ticking_every(tick);

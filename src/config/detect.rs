@@ -70,6 +70,14 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
             d.season_memory
         ));
     }
+    if d.season_zone != "local"
+        && let Err(e) = jiff::tz::TimeZone::get(&d.season_zone)
+    {
+        errs.push(format!(
+            "detect.season_zone: {:?} is not a time zone ({e}): a name of the time zone database such as \"Europe/Berlin\" (Debian's tzdata package installs it), \"UTC\", or \"local\" for the system's",
+            d.season_zone
+        ));
+    }
     if d.quiet_windows > 1_000_000 {
         errs.push(format!(
             "detect.quiet_windows: {} must be at most 1000000 (0: no quiet after a clear)",

@@ -280,6 +280,9 @@ pub struct RawDetect {
     pub season_weeks: u32,
     /// Seasons averaged into what a moment is expected to be.
     pub season_memory: u32,
+    /// The time zone whose wall clock a season follows: a name of the time zone database
+    /// (`Europe/Berlin`), `UTC`, or `local` (the system's).
+    pub season_zone: String,
     /// A stream silent for this many times its usual interval between messages is stale (a
     /// dead sensor, a cut cable): alerted until data returns. 0: never.
     pub stale_after: f64,
@@ -315,6 +318,7 @@ impl Default for RawDetect {
             season_acf: c.seasons.acf,
             season_weeks: c.seasons.weeks,
             season_memory: c.seasons.memory,
+            season_zone: "local".into(),
             stale_after: 10.0,
             stale_min_s: 10.0,
         }
@@ -335,6 +339,18 @@ impl RawDetect {
             (None, "threshold") => Judging::Energy(None),
             (None, _) => Judging::Probability(alert_probability.unwrap_or(self.alert_probability)),
         }
+    }
+
+    /// The time zone `season_zone` names (checked by validation); `local`, the system's, is
+    /// UTC with a warning when the system's cannot be read.
+    pub fn season_zone(&self) -> jiff::tz::TimeZone {
+        if self.season_zone != "local" {
+            return jiff::tz::TimeZone::get(&self.season_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+        }
+        jiff::tz::TimeZone::try_system().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "The system's time zone cannot be read: seasons follow UTC (set [detect] season_zone).");
+            jiff::tz::TimeZone::UTC
+        })
     }
 
     /// The calibration settings every stream shares.
@@ -365,6 +381,7 @@ impl RawDetect {
                 acf: self.season_acf,
                 weeks: self.season_weeks,
                 memory: self.season_memory,
+                zone: self.season_zone(),
             },
         }
     }

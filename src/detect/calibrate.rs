@@ -42,7 +42,7 @@ const WIDTH: f64 = 1.0 / BINS_PER_DECADE;
 const RESCALE_AT: f64 = 1e100;
 
 /// How streams are calibrated: the `[detect]` settings every stream shares.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Calibration {
     /// Windows a stream (or a new model on it) learns from before it is judged.
     pub learn_windows: u32,
@@ -131,9 +131,9 @@ impl Calibration {
             level_windows: 0,
             seasons: super::Seasons {
                 acf: 0.0,
-                ..self.seasons
+                ..self.seasons.clone()
             },
-            ..*self
+            ..self.clone()
         }
     }
 }

@@ -496,7 +496,7 @@ impl Judge {
         may_learn: bool,
     ) -> Verdict {
         let (energy, parts) = (scored.energy, scored.parts);
-        let cal = self.calibration;
+        let cal = &self.calibration;
         let mut first = false;
         let saved = &mut self.saved;
         let detector = self.detectors.entry(stream.id.clone()).or_insert_with(|| {
@@ -537,16 +537,15 @@ impl Judge {
                     .take()
                     .filter(|c| c.version == model.version)
                     .unwrap_or_else(|| Calibrator::new(&model.version));
-                learning = c.learning(&cal);
+                learning = c.learning(cal);
                 // The season does not depend on the model: it carries on across versions.
-                let mut season = detector
-                    .season
-                    .take()
-                    .filter(|_| cal.seasons.on())
-                    .or_else(|| cal.seasons.on().then(Box::default));
+                let mut season = cal
+                    .seasons
+                    .on()
+                    .then(|| detector.season.take().unwrap_or_default());
                 let seasonal = season
                     .as_mut()
-                    .and_then(|s| s.observe(window, stream.channels, &cal.seasons, &cal));
+                    .and_then(|s| s.observe(window, stream.channels, &cal.seasons, cal));
                 if learning {
                     if may_learn {
                         take(
@@ -556,10 +555,10 @@ impl Judge {
                             stream.channels,
                             scored,
                             None,
-                            &cal,
+                            cal,
                         );
                         if let (Some(s), Some(e)) = (&mut season, seasonal) {
-                            s.learn(e, None, &cal);
+                            s.learn(e, None, cal);
                         }
                     }
                     (probability, anomalous, transition) = (None, false, None);
@@ -567,18 +566,18 @@ impl Judge {
                     if let Some(l) = &mut level {
                         l.settle();
                     }
-                    let reading = c.read(energy, parts, &cal);
+                    let reading = c.read(energy, parts, cal);
                     // A window is as unusual as the more unusual of its energy and its season.
                     let in_season = season
                         .as_ref()
                         .zip(seasonal)
-                        .map(|(s, e)| (e, s.probability(e, &cal)));
+                        .map(|(s, e)| (e, s.probability(e, cal)));
                     season_probability = in_season.map(|(_, q)| q);
                     let p = season_probability
                         .map_or(reading.probability, |q| q.max(reading.probability));
                     unusual = reading.unusual;
                     probability = Some(p);
-                    let alert = c.alert_bar(alert, &cal);
+                    let alert = c.alert_bar(alert, cal);
                     alert_probability = Some(alert);
                     anomalous = p >= alert;
                     transition = detector.observe_probability(p, alert, &cal.restless, &cal.quiet);
@@ -594,10 +593,10 @@ impl Judge {
                             stream.channels,
                             scored,
                             Some(&reading),
-                            &cal,
+                            cal,
                         );
                         if let (Some(s), Some((e, q))) = (&mut season, in_season) {
-                            s.learn(e, Some(q), &cal);
+                            s.learn(e, Some(q), cal);
                         }
                     }
                     if cal.accept_after > 0 && detector.raised_for >= cal.accept_after {

@@ -24,12 +24,18 @@
 //! 2,016 values a channel for a week of 5-minute samples) and the newest window's residuals.
 //! A gap in the timestamps moves the moment on by the samples missed; a change of rate or of
 //! channels watches the stream again.
+//!
+//! Moments follow a wall clock, [`Seasons::zone`]'s: a time sent with a zone, or as seconds
+//! since the epoch, is read on that clock, so a shift that starts at 06:00 local time stays
+//! at its moment when the clocks change (the moment moves on, or back, by the hour). Read on
+//! UTC's clock instead, every day after a change would be an hour off, and those windows,
+//! not healthy, would never move what their moments are expected to be.
 
-use std::collections::VecDeque;
-use std::time::UNIX_EPOCH;
-
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, civil};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::VecDeque;
 
 use super::{Calibration, Calibrator};
 use crate::pipeline::{Mark, RawWindow};
@@ -39,8 +45,9 @@ pub const MAX_VALUES: usize = 32_768;
 
 const DAY_S: f64 = 86_400.0;
 
-/// The season settings (`[detect] season_acf`, `season_weeks`, `season_memory`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The season settings (`[detect] season_acf`, `season_weeks`, `season_memory`,
+/// `season_zone`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Seasons {
     /// The autocorrelation at a day or a week a stream's channels need, on average, for the
     /// stream to have a season. 0: no seasons.
@@ -49,6 +56,11 @@ pub struct Seasons {
     pub weeks: u32,
     /// Seasons averaged into what a moment is expected to be.
     pub memory: u32,
+    /// The zone whose wall clock a season's moments follow: a time with a zone (or seconds
+    /// since the epoch) is read on this zone's clock, so a day's pattern kept by local time
+    /// stays at its moment across a daylight-saving change. A time without a zone is read as
+    /// the wall clock already.
+    pub zone: TimeZone,
 }
 
 impl Default for Seasons {
@@ -57,6 +69,7 @@ impl Default for Seasons {
             acf: 0.8,
             weeks: 3,
             memory: 4,
+            zone: TimeZone::UTC,
         }
     }
 }
@@ -75,9 +88,12 @@ pub struct Season {
     /// Seconds between samples (0 before the first window with timestamps).
     #[serde(default, skip_serializing_if = "is_zero")]
     step_s: f64,
-    /// Time of the newest sample taken, in seconds since the epoch.
+    /// The wall clock's reading of the newest sample taken ([`Time::wall`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     end_s: f64,
+    /// When the newest sample taken was taken, in seconds since the epoch ([`Time::at`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    end_at: f64,
     /// Values per sample.
     #[serde(default, skip_serializing_if = "is_none")]
     channels: usize,
@@ -127,52 +143,38 @@ fn is_naught(n: &u64) -> bool {
     *n == 0
 }
 
-/// Seconds since the epoch of a sample's mark: a number, or an RFC 3339 time (`Z`, a numeric
-/// zone such as `+02:00`, or none: UTC; the `T` may be a space). `None` for sample indices and
-/// anything else.
-fn seconds(mark: &Mark) -> Option<f64> {
-    match mark {
-        Mark::Time(Value::Number(n)) => n.as_f64(),
-        Mark::Time(Value::String(s)) => {
-            // humantime reads UTC only: the zone is taken off by hand.
-            let (time, east_s) = split_zone(s.trim());
-            let utc = humantime::parse_rfc3339_weak(time)
-                .ok()?
-                .duration_since(UNIX_EPOCH)
-                .ok()?;
-            Some(utc.as_secs_f64() - east_s)
-        }
-        _ => None,
-    }
+/// A sample's time: when it was taken, and what the season's zone's wall clock read then,
+/// both in seconds since the epoch (the wall clock's as if it were UTC).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Time {
+    at: f64,
+    wall: f64,
 }
 
-/// An RFC 3339 time and its numeric zone (`+02:00`, `-0530`) apart: the time, and the zone's
-/// seconds east of UTC (0 when it has none).
-fn split_zone(s: &str) -> (&str, f64) {
-    let Some(clock) = s.find(['T', 't', ' ']) else {
-        return (s, 0.0);
-    };
-    let Some(at) = s[clock..].rfind(['+', '-']).map(|i| clock + i) else {
-        return (s, 0.0);
-    };
-    let digits: Vec<u32> = s[at + 1..]
-        .chars()
-        .filter(|&c| c != ':')
-        .map(|c| c.to_digit(10))
-        .collect::<Option<_>>()
-        .unwrap_or_default();
-    let [h1, h2, m1, m2] = digits[..] else {
-        return (s, 0.0);
-    };
-    let east = f64::from((h1 * 10 + h2) * 3600 + (m1 * 10 + m2) * 60);
-    (
-        &s[..at],
-        if s[at..].starts_with('-') {
-            -east
-        } else {
-            east
+/// The time of a sample's mark: a number (seconds since the epoch) or an RFC 3339 time with a
+/// zone (`Z`, `+02:00`, `-0530`) is an instant, read on `zone`'s wall clock; a time without a
+/// zone (the `T` may be a space) is the wall clock's reading already, and its instant too.
+/// `None` for sample indices and anything else.
+fn time(mark: &Mark, zone: &TimeZone) -> Option<Time> {
+    let at = match mark {
+        Mark::Time(Value::Number(n)) => n.as_f64()?,
+        Mark::Time(Value::String(s)) => match s.trim().parse::<Timestamp>() {
+            Ok(t) => t.as_duration().as_secs_f64(),
+            Err(_) => {
+                let local: civil::DateTime = s.trim().parse().ok()?;
+                let wall = TimeZone::UTC.to_timestamp(local).ok()?;
+                let wall = wall.as_duration().as_secs_f64();
+                return Some(Time { at: wall, wall });
+            }
         },
-    )
+        _ => return None,
+    };
+    let instant = Timestamp::from_second(at.floor() as i64).ok()?;
+    let offset = zone.to_offset(instant).seconds();
+    Some(Time {
+        at,
+        wall: at + f64::from(offset),
+    })
 }
 
 impl Season {
@@ -191,16 +193,18 @@ impl Season {
             return None;
         }
         let rows = window.data.len() / channels;
-        let (Some(start), Some(end)) = (seconds(&window.start), seconds(&window.end)) else {
+        let zone = &seasons.zone;
+        let (Some(start), Some(end)) = (time(&window.start, zone), time(&window.end, zone)) else {
             if !self.settled {
                 self.settle_none(); // sample indices: a day is not known
             }
             return None;
         };
-        if rows < 2 || end <= start || !(end - start).is_finite() {
+        let span = end.at - start.at;
+        if rows < 2 || !(span > 0.0 && span.is_finite()) {
             return None;
         }
-        let step = (end - start) / (rows - 1) as f64;
+        let step = self.step(span, rows);
         let day = (DAY_S / step).round() as usize;
         let watched = seasons.weeks.max(1) as usize * 7 * day;
         if !self.settled && (watched * channels > MAX_VALUES || 7 * day < 2 * rows || day == 0) {
@@ -208,13 +212,31 @@ impl Season {
             self.settle_none();
             return None;
         }
-        let (skipped, fresh) = self.fresh(end, step, rows, channels);
+        let (moved, fresh) = self.fresh(end, step, rows, channels);
         if fresh == 0 {
             return None; // the same window again, or one out of order
         }
-        self.end_s = end;
+        (self.end_s, self.end_at) = (end.wall, end.at);
         let new = &window.data[(rows - fresh) * channels..];
         if !self.settled {
+            // Kept in the wall clock's order: an hour the clock skips is filled with the
+            // sample before it, an hour it repeats is kept once.
+            if moved > 0 && self.history.len() >= channels {
+                let last: Vec<f32> = self
+                    .history
+                    .range(self.history.len() - channels..)
+                    .copied()
+                    .collect();
+                for _ in 0..moved {
+                    self.history.extend(&last);
+                }
+            } else {
+                let keep = self
+                    .history
+                    .len()
+                    .saturating_sub(moved.unsigned_abs() as usize * channels);
+                self.history.truncate(keep);
+            }
             self.history.extend(new);
             if self.history.len() < watched * channels {
                 return None;
@@ -222,14 +244,14 @@ impl Season {
             self.choose(&[day, 7 * day], rows, fresh, seasons, cal);
             return self.energy(rows);
         }
-        // A gap: the moments missed pass, the residuals before it end.
-        if skipped > 0 {
-            self.taken += skipped as u64;
+        // A gap or a clock change: the moments the wall clock moved on by pass (or come
+        // again), and the residuals before it end.
+        if moved != 0 {
+            self.taken = self.taken.saturating_add_signed(moved);
             self.residuals.clear();
         }
         self.pending_from = self.taken;
-        self.pending.clear();
-        self.pending.extend_from_slice(new);
+        self.pending = new.to_vec();
         for sample in new.chunks(channels) {
             self.take(sample, rows, seasons, false);
         }
@@ -243,12 +265,9 @@ impl Season {
         let pending = std::mem::take(&mut self.pending);
         if healthy && self.period > 0 {
             for (j, sample) in pending.chunks(self.channels.max(1)).enumerate() {
-                let moment = self.pending_from + j as u64;
-                self.fold(moment, sample, seasons);
+                self.fold(self.pending_from + j as u64, sample, seasons);
             }
         }
-        self.pending = pending;
-        self.pending.clear();
     }
 
     /// The probability of a seasonal energy under the season's calibration.
@@ -265,7 +284,8 @@ impl Season {
     }
 
     /// The season in samples, once chosen (`None`: not yet, or none).
-    pub fn period(&self) -> Option<usize> {
+    #[cfg(test)]
+    fn period(&self) -> Option<usize> {
         (self.period > 0).then_some(self.period)
     }
 
@@ -276,24 +296,42 @@ impl Season {
         };
     }
 
-    /// How a window ending at `end` follows the last one: the samples missed between them
-    /// and its samples not taken yet. `(0, 0)` for a window already seen; while watched, a gap
-    /// or a change of rate or channels starts the watch again (all its samples are new).
-    fn fresh(&mut self, end: f64, step: f64, rows: usize, channels: usize) -> (usize, usize) {
-        let same = self.step_s > 0.0
-            && ((step - self.step_s) / self.step_s).abs() < 0.01
-            && self.channels == channels;
-        if same && self.end_s > 0.0 {
-            let ahead = (end - self.end_s) / step;
+    /// The seconds between a window's samples, `span` over its `rows`: the step held when the
+    /// window is at it (within 1 %, or within 1 % once an hour is taken off or added: a time
+    /// without a zone skips or repeats an hour at a daylight-saving change), else its own.
+    fn step(&self, span: f64, rows: usize) -> f64 {
+        let held = self.step_s;
+        let at = |span: f64| ((span / (rows - 1) as f64 - held) / held).abs() < 0.01;
+        if held > 0.0 && [span, span - 3_600.0, span + 3_600.0].into_iter().any(at) {
+            held
+        } else {
+            span / (rows - 1) as f64
+        }
+    }
+
+    /// How a window ending at `end` follows the last one: the moments the wall clock moved
+    /// on by besides its new samples (a gap's, a daylight-saving change's; negative when the
+    /// clock went back), and its samples not taken yet. `(0, 0)` for a window already seen;
+    /// while watched, a gap or a change of rate or channels starts the watch again (all its
+    /// samples are new).
+    fn fresh(&mut self, end: Time, step: f64, rows: usize, channels: usize) -> (i64, usize) {
+        if self.step_s == step && self.channels == channels && self.end_s > 0.0 {
+            if self.end_at == 0.0 {
+                // Saved before seasons had zones: its moments stay where they were.
+                self.end_at = self.end_s;
+                self.end_s += end.wall - end.at;
+            }
+            let ahead = (end.at - self.end_at) / step;
             if ahead < 0.5 {
                 return (0, 0);
             }
             let n = ahead.round() as usize;
+            let moved = ((end.wall - self.end_s) / step).round() as i64 - n as i64;
             if self.settled {
-                return (n.saturating_sub(rows), n.min(rows));
+                return (moved + n.saturating_sub(rows) as i64, n.min(rows));
             }
             if (ahead - n as f64).abs() < 0.1 && n <= rows {
-                return (0, n);
+                return (moved, n);
             }
         }
         *self = Self {

@@ -346,7 +346,7 @@ fn a_seeded_stream_is_judged_from_its_first_window() {
     // Seeded with more than learn_windows: the first 64 are learnt, the rest read and learnt
     // while healthy; the version's first window is judged, a healthy one not anomalous, a
     // fault anomalous.
-    let mut j = Judge::new(cal);
+    let mut j = Judge::new(cal.clone());
     j.seed("s", seed("v1", 100));
     let v = judge(&mut j, 0, 1.0);
     assert!(!v.learning, "{v:?}");
@@ -357,14 +357,14 @@ fn a_seeded_stream_is_judged_from_its_first_window() {
         "{v:?}"
     );
     // The same probabilities as a stream judged from its first window on.
-    let mut learnt = Judge::new(cal);
+    let mut learnt = Judge::new(cal.clone());
     for (seq, &e) in healthy.iter().enumerate() {
         let v = judge(&mut learnt, seq as u64, e);
         assert_eq!(v.learning, seq < 64);
         assert!(!v.anomalous);
     }
     let mine = judge(&mut learnt, 100, 1.0).probability;
-    let mut seeded = Judge::new(cal);
+    let mut seeded = Judge::new(cal.clone());
     seeded.seed("s", seed("v1", 100));
     assert_eq!(judge(&mut seeded, 0, 1.0).probability, mine);
     // The level learnt the seed's windows: no drift while the stream stays where it was.
@@ -376,7 +376,7 @@ fn a_seeded_stream_is_judged_from_its_first_window() {
     let json = serde_json::to_string(&saved).unwrap();
     let restored = || {
         let state: DetectorState = serde_json::from_str(&json).unwrap();
-        Judge::restored(HashMap::from([("s".to_owned(), state)]), cal)
+        Judge::restored(HashMap::from([("s".to_owned(), state)]), cal.clone())
     };
     let (mut j, mut k) = (restored(), restored());
     assert_eq!(judge(&mut j, 0, 1.0).probability, mine);
@@ -391,20 +391,20 @@ fn a_seeded_stream_is_judged_from_its_first_window() {
     );
 
     // A seed of another version is ignored: the stream learns.
-    let mut j = Judge::new(cal);
+    let mut j = Judge::new(cal.clone());
     j.seed("s", seed("v0", 100));
     assert!(judge(&mut j, 0, 1.0).learning);
 
     // A seed shorter than learn_windows is the stream's learning period (NAB's rule: learn
     // on the probationary period, then judge): judged from the version's first window, and so
     // after a restart; its part of each channel too, a fault on one channel of two raised.
-    let mut j = Judge::new(cal);
+    let mut j = Judge::new(cal.clone());
     j.seed("s", seed("v1", 20));
     assert!(!judge(&mut j, 0, 1.0).learning);
     let mut saved = DetectorState::default();
     assert!(saved.seed(seed("v1", 20)));
     let state = serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
-    let mut j = Judge::restored(HashMap::from([("s".to_owned(), state)]), cal);
+    let mut j = Judge::restored(HashMap::from([("s".to_owned(), state)]), cal.clone());
     let scored = Scored {
         energy: 1.0,
         parts: &[0.5, 5.0],
@@ -413,7 +413,7 @@ fn a_seeded_stream_is_judged_from_its_first_window() {
     assert!(!v.learning && v.anomalous, "{v:?}");
     // A seed of fewer than a quarter of learn_windows (a stream that joined the learning
     // period late): the stream learns the rest.
-    let mut j = Judge::new(cal);
+    let mut j = Judge::new(cal.clone());
     j.seed("s", seed("v1", 15));
     for seq in 0..49 {
         assert!(judge(&mut j, seq, 1.0).learning, "window {seq}");
@@ -445,7 +445,7 @@ fn a_thin_stream_raises_at_a_likelier_bar() {
             calibrator: Some(c),
             ..DetectorState::default()
         };
-        let mut j = Judge::restored(HashMap::from([("s".to_owned(), saved)]), cal);
+        let mut j = Judge::restored(HashMap::from([("s".to_owned(), saved)]), cal.clone());
         let mut out = Vec::new();
         for (seq, &e) in e.iter().enumerate() {
             let w = RawWindow {

@@ -192,7 +192,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         channels: c,
     });
     let node = crate::config::RawConfig::default().node;
-    let mut judge = Judge::new(settings.calibration);
+    let mut judge = Judge::new(settings.calibration.clone());
     if let Some(rows) = args.seed_rows {
         let seed = seed(args, rows, &mut scorer, &stream, hop)?;
         if let Some(r) = &mut retrainer {

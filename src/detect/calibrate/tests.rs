@@ -137,7 +137,7 @@ fn a_thin_calibration_lowers_the_bar_by_thin_widen() {
     // thin_widen 1: the same bar.
     let off = Calibration {
         thin_widen: 1.0,
-        ..cal
+        ..cal.clone()
     };
     assert_eq!(seeded.alert_bar(0.9999, &off), 0.9999);
     // A seed under a quarter of learn_windows learns on: not thin.
