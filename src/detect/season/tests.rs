@@ -388,3 +388,55 @@ fn the_watch_keeps_the_wall_clocks_order() {
         assert_eq!(s.history.len(), moments as usize);
     }
 }
+
+/// A new schedule (from day 29 every day's hump three hours later), raised by the season
+/// alone: kept raised to the end by default. With `accept_after` it is accepted: each time the
+/// alert has been up that long the stream learns again, and its learning windows (two days'
+/// here) move what their moments are expected to be, until the whole week has; the alert,
+/// raised once, clears, and the new schedule is ordinary from then on.
+#[test]
+fn a_new_schedule_is_accepted_when_configured() {
+    use crate::detect::{AlertState, Hysteresis, Judge, Judging, ModelRef, StreamInfo, Transition};
+    let series = |i: u64| {
+        let later = if i >= 29 * 48 { 6 } else { 0 };
+        demand((i + 48 * 7 * 100 - later) % (48 * 7 * 100), &[])
+    };
+    let model = ModelRef {
+        name: "m".into(),
+        version: "v1".into(),
+    };
+    let hysteresis = Hysteresis {
+        raise_after: 3,
+        clear_after: 10,
+    };
+    let stream = StreamInfo::new("plant", Judging::Probability(0.9999), hysteresis, 1);
+    let end = 9 * 336;
+    let run = |accept_after: u32| {
+        let mut judge = Judge::new(Calibration {
+            accept_after,
+            learn_windows: 96,
+            ..Calibration::default()
+        });
+        let (mut raised, mut last) = (Vec::new(), None);
+        for i in W as u64 - 1..end {
+            let energy = 1.0 + 0.1 * noise(i + 7_000_000).abs();
+            let v = judge.judge(&stream, &model, 1.0, &window(i, &series), energy.into());
+            if v.transition == Some(Transition::Raised) {
+                raised.push(i / 48);
+            }
+            last = Some(v);
+        }
+        (raised, last.expect("judged"))
+    };
+    let (raised, last) = run(0);
+    assert_eq!(raised.len(), 1, "raised on days {raised:?}");
+    assert!(raised[0] >= 29, "{raised:?}");
+    assert_eq!(last.state, AlertState::Raised, "kept raised: {last:?}");
+    let (raised, last) = run(48);
+    assert_eq!(raised.len(), 1, "raised on days {raised:?}");
+    assert_eq!(last.state, AlertState::Normal, "{last:?}");
+    let q = last
+        .season_probability
+        .expect("the season chosen again and read");
+    assert!(q < 0.9999, "{last:?}");
+}
