@@ -121,10 +121,11 @@ fixture-check: setup-venv ## The committed fixtures are what the script makes (m
 trainer-check: setup-venv ## The trainer's self-check: both modes separate synthetic faults, the worker contract holds
 	PYTHONPATH=models/trainer $(TRAINER_VENV)/bin/python -m ebgand_trainer.selfcheck
 
-bench: setup setup-peer ## Benchmarks: throughput of ebgand, mosquitto_sub (ceiling) and a Python peer; training time and memory
+bench: setup setup-peer ## Benchmarks: throughput of ebgand, mosquitto_sub (ceiling) and a Python peer; training time and memory; checkpoints of seasonal streams
 	cargo bench --bench throughput
 	cargo bench --bench train
 	cargo bench --bench audio
+	cargo bench --bench checkpoint
 
 bench-cluster: setup-broker setup-ort ## Throughput through three NATS nodes against one mosquitto (same run)
 	cargo bench --bench cluster

@@ -11,6 +11,8 @@
 //! The same hump kept by Berlin's wall clock, its times sent as seconds since the epoch
 //! across the autumn's daylight-saving change: with `season_zone = "Europe/Berlin"` nothing
 //! is raised; on UTC's clock the days after the change are an hour off, and raised.
+//!
+//! A clean restart in the fifth week keeps the season (saved apart from the checkpoint).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -67,12 +69,15 @@ fn berlin_demand(i: u64, t: i64) -> f64 {
 }
 
 /// Sends five weeks of `series` from `first` (seconds since the epoch) through a daemon with
-/// `detect` in its `[detect]`; returns the raised alerts' JSON and the energy telemetry's.
+/// `detect` in its `[detect]`, restarting it (a clean shutdown, then a new daemon on the same
+/// journal) once the samples before `restart_at` are judged; returns the raised alerts' JSON
+/// and the energy telemetry's.
 async fn run(
     prefix: &str,
     detect: &str,
     first: i64,
     series: fn(u64, i64) -> f64,
+    restart_at: Option<u64>,
 ) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
     let broker = Mosquitto::start().await;
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
@@ -83,10 +88,27 @@ async fn run(
          format = \"object\"\nfields = [\"v\"]\ntimestamp_field = \"t\"\n\
          window = {WINDOW}\nhop = {HOP}\n"
     );
-    let daemon = TestDaemon::start(settings(broker.port, prefix, &toml)).await;
+    let settings = settings(broker.port, prefix, &toml);
+    let mut daemon = TestDaemon::start(settings.clone()).await;
     let mut tx = Sender::start(broker.port).await;
     let samples = WEEKS * 7 * 48;
     for i in 0..samples {
+        if Some(i) == restart_at {
+            tx.flushed().await;
+            let windows = ((i - WINDOW) / HOP + 1) as usize;
+            eventually(Duration::from_secs(60), "the windows so far judged", || {
+                obs.count(&format!("{prefix}/energy/")) >= windows
+            })
+            .await;
+            daemon.shutdown().await.unwrap();
+            // The seasons are saved apart from the checkpoint.
+            let journal = &settings.journal.as_ref().unwrap().dir;
+            let seasons = std::fs::read_to_string(journal.join("seasons.json")).unwrap();
+            assert!(seasons.contains("\"taxi/nyc\""), "{seasons}");
+            let checkpoint = std::fs::read_to_string(journal.join("checkpoint.json")).unwrap();
+            assert!(!checkpoint.contains("\"season\""), "{checkpoint}");
+            daemon = TestDaemon::start(settings.clone()).await;
+        }
         let t = first + (i * STEP_S) as i64;
         tx.publish(
             "rides/nyc",
@@ -134,7 +156,7 @@ fn on_holiday(end: u64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holiday_is_raised_by_the_season_and_not_without_it() {
-    let (alerts, energy) = run("season-on", "", JULY, demand).await;
+    let (alerts, energy) = run("season-on", "", JULY, demand, None).await;
     // The season is read once three weeks have passed, never before.
     let read: Vec<u64> = energy
         .iter()
@@ -155,7 +177,7 @@ async fn a_holiday_is_raised_by_the_season_and_not_without_it() {
         holiday[0]
     );
 
-    let (alerts, energy) = run("season-off", "season_acf = 0", JULY, demand).await;
+    let (alerts, energy) = run("season-off", "season_acf = 0", JULY, demand, None).await;
     assert!(energy.iter().all(|e| e.get("season_probability").is_none()));
     assert!(
         !alerts
@@ -172,6 +194,7 @@ async fn a_season_follows_its_zones_clock_across_a_daylight_saving_change() {
         "season_zone = \"Europe/Berlin\"",
         AUTUMN,
         berlin_demand,
+        None,
     )
     .await;
     let read_after = energy
@@ -185,7 +208,14 @@ async fn a_season_follows_its_zones_clock_across_a_daylight_saving_change() {
     assert!(alerts.is_empty(), "raised on Berlin's clock: {alerts:?}");
 
     // On UTC's clock the windows are an hour off from the change on: raised.
-    let (alerts, _) = run("dst-utc", "season_zone = \"UTC\"", AUTUMN, berlin_demand).await;
+    let (alerts, _) = run(
+        "dst-utc",
+        "season_zone = \"UTC\"",
+        AUTUMN,
+        berlin_demand,
+        None,
+    )
+    .await;
     let days: Vec<u64> = alerts
         .iter()
         .map(|a| end_sample(&a["window"], AUTUMN) / 48)
@@ -194,4 +224,26 @@ async fn a_season_follows_its_zones_clock_across_a_daylight_saving_change() {
         !days.is_empty() && days.iter().all(|&d| d >= 27),
         "on UTC's clock, raised on days {days:?}"
     );
+}
+
+/// A clean restart in the fifth week: the season comes back from its file, so the windows
+/// after it are read against their season at once and the holiday is raised as without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_season_survives_a_restart() {
+    let restart = 4 * 336;
+    let (alerts, energy) = run("season-restart", "", JULY, demand, Some(restart)).await;
+    let after: Vec<_> = energy
+        .iter()
+        .filter(|e| end_sample(e, JULY) >= restart)
+        .collect();
+    assert!(!after.is_empty());
+    assert!(
+        after.iter().all(|e| e.get("season_probability").is_some()),
+        "a window after the restart not read against its season"
+    );
+    let holiday: Vec<_> = alerts
+        .iter()
+        .filter(|a| on_holiday(end_sample(&a["window"], JULY)))
+        .collect();
+    assert_eq!(holiday.len(), 1, "raised: {alerts:?}");
 }

@@ -22,8 +22,9 @@
 //! so a fast stream never has a season and holds nothing); once the season is chosen, only
 //! what each moment of it is expected to be (a running mean over the last `memory` seasons:
 //! 2,016 values a channel for a week of 5-minute samples) and the newest window's residuals.
-//! A gap in the timestamps moves the moment on by the samples missed; a change of rate or of
-//! channels watches the stream again.
+//! A gap in the timestamps moves the moment on by the samples missed (while watched, a gap
+//! of up to an hour beyond a window is filled with the sample before it; a longer one
+//! watches the stream again); a change of rate or of channels watches the stream again.
 //!
 //! Moments follow a wall clock, [`Seasons::zone`]'s: a time sent with a zone, or as seconds
 //! since the epoch, is read on that clock, so a shift that starts at 06:00 local time stays
@@ -219,8 +220,8 @@ impl Season {
         (self.end_s, self.end_at) = (end.wall, end.at);
         let new = &window.data[(rows - fresh) * channels..];
         if !self.settled {
-            // Kept in the wall clock's order: an hour the clock skips is filled with the
-            // sample before it, an hour it repeats is kept once.
+            // Kept in the wall clock's order: an hour the clock skips, or a gap, is filled
+            // with the sample before it; an hour it repeats is kept once.
             if moved > 0 && self.history.len() >= channels {
                 let last: Vec<f32> = self
                     .history
@@ -312,8 +313,10 @@ impl Season {
     /// How a window ending at `end` follows the last one: the moments the wall clock moved
     /// on by besides its new samples (a gap's, a daylight-saving change's; negative when the
     /// clock went back), and its samples not taken yet. `(0, 0)` for a window already seen;
-    /// while watched, a gap or a change of rate or channels starts the watch again (all its
-    /// samples are new).
+    /// while watched, a gap of more than an hour beyond the window, or a change of rate or
+    /// channels, starts the watch again (all its samples are new). (A season saved before a
+    /// crash is at most [`SEASONS_EVERY`](crate::durable::checkpoint::SEASONS_EVERY) older
+    /// than the rest of its stream's state: the windows between are such a gap.)
     fn fresh(&mut self, end: Time, step: f64, rows: usize, channels: usize) -> (i64, usize) {
         if self.step_s == step && self.channels == channels && self.end_s > 0.0 {
             if self.end_at == 0.0 {
@@ -327,11 +330,14 @@ impl Season {
             }
             let n = ahead.round() as usize;
             let moved = ((end.wall - self.end_s) / step).round() as i64 - n as i64;
+            // A gap longer than the window: its moments pass (filled while watched).
+            let gap = (moved + n.saturating_sub(rows) as i64, n.min(rows));
             if self.settled {
-                return (moved + n.saturating_sub(rows) as i64, n.min(rows));
+                return gap;
             }
-            if (ahead - n as f64).abs() < 0.1 && n <= rows {
-                return (moved, n);
+            let hour = (3_600.0 / step).round() as usize;
+            if (ahead - n as f64).abs() < 0.1 && n <= rows + hour {
+                return gap;
             }
         }
         *self = Self {

@@ -6,6 +6,14 @@
 //! record is needed only while it holds samples of a window the *saved* snapshot has not
 //! judged. After a crash, the next start resumes each stream from its snapshot: the detector
 //! from the saved state, the windower at the saved window number, fed from the journal.
+//!
+//! Streams' seasons ([`Season`]: up to 32,768 values a stream while it is watched, one season
+//! of values a channel after) are saved apart, in [`SEASONS_FILE`], at most every
+//! [`SEASONS_EVERY`] and at shutdown: the checkpoint is rewritten whole every `checkpoint_ms`,
+//! and with the seasons in it, a thousand slow streams would write about 60 MB a second. A
+//! season saved before the rest of its stream's state sees the windows between as a gap:
+//! their samples are in the next window it sees when the gap is shorter than a window,
+//! and otherwise their moments pass (see [`Season`]).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -15,10 +23,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{DetectorState, Seeded};
+use crate::detect::{DetectorState, Season, Seeded};
 
 /// The checkpoint file in the journal folder.
 pub const FILE: &str = "checkpoint.json";
+
+/// The streams' seasons, beside the checkpoint: stream id to season.
+pub const SEASONS_FILE: &str = "seasons.json";
+
+/// The most often the seasons are saved (and at shutdown).
+pub const SEASONS_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Streams' seasons by stream id, as [`SEASONS_FILE`] holds them.
+pub type StreamSeasons = HashMap<String, Box<Season>>;
 
 /// Errors of the checkpoint file.
 #[derive(Debug, thiserror::Error)]
@@ -150,27 +167,74 @@ pub struct Checkpoint {
 /// # Errors
 /// [`CheckpointError`] when it exists but cannot be read or parsed.
 pub fn load(dir: &Path) -> Result<Checkpoint, CheckpointError> {
-    let path = dir.join(FILE);
+    Ok(read(dir, FILE)?.unwrap_or_default())
+}
+
+/// Reads `dir/seasons.json`; empty when there is none.
+///
+/// # Errors
+/// [`CheckpointError`] when it exists but cannot be read or parsed.
+pub fn load_seasons(dir: &Path) -> Result<StreamSeasons, CheckpointError> {
+    Ok(read(dir, SEASONS_FILE)?.unwrap_or_default())
+}
+
+fn read<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+) -> Result<Option<T>, CheckpointError> {
+    let path = dir.join(name);
     let text = match fs::read(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Checkpoint::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(CheckpointError::Io { path, source }),
     };
     serde_json::from_slice(&text).map_err(|source| CheckpointError::Json { path, source })
 }
 
 /// Replaces `dir/checkpoint.json` atomically (temp file, fsync, rename, fsync of the folder).
+/// Its streams' seasons, if any, are in it too: [`split_seasons`] takes them out first.
 ///
 /// # Errors
 /// [`CheckpointError::Io`] when a step fails; the previous checkpoint is then still in place.
 pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-    let path = dir.join(FILE);
+    write(dir, FILE, checkpoint)
+}
+
+/// Replaces `dir/seasons.json` atomically, as [`save`] does the checkpoint.
+///
+/// # Errors
+/// [`CheckpointError::Io`] when a step fails; the previous file is then still in place.
+pub fn save_seasons(dir: &Path, seasons: &StreamSeasons) -> Result<(), CheckpointError> {
+    write(dir, SEASONS_FILE, seasons)
+}
+
+/// Takes each stream's season out of `streams`, for [`SEASONS_FILE`].
+pub fn split_seasons(streams: &mut HashMap<String, Saved>) -> StreamSeasons {
+    streams
+        .iter_mut()
+        .filter_map(|(id, s)| Some((id.clone(), s.judged.detector.season.take()?)))
+        .collect()
+}
+
+/// Puts `seasons` back into the streams they belong to (a season of a stream not in
+/// `streams` is dropped: the stream was forgotten); a season already there (a checkpoint of
+/// an earlier version kept them in it) is newer, and stays.
+pub fn join_seasons(streams: &mut HashMap<String, Saved>, seasons: StreamSeasons) {
+    for (id, season) in seasons {
+        if let Some(s) = streams.get_mut(&id) {
+            s.judged.detector.season.get_or_insert(season);
+        }
+    }
+}
+
+fn write<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), CheckpointError> {
+    let path = dir.join(name);
     let io = |source| CheckpointError::Io {
         path: path.clone(),
         source,
     };
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    let body = serde_json::to_vec(checkpoint).map_err(|source| CheckpointError::Json {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let body = serde_json::to_vec(value).map_err(|source| CheckpointError::Json {
         path: path.clone(),
         source,
     })?;
@@ -243,5 +307,59 @@ mod tests {
             load(dir.path()),
             Err(CheckpointError::Json { .. })
         ));
+    }
+
+    /// Seasons go to their own file and come back to their streams; one of a stream no
+    /// longer in the checkpoint is dropped, and one a checkpoint of an earlier version holds
+    /// stays.
+    #[test]
+    fn seasons_are_saved_apart_and_joined_back() {
+        let season = |settled: bool| -> Box<Season> {
+            Box::new(serde_json::from_value(serde_json::json!({ "settled": settled })).unwrap())
+        };
+        let with = |s: Option<Box<Season>>| Saved {
+            judged: Judged {
+                next_seq: 3,
+                detector: DetectorState {
+                    season: s,
+                    ..DetectorState::default()
+                },
+            },
+            samples: 48,
+        };
+        let mut streams: HashMap<String, Saved> = [
+            ("a".to_owned(), with(Some(season(true)))),
+            ("b".to_owned(), with(None)),
+        ]
+        .into();
+        let whole = streams.clone();
+        let mut seasons = split_seasons(&mut streams);
+        assert_eq!(seasons.len(), 1);
+        assert!(streams.values().all(|s| s.judged.detector.season.is_none()));
+
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_seasons(dir.path()).unwrap().is_empty());
+        seasons.insert("gone".to_owned(), season(true));
+        save_seasons(dir.path(), &seasons).unwrap();
+        let checkpoint = Checkpoint {
+            streams,
+            messages: vec![],
+        };
+        save(dir.path(), &checkpoint).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(!text.contains("season"), "{text}");
+
+        let mut back = load(dir.path()).unwrap().streams;
+        join_seasons(&mut back, load_seasons(dir.path()).unwrap());
+        assert_eq!(back, whole);
+
+        // An earlier version's checkpoint kept the season in it: that one stays.
+        let mut inline = whole.clone();
+        if let Some(a) = inline.get_mut("a") {
+            a.judged.detector.season = Some(season(false));
+        }
+        let expected = inline.clone();
+        join_seasons(&mut inline, load_seasons(dir.path()).unwrap());
+        assert_eq!(inline, expected);
     }
 }

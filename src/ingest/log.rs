@@ -38,8 +38,11 @@ pub struct IngestLog {
     journal: Journal,
     dir: PathBuf,
     progress: Progress,
-    /// The last checkpoint written (or read at start-up), by stream id.
+    /// The last checkpoint written (or read at start-up), by stream id, without seasons.
     saved: HashMap<String, Saved>,
+    /// The streams' seasons last written (or read at start-up), and when they were written.
+    seasons: checkpoint::StreamSeasons,
+    seasons_at: Instant,
     /// The last messages journaled (at most `JOURNALED_IDS`).
     ids: VecDeque<MessageId>,
     /// Records found at start-up, replayed before the first message is read.
@@ -77,8 +80,14 @@ impl IngestLog {
             error!(error = %e, "Cannot read the ingest checkpoint; replaying the journal from its start.");
             checkpoint::Checkpoint::default()
         });
-        let saved = found.streams;
+        let seasons = checkpoint::load_seasons(&settings.dir).unwrap_or_else(|e| {
+            error!(error = %e, "Cannot read the streams' seasons; their streams watch for a season again.");
+            checkpoint::StreamSeasons::default()
+        });
+        let mut saved = found.streams;
+        checkpoint::join_seasons(&mut saved, seasons);
         progress.seed(&saved);
+        let seasons = checkpoint::split_seasons(&mut saved);
         let mut ids: VecDeque<MessageId> = found
             .messages
             .into_iter()
@@ -100,6 +109,8 @@ impl IngestLog {
             dir: settings.dir.clone(),
             progress,
             saved,
+            seasons,
+            seasons_at: Instant::now(),
             ids,
             replay,
             max_bytes: settings.max_bytes,
@@ -122,7 +133,11 @@ impl IngestLog {
             detectors: self
                 .saved
                 .iter()
-                .map(|(id, s)| (id.clone(), s.judged.detector.clone()))
+                .map(|(id, s)| {
+                    let mut detector = s.judged.detector.clone();
+                    detector.season = self.seasons.get(id).cloned();
+                    (id.clone(), detector)
+                })
                 .collect(),
             alerted_through: last_alerts
                 .iter()
@@ -227,6 +242,7 @@ impl IngestLog {
     /// forget; a checkpoint only takes progress for streams in the table.)
     pub(super) fn forget(&mut self, id: &str) {
         self.saved.remove(id);
+        self.seasons.remove(id);
     }
 
     /// Streams in the checkpoint that are not in `live`.
@@ -240,9 +256,11 @@ impl IngestLog {
 
     /// Saves a checkpoint of `table` and the judging progress, then retires the journal
     /// segments it no longer needs, off the runtime worker ([`on_disk`]); nothing when nothing
-    /// changed. Call after [`IngestLog::sync`].
-    pub(super) fn checkpoint(&mut self, table: &StreamTable, metrics: &Metrics) {
-        let judged = self.progress.snapshot();
+    /// changed. The streams' seasons are saved too, when they changed, at most every
+    /// [`checkpoint::SEASONS_EVERY`], or on the `last` checkpoint. Call after
+    /// [`IngestLog::sync`].
+    pub(super) fn checkpoint(&mut self, table: &StreamTable, metrics: &Metrics, last: bool) {
+        let mut judged = self.progress.snapshot();
         let mut saved = self.saved.clone();
         for e in table.entries() {
             let id = &e.info().id;
@@ -251,22 +269,59 @@ impl IngestLog {
                 samples: 0,
             });
             entry.samples = e.received();
-            if let Some(j) = judged.get(id) {
-                entry.judged = j.clone();
+            if let Some(j) = judged.remove(id) {
+                entry.judged = j;
             }
         }
-        if saved == self.saved && self.journal.segments() < 2 {
+        let fresh = checkpoint::split_seasons(&mut saved);
+        let mut seasons = None;
+        if last || self.seasons_at.elapsed() >= checkpoint::SEASONS_EVERY {
+            // A stream without a season now (judged by threshold, or not judged since) keeps
+            // the one saved, until it is forgotten.
+            let mut all: checkpoint::StreamSeasons = self
+                .seasons
+                .iter()
+                .filter(|(id, _)| saved.contains_key(*id) && !fresh.contains_key(*id))
+                .map(|(id, s)| (id.clone(), s.clone()))
+                .collect();
+            all.extend(fresh);
+            if all == self.seasons {
+                self.seasons_at = Instant::now();
+            } else {
+                seasons = Some(all);
+            }
+        }
+        if saved == self.saved && self.journal.segments() < 2 && seasons.is_none() {
             return;
         }
         let file = checkpoint::Checkpoint {
             streams: saved,
             messages: self.ids.iter().map(|id| id.raw()).collect(),
         };
-        on_disk(|| self.save(file, table, metrics));
+        on_disk(|| self.save(file, seasons, table, metrics));
     }
 
-    /// The disk work of [`IngestLog::checkpoint`]: writes `file`, then retires segments.
-    fn save(&mut self, file: checkpoint::Checkpoint, table: &StreamTable, metrics: &Metrics) {
+    /// The disk work of [`IngestLog::checkpoint`]: writes `file` (and `seasons`), then
+    /// retires segments.
+    fn save(
+        &mut self,
+        file: checkpoint::Checkpoint,
+        seasons: Option<checkpoint::StreamSeasons>,
+        table: &StreamTable,
+        metrics: &Metrics,
+    ) {
+        if let Some(seasons) = seasons {
+            match checkpoint::save_seasons(&self.dir, &seasons) {
+                Ok(()) => {
+                    self.seasons = seasons;
+                    self.seasons_at = Instant::now();
+                }
+                Err(e) => {
+                    metrics.journal_errors.inc();
+                    error!(error = %e, "Cannot save the streams' seasons; the last saved stay.");
+                }
+            }
+        }
         if let Err(e) = checkpoint::save(&self.dir, &file) {
             metrics.journal_errors.inc();
             error!(error = %e, "Cannot save the ingest checkpoint; the journal keeps its records.");

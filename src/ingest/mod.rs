@@ -579,7 +579,7 @@ impl Ingest {
     fn checkpoint(&mut self) {
         self.sync_and_ack();
         if let Some(log) = &mut self.log {
-            log.checkpoint(&self.table, &self.metrics);
+            log.checkpoint(&self.table, &self.metrics, false);
         }
     }
 
@@ -703,7 +703,7 @@ impl Leftover {
     /// next start replays only incomplete windows.
     pub fn checkpoint(mut self) {
         if self.log.sync(&self.metrics) {
-            self.log.checkpoint(&self.table, &self.metrics);
+            self.log.checkpoint(&self.table, &self.metrics, true);
         }
     }
 }

@@ -440,3 +440,23 @@ fn a_new_schedule_is_accepted_when_configured() {
         .expect("the season chosen again and read");
     assert!(q < 0.9999, "{last:?}");
 }
+
+/// While watched, a gap of up to an hour beyond a window (a season saved up to ten minutes
+/// before a crash sees one) is filled with the sample before it; a longer one starts the
+/// watch again.
+#[test]
+fn a_short_gap_in_the_watch_is_filled() {
+    let (seasons, cal) = (Seasons::default(), Calibration::default());
+    let series = |i| demand(i, &[]);
+    // Half-hourly: an hour is two samples; windows ending at 500..500 + skipped are lost.
+    // Filled: every sample up to 600; watched again: the window after the gap's and on.
+    let again = W + (600 - (500 + W as u64 + 2) - 1) as usize;
+    for (skipped, kept) in [(W as u64 + 1, 600), (W as u64 + 2, again)] {
+        let mut s = Season::default();
+        for i in (W as u64 - 1..600).filter(|i| !(500..500 + skipped).contains(i)) {
+            assert_eq!(s.observe(&window(i, &series), 1, &seasons, &cal), None);
+            s.keep(true, &seasons);
+        }
+        assert_eq!(s.history.len(), kept, "{skipped} windows lost");
+    }
+}
