@@ -350,7 +350,7 @@ def short_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W,
     files = short_files(data, binary.cache / "nab-short-data")
     scored = nab_eval(binary, data, mode, seed, rules, start, window, files=files,
                       folder="nab-short", learn=learn)
-    return {rule: {k: res[k] for k in ("standard", "hit", "false", "windows")}
+    return {rule: {k: res[k] for k in ("standard", "hit", "false", "windows", "files")}
             for rule, res in scored.items()}
 
 
