@@ -5,7 +5,8 @@
 //! time (NAB's `nyc_taxi` holidays, docs/EVALUATION.md round twenty-two). A stream whose
 //! samples carry timestamps and are minutes apart is watched for [`Seasons::weeks`] weeks;
 //! then the autocorrelation of each channel at a day and at a week is measured over those
-//! weeks, and the stronger of the two, when its mean over the channels is at least
+//! weeks, and the stronger of the two, when its mean over the channels (those not constant:
+//! a set point or a status has no season, and is left out) is at least
 //! [`Seasons::acf`], becomes the stream's season (otherwise it has none, for good).
 //!
 //! From then on every window has a *seasonal energy*: the mean, over its samples and channels,
@@ -152,13 +153,20 @@ struct Time {
     wall: f64,
 }
 
-/// The time of a sample's mark: a number (seconds since the epoch) or an RFC 3339 time with a
-/// zone (`Z`, `+02:00`, `-0530`) is an instant, read on `zone`'s wall clock; a time without a
-/// zone (the `T` may be a space) is the wall clock's reading already, and its instant too.
-/// `None` for sample indices and anything else.
+/// The time of a sample's mark: a number since the epoch (seconds, or milliseconds,
+/// microseconds or nanoseconds, told apart by size: no time in seconds reaches 10^11, the year
+/// 5138) or an RFC 3339 time with a zone (`Z`, `+02:00`, `-0530`) is an instant, read on
+/// `zone`'s wall clock; a time without a zone (the `T` may be a space) is the wall clock's
+/// reading already, and its instant too. `None` for sample indices and anything else.
 fn time(mark: &Mark, zone: &TimeZone) -> Option<Time> {
     let at = match mark {
-        Mark::Time(Value::Number(n)) => n.as_f64()?,
+        Mark::Time(Value::Number(n)) => {
+            let mut at = n.as_f64()?;
+            while at.abs() >= 1e11 {
+                at /= 1e3;
+            }
+            at
+        }
         Mark::Time(Value::String(s)) => match s.trim().parse::<Timestamp>() {
             Ok(t) => t.as_duration().as_secs_f64(),
             Err(_) => {
@@ -358,7 +366,9 @@ impl Season {
         let mut residual = 0.0;
         if seen > 0 {
             for (ch, &x) in sample.iter().enumerate() {
-                residual += (x - self.profile[at + ch]).powi(2) / self.scale[ch];
+                if self.scale[ch] > 0.0 {
+                    residual += (x - self.profile[at + ch]).powi(2) / self.scale[ch];
+                }
             }
         }
         if fold {
@@ -390,8 +400,9 @@ impl Season {
     /// The seasonal energy of the newest window of `rows` samples: the mean of its residuals;
     /// `None` until each of its samples has one.
     fn energy(&self, rows: usize) -> Option<f32> {
+        let varying = self.scale.iter().filter(|&&v| v > 0.0).count();
         (self.period > 0 && self.residuals.len() == rows)
-            .then(|| self.residuals.iter().sum::<f32>() / (rows * self.channels) as f32)
+            .then(|| self.residuals.iter().sum::<f32>() / (rows * varying) as f32)
     }
 
     /// Chooses the season among `candidates` (samples) over the samples watched, then takes
@@ -415,21 +426,28 @@ impl Season {
                     .collect()
             })
             .collect();
-        let mut best = (seasons.acf, 0);
-        for &lag in candidates.iter().filter(|&&l| l >= 2 * rows && l < n) {
-            let r = columns.iter().map(|x| acf(x, lag)).sum::<f64>() / c as f64;
-            if r >= best.0 {
-                best = (r, lag);
-            }
-        }
+        // A constant channel (a set point, a status) has no season and is left out: its
+        // scale is 0.
         self.scale = columns
             .iter()
             .map(|x| {
                 let mean = x.iter().sum::<f64>() / n as f64;
-                (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64) as f32
+                let v = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64) as f32;
+                if v > 0.0 && v.is_finite() { v } else { 0.0 }
             })
             .collect();
-        if best.1 == 0 || self.scale.iter().any(|&v| !(v > 0.0 && v.is_finite())) {
+        let varying: Vec<&Vec<f64>> = (columns.iter().zip(&self.scale))
+            .filter_map(|(x, &v)| (v > 0.0).then_some(x))
+            .collect();
+        let mut best = (seasons.acf, 0);
+        let lags = candidates.iter().filter(|&&l| l >= 2 * rows && l < n);
+        for &lag in lags.filter(|_| !varying.is_empty()) {
+            let r = varying.iter().map(|x| acf(x, lag)).sum::<f64>() / varying.len() as f64;
+            if r >= best.0 {
+                best = (r, lag);
+            }
+        }
+        if best.1 == 0 {
             self.settle_none();
             return;
         }

@@ -260,8 +260,16 @@ fn times_are_read_with_their_zone() {
     assert_eq!(at("2014-07-07T02:00:00+02:00"), Some(utc));
     assert_eq!(at("2014-07-06T18:30:00.000-0530"), Some(utc));
     assert_eq!(at("2014-07-07T00:00:00+2"), None, "not a zone");
-    let epoch = Mark::Time(Value::from(1_404_691_200));
-    assert_eq!(time(&epoch, &TimeZone::UTC).map(|t| t.at), Some(utc));
+    // Seconds since the epoch, or milliseconds, microseconds, nanoseconds.
+    for n in [
+        1_404_691_200,
+        1_404_691_200_000,
+        1_404_691_200_000_000,
+        1_404_691_200_000_000_000_u64,
+    ] {
+        let epoch = Mark::Time(Value::from(n));
+        assert_eq!(time(&epoch, &TimeZone::UTC).map(|t| t.at), Some(utc), "{n}");
+    }
     assert_eq!(time(&Mark::Index(3), &TimeZone::UTC), None);
 }
 
@@ -459,4 +467,31 @@ fn a_short_gap_in_the_watch_is_filled() {
         }
         assert_eq!(s.history.len(), kept, "{skipped} windows lost");
     }
+}
+
+/// A constant channel beside a seasonal one (a set point) is left out: the stream still has
+/// its week, and the holiday is as unusual as on the seasonal channel alone.
+#[test]
+fn a_constant_channel_is_left_out() {
+    let (seasons, cal) = (Seasons::default(), Calibration::default());
+    let series = |i| demand(i, &[4 * 7 + 3]);
+    let mut s = Season::default();
+    let mut top = 0.0_f64;
+    for i in W as u64 - 1..5 * 336 {
+        let mut w = window(i, &series);
+        w.data = w.data.iter().flat_map(|&x| [x, 5.0]).collect();
+        let Some(e) = s.observe(&w, 2, &seasons, &cal) else {
+            s.keep(true, &seasons);
+            continue;
+        };
+        let p = s.probability(e, &cal);
+        s.learn(e, Some(p), &cal);
+        s.keep(p < 0.9999, &seasons);
+        if i / 48 == 4 * 7 + 3 {
+            top = top.max(p);
+        }
+    }
+    assert_eq!(s.period(), Some(336));
+    assert_eq!(s.scale[1], 0.0);
+    assert!(top >= 0.9999, "the holiday reached {top}");
 }
