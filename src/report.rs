@@ -646,6 +646,8 @@ mod tests {
             unusual: None,
             restless: None,
             first: false,
+            season: None,
+            season_chosen: false,
             alerted_before: false,
         };
         let mut r = Report::default();

@@ -68,17 +68,23 @@ fn berlin_demand(i: u64, t: i64) -> f64 {
     10.0 + 20.0 * hump * if weekend { 0.5 } else { 1.0 } + noise(i)
 }
 
+/// What a run published: the raised alerts, the energy telemetry and the state messages.
+struct Run {
+    alerts: Vec<serde_json::Value>,
+    energy: Vec<serde_json::Value>,
+    states: Vec<serde_json::Value>,
+}
+
 /// Sends five weeks of `series` from `first` (seconds since the epoch) through a daemon with
 /// `detect` in its `[detect]`, restarting it (a clean shutdown, then a new daemon on the same
-/// journal) once the samples before `restart_at` are judged; returns the raised alerts' JSON
-/// and the energy telemetry's.
+/// journal) once the samples before `restart_at` are judged; returns what it published.
 async fn run(
     prefix: &str,
     detect: &str,
     first: i64,
     series: fn(u64, i64) -> f64,
     restart_at: Option<u64>,
-) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+) -> Run {
     let broker = Mosquitto::start().await;
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
     let toml = format!(
@@ -139,8 +145,20 @@ async fn run(
     for a in &alerts {
         schema::assert_valid("alert.json", a);
     }
+    let states: Vec<_> = obs
+        .on(&format!("{prefix}/state/"))
+        .into_iter()
+        .map(|m| m.json)
+        .collect();
+    for s in &states {
+        schema::assert_valid("state.json", s);
+    }
     daemon.shutdown().await.unwrap();
-    (alerts, energy)
+    Run {
+        alerts,
+        energy,
+        states,
+    }
 }
 
 /// The sample index of a window's last sample, from its `end` time, in a stream from `first`.
@@ -156,7 +174,23 @@ fn on_holiday(end: u64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holiday_is_raised_by_the_season_and_not_without_it() {
-    let (alerts, energy) = run("season-on", "", JULY, demand, None).await;
+    let Run {
+        alerts,
+        energy,
+        states,
+    } = run("season-on", "", JULY, demand, None).await;
+    // The state says the stream is watched, then, published when the watch ends, its week.
+    let seasons: Vec<_> = states.iter().map(|s| s["season"].as_str()).collect();
+    assert_eq!(seasons.first(), Some(&Some("watching")), "{states:?}");
+    let chosen = states
+        .iter()
+        .find(|s| s["season"] == "week")
+        .expect("a state with the week");
+    assert_eq!(
+        chosen["seq"].as_u64(),
+        Some((3 * 336 - WINDOW) / HOP),
+        "{chosen}"
+    );
     // The season is read once three weeks have passed, never before.
     let read: Vec<u64> = energy
         .iter()
@@ -177,8 +211,16 @@ async fn a_holiday_is_raised_by_the_season_and_not_without_it() {
         holiday[0]
     );
 
-    let (alerts, energy) = run("season-off", "season_acf = 0", JULY, demand, None).await;
+    let Run {
+        alerts,
+        energy,
+        states,
+    } = run("season-off", "season_acf = 0", JULY, demand, None).await;
     assert!(energy.iter().all(|e| e.get("season_probability").is_none()));
+    assert!(
+        states.iter().all(|s| s.get("season").is_none()),
+        "{states:?}"
+    );
     assert!(
         !alerts
             .iter()
@@ -189,7 +231,7 @@ async fn a_holiday_is_raised_by_the_season_and_not_without_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_season_follows_its_zones_clock_across_a_daylight_saving_change() {
-    let (alerts, energy) = run(
+    let Run { alerts, energy, .. } = run(
         "dst-berlin",
         "season_zone = \"Europe/Berlin\"",
         AUTUMN,
@@ -208,7 +250,7 @@ async fn a_season_follows_its_zones_clock_across_a_daylight_saving_change() {
     assert!(alerts.is_empty(), "raised on Berlin's clock: {alerts:?}");
 
     // On UTC's clock the windows are an hour off from the change on: raised.
-    let (alerts, _) = run(
+    let Run { alerts, .. } = run(
         "dst-utc",
         "season_zone = \"UTC\"",
         AUTUMN,
@@ -231,7 +273,7 @@ async fn a_season_follows_its_zones_clock_across_a_daylight_saving_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_season_survives_a_restart() {
     let restart = 4 * 336;
-    let (alerts, energy) = run("season-restart", "", JULY, demand, Some(restart)).await;
+    let Run { alerts, energy, .. } = run("season-restart", "", JULY, demand, Some(restart)).await;
     let after: Vec<_> = energy
         .iter()
         .filter(|e| end_sample(e, JULY) >= restart)

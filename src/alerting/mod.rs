@@ -103,6 +103,9 @@ pub struct StateMessage<'a> {
     /// Its probability against the same moment of earlier seasons (a stream with a season).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub season_probability: Option<f64>,
+    /// Where its season stands: `watching`, `day`, `week` or `none` (with seasons on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub season: Option<crate::detect::Phase>,
     /// The stream is learning: not judged yet.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub learning: bool,
@@ -563,7 +566,7 @@ impl<S: AlertSink> Output<S> {
                 .inc();
             info!(stream = %v.stream, state = event.state.as_str(), energy = v.energy, threshold = v.threshold, seq = v.seq, "Alert.");
         }
-        if v.transition.is_some() || v.first {
+        if v.transition.is_some() || v.first || v.season_chosen {
             let state = StateMessage {
                 stream: &v.stream,
                 phase: "monitoring",
@@ -571,6 +574,7 @@ impl<S: AlertSink> Output<S> {
                 energy: v.energy,
                 probability: v.probability,
                 season_probability: v.season_probability,
+                season: v.season,
                 learning: v.learning,
                 threshold: v.threshold,
                 model: &v.model,

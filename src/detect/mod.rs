@@ -24,7 +24,7 @@ pub use detector::{Detector, DetectorState, Hysteresis, Quiet};
 pub use explain::{Carried, Explanation, Names, energy_parts};
 pub use level::{Drift, Level};
 pub use restless::{Restless, Spell};
-pub use season::{Season, Seasons};
+pub use season::{Phase, Season, Seasons};
 pub use seed::{Seed, SeedWindow, Seeded};
 
 use serde::{Deserialize, Serialize};
@@ -199,6 +199,14 @@ pub struct Verdict {
     /// Whether this is the first window seen of its stream (its state is not yet published).
     #[serde(skip)]
     pub first: bool,
+    /// Where the stream's season stands after the window (with seasons on, a stream judged by
+    /// probability).
+    #[serde(skip)]
+    pub season: Option<Phase>,
+    /// Whether the window ended the stream's watch for a season (chosen, or none found): its
+    /// state is published again.
+    #[serde(skip)]
+    pub season_chosen: bool,
     /// Set when an earlier run of the daemon already stored this window's alert (the window is
     /// judged again after a restart): the alert is not published a second time.
     #[serde(skip)]
@@ -507,6 +515,7 @@ impl Judge {
         let (threshold, probability, learning, anomalous, transition);
         let (mut alert_probability, mut season_probability) = (None, None);
         let (mut unusual, mut restless) = (None, None);
+        let (mut season_phase, mut season_chosen) = (None, false);
         match stream.judging {
             Judging::Energy(t) => {
                 detector.calibrator = None;
@@ -543,6 +552,7 @@ impl Judge {
                     .seasons
                     .on()
                     .then(|| detector.season.take().unwrap_or_default());
+                let watching = season.as_ref().map(|s| s.phase()) == Some(Phase::Watching);
                 let seasonal = season
                     .as_mut()
                     .and_then(|s| s.observe(window, stream.channels, &cal.seasons, cal));
@@ -619,6 +629,8 @@ impl Judge {
                     stream.drift.follow(l);
                 }
                 detector.level = level;
+                season_phase = season.as_ref().map(|s| s.phase());
+                season_chosen = watching && season_phase.is_some_and(|p| p != Phase::Watching);
                 detector.season = season;
             }
         }
@@ -641,6 +653,8 @@ impl Judge {
             unusual,
             restless,
             first,
+            season: season_phase,
+            season_chosen,
             alerted_before: false,
         }
     }

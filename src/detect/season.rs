@@ -83,6 +83,20 @@ impl Seasons {
     }
 }
 
+/// Where a stream's season stands (the `season` of its state message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Its samples are watched for [`Seasons::weeks`] weeks.
+    Watching,
+    /// Its season is a day.
+    Day,
+    /// Its season is a week.
+    Week,
+    /// It has none (no timestamps, too fast, or no strong day or week), for good.
+    None,
+}
+
 /// One stream's season. See the module documentation. A stream with none is saved as
 /// `{"settled": true}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -289,6 +303,19 @@ impl Season {
     pub fn learn(&mut self, energy: f32, probability: Option<f64>, cal: &Calibration) {
         if probability.is_none_or(|p| cal.learn_below <= 0.0 || p < cal.learn_below) {
             self.calibrator.add(energy, &[], cal);
+        }
+    }
+
+    /// Where the season stands.
+    pub fn phase(&self) -> Phase {
+        if !self.settled {
+            Phase::Watching
+        } else if self.period == 0 {
+            Phase::None
+        } else if (self.period as f64 * self.step_s / DAY_S).round() <= 1.0 {
+            Phase::Day
+        } else {
+            Phase::Week
         }
     }
 

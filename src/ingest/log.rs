@@ -110,7 +110,11 @@ impl IngestLog {
             progress,
             saved,
             seasons,
-            seasons_at: Instant::now(),
+            // Due at the first checkpoint: a run that ends before ten minutes (a crash loop)
+            // still saves what it watched.
+            seasons_at: Instant::now()
+                .checked_sub(checkpoint::SEASONS_EVERY)
+                .unwrap_or_else(Instant::now),
             ids,
             replay,
             max_bytes: settings.max_bytes,
