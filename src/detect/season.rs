@@ -242,24 +242,7 @@ impl Season {
         (self.end_s, self.end_at) = (end.wall, end.at);
         let new = &window.data[(rows - fresh) * channels..];
         if !self.settled {
-            // Kept in the wall clock's order: an hour the clock skips, or a gap, is filled
-            // with the sample before it; an hour it repeats is kept once.
-            if moved > 0 && self.history.len() >= channels {
-                let last: Vec<f32> = self
-                    .history
-                    .range(self.history.len() - channels..)
-                    .copied()
-                    .collect();
-                for _ in 0..moved {
-                    self.history.extend(&last);
-                }
-            } else {
-                let keep = self
-                    .history
-                    .len()
-                    .saturating_sub(moved.unsigned_abs() as usize * channels);
-                self.history.truncate(keep);
-            }
+            self.move_history(moved);
             self.history.extend(new);
             if self.history.len() < watched * channels {
                 return None;
@@ -323,6 +306,29 @@ impl Season {
     #[cfg(test)]
     fn period(&self) -> Option<usize> {
         (self.period > 0).then_some(self.period)
+    }
+
+    /// Keeps the watched samples in the wall clock's order when it `moved` on by more than the
+    /// samples (an hour the clock skips, a gap: filled with the sample before it) or back (an
+    /// hour it repeats: its first pass dropped).
+    fn move_history(&mut self, moved: i64) {
+        let c = self.channels;
+        if moved > 0 && self.history.len() >= c {
+            let last: Vec<f32> = self
+                .history
+                .range(self.history.len() - c..)
+                .copied()
+                .collect();
+            for _ in 0..moved {
+                self.history.extend(&last);
+            }
+        } else if moved < 0 {
+            let keep = self
+                .history
+                .len()
+                .saturating_sub(moved.unsigned_abs() as usize * c);
+            self.history.truncate(keep);
+        }
     }
 
     fn settle_none(&mut self) {
