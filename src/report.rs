@@ -45,6 +45,8 @@ pub struct Heading {
 struct Point {
     energy: f64,
     probability: Option<f64>,
+    /// Its probability against the same moment of earlier seasons (a stream with a season).
+    season: Option<f64>,
     learning: bool,
     raised: bool,
     label: Option<bool>,
@@ -86,6 +88,7 @@ impl Report {
         self.points.push(Point {
             energy: f64::from(v.energy),
             probability: v.probability,
+            season: v.season_probability,
             learning: v.learning,
             raised: v.state == crate::detect::AlertState::Raised,
             label,
@@ -149,19 +152,27 @@ impl Report {
             page.push_str(&format!("<p class=\"meta\">{}</p>", esc(line)));
             page.push('\n');
         }
-        page.push_str(&self.legend(heading.labels.is_some()));
+        let seasonal = self.points.iter().any(|x| x.season.is_some());
+        page.push_str(&self.legend(heading.labels.is_some(), seasonal));
         match self.alert_probability {
             Some(p) => {
                 let nines =
                     |q: Option<f64>| q.map(|q| (-(1.0 - q).max(1e-300).log10()).min(MAX_NINES));
                 let judged: Vec<Option<f64>> =
                     self.points.iter().map(|x| nines(x.probability)).collect();
+                let season: Vec<Option<f64>> =
+                    self.points.iter().map(|x| nines(x.season)).collect();
+                let also = if seasonal {
+                    "; dotted, against the same moment of earlier seasons (the larger is judged)"
+                } else {
+                    ""
+                };
                 page.push_str(&self.panel(
                     "probability",
                     &format!(
-                        "Probability of an energy this high under the stream's recent healthy windows (alert at {p})"
+                        "Probability of an energy this high under the stream's recent healthy windows (alert at {p}){also}"
                     ),
-                    &judged,
+                    &[("series", &judged), ("season", &season)],
                     nines(Some(p)),
                     Scale::Nines,
                 ));
@@ -172,7 +183,7 @@ impl Report {
                         "Energy (reconstruction error); the model's calibrated threshold {}",
                         short(self.threshold)
                     ),
-                    &energy,
+                    &[("series", &energy)],
                     Some(self.threshold),
                     Scale::for_energy(&energy, self.threshold),
                 ));
@@ -185,7 +196,7 @@ impl Report {
                         "Energy (reconstruction error) against the threshold {}",
                         short(self.threshold)
                     ),
-                    &energy,
+                    &[("series", &energy)],
                     Some(self.threshold),
                     Scale::for_energy(&energy, self.threshold),
                 ));
@@ -196,13 +207,16 @@ impl Report {
         page
     }
 
-    fn legend(&self, labels: bool) -> String {
+    fn legend(&self, labels: bool, seasonal: bool) -> String {
         let mut s = String::from(
             "<p class=\"legend\"><span class=\"key series\"></span> judged value \
              <span class=\"key threshold\"></span> threshold \
              <span class=\"key alert\"></span> alert raised \
              <span class=\"key learning\"></span> learning (not judged)",
         );
+        if seasonal {
+            s.push_str(" <span class=\"key season\"></span> against its season");
+        }
         if labels {
             s.push_str(" <span class=\"key label\"></span> labelled anomaly");
         }
@@ -210,16 +224,18 @@ impl Report {
         s
     }
 
-    /// One plot: `values` (one per window; `None` where there is nothing to draw) against
-    /// `threshold`, with the alert, learning and label shading.
+    /// One plot: each of `lines` (its CSS class and one value per window; `None` where there
+    /// is nothing to draw; the first sets the range) against `threshold`, with the alert,
+    /// learning and label shading.
     fn panel(
         &self,
         id: &str,
         caption: &str,
-        values: &[Option<f64>],
+        lines: &[(&str, &[Option<f64>])],
         threshold: Option<f64>,
         scale: Scale,
     ) -> String {
+        let values = lines.first().map_or(&[][..], |(_, v)| *v);
         let n = values.len().max(1);
         let (w, h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
         let x = |i: usize| LEFT + w * i as f64 / n as f64;
@@ -302,26 +318,31 @@ impl Report {
             ));
             s.push('\n');
         }
-        // The series, bucketed to at most MAX_COLUMNS points (highest per bucket), broken where
-        // there is no value (learning windows have no probability).
+        // Each line, bucketed to at most MAX_COLUMNS points (highest per bucket), broken where
+        // there is no value (learning windows have no probability); the first drawn last, on
+        // top.
         let bucket = n.div_ceil(MAX_COLUMNS);
-        let mut d = String::new();
-        let mut pen_down = false;
-        for (b, chunk) in values.chunks(bucket).enumerate() {
-            match chunk.iter().flatten().copied().reduce(f64::max) {
-                Some(v) => {
-                    let cmd = if pen_down { 'L' } else { 'M' };
-                    d.push_str(&format!("{cmd}{:.1} {:.1} ", x(b * bucket), y(v)));
-                    pen_down = true;
+        for (class, values) in lines.iter().rev() {
+            let mut d = String::new();
+            let mut pen_down = false;
+            for (b, chunk) in values.chunks(bucket).enumerate() {
+                match chunk.iter().flatten().copied().reduce(f64::max) {
+                    Some(v) => {
+                        let cmd = if pen_down { 'L' } else { 'M' };
+                        d.push_str(&format!("{cmd}{:.1} {:.1} ", x(b * bucket), y(v)));
+                        pen_down = true;
+                    }
+                    None => pen_down = false,
                 }
-                None => pen_down = false,
+            }
+            if !d.is_empty() {
+                s.push_str(&format!(
+                    "<path class=\"{class}\" d=\"{}\"/>\n",
+                    d.trim_end()
+                ));
             }
         }
-        s.push_str(&format!(
-            "<path class=\"series\" d=\"{}\"/>\n</svg>\n</figure>",
-            d.trim_end()
-        ));
-        s.push('\n');
+        s.push_str("</svg>\n</figure>\n");
         s
     }
 
@@ -581,11 +602,12 @@ svg{display:block;background:#fff}
 .tick{font-size:11px;fill:#555}.tick.dim{fill:#999}
 .series{fill:none;stroke:#1f5fbf;stroke-width:1.2}
 .threshold{stroke:#d07000;stroke-width:1.5;stroke-dasharray:6 4}
+.season{fill:none;stroke:#2a8a4a;stroke-width:1.2;stroke-dasharray:2 2}
 rect.alert{fill:#e0302a;fill-opacity:.22}
 rect.learning{fill:#888;fill-opacity:.15}
 rect.label{fill:#7b3fbf;fill-opacity:.85}
 .legend .key{display:inline-block;width:18px;height:10px;margin:0 4px 0 12px;vertical-align:middle}
-.key.series{border-top:2px solid #1f5fbf;height:0}.key.threshold{border-top:2px dashed #d07000;height:0}
+.key.series{border-top:2px solid #1f5fbf;height:0}.key.season{border-top:2px dotted #2a8a4a;height:0}.key.threshold{border-top:2px dashed #d07000;height:0}
 .key.alert{background:rgba(224,48,42,.3)}.key.learning{background:rgba(136,136,136,.25)}
 .key.label{background:#7b3fbf;height:5px}
 table.alerts{border-collapse:collapse;width:100%}
@@ -664,6 +686,27 @@ mod tests {
         let table = r.table();
         assert_eq!(table.matches("unusual for its time").count(), 1, "{table}");
         assert!(table.contains("probability 0.999990"), "{table}");
+
+        // The plot draws the season's probability too, dotted, under the judged one.
+        let heading = Heading {
+            file: "taxi.csv".into(),
+            model: "m@v1".into(),
+            labels: None,
+            summary: vec![],
+        };
+        let page = r.render(&heading);
+        let at = |needle: &str| {
+            page.find(needle)
+                .unwrap_or_else(|| panic!("{needle}: {page}"))
+        };
+        assert!(at("<path class=\"season\" d=\"M") < at("<path class=\"series\" d=\"M"));
+        assert!(page.contains("<span class=\"key season\"></span> against its season"));
+        let mut plain = Report::default();
+        plain.add(&verdict(0, 0.5, None, None), None);
+        let page = plain.render(&heading);
+        assert!(page.contains("<path class=\"series\""), "{page}");
+        assert!(!page.contains("class=\"season\""), "{page}");
+        assert!(!page.contains("key season"), "{page}");
     }
 
     #[test]
