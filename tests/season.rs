@@ -12,7 +12,8 @@
 //! across the autumn's daylight-saving change: with `season_zone = "Europe/Berlin"` nothing
 //! is raised; on UTC's clock the days after the change are an hour off, and raised.
 //!
-//! A clean restart in the fifth week keeps the season (saved apart from the checkpoint).
+//! A clean restart in the fifth week keeps the season (saved apart from the checkpoint), and so
+//! does a SIGKILL of the real binary: the seasons were saved when the week was chosen.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -75,45 +76,143 @@ struct Run {
     states: Vec<serde_json::Value>,
 }
 
+/// A restart in the middle of a run, once the samples before its sample are judged.
+#[derive(Clone, Copy)]
+enum Restart {
+    /// A clean shutdown, then a new daemon on the same journal.
+    Clean(u64),
+    /// The real binary killed with SIGKILL, then started again on the same journal.
+    Kill(u64),
+}
+
+/// The daemon under test: in-process, or the real binary (for a kill).
+enum Daemon {
+    InProcess(TestDaemon),
+    Binary(DaemonProcess),
+}
+
+impl Daemon {
+    /// Starts the daemon of `settings` (the binary on `config`, with its HTTP on `http`) and
+    /// waits until it is subscribed.
+    async fn start(
+        settings: &ebgand::config::Settings,
+        binary: Option<(&std::path::Path, u16)>,
+    ) -> Self {
+        let Some((config, http)) = binary else {
+            return Self::InProcess(TestDaemon::start(settings.clone()).await);
+        };
+        let listen = format!("127.0.0.1:{http}");
+        let p = run_binary(
+            config,
+            &[("EBGAND__HTTP__LISTEN", &listen)],
+            std::process::Stdio::null(),
+        );
+        eventually(Duration::from_secs(20), "the binary subscribed", || {
+            try_http_get(http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        })
+        .await;
+        Self::Binary(p)
+    }
+
+    /// Stops it: a clean shutdown, or, for the binary, `kill` chooses SIGKILL.
+    async fn stop(self, kill: bool) {
+        match self {
+            Self::InProcess(d) => d.shutdown().await.unwrap(),
+            Self::Binary(mut p) => {
+                common::kill(&p, if kill { "-KILL" } else { "-TERM" });
+                wait_exit(&mut p).await;
+            }
+        }
+    }
+}
+
+/// The windows of the stream the checkpoint in `journal` has judged.
+fn checkpointed(journal: &std::path::Path) -> u64 {
+    std::fs::read(journal.join("checkpoint.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|c| c["streams"]["taxi/nyc"]["next_seq"].as_u64())
+        .unwrap_or(0)
+}
+
 /// Sends five weeks of `series` from `first` (seconds since the epoch) through a daemon with
-/// `detect` in its `[detect]`, restarting it (a clean shutdown, then a new daemon on the same
-/// journal) once the samples before `restart_at` are judged; returns what it published.
+/// `detect` in its `[detect]`, restarting it as `restart` says; returns what it published. A
+/// run with a kill is the real binary's.
 async fn run(
     prefix: &str,
     detect: &str,
     first: i64,
     series: fn(u64, i64) -> f64,
-    restart_at: Option<u64>,
+    restart: Option<Restart>,
 ) -> Run {
     let broker = Mosquitto::start().await;
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
     let toml = format!(
-        "[detect]\nlearn_windows = 200\n{detect}\n\
+        "[detect]\nlearn_windows = 200\nstale_after = 0\n{detect}\n\
          [models.vibration]\npath = \"models/vibration/fixture-1\"\n\
          [[streams]]\nname = \"taxi\"\ntopic = \"rides/+\"\nmodel = \"vibration\"\n\
          format = \"object\"\nfields = [\"v\"]\ntimestamp_field = \"t\"\n\
          window = {WINDOW}\nhop = {HOP}\n"
     );
     let settings = settings(broker.port, prefix, &toml);
-    let mut daemon = TestDaemon::start(settings.clone()).await;
+    let journal = settings.journal.as_ref().unwrap().dir.clone();
+    // The binary reads the same settings from a file: the test's config, and its state where
+    // `settings` put the in-process daemon's.
+    let binary = matches!(restart, Some(Restart::Kill(_))).then(|| {
+        let config = journal.with_file_name("ebgand.toml");
+        let state = |dir: &std::path::Path| dir.display().to_string();
+        std::fs::write(
+            &config,
+            format!(
+                "node = \"season-test\"\n\
+                 [mqtt]\nport = {port}\nprefix = \"{prefix}\"\nclient_id = \"ebgand-{prefix}\"\n\
+                 publish_energy = true\nenergy_qos = 1\noutbox_dir = \"{outbox}\"\n\
+                 [registry]\ndir = \"{registry}\"\n[learning]\ndir = \"{capture}\"\n\
+                 [journal]\ndir = \"{journal}\"\n{toml}",
+                port = broker.port,
+                outbox = state(&settings.mqtt.outbox_dir),
+                registry = state(&settings.registry.dir),
+                capture = state(&settings.learning.dir),
+                journal = state(&journal),
+            ),
+        )
+        .unwrap();
+        (config, ebgand::demo::free_port().unwrap())
+    });
+    let binary = binary.as_ref().map(|(c, h)| (c.as_path(), *h));
+    let mut daemon = Daemon::start(&settings, binary).await;
     let mut tx = Sender::start(broker.port).await;
     let samples = WEEKS * 7 * 48;
+    let kill = matches!(restart, Some(Restart::Kill(_)));
     for i in 0..samples {
-        if Some(i) == restart_at {
+        let windows = i.saturating_sub(WINDOW) / HOP + 1;
+        if kill && i == 2 * 336 {
+            // A checkpoint in the watch: seasons saved (or found unchanged) then are not saved
+            // again for ten minutes unless one outruns its saved copy.
             tx.flushed().await;
-            let windows = ((i - WINDOW) / HOP + 1) as usize;
-            eventually(Duration::from_secs(60), "the windows so far judged", || {
-                obs.count(&format!("{prefix}/energy/")) >= windows
+            eventually(Duration::from_secs(60), "a checkpoint in the watch", || {
+                checkpointed(&journal) >= windows
             })
             .await;
-            daemon.shutdown().await.unwrap();
-            // The seasons are saved apart from the checkpoint.
-            let journal = &settings.journal.as_ref().unwrap().dir;
-            let seasons = std::fs::read_to_string(journal.join("seasons.json")).unwrap();
+        }
+        if let Some(Restart::Clean(at) | Restart::Kill(at)) = restart
+            && i == at
+        {
+            tx.flushed().await;
+            eventually(Duration::from_secs(60), "the windows so far judged", || {
+                obs.count(&format!("{prefix}/energy/")) >= windows as usize
+                    && (!kill || checkpointed(&journal) >= windows)
+            })
+            .await;
+            daemon.stop(kill).await;
+            // The seasons are saved apart from the checkpoint, the week chosen in them.
+            let seasons =
+                std::fs::read_to_string(journal.join("seasons.json")).expect("seasons.json saved");
             assert!(seasons.contains("\"taxi/nyc\""), "{seasons}");
+            assert!(seasons.contains("\"period\":336"), "{seasons}");
             let checkpoint = std::fs::read_to_string(journal.join("checkpoint.json")).unwrap();
             assert!(!checkpoint.contains("\"season\""), "{checkpoint}");
-            daemon = TestDaemon::start(settings.clone()).await;
+            daemon = Daemon::start(&settings, binary).await;
         }
         let t = first + (i * STEP_S) as i64;
         tx.publish(
@@ -153,7 +252,7 @@ async fn run(
     for s in &states {
         schema::assert_valid("state.json", s);
     }
-    daemon.shutdown().await.unwrap();
+    daemon.stop(false).await;
     Run {
         alerts,
         energy,
@@ -272,11 +371,22 @@ async fn a_season_follows_its_zones_clock_across_a_daylight_saving_change() {
 /// after it are read against their season at once and the holiday is raised as without one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_season_survives_a_restart() {
-    let restart = 4 * 336;
-    let Run { alerts, energy, .. } = run("season-restart", "", JULY, demand, Some(restart)).await;
+    survives("season-restart", Restart::Clean).await;
+}
+
+/// The same with the binary killed (SIGKILL): the season was saved when its week was chosen,
+/// not ten minutes later (the test's five weeks pass in seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_season_survives_a_kill() {
+    survives("season-kill", Restart::Kill).await;
+}
+
+async fn survives(prefix: &str, restart: fn(u64) -> Restart) {
+    let at = 4 * 336;
+    let Run { alerts, energy, .. } = run(prefix, "", JULY, demand, Some(restart(at))).await;
     let after: Vec<_> = energy
         .iter()
-        .filter(|e| end_sample(e, JULY) >= restart)
+        .filter(|e| end_sample(e, JULY) >= at)
         .collect();
     assert!(!after.is_empty());
     assert!(

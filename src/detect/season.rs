@@ -46,6 +46,8 @@ use crate::pipeline::{Mark, RawWindow};
 pub const MAX_VALUES: usize = 32_768;
 
 const DAY_S: f64 = 86_400.0;
+/// The longest gap beyond a window a watch fills, in seconds.
+const FILL_S: f64 = 3_600.0;
 
 /// The season settings (`[detect] season_acf`, `season_weeks`, `season_memory`,
 /// `season_zone`).
@@ -302,6 +304,19 @@ impl Season {
         }
     }
 
+    /// Whether a restart from `saved`, this stream's season as last saved (`None`: never),
+    /// could lose more than it makes up when it comes back: the choice made since, or, while
+    /// watched, more than an hour of samples (a restart fills a gap of an hour beyond its first
+    /// window; a longer one starts the watch again). A chosen season saved a while ago only
+    /// misses some folding, which the seasons after it make up.
+    pub fn outruns(&self, saved: Option<&Season>) -> bool {
+        match saved {
+            None => true,
+            Some(s) if s.phase() != self.phase() => true,
+            Some(s) => self.phase() == Phase::Watching && self.end_at - s.end_at > FILL_S,
+        }
+    }
+
     /// The season in samples, once chosen (`None`: not yet, or none).
     #[cfg(test)]
     fn period(&self) -> Option<usize> {
@@ -357,7 +372,8 @@ impl Season {
     /// while watched, a gap of more than an hour beyond the window, or a change of rate or
     /// channels, starts the watch again (all its samples are new). (A season saved before a
     /// crash is at most [`SEASONS_EVERY`](crate::durable::checkpoint::SEASONS_EVERY) older
-    /// than the rest of its stream's state: the windows between are such a gap.)
+    /// than the rest of its stream's state, and, while watched, at most an hour of samples
+    /// ([`Season::outruns`]): the windows between are such a gap.)
     fn fresh(&mut self, end: Time, step: f64, rows: usize, channels: usize) -> (i64, usize) {
         if self.step_s == step && self.channels == channels && self.end_s > 0.0 {
             if self.end_at == 0.0 {
@@ -376,7 +392,7 @@ impl Season {
             if self.settled {
                 return gap;
             }
-            let hour = (3_600.0 / step).round() as usize;
+            let hour = (FILL_S / step).round() as usize;
             if (ahead - n as f64).abs() < 0.1 && n <= rows + hour {
                 return gap;
             }

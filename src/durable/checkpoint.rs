@@ -10,10 +10,12 @@
 //! Streams' seasons ([`Season`]: up to 32,768 values a stream while it is watched, one season
 //! of values a channel after) are saved apart, in [`SEASONS_FILE`], at most every
 //! [`SEASONS_EVERY`] and at shutdown: the checkpoint is rewritten whole every `checkpoint_ms`,
-//! and with the seasons in it, a thousand slow streams would write about 60 MB a second. A
-//! season saved before the rest of its stream's state sees the windows between as a gap:
-//! their samples are in the next window it sees when the gap is shorter than a window,
-//! and otherwise their moments pass (see [`Season`]).
+//! and with the seasons in it, a thousand slow streams would write about 60 MB a second. They
+//! are saved sooner when a restart from the saved ones would lose more than it makes up
+//! ([`Season::outruns`]: a season chosen since, or more than an hour of a watch; a stream
+//! replayed faster than real time). A season saved before the rest of its stream's state sees
+//! the windows between as a gap: their samples are in the next window it sees when the gap is
+//! shorter than a window, and otherwise their moments pass (see [`Season`]).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -31,7 +33,7 @@ pub const FILE: &str = "checkpoint.json";
 /// The streams' seasons, beside the checkpoint: stream id to season.
 pub const SEASONS_FILE: &str = "seasons.json";
 
-/// The most often the seasons are saved (and at shutdown).
+/// The most often the seasons are saved, unless one outruns its saved copy (and at shutdown).
 pub const SEASONS_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Streams' seasons by stream id, as [`SEASONS_FILE`] holds them.

@@ -261,7 +261,8 @@ impl IngestLog {
     /// Saves a checkpoint of `table` and the judging progress, then retires the journal
     /// segments it no longer needs, off the runtime worker ([`on_disk`]); nothing when nothing
     /// changed. The streams' seasons are saved too, when they changed, at most every
-    /// [`checkpoint::SEASONS_EVERY`], or on the `last` checkpoint. Call after
+    /// [`checkpoint::SEASONS_EVERY`], on the `last` checkpoint, or when one of them outruns
+    /// its saved copy ([`Season::outruns`](crate::detect::Season::outruns)). Call after
     /// [`IngestLog::sync`].
     pub(super) fn checkpoint(&mut self, table: &StreamTable, metrics: &Metrics, last: bool) {
         let mut judged = self.progress.snapshot();
@@ -279,7 +280,14 @@ impl IngestLog {
         }
         let fresh = checkpoint::split_seasons(&mut saved);
         let mut seasons = None;
-        if last || self.seasons_at.elapsed() >= checkpoint::SEASONS_EVERY {
+        // Also sooner when a restart from the seasons saved would lose more than it can make
+        // up (a stream fed faster than real time, a replay, watches a day in seconds).
+        let outrun = || {
+            fresh
+                .iter()
+                .any(|(id, s)| s.outruns(self.seasons.get(id).map(|s| &**s)))
+        };
+        if last || self.seasons_at.elapsed() >= checkpoint::SEASONS_EVERY || outrun() {
             // A stream without a season now (judged by threshold, or not judged since) keeps
             // the one saved, until it is forgotten.
             let mut all: checkpoint::StreamSeasons = self

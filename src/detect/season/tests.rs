@@ -469,6 +469,46 @@ fn a_short_gap_in_the_watch_is_filled() {
     }
 }
 
+/// A watch saved a window before comes back whole, and an hour beyond that goes on (a restart
+/// fills the gap); `outruns` says when the saved copy may not (conservatively, an hour), and
+/// when a choice was made since.
+#[test]
+fn a_season_outruns_its_saved_copy_by_its_choice_or_an_hours_watch() {
+    let series = |i| demand(i, &[]);
+    let at = 400;
+    let mut saved = Season::default();
+    run(&mut saved, W as u64 - 1, at, &series);
+    assert!(saved.outruns(None), "never saved");
+    assert!(!saved.outruns(Some(&saved)));
+    for ahead in 1..=40 {
+        let mut live = saved.clone();
+        run(&mut live, at, at + ahead, &series);
+        // Half-hourly: two samples are an hour.
+        assert_eq!(live.outruns(Some(&saved)), ahead > 2, "{ahead} ahead");
+        let mut back = saved.clone();
+        let next = at + ahead;
+        run(&mut live, next, next + 1, &series);
+        run(&mut back, next, next + 1, &series);
+        // The window after the restart holds W samples (all there), and fills two more with
+        // the sample before them (the watch goes on); after more, the watch starts again.
+        assert_eq!(
+            back.history == live.history,
+            ahead < W as u64,
+            "{ahead} ahead"
+        );
+        let kept = back.history.len() == live.history.len();
+        assert_eq!(kept, ahead < W as u64 + 2, "{ahead} ahead");
+    }
+    // The choice made since a save outruns it; a chosen season saved a week before does not.
+    let mut live = saved.clone();
+    run(&mut live, at, 3 * 336 + 10, &series);
+    assert_eq!(live.phase(), Phase::Week);
+    assert!(live.outruns(Some(&saved)));
+    let chosen = live.clone();
+    run(&mut live, 3 * 336 + 10, 4 * 336 + 10, &series);
+    assert!(!live.outruns(Some(&chosen)));
+}
+
 /// A constant channel beside a seasonal one (a set point) is left out: the stream still has
 /// its week, and the holiday is as unusual as on the seasonal channel alone.
 #[test]
