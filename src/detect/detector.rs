@@ -12,6 +12,8 @@
 //! 8.6 % and the alerts per valve episode from 1.67 to 1.33, and NAB's false alerts from 60 to
 //! 50 (docs/EVALUATION.md, round seventeen).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::restless::{Restless, Spell};
@@ -70,9 +72,11 @@ pub struct DetectorState {
     /// Quiet windows left after the last clear ([`Quiet`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub quiet: u32,
-    /// The stream's season (with [`Seasons`](super::Seasons) on; absent otherwise).
+    /// The stream's season (with [`Seasons`](super::Seasons) on; absent otherwise). Shared,
+    /// not copied, by the saved states taken of it (a watched one holds up to 32,768 values):
+    /// the judge copies it when it next changes it ([`Arc::make_mut`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub season: Option<Box<Season>>,
+    pub season: Option<Arc<Season>>,
 }
 
 impl DetectorState {
@@ -105,7 +109,7 @@ pub struct Detector {
     pub(super) level: Option<Level>,
     pub(super) restless: Spell,
     quiet: u32,
-    pub(super) season: Option<Box<Season>>,
+    pub(super) season: Option<Arc<Season>>,
 }
 
 impl Detector {

@@ -18,6 +18,7 @@ pub mod season;
 pub mod seed;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 pub use calibrate::{Calibration, Calibrator, Reading, Unusual};
 pub use detector::{Detector, DetectorState, Hysteresis, Quiet};
@@ -548,10 +549,12 @@ impl Judge {
                     .unwrap_or_else(|| Calibrator::new(&model.version));
                 learning = c.learning(cal);
                 // The season does not depend on the model: it carries on across versions.
-                let mut season = cal
+                let mut shared = cal
                     .seasons
                     .on()
                     .then(|| detector.season.take().unwrap_or_default());
+                // Copied here when a saved state still shares it (at most once a batch).
+                let mut season = shared.as_mut().map(Arc::make_mut);
                 let watching = season.as_ref().map(|s| s.phase()) == Some(Phase::Watching);
                 let seasonal = season
                     .as_mut()
@@ -631,7 +634,7 @@ impl Judge {
                 detector.level = level;
                 season_phase = season.as_ref().map(|s| s.phase());
                 season_chosen = watching && season_phase.is_some_and(|p| p != Phase::Watching);
-                detector.season = season;
+                detector.season = shared;
             }
         }
         Verdict {

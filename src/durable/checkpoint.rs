@@ -37,7 +37,7 @@ pub const SEASONS_FILE: &str = "seasons.json";
 pub const SEASONS_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Streams' seasons by stream id, as [`SEASONS_FILE`] holds them.
-pub type StreamSeasons = HashMap<String, Box<Season>>;
+pub type StreamSeasons = HashMap<String, Arc<Season>>;
 
 /// Errors of the checkpoint file.
 #[derive(Debug, thiserror::Error)]
@@ -316,10 +316,10 @@ mod tests {
     /// stays.
     #[test]
     fn seasons_are_saved_apart_and_joined_back() {
-        let season = |settled: bool| -> Box<Season> {
-            Box::new(serde_json::from_value(serde_json::json!({ "settled": settled })).unwrap())
+        let season = |settled: bool| -> Arc<Season> {
+            Arc::new(serde_json::from_value(serde_json::json!({ "settled": settled })).unwrap())
         };
-        let with = |s: Option<Box<Season>>| Saved {
+        let with = |s: Option<Arc<Season>>| Saved {
             judged: Judged {
                 next_seq: 3,
                 detector: DetectorState {
