@@ -22,6 +22,8 @@ adaptation and hysteresis, in stream order), then the published protocol on what
   test part is predicted anomalous when the alert is up after the window ending at it (the
   daemon's verdict), and, beside it, when that window alone is anomalous; F1 / FAR / MAR pooled,
   and the alerts raised per file (one episode each: how often an incident is paged again).
+  Beside the protocol, SKAB's anomaly-free recording as a false-alarm check: trained on its
+  own first 400 rows, the share of the rows after them with the alert up, and the alerts.
 
 Each judging rule in --rules is run on the same trained models; by default
 `threshold:clear_after=5` (the first default: energy over the model's calibrated threshold,
@@ -390,6 +392,17 @@ def skab_eval(binary, data, mode, seed, rules, window_len=SKAB_W):
             out[rule][key] = {"f1": 2 * tp / (2 * tp + fp + fn), "far": fp / (fp + tn),
                               "mar": fn / (fn + tp)}
         out[rule]["raises_per_file"] = raises[rule] / len(files)
+    # The anomaly-free recording (another regime, 9,405 rows: 2.6 hours), a false-alarm check
+    # outside the protocol: trained on its own first 400 rows, every row after them with the
+    # alert up is a false alarm, and every alert raised a false one.
+    free = data / "skab" / "anomaly-free.csv"
+    model = binary.train(f"{folder}/anomaly-free", free, read, ":400", window_len, mode, seed,
+                         ["--quantile", "0.99"], ["--holdout", "0.25"])
+    for rule in rules:
+        lines, _ = binary.score(model, free, read, rule)
+        up = [v["state"] == "raised" for v in lines if v["seq"] + window_len - 1 >= 400]
+        out[rule]["free"] = {"far": float(np.mean(up)),
+                             "raises": sum(v.get("transition") == "raised" for v in lines)}
     return out
 
 
@@ -706,8 +719,8 @@ def table(results, modes, rules, only):
         return
     print("| mode | judging | NAB dev standard | low FP | low FN | NAB windows hit | NAB false "
           "alerts | SKAB F1 / FAR % / MAR % (alert up) | SKAB (window alone) "
-          "| SKAB alerts per file |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| SKAB alerts per file | SKAB anomaly-free: rows with the alert up % / alerts |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for mode in modes:
         rs = [r for r in results if r["mode"] == mode]
         for rule in rules:
@@ -730,8 +743,12 @@ def table(results, modes, rules, only):
                         stat(lambda r: 100 * r["skab"][rule][key]["mar"])]))
                 cells.append(stat(lambda r: r["skab"][rule].get("raises_per_file", np.nan),
                                   "{:.2f}"))
+                free = [r["skab"][rule].get("free", {}) for r in rs]
+                cells.append(" / ".join([
+                    mean_spread([100 * f.get("far", np.nan) for f in free], "{:.1f}"),
+                    mean_spread([f.get("raises", np.nan) for f in free], "{:.1f}")]))
             else:
-                cells += ["–", "–", "–"]
+                cells += ["–", "–", "–", "–"]
             print("| " + " | ".join(cells) + " |")
 
 

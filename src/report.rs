@@ -667,6 +667,7 @@ mod tests {
             explanation: None,
             unusual: None,
             restless: None,
+            accepted_after: None,
             first: false,
             season: None,
             season_chosen: false,

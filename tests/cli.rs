@@ -293,6 +293,55 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
     assert!(lines[0]["start"].as_str().unwrap().starts_with("2020-"));
 }
 
+/// `--accept-after` through `score`: a step held from window 300 stays raised by default; with
+/// it, the held level is accepted after that many windows, learnt, and the clear says so.
+#[test]
+fn score_accept_after_accepts_a_held_step_and_the_clear_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("step.csv");
+    let mut s: u64 = 3;
+    let mut text = String::from("v\n");
+    for t in 0..1_000 * 64 {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        let noise = (s % 2_001) as f32 / 10_000.0 - 0.1;
+        let phase = 2.0 * std::f32::consts::PI * (t % 16) as f32 / 16.0;
+        let step = if t / 64 >= 300 { 0.5 } else { 0.0 };
+        text.push_str(&format!("{}\n", 1.0 + 0.5 * phase.sin() + noise + step));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let transitions = |extra: &[&str]| {
+        let mut args = vec!["score", "--model", "models/vibration/fixture-1", "--json"];
+        args.extend_from_slice(extra);
+        args.push(csv.to_str().unwrap());
+        let o = ebgand(&args, &[("EBGAND__DETECT__LEARN_WINDOWS", "64")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        window_lines(&o)
+            .into_iter()
+            .filter_map(|l| l.get("alert").cloned())
+            .map(|a| {
+                (
+                    a["seq"].as_u64().unwrap(),
+                    a["state"].clone(),
+                    a.get("accepted_after").cloned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let kept = transitions(&[]);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!((&kept[0].1, &kept[0].2), (&"raised".into(), &None));
+    let accepted = transitions(&["--accept-after", "200"]);
+    assert_eq!(accepted.len(), 2, "{accepted:?}");
+    assert!((300..310).contains(&accepted[0].0), "{accepted:?}");
+    // 200 windows raised, 64 learning the new level, then clear_after (10) normal windows.
+    let (seq, state, by) = &accepted[1];
+    assert_eq!((state, by), (&"cleared".into(), &Some(200.into())));
+    let cleared = accepted[0].0 + 200 + 64 + 10;
+    assert!((cleared - 5..cleared + 5).contains(seq), "{accepted:?}");
+}
+
 /// `--seed-rows` replays the daemon's cold start: the seed rows calibrate the stream, so the
 /// rows after them are judged from the first window on, with the probabilities the same
 /// windows get when the recording is scored from its start.

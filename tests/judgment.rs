@@ -9,7 +9,7 @@
 //!   ten times the drift's rate): raised once, never cleared;
 //! - **step**: from window 300 the level is 0.5 higher and stays there: raised once, then kept
 //!   raised (`accept_after = 0`, the default) or accepted as the new normal and cleared once
-//!   (`accept_after = 200`).
+//!   (`accept_after = 200`), the clear saying so (`accepted_after`).
 //!
 //! Multichannel fixture (8 channels, a sine each around its own level), a pump's sensors:
 //! - **warming**: channel 0, a temperature, rises 0.001 a window (1.0, about five healthy standard
@@ -241,11 +241,14 @@ async fn run(prefix: &str, rig: Rig, detect: &str) -> Vec<(String, Vec<(u64, Str
                 .filter(|a| a.json["stream"] == stream.as_str())
                 .map(|a| {
                     let state = a.json["state"].as_str().unwrap();
-                    // An alert the restless rule raised says so.
+                    // An alert the restless rule raised says so, and a clear that accepted a
+                    // new normal.
                     let by = if a.json["restless"].is_object() {
-                        " (restless)"
+                        " (restless)".to_owned()
+                    } else if let Some(n) = a.json.get("accepted_after") {
+                        format!(" (accepted after {n})")
                     } else {
-                        ""
+                        String::new()
                     };
                     (a.json["seq"].as_u64().unwrap(), format!("{state}{by}"))
                 })
@@ -289,7 +292,8 @@ async fn a_step_held_past_accept_after_becomes_the_new_normal() {
     assert!((300..310).contains(&step[0].0), "{step:?}");
     // 200 windows raised, 64 learning the new level, then clear_after (the default, 10)
     // normal windows.
-    assert_eq!(step[1].1, "cleared");
+    // The clear says the level was accepted, not that the machine came back.
+    assert_eq!(step[1].1, "cleared (accepted after 200)");
     let cleared = step[0].0 + 200 + LEARN + 10;
     assert!((cleared - 5..cleared + 5).contains(&step[1].0), "{step:?}");
 }

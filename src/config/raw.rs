@@ -243,7 +243,8 @@ pub struct RawDetect {
     pub memory_windows: u32,
     /// Quantile of healthy energies above which the tail is modelled.
     pub tail_quantile: f64,
-    /// Windows an alert stays raised before its level is accepted as normal; 0: never.
+    /// Windows an alert stays raised before its level is accepted as normal; 0: never. Each
+    /// stream's default.
     pub accept_after: u32,
     /// Time constant, in healthy windows, of the energy level windows are read against; 0: none.
     pub drift_windows: u32,
@@ -302,7 +303,7 @@ impl Default for RawDetect {
             warm_windows: c.warm_windows,
             memory_windows: c.memory_windows,
             tail_quantile: c.tail_quantile,
-            accept_after: c.accept_after,
+            accept_after: 0,
             drift_windows: c.drift_windows,
             learn_below: c.learn_below,
             level_windows: c.level_windows,
@@ -360,7 +361,6 @@ impl RawDetect {
             warm_windows: self.warm_windows,
             memory_windows: self.memory_windows,
             tail_quantile: self.tail_quantile,
-            accept_after: self.accept_after,
             drift_windows: self.drift_windows,
             learn_below: self.learn_below,
             level_windows: self.level_windows,
@@ -700,4 +700,7 @@ pub struct RawStream {
     /// Hysteresis override.
     #[serde(default)]
     pub clear_after: Option<u32>,
+    /// `[detect] accept_after` override.
+    #[serde(default)]
+    pub accept_after: Option<u32>,
 }

@@ -446,6 +446,13 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
     assert!(both.to_string().contains("not both"), "{both}");
     let low = judged("alert_probability = 0.5", "").unwrap_err();
     assert!(low.to_string().contains("alert_probability"), "{low}");
+    // Accepting a held level: kept raised by default, `[detect]` for every stream, a stream's
+    // own over it.
+    let accept = |extra: &str, detect: &str| judged(extra, detect).unwrap().streams[0].accept_after;
+    assert_eq!(accept("", ""), 0);
+    assert_eq!(accept("", "accept_after = 1000"), 1000);
+    assert_eq!(accept("accept_after = 0", "accept_after = 1000"), 0);
+    assert_eq!(accept("accept_after = 3600", ""), 3600);
 }
 
 #[test]

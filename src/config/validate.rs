@@ -690,6 +690,7 @@ fn validate_stream(
         judging,
         raise_after,
         clear_after,
+        accept_after: st.accept_after.unwrap_or(detect.accept_after),
     })
 }
 

@@ -57,9 +57,6 @@ pub struct Calibration {
     /// Quantile of the healthy energies above which the tail is modelled (SPOT's initial
     /// threshold level). An alert probability must be above it.
     pub tail_quantile: f64,
-    /// Windows an alert may stay raised before its level is accepted as the new normal (the
-    /// stream learns again); 0 keeps it raised.
-    pub accept_after: u32,
     /// Time constant, in healthy windows, of the stream's energy level (DSPOT's drift term):
     /// each window is read relative to the level of the healthy windows before it, so a drift
     /// slower than this is followed and a rise faster than it stands out. 0: no level, read
@@ -101,7 +98,6 @@ impl Default for Calibration {
             warm_windows: 2_016,
             memory_windows: 8_640,
             tail_quantile: 0.98,
-            accept_after: 0,
             drift_windows: 0,
             learn_below: 0.99,
             level_windows: 300,

@@ -26,6 +26,9 @@ pub struct Hysteresis {
     pub raise_after: u32,
     /// j: consecutive windows at or below threshold that clear.
     pub clear_after: u32,
+    /// Windows an alert may stay raised before its level is accepted as the new normal (the
+    /// stream learns again, then the alert clears; judged by probability only). 0: kept raised.
+    pub accept_after: u32,
 }
 
 /// The quiet after a clear (`[detect] quiet_windows`, `quiet_probability`; see the module
@@ -58,6 +61,10 @@ pub struct DetectorState {
     /// Windows the current alert has been raised for (for `accept_after`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub raised_for: u32,
+    /// When the current alert's level was accepted as the new normal: the windows it had been
+    /// raised for then (0: not accepted). Told on its clear.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub accepted: u32,
     /// The stream's calibrator (absent for streams judged by an absolute threshold, and in
     /// checkpoints written before calibration existed: such a stream learns again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,7 +102,7 @@ fn is_zero(n: &u32) -> bool {
 ///
 /// ```
 /// use ebgand::detect::{Detector, Hysteresis, Transition};
-/// let mut d = Detector::new(Hysteresis { raise_after: 2, clear_after: 2 });
+/// let mut d = Detector::new(Hysteresis { raise_after: 2, clear_after: 2, accept_after: 0 });
 /// let seen: Vec<_> = [true, true, true, false, false].iter().map(|&a| d.observe(a)).collect();
 /// assert_eq!(seen, [None, Some(Transition::Raised), None, None, Some(Transition::Cleared)]);
 /// ```
@@ -105,6 +112,7 @@ pub struct Detector {
     pub(super) state: AlertState,
     run: u32,
     pub(super) raised_for: u32,
+    pub(super) accepted: u32,
     pub(super) calibrator: Option<Calibrator>,
     pub(super) level: Option<Level>,
     pub(super) restless: Spell,
@@ -125,6 +133,7 @@ impl Detector {
             state: saved.state,
             run: saved.run,
             raised_for: saved.raised_for,
+            accepted: saved.accepted,
             calibrator: saved.calibrator,
             level: saved.level,
             restless: saved.restless,
@@ -144,6 +153,7 @@ impl Detector {
             state: self.state,
             run: self.run,
             raised_for: self.raised_for,
+            accepted: self.accepted,
             calibrator: self.calibrator.clone(),
             level: self.level.clone(),
             restless: self.restless.clone(),
@@ -247,6 +257,7 @@ mod tests {
         let h = Hysteresis {
             raise_after: 1,
             clear_after: 1,
+            accept_after: 0,
         };
         let (off, quiet) = (
             Restless {

@@ -208,6 +208,10 @@ pub struct Verdict {
     /// state is published again.
     #[serde(skip)]
     pub season_chosen: bool,
+    /// On a clear that follows the level's acceptance as the new normal (`accept_after`): the
+    /// windows the alert had been raised for when it was accepted.
+    #[serde(skip)]
+    pub accepted_after: Option<u32>,
     /// Set when an earlier run of the daemon already stored this window's alert (the window is
     /// judged again after a restart): the alert is not published a second time.
     #[serde(skip)]
@@ -275,6 +279,11 @@ pub struct AlertEvent {
     /// counted and how many were at or over its probability.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restless: Option<restless::Raise>,
+    /// On a clear that is an acceptance, not a return (`[detect] accept_after`): the windows the
+    /// alert had been raised for when its level was accepted as the new normal. The machine did
+    /// not come back; the stream learnt where it is now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_after: Option<u32>,
 }
 
 /// A stale-stream alert: the stream has sent nothing for many times its usual interval (a dead
@@ -336,6 +345,7 @@ impl AlertEvent {
             node: node.to_owned(),
             explanation: v.explanation.clone(),
             restless: v.restless,
+            accepted_after: v.accepted_after,
         })
     }
 }
@@ -612,9 +622,11 @@ impl Judge {
                             s.learn(e, Some(q), cal);
                         }
                     }
-                    if cal.accept_after > 0 && detector.raised_for >= cal.accept_after {
+                    let accept_after = stream.hysteresis.accept_after;
+                    if accept_after > 0 && detector.raised_for >= accept_after {
                         // Raised this long: the level is the new normal. Learn it; the alert
-                        // clears once the windows after learning are judged normal.
+                        // clears once the windows after learning are judged normal, and says so.
+                        detector.accepted = detector.raised_for;
                         c.relearn();
                         if let Some(l) = &mut level {
                             l.rebase(&model.version);
@@ -637,6 +649,11 @@ impl Judge {
                 detector.season = shared;
             }
         }
+        let accepted_after = match transition {
+            Some(Transition::Cleared) => Some(std::mem::take(&mut detector.accepted)),
+            _ => None,
+        }
+        .filter(|&n| n > 0);
         Verdict {
             stream: stream.id.clone(),
             seq: window.seq,
@@ -658,6 +675,7 @@ impl Judge {
             first,
             season: season_phase,
             season_chosen,
+            accepted_after,
             alerted_before: false,
         }
     }

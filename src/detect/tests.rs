@@ -14,6 +14,7 @@ fn stream(
     let hysteresis = Hysteresis {
         raise_after,
         clear_after,
+        accept_after: 0,
     };
     StreamInfo::new(id, judging, hysteresis, channels)
 }
@@ -31,6 +32,7 @@ fn raises_once_after_k_and_clears_once_after_j() {
     let mut d = Detector::new(Hysteresis {
         raise_after: 3,
         clear_after: 2,
+        accept_after: 0,
     });
     //        0    1    2    3    4    5    6    7    8    9    10   11   12
     let e = [
@@ -51,6 +53,7 @@ fn threshold_is_exclusive_and_nan_is_anomalous() {
     let mut d = Detector::new(Hysteresis {
         raise_after: 1,
         clear_after: 1,
+        accept_after: 0,
     });
     assert_eq!(d.observe(true), Some(Transition::Raised));
     assert_eq!(d.observe(true), None);
@@ -62,6 +65,7 @@ fn flapping_below_k_never_raises() {
     let mut d = Detector::new(Hysteresis {
         raise_after: 3,
         clear_after: 3,
+        accept_after: 0,
     });
     let e: Vec<f32> = (0..100)
         .map(|i| if i % 3 == 2 { 0.0 } else { 5.0 })
@@ -102,7 +106,21 @@ fn judge_uses_stream_override_and_builds_events() {
 
 /// One stream judged by probability over `energies`; returns its transitions.
 fn judged(cal: Calibration, energies: impl IntoIterator<Item = f32>) -> Vec<(u64, Transition)> {
-    let stream = stream("s", Judging::Probability(0.999), 3, 50, 1);
+    judged_accepting(cal, 0, energies)
+        .into_iter()
+        .map(|(seq, t, _)| (seq, t))
+        .collect()
+}
+
+/// [`judged`], the stream's alerts accepted after `accept_after` windows raised; with each
+/// transition, what its verdict says of an acceptance.
+fn judged_accepting(
+    cal: Calibration,
+    accept_after: u32,
+    energies: impl IntoIterator<Item = f32>,
+) -> Vec<(u64, Transition, Option<u32>)> {
+    let mut stream = stream("s", Judging::Probability(0.999), 3, 50, 1);
+    stream.hysteresis.accept_after = accept_after;
     let model = ModelRef {
         name: "m".into(),
         version: "v1".into(),
@@ -121,7 +139,7 @@ fn judged(cal: Calibration, energies: impl IntoIterator<Item = f32>) -> Vec<(u64
             !(v.learning && v.anomalous),
             "a learning window is never anomalous"
         );
-        out.extend(v.transition.map(|t| (seq as u64, t)));
+        out.extend(v.transition.map(|t| (seq as u64, t, v.accepted_after)));
     }
     out
 }
@@ -170,14 +188,11 @@ fn a_held_step_is_raised_once_then_accepted_or_kept_by_configuration() {
     assert_eq!(kept[0], (1_002, Transition::Raised));
     // Accepted after 500 windows: the stream learns the new level (200 windows), then the
     // alert clears after clear_after (50) normal windows.
-    let accepting = Calibration {
-        accept_after: 500,
-        ..cal()
-    };
-    let t = judged(accepting, step);
+    // The clear says the level was accepted after 500 windows raised.
+    let t = judged_accepting(cal(), 500, step);
     assert_eq!(t.len(), 2, "{t:?}");
-    assert_eq!(t[0], (1_002, Transition::Raised));
-    assert_eq!(t[1].1, Transition::Cleared);
+    assert_eq!(t[0], (1_002, Transition::Raised, None));
+    assert_eq!((t[1].1, t[1].2), (Transition::Cleared, Some(500)));
     assert!((1_750..1_760).contains(&t[1].0), "{t:?}");
 }
 

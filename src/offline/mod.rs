@@ -55,6 +55,11 @@ pub struct ScoreArgs {
     /// Consecutive windows below threshold that clear it (default: the config's detect section).
     #[arg(long)]
     pub clear_after: Option<u32>,
+    /// Windows an alert may stay raised before its level is accepted as the new normal and
+    /// learnt (its clear then says `accepted_after`); 0 keeps it raised (default: the config's
+    /// detect section).
+    #[arg(long)]
+    pub accept_after: Option<u32>,
     /// CSV: a column of 0/1 labels (anomalous = 1). Each window takes the label of its newest
     /// row; the last line then reports F1, false and missed alarm rates (alert up against
     /// label, per window), labelled anomalies hit by an alert and how many windows into them,
@@ -114,6 +119,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     d.alert_probability = args.alert_probability.unwrap_or(d.alert_probability);
     d.raise_after = args.raise_after.unwrap_or(d.raise_after);
     d.clear_after = args.clear_after.unwrap_or(d.clear_after);
+    d.accept_after = args.accept_after.unwrap_or(d.accept_after);
     let settings = raw.validate()?;
     let version = ModelVersion::open(&args.model)?;
     let (w, c) = (
@@ -179,6 +185,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let hysteresis = Hysteresis {
         raise_after: raw.detect.raise_after,
         clear_after: raw.detect.clear_after,
+        accept_after: raw.detect.accept_after,
     };
     let stream =
         StreamInfo::new(id, raw.detect.judging(args.threshold, None), hysteresis, c).named(names);
@@ -506,6 +513,7 @@ mod tests {
             node: "n".into(),
             explanation: None,
             restless: None,
+            accepted_after: None,
         }
     }
 

@@ -196,6 +196,7 @@ fn the_judge_raises_a_holiday_by_its_season() {
     let hysteresis = Hysteresis {
         raise_after: 3,
         clear_after: 10,
+        accept_after: 0,
     };
     let stream = StreamInfo::new("taxi", Judging::Probability(0.9999), hysteresis, 1);
     let raises = |seasons: Seasons| {
@@ -413,15 +414,15 @@ fn a_new_schedule_is_accepted_when_configured() {
         name: "m".into(),
         version: "v1".into(),
     };
-    let hysteresis = Hysteresis {
-        raise_after: 3,
-        clear_after: 10,
-    };
-    let stream = StreamInfo::new("plant", Judging::Probability(0.9999), hysteresis, 1);
     let end = 9 * 336;
     let run = |accept_after: u32| {
-        let mut judge = Judge::new(Calibration {
+        let hysteresis = Hysteresis {
+            raise_after: 3,
+            clear_after: 10,
             accept_after,
+        };
+        let stream = StreamInfo::new("plant", Judging::Probability(0.9999), hysteresis, 1);
+        let mut judge = Judge::new(Calibration {
             learn_windows: 96,
             ..Calibration::default()
         });
