@@ -459,8 +459,12 @@ fn people_line(a: &AlertEvent) -> String {
         .season_probability
         .filter(|&q| a.probability == Some(q))
         .map_or_else(String::new, |q| format!(" (its season: {q:.5})"));
+    // A clear that is an acceptance: the machine did not come back.
+    let accepted = a.accepted_after.map_or_else(String::new, |n| {
+        format!("  (accepted as the new normal after {n} windows raised)")
+    });
     format!(
-        "{:<7} window {} ({} .. {})  probability {}{season}  energy {}{top}",
+        "{:<7} window {} ({} .. {})  probability {}{season}  energy {}{top}{accepted}",
         a.state.as_str(),
         a.seq,
         mark(&a.window.start),
@@ -528,5 +532,19 @@ mod tests {
         let line = people_line(&alert(0.99999, Some(0.3)));
         assert!(!line.contains("season"), "{line}");
         assert!(!people_line(&alert(0.99999, None)).contains("season"));
+    }
+
+    #[test]
+    fn a_clear_that_accepted_says_so() {
+        let mut a = alert(0.5, None);
+        a.state = Transition::Cleared;
+        assert!(!people_line(&a).contains("accepted"));
+        a.accepted_after = Some(200);
+        let line = people_line(&a);
+        assert!(
+            line.starts_with("cleared")
+                && line.ends_with("(accepted as the new normal after 200 windows raised)"),
+            "{line}"
+        );
     }
 }
