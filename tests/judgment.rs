@@ -9,7 +9,8 @@
 //!   ten times the drift's rate): raised once, never cleared;
 //! - **step**: from window 300 the level is 0.5 higher and stays there: raised once, then kept
 //!   raised (`accept_after = 0`, the default) or accepted as the new normal and cleared once
-//!   (`accept_after = 200`), the clear saying so (`accepted_after`).
+//!   (`accept_after = 200` in the stream's `[[streams]]` table), the clear saying so
+//!   (`accepted_after`).
 //!
 //! Multichannel fixture (8 channels, a sine each around its own level), a pump's sensors:
 //! - **warming**: channel 0, a temperature, rises 0.001 a window (1.0, about five healthy standard
@@ -100,6 +101,8 @@ struct Rig {
     channels: usize,
     /// Per sensor: its name (`sensors/<name>/<model>`) and samples, interleaved by channel.
     sensors: Vec<(&'static str, Vec<f32>)>,
+    /// Keys added to the stream's `[[streams]]` table.
+    stream: &'static str,
 }
 
 impl Rig {
@@ -113,6 +116,7 @@ impl Rig {
                 ("ramp", signal(2, ramp)),
                 ("step", signal(3, step)),
             ],
+            stream: "",
         }
     }
 
@@ -125,6 +129,15 @@ impl Rig {
                 ("warming", pump(4, 0, warming)),
                 ("wearing", pump(5, 1, wearing)),
             ],
+            stream: "",
+        }
+    }
+
+    /// The same with `keys` in its `[[streams]]` table.
+    fn with_stream(self, keys: &'static str) -> Self {
+        Self {
+            stream: keys,
+            ..self
         }
     }
 }
@@ -151,12 +164,13 @@ async fn run(prefix: &str, rig: Rig, detect: &str) -> Vec<(String, Vec<(u64, Str
         window,
         channels,
         sensors,
+        stream,
     } = rig;
     let toml = format!(
         "[detect]\nlearn_windows = {LEARN}\n{detect}\n[models.{model}]\n\
          path = \"models/{model}/fixture-1\"\n[[streams]]\nname = \"{model}\"\n\
          topic = \"sensors/+/{model}\"\nmodel = \"{model}\"\nformat = \"array\"\n\
-         window = {window}\nchannels = {channels}\n"
+         window = {window}\nchannels = {channels}\n{stream}\n"
     );
     let daemon = TestDaemon::start(settings(broker.port, prefix, &toml)).await;
     let mut tx = Sender::start(broker.port).await;
@@ -183,7 +197,8 @@ async fn run(prefix: &str, rig: Rig, detect: &str) -> Vec<(String, Vec<(u64, Str
         let seq = m.json["seq"].as_u64().unwrap();
         let learning = m.json["learning"].as_bool().unwrap();
         // Learning: a stream's first windows, and a faulty stream's new level once accepted.
-        let relearns = m.json["stream"] != "vibration/drift" && detect.contains("accept_after");
+        let accepting = detect.contains("accept_after") || stream.contains("accept_after");
+        let relearns = m.json["stream"] != "vibration/drift" && accepting;
         assert!(
             learning == (seq < LEARN) || relearns && seq >= 300,
             "{}",
@@ -282,7 +297,9 @@ async fn drift_is_followed_a_slow_onset_fault_is_raised_and_a_step_kept_raised()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_held_past_accept_after_becomes_the_new_normal() {
-    let got = run("ja", Rig::vibration(), "accept_after = 200").await;
+    // Set for the stream (`[[streams]] accept_after`; `[detect]` keeps its default, 0).
+    let rig = Rig::vibration().with_stream("accept_after = 200");
+    let got = run("ja", rig, "").await;
     assert_eq!(of(&got, "drift"), []);
     // The ramp keeps climbing: accepted, it is raised again once the new level is left behind.
     assert_eq!(of(&got, "ramp")[0].1, "raised");
@@ -356,6 +373,7 @@ async fn a_fault_on_one_channel_of_eight_is_raised_in_its_own_part() {
         window: 16,
         channels: 8,
         sensors: vec![("knock", pump(6, 5, knocking(0.2)))],
+        stream: "",
     };
     let got = run("jk", rig(), "").await;
     let knock = of(&got, "knock");
