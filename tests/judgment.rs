@@ -214,6 +214,7 @@ async fn run(prefix: &str, rig: Rig, detect: &str) -> Vec<(String, Vec<(u64, Str
     }
     let alerts = obs.on(&format!("{prefix}/alerts/"));
     for a in &alerts {
+        schema::assert_valid("alert.json", &a.json);
         // Alerts carry the probability beside the energy.
         assert!(a.json["probability"].as_f64().unwrap() >= 0.0, "{}", a.json);
         assert!(a.json["energy"].as_f64().is_some());
