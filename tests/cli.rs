@@ -299,18 +299,9 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
 fn score_accept_after_accepts_a_held_step_and_the_clear_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("step.csv");
-    let mut s: u64 = 3;
-    let mut text = String::from("v\n");
-    for t in 0..1_000 * 64 {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        let noise = (s % 2_001) as f32 / 10_000.0 - 0.1;
-        let phase = 2.0 * std::f32::consts::PI * (t % 16) as f32 / 16.0;
-        let step = if t / 64 >= 300 { 0.5 } else { 0.0 };
-        text.push_str(&format!("{}\n", 1.0 + 0.5 * phase.sin() + noise + step));
-    }
-    std::fs::write(&csv, text).unwrap();
+    let step = vibration_signal(3, 1_000, |w| if w >= 300 { 0.5 } else { 0.0 });
+    let text: String = step.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(&csv, format!("v\n{text}")).unwrap();
     let transitions = |extra: &[&str]| {
         let mut args = vec!["score", "--model", "models/vibration/fixture-1", "--json"];
         args.extend_from_slice(extra);

@@ -43,23 +43,9 @@ const LEARN: u64 = 64;
 /// The default `[detect] alert_probability`.
 const ALERT: f64 = 0.9999;
 
-/// xorshift noise, uniform in +-0.1.
-fn noise(s: &mut u64) -> f32 {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    (*s % 2_001) as f32 / 10_000.0 - 0.1
-}
-
 /// The samples of one vibration sensor: `offset(window)` added to the shared healthy signal.
 fn signal(seed: u64, offset: impl Fn(usize) -> f32) -> Vec<f32> {
-    let mut s = seed;
-    (0..WINDOWS * 64)
-        .map(|t| {
-            let phase = 2.0 * std::f32::consts::PI * (t % 16) as f32 / 16.0;
-            1.0 + 0.5 * phase.sin() + noise(&mut s) + offset(t / 64)
-        })
-        .collect()
+    vibration_signal(seed, WINDOWS, offset)
 }
 
 /// The rows of one pump (8 channels, interleaved), healthy as the multichannel fixture learnt

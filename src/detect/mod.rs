@@ -649,11 +649,9 @@ impl Judge {
                 detector.season = shared;
             }
         }
-        let accepted_after = match transition {
-            Some(Transition::Cleared) => Some(std::mem::take(&mut detector.accepted)),
-            _ => None,
-        }
-        .filter(|&n| n > 0);
+        let accepted_after = (transition == Some(Transition::Cleared))
+            .then(|| std::mem::take(&mut detector.accepted))
+            .filter(|&n| n > 0);
         Verdict {
             stream: stream.id.clone(),
             seq: window.seq,

@@ -23,6 +23,26 @@ pub mod nats;
 
 pub mod schema;
 
+/// xorshift noise, uniform in +-0.1.
+pub fn noise(s: &mut u64) -> f32 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    (*s % 2_001) as f32 / 10_000.0 - 0.1
+}
+
+/// `windows` windows of 64 samples of a vibration sensor as the vibration fixture learnt it (a
+/// sine of period 16 around 1.0, with [`noise`] from `seed`), plus `offset(window)`.
+pub fn vibration_signal(seed: u64, windows: usize, offset: impl Fn(usize) -> f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..windows * 64)
+        .map(|t| {
+            let phase = 2.0 * std::f32::consts::PI * (t % 16) as f32 / 16.0;
+            1.0 + 0.5 * phase.sin() + noise(&mut s) + offset(t / 64)
+        })
+        .collect()
+}
+
 /// Columns of the SKAB pump recordings, in the files' order.
 pub const SKAB_FIELDS: [&str; 8] = [
     "Accelerometer1RMS",
