@@ -294,7 +294,8 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
 }
 
 /// `--accept-after` through `score`: a step held from window 300 stays raised by default; with
-/// it, the held level is accepted after that many windows, learnt, and the clear says so.
+/// it, the held level is accepted after that many windows, learnt, and the clear says so; with
+/// `--accept-after-s`, after that many seconds of the recording's own time.
 #[test]
 fn score_accept_after_accepts_a_held_step_and_the_clear_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -302,11 +303,22 @@ fn score_accept_after_accepts_a_held_step_and_the_clear_says_so() {
     let step = vibration_signal(3, 1_000, |w| if w >= 300 { 0.5 } else { 0.0 });
     let text: String = step.iter().map(|v| format!("{v}\n")).collect();
     std::fs::write(&csv, format!("v\n{text}")).unwrap();
-    let transitions = |extra: &[&str]| {
+    // The same rows, 64 a second (a window a second), stamped as epoch seconds in a column.
+    let timed = dir.path().join("step-timed.csv");
+    let text: String = step
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{},{v}\n", 1.7e9 + i as f64 / 64.0))
+        .collect();
+    std::fs::write(&timed, format!("t,v\n{text}")).unwrap();
+    let score = |extra: &[&str], file: &std::path::Path| {
         let mut args = vec!["score", "--model", "models/vibration/fixture-1", "--json"];
         args.extend_from_slice(extra);
-        args.push(csv.to_str().unwrap());
-        let o = ebgand(&args, &[("EBGAND__DETECT__LEARN_WINDOWS", "64")]);
+        args.push(file.to_str().unwrap());
+        ebgand(&args, &[("EBGAND__DETECT__LEARN_WINDOWS", "64")])
+    };
+    let transitions = |extra: &[&str], file: &std::path::Path| {
+        let o = score(extra, file);
         assert!(o.status.success(), "{}", stderr(&o));
         window_lines(&o)
             .into_iter()
@@ -320,10 +332,10 @@ fn score_accept_after_accepts_a_held_step_and_the_clear_says_so() {
             })
             .collect::<Vec<_>>()
     };
-    let kept = transitions(&[]);
+    let kept = transitions(&[], &csv);
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!((&kept[0].1, &kept[0].2), (&"raised".into(), &None));
-    let accepted = transitions(&["--accept-after", "200"]);
+    let accepted = transitions(&["--accept-after", "200"], &csv);
     assert_eq!(accepted.len(), 2, "{accepted:?}");
     assert!((300..310).contains(&accepted[0].0), "{accepted:?}");
     // 200 windows raised, 64 learning the new level, then clear_after (10) normal windows.
@@ -331,6 +343,39 @@ fn score_accept_after_accepts_a_held_step_and_the_clear_says_so() {
     assert_eq!((state, by), (&"cleared".into(), &Some(200.into())));
     let cleared = accepted[0].0 + 200 + 64 + 10;
     assert!((cleared - 5..cleared + 5).contains(seq), "{accepted:?}");
+
+    // `--accept-after-s` counts the recording's own time: accepted 200 s after the raise, 201
+    // windows counting the raise's and the acceptance's.
+    let in_seconds = transitions(
+        &["--timestamp-column", "t", "--accept-after-s", "200"],
+        &timed,
+    );
+    assert_eq!(in_seconds.len(), 2, "{in_seconds:?}");
+    assert_eq!(in_seconds[0], accepted[0], "{in_seconds:?}");
+    assert_eq!(
+        (&in_seconds[1].1, &in_seconds[1].2),
+        (&"cleared".into(), &Some(201.into()))
+    );
+    assert!(
+        (cleared - 4..cleared + 6).contains(&in_seconds[1].0),
+        "{in_seconds:?}"
+    );
+    // Rows without a time cannot count seconds; windows and seconds are one setting.
+    let untimed = score(&["--accept-after-s", "200"], &csv);
+    assert!(!untimed.status.success());
+    let untimed = stderr(&untimed);
+    assert!(
+        untimed.contains("accept_after_s counts the recording's own time")
+            && untimed.contains("--timestamp-column"),
+        "{untimed}"
+    );
+    let both = score(&["--accept-after", "9", "--accept-after-s", "200"], &csv);
+    assert!(!both.status.success());
+    assert!(
+        stderr(&both).contains("cannot be used with"),
+        "{}",
+        stderr(&both)
+    );
 }
 
 /// `--seed-rows` replays the daemon's cold start: the seed rows calibrate the stream, so the

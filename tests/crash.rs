@@ -159,7 +159,7 @@ fn check_against_truth(obs: &Observer, sent: &[Vec<f32>], port: u16) -> usize {
             Hysteresis {
                 raise_after: 3, // the defaults
                 clear_after: 10,
-                accept_after: 0,
+                accept: ebgand::detect::Accept::Never,
             },
             1,
         );

@@ -10,7 +10,8 @@
 //! - **step**: from window 300 the level is 0.5 higher and stays there: raised once, then kept
 //!   raised (`accept_after = 0`, the default) or accepted as the new normal and cleared once
 //!   (`accept_after = 200` in the stream's `[[streams]]` table), the clear saying so
-//!   (`accepted_after`).
+//!   (`accepted_after`); sent as timed JSON objects by a sensor at 64 samples a second and one
+//!   at 128, accepted after the same seconds of their own time (`accept_after_s`).
 //!
 //! Multichannel fixture (8 channels, a sine each around its own level), a pump's sensors:
 //! - **warming**: channel 0, a temperature, rises 0.001 a window (1.0, about five healthy standard
@@ -382,4 +383,74 @@ async fn a_fault_on_one_channel_of_eight_is_raised_in_its_own_part() {
     // Without the rule the sum alone never notices it.
     let got = run("jm", rig(), "per_channel = false\nrestless_probability = 0").await;
     assert_eq!(of(&got, "knock"), [], "the sum alone does not notice it");
+}
+
+/// The step of the vibration rig from window 100, sent as JSON objects one sample each with
+/// its time (`format = "object"`, `timestamp_field`), by two sensors: one at 64 samples a
+/// second, one at 128. `accept_after_s` counts the stream's own time, so both held steps are
+/// accepted about 20 s after their raise: 80 windows (a hop of 16 samples) on the first, 160 on
+/// the second, where a count of windows would take half the time on the faster one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_held_past_accept_after_s_is_accepted_after_the_same_time_at_either_rate() {
+    const HOP: u64 = 16;
+    let prefix = "js";
+    let broker = Mosquitto::start().await;
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let toml = format!(
+        "[detect]\nlearn_windows = {LEARN}\n\
+         [models.vibration]\npath = \"models/vibration/fixture-1\"\n\
+         [[streams]]\nname = \"timed\"\ntopic = \"timed/+\"\nmodel = \"vibration\"\n\
+         format = \"object\"\nfields = [\"v\"]\ntimestamp_field = \"t\"\n\
+         window = 64\nhop = {HOP}\naccept_after_s = 19.9\n"
+    );
+    let daemon = TestDaemon::start(settings(broker.port, prefix, &toml)).await;
+    let mut tx = Sender::start(broker.port).await;
+    let samples = vibration_signal(7, 165, |w| if w >= 100 { 0.5 } else { 0.0 });
+    let sensors = [("slow", 64.0), ("fast", 128.0)];
+    for (i, v) in samples.iter().enumerate() {
+        for (name, rate) in sensors {
+            let t = 1.7e9 + i as f64 / rate;
+            let payload = serde_json::json!({"t": t, "v": v}).to_string();
+            tx.publish(&format!("timed/{name}"), payload).await;
+        }
+    }
+    tx.flushed().await;
+    let windows = (samples.len() - 64) / HOP as usize + 1;
+    eventually(Duration::from_secs(60), "every window judged", || {
+        obs.count(&format!("{prefix}/energy/")) >= 2 * windows
+    })
+    .await;
+    let alerts = obs.on(&format!("{prefix}/alerts/"));
+    daemon.shutdown().await.unwrap();
+    for (name, rate) in sensors {
+        let got: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.json["stream"] == format!("timed/{name}").as_str())
+            .inspect(|a| schema::assert_valid("alert.json", &a.json))
+            .map(|a| {
+                let seq = a.json["seq"].as_u64().unwrap();
+                (
+                    seq,
+                    a.json["state"].clone(),
+                    a.json.get("accepted_after").cloned(),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 2, "{name}: raised once, cleared once: {got:?}");
+        // Windows end at sample 63 + 16 n: the step's first sample, 6,400, ends window 396;
+        // raised once enough of a window is stepped and raise_after (3) windows in a row.
+        let raised = got[0].0;
+        assert!((396..410).contains(&raised), "{name}: {got:?}");
+        assert_eq!((&got[0].1, &got[0].2), (&"raised".into(), &None), "{name}");
+        // Accepted ceil(19.9 s / hop) windows after the raise (the raise's and the acceptance's
+        // windows both counted), then 64 learning the new level and clear_after (10) normal.
+        let after = (19.9 * rate / HOP as f64).ceil() as u64;
+        assert_eq!(got[1].1, "cleared", "{name}");
+        assert_eq!(got[1].2, Some((after + 1).into()), "{name}: {got:?}");
+        let cleared = raised + after + LEARN + 10;
+        assert!(
+            (cleared - 2..cleared + 3).contains(&got[1].0),
+            "{name}: {got:?}"
+        );
+    }
 }

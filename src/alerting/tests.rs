@@ -114,7 +114,7 @@ fn stream(id: &str) -> Arc<StreamInfo> {
         Hysteresis {
             raise_after: 2,
             clear_after: 2,
-            accept_after: 0,
+            accept: crate::detect::Accept::Never,
         },
         1,
     ))
@@ -128,7 +128,7 @@ fn probability_stream(id: &str) -> Arc<StreamInfo> {
         Hysteresis {
             raise_after: 2,
             clear_after: 2,
-            accept_after: 0,
+            accept: crate::detect::Accept::Never,
         },
         1,
     ))

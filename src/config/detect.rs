@@ -2,6 +2,7 @@
 //! restless raise.
 
 use super::RawDetect;
+use crate::detect::Accept;
 
 /// `[detect]`'s calibration settings.
 pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
@@ -12,6 +13,9 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
         ));
     }
     check_alert_probability(d.alert_probability, d.tail_quantile, "detect.", errs);
+    if let Err(e) = acceptance(d.accept_after, d.accept_after_s, "detect.") {
+        errs.push(e);
+    }
     if d.learn_below != 0.0 && !(d.learn_below > 0.5 && d.learn_below <= d.alert_probability) {
         errs.push(format!(
             "detect.learn_below: {} must be 0 (learn every healthy window) or between 0.5 and alert_probability ({})",
@@ -125,6 +129,24 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
             "detect.memory_windows: {} must be at least learn_windows ({})",
             d.memory_windows, d.learn_windows
         ));
+    }
+}
+
+/// The acceptance `accept_after` (windows) and `accept_after_s` (seconds of the stream's own
+/// time) say, at `at` (`detect.` or a stream's `streams[i].`): one of them, or neither.
+pub(super) fn acceptance(windows: u32, seconds: f64, at: &str) -> Result<Accept, String> {
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Err(format!(
+            "{at}accept_after_s: {seconds} must be a number of seconds, 0 (never) or more"
+        ));
+    }
+    match (windows, seconds > 0.0) {
+        (0, false) => Ok(Accept::Never),
+        (n, false) => Ok(Accept::Windows(n)),
+        (0, true) => Ok(Accept::Seconds(seconds)),
+        (n, true) => Err(format!(
+            "{at}accept_after ({n} windows) / accept_after_s ({seconds} s): give one, not both"
+        )),
     }
 }
 

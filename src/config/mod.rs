@@ -439,8 +439,8 @@ pub struct StreamSettings {
     pub raise_after: u32,
     /// Clear after j windows below.
     pub clear_after: u32,
-    /// Windows an alert may stay raised before its level is accepted as normal (0: never).
-    pub accept_after: u32,
+    /// How long an alert may stay raised before its level is accepted as normal.
+    pub accept: crate::detect::Accept,
 }
 
 /// The config file to read: `given` (`--config` or `EBGAND_CONFIG`), else `./config.toml` when

@@ -246,6 +246,9 @@ pub struct RawDetect {
     /// Windows an alert stays raised before its level is accepted as normal; 0: never. Each
     /// stream's default.
     pub accept_after: u32,
+    /// Seconds of a stream's own time (its samples' timestamps) an alert stays raised before
+    /// its level is accepted as normal; 0: never. Not with `accept_after`. Each stream's default.
+    pub accept_after_s: f64,
     /// Time constant, in healthy windows, of the energy level windows are read against; 0: none.
     pub drift_windows: u32,
     /// Judged windows are learnt only under this probability; 0: every healthy window.
@@ -304,6 +307,7 @@ impl Default for RawDetect {
             memory_windows: c.memory_windows,
             tail_quantile: c.tail_quantile,
             accept_after: 0,
+            accept_after_s: 0.0,
             drift_windows: c.drift_windows,
             learn_below: c.learn_below,
             level_windows: c.level_windows,
@@ -340,6 +344,13 @@ impl RawDetect {
             (None, "threshold") => Judging::Energy(None),
             (None, _) => Judging::Probability(alert_probability.unwrap_or(self.alert_probability)),
         }
+    }
+
+    /// The acceptance `accept_after` / `accept_after_s` say (validation refuses both; then
+    /// neither is taken).
+    pub fn accept(&self) -> crate::detect::Accept {
+        super::detect::acceptance(self.accept_after, self.accept_after_s, "detect.")
+            .unwrap_or_default()
     }
 
     /// The time zone `season_zone` names (checked by validation); `local`, the system's, is
@@ -700,7 +711,10 @@ pub struct RawStream {
     /// Hysteresis override.
     #[serde(default)]
     pub clear_after: Option<u32>,
-    /// `[detect] accept_after` override.
+    /// `[detect] accept_after` override (with `accept_after_s`, the stream's whole acceptance).
     #[serde(default)]
     pub accept_after: Option<u32>,
+    /// `[detect] accept_after_s` override (needs `timestamp_field`).
+    #[serde(default)]
+    pub accept_after_s: Option<f64>,
 }

@@ -1,6 +1,7 @@
 //! Unit tests of loading and validation.
 
 use super::*;
+use crate::detect::Accept;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
@@ -448,11 +449,77 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
     assert!(low.to_string().contains("alert_probability"), "{low}");
     // Accepting a held level: kept raised by default, `[detect]` for every stream, a stream's
     // own over it.
-    let accept = |extra: &str, detect: &str| judged(extra, detect).unwrap().streams[0].accept_after;
-    assert_eq!(accept("", ""), 0);
-    assert_eq!(accept("", "accept_after = 1000"), 1000);
-    assert_eq!(accept("accept_after = 0", "accept_after = 1000"), 0);
-    assert_eq!(accept("accept_after = 3600", ""), 3600);
+    let accept = |extra: &str, detect: &str| judged(extra, detect).unwrap().streams[0].accept;
+    assert_eq!(accept("", ""), Accept::Never);
+    assert_eq!(accept("", "accept_after = 1000"), Accept::Windows(1000));
+    assert_eq!(
+        accept("accept_after = 0", "accept_after = 1000"),
+        Accept::Never
+    );
+    assert_eq!(accept("accept_after = 3600", ""), Accept::Windows(3600));
+    // In seconds of the stream's own time: only for a stream whose samples carry it.
+    let timed = "[models.m]\npath = \"\"\n[[streams]]\nname = \"a\"\ntopic = \"a/+\"\n\
+                 model = \"m\"\nformat = \"object\"\nfields = [\"x\"]\nwindow = 8\n\
+                 timestamp_field = \"t\"\n";
+    let timed = |extra: &str, detect: &str| {
+        let text = format!("[detect]\n{detect}\n{timed}{extra}\n");
+        RawConfig::from_toml(&text).unwrap().validate()
+    };
+    let accept = |extra: &str, detect: &str| timed(extra, detect).unwrap().streams[0].accept;
+    assert_eq!(accept("", "accept_after_s = 7200"), Accept::Seconds(7200.0));
+    // A stream's own pair replaces [detect]'s, whichever it sets.
+    assert_eq!(
+        accept("accept_after = 50", "accept_after_s = 7200"),
+        Accept::Windows(50)
+    );
+    assert_eq!(
+        accept("accept_after_s = 60.5", "accept_after = 9"),
+        Accept::Seconds(60.5)
+    );
+    assert_eq!(
+        accept("accept_after_s = 0", "accept_after_s = 7200"),
+        Accept::Never
+    );
+    for (extra, detect, says) in [
+        (
+            "",
+            "accept_after = 10\naccept_after_s = 60",
+            "detect.accept_after (10 windows) / accept_after_s (60 s): give one, not both",
+        ),
+        (
+            "accept_after = 10\naccept_after_s = 60",
+            "",
+            "streams[0] (a).accept_after (10 windows)",
+        ),
+        (
+            "",
+            "accept_after_s = -1",
+            "detect.accept_after_s: -1 must be",
+        ),
+        (
+            "accept_after_s = nan",
+            "",
+            "streams[0] (a).accept_after_s: NaN must be",
+        ),
+    ] {
+        let e = timed(extra, detect).unwrap_err().to_string();
+        assert!(e.contains(says), "{extra} / {detect}: {e}");
+    }
+    // A stream whose samples carry no time cannot count seconds, [detect]'s or its own.
+    let e = judged("", "accept_after_s = 7200").unwrap_err().to_string();
+    assert!(
+        e.contains("streams[0] (a): [detect] accept_after_s counts the stream's own time"),
+        "{e}"
+    );
+    let e = judged("accept_after_s = 60", "").unwrap_err().to_string();
+    assert!(e.contains("streams[0] (a).accept_after_s counts"), "{e}");
+    assert_eq!(
+        judged("accept_after = 60", "accept_after_s = 7200")
+            .unwrap()
+            .streams[0]
+            .accept,
+        Accept::Windows(60)
+    );
 }
 
 #[test]

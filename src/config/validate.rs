@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::detect::{check_alert_probability, validate_calibration};
+use super::detect::{acceptance, check_alert_probability, validate_calibration};
 use super::tls::{TlsFiles, client_config};
 use super::*;
 
@@ -539,6 +539,43 @@ fn mqtt_tls(m: &RawMqtt, errs: &mut Vec<String>) -> Option<Arc<rustls::ClientCon
     }
 }
 
+/// A stream's acceptance: its own `accept_after` / `accept_after_s` when it sets either (the
+/// pair replaces `[detect]`'s), else `[detect]`'s. One in seconds needs the stream's samples to
+/// carry their times. `None` (with the reason in `errs`) when it is not valid; `[detect]`'s
+/// own errors are reported once, with `[detect]`.
+fn stream_acceptance(
+    st: &RawStream,
+    detect: &RawDetect,
+    at: &str,
+    errs: &mut Vec<String>,
+) -> Option<crate::detect::Accept> {
+    let own = st.accept_after.is_some() || st.accept_after_s.is_some();
+    let accept = if own {
+        let (w, s) = (
+            st.accept_after.unwrap_or(0),
+            st.accept_after_s.unwrap_or(0.0),
+        );
+        acceptance(w, s, &format!("{at}."))
+            .map_err(|e| errs.push(e))
+            .ok()?
+    } else {
+        acceptance(detect.accept_after, detect.accept_after_s, "detect.").ok()?
+    };
+    let timed = st.format == "object" && !st.timestamp_field.is_empty();
+    if matches!(accept, crate::detect::Accept::Seconds(_)) && !timed {
+        let setting = if own {
+            format!("{at}.accept_after_s")
+        } else {
+            format!("{at}: [detect] accept_after_s")
+        };
+        errs.push(format!(
+            "{setting} counts the stream's own time, and its samples carry none: give it a timestamp_field (format \"object\"), or accept_after in windows"
+        ));
+        return None;
+    }
+    Some(accept)
+}
+
 /// Most values (window x channels) in one stream's window.
 pub const MAX_WINDOW_VALUES: usize = 1 << 20;
 
@@ -663,6 +700,7 @@ fn validate_stream(
             "{at}.raise_after / clear_after: must be at least 1"
         ));
     }
+    let accept = stream_acceptance(st, detect, at, errs);
     let mut channels = channels;
     if let Some(params) = &st.logmel {
         if st_channels != 1 || st.format == "object" {
@@ -690,7 +728,7 @@ fn validate_stream(
         judging,
         raise_after,
         clear_after,
-        accept_after: st.accept_after.unwrap_or(detect.accept_after),
+        accept: accept?,
     })
 }
 

@@ -20,15 +20,40 @@ use super::restless::{Restless, Spell};
 use super::{AlertState, Calibrator, Level, Season, Transition};
 
 /// Hysteresis parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hysteresis {
     /// k: consecutive windows above threshold that raise.
     pub raise_after: u32,
     /// j: consecutive windows at or below threshold that clear.
     pub clear_after: u32,
-    /// Windows an alert may stay raised before its level is accepted as the new normal (the
-    /// stream learns again, then the alert clears; judged by probability only). 0: kept raised.
-    pub accept_after: u32,
+    /// How long an alert may stay raised before its level is accepted as the new normal.
+    pub accept: Accept,
+}
+
+/// How long an alert may stay raised before its level is accepted as the new normal: the
+/// stream learns again, then the alert clears and says so (judged by probability only).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Accept {
+    /// Kept raised until the stream comes back (`accept_after = 0`, the default).
+    #[default]
+    Never,
+    /// After this many windows raised (`accept_after`): a time only at the stream's rate.
+    Windows(u32),
+    /// After this many seconds raised by the stream's own clock, its samples' timestamps
+    /// (`accept_after_s`), whatever its rate. A window without a time does not count.
+    Seconds(f64),
+}
+
+impl Accept {
+    /// Whether an alert raised for `windows` windows, from the stream time `since` to `now`
+    /// (seconds, [`Mark::seconds`](crate::pipeline::Mark::seconds)), is due to be accepted.
+    pub fn due(self, windows: u32, since: Option<f64>, now: Option<f64>) -> bool {
+        match self {
+            Self::Never => false,
+            Self::Windows(n) => n > 0 && windows >= n,
+            Self::Seconds(s) => since.zip(now).is_some_and(|(a, b)| b - a >= s),
+        }
+    }
 }
 
 /// The quiet after a clear (`[detect] quiet_windows`, `quiet_probability`; see the module
@@ -61,6 +86,10 @@ pub struct DetectorState {
     /// Windows the current alert has been raised for (for `accept_after`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub raised_for: u32,
+    /// The stream time (seconds) of the first window of the current alert that had one (for
+    /// `accept_after_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_at: Option<f64>,
     /// When the current alert's level was accepted as the new normal: the windows it had been
     /// raised for then (0: not accepted). Told on its clear.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -101,8 +130,8 @@ fn is_zero(n: &u32) -> bool {
 /// below.
 ///
 /// ```
-/// use ebgand::detect::{Detector, Hysteresis, Transition};
-/// let mut d = Detector::new(Hysteresis { raise_after: 2, clear_after: 2, accept_after: 0 });
+/// use ebgand::detect::{Accept, Detector, Hysteresis, Transition};
+/// let mut d = Detector::new(Hysteresis { raise_after: 2, clear_after: 2, accept: Accept::Never });
 /// let seen: Vec<_> = [true, true, true, false, false].iter().map(|&a| d.observe(a)).collect();
 /// assert_eq!(seen, [None, Some(Transition::Raised), None, None, Some(Transition::Cleared)]);
 /// ```
@@ -112,6 +141,7 @@ pub struct Detector {
     pub(super) state: AlertState,
     run: u32,
     pub(super) raised_for: u32,
+    pub(super) raised_at: Option<f64>,
     pub(super) accepted: u32,
     pub(super) calibrator: Option<Calibrator>,
     pub(super) level: Option<Level>,
@@ -133,6 +163,7 @@ impl Detector {
             state: saved.state,
             run: saved.run,
             raised_for: saved.raised_for,
+            raised_at: saved.raised_at,
             accepted: saved.accepted,
             calibrator: saved.calibrator,
             level: saved.level,
@@ -153,6 +184,7 @@ impl Detector {
             state: self.state,
             run: self.run,
             raised_for: self.raised_for,
+            raised_at: self.raised_at,
             accepted: self.accepted,
             calibrator: self.calibrator.clone(),
             level: self.level.clone(),
@@ -257,7 +289,7 @@ mod tests {
         let h = Hysteresis {
             raise_after: 1,
             clear_after: 1,
-            accept_after: 0,
+            accept: Accept::Never,
         };
         let (off, quiet) = (
             Restless {

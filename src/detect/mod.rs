@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 pub use calibrate::{Calibration, Calibrator, Reading, Unusual};
-pub use detector::{Detector, DetectorState, Hysteresis, Quiet};
+pub use detector::{Accept, Detector, DetectorState, Hysteresis, Quiet};
 pub use explain::{Carried, Explanation, Names, energy_parts};
 pub use level::{Drift, Level};
 pub use restless::{Restless, Spell};
@@ -208,8 +208,8 @@ pub struct Verdict {
     /// state is published again.
     #[serde(skip)]
     pub season_chosen: bool,
-    /// On a clear that follows the level's acceptance as the new normal (`accept_after`): the
-    /// windows the alert had been raised for when it was accepted.
+    /// On a clear that follows the level's acceptance as the new normal (`accept_after` or
+    /// `accept_after_s`): the windows the alert had been raised for when it was accepted.
     #[serde(skip)]
     pub accepted_after: Option<u32>,
     /// Set when an earlier run of the daemon already stored this window's alert (the window is
@@ -279,9 +279,9 @@ pub struct AlertEvent {
     /// counted and how many were at or over its probability.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restless: Option<restless::Raise>,
-    /// On a clear that is an acceptance, not a return (`[detect] accept_after`): the windows the
-    /// alert had been raised for when its level was accepted as the new normal. The machine did
-    /// not come back; the stream learnt where it is now.
+    /// On a clear that is an acceptance, not a return (`[detect] accept_after` or
+    /// `accept_after_s`): the windows the alert had been raised for when its level was accepted
+    /// as the new normal. The machine did not come back; the stream learnt where it is now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accepted_after: Option<u32>,
 }
@@ -622,8 +622,18 @@ impl Judge {
                             s.learn(e, Some(q), cal);
                         }
                     }
-                    let accept_after = stream.hysteresis.accept_after;
-                    if accept_after > 0 && detector.raised_for >= accept_after {
+                    // For an acceptance in seconds, the stream's own time the alert was raised
+                    // at (its first window with one); read only then (a parse per window).
+                    let accept = stream.hysteresis.accept;
+                    let now = matches!(accept, Accept::Seconds(_))
+                        .then(|| window.end.seconds())
+                        .flatten()
+                        .map(|s| s.at);
+                    detector.raised_at = match detector.state {
+                        AlertState::Raised => detector.raised_at.or(now),
+                        AlertState::Normal => None,
+                    };
+                    if accept.due(detector.raised_for, detector.raised_at, now) {
                         // Raised this long: the level is the new normal. Learn it; the alert
                         // clears once the windows after learning are judged normal, and says so.
                         detector.accepted = detector.raised_for;
@@ -631,7 +641,7 @@ impl Judge {
                         if let Some(l) = &mut level {
                             l.rebase(&model.version);
                         }
-                        detector.raised_for = 0;
+                        (detector.raised_for, detector.raised_at) = (0, None);
                     }
                 }
                 if let Some(s) = &mut season {

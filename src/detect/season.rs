@@ -33,14 +33,13 @@
 //! UTC's clock instead, every day after a change would be an hour off, and those windows,
 //! not healthy, would never move what their moments are expected to be.
 
+use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use jiff::{Timestamp, civil};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::VecDeque;
 
 use super::{Calibration, Calibrator};
-use crate::pipeline::{Mark, RawWindow};
+use crate::pipeline::{Mark, RawWindow, Seconds};
 
 /// Most values (samples x channels) a stream's season holds while it is watched.
 pub const MAX_VALUES: usize = 32_768;
@@ -169,31 +168,14 @@ struct Time {
     wall: f64,
 }
 
-/// The time of a sample's mark: a number since the epoch (seconds, or milliseconds,
-/// microseconds or nanoseconds, told apart by size: no time in seconds reaches 10^11, the year
-/// 5138) or an RFC 3339 time with a zone (`Z`, `+02:00`, `-0530`) is an instant, read on
-/// `zone`'s wall clock; a time without a zone (the `T` may be a space) is the wall clock's
-/// reading already, and its instant too. `None` for sample indices and anything else.
+/// The time of a sample's mark ([`Mark::seconds`]): an instant is read on `zone`'s wall clock;
+/// a time without a zone is the wall clock's reading already, and its instant too. `None` for
+/// sample indices and anything else.
 fn time(mark: &Mark, zone: &TimeZone) -> Option<Time> {
-    let at = match mark {
-        Mark::Time(Value::Number(n)) => {
-            let mut at = n.as_f64()?;
-            while at.abs() >= 1e11 {
-                at /= 1e3;
-            }
-            at
-        }
-        Mark::Time(Value::String(s)) => match s.trim().parse::<Timestamp>() {
-            Ok(t) => t.as_duration().as_secs_f64(),
-            Err(_) => {
-                let local: civil::DateTime = s.trim().parse().ok()?;
-                let wall = TimeZone::UTC.to_timestamp(local).ok()?;
-                let wall = wall.as_duration().as_secs_f64();
-                return Some(Time { at: wall, wall });
-            }
-        },
-        _ => return None,
-    };
+    let Seconds { at, local } = mark.seconds()?;
+    if local {
+        return Some(Time { at, wall: at });
+    }
     let instant = Timestamp::from_second(at.floor() as i64).ok()?;
     let offset = zone.to_offset(instant).seconds();
     Some(Time {

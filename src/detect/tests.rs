@@ -14,7 +14,7 @@ fn stream(
     let hysteresis = Hysteresis {
         raise_after,
         clear_after,
-        accept_after: 0,
+        accept: Accept::Never,
     };
     StreamInfo::new(id, judging, hysteresis, channels)
 }
@@ -32,7 +32,7 @@ fn raises_once_after_k_and_clears_once_after_j() {
     let mut d = Detector::new(Hysteresis {
         raise_after: 3,
         clear_after: 2,
-        accept_after: 0,
+        accept: Accept::Never,
     });
     //        0    1    2    3    4    5    6    7    8    9    10   11   12
     let e = [
@@ -53,7 +53,7 @@ fn threshold_is_exclusive_and_nan_is_anomalous() {
     let mut d = Detector::new(Hysteresis {
         raise_after: 1,
         clear_after: 1,
-        accept_after: 0,
+        accept: Accept::Never,
     });
     assert_eq!(d.observe(true), Some(Transition::Raised));
     assert_eq!(d.observe(true), None);
@@ -65,7 +65,7 @@ fn flapping_below_k_never_raises() {
     let mut d = Detector::new(Hysteresis {
         raise_after: 3,
         clear_after: 3,
-        accept_after: 0,
+        accept: Accept::Never,
     });
     let e: Vec<f32> = (0..100)
         .map(|i| if i % 3 == 2 { 0.0 } else { 5.0 })
@@ -106,21 +106,30 @@ fn judge_uses_stream_override_and_builds_events() {
 
 /// One stream judged by probability over `energies`; returns its transitions.
 fn judged(cal: Calibration, energies: impl IntoIterator<Item = f32>) -> Vec<(u64, Transition)> {
-    judged_accepting(cal, 0, energies)
+    judged_accepting(cal, Accept::Never, None, energies)
         .into_iter()
         .map(|(seq, t, _)| (seq, t))
         .collect()
 }
 
-/// [`judged`], the stream's alerts accepted after `accept_after` windows raised; with each
-/// transition, what its verdict says of an acceptance.
+/// The end of window `seq` of a stream whose windows are `step_s` seconds apart by their
+/// samples' timestamps (epoch seconds from 2023-11-14), or whose samples carry none (`None`).
+fn end_mark(seq: usize, step_s: Option<f64>) -> Mark {
+    step_s.map_or(Mark::Index(seq as u64), |s| {
+        Mark::Time(serde_json::json!(1.7e9 + seq as f64 * s))
+    })
+}
+
+/// [`judged`], the stream's alerts accepted by `accept`, its windows `step_s` apart
+/// ([`end_mark`]); with each transition, what its verdict says of an acceptance.
 fn judged_accepting(
     cal: Calibration,
-    accept_after: u32,
+    accept: Accept,
+    step_s: Option<f64>,
     energies: impl IntoIterator<Item = f32>,
 ) -> Vec<(u64, Transition, Option<u32>)> {
     let mut stream = stream("s", Judging::Probability(0.999), 3, 50, 1);
-    stream.hysteresis.accept_after = accept_after;
+    stream.hysteresis.accept = accept;
     let model = ModelRef {
         name: "m".into(),
         version: "v1".into(),
@@ -131,7 +140,7 @@ fn judged_accepting(
         let w = RawWindow {
             seq: seq as u64,
             start: Mark::Index(0),
-            end: Mark::Index(0),
+            end: end_mark(seq, step_s),
             data: vec![],
         };
         let v = j.judge(&stream, &model, 1.0, &w, e.into());
@@ -189,11 +198,76 @@ fn a_held_step_is_raised_once_then_accepted_or_kept_by_configuration() {
     // Accepted after 500 windows: the stream learns the new level (200 windows), then the
     // alert clears after clear_after (50) normal windows.
     // The clear says the level was accepted after 500 windows raised.
-    let t = judged_accepting(cal(), 500, step);
+    let t = judged_accepting(cal(), Accept::Windows(500), None, step);
     assert_eq!(t.len(), 2, "{t:?}");
     assert_eq!(t[0], (1_002, Transition::Raised, None));
     assert_eq!((t[1].1, t[1].2), (Transition::Cleared, Some(500)));
     assert!((1_750..1_760).contains(&t[1].0), "{t:?}");
+}
+
+#[test]
+fn an_acceptance_in_seconds_takes_the_same_time_at_any_rate() {
+    // The held step of the test above, on a stream of a window a second and on one of ten a
+    // second: accepted after 300 s of the stream's own time, 300 windows raised on the first
+    // and 3,000 on the second; an acceptance counted in windows would take a tenth of the
+    // time on the faster one.
+    for (step_s, raised) in [(1.0, 300), (0.1, 3_000)] {
+        let step = energies(
+            1_500 + raised as usize,
+            |i| if i >= 1_000 { 20.0 } else { 1.0 },
+        );
+        let t = judged_accepting(cal(), Accept::Seconds(300.0), Some(step_s), step);
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t[0], (1_002, Transition::Raised, None));
+        // Accepted 300 s after the raise (its windows counted with the raise's and the
+        // acceptance's), then 200 windows relearnt and 50 judged normal.
+        assert_eq!(
+            (t[1].1, t[1].2),
+            (Transition::Cleared, Some(raised + 1)),
+            "{t:?}"
+        );
+        let cleared = 1_002 + u64::from(raised);
+        assert!((cleared + 250..cleared + 260).contains(&t[1].0), "{t:?}");
+    }
+    // Samples without times never reach an acceptance in seconds: kept raised.
+    let step = energies(3_000, |i| if i >= 1_000 { 20.0 } else { 1.0 });
+    let t = judged_accepting(cal(), Accept::Seconds(300.0), None, step);
+    assert_eq!(t, vec![(1_002, Transition::Raised, None)]);
+}
+
+#[test]
+fn an_acceptance_in_seconds_counts_from_the_raise_across_a_restart() {
+    // The step at a window a second, accepted after 300 s; the daemon restarts 100 windows
+    // into the alert, its detector carried over in the checkpoint (JSON).
+    let step = energies(2_000, |i| if i >= 1_000 { 20.0 } else { 1.0 });
+    let mut stream = stream("s", Judging::Probability(0.999), 3, 50, 1);
+    stream.hysteresis.accept = Accept::Seconds(300.0);
+    let model = ModelRef {
+        name: "m".into(),
+        version: "v1".into(),
+    };
+    let mut j = Judge::new(cal());
+    let mut out = Vec::new();
+    for (seq, &e) in step.iter().enumerate() {
+        if seq == 1_102 {
+            let saved = serde_json::to_string(&j.saved("s")).unwrap();
+            let saved: DetectorState = serde_json::from_str(&saved).unwrap();
+            assert_eq!(saved.raised_at, Some(1.7e9 + 1_002.0));
+            j = Judge::restored(HashMap::from([("s".to_owned(), saved)]), cal());
+        }
+        let w = RawWindow {
+            seq: seq as u64,
+            start: Mark::Index(0),
+            end: end_mark(seq, Some(1.0)),
+            data: vec![],
+        };
+        let v = j.judge(&stream, &model, 1.0, &w, e.into());
+        out.extend(v.transition.map(|t| (seq, t, v.accepted_after)));
+    }
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0], (1_002, Transition::Raised, None));
+    assert_eq!((out[1].1, out[1].2), (Transition::Cleared, Some(301)));
+    assert!((1_552..1_562).contains(&out[1].0), "{out:?}");
 }
 
 #[test]

@@ -180,7 +180,7 @@ impl StreamEntry {
                     Hysteresis {
                         raise_after: s.raise_after,
                         clear_after: s.clear_after,
-                        accept_after: s.accept_after,
+                        accept: s.accept,
                     },
                     spec.channels,
                 )

@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::config::RawConfig;
 use crate::detect::labels::LabelScore;
 use crate::detect::{
-    AlertEvent, Carried, Explanation, Hysteresis, Judge, ModelRef, Names, Scored, Seed, StreamInfo,
-    Transition, Verdict, energy_parts,
+    Accept, AlertEvent, Carried, Explanation, Hysteresis, Judge, ModelRef, Names, Scored, Seed,
+    StreamInfo, Transition, Verdict, energy_parts,
 };
 use crate::model::{ModelVersion, Scorer};
 use crate::pipeline::WindowSpec;
@@ -57,9 +57,14 @@ pub struct ScoreArgs {
     pub clear_after: Option<u32>,
     /// Windows an alert may stay raised before its level is accepted as the new normal and
     /// learnt (its clear then says `accepted_after`); 0 keeps it raised (default: the config's
-    /// detect section).
-    #[arg(long)]
+    /// detect section; either this or --accept-after-s replaces both its settings).
+    #[arg(long, value_name = "WINDOWS", conflicts_with = "accept_after_s")]
     pub accept_after: Option<u32>,
+    /// Seconds of the recording's own time (its --timestamp-column) an alert may stay raised
+    /// before its level is accepted as the new normal, whatever its rate; 0 keeps it raised
+    /// (default: the config's detect section).
+    #[arg(long, value_name = "SECONDS")]
+    pub accept_after_s: Option<f64>,
     /// CSV: a column of 0/1 labels (anomalous = 1). Each window takes the label of its newest
     /// row; the last line then reports F1, false and missed alarm rates (alert up against
     /// label, per window), labelled anomalies hit by an alert and how many windows into them,
@@ -119,7 +124,6 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     d.alert_probability = args.alert_probability.unwrap_or(d.alert_probability);
     d.raise_after = args.raise_after.unwrap_or(d.raise_after);
     d.clear_after = args.clear_after.unwrap_or(d.clear_after);
-    d.accept_after = args.accept_after.unwrap_or(d.accept_after);
     let settings = raw.validate()?;
     let version = ModelVersion::open(&args.model)?;
     let (w, c) = (
@@ -185,8 +189,23 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let hysteresis = Hysteresis {
         raise_after: raw.detect.raise_after,
         clear_after: raw.detect.clear_after,
-        accept_after: raw.detect.accept_after,
+        // Either on the command line replaces the config's acceptance (not checked against
+        // the config's streams: it is the recording's).
+        accept: match (args.accept_after, args.accept_after_s) {
+            (Some(0), _) | (None, Some(0.0)) => Accept::Never,
+            (Some(n), _) => Accept::Windows(n),
+            (None, Some(s)) if s.is_finite() && s > 0.0 => Accept::Seconds(s),
+            (None, Some(s)) => {
+                bail!("--accept-after-s: {s} must be a number of seconds, 0 (never) or more")
+            }
+            (None, None) => raw.detect.accept(),
+        },
     };
+    if matches!(hysteresis.accept, Accept::Seconds(_)) && rec.stamps.is_none() {
+        bail!(
+            "accept_after_s counts the recording's own time, and its rows carry none: name its timestamp column with --timestamp-column, or give --accept-after in windows"
+        );
+    }
     let stream =
         StreamInfo::new(id, raw.detect.judging(args.threshold, None), hysteresis, c).named(names);
     let hop = args.hop.unwrap_or(if version_is_audio { 1 } else { w });

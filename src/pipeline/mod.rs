@@ -7,4 +7,4 @@ pub mod topic;
 pub mod window;
 
 pub use decode::{DecodeError, PayloadFormat, decode_into};
-pub use window::{Mark, RawWindow, WindowSpec, Windower, expected_windows};
+pub use window::{Mark, RawWindow, Seconds, WindowSpec, Windower, expected_windows};

@@ -15,6 +15,54 @@ pub enum Mark {
     Time(Value),
 }
 
+/// A mark read as a time ([`Mark::seconds`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Seconds {
+    /// Seconds since the Unix epoch; for a `local` time, since the epoch of its own wall clock.
+    pub at: f64,
+    /// The mark was a wall-clock time with no zone (`2020-02-08 13:30:47`).
+    pub local: bool,
+}
+
+impl Mark {
+    /// The mark as a time: a number since the epoch, or its text (seconds, or milliseconds,
+    /// microseconds or nanoseconds, told apart by size: no time in seconds reaches 10^11, the
+    /// year 5138), an
+    /// RFC 3339 time with a zone (`Z`, `+02:00`, `-0530`), or a wall-clock time without one
+    /// (the `T` may be a space; read as if it were UTC, and said to be `local`). `None` for
+    /// sample indices and anything else.
+    pub fn seconds(&self) -> Option<Seconds> {
+        let epoch = |mut at: f64| {
+            while at.abs() >= 1e11 {
+                at /= 1e3;
+            }
+            at.is_finite().then_some(Seconds { at, local: false })
+        };
+        match self {
+            Self::Time(Value::Number(n)) => epoch(n.as_f64()?),
+            // A CSV's column, or a payload's field, may hold the number as text.
+            Self::Time(Value::String(s)) if s.trim().parse::<f64>().is_ok() => {
+                epoch(s.trim().parse().ok()?)
+            }
+            Self::Time(Value::String(s)) => match s.trim().parse::<jiff::Timestamp>() {
+                Ok(t) => Some(Seconds {
+                    at: t.as_duration().as_secs_f64(),
+                    local: false,
+                }),
+                Err(_) => {
+                    let wall: jiff::civil::DateTime = s.trim().parse().ok()?;
+                    let at = jiff::tz::TimeZone::UTC.to_timestamp(wall).ok()?;
+                    Some(Seconds {
+                        at: at.as_duration().as_secs_f64(),
+                        local: true,
+                    })
+                }
+            },
+            _ => None,
+        }
+    }
+}
+
 /// One complete window of a stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawWindow {
@@ -159,6 +207,43 @@ pub fn expected_windows(samples: u64, w: u64, h: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marks_read_as_seconds() {
+        let at = |v: Value| Mark::Time(v).seconds().map(|s| (s.at, s.local));
+        let utc = Some((1_700_000_000.5, false));
+        assert_eq!(at(serde_json::json!(1_700_000_000.5)), utc);
+        assert_eq!(
+            at(serde_json::json!(1_700_000_000_500_u64)),
+            utc,
+            "milliseconds"
+        );
+        assert_eq!(
+            at(serde_json::json!(1_700_000_000_500_000_000_u64)),
+            utc,
+            "nanoseconds"
+        );
+        assert_eq!(
+            at(" 1700000000.5 ".into()),
+            utc,
+            "a number as text (a CSV column)"
+        );
+        assert_eq!(at("2023-11-14T22:13:20.5Z".into()), utc);
+        assert_eq!(at("2023-11-15T00:13:20.5+02:00".into()), utc);
+        // Without a zone: the wall clock's reading, as if it were UTC.
+        assert_eq!(
+            at("2023-11-14 22:13:20.5".into()),
+            Some((1_700_000_000.5, true))
+        );
+        for none in [
+            Mark::Index(7),
+            Mark::Time("NaN".into()),
+            Mark::Time("soon".into()),
+        ] {
+            assert_eq!(none.seconds(), None, "{none:?}");
+        }
+        assert_eq!(Mark::Time(serde_json::json!(null)).seconds(), None);
+    }
 
     fn run(spec: WindowSpec, pushes: &[&[f32]]) -> Vec<RawWindow> {
         let mut w = Windower::new(spec);

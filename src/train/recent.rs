@@ -317,7 +317,7 @@ mod tests {
             crate::detect::Hysteresis {
                 raise_after: 1,
                 clear_after: 1,
-                accept_after: 0,
+                accept: crate::detect::Accept::Never,
             },
             1,
         ))

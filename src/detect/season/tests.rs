@@ -1,5 +1,6 @@
 use super::*;
 use jiff::tz::TimeZone;
+use serde_json::Value;
 use std::time::UNIX_EPOCH;
 
 const W: usize = 24;
@@ -196,7 +197,7 @@ fn the_judge_raises_a_holiday_by_its_season() {
     let hysteresis = Hysteresis {
         raise_after: 3,
         clear_after: 10,
-        accept_after: 0,
+        accept: crate::detect::Accept::Never,
     };
     let stream = StreamInfo::new("taxi", Judging::Probability(0.9999), hysteresis, 1);
     let raises = |seasons: Seasons| {
@@ -419,7 +420,7 @@ fn a_new_schedule_is_accepted_when_configured() {
         let hysteresis = Hysteresis {
             raise_after: 3,
             clear_after: 10,
-            accept_after,
+            accept: crate::detect::Accept::Windows(accept_after),
         };
         let stream = StreamInfo::new("plant", Judging::Probability(0.9999), hysteresis, 1);
         let mut judge = Judge::new(Calibration {
