@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::restless::{Restless, Spell};
 use super::{AlertState, Calibrator, Level, Season, Transition};
+use crate::pipeline::Mark;
 
 /// Hysteresis parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,8 +141,8 @@ pub struct Detector {
     hysteresis: Hysteresis,
     pub(super) state: AlertState,
     run: u32,
-    pub(super) raised_for: u32,
-    pub(super) raised_at: Option<f64>,
+    raised_for: u32,
+    raised_at: Option<f64>,
     pub(super) accepted: u32,
     pub(super) calibrator: Option<Calibrator>,
     pub(super) level: Option<Level>,
@@ -235,6 +236,29 @@ impl Detector {
             self.quiet = quiet.windows;
         }
         transition
+    }
+
+    /// Whether the alert has been raised as long as `accept` allows, counted to the window
+    /// ending at `end` (for an acceptance in seconds, from the stream time of the alert's
+    /// first window that had one). When it has, the alert's windows so far are noted for its
+    /// clear to tell ([`DetectorState::accepted`]) and counting starts again: the caller
+    /// relearns the stream, and a level still not normal after as long again is accepted again.
+    pub fn held_long_enough(&mut self, accept: Accept, end: &Mark) -> bool {
+        // The window's time is read only for an acceptance in seconds (a parse per window).
+        let now = matches!(accept, Accept::Seconds(_))
+            .then(|| end.seconds())
+            .flatten()
+            .map(|s| s.at);
+        self.raised_at = match self.state {
+            AlertState::Raised => self.raised_at.or(now),
+            AlertState::Normal => None,
+        };
+        if !accept.due(self.raised_for, self.raised_at, now) {
+            return false;
+        }
+        self.accepted = self.raised_for;
+        (self.raised_for, self.raised_at) = (0, None);
+        true
     }
 
     /// The hysteresis; `raise` raises besides it, `hold` keeps a raised alert from clearing.

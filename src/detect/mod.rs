@@ -622,26 +622,13 @@ impl Judge {
                             s.learn(e, Some(q), cal);
                         }
                     }
-                    // For an acceptance in seconds, the stream's own time the alert was raised
-                    // at (its first window with one); read only then (a parse per window).
-                    let accept = stream.hysteresis.accept;
-                    let now = matches!(accept, Accept::Seconds(_))
-                        .then(|| window.end.seconds())
-                        .flatten()
-                        .map(|s| s.at);
-                    detector.raised_at = match detector.state {
-                        AlertState::Raised => detector.raised_at.or(now),
-                        AlertState::Normal => None,
-                    };
-                    if accept.due(detector.raised_for, detector.raised_at, now) {
-                        // Raised this long: the level is the new normal. Learn it; the alert
-                        // clears once the windows after learning are judged normal, and says so.
-                        detector.accepted = detector.raised_for;
+                    if detector.held_long_enough(stream.hysteresis.accept, &window.end) {
+                        // The level is the new normal. Learn it; the alert clears once the
+                        // windows after learning are judged normal, and says so.
                         c.relearn();
                         if let Some(l) = &mut level {
                             l.rebase(&model.version);
                         }
-                        (detector.raised_for, detector.raised_at) = (0, None);
                     }
                 }
                 if let Some(s) = &mut season {
