@@ -249,9 +249,12 @@ impl Detector {
             .then(|| end.seconds())
             .flatten()
             .map(|s| s.at);
-        self.raised_at = match self.state {
-            AlertState::Raised => self.raised_at.or(now),
-            AlertState::Normal => None,
+        // A clock set back while raised counts from its new time; one set forward (a sensor's
+        // first time sync) counts its jump.
+        self.raised_at = match (self.state, self.raised_at, now) {
+            (AlertState::Normal, ..) => None,
+            (AlertState::Raised, Some(since), Some(now)) => Some(since.min(now)),
+            (AlertState::Raised, since, now) => since.or(now),
         };
         if !accept.due(self.raised_for, self.raised_at, now) {
             return false;
@@ -347,5 +350,36 @@ mod tests {
         // The quiet is over.
         assert_eq!(see(&mut d, 0.99995), Some(Transition::Raised));
         assert!(!serde_json::to_string(&d.saved()).unwrap().contains("quiet"));
+    }
+
+    #[test]
+    fn an_acceptance_in_seconds_counts_the_stream_s_clock_from_the_raise() {
+        let mut d = Detector::new(Hysteresis {
+            raise_after: 1,
+            clear_after: 1,
+            accept: Accept::Never,
+        });
+        let accept = Accept::Seconds(10.0);
+        // One anomalous window ending at `end`: is the alert due to be accepted, and after
+        // how many windows raised?
+        let mut window = |end: Mark| {
+            d.observe(true);
+            d.held_long_enough(accept, &end).then_some(d.accepted)
+        };
+        let at = |t: f64| Mark::Time(serde_json::json!(t));
+        assert_eq!(window(at(100.0)), None, "raised here");
+        assert_eq!(window(Mark::Index(7)), None, "no time: no count");
+        assert_eq!(window(at(109.5)), None);
+        // The clock set back: counted from its new time.
+        assert_eq!(window(at(50.0)), None);
+        assert_eq!(window(at(59.0)), None);
+        assert_eq!(
+            window(at(60.0)),
+            Some(6),
+            "10 s since the clock was set back"
+        );
+        // Counting starts again from the next window.
+        assert_eq!(window(at(65.0)), None);
+        assert_eq!(window(at(75.0)), Some(2));
     }
 }
