@@ -11,6 +11,13 @@
 //! raises; a flapping one does not. On the dev sets it cut SKAB's false alarms from 13.2 to
 //! 8.6 % and the alerts per valve episode from 1.67 to 1.33, and NAB's false alerts from 60 to
 //! 50 (docs/EVALUATION.md, round seventeen).
+//!
+//! **Accepting a held level** ([`Accept`]). By default an alert stays raised until the stream
+//! comes back. A stream whose normal moves in steps (a new load, a rig that warms up for hours)
+//! may instead accept the level it is held at as the new normal after `accept_after` windows,
+//! or `accept_after_s` seconds of its own samples' time ([`Detector::held_long_enough`]): the
+//! judge then relearns the stream, and the clear that follows says it accepted
+//! ([`DetectorState::accepted`]) rather than that the machine came back.
 
 use std::sync::Arc;
 
