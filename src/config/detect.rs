@@ -133,8 +133,9 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
 }
 
 /// The acceptance `accept_after` (windows) and `accept_after_s` (seconds of the stream's own
-/// time) say, at `at` (`detect.` or a stream's `streams[i].`): one of them, or neither.
-pub(super) fn acceptance(windows: u32, seconds: f64, at: &str) -> Result<Accept, String> {
+/// time) say, at `at` (`detect.`, a stream's `streams[i].`, or `score`'s flags): one of them,
+/// or neither.
+pub fn acceptance(windows: u32, seconds: f64, at: &str) -> Result<Accept, String> {
     if !(seconds.is_finite() && seconds >= 0.0) {
         return Err(format!(
             "{at}accept_after_s: {seconds} must be a number of seconds, 0 (never) or more"

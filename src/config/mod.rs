@@ -25,6 +25,7 @@ mod raw;
 pub mod tls;
 mod validate;
 
+pub use detect::acceptance;
 pub use raw::*;
 
 /// The documented default configuration (the repository's `config.toml`).

@@ -541,10 +541,11 @@ fn mqtt_tls(m: &RawMqtt, errs: &mut Vec<String>) -> Option<Arc<rustls::ClientCon
 
 /// A stream's acceptance: its own `accept_after` / `accept_after_s` when it sets either (the
 /// pair replaces `[detect]`'s), else `[detect]`'s. One in seconds needs the stream's samples to
-/// carry their times. `None` (with the reason in `errs`) when it is not valid; `[detect]`'s
+/// carry their times (`format`, [`PayloadFormat::timed`]). `None` (with the reason in `errs`) when it is not valid; `[detect]`'s
 /// own errors are reported once, with `[detect]`.
 fn stream_acceptance(
     st: &RawStream,
+    format: Option<&PayloadFormat>,
     detect: &RawDetect,
     at: &str,
     errs: &mut Vec<String>,
@@ -561,8 +562,9 @@ fn stream_acceptance(
     } else {
         acceptance(detect.accept_after, detect.accept_after_s, "detect.").ok()?
     };
-    let timed = st.format == "object" && !st.timestamp_field.is_empty();
-    if matches!(accept, crate::detect::Accept::Seconds(_)) && !timed {
+    // An unknown format is reported on its own.
+    let untimed = format.is_some_and(|f| !f.timed());
+    if matches!(accept, crate::detect::Accept::Seconds(_)) && untimed {
         let setting = if own {
             format!("{at}.accept_after_s")
         } else {
@@ -700,7 +702,7 @@ fn validate_stream(
             "{at}.raise_after / clear_after: must be at least 1"
         ));
     }
-    let accept = stream_acceptance(st, detect, at, errs);
+    let accept = stream_acceptance(st, format.as_ref(), detect, at, errs);
     let mut channels = channels;
     if let Some(params) = &st.logmel {
         if st_channels != 1 || st.format == "object" {

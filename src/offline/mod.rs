@@ -192,13 +192,9 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         // Either on the command line replaces the config's acceptance (not checked against
         // the config's streams: it is the recording's).
         accept: match (args.accept_after, args.accept_after_s) {
-            (Some(0), _) | (None, Some(0.0)) => Accept::Never,
-            (Some(n), _) => Accept::Windows(n),
-            (None, Some(s)) if s.is_finite() && s > 0.0 => Accept::Seconds(s),
-            (None, Some(s)) => {
-                bail!("--accept-after-s: {s} must be a number of seconds, 0 (never) or more")
-            }
             (None, None) => raw.detect.accept(),
+            (w, s) => crate::config::acceptance(w.unwrap_or(0), s.unwrap_or(0.0), "score: ")
+                .map_err(anyhow::Error::msg)?,
         },
     };
     if matches!(hysteresis.accept, Accept::Seconds(_)) && rec.stamps.is_none() {

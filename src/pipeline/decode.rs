@@ -22,6 +22,20 @@ pub enum PayloadFormat {
     I16Le,
 }
 
+impl PayloadFormat {
+    /// Whether its samples carry their time (an object with a `timestamp_field`); the others'
+    /// are numbered.
+    pub fn timed(&self) -> bool {
+        matches!(
+            self,
+            Self::Object {
+                timestamp_field: Some(_),
+                ..
+            }
+        )
+    }
+}
+
 /// Why a payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

@@ -27,10 +27,9 @@ pub struct Seconds {
 impl Mark {
     /// The mark as a time: a number since the epoch, or its text (seconds, or milliseconds,
     /// microseconds or nanoseconds, told apart by size: no time in seconds reaches 10^11, the
-    /// year 5138), an
-    /// RFC 3339 time with a zone (`Z`, `+02:00`, `-0530`), or a wall-clock time without one
-    /// (the `T` may be a space; read as if it were UTC, and said to be `local`). `None` for
-    /// sample indices and anything else.
+    /// year 5138), an RFC 3339 time with a zone (`Z`, `+02:00`, `-0530`), or a wall-clock time
+    /// without one (the `T` may be a space; read as if it were UTC, and said to be `local`).
+    /// `None` for sample indices and anything else.
     pub fn seconds(&self) -> Option<Seconds> {
         let epoch = |mut at: f64| {
             while at.abs() >= 1e11 {
@@ -38,28 +37,27 @@ impl Mark {
             }
             at.is_finite().then_some(Seconds { at, local: false })
         };
-        match self {
-            Self::Time(Value::Number(n)) => epoch(n.as_f64()?),
-            // A CSV's column, or a payload's field, may hold the number as text.
-            Self::Time(Value::String(s)) if s.trim().parse::<f64>().is_ok() => {
-                epoch(s.trim().parse().ok()?)
-            }
-            Self::Time(Value::String(s)) => match s.trim().parse::<jiff::Timestamp>() {
-                Ok(t) => Some(Seconds {
-                    at: t.as_duration().as_secs_f64(),
-                    local: false,
-                }),
-                Err(_) => {
-                    let wall: jiff::civil::DateTime = s.trim().parse().ok()?;
-                    let at = jiff::tz::TimeZone::UTC.to_timestamp(wall).ok()?;
-                    Some(Seconds {
-                        at: at.as_duration().as_secs_f64(),
-                        local: true,
-                    })
-                }
-            },
-            _ => None,
+        let text = match self {
+            Self::Time(Value::Number(n)) => return epoch(n.as_f64()?),
+            Self::Time(Value::String(s)) => s.trim(),
+            _ => return None,
+        };
+        // A CSV's column, or a payload's field, may hold the number as text.
+        if let Ok(n) = text.parse::<f64>() {
+            return epoch(n);
         }
+        if let Ok(t) = text.parse::<jiff::Timestamp>() {
+            return Some(Seconds {
+                at: t.as_duration().as_secs_f64(),
+                local: false,
+            });
+        }
+        let wall: jiff::civil::DateTime = text.parse().ok()?;
+        let at = jiff::tz::TimeZone::UTC.to_timestamp(wall).ok()?;
+        Some(Seconds {
+            at: at.as_duration().as_secs_f64(),
+            local: true,
+        })
     }
 }
 
