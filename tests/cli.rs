@@ -378,6 +378,82 @@ fn score_accept_after_accepts_a_held_step_and_the_clear_says_so() {
     );
 }
 
+/// `--stream NAME` judges a recording as the daemon judges that configured stream: its own
+/// learning length and acceptance in place of `[detect]`'s, the flags still over them.
+#[test]
+fn score_stream_judges_as_the_daemon_judges_that_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("step.csv");
+    let step = vibration_signal(3, 1_200, |w| if w >= 700 { 0.5 } else { 0.0 });
+    let text: String = step.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(&csv, format!("v\n{text}")).unwrap();
+    let config = dir.path().join("ebgand.toml");
+    std::fs::write(
+        &config,
+        "[models.vibration]\npath = \"\"\n\
+         [[streams]]\nname = \"pump\"\ntopic = \"pump/+\"\nmodel = \"vibration\"\n\
+         format = \"array\"\nwindow = 64\nlearn_windows = 64\naccept_after = 200\n\
+         [[streams]]\nname = \"fan\"\ntopic = \"fan/+\"\nmodel = \"vibration\"\n\
+         format = \"array\"\nwindow = 64\n",
+    )
+    .unwrap();
+    let score = |extra: &[&str]| {
+        let mut args = vec![
+            "score",
+            "--config",
+            config.to_str().unwrap(),
+            "--model",
+            "models/vibration/fixture-1",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        args.push(csv.to_str().unwrap());
+        ebgand(&args, &[])
+    };
+    // (windows learning, alert transitions with what each clear says of an acceptance)
+    let judged = |extra: &[&str]| {
+        let o = score(extra);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let lines = window_lines(&o);
+        let learning = lines.iter().filter(|l| l["learning"] == true).count();
+        let alerts: Vec<_> = lines
+            .iter()
+            .filter_map(|l| l.get("alert"))
+            .map(|a| (a["state"].clone(), a.get("accepted_after").cloned()))
+            .collect();
+        (learning, alerts)
+    };
+    let raised = ("raised".into(), None);
+    // [detect]'s: 512 windows learnt, the held step kept raised; the same for a stream that
+    // sets nothing of its own.
+    let shared = (512, vec![raised.clone()]);
+    assert_eq!(judged(&[]), shared);
+    assert_eq!(judged(&["--stream", "fan"]), shared);
+    // The pump's own: 64 windows learnt, the step accepted after 200 windows and its level
+    // learnt in 64 more.
+    let own = judged(&["--stream", "pump"]);
+    assert_eq!(
+        own,
+        (
+            64 + 64,
+            vec![raised.clone(), ("cleared".into(), Some(200.into()))]
+        )
+    );
+    // A flag still has the last word.
+    assert_eq!(
+        judged(&["--stream", "pump", "--accept-after", "0"]),
+        (64, vec![raised])
+    );
+    let o = score(&["--stream", "pmup"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--stream pmup: the config (")
+            && stderr(&o).contains("it has: pump, fan"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// `--seed-rows` replays the daemon's cold start: the seed rows calibrate the stream, so the
 /// rows after them are judged from the first window on, with the probabilities the same
 /// windows get when the recording is scored from its start.

@@ -454,3 +454,61 @@ async fn a_step_held_past_accept_after_s_is_accepted_after_the_same_time_at_eith
         );
     }
 }
+
+/// Two configured streams of the same model and the same step (the rig's, from window 300):
+/// one learns for `[detect]`'s 64 windows, the other for its own `learn_windows` of 400, so
+/// the first is judged from window 64 and raises the step, while the second learns it as
+/// its normal and never raises: a stream's own window counts reach the daemon's judge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stream_learns_for_its_own_learn_windows() {
+    const PATIENT: u64 = 400;
+    let prefix = "jw";
+    let broker = Mosquitto::start().await;
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let stream = |name: &str, own: &str| {
+        format!(
+            "[[streams]]\nname = \"{name}\"\ntopic = \"{name}/+\"\nmodel = \"vibration\"\n\
+             format = \"array\"\nwindow = 64\n{own}\n"
+        )
+    };
+    let toml = format!(
+        "[detect]\nlearn_windows = {LEARN}\n\
+         [models.vibration]\npath = \"models/vibration/fixture-1\"\n{}{}",
+        stream("quick", ""),
+        stream("patient", &format!("learn_windows = {PATIENT}")),
+    );
+    let daemon = TestDaemon::start(settings(broker.port, prefix, &toml)).await;
+    let mut tx = Sender::start(broker.port).await;
+    let samples = signal(3, step);
+    // Two messages a window.
+    for chunk in samples.chunks(32) {
+        for name in ["quick", "patient"] {
+            let payload = serde_json::to_vec(chunk).unwrap();
+            tx.publish(&format!("{name}/pump"), payload).await;
+        }
+    }
+    tx.flushed().await;
+    eventually(Duration::from_secs(60), "every window judged", || {
+        obs.count(&format!("{prefix}/energy/")) >= 2 * WINDOWS
+    })
+    .await;
+    let energy = obs.on(&format!("{prefix}/energy/"));
+    let alerts = obs.on(&format!("{prefix}/alerts/"));
+    daemon.shutdown().await.unwrap();
+    for (name, learns) in [("quick", LEARN), ("patient", PATIENT)] {
+        let id = format!("{name}/pump");
+        let learning: Vec<u64> = energy
+            .iter()
+            .filter(|m| m.json["stream"] == id.as_str() && m.json["learning"] == true)
+            .map(|m| m.json["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(learning, (0..learns).collect::<Vec<_>>(), "{name}");
+    }
+    let raised: Vec<_> = alerts
+        .iter()
+        .map(|a| (a.json["stream"].clone(), a.json["state"].clone()))
+        .collect();
+    assert_eq!(raised, [("quick/pump".into(), "raised".into())]);
+    let seq = alerts[0].json["seq"].as_u64().unwrap();
+    assert!((300..310).contains(&seq), "{}", alerts[0].json);
+}

@@ -296,6 +296,40 @@ async fn a_first_version_judges_its_streams_at_once() {
     daemon.shutdown().await.unwrap();
 }
 
+/// A stream's own `learn_windows` reaches its cold start: seeded with the 300 windows of the
+/// learning period, a stream that learns 512 of its own (`[detect]`'s: 128) is judged at once
+/// by NAB's rule, as thin, at a bar ten times likelier than its alert probability (the test
+/// above); seeded by `[detect]`'s 128 instead, it would learn 212 more windows first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_version_seeds_a_stream_by_its_own_learn_windows() {
+    let broker = Mosquitto::start().await;
+    let prefix = "ownseed";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = learns_by_probability(
+        broker.port,
+        prefix,
+        "alert_probability = 0.999\nlearn_windows = 128",
+    );
+    s.streams[0].counts.learn_windows = Some(512);
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(9);
+    let version = learn_first_version(&obs, prefix, &mut tx, &mut m, 300).await;
+    publish_windows(&mut tx, &mut m, 5, false).await;
+    tx.flushed().await;
+    judged_from_the_version_s_first_window(&obs, prefix, &version, 300).await;
+    let topic = format!("{prefix}/energy/vibration/m1");
+    let under = |s: &Seen| s.json["model"]["version"] == version.as_str();
+    eventually(Duration::from_secs(20), "the version's energies", || {
+        obs.on(&topic).iter().filter(|s| under(s)).count() == 5
+    })
+    .await;
+    for s in obs.on(&topic).into_iter().filter(under) {
+        assert_eq!(s.json["alert_probability"], 0.99, "{}", s.json);
+    }
+    daemon.shutdown().await.unwrap();
+}
+
 /// The calibration a first version made from the learning windows is checkpointed when the
 /// version starts serving, not when the stream's next window arrives (five minutes later on a
 /// metric stream): a restart in between does not send the stream back to learning.

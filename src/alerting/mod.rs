@@ -243,7 +243,7 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
     /// Calibrates streams with `calibration` instead of the defaults.
     #[must_use]
     pub fn calibrated(mut self, calibration: Calibration) -> Self {
-        self.judge.calibration = calibration;
+        self.judge.recalibrate(calibration);
         self
     }
 
@@ -414,16 +414,16 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             info!(model = %model.name, version = %model.version, streams = adopted, "Promoted shadow's calibrations adopted.");
         }
         // Shadow judges calibrate like the active one, for longer and with no input level.
-        let calibration = self.judge.calibration.shadow();
+        let calibration = self.judge.calibration().clone();
         let mut shadow_pass = batch.shadow.as_ref().map(|shadow| {
             let info = &shadow.model;
             let (version, judge) = self
                 .shadow_judges
                 .entry(model.name.clone())
-                .or_insert_with(|| (info.version.clone(), Judge::new(calibration.clone())));
+                .or_insert_with(|| (info.version.clone(), Judge::shadowing(calibration.clone())));
             if *version != info.version {
                 *version = info.version.clone();
-                *judge = Judge::new(calibration.clone());
+                *judge = Judge::shadowing(calibration.clone());
             }
             let sref = ModelRef {
                 name: info.name.clone(),

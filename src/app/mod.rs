@@ -203,7 +203,7 @@ pub async fn run(
                 phases: publisher.clone(),
                 metrics: metrics.clone(),
                 progress: progress.clone(),
-                keep: usize::try_from(settings.calibration.learn_windows)
+                keep: usize::try_from(settings.learn_windows(name))
                     .unwrap_or(usize::MAX)
                     .max(settings.learning.period.windows),
             };

@@ -2,10 +2,11 @@
 //! restless raise.
 
 use super::RawDetect;
-use crate::detect::Accept;
+use crate::detect::{Accept, Calibration};
 
 /// `[detect]`'s calibration settings.
 pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
+    check_window_counts(&d.calibration(), "detect.", errs);
     if !(d.tail_quantile > 0.5 && d.tail_quantile < 1.0) {
         errs.push(format!(
             "detect.tail_quantile: {} must be between 0.5 and 1 (exclusive)",
@@ -28,12 +29,6 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
         errs.push(format!(
             "detect.restless_probability: {} must be 0 (no restless raise) or between 0.5 and alert_probability ({}), exclusive",
             d.restless_probability, d.alert_probability
-        ));
-    }
-    if d.restless_windows == 0 || d.restless_windows > 100_000 {
-        errs.push(format!(
-            "detect.restless_windows: {} must be between 1 and 100000",
-            d.restless_windows
         ));
     }
     if !(d.restless_share > 0.0 && d.restless_share <= 1.0) {
@@ -82,12 +77,6 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
             d.season_zone
         ));
     }
-    if d.quiet_windows > 1_000_000 {
-        errs.push(format!(
-            "detect.quiet_windows: {} must be at most 1000000 (0: no quiet after a clear)",
-            d.quiet_windows
-        ));
-    }
     if !(d.restless_calm > 0.0 && d.restless_calm <= d.restless_share) {
         errs.push(format!(
             "detect.restless_calm: {} must be over 0 and at most restless_share ({}); over it, the rule would raise again while the stream is still restless",
@@ -112,22 +101,39 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
             d.stale_min_s
         ));
     }
-    if d.learn_windows < 16 {
+}
+
+/// The settings counted in windows, of `[detect]` (`at` = `detect.`) or of a stream with
+/// counts of its own (`streams[i].`; `c` is then `[detect]`'s with the stream's in place).
+pub(super) fn check_window_counts(c: &Calibration, at: &str, errs: &mut Vec<String>) {
+    if c.learn_windows < 16 {
         errs.push(format!(
-            "detect.learn_windows: {} is below 16; a calibration needs windows to learn from",
-            d.learn_windows
+            "{at}learn_windows: {} is below 16; a calibration needs windows to learn from",
+            c.learn_windows
         ));
     }
-    if d.warm_windows < 16 {
+    if c.warm_windows < 16 {
         errs.push(format!(
-            "detect.warm_windows: {} is below 16; a new version's calibration needs windows to learn from",
-            d.warm_windows
+            "{at}warm_windows: {} is below 16; a new version's calibration needs windows to learn from",
+            c.warm_windows
         ));
     }
-    if d.memory_windows < d.learn_windows {
+    if c.memory_windows < c.learn_windows {
         errs.push(format!(
-            "detect.memory_windows: {} must be at least learn_windows ({})",
-            d.memory_windows, d.learn_windows
+            "{at}memory_windows: {} must be at least learn_windows ({})",
+            c.memory_windows, c.learn_windows
+        ));
+    }
+    if c.restless.windows == 0 || c.restless.windows > 100_000 {
+        errs.push(format!(
+            "{at}restless_windows: {} must be between 1 and 100000",
+            c.restless.windows
+        ));
+    }
+    if c.quiet.windows > 1_000_000 {
+        errs.push(format!(
+            "{at}quiet_windows: {} must be at most 1000000 (0: no quiet after a clear)",
+            c.quiet.windows
         ));
     }
 }

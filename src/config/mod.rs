@@ -442,6 +442,8 @@ pub struct StreamSettings {
     pub clear_after: u32,
     /// How long an alert may stay raised before its level is accepted as normal.
     pub accept: crate::detect::Accept,
+    /// Its own settings counted in windows, replacing `[detect]`'s for it.
+    pub counts: crate::detect::WindowCounts,
 }
 
 /// The config file to read: `given` (`--config` or `EBGAND_CONFIG`), else `./config.toml` when
@@ -461,6 +463,22 @@ pub fn config_path(given: Option<&Path>) -> Option<&Path> {
 pub const INSTALLED_CONFIG: &str = "/etc/ebgand/ebgand.toml";
 
 impl Settings {
+    /// The most windows a stream of `model` learns its calibration from (its own
+    /// `learn_windows`, else `[detect]`'s): what a first version's cold start keeps of each
+    /// stream to calibrate it on.
+    pub fn learn_windows(&self, model: &str) -> u32 {
+        self.streams
+            .iter()
+            .filter(|s| s.model == model)
+            .map(|s| {
+                s.counts
+                    .learn_windows
+                    .unwrap_or(self.calibration.learn_windows)
+            })
+            .max()
+            .unwrap_or(self.calibration.learn_windows)
+    }
+
     /// The daemon needs at least one stream; `score` and `train` do not.
     ///
     /// # Errors

@@ -717,4 +717,40 @@ pub struct RawStream {
     /// `[detect] accept_after_s` override (needs `timestamp_field`).
     #[serde(default)]
     pub accept_after_s: Option<f64>,
+    /// `[detect] learn_windows` for this stream alone.
+    #[serde(default)]
+    pub learn_windows: Option<u32>,
+    /// `[detect] warm_windows` for this stream alone.
+    #[serde(default)]
+    pub warm_windows: Option<u32>,
+    /// `[detect] memory_windows` for this stream alone.
+    #[serde(default)]
+    pub memory_windows: Option<u32>,
+    /// `[detect] drift_windows` for this stream alone.
+    #[serde(default)]
+    pub drift_windows: Option<u32>,
+    /// `[detect] level_windows` for this stream alone.
+    #[serde(default)]
+    pub level_windows: Option<u32>,
+    /// `[detect] restless_windows` for this stream alone.
+    #[serde(default)]
+    pub restless_windows: Option<u32>,
+    /// `[detect] quiet_windows` for this stream alone.
+    #[serde(default)]
+    pub quiet_windows: Option<u32>,
+}
+
+impl RawStream {
+    /// The settings counted in windows this stream sets for itself.
+    pub fn window_counts(&self) -> crate::detect::WindowCounts {
+        crate::detect::WindowCounts {
+            learn_windows: self.learn_windows,
+            warm_windows: self.warm_windows,
+            memory_windows: self.memory_windows,
+            drift_windows: self.drift_windows,
+            level_windows: self.level_windows,
+            restless_windows: self.restless_windows,
+            quiet_windows: self.quiet_windows,
+        }
+    }
 }

@@ -523,6 +523,82 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
 }
 
 #[test]
+fn a_stream_s_own_window_counts_are_checked_with_detect_s_and_reach_it() {
+    use crate::detect::WindowCounts;
+    let streams = "[models.m]\npath = \"\"\n\
+                   [[streams]]\nname = \"fast\"\ntopic = \"a/+\"\nmodel = \"m\"\nformat = \"array\"\nwindow = 8\n\
+                   [[streams]]\nname = \"slow\"\ntopic = \"b/+\"\nmodel = \"m\"\nformat = \"array\"\nwindow = 8\n";
+    let judged = |slow: &str, detect: &str| {
+        let text = format!("[detect]\n{detect}\n{streams}{slow}\n");
+        RawConfig::from_toml(&text).unwrap().validate()
+    };
+    let s = judged("", "").unwrap();
+    assert!(s.streams.iter().all(|s| s.counts.is_empty()));
+    assert_eq!(s.learn_windows("m"), 512);
+    let s = judged(
+        "learn_windows = 1000\nwarm_windows = 20\nmemory_windows = 1000\ndrift_windows = 5\n\
+         level_windows = 0\nrestless_windows = 10\nquiet_windows = 0",
+        "",
+    )
+    .unwrap();
+    assert!(s.streams[0].counts.is_empty());
+    assert_eq!(
+        s.streams[1].counts,
+        WindowCounts {
+            learn_windows: Some(1000),
+            warm_windows: Some(20),
+            memory_windows: Some(1000),
+            drift_windows: Some(5),
+            level_windows: Some(0),
+            restless_windows: Some(10),
+            quiet_windows: Some(0),
+        }
+    );
+    // The cold start keeps what the longest-learning stream of a model needs.
+    assert_eq!(s.learn_windows("m"), 1000);
+    assert_eq!(s.learn_windows("other"), 512);
+    // Checked as [detect]'s are, against [detect]'s for the ones the stream leaves alone,
+    // and said to be the stream's.
+    for (slow, detect, says) in [
+        (
+            "learn_windows = 9000",
+            "",
+            "streams[1] (slow).memory_windows: 8640 must be at least learn_windows (9000)",
+        ),
+        (
+            "memory_windows = 100",
+            "learn_windows = 200",
+            "streams[1] (slow).memory_windows: 100 must be at least learn_windows (200)",
+        ),
+        (
+            "warm_windows = 4",
+            "",
+            "streams[1] (slow).warm_windows: 4 is below 16",
+        ),
+        (
+            "restless_windows = 0",
+            "",
+            "streams[1] (slow).restless_windows: 0 must be between 1 and 100000",
+        ),
+        (
+            "quiet_windows = 2000000",
+            "",
+            "streams[1] (slow).quiet_windows: 2000000 must be at most 1000000",
+        ),
+    ] {
+        let e = judged(slow, detect).unwrap_err().to_string();
+        assert!(e.contains(says), "{slow} / {detect}: {e}");
+        assert!(!e.contains("streams[0]"), "{e}");
+    }
+    // A stream's own count that mends [detect]'s is still checked with it: [detect]'s
+    // error stands on its own.
+    let e = judged("learn_windows = 100", "learn_windows = 10")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("detect.learn_windows: 10 is below 16"), "{e}");
+}
+
+#[test]
 fn stale_streams_are_on_by_default_and_off_at_zero() {
     let doc = RawConfig::default().validate().unwrap();
     assert_eq!(

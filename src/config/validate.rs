@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::detect::{acceptance, check_alert_probability, validate_calibration};
+use super::detect::{
+    acceptance, check_alert_probability, check_window_counts, validate_calibration,
+};
 use super::tls::{TlsFiles, client_config};
 use super::*;
 
@@ -703,6 +705,14 @@ fn validate_stream(
         ));
     }
     let accept = stream_acceptance(st, format.as_ref(), detect, at, errs);
+    let counts = st.window_counts();
+    if !counts.is_empty() {
+        check_window_counts(
+            &detect.calibration().tuned(&counts),
+            &format!("{at}."),
+            errs,
+        );
+    }
     let mut channels = channels;
     if let Some(params) = &st.logmel {
         if st_channels != 1 || st.format == "object" {
@@ -731,6 +741,7 @@ fn validate_stream(
         raise_after,
         clear_after,
         accept: accept?,
+        counts,
     })
 }
 

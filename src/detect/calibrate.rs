@@ -132,6 +132,49 @@ impl Calibration {
             ..self.clone()
         }
     }
+
+    /// These settings with a stream's own window counts in place of the ones they replace.
+    pub fn tuned(&self, own: &WindowCounts) -> Self {
+        let mut c = self.clone();
+        let take = |own: Option<u32>, shared: &mut u32| *shared = own.unwrap_or(*shared);
+        take(own.learn_windows, &mut c.learn_windows);
+        take(own.warm_windows, &mut c.warm_windows);
+        take(own.memory_windows, &mut c.memory_windows);
+        take(own.drift_windows, &mut c.drift_windows);
+        take(own.level_windows, &mut c.level_windows);
+        take(own.restless_windows, &mut c.restless.windows);
+        take(own.quiet_windows, &mut c.quiet.windows);
+        c
+    }
+}
+
+/// A stream's own values of the settings counted in windows (`[[streams]]`), each replacing
+/// the shared one for that stream alone ([`Calibration::tuned`]): a count of windows is a time
+/// only at one stream's rate, and one daemon may judge a vibration stream at 15 windows a
+/// second beside a thermometer at one a minute. `None`: the shared value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct WindowCounts {
+    /// [`Calibration::learn_windows`].
+    pub learn_windows: Option<u32>,
+    /// [`Calibration::warm_windows`].
+    pub warm_windows: Option<u32>,
+    /// [`Calibration::memory_windows`].
+    pub memory_windows: Option<u32>,
+    /// [`Calibration::drift_windows`].
+    pub drift_windows: Option<u32>,
+    /// [`Calibration::level_windows`].
+    pub level_windows: Option<u32>,
+    /// The restless raise's windows ([`Restless::windows`](super::Restless)).
+    pub restless_windows: Option<u32>,
+    /// The quiet after a clear's windows ([`Quiet::windows`](super::Quiet)).
+    pub quiet_windows: Option<u32>,
+}
+
+impl WindowCounts {
+    /// Whether the stream sets none of its own.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// One stream's calibrator. See the module documentation.

@@ -20,7 +20,7 @@ pub mod seed;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-pub use calibrate::{Calibration, Calibrator, Reading, Unusual};
+pub use calibrate::{Calibration, Calibrator, Reading, Unusual, WindowCounts};
 pub use detector::{Accept, Detector, DetectorState, Hysteresis, Quiet};
 pub use explain::{Carried, Explanation, Names, energy_parts};
 pub use level::{Drift, Level};
@@ -95,6 +95,8 @@ pub struct StreamInfo {
     pub drift: Drift,
     /// What its energy is explained by (see [`explain`]; empty: `ch0`, `ch1`, ...).
     pub names: Names,
+    /// Its own settings counted in windows, replacing the judge's (see [`WindowCounts`]).
+    pub counts: WindowCounts,
 }
 
 impl StreamInfo {
@@ -113,6 +115,7 @@ impl StreamInfo {
             channels,
             drift: Drift::default(),
             names: Names::default(),
+            counts: WindowCounts::default(),
         }
     }
 
@@ -120,6 +123,12 @@ impl StreamInfo {
     #[must_use]
     pub fn named(self, names: Names) -> Self {
         Self { names, ..self }
+    }
+
+    /// The same stream, with its own settings counted in windows.
+    #[must_use]
+    pub fn counting(self, counts: WindowCounts) -> Self {
+        Self { counts, ..self }
     }
 }
 
@@ -411,8 +420,13 @@ impl ShadowStats {
 /// Every stream's detector, keyed by stream id.
 #[derive(Debug, Default)]
 pub struct Judge {
-    /// How streams are calibrated.
-    pub calibration: Calibration,
+    /// How streams are calibrated (a stream's own window counts replace some of it).
+    calibration: Calibration,
+    /// A shadow's judge: each stream's calibration is [`Calibration::shadow`]'s.
+    shadow: bool,
+    /// The calibrations of streams with window counts of their own (and every stream's, in
+    /// a shadow's judge), by those counts: a few per daemon, made once.
+    tuned: HashMap<WindowCounts, Calibration>,
     detectors: HashMap<String, Detector>,
     /// Saved states of streams not seen yet, from the last run's checkpoint (or seeded).
     saved: HashMap<String, DetectorState>,
@@ -428,9 +442,32 @@ impl Judge {
     pub fn restored(saved: HashMap<String, DetectorState>, calibration: Calibration) -> Self {
         Self {
             calibration,
+            shadow: false,
+            tuned: HashMap::new(),
             detectors: HashMap::new(),
             saved,
         }
+    }
+
+    /// An empty judge for a shadow (a new version warming beside the served one): each
+    /// stream calibrated as `calibration` and its own window counts say, then as a shadow
+    /// ([`Calibration::shadow`]: longer learning, no input level, no season).
+    pub fn shadowing(calibration: Calibration) -> Self {
+        Self {
+            shadow: true,
+            ..Self::new(calibration)
+        }
+    }
+
+    /// How streams are calibrated, before their own window counts.
+    pub fn calibration(&self) -> &Calibration {
+        &self.calibration
+    }
+
+    /// Calibrates streams with `calibration` from now on.
+    pub fn recalibrate(&mut self, calibration: Calibration) {
+        self.calibration = calibration;
+        self.tuned.clear();
     }
 
     /// Calibrates `stream` with `seeded` ([`Seed::calibrated`]) now: the seed's version
@@ -515,7 +552,7 @@ impl Judge {
         may_learn: bool,
     ) -> Verdict {
         let (energy, parts) = (scored.energy, scored.parts);
-        let cal = &self.calibration;
+        let cal = calibration_of(stream, &self.calibration, self.shadow, &mut self.tuned);
         let mut first = false;
         let saved = &mut self.saved;
         let detector = self.detectors.entry(stream.id.clone()).or_insert_with(|| {
@@ -674,6 +711,23 @@ impl Judge {
             alerted_before: false,
         }
     }
+}
+
+/// The calibration `stream` is judged by: `shared` with its own window counts, as a shadow's
+/// when `shadow`; made once per set of counts and kept in `tuned`.
+fn calibration_of<'a>(
+    stream: &StreamInfo,
+    shared: &'a Calibration,
+    shadow: bool,
+    tuned: &'a mut HashMap<WindowCounts, Calibration>,
+) -> &'a Calibration {
+    if !shadow && stream.counts.is_empty() {
+        return shared;
+    }
+    tuned.entry(stream.counts).or_insert_with(|| {
+        let own = shared.tuned(&stream.counts);
+        if shadow { own.shadow() } else { own }
+    })
 }
 
 /// Takes a window the calibration may learn into it and into the input level: a learning

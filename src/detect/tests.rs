@@ -270,6 +270,76 @@ fn an_acceptance_in_seconds_counts_from_the_raise_across_a_restart() {
     assert!((1_552..1_562).contains(&out[1].0), "{out:?}");
 }
 
+/// How many of `energies` each stream's verdicts call learning, every stream judged by `j`
+/// in turn on each window, with 4 channels of data (so an input level can be followed).
+fn learning_windows(j: &mut Judge, streams: &[StreamInfo], energies: &[f32]) -> Vec<usize> {
+    let model = ModelRef {
+        name: "m".into(),
+        version: "v1".into(),
+    };
+    let mut learning = vec![0; streams.len()];
+    for (seq, &e) in energies.iter().enumerate() {
+        let w = RawWindow {
+            seq: seq as u64,
+            start: Mark::Index(0),
+            end: Mark::Index(seq as u64),
+            data: vec![1.0; 4],
+        };
+        for (n, s) in learning.iter_mut().zip(streams) {
+            *n += usize::from(j.judge(s, &model, 1.0, &w, e.into()).learning);
+        }
+    }
+    learning
+}
+
+#[test]
+fn each_stream_learns_by_its_own_window_counts_served_and_in_shadow() {
+    let own =
+        |counts: WindowCounts| stream("s", Judging::Probability(0.999), 3, 50, 4).counting(counts);
+    let named = |id: &str, s: StreamInfo| StreamInfo { id: id.into(), ..s };
+    let shared = named("shared", own(WindowCounts::default()));
+    let short = named(
+        "short",
+        own(WindowCounts {
+            learn_windows: Some(50),
+            level_windows: Some(0),
+            ..WindowCounts::default()
+        }),
+    );
+    let warm = named(
+        "warm",
+        own(WindowCounts {
+            warm_windows: Some(100),
+            ..WindowCounts::default()
+        }),
+    );
+    let streams = [shared, short, warm];
+    let cal = Calibration {
+        learn_windows: 200,
+        warm_windows: 300,
+        ..Calibration::default()
+    };
+    let e = energies(400, |_| 1.0);
+    // Served: the shared 200, the short stream's own 50, the warm one's learn_windows (its
+    // warm_windows is a shadow's).
+    let mut served = Judge::new(cal.clone());
+    assert_eq!(learning_windows(&mut served, &streams, &e), [200, 50, 200]);
+    // The short stream follows no input level (its own 0); the others do.
+    let levels = streams
+        .each_ref()
+        .map(|s| served.saved(&s.id).unwrap().level.is_some());
+    assert_eq!(levels, [true, false, true]);
+    // A shadow learns warm_windows: the shared 300, the warm stream's own 100; a stream's
+    // own learn_windows is not a shadow's. No shadow follows an input level.
+    let mut shadow = Judge::shadowing(cal);
+    assert_eq!(learning_windows(&mut shadow, &streams, &e), [300, 300, 100]);
+    assert!(
+        streams
+            .iter()
+            .all(|s| shadow.saved(&s.id).unwrap().level.is_none())
+    );
+}
+
 #[test]
 fn a_new_model_version_learns_again() {
     let stream = stream("s", Judging::Probability(0.999), 1, 1, 1);

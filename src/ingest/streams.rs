@@ -192,7 +192,8 @@ impl StreamEntry {
                         }
                         _ => Names::channels(&[], spec.channels),
                     },
-                }),
+                })
+                .counting(s.counts),
             ),
             spec,
             windower: Windower::new(spec),

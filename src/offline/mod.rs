@@ -46,6 +46,11 @@ pub struct ScoreArgs {
     /// Absolute energy threshold: judge by energy against it (implies `--judge threshold`).
     #[arg(long)]
     pub threshold: Option<f32>,
+    /// Judge the recording as the daemon judges this configured stream (a `[[streams]]`
+    /// name): its own alert probability or threshold, hysteresis, acceptance and window
+    /// counts in place of `[detect]`'s. The flags below still have the last word.
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
     /// Probability at or over which a window is anomalous (default: the config's detect section).
     #[arg(long)]
     pub alert_probability: Option<f64>,
@@ -186,14 +191,49 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let own = match &args.stream {
+        None => None,
+        Some(name) => Some(
+            settings
+                .streams
+                .iter()
+                .find(|s| s.name == *name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> =
+                        settings.streams.iter().map(|s| s.name.as_str()).collect();
+                    anyhow::anyhow!(
+                        "--stream {name}: the config ({}) has no [[streams]] named so; it has: {}",
+                        config.map_or("none".into(), |p| p.display().to_string()),
+                        if names.is_empty() {
+                            "none".into()
+                        } else {
+                            names.join(", ")
+                        }
+                    )
+                })?,
+        ),
+    };
+    let d = &raw.detect;
+    let flagged =
+        args.judge.is_some() || args.threshold.is_some() || args.alert_probability.is_some();
+    let judging = match own {
+        Some(s) if !flagged => s.judging,
+        _ => d.judging(args.threshold, None),
+    };
     let hysteresis = Hysteresis {
-        raise_after: raw.detect.raise_after,
-        clear_after: raw.detect.clear_after,
-        // Either on the command line replaces the config's acceptance (not checked against
-        // the config's streams: it is the recording's).
-        accept: match (args.accept_after, args.accept_after_s) {
-            (None, None) => raw.detect.accept(),
-            (w, s) => crate::config::acceptance(w.unwrap_or(0), s.unwrap_or(0.0), "score: ")
+        raise_after: args
+            .raise_after
+            .or(own.map(|s| s.raise_after))
+            .unwrap_or(d.raise_after),
+        clear_after: args
+            .clear_after
+            .or(own.map(|s| s.clear_after))
+            .unwrap_or(d.clear_after),
+        // Either on the command line replaces the stream's or the config's acceptance.
+        accept: match (args.accept_after, args.accept_after_s, own) {
+            (None, None, Some(s)) => s.accept,
+            (None, None, None) => d.accept(),
+            (w, s, _) => crate::config::acceptance(w.unwrap_or(0), s.unwrap_or(0.0), "score: ")
                 .map_err(anyhow::Error::msg)?,
         },
     };
@@ -202,8 +242,9 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
             "accept_after_s counts the recording's own time, and its rows carry none: name its timestamp column with --timestamp-column, or give --accept-after in windows"
         );
     }
-    let stream =
-        StreamInfo::new(id, raw.detect.judging(args.threshold, None), hysteresis, c).named(names);
+    let stream = StreamInfo::new(id, judging, hysteresis, c)
+        .named(names)
+        .counting(own.map(|s| s.counts).unwrap_or_default());
     let hop = args.hop.unwrap_or(if version_is_audio { 1 } else { w });
     if hop == 0 || hop > w {
         bail!("--hop {hop} must be between 1 and the model's window ({w})");
@@ -221,10 +262,8 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
             // The daemon's capture holds the learning windows too: retraining trains on them.
             r.learnt(seed.windows.iter().map(|w| w.data.as_slice()));
         }
-        judge.seed(
-            &stream.id,
-            seed.calibrated(stream.channels, &settings.calibration),
-        );
+        let cal = settings.calibration.tuned(&stream.counts);
+        judge.seed(&stream.id, seed.calibrated(stream.channels, &cal));
     }
     let mut scored = LabelScore::default();
     let mut total = 0.0f64;

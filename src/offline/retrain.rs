@@ -199,7 +199,7 @@ impl Retrainer {
             threshold: m.threshold.value,
             scorer,
             // Warming as in the daemon: for `warm_windows`, following no input level.
-            judge: Judge::new(settings.calibration.shadow()),
+            judge: Judge::shadowing(settings.calibration.clone()),
         });
         self.runs.push(Run {
             version,

@@ -233,7 +233,8 @@ impl Recent {
     }
 
     /// Each kept stream's windows scored by `scorer` (the model's first version), and the
-    /// stream calibrated on them under it ([`Seed::calibrated`]), by stream id. Windows of
+    /// stream calibrated on them under it ([`Seed::calibrated`]; `cal` with the stream's own
+    /// window counts), by stream id. Windows of
     /// another length than the model's are left out. Blocking: call it off the async runtime.
     ///
     /// # Errors
@@ -254,7 +255,8 @@ impl Recent {
         for (id, (stream, ring)) in self.streams {
             let windows = ring.into_iter().filter(|w| w.len() == len).collect();
             let seed = seed(scorer, windows, &stream, SEED_BATCH)?;
-            seeded.insert(id, seed.calibrated(stream.channels, cal));
+            let own = cal.tuned(&stream.counts);
+            seeded.insert(id, seed.calibrated(stream.channels, &own));
         }
         Ok(seeded)
     }

@@ -306,3 +306,48 @@ fn parts_that_begin_late_learn_before_they_are_read() {
     assert_eq!(back.channels.len(), 8);
     assert!((back.probability(energy, &parts, &cal) - each).abs() < 1e-12);
 }
+
+#[test]
+fn a_stream_s_own_window_counts_replace_the_shared_ones_and_nothing_else() {
+    let shared = Calibration::default();
+    assert_eq!(shared.tuned(&WindowCounts::default()), shared);
+    let own = WindowCounts {
+        learn_windows: Some(1),
+        warm_windows: Some(2),
+        memory_windows: Some(3),
+        drift_windows: Some(4),
+        level_windows: Some(5),
+        restless_windows: Some(6),
+        quiet_windows: Some(7),
+    };
+    let t = shared.tuned(&own);
+    let counts = (
+        t.learn_windows,
+        t.warm_windows,
+        t.memory_windows,
+        t.drift_windows,
+        t.level_windows,
+        t.restless.windows,
+        t.quiet.windows,
+    );
+    assert_eq!(counts, (1, 2, 3, 4, 5, 6, 7));
+    // Put the shared counts back: everything else is the shared calibration's.
+    let back = Calibration {
+        learn_windows: shared.learn_windows,
+        warm_windows: shared.warm_windows,
+        memory_windows: shared.memory_windows,
+        drift_windows: shared.drift_windows,
+        level_windows: shared.level_windows,
+        restless: super::super::Restless {
+            windows: shared.restless.windows,
+            ..t.restless
+        },
+        quiet: super::super::Quiet {
+            windows: shared.quiet.windows,
+            ..t.quiet
+        },
+        ..t.clone()
+    };
+    assert_eq!(back, shared);
+    assert!(!own.is_empty() && WindowCounts::default().is_empty());
+}
