@@ -107,6 +107,30 @@ pub struct ScoreArgs {
     pub seed_rows: Option<(Option<usize>, Option<usize>)>,
 }
 
+/// The `[[streams]]` entry named `name` (`--stream`) of `settings`, read from `config`.
+fn configured<'a>(
+    settings: &'a crate::config::Settings,
+    name: &str,
+    config: Option<&Path>,
+) -> anyhow::Result<&'a crate::config::StreamSettings> {
+    settings
+        .streams
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = settings.streams.iter().map(|s| s.name.as_str()).collect();
+            anyhow::anyhow!(
+                "--stream {name}: the config ({}) has no [[streams]] named so; it has: {}",
+                config.map_or("none".into(), |p| p.display().to_string()),
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })
+}
+
 /// One output line: the window's verdict, with its alert event when it caused one.
 #[derive(Serialize)]
 struct Line<'a> {
@@ -130,6 +154,11 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     d.raise_after = args.raise_after.unwrap_or(d.raise_after);
     d.clear_after = args.clear_after.unwrap_or(d.clear_after);
     let settings = raw.validate()?;
+    let own = args
+        .stream
+        .as_deref()
+        .map(|name| configured(&settings, name, config))
+        .transpose()?;
     let version = ModelVersion::open(&args.model)?;
     let (w, c) = (
         version.manifest.input.window,
@@ -191,28 +220,6 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let own = match &args.stream {
-        None => None,
-        Some(name) => Some(
-            settings
-                .streams
-                .iter()
-                .find(|s| s.name == *name)
-                .ok_or_else(|| {
-                    let names: Vec<&str> =
-                        settings.streams.iter().map(|s| s.name.as_str()).collect();
-                    anyhow::anyhow!(
-                        "--stream {name}: the config ({}) has no [[streams]] named so; it has: {}",
-                        config.map_or("none".into(), |p| p.display().to_string()),
-                        if names.is_empty() {
-                            "none".into()
-                        } else {
-                            names.join(", ")
-                        }
-                    )
-                })?,
-        ),
-    };
     let d = &raw.detect;
     let flagged =
         args.judge.is_some() || args.threshold.is_some() || args.alert_probability.is_some();
