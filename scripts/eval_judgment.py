@@ -14,6 +14,9 @@ adaptation and hysteresis, in stream order), then the published protocol on what
 - NAB's five anomaly-free streams (`artificialNoAnomaly`, 5 of the 58, not in ../shared/data):
   look-alikes made each run (`null_files`), trained and scored as the dev files; every alert
   after the probationary rows is a false positive.
+- NAB's long streams (realTweets, eight weeks): anomaly-free look-alikes of 16,128 steps made
+  each run (`long_null_files`: daily cycles, a five-day week, daily counts, noise), where a
+  season is chosen after three weeks; every alert after the probationary rows is false.
 - NAB's short streams (realAdExchange, realTraffic: 1,100-2,500 of its rows, not in
   ../shared/data): look-alikes of 1,600 and 2,400 rows cut from the dev files around each
   labelled window, its centre 100 to 1,200 rows after the probationary rows (`short_files`),
@@ -308,6 +311,60 @@ def null_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, lea
             for rule, res in scored.items()}
 
 
+# NAB's long streams (realTweets: about 15,800 5-minute steps, 8 weeks), where a season is
+# chosen after three weeks and a weekly schedule shows. Anomaly-free look-alikes, made the same
+# way every run: 16,128 steps each (8 weeks).
+LONG_STEPS = 16128
+
+
+def long_null_files(data, folder):
+    """Writes the long look-alikes into `folder`: the mean day of `null_files` with noise of 1 %
+    and 5 % of its range; the same on a five-day week (weekends at 30 % of the day's swing,
+    which a probationary period of 2.6 weekdays never shows); counts with a daily cycle
+    (Poisson, a tweet volume without bursts); Gaussian noise."""
+    import datetime
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(data / "nab" / "dev" / "artificialWithAnomaly" / "art_daily_jumpsup.csv",
+              newline="") as f:
+        week = np.array([float(r[1]) for r in list(csv.reader(f))[1:2017]])
+    day = week.reshape(7, 288).mean(axis=0)
+    low, high = float(day.min()), float(day.max())
+    t = np.arange(LONG_STEPS)
+    daily = np.tile(day, LONG_STEPS // 288)
+    weekend = (t // 288) % 7 >= 5
+    rng = np.random.default_rng(0)
+    rate = 20.0 * (1.0 + 0.8 * np.sin(2 * np.pi * (t % 288) / 288))
+    series = {
+        "long_daily_small_noise": daily + rng.normal(0.0, 0.01 * (high - low), LONG_STEPS),
+        "long_daily_noise": daily + rng.normal(0.0, 0.05 * (high - low), LONG_STEPS),
+        "long_weekdays_noise": np.where(weekend, low + 0.3 * (daily - low), daily)
+        + rng.normal(0.0, 0.05 * (high - low), LONG_STEPS),
+        "long_daily_counts": rng.poisson(rate).astype(float),
+        "long_noisy": rng.normal(low, 0.1 * (high - low), LONG_STEPS),
+    }
+    t0 = datetime.datetime(2015, 2, 26)  # a Thursday: the probationary rows are weekdays
+    out = []
+    for name, values in series.items():
+        path = folder / f"{name}.csv"
+        with open(path, "w") as f:
+            f.write("timestamp,value\n")
+            for i, v in enumerate(values):
+                stamp = t0 + datetime.timedelta(minutes=5 * i)
+                f.write(f"{stamp:%Y-%m-%d %H:%M:%S},{v:.6f}\n")
+        out.append((f"longNoAnomaly/{name}.csv", path, LONG_STEPS, []))
+    return out
+
+
+def long_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, learn="probation"):
+    """The long anomaly-free look-alikes, as `null_eval` scores the short ones."""
+    files = long_null_files(data, binary.cache / "nab-long-data")
+    scored = nab_eval(binary, data, mode, seed, rules, start, window, files=files,
+                      folder="nab-long", learn=learn)
+    return {rule: {"false": res["false"],
+                   "files": {k: v[2] for k, v in res["files"].items()}}
+            for rule, res in scored.items()}
+
+
 # NAB's short streams: realAdExchange's 6 (about 1,600 rows) and realTraffic's 7 (1,100-2,500),
 # 13 of its 58, none in ../shared/data: their probationary rows make fewer windows than
 # [detect] learn_windows. Look-alikes: (length, rows from the end of the probationary rows to
@@ -530,8 +587,9 @@ def main(argv=None):
     p.add_argument("--modes", default="ebgan,ae",
                    help="models: ebgan, ae, and ebgan-conv / ae-conv for the temporal conv D")
     p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--only", default="nab,null,short,skab,fan,dcase",
+    p.add_argument("--only", default="nab,null,long,short,skab,fan,dcase",
                    help="nab: NAB dev; null: look-alikes of NAB's five anomaly-free streams; "
+                        "long: anomaly-free look-alikes eight weeks long; "
                         "short: look-alikes of its short streams; skab; fan; dcase")
     p.add_argument("--rules", default="threshold:clear_after=5;"
                    "probability:alert_probability=0.999,clear_after=50,per_channel=false,"
@@ -570,9 +628,10 @@ def main(argv=None):
         results = json.loads(args.table.read_text())
         modes = list(dict.fromkeys(r["mode"] for r in results))
         first = results[0]
-        rules = list((first.get("nab") or first.get("null") or first.get("short")
+        rules = list((first.get("nab") or first.get("null") or first.get("long")
+                      or first.get("short")
                       or first.get("skab") or {}).keys())
-        only = [k for k in ("nab", "null", "short", "skab", "fan", "dcase") if k in first]
+        only = [k for k in ("nab", "null", "long", "short", "skab", "fan", "dcase") if k in first]
         table(results, modes, rules, only)
         if args.nab_per_file and "nab" in only:
             nab_file_table(results, modes, rules)
@@ -596,6 +655,9 @@ def main(argv=None):
                                     args.nab_trainer_args.split(), learn=args.nab_learn)
             if "null" in args.only:
                 r["null"] = null_eval(binary, args.data, mode, seed, rules, args.nab_start,
+                                      args.nab_window, args.nab_learn)
+            if "long" in args.only:
+                r["long"] = long_eval(binary, args.data, mode, seed, rules, args.nab_start,
                                       args.nab_window, args.nab_learn)
             if "short" in args.only:
                 r["short"] = short_eval(binary, args.data, mode, seed, rules, args.nab_start,
@@ -675,18 +737,19 @@ def audio_table(results, modes):
         print("| " + " | ".join(cells) + " |")
 
 
-def null_table(results, modes, rules):
-    """Alerts on the anomaly-free look-alikes: all of them false, each file over the seeds."""
-    names = list(next(iter(results[0]["null"].values()))["files"])
-    print("| mode | judging | false alerts on NAB's 5 anomaly-free look-alikes (per seed) | "
+def null_table(results, modes, rules, key="null", what="NAB's 5 anomaly-free look-alikes"):
+    """Alerts on the anomaly-free look-alikes (`key`: "null", or "long" for the eight-week
+    ones): all of them false, each file over the seeds."""
+    names = list(next(iter(results[0][key].values()))["files"])
+    print(f"| mode | judging | false alerts on {what} (per seed) | "
           + " | ".join(f"`{n}`" for n in names) + " |")
     print("|---" * (3 + len(names)) + "|")
     for mode in modes:
         rs = [r for r in results if r["mode"] == mode]
         for rule in rules:
             cells = [mode, f"`{rule}`",
-                     mean_spread([r["null"][rule]["false"] for r in rs], "{:.1f}")]
-            cells += [mean_spread([r["null"][rule]["files"][n] for r in rs], "{:.1f}")
+                     mean_spread([r[key][rule]["false"] for r in rs], "{:.1f}")]
+            cells += [mean_spread([r[key][rule]["files"][n] for r in rs], "{:.1f}")
                       for n in names]
             print("| " + " | ".join(cells) + " |")
 
@@ -711,6 +774,9 @@ def table(results, modes, rules, only):
         print()
     if "null" in only:
         null_table(results, modes, rules)
+        print()
+    if "long" in only:
+        null_table(results, modes, rules, "long", "5 anomaly-free look-alikes of 8 weeks")
         print()
     if "short" in only:
         short_table(results, modes, rules)
