@@ -103,8 +103,8 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
     }
 }
 
-/// The settings counted in windows, of `[detect]` (`at` = `detect.`) or of a stream with
-/// counts of its own (`streams[i].`; `c` is then `[detect]`'s with the stream's in place).
+/// The settings counted in windows of `c`: `[detect]`'s, or a stream's own with `[detect]`'s
+/// in place of the ones it leaves alone; each message starts with `at` (`detect.`).
 pub(super) fn check_window_counts(c: &Calibration, at: &str, errs: &mut Vec<String>) {
     if c.learn_windows < 16 {
         errs.push(format!(

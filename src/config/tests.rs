@@ -590,12 +590,20 @@ fn a_stream_s_own_window_counts_are_checked_with_detect_s_and_reach_it() {
         assert!(e.contains(says), "{slow} / {detect}: {e}");
         assert!(!e.contains("streams[0]"), "{e}");
     }
-    // A stream's own count that mends [detect]'s is still checked with it: [detect]'s
-    // error stands on its own.
+    // What is wrong with [detect]'s alone is said once, of [detect], whatever a stream sets
+    // (its own learn_windows does not excuse [detect]'s).
     let e = judged("learn_windows = 100", "learn_windows = 10")
         .unwrap_err()
         .to_string();
     assert!(e.contains("detect.learn_windows: 10 is below 16"), "{e}");
+    let e = judged(
+        "level_windows = 50",
+        "learn_windows = 200\nmemory_windows = 100",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("detect.memory_windows: 100 must be"), "{e}");
+    assert!(!e.contains("streams[1]"), "{e}");
 }
 
 #[test]

@@ -707,10 +707,16 @@ fn validate_stream(
     let accept = stream_acceptance(st, format.as_ref(), detect, at, errs);
     let counts = st.window_counts();
     if !counts.is_empty() {
-        check_window_counts(
-            &detect.calibration().tuned(&counts),
-            &format!("{at}."),
-            errs,
+        // Checked with [detect]'s in place of the ones the stream leaves alone; what is
+        // wrong with [detect]'s alone is said once, of [detect].
+        let shared = detect.calibration();
+        let (mut theirs, mut own) = (Vec::new(), Vec::new());
+        check_window_counts(&shared, "", &mut theirs);
+        check_window_counts(&shared.tuned(&counts), "", &mut own);
+        errs.extend(
+            own.into_iter()
+                .filter(|e| !theirs.contains(e))
+                .map(|e| format!("{at}.{e}")),
         );
     }
     let mut channels = channels;
