@@ -379,7 +379,8 @@ fn score_accept_after_accepts_a_held_step_and_the_clear_says_so() {
 }
 
 /// `--stream NAME` judges a recording as the daemon judges that configured stream: its own
-/// learning length and acceptance in place of `[detect]`'s, the flags still over them.
+/// learning length and acceptance in place of `[detect]`'s, the flags still over them, and a
+/// CSV export of an object stream read by its fields and timestamp field.
 #[test]
 fn score_stream_judges_as_the_daemon_judges_that_stream() {
     let dir = tempfile::tempdir().unwrap();
@@ -387,6 +388,15 @@ fn score_stream_judges_as_the_daemon_judges_that_stream() {
     let step = vibration_signal(3, 1_200, |w| if w >= 700 { 0.5 } else { 0.0 });
     let text: String = step.iter().map(|v| format!("{v}\n")).collect();
     std::fs::write(&csv, format!("v\n{text}")).unwrap();
+    // The same samples as an object stream's messages exported: 64 a second, each with its
+    // time, beside a column the stream does not read.
+    let timed = dir.path().join("step-timed.csv");
+    let text: String = step
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{},{},{v}\n", 1.7e9 + i as f64 / 64.0, i % 7))
+        .collect();
+    std::fs::write(&timed, format!("t,other,v\n{text}")).unwrap();
     let config = dir.path().join("ebgand.toml");
     std::fs::write(
         &config,
@@ -394,10 +404,13 @@ fn score_stream_judges_as_the_daemon_judges_that_stream() {
          [[streams]]\nname = \"pump\"\ntopic = \"pump/+\"\nmodel = \"vibration\"\n\
          format = \"array\"\nwindow = 64\nlearn_windows = 64\naccept_after = 200\n\
          [[streams]]\nname = \"fan\"\ntopic = \"fan/+\"\nmodel = \"vibration\"\n\
-         format = \"array\"\nwindow = 64\n",
+         format = \"array\"\nwindow = 64\n\
+         [[streams]]\nname = \"press\"\ntopic = \"press/+\"\nmodel = \"vibration\"\n\
+         format = \"object\"\nfields = [\"v\"]\ntimestamp_field = \"t\"\nwindow = 64\n\
+         learn_windows = 64\naccept_after_s = 200\n",
     )
     .unwrap();
-    let score = |extra: &[&str]| {
+    let score_file = |extra: &[&str], file: &std::path::Path| {
         let mut args = vec![
             "score",
             "--config",
@@ -407,12 +420,13 @@ fn score_stream_judges_as_the_daemon_judges_that_stream() {
             "--json",
         ];
         args.extend_from_slice(extra);
-        args.push(csv.to_str().unwrap());
+        args.push(file.to_str().unwrap());
         ebgand(&args, &[])
     };
+    let score = |extra: &[&str]| score_file(extra, &csv);
     // (windows learning, alert transitions with what each clear says of an acceptance)
-    let judged = |extra: &[&str]| {
-        let o = score(extra);
+    let judged_file = |extra: &[&str], file: &std::path::Path| {
+        let o = score_file(extra, file);
         assert!(o.status.success(), "{}", stderr(&o));
         let lines = window_lines(&o);
         let learning = lines.iter().filter(|l| l["learning"] == true).count();
@@ -423,6 +437,7 @@ fn score_stream_judges_as_the_daemon_judges_that_stream() {
             .collect();
         (learning, alerts)
     };
+    let judged = |extra: &[&str]| judged_file(extra, &csv);
     let raised = ("raised".into(), None);
     // [detect]'s: 512 windows learnt, the held step kept raised; the same for a stream that
     // sets nothing of its own.
@@ -442,16 +457,26 @@ fn score_stream_judges_as_the_daemon_judges_that_stream() {
     // A flag still has the last word.
     assert_eq!(
         judged(&["--stream", "pump", "--accept-after", "0"]),
-        (64, vec![raised])
+        (64, vec![raised.clone()])
     );
     let o = score(&["--stream", "pmup"]);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("--stream pmup: the config (")
-            && stderr(&o).contains("it has: pump, fan"),
+            && stderr(&o).contains("it has: pump, fan, press"),
         "{}",
         stderr(&o)
     );
+    // The object stream's export: read by its field and its time, accepted 200 s after the
+    // raise (201 windows at one a second, the raise's and the acceptance's counted).
+    assert_eq!(
+        judged_file(&["--stream", "press"], &timed),
+        (64 + 64, vec![raised, ("cleared".into(), Some(201.into()))])
+    );
+    // Without the stream, every numeric column is a channel.
+    let o = score_file(&[], &timed);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("gives 3 channel(s)"), "{}", stderr(&o));
 }
 
 /// `--seed-rows` replays the daemon's cold start: the seed rows calibrate the stream, so the

@@ -48,7 +48,9 @@ pub struct ScoreArgs {
     pub threshold: Option<f32>,
     /// Judge the recording as the daemon judges this configured stream (a `[[streams]]`
     /// name): its own alert probability or threshold, hysteresis, acceptance and window
-    /// counts in place of `[detect]`'s. The flags below still have the last word.
+    /// counts in place of `[detect]`'s; a CSV export of an object stream's messages is read
+    /// by its `fields` and `timestamp_field` (unless --columns / --timestamp-column say
+    /// otherwise). The flags still have the last word.
     #[arg(long, value_name = "NAME")]
     pub stream: Option<String>,
     /// Probability at or over which a window is anomalous (default: the config's detect section).
@@ -131,6 +133,26 @@ fn configured<'a>(
         })
 }
 
+/// How to read the recording: the flags, and for a configured object stream (`--stream`) a
+/// CSV export of its messages read as the daemon reads them, its `fields` as the columns and
+/// its `timestamp_field` as the time, where the flags leave them out.
+fn stream_input(flags: &InputArgs, own: Option<&crate::config::StreamSettings>) -> InputArgs {
+    let mut input = flags.clone();
+    if let Some(crate::pipeline::PayloadFormat::Object {
+        fields,
+        timestamp_field,
+    }) = own.map(|s| &s.format)
+    {
+        if input.columns.is_empty() {
+            input.columns.clone_from(fields);
+        }
+        if input.timestamp_column.is_none() {
+            input.timestamp_column.clone_from(timestamp_field);
+        }
+    }
+    input
+}
+
 /// One output line: the window's verdict, with its alert event when it caused one.
 #[derive(Serialize)]
 struct Line<'a> {
@@ -159,18 +181,19 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         .as_deref()
         .map(|name| configured(&settings, name, config))
         .transpose()?;
+    let input = &stream_input(&args.input, own);
     let version = ModelVersion::open(&args.model)?;
     let (w, c) = (
         version.manifest.input.window,
         version.manifest.input.channels,
     );
-    let mut rec = crate::recording::read(&args.file, &args.input)?;
+    let mut rec = crate::recording::read(&args.file, input)?;
     let labels = match &args.labels {
         None => None,
         Some(_) if version.manifest.features.is_some() => {
             bail!("--labels: audio models window log-mel frames, not rows; label a CSV recording")
         }
-        Some(column) => Some(read_labels(&args.file, &args.input, column)?),
+        Some(column) => Some(read_labels(&args.file, input, column)?),
     };
     // Audio models window log-mel frames, made with the parameters in their manifest; their
     // energy is explained by groups of mel bands, a CSV's by its columns.
@@ -264,7 +287,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let node = crate::config::RawConfig::default().node;
     let mut judge = Judge::new(settings.calibration.clone());
     if let Some(rows) = args.seed_rows {
-        let seed = seed(args, rows, &mut scorer, &stream, hop)?;
+        let seed = seed(args, input, rows, &mut scorer, &stream, hop)?;
         if let Some(r) = &mut retrainer {
             // The daemon's capture holds the learning windows too: retraining trains on them.
             r.learnt(seed.windows.iter().map(|w| w.data.as_slice()));
@@ -407,6 +430,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
 /// a first version's calibration ([`Seed`]).
 fn seed(
     args: &ScoreArgs,
+    input: &InputArgs,
     rows: (Option<usize>, Option<usize>),
     scorer: &mut Scorer,
     stream: &StreamInfo,
@@ -414,7 +438,7 @@ fn seed(
 ) -> anyhow::Result<Seed> {
     let input = InputArgs {
         rows: Some(rows),
-        ..args.input.clone()
+        ..input.clone()
     };
     let mut rec = crate::recording::read(&args.file, &input)?;
     let m = &scorer.version().manifest;
