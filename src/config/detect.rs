@@ -63,6 +63,12 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
             crate::detect::season::MAX_VALUES
         ));
     }
+    if !(d.season_teaches >= 0.0 && d.season_teaches < 1.0) {
+        errs.push(format!(
+            "detect.season_teaches: {} must be 0 (off) or a probability under 1",
+            d.season_teaches
+        ));
+    }
     if !(1..=4).contains(&d.season_memory) {
         errs.push(format!(
             "detect.season_memory: {} must be between 1 and 4",

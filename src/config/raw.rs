@@ -287,6 +287,9 @@ pub struct RawDetect {
     /// The time zone whose wall clock a season follows: a name of the time zone database
     /// (`Europe/Berlin`), `UTC`, or `local` (the system's).
     pub season_zone: String,
+    /// A window whose seasonal probability is under this is learnt by the energy's
+    /// calibration even when its energy is unusual or an alert is up; 0: off.
+    pub season_teaches: f64,
     /// A stream silent for this many times its usual interval between messages is stale (a
     /// dead sensor, a cut cable): alerted until data returns. 0: never.
     pub stale_after: f64,
@@ -324,6 +327,7 @@ impl Default for RawDetect {
             season_weeks: c.seasons.weeks,
             season_memory: c.seasons.memory,
             season_zone: "local".into(),
+            season_teaches: c.seasons.teaches,
             stale_after: 10.0,
             stale_min_s: 10.0,
         }
@@ -393,6 +397,7 @@ impl RawDetect {
                 weeks: self.season_weeks,
                 memory: self.season_memory,
                 zone: self.season_zone(),
+                teaches: self.season_teaches,
             },
         }
     }

@@ -133,6 +133,12 @@ impl Calibration {
         }
     }
 
+    /// Whether a healthy judged window read as `reading` is learnt: the energy and each part
+    /// under `learn_below` ([`Calibrator::learn`]).
+    pub fn learns(&self, reading: &Reading) -> bool {
+        self.learn_below <= 0.0 || reading.highest < self.learn_below
+    }
+
     /// These settings with a stream's own window counts in place of the ones they replace.
     pub fn tuned(&self, own: &WindowCounts) -> Self {
         let mut c = self.clone();
@@ -314,10 +320,9 @@ impl Calibrator {
     /// with it. Parts whose histograms are still learning (they began later than the
     /// stream's) do not hold a window back.
     pub fn learn(&mut self, energy: f32, parts: &[f32], reading: &Reading, cal: &Calibration) {
-        if cal.learn_below > 0.0 && reading.highest >= cal.learn_below {
-            return;
+        if cal.learns(reading) {
+            self.add(energy, parts, cal);
         }
-        self.add(energy, parts, cal);
     }
 
     /// Whether nothing was ever added or named (a default calibrator).

@@ -644,7 +644,8 @@ impl Judge {
                     if transition == Some(Transition::Raised) && detector.restless.raised_it() {
                         restless = Some(detector.restless.raise(&cal.restless));
                     }
-                    if may_learn && !anomalous && detector.state == AlertState::Normal {
+                    let healthy = may_learn && !anomalous && detector.state == AlertState::Normal;
+                    if healthy {
                         let data = &window.data;
                         take(
                             &mut c,
@@ -658,6 +659,13 @@ impl Judge {
                         if let (Some(s), Some((e, q))) = (&mut season, in_season) {
                             s.learn(e, Some(q), cal);
                         }
+                    }
+                    // A window the season vouches for (ordinary for its moment) is learnt by
+                    // the energy's calibration even when its energy is unusual or an alert is
+                    // up: a weekend the learning period never showed is not a fault.
+                    let learnt = healthy && cal.learns(&reading);
+                    if may_learn && !learnt && seasons_vouch(in_season, &cal.seasons) {
+                        c.add(energy, parts, cal);
                     }
                     if detector.held_long_enough(stream.hysteresis.accept, &window.end) {
                         // The level is the new normal. Learn it; the alert clears once the
@@ -711,6 +719,12 @@ impl Judge {
             alerted_before: false,
         }
     }
+}
+
+/// Whether a window's season vouches for it: its seasonal probability (`in_season`'s second)
+/// is under [`Seasons::teaches`](season::Seasons::teaches).
+fn seasons_vouch(in_season: Option<(f32, f64)>, seasons: &season::Seasons) -> bool {
+    in_season.is_some_and(|(_, q)| q < seasons.teaches)
 }
 
 /// The calibration `stream` is judged by: `shared` with its own window counts, as a shadow's

@@ -18,6 +18,12 @@
 //! windows only too ([`Season::keep`]): a holiday is not expected a season later. A window's probability is the larger of its
 //! energy's and its seasonal energy's.
 //!
+//! A season also teaches ([`Seasons::teaches`]): a window ordinary for its moment is learnt by
+//! the energy's calibration even when its energy is unusual or an alert is up. A weekend the
+//! learning period never showed has energies the model finds unusual, which the energy's
+//! calibration would otherwise never learn (it learns healthy windows only): it would be paged
+//! every weekend. A holiday or a new schedule, unusual for its moment, is never taught.
+//!
 //! What is held: while a stream is watched, its samples (at most [`MAX_VALUES`] values: three
 //! weeks of 5-minute samples are 6,048 a channel; a week of 1-second ones is more than that,
 //! so a fast stream never has a season and holds nothing); once the season is chosen, only
@@ -64,6 +70,12 @@ pub struct Seasons {
     /// stays at its moment across a daylight-saving change. A time without a zone is read as
     /// the wall clock already.
     pub zone: TimeZone,
+    /// A window whose seasonal probability is under this (ordinary for its moment of the
+    /// season, more than half the windows of that moment are further from it) is learnt by
+    /// the energy's calibration even when its energy is unusual or an alert is up: a weekend
+    /// or a daily moment the learning period never showed well is not a fault, and would
+    /// otherwise be paged every time it comes back. 0: off.
+    pub teaches: f64,
 }
 
 impl Default for Seasons {
@@ -73,6 +85,7 @@ impl Default for Seasons {
             weeks: 3,
             memory: 4,
             zone: TimeZone::UTC,
+            teaches: 0.5,
         }
     }
 }

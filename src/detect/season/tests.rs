@@ -236,6 +236,54 @@ fn the_judge_raises_a_holiday_by_its_season() {
     assert!(without.is_empty(), "raised without seasons at {without:?}");
 }
 
+/// A weekend the learning period never showed (two weekdays learnt) has energies the model
+/// finds unusual, and without its season's word the calibration never learns them: every
+/// weekend is raised. Once the week is chosen (after three watched), a window ordinary for its
+/// moment is learnt whatever its energy ([`Seasons::teaches`]): the weekends after the first
+/// one judged by the season are quiet.
+#[test]
+fn weekends_the_season_vouches_for_are_learnt_and_no_longer_raised() {
+    use crate::detect::{Hysteresis, Judge, Judging, ModelRef, StreamInfo, Transition};
+    let series = |i| demand(i, &[]);
+    let model = ModelRef {
+        name: "m".into(),
+        version: "v1".into(),
+    };
+    let hysteresis = Hysteresis {
+        raise_after: 3,
+        clear_after: 10,
+        accept: crate::detect::Accept::Never,
+    };
+    let stream = StreamInfo::new("plant", Judging::Probability(0.9999), hysteresis, 1);
+    let weeks_raised = |teaches: f64| {
+        let mut judge = Judge::new(Calibration {
+            learn_windows: 96,
+            seasons: Seasons {
+                teaches,
+                ..Seasons::default()
+            },
+            ..Calibration::default()
+        });
+        let mut raised = Vec::new();
+        for i in W as u64 - 1..9 * 336 {
+            // The model learnt weekdays: a weekend window's energy is four times theirs.
+            let weekend = (i / 48) % 7 >= 5;
+            let energy = if weekend { 4.0 } else { 1.0 } + 0.1 * noise(i + 7_000_000).abs();
+            let v = judge.judge(&stream, &model, 1.0, &window(i, &series), energy.into());
+            if v.transition == Some(Transition::Raised) {
+                raised.push(i / 336);
+            }
+        }
+        raised
+    };
+    let without = weeks_raised(0.0);
+    assert_eq!(without, (0..9).collect::<Vec<_>>(), "every weekend");
+    // Raised in the three weeks watched and on the first weekend the season judges, which
+    // it teaches; quiet from then on.
+    let with = weeks_raised(Seasons::default().teaches);
+    assert_eq!(with, [0, 1, 2, 3]);
+}
+
 /// A holiday is not expected a season later: its samples never go into what its moments are
 /// expected to be (taken in anyway, the next Thursday would look like a fault).
 #[test]
