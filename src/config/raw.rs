@@ -288,7 +288,7 @@ pub struct RawDetect {
     /// (`Europe/Berlin`), `UTC`, or `local` (the system's).
     pub season_zone: String,
     /// A window whose seasonal probability is under this is learnt by the energy's
-    /// calibration even when its energy is unusual or an alert is up; 0: off.
+    /// calibration even when its energy is unusual, while no alert is up; 0: off.
     pub season_teaches: f64,
     /// A stream silent for this many times its usual interval between messages is stale (a
     /// dead sensor, a cut cable): alerted until data returns. 0: never.

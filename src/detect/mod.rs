@@ -661,10 +661,11 @@ impl Judge {
                         }
                     }
                     // A window the season vouches for (ordinary for its moment) is learnt by
-                    // the energy's calibration even when its energy is unusual or an alert is
-                    // up: a weekend the learning period never showed is not a fault.
+                    // the energy's calibration even when its energy is unusual, while no alert
+                    // is up: a weekend the learning period never showed is not a fault.
                     let learnt = healthy && cal.learns(&reading);
-                    if may_learn && !learnt && seasons_vouch(in_season, &cal.seasons) {
+                    let normal = detector.state == AlertState::Normal;
+                    if may_learn && normal && !learnt && seasons_vouch(in_season, &cal.seasons) {
                         c.add(energy, parts, cal);
                     }
                     if detector.held_long_enough(stream.hysteresis.accept, &window.end) {

@@ -19,10 +19,11 @@
 //! energy's and its seasonal energy's.
 //!
 //! A season also teaches ([`Seasons::teaches`]): a window ordinary for its moment is learnt by
-//! the energy's calibration even when its energy is unusual or an alert is up. A weekend the
-//! learning period never showed has energies the model finds unusual, which the energy's
-//! calibration would otherwise never learn (it learns healthy windows only): it would be paged
-//! every weekend. A holiday or a new schedule, unusual for its moment, is never taught.
+//! the energy's calibration even when its energy is unusual (never while an alert is up). A
+//! weekend the learning period never showed has energies the model finds unusual, which the
+//! energy's calibration would otherwise never learn (it learns healthy windows only): it
+//! would be paged every weekend. A holiday or a new schedule, unusual for its moment, is never
+//! taught.
 //!
 //! What is held: while a stream is watched, its samples (at most [`MAX_VALUES`] values: three
 //! weeks of 5-minute samples are 6,048 a channel; a week of 1-second ones is more than that,
@@ -71,10 +72,10 @@ pub struct Seasons {
     /// the wall clock already.
     pub zone: TimeZone,
     /// A window whose seasonal probability is under this (ordinary for its moment of the
-    /// season, more than half the windows of that moment are further from it) is learnt by
-    /// the energy's calibration even when its energy is unusual or an alert is up: a weekend
-    /// or a daily moment the learning period never showed well is not a fault, and would
-    /// otherwise be paged every time it comes back. 0: off.
+    /// season: more than half the windows of that moment are further from it) is learnt by
+    /// the energy's calibration even when its energy is unusual, while no alert is up: a
+    /// weekend or a daily moment the learning period never showed well is not a fault, and
+    /// would otherwise be paged every time it comes back. 0: off.
     pub teaches: f64,
 }
 
