@@ -266,17 +266,39 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
 NULL_STEPS = 4032
 
 
-@functools.cache  # the same files for every model and seed of a run
-def null_files(data, folder):
-    """Writes the look-alikes into `folder`: the daily ones from the mean day of the first week
-    of dev's `art_daily_jumpsup` (before its anomaly), bare, with noise of 1 % of its range, and
-    as a square wave between its extremes; a flat line; Gaussian noise."""
-    import datetime
-    folder.mkdir(parents=True, exist_ok=True)
+def mean_day(data):
+    """The mean day (288 5-minute steps) of the first, healthy week of dev's
+    `art_daily_jumpsup` (before its anomaly): the shape of the anomaly-free look-alikes."""
     with open(data / "nab" / "dev" / "artificialWithAnomaly" / "art_daily_jumpsup.csv",
               newline="") as f:
         week = np.array([float(r[1]) for r in list(csv.reader(f))[1:2017]])
-    day = week.reshape(7, 288).mean(axis=0)
+    return week.reshape(7, 288).mean(axis=0)
+
+
+def write_series(folder, group, series, t0):
+    """Writes each of `series` (name: values) as a NAB CSV of 5-minute steps from `t0` into
+    `folder`; returns them as `nab_eval` takes files (no labelled window), under `group/`."""
+    import datetime
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, values in series.items():
+        path = folder / f"{name}.csv"
+        with open(path, "w") as f:
+            f.write("timestamp,value\n")
+            for i, v in enumerate(values):
+                stamp = t0 + datetime.timedelta(minutes=5 * i)
+                f.write(f"{stamp:%Y-%m-%d %H:%M:%S},{v:.6f}\n")
+        out.append((f"{group}/{name}.csv", path, len(values), []))
+    return out
+
+
+@functools.cache  # the same files for every model and seed of a run
+def null_files(data, folder):
+    """Writes the look-alikes into `folder`: the daily ones from `mean_day`, bare, with noise
+    of 1 % of its range, and as a square wave between its extremes; a flat line; Gaussian
+    noise."""
+    import datetime
+    day = mean_day(data)
     daily = np.tile(day, NULL_STEPS // 288)
     low, high = float(day.min()), float(day.max())
     rng = np.random.default_rng(0)
@@ -287,28 +309,7 @@ def null_files(data, folder):
         "art_flatline": np.full(NULL_STEPS, low),
         "art_noisy": rng.normal(low, 0.1 * (high - low), NULL_STEPS),
     }
-    t0 = datetime.datetime(2014, 4, 1)
-    out = []
-    for name, values in series.items():
-        path = folder / f"{name}.csv"
-        with open(path, "w") as f:
-            f.write("timestamp,value\n")
-            for i, v in enumerate(values):
-                stamp = t0 + datetime.timedelta(minutes=5 * i)
-                f.write(f"{stamp:%Y-%m-%d %H:%M:%S},{v:.6f}\n")
-        out.append((f"artificialNoAnomaly/{name}.csv", path, NULL_STEPS, []))
-    return out
-
-
-def null_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, learn="probation"):
-    """NAB's anomaly-free look-alikes, trained and scored as `nab_eval` does the dev files:
-    the alerts raised after the probationary rows (each costs NAB's false-positive weight)."""
-    files = null_files(data, binary.cache / "nab-null-data")
-    scored = nab_eval(binary, data, mode, seed, rules, start, window, files=files,
-                      folder="nab-null", learn=learn)
-    return {rule: {"false": res["false"],
-                   "files": {k: v[2] for k, v in res["files"].items()}}
-            for rule, res in scored.items()}
+    return write_series(folder, "artificialNoAnomaly", series, datetime.datetime(2014, 4, 1))
 
 
 # NAB's long streams (realTweets: about 15,800 5-minute steps, 8 weeks), where a season is
@@ -317,17 +318,14 @@ def null_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, lea
 LONG_STEPS = 16128
 
 
+@functools.cache  # the same files for every model and seed of a run
 def long_null_files(data, folder):
-    """Writes the long look-alikes into `folder`: the mean day of `null_files` with noise of 1 %
-    and 5 % of its range; the same on a five-day week (weekends at 30 % of the day's swing,
-    which a probationary period of 2.6 weekdays never shows); counts with a daily cycle
-    (Poisson, a tweet volume without bursts); Gaussian noise."""
+    """Writes the long look-alikes into `folder`: `mean_day` with noise of 1 % and 5 % of its
+    range; the same on a five-day week (weekends at 30 % of the day's swing, which a
+    probationary period of 2.6 weekdays never shows); counts with a daily cycle (Poisson, a
+    tweet volume without bursts); Gaussian noise."""
     import datetime
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(data / "nab" / "dev" / "artificialWithAnomaly" / "art_daily_jumpsup.csv",
-              newline="") as f:
-        week = np.array([float(r[1]) for r in list(csv.reader(f))[1:2017]])
-    day = week.reshape(7, 288).mean(axis=0)
+    day = mean_day(data)
     low, high = float(day.min()), float(day.max())
     t = np.arange(LONG_STEPS)
     daily = np.tile(day, LONG_STEPS // 288)
@@ -342,24 +340,19 @@ def long_null_files(data, folder):
         "long_daily_counts": rng.poisson(rate).astype(float),
         "long_noisy": rng.normal(low, 0.1 * (high - low), LONG_STEPS),
     }
-    t0 = datetime.datetime(2015, 2, 26)  # a Thursday: the probationary rows are weekdays
-    out = []
-    for name, values in series.items():
-        path = folder / f"{name}.csv"
-        with open(path, "w") as f:
-            f.write("timestamp,value\n")
-            for i, v in enumerate(values):
-                stamp = t0 + datetime.timedelta(minutes=5 * i)
-                f.write(f"{stamp:%Y-%m-%d %H:%M:%S},{v:.6f}\n")
-        out.append((f"longNoAnomaly/{name}.csv", path, LONG_STEPS, []))
-    return out
+    # From a Thursday: the probationary rows are weekdays.
+    return write_series(folder, "longNoAnomaly", series, datetime.datetime(2015, 2, 26))
 
 
-def long_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, learn="probation"):
-    """The long anomaly-free look-alikes, as `null_eval` scores the short ones."""
-    files = long_null_files(data, binary.cache / "nab-long-data")
+def null_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, learn="probation",
+              kind="null"):
+    """Anomaly-free look-alikes (`kind`: "null", `null_files`, or "long", `long_null_files`),
+    trained and scored as `nab_eval` does the dev files: the alerts raised after the
+    probationary rows (each costs NAB's false-positive weight)."""
+    write = {"null": null_files, "long": long_null_files}[kind]
+    files = write(data, binary.cache / f"nab-{kind}-data")
     scored = nab_eval(binary, data, mode, seed, rules, start, window, files=files,
-                      folder="nab-long", learn=learn)
+                      folder=f"nab-{kind}", learn=learn)
     return {rule: {"false": res["false"],
                    "files": {k: v[2] for k, v in res["files"].items()}}
             for rule, res in scored.items()}
@@ -657,8 +650,8 @@ def main(argv=None):
                 r["null"] = null_eval(binary, args.data, mode, seed, rules, args.nab_start,
                                       args.nab_window, args.nab_learn)
             if "long" in args.only:
-                r["long"] = long_eval(binary, args.data, mode, seed, rules, args.nab_start,
-                                      args.nab_window, args.nab_learn)
+                r["long"] = null_eval(binary, args.data, mode, seed, rules, args.nab_start,
+                                      args.nab_window, args.nab_learn, kind="long")
             if "short" in args.only:
                 r["short"] = short_eval(binary, args.data, mode, seed, rules, args.nab_start,
                                         args.nab_window, args.nab_learn)

@@ -293,24 +293,45 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
     assert!(lines[0]["start"].as_str().unwrap().starts_with("2020-"));
 }
 
+/// The vibration rig's samples for `windows` windows, stepped up from window `from`, written
+/// into `dir` as `v` alone (`step.csv`) and, 64 a second (a window a second), with each
+/// sample's time in epoch seconds first (`t,v`, or `t,other,v` with a column of counters
+/// when `other`; `step-timed.csv`).
+fn step_recordings(
+    dir: &std::path::Path,
+    windows: usize,
+    from: usize,
+    other: bool,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let step = vibration_signal(3, windows, |w| if w >= from { 0.5 } else { 0.0 });
+    let csv = dir.join("step.csv");
+    let text: String = step.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(&csv, format!("v\n{text}")).unwrap();
+    let timed = dir.join("step-timed.csv");
+    let text: String = step
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let t = 1.7e9 + i as f64 / 64.0;
+            if other {
+                format!("{t},{},{v}\n", i % 7)
+            } else {
+                format!("{t},{v}\n")
+            }
+        })
+        .collect();
+    let header = if other { "t,other,v" } else { "t,v" };
+    std::fs::write(&timed, format!("{header}\n{text}")).unwrap();
+    (csv, timed)
+}
+
 /// `--accept-after` through `score`: a step held from window 300 stays raised by default; with
 /// it, the held level is accepted after that many windows, learnt, and the clear says so; with
 /// `--accept-after-s`, after that many seconds of the recording's own time.
 #[test]
 fn score_accept_after_accepts_a_held_step_and_the_clear_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("step.csv");
-    let step = vibration_signal(3, 1_000, |w| if w >= 300 { 0.5 } else { 0.0 });
-    let text: String = step.iter().map(|v| format!("{v}\n")).collect();
-    std::fs::write(&csv, format!("v\n{text}")).unwrap();
-    // The same rows, 64 a second (a window a second), stamped as epoch seconds in a column.
-    let timed = dir.path().join("step-timed.csv");
-    let text: String = step
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!("{},{v}\n", 1.7e9 + i as f64 / 64.0))
-        .collect();
-    std::fs::write(&timed, format!("t,v\n{text}")).unwrap();
+    let (csv, timed) = step_recordings(dir.path(), 1_000, 300, false);
     let score = |extra: &[&str], file: &std::path::Path| {
         let mut args = vec!["score", "--model", "models/vibration/fixture-1", "--json"];
         args.extend_from_slice(extra);
@@ -384,19 +405,9 @@ fn score_accept_after_accepts_a_held_step_and_the_clear_says_so() {
 #[test]
 fn score_stream_judges_as_the_daemon_judges_that_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("step.csv");
-    let step = vibration_signal(3, 1_200, |w| if w >= 700 { 0.5 } else { 0.0 });
-    let text: String = step.iter().map(|v| format!("{v}\n")).collect();
-    std::fs::write(&csv, format!("v\n{text}")).unwrap();
-    // The same samples as an object stream's messages exported: 64 a second, each with its
-    // time, beside a column the stream does not read.
-    let timed = dir.path().join("step-timed.csv");
-    let text: String = step
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!("{},{},{v}\n", 1.7e9 + i as f64 / 64.0, i % 7))
-        .collect();
-    std::fs::write(&timed, format!("t,other,v\n{text}")).unwrap();
+    // The timed one as an object stream's messages exported, beside a column the stream does
+    // not read.
+    let (csv, timed) = step_recordings(dir.path(), 1_200, 700, true);
     let config = dir.path().join("ebgand.toml");
     std::fs::write(
         &config,

@@ -414,7 +414,7 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             info!(model = %model.name, version = %model.version, streams = adopted, "Promoted shadow's calibrations adopted.");
         }
         // Shadow judges calibrate like the active one, for longer and with no input level.
-        let calibration = self.judge.calibration().clone();
+        let calibration = self.judge.calibration();
         let mut shadow_pass = batch.shadow.as_ref().map(|shadow| {
             let info = &shadow.model;
             let (version, judge) = self

@@ -4,9 +4,9 @@
 use super::RawDetect;
 use crate::detect::{Accept, Calibration};
 
-/// `[detect]`'s calibration settings.
-pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
-    check_window_counts(&d.calibration(), "detect.", errs);
+/// `[detect]`'s calibration settings; `c` is what they make (`RawDetect::calibration`).
+pub(super) fn validate_calibration(d: &RawDetect, c: &Calibration, errs: &mut Vec<String>) {
+    check_window_counts(c, "detect.", errs);
     if !(d.tail_quantile > 0.5 && d.tail_quantile < 1.0) {
         errs.push(format!(
             "detect.tail_quantile: {} must be between 0.5 and 1 (exclusive)",
@@ -43,7 +43,7 @@ pub(super) fn validate_calibration(d: &RawDetect, errs: &mut Vec<String>) {
             d.quiet_probability, d.alert_probability
         ));
     }
-    let thin_bar = d.calibration().thin_bar(d.alert_probability);
+    let thin_bar = c.thin_bar(d.alert_probability);
     if !(d.thin_widen >= 1.0 && thin_bar > d.tail_quantile) {
         errs.push(format!(
             "detect.thin_widen: {} must be at least 1 (1: the same bar) and keep the bar of a stream judged after a short learning period (1 - (1 - alert_probability) x thin_widen = {thin_bar}) over tail_quantile ({})",

@@ -170,7 +170,10 @@ impl RawConfig {
         if self.detect.raise_after == 0 || self.detect.clear_after == 0 {
             errs.push("detect.raise_after / detect.clear_after: must be at least 1".into());
         }
-        validate_calibration(&self.detect, &mut errs);
+        // Built once: `season_zone = "local"` reads the system's zone (and warns when it
+        // cannot), and the streams' own window counts are checked against it.
+        let calibration = self.detect.calibration();
+        validate_calibration(&self.detect, &calibration, &mut errs);
 
         let mut streams = Vec::new();
         let mut names = std::collections::HashSet::new();
@@ -204,7 +207,9 @@ impl RawConfig {
                     ));
                 }
             }
-            if let Some(s) = validate_stream(st, &at, &self.detect, &models, &mut errs) {
+            if let Some(s) =
+                validate_stream(st, &at, &self.detect, &calibration, &models, &mut errs)
+            {
                 if !names.insert(s.name.clone()) {
                     errs.push(format!("{at}.name: duplicate stream name"));
                 }
@@ -340,7 +345,7 @@ impl RawConfig {
                     queue_windows,
                 },
                 streams,
-                calibration: self.detect.calibration(),
+                calibration,
                 max_streams: self.limits.max_streams,
                 stream_idle: (self.limits.stream_idle_s > 0)
                     .then(|| Duration::from_secs(self.limits.stream_idle_s)),
@@ -587,6 +592,7 @@ fn validate_stream(
     st: &RawStream,
     at: &str,
     detect: &RawDetect,
+    shared: &crate::detect::Calibration,
     models: &BTreeMap<String, Option<PathBuf>>,
     errs: &mut Vec<String>,
 ) -> Option<StreamSettings> {
@@ -709,9 +715,8 @@ fn validate_stream(
     if !counts.is_empty() {
         // Checked with [detect]'s in place of the ones the stream leaves alone; what is
         // wrong with [detect]'s alone is said once, of [detect].
-        let shared = detect.calibration();
         let (mut theirs, mut own) = (Vec::new(), Vec::new());
-        check_window_counts(&shared, "", &mut theirs);
+        check_window_counts(shared, "", &mut theirs);
         check_window_counts(&shared.tuned(&counts), "", &mut own);
         errs.extend(
             own.into_iter()

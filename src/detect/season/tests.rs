@@ -184,12 +184,13 @@ fn a_gap_passes_its_moments_and_the_season_survives_a_restart() {
     assert_eq!(s.taken, taken);
 }
 
-/// Through the judge: a stream whose model finds every window ordinary is raised on its
-/// holiday by its season alone, once, and not without seasons.
-#[test]
-fn the_judge_raises_a_holiday_by_its_season() {
-    use crate::detect::{AlertEvent, Hysteresis, Judge, Judging, ModelRef, StreamInfo, Transition};
-    let series = |i| demand(i, &[4 * 7 + 3]);
+/// A one-channel stream `id` judged at 0.9999 (raise after 3, clear after 10, accepted by
+/// `accept`), and the model version it is judged under.
+fn judged_stream(
+    id: &str,
+    accept: crate::detect::Accept,
+) -> (crate::detect::ModelRef, crate::detect::StreamInfo) {
+    use crate::detect::{Hysteresis, Judging, ModelRef, StreamInfo};
     let model = ModelRef {
         name: "m".into(),
         version: "v1".into(),
@@ -197,9 +198,21 @@ fn the_judge_raises_a_holiday_by_its_season() {
     let hysteresis = Hysteresis {
         raise_after: 3,
         clear_after: 10,
-        accept: crate::detect::Accept::Never,
+        accept,
     };
-    let stream = StreamInfo::new("taxi", Judging::Probability(0.9999), hysteresis, 1);
+    (
+        model,
+        StreamInfo::new(id, Judging::Probability(0.9999), hysteresis, 1),
+    )
+}
+
+/// Through the judge: a stream whose model finds every window ordinary is raised on its
+/// holiday by its season alone, once, and not without seasons.
+#[test]
+fn the_judge_raises_a_holiday_by_its_season() {
+    use crate::detect::{AlertEvent, Judge, Transition};
+    let series = |i| demand(i, &[4 * 7 + 3]);
+    let (model, stream) = judged_stream("taxi", crate::detect::Accept::Never);
     let raises = |seasons: Seasons| {
         let mut judge = Judge::new(Calibration {
             seasons,
@@ -244,18 +257,9 @@ fn the_judge_raises_a_holiday_by_its_season() {
 /// five weekends judged by the season before the weekends are quiet.
 #[test]
 fn weekends_the_season_vouches_for_are_learnt_and_no_longer_raised() {
-    use crate::detect::{Hysteresis, Judge, Judging, ModelRef, StreamInfo, Transition};
+    use crate::detect::{Judge, Transition};
     let series = |i| demand(i, &[]);
-    let model = ModelRef {
-        name: "m".into(),
-        version: "v1".into(),
-    };
-    let hysteresis = Hysteresis {
-        raise_after: 3,
-        clear_after: 10,
-        accept: crate::detect::Accept::Never,
-    };
-    let stream = StreamInfo::new("plant", Judging::Probability(0.9999), hysteresis, 1);
+    let (model, stream) = judged_stream("plant", crate::detect::Accept::Never);
     let weeks_raised = |teaches: f64| {
         let mut judge = Judge::new(Calibration {
             learn_windows: 96,
@@ -455,23 +459,14 @@ fn the_watch_keeps_the_wall_clocks_order() {
 /// raised once, clears, and the new schedule is ordinary from then on.
 #[test]
 fn a_new_schedule_is_accepted_when_configured() {
-    use crate::detect::{AlertState, Hysteresis, Judge, Judging, ModelRef, StreamInfo, Transition};
+    use crate::detect::{AlertState, Judge, Transition};
     let series = |i: u64| {
         let later = if i >= 29 * 48 { 6 } else { 0 };
         demand((i + 48 * 7 * 100 - later) % (48 * 7 * 100), &[])
     };
-    let model = ModelRef {
-        name: "m".into(),
-        version: "v1".into(),
-    };
     let end = 9 * 336;
     let run = |accept_after: u32| {
-        let hysteresis = Hysteresis {
-            raise_after: 3,
-            clear_after: 10,
-            accept: crate::detect::Accept::Windows(accept_after),
-        };
-        let stream = StreamInfo::new("plant", Judging::Probability(0.9999), hysteresis, 1);
+        let (model, stream) = judged_stream("plant", crate::detect::Accept::Windows(accept_after));
         let mut judge = Judge::new(Calibration {
             learn_windows: 96,
             ..Calibration::default()
