@@ -661,11 +661,21 @@ impl Judge {
                         }
                     }
                     // A window the season vouches for (ordinary for its moment) is learnt by
-                    // the energy's calibration even when its energy is unusual, while no alert
-                    // is up: a weekend the learning period never showed is not a fault.
+                    // the energy's calibration even when its energy is unusual, if it recurs
+                    // (no more unusual than its moment a season before) and no alert is up: a
+                    // weekend the learning period never showed is not a fault, a fault that
+                    // grows is more unusual each season.
                     let learnt = healthy && cal.learns(&reading);
                     let normal = detector.state == AlertState::Normal;
-                    if may_learn && normal && !learnt && seasons_vouch(in_season, &cal.seasons) {
+                    let recurs = season
+                        .as_mut()
+                        .is_some_and(|s| s.recurs(reading.probability));
+                    if may_learn
+                        && normal
+                        && !learnt
+                        && recurs
+                        && seasons_vouch(in_season, &cal.seasons)
+                    {
                         c.add(energy, parts, cal);
                     }
                     if detector.held_long_enough(stream.hysteresis.accept, &window.end) {

@@ -19,17 +19,21 @@
 //! energy's and its seasonal energy's.
 //!
 //! A season also teaches ([`Seasons::teaches`]): a window ordinary for its moment is learnt by
-//! the energy's calibration even when its energy is unusual (never while an alert is up). A
-//! weekend the learning period never showed has energies the model finds unusual, which the
-//! energy's calibration would otherwise never learn (it learns healthy windows only): it
+//! the energy's calibration even when its energy is unusual, if it *recurs*: its energy is no
+//! more unusual than its moment's was a season before ([`Season::recurs`]), and no alert is
+//! up. A weekend the learning period never showed has energies the model finds unusual, which
+//! the energy's calibration would otherwise never learn (it learns healthy windows only): it
 //! would be paged every weekend. A holiday or a new schedule, unusual for its moment, is never
-//! taught.
+//! taught; nor is a fault that grows, more unusual at each moment than a season before, even
+//! one that leaves each moment's values where they were (the model sees it, the season not).
 //!
 //! What is held: while a stream is watched, its samples (at most [`MAX_VALUES`] values: three
 //! weeks of 5-minute samples are 6,048 a channel; a week of 1-second ones is more than that,
-//! so a fast stream never has a season and holds nothing); once the season is chosen, only
-//! what each moment of it is expected to be (a running mean over the last `memory` seasons:
-//! 2,016 values a channel for a week of 5-minute samples) and the newest window's residuals.
+//! so a fast stream never has a season and holds nothing) and how unusual each sample's window
+//! was; once the season is chosen, only what each moment of it is expected to be (a running
+//! mean over the last `memory` seasons: 2,016 values a channel for a week of 5-minute
+//! samples), how unusual each moment was a season ago (2,016 more) and the newest window's
+//! residuals.
 //! A gap in the timestamps moves the moment on by the samples missed (while watched, a gap
 //! of up to an hour beyond a window is filled with the sample before it; a longer one
 //! watches the stream again); a change of rate or of channels watches the stream again.
@@ -73,7 +77,8 @@ pub struct Seasons {
     pub zone: TimeZone,
     /// A window whose seasonal probability is under this (ordinary for its moment of the
     /// season: more than half the windows of that moment are further from it) is learnt by
-    /// the energy's calibration even when its energy is unusual, while no alert is up: a
+    /// the energy's calibration even when its energy is unusual, while no alert is up, if its
+    /// energy is no more unusual than its moment's a season before ([`Season::recurs`]): a
     /// weekend or a daily moment the learning period never showed well is not a fault, and
     /// would otherwise be paged every time it comes back. 0: off.
     pub teaches: f64,
@@ -131,6 +136,10 @@ pub struct Season {
     /// While watched: the samples so far, interleaved by channel.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     history: VecDeque<f32>,
+    /// While watched: the surprise of the window each sample ended (0 for one not judged),
+    /// the season's first `echo` once chosen.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    history_echo: VecDeque<f32>,
     /// Whether the choice is made: the season is `period` samples, or none when it is 0.
     #[serde(default)]
     settled: bool,
@@ -154,12 +163,20 @@ pub struct Season {
     /// The calibration of the seasonal energies.
     #[serde(default, skip_serializing_if = "Calibrator::is_empty")]
     calibrator: Calibrator,
+    /// How unusual the model's energy was at each moment a season ago (`period` values: its
+    /// probability's surprise, -ln(1 - p); 0 for a moment not judged yet), for
+    /// [`Season::recurs`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    echo: Vec<f32>,
     /// The newest window's samples not taken into `profile` yet, from moment `pending_from`:
     /// [`Season::keep`] takes them in only if the window was healthy.
     #[serde(skip)]
     pending: Vec<f32>,
     #[serde(skip)]
     pending_from: u64,
+    /// The newest window's new samples (0: none, or the window was not read).
+    #[serde(skip)]
+    newest: usize,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -210,6 +227,7 @@ impl Season {
         seasons: &Seasons,
         cal: &Calibration,
     ) -> Option<f32> {
+        self.newest = 0;
         if !seasons.on() || (self.settled && self.period == 0) || channels == 0 {
             return None;
         }
@@ -239,13 +257,16 @@ impl Season {
         }
         (self.end_s, self.end_at) = (end.wall, end.at);
         let new = &window.data[(rows - fresh) * channels..];
+        self.newest = fresh;
         if !self.settled {
             self.move_history(moved);
             self.history.extend(new);
+            self.history_echo.extend(std::iter::repeat_n(0.0, fresh));
             if self.history.len() < watched * channels {
                 return None;
             }
             self.choose(&[day, 7 * day], rows, fresh, seasons, cal);
+            self.pending_from = self.taken.saturating_sub(fresh as u64);
             return self.energy(rows);
         }
         // A gap or a clock change: the moments the wall clock moved on by pass (or come
@@ -285,6 +306,37 @@ impl Season {
         if probability.is_none_or(|p| cal.learn_below <= 0.0 || p < cal.learn_below) {
             self.calibrator.add(energy, &[], cal);
         }
+    }
+
+    /// Whether the newest window's energy, of `probability` under the stream's calibration,
+    /// is no more unusual than its moment's was a season ago (the most unusual of its new
+    /// samples' moments); remembers it for the season after. A weekend the model never learnt
+    /// is as unusual every week, or less as the calibration learns it; a fault that grows is
+    /// more unusual than it was a season ago, and one that is new was not there. Call once
+    /// per judged window, before [`Season::keep`].
+    pub fn recurs(&mut self, probability: f64) -> bool {
+        let (p, fresh) = (self.period, self.newest as u64);
+        if fresh == 0 || (self.settled && p == 0) {
+            return false;
+        }
+        let surprise = -(1.0 - probability).max(f64::MIN_POSITIVE).ln() as f32;
+        if !self.settled {
+            // Watched: kept for the season's first echo.
+            let n = self.history_echo.len();
+            for s in self.history_echo.range_mut(n.saturating_sub(self.newest)..) {
+                *s = surprise;
+            }
+            return false;
+        }
+        if self.echo.len() != p {
+            self.echo = vec![0.0; p];
+        }
+        let mut before = 0.0_f32;
+        for moment in self.pending_from..self.pending_from + fresh {
+            let at = (moment % p as u64) as usize;
+            before = before.max(std::mem::replace(&mut self.echo[at], surprise));
+        }
+        surprise <= before
     }
 
     /// Where the season stands.
@@ -333,12 +385,15 @@ impl Season {
             for _ in 0..moved {
                 self.history.extend(&last);
             }
+            self.history_echo
+                .extend(std::iter::repeat_n(0.0, moved as usize));
         } else if moved < 0 {
             let keep = self
                 .history
                 .len()
                 .saturating_sub(moved.unsigned_abs() as usize * c);
             self.history.truncate(keep);
+            self.history_echo.truncate(keep / c.max(1));
         }
     }
 
@@ -498,6 +553,18 @@ impl Season {
         }
         self.period = best.1;
         self.profile = vec![0.0; self.period * c];
+        // The watched samples' surprises, of the last season watched, are the first echo.
+        let echoes = std::mem::take(&mut self.history_echo);
+        self.echo = vec![0.0; self.period];
+        if echoes.len() == n {
+            for (i, &s) in echoes
+                .iter()
+                .enumerate()
+                .skip(n.saturating_sub(self.period))
+            {
+                self.echo[i % self.period] = s;
+            }
+        }
         let mut history = std::mem::take(&mut self.history);
         let stride = stride.max(1);
         for (i, sample) in history.make_contiguous().chunks(c).enumerate() {
