@@ -17,6 +17,9 @@ adaptation and hysteresis, in stream order), then the published protocol on what
 - NAB's long streams (realTweets, eight weeks): anomaly-free look-alikes of 16,128 steps made
   each run (`long_null_files`: daily cycles, a five-day week, daily counts, noise), where a
   season is chosen after three weeks; every alert after the probationary rows is false.
+- Drifting anomaly-free streams (`--only drift`, not in `make eval`'s default): four of eight
+  weeks whose level moves (`drift_null_files`: a climb, a climb with a random walk, a walk,
+  a daily cycle that climbs); every alert after the probationary rows is false.
 - NAB's short streams (realAdExchange, realTraffic: 1,100-2,500 of its rows, not in
   ../shared/data): look-alikes of 1,600 and 2,400 rows cut from the dev files around each
   labelled window, its centre 100 to 1,200 rows after the probationary rows (`short_files`),
@@ -344,12 +347,37 @@ def long_null_files(data, folder):
     return write_series(folder, "longNoAnomaly", series, datetime.datetime(2015, 2, 26))
 
 
+# Drifting anomaly-free streams: eight weeks (16,128 5-minute steps) whose level moves, with a
+# daily cycle or without one (round twenty-eight of docs/EVALUATION.md).
+@functools.cache  # the same files for every model and seed of a run
+def drift_null_files(data, folder):
+    """Writes the drifting look-alikes into `folder`: noise on a straight climb; the same with
+    a slow random walk added; a random walk alone; `mean_day` climbing by a fifth of its
+    swing a week (a daily cycle whose level drifts: a plant warming over a season)."""
+    import datetime
+    day = mean_day(data)
+    low, high = float(day.min()), float(day.max())
+    t = np.arange(LONG_STEPS)
+    climb = 10.0 * t / 2016  # 10 a week
+    rng = np.random.default_rng(1)
+    series = {
+        "drift_climb": 50 + climb + rng.normal(0.0, 1.0, LONG_STEPS),
+        "drift_climb_walk": 50 + climb + np.cumsum(rng.normal(0.0, 0.05, LONG_STEPS))
+        + rng.normal(0.0, 0.5, LONG_STEPS),
+        "drift_walk": 50 + np.cumsum(rng.normal(0.0, 0.2, LONG_STEPS)),
+        "drift_daily": np.tile(day, LONG_STEPS // 288) + 0.2 * (high - low) * t / 2016
+        + rng.normal(0.0, 0.02 * (high - low), LONG_STEPS),
+    }
+    return write_series(folder, "driftNoAnomaly", series, datetime.datetime(2015, 2, 26))
+
+
 def null_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, learn="probation",
               kind="null"):
-    """Anomaly-free look-alikes (`kind`: "null", `null_files`, or "long", `long_null_files`),
+    """Anomaly-free look-alikes (`kind`: "null", `null_files`; "long", `long_null_files`;
+    "drift", `drift_null_files`),
     trained and scored as `nab_eval` does the dev files: the alerts raised after the
     probationary rows (each costs NAB's false-positive weight)."""
-    write = {"null": null_files, "long": long_null_files}[kind]
+    write = {"null": null_files, "long": long_null_files, "drift": drift_null_files}[kind]
     files = write(data, binary.cache / f"nab-{kind}-data")
     scored = nab_eval(binary, data, mode, seed, rules, start, window, files=files,
                       folder=f"nab-{kind}", learn=learn)
@@ -582,7 +610,8 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--only", default="nab,null,long,short,skab,fan,dcase",
                    help="nab: NAB dev; null: look-alikes of NAB's five anomaly-free streams; "
-                        "long: anomaly-free look-alikes eight weeks long; "
+                        "long: anomaly-free look-alikes eight weeks long; drift: drifting "
+                        "anomaly-free streams eight weeks long (not in the default); "
                         "short: look-alikes of its short streams; skab; fan; dcase")
     p.add_argument("--rules", default="threshold:clear_after=5;"
                    "probability:alert_probability=0.999,clear_after=50,per_channel=false,"
@@ -622,9 +651,10 @@ def main(argv=None):
         modes = list(dict.fromkeys(r["mode"] for r in results))
         first = results[0]
         rules = list((first.get("nab") or first.get("null") or first.get("long")
-                      or first.get("short")
+                      or first.get("drift") or first.get("short")
                       or first.get("skab") or {}).keys())
-        only = [k for k in ("nab", "null", "long", "short", "skab", "fan", "dcase") if k in first]
+        only = [k for k in ("nab", "null", "long", "drift", "short", "skab", "fan", "dcase")
+                if k in first]
         table(results, modes, rules, only)
         if args.nab_per_file and "nab" in only:
             nab_file_table(results, modes, rules)
@@ -649,9 +679,10 @@ def main(argv=None):
             if "null" in args.only:
                 r["null"] = null_eval(binary, args.data, mode, seed, rules, args.nab_start,
                                       args.nab_window, args.nab_learn)
-            if "long" in args.only:
-                r["long"] = null_eval(binary, args.data, mode, seed, rules, args.nab_start,
-                                      args.nab_window, args.nab_learn, kind="long")
+            for kind in ("long", "drift"):
+                if kind in args.only:
+                    r[kind] = null_eval(binary, args.data, mode, seed, rules, args.nab_start,
+                                        args.nab_window, args.nab_learn, kind=kind)
             if "short" in args.only:
                 r["short"] = short_eval(binary, args.data, mode, seed, rules, args.nab_start,
                                         args.nab_window, args.nab_learn)
@@ -731,8 +762,8 @@ def audio_table(results, modes):
 
 
 def null_table(results, modes, rules, key="null", what="NAB's 5 anomaly-free look-alikes"):
-    """Alerts on the anomaly-free look-alikes (`key`: "null", or "long" for the eight-week
-    ones): all of them false, each file over the seeds."""
+    """Alerts on the anomaly-free look-alikes (`key`: "null", "long" for the eight-week
+    ones, "drift" for the drifting ones): all of them false, each file over the seeds."""
     names = list(next(iter(results[0][key].values()))["files"])
     print(f"| mode | judging | false alerts on {what} (per seed) | "
           + " | ".join(f"`{n}`" for n in names) + " |")
@@ -770,6 +801,9 @@ def table(results, modes, rules, only):
         print()
     if "long" in only:
         null_table(results, modes, rules, "long", "5 anomaly-free look-alikes of 8 weeks")
+        print()
+    if "drift" in only:
+        null_table(results, modes, rules, "drift", "4 drifting anomaly-free streams of 8 weeks")
         print()
     if "short" in only:
         short_table(results, modes, rules)
