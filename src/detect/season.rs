@@ -9,14 +9,19 @@
 //! a set point or a status has no season, and is left out) is at least
 //! [`Seasons::acf`], becomes the stream's season (otherwise it has none, for good).
 //!
-//! From then on every window has a *seasonal energy*: the mean, over its samples and channels,
-//! of the squared difference from the mean of the same moment in the last [`Seasons::memory`]
-//! seasons, each channel over its variance. It is calibrated by a [`Calibrator`] of its own
-//! (the same tail model as the model's energy), seeded on the windows of the weeks watched, and
-//! it learns only the windows the stream's calibration learns (healthy, no alert up) while its
-//! own probability is under `learn_below`. What each moment is expected to be follows healthy
-//! windows only too ([`Season::keep`]): a holiday is not expected a season later. A window's probability is the larger of its
-//! energy's and its seasonal energy's.
+//! From then on every window has a *seasonal energy*. Each sample is read as its departure from the
+//! stream's level over the season before it (the mean of the newest season's samples, which a daily
+//! or weekly cycle does not move and a drift does; a sample not healthy counts there as what its
+//! moment was expected to be, so a holiday week does not move it); the seasonal energy is the mean,
+//! over the window's samples and channels, of the squared difference of that departure from the
+//! mean departure of the same moment in the last [`Seasons::memory`] seasons, each channel over its
+//! departures' variance. A plant that warms over the spring, or traffic that grows, drifts away
+//! from neither. It is calibrated by a [`Calibrator`] of its own (the same tail model as the
+//! model's energy), seeded on the windows of the weeks watched, and it learns only the windows the
+//! stream's calibration learns (healthy, no alert up) while its own probability is under
+//! `learn_below`. What each moment is expected to be follows healthy windows only too
+//! ([`Season::keep`]): a holiday is not expected a season later. A window's probability is the
+//! larger of its energy's and its seasonal energy's.
 //!
 //! A season also teaches ([`Seasons::teaches`]): a window ordinary for its moment is learnt by
 //! the energy's calibration even when its energy is unusual, if it *recurs*: its energy is no
@@ -32,8 +37,9 @@
 //! so a fast stream never has a season and holds nothing) and how unusual each sample's window
 //! was; once the season is chosen, only what each moment of it is expected to be (a running
 //! mean over the last `memory` seasons: 2,016 values a channel for a week of 5-minute
-//! samples), how unusual each moment was a season ago (2,016 more) and the newest window's
-//! residuals.
+//! samples), how unusual each moment was a season ago (2,016 more), the newest season's samples
+//! (the level they depart from: 2,016 values a channel more) and the newest window's
+//! residuals. A season saved before departures reads its samples as they are.
 //! A gap in the timestamps moves the moment on by the samples missed (while watched, a gap
 //! of up to an hour beyond a window is filled with the sample before it; a longer one
 //! watches the stream again); a change of rate or of channels watches the stream again.
@@ -168,12 +174,27 @@ pub struct Season {
     /// [`Season::recurs`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     echo: Vec<f32>,
+    /// Whether moments are read as departures from the mean of the season before each sample
+    /// (`recent`'s); a season saved before that reads them as they are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    centred: bool,
+    /// The newest season's samples (`period` x channels, oldest first; one not healthy as
+    /// what its moment was expected to be), whose mean is the level each new sample is read
+    /// against.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    recent: VecDeque<f32>,
+    /// `recent`'s sum per channel (made again from it after a restart).
+    #[serde(skip)]
+    recent_sum: Vec<f64>,
     /// The newest window's samples not taken into `profile` yet, from moment `pending_from`:
     /// [`Season::keep`] takes them in only if the window was healthy.
     #[serde(skip)]
     pending: Vec<f32>,
     #[serde(skip)]
     pending_from: u64,
+    /// The same samples as they came, for `recent`.
+    #[serde(skip)]
+    pending_raw: Vec<f32>,
     /// The newest window's new samples (0: none, or the window was not read).
     #[serde(skip)]
     newest: usize,
@@ -276,21 +297,110 @@ impl Season {
             self.residuals.clear();
         }
         self.pending_from = self.taken;
-        self.pending = new.to_vec();
+        self.pending.clear();
+        self.pending_raw = new.to_vec();
         for sample in new.chunks(channels) {
-            self.take(sample, rows, seasons, false);
+            let departure = self.depart(sample);
+            self.take(&departure, rows, seasons, false);
+            self.pending.extend(departure);
         }
         self.energy(rows)
     }
 
+    /// `sample`'s departure from the mean of the newest season's healthy samples, per channel
+    /// (the sample as it is for a season saved before departures).
+    fn depart(&mut self, sample: &[f32]) -> Vec<f32> {
+        if !self.centred {
+            return sample.to_vec();
+        }
+        let c = self.channels;
+        if self.recent_sum.len() != c {
+            self.recent_sum = vec![0.0; c];
+            for (i, &x) in self.recent.iter().enumerate() {
+                self.recent_sum[i % c] += f64::from(x);
+            }
+        }
+        let n = (self.recent.len() / c).max(1) as f64;
+        sample
+            .iter()
+            .zip(&self.recent_sum)
+            .map(|(&x, &sum)| x - (sum / n) as f32)
+            .collect()
+    }
+
+    /// Takes a healthy `sample` into the mean the next ones depart from.
+    fn remember(&mut self, sample: &[f32]) {
+        if !self.centred || self.recent_sum.len() != self.channels {
+            return;
+        }
+        let c = self.channels;
+        self.recent.extend(sample);
+        for (sum, &x) in self.recent_sum.iter_mut().zip(sample) {
+            *sum += f64::from(x);
+        }
+        while self.recent.len() > self.period * c {
+            for sum in &mut self.recent_sum {
+                *sum -= f64::from(self.recent.pop_front().unwrap_or(0.0));
+            }
+        }
+    }
+
+    /// The watched samples (`n` of them), each as its departure from the mean of the season
+    /// before it (those of the first season from its own mean); `recent` ends as the newest
+    /// season.
+    fn departures(&mut self, mut history: VecDeque<f32>, n: usize) -> Vec<f32> {
+        let c = self.channels;
+        let values = history.make_contiguous();
+        let first = self.period.min(n);
+        let firsts: Vec<f32> = (0..c)
+            .map(|ch| {
+                let sum: f64 = (values[..first * c].iter().skip(ch).step_by(c))
+                    .map(|&x| f64::from(x))
+                    .sum();
+                (sum / first.max(1) as f64) as f32
+            })
+            .collect();
+        self.recent = values[..first * c].iter().copied().collect();
+        self.recent_sum.clear();
+        let mut out = Vec::with_capacity(values.len());
+        for (i, sample) in values.chunks(c).enumerate() {
+            if i < first {
+                out.extend(sample.iter().zip(&firsts).map(|(&x, &f)| x - f));
+            } else {
+                out.extend(self.depart(sample));
+                self.remember(sample);
+            }
+        }
+        out
+    }
+
     /// Ends the newest window: its samples go into what each moment is expected to be only
     /// when it was `healthy` (judged normal with no alert up, or learning), so a holiday or a
-    /// fault is not expected a season later. Call after every [`Season::observe`].
+    /// fault is not expected a season later, and into the level the next samples depart from
+    /// (when not healthy, what their moments were expected to be). Call after every
+    /// [`Season::observe`].
     pub fn keep(&mut self, healthy: bool, seasons: &Seasons) {
         let pending = std::mem::take(&mut self.pending);
-        if healthy && self.period > 0 {
-            for (j, sample) in pending.chunks(self.channels.max(1)).enumerate() {
-                self.fold(self.pending_from + j as u64, sample, seasons);
+        let raw = std::mem::take(&mut self.pending_raw);
+        if self.period == 0 {
+            return;
+        }
+        let c = self.channels.max(1);
+        for (j, (sample, x)) in pending.chunks(c).zip(raw.chunks(c)).enumerate() {
+            let moment = self.pending_from + j as u64;
+            if healthy {
+                self.fold(moment, sample, seasons);
+                self.remember(x);
+            } else {
+                // What the moment was expected to be stands in for it in the mean the next
+                // samples depart from: a holiday does not move it, nor a part of the season
+                // that is not healthy yet.
+                let at = (moment % self.period as u64) as usize * c;
+                let expected: Vec<f32> = (x.iter().zip(sample))
+                    .zip(&self.profile[at..at + c])
+                    .map(|((&x, &d), &e)| x - d + e)
+                    .collect();
+                self.remember(&expected);
             }
         }
     }
@@ -528,14 +638,7 @@ impl Season {
             .collect();
         // A constant channel (a set point, a status) has no season and is left out: its
         // scale is 0.
-        self.scale = columns
-            .iter()
-            .map(|x| {
-                let mean = x.iter().sum::<f64>() / n as f64;
-                let v = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64) as f32;
-                if v > 0.0 && v.is_finite() { v } else { 0.0 }
-            })
-            .collect();
+        self.scale = columns.iter().map(|x| variance(x)).collect();
         let varying: Vec<&Vec<f64>> = (columns.iter().zip(&self.scale))
             .filter_map(|(x, &v)| (v > 0.0).then_some(x))
             .collect();
@@ -553,6 +656,21 @@ impl Season {
         }
         self.period = best.1;
         self.profile = vec![0.0; self.period * c];
+        // Moments are read as each sample's departure from the mean of the season before it,
+        // so a level that drifts over the weeks is not taken for the season; the scale is the
+        // departures' variance.
+        self.centred = true;
+        let watched = std::mem::take(&mut self.history);
+        let departures = self.departures(watched, n);
+        for (ch, scale) in self.scale.iter_mut().enumerate() {
+            if *scale > 0.0 {
+                let x: Vec<f64> = (departures.iter().skip(ch).step_by(c))
+                    .map(|&v| f64::from(v))
+                    .collect();
+                *scale = variance(&x);
+            }
+        }
+        let mut history: VecDeque<f32> = departures.into();
         // The watched samples' surprises, of the last season watched, are the first echo.
         let echoes = std::mem::take(&mut self.history_echo);
         self.echo = vec![0.0; self.period];
@@ -565,7 +683,6 @@ impl Season {
                 self.echo[i % self.period] = s;
             }
         }
-        let mut history = std::mem::take(&mut self.history);
         let stride = stride.max(1);
         for (i, sample) in history.make_contiguous().chunks(c).enumerate() {
             self.take(sample, rows, seasons, true);
@@ -579,6 +696,14 @@ impl Season {
             }
         }
     }
+}
+
+/// The variance of `x`, 0 when it is not a positive number (a constant channel).
+fn variance(x: &[f64]) -> f32 {
+    let n = x.len().max(1) as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    let v = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n) as f32;
+    if v > 0.0 && v.is_finite() { v } else { 0.0 }
 }
 
 /// The autocorrelation of `x` at `lag` (0 when either side is constant).

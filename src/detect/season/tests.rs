@@ -289,6 +289,60 @@ fn weekends_the_season_vouches_for_are_learnt_and_no_longer_raised() {
     assert_eq!(with, (0..8).collect::<Vec<_>>());
 }
 
+/// A weekly stream whose level climbs (traffic that grows, a plant that warms over the
+/// spring) is not raised by its season: each moment is read as its departure from the mean of
+/// the season before, so the drift is not the season (read as they are, the moments of each
+/// week are further from the mean of the last four than the weeks watched were, and the
+/// drifting stream is raised). Its holiday still is.
+#[test]
+fn a_drifting_level_is_not_the_season() {
+    use crate::detect::{Judge, Transition};
+    // Up by the day's swing (20) every four weeks.
+    let series = |i: u64| demand(i, &[6 * 7 + 3]) + 20.0 * i as f32 / (4.0 * 336.0);
+    let (model, stream) = judged_stream("taxi", crate::detect::Accept::Never);
+    let mut judge = Judge::new(Calibration::default());
+    let mut raised = Vec::new();
+    for i in W as u64 - 1..10 * 336 {
+        // An ordinary energy for the model: its level follows the drift.
+        let energy = 1.0 + 0.1 * noise(i + 7_000_000).abs();
+        let v = judge.judge(&stream, &model, 1.0, &window(i, &series), energy.into());
+        if v.transition == Some(Transition::Raised) {
+            raised.push(i / 48);
+        }
+    }
+    assert_eq!(raised, vec![6 * 7 + 3], "raised on days {raised:?}");
+}
+
+/// A week's shutdown is raised, and the week after it is ordinary: the level samples depart
+/// from counts each sample of the shutdown as what its moment was expected to be (taken as it
+/// came, the idle week would lower the level, and the ordinary week after it would look busy).
+#[test]
+fn the_week_after_a_shutdown_is_ordinary() {
+    use crate::detect::{Judge, Transition};
+    let holidays: Vec<u64> = (5 * 7..6 * 7).collect();
+    let series = |i: u64| {
+        if holidays.contains(&(i / 48)) {
+            10.0 + noise(i)
+        } else {
+            demand(i, &[])
+        }
+    };
+    let (model, stream) = judged_stream("taxi", crate::detect::Accept::Never);
+    let mut judge = Judge::new(Calibration::default());
+    let (mut raised, mut cleared) = (Vec::new(), Vec::new());
+    for i in W as u64 - 1..8 * 336 {
+        let energy = 1.0 + 0.1 * noise(i + 7_000_000).abs();
+        let v = judge.judge(&stream, &model, 1.0, &window(i, &series), energy.into());
+        match v.transition {
+            Some(Transition::Raised) => raised.push(i / 48),
+            Some(Transition::Cleared) => cleared.push(i / 48),
+            None => {}
+        }
+    }
+    assert_eq!(raised, vec![5 * 7], "raised on days {raised:?}");
+    assert_eq!(cleared, vec![6 * 7], "cleared on days {cleared:?}");
+}
+
 /// A holiday is not expected a season later: its samples never go into what its moments are
 /// expected to be (taken in anyway, the next Thursday would look like a fault).
 #[test]
