@@ -17,9 +17,9 @@ adaptation and hysteresis, in stream order), then the published protocol on what
 - NAB's long streams (realTweets, eight weeks): anomaly-free look-alikes of 16,128 steps made
   each run (`long_null_files`: daily cycles, a five-day week, daily counts, noise), where a
   season is chosen after three weeks; every alert after the probationary rows is false.
-- Drifting anomaly-free streams (`--only drift`, not in `make eval`'s default): four of eight
-  weeks whose level moves (`drift_null_files`: a climb, a climb with a random walk, a walk,
-  a daily cycle that climbs); every alert after the probationary rows is false.
+- Drifting anomaly-free streams (`--only drift`): four of eight weeks whose level moves
+  (`drift_null_files`: a climb, a climb with a random walk, a walk, a daily cycle that
+  climbs); every alert after the probationary rows is false.
 - NAB's short streams (realAdExchange, realTraffic: 1,100-2,500 of its rows, not in
   ../shared/data): look-alikes of 1,600 and 2,400 rows cut from the dev files around each
   labelled window, its centre 100 to 1,200 rows after the probationary rows (`short_files`),
@@ -608,10 +608,10 @@ def main(argv=None):
     p.add_argument("--modes", default="ebgan,ae",
                    help="models: ebgan, ae, and ebgan-conv / ae-conv for the temporal conv D")
     p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--only", default="nab,null,long,short,skab,fan,dcase",
+    p.add_argument("--only", default="nab,null,long,drift,short,skab,fan,dcase",
                    help="nab: NAB dev; null: look-alikes of NAB's five anomaly-free streams; "
                         "long: anomaly-free look-alikes eight weeks long; drift: drifting "
-                        "anomaly-free streams eight weeks long (not in the default); "
+                        "anomaly-free streams eight weeks long; "
                         "short: look-alikes of its short streams; skab; fan; dcase")
     p.add_argument("--rules", default="threshold:clear_after=5;"
                    "probability:alert_probability=0.999,clear_after=50,per_channel=false,"
