@@ -12,6 +12,9 @@
 //! across the autumn's daylight-saving change: with `season_zone = "Europe/Berlin"` nothing
 //! is raised; on UTC's clock the days after the change are an hour off, and raised.
 //!
+//! The same week climbing by its day's swing every four weeks is raised on its holiday only:
+//! the climb is not the season.
+//!
 //! A clean restart in the fifth week keeps the season (saved apart from the checkpoint), and so
 //! does a SIGKILL of the real binary: the seasons were saved when the week was chosen.
 #![allow(
@@ -325,6 +328,29 @@ async fn a_holiday_is_raised_by_the_season_and_not_without_it() {
             .iter()
             .any(|a| on_holiday(end_sample(&a["window"], JULY))),
         "the model alone raised the holiday: {alerts:?}"
+    );
+}
+
+/// The same week climbing by its day's swing every four weeks (traffic that grows).
+fn climbing_demand(i: u64, t: i64) -> f64 {
+    demand(i, t) + 20.0 * i as f64 / (4.0 * 336.0)
+}
+
+/// A week whose level climbs is raised on its holiday only: each sample is read against the
+/// season before, so the climb is not taken for the season.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_climbing_week_is_raised_on_its_holiday_only() {
+    let Run { alerts, .. } = run("season-climb", "", JULY, climbing_demand, None).await;
+    let days: Vec<u64> = alerts
+        .iter()
+        .map(|a| end_sample(&a["window"], JULY) / 48)
+        .collect();
+    assert!(
+        !alerts.is_empty()
+            && alerts
+                .iter()
+                .all(|a| on_holiday(end_sample(&a["window"], JULY))),
+        "raised on days {days:?} (the holiday is day {HOLIDAY})"
     );
 }
 

@@ -345,31 +345,49 @@ impl Season {
         }
     }
 
-    /// The watched samples (`n` of them), each as its departure from the mean of the season
-    /// before it (those of the first season from its own mean); `recent` ends as the newest
-    /// season.
-    fn departures(&mut self, mut history: VecDeque<f32>, n: usize) -> Vec<f32> {
-        let c = self.channels;
+    /// The watched samples, each as its departure from the mean of the season before it;
+    /// `recent` ends as the newest season. The first season has none before it: its samples
+    /// depart from the mean of the first season carried back along the climb from it to the
+    /// second (the mean of the season before a sample, on a level that climbs steadily).
+    fn departures(&mut self, mut history: VecDeque<f32>) -> Vec<f32> {
+        let (c, p) = (self.channels, self.period);
         let values = history.make_contiguous();
-        let first = self.period.min(n);
-        let firsts: Vec<f32> = (0..c)
+        let n = values.len() / c;
+        let mean = |from: usize, to: usize, ch: usize| {
+            let sum: f64 = (values[from * c..to * c].iter().skip(ch).step_by(c))
+                .map(|&x| f64::from(x))
+                .sum();
+            sum / (to - from).max(1) as f64
+        };
+        let first = p.min(n);
+        // Per channel: the first season's mean, and how far the second's is above it (none
+        // when the second is not watched whole).
+        let (m1, climb): (Vec<f64>, Vec<f64>) = (0..c)
             .map(|ch| {
-                let sum: f64 = (values[..first * c].iter().skip(ch).step_by(c))
-                    .map(|&x| f64::from(x))
-                    .sum();
-                (sum / first.max(1) as f64) as f32
+                let m1 = mean(0, first, ch);
+                (
+                    m1,
+                    if 2 * p <= n {
+                        mean(p, 2 * p, ch) - m1
+                    } else {
+                        0.0
+                    },
+                )
             })
-            .collect();
+            .unzip();
+        let mut out = Vec::with_capacity(values.len());
+        for (i, sample) in values[..first * c].chunks(c).enumerate() {
+            let back = (p - i) as f64 / p as f64;
+            out.extend(
+                (sample.iter().zip(m1.iter().zip(&climb)))
+                    .map(|(&x, (&m, &climb))| x - (m - climb * back) as f32),
+            );
+        }
         self.recent = values[..first * c].iter().copied().collect();
         self.recent_sum.clear();
-        let mut out = Vec::with_capacity(values.len());
-        for (i, sample) in values.chunks(c).enumerate() {
-            if i < first {
-                out.extend(sample.iter().zip(&firsts).map(|(&x, &f)| x - f));
-            } else {
-                out.extend(self.depart(sample));
-                self.remember(sample);
-            }
+        for sample in values[first * c..].chunks(c) {
+            out.extend(self.depart(sample));
+            self.remember(sample);
         }
         out
     }
@@ -661,7 +679,7 @@ impl Season {
         // departures' variance.
         self.centred = true;
         let watched = std::mem::take(&mut self.history);
-        let departures = self.departures(watched, n);
+        let departures = self.departures(watched);
         for (ch, scale) in self.scale.iter_mut().enumerate() {
             if *scale > 0.0 {
                 let x: Vec<f64> = (departures.iter().skip(ch).step_by(c))
@@ -684,10 +702,11 @@ impl Season {
             }
         }
         let stride = stride.max(1);
+        let m = history.len() / c;
         for (i, sample) in history.make_contiguous().chunks(c).enumerate() {
             self.take(sample, rows, seasons, true);
             // The windows watched end every `stride` samples before the newest.
-            let before_newest = n - 1 - i;
+            let before_newest = m - 1 - i;
             if before_newest > 0
                 && before_newest.is_multiple_of(stride)
                 && let Some(e) = self.energy(rows)
