@@ -307,8 +307,8 @@ impl Season {
         self.energy(rows)
     }
 
-    /// `sample`'s departure from the mean of the newest season's healthy samples, per channel
-    /// (the sample as it is for a season saved before departures).
+    /// `sample`'s departure from the mean of the newest season's samples (`recent`), per
+    /// channel (the sample as it is for a season saved before departures).
     fn depart(&mut self, sample: &[f32]) -> Vec<f32> {
         if !self.centred {
             return sample.to_vec();
@@ -328,7 +328,8 @@ impl Season {
             .collect()
     }
 
-    /// Takes a healthy `sample` into the mean the next ones depart from.
+    /// Takes `sample` (a healthy one, or what a moment was expected to be) into the mean the
+    /// next ones depart from.
     fn remember(&mut self, sample: &[f32]) {
         if !self.centred || self.recent_sum.len() != self.channels {
             return;
@@ -702,11 +703,10 @@ impl Season {
             }
         }
         let stride = stride.max(1);
-        let m = history.len() / c;
         for (i, sample) in history.make_contiguous().chunks(c).enumerate() {
             self.take(sample, rows, seasons, true);
             // The windows watched end every `stride` samples before the newest.
-            let before_newest = m - 1 - i;
+            let before_newest = n - 1 - i;
             if before_newest > 0
                 && before_newest.is_multiple_of(stride)
                 && let Some(e) = self.energy(rows)
