@@ -371,14 +371,19 @@ def drift_null_files(data, folder):
     return write_series(folder, "driftNoAnomaly", series, datetime.datetime(2015, 2, 26))
 
 
+# The anomaly-free sets: `--only` key -> (the function writing its files, its table's title).
+NULL_SETS = {
+    "null": (null_files, "NAB's 5 anomaly-free look-alikes"),
+    "long": (long_null_files, "5 anomaly-free look-alikes of 8 weeks"),
+    "drift": (drift_null_files, "4 drifting anomaly-free streams of 8 weeks"),
+}
+
+
 def null_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, learn="probation",
               kind="null"):
-    """Anomaly-free look-alikes (`kind`: "null", `null_files`; "long", `long_null_files`;
-    "drift", `drift_null_files`),
-    trained and scored as `nab_eval` does the dev files: the alerts raised after the
-    probationary rows (each costs NAB's false-positive weight)."""
-    write = {"null": null_files, "long": long_null_files, "drift": drift_null_files}[kind]
-    files = write(data, binary.cache / f"nab-{kind}-data")
+    """One of `NULL_SETS`, trained and scored as `nab_eval` does the dev files: the alerts
+    raised after the probationary rows (each costs NAB's false-positive weight)."""
+    files = NULL_SETS[kind][0](data, binary.cache / f"nab-{kind}-data")
     scored = nab_eval(binary, data, mode, seed, rules, start, window, files=files,
                       folder=f"nab-{kind}", learn=learn)
     return {rule: {"false": res["false"],
@@ -650,11 +655,9 @@ def main(argv=None):
         results = json.loads(args.table.read_text())
         modes = list(dict.fromkeys(r["mode"] for r in results))
         first = results[0]
-        rules = list((first.get("nab") or first.get("null") or first.get("long")
-                      or first.get("drift") or first.get("short")
-                      or first.get("skab") or {}).keys())
-        only = [k for k in ("nab", "null", "long", "drift", "short", "skab", "fan", "dcase")
-                if k in first]
+        rules = list(next((first[k] for k in ("nab", *NULL_SETS, "short", "skab")
+                           if k in first), {}).keys())
+        only = [k for k in ("nab", *NULL_SETS, "short", "skab", "fan", "dcase") if k in first]
         table(results, modes, rules, only)
         if args.nab_per_file and "nab" in only:
             nab_file_table(results, modes, rules)
@@ -676,10 +679,7 @@ def main(argv=None):
                 r["nab"] = nab_eval(binary, args.data, mode, seed, rules, args.nab_start,
                                     args.nab_window, args.nab_retrain,
                                     args.nab_trainer_args.split(), learn=args.nab_learn)
-            if "null" in args.only:
-                r["null"] = null_eval(binary, args.data, mode, seed, rules, args.nab_start,
-                                      args.nab_window, args.nab_learn)
-            for kind in ("long", "drift"):
+            for kind in NULL_SETS:
                 if kind in args.only:
                     r[kind] = null_eval(binary, args.data, mode, seed, rules, args.nab_start,
                                         args.nab_window, args.nab_learn, kind=kind)
@@ -761,9 +761,9 @@ def audio_table(results, modes):
         print("| " + " | ".join(cells) + " |")
 
 
-def null_table(results, modes, rules, key="null", what="NAB's 5 anomaly-free look-alikes"):
-    """Alerts on the anomaly-free look-alikes (`key`: "null", "long" for the eight-week
-    ones, "drift" for the drifting ones): all of them false, each file over the seeds."""
+def null_table(results, modes, rules, key):
+    """Alerts on one of `NULL_SETS` (`key`): all of them false, each file over the seeds."""
+    what = NULL_SETS[key][1]
     names = list(next(iter(results[0][key].values()))["files"])
     print(f"| mode | judging | false alerts on {what} (per seed) | "
           + " | ".join(f"`{n}`" for n in names) + " |")
@@ -796,15 +796,10 @@ def table(results, modes, rules, only):
     if any(k in only for k in ("fan", "dcase")):
         audio_table(results, modes)
         print()
-    if "null" in only:
-        null_table(results, modes, rules)
-        print()
-    if "long" in only:
-        null_table(results, modes, rules, "long", "5 anomaly-free look-alikes of 8 weeks")
-        print()
-    if "drift" in only:
-        null_table(results, modes, rules, "drift", "4 drifting anomaly-free streams of 8 weeks")
-        print()
+    for key in NULL_SETS:
+        if key in only:
+            null_table(results, modes, rules, key)
+            print()
     if "short" in only:
         short_table(results, modes, rules)
         print()

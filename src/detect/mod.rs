@@ -667,9 +667,10 @@ impl Judge {
                     // grows is more unusual each season.
                     let learnt = healthy && cal.learns(&reading);
                     let normal = detector.state == AlertState::Normal;
-                    let recurs = season
-                        .as_mut()
-                        .is_some_and(|s| s.recurs(reading.probability));
+                    let recurs = cal.seasons.teaches > 0.0
+                        && season
+                            .as_mut()
+                            .is_some_and(|s| s.recurs(reading.probability));
                     if may_learn
                         && normal
                         && !learnt

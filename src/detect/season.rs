@@ -174,13 +174,10 @@ pub struct Season {
     /// [`Season::recurs`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     echo: Vec<f32>,
-    /// Whether moments are read as departures from the mean of the season before each sample
-    /// (`recent`'s); a season saved before that reads them as they are.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    centred: bool,
     /// The newest season's samples (`period` x channels, oldest first; one not healthy as
     /// what its moment was expected to be), whose mean is the level each new sample is read
-    /// against.
+    /// against. Filled when the season is chosen; empty in a season saved before departures,
+    /// which reads its samples as they are.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     recent: VecDeque<f32>,
     /// `recent`'s sum per channel (made again from it after a restart).
@@ -310,7 +307,7 @@ impl Season {
     /// `sample`'s departure from the mean of the newest season's samples (`recent`), per
     /// channel (the sample as it is for a season saved before departures).
     fn depart(&mut self, sample: &[f32]) -> Vec<f32> {
-        if !self.centred {
+        if self.recent.is_empty() {
             return sample.to_vec();
         }
         let c = self.channels;
@@ -331,8 +328,8 @@ impl Season {
     /// Takes `sample` (a healthy one, or what a moment was expected to be) into the mean the
     /// next ones depart from.
     fn remember(&mut self, sample: &[f32]) {
-        if !self.centred || self.recent_sum.len() != self.channels {
-            return;
+        if self.recent_sum.len() != self.channels {
+            return; // made by `depart`; never for a season saved before departures
         }
         let c = self.channels;
         self.recent.extend(sample);
@@ -678,7 +675,6 @@ impl Season {
         // Moments are read as each sample's departure from the mean of the season before it,
         // so a level that drifts over the weeks is not taken for the season; the scale is the
         // departures' variance.
-        self.centred = true;
         let watched = std::mem::take(&mut self.history);
         let departures = self.departures(watched);
         for (ch, scale) in self.scale.iter_mut().enumerate() {

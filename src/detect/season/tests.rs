@@ -184,13 +184,24 @@ fn a_gap_passes_its_moments_and_the_season_survives_a_restart() {
     assert_eq!(s.taken, taken);
 }
 
-/// A one-channel stream `id` judged at 0.9999 (raise after 3, clear after 10, accepted by
-/// `accept`), and the model version it is judged under.
-fn judged_stream(
-    id: &str,
+/// The energy a model gives an ordinary window of sample `i`: the same small spread
+/// everywhere.
+fn ordinary(i: u64) -> f32 {
+    1.0 + 0.1 * noise(i + 7_000_000).abs()
+}
+
+/// Judges `series` through a [`Judge`](crate::detect::Judge) under `calibration`, as a
+/// one-channel stream judged at 0.9999 (raise after 3, clear after 10, accepted by `accept`):
+/// every window ending at samples `W - 1..to`, the model's energy of the one ending at sample
+/// `i` being `energy(i)`. Each window's verdict (its `seq` is its last sample).
+fn judge_series(
+    calibration: Calibration,
     accept: crate::detect::Accept,
-) -> (crate::detect::ModelRef, crate::detect::StreamInfo) {
-    use crate::detect::{Hysteresis, Judging, ModelRef, StreamInfo};
+    series: &impl Fn(u64) -> f32,
+    to: u64,
+    energy: impl Fn(u64) -> f32,
+) -> Vec<crate::detect::Verdict> {
+    use crate::detect::{Hysteresis, Judge, Judging, ModelRef, StreamInfo};
     let model = ModelRef {
         name: "m".into(),
         version: "v1".into(),
@@ -200,40 +211,51 @@ fn judged_stream(
         clear_after: 10,
         accept,
     };
-    (
-        model,
-        StreamInfo::new(id, Judging::Probability(0.9999), hysteresis, 1),
-    )
+    let stream = StreamInfo::new("plant", Judging::Probability(0.9999), hysteresis, 1);
+    let mut judge = Judge::new(calibration);
+    (W as u64 - 1..to)
+        .map(|i| judge.judge(&stream, &model, 1.0, &window(i, series), energy(i).into()))
+        .collect()
+}
+
+/// The windows of `verdicts` that made `transition`, by their last sample over `per` (48:
+/// the day; 336: the week).
+fn when(
+    verdicts: &[crate::detect::Verdict],
+    transition: crate::detect::Transition,
+    per: u64,
+) -> Vec<u64> {
+    verdicts
+        .iter()
+        .filter(|v| v.transition == Some(transition))
+        .map(|v| v.seq / per)
+        .collect()
 }
 
 /// Through the judge: a stream whose model finds every window ordinary is raised on its
 /// holiday by its season alone, once, and not without seasons.
 #[test]
 fn the_judge_raises_a_holiday_by_its_season() {
-    use crate::detect::{AlertEvent, Judge, Transition};
+    use crate::detect::{Accept, AlertEvent, Transition};
     let series = |i| demand(i, &[4 * 7 + 3]);
-    let (model, stream) = judged_stream("taxi", crate::detect::Accept::Never);
     let raises = |seasons: Seasons| {
-        let mut judge = Judge::new(Calibration {
+        let calibration = Calibration {
             seasons,
             ..Calibration::default()
-        });
-        let mut raised = Vec::new();
-        for i in W as u64 - 1..5 * 336 {
-            // An ordinary energy for the model: the same spread everywhere.
-            let energy = 1.0 + 0.1 * noise(i + 7_000_000).abs();
-            let v = judge.judge(&stream, &model, 1.0, &window(i, &series), energy.into());
-            if v.transition == Some(Transition::Raised) {
-                // The alert says the season carried it.
-                let q = v.season_probability.expect("a season's probability");
-                assert!(q >= 0.9999 && v.probability == Some(q), "{v:?}");
-                let alert = AlertEvent::from_verdict(&v, "n", UNIX_EPOCH).expect("an alert");
-                let json = serde_json::to_value(alert).expect("serialises");
-                assert_eq!(json["season_probability"], q);
-                raised.push(i);
-            }
+        };
+        let verdicts = judge_series(calibration, Accept::Never, &series, 5 * 336, ordinary);
+        for v in verdicts
+            .iter()
+            .filter(|v| v.transition == Some(Transition::Raised))
+        {
+            // The alert says the season carried it.
+            let q = v.season_probability.expect("a season's probability");
+            assert!(q >= 0.9999 && v.probability == Some(q), "{v:?}");
+            let alert = AlertEvent::from_verdict(v, "n", UNIX_EPOCH).expect("an alert");
+            let json = serde_json::to_value(alert).expect("serialises");
+            assert_eq!(json["season_probability"], q);
         }
-        raised
+        when(&verdicts, Transition::Raised, 1)
     };
     let thursday = (4 * 7 + 3) * 48;
     let with = raises(Seasons::default());
@@ -257,29 +279,24 @@ fn the_judge_raises_a_holiday_by_its_season() {
 /// five weekends judged by the season before the weekends are quiet.
 #[test]
 fn weekends_the_season_vouches_for_are_learnt_and_no_longer_raised() {
-    use crate::detect::{Judge, Transition};
+    use crate::detect::{Accept, Transition};
     let series = |i| demand(i, &[]);
-    let (model, stream) = judged_stream("plant", crate::detect::Accept::Never);
+    // The model learnt weekdays: a weekend window's energy is four times theirs.
+    let energy = |i: u64| {
+        let weekend = (i / 48) % 7 >= 5;
+        (if weekend { 4.0 } else { 1.0 }) + 0.1 * noise(i + 7_000_000).abs()
+    };
     let weeks_raised = |teaches: f64| {
-        let mut judge = Judge::new(Calibration {
+        let calibration = Calibration {
             learn_windows: 96,
             seasons: Seasons {
                 teaches,
                 ..Seasons::default()
             },
             ..Calibration::default()
-        });
-        let mut raised = Vec::new();
-        for i in W as u64 - 1..12 * 336 {
-            // The model learnt weekdays: a weekend window's energy is four times theirs.
-            let weekend = (i / 48) % 7 >= 5;
-            let energy = if weekend { 4.0 } else { 1.0 } + 0.1 * noise(i + 7_000_000).abs();
-            let v = judge.judge(&stream, &model, 1.0, &window(i, &series), energy.into());
-            if v.transition == Some(Transition::Raised) {
-                raised.push(i / 336);
-            }
-        }
-        raised
+        };
+        let verdicts = judge_series(calibration, Accept::Never, &series, 12 * 336, energy);
+        when(&verdicts, Transition::Raised, 336)
     };
     let without = weeks_raised(0.0);
     assert_eq!(without, (0..12).collect::<Vec<_>>(), "every weekend");
@@ -296,20 +313,18 @@ fn weekends_the_season_vouches_for_are_learnt_and_no_longer_raised() {
 /// drifting stream is raised). Its holiday still is.
 #[test]
 fn a_drifting_level_is_not_the_season() {
-    use crate::detect::{Judge, Transition};
+    use crate::detect::{Accept, Transition};
     // Up by the day's swing (20) every four weeks.
     let series = |i: u64| demand(i, &[6 * 7 + 3]) + 20.0 * i as f32 / (4.0 * 336.0);
-    let (model, stream) = judged_stream("taxi", crate::detect::Accept::Never);
-    let mut judge = Judge::new(Calibration::default());
-    let mut raised = Vec::new();
-    for i in W as u64 - 1..10 * 336 {
-        // An ordinary energy for the model: its level follows the drift.
-        let energy = 1.0 + 0.1 * noise(i + 7_000_000).abs();
-        let v = judge.judge(&stream, &model, 1.0, &window(i, &series), energy.into());
-        if v.transition == Some(Transition::Raised) {
-            raised.push(i / 48);
-        }
-    }
+    // An ordinary energy for the model: its level follows the drift.
+    let verdicts = judge_series(
+        Calibration::default(),
+        Accept::Never,
+        &series,
+        10 * 336,
+        ordinary,
+    );
+    let raised = when(&verdicts, Transition::Raised, 48);
     assert_eq!(raised, vec![6 * 7 + 3], "raised on days {raised:?}");
 }
 
@@ -318,7 +333,7 @@ fn a_drifting_level_is_not_the_season() {
 /// came, the idle week would lower the level, and the ordinary week after it would look busy).
 #[test]
 fn the_week_after_a_shutdown_is_ordinary() {
-    use crate::detect::{Judge, Transition};
+    use crate::detect::{Accept, Transition};
     let holidays: Vec<u64> = (5 * 7..6 * 7).collect();
     let series = |i: u64| {
         if holidays.contains(&(i / 48)) {
@@ -327,18 +342,15 @@ fn the_week_after_a_shutdown_is_ordinary() {
             demand(i, &[])
         }
     };
-    let (model, stream) = judged_stream("taxi", crate::detect::Accept::Never);
-    let mut judge = Judge::new(Calibration::default());
-    let (mut raised, mut cleared) = (Vec::new(), Vec::new());
-    for i in W as u64 - 1..8 * 336 {
-        let energy = 1.0 + 0.1 * noise(i + 7_000_000).abs();
-        let v = judge.judge(&stream, &model, 1.0, &window(i, &series), energy.into());
-        match v.transition {
-            Some(Transition::Raised) => raised.push(i / 48),
-            Some(Transition::Cleared) => cleared.push(i / 48),
-            None => {}
-        }
-    }
+    let verdicts = judge_series(
+        Calibration::default(),
+        Accept::Never,
+        &series,
+        8 * 336,
+        ordinary,
+    );
+    let raised = when(&verdicts, Transition::Raised, 48);
+    let cleared = when(&verdicts, Transition::Cleared, 48);
     assert_eq!(raised, vec![5 * 7], "raised on days {raised:?}");
     assert_eq!(cleared, vec![6 * 7], "cleared on days {cleared:?}");
 }
@@ -513,28 +525,26 @@ fn the_watch_keeps_the_wall_clocks_order() {
 /// raised once, clears, and the new schedule is ordinary from then on.
 #[test]
 fn a_new_schedule_is_accepted_when_configured() {
-    use crate::detect::{AlertState, Judge, Transition};
+    use crate::detect::{Accept, AlertState, Transition};
     let series = |i: u64| {
         let later = if i >= 29 * 48 { 6 } else { 0 };
         demand((i + 48 * 7 * 100 - later) % (48 * 7 * 100), &[])
     };
     let end = 9 * 336;
     let run = |accept_after: u32| {
-        let (model, stream) = judged_stream("plant", crate::detect::Accept::Windows(accept_after));
-        let mut judge = Judge::new(Calibration {
+        let calibration = Calibration {
             learn_windows: 96,
             ..Calibration::default()
-        });
-        let (mut raised, mut last) = (Vec::new(), None);
-        for i in W as u64 - 1..end {
-            let energy = 1.0 + 0.1 * noise(i + 7_000_000).abs();
-            let v = judge.judge(&stream, &model, 1.0, &window(i, &series), energy.into());
-            if v.transition == Some(Transition::Raised) {
-                raised.push(i / 48);
-            }
-            last = Some(v);
-        }
-        (raised, last.expect("judged"))
+        };
+        let mut verdicts = judge_series(
+            calibration,
+            Accept::Windows(accept_after),
+            &series,
+            end,
+            ordinary,
+        );
+        let raised = when(&verdicts, Transition::Raised, 48);
+        (raised, verdicts.pop().expect("judged"))
     };
     let (raised, last) = run(0);
     assert_eq!(raised.len(), 1, "raised on days {raised:?}");
@@ -689,7 +699,7 @@ fn a_moment_recurs_when_no_more_unusual_than_a_season_before() {
 /// raised in the seven weeks after its onset.)
 #[test]
 fn a_growing_fault_is_not_taught() {
-    use crate::detect::{Judge, Transition};
+    use crate::detect::{Accept, Transition};
     let onset = 5 * 336;
     // (growth of the fault's amplitude a day, in the noise's; the model's energy over its
     // squared amplitude; whether the samples show it)
@@ -699,24 +709,23 @@ fn a_growing_fault_is_not_taught() {
             let sign = if i.is_multiple_of(2) { 1.0 } else { -1.0 };
             demand(i, &[]) + if seen { sign * amplitude(i) } else { 0.0 }
         };
-        let (model, stream) = judged_stream("plant", crate::detect::Accept::Never);
+        // The model learnt weekdays: weekends are twice as unusual to it.
+        let energy = |i: u64| {
+            let weekend = (i / 48) % 7 >= 5;
+            (if weekend { 2.0 } else { 1.0 })
+                + 0.1 * noise(i + 7_000_000).abs()
+                + k * amplitude(i).powi(2)
+        };
         let first_raise = |teaches: f64| {
-            let mut judge = Judge::new(Calibration {
+            let calibration = Calibration {
                 seasons: Seasons {
                     teaches,
                     ..Seasons::default()
                 },
                 ..Calibration::default()
-            });
-            (W as u64 - 1..12 * 336).find(|&i| {
-                // The model learnt weekdays: weekends are twice as unusual to it.
-                let weekend = (i / 48) % 7 >= 5;
-                let energy = if weekend { 2.0 } else { 1.0 }
-                    + 0.1 * noise(i + 7_000_000).abs()
-                    + k * amplitude(i).powi(2);
-                let v = judge.judge(&stream, &model, 1.0, &window(i, &series), energy.into());
-                v.transition == Some(Transition::Raised) && i >= onset
-            })
+            };
+            let verdicts = judge_series(calibration, Accept::Never, &series, 12 * 336, energy);
+            (when(&verdicts, Transition::Raised, 1).into_iter()).find(|&i| i >= onset)
         };
         let untaught = first_raise(0.0).expect("raised without teaching");
         let taught = first_raise(Seasons::default().teaches);
