@@ -4,10 +4,14 @@
 //! traffic, or a machine running on a day it never runs, is an ordinary window at the wrong
 //! time (NAB's `nyc_taxi` holidays, docs/EVALUATION.md round twenty-two). A stream whose
 //! samples carry timestamps and are minutes apart is watched for [`Seasons::weeks`] weeks;
-//! then the autocorrelation of each channel at a day and at a week is measured over those
-//! weeks, and the stronger of the two, when its mean over the channels (those not constant:
-//! a set point or a status has no season, and is left out) is at least
-//! [`Seasons::acf`], becomes the stream's season (otherwise it has none, for good).
+//! then, for a day and for a week, each channel's samples are read as their departures from
+//! the mean of the day's (or week's) samples before them, and the departures'
+//! autocorrelation at that lag is measured (a level that climbs or wanders correlates with
+//! itself at every lag; its departures do not: round twenty-nine). The stronger of the two,
+//! when its mean over the channels (those not constant: a set point or a status has no
+//! season, and is left out) is at least [`Seasons::acf`], becomes the stream's season
+//! (otherwise it has none, for good). The first season watched only sets the level, so a
+//! week is a candidate only when three are watched.
 //!
 //! From then on every window has a *seasonal energy*. Each sample is read as its departure from the
 //! stream's level over the season before it (the mean of the newest season's samples, which a daily
@@ -72,7 +76,7 @@ pub struct Seasons {
     /// The autocorrelation at a day or a week a stream's channels need, on average, for the
     /// stream to have a season. 0: no seasons.
     pub acf: f64,
-    /// Weeks of samples watched before the season is chosen.
+    /// Weeks of samples watched before the season is chosen (a week is a candidate from three).
     pub weeks: u32,
     /// Seasons averaged into what a moment is expected to be.
     pub memory: u32,
@@ -658,10 +662,14 @@ impl Season {
         let varying: Vec<&Vec<f64>> = (columns.iter().zip(&self.scale))
             .filter_map(|(x, &v)| (v > 0.0).then_some(x))
             .collect();
+        // Each candidate is measured on the samples' departures from the season before them
+        // (a climbing or wandering level correlates at every lag; its departures do not), so
+        // the first season only sets the level: a week needs three watched.
         let mut best = (seasons.acf, 0);
-        let lags = candidates.iter().filter(|&&l| l >= 2 * rows && l < n);
+        let lags = candidates.iter().filter(|&&l| l >= 2 * rows && 3 * l <= n);
         for &lag in lags.filter(|_| !varying.is_empty()) {
-            let r = varying.iter().map(|x| acf(x, lag)).sum::<f64>() / varying.len() as f64;
+            let r =
+                varying.iter().map(|x| departing_acf(x, lag)).sum::<f64>() / varying.len() as f64;
             if r >= best.0 {
                 best = (r, lag);
             }
@@ -719,6 +727,18 @@ fn variance(x: &[f64]) -> f32 {
     let mean = x.iter().sum::<f64>() / n;
     let v = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n) as f32;
     if v > 0.0 && v.is_finite() { v } else { 0.0 }
+}
+
+/// The autocorrelation at `lag` of each of `x`'s values' departure from the mean of the `lag`
+/// values before it (`x` holds more than `2 lag`).
+fn departing_acf(x: &[f64], lag: usize) -> f64 {
+    let mut sum: f64 = x[..lag].iter().sum();
+    let mut departures = Vec::with_capacity(x.len() - lag);
+    for t in lag..x.len() {
+        departures.push(x[t] - sum / lag as f64);
+        sum += x[t] - x[t - lag];
+    }
+    acf(&departures, lag)
 }
 
 /// The autocorrelation of `x` at `lag` (0 when either side is constant).

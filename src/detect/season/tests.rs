@@ -328,6 +328,30 @@ fn a_drifting_level_is_not_the_season() {
     assert_eq!(raised, vec![6 * 7 + 3], "raised on days {raised:?}");
 }
 
+/// A level that climbs and wanders, with no day or week in it, has no season: a climb
+/// correlates with itself at every lag, so the season is chosen on each sample's departure
+/// from the season before it (chosen on the samples as they are, it found one here, and
+/// each wander from it was raised: `drift_climb_walk`, docs/EVALUATION.md round twenty-nine).
+#[test]
+fn a_climbing_wandering_level_has_no_season() {
+    let n = 3 * 336 + 100;
+    // 10 a week, a slow random walk, and noise: scripts/eval_judgment.py's drift_climb_walk.
+    let walk: Vec<f32> = (0..n)
+        .scan(0.0, |level, i| {
+            *level += 0.1 * noise(i + 1_000_000);
+            Some(*level)
+        })
+        .collect();
+    let series = |i: u64| 50.0 + 10.0 * i as f32 / 336.0 + walk[i as usize] + 0.5 * noise(i);
+    let mut s = Season::default();
+    assert!(
+        run(&mut s, W as u64 - 1, n, &series)
+            .iter()
+            .all(Option::is_none)
+    );
+    assert_eq!(s.phase(), Phase::None);
+}
+
 /// A week's shutdown is raised, and the week after it is ordinary: the level samples depart
 /// from counts each sample of the shutdown as what its moment was expected to be (taken as it
 /// came, the idle week would lower the level, and the ordinary week after it would look busy).
