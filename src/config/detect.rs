@@ -58,7 +58,7 @@ pub(super) fn validate_calibration(d: &RawDetect, c: &Calibration, errs: &mut Ve
     }
     if !(2..=4).contains(&d.season_weeks) {
         errs.push(format!(
-            "detect.season_weeks: {} must be between 2 and 4 (a day's season is found on two, a week's on three; a stream holds at most {} values)",
+            "detect.season_weeks: {} must be between 2 and 4 (a week's autocorrelation needs two; a stream holds at most {} values)",
             d.season_weeks,
             crate::detect::season::MAX_VALUES
         ));

@@ -10,8 +10,9 @@
 //! itself at every lag; its departures do not: round twenty-nine). The stronger of the two,
 //! when its mean over the channels (those not constant: a set point or a status has no
 //! season, and is left out) is at least [`Seasons::acf`], becomes the stream's season
-//! (otherwise it has none, for good). The first season watched only sets the level, so a
-//! week is a candidate only when three are watched.
+//! (otherwise it has none, for good). The first season watched has none before it: it departs
+//! as the season reads it afterwards (from its mean carried back along the climb to the
+//! second's), so two weeks watched are enough for a week.
 //!
 //! From then on every window has a *seasonal energy*. Each sample is read as its departure from the
 //! stream's level over the season before it (the mean of the newest season's samples, which a daily
@@ -44,9 +45,10 @@
 //! samples), how unusual each moment was a season ago (2,016 more), the newest season's samples
 //! (the level they depart from: 2,016 values a channel more) and the newest window's
 //! residuals. A season saved before departures reads its samples as they are.
-//! A gap in the timestamps moves the moment on by the samples missed (while watched, a gap
-//! of up to an hour beyond a window is filled with the sample before it; a longer one
-//! watches the stream again); a change of rate or of channels watches the stream again.
+//! A gap in the timestamps moves the moment on by the samples missed, each counted in the
+//! level as what its moment was expected to be (while watched, a gap of up to an hour beyond
+//! a window is filled with the sample before it; a longer one watches the stream again); a
+//! change of rate or of channels watches the stream again.
 //!
 //! Moments follow a wall clock, [`Seasons::zone`]'s: a time sent with a zone, or as seconds
 //! since the epoch, is read on that clock, so a shift that starts at 06:00 local time stays
@@ -76,7 +78,7 @@ pub struct Seasons {
     /// The autocorrelation at a day or a week a stream's channels need, on average, for the
     /// stream to have a season. 0: no seasons.
     pub acf: f64,
-    /// Weeks of samples watched before the season is chosen (a week is a candidate from three).
+    /// Weeks of samples watched before the season is chosen.
     pub weeks: u32,
     /// Seasons averaged into what a moment is expected to be.
     pub memory: u32,
@@ -292,8 +294,12 @@ impl Season {
             return self.energy(rows);
         }
         // A gap or a clock change: the moments the wall clock moved on by pass (or come
-        // again), and the residuals before it end.
+        // again), and the residuals before it end. Each moment passed counts in the level as
+        // what it was expected to be, so the level stays the mean of one whole season.
         if moved != 0 {
+            if moved > 0 {
+                self.pass(moved.unsigned_abs());
+            }
             self.taken = self.taken.saturating_add_signed(moved);
             self.residuals.clear();
         }
@@ -311,8 +317,19 @@ impl Season {
     /// `sample`'s departure from the mean of the newest season's samples (`recent`), per
     /// channel (the sample as it is for a season saved before departures).
     fn depart(&mut self, sample: &[f32]) -> Vec<f32> {
+        match self.level() {
+            Some(level) => (sample.iter().zip(level))
+                .map(|(&x, l)| x - l as f32)
+                .collect(),
+            None => sample.to_vec(),
+        }
+    }
+
+    /// The mean of the newest season's samples per channel (`None` for a season saved before
+    /// departures).
+    fn level(&mut self) -> Option<Vec<f64>> {
         if self.recent.is_empty() {
-            return sample.to_vec();
+            return None;
         }
         let c = self.channels;
         if self.recent_sum.len() != c {
@@ -322,11 +339,25 @@ impl Season {
             }
         }
         let n = (self.recent.len() / c).max(1) as f64;
-        sample
-            .iter()
-            .zip(&self.recent_sum)
-            .map(|(&x, &sum)| x - (sum / n) as f32)
-            .collect()
+        Some(self.recent_sum.iter().map(|sum| sum / n).collect())
+    }
+
+    /// Passes `moved` moments a gap skipped: each enters the level as what it was expected to
+    /// be (the level plus its moment's expected departure); only the last season of a longer
+    /// gap matters.
+    fn pass(&mut self, moved: u64) {
+        let (c, p) = (self.channels, self.period as u64);
+        if self.level().is_none() || p == 0 {
+            return;
+        }
+        for k in moved.saturating_sub(p)..moved {
+            let Some(level) = self.level() else { return };
+            let at = ((self.taken + k) % p) as usize * c;
+            let expected: Vec<f32> = (level.iter().zip(&self.profile[at..at + c]))
+                .map(|(&l, &e)| l as f32 + e)
+                .collect();
+            self.remember(&expected);
+        }
     }
 
     /// Takes `sample` (a healthy one, or what a moment was expected to be) into the mean the
@@ -347,49 +378,25 @@ impl Season {
         }
     }
 
-    /// The watched samples, each as its departure from the mean of the season before it;
-    /// `recent` ends as the newest season. The first season has none before it: its samples
-    /// depart from the mean of the first season carried back along the climb from it to the
-    /// second (the mean of the season before a sample, on a level that climbs steadily).
+    /// The watched samples, each as its departure from the mean of the season before it
+    /// ([`departures`], per channel); `recent` ends as the newest season.
     fn departures(&mut self, mut history: VecDeque<f32>) -> Vec<f32> {
         let (c, p) = (self.channels, self.period);
         let values = history.make_contiguous();
         let n = values.len() / c;
-        let mean = |from: usize, to: usize, ch: usize| {
-            let sum: f64 = (values[from * c..to * c].iter().skip(ch).step_by(c))
-                .map(|&x| f64::from(x))
-                .sum();
-            sum / (to - from).max(1) as f64
-        };
-        let first = p.min(n);
-        // Per channel: the first season's mean, and how far the second's is above it (none
-        // when the second is not watched whole).
-        let (m1, climb): (Vec<f64>, Vec<f64>) = (0..c)
-            .map(|ch| {
-                let m1 = mean(0, first, ch);
-                (
-                    m1,
-                    if 2 * p <= n {
-                        mean(p, 2 * p, ch) - m1
-                    } else {
-                        0.0
-                    },
-                )
-            })
-            .unzip();
-        let mut out = Vec::with_capacity(values.len());
-        for (i, sample) in values[..first * c].chunks(c).enumerate() {
-            let back = (p - i) as f64 / p as f64;
-            out.extend(
-                (sample.iter().zip(m1.iter().zip(&climb)))
-                    .map(|(&x, (&m, &climb))| x - (m - climb * back) as f32),
-            );
+        let mut out = vec![0.0; n * c];
+        for ch in 0..c {
+            let x: Vec<f64> = (values.iter().skip(ch).step_by(c))
+                .map(|&v| f64::from(v))
+                .collect();
+            for (i, d) in departures(&x, p).into_iter().enumerate() {
+                out[i * c + ch] = d as f32;
+            }
         }
-        self.recent = values[..first * c].iter().copied().collect();
-        self.recent_sum.clear();
-        for sample in values[first * c..].chunks(c) {
-            out.extend(self.depart(sample));
-            self.remember(sample);
+        self.recent = values[n.saturating_sub(p) * c..].iter().copied().collect();
+        self.recent_sum = vec![0.0; c];
+        for (i, &x) in self.recent.iter().enumerate() {
+            self.recent_sum[i % c] += f64::from(x);
         }
         out
     }
@@ -663,13 +670,14 @@ impl Season {
             .filter_map(|(x, &v)| (v > 0.0).then_some(x))
             .collect();
         // Each candidate is measured on the samples' departures from the season before them
-        // (a climbing or wandering level correlates at every lag; its departures do not), so
-        // the first season only sets the level: a week needs three watched.
+        // (a climbing or wandering level correlates at every lag; its departures do not).
         let mut best = (seasons.acf, 0);
-        let lags = candidates.iter().filter(|&&l| l >= 2 * rows && 3 * l <= n);
+        let lags = candidates.iter().filter(|&&l| l >= 2 * rows && 2 * l <= n);
         for &lag in lags.filter(|_| !varying.is_empty()) {
-            let r =
-                varying.iter().map(|x| departing_acf(x, lag)).sum::<f64>() / varying.len() as f64;
+            let r = (varying.iter())
+                .map(|x| acf(&departures(x, lag), lag))
+                .sum::<f64>()
+                / varying.len() as f64;
             if r >= best.0 {
                 best = (r, lag);
             }
@@ -729,16 +737,30 @@ fn variance(x: &[f64]) -> f32 {
     if v > 0.0 && v.is_finite() { v } else { 0.0 }
 }
 
-/// The autocorrelation at `lag` of each of `x`'s values' departure from the mean of the `lag`
-/// values before it (`x` holds more than `2 lag`).
-fn departing_acf(x: &[f64], lag: usize) -> f64 {
-    let mut sum: f64 = x[..lag].iter().sum();
-    let mut departures = Vec::with_capacity(x.len() - lag);
-    for t in lag..x.len() {
-        departures.push(x[t] - sum / lag as f64);
-        sum += x[t] - x[t - lag];
+/// Each of `x`'s values as its departure from the mean of the `p` values before it. The first
+/// `p` have none before them: they depart from the first `p` values' mean carried back along
+/// the climb from it to the next `p` values' mean (the mean of the values before, on a level
+/// that climbs steadily; no climb when fewer than `2 p` values are there).
+fn departures(x: &[f64], p: usize) -> Vec<f64> {
+    let (n, p) = (x.len(), p.max(1));
+    let first = p.min(n);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let m1 = mean(&x[..first]);
+    let climb = if 2 * p <= n {
+        mean(&x[p..2 * p]) - m1
+    } else {
+        0.0
+    };
+    let mut out = Vec::with_capacity(n);
+    for (i, &v) in x[..first].iter().enumerate() {
+        out.push(v - (m1 - climb * (p - i) as f64 / p as f64));
     }
-    acf(&departures, lag)
+    let mut sum: f64 = x[..first].iter().sum();
+    for t in first..n {
+        out.push(x[t] - sum / p as f64);
+        sum += x[t] - x[t - p];
+    }
+    out
 }
 
 /// The autocorrelation of `x` at `lag` (0 when either side is constant).
