@@ -343,15 +343,17 @@ impl Season {
     }
 
     /// Passes `moved` moments a gap skipped: each enters the level as what it was expected to
-    /// be (the level plus its moment's expected departure); only the last season of a longer
-    /// gap matters.
+    /// be (the level before the gap plus its moment's expected departure); only the last season
+    /// of a longer gap matters.
     fn pass(&mut self, moved: u64) {
         let (c, p) = (self.channels, self.period as u64);
-        if self.level().is_none() || p == 0 {
+        // The level before the gap: read again as the moments enter, it would follow the part
+        // of the season taken in so far (a gap longer than a season enters its moments out of
+        // step with those they replace).
+        let Some(level) = self.level().filter(|_| p > 0) else {
             return;
-        }
+        };
         for k in moved.saturating_sub(p)..moved {
-            let Some(level) = self.level() else { return };
             let at = ((self.taken + k) % p) as usize * c;
             let expected: Vec<f32> = (level.iter().zip(&self.profile[at..at + c]))
                 .map(|(&l, &e)| l as f32 + e)
