@@ -317,19 +317,29 @@ impl Season {
     /// `sample`'s departure from the mean of the newest season's samples (`recent`), per
     /// channel (the sample as it is for a season saved before departures).
     fn depart(&mut self, sample: &[f32]) -> Vec<f32> {
-        match self.level() {
-            Some(level) => (sample.iter().zip(level))
-                .map(|(&x, l)| x - l as f32)
-                .collect(),
-            None => sample.to_vec(),
+        if !self.summed() {
+            return sample.to_vec();
         }
+        let n = (self.recent.len() / self.channels).max(1) as f64;
+        (sample.iter().zip(&self.recent_sum))
+            .map(|(&x, &sum)| x - (sum / n) as f32)
+            .collect()
     }
 
     /// The mean of the newest season's samples per channel (`None` for a season saved before
     /// departures).
     fn level(&mut self) -> Option<Vec<f64>> {
+        let n = (self.recent.len() / self.channels.max(1)).max(1) as f64;
+        self.summed()
+            .then(|| self.recent_sum.iter().map(|sum| sum / n).collect())
+    }
+
+    /// Whether the season reads departures (`recent` is held; not in a season saved before
+    /// them), making `recent_sum` from `recent` when it is not made yet (after the choice or a
+    /// restart).
+    fn summed(&mut self) -> bool {
         if self.recent.is_empty() {
-            return None;
+            return false;
         }
         let c = self.channels;
         if self.recent_sum.len() != c {
@@ -338,8 +348,7 @@ impl Season {
                 self.recent_sum[i % c] += f64::from(x);
             }
         }
-        let n = (self.recent.len() / c).max(1) as f64;
-        Some(self.recent_sum.iter().map(|sum| sum / n).collect())
+        true
     }
 
     /// Passes `moved` moments a gap skipped: each enters the level as what it was expected to
@@ -365,8 +374,8 @@ impl Season {
     /// Takes `sample` (a healthy one, or what a moment was expected to be) into the mean the
     /// next ones depart from.
     fn remember(&mut self, sample: &[f32]) {
-        if self.recent_sum.len() != self.channels {
-            return; // made by `depart`; never for a season saved before departures
+        if !self.summed() {
+            return; // a season saved before departures
         }
         let c = self.channels;
         self.recent.extend(sample);
@@ -378,29 +387,6 @@ impl Season {
                 *sum -= f64::from(self.recent.pop_front().unwrap_or(0.0));
             }
         }
-    }
-
-    /// The watched samples, each as its departure from the mean of the season before it
-    /// ([`departures`], per channel); `recent` ends as the newest season.
-    fn departures(&mut self, mut history: VecDeque<f32>) -> Vec<f32> {
-        let (c, p) = (self.channels, self.period);
-        let values = history.make_contiguous();
-        let n = values.len() / c;
-        let mut out = vec![0.0; n * c];
-        for ch in 0..c {
-            let x: Vec<f64> = (values.iter().skip(ch).step_by(c))
-                .map(|&v| f64::from(v))
-                .collect();
-            for (i, d) in departures(&x, p).into_iter().enumerate() {
-                out[i * c + ch] = d as f32;
-            }
-        }
-        self.recent = values[n.saturating_sub(p) * c..].iter().copied().collect();
-        self.recent_sum = vec![0.0; c];
-        for (i, &x) in self.recent.iter().enumerate() {
-            self.recent_sum[i % c] += f64::from(x);
-        }
-        out
     }
 
     /// Ends the newest window: its samples go into what each moment is expected to be only
@@ -689,21 +675,24 @@ impl Season {
             return;
         }
         self.period = best.1;
-        self.profile = vec![0.0; self.period * c];
+        let p = self.period;
+        self.profile = vec![0.0; p * c];
         // Moments are read as each sample's departure from the mean of the season before it,
         // so a level that drifts over the weeks is not taken for the season; the scale is the
         // departures' variance.
-        let watched = std::mem::take(&mut self.history);
-        let departures = self.departures(watched);
-        for (ch, scale) in self.scale.iter_mut().enumerate() {
+        let departed: Vec<Vec<f64>> = columns.iter().map(|x| departures(x, p)).collect();
+        for (scale, d) in self.scale.iter_mut().zip(&departed) {
             if *scale > 0.0 {
-                let x: Vec<f64> = (departures.iter().skip(ch).step_by(c))
-                    .map(|&v| f64::from(v))
-                    .collect();
-                *scale = variance(&x);
+                *scale = variance(d);
             }
         }
-        let mut history: VecDeque<f32> = departures.into();
+        let history: Vec<f32> = (0..n)
+            .flat_map(|i| departed.iter().map(move |d| d[i] as f32))
+            .collect();
+        // The level the next samples depart from: the newest season watched.
+        let watched = std::mem::take(&mut self.history);
+        self.recent = watched.range(n.saturating_sub(p) * c..).copied().collect();
+        self.recent_sum.clear();
         // The watched samples' surprises, of the last season watched, are the first echo.
         let echoes = std::mem::take(&mut self.history_echo);
         self.echo = vec![0.0; self.period];
@@ -717,7 +706,7 @@ impl Season {
             }
         }
         let stride = stride.max(1);
-        for (i, sample) in history.make_contiguous().chunks(c).enumerate() {
+        for (i, sample) in history.chunks(c).enumerate() {
             self.take(sample, rows, seasons, true);
             // The windows watched end every `stride` samples before the newest.
             let before_newest = n - 1 - i;
