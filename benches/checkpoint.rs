@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench checkpoint [-- STREAMS VALUES]` (default 1,000 streams, each watched
 //! with 6,048 values held: three weeks of 5-minute samples, the most a watched one-channel
-//! 5-minute stream holds). Each way is timed seven times in turn, writing to a temporary
+//! 5-minute stream holds with `season_weeks = 3`; the default two hold 4,032). Each way is timed seven times in turn, writing to a temporary
 //! folder (the machine's disk, fsync included); prints the medians, their ratio and the bytes
 //! written per checkpoint. Apart is the daemon's whole way: the judging progress snapshot,
 //! the seasons taken out of it, the checkpoint saved.

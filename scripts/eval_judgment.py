@@ -16,7 +16,7 @@ adaptation and hysteresis, in stream order), then the published protocol on what
   after the probationary rows is a false positive.
 - NAB's long streams (realTweets, eight weeks): anomaly-free look-alikes of 16,128 steps made
   each run (`long_null_files`: daily cycles, a five-day week, daily counts, noise), where a
-  season is chosen after three weeks; every alert after the probationary rows is false.
+  season is chosen after `season_weeks` weeks; every alert after the probationary rows is false.
 - Drifting anomaly-free streams (`--only drift`): four of eight weeks whose level moves
   (`drift_null_files`: a climb, a climb with a random walk, a walk, a daily cycle that
   climbs); every alert after the probationary rows is false.
@@ -316,7 +316,7 @@ def null_files(data, folder):
 
 
 # NAB's long streams (realTweets: about 15,800 5-minute steps, 8 weeks), where a season is
-# chosen after three weeks and a weekly schedule shows. Anomaly-free look-alikes, made the same
+# chosen after `season_weeks` weeks and a weekly schedule shows. Anomaly-free look-alikes, made the same
 # way every run: 16,128 steps each (8 weeks).
 LONG_STEPS = 16128
 

@@ -5,7 +5,7 @@
 //!
 //! The model learns its calibration over the first week and a half, weekends included, so a
 //! day that looks like a Sunday is ordinary to it. With seasons (the default) the stream's
-//! week is found after three weeks and the holiday is raised, its alert carrying the season's
+//! week is found after two weeks and the holiday is raised, its alert carrying the season's
 //! probability; with `season_acf = 0` the holiday is not raised.
 //!
 //! The same hump kept by Berlin's wall clock, its times sent as seconds since the epoch
@@ -290,17 +290,17 @@ async fn a_holiday_is_raised_by_the_season_and_not_without_it() {
         .expect("a state with the week");
     assert_eq!(
         chosen["seq"].as_u64(),
-        Some((3 * 336 - WINDOW) / HOP),
+        Some((2 * 336 - WINDOW) / HOP),
         "{chosen}"
     );
-    // The season is read once three weeks have passed, never before.
+    // The season is read once two weeks have passed, never before.
     let read: Vec<u64> = energy
         .iter()
         .filter(|e| e.get("season_probability").is_some())
         .map(|e| end_sample(e, JULY))
         .collect();
     assert!(!read.is_empty(), "no window read against its season");
-    assert!(read.iter().all(|&end| end >= 3 * 336 - 1), "{read:?}");
+    assert!(read.iter().all(|&end| end >= 2 * 336 - 1), "{read:?}");
     let holiday: Vec<_> = alerts
         .iter()
         .filter(|a| on_holiday(end_sample(&a["window"], JULY)))

@@ -37,8 +37,8 @@
 //! taught; nor is a fault that grows, more unusual at each moment than a season before, even
 //! one that leaves each moment's values where they were (the model sees it, the season not).
 //!
-//! What is held: while a stream is watched, its samples (at most [`MAX_VALUES`] values: three
-//! weeks of 5-minute samples are 6,048 a channel; a week of 1-second ones is more than that,
+//! What is held: while a stream is watched, its samples (at most [`MAX_VALUES`] values: two
+//! weeks of 5-minute samples are 4,032 a channel; a week of 1-second ones is more than that,
 //! so a fast stream never has a season and holds nothing) and how unusual each sample's window
 //! was; once the season is chosen, only what each moment of it is expected to be (a running
 //! mean over the last `memory` seasons: 2,016 values a channel for a week of 5-minute
@@ -100,7 +100,7 @@ impl Default for Seasons {
     fn default() -> Self {
         Self {
             acf: 0.8,
-            weeks: 3,
+            weeks: 2,
             memory: 4,
             zone: TimeZone::UTC,
             teaches: 0.5,

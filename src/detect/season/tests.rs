@@ -126,7 +126,7 @@ fn a_stream_without_a_season_holds_nothing() {
         r#"{"settled":true}"#
     );
 
-    // Samples a second apart: three weeks would not fit, so it settles at once.
+    // Samples a second apart: two weeks would not fit, so it settles at once.
     let mut fast = Season::default();
     let w = RawWindow {
         seq: 0,
@@ -274,10 +274,10 @@ fn the_judge_raises_a_holiday_by_its_season() {
 
 /// A weekend the learning period never showed (two weekdays learnt) has energies the model
 /// finds unusual, and without its season's word the calibration never learns them: every
-/// weekend of twelve is raised. Once the week is chosen (after three watched), a window ordinary for its
+/// weekend of twelve is raised. Once the week is chosen (after two watched), a window ordinary for its
 /// moment is learnt whatever its energy while no alert is up ([`Seasons::teaches`]): here,
 /// a weekend wholly unusual to the model, only the windows before each raise, so it takes
-/// five weekends judged by the season before the weekends are quiet.
+/// four weekends judged by the season before the weekends are quiet.
 #[test]
 fn weekends_the_season_vouches_for_are_learnt_and_no_longer_raised() {
     use crate::detect::{Accept, Transition};
@@ -301,10 +301,10 @@ fn weekends_the_season_vouches_for_are_learnt_and_no_longer_raised() {
     };
     let without = weeks_raised(0.0);
     assert_eq!(without, (0..12).collect::<Vec<_>>(), "every weekend");
-    // Raised in the three weeks watched and on the weekends the season teaches; quiet from
-    // then on (five weekends more here; four more with two weeks watched).
+    // Raised in the two weeks watched and on the four weekends the season teaches; quiet
+    // from then on.
     let with = weeks_raised(Seasons::default().teaches);
-    assert_eq!(with, (0..8).collect::<Vec<_>>());
+    assert_eq!(with, (0..6).collect::<Vec<_>>());
 }
 
 /// A weekly stream whose level climbs (traffic that grows, a plant that warms over the
