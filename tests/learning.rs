@@ -310,7 +310,7 @@ async fn a_first_version_seeds_a_stream_by_its_own_learn_windows() {
         prefix,
         "alert_probability = 0.999\nlearn_windows = 128",
     );
-    s.streams[0].counts.learn_windows = Some(512);
+    s.streams[0].tuning.learn_windows = Some(512);
     let daemon = TestDaemon::start(s).await;
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(9);

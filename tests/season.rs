@@ -6,7 +6,8 @@
 //! The model learns its calibration over the first week and a half, weekends included, so a
 //! day that looks like a Sunday is ordinary to it. With seasons (the default) the stream's
 //! week is found after two weeks and the holiday is raised, its alert carrying the season's
-//! probability; with `season_acf = 0` the holiday is not raised.
+//! probability; with `season_acf = 0`, or the stream's own `season = false`, the holiday is not
+//! raised.
 //!
 //! The same hump kept by Berlin's wall clock, its times sent as seconds since the epoch
 //! across the autumn's daylight-saving change: with `season_zone = "Europe/Berlin"` nothing
@@ -139,11 +140,11 @@ fn checkpointed(journal: &std::path::Path) -> u64 {
 }
 
 /// Sends five weeks of `series` from `first` (seconds since the epoch) through a daemon with
-/// `detect` in its `[detect]`, restarting it as `restart` says; returns what it published. A
-/// run with a kill is the real binary's.
+/// `detect` in its `[detect]` and `own` in the stream's `[[streams]]`, restarting it as
+/// `restart` says; returns what it published. A run with a kill is the real binary's.
 async fn run(
     prefix: &str,
-    detect: &str,
+    (detect, own): (&str, &str),
     first: i64,
     series: fn(u64, i64) -> f64,
     restart: Option<Restart>,
@@ -155,7 +156,7 @@ async fn run(
          [models.vibration]\npath = \"models/vibration/fixture-1\"\n\
          [[streams]]\nname = \"taxi\"\ntopic = \"rides/+\"\nmodel = \"vibration\"\n\
          format = \"object\"\nfields = [\"v\"]\ntimestamp_field = \"t\"\n\
-         window = {WINDOW}\nhop = {HOP}\n"
+         window = {WINDOW}\nhop = {HOP}\n{own}\n"
     );
     let settings = settings(broker.port, prefix, &toml);
     let journal = settings.journal.as_ref().unwrap().dir.clone();
@@ -280,7 +281,7 @@ async fn a_holiday_is_raised_by_the_season_and_not_without_it() {
         alerts,
         energy,
         states,
-    } = run("season-on", "", JULY, demand, None).await;
+    } = run("season-on", ("", ""), JULY, demand, None).await;
     // The state says the stream is watched, then, published when the watch ends, its week.
     let seasons: Vec<_> = states.iter().map(|s| s["season"].as_str()).collect();
     assert_eq!(seasons.first(), Some(&Some("watching")), "{states:?}");
@@ -313,22 +314,28 @@ async fn a_holiday_is_raised_by_the_season_and_not_without_it() {
         holiday[0]
     );
 
-    let Run {
-        alerts,
-        energy,
-        states,
-    } = run("season-off", "season_acf = 0", JULY, demand, None).await;
-    assert!(energy.iter().all(|e| e.get("season_probability").is_none()));
-    assert!(
-        states.iter().all(|s| s.get("season").is_none()),
-        "{states:?}"
-    );
-    assert!(
-        !alerts
-            .iter()
-            .any(|a| on_holiday(end_sample(&a["window"], JULY))),
-        "the model alone raised the holiday: {alerts:?}"
-    );
+    // Seasons off for every stream, or for this one alone (`season = false`).
+    for (prefix, off) in [
+        ("season-off", ("season_acf = 0", "")),
+        ("season-own-off", ("", "season = false")),
+    ] {
+        let Run {
+            alerts,
+            energy,
+            states,
+        } = run(prefix, off, JULY, demand, None).await;
+        assert!(energy.iter().all(|e| e.get("season_probability").is_none()));
+        assert!(
+            states.iter().all(|s| s.get("season").is_none()),
+            "{prefix}: {states:?}"
+        );
+        assert!(
+            !alerts
+                .iter()
+                .any(|a| on_holiday(end_sample(&a["window"], JULY))),
+            "{prefix}: the model alone raised the holiday: {alerts:?}"
+        );
+    }
 }
 
 /// The same week climbing by its day's swing every four weeks (traffic that grows).
@@ -340,7 +347,7 @@ fn climbing_demand(i: u64, t: i64) -> f64 {
 /// season before, so the climb is not taken for the season.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_climbing_week_is_raised_on_its_holiday_only() {
-    let Run { alerts, .. } = run("season-climb", "", JULY, climbing_demand, None).await;
+    let Run { alerts, .. } = run("season-climb", ("", ""), JULY, climbing_demand, None).await;
     let days: Vec<u64> = alerts
         .iter()
         .map(|a| end_sample(&a["window"], JULY) / 48)
@@ -358,7 +365,7 @@ async fn a_climbing_week_is_raised_on_its_holiday_only() {
 async fn a_season_follows_its_zones_clock_across_a_daylight_saving_change() {
     let Run { alerts, energy, .. } = run(
         "dst-berlin",
-        "season_zone = \"Europe/Berlin\"",
+        ("season_zone = \"Europe/Berlin\"", ""),
         AUTUMN,
         berlin_demand,
         None,
@@ -377,7 +384,7 @@ async fn a_season_follows_its_zones_clock_across_a_daylight_saving_change() {
     // On UTC's clock the windows are an hour off from the change on: raised.
     let Run { alerts, .. } = run(
         "dst-utc",
-        "season_zone = \"UTC\"",
+        ("season_zone = \"UTC\"", ""),
         AUTUMN,
         berlin_demand,
         None,
@@ -409,7 +416,7 @@ async fn a_season_survives_a_kill() {
 
 async fn survives(prefix: &str, restart: fn(u64) -> Restart) {
     let at = 4 * 336;
-    let Run { alerts, energy, .. } = run(prefix, "", JULY, demand, Some(restart(at))).await;
+    let Run { alerts, energy, .. } = run(prefix, ("", ""), JULY, demand, Some(restart(at))).await;
     let after: Vec<_> = energy
         .iter()
         .filter(|e| end_sample(e, JULY) >= at)

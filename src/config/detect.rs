@@ -1,5 +1,5 @@
-//! `[detect]`'s checks: the calibration, the alert probability (also a stream's own) and the
-//! restless raise.
+//! `[detect]`'s checks: the calibration, the alert probability (also a stream's own), the
+//! restless raise and a stream's own season.
 
 use super::RawDetect;
 use crate::detect::{Accept, Calibration};
@@ -105,6 +105,26 @@ pub(super) fn validate_calibration(d: &RawDetect, c: &Calibration, errs: &mut Ve
         errs.push(format!(
             "detect.stale_min_s: {} must be a number of seconds, 0 or more",
             d.stale_min_s
+        ));
+    }
+}
+
+/// A stream's `season = true` (the default, said only where it cannot hold) under `[detect]`'s
+/// `shared` calibration; `timestamped`: its samples carry their times. `at` names the stream.
+pub(super) fn check_own_season(
+    shared: &Calibration,
+    timestamped: bool,
+    at: &str,
+    errs: &mut Vec<String>,
+) {
+    if !shared.seasons.on() {
+        errs.push(format!(
+            "{at}.season: true, but [detect] season_acf = 0 turns seasons off for every stream: set season_acf (0.8 by default), and season = false on the streams that should have none"
+        ));
+    }
+    if !timestamped {
+        errs.push(format!(
+            "{at}.season: true needs the samples' times (format \"object\" with timestamp_field): a season follows the wall clock"
         ));
     }
 }

@@ -442,8 +442,9 @@ pub struct StreamSettings {
     pub clear_after: u32,
     /// How long an alert may stay raised before its level is accepted as normal.
     pub accept: crate::detect::Accept,
-    /// Its own settings counted in windows, replacing `[detect]`'s for it.
-    pub counts: crate::detect::WindowCounts,
+    /// Its own `[detect]` settings (counted in windows; `season = false`), replacing those of
+    /// `[detect]` for it.
+    pub tuning: crate::detect::StreamTuning,
 }
 
 /// The config file to read: `given` (`--config` or `EBGAND_CONFIG`), else `./config.toml` when
@@ -471,7 +472,7 @@ impl Settings {
             .iter()
             .filter(|s| s.model == model)
             .map(|s| {
-                s.counts
+                s.tuning
                     .learn_windows
                     .unwrap_or(self.calibration.learn_windows)
             })

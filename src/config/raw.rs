@@ -743,12 +743,15 @@ pub struct RawStream {
     /// `[detect] quiet_windows` for this stream alone.
     #[serde(default)]
     pub quiet_windows: Option<u32>,
+    /// `false`: no season for this stream, though `[detect] season_acf` gives the others one.
+    #[serde(default)]
+    pub season: Option<bool>,
 }
 
 impl RawStream {
-    /// The settings counted in windows this stream sets for itself.
-    pub fn window_counts(&self) -> crate::detect::WindowCounts {
-        crate::detect::WindowCounts {
+    /// The `[detect]` settings this stream sets for itself.
+    pub fn tuning(&self) -> crate::detect::StreamTuning {
+        crate::detect::StreamTuning {
             learn_windows: self.learn_windows,
             warm_windows: self.warm_windows,
             memory_windows: self.memory_windows,
@@ -756,6 +759,7 @@ impl RawStream {
             level_windows: self.level_windows,
             restless_windows: self.restless_windows,
             quiet_windows: self.quiet_windows,
+            no_season: self.season == Some(false),
         }
     }
 }

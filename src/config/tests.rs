@@ -524,8 +524,8 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
 }
 
 #[test]
-fn a_stream_s_own_window_counts_are_checked_with_detect_s_and_reach_it() {
-    use crate::detect::WindowCounts;
+fn a_stream_s_own_settings_are_checked_with_detect_s_and_reach_it() {
+    use crate::detect::StreamTuning;
     let streams = "[models.m]\npath = \"\"\n\
                    [[streams]]\nname = \"fast\"\ntopic = \"a/+\"\nmodel = \"m\"\nformat = \"array\"\nwindow = 8\n\
                    [[streams]]\nname = \"slow\"\ntopic = \"b/+\"\nmodel = \"m\"\nformat = \"array\"\nwindow = 8\n";
@@ -534,18 +534,18 @@ fn a_stream_s_own_window_counts_are_checked_with_detect_s_and_reach_it() {
         RawConfig::from_toml(&text).unwrap().validate()
     };
     let s = judged("", "").unwrap();
-    assert!(s.streams.iter().all(|s| s.counts.is_empty()));
+    assert!(s.streams.iter().all(|s| s.tuning.is_empty()));
     assert_eq!(s.learn_windows("m"), 512);
     let s = judged(
         "learn_windows = 1000\nwarm_windows = 20\nmemory_windows = 1000\ndrift_windows = 5\n\
-         level_windows = 0\nrestless_windows = 10\nquiet_windows = 0",
+         level_windows = 0\nrestless_windows = 10\nquiet_windows = 0\nseason = false",
         "",
     )
     .unwrap();
-    assert!(s.streams[0].counts.is_empty());
+    assert!(s.streams[0].tuning.is_empty());
     assert_eq!(
-        s.streams[1].counts,
-        WindowCounts {
+        s.streams[1].tuning,
+        StreamTuning {
             learn_windows: Some(1000),
             warm_windows: Some(20),
             memory_windows: Some(1000),
@@ -553,6 +553,7 @@ fn a_stream_s_own_window_counts_are_checked_with_detect_s_and_reach_it() {
             level_windows: Some(0),
             restless_windows: Some(10),
             quiet_windows: Some(0),
+            no_season: true,
         }
     );
     // The cold start keeps what the longest-learning stream of a model needs.
@@ -585,6 +586,17 @@ fn a_stream_s_own_window_counts_are_checked_with_detect_s_and_reach_it() {
             "quiet_windows = 2000000",
             "",
             "streams[1] (slow).quiet_windows: 2000000 must be at most 1000000",
+        ),
+        // true is the default: said only where it cannot hold.
+        (
+            "season = true",
+            "",
+            "streams[1] (slow).season: true needs the samples' times",
+        ),
+        (
+            "season = true",
+            "season_acf = 0",
+            "streams[1] (slow).season: true, but [detect] season_acf = 0 turns seasons off",
         ),
     ] {
         let e = judged(slow, detect).unwrap_err().to_string();

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::detect::{
-    acceptance, check_alert_probability, check_window_counts, validate_calibration,
+    acceptance, check_alert_probability, check_own_season, check_window_counts,
+    validate_calibration,
 };
 use super::tls::{TlsFiles, client_config};
 use super::*;
@@ -711,18 +712,21 @@ fn validate_stream(
         ));
     }
     let accept = stream_acceptance(st, format.as_ref(), detect, at, errs);
-    let counts = st.window_counts();
-    if !counts.is_empty() {
+    let tuning = st.tuning();
+    if !tuning.is_empty() {
         // Checked with [detect]'s in place of the ones the stream leaves alone; what is
         // wrong with [detect]'s alone is said once, of [detect].
         let (mut theirs, mut own) = (Vec::new(), Vec::new());
         check_window_counts(shared, "", &mut theirs);
-        check_window_counts(&shared.tuned(&counts), "", &mut own);
+        check_window_counts(&shared.tuned(&tuning), "", &mut own);
         errs.extend(
             own.into_iter()
                 .filter(|e| !theirs.contains(e))
                 .map(|e| format!("{at}.{e}")),
         );
+    }
+    if st.season == Some(true) {
+        check_own_season(shared, !st.timestamp_field.is_empty(), at, errs);
     }
     let mut channels = channels;
     if let Some(params) = &st.logmel {
@@ -752,7 +756,7 @@ fn validate_stream(
         raise_after,
         clear_after,
         accept: accept?,
-        counts,
+        tuning,
     })
 }
 

@@ -139,8 +139,8 @@ impl Calibration {
         self.learn_below <= 0.0 || reading.highest < self.learn_below
     }
 
-    /// These settings with a stream's own window counts in place of the ones they replace.
-    pub fn tuned(&self, own: &WindowCounts) -> Self {
+    /// These settings with a stream's own values in place of the ones they replace.
+    pub fn tuned(&self, own: &StreamTuning) -> Self {
         let mut c = self.clone();
         let take = |own: Option<u32>, shared: &mut u32| *shared = own.unwrap_or(*shared);
         take(own.learn_windows, &mut c.learn_windows);
@@ -150,16 +150,20 @@ impl Calibration {
         take(own.level_windows, &mut c.level_windows);
         take(own.restless_windows, &mut c.restless.windows);
         take(own.quiet_windows, &mut c.quiet.windows);
+        if own.no_season {
+            c.seasons.acf = 0.0;
+        }
         c
     }
 }
 
-/// A stream's own values of the settings counted in windows (`[[streams]]`), each replacing
-/// the shared one for that stream alone ([`Calibration::tuned`]): a count of windows is a time
-/// only at one stream's rate, and one daemon may judge a vibration stream at 15 windows a
-/// second beside a thermometer at one a minute. `None`: the shared value.
+/// A stream's own values of `[detect]` settings (`[[streams]]`), each replacing the shared
+/// one for that stream alone ([`Calibration::tuned`]): the settings counted in windows (a
+/// count of windows is a time only at one stream's rate, and one daemon may judge a vibration
+/// stream at 15 windows a second beside a thermometer at one a minute; `None`: the shared
+/// value), and whether the stream may have a season.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct WindowCounts {
+pub struct StreamTuning {
     /// [`Calibration::learn_windows`].
     pub learn_windows: Option<u32>,
     /// [`Calibration::warm_windows`].
@@ -174,9 +178,13 @@ pub struct WindowCounts {
     pub restless_windows: Option<u32>,
     /// The quiet after a clear's windows ([`Quiet::windows`](super::Quiet)).
     pub quiet_windows: Option<u32>,
+    /// No season for this stream (`season = false`: [`Seasons::acf`](super::Seasons) 0 for it
+    /// alone), though its samples carry times: a machine idle on a holiday it should not be
+    /// paged for, or a day or week that is not its measure.
+    pub no_season: bool,
 }
 
-impl WindowCounts {
+impl StreamTuning {
     /// Whether the stream sets none of its own.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()

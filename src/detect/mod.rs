@@ -20,7 +20,7 @@ pub mod seed;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-pub use calibrate::{Calibration, Calibrator, Reading, Unusual, WindowCounts};
+pub use calibrate::{Calibration, Calibrator, Reading, StreamTuning, Unusual};
 pub use detector::{Accept, Detector, DetectorState, Hysteresis, Quiet};
 pub use explain::{Carried, Explanation, Names, energy_parts};
 pub use level::{Drift, Level};
@@ -95,8 +95,8 @@ pub struct StreamInfo {
     pub drift: Drift,
     /// What its energy is explained by (see [`explain`]; empty: `ch0`, `ch1`, ...).
     pub names: Names,
-    /// Its own settings counted in windows, replacing the judge's (see [`WindowCounts`]).
-    pub counts: WindowCounts,
+    /// Its own `[detect]` settings, replacing the judge's (see [`StreamTuning`]).
+    pub tuning: StreamTuning,
 }
 
 impl StreamInfo {
@@ -115,7 +115,7 @@ impl StreamInfo {
             channels,
             drift: Drift::default(),
             names: Names::default(),
-            counts: WindowCounts::default(),
+            tuning: StreamTuning::default(),
         }
     }
 
@@ -125,10 +125,10 @@ impl StreamInfo {
         Self { names, ..self }
     }
 
-    /// The same stream, with its own settings counted in windows.
+    /// The same stream, with its own `[detect]` settings.
     #[must_use]
-    pub fn counting(self, counts: WindowCounts) -> Self {
-        Self { counts, ..self }
+    pub fn tuned_by(self, tuning: StreamTuning) -> Self {
+        Self { tuning, ..self }
     }
 }
 
@@ -420,13 +420,13 @@ impl ShadowStats {
 /// Every stream's detector, keyed by stream id.
 #[derive(Debug, Default)]
 pub struct Judge {
-    /// How streams are calibrated (a stream's own window counts replace some of it).
+    /// How streams are calibrated (a stream's own settings replace some of it).
     calibration: Calibration,
     /// A shadow's judge: each stream's calibration is [`Calibration::shadow`]'s.
     shadow: bool,
-    /// The calibrations of streams with window counts of their own (and every stream's, in
-    /// a shadow's judge), by those counts: a few per daemon, made once.
-    tuned: HashMap<WindowCounts, Calibration>,
+    /// The calibrations of streams with `[detect]` settings of their own (and every stream's,
+    /// in a shadow's judge), by those settings: a few per daemon, made once.
+    tuned: HashMap<StreamTuning, Calibration>,
     detectors: HashMap<String, Detector>,
     /// Saved states of streams not seen yet, from the last run's checkpoint (or seeded).
     saved: HashMap<String, DetectorState>,
@@ -450,7 +450,7 @@ impl Judge {
     }
 
     /// An empty judge for a shadow (a new version warming beside the served one): each
-    /// stream calibrated as `calibration` and its own window counts say, then as a shadow
+    /// stream calibrated as `calibration` and its own settings say, then as a shadow
     /// ([`Calibration::shadow`]: longer learning, no input level, no season).
     pub fn shadowing(calibration: Calibration) -> Self {
         Self {
@@ -459,7 +459,7 @@ impl Judge {
         }
     }
 
-    /// How streams are calibrated, before their own window counts.
+    /// How streams are calibrated, before their own settings.
     pub fn calibration(&self) -> &Calibration {
         &self.calibration
     }
@@ -739,19 +739,19 @@ fn seasons_vouch(in_season: Option<(f32, f64)>, seasons: &season::Seasons) -> bo
     in_season.is_some_and(|(_, q)| q < seasons.teaches)
 }
 
-/// The calibration `stream` is judged by: `shared` with its own window counts, as a shadow's
-/// when `shadow`; made once per set of counts and kept in `tuned`.
+/// The calibration `stream` is judged by: `shared` with its own settings, as a shadow's
+/// when `shadow`; made once per set of own settings and kept in `tuned`.
 fn calibration_of<'a>(
     stream: &StreamInfo,
     shared: &'a Calibration,
     shadow: bool,
-    tuned: &'a mut HashMap<WindowCounts, Calibration>,
+    tuned: &'a mut HashMap<StreamTuning, Calibration>,
 ) -> &'a Calibration {
-    if !shadow && stream.counts.is_empty() {
+    if !shadow && stream.tuning.is_empty() {
         return shared;
     }
-    tuned.entry(stream.counts).or_insert_with(|| {
-        let own = shared.tuned(&stream.counts);
+    tuned.entry(stream.tuning).or_insert_with(|| {
+        let own = shared.tuned(&stream.tuning);
         if shadow { own.shadow() } else { own }
     })
 }

@@ -295,22 +295,22 @@ fn learning_windows(j: &mut Judge, streams: &[StreamInfo], energies: &[f32]) -> 
 #[test]
 fn each_stream_learns_by_its_own_window_counts_served_and_in_shadow() {
     let own =
-        |counts: WindowCounts| stream("s", Judging::Probability(0.999), 3, 50, 4).counting(counts);
+        |counts: StreamTuning| stream("s", Judging::Probability(0.999), 3, 50, 4).tuned_by(counts);
     let named = |id: &str, s: StreamInfo| StreamInfo { id: id.into(), ..s };
-    let shared = named("shared", own(WindowCounts::default()));
+    let shared = named("shared", own(StreamTuning::default()));
     let short = named(
         "short",
-        own(WindowCounts {
+        own(StreamTuning {
             learn_windows: Some(50),
             level_windows: Some(0),
-            ..WindowCounts::default()
+            ..StreamTuning::default()
         }),
     );
     let warm = named(
         "warm",
-        own(WindowCounts {
+        own(StreamTuning {
             warm_windows: Some(100),
-            ..WindowCounts::default()
+            ..StreamTuning::default()
         }),
     );
     let streams = [shared, short, warm];

@@ -193,7 +193,7 @@ impl StreamEntry {
                         _ => Names::channels(&[], spec.channels),
                     },
                 })
-                .counting(s.counts),
+                .tuned_by(s.tuning),
             ),
             spec,
             windower: Windower::new(spec),

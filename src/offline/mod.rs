@@ -274,7 +274,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     }
     let stream = StreamInfo::new(id, judging, hysteresis, c)
         .named(names)
-        .counting(own.map(|s| s.counts).unwrap_or_default());
+        .tuned_by(own.map(|s| s.tuning).unwrap_or_default());
     let hop = args.hop.unwrap_or(if version_is_audio { 1 } else { w });
     if hop == 0 || hop > w {
         bail!("--hop {hop} must be between 1 and the model's window ({w})");
@@ -292,7 +292,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
             // The daemon's capture holds the learning windows too: retraining trains on them.
             r.learnt(seed.windows.iter().map(|w| w.data.as_slice()));
         }
-        let cal = settings.calibration.tuned(&stream.counts);
+        let cal = settings.calibration.tuned(&stream.tuning);
         judge.seed(&stream.id, seed.calibrated(stream.channels, &cal));
     }
     let mut scored = LabelScore::default();

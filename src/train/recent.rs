@@ -255,7 +255,7 @@ impl Recent {
         for (id, (stream, ring)) in self.streams {
             let windows = ring.into_iter().filter(|w| w.len() == len).collect();
             let seed = seed(scorer, windows, &stream, SEED_BATCH)?;
-            let own = cal.tuned(&stream.counts);
+            let own = cal.tuned(&stream.tuning);
             seeded.insert(id, seed.calibrated(stream.channels, &own));
         }
         Ok(seeded)

@@ -308,10 +308,10 @@ fn parts_that_begin_late_learn_before_they_are_read() {
 }
 
 #[test]
-fn a_stream_s_own_window_counts_replace_the_shared_ones_and_nothing_else() {
+fn a_stream_s_own_settings_replace_the_shared_ones_and_nothing_else() {
     let shared = Calibration::default();
-    assert_eq!(shared.tuned(&WindowCounts::default()), shared);
-    let own = WindowCounts {
+    assert_eq!(shared.tuned(&StreamTuning::default()), shared);
+    let own = StreamTuning {
         learn_windows: Some(1),
         warm_windows: Some(2),
         memory_windows: Some(3),
@@ -319,8 +319,10 @@ fn a_stream_s_own_window_counts_replace_the_shared_ones_and_nothing_else() {
         level_windows: Some(5),
         restless_windows: Some(6),
         quiet_windows: Some(7),
+        no_season: true,
     };
     let t = shared.tuned(&own);
+    assert!(shared.seasons.on() && !t.seasons.on());
     let counts = (
         t.learn_windows,
         t.warm_windows,
@@ -331,7 +333,7 @@ fn a_stream_s_own_window_counts_replace_the_shared_ones_and_nothing_else() {
         t.quiet.windows,
     );
     assert_eq!(counts, (1, 2, 3, 4, 5, 6, 7));
-    // Put the shared counts back: everything else is the shared calibration's.
+    // Put the shared counts and seasons back: everything else is the shared calibration's.
     let back = Calibration {
         learn_windows: shared.learn_windows,
         warm_windows: shared.warm_windows,
@@ -346,8 +348,9 @@ fn a_stream_s_own_window_counts_replace_the_shared_ones_and_nothing_else() {
             windows: shared.quiet.windows,
             ..t.quiet
         },
+        seasons: shared.seasons.clone(),
         ..t.clone()
     };
     assert_eq!(back, shared);
-    assert!(!own.is_empty() && WindowCounts::default().is_empty());
+    assert!(!own.is_empty() && StreamTuning::default().is_empty());
 }

@@ -1,0 +1,152 @@
+//! The season on the wall clock: times read with their zone, moments that follow the zone's
+//! clock across daylight-saving changes, and a watch kept in the clock's order.
+
+use super::*;
+
+/// Times with a numeric zone are read as the instant they name; without one, as UTC.
+#[test]
+fn times_are_read_with_their_zone() {
+    let at = |s: &str| time(&Mark::Time(Value::String(s.into())), &TimeZone::UTC).map(|t| t.at);
+    let utc = at("2014-07-07 00:00:00").expect("reads");
+    assert_eq!(at("2014-07-07T00:00:00Z"), Some(utc));
+    assert_eq!(at("2014-07-07T02:00:00+02:00"), Some(utc));
+    assert_eq!(at("2014-07-06T18:30:00.000-0530"), Some(utc));
+    assert_eq!(at("2014-07-07T00:00:00+2"), None, "not a zone");
+    // Seconds since the epoch, or milliseconds, microseconds, nanoseconds.
+    for n in [
+        1_404_691_200,
+        1_404_691_200_000,
+        1_404_691_200_000_000,
+        1_404_691_200_000_000_000_u64,
+    ] {
+        let epoch = Mark::Time(Value::from(n));
+        assert_eq!(time(&epoch, &TimeZone::UTC).map(|t| t.at), Some(utc), "{n}");
+    }
+    assert_eq!(time(&Mark::Index(3), &TimeZone::UTC), None);
+}
+
+/// An instant is read on the season's zone's wall clock, daylight saving included; a time
+/// without a zone is the wall clock's reading as it is.
+#[test]
+fn the_wall_clock_is_the_zones() {
+    let berlin = TimeZone::get("Europe/Berlin")
+        .expect("the time zone database (Debian: apt-get install tzdata)");
+    let read = |mark: Mark| time(&mark, &berlin).expect("reads");
+    // 2014-07-07 00:00 UTC is 02:00 in Berlin in summer, 2014-12-01 00:00 UTC 01:00 in winter.
+    let summer = read(Mark::Time(Value::from(1_404_691_200)));
+    assert_eq!(summer.wall - summer.at, 7_200.0);
+    let winter = read(Mark::Time(Value::String("2014-12-01T00:00:00Z".into())));
+    assert_eq!(winter.wall - winter.at, 3_600.0);
+    let naive = read(Mark::Time(Value::String("2014-07-07 00:00:00".into())));
+    assert_eq!((naive.at, naive.wall), (1_404_691_200.0, 1_404_691_200.0));
+}
+
+/// The window ending at sample `i` of a day's pattern kept by Berlin's wall clock,
+/// half-hourly from the Monday at midnight `first` (seconds since the epoch, the times sent).
+fn berlin_window(first: i64, i: u64) -> RawWindow {
+    let berlin = TimeZone::get("Europe/Berlin")
+        .expect("the time zone database (Debian: apt-get install tzdata)");
+    let at = |i: u64| first + i as i64 * STEP_S as i64;
+    let series = |i: u64| {
+        let local = Timestamp::from_second(at(i))
+            .expect("in range")
+            .to_zoned(berlin.clone());
+        let hour = f32::from(local.hour()) + f32::from(local.minute()) / 60.0;
+        let weekend = local.weekday().to_monday_zero_offset() >= 5;
+        let hump = (std::f32::consts::PI * hour / 24.0).sin().powi(2);
+        10.0 + 20.0 * hump * if weekend { 0.5 } else { 1.0 } + noise(i)
+    };
+    let from = i + 1 - W as u64;
+    RawWindow {
+        seq: i,
+        start: Mark::Time(Value::from(at(from))),
+        end: Mark::Time(Value::from(at(i))),
+        data: (from..=i).map(series).collect(),
+    }
+}
+
+/// Feeds six weeks of [`berlin_window`]s read on `zone`'s clock; returns the days with a
+/// window at 0.9999 and checks that the season is a week and reads every window of the last
+/// two weeks.
+fn days_raised(first: i64, zone: &TimeZone) -> std::collections::BTreeSet<u64> {
+    let (seasons, cal) = (
+        Seasons {
+            zone: zone.clone(),
+            ..Seasons::default()
+        },
+        Calibration::default(),
+    );
+    let mut s = Season::default();
+    let (mut days, mut read) = (std::collections::BTreeSet::new(), 0);
+    for i in W as u64 - 1..6 * 336 {
+        let Some(e) = s.observe(&berlin_window(first, i), 1, &seasons, &cal) else {
+            s.keep(true, &seasons);
+            continue;
+        };
+        let p = s.probability(e, &cal);
+        s.learn(e, Some(p), &cal);
+        s.keep(p < 0.9999, &seasons);
+        if p >= 0.9999 {
+            days.insert(i / 48);
+        }
+        read += usize::from(i >= 4 * 336);
+    }
+    assert_eq!(s.period(), Some(336));
+    assert_eq!(read, 2 * 336, "windows of the last two weeks read");
+    days
+}
+
+/// On the season's zone's clock a daylight-saving change is ordinary, whether it comes while
+/// the stream is watched (spring) or after its season is chosen (autumn: the night the clocks
+/// go back, and every day after it). On UTC's clock every day after it is an hour off, and
+/// stays so: its windows are not healthy, so what their moments are expected to be never
+/// follows.
+#[test]
+fn a_daylight_saving_change_moves_the_day_with_the_clock() {
+    let berlin = TimeZone::get("Europe/Berlin")
+        .expect("the time zone database (Debian: apt-get install tzdata)");
+    // Monday 2014-09-29 00:00 in Berlin: the clocks go back on day 27 (Sunday 2014-10-26).
+    let autumn = 1_411_941_600;
+    // Monday 2015-03-16 00:00 in Berlin: they go forward on day 13 (Sunday 2015-03-29).
+    let spring = 1_426_460_400;
+    for first in [autumn, spring] {
+        let on_berlin = days_raised(first, &berlin);
+        assert!(
+            on_berlin.is_empty(),
+            "on Berlin's clock, days {on_berlin:?}"
+        );
+    }
+    let on_utc = days_raised(autumn, &TimeZone::UTC);
+    assert!(
+        on_utc.iter().all(|&d| d >= 27) && on_utc.len() >= 10,
+        "on UTC's clock, days {on_utc:?}"
+    );
+}
+
+/// While a stream is watched its samples are kept in the wall clock's order: the hour the
+/// clocks skip is filled, the hour they repeat is kept once.
+#[test]
+fn the_watch_keeps_the_wall_clocks_order() {
+    let berlin = TimeZone::get("Europe/Berlin")
+        .expect("the time zone database (Debian: apt-get install tzdata)");
+    let seasons = Seasons {
+        zone: berlin,
+        weeks: 3,
+        ..Seasons::default()
+    };
+    let cal = Calibration::default();
+    // Twenty days of three weeks watched, from a Monday two weeks before a change (two
+    // half-hours, on day 13).
+    for (first, to, moments) in [
+        (1_426_460_400, 20 * 48, 20 * 48 + 2),
+        (1_413_151_200, 20 * 48, 20 * 48 - 2),
+    ] {
+        let mut s = Season::default();
+        for i in W as u64 - 1..to {
+            assert_eq!(s.observe(&berlin_window(first, i), 1, &seasons, &cal), None);
+            s.keep(true, &seasons);
+        }
+        assert!(!s.settled);
+        assert_eq!(s.history.len(), moments as usize);
+    }
+}
