@@ -18,6 +18,9 @@
 //!
 //! A clean restart in the fifth week keeps the season (saved apart from the checkpoint), and so
 //! does a SIGKILL of the real binary: the seasons were saved when the week was chosen.
+//!
+//! `score --stream NAME` on the same five weeks: a stream with `season = false` is not read
+//! against a season, and its holiday is not raised.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -431,4 +434,82 @@ async fn survives(prefix: &str, restart: fn(u64) -> Restart) {
         .filter(|a| on_holiday(end_sample(&a["window"], JULY)))
         .collect();
     assert_eq!(holiday.len(), 1, "raised: {alerts:?}");
+}
+
+/// `score --stream NAME` judges a recording with the stream's own `season = false`, as the
+/// daemon would: the holiday its season raises for a stream without the setting is not
+/// raised, and no window is read against a season.
+#[test]
+fn score_stream_judges_with_the_stream_s_own_season_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("taxi.csv");
+    let rows: String = (0..WEEKS * 336)
+        .map(|i| {
+            let t = JULY + (i * STEP_S) as i64;
+            format!("{t},{}\n", demand(i, t))
+        })
+        .collect();
+    std::fs::write(&csv, format!("t,v\n{rows}")).unwrap();
+    let stream = |name: &str, own: &str| {
+        format!(
+            "[[streams]]\nname = \"{name}\"\ntopic = \"{name}/+\"\nmodel = \"vibration\"\n\
+             format = \"object\"\nfields = [\"v\"]\ntimestamp_field = \"t\"\n\
+             window = {WINDOW}\nhop = {HOP}\n{own}\n"
+        )
+    };
+    let config = dir.path().join("ebgand.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[detect]\nlearn_windows = 200\n[models.vibration]\npath = \"\"\n{}{}",
+            stream("taxi", ""),
+            stream("plant", "season = false")
+        ),
+    )
+    .unwrap();
+    // (windows read against a season, holiday raises)
+    let judged = |name: &str| {
+        let hop = HOP.to_string();
+        let o = ebgand(
+            &[
+                "score",
+                "--config",
+                config.to_str().unwrap(),
+                "--model",
+                "models/vibration/fixture-1",
+                "--json",
+                "--hop",
+                &hop,
+                "--stream",
+                name,
+                csv.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l.get("seq").is_some())
+            .collect();
+        let read = lines
+            .iter()
+            .filter(|l| l.get("season_probability").is_some())
+            .count();
+        let holiday = lines
+            .iter()
+            .filter(|l| {
+                // `score` prints each time as its column has it: here, seconds as text.
+                let end: i64 = l["end"].as_str().unwrap().parse().unwrap();
+                l["transition"] == "raised" && on_holiday((end - JULY) as u64 / STEP_S)
+            })
+            .count();
+        (read, holiday)
+    };
+    let (read, holiday) = judged("taxi");
+    assert!(
+        read > 0 && holiday == 1,
+        "read {read}, holiday raised {holiday}"
+    );
+    assert_eq!(judged("plant"), (0, 0));
 }

@@ -47,8 +47,8 @@ pub struct ScoreArgs {
     #[arg(long)]
     pub threshold: Option<f32>,
     /// Judge the recording as the daemon judges this configured stream (a `[[streams]]`
-    /// name): its own alert probability or threshold, hysteresis, acceptance and window
-    /// counts in place of `[detect]`'s; a CSV export of an object stream's messages is read
+    /// name): its own alert probability or threshold, hysteresis, acceptance, window counts
+    /// and `season = false` in place of `[detect]`'s; a CSV export of an object stream's messages is read
     /// by its `fields` and `timestamp_field` (unless --columns / --timestamp-column say
     /// otherwise). The flags still have the last word.
     #[arg(long, value_name = "NAME")]
