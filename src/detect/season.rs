@@ -41,8 +41,10 @@
 //! weeks of 5-minute samples are 4,032 a channel; a week of 1-second ones is more than that,
 //! so a fast stream never has a season and holds nothing) and how unusual each sample's window
 //! was; once the season is chosen, only what each moment of it is expected to be (a running
-//! mean over the last `memory` seasons: 2,016 values a channel for a week of 5-minute
-//! samples), how unusual each moment was a season ago (2,016 more), the newest season's samples
+//! mean over the last `memory` seasons it holds: 2,016 values a channel for a week of 5-minute
+//! samples, and how many seasons each moment holds, 2,016 small counts, fewer than the seasons
+//! passed where a gap skipped it or it was not healthy), how unusual each moment was a season
+//! ago (2,016 more), the newest season's samples
 //! (the level they depart from: 2,016 values a channel more) and the newest window's
 //! residuals. A season saved before departures reads its samples as they are.
 //! A gap in the timestamps moves the moment on by the samples missed, each counted in the
@@ -164,6 +166,11 @@ pub struct Season {
     /// What each moment of the season is expected to be, per channel (`period` x channels).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     profile: Vec<f32>,
+    /// How many seasons each moment's expected value holds (`period` values, at most
+    /// `memory` counted): fewer than the seasons passed where a gap skipped it or it was not
+    /// healthy. Empty in a season saved before it was kept: the seasons passed stand in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    folded: Vec<u8>,
     /// Samples taken into `profile` since the season began (the next one's moment is this
     /// modulo `period`).
     #[serde(default, skip_serializing_if = "is_naught")]
@@ -611,12 +618,22 @@ impl Season {
     }
 
     /// Takes the sample of `moment` (counted since the season began) into its expected
-    /// value: the mean over the seasons so far, up to `memory`, then an exponential one.
+    /// value: the mean over the seasons it holds so far, up to `memory`, then an exponential
+    /// one.
     fn fold(&mut self, moment: u64, sample: &[f32], seasons: &Seasons) {
         let p = self.period as u64;
-        let at = (moment % p) as usize * self.channels;
-        let seen = moment / p;
-        let weight = 1.0 / (seen + 1).min(u64::from(seasons.memory.max(1))) as f32;
+        let m = (moment % p) as usize;
+        let at = m * self.channels;
+        let memory = seasons.memory.clamp(1, u32::from(u8::MAX)) as u8;
+        let held = match self.folded.get_mut(m) {
+            Some(n) => {
+                let held = *n;
+                *n = n.saturating_add(1).min(memory);
+                u64::from(held)
+            }
+            None => moment / p, // saved before the counts were kept
+        };
+        let weight = 1.0 / (held + 1).min(u64::from(memory)) as f32;
         for (expected, &x) in self.profile[at..].iter_mut().zip(sample) {
             *expected += (x - *expected) * weight;
         }
@@ -677,6 +694,7 @@ impl Season {
         self.period = best.1;
         let p = self.period;
         self.profile = vec![0.0; p * c];
+        self.folded = vec![0; p];
         // Moments are read as each sample's departure from the mean of the season before it,
         // so a level that drifts over the weeks is not taken for the season; the scale is the
         // departures' variance.

@@ -674,3 +674,43 @@ fn the_week_after_a_gap_is_ordinary() {
         assert!(top < 0.999, "the week after a gap of {gap} reached {top}");
     }
 }
+
+/// A moment's expected value is the mean of the seasons it holds, not of the seasons passed:
+/// a moment a gap skipped (or a window not healthy) holds one fewer, and its next sample
+/// weighs a third (two held), not a quarter. A season saved before the counts were kept
+/// weighs by the seasons passed.
+#[test]
+fn a_moment_weighs_by_the_seasons_it_holds() {
+    let seasons = Seasons::default();
+    let held = |folded: Vec<u8>| {
+        let mut s = Season {
+            period: 1,
+            channels: 1,
+            profile: vec![0.0],
+            folded,
+            ..Season::default()
+        };
+        // The sixth season passed.
+        s.fold(5, &[3.0], &seasons);
+        (s.profile[0], s.folded)
+    };
+    assert_eq!(held(vec![2]), (1.0, vec![3]));
+    assert_eq!(held(vec![4]), (0.75, vec![4]), "at most memory");
+    assert_eq!(held(Vec::new()), (0.75, Vec::new()), "saved before");
+
+    // Through the stream: chosen after two weeks, every moment holds both; a gap in the
+    // third leaves the moments it skipped one season behind the rest, and a restart keeps
+    // the counts.
+    let mut s = Season::default();
+    let series = |i| demand(i, &[]);
+    let gap = 2 * 336 + 100;
+    feed(&mut s, W as u64 - 1, gap, &series, true);
+    assert_eq!(s.period(), Some(336));
+    let json = serde_json::to_string(&s).expect("serialises");
+    let mut s: Season = serde_json::from_str(&json).expect("deserialises");
+    feed(&mut s, gap + 100, 3 * 336, &series, true);
+    // The window after the gap brings its last W - 1 samples before it.
+    let behind = s.folded.iter().filter(|&&n| n == 2).count();
+    assert_eq!(behind, 100 - (W - 1));
+    assert!(s.folded.iter().all(|&n| n == 2 || n == 3), "{:?}", s.folded);
+}
