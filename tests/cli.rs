@@ -13,14 +13,6 @@ use common::*;
 use ebgand::pipeline::expected_windows;
 
 /// The per-window lines `ebgand score` prints (the clip's summary line comes last, apart).
-fn window_lines(o: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l.get("seq").is_some())
-        .collect()
-}
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -421,19 +413,7 @@ fn score_stream_judges_as_the_daemon_judges_that_stream() {
          learn_windows = 64\naccept_after_s = 200\n",
     )
     .unwrap();
-    let score_file = |extra: &[&str], file: &std::path::Path| {
-        let mut args = vec![
-            "score",
-            "--config",
-            config.to_str().unwrap(),
-            "--model",
-            "models/vibration/fixture-1",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        args.push(file.to_str().unwrap());
-        ebgand(&args, &[])
-    };
+    let score_file = |extra: &[&str], file: &std::path::Path| score_fixture(&config, extra, file);
     let score = |extra: &[&str]| score_file(extra, &csv);
     // (windows learning, alert transitions with what each clear says of an acceptance)
     let judged_file = |extra: &[&str], file: &std::path::Path| {

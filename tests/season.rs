@@ -470,28 +470,9 @@ fn score_stream_judges_with_the_stream_s_own_season_off() {
     // (windows read against a season, holiday raises)
     let judged = |name: &str| {
         let hop = HOP.to_string();
-        let o = ebgand(
-            &[
-                "score",
-                "--config",
-                config.to_str().unwrap(),
-                "--model",
-                "models/vibration/fixture-1",
-                "--json",
-                "--hop",
-                &hop,
-                "--stream",
-                name,
-                csv.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let o = score_fixture(&config, &["--hop", &hop, "--stream", name], &csv);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|l| l.get("seq").is_some())
-            .collect();
+        let lines = window_lines(&o);
         let read = lines
             .iter()
             .filter(|l| l.get("season_probability").is_some())

@@ -327,18 +327,21 @@ impl Season {
         if !self.summed() {
             return sample.to_vec();
         }
-        let n = (self.recent.len() / self.channels).max(1) as f64;
-        (sample.iter().zip(&self.recent_sum))
-            .map(|(&x, &sum)| x - (sum / n) as f32)
+        (sample.iter().zip(self.means()))
+            .map(|(&x, l)| x - l as f32)
             .collect()
     }
 
     /// The mean of the newest season's samples per channel (`None` for a season saved before
     /// departures).
     fn level(&mut self) -> Option<Vec<f64>> {
+        self.summed().then(|| self.means().collect())
+    }
+
+    /// Each channel's mean of `recent`, from `recent_sum` (made by [`Season::summed`]).
+    fn means(&self) -> impl Iterator<Item = f64> + '_ {
         let n = (self.recent.len() / self.channels.max(1)).max(1) as f64;
-        self.summed()
-            .then(|| self.recent_sum.iter().map(|sum| sum / n).collect())
+        self.recent_sum.iter().map(move |sum| sum / n)
     }
 
     /// Whether the season reads departures (`recent` is held; not in a season saved before

@@ -63,6 +63,28 @@ pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `ebgand score`'s window lines (those with a `seq`; not the summary).
+pub fn window_lines(o: &std::process::Output) -> Vec<serde_json::Value> {
+    let mut lines = json_lines(&o.stdout);
+    lines.retain(|l| l.get("seq").is_some());
+    lines
+}
+
+/// `ebgand score --config CONFIG --model (the vibration fixture) --json ARGS FILE`.
+pub fn score_fixture(config: &Path, args: &[&str], file: &Path) -> std::process::Output {
+    let mut all = vec![
+        "score",
+        "--config",
+        config.to_str().unwrap(),
+        "--model",
+        "models/vibration/fixture-1",
+        "--json",
+    ];
+    all.extend_from_slice(args);
+    all.push(file.to_str().unwrap());
+    ebgand(&all, &[])
+}
+
 /// Runs the `ebgand` binary from the repository root, with the ONNX Runtime library and `env`.
 pub fn ebgand(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_ebgand"))
