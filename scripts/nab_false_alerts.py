@@ -1,13 +1,13 @@
 """Where the false alerts on NAB dev fall: for every alert raised outside a labelled window,
 its NAB weight (−1 far from any window, less just after one), how far into the judged rows it
-is, how it was raised, and whether the other seeds raise there too; and how early in their
+is, how it was raised, and whether the other seeds raise there too; how early in their
 windows the hits come (NAB credits 1 at a window's start, 0.86 at its middle, where the
-labelled anomaly is). Same models, rule and start as `eval_judgment.py --only nab` (its
-cached models are reused).
+labelled anomaly is); and why the other windows were missed. Same models, rule and start as
+`eval_judgment.py --only nab` (its cached models are reused).
 
     PYTHONPATH=models/trainer .venv/trainer/bin/python scripts/nab_false_alerts.py
 
-docs/EVALUATION.md (round twenty-one) reads it.
+docs/EVALUATION.md (round twenty-one, and "Where the defaults stand") reads it.
 """
 
 import argparse
@@ -20,11 +20,32 @@ import eval_judgment as ej  # noqa: E402
 from ebgand_trainer import nab  # noqa: E402
 
 
+# Why a window was missed, in the order they are tested.
+MISSES = {
+    "swallowed": "an alert raised before the window is still up at its start",
+    "learning": "a window of the stream's learning",
+    "unseen": "no probability of 0.99 or more",
+    "under": "0.99 or more, never the alert bar",
+    "held": "the bar passed, not three windows in a row (or in the quiet after a clear)",
+}
+
+
+def missed(lines, w, start, end, alert):
+    """Why the labelled window `start..=end` (rows) was not raised: a key of `MISSES`."""
+    inside = [v for v in lines if start <= v["seq"] + w - 1 <= end]
+    if any(v["seq"] + w - 1 == start and v["state"] == "raised" for v in lines):
+        return "swallowed"
+    if any(v.get("learning") for v in inside):
+        return "learning"
+    top = max((v.get("probability") or 0.0 for v in inside), default=0.0)
+    return "unseen" if top < 0.99 else "under" if top < alert else "held"
+
+
 def raises(binary, data, mode, seed, rule, files):
-    """Every raise outside a window of every file ("dev" or "short"), as a dict; and the
-    credit of each window hit, by file."""
+    """Every raise outside a window of every file ("dev" or "short"), as a dict; the credit
+    of each window hit, by file; and why each other window was missed (`MISSES`), by file."""
     w = ej.NAB_W
-    out, hits = [], collections.defaultdict(list)
+    out, hits, misses = [], collections.defaultdict(list), collections.defaultdict(list)
     if files == "dev":
         each, cached = ej.nab_files(data), f"nab-w{w}"
     else:  # the short look-alikes, as eval_judgment.py --only short makes and caches them
@@ -33,7 +54,8 @@ def raises(binary, data, mode, seed, rule, files):
     for key, path, n, wins in each:
         prob = nab.probationary_length(n)
         lines = ej.nab_lines(binary, (key, path, n, wins), cached, mode, seed, rule, w)
-        weight = {i: (wt, win) for i, wt, win in nab.points(n, wins)[0]}
+        scored, counted = nab.points(n, wins)
+        weight = {i: (wt, win) for i, wt, win in scored}
         recent = collections.deque(maxlen=3)
         first = {}  # window: weight of its earliest raise
         for v in lines:
@@ -50,7 +72,9 @@ def raises(binary, data, mode, seed, rule, files):
                         "in_a_row": all(p >= alert for p in recent)})
         max_tp = nab.scaled_sigmoid(-1.0)
         hits[Path(key).stem] += [wt / max_tp for wt in first.values()]
-    return out, hits
+        misses[Path(key).stem] += [missed(lines, w, a, b, alert)
+                                   for i, (a, b) in enumerate(wins) if i in counted and i not in first]
+    return out, hits, misses
 
 
 def main(argv=None):
@@ -66,12 +90,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     binary = ej.Binary(args.bin, args.cache)
     seeds = range(7, 7 + args.seeds)
-    alerts, hits = [], collections.defaultdict(list)
+    alerts, hits, misses = [], collections.defaultdict(list), collections.defaultdict(list)
     for s in seeds:
-        false, hit = raises(binary, args.data, args.mode, s, args.rule, args.files)
+        false, hit, miss = raises(binary, args.data, args.mode, s, args.rule, args.files)
         alerts += false
         for f, credits in hit.items():
             hits[f] += credits
+        for f, why in miss.items():
+            misses[f] += why
     rows = collections.defaultdict(list)
     for a in alerts:
         rows[a["file"], a["seed"]].append(a["row"])
@@ -105,6 +131,15 @@ def main(argv=None):
             name = f if f.startswith("*") else f"`{f}`"
             print(f"| {name} | {len(credits) / k:.1f} | {sum(credits) / len(credits):.2f} "
                   f"| {sum(1 - c for c in credits) / k:.2f} |")
+
+    print("\n| file | windows missed | " + " | ".join(MISSES.values()) + " |")
+    print("|---|---|" + "---|" * len(MISSES))
+    every = [m for why in misses.values() for m in why]
+    for f, why in sorted(misses.items()) + [("**all files**", every)]:
+        if why:
+            name = f if f.startswith("*") else f"`{f}`"
+            print(f"| {name} | {len(why) / k:.1f} | "
+                  + " | ".join(f"{why.count(m) / k:.1f}" for m in MISSES) + " |")
 
 
 if __name__ == "__main__":
