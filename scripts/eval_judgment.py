@@ -194,11 +194,18 @@ def probation_learning(binary, n, window):
             if probation < binary.default("detect", "learn_windows") else None)
 
 
-def nab_lines(binary, entry, cached, mode, seed, rule, window=NAB_W):
-    """`score`'s lines for one file of `nab_files` (or a look-alike), as `nab_eval` scores it
-    by default: trained on its probationary rows, scored from its first row."""
+def nab_lines(binary, entry, cached, mode, seed, rule, window=NAB_W, start="stream"):
+    """`score`'s lines for one file of `nab_files` (or a look-alike), as `nab_eval` scores it:
+    trained on its probationary rows, scored from its first row ("stream") or, "seeded", from
+    the end of its probationary rows with the calibration seeded by them (the daemon's cold
+    start); each line's `seq` counts windows from the file's first row either way."""
     key, path, n, _ = entry
     model = nab_model(binary, cached, key, path, n, window, mode, seed)
+    if start == "seeded":
+        prob = nab.probationary_length(n)
+        lines, _ = binary.score(model, path, [*NAB_READ, "--rows", f"{prob}:", "--seed-rows",
+                                              f":{prob}"], rule)
+        return [{**v, "seq": v["seq"] + prob} for v in lines]
     lines, _ = binary.score(model, path, NAB_READ, rule,
                             detect=probation_learning(binary, n, window))
     return lines
