@@ -194,21 +194,28 @@ def probation_learning(binary, n, window):
             if probation < binary.default("detect", "learn_windows") else None)
 
 
+def start_args(binary, n, window, start="stream", learn="probation"):
+    """How a file of `n` rows is scored from `start` (see `nab_eval`): the row its first
+    window starts at, `score`'s row arguments, and the `[detect]` settings of the run."""
+    prob = nab.probationary_length(n)
+    first = prob if start in ("after-training", "seeded") else 0
+    rows = ["--rows", f"{first}:"] if first else []
+    if start == "seeded":
+        rows += ["--seed-rows", f":{prob}"]
+    detect = (probation_learning(binary, n, window)
+              if learn == "probation" and start == "stream" else None)
+    return first, rows, detect
+
+
 def nab_lines(binary, entry, cached, mode, seed, rule, window=NAB_W, start="stream"):
     """`score`'s lines for one file of `nab_files` (or a look-alike), as `nab_eval` scores it:
-    trained on its probationary rows, scored from its first row ("stream") or, "seeded", from
-    the end of its probationary rows with the calibration seeded by them (the daemon's cold
-    start); each line's `seq` counts windows from the file's first row either way."""
+    trained on its probationary rows, scored from `start`; each line's `seq` counts windows
+    from the file's first row whatever the start."""
     key, path, n, _ = entry
     model = nab_model(binary, cached, key, path, n, window, mode, seed)
-    if start == "seeded":
-        prob = nab.probationary_length(n)
-        lines, _ = binary.score(model, path, [*NAB_READ, "--rows", f"{prob}:", "--seed-rows",
-                                              f":{prob}"], rule)
-        return [{**v, "seq": v["seq"] + prob} for v in lines]
-    lines, _ = binary.score(model, path, NAB_READ, rule,
-                            detect=probation_learning(binary, n, window))
-    return lines
+    first, rows, detect = start_args(binary, n, window, start)
+    lines, _ = binary.score(model, path, [*NAB_READ, *rows], rule, detect=detect)
+    return [{**v, "seq": v["seq"] + first} for v in lines]
 
 
 def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retrain=0,
@@ -233,16 +240,10 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
     if trainer:
         cached += "-" + "".join(trainer).replace("-", "")
     for key, path, n, wins in files:
-        prob = nab.probationary_length(n)
         model = nab_model(binary, cached, key, path, n, window, mode, seed, trainer)
-        first = prob if start in ("after-training", "seeded") else 0
-        rows = ["--rows", f"{first}:"] if first else []
-        if start == "seeded":
-            rows += ["--seed-rows", f":{prob}"]
+        first, rows, detect = start_args(binary, n, window, start, learn)
         if retrain:
             rows += ["--retrain-every", str(retrain)]
-        detect = (probation_learning(binary, n, window)
-                  if learn == "probation" and start == "stream" else None)
         for rule in rules:
             lines, _ = binary.score(model, path, [*NAB_READ, *rows], rule, detect=detect)
             det = np.zeros(n)

@@ -30,10 +30,11 @@ MISSES = {
 }
 
 
-def missed(lines, w, start, end, alert):
-    """Why the labelled window `start..=end` (rows) was not raised: a key of `MISSES`."""
-    inside = [v for v in lines if start <= v["seq"] + w - 1 <= end]
-    if any(v["seq"] + w - 1 == start and v["state"] == "raised" for v in lines):
+def missed(by_row, start, end, alert):
+    """Why the labelled window `start..=end` was not raised, from the verdicts by the row
+    their window ends at: a key of `MISSES`."""
+    inside = [by_row[r] for r in range(start, end + 1) if r in by_row]
+    if start in by_row and by_row[start]["state"] == "raised":
         return "swallowed"
     if any(v.get("learning") for v in inside):
         return "learning"
@@ -74,8 +75,9 @@ def raises(binary, data, mode, seed, rule, files, start="stream"):
                         "in_a_row": all(recent)})
         max_tp = nab.scaled_sigmoid(-1.0)
         hits[Path(key).stem] += [wt / max_tp for wt in first.values()]
-        misses[Path(key).stem] += [missed(lines, w, a, b, alert)
-                                   for i, (a, b) in enumerate(wins) if i in counted and i not in first]
+        by_row = {v["seq"] + w - 1: v for v in lines}
+        misses[Path(key).stem] += [missed(by_row, a, b, alert) for i, (a, b) in enumerate(wins)
+                                   if i in counted and i not in first]
     return out, hits, misses
 
 
