@@ -5,12 +5,12 @@ adaptation and hysteresis, in stream order), then the published protocol on what
     PYTHONPATH=models/trainer .venv/trainer/bin/python scripts/eval_judgment.py
 
 - NAB dev/ (12 streams): each stream trained on its probationary rows (min(15 %, 750)), windows
-  of 24 steps (`--nab-window`; 12 until round fifteen of docs/EVALUATION.md); a detection is a
+  of 24 steps (`--nab-window`; 12 until round fifteen of docs/EVALUATION-ROUNDS.md); a detection is a
   row where the daemon raised an alert (binary scores, so NAB's threshold sweep has one
   choice); scored with `ebgand_trainer.nab` (NAB's sweeper and scorer, re-implemented), all
   three profiles. Each file is scored from its first row (the calibration
-  learns mostly on the training rows); `--nab-start after-training` scores from the end of the
-  probationary rows instead, as the daemon's cold start calibrates.
+  learns mostly on the training rows); `--nab-start seeded` scores as the daemon's cold start
+  does: the calibration seeded by the probationary rows, judged from the row after them.
 - NAB's five anomaly-free streams (`artificialNoAnomaly`, 5 of the 58, not in ../shared/data):
   look-alikes made each run (`null_files`), trained and scored as the dev files; every alert
   after the probationary rows is a false positive.
@@ -33,14 +33,15 @@ adaptation and hysteresis, in stream order), then the published protocol on what
 
 Each judging rule in --rules is run on the same trained models; by default
 `threshold:clear_after=5` (the first default: energy over the model's calibrated threshold,
-clear after 5),
+clear after 5) and `probability` (today's: every `[detect]` setting at its default), the
+table of docs/EVALUATION.md's first section. The defaults of earlier rounds:
 `probability:alert_probability=0.999,clear_after=50,per_channel=false,restless_probability=0,quiet_windows=0`
 (the calibrated probability of the whole energy, the default until round eleven of
-docs/EVALUATION.md), `probability:clear_after=30,restless_probability=0,quiet_windows=0`
+docs/EVALUATION-ROUNDS.md), `probability:clear_after=30,restless_probability=0,quiet_windows=0`
 (round eleven's: each channel's part calibrated too),
 `probability:restless_probability=0,quiet_windows=0` (round twelve's: clear after 10),
-`probability:quiet_windows=0` (round sixteen's: also the restless raise) and `probability`
-(the default since round seventeen: also the quiet after a clear). Any
+`probability:quiet_windows=0` (round sixteen's: also the restless raise) and, since round
+seventeen, `probability` with the quiet after a clear and later rounds' parts. Any
 `[detect]` override goes after a colon as KEY=VALUE, e.g.
 `probability:alert_probability=0.9999,clear_after=5`. --modes takes ebgan, ae, ebgan-conv and
 ae-conv (the temporal convolutional D).
@@ -150,7 +151,7 @@ class Binary:
 
 # --- NAB --------------------------------------------------------------------------------------
 
-# Two hours of 5-minute steps: round fifteen of docs/EVALUATION.md (12, one hour, until then).
+# Two hours of 5-minute steps: round fifteen of docs/EVALUATION-ROUNDS.md (12, one hour, until then).
 NAB_W = 24
 
 
@@ -356,7 +357,7 @@ def long_null_files(data, folder):
 
 
 # Drifting anomaly-free streams: eight weeks (16,128 5-minute steps) whose level moves, with a
-# daily cycle or without one (round twenty-eight of docs/EVALUATION.md).
+# daily cycle or without one (round twenty-eight of docs/EVALUATION-ROUNDS.md).
 @functools.cache  # the same files for every model and seed of a run
 def drift_null_files(data, folder):
     """Writes the drifting look-alikes into `folder`: noise on a straight climb; the same with
@@ -620,19 +621,20 @@ def main(argv=None):
     data_args(p)
     p.add_argument("--modes", default="ebgan,ae",
                    help="models: ebgan, ae, and ebgan-conv / ae-conv for the temporal conv D")
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=1,
+                   help="seeds per mode: --first-seed, the next, ... (mean ± sample sd)")
+    p.add_argument("--first-seed", type=int, default=7,
+                   help="the first seed (default 7, the trainer's; the defaults were chosen on "
+                        "7-9, so 10 and on check them on seeds they were not chosen on)")
     p.add_argument("--only", default="nab,null,long,drift,short,skab,fan,dcase",
                    help="nab: NAB dev; null: look-alikes of NAB's five anomaly-free streams; "
                         "long: anomaly-free look-alikes eight weeks long; drift: drifting "
                         "anomaly-free streams eight weeks long; "
                         "short: look-alikes of its short streams; skab; fan; dcase")
-    p.add_argument("--rules", default="threshold:clear_after=5;"
-                   "probability:alert_probability=0.999,clear_after=50,per_channel=false,"
-                   "restless_probability=0,quiet_windows=0;"
-                   "probability:clear_after=30,restless_probability=0,quiet_windows=0;"
-                   "probability:restless_probability=0,quiet_windows=0;"
-                   "probability:quiet_windows=0;probability",
-                   help="judging rules separated by ';' (see the module docs)")
+    p.add_argument("--rules", default="threshold:clear_after=5;probability",
+                   help="judging rules separated by ';', each a rule and its [detect] "
+                        "overrides (default: the first default and today's; the module "
+                        "docs name earlier rounds' defaults)")
     p.add_argument("--nab-start", choices=("stream", "after-training", "seeded"),
                    default="stream",
                    help="NAB: score from each file's first row (calibration learns on the "
@@ -681,7 +683,7 @@ def main(argv=None):
     results = []
     t0 = time.time()
     for mode in args.modes.split(","):
-        for seed in range(7, 7 + args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             r = {"mode": mode, "seed": seed}
             if "nab" in args.only:
                 r["nab"] = nab_eval(binary, args.data, mode, seed, rules, args.nab_start,

@@ -7,7 +7,8 @@ labelled anomaly is); and why the other windows were missed. Same models, rule a
 
     PYTHONPATH=models/trainer .venv/trainer/bin/python scripts/nab_false_alerts.py
 
-docs/EVALUATION.md (round twenty-one, and "Where the defaults stand") reads it.
+docs/EVALUATION.md ("Where the defaults stand") and round twenty-one of
+docs/EVALUATION-ROUNDS.md read it.
 """
 
 import argparse

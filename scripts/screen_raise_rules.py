@@ -1,5 +1,5 @@
 """Screens ways to raise an alert from the per-window probabilities `ebgand score` prints, on
-NAB dev, without rebuilding the daemon (docs/EVALUATION.md, round seven).
+NAB dev, without rebuilding the daemon (docs/EVALUATION-ROUNDS.md, round seven).
 
     PYTHONPATH=models/trainer .venv/trainer/bin/python scripts/screen_raise_rules.py --seeds 9
 

@@ -1,4 +1,4 @@
-"""Screens ways to find a stream's season (docs/EVALUATION.md, round twenty-two), replayed over
+"""Screens ways to find a stream's season (docs/EVALUATION-ROUNDS.md, round twenty-two), replayed over
 the probabilities `ebgand score` printed with seasons off, on NAB dev, the look-alikes of its
 short streams and of its anomaly-free ones:
 

@@ -1,4 +1,4 @@
-"""Screens a lower alert bar for a stream's first K judged windows (docs/EVALUATION.md, round
+"""Screens a lower alert bar for a stream's first K judged windows (docs/EVALUATION-ROUNDS.md, round
 twenty-one), replayed over the probabilities `ebgand score` prints with the default judging,
 on NAB dev, the look-alikes of its short streams and of its anomaly-free ones:
 

@@ -416,14 +416,14 @@ impl Models {
         }
         ctx.metrics.set_phase(model, "training");
         // A retrained version is of the served one's kind; a first one is the default kind
-        // for its streams' input (EBGAN, MLP; the autoencoder with log-mel parameters for
-        // audio).
+        // for its streams' input (an MLP: EBGAN for one channel, the autoencoder for several,
+        // and with log-mel parameters for audio).
         let like = self
             .served
             .get(model)
             .and_then(|v| crate::model::Manifest::read(&self.registry.path(model, v)).ok())
             .map_or_else(
-                || crate::train::first_kind(stream.logmel.as_ref()),
+                || crate::train::first_kind(stream.logmel.as_ref(), stream.channels.get()),
                 |m| crate::train::same_kind(&m),
             );
         let run = crate::train::TrainFromCapture {

@@ -25,14 +25,18 @@ const ROWS: usize = 2_400;
 const FAULT_ROW: usize = 1_920;
 const WINDOW: usize = 16;
 
-/// Trains a model on the first rows of SKAB's anomaly-free recording (the real trainer).
+/// Trains a model on the first rows of SKAB's anomaly-free recording (the real trainer). EBGAN,
+/// not the default for eight channels (the plain autoencoder): the recording warms up after
+/// its first rows (docs/EVALUATION.md, "The sets"), and the autoencoder of this seed raises
+/// that warm-up on `Thermocouple` two windows before the test's fault, so the alert the test
+/// reads would be the warm-up's. What an alert names does not depend on the model's kind.
 fn train_pump(dir: &Path) -> PathBuf {
     let file = shared_data().join("skab/anomaly-free.csv");
     train_skab(
         dir,
         &file,
         &format!(":{TRAIN_ROWS}"),
-        &["--units", "g,g,A,bar,C,C,V,l/min"],
+        &["--units", "g,g,A,bar,C,C,V,l/min", "--mode", "ebgan"],
     )
 }
 
@@ -295,8 +299,8 @@ fn training_warns_of_a_constant_column_and_of_few_held_out_windows() {
     assert!(o.status.success(), "a warning, not a refusal: {err}");
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
-        summary["mode"], "ebgan",
-        "sensor columns train EBGAN by default"
+        summary["mode"], "ae",
+        "several sensor columns train the plain autoencoder by default"
     );
     assert!(
         err.lines()

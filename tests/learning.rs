@@ -283,7 +283,7 @@ async fn a_first_version_judges_its_streams_at_once() {
     judged_from_the_version_s_first_window(&obs, prefix, &version, 300).await;
     // And a fault right after activation is raised: without the seed these windows would
     // still be learning (512 of them), and with the seed but not its learning period's rule
-    // (before round nineteen of docs/EVALUATION.md) too (212 more).
+    // (before round nineteen of docs/EVALUATION-ROUNDS.md) too (212 more).
     eventually(Duration::from_secs(20), "alert on the fault", || {
         !obs.on(&format!("{prefix}/alerts/")).is_empty()
     })

@@ -9,7 +9,7 @@
    clips: the held-out window false-alarm rate and the smallest clip-level ROC AUC of the three
    synthetic faults of eval_faults.py at --db. PCA stands in for the autoencoder because it
    trains in milliseconds; on the default split it gives the same false-alarm rate and AUCs as
-   the trained models (see docs/EVALUATION.md).
+   the trained models (see docs/EVALUATION-ROUNDS.md, the last section).
 
 Run from the repository root after `make setup`:
     .venv/trainer/bin/python models/audio/split_analysis.py [--splits 200] [--db -10]

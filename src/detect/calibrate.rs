@@ -24,7 +24,7 @@
 //! same way, and a window's tail probability is the smallest of the energy's and its parts',
 //! times their number (Bonferroni): a fault on one sensor of eight, diluted in the sum by the
 //! other seven, stands out in its own part. On the SKAB valve1 dev set this lifted F1 from
-//! 0.75 to 0.83 (docs/EVALUATION.md, round eleven).
+//! 0.75 to 0.83 (docs/EVALUATION-ROUNDS.md, round eleven).
 //!
 //! Pure and deterministic: no clock, no I/O; its state serialises into the checkpoint.
 
@@ -279,7 +279,7 @@ impl Calibrator {
     /// `1 - (1 - alert) x thin_widen`, kept above the tail quantile. A thin stream has little
     /// history to be judged against: on look-alikes of NAB's short streams (217-336 windows
     /// learnt) the stream's own bar missed half their anomalies, where a miss costs as much as
-    /// nine false alerts (docs/EVALUATION.md, round twenty-one).
+    /// nine false alerts (docs/EVALUATION-ROUNDS.md, round twenty-one).
     pub fn alert_bar(&self, alert: f64, cal: &Calibration) -> f64 {
         if !self.thin(cal) || cal.thin_widen <= 1.0 {
             return alert;

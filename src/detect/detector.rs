@@ -10,7 +10,7 @@
 //! alert probability), and the restless rule waits. A fault that is new and strong still
 //! raises; a flapping one does not. On the dev sets it cut SKAB's false alarms from 13.2 to
 //! 8.6 % and the alerts per valve episode from 1.67 to 1.33, and NAB's false alerts from 60 to
-//! 50 (docs/EVALUATION.md, round seventeen).
+//! 50 (docs/EVALUATION-ROUNDS.md, round seventeen).
 //!
 //! **Accepting a held level** ([`Accept`]). By default an alert stays raised until the stream
 //! comes back. A stream whose normal moves in steps (a new load, a rig that warms up for hours)

@@ -7,7 +7,7 @@
 //! 0.99-0.9999 the whole time and never trip it. This rule counts, over the last
 //! [`Restless::windows`] judged windows, those at or over [`Restless::probability`], and raises
 //! when at least [`Restless::share`] of them are. On NAB dev it raised 19 windows of 23
-//! against 17.7 (docs/EVALUATION.md, round sixteen).
+//! against 17.7 (docs/EVALUATION-ROUNDS.md, round sixteen).
 //!
 //! It pages a restless spell once. Any raise spends it, and it is armed again only once the
 //! stream has calmed with no alert up: fewer than [`Restless::calm`] of the last windows in the

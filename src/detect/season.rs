@@ -2,7 +2,7 @@
 //!
 //! A model that sees a two-hour window cannot tell a Thursday from a Sunday: a holiday's quiet
 //! traffic, or a machine running on a day it never runs, is an ordinary window at the wrong
-//! time (NAB's `nyc_taxi` holidays, docs/EVALUATION.md round twenty-two). A stream whose
+//! time (NAB's `nyc_taxi` holidays, docs/EVALUATION-ROUNDS.md round twenty-two). A stream whose
 //! samples carry timestamps and are minutes apart is watched for [`Seasons::weeks`] weeks;
 //! then, for a day and for a week, each channel's samples are read as their departures from
 //! the mean of the day's (or week's) samples before them, and the departures'

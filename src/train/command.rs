@@ -51,9 +51,10 @@ pub struct TrainArgs {
     /// Hop between training windows (default: W/4; overlapping windows give more examples).
     #[arg(long)]
     pub hop: Option<usize>,
-    /// `ebgan` (generator + discriminator) or `ae` (the plain autoencoder). Default: `ebgan`;
-    /// `ae` for log-mel audio, where it ranks a fan's faults under another machine's sound
-    /// better and is level elsewhere (docs/EVALUATION.md, round eighteen).
+    /// `ebgan` (generator + discriminator) or `ae` (the plain autoencoder). Default: `ebgan`
+    /// for one column; `ae` for several (fewer false alarms on SKAB's pump, steadier over
+    /// seeds) and for log-mel audio (a fan's faults under another machine's sound ranked
+    /// better); docs/EVALUATION-ROUNDS.md, rounds eighteen and thirty-two.
     #[arg(long, value_parser = ["ebgan", "ae"])]
     pub mode: Option<String>,
     /// Training steps.
@@ -204,7 +205,7 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let mode = args
         .mode
         .clone()
-        .unwrap_or_else(|| super::default_mode(logmel.is_some()).to_owned());
+        .unwrap_or_else(|| super::default_mode(logmel.is_some(), channels).to_owned());
     let mut worker_args = vec!["--mode".to_string(), mode.clone()];
     for (flag, value) in [
         ("--steps", args.steps.map(|v| v.to_string())),

@@ -371,7 +371,8 @@ fn a_drifting_level_is_not_the_season() {
 /// A level that climbs and wanders, with no day or week in it, has no season: a climb
 /// correlates with itself at every lag, so the season is chosen on each sample's departure
 /// from the season before it (chosen on the samples as they are, it found one here, and
-/// each wander from it was raised: `drift_climb_walk`, docs/EVALUATION.md round twenty-nine).
+/// each wander from it was raised: `drift_climb_walk`, docs/EVALUATION-ROUNDS.md round
+/// twenty-nine).
 #[test]
 fn a_climbing_wandering_level_has_no_season() {
     let n = 3 * 336 + 100;
