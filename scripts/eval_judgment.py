@@ -5,8 +5,8 @@ adaptation and hysteresis, in stream order), then the published protocol on what
     PYTHONPATH=models/trainer .venv/trainer/bin/python scripts/eval_judgment.py
 
 - NAB dev/ (12 streams): each stream trained on its probationary rows (min(15 %, 750)), windows
-  of 24 steps (`--nab-window`; 12 until round fifteen of docs/EVALUATION-ROUNDS.md); a detection is a
-  row where the daemon raised an alert (binary scores, so NAB's threshold sweep has one
+  of 24 steps (`--nab-window`; 12 until round fifteen of docs/EVALUATION-ROUNDS.md); a
+  detection is a row where the daemon raised an alert (binary scores, so NAB's threshold sweep has one
   choice); scored with `ebgand_trainer.nab` (NAB's sweeper and scorer, re-implemented), all
   three profiles. Each file is scored from its first row (the calibration
   learns mostly on the training rows); `--nab-start seeded` scores as the daemon's cold start
@@ -151,7 +151,8 @@ class Binary:
 
 # --- NAB --------------------------------------------------------------------------------------
 
-# Two hours of 5-minute steps: round fifteen of docs/EVALUATION-ROUNDS.md (12, one hour, until then).
+# Two hours of 5-minute steps: round fifteen of docs/EVALUATION-ROUNDS.md (12, one hour, until
+# then).
 NAB_W = 24
 
 

@@ -1,5 +1,5 @@
-"""Screens ways to find a stream's season (docs/EVALUATION-ROUNDS.md, round twenty-two), replayed over
-the probabilities `ebgand score` printed with seasons off, on NAB dev, the look-alikes of its
+"""Screens ways to find a stream's season (docs/EVALUATION-ROUNDS.md, round twenty-two),
+replayed over the probabilities `ebgand score` printed with seasons off, on NAB dev, the look-alikes of its
 short streams and of its anomaly-free ones:
 
     PYTHONPATH=models/trainer .venv/trainer/bin/python scripts/screen_seasons.py   # 2 min

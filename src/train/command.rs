@@ -52,8 +52,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub hop: Option<usize>,
     /// `ebgan` (generator + discriminator) or `ae` (the plain autoencoder). Default: `ebgan`
-    /// for one channel (column); `ae` for several (fewer false alarms on SKAB's pump, steadier over
-    /// seeds) and for log-mel audio (a fan's faults under another machine's sound ranked
+    /// for one channel (column); `ae` for several (fewer false alarms on SKAB's pump, steadier
+    /// over seeds) and for log-mel audio (a fan's faults under another machine's sound ranked
     /// better); docs/EVALUATION-ROUNDS.md, rounds eighteen and thirty-two.
     #[arg(long, value_parser = ["ebgan", "ae"])]
     pub mode: Option<String>,
