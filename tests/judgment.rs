@@ -305,12 +305,12 @@ async fn a_step_held_past_accept_after_becomes_the_new_normal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warming_channel_is_followed_and_a_wearing_one_at_the_same_rate_raised() {
-    // A time constant of 25 windows follows this drift with a lag of 0.025 (an eighth of the
-    // channel's healthy spread); the default 300 would lag it by 0.3, which is a fault. Each
-    // channel's part of the energy is calibrated on its own (per_channel), which notices a lag
-    // of a quarter of the spread on one channel of eight: 50 windows raised it now and then. Windows scored in one batch share the drift of when it was scored, which adds up
-    // to a batch of lag: batches of at most 8 keep that small even when the test's burst
-    // queues windows up.
+    // A level over the last 25 windows follows this drift with a lag of 12 windows, 0.012 (a
+    // sixteenth of the channel's healthy spread); the default 300 would lag it by 0.15, which
+    // is a fault. Each channel's part of the energy is calibrated on its own (per_channel),
+    // which notices a lag of a quarter of the spread on one channel of eight. Windows scored
+    // in one batch share the drift of when it was scored, which adds up to a batch of lag:
+    // batches of at most 8 keep that small even when the test's burst queues windows up.
     let got = run(
         "jp",
         Rig::pump(),

@@ -253,7 +253,7 @@ pub struct RawDetect {
     pub drift_windows: u32,
     /// Judged windows are learnt only under this probability; 0: every healthy window.
     pub learn_below: f64,
-    /// Time constant, in windows learnt from, of each channel's input level; 0: none.
+    /// Windows learnt from over which each channel's input level is the mean; 0: none.
     pub level_windows: u32,
     /// Each channel's part of the energy is calibrated too; a window is as unusual as its
     /// most unusual part (Bonferroni-corrected). false: the whole energy alone.

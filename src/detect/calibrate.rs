@@ -67,9 +67,9 @@ pub struct Calibration {
     /// input level's: the window's probability): a fault that rises a little every window
     /// stays in the tail instead of dragging the tail up with it. 0: every healthy window.
     pub learn_below: f64,
-    /// Time constant, in windows learnt from, with which each channel's level (its mean) is
-    /// followed and the drift since judging began taken off the model's input (see
-    /// [`level`](super::level)). 0: inputs are scored as they arrive.
+    /// Windows learnt from over which each channel's level (its mean) is followed (the mean
+    /// of the last this many), and the drift since judging began taken off the model's input
+    /// (see [`level`](super::level)). 0: inputs are scored as they arrive.
     pub level_windows: u32,
     /// Each channel's part of a window's energy (each group of mel bands' for audio) is
     /// calibrated on its own as well, and a window is as unusual as the most unusual of its

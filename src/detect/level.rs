@@ -8,17 +8,26 @@
 //!
 //! So each stream follows the level of every channel over the windows it learns from (the
 //! calibrator's rule: learning windows, and judged windows that are healthy with no alert
-//! raised, so a fault's level is never followed) with an exponential moving average of time
-//! constant [`Calibration::level_windows`](super::Calibration::level_windows), and the scorer is
+//! raised, so a fault's level is never followed) as the mean of the last
+//! [`Calibration::level_windows`](super::Calibration::level_windows) of them, and the scorer is
 //! given each window minus the level's drift since the model version's baseline: the model sees
 //! the stream as it was when judging began. Only the level moves; the spread of a channel is
 //! never adapted, since a growing spread is what most faults look like.
 //!
+//! A mean over the last N windows, not an exponential one: a daily cycle about N windows long
+//! (300 is a day and an hour of 5-minute windows) leaves it almost flat, where an exponential
+//! mean of time constant N keeps about a sixth of the cycle, and the model then sees each hour
+//! of the day shifted by that ripple (a square wave was paged once a day;
+//! docs/EVALUATION-ROUNDS.md, round thirty-three). A ramp is followed with a lag of N / 2
+//! windows (an exponential mean's is N). The windows are held as [`BLOCKS`] block means, so the
+//! state is a few numbers a channel; the oldest block stands for the part of it still within
+//! the last N windows.
+//!
 //! The baseline is the level when a model version starts judging a stream (the end of its
 //! learning windows, or the first window of a version whose calibration a shadow handed on):
 //! until then no drift is applied, because a freshly trained version learnt the stream as it is
-//! now. While the calibrator learns, the level is the plain mean of the windows learnt so far,
-//! so the baseline is the mean of the learning windows, not of the first window.
+//! now. While the calibrator learns, the level is the plain mean of its last N learning windows,
+//! so the baseline is not one window's.
 //!
 //! Pure and deterministic; its state serialises into the checkpoint with the calibrator's.
 
@@ -26,13 +35,28 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
+/// Most blocks a level's windows are held in: the level is the mean of the newest blocks of
+/// `windows / BLOCKS` windows each (and of the block being filled), so its state is a few
+/// numbers a channel however many windows it spans.
+pub const BLOCKS: usize = 10;
+
 /// One stream's input level. See the module documentation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Level {
     /// Model version whose baseline this is.
     pub version: String,
-    /// Each channel's level now (moving average of the windows learnt from).
+    /// Each channel's level now (the mean of the windows held in `blocks` and `filling`).
     current: Vec<f64>,
+    /// Each channel's mean over each of the newest complete blocks, oldest first (channels
+    /// values a block).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    blocks: Vec<f64>,
+    /// Each channel's sum over the windows of the block being filled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    filling: Vec<f64>,
+    /// Windows in the block being filled.
+    #[serde(default)]
+    filled: u32,
     /// Each channel's level when the version began judging (`None` while it learns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     baseline: Option<Vec<f64>>,
@@ -54,10 +78,10 @@ impl Level {
         self.baseline = None;
     }
 
-    /// Adds a window learnt from (`data`: W x C values, sample-major). `learnt` is how many
-    /// windows the calibrator had learnt before this one since it began learning: the first
-    /// `time_constant` windows are averaged plainly, later ones with weight 1 / time_constant.
-    pub fn learn(&mut self, data: &[f32], channels: usize, learnt: u64, time_constant: u32) {
+    /// Adds a window learnt from (`data`: W x C values, sample-major): the level becomes the
+    /// mean of the last `windows` windows learnt from (to within a block), of all of them
+    /// while fewer have been.
+    pub fn learn(&mut self, data: &[f32], channels: usize, windows: u32) {
         if channels == 0 || data.len() < channels {
             return;
         }
@@ -67,21 +91,57 @@ impl Level {
             // A window with NaN or infinity says nothing about the level.
             return;
         }
-        let weight = 1.0 / (learnt.saturating_add(1) as f64).min(f64::from(time_constant.max(1)));
         if self.current.len() != channels {
+            // The first window, or the channels changed: start again, with no baseline.
+            *self = Self::new(&self.version);
             self.current = vec![0.0; channels];
-            self.baseline = None;
+            self.filling = vec![0.0; channels];
+        } else if self.filling.len() != channels {
+            // A level saved before blocks (an exponential mean): it is the first block.
+            self.blocks = self.current.clone();
+            self.filling = vec![0.0; channels];
+            self.filled = 0;
         }
         // Per channel, its values in row order (no buffer per window: this runs for every
         // window learnt from).
-        for (c, level) in self.current.iter_mut().enumerate() {
-            let sum: f64 = data
+        for (c, sum) in self.filling.iter_mut().enumerate() {
+            let s: f64 = data
                 .iter()
                 .skip(c)
                 .step_by(channels)
                 .map(|&v| f64::from(v))
                 .sum();
-            *level += weight * (sum / rows as f64 - *level);
+            *sum += s / rows as f64;
+        }
+        self.filled += 1;
+        let windows = windows.max(1) as usize;
+        let block = windows.div_ceil(BLOCKS);
+        let kept = windows.div_ceil(block);
+        if self.filled as usize >= block {
+            let filled = f64::from(self.filled);
+            self.blocks.extend(self.filling.iter().map(|s| s / filled));
+            self.filling.iter_mut().for_each(|s| *s = 0.0);
+            self.filled = 0;
+        }
+        let excess = self.blocks.len().saturating_sub(kept * channels);
+        self.blocks.drain(..excess);
+        // The mean of the last `windows` windows: each complete block weighs `block` windows,
+        // but the oldest, once `kept` are held, only what the newer blocks and the one being
+        // filled leave of `windows`.
+        let held = self.blocks.len() / channels;
+        let newer = held.saturating_sub(1) * block + self.filled as usize;
+        let oldest = match held {
+            0 => 0.0,
+            n if n == kept => windows.saturating_sub(newer).min(block) as f64,
+            _ => block as f64,
+        };
+        let total = oldest + newer as f64;
+        for (c, level) in self.current.iter_mut().enumerate() {
+            let mut sum = self.filling[c];
+            for (i, mean) in self.blocks.iter().skip(c).step_by(channels).enumerate() {
+                sum += mean * if i == 0 { oldest } else { block as f64 };
+            }
+            *level = sum / total;
         }
     }
 
@@ -112,8 +172,8 @@ impl Level {
 /// A stream's current drift, shared between the stage that judges its windows (which sets it)
 /// and the scorer (which subtracts it from each window before inference). A window gets the
 /// drift of when its batch is scored, so the windows of one batch, and those scored before the
-/// previous batch is judged, lag the level by up to that many windows more than the time
-/// constant says (`[scoring] max_batch` bounds it): a level moves slowly, so a few windows'
+/// previous batch is judged, lag the level by up to that many windows more than its own lag
+/// (`[scoring] max_batch` bounds it): a level moves slowly, so a few windows'
 /// lag matters only for a drift at the edge of what is followed. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Drift(Arc<Mutex<Vec<f32>>>);
@@ -177,41 +237,102 @@ mod tests {
     #[test]
     fn learning_windows_average_plainly_then_drift_is_followed_from_the_baseline() {
         let mut l = Level::new("v1");
-        for (n, a) in [1.0, 3.0].into_iter().enumerate() {
-            l.learn(&window(4, a, 10.0), 2, n as u64, 100);
+        for a in [1.0, 3.0] {
+            l.learn(&window(4, a, 10.0), 2, 100);
         }
         assert!(l.drift().is_empty(), "no drift before judging begins");
         l.settle();
         assert_eq!(l.drift(), vec![0.0, 0.0]);
-        // Past the first 100 windows, each moves the level by 1/100 of the difference.
-        l.learn(&window(4, 102.0, 10.0), 2, 200, 100);
+        // 110 windows at 102: the two before have left the mean (whose oldest block may hold
+        // up to a block of windows older than the last 100).
+        for _ in 0..110 {
+            l.learn(&window(4, 102.0, 10.0), 2, 100);
+        }
         let d = l.drift();
-        assert!((d[0] - 1.0).abs() < 1e-6 && d[1] == 0.0, "{d:?}");
+        assert!((d[0] - 100.0).abs() < 1e-9 && d[1] == 0.0, "{d:?}");
         // Settling again keeps the baseline.
         l.settle();
-        assert!((l.drift()[0] - 1.0).abs() < 1e-6);
+        assert!((l.drift()[0] - 100.0).abs() < 1e-9);
     }
 
     #[test]
-    fn a_slow_ramp_is_followed_with_a_lag_of_one_time_constant() {
+    fn a_slow_ramp_is_followed_with_a_lag_of_half_its_windows() {
         let mut l = Level::new("v1");
-        l.learn(&window(1, 0.0, 0.0), 2, 0, 50);
+        l.learn(&window(1, 0.0, 0.0), 2, 50);
         l.settle();
         // The level rises 0.01 per window for 2,000 windows.
-        for n in 1..=2_000u64 {
-            l.learn(&window(1, n as f32 * 0.01, 0.0), 2, n, 50);
+        for n in 1..=2_000u16 {
+            l.learn(&window(1, f32::from(n) * 0.01, 0.0), 2, 50);
         }
-        // An EWMA of a ramp lags it by (time constant - 1) windows: 20 - 0.49.
+        // The mean of the last 50 windows of a ramp lags it by 24.5 windows.
         let d = l.drift()[0];
-        assert!((d - (20.0 - 0.49)).abs() < 0.01, "{d}");
+        assert!((d - (20.0 - 0.245)).abs() < 0.01, "{d}");
+    }
+
+    #[test]
+    fn a_cycle_as_long_as_the_level_leaves_almost_no_ripple() {
+        // A daily cycle of 288 windows (5-minute windows) under a level of 288 windows: the
+        // mean over whole cycles does not move (an exponential mean of the same time constant
+        // keeps about a sixth of the cycle: docs/EVALUATION-ROUNDS.md, round seventeen).
+        let mut l = Level::new("v1");
+        let cycle = |n: u32| (std::f64::consts::TAU * f64::from(n) / 288.0).sin() as f32;
+        for n in 0..2_880 {
+            l.learn(&window(2, cycle(n), 0.0), 2, 288);
+        }
+        l.settle();
+        let (mut low, mut high) = (f32::MAX, f32::MIN);
+        for n in 2_880..2_880 + 288 {
+            l.learn(&window(2, cycle(n), 0.0), 2, 288);
+            low = low.min(l.drift()[0]);
+            high = high.max(l.drift()[0]);
+        }
+        // The blocks leave a little (a mean of exactly 288 windows none; an exponential mean
+        // of time constant 288, 0.157 of the cycle's amplitude).
+        assert!(
+            high - low < 0.02,
+            "the level moves by {} over a cycle",
+            high - low
+        );
+    }
+
+    #[test]
+    fn a_level_of_fewer_windows_than_blocks_or_not_a_multiple_of_them_is_exact_on_a_ramp() {
+        for windows in [5u32, 25, 288] {
+            let mut l = Level::new("v1");
+            l.learn(&window(1, 0.0, 0.0), 2, windows);
+            l.settle();
+            for n in 1..=1_000u16 {
+                l.learn(&window(1, f32::from(n), 0.0), 2, windows);
+            }
+            // The mean of the last `windows` values of a ramp lags it by (windows - 1) / 2,
+            // to within what the oldest block's mean stands for.
+            let lag = 1_000.0 - l.drift()[0];
+            let exact = (windows as f32 - 1.0) / 2.0;
+            assert!(
+                (lag - exact).abs() <= 0.5,
+                "{windows}: lag {lag} against {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_level_saved_as_an_exponential_mean_learns_on_from_it() {
+        // A checkpoint from before blocks holds the level alone.
+        let saved = r#"{"version": "v1", "current": [4.0, 1.0], "baseline": [4.0, 1.0]}"#;
+        let mut l: Level = serde_json::from_str(saved).expect("an old level reads");
+        assert_eq!(l.drift(), vec![0.0, 0.0]);
+        // It is taken as the first block of 10 windows: one window at 15 moves it by 1.
+        l.learn(&window(1, 15.0, 1.0), 2, 100);
+        let d = l.drift();
+        assert!((d[0] - 1.0).abs() < 1e-9 && d[1] == 0.0, "{d:?}");
     }
 
     #[test]
     fn a_new_version_has_no_drift_until_it_judges() {
         let mut l = Level::new("v1");
-        l.learn(&window(1, 0.0, 0.0), 2, 0, 10);
+        l.learn(&window(1, 0.0, 0.0), 2, 10);
         l.settle();
-        l.learn(&window(1, 10.0, 0.0), 2, 1, 10);
+        l.learn(&window(1, 10.0, 0.0), 2, 10);
         assert!(l.drift()[0] > 0.0);
         l.rebase("v2");
         assert!(l.drift().is_empty());
@@ -222,9 +343,9 @@ mod tests {
     #[test]
     fn non_finite_windows_are_ignored() {
         let mut l = Level::new("v1");
-        l.learn(&window(2, 1.0, 1.0), 2, 0, 10);
+        l.learn(&window(2, 1.0, 1.0), 2, 10);
         l.settle();
-        l.learn(&window(2, f32::NAN, 1.0), 2, 1, 10);
+        l.learn(&window(2, f32::NAN, 1.0), 2, 10);
         assert_eq!(l.drift(), vec![0.0, 0.0]);
     }
 
@@ -234,12 +355,13 @@ mod tests {
         let d = Drift::new(vec![9.0]);
         d.follow(&l);
         assert!(d.get().is_empty(), "no baseline: no drift");
-        l.learn(&window(4, 1.0, 2.0), 2, 0, 10);
+        l.learn(&window(4, 1.0, 2.0), 2, 10);
         l.settle();
-        l.learn(&window(4, 3.0, 2.0), 2, 1, 1);
+        l.learn(&window(4, 3.0, 2.0), 2, 10);
         d.follow(&l);
         assert_eq!(d.get(), l.drift());
-        assert_eq!(d.get(), vec![2.0, 0.0]);
+        // The mean of the two windows, 2.0, less the baseline.
+        assert_eq!(d.get(), vec![1.0, 0.0]);
     }
 
     #[test]

@@ -773,7 +773,7 @@ fn take(
     if let Some(l) = level
         && follow
     {
-        l.learn(data, channels, c.seen, cal.level_windows);
+        l.learn(data, channels, cal.level_windows);
     }
     match reading {
         None => c.add(scored.energy, scored.parts, cal),
