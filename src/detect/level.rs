@@ -316,6 +316,29 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_level_learns_on_as_if_never_saved() {
+        let mut l = Level::new("v1");
+        for n in 0..137u16 {
+            l.learn(&window(3, f32::from(n), -f32::from(n)), 2, 50);
+        }
+        l.settle();
+        let text = serde_json::to_string(&l).expect("a level serialises");
+        let mut restored: Level = serde_json::from_str(&text).expect("and reads back");
+        assert_eq!(restored, l);
+        for n in 137..200u16 {
+            l.learn(&window(3, f32::from(n), 0.0), 2, 50);
+            restored.learn(&window(3, f32::from(n), 0.0), 2, 50);
+        }
+        assert_eq!(restored.drift(), l.drift());
+        // Ten block means and the block being filled: the state does not grow with the
+        // windows it spans.
+        let blocks = serde_json::to_value(&restored).expect("serialises")["blocks"]
+            .as_array()
+            .map(Vec::len);
+        assert_eq!(blocks, Some(BLOCKS * 2));
+    }
+
+    #[test]
     fn a_level_saved_as_an_exponential_mean_learns_on_from_it() {
         // A checkpoint from before blocks holds the level alone.
         let saved = r#"{"version": "v1", "current": [4.0, 1.0], "baseline": [4.0, 1.0]}"#;
