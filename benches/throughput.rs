@@ -20,6 +20,9 @@
 //! ebgand / ceiling, ebgand / Python peer and Python peer / ceiling (throughput and CPU per
 //! message). Then the scorer alone at batch 1, 64 and 512. Absolute numbers move with the
 //! machine's load; compare the ratios.
+//!
+//! `-- --daemon-only` runs the daemon alone once (see [`daemon_only`]); `EBGAND_BENCH_MESSAGES`
+//! sets the messages per run.
 #![allow(
     clippy::let_underscore_must_use,
     clippy::unwrap_used,
@@ -38,7 +41,13 @@ use support::{Broker, cpu_seconds, spawn_publisher};
 
 mod support;
 
-const MESSAGES: u64 = 40_000;
+/// Messages per run: 40,000, or `EBGAND_BENCH_MESSAGES` (the publisher process inherits it).
+static MESSAGES: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    std::env::var("EBGAND_BENCH_MESSAGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(40_000)
+});
 const ROUNDS: usize = 3;
 
 fn main() {
@@ -46,9 +55,12 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--publish") {
         let port: u16 = args[i + 1].parse().unwrap();
         let topic = args[i + 2].clone();
-        return support::publish(port, &topic, MESSAGES, &payloads());
+        return support::publish(port, &topic, *MESSAGES, &payloads());
     }
     let lib = support::ort_library();
+    if args.iter().any(|a| a == "--daemon-only") {
+        return daemon_only(&lib);
+    }
     let python = peer_python();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -57,7 +69,8 @@ fn main() {
         .unwrap();
     let broker = Broker::start();
     println!(
-        "messages per run: {MESSAGES} (QoS 1, 64-float JSON arrays, one window each), rounds: {ROUNDS}"
+        "messages per run: {} (QoS 1, 64-float JSON arrays, one window each), rounds: {ROUNDS}",
+        *MESSAGES
     );
     println!("broker: mosquitto, max_inflight_messages 100, max_queued_messages 0");
     let mut ceiling = Vec::new();
@@ -126,6 +139,24 @@ fn main() {
     scorer_bench(&lib);
 }
 
+/// `--daemon-only`: one run of the daemon alone (journal on), no ceiling, peer or scorer
+/// bench: the workload to count instructions on (`valgrind --tool=callgrind`), which a noisy
+/// machine does not move as it moves time. Two message counts (`EBGAND_BENCH_MESSAGES`) and
+/// their difference give the instructions of one message, start-up left out.
+fn daemon_only(lib: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let broker = Broker::start();
+    let (rate, cpu) = rt.block_on(run_daemon(broker.port, lib, 0, true));
+    println!(
+        "ebgand alone: {} messages, {rate:.0} msg/s, {cpu:.1} us CPU/msg",
+        *MESSAGES
+    );
+}
+
 fn median(xs: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = xs.collect();
     v.sort_by(|a, b| a.total_cmp(b));
@@ -173,7 +204,7 @@ fn run_ceiling(port: u16) -> (f64, f64) {
     }
     let secs = start.elapsed().as_secs_f64();
     publisher.wait().unwrap();
-    (MESSAGES as f64 / secs, cpu * 1e6 / MESSAGES as f64)
+    (*MESSAGES as f64 / secs, cpu * 1e6 / *MESSAGES as f64)
 }
 
 /// The peer's interpreter: `EBGAND_PEER_PYTHON`, else the venv `make setup-peer` makes.
@@ -230,10 +261,14 @@ fn run_peer(port: u16, python: &Path) -> (f64, f64) {
     assert!(status.success(), "Python peer failed: {status}");
     let done = out.next().and_then(Result::ok).unwrap_or_default();
     assert!(
-        done.starts_with(&format!("done {MESSAGES} ")),
-        "Python peer did not count {MESSAGES} messages: {done:?}"
+        done.starts_with(&format!("done {} ", *MESSAGES)),
+        "Python peer did not count {} messages: {done:?}",
+        *MESSAGES
     );
-    (MESSAGES as f64 / secs, (cpu - cpu0) * 1e6 / MESSAGES as f64)
+    (
+        *MESSAGES as f64 / secs,
+        (cpu - cpu0) * 1e6 / *MESSAGES as f64,
+    )
 }
 
 async fn run_daemon(port: u16, lib: &str, round: usize, journal: bool) -> (f64, f64) {
@@ -242,8 +277,8 @@ async fn run_daemon(port: u16, lib: &str, round: usize, journal: bool) -> (f64, 
     let mut raw = support::daemon_config(lib, state.path(), &tag);
     raw.mqtt.port = port;
     raw.journal.enabled = journal;
-    let (secs, cpu, _) = support::scored_run(raw, &tag, port, MESSAGES, &[]).await;
-    (MESSAGES as f64 / secs, cpu * 1e6 / MESSAGES as f64)
+    let (secs, cpu, _) = support::scored_run(raw, &tag, port, *MESSAGES, &[]).await;
+    (*MESSAGES as f64 / secs, cpu * 1e6 / *MESSAGES as f64)
 }
 
 fn scorer_bench(lib: &str) {

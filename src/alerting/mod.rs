@@ -489,12 +489,6 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 stats.shadow_alerts += u64::from(sv.transition == Some(Transition::Raised));
                 stats.learning.insert(sv.stream, sv.learning);
             }
-            self.out.metrics.stream_judged(
-                &verdict.stream,
-                verdict.energy,
-                verdict.probability,
-                verdict.state == AlertState::Raised,
-            );
             if verdict.healthy() {
                 // Healthy windows feed the activation gate and the retraining data (from which
                 // a retrained version takes its normalisation): never a window of a raised
@@ -512,12 +506,20 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         // After the batch's alerts are in the sink: a checkpoint never runs ahead of them. One
         // save per stream, its newest window's: a checkpoint taken while the batch was handed
         // on holds the state before it, and a restart judges the batch again, its alerts
-        // deduplicated against the outbox (`alerted_before`).
+        // deduplicated against the outbox (`alerted_before`). The stream's gauges, which hold
+        // its newest window, are set here too: once a batch, not once a window.
         let mut saved = HashSet::new();
         for verdict in verdicts.iter().rev() {
-            if saved.insert(verdict.stream.as_str())
-                && let Some(detector) = self.judge.saved(&verdict.stream)
-            {
+            if !saved.insert(verdict.stream.as_str()) {
+                continue;
+            }
+            self.out.metrics.stream_judged(
+                &verdict.stream,
+                verdict.energy,
+                verdict.probability,
+                verdict.state == AlertState::Raised,
+            );
+            if let Some(detector) = self.judge.saved(&verdict.stream) {
                 self.progress.judged(&verdict.stream, verdict.seq, detector);
             }
         }

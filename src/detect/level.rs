@@ -87,7 +87,21 @@ impl Level {
         }
         let rows = data.len() / channels;
         let data = &data[..rows * channels];
-        if data.iter().any(|v| !v.is_finite()) {
+        // Each channel's sum of its values, in row order: one pass over the window (this runs
+        // for every window learnt from) and no check of its own for NaN or infinity, since any
+        // leaves its channel's sum non-finite (f32 values cannot overflow an f64 sum).
+        let sums = if channels == 1 {
+            vec![data.iter().map(|&v| f64::from(v)).sum()]
+        } else {
+            let mut sums = vec![0.0; channels];
+            for row in data.chunks_exact(channels) {
+                for (sum, &v) in sums.iter_mut().zip(row) {
+                    *sum += f64::from(v);
+                }
+            }
+            sums
+        };
+        if sums.iter().any(|s| !s.is_finite()) {
             // A window with NaN or infinity says nothing about the level.
             return;
         }
@@ -102,15 +116,7 @@ impl Level {
             self.filling = vec![0.0; channels];
             self.filled = 0;
         }
-        // Per channel, its values in row order (no buffer per window: this runs for every
-        // window learnt from).
-        for (c, sum) in self.filling.iter_mut().enumerate() {
-            let s: f64 = data
-                .iter()
-                .skip(c)
-                .step_by(channels)
-                .map(|&v| f64::from(v))
-                .sum();
+        for (sum, s) in self.filling.iter_mut().zip(&sums) {
             *sum += s / rows as f64;
         }
         self.filled += 1;
@@ -211,9 +217,16 @@ impl Drift {
             out.extend_from_slice(data);
             return false;
         }
-        out.reserve(data.len());
-        for row in data.chunks(drift.len()) {
-            out.extend(row.iter().zip(drift.iter()).map(|(v, d)| v - d));
+        // Copied whole, then taken off in place: this runs for every window scored.
+        let start = out.len();
+        out.extend_from_slice(data);
+        let taken = &mut out[start..];
+        if let [d] = drift[..] {
+            taken.iter_mut().for_each(|v| *v -= d);
+        } else {
+            for row in taken.chunks_mut(drift.len()) {
+                row.iter_mut().zip(drift.iter()).for_each(|(v, d)| *v -= d);
+            }
         }
         true
     }

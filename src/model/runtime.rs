@@ -210,7 +210,11 @@ impl Scorer {
                     reason: format!("{} residual values for {batch} windows", r.len()),
                 });
             }
-            out.extend(r.iter().copied());
+            // One copy of the batch's residual (a standard-layout output), not a value at a time.
+            match r.as_slice() {
+                Some(values) => out.extend_from_slice(values),
+                None => out.extend(r.iter().copied()),
+            }
         }
         Ok(energy.iter().copied().collect())
     }
