@@ -40,11 +40,7 @@ fn main() {
         return support::publish(port, &args[i + 2], MESSAGES, &payloads());
     }
     let lib = support::ort_library();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     let mosquitto = Broker::start();
     let cluster = rt.block_on(nats::NatsCluster::start());
     println!(

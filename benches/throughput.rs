@@ -62,11 +62,7 @@ fn main() {
         return daemon_only(&lib);
     }
     let python = peer_python();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     let broker = Broker::start();
     println!(
         "messages per run: {} (QoS 1, 64-float JSON arrays, one window each), rounds: {ROUNDS}",
@@ -144,11 +140,7 @@ fn main() {
 /// machine does not move as it moves time. Two message counts (`EBGAND_BENCH_MESSAGES`) and
 /// their difference give the instructions of one message, start-up left out.
 fn daemon_only(lib: &str) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     let broker = Broker::start();
     let (rate, cpu) = rt.block_on(run_daemon(broker.port, lib, 0, true));
     println!(

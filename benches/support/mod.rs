@@ -5,6 +5,15 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The runtime a bench runs the daemon on: two workers, as many as this machine's cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// mosquitto on a free port with the README's high-rate settings; killed on drop.
 pub struct Broker {
     pub port: u16,
