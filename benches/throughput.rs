@@ -22,7 +22,8 @@
 //! machine's load; compare the ratios.
 //!
 //! `-- --daemon-only` runs the daemon alone once (see [`daemon_only`]); `EBGAND_BENCH_MESSAGES`
-//! sets the messages per run.
+//! sets the messages per run, `EBGAND_BENCH_POLL_MS` how often the daemon's scored count is
+//! read (5 ms; under callgrind 500, so that the polling adds next to nothing to the count).
 #![allow(
     clippy::let_underscore_must_use,
     clippy::unwrap_used,
@@ -138,7 +139,8 @@ fn main() {
 /// `--daemon-only`: one run of the daemon alone (journal on), no ceiling, peer or scorer
 /// bench: the workload to count instructions on (`valgrind --tool=callgrind`), which a noisy
 /// machine does not move as it moves time. Two message counts (`EBGAND_BENCH_MESSAGES`) and
-/// their difference give the instructions of one message, start-up left out.
+/// their difference give the instructions of one message, start-up left out
+/// (`EBGAND_BENCH_POLL_MS=500`: the polling for the last window follows wall time).
 fn daemon_only(lib: &str) {
     let rt = support::runtime();
     let broker = Broker::start();
