@@ -588,30 +588,46 @@ def fan_eval(binary, data, mode, seed):
     return out
 
 
-def dcase_eval(binary, data, mode, seed):
+DCASE_FAULTS = ("whine", "knocks", "noise band")  # models/audio/eval_faults.py's
+
+
+def dcase_splits(binary, data, mode, seed):
+    """For each of DCASE_SPLITS random 60 / 10 splits of the healthy DCASE clips (drawn by
+    the seed): the model trained on the 60, the 10 held out, and for each of DCASE_FAULTS
+    the 10 with it mixed in at DCASE_DB (files that last until the next split)."""
+    import tempfile
     import eval_faults  # models/audio: the synthetic faults
     clips = sorted((data / "dcase2020" / "normal").glob("*.wav"))
-    out = {"auc": {}, "window_far": []}
     rng_split = np.random.default_rng(1000 + seed)
-    per_kind = {k: [] for k in ("whine", "knocks", "noise band")}
-    import tempfile
     for s in range(DCASE_SPLITS):
         order = rng_split.permutation(len(clips))
         held = [clips[i] for i in order[:10]]
         train = [clips[i] for i in order[10:]]
         model = binary.train_clips(f"dcase/split{s}-{seed}", train, mode, seed)
-        healthy = [clip(binary, model, c) for c in held]
-        out["window_far"].append(float(np.mean([h[1] for h in healthy])))
         rng = np.random.default_rng(s)
         with tempfile.TemporaryDirectory() as tmp:
-            for kind in per_kind:
-                faulty = []
+            faulty = {}
+            for kind in DCASE_FAULTS:
+                faulty[kind] = []
                 for c in held:
                     p = Path(tmp) / f"{kind.replace(' ', '_')}-{c.name}"
                     eval_faults.write(p, eval_faults.fault(eval_faults.read(c), kind, DCASE_DB,
                                                            rng))
-                    faulty.append(clip(binary, model, p)[0])
-                per_kind[kind].append(roc_auc(np.array([h[0] for h in healthy]), np.array(faulty)))
+                    faulty[kind].append(p)
+            yield model, held, faulty
+
+
+def dcase_eval(binary, data, mode, seed):
+    """Clip AUC of each synthetic fault and the window alarm rate of the held-out healthy
+    clips, means over `dcase_splits`."""
+    out = {"auc": {}, "window_far": []}
+    per_kind = {k: [] for k in DCASE_FAULTS}
+    for model, held, faulty in dcase_splits(binary, data, mode, seed):
+        healthy = [clip(binary, model, c) for c in held]
+        out["window_far"].append(float(np.mean([h[1] for h in healthy])))
+        for kind, paths in faulty.items():
+            per_kind[kind].append(roc_auc(np.array([h[0] for h in healthy]),
+                                          np.array([clip(binary, model, p)[0] for p in paths])))
     out["auc"] = {k: float(np.mean(v)) for k, v in per_kind.items()}
     out["window_far"] = float(np.mean(out["window_far"]))
     return out
