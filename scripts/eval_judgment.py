@@ -7,7 +7,8 @@ adaptation and hysteresis, in stream order), then the published protocol on what
 - NAB dev/ (12 streams): each stream trained on its probationary rows (min(15 %, 750)), windows
   of 24 steps (`--nab-window`; 12 until round fifteen of docs/EVALUATION-ROUNDS.md); a
   detection is a row where the daemon raised an alert (binary scores, so NAB's threshold sweep has one
-  choice); scored with `ebgand_trainer.nab` (NAB's sweeper and scorer, re-implemented), all
+  choice; `--nab-read probability` gives each row its window's probability instead and lets
+  the sweep choose, as a harness that reads `probability` would); scored with `ebgand_trainer.nab` (NAB's sweeper and scorer, re-implemented), all
   three profiles. Each file is scored from its first row (the calibration
   learns mostly on the training rows); `--nab-start seeded` scores as the daemon's cold start
   does: the calibration seeded by the probationary rows, judged from the row after them.
@@ -220,8 +221,13 @@ def nab_lines(binary, entry, cached, mode, seed, rule, window=NAB_W, start="stre
     return [{**v, "seq": v["seq"] + first} for v in lines]
 
 
+# NAB's threshold sweep over a per-row probability (`--nab-read probability`): from 0.9 to
+# 1 - 1e-9 in quarter steps of nines, and 1.
+NINES = [1 - 10 ** -(k / 4) for k in range(4, 37)] + [1.0]
+
+
 def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retrain=0,
-             trainer=(), files=None, folder="nab", learn="probation"):
+             trainer=(), files=None, folder="nab", learn="probation", read="raises"):
     """start: "stream" scores each file from its first row, so the calibration learns on the
     stream's first windows, most of them the rows the model was trained on (a model trained
     offline and deployed from the stream's start); "after-training" scores from the end of the
@@ -235,7 +241,10 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
     "probation" learns, from the stream's start, the probationary rows' windows if fewer than
     `[detect] learn_windows` (NAB's rule: learn on the probationary period, then judge; a
     seeded start does so by itself, `Calibrator::learnt_from_seed`); "configured" learns
-    `learn_windows` on every file (before round nineteen)."""
+    `learn_windows` on every file (before round nineteen). read: "raises" marks the rows
+    where an alert was raised (a detection: NAB's sweep has one threshold to choose);
+    "probability" gives each row its window's probability and lets NAB's sweep choose the
+    threshold (`NINES`), as a harness reading `probability` would."""
     per_rule = {r: [] for r in rules}
     files = files or nab_files(data)
     cached = f"{folder}-w{window}"  # models of each window length cached apart
@@ -250,7 +259,9 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
             lines, _ = binary.score(model, path, [*NAB_READ, *rows], rule, detect=detect)
             det = np.zeros(n)
             for v in lines:  # window seq ends at row first + seq + W - 1
-                if v.get("transition") == "raised":
+                if read == "probability":
+                    det[first + v["seq"] + window - 1] = v.get("probability") or 0.0
+                elif v.get("transition") == "raised":
                     det[first + v["seq"] + window - 1] = 1.0
             per_rule[rule].append((det, wins))
     out = {}
@@ -262,7 +273,8 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
                 per = [nab.file_score(d, p, 1.0, profile) for (d, _), p in zip(scored, pts)]
                 s = float("nan")
             else:
-                s, _, per = nab.normalised(scored, profile, thresholds=[1.0])
+                s, _, per = nab.normalised(scored, profile,
+                                           thresholds=NINES if read == "probability" else [1.0])
             res[profile] = s
             if profile == "standard":  # per file: raw score, windows hit, false alerts
                 res["files"] = {Path(key).stem: list(p[:3]) for (key, *_), p in zip(files, per)}
@@ -672,6 +684,10 @@ def main(argv=None):
                    help=f"NAB: window length in steps (default {NAB_W}, two hours of 5-minute steps)")
     p.add_argument("--skab-window", type=int, default=SKAB_W,
                    help=f"SKAB: window length in rows (default {SKAB_W})")
+    p.add_argument("--nab-read", choices=("raises", "probability"), default="raises",
+                   help="NAB: a detection is a row where an alert was raised (the daemon's), or "
+                        "each row carries its window's probability and NAB's sweep chooses the "
+                        "threshold (what a harness reading `probability` gets)")
     p.add_argument("--nab-per-file", action="store_true",
                    help="NAB: also print each file's standard raw score beside those of NAB's "
                         "published detectors (scripts/nab_published.py)")
@@ -705,7 +721,8 @@ def main(argv=None):
             if "nab" in args.only:
                 r["nab"] = nab_eval(binary, args.data, mode, seed, rules, args.nab_start,
                                     args.nab_window, args.nab_retrain,
-                                    args.nab_trainer_args.split(), learn=args.nab_learn)
+                                    args.nab_trainer_args.split(), learn=args.nab_learn,
+                                    read=args.nab_read)
             for kind in NULL_SETS:
                 if kind in args.only:
                     r[kind] = null_eval(binary, args.data, mode, seed, rules, args.nab_start,

@@ -80,7 +80,10 @@ pub struct ScoreArgs {
     pub labels: Option<String>,
     /// JSON lines even on a terminal (they are what a pipe or a file gets anyway): one verdict
     /// per window, then the recording's summary. A terminal gets a summary for people: each
-    /// alert with the channels that carried it, then the totals.
+    /// alert with the channels that carried it, then the totals. A benchmark that counts every
+    /// flagged row as a detection (NAB) should count the windows whose `transition` is
+    /// `raised`: windows overlap (hop under the window), so one anomaly lies in many of them,
+    /// and a threshold on `probability` counts it once for each.
     #[arg(long)]
     pub json: bool,
     /// Also write one self-contained HTML page (no script, nothing fetched): what was judged
