@@ -43,12 +43,8 @@ use support::{Broker, cpu_seconds, spawn_publisher};
 mod support;
 
 /// Messages per run: 40,000, or `EBGAND_BENCH_MESSAGES` (the publisher process inherits it).
-static MESSAGES: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
-    std::env::var("EBGAND_BENCH_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(40_000)
-});
+static MESSAGES: std::sync::LazyLock<u64> =
+    std::sync::LazyLock::new(|| support::env_or("EBGAND_BENCH_MESSAGES", 40_000));
 const ROUNDS: usize = 3;
 
 fn main() {

@@ -572,13 +572,12 @@ def noisy_fan(data, folder, ordinary=False):
     return out["normal"], out["abnormal"]
 
 
-def fan_eval(binary, data, mode, seed):
-    """Clip AUCs over FAN_ROTATIONS: the fan alone ("auc"), under another machine's clips
-    ("noisy_auc") and under its ordinary states ("ordinary_auc"), with each one's worst
-    rotation."""
+def fan_rotations(binary, data, mode, seed):
+    """For each fan set, the fan alone (key ""), under another machine's clips ("noisy_") and
+    under its ordinary states ("ordinary_"), and each of FAN_ROTATIONS: the set's key, the
+    model trained on 5 of its 10 healthy clips, the other 5, and its faulty clips."""
     clean = (sorted((data / "mimii-fan" / "normal").glob("*.wav")),
              sorted((data / "mimii-fan" / "abnormal").glob("*.wav")))
-    out = {}
     noise = f"{FAN_NOISE_DB:g}"
     for key, folder, (normal, abnormal) in (
             ("", "fan", clean),
@@ -586,17 +585,26 @@ def fan_eval(binary, data, mode, seed):
              noisy_fan(data, binary.cache / f"fan-noisy{noise}-data")),
             ("ordinary_", f"fan-ordinary{noise}",
              noisy_fan(data, binary.cache / f"fan-ordinary{noise}-data", ordinary=True))):
-        aucs = []
         for r in range(FAN_ROTATIONS):
             train = [normal[(2 * r + i) % len(normal)] for i in range(5)]
             held = [c for c in normal if c not in train]
             model = binary.train_clips(f"{folder}/rot{r}", train, mode, seed)
-            e_h = [clip(binary, model, c)[0] for c in held]
-            e_a = [clip(binary, model, c)[0] for c in abnormal]
-            aucs.append(roc_auc(np.array(e_h), np.array(e_a)))
-        out.update({f"{key}auc": float(np.mean(aucs)), f"{key}auc_min": float(np.min(aucs))})
-        if not key:
-            out["per_rotation"] = aucs
+            yield key, model, held, abnormal
+
+
+def fan_eval(binary, data, mode, seed):
+    """Clip AUCs over `fan_rotations`: the fan alone ("auc"), under another machine's clips
+    ("noisy_auc") and under its ordinary states ("ordinary_auc"), with each one's worst
+    rotation."""
+    aucs = {}
+    for key, model, held, abnormal in fan_rotations(binary, data, mode, seed):
+        e_h = [clip(binary, model, c)[0] for c in held]
+        e_a = [clip(binary, model, c)[0] for c in abnormal]
+        aucs.setdefault(key, []).append(roc_auc(np.array(e_h), np.array(e_a)))
+    out = {}
+    for key, per in aucs.items():
+        out.update({f"{key}auc": float(np.mean(per)), f"{key}auc_min": float(np.min(per))})
+    out["per_rotation"] = aucs[""]
     return out
 
 

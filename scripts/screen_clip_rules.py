@@ -42,27 +42,18 @@ def aucs(healthy, faulty):
             for name, f in RULES.items()}
 
 
+SETS = {"": "fan", "noisy_": "fan, neighbour's first clips",
+        "ordinary_": "fan, neighbour's ordinary states"}  # `eval_judgment.fan_rotations`' keys
+
+
 def fan(binary, data, mode, seed):
-    """Mean AUC over the rotations of `eval_judgment.fan_eval`, per rule: the fan alone, under
-    another machine's first twenty clips, and under its ordinary states."""
-    noise = f"{ej.FAN_NOISE_DB:g}"
-    sets = (("fan", "fan", (sorted((data / "mimii-fan" / "normal").glob("*.wav")),
-                            sorted((data / "mimii-fan" / "abnormal").glob("*.wav")))),
-            ("fan, neighbour's first clips", f"fan-noisy{noise}",
-             ej.noisy_fan(data, binary.cache / f"fan-noisy{noise}-data")),
-            ("fan, neighbour's ordinary states", f"fan-ordinary{noise}",
-             ej.noisy_fan(data, binary.cache / f"fan-ordinary{noise}-data", ordinary=True)))
-    out = {}
-    for name, folder, (normal, abnormal) in sets:
-        per = []
-        for r in range(ej.FAN_ROTATIONS):
-            train = [normal[(2 * r + i) % len(normal)] for i in range(5)]
-            held = [c for c in normal if c not in train]
-            model = binary.train_clips(f"{folder}/rot{r}", train, mode, seed)
-            per.append(aucs([energies(binary, model, c) for c in held],
-                            [energies(binary, model, c) for c in abnormal]))
-        out[name] = {q: float(np.mean([p[q] for p in per])) for q in RULES}
-    return out
+    """Mean AUC over `eval_judgment.fan_rotations`, per set and rule."""
+    per = {}
+    for key, model, held, abnormal in ej.fan_rotations(binary, data, mode, seed):
+        per.setdefault(SETS[key], []).append(aucs([energies(binary, model, c) for c in held],
+                                                  [energies(binary, model, c) for c in abnormal]))
+    return {name: {q: float(np.mean([p[q] for p in runs])) for q in RULES}
+            for name, runs in per.items()}
 
 
 def dcase(binary, data, mode, seed):

@@ -5,6 +5,14 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// A number from the environment variable `name`, else `default` (the benches' knobs).
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The runtime a bench runs the daemon on: two workers, as many as this machine's cores.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -148,12 +156,7 @@ pub async fn scored_run(
     // would cost in proportion to wall time and to the registry's size, not to the messages,
     // and bias CPU per message against a build with more metrics. Under callgrind, where a
     // message takes fifty times as long, a long poll keeps the count to the messages' own.
-    let poll = Duration::from_millis(
-        std::env::var("EBGAND_BENCH_POLL_MS")
-            .ok()
-            .and_then(|ms| ms.parse().ok())
-            .unwrap_or(5),
-    );
+    let poll = Duration::from_millis(env_or("EBGAND_BENCH_POLL_MS", 5));
     let counters: Vec<_> = raw
         .models
         .keys()
