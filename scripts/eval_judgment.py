@@ -572,10 +572,12 @@ def noisy_fan(data, folder, ordinary=False):
     return out["normal"], out["abnormal"]
 
 
-def fan_rotations(binary, data, mode, seed):
+def fan_rotations(binary, data, mode, seed, train=None):
     """For each fan set, the fan alone (key ""), under another machine's clips ("noisy_") and
     under its ordinary states ("ordinary_"), and each of FAN_ROTATIONS: the set's key, the
-    model trained on 5 of its 10 healthy clips, the other 5, and its faulty clips."""
+    model trained on 5 of its 10 healthy clips, the other 5, and its faulty clips. `train(key,
+    clips)` makes the model (default: `train --logmel` in `mode` with `seed`, cached)."""
+    train = train or functools.partial(binary.train_clips, model=mode, seed=seed)
     clean = (sorted((data / "mimii-fan" / "normal").glob("*.wav")),
              sorted((data / "mimii-fan" / "abnormal").glob("*.wav")))
     noise = f"{FAN_NOISE_DB:g}"
@@ -586,10 +588,9 @@ def fan_rotations(binary, data, mode, seed):
             ("ordinary_", f"fan-ordinary{noise}",
              noisy_fan(data, binary.cache / f"fan-ordinary{noise}-data", ordinary=True))):
         for r in range(FAN_ROTATIONS):
-            train = [normal[(2 * r + i) % len(normal)] for i in range(5)]
-            held = [c for c in normal if c not in train]
-            model = binary.train_clips(f"{folder}/rot{r}", train, mode, seed)
-            yield key, model, held, abnormal
+            clips = [normal[(2 * r + i) % len(normal)] for i in range(5)]
+            held = [c for c in normal if c not in clips]
+            yield key, train(f"{folder}/rot{r}", clips), held, abnormal
 
 
 def fan_eval(binary, data, mode, seed):
@@ -611,10 +612,12 @@ def fan_eval(binary, data, mode, seed):
 DCASE_FAULTS = ("whine", "knocks", "noise band")  # models/audio/eval_faults.py's
 
 
-def dcase_splits(binary, data, mode, seed):
+def dcase_splits(binary, data, mode, seed, train=None):
     """For each of DCASE_SPLITS random 60 / 10 splits of the healthy DCASE clips (drawn by
     the seed): the model trained on the 60, the 10 held out, and for each of DCASE_FAULTS
-    the 10 with it mixed in at DCASE_DB (files that last until the next split)."""
+    the 10 with it mixed in at DCASE_DB (files that last until the next split). `train(key,
+    clips)` as `fan_rotations`'s."""
+    train = train or functools.partial(binary.train_clips, model=mode, seed=seed)
     import tempfile
     import eval_faults  # models/audio: the synthetic faults
     clips = sorted((data / "dcase2020" / "normal").glob("*.wav"))
@@ -622,8 +625,7 @@ def dcase_splits(binary, data, mode, seed):
     for s in range(DCASE_SPLITS):
         order = rng_split.permutation(len(clips))
         held = [clips[i] for i in order[:10]]
-        train = [clips[i] for i in order[10:]]
-        model = binary.train_clips(f"dcase/split{s}-{seed}", train, mode, seed)
+        model = train(f"dcase/split{s}-{seed}", [clips[i] for i in order[10:]])
         rng = np.random.default_rng(s)
         with tempfile.TemporaryDirectory() as tmp:
             faulty = {}
