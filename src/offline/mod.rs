@@ -165,7 +165,9 @@ struct Line<'a> {
     alert: Option<AlertEvent>,
 }
 
-/// Runs `ebgand score`.
+/// Runs `ebgand score`: reads the recording and the model, then judges its windows in stream
+/// order as the daemon would (seeded by the learning rows, retraining on schedule, when asked),
+/// writing a line per window and the recording's summary.
 ///
 /// # Errors
 /// Unreadable files, a model that does not load, or channels that do not fit the model.
@@ -190,41 +192,10 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         version.manifest.input.window,
         version.manifest.input.channels,
     );
-    let mut rec = crate::recording::read(&args.file, input)?;
-    let labels = match &args.labels {
-        None => None,
-        Some(_) if version.manifest.features.is_some() => {
-            bail!("--labels: audio models window log-mel frames, not rows; label a CSV recording")
-        }
-        Some(column) => Some(read_labels(&args.file, input, column)?),
-    };
-    // Audio models window log-mel frames, made with the parameters in their manifest; their
-    // energy is explained by groups of mel bands, a CSV's by its columns.
-    let names = match &version.manifest.features {
-        Some(features) => {
-            rec = rec.logmel(features)?;
-            Names::mel_groups(&features.band_edges_hz())
-        }
-        None => Names::channels(&rec.names, c),
-    };
-    if let Err(why) = version
-        .manifest
-        .input
-        .check_names(&rec.names, &args.file.display().to_string())
-    {
-        bail!("{why}: choose and order the columns with --columns");
-    }
-    if rec.samples.ncols() != c {
-        bail!(
-            "{} gives {} channel(s) but model {} takes {c} (choose them with --columns)",
-            args.file.display(),
-            rec.samples.ncols(),
-            version.manifest.name
-        );
-    }
-    let version_is_audio = version.manifest.features.is_some();
+    let (rec, labels, names) = read_for(&version, args, input)?;
+    let is_audio = version.manifest.features.is_some();
     let mut retrainer = match args.retrain_every {
-        Some(_) if version_is_audio => {
+        Some(_) if is_audio => {
             bail!("--retrain-every: replaying retraining of audio models is not supported")
         }
         Some(every) => Some(retrain::Retrainer::new(
@@ -246,39 +217,17 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let d = &raw.detect;
     let flagged =
         args.judge.is_some() || args.threshold.is_some() || args.alert_probability.is_some();
     let judging = match own {
         Some(s) if !flagged => s.judging,
-        _ => d.judging(args.threshold, None),
+        _ => raw.detect.judging(args.threshold, None),
     };
-    let hysteresis = Hysteresis {
-        raise_after: args
-            .raise_after
-            .or(own.map(|s| s.raise_after))
-            .unwrap_or(d.raise_after),
-        clear_after: args
-            .clear_after
-            .or(own.map(|s| s.clear_after))
-            .unwrap_or(d.clear_after),
-        // Either on the command line replaces the stream's or the config's acceptance.
-        accept: match (args.accept_after, args.accept_after_s, own) {
-            (None, None, Some(s)) => s.accept,
-            (None, None, None) => d.accept(),
-            (w, s, _) => crate::config::acceptance(w.unwrap_or(0), s.unwrap_or(0.0), "score: ")
-                .map_err(anyhow::Error::msg)?,
-        },
-    };
-    if matches!(hysteresis.accept, Accept::Seconds(_)) && rec.stamps.is_none() {
-        bail!(
-            "accept_after_s counts the recording's own time, and its rows carry none: name its timestamp column with --timestamp-column, or give --accept-after in windows"
-        );
-    }
+    let hysteresis = hysteresis(args, own, &raw.detect, rec.stamps.is_some())?;
     let stream = StreamInfo::new(id, judging, hysteresis, c)
         .named(names)
         .tuned_by(own.map(|s| s.tuning).unwrap_or_default());
-    let hop = args.hop.unwrap_or(if version_is_audio { 1 } else { w });
+    let hop = args.hop.unwrap_or(if is_audio { 1 } else { w });
     if hop == 0 || hop > w {
         bail!("--hop {hop} must be between 1 and the model's window ({w})");
     }
@@ -287,7 +236,6 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         hop,
         channels: c,
     });
-    let node = crate::config::RawConfig::default().node;
     let mut judge = Judge::new(settings.calibration.clone());
     if let Some(rows) = args.seed_rows {
         let seed = seed(args, input, rows, &mut scorer, &stream, hop)?;
@@ -298,16 +246,8 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         let cal = settings.calibration.tuned(&stream.tuning);
         judge.seed(&stream.id, seed.calibrated(stream.channels, &cal));
     }
-    let mut scored = LabelScore::default();
+    let mut output = Output::new(args);
     let mut total = 0.0f64;
-    let stdout = std::io::stdout();
-    let human = !args.json && std::io::IsTerminal::is_terminal(&stdout);
-    let mut people = ForPeople::default();
-    let mut report = args
-        .report
-        .as_ref()
-        .map(|_| crate::report::Report::default());
-    let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut data, mut residual, mut parts) = (Vec::new(), Vec::new(), Vec::new());
     // Batches as small as the daemon's usually are, so the drift the judge sets reaches the
     // windows after it as it would there.
@@ -341,41 +281,15 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
             let carried = Carried::of(r, c, stream.names.group);
             verdict.explanation = Explanation::new(&carried, &stream.names, w)
                 .map(|e| e.with_unusual(verdict.unusual));
+            // The window's newest row: windows start every `hop` rows.
             let label = match &labels {
-                // The window's newest row: windows start every `hop` rows.
                 Some(labels) => {
                     let last = usize::try_from(win.seq)? * hop + w - 1;
                     Some(labels.get(last).copied().unwrap_or(false))
                 }
                 None => None,
             };
-            if let Some(label) = label {
-                scored.add(
-                    label,
-                    verdict.state,
-                    verdict.transition == Some(Transition::Raised),
-                    verdict.learning,
-                );
-            }
-            if let Some(report) = &mut report {
-                report.add(&verdict, label);
-            }
-            let alert = AlertEvent::from_verdict(&verdict, &node, std::time::SystemTime::now());
-            people.add(&verdict);
-            if human {
-                if let Some(a) = &alert {
-                    writeln!(out, "{}", people_line(a))?;
-                }
-            } else {
-                serde_json::to_writer(
-                    &mut out,
-                    &Line {
-                        verdict: &verdict,
-                        alert,
-                    },
-                )?;
-                out.write_all(b"\n")?;
-            }
+            output.window(&verdict, label)?;
         }
         if let (Some(r), Some(pass)) = (&mut retrainer, pass) {
             let next = chunk.last().map_or(0, |w| w.seq + 1);
@@ -386,47 +300,177 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         }
     }
     // The clip's energy: the mean over its windows (the DCASE clip score).
-    let clip = serde_json::json!({
+    let mut clip = serde_json::json!({
         "clip": args.file.display().to_string(),
         "windows": windows.len(),
         "clip_energy": if windows.is_empty() { 0.0 } else { total / windows.len() as f64 },
         "threshold": model_threshold,
     });
-    let clip = match &retrainer {
-        Some(r) => {
-            let mut clip = clip;
-            clip["retrained"] = serde_json::to_value(&r.runs)?;
-            clip
-        }
-        None => clip,
-    };
-    let clip = match &args.labels {
-        Some(column) => {
-            let mut clip = clip;
-            clip["labels"] = scored.report(column);
-            clip
-        }
-        None => clip,
-    };
-    if let (Some(path), Some(report)) = (&args.report, &report) {
-        let heading = crate::report::Heading {
-            file: args.file.display().to_string(),
-            model: format!("{}@{}", model.name, model.version),
-            labels: args.labels.clone(),
-            summary: people.summary_lines(&clip),
-        };
-        std::fs::write(path, report.render(&heading))
-            .map_err(|e| anyhow::anyhow!("--report {}: {e}", path.display()))?;
-        tracing::info!(report = %path.display(), alerts = report.alerts(), "Report written.");
+    if let Some(r) = &retrainer {
+        clip["retrained"] = serde_json::to_value(&r.runs)?;
     }
-    if human {
-        writeln!(out, "{}", people.summary(&clip))?;
-    } else {
-        serde_json::to_writer(&mut out, &clip)?;
-        out.write_all(b"\n")?;
+    output.finish(args, clip, &model)
+}
+
+/// The recording as the model reads it (log-mel frames for an audio model), its labels
+/// (`--labels`), and the names its energy is explained by (groups of mel bands for audio, a
+/// CSV's columns otherwise); checked against the model's channels.
+fn read_for(
+    version: &ModelVersion,
+    args: &ScoreArgs,
+    input: &InputArgs,
+) -> anyhow::Result<(crate::recording::Recording, Option<Vec<bool>>, Names)> {
+    let m = &version.manifest;
+    let c = m.input.channels;
+    let mut rec = crate::recording::read(&args.file, input)?;
+    let labels = match &args.labels {
+        None => None,
+        Some(_) if m.features.is_some() => {
+            bail!("--labels: audio models window log-mel frames, not rows; label a CSV recording")
+        }
+        Some(column) => Some(read_labels(&args.file, input, column)?),
+    };
+    let names = match &m.features {
+        Some(features) => {
+            rec = rec.logmel(features)?;
+            Names::mel_groups(&features.band_edges_hz())
+        }
+        None => Names::channels(&rec.names, c),
+    };
+    if let Err(why) = m
+        .input
+        .check_names(&rec.names, &args.file.display().to_string())
+    {
+        bail!("{why}: choose and order the columns with --columns");
     }
-    out.flush()?;
-    Ok(())
+    if rec.samples.ncols() != c {
+        bail!(
+            "{} gives {} channel(s) but model {} takes {c} (choose them with --columns)",
+            args.file.display(),
+            rec.samples.ncols(),
+            m.name
+        );
+    }
+    Ok((rec, labels, names))
+}
+
+/// Raise and clear counts and acceptance: the flags', else the configured stream's
+/// (`--stream`), else `[detect]`'s. `stamped`: whether the recording's rows carry times, which
+/// an acceptance in seconds counts.
+fn hysteresis(
+    args: &ScoreArgs,
+    own: Option<&crate::config::StreamSettings>,
+    d: &crate::config::RawDetect,
+    stamped: bool,
+) -> anyhow::Result<Hysteresis> {
+    let hysteresis = Hysteresis {
+        raise_after: args
+            .raise_after
+            .or(own.map(|s| s.raise_after))
+            .unwrap_or(d.raise_after),
+        clear_after: args
+            .clear_after
+            .or(own.map(|s| s.clear_after))
+            .unwrap_or(d.clear_after),
+        // Either on the command line replaces the stream's or the config's acceptance.
+        accept: match (args.accept_after, args.accept_after_s, own) {
+            (None, None, Some(s)) => s.accept,
+            (None, None, None) => d.accept(),
+            (w, s, _) => crate::config::acceptance(w.unwrap_or(0), s.unwrap_or(0.0), "score: ")
+                .map_err(anyhow::Error::msg)?,
+        },
+    };
+    if matches!(hysteresis.accept, Accept::Seconds(_)) && !stamped {
+        bail!(
+            "accept_after_s counts the recording's own time, and its rows carry none: name its timestamp column with --timestamp-column, or give --accept-after in windows"
+        );
+    }
+    Ok(hysteresis)
+}
+
+/// Where `score`'s verdicts go: JSON lines to a pipe or a file (or with --json), alerts for
+/// people to a terminal; the label scores (--labels) and the HTML report (--report) beside.
+struct Output {
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    human: bool,
+    people: ForPeople,
+    labels: LabelScore,
+    report: Option<crate::report::Report>,
+    node: String,
+}
+
+impl Output {
+    fn new(args: &ScoreArgs) -> Self {
+        let stdout = std::io::stdout();
+        Self {
+            human: !args.json && std::io::IsTerminal::is_terminal(&stdout),
+            out: std::io::BufWriter::new(stdout.lock()),
+            people: ForPeople::default(),
+            labels: LabelScore::default(),
+            report: args
+                .report
+                .as_ref()
+                .map(|_| crate::report::Report::default()),
+            node: RawConfig::default().node,
+        }
+    }
+
+    /// One window's verdict, with its label when the recording has them.
+    fn window(&mut self, verdict: &Verdict, label: Option<bool>) -> anyhow::Result<()> {
+        if let Some(label) = label {
+            self.labels.add(
+                label,
+                verdict.state,
+                verdict.transition == Some(Transition::Raised),
+                verdict.learning,
+            );
+        }
+        if let Some(report) = &mut self.report {
+            report.add(verdict, label);
+        }
+        let alert = AlertEvent::from_verdict(verdict, &self.node, std::time::SystemTime::now());
+        self.people.add(verdict);
+        if self.human {
+            if let Some(a) = &alert {
+                writeln!(self.out, "{}", people_line(a))?;
+            }
+        } else {
+            serde_json::to_writer(&mut self.out, &Line { verdict, alert })?;
+            self.out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    /// The summary (`clip`, with the label scores added), and the report written.
+    fn finish(
+        mut self,
+        args: &ScoreArgs,
+        mut clip: serde_json::Value,
+        model: &ModelRef,
+    ) -> anyhow::Result<()> {
+        if let Some(column) = &args.labels {
+            clip["labels"] = self.labels.report(column);
+        }
+        if let (Some(path), Some(report)) = (&args.report, &self.report) {
+            let heading = crate::report::Heading {
+                file: args.file.display().to_string(),
+                model: format!("{}@{}", model.name, model.version),
+                labels: args.labels.clone(),
+                summary: self.people.summary_lines(&clip),
+            };
+            std::fs::write(path, report.render(&heading))
+                .map_err(|e| anyhow::anyhow!("--report {}: {e}", path.display()))?;
+            tracing::info!(report = %path.display(), alerts = report.alerts(), "Report written.");
+        }
+        if self.human {
+            writeln!(self.out, "{}", self.people.summary(&clip))?;
+        } else {
+            serde_json::to_writer(&mut self.out, &clip)?;
+            self.out.write_all(b"\n")?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
 }
 
 /// The windows of `rows` (the stream's learning rows) scored by `scorer`, as the daemon seeds
