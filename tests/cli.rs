@@ -283,6 +283,41 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
         }
     }
     assert!(lines[0]["start"].as_str().unwrap().starts_with("2020-"));
+    // The summary counts the learning windows and the raises, and nothing warned: most
+    // windows were judged.
+    let summary = json_lines(&o.stdout).pop().unwrap();
+    assert_eq!(summary["windows"], lines.len());
+    assert_eq!(summary["learning"], 512);
+    let raised = lines.iter().filter(|l| l["transition"] == "raised").count();
+    assert_eq!(summary["raised"], raised);
+    assert!(!stderr(&o).contains("learning"), "{}", stderr(&o));
+}
+
+#[test]
+fn score_says_when_a_recording_ended_while_the_stream_learnt() {
+    // The default hop is a whole window: the file's 70-odd windows all fall in the stream's
+    // 512 learning windows, so nothing is judged, and `score` says so and what judges more.
+    let csv = shared_data().join("skab/valve1/0.csv");
+    let cols = "Accelerometer1RMS,Accelerometer2RMS,Current,Pressure,Temperature,Thermocouple,Voltage,Volume Flow RateRMS";
+    let mut args = skab_score_args(cols);
+    args.truncate(args.len() - 2); // no --hop
+    args.push(csv.to_str().unwrap());
+    let o = ebgand(&args, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = window_lines(&o);
+    assert!(lines.iter().all(|l| l["learning"] == true));
+    let summary = json_lines(&o.stdout).pop().unwrap();
+    assert_eq!(summary["learning"], lines.len());
+    assert_eq!(summary["raised"], 0);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "{n} of {n} windows were the stream's learning",
+            n = lines.len()
+        )) && err.contains("--hop")
+            && err.contains("--seed-rows"),
+        "{err}"
+    );
 }
 
 /// The vibration rig's samples for `windows` windows, stepped up from window `from`, written

@@ -448,6 +448,17 @@ impl Output {
         mut clip: serde_json::Value,
         model: &ModelRef,
     ) -> anyhow::Result<()> {
+        let (windows, learning) = (self.people.windows, self.people.learning);
+        clip["learning"] = learning.into();
+        clip["raised"] = self.people.raised.into();
+        if learning > 0 && 2 * learning >= windows {
+            // Nothing, or little, was judged: say why, and what judges more of it.
+            tracing::warn!(
+                windows,
+                learning,
+                "{learning} of {windows} windows were the stream's learning ([detect] learn_windows), never alerted on: give a smaller --hop for more windows, --seed-rows A:B to calibrate on rows before the judged ones, or --judge threshold."
+            );
+        }
         if let Some(column) = &args.labels {
             clip["labels"] = self.labels.report(column);
         }
