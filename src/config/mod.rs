@@ -21,6 +21,7 @@ use crate::pipeline::decode::PayloadFormat;
 use crate::pipeline::topic::TopicFilter;
 
 mod detect;
+mod mqtt;
 mod raw;
 pub mod tls;
 mod validate;
@@ -651,7 +652,7 @@ impl RawConfig {
                     path: path.to_path_buf(),
                 });
             }
-            validate::refuse_readable_password(path)?;
+            mqtt::refuse_readable_password(path)?;
             let text = std::fs::read_to_string(path).map_err(|e| {
                 ConfigError::Invalid(vec![format!("{}: cannot read: {e}", path.display())])
             })?;

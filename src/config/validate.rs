@@ -4,81 +4,111 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::detect::{
     acceptance, check_alert_probability, check_own_season, check_window_counts,
     validate_calibration,
 };
-use super::tls::{TlsFiles, client_config};
 use super::*;
-
-/// Smallest `mqtt.max_packet_bytes`.
-const MIN_PACKET: usize = 1024;
-
-/// Largest `mqtt.max_packet_bytes`: well inside what one ingest journal record holds (64 MiB).
-const MAX_PACKET: usize = 32 << 20;
 
 impl RawConfig {
     /// Checks every value and returns typed settings, or every problem found.
+    ///
+    /// Each section is checked and built by its own method (below; `[mqtt]`'s in `mqtt.rs`), in
+    /// file order; each pushes its problems onto one list, so a config with several is refused
+    /// with all of them.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] listing each bad value with its key.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let mut errs: Vec<String> = Vec::new();
-        let m = &self.mqtt;
-        if m.port == 0 {
-            errs.push("mqtt.port: must be 1-65535".into());
+        let node = if self.node.trim().is_empty() {
+            default_node()
+        } else {
+            self.node.clone()
+        };
+        let mqtt = self.mqtt_settings(&node, &mut errs);
+        let journal = self.journal_settings(&mut errs);
+        let runtime = self.runtime_settings(&mut errs);
+        let models = self
+            .models
+            .iter()
+            .map(|(name, model)| {
+                let path = model.path.trim();
+                (
+                    name.clone(),
+                    (!path.is_empty()).then(|| PathBuf::from(path)),
+                )
+            })
+            .collect();
+        let scoring = self.scoring_settings(&mut errs);
+        if self.detect.raise_after == 0 || self.detect.clear_after == 0 {
+            errs.push("detect.raise_after / detect.clear_after: must be at least 1".into());
         }
-        let brokers = brokers(m, &mut errs);
-        let duplicates = match m.duplicates.as_str() {
-            "flagged" => Duplicates::Flagged,
-            "identical" => Duplicates::Identical,
+        // Built once: `season_zone = "local"` reads the system's zone (and warns when it
+        // cannot), and the streams' own window counts are checked against it.
+        let calibration = self.detect.calibration();
+        validate_calibration(&self.detect, &calibration, &mut errs);
+        let streams = self.stream_settings(&calibration, &models, &mut errs);
+        let http_listen = self.http_listen(&mut errs);
+        let log_format = match self.log.format.as_str() {
+            "auto" => LogFormat::Auto,
+            "plain" => LogFormat::Plain,
+            "json" => LogFormat::Json,
             other => {
-                errs.push(format!(
-                    "mqtt.duplicates: {other:?} is not one of \"flagged\", \"identical\""
-                ));
-                Duplicates::Flagged
+                errs.push(format!("log.format: {other:?} must be auto, plain or json"));
+                LogFormat::Auto
             }
         };
-        let mut topic_prefix = |key: &str, p: &str| {
-            if p.is_empty() || p.contains(['+', '#']) || p.ends_with('/') {
-                errs.push(format!(
-                    "{key}: {p:?} must be non-empty, without wildcards or a trailing '/'"
-                ));
-            }
-        };
-        if self.homeassistant.enabled {
-            topic_prefix(
-                "homeassistant.discovery_prefix",
-                &self.homeassistant.discovery_prefix,
-            );
+        let train = self.train_settings(&mut errs);
+        let registry = self.registry_settings(&mut errs);
+        let learning = self.learning_settings(&mut errs);
+        if self.control.max_per_minute == 0 {
+            errs.push("control.max_per_minute: must be at least 1 (disable control with control.enabled = false)".into());
         }
-        topic_prefix("mqtt.prefix", &m.prefix);
-        if !m.status_topic.is_empty() {
-            topic_prefix("mqtt.status_topic", &m.status_topic);
+        self.check_partition(&mut errs);
+        if self.limits.max_streams == 0 {
+            errs.push("limits.max_streams: must be at least 1".into());
         }
-        if m.keep_alive_s < 5 {
-            errs.push(format!(
-                "mqtt.keep_alive_s: {} is below the minimum of 5",
-                m.keep_alive_s
-            ));
+
+        match (errs.is_empty(), scoring) {
+            (true, Some(scoring)) => Ok(Settings {
+                node,
+                mqtt,
+                runtime,
+                models,
+                scoring,
+                streams,
+                calibration,
+                max_streams: self.limits.max_streams,
+                stream_idle: (self.limits.stream_idle_s > 0)
+                    .then(|| Duration::from_secs(self.limits.stream_idle_s)),
+                stale: (self.detect.stale_after > 0.0).then(|| Staleness {
+                    multiple: self.detect.stale_after,
+                    floor: Duration::from_secs_f64(self.detect.stale_min_s.max(0.0)),
+                }),
+                partition: (self.partition.count > 1)
+                    .then_some((self.partition.index, self.partition.count)),
+                partition_prefixes: self.partition.prefixes.clone(),
+                http_listen,
+                log_format,
+                shutdown_grace: Duration::from_millis(self.shutdown.grace_ms),
+                train,
+                registry,
+                control: self.control.enabled,
+                control_per_minute: self.control.max_per_minute,
+                journal,
+                faults: crate::faults::Faults::default(),
+                learning,
+            }),
+            _ => Err(ConfigError::Invalid(errs)),
         }
-        let password = mqtt_password(m, &mut errs);
-        if m.username.is_empty() != password.expose().is_empty() {
-            errs.push(
-                "mqtt.username / mqtt.password (or password_file): give both or neither".into(),
-            );
-        }
-        let tls = mqtt_tls(m, &mut errs);
-        if m.outbox_dir.is_empty() || m.outbox_max == 0 {
-            errs.push(
-                "mqtt.outbox_dir / outbox_max: need a folder and a bound of at least 1".into(),
-            );
-        }
+    }
+
+    /// `[journal]`: `None` when it is off.
+    fn journal_settings(&self, errs: &mut Vec<String>) -> Option<JournalSettings> {
         let j = &self.journal;
         if j.enabled
             && (j.dir.is_empty()
@@ -92,45 +122,16 @@ impl RawConfig {
                 j.dir, j.segment_mb, j.max_mb, j.checkpoint_ms
             ));
         }
-        if m.reconnect_min_ms == 0 || m.reconnect_min_ms > m.reconnect_max_ms {
-            errs.push(format!(
-                "mqtt.reconnect_min_ms: {} must be > 0 and <= reconnect_max_ms ({})",
-                m.reconnect_min_ms, m.reconnect_max_ms
-            ));
-        }
-        if m.inflight == 0 {
-            errs.push("mqtt.inflight: must be at least 1".into());
-        }
-        let energy_qos = match m.energy_qos {
-            0 => rumqttc::QoS::AtMostOnce,
-            1 => rumqttc::QoS::AtLeastOnce,
-            q => {
-                errs.push(format!("mqtt.energy_qos: {q} must be 0 or 1"));
-                rumqttc::QoS::AtMostOnce
-            }
-        };
-        if !(MIN_PACKET..=MAX_PACKET).contains(&m.max_packet_bytes) {
-            errs.push(format!(
-                "mqtt.max_packet_bytes: {} must be in {MIN_PACKET}-{MAX_PACKET} (a journal record \
-                 holds one message; larger messages are acknowledged unread and counted as \
-                 malformed, reason \"oversize\")",
-                m.max_packet_bytes
-            ));
-        }
-        let node = if self.node.trim().is_empty() {
-            default_node()
-        } else {
-            self.node.clone()
-        };
-        let client_id = if m.client_id.is_empty() {
-            format!("ebgand-{node}")
-        } else {
-            m.client_id.clone()
-        };
-        if client_id.len() > 23 * 4 {
-            errs.push(format!("mqtt.client_id: {client_id:?} is too long"));
-        }
+        j.enabled.then(|| JournalSettings {
+            dir: PathBuf::from(&j.dir),
+            segment_bytes: j.segment_mb << 20,
+            max_bytes: j.max_mb << 20,
+            checkpoint: Duration::from_millis(j.checkpoint_ms),
+        })
+    }
 
+    /// `[runtime]`: the execution providers in order of preference, the CPU always last.
+    fn runtime_settings(&self, errs: &mut Vec<String>) -> RuntimeSettings {
         let r = &self.runtime;
         let mut providers = Vec::new();
         for p in &r.providers {
@@ -149,16 +150,19 @@ impl RawConfig {
         if r.intra_threads == 0 {
             errs.push("runtime.intra_threads: must be at least 1".into());
         }
-
-        let mut models = BTreeMap::new();
-        for (name, model) in &self.models {
-            let path = model.path.trim();
-            models.insert(
-                name.clone(),
-                (!path.is_empty()).then(|| PathBuf::from(path)),
-            );
+        RuntimeSettings {
+            library: (!r.library.is_empty()).then(|| PathBuf::from(&r.library)),
+            providers,
+            intra_threads: r.intra_threads,
+            device_id: r.device_id,
+            tensorrt_engine_cache: (!r.tensorrt_engine_cache.is_empty())
+                .then(|| PathBuf::from(&r.tensorrt_engine_cache)),
+            tensorrt_fp16: r.tensorrt_fp16,
         }
+    }
 
+    /// `[scoring]`: `None` when a bound is zero (reported).
+    fn scoring_settings(&self, errs: &mut Vec<String>) -> Option<ScoringSettings> {
         let s = &self.scoring;
         let max_batch = NonZeroUsize::new(s.max_batch);
         if max_batch.is_none() {
@@ -168,14 +172,21 @@ impl RawConfig {
         if queue_windows.is_none() {
             errs.push("scoring.queue_windows: must be at least 1".into());
         }
-        if self.detect.raise_after == 0 || self.detect.clear_after == 0 {
-            errs.push("detect.raise_after / detect.clear_after: must be at least 1".into());
-        }
-        // Built once: `season_zone = "local"` reads the system's zone (and warns when it
-        // cannot), and the streams' own window counts are checked against it.
-        let calibration = self.detect.calibration();
-        validate_calibration(&self.detect, &calibration, &mut errs);
+        Some(ScoringSettings {
+            max_batch: max_batch?,
+            max_wait: Duration::from_micros(s.max_wait_us),
+            queue_windows: queue_windows?,
+        })
+    }
 
+    /// Every `[[streams]]` entry that checks out (the others are reported), with unique names
+    /// and topics that do not take in ebgand's own.
+    fn stream_settings(
+        &self,
+        calibration: &crate::detect::Calibration,
+        models: &BTreeMap<String, Option<PathBuf>>,
+        errs: &mut Vec<String>,
+    ) -> Vec<StreamSettings> {
         let mut streams = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (i, st) in self.streams.iter().enumerate() {
@@ -198,46 +209,38 @@ impl RawConfig {
                 });
                 if let Some(t) = own
                     .iter()
-                    .map(|t| format!("{}/{t}", m.prefix))
+                    .map(|t| format!("{}/{t}", self.mqtt.prefix))
                     .chain(discovery)
                     .find(|t| f.captures(t).is_some())
                 {
                     errs.push(format!(
                         "{at}.topic: {:?} also matches ebgand's own topic {t:?} (mqtt.prefix {:?})",
-                        st.topic, m.prefix
+                        st.topic, self.mqtt.prefix
                     ));
                 }
             }
-            if let Some(s) =
-                validate_stream(st, &at, &self.detect, &calibration, &models, &mut errs)
-            {
+            if let Some(s) = validate_stream(st, &at, &self.detect, calibration, models, errs) {
                 if !names.insert(s.name.clone()) {
                     errs.push(format!("{at}.name: duplicate stream name"));
                 }
                 streams.push(s);
             }
         }
+        streams
+    }
 
-        let http_listen = if self.http.listen.trim().is_empty() {
-            None
-        } else {
-            match listen_addr(&self.http.listen) {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    errs.push(format!("http.listen: {:?}: {e}", self.http.listen));
-                    None
-                }
-            }
-        };
-        let log_format = match self.log.format.as_str() {
-            "auto" => LogFormat::Auto,
-            "plain" => LogFormat::Plain,
-            "json" => LogFormat::Json,
-            other => {
-                errs.push(format!("log.format: {other:?} must be auto, plain or json"));
-                LogFormat::Auto
-            }
-        };
+    /// `[http] listen`: `None` when empty (no HTTP endpoint) or unparsable (reported).
+    fn http_listen(&self, errs: &mut Vec<String>) -> Option<SocketAddr> {
+        if self.http.listen.trim().is_empty() {
+            return None;
+        }
+        listen_addr(&self.http.listen)
+            .map_err(|e| errs.push(format!("http.listen: {:?}: {e}", self.http.listen)))
+            .ok()
+    }
+
+    /// `[train]`: how the Python worker is run.
+    fn train_settings(&self, errs: &mut Vec<String>) -> TrainSettings {
         let t = &self.train;
         if !matches!(t.device.as_str(), "cpu" | "cuda") {
             errs.push(format!("train.device: {:?} must be cpu or cuda", t.device));
@@ -248,6 +251,19 @@ impl RawConfig {
         if t.nice > 19 {
             errs.push(format!("train.nice: {} must be 0-19", t.nice));
         }
+        TrainSettings {
+            python: PathBuf::from(&t.python),
+            worker: PathBuf::from(&t.worker),
+            device: t.device.clone(),
+            nice: t.nice,
+            timeout: Duration::from_secs(t.timeout_s),
+            cache: (!t.cache.is_empty()).then(|| PathBuf::from(&t.cache)),
+            models_dir: PathBuf::from(&t.models_dir),
+        }
+    }
+
+    /// `[registry]`: where model versions live and the gate a new one must pass.
+    fn registry_settings(&self, errs: &mut Vec<String>) -> RegistrySettings {
         let g = &self.registry;
         if g.dir.trim().is_empty() {
             errs.push("registry.dir: must not be empty".into());
@@ -267,282 +283,68 @@ impl RawConfig {
                 g.max_false_alarm_rate
             ));
         }
+        RegistrySettings {
+            dir: PathBuf::from(&g.dir),
+            watch: Duration::from_millis(g.watch_ms),
+            gate_windows: g.gate_windows,
+            max_false_alarm_rate: g.max_false_alarm_rate,
+            gate_min_windows: g.gate_min_windows,
+        }
+    }
+
+    /// `[learning]`: capture and continual learning.
+    fn learning_settings(&self, errs: &mut Vec<String>) -> LearningSettings {
         let l = &self.learning;
         if l.windows < 10 || l.shard_windows == 0 || l.max_shards == 0 || l.steps == 0 {
             errs.push("learning: windows must be at least 10; shard_windows, max_shards, steps at least 1".into());
         }
-        if self.control.max_per_minute == 0 {
-            errs.push("control.max_per_minute: must be at least 1 (disable control with control.enabled = false)".into());
+        LearningSettings {
+            period: LearningPeriod {
+                windows: l.windows,
+                duration: (l.duration_s > 0).then(|| Duration::from_secs(l.duration_s)),
+            },
+            dir: PathBuf::from(&l.dir),
+            shard_windows: l.shard_windows,
+            max_shards: l.max_shards,
+            min_free_mb: l.min_free_mb,
+            capture_every: l.capture_every.max(1),
+            steps: l.steps,
+            retries: l.retries,
+            retry_delay: Duration::from_secs(l.retry_delay_s),
+            retrain_every: (l.retrain_every_s > 0).then(|| Duration::from_secs(l.retrain_every_s)),
+            retrain_seeded: l.retrain_seeded,
+            keep_versions: (l.keep_versions > 0).then_some(l.keep_versions),
         }
-        if self.partition.count == 0 || self.partition.index >= self.partition.count {
+    }
+
+    /// `[partition]`: one way of sharing streams between daemons, each part well formed.
+    fn check_partition(&self, errs: &mut Vec<String>) {
+        let p = &self.partition;
+        if p.count == 0 || p.index >= p.count {
             errs.push(format!(
                 "partition: index {} must be below count {} (count at least 1)",
-                self.partition.index, self.partition.count
+                p.index, p.count
             ));
         }
-        let prefixes = &self.partition.prefixes;
-        for (i, p) in prefixes.iter().enumerate() {
-            if p.is_empty() || p.contains(['+', '#']) || p.starts_with('/') || p.ends_with('/') {
+        for (i, prefix) in p.prefixes.iter().enumerate() {
+            if prefix.is_empty()
+                || prefix.contains(['+', '#'])
+                || prefix.starts_with('/')
+                || prefix.ends_with('/')
+            {
                 errs.push(format!(
-                    "partition.prefixes: {p:?} must be non-empty, without wildcards or a leading or trailing '/'"
+                    "partition.prefixes: {prefix:?} must be non-empty, without wildcards or a leading or trailing '/'"
                 ));
-            } else if prefixes[..i].contains(p) {
-                errs.push(format!("partition.prefixes: {p:?} is listed twice"));
+            } else if p.prefixes[..i].contains(prefix) {
+                errs.push(format!("partition.prefixes: {prefix:?} is listed twice"));
             }
         }
-        if !prefixes.is_empty() && self.partition.count > 1 {
+        if !p.prefixes.is_empty() && p.count > 1 {
             errs.push(
                 "partition: prefixes (partitions the broker makes) and count > 1 (partitions \
                  ebgand makes on one broker) are two ways of sharing streams; use one"
                     .into(),
             );
-        }
-        if self.limits.max_streams == 0 {
-            errs.push("limits.max_streams: must be at least 1".into());
-        }
-
-        match (errs.is_empty(), max_batch, queue_windows) {
-            (true, Some(max_batch), Some(queue_windows)) => Ok(Settings {
-                node,
-                mqtt: MqttSettings {
-                    brokers,
-                    client_id,
-                    prefix: m.prefix.clone(),
-                    status_topic: if m.status_topic.is_empty() {
-                        format!("{}/status", m.prefix)
-                    } else {
-                        m.status_topic.clone()
-                    },
-                    keep_alive: Duration::from_secs(m.keep_alive_s),
-                    credentials: (!m.username.is_empty()).then(|| (m.username.clone(), password)),
-                    tls,
-                    outbox_dir: PathBuf::from(&m.outbox_dir),
-                    homeassistant: self
-                        .homeassistant
-                        .enabled
-                        .then(|| self.homeassistant.discovery_prefix.clone()),
-                    outbox_max: m.outbox_max,
-                    reconnect_min: Duration::from_millis(m.reconnect_min_ms),
-                    reconnect_max: Duration::from_millis(m.reconnect_max_ms),
-                    inflight: m.inflight,
-                    publish_energy: m.publish_energy,
-                    energy_qos,
-                    max_packet_bytes: m.max_packet_bytes,
-                    duplicates,
-                },
-                runtime: RuntimeSettings {
-                    library: (!r.library.is_empty()).then(|| PathBuf::from(&r.library)),
-                    providers,
-                    intra_threads: r.intra_threads,
-                    device_id: r.device_id,
-                    tensorrt_engine_cache: (!r.tensorrt_engine_cache.is_empty())
-                        .then(|| PathBuf::from(&r.tensorrt_engine_cache)),
-                    tensorrt_fp16: r.tensorrt_fp16,
-                },
-                models,
-                scoring: ScoringSettings {
-                    max_batch,
-                    max_wait: Duration::from_micros(s.max_wait_us),
-                    queue_windows,
-                },
-                streams,
-                calibration,
-                max_streams: self.limits.max_streams,
-                stream_idle: (self.limits.stream_idle_s > 0)
-                    .then(|| Duration::from_secs(self.limits.stream_idle_s)),
-                stale: (self.detect.stale_after > 0.0).then(|| Staleness {
-                    multiple: self.detect.stale_after,
-                    floor: Duration::from_secs_f64(self.detect.stale_min_s.max(0.0)),
-                }),
-                partition: (self.partition.count > 1)
-                    .then_some((self.partition.index, self.partition.count)),
-                partition_prefixes: self.partition.prefixes.clone(),
-                http_listen,
-                log_format,
-                shutdown_grace: Duration::from_millis(self.shutdown.grace_ms),
-                train: TrainSettings {
-                    python: PathBuf::from(&t.python),
-                    worker: PathBuf::from(&t.worker),
-                    device: t.device.clone(),
-                    nice: t.nice,
-                    timeout: Duration::from_secs(t.timeout_s),
-                    cache: (!t.cache.is_empty()).then(|| PathBuf::from(&t.cache)),
-                    models_dir: PathBuf::from(&t.models_dir),
-                },
-                registry: RegistrySettings {
-                    dir: PathBuf::from(&g.dir),
-                    watch: Duration::from_millis(g.watch_ms),
-                    gate_windows: g.gate_windows,
-                    max_false_alarm_rate: g.max_false_alarm_rate,
-                    gate_min_windows: g.gate_min_windows,
-                },
-                control: self.control.enabled,
-                control_per_minute: self.control.max_per_minute,
-                journal: j.enabled.then(|| JournalSettings {
-                    dir: PathBuf::from(&j.dir),
-                    segment_bytes: j.segment_mb << 20,
-                    max_bytes: j.max_mb << 20,
-                    checkpoint: Duration::from_millis(j.checkpoint_ms),
-                }),
-                faults: crate::faults::Faults::default(),
-                learning: LearningSettings {
-                    period: LearningPeriod {
-                        windows: self.learning.windows,
-                        duration: (self.learning.duration_s > 0)
-                            .then(|| Duration::from_secs(self.learning.duration_s)),
-                    },
-                    dir: PathBuf::from(&self.learning.dir),
-                    shard_windows: self.learning.shard_windows,
-                    max_shards: self.learning.max_shards,
-                    min_free_mb: self.learning.min_free_mb,
-                    capture_every: self.learning.capture_every.max(1),
-                    steps: self.learning.steps,
-                    retries: self.learning.retries,
-                    retry_delay: Duration::from_secs(self.learning.retry_delay_s),
-                    retrain_every: (self.learning.retrain_every_s > 0)
-                        .then(|| Duration::from_secs(self.learning.retrain_every_s)),
-                    retrain_seeded: self.learning.retrain_seeded,
-                    keep_versions: (self.learning.keep_versions > 0)
-                        .then_some(self.learning.keep_versions),
-                },
-            }),
-            _ => Err(ConfigError::Invalid(errs)),
-        }
-    }
-}
-
-/// A config file every user can read must not hold the broker password: it would be
-/// everyone's. (The file alone is parsed here; a password from the environment is fine.)
-pub(super) fn refuse_readable_password(path: &Path) -> Result<(), ConfigError> {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return Ok(()); // the loader reports an unreadable file
-    };
-    if meta.permissions().mode() & 0o004 == 0 {
-        return Ok(());
-    }
-    let holds_password = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| text.parse::<toml::Table>().ok())
-        .and_then(|t| {
-            t.get("mqtt")?
-                .get("password")?
-                .as_str()
-                .map(|p| !p.is_empty())
-        })
-        .unwrap_or(false);
-    if holds_password {
-        return Err(ConfigError::Invalid(vec![format!(
-            "mqtt.password: {} is readable by every user and must not hold the password; use \
-             mqtt.password_file (mode 0600) or EBGAND__MQTT__PASSWORD",
-            path.display()
-        )]));
-    }
-    Ok(())
-}
-
-/// The broker password: `mqtt.password` (file or environment) or the first line of
-/// `mqtt.password_file`, never both. A password file others can read is refused.
-fn mqtt_password(m: &RawMqtt, errs: &mut Vec<String>) -> Secret {
-    if m.password_file.is_empty() {
-        return m.password.clone();
-    }
-    if !m.password.expose().is_empty() {
-        errs.push("mqtt.password / mqtt.password_file: give one, not both".into());
-        return Secret::default();
-    }
-    let path = Path::new(&m.password_file);
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.permissions().mode() & 0o004 != 0 => {
-            errs.push(format!(
-                "mqtt.password_file: {} is readable by every user; `chmod o-r` it (0600 or 0640)",
-                path.display()
-            ));
-            return Secret::default();
-        }
-        Ok(_) => {}
-        Err(e) => {
-            errs.push(format!("mqtt.password_file: {}: {e}", path.display()));
-            return Secret::default();
-        }
-    }
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let line = text.lines().next().unwrap_or_default();
-            if line.is_empty() {
-                errs.push(format!(
-                    "mqtt.password_file: {} has an empty first line",
-                    path.display()
-                ));
-            }
-            Secret::new(line)
-        }
-        Err(e) => {
-            errs.push(format!("mqtt.password_file: {}: {e}", path.display()));
-            Secret::default()
-        }
-    }
-}
-
-/// `mqtt.hosts` (or `mqtt.host` alone) parsed.
-fn brokers(m: &RawMqtt, errs: &mut Vec<String>) -> Vec<Broker> {
-    if m.hosts.is_empty() {
-        if m.host.trim().is_empty() {
-            errs.push("mqtt.host: must not be empty".into());
-        }
-        return vec![Broker {
-            host: m.host.trim().to_owned(),
-            port: m.port,
-        }];
-    }
-    let mut out: Vec<Broker> = Vec::new();
-    for h in &m.hosts {
-        match Broker::parse(h, m.port) {
-            Ok(b) if out.contains(&b) => errs.push(format!("mqtt.hosts: {b} is listed twice")),
-            Ok(b) => out.push(b),
-            Err(e) => errs.push(format!("mqtt.hosts: {e}")),
-        }
-    }
-    out
-}
-
-/// `[mqtt.tls]` checked and built into a client configuration (reading its files now, so that
-/// `check-config` reports a bad certificate).
-fn mqtt_tls(m: &RawMqtt, errs: &mut Vec<String>) -> Option<Arc<rustls::ClientConfig>> {
-    let t = &m.tls;
-    let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
-    if !t.enabled {
-        if [
-            &t.ca_file,
-            &t.client_cert_file,
-            &t.client_key_file,
-            &t.server_name,
-        ]
-        .iter()
-        .any(|s| !s.is_empty())
-        {
-            errs.push("mqtt.tls: files or server_name set but enabled = false".into());
-        }
-        return None;
-    }
-    let client_auth = match (path(&t.client_cert_file), path(&t.client_key_file)) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) => None,
-        _ => {
-            errs.push("mqtt.tls.client_cert_file / client_key_file: give both or neither".into());
-            return None;
-        }
-    };
-    let files = TlsFiles {
-        ca_file: path(&t.ca_file),
-        client_auth,
-        server_name: (!t.server_name.is_empty()).then(|| t.server_name.clone()),
-        check_server_name: t.check_server_name,
-    };
-    match client_config(&files) {
-        Ok(config) => Some(config),
-        Err(e) => {
-            errs.push(format!("mqtt.tls: {e}"));
-            None
         }
     }
 }
