@@ -206,63 +206,8 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
         .mode
         .clone()
         .unwrap_or_else(|| super::default_mode(logmel.is_some(), channels).to_owned());
-    let mut worker_args = vec!["--mode".to_string(), mode.clone()];
-    for (flag, value) in [
-        ("--steps", args.steps.map(|v| v.to_string())),
-        ("--seed", args.seed.map(|v| v.to_string())),
-        ("--quantile", args.quantile.map(|v| v.to_string())),
-    ] {
-        if let Some(v) = value {
-            worker_args.extend([flag.to_string(), v]);
-        }
-    }
-    if logmel.is_some() {
-        worker_args.extend(super::features_args(logmel.as_ref()));
-    } else if !names.is_empty() {
-        worker_args.extend([
-            "--channel-names".to_string(),
-            serde_json::to_string(&names)?,
-        ]);
-    }
-    if !args.units.is_empty() {
-        worker_args.extend([
-            "--channel-units".to_string(),
-            serde_json::to_string(&args.units)?,
-        ]);
-    }
-    worker_args.extend(args.worker_args.iter().cloned());
-    let source = if args.files.is_empty() {
-        format!(
-            "simulated demo machine (ebgand::sim, seed 2024): {} s of healthy 1 kHz \
-             vibration; windows {window} x 1, hop {hop}",
-            args.simulate.unwrap_or_default()
-        )
-    } else {
-        let key = args
-            .input
-            .key
-            .as_ref()
-            .map(|k| format!(" [{k}]"))
-            .unwrap_or_default();
-        let rows = args.input.rows.map_or_else(String::new, |(a, b)| {
-            format!(
-                " rows {}:{}",
-                a.unwrap_or(0),
-                b.map(|b| b.to_string()).unwrap_or_default()
-            )
-        });
-        let names: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
-        let what = if logmel.is_some() {
-            "log-mel frames"
-        } else {
-            "samples"
-        };
-        format!(
-            "{}{key}{rows}: {} {what} x {channels} channels; windows {window} x {channels}, hop {hop}",
-            names.join(", "),
-            recordings.iter().map(|r| r.samples.nrows()).sum::<usize>()
-        )
-    };
+    let worker_args = worker_args(args, &mode, logmel.as_ref(), &names)?;
+    let source = describe(args, &recordings, logmel.is_some(), window, hop);
     let job = TrainJob {
         source,
         data: data_path,
@@ -302,6 +247,78 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
         println!("{summary}");
     }
     Ok(())
+}
+
+/// The worker's arguments: the mode, the flags given, what the channels are (log-mel
+/// parameters, or the columns' names and units), then whatever followed `--`.
+fn worker_args(
+    args: &TrainArgs,
+    mode: &str,
+    logmel: Option<&crate::pipeline::features::LogMelParams>,
+    names: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let mut worker_args = vec!["--mode".to_string(), mode.to_owned()];
+    for (flag, value) in [
+        ("--steps", args.steps.map(|v| v.to_string())),
+        ("--seed", args.seed.map(|v| v.to_string())),
+        ("--quantile", args.quantile.map(|v| v.to_string())),
+    ] {
+        if let Some(v) = value {
+            worker_args.extend([flag.to_string(), v]);
+        }
+    }
+    if logmel.is_some() {
+        worker_args.extend(super::features_args(logmel));
+    } else if !names.is_empty() {
+        worker_args.extend(["--channel-names".to_string(), serde_json::to_string(names)?]);
+    }
+    if !args.units.is_empty() {
+        worker_args.extend([
+            "--channel-units".to_string(),
+            serde_json::to_string(&args.units)?,
+        ]);
+    }
+    worker_args.extend(args.worker_args.iter().cloned());
+    Ok(worker_args)
+}
+
+/// What the model learnt from, as its manifest records it: the files (key, rows), how many
+/// samples or log-mel frames, and the windows cut from them.
+fn describe(
+    args: &TrainArgs,
+    recordings: &[Recording],
+    logmel: bool,
+    window: usize,
+    hop: usize,
+) -> String {
+    let channels = recordings.first().map_or(0, |r| r.samples.ncols());
+    if args.files.is_empty() {
+        return format!(
+            "simulated demo machine (ebgand::sim, seed 2024): {} s of healthy 1 kHz \
+             vibration; windows {window} x 1, hop {hop}",
+            args.simulate.unwrap_or_default()
+        );
+    }
+    let key = args
+        .input
+        .key
+        .as_ref()
+        .map(|k| format!(" [{k}]"))
+        .unwrap_or_default();
+    let rows = args.input.rows.map_or_else(String::new, |(a, b)| {
+        format!(
+            " rows {}:{}",
+            a.unwrap_or(0),
+            b.map(|b| b.to_string()).unwrap_or_default()
+        )
+    });
+    let names: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
+    let what = if logmel { "log-mel frames" } else { "samples" };
+    format!(
+        "{}{key}{rows}: {} {what} x {channels} channels; windows {window} x {channels}, hop {hop}",
+        names.join(", "),
+        recordings.iter().map(|r| r.samples.nrows()).sum::<usize>()
+    )
 }
 
 /// Runs the worker with a progress bar on a terminal, structured logs otherwise, and
