@@ -286,6 +286,7 @@ fn score_csv_prints_one_verdict_per_window_through_the_daemon_path() {
     // The summary counts the learning windows and the raises, and nothing warned: most
     // windows were judged.
     let summary = json_lines(&o.stdout).pop().unwrap();
+    schema::assert_valid("score.json", &summary);
     assert_eq!(summary["windows"], lines.len());
     assert_eq!(summary["learning"], 512);
     let raised = lines.iter().filter(|l| l["transition"] == "raised").count();
@@ -307,6 +308,7 @@ fn score_says_when_a_recording_ended_while_the_stream_learnt() {
     let lines = window_lines(&o);
     assert!(lines.iter().all(|l| l["learning"] == true));
     let summary = json_lines(&o.stdout).pop().unwrap();
+    schema::assert_valid("score.json", &summary);
     assert_eq!(summary["learning"], lines.len());
     assert_eq!(summary["raised"], 0);
     let err = stderr(&o);

@@ -94,6 +94,7 @@ fn the_report_for_a_skab_recording_opens_in_a_browser_with_its_plot() {
         .count();
     assert!(raised >= 1, "the recording's fault raises no alert");
     assert_eq!(summary[0]["labels"]["anomalies"], 1);
+    schema::assert_valid("score.json", &summary[0]);
 
     // Self-contained: nothing fetched, nothing run.
     let html = std::fs::read_to_string(&page).unwrap();

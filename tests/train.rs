@@ -375,6 +375,7 @@ fn score_replays_continual_learning_and_no_stream_learns_again_after_a_promotion
     assert!(!stderr.contains("registry expects"), "{stderr}");
     let lines = json_lines(&o.stdout);
     let (summary, verdicts) = lines.split_last().unwrap();
+    schema::assert_valid("score.json", summary);
     let runs = summary["retrained"].as_array().unwrap();
     // The schedule ticks every 100 windows; a run starts after the batch of the tick (112,
     // 208, ...) and warms on 48 windows (`warm_windows`) before it serves.
