@@ -551,7 +551,6 @@ impl Judge {
         scored: Scored<'_>,
         may_learn: bool,
     ) -> Verdict {
-        let (energy, parts) = (scored.energy, scored.parts);
         let cal = calibration_of(stream, &self.calibration, self.shadow, &mut self.tuned);
         let mut first = false;
         let saved = &mut self.saved;
@@ -560,176 +559,187 @@ impl Judge {
             let state = saved.remove(&stream.id).unwrap_or_default();
             Detector::restore(stream.hysteresis, state)
         });
-        let (threshold, probability, learning, anomalous, transition);
-        let (mut alert_probability, mut season_probability) = (None, None);
-        let (mut unusual, mut restless) = (None, None);
-        let (mut season_phase, mut season_chosen) = (None, false);
+        // What is known before judging; the rule of the stream fills in the rest.
+        let mut v = Verdict {
+            stream: stream.id.clone(),
+            seq: window.seq,
+            start: window.start.clone(),
+            end: window.end.clone(),
+            energy: scored.energy,
+            probability: None,
+            alert_probability: None,
+            season_probability: None,
+            learning: false,
+            threshold: model_threshold,
+            anomalous: false,
+            state: detector.state(),
+            transition: None,
+            model: model.clone(),
+            explanation: None,
+            unusual: None,
+            restless: None,
+            first,
+            season: None,
+            season_chosen: false,
+            accepted_after: None,
+            alerted_before: false,
+        };
         match stream.judging {
             Judging::Energy(t) => {
                 detector.calibrator = None;
                 detector.level = None;
                 detector.season = None;
-                threshold = t.unwrap_or(model_threshold);
-                (probability, learning) = (None, false);
-                anomalous = is_anomalous(energy, threshold);
-                transition = detector.observe(anomalous);
+                v.threshold = t.unwrap_or(model_threshold);
+                v.anomalous = is_anomalous(v.energy, v.threshold);
+                v.transition = detector.observe(v.anomalous);
             }
             Judging::Probability(alert) => {
-                alert_probability = Some(alert);
-                threshold = model_threshold;
-                // The level carries on across versions; its baseline is the version's own.
-                let mut level = (cal.level_windows > 0).then(|| {
-                    let mut l = detector
-                        .level
-                        .take()
-                        .unwrap_or_else(|| Level::new(&model.version));
-                    if l.version != model.version {
-                        l.rebase(&model.version);
-                    }
-                    l
-                });
-                // Energies of another model version mean nothing to this one: learn again.
-                let mut c = detector
-                    .calibrator
-                    .take()
-                    .filter(|c| c.version == model.version)
-                    .unwrap_or_else(|| Calibrator::new(&model.version));
-                learning = c.learning(cal);
-                // The season does not depend on the model: it carries on across versions.
-                let mut shared = cal
-                    .seasons
-                    .on()
-                    .then(|| detector.season.take().unwrap_or_default());
-                // Copied here when a saved state still shares it (at most once a batch).
-                let mut season = shared.as_mut().map(Arc::make_mut);
-                let watching = season.as_ref().map(|s| s.phase()) == Some(Phase::Watching);
-                let seasonal = season
-                    .as_mut()
-                    .and_then(|s| s.observe(window, stream.channels, &cal.seasons, cal));
-                if learning {
-                    if may_learn {
-                        take(
-                            &mut c,
-                            &mut level,
-                            &window.data,
-                            stream.channels,
-                            scored,
-                            None,
-                            cal,
-                        );
-                        if let (Some(s), Some(e)) = (&mut season, seasonal) {
-                            s.learn(e, None, cal);
-                        }
-                    }
-                    (probability, anomalous, transition) = (None, false, None);
-                } else {
-                    if let Some(l) = &mut level {
-                        l.settle();
-                    }
-                    let reading = c.read(energy, parts, cal);
-                    // A window is as unusual as the more unusual of its energy and its season.
-                    let in_season = season
-                        .as_ref()
-                        .zip(seasonal)
-                        .map(|(s, e)| (e, s.probability(e, cal)));
-                    season_probability = in_season.map(|(_, q)| q);
-                    let p = season_probability
-                        .map_or(reading.probability, |q| q.max(reading.probability));
-                    unusual = reading.unusual;
-                    probability = Some(p);
-                    let alert = c.alert_bar(alert, cal);
-                    alert_probability = Some(alert);
-                    anomalous = p >= alert;
-                    transition = detector.observe_probability(p, alert, &cal.restless, &cal.quiet);
-                    if transition == Some(Transition::Raised) && detector.restless.raised_it() {
-                        restless = Some(detector.restless.raise(&cal.restless));
-                    }
-                    let healthy = may_learn && !anomalous && detector.state == AlertState::Normal;
-                    if healthy {
-                        let data = &window.data;
-                        take(
-                            &mut c,
-                            &mut level,
-                            data,
-                            stream.channels,
-                            scored,
-                            Some(&reading),
-                            cal,
-                        );
-                        if let (Some(s), Some((e, q))) = (&mut season, in_season) {
-                            s.learn(e, Some(q), cal);
-                        }
-                    }
-                    // A window the season vouches for (ordinary for its moment) is learnt by
-                    // the energy's calibration even when its energy is unusual, if it recurs
-                    // (no more unusual than its moment a season before) and no alert is up: a
-                    // weekend the learning period never showed is not a fault, a fault that
-                    // grows is more unusual each season.
-                    let learnt = healthy && cal.learns(&reading);
-                    let normal = detector.state == AlertState::Normal;
-                    let recurs = cal.seasons.teaches > 0.0
-                        && season
-                            .as_mut()
-                            .is_some_and(|s| s.recurs(reading.probability));
-                    if may_learn
-                        && normal
-                        && !learnt
-                        && recurs
-                        && seasons_vouch(in_season, &cal.seasons)
-                    {
-                        c.add(energy, parts, cal);
-                    }
-                    if detector.held_long_enough(stream.hysteresis.accept, &window.end) {
-                        // The level is the new normal. Learn it; the alert clears once the
-                        // windows after learning are judged normal, and says so.
-                        c.relearn();
-                        if let Some(l) = &mut level {
-                            l.rebase(&model.version);
-                        }
-                    }
-                }
-                if let Some(s) = &mut season {
-                    // What each moment is expected to be follows healthy windows only.
-                    let normal = !anomalous && detector.state == AlertState::Normal;
-                    s.keep(may_learn && (learning || normal), &cal.seasons);
-                }
-                detector.calibrator = Some(c);
-                if let Some(l) = &level {
-                    stream.drift.follow(l);
-                }
-                detector.level = level;
-                season_phase = season.as_ref().map(|s| s.phase());
-                season_chosen = watching && season_phase.is_some_and(|p| p != Phase::Watching);
-                detector.season = shared;
+                v.alert_probability = Some(alert);
+                detector.judge_probability(stream, window, scored, may_learn, cal, &mut v);
             }
         }
-        let accepted_after = (transition == Some(Transition::Cleared))
+        v.state = detector.state();
+        v.accepted_after = (v.transition == Some(Transition::Cleared))
             .then(|| std::mem::take(&mut detector.accepted))
             .filter(|&n| n > 0);
-        Verdict {
-            stream: stream.id.clone(),
-            seq: window.seq,
-            start: window.start.clone(),
-            end: window.end.clone(),
-            energy,
-            probability,
-            alert_probability,
-            season_probability,
-            learning,
-            threshold,
-            anomalous,
-            state: detector.state(),
-            transition,
-            model: model.clone(),
-            explanation: None,
-            unusual,
-            restless,
-            first,
-            season: season_phase,
-            season_chosen,
-            accepted_after,
-            alerted_before: false,
+        v
+    }
+}
+
+impl Detector {
+    /// Judges one window by its calibrated probability against `v.alert_probability` (the
+    /// stream's alert probability, made the calibration's bar here), filling in `v`: learning
+    /// while the calibration learns, then the probability (the larger of the energy's and the
+    /// season's), whether it is anomalous, and the hysteresis. The calibration, the input
+    /// level and the season learn from healthy windows only (and only where `may_learn`).
+    fn judge_probability(
+        &mut self,
+        stream: &StreamInfo,
+        window: &RawWindow,
+        scored: Scored<'_>,
+        may_learn: bool,
+        cal: &Calibration,
+        v: &mut Verdict,
+    ) {
+        let (energy, parts) = (scored.energy, scored.parts);
+        let alert = v.alert_probability.unwrap_or(1.0);
+        let version = &v.model.version;
+        // The level carries on across versions; its baseline is the version's own.
+        let mut level = (cal.level_windows > 0).then(|| {
+            let mut l = self.level.take().unwrap_or_else(|| Level::new(version));
+            if &l.version != version {
+                l.rebase(version);
+            }
+            l
+        });
+        // Energies of another model version mean nothing to this one: learn again.
+        let mut c = self
+            .calibrator
+            .take()
+            .filter(|c| &c.version == version)
+            .unwrap_or_else(|| Calibrator::new(version));
+        v.learning = c.learning(cal);
+        // The season does not depend on the model: it carries on across versions.
+        let mut shared = cal
+            .seasons
+            .on()
+            .then(|| self.season.take().unwrap_or_default());
+        // Copied here when a saved state still shares it (at most once a batch).
+        let mut season = shared.as_mut().map(Arc::make_mut);
+        let watching = season.as_ref().map(|s| s.phase()) == Some(Phase::Watching);
+        let seasonal = season
+            .as_mut()
+            .and_then(|s| s.observe(window, stream.channels, &cal.seasons, cal));
+        if v.learning {
+            if may_learn {
+                take(
+                    &mut c,
+                    &mut level,
+                    &window.data,
+                    stream.channels,
+                    scored,
+                    None,
+                    cal,
+                );
+                if let (Some(s), Some(e)) = (&mut season, seasonal) {
+                    s.learn(e, None, cal);
+                }
+            }
+        } else {
+            if let Some(l) = &mut level {
+                l.settle();
+            }
+            let reading = c.read(energy, parts, cal);
+            // A window is as unusual as the more unusual of its energy and its season.
+            let in_season = season
+                .as_ref()
+                .zip(seasonal)
+                .map(|(s, e)| (e, s.probability(e, cal)));
+            v.season_probability = in_season.map(|(_, q)| q);
+            let p = v
+                .season_probability
+                .map_or(reading.probability, |q| q.max(reading.probability));
+            v.unusual = reading.unusual;
+            v.probability = Some(p);
+            let alert = c.alert_bar(alert, cal);
+            v.alert_probability = Some(alert);
+            v.anomalous = p >= alert;
+            v.transition = self.observe_probability(p, alert, &cal.restless, &cal.quiet);
+            if v.transition == Some(Transition::Raised) && self.restless.raised_it() {
+                v.restless = Some(self.restless.raise(&cal.restless));
+            }
+            let healthy = may_learn && !v.anomalous && self.state == AlertState::Normal;
+            if healthy {
+                let data = &window.data;
+                take(
+                    &mut c,
+                    &mut level,
+                    data,
+                    stream.channels,
+                    scored,
+                    Some(&reading),
+                    cal,
+                );
+                if let (Some(s), Some((e, q))) = (&mut season, in_season) {
+                    s.learn(e, Some(q), cal);
+                }
+            }
+            // A window the season vouches for (ordinary for its moment) is learnt by the
+            // energy's calibration even when its energy is unusual, if it recurs (no more
+            // unusual than its moment a season before) and no alert is up: a weekend the
+            // learning period never showed is not a fault, a fault that grows is more unusual
+            // each season.
+            let learnt = healthy && cal.learns(&reading);
+            let normal = self.state == AlertState::Normal;
+            let recurs = cal.seasons.teaches > 0.0
+                && season
+                    .as_mut()
+                    .is_some_and(|s| s.recurs(reading.probability));
+            if may_learn && normal && !learnt && recurs && seasons_vouch(in_season, &cal.seasons) {
+                c.add(energy, parts, cal);
+            }
+            if self.held_long_enough(stream.hysteresis.accept, &window.end) {
+                // The level is the new normal. Learn it; the alert clears once the windows
+                // after learning are judged normal, and says so.
+                c.relearn();
+                if let Some(l) = &mut level {
+                    l.rebase(version);
+                }
+            }
         }
+        if let Some(s) = &mut season {
+            // What each moment is expected to be follows healthy windows only.
+            let normal = !v.anomalous && self.state == AlertState::Normal;
+            s.keep(may_learn && (v.learning || normal), &cal.seasons);
+        }
+        self.calibrator = Some(c);
+        if let Some(l) = &level {
+            stream.drift.follow(l);
+        }
+        self.level = level;
+        v.season = season.as_ref().map(|s| s.phase());
+        v.season_chosen = watching && v.season.is_some_and(|p| p != Phase::Watching);
+        self.season = shared;
     }
 }
 
