@@ -593,14 +593,16 @@ def fan_rotations(binary, data, mode, seed, train=None):
             yield key, train(f"{folder}/rot{r}", clips), held, abnormal
 
 
-def fan_eval(binary, data, mode, seed):
+def fan_eval(binary, data, mode, seed, train=None, read=None):
     """Clip AUCs over `fan_rotations`: the fan alone ("auc"), under another machine's clips
     ("noisy_auc") and under its ordinary states ("ordinary_auc"), with each one's worst
-    rotation."""
+    rotation. `train` as `fan_rotations`'s; `read(clip)`: the file `score` reads for a clip
+    (default: the clip itself)."""
+    read = read or (lambda c: c)
     aucs = {}
-    for key, model, held, abnormal in fan_rotations(binary, data, mode, seed):
-        e_h = [clip(binary, model, c)[0] for c in held]
-        e_a = [clip(binary, model, c)[0] for c in abnormal]
+    for key, model, held, abnormal in fan_rotations(binary, data, mode, seed, train):
+        e_h = [clip(binary, model, read(c))[0] for c in held]
+        e_a = [clip(binary, model, read(c))[0] for c in abnormal]
         aucs.setdefault(key, []).append(roc_auc(np.array(e_h), np.array(e_a)))
     out = {}
     for key, per in aucs.items():
@@ -639,17 +641,19 @@ def dcase_splits(binary, data, mode, seed, train=None):
             yield model, held, faulty
 
 
-def dcase_eval(binary, data, mode, seed):
+def dcase_eval(binary, data, mode, seed, train=None, read=None):
     """Clip AUC of each synthetic fault and the window alarm rate of the held-out healthy
-    clips, means over `dcase_splits`."""
+    clips, means over `dcase_splits`; `train` and `read` as `fan_eval`'s."""
+    read = read or (lambda c: c)
     out = {"auc": {}, "window_far": []}
     per_kind = {k: [] for k in DCASE_FAULTS}
-    for model, held, faulty in dcase_splits(binary, data, mode, seed):
-        healthy = [clip(binary, model, c) for c in held]
+    for model, held, faulty in dcase_splits(binary, data, mode, seed, train):
+        healthy = [clip(binary, model, read(c)) for c in held]
         out["window_far"].append(float(np.mean([h[1] for h in healthy])))
         for kind, paths in faulty.items():
             per_kind[kind].append(roc_auc(np.array([h[0] for h in healthy]),
-                                          np.array([clip(binary, model, p)[0] for p in paths])))
+                                          np.array([clip(binary, model, read(p))[0]
+                                                    for p in paths])))
     out["auc"] = {k: float(np.mean(v)) for k, v in per_kind.items()}
     out["window_far"] = float(np.mean(out["window_far"]))
     return out

@@ -83,11 +83,7 @@ def main(argv=None):
         print("| set | " + " | ".join(RULES) + " |")
         print("|---|" + "---|" * len(RULES))
         for name in runs[0]:
-            cells = []
-            for q in RULES:
-                x = [run[name][q] for run in runs]
-                sd = np.std(x, ddof=1) if len(x) > 1 else 0.0
-                cells.append(f"{np.mean(x):.3f} ± {sd:.3f}")
+            cells = [ej.mean_spread([run[name][q] for run in runs], "{:.3f}") for q in RULES]
             print(f"| {name} | " + " | ".join(cells) + " |")
 
 

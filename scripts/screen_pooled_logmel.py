@@ -6,10 +6,10 @@ goes; a mean over a second of frames keeps the first and averages the second dow
 Each variant writes every clip's pooled frames as a .npy (rows: one pooled vector each,
 columns: mel bands), then runs the daemon's own `ebgand train` (plain autoencoder, the log-mel
 default) on the training clips' files and `ebgand score --judge threshold` on the others,
-window of one row (or WINDOW rows); clip score = the mean window energy, as
-`eval_judgment.py`'s. Same sets, rotations, splits and seeds as `eval_judgment.py --only
-fan,dcase` (its `fan_rotations` and `dcase_splits`), so the numbers sit beside its
-autoencoder column. Round thirty-five of docs/EVALUATION-ROUNDS.md reads it.
+window of one row (or WINDOW rows); clip score = the mean window energy. The sets,
+rotations, splits, seeds and AUCs are `eval_judgment.py --only fan,dcase`'s own
+(`fan_eval` and `dcase_eval`, given this training and each clip's pooled file), so the
+numbers sit beside its autoencoder column. Round thirty-five of docs/EVALUATION-ROUNDS.md reads it.
 
     PYTHONPATH=models/trainer .venv/trainer/bin/python scripts/screen_pooled_logmel.py \
         --variants mean:1:1:5,mean:32:8,p20:32:8 --seeds 3
@@ -24,7 +24,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eval_judgment as ej  # noqa: E402
-from ebgand_trainer.evaluate import roc_auc  # noqa: E402
 
 sys.path.insert(0, str(ej.REPO / "models" / "audio"))
 import eval_faults  # noqa: E402
@@ -74,29 +73,18 @@ class Variant:
                 "eval", "--version", f"pool-{self.seed}", "--out", str(out)], self.binary.env)
         return out
 
-    def clip(self, model, wav):
-        lines, _ = self.binary.score_clip(model, self.npy(wav))
-        return float(np.mean([v["energy"] for v in lines]))
 
-
-def fan(variant, data, seed):
-    aucs = {}
-    for key, model, held, abnormal in ej.fan_rotations(variant.binary, data, "ae", seed,
-                                                       variant.train):
-        e_h = [variant.clip(model, c) for c in held]
-        e_a = [variant.clip(model, c) for c in abnormal]
-        aucs.setdefault(key or "clean_", []).append(roc_auc(np.array(e_h), np.array(e_a)))
-    return {key.rstrip("_"): float(np.mean(per)) for key, per in aucs.items()}
-
-
-def dcase(variant, data, seed):
-    per_kind = {k: [] for k in ej.DCASE_FAULTS}
-    for model, held, faulty in ej.dcase_splits(variant.binary, data, "ae", seed, variant.train):
-        healthy = np.array([variant.clip(model, c) for c in held])
-        for kind, paths in faulty.items():
-            per_kind[kind].append(roc_auc(healthy, np.array([variant.clip(model, p)
-                                                             for p in paths])))
-    return {k: float(np.mean(v)) for k, v in per_kind.items()}
+def run(variant, data, seed, only):
+    """The AUCs of one variant and seed, through `eval_judgment`'s own fan and DCASE
+    evaluations (each clip read as its pooled rows)."""
+    r = {}
+    if "fan" in only:
+        f = ej.fan_eval(variant.binary, data, "ae", seed, variant.train, variant.npy)
+        r.update(clean=f["auc"], noisy=f["noisy_auc"], ordinary=f["ordinary_auc"])
+    if "dcase" in only:
+        r.update(ej.dcase_eval(variant.binary, data, "ae", seed, variant.train,
+                               variant.npy)["auc"])
+    return r
 
 
 def main():
@@ -117,11 +105,7 @@ def main():
             per_seed = []
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 v = Variant(spec, binary, Path(tmp) / str(seed), seed)
-                r = {}
-                if "fan" in only:
-                    r.update(fan(v, args.data, seed))
-                if "dcase" in only:
-                    r.update(dcase(v, args.data, seed))
+                r = run(v, args.data, seed, only)
                 per_seed.append(r)
                 print(f"# {spec} seed {seed}: {r}", flush=True)
             rows.append((spec, per_seed))
@@ -129,9 +113,7 @@ def main():
         print("| variant | " + " | ".join(keys) + " |")
         print("|---|" + "---|" * len(keys))
         for spec, per_seed in rows:
-            cells = [f"{np.mean([r[k] for r in per_seed]):.3f} ± "
-                     f"{np.std([r[k] for r in per_seed], ddof=1) if len(per_seed) > 1 else 0:.3f}"
-                     for k in keys]
+            cells = [ej.mean_spread([r[k] for r in per_seed], "{:.3f}") for k in keys]
             print(f"| `{spec}` | " + " | ".join(cells) + " |")
 
 

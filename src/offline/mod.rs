@@ -518,7 +518,8 @@ fn seed(
     )?)
 }
 
-/// What a terminal is told at the end of `score`.
+/// The recording's totals: the counts of `score`'s summary line, and what a terminal is told
+/// at the end.
 #[derive(Default)]
 struct ForPeople {
     windows: u64,
