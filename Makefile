@@ -153,7 +153,7 @@ fuzz: ## cargo fuzz (nightly) every payload decoder, the config, manifest and co
 
 EVAL_ARGS ?= --seeds 3 --nab-per-file
 
-eval: setup-ort setup-venv ## Judgment on the dev sets through `ebgand train`/`score` (NAB dev and look-alikes of its anomaly-free, long and short streams, drifting streams, SKAB, the fan clean and noisy, DCASE; old rule vs new), then the models' ranking (SKAB, CWRU, NAB); EVAL_ARGS=...
+eval: setup-ort setup-venv ## Judgment on the dev sets through `ebgand train`/`score` (NAB dev and look-alikes of its anomaly-free, long and short streams, drifting streams, NAB dev with rows missing, SKAB, the fan clean and noisy, DCASE; old rule vs new), then the models' ranking (SKAB, CWRU, NAB); EVAL_ARGS=...
 	cargo build --release --quiet
 	PYTHONPATH=models/trainer $(TRAINER_VENV)/bin/python scripts/eval_judgment.py --data ../shared/data $(EVAL_ARGS)
 	PYTHONPATH=models/trainer $(TRAINER_VENV)/bin/python -m ebgand_trainer.evaluate --data ../shared/data --seeds 3 --modes ebgan,ae,zscore
