@@ -3,7 +3,8 @@ samples on its step would be worth. NAB dev with one row in ten missing (`eval_j
 --only gaps`) against the same files with each missing row put back holding the value before
 it, at its own time: what a windower that fills gaps would give the model and the judging.
 The daemon does not fill gaps (a window is the samples that arrived); this measures whether
-it should. Both are trained and scored as `eval_judgment.py` does the dev files.
+it should (round thirty-seven put its windows on the step: a gain on these files, none on the
+dev recordings whose gaps are real, so not kept). Both are trained and scored as `eval_judgment.py` does the dev files.
 
     PYTHONPATH=models/trainer .venv/trainer/bin/python scripts/screen_filled_gaps.py   # 2 min
 """
