@@ -221,6 +221,52 @@ fn a_stream_that_skips_samples_keeps_its_step_and_finds_its_week() {
     );
 }
 
+/// A stream that starts sending three times as often has changed its rate: its windows are
+/// off the held step's grid, and the season is watched again at the new step.
+#[test]
+fn a_faster_rate_watches_the_stream_again() {
+    let (seasons, cal) = (Seasons::default(), Calibration::default());
+    let mut s = Season::default();
+    let series = |i| demand(i, &[]);
+    run(&mut s, W as u64 - 1, 3 * 336, &series);
+    assert_eq!(s.period(), Some(336));
+    // After sample 3 * 336, a sample every 10 minutes (seconds from the first sample); each
+    // window the newest W samples, the half-hourly ones before the change first.
+    let switch = 3 * 336 * STEP_S;
+    let at = |k: u64| switch + k * STEP_S / 3;
+    let mut watched = false;
+    for k in 1..=(2 * W as u64) {
+        let times: Vec<u64> = ((k + 1).saturating_sub(W as u64).max(1)..=k)
+            .map(at)
+            .collect();
+        let times: Vec<u64> = (0..W as u64 - times.len() as u64)
+            .rev()
+            .map(|back| switch - back * STEP_S)
+            .chain(times)
+            .collect();
+        let mark = |t: u64| {
+            let t = UNIX_EPOCH + std::time::Duration::from_secs(1_404_691_200 + t);
+            Mark::Time(Value::String(humantime::format_rfc3339(t).to_string()))
+        };
+        let w = RawWindow {
+            seq: 3 * 336 + k,
+            start: mark(times[0]),
+            end: mark(times[W - 1]),
+            data: vec![20.0; W],
+        };
+        s.observe(&w, 1, &seasons, &cal);
+        s.keep(true, &seasons);
+        watched |= s.phase() == Phase::Watching;
+    }
+    assert!(watched, "the season was kept");
+    assert_eq!(s.phase(), Phase::Watching);
+    assert!(
+        (s.step_s - (STEP_S / 3) as f64).abs() < 1e-9,
+        "{}",
+        s.step_s
+    );
+}
+
 #[test]
 fn a_gap_passes_its_moments_and_the_season_survives_a_restart() {
     let mut s = Season::default();
