@@ -454,16 +454,6 @@ def short_files(data, folder):
     return out
 
 
-def short_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W,
-               learn="probation"):
-    """NAB's short streams' look-alikes, trained and scored as `nab_eval` does the dev files."""
-    files = short_files(data, binary.cache / "nab-short-data")
-    scored = nab_eval(binary, data, mode, seed, rules, start, window, files=files,
-                      folder="nab-short", learn=learn)
-    return {rule: {k: res[k] for k in ("standard", "hit", "false", "windows", "files")}
-            for rule, res in scored.items()}
-
-
 # Streams that skip samples: NAB's realTraffic sensors report at irregular times, and a
 # sensor on a machine drops a reading now and then. Every dev file with one row in ten
 # missing (the same rows every run), its labelled windows kept in time.
@@ -505,13 +495,20 @@ def gappy_files(data, folder, fill=False):
     return out
 
 
-def gaps_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W,
-              learn="probation"):
-    """NAB dev with rows missing (`gappy_files`), trained and scored as `nab_eval` does the
-    dev files."""
-    files = gappy_files(data, binary.cache / "nab-gaps-data")
+# The sets with labelled windows besides NAB dev: `--only` key -> (the function writing its
+# files, its table's title).
+WINDOWED_SETS = {
+    "short": (short_files, "NAB short look-alikes"),
+    "gaps": (gappy_files, "NAB dev, one row in ten missing,"),
+}
+
+
+def windowed_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W,
+                  learn="probation", kind="short"):
+    """One of `WINDOWED_SETS`, trained and scored as `nab_eval` does the dev files."""
+    files = WINDOWED_SETS[kind][0](data, binary.cache / f"nab-{kind}-data")
     scored = nab_eval(binary, data, mode, seed, rules, start, window, files=files,
-                      folder="nab-gaps", learn=learn)
+                      folder=f"nab-{kind}", learn=learn)
     return {rule: {k: res[k] for k in ("standard", "hit", "false", "windows", "files")}
             for rule, res in scored.items()}
 
@@ -768,9 +765,9 @@ def main(argv=None):
         results = json.loads(args.table.read_text())
         modes = list(dict.fromkeys(r["mode"] for r in results))
         first = results[0]
-        rules = list(next((first[k] for k in ("nab", *NULL_SETS, "short", "gaps", "skab")
+        rules = list(next((first[k] for k in ("nab", *NULL_SETS, *WINDOWED_SETS, "skab")
                            if k in first), {}).keys())
-        only = [k for k in ("nab", *NULL_SETS, "short", "gaps", "skab", "fan", "dcase")
+        only = [k for k in ("nab", *NULL_SETS, *WINDOWED_SETS, "skab", "fan", "dcase")
                 if k in first]
         table(results, modes, rules, only)
         if args.nab_per_file and "nab" in only:
@@ -798,12 +795,11 @@ def main(argv=None):
                 if kind in args.only:
                     r[kind] = null_eval(binary, args.data, mode, seed, rules, args.nab_start,
                                         args.nab_window, args.nab_learn, kind=kind)
-            if "short" in args.only:
-                r["short"] = short_eval(binary, args.data, mode, seed, rules, args.nab_start,
-                                        args.nab_window, args.nab_learn)
-            if "gaps" in args.only:
-                r["gaps"] = gaps_eval(binary, args.data, mode, seed, rules, args.nab_start,
-                                      args.nab_window, args.nab_learn)
+            for kind in WINDOWED_SETS:
+                if kind in args.only:
+                    r[kind] = windowed_eval(binary, args.data, mode, seed, rules,
+                                            args.nab_start, args.nab_window, args.nab_learn,
+                                            kind=kind)
             if "skab" in args.only:
                 r["skab"] = skab_eval(binary, args.data, mode, seed, rules, args.skab_window)
             if "fan" in args.only:
@@ -896,8 +892,9 @@ def null_table(results, modes, rules, key):
             print("| " + " | ".join(cells) + " |")
 
 
-def short_table(results, modes, rules, key="short", title="NAB short look-alikes"):
-    """NAB's standard score, windows hit and false alerts on `key`'s files."""
+def windowed_table(results, modes, rules, key):
+    """NAB's standard score, windows hit and false alerts on one of `WINDOWED_SETS` (`key`)."""
+    title = WINDOWED_SETS[key][1]
     n = results[0][key][rules[0]]["windows"]
     print(f"| mode | judging | {title} standard | windows hit (of {n}) "
           "| false alerts |")
@@ -919,12 +916,10 @@ def table(results, modes, rules, only):
         if key in only:
             null_table(results, modes, rules, key)
             print()
-    if "short" in only:
-        short_table(results, modes, rules)
-        print()
-    if "gaps" in only:
-        short_table(results, modes, rules, "gaps", "NAB dev, one row in ten missing,")
-        print()
+    for key in WINDOWED_SETS:
+        if key in only:
+            windowed_table(results, modes, rules, key)
+            print()
     if not any(k in only for k in ("nab", "skab")):
         return
     print("| mode | judging | NAB dev standard | low FP | low FN | NAB windows hit | NAB false "

@@ -31,7 +31,12 @@ fn demand(i: u64, sunday: &[u64]) -> f32 {
 
 /// An RFC 3339-like time the way NAB's CSV files write them, from 2014-07-07 (a Monday).
 fn stamp(i: u64) -> Mark {
-    let t = UNIX_EPOCH + std::time::Duration::from_secs(1_404_691_200 + i * STEP_S);
+    stamp_at(i * STEP_S)
+}
+
+/// [`stamp`]'s time `seconds` after its first sample.
+fn stamp_at(seconds: u64) -> Mark {
+    let t = UNIX_EPOCH + std::time::Duration::from_secs(1_404_691_200 + seconds);
     let s = humantime::format_rfc3339(t).to_string();
     Mark::Time(Value::String(
         s.replace('T', " ").trim_end_matches('Z').to_owned(),
@@ -65,17 +70,28 @@ fn feed(
 ) -> Vec<Option<f64>> {
     let (seasons, cal) = (Seasons::default(), Calibration::default());
     (from..to)
-        .map(|i| {
-            let Some(e) = s.observe(&window(i, series), 1, &seasons, &cal) else {
-                s.keep(true, &seasons);
-                return None;
-            };
-            let p = s.probability(e, &cal);
-            s.learn(e, Some(p), &cal);
-            s.keep(keep_all || p < 0.9999, &seasons);
-            Some(p)
-        })
+        .map(|i| read(s, &window(i, series), &seasons, &cal, keep_all))
         .collect()
+}
+
+/// Reads one window of a one-channel stream as the judge does: its seasonal probability
+/// (`None`: no seasonal energy), learnt when under `learn_below`, and the window kept in what
+/// its moments are expected to be when under the alert bar (or with `keep_all`).
+fn read(
+    s: &mut Season,
+    w: &RawWindow,
+    seasons: &Seasons,
+    cal: &Calibration,
+    keep_all: bool,
+) -> Option<f64> {
+    let Some(e) = s.observe(w, 1, seasons, cal) else {
+        s.keep(true, seasons);
+        return None;
+    };
+    let p = s.probability(e, cal);
+    s.learn(e, Some(p), cal);
+    s.keep(keep_all || p < 0.9999, seasons);
+    Some(p)
 }
 
 #[test]

@@ -77,22 +77,18 @@ fn days_raised(first: i64, zone: &TimeZone) -> std::collections::BTreeSet<u64> {
         Calibration::default(),
     );
     let mut s = Season::default();
-    let (mut days, mut read) = (std::collections::BTreeSet::new(), 0);
+    let (mut days, mut judged) = (std::collections::BTreeSet::new(), 0);
     for i in W as u64 - 1..6 * 336 {
-        let Some(e) = s.observe(&berlin_window(first, i), 1, &seasons, &cal) else {
-            s.keep(true, &seasons);
+        let Some(p) = read(&mut s, &berlin_window(first, i), &seasons, &cal, false) else {
             continue;
         };
-        let p = s.probability(e, &cal);
-        s.learn(e, Some(p), &cal);
-        s.keep(p < 0.9999, &seasons);
         if p >= 0.9999 {
             days.insert(i / 48);
         }
-        read += usize::from(i >= 4 * 336);
+        judged += usize::from(i >= 4 * 336);
     }
     assert_eq!(s.period(), Some(336));
-    assert_eq!(read, 2 * 336, "windows of the last two weeks read");
+    assert_eq!(judged, 2 * 336, "windows of the last two weeks read");
     days
 }
 
