@@ -63,6 +63,13 @@ pub(super) fn validate_calibration(d: &RawDetect, c: &Calibration, errs: &mut Ve
             crate::detect::season::MAX_VALUES
         ));
     }
+    if d.season_days != 0 && !(2..7 * d.season_weeks).contains(&d.season_days) {
+        errs.push(format!(
+            "detect.season_days: {} must be 0 (a day waits for the weeks) or at least 2 (a day's autocorrelation needs two) and fewer than season_weeks' {} days",
+            d.season_days,
+            7 * d.season_weeks
+        ));
+    }
     if !(d.season_teaches >= 0.0 && d.season_teaches < 1.0) {
         errs.push(format!(
             "detect.season_teaches: {} must be 0 (off) or a probability under 1",

@@ -282,6 +282,9 @@ pub struct RawDetect {
     pub season_acf: f64,
     /// Weeks a stream is watched before its season is chosen.
     pub season_weeks: u32,
+    /// Days watched after which a strong day judges the stream until the weeks are watched;
+    /// 0: not before the weeks.
+    pub season_days: u32,
     /// Seasons averaged into what a moment is expected to be.
     pub season_memory: u32,
     /// The time zone whose wall clock a season follows: a name of the time zone database
@@ -325,6 +328,7 @@ impl Default for RawDetect {
             thin_widen: c.thin_widen,
             season_acf: c.seasons.acf,
             season_weeks: c.seasons.weeks,
+            season_days: c.seasons.days,
             season_memory: c.seasons.memory,
             season_zone: "local".into(),
             season_teaches: c.seasons.teaches,
@@ -395,6 +399,7 @@ impl RawDetect {
             seasons: crate::detect::Seasons {
                 acf: self.season_acf,
                 weeks: self.season_weeks,
+                days: self.season_days,
                 memory: self.season_memory,
                 zone: self.season_zone(),
                 teaches: self.season_teaches,

@@ -382,7 +382,7 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
          warm_windows = 8\nmemory_windows = 2\nlearn_below = 0.9999\ntail_quantile = 1.0\nstale_after = 1.5\n\
          stale_min_s = -1\nrestless_probability = 0.99995\nrestless_windows = 0\nrestless_share = 1.5\n\
          restless_calm = 0\nquiet_probability = 0.5\nquiet_windows = 2000000\nthin_widen = 0.5\n\
-         season_acf = 1.5\nseason_weeks = 1\nseason_memory = 0\nseason_teaches = 1.5\n\
+         season_acf = 1.5\nseason_weeks = 1\nseason_days = 1\nseason_memory = 0\nseason_teaches = 1.5\n\
          season_zone = \"Europe/Berln\"\n",
     )
     .unwrap();
@@ -397,6 +397,7 @@ fn judgment_settings_are_checked_and_reach_the_streams() {
         "detect.thin_widen",
         "detect.season_acf",
         "detect.season_weeks",
+        "detect.season_days",
         "detect.season_memory",
         "detect.season_teaches",
         "detect.season_zone",

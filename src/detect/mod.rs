@@ -213,8 +213,8 @@ pub struct Verdict {
     /// probability).
     #[serde(skip)]
     pub season: Option<Phase>,
-    /// Whether the window ended the stream's watch for a season (chosen, or none found): its
-    /// state is published again.
+    /// Whether the window chose the stream's season (a day early, or the season when its
+    /// watch ends, or none found): its state is published again.
     #[serde(skip)]
     pub season_chosen: bool,
     /// On a clear that follows the level's acceptance as the new normal (`accept_after` or
@@ -646,7 +646,7 @@ impl Detector {
             .then(|| self.season.take().unwrap_or_default());
         // Copied here when a saved state still shares it (at most once a batch).
         let mut season = shared.as_mut().map(Arc::make_mut);
-        let watching = season.as_ref().map(|s| s.phase()) == Some(Phase::Watching);
+        let before = season.as_ref().map(|s| s.choice());
         let seasonal = season
             .as_mut()
             .and_then(|s| s.observe(window, stream.channels, &cal.seasons, cal));
@@ -738,7 +738,8 @@ impl Detector {
         }
         self.level = level;
         v.season = season.as_ref().map(|s| s.phase());
-        v.season_chosen = watching && v.season.is_some_and(|p| p != Phase::Watching);
+        let after = season.as_ref().map(|s| s.choice());
+        v.season_chosen = after != before && v.season.is_some_and(|p| p != Phase::Watching);
         self.season = shared;
     }
 }

@@ -14,6 +14,13 @@
 //! as the season reads it afterwards (from its mean carried back along the climb to the
 //! second's), so two weeks watched are enough for a week.
 //!
+//! A day need not wait for the weeks: from [`Seasons::days`] days watched, at the end of each
+//! day, a day strong enough is chosen as it would be after the weeks and judges the stream
+//! while the watch goes on; when the weeks are watched the season is chosen over them as if it
+//! had not been, and replaces it (a week, the day again, or none). It judges but does not
+//! teach: a week's weekends recur a day apart (round thirty-eight). Without it a stream of two
+//! weeks, NAB's AWS and artificial ones, is never judged by a season.
+//!
 //! From then on every window has a *seasonal energy*. Each sample is read as its departure from the
 //! stream's level over the season before it (the mean of the newest season's samples, which a daily
 //! or weekly cycle does not move and a drift does; a sample not healthy counts there as what its
@@ -85,6 +92,10 @@ pub struct Seasons {
     pub acf: f64,
     /// Weeks of samples watched before the season is chosen.
     pub weeks: u32,
+    /// Days of samples watched after which a day, when strong enough, judges the stream until
+    /// the weeks are watched and the season chosen over them (a day or a week). 0: a day
+    /// waits for the weeks too.
+    pub days: u32,
     /// Seasons averaged into what a moment is expected to be.
     pub memory: u32,
     /// The zone whose wall clock a season's moments follow: a time with a zone (or seconds
@@ -106,6 +117,7 @@ impl Default for Seasons {
         Self {
             acf: 0.8,
             weeks: 2,
+            days: 7,
             memory: 4,
             zone: TimeZone::UTC,
             teaches: 0.5,
@@ -126,7 +138,8 @@ impl Seasons {
 pub enum Phase {
     /// Its samples are watched for [`Seasons::weeks`] weeks.
     Watching,
-    /// Its season is a day.
+    /// Its season is a day (chosen early, after [`Seasons::days`] days, while still
+    /// watched for its weeks, or when they are).
     Day,
     /// Its season is a week.
     Week,
@@ -160,6 +173,10 @@ pub struct Season {
     /// Whether the choice is made: the season is `period` samples, or none when it is 0.
     #[serde(default)]
     settled: bool,
+    /// While watched: the day chosen after [`Seasons::days`] days, which judges the stream
+    /// until the weeks are watched and the season is chosen over them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    early: Option<Box<Season>>,
     /// The season in samples.
     #[serde(default, skip_serializing_if = "is_none")]
     period: usize,
@@ -297,8 +314,9 @@ impl Season {
             self.history.extend(new);
             self.history_echo.extend(std::iter::repeat_n(0.0, fresh));
             if self.history.len() < watched * channels {
-                return None;
+                return self.early_day(window, day, fresh, seasons, cal);
             }
+            self.early = None;
             self.choose(&[day, 7 * day], rows, fresh, seasons, cal);
             self.pending_from = self.taken.saturating_sub(fresh as u64);
             return self.energy(rows);
@@ -322,6 +340,38 @@ impl Season {
             self.pending.extend(departure);
         }
         self.energy(rows)
+    }
+
+    /// While watched, the seasonal energy of `window` (of `fresh` new samples) under the day
+    /// chosen early: chosen, once [`Seasons::days`] days are watched, at the end of the first
+    /// day whose autocorrelation is strong enough, as the day would be chosen after the weeks.
+    fn early_day(
+        &mut self,
+        window: &RawWindow,
+        day: usize,
+        fresh: usize,
+        seasons: &Seasons,
+        cal: &Calibration,
+    ) -> Option<f32> {
+        let c = self.channels;
+        if let Some(early) = &mut self.early {
+            return early.observe(window, c, seasons, cal);
+        }
+        let n = self.history.len() / c;
+        let days = seasons.days as usize;
+        if days == 0 || n < days * day || (n - fresh) / day == n / day {
+            return None;
+        }
+        let rows = window.data.len() / c;
+        let mut early = self.clone();
+        early.choose(&[day], rows, fresh, seasons, cal);
+        if early.period == 0 {
+            return None; // not strong enough yet
+        }
+        early.pending_from = early.taken.saturating_sub(fresh as u64);
+        let energy = early.energy(rows);
+        self.early = Some(Box::new(early));
+        energy
     }
 
     /// `sample`'s departure from the mean of the newest season's samples (`recent`), per
@@ -408,6 +458,9 @@ impl Season {
     /// (when not healthy, what their moments were expected to be). Call after every
     /// [`Season::observe`].
     pub fn keep(&mut self, healthy: bool, seasons: &Seasons) {
+        if let Some(early) = &mut self.early {
+            early.keep(healthy, seasons);
+        }
         let pending = std::mem::take(&mut self.pending);
         let raw = std::mem::take(&mut self.pending_raw);
         if self.period == 0 {
@@ -435,12 +488,18 @@ impl Season {
 
     /// The probability of a seasonal energy under the season's calibration.
     pub fn probability(&self, energy: f32, cal: &Calibration) -> f64 {
+        if let Some(early) = &self.early {
+            return early.probability(energy, cal);
+        }
         self.calibrator.probability(energy, &[], cal)
     }
 
     /// Learns a healthy window's seasonal energy (`probability` its own, or `None` while the
     /// stream learns) when it is under `learn_below`.
     pub fn learn(&mut self, energy: f32, probability: Option<f64>, cal: &Calibration) {
+        if let Some(early) = &mut self.early {
+            return early.learn(energy, probability, cal);
+        }
         if probability.is_none_or(|p| cal.learn_below <= 0.0 || p < cal.learn_below) {
             self.calibrator.add(energy, &[], cal);
         }
@@ -464,6 +523,11 @@ impl Season {
             for s in self.history_echo.range_mut(n.saturating_sub(self.newest)..) {
                 *s = surprise;
             }
+            // A day chosen early keeps its echo but does not vouch: the week chosen after it
+            // may have weekends, which recur a day apart on a weekday's moments.
+            if let Some(early) = &mut self.early {
+                early.recurs(probability);
+            }
             return false;
         }
         if self.echo.len() != p {
@@ -480,7 +544,9 @@ impl Season {
     /// Where the season stands.
     pub fn phase(&self) -> Phase {
         if !self.settled {
-            Phase::Watching
+            self.early
+                .as_ref()
+                .map_or(Phase::Watching, |early| early.phase())
         } else if self.period == 0 {
             Phase::None
         } else if (self.period as f64 * self.step_s / DAY_S).round() <= 1.0 {
@@ -488,6 +554,12 @@ impl Season {
         } else {
             Phase::Week
         }
+    }
+
+    /// Where the choice stands: the phase, and whether the watch is over (a day chosen early
+    /// is still watched).
+    pub fn choice(&self) -> (Phase, bool) {
+        (self.phase(), self.settled)
     }
 
     /// Whether a restart from `saved`, this stream's season as last saved (`None`: never),
@@ -498,8 +570,8 @@ impl Season {
     pub fn outruns(&self, saved: Option<&Season>) -> bool {
         match saved {
             None => true,
-            Some(s) if s.phase() != self.phase() => true,
-            Some(s) => self.phase() == Phase::Watching && self.end_at - s.end_at > FILL_S,
+            Some(s) if s.phase() != self.phase() || s.settled != self.settled => true,
+            Some(s) => !self.settled && self.end_at - s.end_at > FILL_S,
         }
     }
 

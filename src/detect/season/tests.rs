@@ -4,6 +4,7 @@ use serde_json::Value;
 use std::time::UNIX_EPOCH;
 
 mod clock;
+mod early;
 mod step;
 
 const W: usize = 24;
@@ -102,11 +103,18 @@ fn a_weekly_stream_finds_its_week_and_flags_a_holiday() {
     // A holiday on the Thursday of the fifth week.
     let series = |i| demand(i, &[4 * 7 + 3]);
     let watched = run(&mut s, W as u64 - 1, weeks(w) - 1, &series);
+    // Read by a day from the end of its first week (its weekdays and weekend alike a day
+    // apart, by their autocorrelation), the week still watched.
+    let day = Seasons::default().days as usize * 48 - W;
     assert!(
-        watched.iter().all(Option::is_none),
-        "read before the weeks watched"
+        watched[..day].iter().all(Option::is_none),
+        "read before the days watched"
     );
-    assert_eq!(s.period(), None);
+    assert!(
+        watched[day..].iter().all(Option::is_some),
+        "not read by the day"
+    );
+    assert_eq!((s.period(), s.phase()), (None, Phase::Day));
     let week4 = run(&mut s, weeks(w) - 1, weeks(4), &series);
     // A week, not a day: every weekday but Monday looks like the day before, the weekend not.
     assert_eq!(s.period(), Some(336));
@@ -508,7 +516,7 @@ fn a_short_gap_in_the_watch_is_filled() {
     for (skipped, kept) in [(W as u64 + 1, 600), (W as u64 + 2, again)] {
         let mut s = Season::default();
         for i in (W as u64 - 1..600).filter(|i| !(500..500 + skipped).contains(i)) {
-            assert_eq!(s.observe(&window(i, &series), 1, &seasons, &cal), None);
+            s.observe(&window(i, &series), 1, &seasons, &cal);
             s.keep(true, &seasons);
         }
         assert_eq!(s.history.len(), kept, "{skipped} windows lost");
