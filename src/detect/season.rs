@@ -47,7 +47,8 @@
 //! What is held: while a stream is watched, its samples (at most [`MAX_VALUES`] values: two
 //! weeks of 5-minute samples are 4,032 a channel; a week of 1-second ones is more than that,
 //! so a fast stream never has a season and holds nothing) and how unusual each sample's window
-//! was; once the season is chosen, only what each moment of it is expected to be (a running
+//! was, and from the day chosen early on, that day's season too (what is held below, for a
+//! day); once the season is chosen, only what each moment of it is expected to be (a running
 //! mean over the last `memory` seasons it holds: 2,016 values a channel for a week of 5-minute
 //! samples, and how many seasons each moment holds, 2,016 small counts, fewer than the seasons
 //! passed where a gap skipped it or it was not healthy), how unusual each moment was a season
