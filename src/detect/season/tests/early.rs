@@ -102,3 +102,27 @@ fn the_early_day_does_not_teach() {
     );
     assert!(recurred.iter().all(|&(_, r)| !r), "taught while watched");
 }
+
+/// The judge publishes a stream's state again when a day is chosen early and when the weeks'
+/// choice replaces it, and at no other window.
+#[test]
+fn the_state_is_published_at_each_choice() {
+    use crate::detect::Accept;
+    let calibration = Calibration {
+        learn_windows: 96,
+        ..Calibration::default()
+    };
+    let series = |i| demand(i, &[]);
+    let verdicts = judge_series(calibration, Accept::Never, &series, 3 * 336, ordinary);
+    let chosen: Vec<_> = (verdicts.iter().enumerate())
+        .filter(|(_, v)| v.season_chosen)
+        .map(|(i, v)| (i, v.season))
+        .collect();
+    let weeks = u64::from(Seasons::default().weeks) as usize * 336;
+    let days = Seasons::default().days as usize * 48;
+    // The i-th verdict is the window ending at sample W - 1 + i.
+    assert_eq!(
+        chosen,
+        vec![(days - W, Some(Phase::Day)), (weeks - W, Some(Phase::Week))]
+    );
+}
