@@ -126,3 +126,34 @@ fn the_state_is_published_at_each_choice() {
         vec![(days - W, Some(Phase::Day)), (weeks - W, Some(Phase::Week))]
     );
 }
+
+/// A weekly stream whose weekends are quieter is judged by a day from the end of its first
+/// week (its weekend in the days watched) and is not raised on its second weekend: the day's
+/// calibration is seeded on the windows watched, a weekend's among them. Weekends with no
+/// hump at all leave a day too weak to be chosen early.
+#[test]
+fn a_weekly_stream_is_not_raised_on_its_weekends_by_the_early_day() {
+    use crate::detect::{Accept, Transition};
+    for (depth, early) in [(0.5, true), (0.2, true), (0.0, false)] {
+        let series = move |i: u64| {
+            let weekend = (i / 48) % 7 >= 5;
+            let hour = (i % 48) as f32 / 2.0;
+            let hump = (std::f32::consts::PI * hour / 24.0).sin().powi(2);
+            10.0 + 20.0 * hump * if weekend { depth } else { 1.0 } + noise(i)
+        };
+        let calibration = Calibration {
+            learn_windows: 96,
+            ..Calibration::default()
+        };
+        let verdicts = judge_series(calibration, Accept::Never, &series, 4 * 336, ordinary);
+        let raised = when(&verdicts, Transition::Raised, 48);
+        assert!(
+            raised.is_empty(),
+            "weekends at {depth}: raised on days {raised:?}"
+        );
+        // The i-th verdict is the window ending at sample W - 1 + i: day 8 begins.
+        let day8 = verdicts[8 * 48 - (W - 1)].season;
+        let expected = if early { Phase::Day } else { Phase::Watching };
+        assert_eq!(day8, Some(expected), "weekends at {depth}");
+    }
+}
