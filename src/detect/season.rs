@@ -318,9 +318,7 @@ impl Season {
                 return self.early_day(window, day, fresh, seasons, cal);
             }
             self.early = None;
-            self.choose(&[day, 7 * day], rows, fresh, seasons, cal);
-            self.pending_from = self.taken.saturating_sub(fresh as u64);
-            return self.energy(rows);
+            return self.choose(&[day, 7 * day], rows, fresh, seasons, cal);
         }
         // A gap or a clock change: the moments the wall clock moved on by pass (or come
         // again), and the residuals before it end. Each moment passed counts in the level as
@@ -365,12 +363,10 @@ impl Season {
         }
         let rows = window.data.len() / c;
         let mut early = self.clone();
-        early.choose(&[day], rows, fresh, seasons, cal);
+        let energy = early.choose(&[day], rows, fresh, seasons, cal);
         if early.period == 0 {
             return None; // not strong enough yet
         }
-        early.pending_from = early.taken.saturating_sub(fresh as u64);
-        let energy = early.energy(rows);
         self.early = Some(Box::new(early));
         energy
     }
@@ -499,7 +495,8 @@ impl Season {
     /// stream learns) when it is under `learn_below`.
     pub fn learn(&mut self, energy: f32, probability: Option<f64>, cal: &Calibration) {
         if let Some(early) = &mut self.early {
-            return early.learn(energy, probability, cal);
+            early.learn(energy, probability, cal);
+            return;
         }
         if probability.is_none_or(|p| cal.learn_below <= 0.0 || p < cal.learn_below) {
             self.calibrator.add(energy, &[], cal);
@@ -571,7 +568,7 @@ impl Season {
     pub fn outruns(&self, saved: Option<&Season>) -> bool {
         match saved {
             None => true,
-            Some(s) if s.phase() != self.phase() || s.settled != self.settled => true,
+            Some(s) if s.choice() != self.choice() => true,
             Some(s) => !self.settled && self.end_at - s.end_at > FILL_S,
         }
     }

@@ -6,15 +6,16 @@ use super::{Calibration, Season, Seasons};
 impl Season {
     /// Chooses the season among `candidates` (samples) over the samples watched, then takes
     /// them into its profile, seeding its calibration with the windows before the newest
-    /// (every `stride` samples).
+    /// (every `fresh` samples, the newest window's new ones). Returns the newest window's
+    /// seasonal energy (`None` when no season was chosen).
     pub(super) fn choose(
         &mut self,
         candidates: &[usize],
         rows: usize,
-        stride: usize,
+        fresh: usize,
         seasons: &Seasons,
         cal: &Calibration,
-    ) {
+    ) -> Option<f32> {
         self.settled = true;
         let c = self.channels;
         let n = self.history.len() / c;
@@ -46,7 +47,7 @@ impl Season {
         }
         if best.1 == 0 {
             self.settle_none();
-            return;
+            return None;
         }
         self.period = best.1;
         let p = self.period;
@@ -80,7 +81,7 @@ impl Season {
                 self.echo[i % self.period] = s;
             }
         }
-        let stride = stride.max(1);
+        let stride = fresh.max(1);
         for (i, sample) in history.chunks(c).enumerate() {
             self.take(sample, rows, seasons, true);
             // The windows watched end every `stride` samples before the newest.
@@ -92,6 +93,9 @@ impl Season {
                 self.calibrator.add(e, &[], cal);
             }
         }
+        // The newest window's moments, as [`Season::recurs`] reads them.
+        self.pending_from = self.taken.saturating_sub(fresh as u64);
+        self.energy(rows)
     }
 }
 

@@ -20,14 +20,19 @@ fn noise(i: u64) -> f32 {
     (z >> 11) as f32 / (1u64 << 52) as f32 - 1.0
 }
 
+/// Sample `i` of a daily hump at `hour`, `height` times as high as a weekday's, with noise.
+fn humped(hour: f32, height: f32, i: u64) -> f32 {
+    let hump = (std::f32::consts::PI * hour / 24.0).sin().powi(2);
+    10.0 + 20.0 * hump * height + noise(i)
+}
+
 /// Taxi-like demand: a daily hump, half as high on Saturdays and Sundays (`sunday` lists other
 /// days, counted from the first, that look like a Sunday: holidays).
 fn demand(i: u64, sunday: &[u64]) -> f32 {
     let day = i / 48;
     let hour = (i % 48) as f32 / 2.0;
     let weekend = day % 7 >= 5 || sunday.contains(&day);
-    let hump = (std::f32::consts::PI * hour / 24.0).sin().powi(2);
-    10.0 + 20.0 * hump * if weekend { 0.5 } else { 1.0 } + noise(i)
+    humped(hour, if weekend { 0.5 } else { 1.0 }, i)
 }
 
 /// An RFC 3339-like time the way NAB's CSV files write them, from 2014-07-07 (a Monday).

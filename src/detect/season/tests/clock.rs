@@ -53,8 +53,7 @@ fn berlin_window(first: i64, i: u64) -> RawWindow {
             .to_zoned(berlin.clone());
         let hour = f32::from(local.hour()) + f32::from(local.minute()) / 60.0;
         let weekend = local.weekday().to_monday_zero_offset() >= 5;
-        let hump = (std::f32::consts::PI * hour / 24.0).sin().powi(2);
-        10.0 + 20.0 * hump * if weekend { 0.5 } else { 1.0 } + noise(i)
+        humped(hour, if weekend { 0.5 } else { 1.0 }, i)
     };
     let from = i + 1 - W as u64;
     RawWindow {

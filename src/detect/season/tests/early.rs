@@ -6,8 +6,7 @@ use super::*;
 /// A daily hump, the same every day but `quiet`, where it is half as high.
 fn daily(i: u64, quiet: u64) -> f32 {
     let hour = (i % 48) as f32 / 2.0;
-    let hump = (std::f32::consts::PI * hour / 24.0).sin().powi(2);
-    10.0 + 20.0 * hump * if i / 48 == quiet { 0.5 } else { 1.0 } + noise(i)
+    humped(hour, if i / 48 == quiet { 0.5 } else { 1.0 }, i)
 }
 
 /// The samples of `from..` whose window reached the alert bar.
@@ -138,8 +137,7 @@ fn a_weekly_stream_is_not_raised_on_its_weekends_by_the_early_day() {
         let series = move |i: u64| {
             let weekend = (i / 48) % 7 >= 5;
             let hour = (i % 48) as f32 / 2.0;
-            let hump = (std::f32::consts::PI * hour / 24.0).sin().powi(2);
-            10.0 + 20.0 * hump * if weekend { depth } else { 1.0 } + noise(i)
+            humped(hour, if weekend { depth } else { 1.0 }, i)
         };
         let calibration = Calibration {
             learn_windows: 96,
