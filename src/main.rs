@@ -24,8 +24,8 @@ each window by the energy (reconstruction error) of an autoencoder discriminator
 Runtime, and publishes alerts on {prefix}/alerts/{stream} when the energy stays improbable under \
 the stream's own recent healthy windows (a calibrated probability per stream, [detect] \
 alert_probability; raised once, cleared once).\n\n\
-Configuration: built-in defaults, then ./config.toml or --config PATH, then EBGAND__SECTION__KEY \
-environment variables (EBGAND__MQTT__HOST=broker.lan). `ebgand print-default-config` prints the \
+Configuration: built-in defaults, then --config PATH (EBGAND_CONFIG), else ./config.toml, else \
+/etc/ebgand/ebgand.toml, then EBGAND__SECTION__KEY environment variables (EBGAND__MQTT__HOST=broker.lan). `ebgand print-default-config` prints the \
 documented file.\n\n\
 Try it without a broker: `ebgand demo`.",
     after_help = "Exit codes: 0 clean stop, 78 bad configuration, 1 runtime failure.\n\
@@ -56,7 +56,8 @@ enum Command {
     Train(ebgand::train::TrainArgs),
     /// Publish a recording as an MQTT stream (real time or as fast as the broker takes it).
     Replay(ebgand::replay::ReplayArgs),
-    /// Run an embedded broker, a simulated machine and the daemon, and show energy and alerts.
+    /// Run an embedded broker, a simulated machine and the daemon, and show energy and alerts
+    /// (on the built-in configuration: `--config` is not read).
     Demo(ebgand::demo::DemoArgs),
     /// Write the man pages (DIR/man/man1) and shell completions (DIR/bash-completion,
     /// DIR/zsh, DIR/fish) made from these definitions; the Debian package runs it.
@@ -139,6 +140,12 @@ fn main() -> ExitCode {
         }
         Command::Demo(args) => {
             telemetry::init_tracing(ebgand::config::LogFormat::Plain);
+            if let Some(path) = &cli.config {
+                tracing::warn!(
+                    config = %path.display(),
+                    "the demo runs on the built-in configuration; this file is not read"
+                );
+            }
             runtime_exit(ebgand::demo::run(&args))
         }
         Command::GenerateAssets { dir } => runtime_exit(generate_assets(&dir)),

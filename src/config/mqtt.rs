@@ -89,8 +89,8 @@ impl RawConfig {
         if !(MIN_PACKET..=MAX_PACKET).contains(&m.max_packet_bytes) {
             errs.push(format!(
                 "mqtt.max_packet_bytes: {} must be in {MIN_PACKET}-{MAX_PACKET} (a journal record \
-                 holds one message; larger messages are acknowledged unread and counted as \
-                 malformed, reason \"oversize\")",
+                 holds one message; larger messages are read once, acknowledged, not windowed and \
+                 counted as malformed, reason \"oversize\")",
                 m.max_packet_bytes
             ));
         }

@@ -304,7 +304,8 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
         "clip": args.file.display().to_string(),
         "windows": windows.len(),
         "clip_energy": if windows.is_empty() { 0.0 } else { total / windows.len() as f64 },
-        "threshold": model_threshold,
+        // The f32's own digits, as on every window's line.
+        "threshold": crate::detect::short_f32(&model_threshold, serde_json::value::Serializer)?,
     });
     if let Some(r) = &retrainer {
         clip["retrained"] = serde_json::to_value(&r.runs)?;

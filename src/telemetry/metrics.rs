@@ -23,7 +23,7 @@ pub enum Reason {
     Length,
     Field,
     Empty,
-    /// Over `mqtt.max_packet_bytes`: acknowledged unread.
+    /// Over `mqtt.max_packet_bytes`: read once, acknowledged, not windowed.
     Oversize,
 }
 
