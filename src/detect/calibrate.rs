@@ -12,7 +12,8 @@
 //! model.
 //!
 //! Only windows judged healthy are added (the caller's rule: never a window over the alert
-//! probability or [`Calibration::learn_below`], never one of a raised alert), so the histogram
+//! probability or [`Calibration::learn_below`], never one of a raised alert; the one exception
+//! is a window the stream's season vouches for, [`season`](super::season)), so the histogram
 //! follows slow drift of healthy behaviour but cannot learn a fault: a drift moves the bulk of
 //! the energies a little at a time, while a fault that climbs every window keeps landing in
 //! the tail, is never learnt, and so climbs out of it. The first [`Calibration::learn_windows`] windows of a
@@ -220,7 +221,7 @@ pub struct Calibrator {
 /// A forgetting histogram of log10 energy, read as peaks over threshold.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Histogram {
-    /// Weight the next window adds (grows by 1 / (1 - 1/memory) per window: older ones fade).
+    /// Weight the next window adds (grows by 1 / (1 - 1/(memory + 1)) per window: older ones fade).
     weight: f64,
     /// Bin index of `mass[0]`.
     first: i32,
@@ -313,8 +314,10 @@ impl Calibrator {
     /// stream has one.
     fn relative(&self, energy: f32, cal: &Calibration) -> f64 {
         let u = log10_energy(energy);
-        if cal.drift_windows == 0 || self.seen == 0 {
+        if cal.drift_windows == 0 {
             u
+        } else if self.seen == 0 {
+            0.0 // the first window sets the level (`add`): it is at it
         } else {
             // Centred in the histogram's range, so a level at either end keeps its tails.
             u - self.level

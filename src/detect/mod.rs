@@ -229,8 +229,8 @@ pub struct Verdict {
 
 impl Verdict {
     /// Judged healthy: not anomalous and no alert up. Only such windows are learnt from
-    /// (calibration, a warming shadow, the retraining capture, the activation gate), so a
-    /// fault is never learnt as normal.
+    /// (calibration, but for those the season vouches for; a warming shadow, the retraining
+    /// capture, the activation gate), so a fault is never learnt as normal.
     pub fn healthy(&self) -> bool {
         !self.anomalous && self.state == AlertState::Normal
     }
@@ -524,8 +524,8 @@ impl Judge {
 
     /// Judges one window: its probability under the stream's calibration (or its energy against
     /// the stream's absolute threshold), then hysteresis. A learning window is added to the
-    /// calibration and leaves the alert state as it is; a judged one is added only when it is
-    /// healthy and no alert is raised, so a fault is never learnt.
+    /// calibration and leaves the alert state as it is; a judged one only when healthy (or
+    /// vouched for by the season) and no alert is raised, so a fault is never learnt.
     pub fn judge(
         &mut self,
         stream: &StreamInfo,
@@ -597,6 +597,10 @@ impl Judge {
                 v.alert_probability = Some(alert);
                 detector.judge_probability(stream, window, scored, may_learn, cal, &mut v);
             }
+        }
+        if detector.level.is_none() && !self.shadow {
+            // No input level (any more): no drift restored from a checkpoint is taken off.
+            stream.drift.set(Vec::new());
         }
         v.state = detector.state();
         v.accepted_after = (v.transition == Some(Transition::Cleared))

@@ -113,7 +113,9 @@ impl Spell {
     pub fn push(&mut self, probability: f64, rule: &Restless, alert_up: bool) -> Step {
         let n = u64::from(rule.windows.max(1));
         let words = n.div_ceil(64) as usize;
-        if self.bits.len() != words {
+        // Bits past the ring's end: it was longer before a restart, within the same words.
+        let beyond = n % 64 != 0 && self.bits.last().is_some_and(|w| w >> (n % 64) != 0);
+        if self.bits.len() != words || beyond {
             // A first window, or `windows` changed across a restart: count again.
             *self = Self {
                 bits: vec![0; words],
@@ -260,5 +262,28 @@ mod tests {
         assert_eq!(s.count(), 100);
         assert!(!s.is_empty());
         assert!(Spell::default().is_empty());
+    }
+
+    /// A ring made shorter across a restart, within the same 64-bit words, counts only its
+    /// own windows: none left over from the longer ring.
+    #[test]
+    fn a_shorter_ring_counts_only_its_own_windows() {
+        let long = Restless {
+            windows: 120,
+            ..Restless::default()
+        };
+        let short = Restless {
+            windows: 100,
+            ..Restless::default()
+        };
+        let mut s = Spell::default();
+        for _ in 0..120 {
+            s.push(0.999, &long, false);
+        }
+        assert_eq!(s.count(), 120);
+        for _ in 0..100 {
+            s.push(0.1, &short, false);
+        }
+        assert_eq!(s.count(), 0);
     }
 }

@@ -229,6 +229,9 @@ pub struct Season {
     /// The newest window's new samples (0: none, or the window was not read).
     #[serde(skip)]
     newest: usize,
+    /// Windows in a row too slow for the step held, passed while watched ([`Season::observe`]).
+    #[serde(skip)]
+    across: usize,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -298,7 +301,16 @@ impl Season {
         let step = self.step(span, rows);
         let day = (DAY_S / step).round() as usize;
         let watched = seasons.weeks.max(1) as usize * 7 * day;
-        if !self.settled && (watched * channels > MAX_VALUES || 7 * day < 2 * rows || day == 0) {
+        let slow = 7 * day < 2 * rows || day == 0;
+        if !self.settled && slow && self.step_s > 0.0 && self.across < rows {
+            // Too slow for the step held: a window across a clock set forward (a sensor that
+            // booted at the epoch, then synced) is passed, and the first one after it starts
+            // the watch again (`fresh`). A window's rows of them in a row are the stream's rate.
+            self.across += 1;
+            return None;
+        }
+        self.across = 0;
+        if !self.settled && (watched * channels > MAX_VALUES || slow) {
             // Too fast for its weeks to be held, or a week is no longer than two windows.
             self.settle_none();
             return None;

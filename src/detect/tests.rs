@@ -420,6 +420,51 @@ fn the_input_level_is_followed_from_healthy_windows_and_frozen_while_raised() {
     assert!(stream.drift.get().is_empty());
 }
 
+/// A stream whose input level is turned off (`level_windows = 0`), or that is judged by an
+/// absolute energy threshold, scores its windows as they arrive after a restart: the drift
+/// its checkpoint restored is not taken off them any more.
+#[test]
+fn a_drift_restored_without_a_level_is_not_taken_off() {
+    let v1 = ModelRef {
+        name: "m".into(),
+        version: "v1".into(),
+    };
+    let window = |seq: u64, level: f32| RawWindow {
+        seq,
+        start: Mark::Index(0),
+        end: Mark::Index(0),
+        data: vec![level, 5.0, level, 5.0],
+    };
+    let following = Calibration {
+        learn_windows: 16,
+        level_windows: 10,
+        ..Calibration::default()
+    };
+    let s = stream("s", Judging::Probability(0.999), 1, 5, 2);
+    let mut j = Judge::new(following.clone());
+    for seq in 0..116 {
+        let level = if seq < 16 { 1.0 } else { 3.0 };
+        j.judge(&s, &v1, 1.0, &window(seq, level), 1.0.into());
+    }
+    let saved = j.saved("s").expect("judged");
+    assert!((saved.drift()[0] - 2.0).abs() < 1e-3);
+    for (judging, level_windows) in [
+        (Judging::Probability(0.999), 0),
+        (Judging::Energy(Some(10.0)), 10),
+    ] {
+        // What ingest does on a restart: the stream's drift from its checkpoint.
+        let s = stream("s", judging, 1, 5, 2);
+        s.drift.set(saved.drift());
+        let cal = Calibration {
+            level_windows,
+            ..following.clone()
+        };
+        let mut j = Judge::restored([("s".to_owned(), saved.clone())].into(), cal);
+        j.judge(&s, &v1, 1.0, &window(116, 3.0), 1.0.into());
+        assert!(s.drift.get().is_empty(), "{judging:?}");
+    }
+}
+
 #[test]
 fn f32_numbers_keep_their_own_digits() {
     #[derive(Serialize)]

@@ -145,3 +145,35 @@ fn the_watch_keeps_the_wall_clocks_order() {
         assert_eq!(s.history.len(), moments as usize);
     }
 }
+
+/// A sensor that booted at the epoch and then synced its clock while watched: the window
+/// across the jump is too slow to be the stream's rate. The watch starts again after it, and
+/// the stream finds its week; it is not settled on "none" for good.
+#[test]
+fn a_clock_synced_during_the_watch_starts_it_again() {
+    let (seasons, cal) = (Seasons::default(), Calibration::default());
+    let synced = 3 * 48; // three days on the boot clock
+    let at = |i: u64| {
+        if i < synced {
+            1_000 + i * STEP_S
+        } else {
+            1_404_691_200 + i * STEP_S
+        }
+    };
+    let series = |i: u64| demand(i, &[]);
+    let mut s = Season::default();
+    for i in W as u64 - 1..synced + 5 * 336 {
+        let first = i + 1 - W as u64;
+        let w = RawWindow {
+            seq: i,
+            start: Mark::Time(Value::from(at(first))),
+            end: Mark::Time(Value::from(at(i))),
+            data: (first..=i).map(series).collect(),
+        };
+        read(&mut s, &w, &seasons, &cal, false);
+        if i == synced {
+            assert_eq!(s.phase(), Phase::Watching, "the window across the jump");
+        }
+    }
+    assert_eq!(s.phase(), Phase::Week);
+}
