@@ -306,7 +306,9 @@ fn read_csv(path: &Path, args: &InputArgs) -> Result<Recording, RecordingError> 
         source,
     };
     let delimiter = u8::try_from(args.delimiter)
-        .map_err(|_| RecordingError::Usage("--delimiter must be one ASCII character".into()))?;
+        .ok()
+        .filter(u8::is_ascii)
+        .ok_or_else(|| RecordingError::Usage("--delimiter must be one ASCII character".into()))?;
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .from_path(path)

@@ -588,6 +588,58 @@ fn score_npz_raises_on_a_bearing_fault() {
     assert_eq!(lines[0]["end"], 63);
 }
 
+/// `score` refuses flags it cannot honour, with what is wrong, rather than printing made-up
+/// results; and a time that reads as infinity does not hang it.
+#[test]
+fn score_refuses_what_it_cannot_honour_and_reads_any_time() {
+    let npz = shared_data().join("cwru/1797_IR_7_DE12.npz");
+    let npz = npz.to_str().unwrap();
+    // "inf" parses as a number of seconds; no time can be made of it.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("times.csv");
+    let mut text = String::from("t,v\ninf,0.5\n");
+    for i in 1..200 {
+        text += &format!("{},{}\n", 1_700_000_000 + 300 * i, (i as f32 * 0.3).sin());
+    }
+    std::fs::write(&csv, text).unwrap();
+    let csv = csv.to_str().unwrap();
+    let vibration = ["score", "--model", "models/vibration/fixture-1"];
+    for (flags, says) in [
+        (
+            vec!["--key", "DE", "--labels", "DE", npz],
+            "--labels needs a CSV",
+        ),
+        (
+            vec!["--key", "DE", "--threshold", "NaN", npz],
+            "positive energy",
+        ),
+        (
+            vec!["--key", "DE", "--threshold=-1", npz],
+            "positive energy",
+        ),
+        (
+            vec!["--delimiter", "§", "--columns", "v", csv],
+            "one ASCII character",
+        ),
+    ] {
+        let o = ebgand(&[&vibration[..], &flags].concat(), &[]);
+        assert!(!o.status.success(), "{flags:?} was taken");
+        assert!(stderr(&o).contains(says), "{flags:?}: {}", stderr(&o));
+    }
+    let read = [
+        "--columns",
+        "v",
+        "--timestamp-column",
+        "t",
+        "--hop",
+        "1",
+        csv,
+    ];
+    let o = ebgand(&[&vibration[..], &read].concat(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(window_lines(&o).len(), 200 - 64 + 1);
+}
+
 #[test]
 fn models_import_list_activate_rollback_history() {
     let dir = tempfile::tempdir().unwrap();

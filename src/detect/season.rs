@@ -289,10 +289,10 @@ impl Season {
         let rows = window.data.len() / channels;
         let zone = &seasons.zone;
         let (Some(start), Some(end)) = (time(&window.start, zone), time(&window.end, zone)) else {
-            if !self.settled {
+            if !self.settled && self.step_s == 0.0 {
                 self.settle_none(); // sample indices: a day is not known
             }
-            return None;
+            return None; // (after times: one that does not read as a time is passed)
         };
         let span = end.at - start.at;
         if rows < 2 || !(span > 0.0 && span.is_finite()) {

@@ -180,6 +180,11 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     d.alert_probability = args.alert_probability.unwrap_or(d.alert_probability);
     d.raise_after = args.raise_after.unwrap_or(d.raise_after);
     d.clear_after = args.clear_after.unwrap_or(d.clear_after);
+    if let Some(t) = args.threshold
+        && !(t.is_finite() && t > 0.0)
+    {
+        bail!("--threshold {t} must be a positive energy");
+    }
     let settings = raw.validate()?;
     let own = args
         .stream
@@ -628,7 +633,8 @@ fn read_labels(file: &Path, input: &InputArgs, column: &str) -> anyhow::Result<V
         ..input.clone()
     };
     let rec = crate::recording::read(file, &only)?;
-    if rec.samples.ncols() != 1 {
+    // Only a CSV's columns have names: an array or a clip would give its own samples.
+    if rec.samples.ncols() != 1 || rec.names != [column] {
         bail!("--labels needs a CSV recording with a {column:?} column");
     }
     Ok(rec.samples.column(0).iter().map(|&v| v > 0.5).collect())

@@ -1,4 +1,5 @@
-//! Payload decoding: one MQTT payload into samples (sans-IO, no allocation beyond the output).
+//! Payload decoding: one MQTT payload into samples (sans-IO; what it allocates is bounded by the
+//! payload).
 
 use serde_json::Value;
 
@@ -36,6 +37,9 @@ impl PayloadFormat {
     }
 }
 
+/// The longest timestamp text a payload may carry (RFC 3339 with nanoseconds and a zone is 35).
+pub const MAX_TIME_TEXT: usize = 64;
+
 /// Why a payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -56,8 +60,9 @@ pub enum DecodeError {
         /// Channels expected.
         channels: usize,
     },
-    /// A field is missing or not a number.
-    #[error("field {field:?} is missing or not a number")]
+    /// A field is missing or not a number (a timestamp field: nor a text of at most
+    /// [`MAX_TIME_TEXT`] bytes).
+    #[error("field {field:?} is missing or not a number (a timestamp: nor a short text)")]
     Field {
         /// The field.
         field: String,
@@ -126,9 +131,12 @@ pub fn decode_into(
                 out.push(v as f32);
             }
             if let Some(tf) = timestamp_field {
+                // A time as text is kept with every sample until its window is cut, and
+                // published in alerts: no longer than any time's text.
+                let short = |v: &&Value| v.as_str().is_some_and(|t| t.len() <= MAX_TIME_TEXT);
                 timestamp = Some(
                     obj.get(tf)
-                        .filter(|v| v.is_string() || v.is_number())
+                        .filter(|v| v.is_number() || short(v))
                         .cloned()
                         .ok_or_else(|| DecodeError::Field { field: tf.clone() })?,
                 );
@@ -242,6 +250,12 @@ mod tests {
         assert_eq!(
             dec(&f, 2, br#"{"a":1,"t":0}"#),
             Err(DecodeError::Field { field: "b".into() })
+        );
+        // A time as text no longer than any time's: it is kept with each sample.
+        let long = format!(r#"{{"a":1,"b":2,"t":"{}"}}"#, "9".repeat(MAX_TIME_TEXT + 1));
+        assert_eq!(
+            dec(&f, 2, long.as_bytes()),
+            Err(DecodeError::Field { field: "t".into() })
         );
     }
 

@@ -32,10 +32,13 @@ impl Mark {
     /// `None` for sample indices and anything else.
     pub fn seconds(&self) -> Option<Seconds> {
         let epoch = |mut at: f64| {
+            if !at.is_finite() {
+                return None; // "inf" parses as a number, and no division brings it down
+            }
             while at.abs() >= 1e11 {
                 at /= 1e3;
             }
-            at.is_finite().then_some(Seconds { at, local: false })
+            Some(Seconds { at, local: false })
         };
         let text = match self {
             Self::Time(Value::Number(n)) => return epoch(n.as_f64()?),
@@ -237,6 +240,10 @@ mod tests {
             Mark::Index(7),
             Mark::Time("NaN".into()),
             Mark::Time("soon".into()),
+            // Numbers as text that are no time: they must not be scaled down forever.
+            Mark::Time("inf".into()),
+            Mark::Time("-infinity".into()),
+            Mark::Time("1e400".into()),
         ] {
             assert_eq!(none.seconds(), None, "{none:?}");
         }
