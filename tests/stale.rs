@@ -105,8 +105,12 @@ async fn a_stale_alert_raised_before_a_restart_is_cleared_after_it() {
     })
     .await;
     daemon.shutdown().await.unwrap();
-    // The next run has never heard the sensor; the outbox remembers the open incident.
+    // The next run has never heard the sensor; the outbox remembers the open incident. It
+    // replays the sensor's journaled messages (its incomplete window), which are not the
+    // sensor speaking again: the alert stays raised until it does.
     let daemon = TestDaemon::start(settings).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(stale_alerts(&obs, "sr").len(), 1, "cleared by the replay");
     beat(&mut tx, &["dead"], 5).await;
     eventually(Duration::from_secs(10), "the stale alert cleared", || {
         stale_alerts(&obs, "sr").len() >= 2
@@ -125,5 +129,32 @@ async fn a_stale_alert_raised_before_a_restart_is_cleared_after_it() {
         "silence began before the restart: {cleared}"
     );
     schema::assert_valid("alert.json", cleared);
+    daemon.shutdown().await.unwrap();
+}
+
+/// A sensor silent past `[limits] stream_idle_s` is forgotten while its stale alert is up; the
+/// alert stays raised, and is cleared when the sensor speaks again as a new stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_stream_forgotten_while_silent_is_cleared_when_it_is_back() {
+    let broker = Mosquitto::start().await;
+    let obs = Observer::start(broker.port, "sf/#").await;
+    let config = format!("{}\n[limits]\nstream_idle_s = 2\n", config());
+    let daemon = TestDaemon::start(settings(broker.port, "sf", &config)).await;
+    let mut tx = Sender::start(broker.port).await;
+    beat(&mut tx, &["dead"], 20).await;
+    eventually(Duration::from_secs(10), "the stream forgotten", || {
+        daemon.metric("ebgand_streams_expired_total") >= 1
+    })
+    .await;
+    assert_eq!(stale_alerts(&obs, "sf").len(), 1, "raised, not cleared");
+    beat(&mut tx, &["dead"], 5).await;
+    eventually(Duration::from_secs(10), "the stale alert cleared", || {
+        stale_alerts(&obs, "sf").len() >= 2
+    })
+    .await;
+    let alerts = stale_alerts(&obs, "sf");
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert_eq!(alerts[1].1, "cleared");
+    assert_eq!(alerts[1].2["raise_alert_id"], alerts[0].2["alert_id"]);
     daemon.shutdown().await.unwrap();
 }

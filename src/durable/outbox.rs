@@ -347,16 +347,15 @@ impl Outbox {
     }
 
     /// Forgets the last alerted window of `stream` (it went quiet; if it comes back its windows
-    /// are numbered from 0 again and must not be taken for windows alerted before). Not
-    /// fsynced: lost in a crash, the stream's old number is only forgotten at the next one.
+    /// are numbered from 0 again and must not be taken for windows alerted before), and its
+    /// open window alert. An open stale alert is kept: the stream is forgotten because it is
+    /// silent, and when it speaks again that alert is cleared (as a replay of this line keeps
+    /// it too). Not fsynced: lost in a crash, the stream is only forgotten at the next one.
     ///
     /// # Errors
     /// [`OutboxError::Io`] when the write fails.
     pub fn forget(&mut self, stream: &str) -> Result<(), OutboxError> {
-        let before = self.open.len();
-        self.open
-            .retain(|k, _| k != stream && k.split_once(':').is_none_or(|(_, s)| s != stream));
-        let was_open = self.open.len() != before;
+        let was_open = self.open.remove(stream).is_some();
         if self.last.remove(stream).is_none() && !was_open {
             return Ok(());
         }
@@ -581,6 +580,36 @@ mod tests {
         assert_eq!(json["duration_s"], 90.5);
         // The incident is closed: a second clear names nothing.
         let (_, json) = add(&mut o, "cleared", "2026-11-30T10:02:00.000Z");
+        assert!(json.get("raise_alert_id").is_none(), "{json}");
+    }
+
+    /// A stream forgotten while silent keeps its open stale alert, in memory and across a
+    /// restart (its return clears it), and drops its window alert's incident and number.
+    #[test]
+    fn a_forgotten_stream_keeps_its_stale_alert_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(dir.path(), 10).unwrap();
+        for kind in [None, Some("stale")] {
+            let mut alert = serde_json::json!({ "stream": "s", "seq": 3, "state": "raised",
+                "time": "2026-01-01T00:00:00Z" });
+            if let Some(kind) = kind {
+                alert["kind"] = kind.into();
+            }
+            let p = o.add("p/alerts/s", alert).unwrap();
+            o.done(p.id).unwrap();
+        }
+        assert_eq!(o.last_alerts().get("s"), Some(&3));
+        o.forget("s").unwrap();
+        for o in [&o, &Outbox::open(dir.path(), 10).unwrap()] {
+            assert_eq!(o.open_incidents("stale"), ["s"]);
+            assert!(o.last_alerts().get("s").is_none());
+        }
+        // The window alert's incident is gone: its clear names no raise.
+        let mut o = Outbox::open(dir.path(), 10).unwrap();
+        let clear = serde_json::json!({ "stream": "s", "seq": 0, "state": "cleared",
+            "time": "2026-01-02T00:00:00Z" });
+        let p = o.add("p/alerts/s", clear).unwrap();
+        let json: Value = serde_json::from_slice(&p.payload).unwrap();
         assert!(json.get("raise_alert_id").is_none(), "{json}");
     }
 }

@@ -53,6 +53,8 @@ pub struct IngestLog {
     /// Whether the last sync took [`SLOW_SYNC`] or more (at first: not known, so yes).
     slow_disk: bool,
     faults: Faults,
+    /// `partition.prefixes`, each with its '/': taken off a record's topic to find its stream.
+    pub(super) prefixes: Vec<String>,
 }
 
 impl std::fmt::Debug for IngestLog {
@@ -122,6 +124,7 @@ impl IngestLog {
             full_log: RateLimit::new(Duration::from_secs(10)),
             slow_disk: true,
             faults,
+            prefixes: Vec::new(),
         })
     }
 
@@ -342,7 +345,8 @@ impl IngestLog {
         self.saved = file.streams;
         let saved = &self.saved;
         let needed = |r: &Record| {
-            table.get(&r.topic).is_some_and(|e| {
+            let topic = &r.topic[super::partition_prefix_len(&self.prefixes, &r.topic)..];
+            table.get(topic).is_some_and(|e| {
                 let from = saved
                     .get(&e.info().id)
                     .map_or(0, |s| s.judged.next_seq.saturating_mul(e.unit()));
@@ -363,5 +367,68 @@ impl IngestLog {
             }
         }
         metrics.journal_bytes.set(self.journal.bytes() as i64);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+
+    /// With partition.prefixes, records are journaled under the prefixed topic but the
+    /// table is keyed by the topic without it; retiring a segment must still keep records
+    /// whose windows are not judged.
+    #[test]
+    fn retiring_keeps_unjudged_records_of_prefixed_topics() {
+        let raw = RawConfig::from_toml(
+            r#"
+[models.m]
+path = ""
+[[streams]]
+name = "vib"
+topic = "sensors/+/vibration"
+model = "m"
+format = "array"
+window = 64
+hop = 64
+"#,
+        )
+        .unwrap();
+        let routes = raw.validate().unwrap().streams;
+        let dir = tempfile::tempdir().unwrap();
+        let settings = JournalSettings {
+            dir: dir.path().to_path_buf(),
+            segment_bytes: 100,
+            max_bytes: 1 << 20,
+            checkpoint: Duration::from_secs(1),
+        };
+        let mut log = IngestLog::open(&settings, Progress::default(), Faults::default()).unwrap();
+        log.prefixes = vec!["part/0/".to_owned()];
+        let mut table = StreamTable::new(routes, 10, None);
+        let now = Instant::now();
+        // The ingest stage strips the partition prefix before the table, journals d.topic.
+        table.route("sensors/a/vibration", now, |_| None);
+        let payload = serde_json::to_vec(&[1.0f32, 2.0, 3.0]).unwrap();
+        for i in 0..6u64 {
+            table
+                .window("sensors/a/vibration", &payload, None, now)
+                .unwrap();
+            log.journal
+                .append(i as u16, "part/0/sensors/a/vibration", i * 3, 3, &payload)
+                .unwrap();
+        }
+        let metrics = Metrics::new();
+        assert!(log.sync(&metrics));
+        assert!(log.journal.segments() >= 3);
+        // Nothing judged yet (window 0 is still incomplete: 18 of 64 samples).
+        log.checkpoint(&table, &metrics, false);
+        drop(log);
+        let (_, records) = Journal::open(dir.path(), 100).unwrap();
+        assert_eq!(
+            records.len(),
+            6,
+            "records of an incomplete window were retired"
+        );
     }
 }

@@ -200,7 +200,8 @@ impl Ingest {
 
     /// Journals every stream message before acknowledging it (see the module docs).
     #[must_use]
-    pub fn journaled(mut self, log: IngestLog) -> Self {
+    pub fn journaled(mut self, mut log: IngestLog) -> Self {
+        log.prefixes.clone_from(&self.partition_prefixes);
         self.log = Some(log);
         self
     }
@@ -414,15 +415,6 @@ impl Ingest {
                     }
                     None => info!(stream = %id, topic, "New stream."),
                 }
-                if self.stale_open.remove(&id) {
-                    info!(stream = %id, "Stream stale before the restart heard from again.");
-                    self.tell(StreamNews::Stale {
-                        stream: id,
-                        state: Transition::Cleared,
-                        silent: None,
-                        usual: None,
-                    });
-                }
                 self.metrics.streams_active.set(self.table.len() as i64);
                 true
             }
@@ -480,6 +472,20 @@ impl Ingest {
                 state: Transition::Cleared,
                 silent: Some(s.silent),
                 usual: s.usual,
+            });
+        }
+        // Only a live message is the sensor heard from again (not a replayed record).
+        if start.is_none()
+            && !self.stale_open.is_empty()
+            && let Some(id) = self.table.get(topic).map(|e| e.info().id.clone())
+            && self.stale_open.remove(&id)
+        {
+            info!(stream = %id, "Stream stale before the restart heard from again.");
+            self.tell(StreamNews::Stale {
+                stream: id,
+                state: Transition::Cleared,
+                silent: None,
+                usual: None,
             });
         }
         match windowed {
@@ -618,6 +624,10 @@ impl Ingest {
         for e in expired {
             info!(stream = %e.id, topic = %e.topic, partial_samples = e.partial, idle_s = idle.as_secs(), "Stream quiet; forgotten (its incomplete window is dropped; it starts over if it comes back).");
             self.metrics.streams_expired.inc();
+            if e.stale {
+                // Its stale alert stays raised until it speaks again, as after a restart.
+                self.stale_open.insert(e.id.clone());
+            }
             self.forget_stream(e.id);
         }
         self.metrics.streams_active.set(self.table.len() as i64);
@@ -752,5 +762,44 @@ mod tests {
         );
         let t = "part/30/sensors/m1/vibration";
         assert_eq!(partition_prefix_len(&prefixes, t), 0);
+    }
+
+    /// A replayed journal record is not the sensor; it must not clear the stale alert
+    /// an earlier run raised (the stream may still be silent).
+    #[tokio::test]
+    async fn a_replayed_message_does_not_clear_a_stale_alert() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut j, _) = crate::durable::journal::Journal::open(dir.path(), 1 << 20).unwrap();
+            j.append(1, "sensors/m1/vibration", 0, 3, b"[1,2,3]")
+                .unwrap();
+            j.sync().unwrap();
+        }
+        let raw = crate::config::RawConfig::from_toml(crate::config::DOCUMENTED_CONFIG)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let s = raw.validate().unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Arc::new(Metrics::new());
+        let (_source, acker) =
+            crate::mqtt::Source::new(&s.mqtt, "node", Vec::new(), metrics.clone());
+        let (wtx, _wrx) = mpsc::channel(16);
+        let queues: HashMap<String, mpsc::Sender<Window>> =
+            [(s.streams[0].model.clone(), wtx)].into();
+        let js = crate::config::JournalSettings {
+            dir: dir.path().to_path_buf(),
+            segment_bytes: 1 << 20,
+            max_bytes: 1 << 30,
+            checkpoint: Duration::from_secs(1),
+        };
+        let log =
+            IngestLog::open(&js, Progress::default(), crate::faults::Faults::default()).unwrap();
+        let (ntx, mut nrx) = mpsc::channel(16);
+        let mut ingest = Ingest::new(&s, queues, acker, metrics, None)
+            .journaled(log)
+            .telling(ntx, Progress::default())
+            .stale_before(["vibration/m1".to_owned()]);
+        ingest.replay().await;
+        assert_eq!(ingest.table.len(), 1, "the record was replayed");
+        let news = nrx.try_recv();
+        assert!(news.is_err(), "replay alone published: {news:?}");
     }
 }

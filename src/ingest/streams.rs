@@ -93,6 +93,8 @@ pub struct Expired {
     pub id: String,
     /// Input samples received after its last complete window (dropped with it).
     pub partial: u64,
+    /// Whether its stale alert was raised (it stays open: cleared when the stream is back).
+    pub stale: bool,
 }
 
 /// One stream: its place in its signal and its windower.
@@ -407,7 +409,8 @@ impl StreamTable {
     ///
     /// # Errors
     /// [`StreamError`] for a topic not in the table or a payload that does not decode; the
-    /// stream is unchanged.
+    /// stream's samples are unchanged (a live message that does not decode still counts as
+    /// the sensor heard from: its time and staleness are updated first).
     pub fn window(
         &mut self,
         topic: &str,
@@ -518,6 +521,7 @@ impl StreamTable {
                 Some(Expired {
                     id: e.info.id.clone(),
                     partial: e.partial(),
+                    stale: e.pulse.stale_since.is_some(),
                     topic,
                 })
             })
@@ -702,6 +706,7 @@ hop = {hop}
                 topic: "sensors/a/vibration".into(),
                 id: "vib/a".into(),
                 partial: 1,
+                stale: false,
             }]
         );
         assert_eq!(t.len(), 1);

@@ -211,6 +211,8 @@ pub struct Source {
     held: VecDeque<Delivery>,
     held_bytes: usize,
     held_qos0: usize,
+    /// [`HOLD_MAX_BYTES`] (smaller in tests).
+    hold_max_bytes: usize,
 }
 
 impl std::fmt::Debug for Source {
@@ -250,6 +252,7 @@ impl Source {
             held: VecDeque::new(),
             held_bytes: 0,
             held_qos0: 0,
+            hold_max_bytes: HOLD_MAX_BYTES,
         };
         let acker = Acker {
             client,
@@ -276,12 +279,14 @@ impl Source {
         let mut stage_gone: Option<tokio::time::Instant> = None;
         loop {
             // Once the stage is gone, what is held will never be taken: poll regardless.
-            let reading = self.held_bytes <= HOLD_MAX_BYTES || stage_gone.is_some();
+            let reading = self.held_bytes <= self.hold_max_bytes || stage_gone.is_some();
             // Hand over once rumqttc has nothing more already read (its next poll would wait
             // for the network), or a batch is full.
             let hand_over = !self.held.is_empty()
                 && stage_gone.is_none()
-                && (self.eventloop.state.events.is_empty() || self.held.len() >= HANDOVER_BATCH);
+                && (!reading
+                    || self.eventloop.state.events.is_empty()
+                    || self.held.len() >= HANDOVER_BATCH);
             let event = tokio::select! {
                 biased;
                 () = abort.cancelled() => break,
@@ -550,6 +555,66 @@ mod tests {
         assert!(
             !packets.iter().any(|p| matches!(p, Packet::PubAck(_))),
             "an ack of the lost connection was sent on the new one: {packets:?}"
+        );
+    }
+
+    /// Held bytes over the bound while rumqttc still holds events it read in the same batch:
+    /// the source stops reading but still hands over, so it cannot stall (before, neither arm
+    /// of its select could fire: no hand-over, no poll, no keep-alive, every stream stopped).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_over_the_bound_with_events_read_still_hands_over() {
+        use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, Publish as P};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut raw =
+            crate::config::RawConfig::from_toml(crate::config::DOCUMENTED_CONFIG).unwrap();
+        raw.mqtt.host = "127.0.0.1".into();
+        raw.mqtt.port = listener.local_addr().unwrap().port();
+        let settings = raw.validate().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (mut source, _acker) =
+            Source::new(&settings.mqtt, "node", vec!["sensors/+/v".into()], metrics);
+        source.hold_max_bytes = 1000;
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = bytes::BytesMut::new();
+            loop {
+                let n = socket.read_buf(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                while let Ok(p) = Packet::read(&mut buf, 1 << 20) {
+                    let mut out = bytes::BytesMut::new();
+                    match p {
+                        Packet::Connect(_) => {
+                            ConnAck::new(ConnectReturnCode::Success, false)
+                                .write(&mut out)
+                                .unwrap();
+                        }
+                        Packet::Subscribe(_) => {
+                            for i in 1..=5u16 {
+                                let mut p =
+                                    P::new("sensors/a/v", QoS::AtLeastOnce, vec![i as u8; 600]);
+                                p.pkid = i;
+                                p.write(&mut out).unwrap();
+                            }
+                        }
+                        _ => {}
+                    }
+                    socket.write_all(&out).await.unwrap();
+                }
+            }
+        });
+        let (tx, mut rx) = mpsc::channel(HANDOVER_QUEUE);
+        let abort = CancellationToken::new();
+        let run = tokio::spawn(source.run(tx, abort.clone()));
+        let got = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await;
+        abort.cancel();
+        run.await.unwrap();
+        let n = got.ok().flatten().map(|b| b.len());
+        assert!(
+            n.is_some(),
+            "nothing handed over in 3 s: the source stalled"
         );
     }
 }
