@@ -118,32 +118,47 @@ impl Models {
                 "candidate loading task failed: {e}"
             )))
         });
-        let outcome = match candidate {
-            Ok((scorer, report)) => match handle.swap(scorer).await {
-                Ok(old) => {
-                    // The new version serves from here on, whatever happens to the pointer.
-                    self.served.insert(name.to_owned(), version.to_owned());
-                    if self.registry.active(name).ok().flatten().as_deref() != Some(version)
-                        && let Err(e) = self.registry.activate(name, version, reason)
-                    {
-                        // The watch will see the old pointer and swap back to it: say why.
-                        error!(model = %name, version, error = %e, "Serving the new version, but the registry pointer could not be moved.");
-                    }
-                    ctx.metrics
-                        .reloads
-                        .get_or_create(&StateLabel { state: "swapped" })
-                        .inc();
-                    info!(model = %name, model.old = %old.version, model.new = %version, reason, gate.windows = report.windows, gate.false_alarm_rate = report.rate(), "Model activated.");
-                    ctx.event(serde_json::json!({
-                        "event": "activated", "model": name, "version": version,
-                        "previous": old.version, "reason": reason,
-                        "gate": { "windows": report.windows, "false_alarm_rate": report.rate() },
-                    }))
-                    .await;
-                    Ok(())
+        // The version in shadow, passed by the gate to be activated by hand (not promoted),
+        // stops shadowing first, so no batch is scored by it twice; its warm-up ends whatever
+        // the swap then does.
+        let unshadow =
+            candidate.is_ok() && self.shadowing.get(name).map(String::as_str) == Some(version);
+        if unshadow {
+            if let Err(e) = handle.shadow(None).await {
+                warn!(model = %name, version, error = %e, "Cannot stop the shadow being activated.");
+            }
+            self.shadowing.remove(name);
+        }
+        let swapped = match candidate {
+            Ok((scorer, report)) => handle.swap(scorer).await.map(|old| (old, report)),
+            Err(e) => Err(e),
+        };
+        if unshadow {
+            self.stop_warming(name);
+        }
+        let outcome = match swapped {
+            Ok((old, report)) => {
+                // The new version serves from here on, whatever happens to the pointer.
+                self.served.insert(name.to_owned(), version.to_owned());
+                if self.registry.active(name).ok().flatten().as_deref() != Some(version)
+                    && let Err(e) = self.registry.activate(name, version, reason)
+                {
+                    // The watch will see the old pointer and swap back to it: say why.
+                    error!(model = %name, version, error = %e, "Serving the new version, but the registry pointer could not be moved.");
                 }
-                Err(e) => Err(e),
-            },
+                ctx.metrics
+                    .reloads
+                    .get_or_create(&StateLabel { state: "swapped" })
+                    .inc();
+                info!(model = %name, model.old = %old.version, model.new = %version, reason, gate.windows = report.windows, gate.false_alarm_rate = report.rate(), "Model activated.");
+                ctx.event(serde_json::json!({
+                    "event": "activated", "model": name, "version": version,
+                    "previous": old.version, "reason": reason,
+                    "gate": { "windows": report.windows, "false_alarm_rate": report.rate() },
+                }))
+                .await;
+                Ok(())
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = &outcome {
@@ -209,8 +224,15 @@ impl Models {
                         .active(&name)
                         .ok()
                         .flatten()
-                        .unwrap_or(version);
-                    let _refused = self.activate(ctx, &name, &target, "reload", true).await;
+                        .unwrap_or_else(|| version.clone());
+                    // A reload of the version served needs no minimum of recent windows; a
+                    // pointer moved to another one (not picked up yet) is a new version's.
+                    let reason = if target == version {
+                        "reload"
+                    } else {
+                        "registry"
+                    };
+                    let _refused = self.activate(ctx, &name, &target, reason, true).await;
                 }
                 Ok(())
             }

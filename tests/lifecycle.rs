@@ -379,3 +379,98 @@ async fn publish_healthy(tx: &mut Sender, m: &mut Machine, n: usize) {
     }
     tx.flushed().await;
 }
+
+/// A version in shadow activated by hand (`activate`, not `promote`) stops shadowing: it
+/// serves and raises, and there is no shadow left to promote. Before, the scorer kept the
+/// version as its own shadow: every window was scored twice, each batch rebuilt the shadow's
+/// judge, and a retrained version warming so stayed "warming", so scheduled retraining
+/// stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_activated_by_hand_serves_and_shadows_no_more() {
+    let broker = Mosquitto::start().await;
+    let prefix = "shact";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let config = VIBRATION.replace(
+        "judge = \"threshold\"",
+        "judge = \"probability\"\nlearn_windows = 16\nwarm_windows = 16",
+    );
+    let mut s = settings(broker.port, prefix, &config);
+    s.registry.gate_min_windows = 16;
+    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
+    let versions = tempfile::tempdir().unwrap();
+    registry
+        .import(&fixture_version(versions.path(), "next", |m| m))
+        .unwrap();
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(5);
+    let events = |name: &str| {
+        obs.on(&format!("{prefix}/events"))
+            .iter()
+            .any(|e| e.json["event"] == name)
+    };
+    let publish = |m: &mut Machine, fault: bool| serde_json::to_vec(&m.samples(64, fault)).unwrap();
+    tx.publish(
+        &format!("{prefix}/control/shadow"),
+        r#"{"model":"vibration","version":"next"}"#,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "shadow started", || {
+        events("shadow_started")
+    })
+    .await;
+    for _ in 0..40 {
+        tx.publish("sensors/m1/vibration", publish(&mut m, false))
+            .await;
+    }
+    tx.flushed().await;
+    eventually(Duration::from_secs(10), "judged", || {
+        obs.count(&format!("{prefix}/energy/")) >= 40
+    })
+    .await;
+    tx.publish(
+        &format!("{prefix}/control/activate"),
+        r#"{"model":"vibration","version":"next"}"#,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "activated", || events("activated")).await;
+    for fault in [false; 60].into_iter().chain([true; 10]) {
+        tx.publish("sensors/m1/vibration", publish(&mut m, fault))
+            .await;
+    }
+    tx.flushed().await;
+    eventually(
+        Duration::from_secs(15),
+        "the fault raised by the version served",
+        || {
+            obs.on(&format!("{prefix}/alerts/"))
+                .iter()
+                .any(|a| a.json["state"] == "raised" && a.json["model"]["version"] == "next")
+        },
+    )
+    .await;
+    tx.publish(
+        &format!("{prefix}/control/promote"),
+        r#"{"model":"vibration"}"#,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the promotion refused", || {
+        events("command_failed")
+    })
+    .await;
+    let all: Vec<serde_json::Value> = obs
+        .on(&format!("{prefix}/events"))
+        .into_iter()
+        .map(|e| e.json)
+        .collect();
+    let failed = all.iter().find(|e| e["event"] == "command_failed").unwrap();
+    assert!(
+        failed["reason"].as_str().unwrap().contains("no shadow"),
+        "{failed}"
+    );
+    assert!(
+        !all.iter().any(|e| e["event"] == "shadow_report"),
+        "the version served still shadowed itself: {all:?}"
+    );
+    daemon.shutdown().await.unwrap();
+}

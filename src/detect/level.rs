@@ -183,23 +183,26 @@ impl Level {
 /// (`[scoring] max_batch` bounds it): a level moves slowly, so a few windows'
 /// lag matters only for a drift at the edge of what is followed. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Drift(Arc<Mutex<Vec<f32>>>);
+pub struct Drift(Arc<Mutex<(Option<String>, Vec<f32>)>>);
 
 impl Drift {
     /// A drift starting at `values` (empty: none).
     pub fn new(values: Vec<f32>) -> Self {
-        Self(Arc::new(Mutex::new(values)))
+        Self(Arc::new(Mutex::new((None, values))))
     }
 
-    /// Sets the drift (empty: none).
+    /// Sets the drift (empty: none), of no version in particular.
     pub fn set(&self, values: Vec<f32>) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = values;
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = (None, values);
     }
 
-    /// Sets the drift to `level`'s ([`Level::drift`]) in place: called for every judged window,
-    /// so it reuses the buffer instead of allocating one.
+    /// Sets the drift to `level`'s ([`Level::drift`]) in place, as of its version.
     pub fn follow(&self, level: &Level) {
-        level.drift_into(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut g = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if g.0.as_deref() != Some(level.version.as_str()) {
+            g.0 = Some(level.version.clone());
+        }
+        level.drift_into(&mut g.1);
     }
 
     /// The drift now (empty: none).
@@ -207,14 +210,18 @@ impl Drift {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .1
             .clone()
     }
 
-    /// Appends `data` (W x C values, sample-major) to `out`, minus the drift of each channel;
-    /// returns whether any was taken off.
-    pub fn apply(&self, data: &[f32], out: &mut Vec<f32>) -> bool {
-        let drift = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if drift.is_empty() || drift.iter().all(|&d| d == 0.0) {
+    /// Appends `data` (W x C values, sample-major) to `out`, minus the drift of each channel,
+    /// unless the drift is of another version than `version` (a version just swapped in: its
+    /// baseline is set when it begins judging); returns whether any was taken off.
+    pub fn apply(&self, data: &[f32], out: &mut Vec<f32>, version: Option<&str>) -> bool {
+        let g = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let other = matches!((g.0.as_deref(), version), (Some(a), Some(b)) if a != b);
+        let drift = &g.1;
+        if other || drift.is_empty() || drift.iter().all(|&d| d == 0.0) {
             out.extend_from_slice(data);
             return false;
         }
@@ -399,17 +406,25 @@ mod tests {
         assert_eq!(d.get(), l.drift());
         // The mean of the two windows, 2.0, less the baseline.
         assert_eq!(d.get(), vec![1.0, 0.0]);
+        // It is v1's: a version swapped in scores its windows as they arrive until its own
+        // level begins judging (the alerting stage follows it then).
+        let mut out = Vec::new();
+        assert!(d.apply(&[3.0, 2.0], &mut out, Some("v1")));
+        assert_eq!(out, [2.0, 2.0]);
+        out.clear();
+        assert!(!d.apply(&[3.0, 2.0], &mut out, Some("v2")));
+        assert_eq!(out, [3.0, 2.0]);
     }
 
     #[test]
     fn drift_is_subtracted_per_channel() {
         let d = Drift::default();
         let mut out = Vec::new();
-        assert!(!d.apply(&[1.0, 2.0], &mut out));
+        assert!(!d.apply(&[1.0, 2.0], &mut out, None));
         assert_eq!(out, [1.0, 2.0]);
         d.set(vec![0.5, -1.0]);
         out.clear();
-        assert!(d.apply(&[1.0, 2.0, 3.0, 4.0], &mut out));
+        assert!(d.apply(&[1.0, 2.0, 3.0, 4.0], &mut out, None));
         assert_eq!(out, [0.5, 3.0, 2.5, 5.0]);
     }
 }

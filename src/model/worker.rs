@@ -423,7 +423,10 @@ impl ScorerThread {
         // are, so it scores them raw.
         let mut drifted = false;
         for w in &windows {
-            drifted |= w.stream.drift.apply(&w.raw.data, buf);
+            drifted |= w
+                .stream
+                .drift
+                .apply(&w.raw.data, buf, Some(&self.info.version));
         }
         let n = windows.len();
         #[allow(clippy::disallowed_methods)] // a dedicated thread, not async code

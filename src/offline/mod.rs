@@ -259,7 +259,7 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     for chunk in windows.chunks(OFFLINE_BATCH) {
         data.clear();
         for w in chunk {
-            stream.drift.apply(&w.data, &mut data);
+            stream.drift.apply(&w.data, &mut data, None);
         }
         residual.clear();
         let energies = scorer.score_explained(&data, chunk.len(), Some(&mut residual))?;

@@ -84,8 +84,9 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(600);
 
 /// Healthy windows of one model on disk: shards of `shard_windows` windows each
 /// (`shard-000001.npy`, float32 `[n, W, C]`), at most `max_shards` of them (the oldest is
-/// removed first). A shard is written to a temp name and renamed, so a crash never leaves a
-/// half-written shard. With [`Capture::flushing_every`], windows are written at least that
+/// removed first). A shard is written to a temp name and renamed, so a crash of the daemon
+/// never leaves a half-written shard (not fsynced: a power loss may leave one renamed before
+/// its data reached the disk, which [`Capture::load`] skips with a warning). With [`Capture::flushing_every`], windows are written at least that
 /// often: the newest shard this capture wrote (or found when it opened) is rewritten with the
 /// new windows until it holds `shard_windows`, so every shard but the newest stays full.
 #[derive(Debug)]
@@ -422,11 +423,13 @@ impl Capture {
     pub fn load(dir: &Path) -> Result<Array3<f32>, CaptureError> {
         let mut parts = Vec::new();
         for p in shards(dir)? {
-            let a: Array3<f32> = ndarray_npy::read_npy(&p).map_err(|e| CaptureError::Npy {
-                path: p.clone(),
-                reason: e.to_string(),
-            })?;
-            parts.push(a);
+            // A shard cut short by a power loss is left out, not fatal to every training run.
+            match ndarray_npy::read_npy::<_, Array3<f32>>(&p) {
+                Ok(a) => parts.push(a),
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), error = %e, "Unreadable captured shard skipped.")
+                }
+            }
         }
         let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
         if views.is_empty() {
@@ -638,5 +641,19 @@ mod tests {
         // Numbering continues after a restart.
         let c2 = Capture::open(dir.path(), 2, 1, 3, 2).unwrap();
         assert_eq!(c2.next, 5);
+    }
+    /// One shard left empty (a power cut after a new shard's rename, its data not on disk)
+    /// does not make every other captured window unreadable for training.
+    #[test]
+    fn an_empty_shard_does_not_hide_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Capture::open(dir.path(), 2, 1, 2, 10).unwrap();
+        for _ in 0..2 {
+            c.push(&[1.0, 2.0]).unwrap();
+        }
+        assert_eq!(Capture::load(dir.path()).unwrap().shape(), &[2, 2, 1]);
+        std::fs::write(dir.path().join("shard-000002.npy"), b"").unwrap();
+        let loaded = Capture::load(dir.path());
+        assert!(loaded.is_ok(), "{:?}", loaded.err());
     }
 }
