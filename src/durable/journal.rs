@@ -267,7 +267,7 @@ impl Journal {
                 });
             }
         };
-        if self.current.records > 0 && self.current.bytes >= self.segment_bytes {
+        if self.rotates_next() {
             self.rotate()?;
         }
 
@@ -369,6 +369,11 @@ impl Journal {
         self.closed.pop_front();
         sync_dir(&self.dir)?;
         Ok(Some(carried))
+    }
+
+    /// Whether the next append starts a new segment first (two fsyncs: [`Journal::rotate`]).
+    pub fn rotates_next(&self) -> bool {
+        self.current.records > 0 && self.current.bytes >= self.segment_bytes
     }
 
     /// Flushes and fsyncs the current segment, then starts a new one at `next_pos`.
@@ -630,7 +635,11 @@ mod tests {
         assert_eq!(j.segments(), 1);
         assert_eq!(j.retire_oldest(|_| true).unwrap(), None);
         for n in 0..12 {
+            // Said before the append that starts a new segment (its caller fsyncs off the
+            // runtime's worker then).
+            let (rotates, segments) = (j.rotates_next(), j.segments());
             add(&mut j, n);
+            assert_eq!(j.segments() > segments, rotates, "record {n}");
         }
         j.sync().unwrap();
         assert!(j.segments() >= 3, "{j:?}");

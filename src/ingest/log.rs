@@ -187,8 +187,18 @@ impl IngestLog {
         start: u64,
         samples: u64,
     ) -> Result<(), JournalError> {
-        self.journal
-            .append(d.ack.pkid(), &d.topic, start, samples, &d.payload)?;
+        let rotates = self.journal.rotates_next();
+        let mut append = || {
+            self.journal
+                .append(d.ack.pkid(), &d.topic, start, samples, &d.payload)
+        };
+        if rotates {
+            // A new segment: the old one and the folder are fsynced, off the runtime's worker
+            // as every other fsync of the journal is (an SD card's can take seconds).
+            crate::durable::on_disk(append)?;
+        } else {
+            append()?;
+        }
         if self.ids.len() == JOURNALED_IDS {
             self.ids.pop_front();
         }
