@@ -119,6 +119,13 @@ impl Scorer {
                             scorer.mismatch(format!("one window gave {} energies", energies.len()))
                         );
                     }
+                    if !energies[0].is_finite() {
+                        // NaN weights: every window would read as anomalous, for good.
+                        return Err(scorer.mismatch(format!(
+                            "an all-zero window's energy is {} (not finite)",
+                            energies[0]
+                        )));
+                    }
                     return Ok(scorer);
                 }
                 Err(e) => {

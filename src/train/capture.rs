@@ -431,7 +431,20 @@ impl Capture {
                 }
             }
         }
-        let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
+        // Windows of another shape than the newest shard's were captured before the stream's
+        // window or channels changed: they cannot train the model it has now.
+        let newest = parts.last().map(|a| a.shape()[1..].to_vec());
+        let views: Vec<_> = parts
+            .iter()
+            .filter(|a| {
+                let same = newest.as_deref() == Some(&a.shape()[1..]);
+                if !same {
+                    tracing::warn!(dir = %dir.display(), shape = ?&a.shape()[1..], newest = ?newest, "Captured windows of another shape than the newest skipped.");
+                }
+                same
+            })
+            .map(|a| a.view())
+            .collect();
         if views.is_empty() {
             return Err(CaptureError::Npy {
                 path: dir.into(),
@@ -642,7 +655,8 @@ mod tests {
         let c2 = Capture::open(dir.path(), 2, 1, 3, 2).unwrap();
         assert_eq!(c2.next, 5);
     }
-    /// One shard left empty (a power cut after a new shard's rename, its data not on disk)
+    /// One shard left empty (a power cut after a new shard's rename, its data not on disk),
+    /// or holding windows of another shape (captured before the stream's window changed),
     /// does not make every other captured window unreadable for training.
     #[test]
     fn an_empty_shard_does_not_hide_the_others() {
@@ -655,5 +669,12 @@ mod tests {
         std::fs::write(dir.path().join("shard-000002.npy"), b"").unwrap();
         let loaded = Capture::load(dir.path());
         assert!(loaded.is_ok(), "{:?}", loaded.err());
+        // Older windows of 3 samples, before the newest of 2.
+        ndarray_npy::write_npy(
+            dir.path().join("shard-000000.npy"),
+            &Array3::<f32>::zeros((4, 3, 1)),
+        )
+        .unwrap();
+        assert_eq!(Capture::load(dir.path()).unwrap().shape(), &[2, 2, 1]);
     }
 }

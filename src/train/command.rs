@@ -48,7 +48,8 @@ pub struct TrainArgs {
     /// Window length W in samples (or from --stream).
     #[arg(long)]
     pub window: Option<usize>,
-    /// Hop between training windows (default: W/4; overlapping windows give more examples).
+    /// Hop between training windows (default: W/4, or 1 with --logmel; overlapping windows
+    /// give more examples).
     #[arg(long)]
     pub hop: Option<usize>,
     /// `ebgan` (generator + discriminator) or `ae` (the plain autoencoder). Default: `ebgan`
@@ -441,7 +442,9 @@ fn check_signals(
         let binary = lo == 0.0 && hi == 1.0 && values().all(|v| v == 0.0 || v == 1.0);
         if binary && !allow_binary {
             bail!(
-                "column {name:?} holds only 0 and 1: a label (like SKAB's `anomaly`), not a sensor;                  leave it out of --columns, or pass --allow-binary if it is a real on/off signal"
+                "column {name:?} holds only 0 and 1: a label (like SKAB's `anomaly`), not a \
+                 sensor; leave it out of --columns, or pass --allow-binary if it is a real on/off \
+                 signal"
             );
         }
         if hi - lo <= 1e-6 * lo.abs().max(hi.abs()).max(1.0) {

@@ -67,7 +67,7 @@ pub enum WorkerEvent {
         mode: String,
         /// Planned steps.
         steps: u64,
-        /// Training windows.
+        /// Windows the worker was given (its hold-out included).
         windows: u64,
     },
     /// Progress.
@@ -320,9 +320,10 @@ pub(crate) fn features_args(
 
 /// Worker arguments that train the same kind of model as `manifest` describes: its mode
 /// (`ebgan` or `ae`), its discriminator (MLP or temporal convolutional) and, for audio, its
-/// log-mel parameters, so a retrained version is what an operator chose, not the worker's
-/// defaults, and takes the same input. Older manifests name the discriminator only in their
-/// method.
+/// log-mel parameters, so a retrained version is the kind an operator chose and takes the
+/// same input. Its sizes, margin, learning rate and threshold quantile are the worker's
+/// defaults again, not the ones an earlier `ebgand train -- ...` gave. Older manifests name
+/// the discriminator only in their method.
 pub fn same_kind(manifest: &crate::model::Manifest) -> Vec<String> {
     let training = manifest.training.as_ref();
     let text = |key: &str| {
