@@ -224,15 +224,18 @@ fn runtime_exit(r: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // The reader went away (`ebgand score ... | head`): what it wanted was written.
         Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line per fatal error, whatever the log settings (`EBGAND_LOG=off` included).
-            eprintln!("{}ebgand: {}", fatal_priority(), describe(&e));
-            ExitCode::FAILURE
-        }
+        // A bad configuration is 78 from every command, as `--help` says.
+        Err(e) => match e.downcast::<ConfigError>() {
+            Ok(config) => config_failure(&config),
+            Err(e) => {
+                // One line per fatal error, whatever the log settings (`EBGAND_LOG=off` included).
+                eprintln!("{}ebgand: {}", fatal_priority(), describe(&e));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
-/// The error and its causes, each once: several error types already print their cause.
 /// The effective configuration as structured fields (filterable in the journal and in JSON
 /// logs), the password masked; the whole of it, masked too, in `config`.
 fn log_effective(s: &Settings) {
@@ -291,6 +294,7 @@ fn closed_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The error and its causes, each once: several error types already print their cause.
 fn describe(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {

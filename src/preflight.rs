@@ -61,7 +61,9 @@ fn writable(dir: &Path) -> Result<(), String> {
         }
         match at.parent() {
             Some(p) if !p.as_os_str().is_empty() => at = p,
-            _ => return Ok(()), // relative to the working folder, which exists
+            // Relative to the working folder, which exists: it must take the file too.
+            Some(_) => at = Path::new("."),
+            None => return Ok(()),
         }
     }
 }

@@ -430,11 +430,10 @@ enum Scale {
 impl Scale {
     /// Log when the energy spans more than two decades above the threshold or below it.
     fn for_energy(values: &[Option<f64>], threshold: f64) -> Self {
-        let max = values.iter().flatten().copied().fold(threshold, f64::max);
-        let min = values
-            .iter()
-            .flatten()
-            .copied()
+        // An infinite energy (a reading too large for f32) is drawn at the top, not scaled to.
+        let finite = || values.iter().flatten().copied().filter(|v| v.is_finite());
+        let max = finite().fold(threshold, f64::max);
+        let min = finite()
             .filter(|v| *v > 0.0)
             .fold(threshold.max(f64::MIN_POSITIVE), f64::min);
         if max / min > 100.0 {
@@ -457,7 +456,8 @@ impl Scale {
             .iter()
             .flatten()
             .chain(threshold.iter())
-            .map(|v| self.map(*v));
+            .map(|v| self.map(*v))
+            .filter(|v| v.is_finite());
         let (lo, hi) = mapped.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
             (a.min(v), b.max(v))
         });
@@ -721,5 +721,23 @@ mod tests {
         let text: Vec<&str> = t.iter().map(|(_, s)| s.as_str()).collect();
         assert_eq!(text, ["0", "0.9", "0.99", "0.999"]);
         assert_eq!(nines_text(7.0), "1-1e-7");
+    }
+
+    /// An infinite energy (a reading too large for f32) or a probability of exactly 1 is
+    /// drawn at the top of a finite scale: before, the ticks counted up to infinity.
+    #[test]
+    fn infinite_values_leave_the_scale_finite() {
+        let energies = [Some(0.5), Some(f64::INFINITY), Some(2.0)];
+        let scale = Scale::for_energy(&energies, 1.0);
+        assert_eq!(scale, Scale::Linear);
+        let (lo, hi) = scale.range(&energies, Some(1.0));
+        assert!(lo.is_finite() && hi.is_finite() && hi >= 2.0, "{lo} {hi}");
+        assert!(scale.ticks(lo, hi).len() < 10);
+        let nines = [Some(2.0), Some(f64::INFINITY)];
+        let (lo, hi) = Scale::Nines.range(&nines, None);
+        assert!(
+            hi.is_finite() && Scale::Nines.ticks(lo, hi).len() < 10,
+            "{lo} {hi}"
+        );
     }
 }

@@ -638,6 +638,11 @@ fn score_refuses_what_it_cannot_honour_and_reads_any_time() {
     let o = ebgand(&[&vibration[..], &read].concat(), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(window_lines(&o).len(), 200 - 64 + 1);
+    // A bad configuration is 78 from score too, as from run and check-config.
+    let bad = [("EBGAND__MQTT__PORT", "64.9")];
+    let o = ebgand(&[&vibration[..], &read].concat(), &bad);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert!(stderr(&o).contains("EBGAND__MQTT__PORT"), "{}", stderr(&o));
 }
 
 #[test]

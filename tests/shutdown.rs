@@ -148,3 +148,35 @@ async fn the_binary_exits_zero_in_time_on_sigterm_during_a_slow_reload() {
         started.elapsed()
     );
 }
+
+/// A second SIGTERM (or SIGINT) stops at once, the drain unfinished: with scoring held and
+/// windows queued under a 20-second grace period, the daemon is gone within a few seconds of
+/// it. Before, it waited out the grace period all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_at_once() {
+    let broker = Mosquitto::start().await;
+    let mut s = settings(broker.port, "second", VIBRATION);
+    s.shutdown_grace = Duration::from_secs(20);
+    let faults = s.faults.clone();
+    let daemon = TestDaemon::start(s).await;
+    faults.pause_scoring(true);
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(2);
+    for _ in 0..50 {
+        tx.publish("sensors/m1/vibration", window(&mut m)).await;
+    }
+    tx.flushed().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.signal(Signal::Shutdown).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = Instant::now();
+    daemon.signal(Signal::Quit).await;
+    let stopped = daemon.exited(Duration::from_secs(40)).await;
+    let took = second.elapsed();
+    faults.pause_scoring(false);
+    stopped.unwrap();
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped {took:?} after the second signal"
+    );
+}

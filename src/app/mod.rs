@@ -78,6 +78,9 @@ pub enum AppError {
     /// The ingest journal could not be opened.
     #[error(transparent)]
     Journal(#[from] crate::durable::journal::JournalError),
+    /// The model registry's folder could not be opened.
+    #[error(transparent)]
+    Registry(#[from] crate::model::registry::RegistryError),
     /// A stage stopped while the daemon was running.
     #[error("the {stage} stage stopped unexpectedly")]
     StageDied {
@@ -109,8 +112,7 @@ pub async fn run(
     metrics.set_models(0, used.len());
 
     // Models first: a daemon that cannot score should not subscribe and ack messages.
-    let registry =
-        Registry::open(&settings.registry.dir).map_err(|e| ModelError::Ort(e.to_string()))?;
+    let registry = Registry::open(&settings.registry.dir)?;
     let (scored_tx, scored_rx) = mpsc::channel(SCORED_QUEUE);
     let outbox = SharedOutbox::new(
         Outbox::open(&settings.mqtt.outbox_dir, settings.mqtt.outbox_max)?,
@@ -409,22 +411,32 @@ pub async fn run(
         closing.cancel();
         joined("publisher", publisher_task.await);
     };
-    tokio::select! {
-        () = drain => info!("Drained."),
+    let at_once = tokio::select! {
+        () = drain => {
+            info!("Drained.");
+            false
+        }
         () = tokio::time::sleep_until(deadline) => {
             warn!("Drain deadline passed; stopping with work unfinished.");
+            false
         }
         () = interrupts.second_signal() => {
             warn!("Second signal: stopping without finishing the drain.");
+            true
         }
-    }
+    };
     abort.cancel();
     service_token.cancel();
     ingest_token.cancel();
     tracker.close();
     // Every task has been told to stop; what remains of the grace period (at least a moment)
-    // lets them observe it.
-    let until = deadline.max(tokio::time::Instant::now() + LAST_MOMENT);
+    // lets them observe it. A second signal stops at once: a moment only.
+    let moment = tokio::time::Instant::now() + LAST_MOMENT;
+    let until = if at_once {
+        moment
+    } else {
+        deadline.max(moment)
+    };
     if tokio::time::timeout_at(until, tracker.wait())
         .await
         .is_err()

@@ -686,7 +686,9 @@ impl RawConfig {
         let environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true)
+            // Each value stays the text it is; the key's type reads it (strict_env checked
+            // it), so a password `007` or a client id `1e3` is not turned into 7 or 1000.
+            .try_parsing(false)
             .source(Some(vars));
         let loaded = builder
             .add_source(environment)

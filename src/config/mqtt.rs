@@ -51,9 +51,10 @@ impl RawConfig {
         if !m.status_topic.is_empty() {
             topic_prefix("mqtt.status_topic", &m.status_topic);
         }
-        if m.keep_alive_s < 5 {
+        // MQTT carries it in 16 bits: more would wrap (65536 is 0, keep-alive off).
+        if !(5..=65_535).contains(&m.keep_alive_s) {
             errs.push(format!(
-                "mqtt.keep_alive_s: {} is below the minimum of 5",
+                "mqtt.keep_alive_s: {} must be 5-65535",
                 m.keep_alive_s
             ));
         }

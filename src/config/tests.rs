@@ -179,14 +179,25 @@ fn env_is_read_as_strictly_as_the_file_and_every_problem_told_once() {
         env(&[
             ("EBGAND__MQTT__HOST", "10"),
             ("EBGAND__NODE", "true"),
-            ("EBGAND__MQTT__PASSWORD", "12345"),
+            ("EBGAND__MQTT__PASSWORD", "007"),
+            ("EBGAND__MQTT__PORT", "8883"),
+            ("EBGAND__MQTT__PUBLISH_ENERGY", "true"),
+            ("EBGAND__MQTT__CLIENT_ID", "1e3"),
             ("EBGAND__MQTT__USERNAME", "u"),
             ("EBGAND__REGISTRY__MAX_FALSE_ALARM_RATE", "0.1"),
         ]),
     )
     .unwrap();
     assert_eq!((raw.mqtt.host.as_str(), raw.node.as_str()), ("10", "true"));
-    assert_eq!(raw.mqtt.password.expose(), "12345");
+    assert_eq!(raw.mqtt.password.expose(), "007");
+    assert_eq!(
+        (
+            raw.mqtt.port,
+            raw.mqtt.publish_energy,
+            raw.mqtt.client_id.as_str()
+        ),
+        (8883, true, "1e3")
+    );
     assert!((raw.registry.max_false_alarm_rate - 0.1).abs() < 1e-12);
 }
 
@@ -211,6 +222,7 @@ fn every_bad_value_is_reported_at_once() {
         username = "u"
         reconnect_min_ms = 0
         energy_qos = 2
+        keep_alive_s = 70000
         [runtime]
         providers = ["tpu"]
         [scoring]
@@ -238,6 +250,7 @@ fn every_bad_value_is_reported_at_once() {
         "mqtt.username",
         "mqtt.reconnect_min_ms",
         "mqtt.energy_qos",
+        "mqtt.keep_alive_s",
         "runtime.providers",
         "scoring.max_batch",
         ".topic",
@@ -287,6 +300,39 @@ fn a_stream_cannot_subscribe_to_ebgands_own_topics() {
     let err = raw.validate().unwrap_err().to_string();
     assert!(
         err.contains("also matches ebgand's own topic \"ebgand/status\""),
+        "{err}"
+    );
+}
+
+/// Streams that learn one model from themselves feed one capture: windows of two shapes are
+/// refused at once (before, the second stream's windows were dropped from the capture and the
+/// trained version refused on it, for good). A model given by its path is checked at load.
+#[test]
+fn streams_learning_one_model_must_cut_windows_alike() {
+    let raw = RawConfig::from_toml(
+        r#"
+[models.learnt]
+path = ""
+[[streams]]
+name = "a"
+topic = "a/+"
+model = "learnt"
+format = "number"
+window = 64
+[[streams]]
+name = "b"
+topic = "b/+"
+model = "learnt"
+format = "array"
+channels = 3
+window = 32
+"#,
+    )
+    .unwrap();
+    let err = invalid(&raw);
+    assert!(
+        err.contains("streams \"a\" and \"b\" both learn model \"learnt\"")
+            && err.contains("64 x 1 against 32 x 3"),
         "{err}"
     );
 }
@@ -349,6 +395,13 @@ fn an_enormous_window_is_a_config_error() {
     .unwrap()
     .streams;
     assert!(invalid(&raw).contains("over the limit"));
+    // An audio stream's window counts frames of 64 mel bands each.
+    raw.streams = RawConfig::from_toml(
+        "[[streams]]\nname = \"s\"\ntopic = \"a/+\"\nmodel = \"m\"\nformat = \"i16le\"\nwindow = 1000000\nlogmel = {}\n",
+    )
+    .unwrap()
+    .streams;
+    assert!(invalid(&raw).contains("1000000 x 64 is over the limit"));
 }
 
 #[test]

@@ -226,6 +226,34 @@ impl RawConfig {
                 streams.push(s);
             }
         }
+        // Streams that learn one model from themselves feed one capture and are scored by the
+        // version it trains: their windows must be alike (else the capture keeps the first
+        // stream's and the trained version is refused on the others, for good).
+        let mut first = BTreeMap::new();
+        for s in streams
+            .iter()
+            .filter(|s| models.get(&s.model).is_some_and(Option::is_none))
+        {
+            let shape = (s.window, s.channels, s.logmel.as_ref());
+            let (name, seen) = *first.entry(&s.model).or_insert((&s.name, shape));
+            if seen != shape {
+                errs.push(format!(
+                    "streams {name:?} and {:?} both learn model {:?} from themselves, so their \
+                     windows must be alike: {} x {} against {} x {}{}",
+                    s.name,
+                    s.model,
+                    seen.0,
+                    seen.1,
+                    shape.0,
+                    shape.1,
+                    if seen.2 == shape.2 {
+                        ""
+                    } else {
+                        " (or their logmel settings differ)"
+                    },
+                ));
+            }
+        }
         streams
     }
 
@@ -476,10 +504,12 @@ fn validate_stream(
         errs.push(format!("{at}.window: must be at least 1"));
     }
     // Each stream holds a window's values; a typo must be an error, not an allocation failure.
-    if st.window.saturating_mul(st_channels.max(1)) > MAX_WINDOW_VALUES {
+    // An audio stream's values are its frames' mel bands.
+    let values = st.logmel.as_ref().map_or(st_channels, |p| p.n_mels);
+    if st.window.saturating_mul(values.max(1)) > MAX_WINDOW_VALUES {
         errs.push(format!(
             "{at}.window x channels: {} x {} is over the limit of {MAX_WINDOW_VALUES} values",
-            st.window, st_channels
+            st.window, values
         ));
     }
     let hop = NonZeroUsize::new(st.hop.unwrap_or(st.window));
