@@ -337,6 +337,30 @@ window = 32
     );
 }
 
+/// Two streams whose filters can match one topic are refused: routing takes the first, so
+/// the other would lose those messages without a word.
+#[test]
+fn streams_whose_topics_overlap_are_refused() {
+    let stream = |name: &str, topic: &str| {
+        format!(
+            "[[streams]]\nname = \"{name}\"\ntopic = \"{topic}\"\nmodel = \"m\"\nformat = \"number\"\nwindow = 8\n"
+        )
+    };
+    let raw = |streams: String| {
+        RawConfig::from_toml(&format!("[models.m]\npath = \"\"\n{streams}")).unwrap()
+    };
+    let err = invalid(&raw(
+        stream("vib", "plant/+/vib") + &stream("all", "plant/#")
+    ));
+    assert!(
+        err.contains("streams \"vib\" and \"all\": topics \"plant/+/vib\" and \"plant/#\""),
+        "{err}"
+    );
+    raw(stream("vib", "plant/+/vib") + &stream("temp", "plant/+/temp"))
+        .validate()
+        .unwrap();
+}
+
 #[test]
 fn secrets_do_not_print() {
     let raw = RawConfig::from_toml("[mqtt]\nusername = \"u\"\npassword = \"hunter2\"\n").unwrap();

@@ -226,6 +226,21 @@ impl RawConfig {
                 streams.push(s);
             }
         }
+        // A message goes to the first stream whose filter matches it: a second stream that can
+        // match the same topics would lose them without a word (and a broker may deliver one
+        // copy per matching subscription).
+        for (j, b) in streams.iter().enumerate() {
+            if let Some(a) = streams[..j].iter().find(|a| a.topic.overlaps(&b.topic)) {
+                errs.push(format!(
+                    "streams {:?} and {:?}: topics {:?} and {:?} can match the same topic; \
+                     make them disjoint (a message is one stream's)",
+                    a.name,
+                    b.name,
+                    a.topic.as_str(),
+                    b.topic.as_str()
+                ));
+            }
+        }
         // Streams that learn one model from themselves feed one capture and are scored by the
         // version it trains: their windows must be alike (else the capture keeps the first
         // stream's and the trained version is refused on the others, for good).

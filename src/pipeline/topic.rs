@@ -78,6 +78,28 @@ impl TopicFilter {
         &self.filter
     }
 
+    /// Whether some topic matches both filters (`plant/+/vib` and `plant/#` do; `a/+` and
+    /// `b/+` do not). ('$' topics, which a leading wildcard does not match, are not told apart.)
+    ///
+    /// ```
+    /// use ebgand::pipeline::topic::TopicFilter;
+    /// let f = |s| TopicFilter::parse(s).unwrap();
+    /// assert!(f("plant/+/vib").overlaps(&f("plant/#")));
+    /// assert!(f("a/#").overlaps(&f("a")));
+    /// assert!(!f("a/+").overlaps(&f("a/b/c")));
+    /// ```
+    pub fn overlaps(&self, other: &Self) -> bool {
+        let (a, b) = (&self.levels, &other.levels);
+        for i in 0..a.len().max(b.len()) {
+            match (a.get(i).map(String::as_str), b.get(i).map(String::as_str)) {
+                (Some("#"), _) | (_, Some("#")) => return true,
+                (Some(x), Some(y)) if x == y || x == "+" || y == "+" => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// When `topic` matches, the topic levels matched by wildcards, joined by `/`
     /// (empty for a filter without wildcards).
     ///
