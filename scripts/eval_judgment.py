@@ -281,9 +281,11 @@ def nab_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W, retr
             res[profile] = s
             if profile == "standard":  # per file: raw score, windows hit, false alerts
                 res["files"] = {Path(key).stem: list(p[:3]) for (key, *_), p in zip(files, per)}
-        res["hit"] = sum(p[1] for p in per)
-        res["false"] = sum(p[2] for p in per)
-        res["windows"] = sum(p[1] + p[3] for p in per)
+                standard = per
+        # The counts at the standard profile's threshold (each profile sweeps its own).
+        res["hit"] = sum(p[1] for p in standard)
+        res["false"] = sum(p[2] for p in standard)
+        res["windows"] = sum(p[1] + p[3] for p in standard)
         out[rule] = res
     return out
 

@@ -371,7 +371,8 @@ impl Journal {
         Ok(Some(carried))
     }
 
-    /// Whether the next append starts a new segment first (two fsyncs: [`Journal::rotate`]).
+    /// Whether the next append starts a new segment first (two fsyncs: the old segment's and
+    /// the folder's).
     pub fn rotates_next(&self) -> bool {
         self.current.records > 0 && self.current.bytes >= self.segment_bytes
     }

@@ -93,10 +93,14 @@ def file_score(scores, scored_points, threshold, profile="standard"):
 
 def normalised(files, profile="standard", thresholds=None):
     """files: [(scores, windows)]. Sweeps thresholds (every distinct score, or the ones given),
-    returns (normalised score, threshold, per-file (raw, tp, fp, fn))."""
+    returns (normalised score, threshold, per-file (raw, tp, fp, fn)). As NAB's sweeper, one
+    more is always tried above every score (NAB's 1.1: detect nothing, the null detector's
+    score), so the normalised score is never below 0; thresholds are tried from the highest
+    down and a tie keeps the higher."""
     tp_w, _, fn_w = PROFILES[profile]
     if thresholds is None:
-        thresholds = sorted({float(s) for scores, _ in files for s in scores}, reverse=True)
+        thresholds = {float(s) for scores, _ in files for s in scores}
+    thresholds = sorted({math.inf, *map(float, thresholds)}, reverse=True)
     pts = [points(len(s), w) for s, w in files]
     n_windows = sum(len(counted) for _, counted in pts)
     null, perfect = -fn_w * n_windows, tp_w * n_windows
@@ -127,12 +131,19 @@ def check():
     assert close(one(49)[0], 100 * (0.24492 / 0.98661 + 1) / 2), one(49)
     assert close(one(40, 45)[0], 100.0), "only the first detection in a window counts"
     # before any window: a full false positive (-0.11) and the window missed (-1)
-    assert close(one(20)[0], 100 * (-1.11 + 1) / 2), one(20)
+    # before any window: a full false positive (-0.11) and the window missed (-1), worse than
+    # detecting nothing, which the sweep then chooses (as NAB's does)
+    pts = points(100, win)
+    s20 = [0.0] * 100
+    s20[20] = 1.0
+    assert close(file_score(s20, pts, 1.0)[0], -1.11), file_score(s20, pts, 1.0)
+    assert close(one(20)[0], 0.0) and one(20)[1] == math.inf, one(20)
     assert close(one(10)[0], 0.0), "probationary rows are ignored"
     # ten rows after the window: distance 10 / 9, scaled sigmoid -0.99230, times 0.11
     assert close(one(40, 59)[0], 100 * (1 - 0.99230 * 0.11 + 1) / 2), one(40, 59)
     # right after the window a detection costs little: distance 1 / 9, scaled sigmoid -0.27084
     assert close(one(40, 50)[0], 100 * (1 - 0.27084 * 0.11 + 1) / 2), one(40, 50)
-    assert close(one(20, profile="reward_low_FN_rate")[0], 100 * (-2.11 + 2) / 3)
+    assert close(one(20, profile="reward_low_FN_rate")[0], 0.0)
+    assert close(one(40, 20, profile="reward_low_FN_rate")[0], 100 * (1 - 0.11 + 2) / 3)
     assert close(one()[0], 0.0), "the null detector scores 0"
     return "ok"
