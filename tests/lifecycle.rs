@@ -409,7 +409,6 @@ async fn a_shadow_activated_by_hand_serves_and_shadows_no_more() {
             .iter()
             .any(|e| e.json["event"] == name)
     };
-    let publish = |m: &mut Machine, fault: bool| serde_json::to_vec(&m.samples(64, fault)).unwrap();
     tx.publish(
         &format!("{prefix}/control/shadow"),
         r#"{"model":"vibration","version":"next"}"#,
@@ -419,11 +418,7 @@ async fn a_shadow_activated_by_hand_serves_and_shadows_no_more() {
         events("shadow_started")
     })
     .await;
-    for _ in 0..40 {
-        tx.publish("sensors/m1/vibration", publish(&mut m, false))
-            .await;
-    }
-    tx.flushed().await;
+    publish_healthy(&mut tx, &mut m, 40).await;
     eventually(Duration::from_secs(10), "judged", || {
         obs.count(&format!("{prefix}/energy/")) >= 40
     })
@@ -434,9 +429,10 @@ async fn a_shadow_activated_by_hand_serves_and_shadows_no_more() {
     )
     .await;
     eventually(Duration::from_secs(10), "activated", || events("activated")).await;
-    for fault in [false; 60].into_iter().chain([true; 10]) {
-        tx.publish("sensors/m1/vibration", publish(&mut m, fault))
-            .await;
+    publish_healthy(&mut tx, &mut m, 60).await;
+    for _ in 0..10 {
+        let fault = serde_json::to_vec(&m.samples(64, true)).unwrap();
+        tx.publish("sensors/m1/vibration", fault).await;
     }
     tx.flushed().await;
     eventually(

@@ -228,9 +228,8 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// Judged healthy: not anomalous and no alert up. Only such windows are learnt from
-    /// (calibration, but for those the season vouches for; a warming shadow, the retraining
-    /// capture, the activation gate), so a fault is never learnt as normal.
+    /// Judged healthy: not anomalous and no alert up. Only these teach the calibration (with
+    /// those the season vouches for), a shadow, the capture and the gate: no fault is learnt.
     pub fn healthy(&self) -> bool {
         !self.anomalous && self.state == AlertState::Normal
     }
@@ -559,6 +558,7 @@ impl Judge {
             let state = saved.remove(&stream.id).unwrap_or_default();
             Detector::restore(stream.hysteresis, state)
         });
+        let had_level = detector.level.is_some();
         // What is known before judging; the rule of the stream fills in the rest.
         let mut v = Verdict {
             stream: stream.id.clone(),
@@ -598,8 +598,8 @@ impl Judge {
                 detector.judge_probability(stream, window, scored, may_learn, cal, &mut v);
             }
         }
-        if detector.level.is_none() && !self.shadow {
-            // No input level (any more): no drift restored from a checkpoint is taken off.
+        if had_level && detector.level.is_none() && !self.shadow {
+            // The level is dropped (restored, then no longer followed): so is its drift.
             stream.drift.set(Vec::new());
         }
         v.state = detector.state();

@@ -384,28 +384,13 @@ impl IngestLog {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::config::RawConfig;
 
     /// With partition.prefixes, records are journaled under the prefixed topic but the
     /// table is keyed by the topic without it; retiring a segment must still keep records
     /// whose windows are not judged.
     #[test]
     fn retiring_keeps_unjudged_records_of_prefixed_topics() {
-        let raw = RawConfig::from_toml(
-            r#"
-[models.m]
-path = ""
-[[streams]]
-name = "vib"
-topic = "sensors/+/vibration"
-model = "m"
-format = "array"
-window = 64
-hop = 64
-"#,
-        )
-        .unwrap();
-        let routes = raw.validate().unwrap().streams;
+        let routes = super::super::streams::tests::routes(64, 64);
         let dir = tempfile::tempdir().unwrap();
         let settings = JournalSettings {
             dir: dir.path().to_path_buf(),

@@ -530,12 +530,13 @@ impl StreamTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::config::RawConfig;
 
-    fn routes(window: usize, hop: usize) -> Vec<StreamSettings> {
+    /// One array stream, `vib` on `sensors/+/vibration`, of model `m` learnt from itself.
+    pub(in crate::ingest) fn routes(window: usize, hop: usize) -> Vec<StreamSettings> {
         let raw = RawConfig::from_toml(&format!(
             r#"
 [models.m]

@@ -493,6 +493,16 @@ async fn sleep_until_some(t: Option<tokio::time::Instant>) {
 mod tests {
     use super::*;
 
+    /// A source (and its acker) for a broker that `listener` plays, subscribing to `filters`.
+    fn source_on(listener: &tokio::net::TcpListener, filters: Vec<String>) -> (Source, Acker) {
+        let mut raw =
+            crate::config::RawConfig::from_toml(crate::config::DOCUMENTED_CONFIG).unwrap();
+        raw.mqtt.host = "127.0.0.1".into();
+        raw.mqtt.port = listener.local_addr().unwrap().port();
+        let settings = raw.validate().unwrap();
+        Source::new(&settings.mqtt, "node", filters, Arc::new(Metrics::new()))
+    }
+
     /// An ack the ingest stage hands over after rumqttc lost the connection (and emptied its
     /// request channel) but before the source counted the loss never reaches the next
     /// connection, where its packet id may be another message's.
@@ -501,13 +511,7 @@ mod tests {
         use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut raw =
-            crate::config::RawConfig::from_toml(crate::config::DOCUMENTED_CONFIG).unwrap();
-        raw.mqtt.host = "127.0.0.1".into();
-        raw.mqtt.port = listener.local_addr().unwrap().port();
-        let settings = raw.validate().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let (mut source, mut acker) = Source::new(&settings.mqtt, "node", Vec::new(), metrics);
+        let (mut source, mut acker) = source_on(&listener, Vec::new());
         // rumqttc loses connection 0 and empties its request channel; the stage acknowledges a
         // message of connection 0; then the source counts the loss.
         source.eventloop.clean();
@@ -566,14 +570,7 @@ mod tests {
         use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, Publish as P};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut raw =
-            crate::config::RawConfig::from_toml(crate::config::DOCUMENTED_CONFIG).unwrap();
-        raw.mqtt.host = "127.0.0.1".into();
-        raw.mqtt.port = listener.local_addr().unwrap().port();
-        let settings = raw.validate().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let (mut source, _acker) =
-            Source::new(&settings.mqtt, "node", vec!["sensors/+/v".into()], metrics);
+        let (mut source, _acker) = source_on(&listener, vec!["sensors/+/v".into()]);
         source.hold_max_bytes = 1000;
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
