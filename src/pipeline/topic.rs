@@ -100,35 +100,40 @@ impl TopicFilter {
         true
     }
 
-    /// When `topic` matches, the topic levels matched by wildcards, joined by `/`
-    /// (empty for a filter without wildcards).
+    /// When `topic` matches, the topic levels matched by wildcards, each after a `/`
+    /// (empty for a filter without wildcards, and for `a/#` matching its parent `a`).
+    ///
+    /// Each level keeps its own `/`, so `a/#` gives `a` and `a/` (an empty level)
+    /// different captures: `""` and `"/"`. Joined without them, two topics would name one
+    /// stream and mix their samples.
     ///
     /// ```
     /// use ebgand::pipeline::topic::TopicFilter;
     /// let f = TopicFilter::parse("plant/+/pump/#").unwrap();
-    /// assert_eq!(f.captures("plant/hall2/pump/7/vib").as_deref(), Some("hall2/7/vib"));
+    /// assert_eq!(f.captures("plant/hall2/pump/7/vib").as_deref(), Some("/hall2/7/vib"));
     /// assert_eq!(f.captures("plant/hall2/fan/7"), None);
     /// ```
     pub fn captures(&self, topic: &str) -> Option<String> {
-        let mut captured: Vec<&str> = Vec::new();
+        let mut captured = String::new();
         let mut parts = topic.split('/');
         for (i, level) in self.levels.iter().enumerate() {
             match level.as_str() {
                 "#" => {
                     // '#' matches the parent level too ("a/#" matches "a").
-                    let rest: Vec<&str> = parts.by_ref().collect();
-                    if !rest.is_empty() {
-                        captured.push(&topic[topic.len() - rest.join("/").len()..]);
+                    for part in parts.by_ref() {
+                        captured.push('/');
+                        captured.push_str(part);
                     }
                     // Topics starting with '$' are not matched by a leading wildcard.
-                    return (!(i == 0 && topic.starts_with('$'))).then(|| captured.join("/"));
+                    return (!(i == 0 && topic.starts_with('$'))).then_some(captured);
                 }
                 "+" => {
                     let part = parts.next()?;
                     if i == 0 && part.starts_with('$') {
                         return None;
                     }
-                    captured.push(part);
+                    captured.push('/');
+                    captured.push_str(part);
                 }
                 literal => {
                     if parts.next()? != literal {
@@ -137,18 +142,14 @@ impl TopicFilter {
                 }
             }
         }
-        parts.next().is_none().then(|| captured.join("/"))
+        parts.next().is_none().then_some(captured)
     }
 }
 
-/// The stream id for a topic: `name` for a filter without wildcards, else
-/// `name/<captured levels>`.
+/// The stream id for a topic: `name` followed by what [`TopicFilter::captures`] took
+/// from it (`name` alone for a filter without wildcards).
 pub fn stream_id(name: &str, captured: &str) -> String {
-    if captured.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{name}/{captured}")
-    }
+    format!("{name}{captured}")
 }
 
 /// Which of `count` daemons owns a stream: FNV-1a (64-bit) of its id, modulo `count`.
@@ -172,7 +173,7 @@ mod tests {
     fn shared_subscriptions_match_by_their_filter() {
         let f = TopicFilter::parse("$share/ebgand/sensors/+/vibration").unwrap();
         assert_eq!(f.as_str(), "$share/ebgand/sensors/+/vibration");
-        assert_eq!(f.captures("sensors/m1/vibration").as_deref(), Some("m1"));
+        assert_eq!(f.captures("sensors/m1/vibration").as_deref(), Some("/m1"));
         assert_eq!(f.captures("$share/ebgand/sensors/m1/vibration"), None);
         for bad in [
             "$share/",
@@ -211,17 +212,23 @@ mod tests {
         let f = TopicFilter::parse("sensors/+/vibration").unwrap();
         assert_eq!(
             f.captures("sensors/pump7/vibration").as_deref(),
-            Some("pump7")
+            Some("/pump7")
         );
         assert_eq!(f.captures("sensors/pump7/temp"), None);
         assert_eq!(f.captures("sensors/pump7/vibration/x"), None);
         let h = TopicFilter::parse("plant/#").unwrap();
-        assert_eq!(h.captures("plant/a/b").as_deref(), Some("a/b"));
+        assert_eq!(h.captures("plant/a/b").as_deref(), Some("/a/b"));
         assert_eq!(h.captures("plant").as_deref(), Some(""));
+        // An empty level is a level: "plant/" is not the stream of "plant".
+        assert_eq!(h.captures("plant/").as_deref(), Some("/"));
+        assert_eq!(h.captures("plant/a/").as_deref(), Some("/a/"));
+        let two = TopicFilter::parse("a/+/+").unwrap();
+        assert_eq!(two.captures("a//x").as_deref(), Some("//x"));
+        assert_eq!(two.captures("a/x/").as_deref(), Some("/x/"));
         assert_eq!(h.captures("other/a"), None);
         let lit = TopicFilter::parse("a/b").unwrap();
         assert_eq!(lit.captures("a/b").as_deref(), Some(""));
-        assert_eq!(stream_id("vib", "pump7"), "vib/pump7");
+        assert_eq!(stream_id("vib", "/pump7"), "vib/pump7");
         assert_eq!(stream_id("vib", ""), "vib");
     }
 
