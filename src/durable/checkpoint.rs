@@ -142,6 +142,15 @@ impl Progress {
         }
     }
 
+    /// The first window of `stream` not judged (nor passed) yet; 0 for a stream not tracked.
+    pub fn next_seq(&self, stream: &str) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(stream)
+            .map_or(0, |j| j.next_seq)
+    }
+
     /// A copy of every stream's progress.
     pub fn snapshot(&self) -> HashMap<String, Judged> {
         self.0

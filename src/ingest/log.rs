@@ -237,21 +237,39 @@ impl IngestLog {
         }
     }
 
-    /// Whether the journal is over its bound (logged, rate-limited).
-    pub(super) fn full(&mut self) -> bool {
+    /// Whether to stop reading: the journal is over its bound and windows cut from it are
+    /// still being judged, whose checkpoint will retire records (logged, rate-limited).
+    ///
+    /// Over the bound with every window cut judged, the records are held by windows not
+    /// complete yet, which only more messages complete: pausing then would stop every stream
+    /// until the slow ones expired. Reading goes on (logged): the journal then holds at most
+    /// each stream's one incomplete window beyond the bound.
+    pub(super) fn full(&mut self, table: &StreamTable) -> bool {
         let bytes = self.journal.bytes();
         if bytes <= self.max_bytes {
             return false;
         }
+        let judging = table
+            .entries()
+            .any(|e| self.progress.next_seq(&e.info().id) < e.cut());
         if let Some(suppressed) = self.full_log.allow(Instant::now()) {
-            warn!(
-                bytes,
-                max_bytes = self.max_bytes,
-                suppressed,
-                "Ingest journal over its bound; reading paused until windows are judged."
-            );
+            if judging {
+                warn!(
+                    bytes,
+                    max_bytes = self.max_bytes,
+                    suppressed,
+                    "Ingest journal over its bound; reading paused until windows are judged."
+                );
+            } else {
+                warn!(
+                    bytes,
+                    max_bytes = self.max_bytes,
+                    suppressed,
+                    "Ingest journal over its bound, held by windows not complete yet; reading goes on. Raise [journal] max_mb, or shorten the slow streams' windows."
+                );
+            }
         }
-        true
+        judging
     }
 
     /// Forgets a stream dropped from the stream table: its checkpoint entry goes, and its
@@ -425,5 +443,45 @@ mod tests {
             6,
             "records of an incomplete window were retired"
         );
+    }
+
+    /// Over its bound, the journal pauses reading only while windows cut from it are being
+    /// judged: records held by a window not complete yet would otherwise stop every stream
+    /// until the slow one expired, since only more messages complete it.
+    #[test]
+    fn over_the_bound_pauses_only_while_windows_are_judged() {
+        let routes = super::super::streams::tests::routes(8, 8);
+        let dir = tempfile::tempdir().unwrap();
+        let settings = JournalSettings {
+            dir: dir.path().to_path_buf(),
+            segment_bytes: 1 << 20,
+            max_bytes: 40,
+            checkpoint: Duration::from_secs(1),
+        };
+        let progress = Progress::default();
+        let mut log = IngestLog::open(&settings, progress.clone(), Faults::default()).unwrap();
+        let mut table = StreamTable::new(routes, 10, None);
+        let (now, topic) = (Instant::now(), "sensors/a/vibration");
+        table.route(topic, now, |_| None);
+        let payload = serde_json::to_vec(&[1.0f32, 2.0, 3.0]).unwrap();
+        let feed = |log: &mut IngestLog, table: &mut StreamTable, i: u64| {
+            table.window(topic, &payload, None, now).unwrap();
+            log.journal
+                .append(i as u16, topic, i * 3, 3, &payload)
+                .unwrap();
+        };
+        for i in 0..2 {
+            feed(&mut log, &mut table, i);
+        }
+        assert!(log.journal.bytes() > 40);
+        assert!(
+            !log.full(&table),
+            "paused on a window only more messages complete"
+        );
+        feed(&mut log, &mut table, 2);
+        assert_eq!(table.get(topic).unwrap().cut(), 1);
+        assert!(log.full(&table), "window 0 is being judged: reading waits");
+        progress.passed("vib/a", 0);
+        assert!(!log.full(&table));
     }
 }

@@ -286,7 +286,9 @@ impl Ingest {
                 self.sync_and_ack();
                 unsynced = 0;
             }
-            if self.log.as_mut().is_some_and(IngestLog::full) {
+            if let Some(log) = self.log.as_mut()
+                && log.full(&self.table)
+            {
                 // Safety bound: stop taking messages (the source and the broker keep them)
                 // until a checkpoint retires records.
                 tokio::select! {

@@ -220,6 +220,11 @@ impl StreamEntry {
         self.last_seen
     }
 
+    /// The number the next window cut will get: windows below it have left ingest.
+    pub fn cut(&self) -> u64 {
+        self.windower.next_seq()
+    }
+
     /// Input samples received so far.
     pub fn received(&self) -> u64 {
         self.received
