@@ -141,7 +141,8 @@ impl Models {
                 // The new version serves from here on, whatever happens to the pointer.
                 self.served.insert(name.to_owned(), version.to_owned());
                 if self.registry.active(name).ok().flatten().as_deref() != Some(version)
-                    && let Err(e) = self.registry.activate(name, version, reason)
+                    && let Err(e) =
+                        crate::durable::on_disk(|| self.registry.activate(name, version, reason))
                 {
                     // The watch will see the old pointer and swap back to it: say why.
                     error!(model = %name, version, error = %e, "Serving the new version, but the registry pointer could not be moved.");
@@ -174,9 +175,10 @@ impl Models {
             .await;
             if let Some(served) = &served
                 && self.registry.active(name).ok().flatten().as_deref() == Some(version)
-                && let Err(revert) =
+                && let Err(revert) = crate::durable::on_disk(|| {
                     self.registry
                         .revert(name, served, version, &format!("refused {version}: {e}"))
+                })
             {
                 error!(model = %name, error = %revert, "Cannot put the registry pointer back.");
             }
@@ -308,7 +310,8 @@ impl Models {
     /// so a restart resumes the warm-up ([`Models::resume_warming`]).
     fn start_warming(&mut self, model: &str, version: &str) {
         self.warming.insert(model.to_owned());
-        if let Err(e) = self.registry.set_warming(model, Some(version)) {
+        if let Err(e) = crate::durable::on_disk(|| self.registry.set_warming(model, Some(version)))
+        {
             warn!(model, version, error = %e, "Cannot record the warming version; a restart will not resume its warm-up.");
         }
     }
@@ -316,7 +319,7 @@ impl Models {
     /// `model` has no warming version any more (promoted, refused, or replaced by hand).
     fn stop_warming(&mut self, model: &str) {
         if self.warming.remove(model)
-            && let Err(e) = self.registry.set_warming(model, None)
+            && let Err(e) = crate::durable::on_disk(|| self.registry.set_warming(model, None))
         {
             warn!(model, error = %e, "Cannot clear the warming record.");
         }

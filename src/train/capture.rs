@@ -287,7 +287,9 @@ impl Capture {
     /// # Errors
     /// [`CaptureError`] when writing fails.
     pub fn flush(&mut self) -> Result<(), CaptureError> {
-        match self.write_shard() {
+        // Off the runtime's worker when on one (`on_disk`): the alerting stage and the
+        // learners write shards between windows, and an edge box's card is slow.
+        match crate::durable::on_disk(|| self.write_shard()) {
             Err(CaptureError::Stopped {
                 path,
                 reason,

@@ -389,7 +389,10 @@ impl TrainFromCapture {
         );
         let tmp = tempfile::tempdir()?;
         let data_path = tmp.path().join("windows.npy");
-        ndarray_npy::write_npy(&data_path, &data)?;
+        let to = data_path.clone();
+        // Disk work (here, the import and the clean-up below) runs off the runtime's worker:
+        // a capture can hold hundreds of megabytes, and an edge box's card is slow.
+        tokio::task::spawn_blocking(move || ndarray_npy::write_npy(&to, &data)).await??;
         // Labels have one-second resolution: a second run within the same second gets a suffix.
         let base = self.version.clone().unwrap_or_else(utc_version);
         let version = (1..)
@@ -409,6 +412,8 @@ impl TrainFromCapture {
             .root()
             .join(format!(".train-{}-{version}", self.model));
         let out = staging.join(&self.model).join(&version);
+        let (root, model) = (self.registry.root().to_owned(), self.model.clone());
+        tokio::task::spawn_blocking(move || remove_stale_staging(&root, &model)).await?;
         let job = TrainJob {
             data: data_path,
             out: out.clone(),
@@ -425,30 +430,71 @@ impl TrainFromCapture {
                 self.capture.display()
             ),
         };
-        let imported = match run_worker(
+        let done = run_worker(
             &self.train,
             &job,
             |ev| debug!(event = ?ev, "Trainer progress."),
             stop,
         )
-        .await
-        {
-            Ok(WorkerEvent::Done { dir, .. }) => self
-                .registry
-                .import(&dir)
-                .context("importing the trained version"),
-            Ok(_) => Err(anyhow::anyhow!("the worker reported no result")),
-            Err(e) => Err(e.into()),
-        };
-        // Whatever the run left (a failed or cancelled one, its partial output) goes too.
-        if staging.exists()
-            && let Err(e) = std::fs::remove_dir_all(&staging)
-        {
-            warn!(dir = %staging.display(), error = %e, "Cannot remove the training output.");
-        }
+        .await;
+        let registry = self.registry.clone();
+        let imported = tokio::task::spawn_blocking(move || {
+            let imported = match done {
+                Ok(WorkerEvent::Done { dir, .. }) => registry
+                    .import(&dir)
+                    .map(drop)
+                    .context("importing the trained version"),
+                Ok(_) => Err(anyhow::anyhow!("the worker reported no result")),
+                Err(e) => Err(e.into()),
+            };
+            // Whatever the run left (a failed or cancelled one, its partial output) goes too.
+            if staging.exists()
+                && let Err(e) = std::fs::remove_dir_all(&staging)
+            {
+                warn!(dir = %staging.display(), error = %e, "Cannot remove the training output.");
+            }
+            imported
+        })
+        .await?;
         imported?;
         Ok(version)
     }
+}
+
+/// Removes the staging folders `<registry>/.train-MODEL-*` that runs of `model` ended
+/// abnormally left (a crash, a power cut: a run that ends removes its own). A daemon runs one
+/// training run per model at a time, so at the start of one, any such folder is a leftover.
+/// Failures are logged: a leftover costs disk, not correctness.
+fn remove_stale_staging(root: &Path, model: &str) {
+    let prefix = format!(".train-{model}-");
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.strip_prefix(&prefix).is_some_and(is_version_label));
+        if stale && let Err(e) = std::fs::remove_dir_all(entry.path()) {
+            warn!(dir = %entry.path().display(), error = %e, "Cannot remove a training run's leftover staging folder.");
+        } else if stale {
+            info!(dir = %entry.path().display(), "Removed a training run's leftover staging folder.");
+        }
+    }
+}
+
+/// Whether `s` is a label [`utc_version`] gives, with the `-N` suffix a second run in the
+/// same second gets: what follows `.train-MODEL-` in a staging folder of `MODEL` (and not of
+/// a model whose name starts with `MODEL-`).
+fn is_version_label(s: &str) -> bool {
+    let (label, suffix) = s.split_once('-').unwrap_or((s, "1"));
+    let b = label.as_bytes();
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+        && !suffix.is_empty()
+        && suffix.bytes().all(|c| c.is_ascii_digit())
 }
 
 /// A version label from the current UTC time, `YYYYMMDDTHHMMSSZ`.
@@ -557,5 +603,33 @@ mod tests {
             v.starts_with("20") && v.ends_with('Z') && v.as_bytes()[8] == b'T',
             "{v}"
         );
+    }
+
+    #[test]
+    fn leftover_staging_of_the_model_goes_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let names = [
+            ".train-pump-20261205T010203Z",
+            ".train-pump-20261205T010203Z-2",
+            ".train-pump-2-20261205T010203Z",
+            ".train-pump-mine",
+            "pump",
+        ];
+        for n in names {
+            std::fs::create_dir_all(root.path().join(n).join("x")).unwrap();
+        }
+        remove_stale_staging(root.path(), "pump");
+        let mut left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        // Another model's ("pump-2"), a folder not named by a run, and the registry's own stay.
+        assert_eq!(
+            left,
+            [".train-pump-2-20261205T010203Z", ".train-pump-mine", "pump"]
+        );
+        assert!(is_version_label(&utc_version()));
+        assert!(!is_version_label("20261205T010203Z-"));
     }
 }
