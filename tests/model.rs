@@ -79,3 +79,37 @@ fn graph_that_does_not_fit_its_manifest_is_refused() {
         "{err}"
     );
 }
+
+/// A model whose weights hold a NaN would score every window NaN, read as anomalous for good:
+/// the load refuses it. Here the graph's baked-in std (the manifest's `[data] std`, stored once
+/// as a float32 in `model.onnx`) is made NaN, and the manifest's checksum follows.
+#[test]
+fn a_model_with_nan_weights_is_refused() {
+    use sha2::Digest as _;
+    let (_dir, dir) = fixture_copy(|m| m);
+    let path = dir.join("model.onnx");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let std_value = 0.384_355_78_f32.to_le_bytes();
+    let at: Vec<usize> = bytes
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == std_value)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "the fixture's std is stored once");
+    bytes[at[0]..at[0] + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let manifest = dir.join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let old = ModelVersion::open(&root().join("models/vibration/fixture-1"))
+        .unwrap()
+        .manifest
+        .sha256;
+    let new = format!("{:x}", sha2::Sha256::digest(&bytes));
+    std::fs::write(&manifest, text.replace(&old, &new)).unwrap();
+    let err = Scorer::load(ModelVersion::open(&dir).unwrap(), &runtime(&["cpu"])).unwrap_err();
+    assert!(
+        matches!(err, ModelError::Mismatch { .. }) && err.to_string().contains("not finite"),
+        "{err}"
+    );
+}
