@@ -973,3 +973,52 @@ fn onnx_runtime_telemetry_stays_off_nothing_is_written_to_home() {
         .collect();
     assert!(written.is_empty(), "written under HOME: {written:?}");
 }
+
+/// A state folder given relative to the working folder must be creatable there: in a working
+/// folder nothing can be written to (`/proc`, read-only even for root), check-config refuses
+/// it instead of passing any relative path untried.
+#[test]
+fn a_relative_state_folder_is_tried_in_the_working_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relative.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[journal]
+dir = "ebgand-journal"
+[models.vibration]
+path = {model:?}
+[[streams]]
+name = "vibration"
+topic = "sensors/+/vibration"
+model = "vibration"
+format = "array"
+window = 64
+"#,
+            model = root()
+                .join("models/vibration/fixture-1")
+                .display()
+                .to_string()
+        ),
+    )
+    .unwrap();
+    let file = path.display().to_string();
+    let run = |cwd: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ebgand"))
+            .args(["check-config", "--config", &file])
+            .current_dir(cwd)
+            .env("ORT_DYLIB_PATH", ort_library())
+            .output()
+            .unwrap()
+    };
+    let o = run(std::path::Path::new("/proc"));
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("journal.dir: ebgand-journal: not writable"),
+        "{}",
+        stderr(&o)
+    );
+    // The same file from a working folder that takes it: the journal is no problem there.
+    let o = run(dir.path());
+    assert!(!stderr(&o).contains("journal.dir"), "{}", stderr(&o));
+}
