@@ -318,30 +318,73 @@ pub(crate) fn features_args(
         .unwrap_or_default()
 }
 
+/// Settings of `[training]` a retrained version takes from the served one, with the worker
+/// flag of each: its sizes and the training settings an operator may have chosen with
+/// `ebgand train -- ...`. Keys a manifest lacks (an older one; one the mode has no use for)
+/// leave the worker's default.
+const CARRIED: [(&str, &str); 13] = [
+    ("hidden", "--hidden"),
+    ("latent", "--latent"),
+    ("kernel", "--kernel"),
+    ("batch", "--batch"),
+    ("lr", "--lr"),
+    ("margin", "--margin"),
+    ("margin_decay", "--margin-decay"),
+    ("pt_weight", "--pt-weight"),
+    ("g_target", "--g-target"),
+    ("target_quantile", "--target-quantile"),
+    ("margin_mode", "--margin-mode"),
+    ("eval_every", "--eval-every"),
+    ("patience", "--patience"),
+];
+
 /// Worker arguments that train the same kind of model as `manifest` describes: its mode
-/// (`ebgan` or `ae`), its discriminator (MLP or temporal convolutional) and, for audio, its
-/// log-mel parameters, so a retrained version is the kind an operator chose and takes the
-/// same input. Its sizes, margin, learning rate and threshold quantile are the worker's
-/// defaults again, not the ones an earlier `ebgand train -- ...` gave. Older manifests name
-/// the discriminator only in their method.
+/// (`ebgan` or `ae`), its discriminator (MLP or temporal convolutional), its sizes and
+/// training settings (`CARRIED`), its threshold quantile, its channels' names and units
+/// and, for audio, its log-mel parameters, so a retrained version is the model an operator
+/// chose and takes the same input. Older manifests name the discriminator only in their
+/// method. The steps, seed and hold-out share are not carried: the steps are `[learning]
+/// steps`, the seed the worker's, and the share is not recorded.
 pub fn same_kind(manifest: &crate::model::Manifest) -> Vec<String> {
     let training = manifest.training.as_ref();
-    let text = |key: &str| {
-        training
-            .and_then(|t| t.get(key))
-            .and_then(toml::Value::as_str)
-            .map(str::to_owned)
+    let value = |key: &str| {
+        training.and_then(|t| t.get(key)).and_then(|v| match v {
+            toml::Value::String(s) => Some(s.clone()),
+            toml::Value::Integer(i) => Some(i.to_string()),
+            toml::Value::Float(f) => Some(f.to_string()),
+            _ => None,
+        })
     };
     let mut args = Vec::new();
-    if let Some(mode) = text("mode") {
+    if let Some(mode) = value("mode") {
         args.extend(["--mode".to_owned(), mode]);
     }
-    let conv = text("discriminator").map_or_else(
-        || text("method").is_some_and(|m| m.contains("convolutional")),
+    let conv = value("discriminator").map_or_else(
+        || value("method").is_some_and(|m| m.contains("convolutional")),
         |d| d == "conv",
     );
     if conv {
         args.extend(["--discriminator".to_owned(), "conv".to_owned()]);
+    }
+    for (key, flag) in CARRIED {
+        if let Some(v) = value(key) {
+            args.extend([flag.to_owned(), v]);
+        }
+    }
+    let quantile = manifest.threshold.quantile;
+    if quantile > 0.0 && quantile < 1.0 {
+        args.extend(["--quantile".to_owned(), quantile.to_string()]);
+    }
+    let input = &manifest.input;
+    for (flag, list) in [
+        ("--channel-names", &input.channel_names),
+        ("--channel-units", &input.channel_units),
+    ] {
+        if !list.is_empty()
+            && let Ok(json) = serde_json::to_string(list)
+        {
+            args.extend([flag.to_owned(), json]);
+        }
     }
     args.extend(features_args(manifest.features.as_ref()));
     args
@@ -534,8 +577,43 @@ mod tests {
     fn a_retrained_version_is_trained_as_the_served_one_was() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/vibration/fixture-1");
         let mut m = crate::model::Manifest::read(&dir).unwrap();
-        // The fixture names no mode: the worker's defaults.
-        assert!(same_kind(&m).is_empty());
+        // The fixture names no mode: the worker's default, with its code size and quantile.
+        assert_eq!(same_kind(&m), ["--latent", "8", "--quantile", "0.995"]);
+        // Every setting the worker records goes with it, and the channels' names and units.
+        m.training = Some(
+            "mode = \"ebgan\"\nhidden = 128\nlatent = 16\nlr = 0.0005\nmargin = 2.0\n\
+             margin_mode = \"relative\"\nsteps = 999\nseed = 3"
+                .parse()
+                .unwrap(),
+        );
+        m.input.channel_names = vec!["flow".into(), "temp".into()];
+        m.input.channel_units = vec!["l/min".into(), "°C".into()];
+        assert_eq!(
+            same_kind(&m),
+            [
+                "--mode",
+                "ebgan",
+                "--hidden",
+                "128",
+                "--latent",
+                "16",
+                "--lr",
+                "0.0005",
+                "--margin",
+                "2",
+                "--margin-mode",
+                "relative",
+                "--quantile",
+                "0.995",
+                "--channel-names",
+                r#"["flow","temp"]"#,
+                "--channel-units",
+                r#"["l/min","°C"]"#,
+            ]
+        );
+        m.input.channel_names.clear();
+        m.input.channel_units.clear();
+        m.threshold.quantile = 0.0;
         let table = |t: &str| Some(t.parse::<toml::Table>().unwrap());
         m.training = table("mode = \"ae\"\ndiscriminator = \"conv\"");
         assert_eq!(same_kind(&m), ["--mode", "ae", "--discriminator", "conv"]);

@@ -291,6 +291,7 @@ def _manifest(args, argv, model, arch, train_x, hold_x, mean, std, result, thres
              "best_step": result.best_step, "stopped_early": result.stopped_early,
              "batch": args.batch, "optimizer": "AdamW", "lr": args.lr,
              "hidden": args.hidden, "latent": args.latent,
+             "kernel": arch.kernel if arch.d == "conv" else None,
              "margin": args.margin if ebgan else 0.0,
              "margin_decay": args.margin_decay if ebgan else None,
              "pt_weight": args.pt_weight if ebgan else None,
