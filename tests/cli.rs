@@ -151,10 +151,16 @@ fn run_on_a_taken_port(env: &[(&str, &str)]) -> (Output, String) {
     let state = tempfile::tempdir().unwrap();
     let journal = state.path().join("journal").display().to_string();
     let outbox = state.path().join("outbox").display().to_string();
+    let registry = state.path().join("models").display().to_string();
+    let capture = state.path().join("capture").display().to_string();
+    // Every state folder in the temporary one: runs of this helper share nothing (they run in
+    // parallel), and none writes into the repository.
     let mut all = vec![
         ("EBGAND__HTTP__LISTEN", listen.as_str()),
         ("EBGAND__JOURNAL__DIR", journal.as_str()),
         ("EBGAND__MQTT__OUTBOX_DIR", outbox.as_str()),
+        ("EBGAND__REGISTRY__DIR", registry.as_str()),
+        ("EBGAND__LEARNING__DIR", capture.as_str()),
     ];
     all.extend_from_slice(env);
     let o = ebgand(&["run", "--config", "config.toml"], &all);

@@ -60,8 +60,9 @@ fn code(path: &Path) -> String {
         .join("\n")
 }
 
-/// Top-level module -> the top-level modules its code names (`crate::x`, or `super::x` from
-/// a top-level file), and module -> whether it names `rumqttc`.
+/// Top-level module -> the top-level modules its code names (`crate::x`, and each of
+/// `crate::{x, y::z}`), and module -> whether it names `rumqttc`. (`super::x` is not read: no
+/// top-level file reaches a sibling that way; the module tests below would not see it.)
 fn imports() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut rumqttc = BTreeSet::new();
@@ -74,17 +75,56 @@ fn imports() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
             rumqttc.insert(top.clone());
         }
         let deps = graph.entry(top.clone()).or_default();
-        for (i, _) in code.match_indices("crate::") {
-            let name: String = code[i + 7..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() && name != top {
+        for name in crate_names(&code) {
+            if name != top {
                 deps.insert(name);
             }
         }
     }
     (graph, rumqttc)
+}
+
+/// The top-level modules `code` names after `crate::`: `x` of `crate::x::...`, and each item's
+/// first name of a group `crate::{x, y::z}`.
+fn crate_names(code: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + 7..];
+        let Some(group) = rest.strip_prefix('{') else {
+            out.push(ident(rest));
+            continue;
+        };
+        let (mut depth, mut start) = (0, 0);
+        for (j, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    out.push(ident(&group[start..j]));
+                    break;
+                }
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    out.push(ident(&group[start..j]));
+                    start = j + 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    out.retain(|n| !n.is_empty() && n != "self");
+    out
+}
+
+#[test]
+fn crate_paths_are_read_with_their_groups() {
+    let code = "use crate::model::Scorer;\nuse crate::{app, detect::{Detector, Verdict},\n  mqtt};";
+    assert_eq!(crate_names(code), ["model", "app", "detect", "mqtt"]);
 }
 
 #[test]

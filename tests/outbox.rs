@@ -161,10 +161,23 @@ async fn alerts_raised_while_unpublishable_survive_sigkill_and_are_delivered_onc
     // A clean stop, then a third start: nothing is left to publish again.
     kill(&daemon, "-TERM");
     assert!(wait_exit(&mut daemon).await.success());
+    // Its status observed from before it starts: the retained one is run 2's "offline".
+    let status = Observer::start_with(broker.port, "ob/status", |o| {
+        o.set_credentials(ADMIN.0, ADMIN.1);
+    })
+    .await;
     let mut daemon = spawn_daemon_with(broker.port, "ob", state.path(), &mqtt, THRESHOLD);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually(Duration::from_secs(20), "run 3 online", || {
+        status
+            .on("ob/status")
+            .iter()
+            .any(|m| m.json["status"] == "online")
+    })
+    .await;
+    // Whatever the outbox still held goes out right after online, and a clean stop waits
+    // for its acknowledgements: an alert sent again would reach the observer.
     kill(&daemon, "-TERM");
-    wait_exit(&mut daemon).await;
+    assert!(wait_exit(&mut daemon).await.success());
 
     let alerts = obs.on("ob/alerts/");
     assert_eq!(alerts.len(), 1, "delivered exactly once: {alerts:?}");
@@ -216,8 +229,12 @@ async fn alerts_in_flight_when_the_broker_forgets_the_session_are_published_agai
         alerts(&daemon, "raised") >= 1
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let stored = outbox_pending(Path::new(&outbox).parent().unwrap());
+    let outbox_dir = Path::new(&outbox).parent().unwrap();
+    eventually(Duration::from_secs(10), "the alert stored", || {
+        !outbox_pending(outbox_dir).is_empty()
+    })
+    .await;
+    let stored = outbox_pending(outbox_dir);
     assert_eq!(stored.len(), 1, "the alert waits in the outbox: {stored:?}");
 
     // The broker dies and comes back with no sessions. New connections wait until a

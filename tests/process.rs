@@ -131,13 +131,19 @@ async fn sigkill_during_activation_leaves_one_whole_active_version() {
             active == "fixture-1" || versions.contains(&active),
             "round {round}: unexpected {active}"
         );
-        // Leave no stray temp pointer that a restart could pick up.
+        // A kill between writing a temp pointer (`.ACTIVE.<pid>`) and renaming it leaves the
+        // file: harmless, since only `ACTIVE` is read and no dot name is a version. Checked.
         let leftovers: Vec<_> = std::fs::read_dir(registry.root().join("vibration"))
             .unwrap()
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with(".ACTIVE"))
             .collect();
+        let listed = registry.versions("vibration").unwrap();
+        assert!(
+            listed.iter().all(|v| !v.starts_with('.')),
+            "round {round}: a temp file listed as a version: {listed:?}"
+        );
         eprintln!(
             "round {round}: killed while activating {v}; active: {active}; temp pointers left: {leftovers:?}"
         );

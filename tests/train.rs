@@ -173,10 +173,18 @@ fn trained_models_separate_synthetic_faults_and_match_the_trainer() {
         assert!(py.status.success());
         let theirs: Vec<f64> = serde_json::from_slice(&py.stdout).unwrap();
         let ours = &negatives[..64];
+        assert_eq!(
+            theirs.len(),
+            ours.len(),
+            "{mode}: the trainer scored {} windows",
+            theirs.len()
+        );
+        // A NaN on either side counts as the largest difference (f64::max would skip it).
         let worst = ours
             .iter()
             .zip(&theirs)
             .map(|(&a, &b)| (f64::from(a) - b).abs() / b.abs().max(1e-12))
+            .map(|d| if d.is_nan() { f64::INFINITY } else { d })
             .fold(0.0, f64::max);
         eprintln!(
             "{mode}: largest relative energy difference, ORT 1.31 (Rust) vs 1.19 (trainer): {worst:.2e}"
@@ -231,14 +239,18 @@ fn long_training(data: &Path, out: &Path) -> Command {
 
 /// No training worker left running for the output folder `out`.
 fn assert_no_worker_writing(out: &Path) {
+    // `--` first: a pattern that starts with '-' is otherwise read as an option, and pgrep
+    // exits 2 (usage) with nothing on stdout, which would pass for "no worker".
     let ps = Command::new("pgrep")
-        .args(["-f", &format!("--out {}", out.display())])
+        .args(["-f", "--", &format!("--out {}", out.display())])
         .output()
-        .unwrap();
-    assert!(
-        ps.stdout.is_empty(),
-        "worker still running: {}",
-        String::from_utf8_lossy(&ps.stdout)
+        .expect("pgrep runs (apt-get install procps)");
+    assert_eq!(
+        ps.status.code(),
+        Some(1),
+        "worker still running (pgrep exit 0), or pgrep failed (2, 3): {}{}",
+        String::from_utf8_lossy(&ps.stdout),
+        String::from_utf8_lossy(&ps.stderr)
     );
 }
 

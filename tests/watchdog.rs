@@ -93,12 +93,12 @@ async fn the_watchdog_is_fed_only_while_the_stages_make_progress() {
 
     // Idle: every stage waits for input, and the watchdog is fed (every 0.5 s).
     let idle = Instant::now();
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    assert!(
-        notices.pets_after(idle) >= 3,
-        "an idle daemon must be fed: {} pets in 2.5 s",
-        notices.pets_after(idle)
-    );
+    eventually(
+        Duration::from_secs(20),
+        "an idle daemon fed 3 times",
+        || notices.pets_after(idle) >= 3,
+    )
+    .await;
 
     // Windows arrive; the scorer takes them and never finishes (the fault).
     let mut tx = Sender::start(broker.port).await;

@@ -114,6 +114,12 @@ def normalised(files, profile="standard", thresholds=None):
     return 100.0 * (raw - null) / (perfect - null), t, per
 
 
+def _need(ok, what):
+    """An assert that python -O cannot strip."""
+    if not ok:
+        raise AssertionError(what)
+
+
 def check():
     """Hand-computed cases (N = 100 rows: 15 probationary; one window, rows 40-49). Raises
     AssertionError on a mismatch; `python -m ebgand_trainer.selfcheck` runs it."""
@@ -126,24 +132,25 @@ def check():
         return normalised([(s, win)], profile, thresholds=[1.0])
 
     close = lambda a, b: abs(a - b) < 1e-3  # noqa: E731
-    assert close(one(40)[0], 100.0), "first row of the window: full credit"
+    _need(close(one(40)[0], 100.0), "first row of the window: full credit")
     # last row: position -1/10, scaled sigmoid 0.24492, over max_tp 0.98661
-    assert close(one(49)[0], 100 * (0.24492 / 0.98661 + 1) / 2), one(49)
-    assert close(one(40, 45)[0], 100.0), "only the first detection in a window counts"
+    _need(close(one(49)[0], 100 * (0.24492 / 0.98661 + 1) / 2), one(49))
+    _need(close(one(40, 45)[0], 100.0), "only the first detection in a window counts")
     # before any window: a full false positive (-0.11) and the window missed (-1)
     # before any window: a full false positive (-0.11) and the window missed (-1), worse than
     # detecting nothing, which the sweep then chooses (as NAB's does)
     pts = points(100, win)
     s20 = [0.0] * 100
     s20[20] = 1.0
-    assert close(file_score(s20, pts, 1.0)[0], -1.11), file_score(s20, pts, 1.0)
-    assert close(one(20)[0], 0.0) and one(20)[1] == math.inf, one(20)
-    assert close(one(10)[0], 0.0), "probationary rows are ignored"
+    _need(close(file_score(s20, pts, 1.0)[0], -1.11), file_score(s20, pts, 1.0))
+    _need(close(one(20)[0], 0.0) and one(20)[1] == math.inf, one(20))
+    _need(close(one(10)[0], 0.0), "probationary rows are ignored")
     # ten rows after the window: distance 10 / 9, scaled sigmoid -0.99230, times 0.11
-    assert close(one(40, 59)[0], 100 * (1 - 0.99230 * 0.11 + 1) / 2), one(40, 59)
+    _need(close(one(40, 59)[0], 100 * (1 - 0.99230 * 0.11 + 1) / 2), one(40, 59))
     # right after the window a detection costs little: distance 1 / 9, scaled sigmoid -0.27084
-    assert close(one(40, 50)[0], 100 * (1 - 0.27084 * 0.11 + 1) / 2), one(40, 50)
-    assert close(one(20, profile="reward_low_FN_rate")[0], 0.0)
-    assert close(one(40, 20, profile="reward_low_FN_rate")[0], 100 * (1 - 0.11 + 2) / 3)
-    assert close(one()[0], 0.0), "the null detector scores 0"
+    _need(close(one(40, 50)[0], 100 * (1 - 0.27084 * 0.11 + 1) / 2), one(40, 50))
+    _need(close(one(20, profile="reward_low_FN_rate")[0], 0.0), "low FN: a false positive alone")
+    _need(close(one(40, 20, profile="reward_low_FN_rate")[0], 100 * (1 - 0.11 + 2) / 3),
+          "low FN: a hit and a false positive")
+    _need(close(one()[0], 0.0), "the null detector scores 0")
     return "ok"
