@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -64,6 +65,25 @@ pub(crate) enum Internal {
     Failed { model: String, reason: String },
     /// Time to retry a failed training run.
     Retry { model: String },
+}
+
+/// The longest wait between two training runs of a model with no version yet.
+pub(crate) const LEARNING_RETRY_MAX: Duration = Duration::from_secs(3600);
+
+/// The wait before retrying a failed training run (`attempt` counts from 1), or `None` once
+/// `retries` are spent, except for a `learning` model (no version yet): it keeps trying,
+/// `delay` doubled for each attempt past `retries`, up to [`LEARNING_RETRY_MAX`].
+fn retry_delay(delay: Duration, attempt: u32, retries: u32, learning: bool) -> Option<Duration> {
+    if attempt <= retries {
+        return Some(delay);
+    }
+    learning.then(|| {
+        let doublings = (attempt - retries).min(16);
+        delay
+            .saturating_mul(1 << doublings)
+            .min(LEARNING_RETRY_MAX)
+            .max(delay)
+    })
 }
 
 impl Models {
@@ -173,7 +193,10 @@ impl Models {
                 "serving": served,
             }))
             .await;
+            // A refused reload of the version served leaves the pointer alone: reverting it to
+            // itself would record that version as refused, and rollback would skip it for good.
             if let Some(served) = &served
+                && served != version
                 && self.registry.active(name).ok().flatten().as_deref() == Some(version)
                 && let Err(revert) = crate::durable::on_disk(|| {
                     self.registry
@@ -242,18 +265,24 @@ impl Models {
                 .activate(ctx, model, version, "control", false)
                 .await
                 .map_err(|e| e.to_string()),
-            Command::Rollback { model } => match self.registry.rollback_target(model) {
-                Ok(target) => self
-                    .activate(ctx, model, &target, crate::model::registry::ROLLBACK, false)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
+            Command::Rollback { model } => {
+                match crate::durable::on_disk(|| self.registry.rollback_target(model)) {
+                    Ok(target) => self
+                        .activate(ctx, model, &target, crate::model::registry::ROLLBACK, false)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             Command::Train { model } => self.start_training(ctx, model).await,
             Command::Shadow { model, version } => {
-                // An operator's shadow replaces a warming one and is promoted by hand.
-                self.stop_warming(model);
-                self.shadow(ctx, model, version).await
+                // An operator's shadow replaces a warming one and is promoted by hand; one that
+                // fails to start leaves the warming one warming.
+                let started = self.shadow(ctx, model, version).await;
+                if started.is_ok() {
+                    self.stop_warming(model);
+                }
+                started
             }
             Command::Promote { model } => {
                 self.stop_warming(model);
@@ -355,7 +384,9 @@ impl Models {
                 }
                 Err(reason) => {
                     info!(model = %model, version = %version, reason = %reason, "Warming record cleared.");
-                    if let Err(e) = self.registry.set_warming(&model, None) {
+                    if let Err(e) =
+                        crate::durable::on_disk(|| self.registry.set_warming(&model, None))
+                    {
                         warn!(model = %model, error = %e, "Cannot clear the warming record.");
                     }
                 }
@@ -570,7 +601,9 @@ impl Models {
         }
     }
 
-    /// Reports a failed run and schedules a retry while retries remain.
+    /// Reports a failed run and schedules a retry while retries remain. A model with no
+    /// version yet (still learning) judges nothing until one trains, so it keeps trying past
+    /// `[learning] retries`, the delay doubling each time up to [`LEARNING_RETRY_MAX`].
     async fn failed(&mut self, ctx: &Context<'_>, model: &str, reason: String) {
         ctx.metrics
             .training_runs
@@ -579,34 +612,34 @@ impl Models {
         let attempt = self.attempts.entry(model.to_owned()).or_default();
         *attempt += 1;
         let (attempt, retries) = (*attempt, ctx.settings.learning.retries);
-        let retry = attempt <= retries;
+        let learning = !self.scorers.contains_key(model);
+        let delay = retry_delay(
+            ctx.settings.learning.retry_delay,
+            attempt,
+            retries,
+            learning,
+        );
+        let retry = delay.is_some();
         error!(model, attempt, retry, reason = %reason, "Training run failed; the daemon keeps serving.");
         ctx.event(serde_json::json!({
             "event": "training_failed", "model": model, "attempt": attempt, "reason": reason,
-            "retry_in_s": retry.then_some(ctx.settings.learning.retry_delay.as_secs()),
+            "retry_in_s": delay.map(|d| d.as_secs()),
         }))
         .await;
-        ctx.metrics.set_phase(
-            model,
-            if self.scorers.contains_key(model) {
-                "monitoring"
-            } else {
-                "learning"
-            },
-        );
-        if retry {
-            let (internal, delay, stop, model) = (
-                ctx.internal.clone(),
-                ctx.settings.learning.retry_delay,
-                ctx.stop.clone(),
-                model.to_owned(),
-            );
-            ctx.tracker.spawn(async move {
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = tokio::time::sleep(delay) => { internal.send(Internal::Retry { model }).await.ok(); }
+        ctx.metrics
+            .set_phase(model, if learning { "learning" } else { "monitoring" });
+        if let Some(delay) = delay {
+            let (internal, stop, model) =
+                (ctx.internal.clone(), ctx.stop.clone(), model.to_owned());
+            ctx.tracker.spawn(
+                async move {
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(delay) => { internal.send(Internal::Retry { model }).await.ok(); }
+                    }
                 }
-            });
+                .instrument(info_span!("training_retry")),
+            );
         }
     }
 
@@ -665,10 +698,15 @@ impl Models {
         let handle = spawn_scorer(scorer, rx, &scorer_ctx, ctx.tracker)?;
         self.scorers.insert(model.to_owned(), handle);
         self.served.insert(model.to_owned(), version.to_owned());
-        self.registry
-            .activate(model, version, "trained from the stream")
-            .map_err(|e| ModelError::Ort(e.to_string()))?;
-        if let Err(e) = recent::forget_saved(&ctx.settings.learning.dir.join(model)) {
+        // The version serves from here on, whatever happens to the pointer (as in `activate`).
+        // Without the pointer a restart learns again: the saved learning progress then stays,
+        // so it resumes rather than starts over.
+        if let Err(e) = crate::durable::on_disk(|| {
+            self.registry
+                .activate(model, version, "trained from the stream")
+        }) {
+            error!(model, version, error = %e, "Serving the first version, but the registry pointer could not be written: a restart learns again.");
+        } else if let Err(e) = recent::forget_saved(&ctx.settings.learning.dir.join(model)) {
             warn!(model, error = %e, "Cannot remove the saved learning progress; it is removed at the next start.");
         }
         ctx.metrics
@@ -739,3 +777,6 @@ pub(crate) fn seed_version(
     info!(model = %name, version = %version, from = %path.display(), "Registry seeded.");
     Ok(Some(version))
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,8 +10,8 @@ use tracing::info;
 pub enum Signal {
     /// Drain: score what was received, publish its alerts, then stop.
     Shutdown,
-    /// Reload every model from its configured folder (hot swap; the old one keeps serving if
-    /// the new one is refused).
+    /// Reload every model's active registry version (`ACTIVE`) through the activation gate
+    /// (hot swap; the old one keeps serving if the new one is refused).
     Reload,
     /// Stop now, skipping the rest of the drain.
     Quit,

@@ -256,6 +256,48 @@ async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// A model with no version judges nothing until one trains: when its first runs fail past
+/// `[learning] retries` (here a trainer that always fails), it keeps trying, each wait twice
+/// the last, instead of staying in learning for good (the learner asks once, and scheduled
+/// retraining is for models that serve).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_no_version_keeps_retrying_its_first_training() {
+    let broker = Mosquitto::start().await;
+    let prefix = "again";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = settings(
+        broker.port,
+        prefix,
+        &VIBRATION.replace("path = \"models/vibration/fixture-1\"", ""),
+    );
+    s.learning.period.windows = 20;
+    s.learning.retries = 1;
+    s.learning.retry_delay = Duration::from_millis(200);
+    s.train.python = "/bin/false".into();
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(3);
+    publish_windows(&mut tx, &mut m, 30, false).await;
+    tx.flushed().await;
+    // Runs 1 and 2 are the first and its retry; 3 and 4 come 0.4 s and 0.8 s after.
+    eventually(Duration::from_secs(30), "four failed runs", || {
+        events(&obs, prefix, "training_failed").len() >= 4
+    })
+    .await;
+    let failed = events(&obs, prefix, "training_failed");
+    let attempts: Vec<u64> = failed
+        .iter()
+        .map(|e| e["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts[..4], [1, 2, 3, 4]);
+    assert!(
+        failed[..4].iter().all(|e| !e["retry_in_s"].is_null()),
+        "every failure schedules another run: {failed:?}"
+    );
+    assert!(events(&obs, prefix, "training_started").len() >= 4);
+    daemon.shutdown().await.unwrap();
+}
+
 /// NAB's rule for a cold start: learn on the probationary period, then judge. The first
 /// version's calibration is seeded with the stream's newest learning windows, so the stream is
 /// judged from that version's first window on, not after `learn_windows` more, and so when

@@ -472,3 +472,66 @@ async fn a_shadow_activated_by_hand_serves_and_shadows_no_more() {
     );
     daemon.shutdown().await.unwrap();
 }
+
+/// A reload (SIGHUP, or the `reload` command) of the version served that is refused (here by
+/// the gate: its manifest's threshold, edited in place, calls every recent healthy window
+/// anomalous; a GPU out of memory for a second session would do the same) keeps it serving and
+/// leaves the registry alone. Before, the refusal "put the pointer back" to the same version,
+/// which recorded it as refused, and rollback then skipped the last good version for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_does_not_mark_the_version_served_refused() {
+    let broker = Mosquitto::start().await;
+    let prefix = "rel";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = settings(broker.port, prefix, VIBRATION);
+    s.registry.gate_min_windows = 0;
+    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
+    let versions = tempfile::tempdir().unwrap();
+    registry
+        .import(&fixture_version(versions.path(), "next", |m| m))
+        .unwrap();
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let events = |name: &str| {
+        obs.on(&format!("{prefix}/events"))
+            .into_iter()
+            .map(|e| e.json)
+            .filter(|e| e["event"] == name)
+            .collect::<Vec<_>>()
+    };
+    tx.publish(
+        &format!("{prefix}/control/activate"),
+        r#"{"model":"vibration","version":"next"}"#,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "next activated", || {
+        !events("activated").is_empty()
+    })
+    .await;
+    let mut m = Machine::new(9);
+    publish_healthy(&mut tx, &mut m, 20).await;
+    eventually(Duration::from_secs(10), "windows scored", || {
+        daemon.metric("ebgand_windows_scored_total") >= 20
+    })
+    .await;
+    let manifest = registry.path("vibration", "next").join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, with_threshold(text, "0.000001")).unwrap();
+    tx.publish(&format!("{prefix}/control/reload"), "").await;
+    eventually(Duration::from_secs(10), "the reload refused", || {
+        !events("refused").is_empty()
+    })
+    .await;
+    assert_eq!(events("refused")[0]["version"], "next");
+    assert_eq!(
+        registry.active("vibration").unwrap().as_deref(),
+        Some("next")
+    );
+    let history = registry.history("vibration").unwrap();
+    assert!(
+        history.iter().all(|a| a.refused.is_none()),
+        "the version served recorded as refused: {history:?}"
+    );
+    assert_eq!(registry.rollback_target("vibration").unwrap(), "fixture-1");
+    daemon.shutdown().await.unwrap();
+}

@@ -65,7 +65,8 @@ impl Interrupts {
     /// Runs `op` unless a shutdown signal or a stage end comes first; then `op` is dropped
     /// where it waits. Every lifecycle operation is cancel-safe at its waits: a swap not yet
     /// answered stands or not, the registry pointer is only moved after it; a learner asked
-    /// for its queue hands it to no one, and ingest stops on the closed queue.
+    /// for its queue hands it to no one, and ingest leaves each message of its streams
+    /// unacknowledged on the closed queue (logged), for the broker to send again.
     async fn during<F: Future<Output = ()>>(&mut self, op: F) -> Result<(), Stop> {
         tokio::pin!(op);
         loop {
