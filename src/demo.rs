@@ -170,6 +170,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         metrics.ready() || daemon.is_finished()
     })
     .await;
+    if daemon.is_finished() && !metrics.ready() {
+        // Stopped before it got ready: its own error says why (a missing library, a folder).
+        daemon.await.context("daemon task")??;
+        anyhow::bail!("the daemon stopped before it got ready");
+    }
     anyhow::ensure!(
         metrics.ready(),
         "the daemon did not get ready: {}",

@@ -209,6 +209,20 @@ pub fn read(file: &Path, args: &InputArgs) -> Result<Recording, RecordingError> 
             )));
         }
     };
+    if rec.samples.ncols() == 0 {
+        // A CSV whose first row has no number (decimal commas, a blank row), or an array of
+        // shape (n, 0): nothing to window.
+        return Err(RecordingError::Usage(format!(
+            "{} has no numeric column{}",
+            file.display(),
+            if ext == "csv" || ext == "txt" {
+                " in its first row (decimal commas? pick them with --columns to see which value \
+                 does not parse)"
+            } else {
+                ""
+            }
+        )));
+    }
     rec.select_rows(args.rows)
 }
 
@@ -390,6 +404,25 @@ mod tests {
         assert_eq!(parse_rows(":10"), Ok((None, Some(10))));
         assert!(parse_rows("5:5").is_err());
         assert!(parse_rows("x").is_err());
+    }
+
+    /// Decimal commas under ';' leave no column that parses: refused, where it reached the
+    /// windower as 0 channels and panicked (`chunks_exact(0)`).
+    #[test]
+    fn a_file_with_no_numeric_column_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("commas.csv");
+        std::fs::write(&p, "a;b\n1,5;2,5\n3,5;4,5\n").unwrap();
+        let args = InputArgs {
+            delimiter: ';',
+            ..InputArgs::default()
+        };
+        let err = read(&p, &args).unwrap_err().to_string();
+        assert!(err.contains("no numeric column"), "{err}");
+        let empty = dir.path().join("empty.npy");
+        ndarray_npy::write_npy(&empty, &Array2::<f32>::zeros((4, 0))).unwrap();
+        let err = read(&empty, &InputArgs::default()).unwrap_err().to_string();
+        assert!(err.contains("no numeric column"), "{err}");
     }
 
     #[test]
