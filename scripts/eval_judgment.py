@@ -31,7 +31,10 @@ adaptation and hysteresis, in stream order), then the published protocol on what
 - SKAB valve1 (16 files): trained on rows 0-399, windows of 16 rows x 8 channels; row t of the
   test part is predicted anomalous when the alert is up after the window ending at it (the
   daemon's verdict), and, beside it, when that window alone is anomalous; F1 / FAR / MAR pooled,
-  and the alerts raised per file (one episode each: how often an incident is paged again).
+  and the alerts raised per file (one episode each: how often an incident is paged again). The
+  calibration learns the windows of the training rows only (385), as NAB's rule has it for
+  its probationary rows: every test row is judged (`--skab-learn configured`: `learn_windows`
+  as configured, 512, so the first 127 test rows were learnt unjudged, before round forty).
   Beside the protocol, SKAB's anomaly-free recording as a false-alarm check: trained on its
   own first 400 rows, the share of the rows after them with the alert up, and the alerts.
 
@@ -98,7 +101,9 @@ class Binary:
         # The built-in defaults (the documented config), not whatever ./config.toml says.
         empty = self.cache / "defaults.toml"
         empty.write_text("")
-        self.env = {**os.environ, "EBGAND_LOG": "warn", "EBGAND_CONFIG": str(empty)}
+        # The caller's EBGAND__* overrides would change them unseen: left out.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EBGAND__")}
+        self.env = {**env, "EBGAND_LOG": "warn", "EBGAND_CONFIG": str(empty)}
 
     def default(self, section, key):
         """A setting's built-in default (`ebgand print-default-config`)."""
@@ -518,19 +523,30 @@ def windowed_eval(binary, data, mode, seed, rules, start="stream", window=NAB_W,
 # --- SKAB -------------------------------------------------------------------------------------
 
 SKAB_W = 16
+SKAB_TRAIN = 400  # the protocol: rows 0-399 train, the rest is test
 
 
-def skab_eval(binary, data, mode, seed, rules, window_len=SKAB_W):
+def skab_learning(binary, window_len, learn="protocol"):
+    """SKAB's protocol trains on rows 0-399 and judges every row after them: `[detect]`
+    settings that learn only the windows ending in the training rows when they are fewer than
+    `learn_windows` (None: the configured learning)."""
+    train = SKAB_TRAIN - window_len + 1
+    return ({"learn_windows": train}
+            if learn == "protocol" and train < binary.default("detect", "learn_windows") else None)
+
+
+def skab_eval(binary, data, mode, seed, rules, window_len=SKAB_W, learn="protocol"):
     read = ["--delimiter", ";", "--timestamp-column", "datetime", "--columns", SKAB_COLUMNS]
+    detect = skab_learning(binary, window_len, learn)
     files = sorted((data / "skab" / "valve1").glob("*.csv"), key=lambda p: int(p.stem))
     counts = {r: {"state": np.zeros(4), "window": np.zeros(4)} for r in rules}
     raises = {r: 0 for r in rules}
     for path in files:
         folder = "skab" if window_len == SKAB_W else f"skab-w{window_len}"
-        model = binary.train(f"{folder}/{path.stem}", path, read, ":400", window_len, mode, seed,
-                             ["--quantile", "0.99"], ["--holdout", "0.25"])
+        model = binary.train(f"{folder}/{path.stem}", path, read, f":{SKAB_TRAIN}", window_len,
+                             mode, seed, ["--quantile", "0.99"], ["--holdout", "0.25"])
         for rule in rules:
-            lines, _ = binary.score(model, path, read, rule)
+            lines, _ = binary.score(model, path, read, rule, detect=detect)
             with open(path, newline="") as f:
                 y = np.array([r[9] == "1" or r[9] == "1.0" for r in list(csv.reader(f, delimiter=";"))[1:]])
             n = len(y)
@@ -542,7 +558,7 @@ def skab_eval(binary, data, mode, seed, rules, window_len=SKAB_W):
                 raises[rule] += v.get("transition") == "raised"
                 window[row] = v["anomalous"]
             for pred, key in ((state, "state"), (window, "window")):
-                p, t = pred[400:], y[400:]
+                p, t = pred[SKAB_TRAIN:], y[SKAB_TRAIN:]
                 counts[rule][key] += [(p & t).sum(), (p & ~t).sum(), (~p & ~t).sum(), (~p & t).sum()]
     out = {}
     for rule, c in counts.items():
@@ -555,11 +571,11 @@ def skab_eval(binary, data, mode, seed, rules, window_len=SKAB_W):
     # outside the protocol: trained on its own first 400 rows, every row after them with the
     # alert up is a false alarm, and every alert raised a false one.
     free = data / "skab" / "anomaly-free.csv"
-    model = binary.train(f"{folder}/anomaly-free", free, read, ":400", window_len, mode, seed,
-                         ["--quantile", "0.99"], ["--holdout", "0.25"])
+    model = binary.train(f"{folder}/anomaly-free", free, read, f":{SKAB_TRAIN}", window_len, mode,
+                         seed, ["--quantile", "0.99"], ["--holdout", "0.25"])
     for rule in rules:
-        lines, _ = binary.score(model, free, read, rule)
-        up = [v["state"] == "raised" for v in lines if v["seq"] + window_len - 1 >= 400]
+        lines, _ = binary.score(model, free, read, rule, detect=detect)
+        up = [v["state"] == "raised" for v in lines if v["seq"] + window_len - 1 >= SKAB_TRAIN]
         out[rule]["free"] = {"far": float(np.mean(up)),
                              "raises": sum(v.get("transition") == "raised" for v in lines)}
     return out
@@ -753,6 +769,10 @@ def main(argv=None):
                    help=f"NAB: window length in steps (default {NAB_W}, two hours of 5-minute steps)")
     p.add_argument("--skab-window", type=int, default=SKAB_W,
                    help=f"SKAB: window length in rows (default {SKAB_W})")
+    p.add_argument("--skab-learn", choices=("protocol", "configured"), default="protocol",
+                   help="SKAB: the calibration learns the windows of the 400 training rows only, "
+                        "and every test row is judged (the protocol), or [detect] learn_windows "
+                        "(512: the first 127 test rows learnt unjudged; before round forty)")
     p.add_argument("--nab-read", choices=("raises", "probability"), default="raises",
                    help="NAB: a detection is a row where an alert was raised (the daemon's), or "
                         "each row carries its window's probability and NAB's sweep chooses the "
@@ -803,7 +823,8 @@ def main(argv=None):
                                             args.nab_start, args.nab_window, args.nab_learn,
                                             kind=kind)
             if "skab" in args.only:
-                r["skab"] = skab_eval(binary, args.data, mode, seed, rules, args.skab_window)
+                r["skab"] = skab_eval(binary, args.data, mode, seed, rules, args.skab_window,
+                                        args.skab_learn)
             if "fan" in args.only:
                 r["fan"] = fan_eval(binary, args.data, mode, seed)
             if "dcase" in args.only:

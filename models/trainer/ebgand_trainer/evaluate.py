@@ -82,7 +82,7 @@ NAB_FILE = "machine_temperature_system_failure.csv"
 NAB_W = 12  # 5-minute steps: one hour
 NAB_HOLDOUT = 0.2
 NAB_QUANTILE = 0.995
-NAB_RAISE_AFTER = 3  # the daemon's defaults (config.toml [detect])
+NAB_RAISE_AFTER = 3  # the first default's hysteresis (the daemon's today: judge = "probability")
 NAB_CLEAR_AFTER = 5
 
 log = logging.getLogger("ebgand_trainer.evaluate")
