@@ -48,7 +48,8 @@ docs/EVALUATION-ROUNDS.md), `probability:clear_after=30,restless_probability=0,q
 (round eleven's: each channel's part calibrated too),
 `probability:restless_probability=0,quiet_windows=0` (round twelve's: clear after 10),
 `probability:quiet_windows=0` (round sixteen's: also the restless raise) and, since round
-seventeen, `probability` with the quiet after a clear and later rounds' parts. Any
+seventeen, `probability` with the quiet after a clear and later rounds' parts (round
+forty's: `probability:part_tail_excesses=0`, each channel's tail above `tail_quantile`). Any
 `[detect]` override goes after a colon as KEY=VALUE, e.g.
 `probability:alert_probability=0.9999,clear_after=5`. --modes takes ebgan, ae, ebgan-conv and
 ae-conv (the temporal convolutional D).

@@ -338,7 +338,9 @@ async fn a_warming_channel_is_followed_and_a_wearing_one_at_the_same_rate_raised
         1,
         "unfollowed, the drift raises: {warming:?}"
     );
-    assert_eq!(warming[0].1, "raised");
+    // By its energy or its restless shape (each channel's tail read from 40 of the 64
+    // learnt windows is wide, so the restless raise may come first).
+    assert!(warming[0].1.starts_with("raised"), "{warming:?}");
     assert_eq!(of(&got, "wearing").len(), 1);
 }
 

@@ -243,6 +243,8 @@ pub struct RawDetect {
     pub memory_windows: u32,
     /// Quantile of healthy energies above which the tail is modelled.
     pub tail_quantile: f64,
+    /// Excesses each channel's part fits its tail from at least (`per_channel`); 0: off.
+    pub part_tail_excesses: u32,
     /// Windows an alert stays raised before its level is accepted as normal; 0: never. Each
     /// stream's default.
     pub accept_after: u32,
@@ -312,6 +314,7 @@ impl Default for RawDetect {
             warm_windows: c.warm_windows,
             memory_windows: c.memory_windows,
             tail_quantile: c.tail_quantile,
+            part_tail_excesses: c.part_tail_excesses,
             accept_after: 0,
             accept_after_s: 0.0,
             drift_windows: c.drift_windows,
@@ -380,6 +383,7 @@ impl RawDetect {
             warm_windows: self.warm_windows,
             memory_windows: self.memory_windows,
             tail_quantile: self.tail_quantile,
+            part_tail_excesses: self.part_tail_excesses,
             drift_windows: self.drift_windows,
             learn_below: self.learn_below,
             level_windows: self.level_windows,

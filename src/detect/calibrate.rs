@@ -58,6 +58,16 @@ pub struct Calibration {
     /// Quantile of the healthy energies above which the tail is modelled (SPOT's initial
     /// threshold level). An alert probability must be above it.
     pub tail_quantile: f64,
+    /// Excesses each channel's part ([`Calibration::per_channel`]) fits its tail from at
+    /// least: while fewer than `part_tail_excesses / (1 - tail_quantile)` windows are learnt
+    /// (2,000 at the defaults), a part's tail is modelled above the quantile that leaves this
+    /// many over it instead of above `tail_quantile`. A window is read against the most
+    /// unusual of its energy and its parts, so of nine tails fitted from a handful of
+    /// excesses each, the one fitted worst sets the probability (SKAB, 385 windows learnt and
+    /// 8 channels: false alarms on a fifth of its healthy rows; round forty-one of
+    /// docs/EVALUATION-ROUNDS.md). 0: every tail above `tail_quantile`. One channel has no
+    /// parts.
+    pub part_tail_excesses: u32,
     /// Time constant, in healthy windows, of the stream's energy level (DSPOT's drift term):
     /// each window is read relative to the level of the healthy windows before it, so a drift
     /// slower than this is followed and a rise faster than it stands out. 0: no level, read
@@ -99,6 +109,7 @@ impl Default for Calibration {
             warm_windows: 2_016,
             memory_windows: 8_640,
             tail_quantile: 0.98,
+            part_tail_excesses: 40,
             drift_windows: 0,
             learn_below: 0.99,
             level_windows: 300,
@@ -405,7 +416,7 @@ impl Calibrator {
         }
         let Some(whole) = self
             .energy
-            .tail_probability(self.relative(energy, cal), cal)
+            .tail_probability(self.relative(energy, cal), cal.tail_quantile)
         else {
             return Reading {
                 probability: 0.0,
@@ -425,7 +436,7 @@ impl Calibrator {
             if !p.is_finite() {
                 return certain;
             }
-            if let Some(t) = h.tail_probability(log10_energy(p), cal)
+            if let Some(t) = h.tail_probability(log10_energy(p), h.part_quantile(cal))
                 && most.is_none_or(|(_, m)| t < m)
             {
                 most = Some((i, t));
@@ -491,9 +502,19 @@ impl Histogram {
         }
     }
 
+    /// The quantile a part's tail is modelled above: `tail_quantile`, or lower while too few
+    /// windows are learnt to leave [`Calibration::part_tail_excesses`] over it.
+    fn part_quantile(&self, cal: &Calibration) -> f64 {
+        let windows = self.mass.iter().sum::<f64>() / self.weight;
+        if cal.part_tail_excesses == 0 || windows.is_nan() || windows <= 0.0 {
+            return cal.tail_quantile;
+        }
+        (1.0 - f64::from(cal.part_tail_excesses) / windows).clamp(0.5, cal.tail_quantile)
+    }
+
     /// P(a healthy value at least `u`); `None` while empty.
-    fn tail_probability(&self, u: f64, cal: &Calibration) -> Option<f64> {
-        let t = self.tail_fit(cal.tail_quantile)?;
+    fn tail_probability(&self, u: f64, quantile: f64) -> Option<f64> {
+        let t = self.tail_fit(quantile)?;
         Some(self.tail(u, &t))
     }
 

@@ -254,6 +254,56 @@ fn healthy_windows_reach_a_probability_no_more_often_with_parts() {
     }
 }
 
+/// Eight parts whose tails are each read from the 385 windows a SKAB file learns: at 0.98, a
+/// part's tail rests on 8 excesses. Read from 40 excesses instead (`part_tail_excesses`), each
+/// part's tail starts lower and is fitted more widely, so healthy windows reach 0.999 less often
+/// than with 8 excesses: the setting trades a little sensitivity for fewer false alarms, never
+/// the other way round.
+#[test]
+fn parts_read_from_few_windows_fit_their_tails_from_enough_excesses() {
+    let rate = |excesses: u32| {
+        let cal = Calibration {
+            per_channel: true,
+            part_tail_excesses: excesses,
+            learn_windows: 385,
+            ..no_forgetting()
+        };
+        let mut over = 0;
+        for seed in 0..20 {
+            let c = learnt_parts(100 + seed, 385, &cal);
+            over += uniforms(200 + seed, 5_000 * 8)
+                .chunks_exact(8)
+                .filter(|u| {
+                    let parts = parts_of(u);
+                    c.probability(parts.iter().sum(), &parts, &cal) >= 0.999
+                })
+                .count();
+        }
+        over as f64 / 100_000.0 / 0.001
+    };
+    let (thin, fitted) = (rate(0), rate(40));
+    assert!(thin > 0.5, "at 0.98, {thin} times the nominal rate");
+    assert!(
+        fitted < thin / 2.0,
+        "{fitted} against {thin} times the nominal rate"
+    );
+    // Once 3,000 windows are learnt (40 / 3,000 < 1 - 0.98), the parts' tails are read above
+    // tail_quantile again.
+    let cal = |excesses| Calibration {
+        per_channel: true,
+        part_tail_excesses: excesses,
+        ..no_forgetting()
+    };
+    let c = learnt_parts(9, 3_000, &cal(40));
+    let mut parts: Vec<f32> = (0..8).map(|c| 0.01 * (1 + c) as f32).collect();
+    parts[3] *= 15.0;
+    let e: f32 = parts.iter().sum();
+    assert_eq!(
+        c.probability(e, &parts, &cal(40)),
+        c.probability(e, &parts, &cal(0))
+    );
+}
+
 #[test]
 fn a_window_with_one_part_in_its_tail_is_not_learnt() {
     let cal = Calibration {
