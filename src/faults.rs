@@ -33,6 +33,7 @@ pub struct Faults {
 struct State {
     pause_scoring: bool,
     scorer_panics: HashMap<String, u32>,
+    training_panics: HashMap<String, u32>,
     batcher_exits: HashMap<String, u32>,
     load_delay: Option<Duration>,
     activation_delay: Option<Duration>,
@@ -62,6 +63,12 @@ impl Faults {
     /// Whether `model`'s batcher should stop now.
     #[inline]
     pub fn batcher_exits(&self, _model: &str) -> bool {
+        false
+    }
+
+    /// Whether `model`'s training task should panic as it starts.
+    #[inline]
+    pub fn training_panics(&self, _model: &str) -> bool {
         false
     }
 
@@ -108,6 +115,12 @@ impl Faults {
     pub fn scorer_panics(&self, model: &str) -> bool {
         self.armed()
             .is_some_and(|mut s| take(&mut s.scorer_panics, model))
+    }
+
+    /// Whether `model`'s training task should panic as it starts (one of those asked for).
+    pub fn training_panics(&self, model: &str) -> bool {
+        self.armed()
+            .is_some_and(|mut s| take(&mut s.training_panics, model))
     }
 
     /// Whether `model`'s batcher should stop now (one of those asked for).
@@ -160,6 +173,11 @@ impl Faults {
     /// `model`'s scorer thread panics on its next `times` batches.
     pub fn panic_scorer(&self, model: &str, times: u32) {
         self.arm().scorer_panics.insert(model.to_owned(), times);
+    }
+
+    /// `model`'s next `times` training tasks panic as they start.
+    pub fn panic_training(&self, model: &str, times: u32) {
+        self.arm().training_panics.insert(model.to_owned(), times);
     }
 
     /// `model`'s batcher stops (returns) before its next batch.

@@ -494,23 +494,37 @@ impl Models {
             registry: self.registry.clone(),
         };
         let (internal, stop, name) = (ctx.internal.clone(), ctx.stop.clone(), model.to_owned());
-        ctx.tracker.spawn(
+        let faults = ctx.settings.faults.clone();
+        // The run is a task of its own, so a panic in it is reported as a failed run (and
+        // retried) instead of leaving the model marked as training for good.
+        let job = ctx.tracker.spawn(
             async move {
-                let msg = match run.run(stop).await {
-                    Ok(version) => Internal::Trained {
-                        model: name,
-                        version,
-                    },
-                    Err(e) => Internal::Failed {
-                        model: name,
-                        reason: format!("{e:#}"),
-                    },
-                };
-                // The control loop is gone only when shutting down.
-                internal.send(msg).await.ok();
+                assert!(
+                    !faults.training_panics(&run.model),
+                    "injected fault: training panics"
+                );
+                run.run(stop).await
             }
             .instrument(info_span!("training", model = %model)),
         );
+        ctx.tracker.spawn(async move {
+            let msg = match job.await {
+                Ok(Ok(version)) => Internal::Trained {
+                    model: name,
+                    version,
+                },
+                Ok(Err(e)) => Internal::Failed {
+                    model: name,
+                    reason: format!("{e:#}"),
+                },
+                Err(e) => Internal::Failed {
+                    model: name,
+                    reason: format!("the training task failed: {e}"),
+                },
+            };
+            // The control loop is gone only when shutting down.
+            internal.send(msg).await.ok();
+        });
         info!(model, "Training run started.");
         ctx.event(serde_json::json!({ "event": "training_started", "model": model }))
             .await;

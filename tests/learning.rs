@@ -298,6 +298,40 @@ async fn a_model_with_no_version_keeps_retrying_its_first_training() {
     daemon.shutdown().await.unwrap();
 }
 
+/// A training run that panics is a failed run like any other: reported, counted and retried,
+/// and the retry trains the first version. Before, the panic ended the task that would have
+/// reported it, and the model stayed marked as training: no run could start again, so a model
+/// with no version learnt for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_run_that_panics_is_retried() {
+    let broker = Mosquitto::start().await;
+    let prefix = "panicked";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = learns_by_probability(broker.port, prefix, "");
+    s.learning.period.windows = 100;
+    s.learning.retries = 1;
+    s.learning.retry_delay = Duration::from_millis(200);
+    s.faults.panic_training("vibration", 1);
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(4);
+    learn_first_version(&obs, prefix, &mut tx, &mut m, 120).await;
+    let failed = events(&obs, prefix, "training_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0]["reason"].as_str().unwrap().contains("panicked"),
+        "{failed:?}"
+    );
+    assert_eq!(failed[0]["attempt"], 1);
+    assert_eq!(events(&obs, prefix, "training_started").len(), 2);
+    let activated = events(&obs, prefix, "activated");
+    assert_eq!(
+        activated[0]["reason"], "trained from the stream",
+        "{activated:?}"
+    );
+    daemon.shutdown().await.unwrap();
+}
+
 /// NAB's rule for a cold start: learn on the probationary period, then judge. The first
 /// version's calibration is seeded with the stream's newest learning windows, so the stream is
 /// judged from that version's first window on, not after `learn_windows` more, and so when
