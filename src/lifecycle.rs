@@ -6,7 +6,6 @@
 //! the state below needs no locks; slow work (building sessions, training) runs off it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +18,8 @@ use crate::config::Settings;
 use crate::control::Command;
 use crate::model::gate::{self, RecentWindows};
 use crate::model::{
-    ModelError, ModelVersion, Registry, ScorerContext, ScorerHandle, Window, load_model,
-    load_off_runtime, spawn_scorer,
+    ModelError, Registry, ScorerContext, ScorerHandle, Window, load_model, load_off_runtime,
+    spawn_scorer,
 };
 use crate::mqtt::Publisher;
 use crate::telemetry::Metrics;
@@ -682,10 +681,25 @@ impl Models {
         // before the version's first window: the streams are judged at once (NAB's rule).
         // The calibrations reach the alerting stage before any window this scorer scores, and
         // the checkpoint at once, so a restart before a stream's next window keeps them.
-        let cal = ctx.settings.calibration.clone();
+        // A panic there is caught, as the scorer thread catches one in a batch: the queue
+        // is in hand now, and failing here would drop it with every window in it.
+        let (cal, faults, name) = (
+            ctx.settings.calibration.clone(),
+            ctx.settings.faults.clone(),
+            model.to_owned(),
+        );
         let (scorer, seeded) = tokio::task::spawn_blocking(move || {
             let mut scorer = scorer;
-            let seeded = recent.calibrate(&mut scorer, &cal);
+            let seeded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                assert!(
+                    !faults.scorer_panics(&name),
+                    "injected fault: scorer panics"
+                );
+                recent
+                    .calibrate(&mut scorer, &cal)
+                    .map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|_| Err("scoring them panicked".to_owned()));
             (scorer, seeded)
         })
         .await
@@ -763,33 +777,6 @@ impl Context<'_> {
             warn!(error = %e, "Cannot publish an event.");
         }
     }
-}
-
-/// The version to serve at start: the registry's active one, or the configured folder imported
-/// and activated (the seed).
-pub(crate) fn seed_version(
-    registry: &Registry,
-    name: &str,
-    configured: Option<&PathBuf>,
-) -> Result<Option<String>, ModelError> {
-    let registry_err = |e: crate::model::RegistryError| ModelError::Ort(e.to_string());
-    if let Some(v) = registry.active(name).map_err(registry_err)? {
-        return Ok(Some(v));
-    }
-    let Some(path) = configured else {
-        info!(model = %name, registry = %registry.root().display(), "No version of this model yet: it learns from its streams.");
-        return Ok(None);
-    };
-    let seed = ModelVersion::open(path)?;
-    let version = seed.manifest.version.clone();
-    if !registry.path(name, &version).exists() {
-        registry.import(path).map_err(registry_err)?;
-    }
-    registry
-        .activate(name, &version, &format!("seed from {}", path.display()))
-        .map_err(registry_err)?;
-    info!(model = %name, version = %version, from = %path.display(), "Registry seeded.");
-    Ok(Some(version))
 }
 
 #[cfg(test)]

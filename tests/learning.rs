@@ -332,6 +332,47 @@ async fn a_training_run_that_panics_is_retried() {
     daemon.shutdown().await.unwrap();
 }
 
+/// The first version's scorer panics while it scores the learning windows to calibrate the
+/// streams (after the learner handed the window queue back): the streams then learn under
+/// the new version, which serves, and the windows keep flowing. Before, the panic failed the
+/// activation and dropped the queue with the windows in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_seeding_the_first_version_loses_nothing() {
+    let broker = Mosquitto::start().await;
+    let prefix = "seedpanic";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = learns_by_probability(broker.port, prefix, "");
+    s.learning.period.windows = 100;
+    s.faults.panic_scorer("vibration", 1);
+    let daemon = TestDaemon::start(s).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(6);
+    let version = learn_first_version(&obs, prefix, &mut tx, &mut m, 120).await;
+    publish_windows(&mut tx, &mut m, 20, false).await;
+    tx.flushed().await;
+    // Every window from the version's first to the last one published is scored by it.
+    let topic = format!("{prefix}/energy/vibration/m1");
+    let under = |s: &Seen| s.json["model"]["version"] == version.as_str();
+    eventually(Duration::from_secs(20), "the last window's energy", || {
+        obs.on(&topic)
+            .iter()
+            .any(|s| under(s) && s.json["seq"] == 139)
+    })
+    .await;
+    let scored: Vec<Seen> = obs.on(&topic).into_iter().filter(under).collect();
+    let mut seqs: Vec<u64> = scored
+        .iter()
+        .map(|s| s.json["seq"].as_u64().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let first = seqs[0];
+    assert_eq!(seqs, (first..=139).collect::<Vec<_>>());
+    // Not seeded: the streams learn under the new version.
+    assert_eq!(scored[0].json["learning"], true, "{}", scored[0].json);
+    daemon.shutdown().await.unwrap();
+}
+
 /// NAB's rule for a cold start: learn on the probationary period, then judge. The first
 /// version's calibration is seeded with the stream's newest learning windows, so the stream is
 /// judged from that version's first window on, not after `learn_windows` more, and so when

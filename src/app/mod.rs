@@ -33,7 +33,7 @@ use crate::durable::checkpoint::Progress;
 use crate::durable::outbox::{Outbox, SharedOutbox};
 use crate::ingest::Ingest;
 use crate::ingest::log::IngestLog;
-use crate::lifecycle::{self, Learner, Models, seed_version};
+use crate::lifecycle::{self, Learner, Models};
 use crate::model::gate::RecentWindows;
 use crate::model::{ModelError, Registry, ScorerContext, Window, load_off_runtime, spawn_scorer};
 use crate::mqtt::source::HANDOVER_QUEUE;
@@ -194,7 +194,10 @@ pub async fn run(
             capture()?.sampled(settings.learning.capture_every),
         );
         let configured = settings.models.get(name).and_then(Option::as_ref);
-        let Some(version) = seed_version(&models.registry, name, configured)? else {
+        let Some(version) = models
+            .registry
+            .seed(name, configured.map(std::path::PathBuf::as_path))?
+        else {
             // No version: a learner captures the stream until a first version is trained.
             let (handover, handover_rx) = oneshot::channel();
             let learning = Learning {

@@ -278,6 +278,34 @@ impl Registry {
         Ok(ModelVersion::open(&dest)?)
     }
 
+    /// The version to serve at start: the active one, or else the configured folder
+    /// `configured` imported (unless already here) and activated, the seed; `None` when
+    /// neither exists and the model learns from its streams.
+    ///
+    /// # Errors
+    /// The configured folder is not a valid version ([`RegistryError::Invalid`]), or an I/O
+    /// error.
+    pub fn seed(
+        &self,
+        name: &str,
+        configured: Option<&Path>,
+    ) -> Result<Option<String>, RegistryError> {
+        if let Some(v) = self.active(name)? {
+            return Ok(Some(v));
+        }
+        let Some(path) = configured else {
+            tracing::info!(model = %name, registry = %self.root().display(), "No version of this model yet: it learns from its streams.");
+            return Ok(None);
+        };
+        let version = ModelVersion::open(path)?.manifest.version;
+        if !self.path(name, &version).exists() {
+            self.import(path)?;
+        }
+        self.activate(name, &version, &format!("seed from {}", path.display()))?;
+        tracing::info!(model = %name, version = %version, from = %path.display(), "Registry seeded.");
+        Ok(Some(version))
+    }
+
     /// Makes `version` the active version of `name` (it must be in the registry and valid),
     /// recording why. Returns the version it replaced.
     ///
