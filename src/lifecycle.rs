@@ -55,6 +55,38 @@ pub(crate) struct Learner {
     pub(crate) task: tokio::task::JoinHandle<(mpsc::Receiver<Window>, Recent)>,
 }
 
+/// Why a lifecycle operation did not happen: logged, and published in the `refused`,
+/// `command_failed` or `training_failed` event of what asked for it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LifecycleError {
+    /// The version cannot be loaded, checked or swapped in.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The registry cannot be read or written.
+    #[error(transparent)]
+    Registry(#[from] crate::model::RegistryError),
+    /// No configured stream uses the model.
+    #[error("no stream uses model {0:?}")]
+    NoStream(String),
+    /// A shadow needs an active version to score beside.
+    #[error("model {0:?} has no active version to shadow")]
+    NoActive(String),
+    /// Nothing to promote.
+    #[error("model {0:?} has no shadow to promote")]
+    NoShadow(String),
+    /// One training run per model at a time.
+    #[error("a training run for {0:?} is already in progress")]
+    Training(String),
+    /// A blocking task panicked or was cancelled.
+    #[error("{what} failed: {reason}")]
+    Task {
+        /// What the task did.
+        what: &'static str,
+        /// The task's panic message.
+        reason: String,
+    },
+}
+
 /// Outcomes of background work, back to the control loop.
 #[derive(Debug)]
 pub(crate) enum Internal {
@@ -97,12 +129,9 @@ impl Models {
         version: &str,
         reason: &str,
         force: bool,
-    ) -> Result<(), ModelError> {
+    ) -> Result<(), LifecycleError> {
         let Some(handle) = self.scorers.get(name) else {
-            return Err(ModelError::Refused {
-                model: format!("{name}@{version}"),
-                reason: "no stream uses this model".into(),
-            });
+            return Err(LifecycleError::NoStream(name.to_owned()));
         };
         let served = self.served.get(name).cloned();
         if !force && served.as_deref() == Some(version) {
@@ -132,11 +161,11 @@ impl Models {
             Ok::<_, ModelError>((scorer, report))
         })
         .await
-        .unwrap_or_else(|e| {
-            Err(ModelError::Ort(format!(
-                "candidate loading task failed: {e}"
-            )))
-        });
+        .map_err(|e| LifecycleError::Task {
+            what: "loading the candidate",
+            reason: e.to_string(),
+        })
+        .and_then(|loaded| Ok(loaded?));
         // The version in shadow, passed by the gate to be activated by hand (not promoted),
         // stops shadowing first, so no batch is scored by it twice; its warm-up ends whatever
         // the swap then does.
@@ -149,7 +178,11 @@ impl Models {
             self.shadowing.remove(name);
         }
         let swapped = match candidate {
-            Ok((scorer, report)) => handle.swap(scorer).await.map(|old| (old, report)),
+            Ok((scorer, report)) => handle
+                .swap(scorer)
+                .await
+                .map(|old| (old, report))
+                .map_err(LifecycleError::from),
             Err(e) => Err(e),
         };
         if unshadow {
@@ -235,7 +268,7 @@ impl Models {
     }
 
     pub(crate) async fn command(&mut self, ctx: &Context<'_>, cmd: Command) {
-        let result = match &cmd {
+        let result: Result<(), LifecycleError> = match &cmd {
             Command::Reload => {
                 let served: Vec<(String, String)> = self
                     .served
@@ -260,17 +293,16 @@ impl Models {
                 }
                 Ok(())
             }
-            Command::Activate { model, version } => self
-                .activate(ctx, model, version, "control", false)
-                .await
-                .map_err(|e| e.to_string()),
+            Command::Activate { model, version } => {
+                self.activate(ctx, model, version, "control", false).await
+            }
             Command::Rollback { model } => {
                 match crate::durable::on_disk(|| self.registry.rollback_target(model)) {
-                    Ok(target) => self
-                        .activate(ctx, model, &target, crate::model::registry::ROLLBACK, false)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
+                    Ok(target) => {
+                        self.activate(ctx, model, &target, crate::model::registry::ROLLBACK, false)
+                            .await
+                    }
+                    Err(e) => Err(e.into()),
                 }
             }
             Command::Train { model } => self.start_training(ctx, model).await,
@@ -290,184 +322,23 @@ impl Models {
         };
         if let Err(reason) = result {
             warn!(command = cmd.name(), reason = %reason, "Control command failed.");
-            ctx.event(serde_json::json!({ "event": "command_failed", "command": cmd.name(), "reason": reason })).await;
+            ctx.event(serde_json::json!({ "event": "command_failed", "command": cmd.name(), "reason": reason.to_string() })).await;
         }
     }
 }
 
 impl Models {
-    /// Starts scoring `version` beside the active version, without alerting.
-    async fn shadow(
-        &mut self,
-        ctx: &Context<'_>,
-        model: &str,
-        version: &str,
-    ) -> Result<(), String> {
-        let Some(handle) = self.scorers.get(model) else {
-            return Err(format!("model {model:?} has no active version to shadow"));
-        };
-        let path = self.registry.path(model, version);
-        let candidate = load_off_runtime(ctx.settings, model, path)
-            .await
-            .map_err(|e| e.to_string())?;
-        handle
-            .shadow(Some(candidate))
-            .await
-            .map_err(|e| e.to_string())?;
-        self.shadowing.insert(model.to_owned(), version.to_owned());
-        ctx.event(
-            serde_json::json!({ "event": "shadow_started", "model": model, "version": version }),
-        )
-        .await;
-        Ok(())
-    }
-
-    /// Whether a retrained version of `model` warms up in shadow before it serves: when any of
-    /// its streams is judged by calibrated probability, since activating it outright makes
-    /// those streams learn again for `learn_windows` windows, unjudged (at one window per five
-    /// minutes, longer than a day). A shadow an operator started is left alone; a warming
-    /// one is replaced (the newer version warms from the start).
-    fn warms_in_shadow(&self, ctx: &Context<'_>, model: &str) -> bool {
-        (!self.shadowing.contains_key(model) || self.warming.contains(model))
-            && ctx.settings.streams.iter().any(|s| {
-                s.model == model && matches!(s.judging, crate::detect::Judging::Probability(_))
-            })
-    }
-
-    /// Marks `model`'s shadow `version` as warming, in memory and in the registry (`WARMING`),
-    /// so a restart resumes the warm-up ([`Models::resume_warming`]).
-    fn start_warming(&mut self, model: &str, version: &str) {
-        self.warming.insert(model.to_owned());
-        if let Err(e) = crate::durable::on_disk(|| self.registry.set_warming(model, Some(version)))
-        {
-            warn!(model, version, error = %e, "Cannot record the warming version; a restart will not resume its warm-up.");
-        }
-    }
-
-    /// `model` has no warming version any more (promoted, refused, or replaced by hand).
-    fn stop_warming(&mut self, model: &str) {
-        if self.warming.remove(model)
-            && let Err(e) = crate::durable::on_disk(|| self.registry.set_warming(model, None))
-        {
-            warn!(model, error = %e, "Cannot clear the warming record.");
-        }
-    }
-
-    /// At start: a retrained version that was warming up in shadow when the daemon stopped
-    /// warms up again (its calibrations start over; they were in memory), instead of waiting
-    /// unserved for the next training run. A record that no longer applies (the version is
-    /// active, gone, or no stream is judged by probability) is cleared.
-    pub(crate) async fn resume_warming(&mut self, ctx: &Context<'_>) {
-        let models: Vec<String> = self.scorers.keys().cloned().collect();
-        for model in models {
-            let version = match self.registry.warming(&model) {
-                Ok(Some(v)) => v,
-                Ok(None) => continue,
-                Err(e) => {
-                    warn!(model = %model, error = %e, "Cannot read the warming record.");
-                    continue;
-                }
-            };
-            let applies = self.served.get(&model) != Some(&version)
-                && self.registry.path(&model, &version).is_dir()
-                && self.warms_in_shadow(ctx, &model);
-            let resumed = if applies {
-                self.shadow(ctx, &model, &version).await
-            } else {
-                Err("no longer warming".to_owned())
-            };
-            match resumed {
-                Ok(()) => {
-                    self.warming.insert(model.clone());
-                    info!(model = %model, version = %version, "Retrained version warms up in shadow again after the restart.");
-                }
-                Err(reason) => {
-                    info!(model = %model, version = %version, reason = %reason, "Warming record cleared.");
-                    if let Err(e) =
-                        crate::durable::on_disk(|| self.registry.set_warming(&model, None))
-                    {
-                        warn!(model = %model, error = %e, "Cannot clear the warming record.");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Promotes each warming shadow whose calibration has learnt every stream it has seen
-    /// (the registry watch tick). A refusal at the gate counts as a failed training run.
-    pub(crate) async fn promote_warm(&mut self, ctx: &Context<'_>) {
-        let warm: Vec<String> = {
-            let shadows = ctx
-                .shadows
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.warming
-                .iter()
-                .filter(|m| {
-                    shadows
-                        .get(*m)
-                        .is_some_and(|s| s.warm() && Some(&s.shadow) == self.shadowing.get(*m))
-                })
-                .cloned()
-                .collect()
-        };
-        for model in warm {
-            self.stop_warming(&model);
-            match self.promote(ctx, &model, "trained").await {
-                Ok(()) => self.retain(ctx, &model).await,
-                Err(reason) => {
-                    self.failed(ctx, &model, format!("warmed version refused: {reason}"))
-                        .await
-                }
-            }
-        }
-    }
-
-    /// Publishes the shadow's and the active version's rates on the same windows, stops the
-    /// shadow, and activates it through the gate.
-    async fn promote(
-        &mut self,
-        ctx: &Context<'_>,
-        model: &str,
-        reason: &str,
-    ) -> Result<(), String> {
-        let Some(version) = self.shadowing.remove(model) else {
-            return Err(format!("model {model:?} has no shadow to promote"));
-        };
-        let stats = ctx
-            .shadows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(model)
-            .unwrap_or_default();
-        let mut report = stats.report();
-        if let Some(r) = report.as_object_mut() {
-            r.insert("event".into(), "shadow_report".into());
-            r.insert("model".into(), model.into());
-        }
-        info!(model, version = %version, report = %report, "Shadow report before promotion.");
-        ctx.event(report).await;
-        if let Some(handle) = self.scorers.get(model) {
-            handle.shadow(None).await.map_err(|e| e.to_string())?;
-        }
-        self.activate(ctx, model, &version, reason, false)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
     /// Starts a training run from the model's captured healthy windows, in the background.
     pub(crate) async fn start_training(
         &mut self,
         ctx: &Context<'_>,
         model: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), LifecycleError> {
         let Some(stream) = ctx.settings.streams.iter().find(|s| s.model == model) else {
-            return Err(format!("no stream uses model {model:?}"));
+            return Err(LifecycleError::NoStream(model.to_owned()));
         };
         if !self.training.insert(model.to_owned()) {
-            return Err(format!(
-                "a training run for {model:?} is already in progress"
-            ));
+            return Err(LifecycleError::Training(model.to_owned()));
         }
         ctx.metrics.set_phase(model, "training");
         // A retrained version is of the served one's kind; a first one is the default kind
@@ -547,10 +418,7 @@ impl Models {
                                 info!(model = %model, version = %version, "Retrained version warming up in shadow: promoted once its calibration has learnt every stream.");
                                 Ok(())
                             }
-                            Err(reason) => Err(ModelError::Refused {
-                                model: format!("{model}@{version}"),
-                                reason,
-                            }),
+                            Err(e) => Err(e),
                         }
                     } else {
                         self.activate(ctx, &model, &version, "trained", false).await
@@ -663,14 +531,15 @@ impl Models {
         ctx: &Context<'_>,
         model: &str,
         version: &str,
-    ) -> Result<(), ModelError> {
+    ) -> Result<(), LifecycleError> {
         let scorer =
             load_off_runtime(ctx.settings, model, self.registry.path(model, version)).await?;
         let (Some(learner), Some(scorer_ctx)) = (self.learners.remove(model), self.scorer.clone())
         else {
             return Err(ModelError::WorkerGone {
                 model: model.into(),
-            });
+            }
+            .into());
         };
         // The learner stops between two windows and returns the queue; nothing is dropped.
         learner.handover.send(()).ok();
@@ -703,7 +572,10 @@ impl Models {
             (scorer, seeded)
         })
         .await
-        .map_err(|e| ModelError::Ort(format!("scoring the learning windows failed: {e}")))?;
+        .map_err(|e| LifecycleError::Task {
+            what: "scoring the learning windows",
+            reason: e.to_string(),
+        })?;
         match seeded {
             Ok(seeded) => {
                 let streams = seeded.len();
@@ -779,5 +651,6 @@ impl Context<'_> {
     }
 }
 
+mod shadow;
 #[cfg(test)]
 mod tests;
