@@ -37,6 +37,7 @@ struct State {
     batcher_exits: HashMap<String, u32>,
     load_delay: Option<Duration>,
     activation_delay: Option<Duration>,
+    activation_loads: u32,
     journal_syncs_held: bool,
     journal_sync_waiting: bool,
 }
@@ -134,10 +135,18 @@ impl Faults {
         self.armed().and_then(|s| s.load_delay)
     }
 
-    /// How long loading a candidate for activation should take at least.
+    /// How long loading a candidate for activation should take at least (counted: see
+    /// [`Faults::activation_loads`]).
     pub fn activation_delay(&self) -> Option<Duration> {
-        self.armed()
-            .and_then(|s| s.activation_delay.or(s.load_delay))
+        self.armed().and_then(|mut s| {
+            s.activation_loads += 1;
+            s.activation_delay.or(s.load_delay)
+        })
+    }
+
+    /// Candidates loaded for activation since a fault was first set.
+    pub fn activation_loads(&self) -> u32 {
+        self.state().activation_loads
     }
 
     /// Called by the ingest journal before each sync, in its blocking section: while

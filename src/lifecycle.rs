@@ -138,6 +138,9 @@ impl Models {
             return Ok(());
         }
         let path = self.registry.path(name, version);
+        // Where the pointer was before the load: one moved meanwhile (an operator's `ebgand
+        // models activate` during a slow build) is left for the watch, not overwritten.
+        let pointer = self.registry.active(name).ok().flatten();
         let windows = self
             .recent
             .get(name)
@@ -192,7 +195,10 @@ impl Models {
             Ok((old, report)) => {
                 // The new version serves from here on, whatever happens to the pointer.
                 self.served.insert(name.to_owned(), version.to_owned());
-                if self.registry.active(name).ok().flatten().as_deref() != Some(version)
+                let now = self.registry.active(name).ok().flatten();
+                if now != pointer {
+                    info!(model = %name, version, pointer = ?now, "The registry pointer moved while this version loaded: left where it is, the watch activates it next.");
+                } else if now.as_deref() != Some(version)
                     && let Err(e) =
                         crate::durable::on_disk(|| self.registry.activate(name, version, reason))
                 {

@@ -371,6 +371,60 @@ async fn a_new_version_needs_enough_recent_windows_a_rollback_does_not() {
     daemon.shutdown().await.unwrap();
 }
 
+/// An operator moves the registry pointer (`ebgand models activate`) while a version the
+/// daemon was told to activate still loads (a slow TensorRT build): the daemon serves that
+/// version, then the operator's, and the pointer stays where the operator put it. Before, the
+/// finished activation wrote its own version over the operator's choice, which then never
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pointer_moved_during_a_slow_activation_is_left_to_the_watch() {
+    let broker = Mosquitto::start().await;
+    let prefix = "moved";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = settings(broker.port, prefix, VIBRATION);
+    s.registry.gate_min_windows = 0;
+    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
+    let versions = tempfile::tempdir().unwrap();
+    for v in ["next", "third"] {
+        registry
+            .import(&fixture_version(versions.path(), v, |m| m))
+            .unwrap();
+    }
+    let faults = s.faults.clone();
+    let daemon = TestDaemon::start(s).await;
+    faults.delay_activations(Duration::from_secs(2));
+    let mut tx = Sender::start(broker.port).await;
+    tx.publish(
+        &format!("{prefix}/control/activate"),
+        r#"{"model":"vibration","version":"next"}"#,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the activation loading", || {
+        faults.activation_loads() >= 1
+    })
+    .await;
+    registry.activate("vibration", "third", "operator").unwrap();
+    let activated = || -> Vec<String> {
+        obs.on(&format!("{prefix}/events"))
+            .into_iter()
+            .filter(|e| e.json["event"] == "activated")
+            .map(|e| e.json["version"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the operator's version serves",
+        || activated().contains(&"third".to_owned()),
+    )
+    .await;
+    assert_eq!(activated(), ["next", "third"]);
+    assert_eq!(
+        registry.active("vibration").unwrap().as_deref(),
+        Some("third")
+    );
+    daemon.shutdown().await.unwrap();
+}
+
 async fn publish_healthy(tx: &mut Sender, m: &mut Machine, n: usize) {
     for _ in 0..n {
         tx.publish(
