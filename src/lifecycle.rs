@@ -205,6 +205,12 @@ impl Models {
                     // The watch will see the old pointer and swap back to it: say why.
                     error!(model = %name, version, error = %e, "Serving the new version, but the registry pointer could not be moved.");
                 }
+                if matches!(
+                    reason,
+                    "control" | "registry" | crate::model::registry::ROLLBACK
+                ) {
+                    self.end_warm_up(ctx, name).await;
+                }
                 ctx.metrics
                     .reloads
                     .get_or_create(&StateLabel { state: "swapped" })

@@ -60,11 +60,7 @@ fn saved_progress(s: &ebgand::config::Settings) -> std::path::PathBuf {
 }
 
 fn events(obs: &Observer, prefix: &str, event: &str) -> Vec<serde_json::Value> {
-    obs.on(&format!("{prefix}/events"))
-        .into_iter()
-        .map(|s| s.json)
-        .filter(|j| j["event"] == event)
-        .collect()
+    obs.events(prefix, event)
 }
 
 /// Publishes `windows` healthy windows for a model to learn from, and waits (at most a minute)

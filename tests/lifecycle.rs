@@ -294,13 +294,7 @@ async fn a_new_version_needs_enough_recent_windows_a_rollback_does_not() {
     let daemon = TestDaemon::start(s).await;
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(9);
-    let events = |name: &str| -> Vec<serde_json::Value> {
-        obs.on(&format!("{prefix}/events"))
-            .into_iter()
-            .map(|e| e.json)
-            .filter(|e| e["event"] == name)
-            .collect()
-    };
+    let events = |name: &str| obs.events(prefix, name);
     // Ten healthy windows judged, then the command: refused, with why.
     publish_healthy(&mut tx, &mut m, 10).await;
     eventually(Duration::from_secs(10), "10 windows judged", || {
@@ -425,6 +419,80 @@ async fn a_pointer_moved_during_a_slow_activation_is_left_to_the_watch() {
     daemon.shutdown().await.unwrap();
 }
 
+/// A retrained version warms up in shadow (here resumed from the registry's `WARMING` record at
+/// start) when an operator activates another version: the warm-up ends there
+/// (`shadow_stopped`), so the retrained version is not promoted over the operator's choice
+/// once warm, and stays in the registry. Before, it was promoted as soon as it had warmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_s_activation_ends_a_warm_up() {
+    const WARM: usize = 16;
+    let broker = Mosquitto::start().await;
+    let prefix = "handwarm";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let toml = VIBRATION.replace(
+        "judge = \"threshold\"",
+        &format!("judge = \"probability\"\nlearn_windows = 16\nwarm_windows = {WARM}"),
+    );
+    let mut s = settings(broker.port, prefix, &toml);
+    s.registry.gate_min_windows = 0;
+    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
+    let versions = tempfile::tempdir().unwrap();
+    for v in ["retrained", "chosen"] {
+        registry
+            .import(&fixture_version(versions.path(), v, |m| m))
+            .unwrap();
+    }
+    registry
+        .set_warming("vibration", Some("retrained"))
+        .unwrap();
+    let daemon = TestDaemon::start(s).await;
+    let events = |name: &str| obs.events(prefix, name);
+    eventually(Duration::from_secs(10), "the warm-up resumed", || {
+        events("shadow_started")
+            .iter()
+            .any(|e| e["version"] == "retrained")
+    })
+    .await;
+    let mut tx = Sender::start(broker.port).await;
+    tx.publish(
+        &format!("{prefix}/control/activate"),
+        r#"{"model":"vibration","version":"chosen"}"#,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the operator's version", || {
+        !events("activated").is_empty()
+    })
+    .await;
+    let stopped = events("shadow_stopped");
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert_eq!(stopped[0]["version"], "retrained");
+    assert_eq!(registry.warming("vibration").unwrap(), None);
+    // Windows enough to warm the retrained version several times over: it is not promoted.
+    let mut m = Machine::new(12);
+    publish_healthy(&mut tx, &mut m, 4 * WARM).await;
+    eventually(Duration::from_secs(20), "the windows judged", || {
+        obs.on(&format!("{prefix}/energy/"))
+            .iter()
+            .filter(|e| e.json["model"]["version"] == "chosen")
+            .count()
+            >= 4 * WARM
+    })
+    .await;
+    // Ten registry-watch ticks (100 ms), where a warm shadow is promoted.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    daemon.shutdown().await.unwrap();
+    let activated: Vec<_> = events("activated")
+        .iter()
+        .map(|e| e["version"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(activated, ["chosen"]);
+    assert_eq!(
+        registry.active("vibration").unwrap().as_deref(),
+        Some("chosen")
+    );
+    assert!(registry.path("vibration", "retrained").is_dir());
+}
+
 async fn publish_healthy(tx: &mut Sender, m: &mut Machine, n: usize) {
     for _ in 0..n {
         tx.publish(
@@ -546,13 +614,7 @@ async fn a_refused_reload_does_not_mark_the_version_served_refused() {
         .unwrap();
     let daemon = TestDaemon::start(s).await;
     let mut tx = Sender::start(broker.port).await;
-    let events = |name: &str| {
-        obs.on(&format!("{prefix}/events"))
-            .into_iter()
-            .map(|e| e.json)
-            .filter(|e| e["event"] == name)
-            .collect::<Vec<_>>()
-    };
+    let events = |name: &str| obs.events(prefix, name);
     tx.publish(
         &format!("{prefix}/control/activate"),
         r#"{"model":"vibration","version":"next"}"#,

@@ -60,6 +60,34 @@ impl Models {
         }
     }
 
+    /// An operator's choice of another version (`activate`, `rollback`, the registry pointer
+    /// moved by hand) ends a retrained version's warm-up: promoting it once warm would undo
+    /// that choice. The version stays in the registry, to be activated by hand.
+    pub(super) async fn end_warm_up(&mut self, ctx: &Context<'_>, model: &str) {
+        if !self.warming.contains(model) {
+            return;
+        }
+        self.stop_warming(model);
+        let Some(version) = self.shadowing.remove(model) else {
+            return;
+        };
+        if let Some(handle) = self.scorers.get(model)
+            && let Err(e) = handle.shadow(None).await
+        {
+            warn!(model, error = %e, "Cannot stop the warming shadow.");
+        }
+        ctx.shadows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(model);
+        info!(model, version = %version, "Another version activated by hand: the retrained version's warm-up ends; it stays in the registry.");
+        ctx.event(serde_json::json!({
+            "event": "shadow_stopped", "model": model, "version": version,
+            "reason": "another version activated by hand",
+        }))
+        .await;
+    }
+
     /// At start: a retrained version that was warming up in shadow when the daemon stopped
     /// warms up again (its calibrations start over; they were in memory), instead of waiting
     /// unserved for the next training run. A record that no longer applies (the version is

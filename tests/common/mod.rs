@@ -550,6 +550,15 @@ impl Observer {
             .collect()
     }
 
+    /// The events (`{prefix}/events`) named `event`, oldest first.
+    pub fn events(&self, prefix: &str, event: &str) -> Vec<serde_json::Value> {
+        self.on(&format!("{prefix}/events"))
+            .into_iter()
+            .map(|e| e.json)
+            .filter(|e| e["event"] == event)
+            .collect()
+    }
+
     /// Count of messages whose topic starts with `prefix`.
     pub fn count(&self, prefix: &str) -> usize {
         self.seen
