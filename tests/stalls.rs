@@ -191,6 +191,17 @@ async fn a_redelivery_after_the_packet_ids_wrap_is_windowed_not_swallowed() {
     // Give a doubled window time to show.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(scored(&daemon), first + last, "a window was scored twice");
+    // And the ids did wrap: after 65,535, the broker's ids started again at the first
+    // windows' (the premise, read off the wire).
+    let ids = proxy.publish_ids();
+    let wrap = ids
+        .iter()
+        .position(|&id| id == u16::MAX)
+        .expect("the broker's packet ids reached 65,535");
+    assert!(
+        ids[wrap + 1..].iter().any(|&id| u64::from(id) <= first),
+        "no id of the first windows used again after the wrap"
+    );
     daemon.shutdown().await.unwrap();
 }
 

@@ -897,6 +897,8 @@ struct Switches {
     hold_from: Mutex<Option<Vec<u8>>>,
     /// Close new connections at once.
     refuse: std::sync::atomic::AtomicBool,
+    /// The packet id of every QoS 1 or 2 PUBLISH the broker sent, in order.
+    publish_ids: Mutex<Vec<u16>>,
 }
 
 impl Switches {
@@ -957,6 +959,12 @@ impl Proxy {
             .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// The packet id of every QoS 1 or 2 PUBLISH the broker sent through the proxy, in order
+    /// (held or forwarded).
+    pub fn publish_ids(&self) -> Vec<u16> {
+        self.switches.publish_ids.lock().unwrap().clone()
+    }
+
     /// Closes every connection through the proxy, dropping what it holds.
     pub fn cut(&self) {
         self.generation.send_modify(|g| *g += 1);
@@ -987,6 +995,36 @@ async fn pass(
     written
 }
 
+/// Takes each whole MQTT packet off the front of `stream` and notes a PUBLISH's packet id (QoS
+/// 1 or 2: after the topic) in `ids`; a packet cut short stays for the next bytes.
+fn note_publish_ids(stream: &mut Vec<u8>, ids: &Mutex<Vec<u16>>) {
+    loop {
+        // The remaining length: up to four bytes of seven bits each, after the first byte.
+        let (mut len, mut at) = (0usize, 1usize);
+        loop {
+            let Some(&b) = stream.get(at) else { return };
+            len |= usize::from(b & 0x7f) << (7 * (at - 1));
+            at += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = at + len;
+        if stream.len() < end {
+            return;
+        }
+        let (kind, qos) = (stream[0] >> 4, (stream[0] >> 1) & 3);
+        if kind == 3 && qos > 0 {
+            let topic = usize::from(u16::from_be_bytes([stream[at], stream[at + 1]]));
+            let id = at + 2 + topic;
+            ids.lock()
+                .unwrap()
+                .push(u16::from_be_bytes([stream[id], stream[id + 1]]));
+        }
+        stream.drain(..end);
+    }
+}
+
 async fn pump(
     down: tokio::net::TcpStream,
     up: tokio::net::TcpStream,
@@ -1001,6 +1039,7 @@ async fn pump(
     // The client's first bytes (its CONNECT), to tell which client this is.
     let mut hello: Vec<u8> = Vec::new();
     let (mut held, mut held_up): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+    let mut sent: Vec<u8> = Vec::new();
     loop {
         tokio::select! {
             _ = cuts.changed() => return,
@@ -1018,6 +1057,8 @@ async fn pump(
             },
             n = up_r.read(&mut from_broker) => match n {
                 Ok(n) if n > 0 => {
+                    sent.extend_from_slice(&from_broker[..n]);
+                    note_publish_ids(&mut sent, &switches.publish_ids);
                     let holding = switches.hold.load(SeqCst);
                     if !pass(&mut down_w, &mut held, &from_broker[..n], holding).await {
                         return;
