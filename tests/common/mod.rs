@@ -229,11 +229,23 @@ impl Mosquitto {
             child: None,
             extra,
         };
-        m.spawn().await;
-        m
+        // The port was free when asked for, but another test's broker may take it first: this
+        // one then exits (address in use), and it tries another.
+        for _ in 0..5 {
+            if m.spawn().await {
+                return m;
+            }
+            m.port = ebgand::demo::free_port().unwrap();
+        }
+        panic!(
+            "mosquitto did not start on five free ports: see its log in {:?}",
+            m.dir
+        );
     }
 
-    async fn spawn(&mut self) {
+    /// Starts mosquitto on `self.port` and waits until its log says it runs; `false` when it
+    /// exited first (the port taken).
+    async fn spawn(&mut self) -> bool {
         let conf = self.dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -247,13 +259,37 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let child = Command::new(mosquitto_binary())
+        // Its log: "mosquitto version ... running" once its listener is bound, one per start.
+        let log = self.dir.path().join("mosquitto.log");
+        let runs = || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches(" running")
+                .count()
+        };
+        let before = runs();
+        let mut child = Command::new(mosquitto_binary())
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start mosquitto");
+        let since = std::time::Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            if runs() > before {
+                break;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "mosquitto did not start in 10 s: see {}",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.child = Some(child);
         let port = self.port;
         eventually(
@@ -262,6 +298,7 @@ impl Mosquitto {
             || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
         )
         .await;
+        true
     }
 
     /// Stops the broker gracefully (SIGTERM: it saves its persistence file).
@@ -289,7 +326,10 @@ impl Mosquitto {
 
     /// Starts it again on the same port with the same persistence.
     pub async fn restart(&mut self) {
-        self.spawn().await;
+        assert!(
+            self.spawn().await,
+            "mosquitto did not start again on its port"
+        );
     }
 
     /// SIGKILLs it and starts it again on the same port with nothing of what it had: no
@@ -301,7 +341,10 @@ impl Mosquitto {
             let _ = c.wait();
         }
         let _ = std::fs::remove_file(self.dir.path().join("mosquitto.db"));
-        self.spawn().await;
+        assert!(
+            self.spawn().await,
+            "mosquitto did not start again on its port"
+        );
     }
 }
 
