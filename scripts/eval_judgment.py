@@ -64,7 +64,8 @@ ae-conv (the temporal convolutional D).
   clips with the synthetic faults of models/audio/eval_faults.py at -10 dB; clip AUC per fault,
   and the held-out healthy windows over the model's threshold.
 
-Models are cached under .cache/eval-judgment (delete it to retrain).
+Models are cached under .cache/eval-judgment, each with the arguments it was trained by: a
+model asked for with other arguments is trained again (delete the folder to retrain all).
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ import csv
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -113,29 +115,35 @@ class Binary:
             self._defaults = tomllib.loads(run([self.path, "print-default-config"], self.env))
         return self._defaults[section][key]
 
+    def _trained(self, out, args, worker=()):
+        """The model `ebgand train ARGS --out OUT [-- WORKER]` writes, trained unless the
+        cache holds one trained by the same arguments (kept beside it, OUT.train-args.json);
+        one trained otherwise, or before the arguments were kept, is trained again."""
+        args = [str(a) for a in args] + (["--", *map(str, worker)] if worker else [])
+        record = out.parent / f"{out.name}.train-args.json"
+        if (out / "manifest.toml").is_file() and record.is_file() \
+                and json.loads(record.read_text()) == args:
+            return out
+        shutil.rmtree(out, ignore_errors=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cut = args.index("--") if "--" in args else len(args)
+        run([self.path, "train", *args[:cut], "--out", str(out), *args[cut:]], self.env)
+        record.write_text(json.dumps(args))
+        return out
+
     def train(self, key, file, read_args, rows, window, model, seed, extra=(), worker=()):
         """model: "ebgan" or "ae", with "-conv" for the temporal convolutional D."""
         mode, _, d = model.partition("-")
-        out = self.cache / key / f"{model}-{seed}"
-        if (out / "manifest.toml").is_file():
-            return out
-        out.parent.mkdir(parents=True, exist_ok=True)
         worker = [*worker, *(["--discriminator", d] if d else [])]
-        run([self.path, "train", str(file), *read_args, "--rows", rows, "--window", str(window),
-             "--hop", "1", "--mode", mode, "--seed", str(seed), "--name", "eval",
-             "--version", f"{model}-{seed}", "--out", str(out), *extra,
-             *(["--", *worker] if worker else [])], self.env)
-        return out
+        return self._trained(self.cache / key / f"{model}-{seed}", [
+            file, *read_args, "--rows", rows, "--window", window, "--hop", "1", "--mode", mode,
+            "--seed", seed, "--name", "eval", "--version", f"{model}-{seed}", *extra], worker)
 
     def train_clips(self, key, clips, model, seed):
         mode, _, d = model.partition("-")
-        out = self.cache / key / f"{model}-{seed}"
-        if not (out / "manifest.toml").is_file():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            run([self.path, "train", "--logmel", *map(str, clips), "--mode", mode, "--seed",
-                 str(seed), "--name", "eval", "--version", f"{model}-{seed}", "--out", str(out),
-                 *(["--", "--discriminator", d] if d else [])], self.env)
-        return out
+        return self._trained(self.cache / key / f"{model}-{seed}", [
+            "--logmel", *clips, "--mode", mode, "--seed", seed, "--name", "eval",
+            "--version", f"{model}-{seed}"], ["--discriminator", d] if d else [])
 
     def score_clip(self, model, path):
         cmd = [self.path, "score", "--judge", "threshold", "--model", str(model), str(path)]
