@@ -59,10 +59,6 @@ fn saved_progress(s: &ebgand::config::Settings) -> std::path::PathBuf {
         .join(ebgand::train::recent::SAVED)
 }
 
-fn events(obs: &Observer, prefix: &str, event: &str) -> Vec<serde_json::Value> {
-    obs.events(prefix, event)
-}
-
 /// Publishes `windows` healthy windows for a model to learn from, and waits (at most a minute)
 /// for the first version trained on them to be activated; returns that version.
 async fn learn_first_version(
@@ -77,10 +73,10 @@ async fn learn_first_version(
     eventually(
         Duration::from_secs(60),
         "first version trained and activated",
-        || !events(obs, prefix, "activated").is_empty(),
+        || !obs.events(prefix, "activated").is_empty(),
     )
     .await;
-    events(obs, prefix, "activated")[0]["version"]
+    obs.events(prefix, "activated")[0]["version"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -217,10 +213,10 @@ async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer
     publish_windows(&mut tx, &mut m, 20, false).await;
     tx.flushed().await;
     eventually(Duration::from_secs(30), "failure reported", || {
-        !events(&obs, prefix, "training_failed").is_empty()
+        !obs.events(prefix, "training_failed").is_empty()
     })
     .await;
-    let failure = events(&obs, prefix, "training_failed")[0].clone();
+    let failure = obs.events(prefix, "training_failed")[0].clone();
     assert_eq!(failure["attempt"], 1);
     assert_eq!(failure["retry_in_s"], 1);
     eventually(Duration::from_secs(10), "scoring continued", || {
@@ -230,10 +226,10 @@ async fn cold_start_learns_trains_activates_alerts_and_survives_a_killed_trainer
     eventually(
         Duration::from_secs(60),
         "the retry trains and activates",
-        || events(&obs, prefix, "activated").len() >= 2,
+        || obs.events(prefix, "activated").len() >= 2,
     )
     .await;
-    let retrained = events(&obs, prefix, "activated")[1].clone();
+    let retrained = obs.events(prefix, "activated")[1].clone();
     assert_eq!(retrained["reason"], "trained");
     assert_ne!(retrained["version"], version.as_str());
     assert!(
@@ -277,10 +273,10 @@ async fn a_model_with_no_version_keeps_retrying_its_first_training() {
     tx.flushed().await;
     // Runs 1 and 2 are the first and its retry; 3 and 4 come 0.4 s and 0.8 s after.
     eventually(Duration::from_secs(30), "four failed runs", || {
-        events(&obs, prefix, "training_failed").len() >= 4
+        obs.events(prefix, "training_failed").len() >= 4
     })
     .await;
-    let failed = events(&obs, prefix, "training_failed");
+    let failed = obs.events(prefix, "training_failed");
     let attempts: Vec<u64> = failed
         .iter()
         .map(|e| e["attempt"].as_u64().unwrap())
@@ -290,7 +286,7 @@ async fn a_model_with_no_version_keeps_retrying_its_first_training() {
         failed[..4].iter().all(|e| !e["retry_in_s"].is_null()),
         "every failure schedules another run: {failed:?}"
     );
-    assert!(events(&obs, prefix, "training_started").len() >= 4);
+    assert!(obs.events(prefix, "training_started").len() >= 4);
     daemon.shutdown().await.unwrap();
 }
 
@@ -312,15 +308,15 @@ async fn a_training_run_that_panics_is_retried() {
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(4);
     learn_first_version(&obs, prefix, &mut tx, &mut m, 120).await;
-    let failed = events(&obs, prefix, "training_failed");
+    let failed = obs.events(prefix, "training_failed");
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(
         failed[0]["reason"].as_str().unwrap().contains("panicked"),
         "{failed:?}"
     );
     assert_eq!(failed[0]["attempt"], 1);
-    assert_eq!(events(&obs, prefix, "training_started").len(), 2);
-    let activated = events(&obs, prefix, "activated");
+    assert_eq!(obs.events(prefix, "training_started").len(), 2);
+    let activated = obs.events(prefix, "activated");
     assert_eq!(
         activated[0]["reason"], "trained from the stream",
         "{activated:?}"
@@ -550,10 +546,10 @@ async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
     eventually(
         Duration::from_secs(90),
         "learnt, then retrained on schedule twice",
-        || events(&obs, "cont", "activated").len() >= 3,
+        || obs.events("cont", "activated").len() >= 3,
     )
     .await;
-    let activated = events(&obs, "cont", "activated");
+    let activated = obs.events("cont", "activated");
     assert_ne!(activated[0]["version"], activated[1]["version"]);
     assert_eq!(activated[1]["reason"], "trained");
     // Three versions made, two kept: the oldest goes right after the third run's activation.
@@ -573,7 +569,7 @@ async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
     // Two more periods: the seeded daemon's schedule has ticked at least twice by now.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(
-        events(&obs, "seed", "training_started").is_empty(),
+        obs.events("seed", "training_started").is_empty(),
         "the seeded model was retrained"
     );
     for d in daemons {
@@ -626,42 +622,42 @@ async fn a_retrained_version_warms_up_in_shadow_across_a_restart_and_no_stream_l
     eventually(
         Duration::from_secs(60),
         "the retrained version shadows",
-        || !events(&obs, prefix, "shadow_started").is_empty(),
+        || !obs.events(prefix, "shadow_started").is_empty(),
     )
     .await;
-    let second = events(&obs, prefix, "shadow_started")[0]["version"]
+    let second = obs.events(prefix, "shadow_started")[0]["version"]
         .as_str()
         .unwrap()
         .to_owned();
     assert_ne!(second, first);
     // No windows for three ticks: the shadow cannot warm, and the schedule waits for it.
-    let runs = events(&obs, prefix, "training_started").len();
+    let runs = obs.events(prefix, "training_started").len();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        events(&obs, prefix, "activated").len(),
+        obs.events(prefix, "activated").len(),
         1,
         "activated before its calibration learnt a window"
     );
     assert_eq!(
-        events(&obs, prefix, "training_started").len(),
+        obs.events(prefix, "training_started").len(),
         runs,
         "a scheduled run started while the last version warmed"
     );
-    assert_eq!(events(&obs, prefix, "shadow_started").len(), 1);
+    assert_eq!(obs.events(prefix, "shadow_started").len(), 1);
 
     // A restart while it warms: the warm-up starts again (its calibration was in memory)
     // rather than leaving the version unserved until the next run.
     daemon.shutdown().await.unwrap();
     let daemon = TestDaemon::start(s).await;
     eventually(Duration::from_secs(20), "the warm-up resumed", || {
-        events(&obs, prefix, "shadow_started").len() == 2
+        obs.events(prefix, "shadow_started").len() == 2
     })
     .await;
     assert_eq!(
-        events(&obs, prefix, "shadow_started")[1]["version"],
+        obs.events(prefix, "shadow_started")[1]["version"],
         second.as_str()
     );
-    assert_eq!(events(&obs, prefix, "activated").len(), 1);
+    assert_eq!(obs.events(prefix, "activated").len(), 1);
 
     // Windows arrive: the shadow learns on them while the served version judges them, then
     // the retrained version is promoted.
@@ -670,13 +666,13 @@ async fn a_retrained_version_warms_up_in_shadow_across_a_restart_and_no_stream_l
     eventually(
         Duration::from_secs(30),
         "the warm version activated",
-        || events(&obs, prefix, "activated").len() >= 2,
+        || obs.events(prefix, "activated").len() >= 2,
     )
     .await;
-    let activated = events(&obs, prefix, "activated")[1].clone();
+    let activated = obs.events(prefix, "activated")[1].clone();
     assert_eq!(activated["version"], second.as_str());
     assert_eq!(activated["reason"], "trained");
-    let report = events(&obs, prefix, "shadow_report");
+    let report = obs.events(prefix, "shadow_report");
     assert!(
         report[0]["windows"].as_u64().unwrap() >= WARM,
         "{}",

@@ -286,11 +286,7 @@ async fn a_new_version_needs_enough_recent_windows_a_rollback_does_not() {
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
     let mut s = settings(broker.port, prefix, VIBRATION);
     s.registry.gate_min_windows = 30;
-    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
-    let versions = tempfile::tempdir().unwrap();
-    registry
-        .import(&fixture_version(versions.path(), "next", |m| m))
-        .unwrap();
+    let (registry, _versions) = registry_with(&s, &["next"]);
     let daemon = TestDaemon::start(s).await;
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(9);
@@ -301,9 +297,7 @@ async fn a_new_version_needs_enough_recent_windows_a_rollback_does_not() {
         obs.count(&format!("{prefix}/energy/")) >= 10
     })
     .await;
-    let activate = r#"{"model":"vibration","version":"next"}"#;
-    tx.publish(&format!("{prefix}/control/activate"), activate)
-        .await;
+    activate(&mut tx, prefix, "next").await;
     eventually(Duration::from_secs(10), "refusal", || {
         !events("refused").is_empty()
     })
@@ -331,8 +325,7 @@ async fn a_new_version_needs_enough_recent_windows_a_rollback_does_not() {
         obs.count(&format!("{prefix}/energy/")) >= 40
     })
     .await;
-    tx.publish(&format!("{prefix}/control/activate"), activate)
-        .await;
+    activate(&mut tx, prefix, "next").await;
     eventually(Duration::from_secs(10), "activation", || {
         events("activated").iter().any(|e| e["version"] == "next")
     })
@@ -377,22 +370,12 @@ async fn a_pointer_moved_during_a_slow_activation_is_left_to_the_watch() {
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
     let mut s = settings(broker.port, prefix, VIBRATION);
     s.registry.gate_min_windows = 0;
-    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
-    let versions = tempfile::tempdir().unwrap();
-    for v in ["next", "third"] {
-        registry
-            .import(&fixture_version(versions.path(), v, |m| m))
-            .unwrap();
-    }
+    let (registry, _versions) = registry_with(&s, &["next", "third"]);
     let faults = s.faults.clone();
     let daemon = TestDaemon::start(s).await;
     faults.delay_activations(Duration::from_secs(2));
     let mut tx = Sender::start(broker.port).await;
-    tx.publish(
-        &format!("{prefix}/control/activate"),
-        r#"{"model":"vibration","version":"next"}"#,
-    )
-    .await;
+    activate(&mut tx, prefix, "next").await;
     eventually(Duration::from_secs(10), "the activation loading", || {
         faults.activation_loads() >= 1
     })
@@ -435,13 +418,7 @@ async fn an_operator_s_activation_ends_a_warm_up() {
     );
     let mut s = settings(broker.port, prefix, &toml);
     s.registry.gate_min_windows = 0;
-    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
-    let versions = tempfile::tempdir().unwrap();
-    for v in ["retrained", "chosen"] {
-        registry
-            .import(&fixture_version(versions.path(), v, |m| m))
-            .unwrap();
-    }
+    let (registry, _versions) = registry_with(&s, &["retrained", "chosen"]);
     registry
         .set_warming("vibration", Some("retrained"))
         .unwrap();
@@ -454,11 +431,7 @@ async fn an_operator_s_activation_ends_a_warm_up() {
     })
     .await;
     let mut tx = Sender::start(broker.port).await;
-    tx.publish(
-        &format!("{prefix}/control/activate"),
-        r#"{"model":"vibration","version":"chosen"}"#,
-    )
-    .await;
+    activate(&mut tx, prefix, "chosen").await;
     eventually(Duration::from_secs(10), "the operator's version", || {
         !events("activated").is_empty()
     })
@@ -493,6 +466,29 @@ async fn an_operator_s_activation_ends_a_warm_up() {
     assert!(registry.path("vibration", "retrained").is_dir());
 }
 
+/// The registry of `s` holding a copy of the vibration fixture as each of `versions`; the
+/// copies' folder goes with it.
+fn registry_with(
+    s: &ebgand::config::Settings,
+    versions: &[&str],
+) -> (ebgand::model::Registry, tempfile::TempDir) {
+    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    for v in versions {
+        registry
+            .import(&fixture_version(folder.path(), v, |m| m))
+            .unwrap();
+    }
+    (registry, folder)
+}
+
+/// Publishes the `activate` command for the vibration model's `version`.
+async fn activate(tx: &mut Sender, prefix: &str, version: &str) {
+    let command = format!(r#"{{"model":"vibration","version":"{version}"}}"#);
+    tx.publish(&format!("{prefix}/control/activate"), command)
+        .await;
+}
+
 async fn publish_healthy(tx: &mut Sender, m: &mut Machine, n: usize) {
     for _ in 0..n {
         tx.publish(
@@ -520,11 +516,7 @@ async fn a_shadow_activated_by_hand_serves_and_shadows_no_more() {
     );
     let mut s = settings(broker.port, prefix, &config);
     s.registry.gate_min_windows = 16;
-    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
-    let versions = tempfile::tempdir().unwrap();
-    registry
-        .import(&fixture_version(versions.path(), "next", |m| m))
-        .unwrap();
+    let (_registry, _versions) = registry_with(&s, &["next"]);
     let daemon = TestDaemon::start(s).await;
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(5);
@@ -547,11 +539,7 @@ async fn a_shadow_activated_by_hand_serves_and_shadows_no_more() {
         obs.count(&format!("{prefix}/energy/")) >= 40
     })
     .await;
-    tx.publish(
-        &format!("{prefix}/control/activate"),
-        r#"{"model":"vibration","version":"next"}"#,
-    )
-    .await;
+    activate(&mut tx, prefix, "next").await;
     eventually(Duration::from_secs(10), "activated", || events("activated")).await;
     publish_healthy(&mut tx, &mut m, 60).await;
     for _ in 0..10 {
@@ -607,19 +595,11 @@ async fn a_refused_reload_does_not_mark_the_version_served_refused() {
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
     let mut s = settings(broker.port, prefix, VIBRATION);
     s.registry.gate_min_windows = 0;
-    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
-    let versions = tempfile::tempdir().unwrap();
-    registry
-        .import(&fixture_version(versions.path(), "next", |m| m))
-        .unwrap();
+    let (registry, _versions) = registry_with(&s, &["next"]);
     let daemon = TestDaemon::start(s).await;
     let mut tx = Sender::start(broker.port).await;
     let events = |name: &str| obs.events(prefix, name);
-    tx.publish(
-        &format!("{prefix}/control/activate"),
-        r#"{"model":"vibration","version":"next"}"#,
-    )
-    .await;
+    activate(&mut tx, prefix, "next").await;
     eventually(Duration::from_secs(10), "next activated", || {
         !events("activated").is_empty()
     })

@@ -414,9 +414,9 @@ impl Calibrator {
         if !energy.is_finite() {
             return certain;
         }
-        let Some(whole) = self
-            .energy
-            .tail_probability(self.relative(energy, cal), cal.tail_quantile)
+        let Some(whole) =
+            self.energy
+                .tail_probability(self.relative(energy, cal), cal.tail_quantile, 0)
         else {
             return Reading {
                 probability: 0.0,
@@ -436,7 +436,8 @@ impl Calibrator {
             if !p.is_finite() {
                 return certain;
             }
-            if let Some(t) = h.tail_probability(log10_energy(p), h.part_quantile(cal))
+            if let Some(t) =
+                h.tail_probability(log10_energy(p), cal.tail_quantile, cal.part_tail_excesses)
                 && most.is_none_or(|(_, m)| t < m)
             {
                 most = Some((i, t));
@@ -502,27 +503,26 @@ impl Histogram {
         }
     }
 
-    /// The quantile a part's tail is modelled above: `tail_quantile`, or lower while too few
-    /// windows are learnt to leave [`Calibration::part_tail_excesses`] over it.
-    fn part_quantile(&self, cal: &Calibration) -> f64 {
-        let windows = self.mass.iter().sum::<f64>() / self.weight;
-        if cal.part_tail_excesses == 0 || windows.is_nan() || windows <= 0.0 {
-            return cal.tail_quantile;
-        }
-        (1.0 - f64::from(cal.part_tail_excesses) / windows).clamp(0.5, cal.tail_quantile)
-    }
-
-    /// P(a healthy value at least `u`); `None` while empty.
-    fn tail_probability(&self, u: f64, quantile: f64) -> Option<f64> {
-        let t = self.tail_fit(quantile)?;
+    /// P(a healthy value at least `u`), its tail modelled above `quantile` ([`Self::tail_fit`]);
+    /// `None` while empty.
+    fn tail_probability(&self, u: f64, quantile: f64, min_excesses: u32) -> Option<f64> {
+        let t = self.tail_fit(quantile, min_excesses)?;
         Some(self.tail(u, &t))
     }
 
-    fn tail_fit(&self, quantile: f64) -> Option<Tail> {
+    /// The tail above `quantile`, or above a lower one (no lower than 0.5) while too few windows
+    /// are learnt to leave `min_excesses` over it ([`Calibration::part_tail_excesses`]; 0: none).
+    fn tail_fit(&self, quantile: f64, min_excesses: u32) -> Option<Tail> {
         let total: f64 = self.mass.iter().sum();
         if total <= 0.0 {
             return None;
         }
+        let quantile = if min_excesses == 0 {
+            quantile
+        } else {
+            let windows = total / self.weight;
+            (1.0 - f64::from(min_excesses) / windows).clamp(0.5, quantile)
+        };
         let target = (1.0 - quantile).clamp(0.0, 1.0) * total;
         // Walk down from the top bin until the mass above reaches the target; `at` interpolates
         // inside the bin where it does (mass spread evenly over a bin's log width).
