@@ -568,6 +568,7 @@ async fn a_learnt_model_retrains_on_schedule_and_a_seeded_one_does_not() {
     );
     // Two more periods: the seeded daemon's schedule has ticked at least twice by now.
     tokio::time::sleep(Duration::from_secs(6)).await;
+    obs.settled().await;
     assert!(
         obs.events("seed", "training_started").is_empty(),
         "the seeded model was retrained"
@@ -633,6 +634,7 @@ async fn a_retrained_version_warms_up_in_shadow_across_a_restart_and_no_stream_l
     // No windows for three ticks: the shadow cannot warm, and the schedule waits for it.
     let runs = obs.events(prefix, "training_started").len();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    obs.settled().await;
     assert_eq!(
         obs.events(prefix, "activated").len(),
         1,

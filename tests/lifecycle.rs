@@ -454,6 +454,7 @@ async fn an_operator_s_activation_ends_a_warm_up() {
     // Ten registry-watch ticks (100 ms), where a warm shadow is promoted.
     tokio::time::sleep(Duration::from_secs(1)).await;
     daemon.shutdown().await.unwrap();
+    obs.settled().await;
     let activated: Vec<_> = events("activated")
         .iter()
         .map(|e| e["version"].as_str().unwrap().to_owned())

@@ -66,7 +66,10 @@ async fn a_silent_sensor_raises_a_stale_alert_and_clears_it_when_data_returns() 
         stale_alerts(&obs, "st").len() >= 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(daemon.metric("ebgand_streams_stale_total"), 1);
+    // Everything the daemon published, drained by its shutdown, has arrived.
+    daemon.shutdown().await.unwrap();
+    obs.settled().await;
     let alerts = stale_alerts(&obs, "st");
     let states: Vec<(&str, &str)> = alerts
         .iter()
@@ -88,8 +91,6 @@ async fn a_silent_sensor_raises_a_stale_alert_and_clears_it_when_data_returns() 
     for (_, _, a) in &alerts {
         schema::assert_valid("alert.json", a);
     }
-    assert_eq!(daemon.metric("ebgand_streams_stale_total"), 1);
-    daemon.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +110,9 @@ async fn a_stale_alert_raised_before_a_restart_is_cleared_after_it() {
     // replays the sensor's journaled messages (its incomplete window), which are not the
     // sensor speaking again: the alert stays raised until it does.
     let daemon = TestDaemon::start(settings).await;
+    // The replay and a second of stale checks, then whatever they published has arrived.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    obs.settled().await;
     assert_eq!(stale_alerts(&obs, "sr").len(), 1, "cleared by the replay");
     beat(&mut tx, &["dead"], 5).await;
     eventually(Duration::from_secs(10), "the stale alert cleared", || {

@@ -530,6 +530,8 @@ pub struct Seen {
 /// Subscribes to a filter (QoS 1, persistent session, reconnecting) and records what arrives.
 pub struct Observer {
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    client: AsyncClient,
+    filter: String,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -556,7 +558,6 @@ impl Observer {
         let (tx, mut subscribed) = mpsc::channel(1);
         let store = seen.clone();
         let task = tokio::spawn(async move {
-            let _client = client;
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Incoming::SubAck(_))) => {
@@ -579,7 +580,41 @@ impl Observer {
         tokio::time::timeout(Duration::from_secs(10), subscribed.recv())
             .await
             .expect("observer subscribed");
-        Self { seen, task }
+        Self {
+            seen,
+            client,
+            filter: filter.to_owned(),
+            task,
+        }
+    }
+
+    /// Waits until everything the broker had accepted for this observer before the call has
+    /// arrived, so that a test can assert what did *not* come without sleeping on the clock:
+    /// publishes a marker on `{filter's base}/_barrier` and waits for it. Mosquitto routes
+    /// messages in the order it accepts them and a session delivers its queue in order, so
+    /// whatever a daemon published (and had acknowledged) before, e.g. everything an
+    /// [`TestDaemon::shutdown`] drained, is in [`Observer::seen`] when this returns. The
+    /// marker is left out of `seen`. Needs a filter ending in `#`.
+    pub async fn settled(&self) {
+        let base = self
+            .filter
+            .strip_suffix('#')
+            .expect("settled() needs an observer whose filter ends in '#'");
+        let topic = format!("{base}_barrier");
+        let marker = fastrand::u64(..);
+        self.client
+            .publish(&topic, QoS::AtLeastOnce, false, marker.to_string())
+            .await
+            .unwrap();
+        let seen = self.seen.clone();
+        eventually(Duration::from_secs(20), "the observer's barrier", || {
+            let mut seen = seen.lock().unwrap();
+            let at = seen
+                .iter()
+                .position(|s| s.topic == topic && s.json.as_u64() == Some(marker));
+            at.map(|i| seen.remove(i)).is_some()
+        })
+        .await;
     }
 
     /// Messages whose topic starts with `prefix`.
