@@ -44,6 +44,13 @@ pub(crate) struct Models {
     /// Models whose shadow is a retrained version warming up: promoted once its calibration
     /// has learnt every stream ([`Models::promote_warm`]).
     pub(crate) warming: HashSet<String>,
+    /// Models that learnt until an operator activated a version in the registry while a
+    /// training run for them was in flight or waited for its retry: that run's version is
+    /// kept in the registry, not served ([`Models::follow_registry`]).
+    pub(crate) superseded: HashSet<String>,
+    /// A learning model's registry pointer that could not serve: not tried again until the
+    /// pointer moves.
+    pub(crate) unservable: HashMap<String, String>,
     /// For scorers started after a first training run; dropped when draining.
     pub(crate) scorer: Option<ScorerContext>,
 }
@@ -254,8 +261,35 @@ impl Models {
     }
 
     /// Activates whatever the registry's ACTIVE pointers name, where it differs from what is
-    /// served (the registry watch).
+    /// served (the registry watch). A model still learning serves the version its pointer
+    /// names as its first ([`Models::first_version`]): an operator's `ebgand models import
+    /// --activate` ends the learning, as it would have at a start.
     pub(crate) async fn follow_registry(&mut self, ctx: &Context<'_>) {
+        let learning: Vec<String> = self.learners.keys().cloned().collect();
+        for name in learning {
+            let chosen = match self.registry.active(&name) {
+                Ok(Some(v)) if self.unservable.get(&name) != Some(&v) => v,
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!(model = %name, error = %e, "Cannot read the registry pointer.");
+                    continue;
+                }
+            };
+            match self.serve_chosen(ctx, &name, &chosen, "registry").await {
+                Ok(()) => {
+                    self.unservable.remove(&name);
+                }
+                Err(e) => {
+                    error!(model = %name, version = %chosen, error = %e, "The version activated in the registry cannot serve; the model learns on.");
+                    ctx.event(serde_json::json!({
+                        "event": "refused", "model": name, "version": chosen,
+                        "reason": e.to_string(), "serving": null,
+                    }))
+                    .await;
+                    self.unservable.insert(name, chosen);
+                }
+            }
+        }
         let names: Vec<String> = self.scorers.keys().cloned().collect();
         for name in names {
             match self.registry.active(&name) {
@@ -304,6 +338,9 @@ impl Models {
                     let _refused = self.activate(ctx, &name, &target, reason, true).await;
                 }
                 Ok(())
+            }
+            Command::Activate { model, version } if self.learners.contains_key(model) => {
+                self.serve_chosen(ctx, model, version, "control").await
             }
             Command::Activate { model, version } => {
                 self.activate(ctx, model, version, "control", false).await
@@ -421,6 +458,17 @@ impl Models {
                     .training_runs
                     .get_or_create(&StateLabel { state: "ok" })
                     .inc();
+                if self.superseded.remove(&model) {
+                    let reason = "a version activated by hand serves; kept in the registry";
+                    info!(model = %model, version = %version, "Trained version not served: {reason}.");
+                    ctx.event(serde_json::json!({
+                        "event": "refused", "model": model, "version": version,
+                        "reason": reason, "serving": self.served.get(&model),
+                    }))
+                    .await;
+                    ctx.metrics.set_phase(&model, "monitoring");
+                    return;
+                }
                 let outcome = if self.scorers.contains_key(&model) {
                     if self.warms_in_shadow(ctx, &model) {
                         // Judged on meanwhile by the served version; promoted once warm.
@@ -436,7 +484,8 @@ impl Models {
                         self.activate(ctx, &model, &version, "trained", false).await
                     }
                 } else {
-                    self.first_version(ctx, &model, &version).await
+                    self.first_version(ctx, &model, &version, "trained from the stream")
+                        .await
                 };
                 match outcome {
                     Ok(()) => {
@@ -460,6 +509,10 @@ impl Models {
                 self.failed(ctx, &model, reason).await;
             }
             Internal::Retry { model } => {
+                if self.superseded.remove(&model) {
+                    info!(model = %model, "Training retry dropped: a version activated by hand serves.");
+                    return;
+                }
                 if let Err(reason) = self.start_training(ctx, &model).await {
                     warn!(model = %model, reason = %reason, "Training retry not started.");
                 }
@@ -506,12 +559,15 @@ impl Models {
         *attempt += 1;
         let (attempt, retries) = (*attempt, ctx.settings.learning.retries);
         let learning = !self.scorers.contains_key(model);
+        // A failed run for a first version an operator's choice replaced is not retried.
+        let moot = self.superseded.remove(model);
         let delay = retry_delay(
             ctx.settings.learning.retry_delay,
             attempt,
             retries,
             learning,
-        );
+        )
+        .filter(|_| !moot);
         let retry = delay.is_some();
         error!(model, attempt, retry, reason = %reason, "Training run failed; the daemon keeps serving.");
         ctx.event(serde_json::json!({
@@ -536,13 +592,34 @@ impl Models {
         }
     }
 
-    /// The first version of a learning model: load and check it, take the window queue back
-    /// from the learner and start a scorer on it.
+    /// A learning model's first version chosen by an operator (`reason`: "registry" or
+    /// "control"): it serves, and the run training one from the stream, in flight or waiting
+    /// for its retry, is moot ([`Models::superseded`]).
+    async fn serve_chosen(
+        &mut self,
+        ctx: &Context<'_>,
+        model: &str,
+        version: &str,
+        reason: &str,
+    ) -> Result<(), LifecycleError> {
+        self.first_version(ctx, model, version, reason).await?;
+        let retry_pending = self.attempts.remove(model).is_some();
+        if self.training.contains(model) || retry_pending {
+            self.superseded.insert(model.to_owned());
+        }
+        ctx.metrics.set_phase(model, "monitoring");
+        Ok(())
+    }
+
+    /// The first version of a learning model (trained from the stream, or activated in the
+    /// registry by hand, `reason`): load and check it, take the window queue back from the
+    /// learner and start a scorer on it.
     async fn first_version(
         &mut self,
         ctx: &Context<'_>,
         model: &str,
         version: &str,
+        reason: &str,
     ) -> Result<(), LifecycleError> {
         let scorer =
             load_off_runtime(ctx.settings, model, self.registry.path(model, version)).await?;
@@ -612,11 +689,21 @@ impl Models {
         self.served.insert(model.to_owned(), version.to_owned());
         // The version serves from here on, whatever happens to the pointer (as in `activate`).
         // Without the pointer a restart learns again: the saved learning progress then stays,
-        // so it resumes rather than starts over.
-        if let Err(e) = crate::durable::on_disk(|| {
-            self.registry
-                .activate(model, version, "trained from the stream")
-        }) {
+        // so it resumes rather than starts over. A pointer an operator set while the model
+        // learnt (`ebgand models import --activate`) is left where it is: the registry watch,
+        // which follows models with a scorer, activates it next.
+        let pointer = self.registry.active(model).ok().flatten();
+        let pointed = match &pointer {
+            Some(chosen) if chosen == version => Ok(()),
+            Some(chosen) => {
+                info!(model, version, pointer = %chosen, "The registry pointer moved while this version loaded: left where it is, the watch activates it next.");
+                Ok(())
+            }
+            None => {
+                crate::durable::on_disk(|| self.registry.activate(model, version, reason).map(drop))
+            }
+        };
+        if let Err(e) = pointed {
             error!(model, version, error = %e, "Serving the first version, but the registry pointer could not be written: a restart learns again.");
         } else if let Err(e) = recent::forget_saved(&ctx.settings.learning.dir.join(model)) {
             warn!(model, error = %e, "Cannot remove the saved learning progress; it is removed at the next start.");
@@ -625,13 +712,10 @@ impl Models {
             .reloads
             .get_or_create(&StateLabel { state: "swapped" })
             .inc();
-        info!(
-            model,
-            version, "First model version trained from the stream is serving."
-        );
+        info!(model, version, reason, "First model version serving.");
         ctx.event(serde_json::json!({
             "event": "activated", "model": model, "version": version, "previous": null,
-            "reason": "trained from the stream",
+            "reason": reason,
         }))
         .await;
         Ok(())

@@ -714,3 +714,102 @@ async fn a_retrained_version_warms_up_in_shadow_across_a_restart_and_no_stream_l
     );
     daemon.shutdown().await.unwrap();
 }
+
+/// An operator who activates a version while the model still learns (`ebgand models import
+/// --activate`, the registry watch) ends the learning, as a start with that pointer would:
+/// the version serves at once, its streams calibrated on the learning windows, and the
+/// training run in flight for a first version is kept in the registry, not served over that
+/// choice. Before, the registry watch did not follow a learning model, and the first trained
+/// version overwrote the operator's pointer. An `activate` command for a version that cannot
+/// serve leaves the model learning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_activated_by_hand_while_the_model_learns_serves_at_once() {
+    let broker = Mosquitto::start().await;
+    let prefix = "handlearn";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = learns_by_probability(broker.port, prefix, "learn_windows = 128");
+    // The training run waits 3 s before it starts: the operator's choice lands while it runs.
+    let slow = tempfile::tempdir().unwrap();
+    let python = slow.path().join("python");
+    std::fs::write(
+        &python,
+        format!(
+            "#!/bin/sh\nsleep 3\nexec {} \"$@\"\n",
+            s.train.python.display()
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&python).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&python, perms).unwrap();
+    s.train.python = python;
+    let daemon = TestDaemon::start(s.clone()).await;
+    let mut tx = Sender::start(broker.port).await;
+    tx.publish(
+        &format!("{prefix}/control/activate"),
+        r#"{"model":"vibration","version":"chosen"}"#,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the command failed", || {
+        !obs.events(prefix, "command_failed").is_empty()
+    })
+    .await;
+    let failed = &obs.events(prefix, "command_failed")[0];
+    assert!(
+        failed["reason"].as_str().unwrap().contains("chosen"),
+        "{failed}"
+    );
+
+    // The learning period ends and a first version trains; meanwhile the operator's.
+    let mut m = Machine::new(9);
+    publish_windows(&mut tx, &mut m, 300, false).await;
+    tx.flushed().await;
+    eventually(Duration::from_secs(20), "the training run", || {
+        !obs.events(prefix, "training_started").is_empty()
+    })
+    .await;
+    let registry = ebgand::model::Registry::open(&s.registry.dir).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    registry
+        .import(&fixture_version(folder.path(), "chosen", |m| m))
+        .unwrap();
+    registry
+        .activate("vibration", "chosen", "cli import")
+        .unwrap();
+    eventually(Duration::from_secs(10), "the operator's version", || {
+        !obs.events(prefix, "activated").is_empty()
+    })
+    .await;
+    let activated = &obs.events(prefix, "activated")[0];
+    assert_eq!(activated["version"], "chosen", "{activated}");
+    assert_eq!(activated["reason"], "registry");
+    eventually(
+        Duration::from_secs(60),
+        "the trained version kept aside",
+        || !obs.events(prefix, "refused").is_empty(),
+    )
+    .await;
+    let kept = &obs.events(prefix, "refused")[0];
+    assert_ne!(kept["version"], "chosen");
+    assert_eq!(kept["serving"], "chosen", "{kept}");
+    assert!(
+        registry
+            .path("vibration", kept["version"].as_str().unwrap())
+            .is_dir()
+    );
+    // Judged at once by the operator's version: its streams learnt from the learning windows.
+    publish_windows(&mut tx, &mut m, 5, false).await;
+    tx.flushed().await;
+    judged_from_the_version_s_first_window(&obs, prefix, "chosen", 300).await;
+    daemon.shutdown().await.unwrap();
+    obs.settled().await;
+    assert_eq!(
+        obs.events(prefix, "activated").len(),
+        1,
+        "served over the choice"
+    );
+    assert_eq!(
+        registry.active("vibration").unwrap().as_deref(),
+        Some("chosen")
+    );
+}

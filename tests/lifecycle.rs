@@ -419,6 +419,13 @@ async fn an_operator_s_activation_ends_a_warm_up() {
     let mut s = settings(broker.port, prefix, &toml);
     s.registry.gate_min_windows = 0;
     let (registry, _versions) = registry_with(&s, &["retrained", "chosen"]);
+    // As a daemon that served the fixture left it (a seed activates, which ends a warm-up).
+    registry
+        .seed(
+            "vibration",
+            Some(&root().join("models/vibration/fixture-1")),
+        )
+        .unwrap();
     registry
         .set_warming("vibration", Some("retrained"))
         .unwrap();

@@ -154,6 +154,8 @@ pub async fn run(
         attempts: HashMap::new(),
         shadowing: HashMap::new(),
         warming: HashSet::new(),
+        superseded: HashSet::new(),
+        unservable: HashMap::new(),
         scorer: Some(scorer_ctx.clone()),
     };
     let mut queues: HashMap<String, mpsc::Sender<Window>> = HashMap::new();

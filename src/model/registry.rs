@@ -307,18 +307,24 @@ impl Registry {
     }
 
     /// Makes `version` the active version of `name` (it must be in the registry and valid),
-    /// recording why. Returns the version it replaced.
+    /// recording why, and ends any warm-up record (`WARMING`): a version activated, whether
+    /// the warming one promoted or another chosen (by `ebgand models activate` or `rollback`
+    /// while the daemon was stopped, too), leaves nothing to resume. Returns the version it
+    /// replaced.
     ///
     /// # Errors
     /// [`RegistryError::UnknownVersion`], [`RegistryError::Invalid`] or an I/O error; the
-    /// active pointer is then unchanged.
+    /// active pointer is then unchanged (an error clearing `WARMING` comes after the pointer
+    /// and its history are written).
     pub fn activate(
         &self,
         name: &str,
         version: &str,
         reason: &str,
     ) -> Result<Option<String>, RegistryError> {
-        self.activate_with(name, version, reason, None)
+        let previous = self.activate_with(name, version, reason, None)?;
+        self.set_warming(name, None)?;
+        Ok(previous)
     }
 
     /// Puts the pointer back to `version` after the daemon refused `refused`; rollback skips
@@ -415,9 +421,10 @@ impl Registry {
     }
 
     /// What `prune(name, keep, spare)` would remove: every version but the active one, the
-    /// `keep - 1` others activated or created most recently (the last activation in the
-    /// history, else the manifest's creation time), and those in `spare` (a version a running
-    /// daemon holds: served, or in shadow).
+    /// one warming up (`WARMING`: a daemon holds it in shadow, or resumes its warm-up at its
+    /// next start), the `keep - 1` others activated or created most recently (the last
+    /// activation in the history, else the manifest's creation time), and those in `spare` (a
+    /// version a running daemon holds: served, or in shadow).
     ///
     /// # Errors
     /// [`RegistryError::Io`] when the folder or the history cannot be read.
@@ -428,12 +435,13 @@ impl Registry {
         spare: &[&str],
     ) -> Result<Vec<String>, RegistryError> {
         let active = self.active(name)?;
+        let warming = self.warming(name)?;
         let history = self.history(name)?;
         // One manifest read per version: the creation times `versions` sorts by.
         let mut others: Vec<(u64, String)> = self
             .created(name)?
             .into_iter()
-            .filter(|(_, v)| Some(v) != active.as_ref())
+            .filter(|(_, v)| Some(v) != active.as_ref() && Some(v) != warming.as_ref())
             .map(|(created, v)| {
                 let activated = history
                     .iter()
@@ -583,6 +591,14 @@ mod tests {
         assert_eq!(reg.warming("vibration").unwrap(), None);
         // Clearing what is not there is not an error.
         reg.set_warming("vibration", None).unwrap();
+        // Any activation ends the record: another version chosen by hand (here while no
+        // daemon runs, which would otherwise resume the warm-up at its next start and
+        // promote it over that choice), or the warming version itself.
+        for v in ["v1", "v2"] {
+            reg.set_warming("vibration", Some("v2")).unwrap();
+            reg.activate("vibration", v, "cli").unwrap();
+            assert_eq!(reg.warming("vibration").unwrap(), None, "activating {v}");
+        }
     }
 
     #[test]
@@ -656,6 +672,10 @@ mod tests {
         assert_eq!(reg.prunable("vibration", 2, &[]).unwrap(), ["v3", "v2"]);
         // A version the daemon holds (a shadow) is spared.
         assert_eq!(reg.prunable("vibration", 2, &["v2"]).unwrap(), ["v3"]);
+        // So is the one warming up, whether or not a daemon runs to say so.
+        reg.set_warming("vibration", Some("v3")).unwrap();
+        assert_eq!(reg.prunable("vibration", 2, &[]).unwrap(), ["v2"]);
+        reg.set_warming("vibration", None).unwrap();
         assert_eq!(reg.prune("vibration", 2, &[]).unwrap(), ["v3", "v2"]);
         assert_eq!(reg.versions("vibration").unwrap(), ["v1", "v4"]);
         assert_eq!(reg.active("vibration").unwrap().as_deref(), Some("v1"));
