@@ -60,7 +60,9 @@ pub struct Calibration {
     pub tail_quantile: f64,
     /// Excesses each channel's part ([`Calibration::per_channel`]) fits its tail from at
     /// least: while fewer than `part_tail_excesses / (1 - tail_quantile)` windows are learnt
-    /// (2,000 at the defaults), a part's tail is modelled above the quantile that leaves this
+    /// (2,000 at the defaults), counted as the memory weighs them (with `memory_windows` 8,640,
+    /// 2,000 weigh as much as about 2,270 windows; never, below 2,000), a part's tail is
+    /// modelled above the quantile that leaves this
     /// many over it instead of above `tail_quantile`. A window is read against the most
     /// unusual of its energy and its parts, so of nine tails fitted from a handful of
     /// excesses each, the one fitted worst sets the probability (SKAB, 385 windows learnt and
@@ -288,7 +290,7 @@ impl Calibrator {
     /// The bar a window's probability must reach to count toward a raise, for a stream whose
     /// alert probability is `alert`: `alert` itself, or for a thin stream, judged after a
     /// learning period shorter than `learn_windows` ([`Calibrator::learnt_from_seed`]),
-    /// `1 - (1 - alert) x thin_widen`, kept above the tail quantile. A thin stream has little
+    /// `1 - (1 - alert) x thin_widen`, no lower than the tail quantile. A thin stream has little
     /// history to be judged against: on look-alikes of NAB's short streams (217-336 windows
     /// learnt) the stream's own bar missed half their anomalies, where a miss costs as much as
     /// nine false alerts (docs/EVALUATION-ROUNDS.md, round twenty-one).

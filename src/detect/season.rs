@@ -81,6 +81,9 @@ use crate::pipeline::{Mark, RawWindow, Seconds};
 pub const MAX_VALUES: usize = 32_768;
 
 const DAY_S: f64 = 86_400.0;
+/// The largest squared residual a sample counts for ([`Season::take`]): far past any real
+/// departure, and a window's sum of them (a million rows) stays a finite f32.
+const RESIDUAL_MAX: f64 = 1e30;
 /// The longest gap beyond a window a watch fills, in seconds.
 const FILL_S: f64 = 3_600.0;
 
@@ -689,14 +692,20 @@ impl Season {
         let p = self.period;
         let at = (self.taken % p as u64) as usize * self.channels;
         let seen = self.taken / p as u64; // seasons this moment has been seen in
-        let mut residual = 0.0;
+        let mut residual = 0.0_f64;
         if seen > 0 {
             for (ch, &x) in sample.iter().enumerate() {
                 if self.scale[ch] > 0.0 {
-                    residual += (x - self.profile[at + ch]).powi(2) / self.scale[ch];
+                    let d = f64::from(x) - f64::from(self.profile[at + ch]);
+                    residual += d * d / f64::from(self.scale[ch]);
                 }
             }
         }
+        // A garbled sample (1e20 from a raw register) squares past f32: an infinite residual
+        // would be saved as null and make the seasons file unreadable. Capped, it still makes
+        // its windows' seasonal energy huge (probability 1), and the sum of a window's
+        // residuals stays finite.
+        let residual = residual.min(RESIDUAL_MAX) as f32;
         if fold {
             self.fold(self.taken, sample, seasons);
         }

@@ -181,12 +181,24 @@ pub fn load(dir: &Path) -> Result<Checkpoint, CheckpointError> {
     Ok(read(dir, FILE)?.unwrap_or_default())
 }
 
-/// Reads `dir/seasons.json`; empty when there is none.
+/// Reads `dir/seasons.json`; empty when there is none. Stream by stream: a stream whose
+/// season cannot be read is logged and left out (it watches for its season again), the
+/// others keep theirs.
 ///
 /// # Errors
-/// [`CheckpointError`] when it exists but cannot be read or parsed.
+/// [`CheckpointError`] when it exists but cannot be read, or is not a JSON object.
 pub fn load_seasons(dir: &Path) -> Result<StreamSeasons, CheckpointError> {
-    Ok(read(dir, SEASONS_FILE)?.unwrap_or_default())
+    let raw: HashMap<String, serde_json::Value> = read(dir, SEASONS_FILE)?.unwrap_or_default();
+    Ok(raw
+        .into_iter()
+        .filter_map(|(stream, value)| match serde_json::from_value(value) {
+            Ok(season) => Some((stream, season)),
+            Err(e) => {
+                tracing::error!(stream = %stream, error = %e, "Cannot read the stream's season; it watches for a season again.");
+                None
+            }
+        })
+        .collect())
 }
 
 fn read<T: serde::de::DeserializeOwned>(
@@ -363,6 +375,15 @@ mod tests {
         let mut back = load(dir.path()).unwrap().streams;
         join_seasons(&mut back, load_seasons(dir.path()).unwrap());
         assert_eq!(back, whole);
+
+        // A stream whose season cannot be read loses only its own.
+        let text = std::fs::read_to_string(dir.path().join(SEASONS_FILE)).unwrap();
+        let mut raw: serde_json::Value = serde_json::from_str(&text).unwrap();
+        raw["broken"] = serde_json::json!({ "period": "not a number" });
+        std::fs::write(dir.path().join(SEASONS_FILE), raw.to_string()).unwrap();
+        let read = load_seasons(dir.path()).unwrap();
+        assert_eq!(read.len(), 2, "{:?}", read.keys());
+        assert!(read.contains_key("gone") && !read.contains_key("broken"));
 
         // An earlier version's checkpoint kept the season in it: that one stays.
         let mut inline = whole.clone();

@@ -745,3 +745,26 @@ fn a_moment_weighs_by_the_seasons_it_holds() {
     assert_eq!(behind, 100 - (W - 1));
     assert!(s.folded.iter().all(|&n| n == 2 || n == 3), "{:?}", s.folded);
 }
+
+/// A garbled sample (1e25, from a raw register read wrong) squares past f32. Its residual is
+/// capped: the window is plainly unusual, and the season is still saved as numbers (an
+/// infinite residual was saved as null, and the seasons file could not be read back).
+#[test]
+fn a_garbled_sample_is_unusual_and_the_season_still_saves() {
+    let mut s = Season::default();
+    let series = |i| demand(i, &[]);
+    run(&mut s, W as u64 - 1, 3 * 336 + 10, &series);
+    assert_eq!(s.period(), Some(336));
+    let next = 3 * 336 + 10;
+    let glitch = |i: u64| if i == next { 1e25_f32 } else { series(i) };
+    let p = run(&mut s, next, next + 1, &glitch);
+    assert!(p[0].is_some_and(|p| p > 0.9999), "{p:?}");
+    for _ in 0..2 {
+        let json = serde_json::to_string(&s).expect("serialises");
+        assert!(!json.contains("null"), "{json}");
+        let back: Season = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(back.residuals, s.residuals);
+        // The glitch stays in the window's residuals for W samples.
+        run(&mut s, next + 1, next + W as u64 - 1, &glitch);
+    }
+}
