@@ -399,7 +399,18 @@ impl Source {
     /// connection, but the ingest stage may have handed it one since, under the old number;
     /// emptying it again under the gate drops those (other requests are kept for the next
     /// connection, as rumqttc keeps them).
+    ///
+    /// rumqttc reads up to ten packets at a time and keeps the ones it has not yielded in its
+    /// state when a later one fails: publishes of the lost connection, which it would yield
+    /// first on the next one. They are taken here, under the old number, so their acks are
+    /// never sent on the new connection, where their packet ids may name other messages (a
+    /// broker restarted without its sessions numbers afresh).
     fn connection_lost(&mut self) {
+        while let Some(ev) = self.eventloop.state.events.pop_front() {
+            if let Event::Incoming(Incoming::Publish(p)) = ev {
+                self.arrived(p);
+            }
+        }
         let mut gate = self.gate.lock();
         self.connection += 1;
         *gate = self.connection;
