@@ -218,10 +218,10 @@ fn worker_errors_are_reported_and_nothing_is_left_behind() {
     assert!(err.contains("exists"), "{err}");
 }
 
-/// `ebgand train` of a million steps (far longer than any test waits) into `out`.
-fn long_training(data: &Path, out: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebgand"));
-    cmd.args([
+/// `ebgand train`'s arguments for a vibration model of 64-sample windows trained on `data` for
+/// `steps` steps into `out`.
+fn steps_into<'a>(data: &'a Path, steps: &'a str, out: &'a Path) -> [&'a str; 10] {
+    [
         "train",
         data.to_str().unwrap(),
         "--name",
@@ -229,11 +229,18 @@ fn long_training(data: &Path, out: &Path) -> Command {
         "--window",
         "64",
         "--steps",
-        "1000000",
-    ])
-    .args(["--out", out.to_str().unwrap()])
-    .current_dir(root())
-    .env("ORT_DYLIB_PATH", ort_library());
+        steps,
+        "--out",
+        out.to_str().unwrap(),
+    ]
+}
+
+/// `ebgand train` of a million steps (far longer than any test waits) into `out`.
+fn long_training(data: &Path, out: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebgand"));
+    cmd.args(steps_into(data, "1000000", out))
+        .current_dir(root())
+        .env("ORT_DYLIB_PATH", ort_library());
     cmd
 }
 
@@ -414,4 +421,32 @@ fn score_replays_continual_learning_and_no_stream_learns_again_after_a_promotion
         // calibration on.
         assert_eq!(v["learning"], seq < 32, "window {seq}: {v}");
     }
+}
+
+/// `[train] python` may be a bare name looked up in `PATH` (`python3`), as the preflight
+/// accepts it. Before, the worker was refused as missing unless the name was a file in the
+/// working folder.
+#[test]
+fn the_trainer_s_python_may_be_a_name_on_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = healthy_npy(dir.path(), 5, 4);
+    let out = dir.path().join("vibration/named");
+    let venv = trainer_python().parent().unwrap().to_owned();
+    let path = std::env::join_paths(
+        std::iter::once(venv).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let o = common::ebgand(
+        &steps_into(&data, "20", &out),
+        &[
+            ("EBGAND__TRAIN__PYTHON", "python3"),
+            ("PATH", path.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "train failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.join("manifest.toml").is_file());
 }

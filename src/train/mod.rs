@@ -171,12 +171,8 @@ pub async fn run_worker(
     if let Some(cache) = &settings.cache {
         cmd.arg("--cache").arg(cache);
     }
-    if !settings.python.exists() {
-        return Err(TrainError::Spawn {
-            python: settings.python.clone(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        });
-    }
+    // A path, or a bare name looked up in PATH (`python3`), as the preflight checks it; a
+    // missing one fails here with NotFound.
     let mut child = cmd.spawn().map_err(|source| TrainError::Spawn {
         python: settings.python.clone(),
         source,
