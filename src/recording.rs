@@ -263,8 +263,24 @@ fn read_wav(path: &Path) -> Result<Recording, RecordingError> {
     })
 }
 
-/// A 1-D or 2-D float32/float64 array as `samples x channels` float32.
+/// `a` when every value is a finite float32, as the daemon takes only those (it drops a
+/// message holding NaN, an infinity, or a float64 past float32's range).
+fn finite(path: &Path, a: Array2<f32>) -> Result<Array2<f32>, RecordingError> {
+    match a.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        None => Ok(a),
+        Some(((row, channel), v)) => Err(array_err(
+            path,
+            format!("sample {row} of channel {channel} is {v}: not a finite float32"),
+        )),
+    }
+}
+
+/// A 1-D or 2-D float32/float64 array as `samples x channels` float32, every value finite.
 fn read_npy(path: &Path) -> Result<Array2<f32>, RecordingError> {
+    read_npy_any(path).and_then(|a| finite(path, a))
+}
+
+fn read_npy_any(path: &Path) -> Result<Array2<f32>, RecordingError> {
     use ndarray_npy::read_npy;
     if let Ok(a) = read_npy::<_, Array2<f64>>(path) {
         return Ok(a.mapv(|v| v as f32));
@@ -286,6 +302,10 @@ fn read_npy(path: &Path) -> Result<Array2<f32>, RecordingError> {
 }
 
 fn read_npz(path: &Path, key: Option<&str>) -> Result<Array2<f32>, RecordingError> {
+    read_npz_any(path, key).and_then(|a| finite(path, a))
+}
+
+fn read_npz_any(path: &Path, key: Option<&str>) -> Result<Array2<f32>, RecordingError> {
     use ndarray::{Ix1, Ix2, OwnedRepr};
     let key = key.ok_or_else(|| RecordingError::Usage("an .npz file needs --key NAME".into()))?;
     let f = std::fs::File::open(path).map_err(|source| RecordingError::Io {
@@ -371,7 +391,8 @@ fn read_csv(path: &Path, args: &InputArgs) -> Result<Recording, RecordingError> 
         for (c, &col) in columns.iter().enumerate() {
             let text = rec.get(col).unwrap_or_default().trim();
             match text.parse::<f64>() {
-                Ok(v) if v.is_finite() => samples[[r, c]] = v as f32,
+                // Finite as a float32 too, as the daemon decodes it (1e39 is not).
+                Ok(v) if (v as f32).is_finite() => samples[[r, c]] = v as f32,
                 _ => {
                     return Err(RecordingError::Value {
                         row: r + 1,
@@ -423,6 +444,34 @@ mod tests {
         ndarray_npy::write_npy(&empty, &Array2::<f32>::zeros((4, 0))).unwrap();
         let err = read(&empty, &InputArgs::default()).unwrap_err().to_string();
         assert!(err.contains("no numeric column"), "{err}");
+    }
+
+    /// Values the daemon would drop (NaN, infinities, past float32's range) are refused
+    /// with where they are, not scored as probability 1 or trained on.
+    #[test]
+    fn values_that_are_not_finite_float32_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.csv");
+        std::fs::write(&p, "a\n1\n1e39\n").unwrap();
+        let err = read(&p, &InputArgs::default()).unwrap_err().to_string();
+        assert!(err.contains("1e39"), "{err}");
+        for (name, v) in [("nan.npy", f64::NAN), ("big.npy", 1e39)] {
+            let path = dir.path().join(name);
+            ndarray_npy::write_npy(&path, &ndarray::arr1(&[1.0, 2.0, v])).unwrap();
+            let err = read(&path, &InputArgs::default()).unwrap_err().to_string();
+            assert!(err.contains("sample 2 of channel 0"), "{err}");
+        }
+        let npz = dir.path().join("x.npz");
+        let mut w = ndarray_npy::NpzWriter::new(std::fs::File::create(&npz).unwrap());
+        w.add_array("x", &ndarray::arr2(&[[1.0_f32, f32::INFINITY]]))
+            .unwrap();
+        w.finish().unwrap();
+        let args = InputArgs {
+            key: Some("x".into()),
+            ..InputArgs::default()
+        };
+        let err = read(&npz, &args).unwrap_err().to_string();
+        assert!(err.contains("sample 0 of channel 1 is inf"), "{err}");
     }
 
     #[test]
