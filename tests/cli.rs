@@ -453,7 +453,9 @@ fn score_stream_judges_as_the_daemon_judges_that_stream() {
          format = \"array\"\nwindow = 64\n\
          [[streams]]\nname = \"press\"\ntopic = \"press/+\"\nmodel = \"vibration\"\n\
          format = \"object\"\nfields = [\"v\"]\ntimestamp_field = \"t\"\nwindow = 64\n\
-         learn_windows = 64\naccept_after_s = 200\n",
+         learn_windows = 64\naccept_after_s = 200\n\
+         [[streams]]\nname = \"half\"\ntopic = \"half/+\"\nmodel = \"vibration\"\n\
+         format = \"array\"\nwindow = 64\nhop = 32\n",
     )
     .unwrap();
     let score_file = |extra: &[&str], file: &std::path::Path| score_fixture(&config, extra, file);
@@ -493,11 +495,20 @@ fn score_stream_judges_as_the_daemon_judges_that_stream() {
         judged(&["--stream", "pump", "--accept-after", "0"]),
         (64, vec![raised.clone()])
     );
+    // Its hop too: windows half a window apart, unless --hop says otherwise.
+    let count = |extra: &[&str]| window_lines(&score(extra)).len();
+    let (apart, half) = (count(&[]), count(&["--stream", "half"]));
+    assert_eq!(
+        half,
+        2 * apart - 1,
+        "{apart} windows apart, {half} half a window apart"
+    );
+    assert_eq!(count(&["--stream", "half", "--hop", "64"]), apart);
     let o = score(&["--stream", "pmup"]);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("--stream pmup: the config (")
-            && stderr(&o).contains("it has: pump, fan, press"),
+            && stderr(&o).contains("it has: pump, fan, press, half"),
         "{}",
         stderr(&o)
     );

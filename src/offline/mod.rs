@@ -35,7 +35,8 @@ pub struct ScoreArgs {
     /// How to read it.
     #[command(flatten)]
     pub input: InputArgs,
-    /// Hop between windows in samples (default: the model's window, no overlap).
+    /// Hop between windows in samples (default: the `--stream`'s configured hop, else the
+    /// model's window, no overlap; for a log-mel audio model, 1 frame).
     #[arg(long)]
     pub hop: Option<usize>,
     /// How windows are judged: `probability` (calibrated on the recording's own first windows,
@@ -232,7 +233,11 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let stream = StreamInfo::new(id, judging, hysteresis, c)
         .named(names)
         .tuned_by(own.map(|s| s.tuning).unwrap_or_default());
-    let hop = args.hop.unwrap_or(if is_audio { 1 } else { w });
+    let hop = args.hop.unwrap_or(match own {
+        _ if is_audio => 1,
+        Some(s) => s.hop.get(),
+        None => w,
+    });
     if hop == 0 || hop > w {
         bail!("--hop {hop} must be between 1 and the model's window ({w})");
     }
@@ -259,7 +264,9 @@ pub fn score(args: &ScoreArgs, config: Option<&Path>) -> anyhow::Result<()> {
     for chunk in windows.chunks(OFFLINE_BATCH) {
         data.clear();
         for w in chunk {
-            stream.drift.apply(&w.data, &mut data, None);
+            // As the daemon's scorer: a drift set under the version before a promotion
+            // (`--retrain-every`) is not taken off for the new one.
+            stream.drift.apply(&w.data, &mut data, Some(&model.version));
         }
         residual.clear();
         let energies = scorer.score_explained(&data, chunk.len(), Some(&mut residual))?;
