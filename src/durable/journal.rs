@@ -95,6 +95,9 @@ pub struct Journal {
     writer: BufWriter<File>,
     next_pos: u64,
     unsynced: bool,
+    /// A write or sync failed (a full disk): the segment may end in a torn record. The next
+    /// append starts a new segment, not after the tear, where reading back would stop.
+    failed: bool,
     /// `dir/lock`, locked (flock) for as long as the journal is open; the kernel releases it
     /// when the process ends, however it ends.
     _lock: File,
@@ -231,6 +234,7 @@ impl Journal {
             writer,
             next_pos,
             unsynced: false,
+            failed: false,
             _lock: lock,
         };
         Ok((journal, records))
@@ -267,8 +271,10 @@ impl Journal {
                 });
             }
         };
-        if self.rotates_next() {
-            self.rotate()?;
+        if self.failed {
+            self.start_over()?;
+        } else if self.rotates_next() {
+            self.rotate().inspect_err(|_| self.failed = true)?;
         }
 
         let pos = self.next_pos;
@@ -288,7 +294,8 @@ impl Journal {
         self.writer
             .write_all(&frame)
             .and_then(|()| self.writer.write_all(&body))
-            .map_err(io_err(&self.current.path))?;
+            .map_err(io_err(&self.current.path))
+            .inspect_err(|_| self.failed = true)?;
         self.next_pos = self.next_pos.saturating_add(1);
         self.unsynced = true;
         self.current.bytes += (FRAME + body_len) as u64;
@@ -306,8 +313,13 @@ impl Journal {
             return Ok(());
         }
         let path = &self.current.path;
-        self.writer.flush().map_err(io_err(path))?;
-        self.writer.get_ref().sync_data().map_err(io_err(path))?;
+        let synced = self
+            .writer
+            .flush()
+            .and_then(|()| self.writer.get_ref().sync_data())
+            .map_err(io_err(path));
+        self.failed |= synced.is_err();
+        synced?;
         self.unsynced = false;
         Ok(())
     }
@@ -375,6 +387,25 @@ impl Journal {
     /// the folder's).
     pub fn rotates_next(&self) -> bool {
         self.current.records > 0 && self.current.bytes >= self.segment_bytes
+    }
+
+    /// After a failed write or sync: a new segment at `next_pos`, the old writer's buffer
+    /// dropped unwritten (records never synced; written now, they could follow a tear).
+    fn start_over(&mut self) -> Result<(), JournalError> {
+        let path = segment_path(&self.dir, self.next_pos);
+        let fresh = BufWriter::new(create_segment(&path)?);
+        let (_old, _unwritten) = std::mem::replace(&mut self.writer, fresh).into_parts();
+        let new = Segment {
+            path,
+            bytes: 0,
+            records: 0,
+        };
+        let old = std::mem::replace(&mut self.current, new);
+        tracing::warn!(segment = %old.path.display(), next = %self.current.path.display(), "Journal write failed earlier; appending to a new segment.");
+        self.closed.push_back(old);
+        self.failed = false;
+        self.unsynced = false;
+        sync_dir(&self.dir)
     }
 
     /// Flushes and fsyncs the current segment, then starts a new one at `next_pos`.
@@ -544,6 +575,31 @@ mod tests {
         assert_eq!(r.topic, format!("s/{n}"));
         assert_eq!((r.start, r.samples, r.end()), (n * 10, 10, n * 10 + 10));
         assert_eq!(r.payload, format!("payload {n}").into_bytes());
+    }
+
+    /// A record past BufWriter's buffer goes to the file directly: a full disk can leave half
+    /// of it there. Records synced after the failure go to a new segment and are read back
+    /// (before, they followed the tear, where reading stops). The tear is written by hand; a
+    /// read-only handle fails as the full disk would.
+    #[test]
+    fn records_after_a_failed_write_are_not_lost_behind_its_tear() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 1 << 20).unwrap();
+        add(&mut j, 0);
+        j.sync().unwrap();
+        let seg = j.current.path.clone();
+        let mut torn = OpenOptions::new().append(true).open(&seg).unwrap();
+        torn.write_all(&[40, 0, 0, 0, 1, 2]).unwrap();
+        let full = BufWriter::new(File::open(&seg).unwrap());
+        drop(std::mem::replace(&mut j.writer, full).into_parts());
+        add(&mut j, 1);
+        assert!(j.sync().is_err());
+        add(&mut j, 2);
+        j.sync().unwrap();
+        drop(j);
+        let (_, got) = Journal::open(dir.path(), 1 << 20).unwrap();
+        let pkids: Vec<u16> = got.iter().map(|r| r.pkid).collect();
+        assert_eq!(pkids, [0, 2], "record 1 was never synced");
     }
 
     #[test]

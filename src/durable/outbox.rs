@@ -96,6 +96,10 @@ pub struct Outbox {
     last: BTreeMap<String, u64>,
     /// Each stream's raise not cleared yet: its alert id and time.
     open: BTreeMap<String, (u64, String)>,
+    /// A write failed (a full disk) and may have left part of a line: the next append
+    /// rewrites the file first ([`Outbox::compact`]), or its line would be glued to the part
+    /// and skipped as unreadable at the next start.
+    torn: bool,
 }
 
 /// Links an alert to the incident it belongs to: a raise opens one (`open` remembers its id and
@@ -217,6 +221,7 @@ impl Outbox {
             lines: 0,
             last,
             open,
+            torn: false,
         };
         outbox.compact()?;
         Ok(outbox)
@@ -268,14 +273,20 @@ impl Outbox {
     }
 
     fn append(&mut self, l: &Line, sync: bool) -> Result<(), OutboxError> {
+        if self.torn {
+            self.compact()?;
+            self.torn = false;
+        }
         let io = |source| OutboxError::Io {
             path: self.path.clone(),
             source,
         };
-        self.file.write_all(line(l).as_bytes()).map_err(io)?;
-        if sync {
-            self.file.sync_data().map_err(io)?;
-        }
+        let written = self
+            .file
+            .write_all(line(l).as_bytes())
+            .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+        self.torn = written.is_err();
+        written.map_err(io)?;
         self.lines += 1;
         Ok(())
     }
@@ -540,6 +551,30 @@ mod tests {
         assert!(matches!(o.add("t", alert(3)), Err(OutboxError::Full(2))));
         o.done(1).unwrap();
         assert_eq!(o.add("t", alert(3)).unwrap().id, 3);
+    }
+
+    /// A failed write (a full disk) can leave part of a line. The next alert's line is not
+    /// glued to it (and lost with it at the next start): the file is rewritten first. The
+    /// part is written by hand; a read-only handle fails as the full disk would.
+    #[test]
+    fn an_alert_after_a_failed_write_is_not_lost_with_its_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.jsonl");
+        let mut o = Outbox::open(dir.path(), 10).unwrap();
+        o.add("t", alert(1)).unwrap();
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"add\":2,\"topic")
+            .unwrap();
+        o.file = File::open(&path).unwrap();
+        assert!(o.add("t", alert(2)).is_err());
+        assert_eq!(o.add("t", alert(3)).unwrap().id, 2);
+        drop(o);
+        let o = Outbox::open(dir.path(), 10).unwrap();
+        let ids: Vec<u64> = o.pending().iter().map(|p| p.id).collect();
+        assert_eq!(ids, [1, 2]);
     }
 
     #[test]
