@@ -114,11 +114,29 @@ impl Redeliveries {
 }
 
 /// Message ids in arrival order with a count per id, for constant-time lookups. An id taken
-/// out ([`Fifo::take`]) stays in the order until it would be evicted.
+/// out ([`Fifo::take`]) stays in the order until it would be evicted, counted in `taken`: a
+/// copy taken is always the id's oldest still held, so an eviction (oldest first) of that id
+/// drops a taken copy before a held one.
 #[derive(Debug, Default)]
 struct Fifo {
     order: VecDeque<MessageId>,
     count: HashMap<MessageId, u32>,
+    taken: HashMap<MessageId, u32>,
+}
+
+/// One fewer of `id` in `counts`; `false` when there is none.
+fn decrement(counts: &mut HashMap<MessageId, u32>, id: MessageId) -> bool {
+    match counts.get_mut(&id) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            true
+        }
+        Some(_) => {
+            counts.remove(&id);
+            true
+        }
+        None => false,
+    }
 }
 
 impl Fifo {
@@ -126,7 +144,9 @@ impl Fifo {
         while self.order.len() >= cap {
             match self.order.pop_front() {
                 Some(old) => {
-                    self.take(old);
+                    if !decrement(&mut self.taken, old) {
+                        decrement(&mut self.count, old);
+                    }
                 }
                 None => break,
             }
@@ -141,23 +161,21 @@ impl Fifo {
 
     /// Takes one `id` out; `false` when there is none.
     fn take(&mut self, id: MessageId) -> bool {
-        match self.count.get_mut(&id) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                true
-            }
-            Some(_) => {
-                self.count.remove(&id);
-                true
-            }
-            None => false,
+        let held = decrement(&mut self.count, id);
+        if held {
+            *self.taken.entry(id).or_default() += 1;
         }
+        held
     }
 
     /// Every id held, oldest first, as many times as it is held; leaves the fifo empty.
     fn drain(&mut self) -> Vec<MessageId> {
         let order = std::mem::take(&mut self.order);
-        let ids = order.into_iter().filter(|id| self.take(*id)).collect();
+        let mut taken = std::mem::take(&mut self.taken);
+        let ids = order
+            .into_iter()
+            .filter(|id| !decrement(&mut taken, *id) && decrement(&mut self.count, *id))
+            .collect();
         self.count.clear();
         ids
     }
@@ -173,6 +191,22 @@ mod tests {
 
     fn id(n: u32) -> MessageId {
         MessageId::of("sensors/m1/vibration", &n.to_le_bytes())
+    }
+
+    /// An id taken out stays in the order until evicted; evicting that copy must not take
+    /// the count of a newer copy of the same id (identical payloads on one topic), which
+    /// would then not be recognised when sent again.
+    #[test]
+    fn evicting_a_taken_copy_keeps_a_newer_one() {
+        let mut f = Fifo::default();
+        f.push(id(1), 3);
+        assert!(f.take(id(1)));
+        f.push(id(1), 3);
+        f.push(id(2), 3);
+        f.push(id(3), 3); // evicts the first copy of 1, the taken one
+        assert!(f.contains(id(1)), "the newer copy is still held");
+        assert_eq!(f.len(), 3);
+        assert_eq!(f.drain(), [id(1), id(2), id(3)]);
     }
 
     #[test]
