@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from . import graphs
+from . import graphs, version
 from .ort import artifacts, onnxblock, onnxruntime
 
 # Names of the files generate_artifacts writes for a step with the given prefix.
@@ -180,12 +180,21 @@ def _generate(arch, out):
             optimizer=artifacts.OptimType.AdamW, artifact_directory=out, prefix="g_")
 
 
+def remove_stale_builds(cache_root):
+    """Removes the temporary build folders (.build-*) a worker killed mid-way left in
+    cache_root (older than version.STALE_S; a younger one may be a concurrent trainer's)."""
+    version.remove_stale(Path(cache_root), ".build-*")
+
+
 def ensure(arch, cache_root):
     """Returns the folder holding the artifacts for arch (d_* and g_* files), generating them
     on a miss. Built in a temporary folder and renamed into place, so concurrent trainers and
-    interrupted builds never leave a half-written entry."""
+    interrupted builds never leave a half-written entry; one interrupted by SIGKILL is removed
+    by a later call (remove_stale_builds)."""
     cache_root = Path(cache_root)
     final = cache_root / cache_key(arch)
+    if cache_root.is_dir():
+        remove_stale_builds(cache_root)
     if final.is_dir():
         return final
     cache_root.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@ the temporal convolutional one), on a synthetic healthy vibration signal through
 then check the contract and the detection.
 
 - contract: stdout is JSON lines (start, steps, done), the folder holds model.onnx and a
-  manifest whose sha256 matches; an existing --out exits 2; SIGTERM exits 143 leaving nothing.
+  manifest whose sha256 matches; an existing --out exits 2; SIGTERM exits 143 leaving nothing;
+  the folders a killed worker left (artifact build, staging) are removed by the next run.
 - detection: ROC AUC of exported-model energies, healthy test windows against each fault
   (spike, 50 -> 65 Hz frequency shift, dead sensor), must reach TARGET_AUC in both modes.
   Subtler faults are scored too, for information.
@@ -175,6 +176,27 @@ def check_sigterm(tmp):
     check(not leftovers, f"SIGTERM left {leftovers}")
 
 
+def check_stale_leftovers(tmp):
+    """Folders a worker killed mid-way left (an artifact build, a version's staging) are
+    removed by the next run; recent ones (a concurrent run's) are not."""
+    from .artifacts import remove_stale_builds
+    from .version import STALE_S, staging
+    cache, models = tmp / "cache", tmp / "leftovers"
+    old = [cache / ".build-old", models / ".v1.tmp-old"]
+    new = [cache / ".build-new", models / ".v1.tmp-new"]
+    for p in old + new:
+        p.mkdir(parents=True)
+        (p / "model.onnx").write_bytes(b"half")
+    then = time.time() - STALE_S - 60
+    for p in old:
+        os.utime(p, (then, then))
+    remove_stale_builds(cache)
+    fresh = staging(models / "v1")
+    check(not any(p.exists() for p in old) and all(p.is_dir() for p in new),
+          f"leftovers: {sorted(os.listdir(cache))} {sorted(os.listdir(models))}")
+    fresh.rmdir()
+
+
 def main():
     t0 = time.monotonic()
     rng_train, rng_test, rng_fault = (np.random.default_rng(s)
@@ -189,6 +211,7 @@ def main():
                 summary["modes"][label] = train_mode(tmp, label, test, bad, harder)
             check_refuses_existing(tmp)
             check_sigterm(tmp)
+            check_stale_leftovers(tmp)
             try:
                 summary["nab_scorer"] = nab.check()
             except AssertionError as e:

@@ -1,10 +1,12 @@
 """A model version folder: `model.onnx` + `manifest.toml` (format 1, models/README.md), written
 beside its destination and renamed into place, so the daemon never sees a half-written one."""
+import contextlib
 import hashlib
 import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 FORMAT = 1
@@ -63,10 +65,26 @@ def check_free(out):
                      "or --out")
 
 
+# A temporary folder this old was left by a worker killed mid-way (SIGKILL after its grace):
+# nothing else would ever remove it. A younger one may be a concurrent run's.
+STALE_S = 3600
+
+
+def remove_stale(folder, pattern):
+    """Removes the folders in folder matching pattern older than STALE_S."""
+    now = time.time()
+    for p in folder.glob(pattern):
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime > STALE_S:
+                shutil.rmtree(p, ignore_errors=True)
+
+
 def staging(out):
     """A fresh temporary folder beside out (same file system, so the final rename is atomic).
-    The dot prefix marks it as not a model version for the daemon's registry."""
+    The dot prefix marks it as not a model version for the daemon's registry. One an earlier
+    run for out left (killed mid-way) is removed."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out.parent, f".{out.name}.tmp-*")
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
 
 
