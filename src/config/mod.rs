@@ -506,7 +506,12 @@ fn strict_env(env: &HashMap<String, String>) -> Vec<(String, String)> {
     let prefix = format!("{ENV_PREFIX}__");
     let mut problems = Vec::new();
     for (name, value) in vars {
-        let Some(path) = name.strip_prefix(&prefix) else {
+        // The config crate takes the prefix in any case (`ebgand__mqtt__port`): so does this.
+        let Some(path) = name
+            .get(..prefix.len())
+            .filter(|p| p.eq_ignore_ascii_case(&prefix))
+            .and_then(|_| name.get(prefix.len()..))
+        else {
             continue;
         };
         let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();

@@ -5,6 +5,8 @@ use crate::detect::Accept;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
+mod env;
+
 fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
     Some(
         pairs
@@ -65,29 +67,6 @@ fn home_assistant_discovery_is_checked() {
 }
 
 #[test]
-fn env_overrides_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, DOCUMENTED_CONFIG).unwrap();
-    let raw = RawConfig::load(
-        Some(&path),
-        env(&[
-            ("EBGAND__MQTT__HOST", "broker.local"),
-            ("EBGAND__MQTT__PORT", "2883"),
-        ]),
-    )
-    .unwrap();
-    let s = raw.validate().unwrap();
-    assert_eq!(
-        s.mqtt.brokers,
-        vec![Broker {
-            host: "broker.local".into(),
-            port: 2883
-        }]
-    );
-}
-
-#[test]
 fn several_brokers_parse_in_order_with_the_default_port() {
     let raw = RawConfig::from_toml(
         "[mqtt]\nport = 1884\nhosts = [\"a.lan:1883\", \"b.lan\", \"[fd00::3]:8883\"]\n",
@@ -125,80 +104,6 @@ fn bad_broker_lists_and_partition_prefixes_are_each_reported() {
     ] {
         assert!(all.contains(expected), "{expected:?} not in:\n{all}");
     }
-}
-
-#[test]
-fn env_is_read_as_strictly_as_the_file_and_every_problem_told_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, "[mqtt]\nkeep_alive_s = 1.5\n").unwrap();
-    let err = RawConfig::load(
-        Some(&path),
-        env(&[
-            ("EBGAND__MQTT__PORT", "64.9"),
-            ("EBGAND__MQTT__PUBLISH_ENERGY", "yes"),
-            ("EBGAND__MQTT__PASSWROD", "hunter2"),
-            ("EBGAND__MQTT__HOST", "10"),
-            ("EBGAND__NODE", "true"),
-            ("EBGAND__REGISTRY__MAX_FALSE_ALARM_RATE", "0.1"),
-            ("EBGAND_LOG", "debug"),
-        ]),
-    )
-    .unwrap_err()
-    .to_string();
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.trim_start().starts_with("- "))
-        .collect();
-    assert_eq!(lines.len(), 4, "{err}");
-    assert!(
-        err.contains("c.toml:2: invalid type: floating point `1.5`"),
-        "{err}"
-    );
-    assert!(
-        err.contains("EBGAND__MQTT__PORT: invalid type: floating point `64.9`, expected u16"),
-        "{err}"
-    );
-    assert!(
-        err.contains(
-            "EBGAND__MQTT__PUBLISH_ENERGY: invalid type: string \"yes\", expected a boolean"
-        ),
-        "{err}"
-    );
-    assert!(
-        err.contains("EBGAND__MQTT__PASSWROD: unknown field `passwrod`"),
-        "{err}"
-    );
-    assert!(
-        !err.contains("hunter2"),
-        "a mistyped key's value may be a secret: {err}"
-    );
-    // Strings that look like numbers or booleans stay strings; numbers parse as numbers.
-    let raw = RawConfig::load(
-        None,
-        env(&[
-            ("EBGAND__MQTT__HOST", "10"),
-            ("EBGAND__NODE", "true"),
-            ("EBGAND__MQTT__PASSWORD", "007"),
-            ("EBGAND__MQTT__PORT", "8883"),
-            ("EBGAND__MQTT__PUBLISH_ENERGY", "true"),
-            ("EBGAND__MQTT__CLIENT_ID", "1e3"),
-            ("EBGAND__MQTT__USERNAME", "u"),
-            ("EBGAND__REGISTRY__MAX_FALSE_ALARM_RATE", "0.1"),
-        ]),
-    )
-    .unwrap();
-    assert_eq!((raw.mqtt.host.as_str(), raw.node.as_str()), ("10", "true"));
-    assert_eq!(raw.mqtt.password.expose(), "007");
-    assert_eq!(
-        (
-            raw.mqtt.port,
-            raw.mqtt.publish_energy,
-            raw.mqtt.client_id.as_str()
-        ),
-        (8883, true, "1e3")
-    );
-    assert!((raw.registry.max_false_alarm_rate - 0.1).abs() < 1e-12);
 }
 
 #[test]
@@ -297,11 +202,27 @@ fn size_limits_and_the_idle_horizon_are_checked() {
 fn a_stream_cannot_subscribe_to_ebgands_own_topics() {
     let mut raw = RawConfig::from_toml(DOCUMENTED_CONFIG).unwrap();
     raw.streams[0].topic = "ebgand/+".into();
-    let err = raw.validate().unwrap_err().to_string();
+    let err = raw.clone().validate().unwrap_err().to_string();
     assert!(
-        err.contains("also matches ebgand's own topic \"ebgand/status\""),
+        err.contains("also matches ebgand's own topics ebgand/events"),
         "{err}"
     );
+    // Stream ids have several levels: `vibration/m1` alerts on ebgand/alerts/vibration/m1.
+    for topic in ["+/alerts/+/+", "+/+/+/+", "ebgand/energy/#"] {
+        raw.streams[0].topic = topic.into();
+        let err = raw.clone().validate().unwrap_err().to_string();
+        assert!(
+            err.contains("also matches ebgand's own topics"),
+            "{topic}: {err}"
+        );
+    }
+    // And a status topic of the operator's choosing.
+    raw.streams[0].topic = "plant/+/vibration".into();
+    raw.mqtt.status_topic = "plant/ebgand/vibration".into();
+    let err = raw.clone().validate().unwrap_err().to_string();
+    assert!(err.contains("plant/ebgand/vibration"), "{err}");
+    raw.mqtt.status_topic = "plant/ebgand/status".into();
+    raw.validate().unwrap();
 }
 
 /// Streams that learn one model from themselves feed one capture: windows of two shapes are

@@ -13,6 +13,9 @@ use super::detect::{
 };
 use super::*;
 
+/// The longest duration a setting takes, in seconds: a hundred years.
+pub const MAX_DURATION_S: u64 = 100 * 365 * 24 * 3600;
+
 impl RawConfig {
     /// Checks every value and returns typed settings, or every problem found.
     ///
@@ -69,6 +72,7 @@ impl RawConfig {
             errs.push("control.max_per_minute: must be at least 1 (disable control with control.enabled = false)".into());
         }
         self.check_partition(&mut errs);
+        self.check_durations(&mut errs);
         if self.limits.max_streams == 0 {
             errs.push("limits.max_streams: must be at least 1".into());
         }
@@ -191,30 +195,30 @@ impl RawConfig {
         let mut names = std::collections::HashSet::new();
         for (i, st) in self.streams.iter().enumerate() {
             let at = format!("streams[{i}] ({})", st.name);
-            // A filter that matches ebgand's own topics would feed its output back as input.
+            // A filter that matches ebgand's own topics would feed its output back as input
+            // (stream ids have any number of levels: `+/alerts/+/+` matches the alerts of
+            // `vibration/m1`).
             if let Ok(f) = TopicFilter::parse(&st.topic) {
-                let own = [
-                    "status",
-                    "events",
-                    "alerts/x",
-                    "state/x",
-                    "energy/x",
-                    "control/x",
-                ];
-                let discovery = self.homeassistant.enabled.then(|| {
-                    format!(
-                        "{}/binary_sensor/x/x/config",
-                        self.homeassistant.discovery_prefix
-                    )
-                });
-                if let Some(t) = own
+                let prefix = &self.mqtt.prefix;
+                let status = match self.mqtt.status_topic.as_str() {
+                    "" => format!("{prefix}/status"),
+                    custom => custom.to_owned(),
+                };
+                let own = ["events", "alerts/#", "state/#", "energy/#", "control/#"]
                     .iter()
-                    .map(|t| format!("{}/{t}", self.mqtt.prefix))
-                    .chain(discovery)
-                    .find(|t| f.captures(t).is_some())
+                    .map(|t| format!("{prefix}/{t}"))
+                    .chain([status])
+                    .chain(
+                        self.homeassistant
+                            .enabled
+                            .then(|| format!("{}/#", self.homeassistant.discovery_prefix)),
+                    );
+                if let Some(t) = own
+                    .filter_map(|t| TopicFilter::parse(&t).ok())
+                    .find(|t| f.overlaps(t))
                 {
                     errs.push(format!(
-                        "{at}.topic: {:?} also matches ebgand's own topic {t:?} (mqtt.prefix {:?})",
+                        "{at}.topic: {:?} also matches ebgand's own topics {t} (mqtt.prefix {:?})",
                         st.topic, self.mqtt.prefix
                     ));
                 }
@@ -357,6 +361,41 @@ impl RawConfig {
             retrain_every: (l.retrain_every_s > 0).then(|| Duration::from_secs(l.retrain_every_s)),
             retrain_seeded: l.retrain_seeded,
             keep_versions: (l.keep_versions > 0).then_some(l.keep_versions),
+        }
+    }
+
+    /// Durations (seconds and milliseconds settings) no longer than [`MAX_DURATION_S`]: a
+    /// longer one passed here and then overflowed the clock's arithmetic at run time (a
+    /// panic at start, which systemd restarts forever).
+    fn check_durations(&self, errs: &mut Vec<String>) {
+        let (m, l) = (&self.mqtt, &self.learning);
+        let seconds = [
+            ("mqtt.keep_alive_s", m.keep_alive_s),
+            ("limits.stream_idle_s", self.limits.stream_idle_s),
+            ("train.timeout_s", self.train.timeout_s),
+            ("learning.duration_s", l.duration_s),
+            ("learning.retry_delay_s", l.retry_delay_s),
+            ("learning.retrain_every_s", l.retrain_every_s),
+        ];
+        let millis = [
+            ("mqtt.reconnect_min_ms", m.reconnect_min_ms),
+            ("mqtt.reconnect_max_ms", m.reconnect_max_ms),
+            ("shutdown.grace_ms", self.shutdown.grace_ms),
+            ("registry.watch_ms", self.registry.watch_ms),
+            ("journal.checkpoint_ms", self.journal.checkpoint_ms),
+        ];
+        let too_long = seconds
+            .into_iter()
+            .filter(|(_, v)| *v > MAX_DURATION_S)
+            .chain(
+                millis
+                    .into_iter()
+                    .filter(|(_, v)| *v / 1000 > MAX_DURATION_S),
+            );
+        for (key, v) in too_long {
+            errs.push(format!(
+                "{key}: {v} is longer than a hundred years (at most {MAX_DURATION_S} s)"
+            ));
         }
     }
 
