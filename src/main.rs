@@ -43,7 +43,7 @@ struct Cli {
 enum Command {
     /// Run the daemon (the default when no command is given).
     Run,
-    /// Validate the configuration, list every problem, exit 78 if any (systemd ExecStartPre).
+    /// Validate the configuration, list every problem, exit 78 if any (as `run` does at start).
     CheckConfig,
     /// Print the documented default configuration.
     PrintDefaultConfig,
