@@ -123,3 +123,25 @@ async fn bad_retained_and_excess_commands_are_refused_with_reasons() {
         .count();
     assert_eq!(limited, 1, "one reply per minute for a flood");
 }
+
+/// With `mqtt.duplicates = "identical"` a sensor reading sent twice is taken as a resend of
+/// the first; a command sent twice is two commands. Before, the second `reload` was dropped
+/// as a duplicate, unanswered and uncounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sent_twice_is_run_twice_when_duplicates_are_identical_messages() {
+    let broker = Mosquitto::start().await;
+    let prefix = "twice";
+    let toml = format!("[mqtt]\nduplicates = \"identical\"\n{VIBRATION}");
+    let daemon = TestDaemon::start(settings(broker.port, prefix, &toml)).await;
+    let mut tx = Sender::start(broker.port).await;
+    for _ in 0..2 {
+        tx.publish(&format!("{prefix}/control/reload"), "{}").await;
+    }
+    tx.flushed().await;
+    eventually(Duration::from_secs(10), "both reloads accepted", || {
+        outcome(&daemon, "accepted") == 2
+    })
+    .await;
+    assert_eq!(daemon.metric("ebgand_redeliveries_skipped_total"), 0);
+    daemon.shutdown().await.unwrap();
+}

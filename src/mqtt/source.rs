@@ -92,6 +92,9 @@ pub struct Delivery {
     /// A redelivery of a message already handed over (before a reconnect, or journaled by the
     /// last run): acknowledge it, do not process it again.
     pub duplicate: bool,
+    /// The broker flagged it as sent again (DUP). With `mqtt.duplicates = "identical"` a
+    /// message is a [`Delivery::duplicate`] without it, by its content alone.
+    pub flagged: bool,
     /// Acknowledge with [`Acker::ack`] once processed.
     pub ack: Ack,
 }
@@ -455,6 +458,7 @@ impl Source {
             retain: p.retain,
             id,
             duplicate,
+            flagged: p.dup,
         });
     }
 
