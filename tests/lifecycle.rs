@@ -408,27 +408,12 @@ async fn a_pointer_moved_during_a_slow_activation_is_left_to_the_watch() {
 /// once warm, and stays in the registry. Before, it was promoted as soon as it had warmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_s_activation_ends_a_warm_up() {
-    const WARM: usize = 16;
+    const WARM: usize = WARM_WINDOWS;
     let broker = Mosquitto::start().await;
     let prefix = "handwarm";
     let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
-    let toml = VIBRATION.replace(
-        "judge = \"threshold\"",
-        &format!("judge = \"probability\"\nlearn_windows = 16\nwarm_windows = {WARM}"),
-    );
-    let mut s = settings(broker.port, prefix, &toml);
-    s.registry.gate_min_windows = 0;
-    let (registry, _versions) = registry_with(&s, &["retrained", "chosen"]);
-    // As a daemon that served the fixture left it (a seed activates, which ends a warm-up).
-    registry
-        .seed(
-            "vibration",
-            Some(&root().join("models/vibration/fixture-1")),
-        )
-        .unwrap();
-    registry
-        .set_warming("vibration", Some("retrained"))
-        .unwrap();
+    let s = warms_up(broker.port, prefix);
+    let (registry, _versions) = warming(&s, &["retrained", "chosen"]);
     let daemon = TestDaemon::start(s).await;
     let events = |name: &str| obs.events(prefix, name);
     eventually(Duration::from_secs(10), "the warm-up resumed", || {
@@ -472,6 +457,87 @@ async fn an_operator_s_activation_ends_a_warm_up() {
         Some("chosen")
     );
     assert!(registry.path("vibration", "retrained").is_dir());
+}
+
+/// A warming shadow whose scorer panics ends (`shadow_stopped`, with why) and counts as a
+/// failed training run, to be retried. Before, the scorer thread dropped it without a word:
+/// it never warmed, was never promoted, and every scheduled retraining was skipped behind it
+/// ("the last retrained version still warms up") until a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warming_shadow_that_panics_ends_and_counts_as_a_failed_run() {
+    let broker = Mosquitto::start().await;
+    let prefix = "warmpanic";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let s = warms_up(broker.port, prefix);
+    let faults = s.faults.clone();
+    let (registry, _versions) = warming(&s, &["retrained"]);
+    let daemon = TestDaemon::start(s).await;
+    let events = |name: &str| obs.events(prefix, name);
+    eventually(Duration::from_secs(10), "the warm-up resumed", || {
+        !events("shadow_started").is_empty()
+    })
+    .await;
+    faults.panic_scorer("retrained", 1);
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(13);
+    publish_healthy(&mut tx, &mut m, 4 * WARM_WINDOWS).await;
+    eventually(Duration::from_secs(20), "the failed run", || {
+        !events("training_failed").is_empty()
+    })
+    .await;
+    let stopped = events("shadow_stopped");
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert_eq!(stopped[0]["version"], "retrained");
+    assert_eq!(stopped[0]["reason"], "its scorer panicked");
+    let failed = &events("training_failed")[0];
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("retrained panicked in shadow"),
+        "{failed}"
+    );
+    assert_eq!(registry.warming("vibration").unwrap(), None);
+    daemon.shutdown().await.unwrap();
+    obs.settled().await;
+    assert!(
+        events("activated").is_empty(),
+        "promoted: {:?}",
+        events("activated")
+    );
+}
+
+/// The settings of a vibration stream judged by probability, learning and warming
+/// `WARM_WINDOWS` windows, with no minimum of recent windows for the gate.
+fn warms_up(port: u16, prefix: &str) -> ebgand::config::Settings {
+    let toml = VIBRATION.replace(
+        "judge = \"threshold\"",
+        &format!("judge = \"probability\"\nlearn_windows = 16\nwarm_windows = {WARM_WINDOWS}"),
+    );
+    let mut s = settings(port, prefix, &toml);
+    s.registry.gate_min_windows = 0;
+    s
+}
+
+const WARM_WINDOWS: usize = 16;
+
+/// [`registry_with`] `versions`, as a daemon that served the fixture left it while
+/// `versions[0]` warmed up in shadow (a seed activates, which ends a warm-up: seeded first).
+fn warming(
+    s: &ebgand::config::Settings,
+    versions: &[&str],
+) -> (ebgand::model::Registry, tempfile::TempDir) {
+    let (registry, folder) = registry_with(s, versions);
+    registry
+        .seed(
+            "vibration",
+            Some(&root().join("models/vibration/fixture-1")),
+        )
+        .unwrap();
+    registry
+        .set_warming("vibration", Some(versions[0]))
+        .unwrap();
+    (registry, folder)
 }
 
 /// The registry of `s` holding a copy of the vibration fixture as each of `versions`; the

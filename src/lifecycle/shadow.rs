@@ -130,9 +130,47 @@ impl Models {
         }
     }
 
+    /// Ends each shadow whose scorer panicked (the scorer thread dropped it): the event
+    /// `shadow_stopped` says so, and a warming one counts as a failed training run, retried.
+    /// Before, a warming shadow that panicked never warmed, and every scheduled retraining was
+    /// skipped behind it until a restart.
+    async fn reap_lost_shadows(&mut self, ctx: &Context<'_>) {
+        let lost: Vec<(String, String)> = self
+            .scorers
+            .iter()
+            .filter_map(|(m, h)| h.take_lost_shadow().map(|v| (m.clone(), v)))
+            .filter(|(m, v)| self.shadowing.get(m) == Some(v))
+            .collect();
+        for (model, version) in lost {
+            self.shadowing.remove(&model);
+            ctx.shadows
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&model);
+            let warming = self.warming.contains(&model);
+            self.stop_warming(&model);
+            warn!(model = %model, version = %version, "The shadow's scorer panicked; the shadow ends.");
+            ctx.event(serde_json::json!({
+                "event": "shadow_stopped", "model": model, "version": version,
+                "reason": "its scorer panicked",
+            }))
+            .await;
+            if warming {
+                self.failed(
+                    ctx,
+                    &model,
+                    format!("warming version {version} panicked in shadow"),
+                )
+                .await;
+            }
+        }
+    }
+
     /// Promotes each warming shadow whose calibration has learnt every stream it has seen
-    /// (the registry watch tick). A refusal at the gate counts as a failed training run.
+    /// (the registry watch tick), after ending those whose scorer panicked. A refusal at the
+    /// gate counts as a failed training run.
     pub(crate) async fn promote_warm(&mut self, ctx: &Context<'_>) {
+        self.reap_lost_shadows(ctx).await;
         let warm: Vec<String> = {
             let shadows = ctx
                 .shadows

@@ -95,7 +95,7 @@ impl Scorer {
     /// # Errors
     /// [`ModelError::Library`] when ONNX Runtime cannot load, [`ModelError::Mismatch`] when the
     /// graph does not fit the manifest, [`ModelError::Ort`] when no provider can build it.
-    pub fn load(version: ModelVersion, rt: &RuntimeSettings) -> Result<Self, ModelError> {
+    pub fn load(mut version: ModelVersion, rt: &RuntimeSettings) -> Result<Self, ModelError> {
         let env = ort_environment(rt.library.as_deref())?;
         let mut last_err = None;
         for &provider in &rt.providers {
@@ -113,7 +113,17 @@ impl Scorer {
                     };
                     scorer.check_graph()?;
                     let probe = vec![0.0; scorer.window_len()];
-                    let energies = scorer.score(&probe, 1)?;
+                    let energies = match scorer.score(&probe, 1) {
+                        Ok(e) => e,
+                        // Some providers build at the first run (TensorRT its engine, for a
+                        // dynamic batch): a failure there is the provider's, not the graph's.
+                        Err(e) => {
+                            warn!(provider = provider.as_str(), reason = %e, "Execution provider failed its first window; trying the next.");
+                            last_err = Some(e);
+                            version = scorer.version;
+                            continue;
+                        }
+                    };
                     if energies.len() != 1 {
                         return Err(
                             scorer.mismatch(format!("one window gave {} energies", energies.len()))

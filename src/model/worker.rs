@@ -126,7 +126,13 @@ pub struct ScorerHandle {
     model: String,
     jobs: mpsc::Sender<Job>,
     thread: Option<JoinHandle<()>>,
+    /// The version of a shadow whose scorer panicked and was dropped, until taken.
+    lost_shadow: LostShadow,
 }
+
+/// Where the scorer thread leaves the version of a shadow it dropped after a panic, for the
+/// control loop ([`ScorerHandle::take_lost_shadow`]).
+type LostShadow = Arc<std::sync::Mutex<Option<String>>>;
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -183,6 +189,8 @@ pub fn spawn_scorer(
         .instrument(info_span!("batcher", model = %model)),
     );
     let (thread_ctx, guard) = (ctx.clone(), ctx.stages.guard(format!("scorer:{model}")));
+    let lost_shadow = LostShadow::default();
+    let lost = lost_shadow.clone();
     // The thread waits on its job channel with a deadline while its session is down.
     let rt = tokio::runtime::Handle::try_current().map_err(|e| ModelError::Io {
         path: "scorer thread".into(),
@@ -190,7 +198,7 @@ pub fn spawn_scorer(
     })?;
     let thread = std::thread::Builder::new()
         .name(format!("scorer-{model}"))
-        .spawn(move || ScorerThread::new(scorer, thread_ctx, guard).run(jobs_rx, &rt))
+        .spawn(move || ScorerThread::new(scorer, thread_ctx, guard, lost).run(jobs_rx, &rt))
         .map_err(|source| ModelError::Io {
             path: "scorer thread".into(),
             source,
@@ -199,6 +207,7 @@ pub fn spawn_scorer(
         model,
         jobs: jobs_tx,
         thread: Some(thread),
+        lost_shadow,
     })
 }
 
@@ -206,6 +215,15 @@ impl ScorerHandle {
     /// Model name.
     pub fn model(&self) -> &str {
         &self.model
+    }
+
+    /// The version of a shadow the scorer dropped because it panicked, once: the shadow
+    /// scores no more, so whoever started it is to end it.
+    pub fn take_lost_shadow(&self) -> Option<String> {
+        self.lost_shadow
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// Replaces the served model between two batches; returns the model it replaced.
@@ -311,6 +329,8 @@ struct ScorerThread {
     scorer: Scorer,
     info: Arc<ModelInfo>,
     shadow: Option<(Box<Scorer>, Arc<ModelInfo>)>,
+    /// Where a shadow dropped after a panic is told ([`ScorerHandle::take_lost_shadow`]).
+    lost_shadow: LostShadow,
     ctx: ScorerContext,
     stage: String,
     label: ModelLabel,
@@ -333,7 +353,7 @@ struct Down {
 struct GiveUp(String);
 
 impl ScorerThread {
-    fn new(scorer: Scorer, ctx: ScorerContext, guard: StageGuard) -> Self {
+    fn new(scorer: Scorer, ctx: ScorerContext, guard: StageGuard, lost_shadow: LostShadow) -> Self {
         let info = Arc::new(ModelInfo::of(&scorer));
         set_active(&ctx.metrics, &info, 1);
         Self {
@@ -344,6 +364,7 @@ impl ScorerThread {
             scorer,
             info,
             shadow: None,
+            lost_shadow,
             ctx,
             down: None,
             panics: VecDeque::new(),
@@ -488,7 +509,13 @@ impl ScorerThread {
                     }
                 }
                 let mut residual = Vec::new();
+                let faults = &self.ctx.faults;
                 match catch_unwind(AssertUnwindSafe(|| {
+                    // (A shadow's fault is asked for by its version.)
+                    assert!(
+                        !faults.scorer_panics(&sinfo.version),
+                        "injected fault: shadow panics"
+                    );
                     s.score_explained(buf, n, Some(&mut residual))
                 })) {
                     Ok(Ok(energies)) => Some(ShadowScored {
@@ -502,6 +529,11 @@ impl ScorerThread {
                     }
                     Err(_) => {
                         warn!(model = %s.label(), "Shadow scorer panicked; shadow scoring stops.");
+                        *self
+                            .lost_shadow
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some(sinfo.version.clone());
                         self.shadow = None;
                         None
                     }
@@ -569,6 +601,15 @@ impl ScorerThread {
         match Scorer::load(self.scorer.version().clone(), &self.ctx.runtime) {
             Ok(fresh) => {
                 self.scorer = fresh;
+                // The rebuild walks the providers again and may land on another one (a GPU
+                // left unusable by the panic): the metric and the batches say which serves.
+                if self.scorer.provider().as_str() != self.info.provider {
+                    let old =
+                        std::mem::replace(&mut self.info, Arc::new(ModelInfo::of(&self.scorer)));
+                    set_active(&self.ctx.metrics, &old, 0);
+                    set_active(&self.ctx.metrics, &self.info, 1);
+                    warn!(model = %self.info.name, provider.old = old.provider, provider.new = self.info.provider, "Scorer session rebuilt on another execution provider.");
+                }
                 self.down = None;
                 self.ctx.metrics.stage_up(&self.stage);
                 self.ctx
