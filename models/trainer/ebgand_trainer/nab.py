@@ -102,8 +102,14 @@ def normalised(files, profile="standard", thresholds=None):
         thresholds = {float(s) for scores, _ in files for s in scores}
     thresholds = sorted({math.inf, *map(float, thresholds)}, reverse=True)
     pts = [points(len(s), w) for s, w in files]
-    n_windows = sum(len(counted) for _, counted in pts)
-    null, perfect = -fn_w * n_windows, tp_w * n_windows
+    # As NAB's runner: the perfect score counts every labelled window, one wholly in a
+    # probationary period too; the null score is the null detector's raw score, in which
+    # such a window is neither hit nor missed.
+    n_windows = sum(len(w) for _, w in files)
+    if n_windows == 0:
+        raise ValueError("no labelled window: the NAB score is not defined")
+    null = -fn_w * sum(len(counted) for _, counted in pts)
+    perfect = tp_w * n_windows
     best = None
     for t in thresholds:
         per = [file_score(s, p, t, profile) for (s, _), p in zip(files, pts)]
@@ -153,4 +159,11 @@ def check():
     _need(close(one(40, 20, profile="reward_low_FN_rate")[0], 100 * (1 - 0.11 + 2) / 3),
           "low FN: a hit and a false positive")
     _need(close(one()[0], 0.0), "the null detector scores 0")
+    # A window wholly in the probationary rows still counts in the normalisation (NAB's
+    # runner counts every labelled window, its null detector only the one it can miss): the
+    # other one hit scores (1 + 1) / (2 + 1).
+    s40 = [0.0] * 100
+    s40[40] = 1.0
+    early = normalised([(s40, [(5, 10), (40, 49)])], "standard", thresholds=[1.0])[0]
+    _need(close(early, 100 * 2 / 3), early)
     return "ok"
