@@ -190,13 +190,13 @@ pub fn read(file: &Path, args: &InputArgs) -> Result<Recording, RecordingError> 
     let rec = match ext.as_str() {
         "csv" | "txt" => read_csv(file, args)?,
         "npy" => Recording {
-            samples: read_npy(file)?,
+            samples: finite(file, read_npy(file)?)?,
             stamps: None,
             sample_rate: None,
             names: Vec::new(),
         },
         "npz" => Recording {
-            samples: read_npz(file, args.key.as_deref())?,
+            samples: finite(file, read_npz(file, args.key.as_deref())?)?,
             stamps: None,
             sample_rate: None,
             names: Vec::new(),
@@ -275,12 +275,8 @@ fn finite(path: &Path, a: Array2<f32>) -> Result<Array2<f32>, RecordingError> {
     }
 }
 
-/// A 1-D or 2-D float32/float64 array as `samples x channels` float32, every value finite.
+/// A 1-D or 2-D float32/float64 array as `samples x channels` float32.
 fn read_npy(path: &Path) -> Result<Array2<f32>, RecordingError> {
-    read_npy_any(path).and_then(|a| finite(path, a))
-}
-
-fn read_npy_any(path: &Path) -> Result<Array2<f32>, RecordingError> {
     use ndarray_npy::read_npy;
     if let Ok(a) = read_npy::<_, Array2<f64>>(path) {
         return Ok(a.mapv(|v| v as f32));
@@ -302,10 +298,6 @@ fn read_npy_any(path: &Path) -> Result<Array2<f32>, RecordingError> {
 }
 
 fn read_npz(path: &Path, key: Option<&str>) -> Result<Array2<f32>, RecordingError> {
-    read_npz_any(path, key).and_then(|a| finite(path, a))
-}
-
-fn read_npz_any(path: &Path, key: Option<&str>) -> Result<Array2<f32>, RecordingError> {
     use ndarray::{Ix1, Ix2, OwnedRepr};
     let key = key.ok_or_else(|| RecordingError::Usage("an .npz file needs --key NAME".into()))?;
     let f = std::fs::File::open(path).map_err(|source| RecordingError::Io {

@@ -107,11 +107,7 @@ impl RawConfig {
             brokers,
             client_id,
             prefix: m.prefix.clone(),
-            status_topic: if m.status_topic.is_empty() {
-                format!("{}/status", m.prefix)
-            } else {
-                m.status_topic.clone()
-            },
+            status_topic: status_topic(m),
             keep_alive: Duration::from_secs(m.keep_alive_s),
             credentials: (!m.username.is_empty()).then(|| (m.username.clone(), password)),
             tls,
@@ -163,6 +159,15 @@ pub(super) fn refuse_readable_password(path: &Path) -> Result<(), ConfigError> {
 
 /// The broker password: `mqtt.password` (file or environment) or the first line of
 /// `mqtt.password_file`, never both. A password file others can read is refused.
+/// The topic of ebgand's online/offline status: `mqtt.status_topic`, else `{prefix}/status`.
+pub(super) fn status_topic(m: &RawMqtt) -> String {
+    if m.status_topic.is_empty() {
+        format!("{}/status", m.prefix)
+    } else {
+        m.status_topic.clone()
+    }
+}
+
 fn mqtt_password(m: &RawMqtt, errs: &mut Vec<String>) -> Secret {
     if m.password_file.is_empty() {
         return m.password.clone();

@@ -193,35 +193,30 @@ impl RawConfig {
     ) -> Vec<StreamSettings> {
         let mut streams = Vec::new();
         let mut names = std::collections::HashSet::new();
+        // ebgand's own topics: a stream filter overlapping one would feed its output back as
+        // input (stream ids have any number of levels: `+/alerts/+/+` matches the alerts of
+        // `vibration/m1`).
+        let prefix = &self.mqtt.prefix;
+        let own: Vec<TopicFilter> = ["events", "alerts/#", "state/#", "energy/#", "control/#"]
+            .iter()
+            .map(|t| format!("{prefix}/{t}"))
+            .chain([super::mqtt::status_topic(&self.mqtt)])
+            .chain(
+                self.homeassistant
+                    .enabled
+                    .then(|| format!("{}/#", self.homeassistant.discovery_prefix)),
+            )
+            .filter_map(|t| TopicFilter::parse(&t).ok())
+            .collect();
         for (i, st) in self.streams.iter().enumerate() {
             let at = format!("streams[{i}] ({})", st.name);
-            // A filter that matches ebgand's own topics would feed its output back as input
-            // (stream ids have any number of levels: `+/alerts/+/+` matches the alerts of
-            // `vibration/m1`).
-            if let Ok(f) = TopicFilter::parse(&st.topic) {
-                let prefix = &self.mqtt.prefix;
-                let status = match self.mqtt.status_topic.as_str() {
-                    "" => format!("{prefix}/status"),
-                    custom => custom.to_owned(),
-                };
-                let own = ["events", "alerts/#", "state/#", "energy/#", "control/#"]
-                    .iter()
-                    .map(|t| format!("{prefix}/{t}"))
-                    .chain([status])
-                    .chain(
-                        self.homeassistant
-                            .enabled
-                            .then(|| format!("{}/#", self.homeassistant.discovery_prefix)),
-                    );
-                if let Some(t) = own
-                    .filter_map(|t| TopicFilter::parse(&t).ok())
-                    .find(|t| f.overlaps(t))
-                {
-                    errs.push(format!(
-                        "{at}.topic: {:?} also matches ebgand's own topics {t} (mqtt.prefix {:?})",
-                        st.topic, self.mqtt.prefix
-                    ));
-                }
+            if let Ok(f) = TopicFilter::parse(&st.topic)
+                && let Some(t) = own.iter().find(|t| f.overlaps(t))
+            {
+                errs.push(format!(
+                    "{at}.topic: {:?} also matches ebgand's own topics {t} (mqtt.prefix {:?})",
+                    st.topic, self.mqtt.prefix
+                ));
             }
             if let Some(s) = validate_stream(st, &at, &self.detect, calibration, models, errs) {
                 if !names.insert(s.name.clone()) {

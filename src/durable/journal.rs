@@ -389,23 +389,13 @@ impl Journal {
         self.current.records > 0 && self.current.bytes >= self.segment_bytes
     }
 
-    /// After a failed write or sync: a new segment at `next_pos`, the old writer's buffer
-    /// dropped unwritten (records never synced; written now, they could follow a tear).
+    /// After a failed write or sync: a new segment, the old writer's buffer dropped
+    /// unwritten (records never synced; written now, they could follow a tear).
     fn start_over(&mut self) -> Result<(), JournalError> {
-        let path = segment_path(&self.dir, self.next_pos);
-        let fresh = BufWriter::new(create_segment(&path)?);
-        let (_old, _unwritten) = std::mem::replace(&mut self.writer, fresh).into_parts();
-        let new = Segment {
-            path,
-            bytes: 0,
-            records: 0,
-        };
-        let old = std::mem::replace(&mut self.current, new);
-        tracing::warn!(segment = %old.path.display(), next = %self.current.path.display(), "Journal write failed earlier; appending to a new segment.");
-        self.closed.push_back(old);
+        tracing::warn!(segment = %self.current.path.display(), "Journal write failed earlier; appending to a new segment.");
         self.failed = false;
         self.unsynced = false;
-        sync_dir(&self.dir)
+        self.open_next()
     }
 
     /// Flushes and fsyncs the current segment, then starts a new one at `next_pos`.
@@ -413,8 +403,15 @@ impl Journal {
         let old = &self.current.path;
         self.writer.flush().map_err(io_err(old))?;
         self.writer.get_ref().sync_data().map_err(io_err(old))?;
+        self.open_next()
+    }
+
+    /// Starts a new segment at `next_pos`, the current one closed; the old writer is dropped
+    /// without writing what it still buffers (nothing, after a rotation's flush).
+    fn open_next(&mut self) -> Result<(), JournalError> {
         let path = segment_path(&self.dir, self.next_pos);
-        self.writer = BufWriter::new(create_segment(&path)?);
+        let fresh = BufWriter::new(create_segment(&path)?);
+        let (_old, _unwritten) = std::mem::replace(&mut self.writer, fresh).into_parts();
         let new = Segment {
             path,
             bytes: 0,

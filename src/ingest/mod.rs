@@ -361,11 +361,12 @@ impl Ingest {
         // A command sent twice is two commands (`mqtt.duplicates = "identical"` is for sensor
         // readings, where the same reading twice is a resend): only one the broker flagged as
         // sent again is skipped.
-        let command = self
-            .control
-            .as_ref()
-            .is_some_and(|c| d.topic.starts_with(c.prefix.as_str()));
-        if d.duplicate && (d.flagged || !command) {
+        let command = |topic: &str| {
+            self.control
+                .as_ref()
+                .is_some_and(|c| topic.starts_with(c.prefix.as_str()))
+        };
+        if d.duplicate && (d.flagged || !command(&d.topic)) {
             // Windowed on the previous connection (or journaled by the last run); its ack was
             // lost with it. Acknowledged after the next journal sync, like any journaled one.
             self.metrics.redeliveries.inc();

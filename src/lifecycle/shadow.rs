@@ -67,25 +67,39 @@ impl Models {
         if !self.warming.contains(model) {
             return;
         }
+        if let Some(version) = self
+            .stop_shadow(ctx, model, "another version activated by hand")
+            .await
+        {
+            info!(model, version = %version, "Another version activated by hand: the retrained version's warm-up ends; it stays in the registry.");
+        }
+    }
+
+    /// Ends `model`'s shadow, warming or not: the scorer stops scoring it (a no-op for one it
+    /// dropped), its comparison goes, and `shadow_stopped` says why. Returns its version, if
+    /// there was one.
+    async fn stop_shadow(
+        &mut self,
+        ctx: &Context<'_>,
+        model: &str,
+        reason: &str,
+    ) -> Option<String> {
         self.stop_warming(model);
-        let Some(version) = self.shadowing.remove(model) else {
-            return;
-        };
+        let version = self.shadowing.remove(model)?;
         if let Some(handle) = self.scorers.get(model)
             && let Err(e) = handle.shadow(None).await
         {
-            warn!(model, error = %e, "Cannot stop the warming shadow.");
+            warn!(model, error = %e, "Cannot stop the shadow.");
         }
         ctx.shadows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(model);
-        info!(model, version = %version, "Another version activated by hand: the retrained version's warm-up ends; it stays in the registry.");
         ctx.event(serde_json::json!({
-            "event": "shadow_stopped", "model": model, "version": version,
-            "reason": "another version activated by hand",
+            "event": "shadow_stopped", "model": model, "version": version, "reason": reason,
         }))
         .await;
+        Some(version)
     }
 
     /// At start: a retrained version that was warming up in shadow when the daemon stopped
@@ -142,19 +156,9 @@ impl Models {
             .filter(|(m, v)| self.shadowing.get(m) == Some(v))
             .collect();
         for (model, version) in lost {
-            self.shadowing.remove(&model);
-            ctx.shadows
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&model);
-            let warming = self.warming.contains(&model);
-            self.stop_warming(&model);
             warn!(model = %model, version = %version, "The shadow's scorer panicked; the shadow ends.");
-            ctx.event(serde_json::json!({
-                "event": "shadow_stopped", "model": model, "version": version,
-                "reason": "its scorer panicked",
-            }))
-            .await;
+            let warming = self.warming.contains(&model);
+            self.stop_shadow(ctx, &model, "its scorer panicked").await;
             if warming {
                 self.failed(
                     ctx,
