@@ -161,3 +161,56 @@ async fn a_stale_stream_forgotten_while_silent_is_cleared_when_it_is_back() {
     assert_eq!(alerts[1].2["raise_alert_id"], alerts[0].2["alert_id"]);
     daemon.shutdown().await.unwrap();
 }
+
+/// A machine whose alert is up goes quiet past `[limits] stream_idle_s` (a sensor unplugged
+/// mid-fault, a machine taken away): the daemon forgets its stream, and since nothing will
+/// judge it again it clears the alert then (`"reason": "forgotten"`, linked to its raise), and
+/// its retained state says `forgotten` instead of `raised` for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_still_raised_when_its_stream_is_forgotten_is_cleared() {
+    let broker = Mosquitto::start().await;
+    let obs = Observer::start(broker.port, "fg/#").await;
+    let config = format!("{VIBRATION}\n[limits]\nstream_idle_s = 2\n");
+    let daemon = TestDaemon::start(settings(broker.port, "fg", &config)).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = ebgand::demo::sim::Machine::new(7);
+    let topic = "sensors/m1/vibration";
+    for fault in [false, true] {
+        for _ in 0..20 {
+            tx.publish(topic, serde_json::to_vec(&m.samples(64, fault)).unwrap())
+                .await;
+        }
+    }
+    tx.flushed().await;
+    let alerts = || obs.on("fg/alerts/vibration/m1");
+    eventually(Duration::from_secs(20), "the fault's alert", || {
+        !alerts().is_empty()
+    })
+    .await;
+    eventually(Duration::from_secs(20), "the alert cleared", || {
+        alerts().len() >= 2
+    })
+    .await;
+    let alerts = alerts();
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    let (raised, cleared) = (&alerts[0].json, &alerts[1].json);
+    assert_eq!(raised["state"], "raised");
+    assert_eq!(cleared["state"], "cleared");
+    assert_eq!(cleared["reason"], "forgotten");
+    assert_eq!(cleared["raise_alert_id"], raised["alert_id"]);
+    assert!(cleared["duration_s"].as_f64().unwrap() >= 0.0, "{cleared}");
+    schema::assert_valid("alert.json", cleared);
+    assert_eq!(daemon.metric("ebgand_streams_expired_total"), 1);
+    // A dashboard that subscribes now reads the retained state: forgotten, not raised.
+    let late = Observer::start(broker.port, "fg/state/#").await;
+    eventually(Duration::from_secs(10), "the retained state", || {
+        !late.on("fg/state/vibration/m1").is_empty()
+    })
+    .await;
+    let state = late.on("fg/state/vibration/m1").remove(0);
+    assert!(state.retain);
+    assert_eq!(state.json["phase"], "forgotten");
+    assert_eq!(state.json["state"], "normal");
+    schema::assert_valid("state.json", &state.json);
+    daemon.shutdown().await.unwrap();
+}

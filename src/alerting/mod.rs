@@ -25,7 +25,7 @@ use tracing::{debug, error, info};
 
 use crate::detect::{
     AlertEvent, AlertState, Calibration, Carried, DetectorState, Explanation, Judge, ModelRef,
-    Scored, Seeded, ShadowStats, StaleAlert, Transition, Verdict, energy_parts,
+    Scored, Seeded, ShadowStats, Transition, Verdict, energy_parts,
 };
 use crate::durable::checkpoint::Progress;
 use crate::model::{ScoredBatch, Window};
@@ -53,6 +53,14 @@ pub trait AlertSink: Send + Sync {
 
     /// A stale-stream alert raised or cleared.
     fn stale(&self, alert: &StaleAlert) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// A stream that had been judged was forgotten: `clear` (when its alert was raised) is
+    /// handed over as an alert, then `state` as its retained state. Before [`AlertSink::forget`].
+    fn forgotten(
+        &self,
+        clear: Option<&ForgottenClear>,
+        state: &ForgottenState,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Everything judged has been handed over; the daemon is going offline.
     fn close(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
@@ -121,6 +129,65 @@ pub struct StateMessage<'a> {
     /// What carried the window's energy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<&'a Explanation>,
+}
+
+/// A stale-stream alert: the stream has sent nothing for many times its usual interval (a dead
+/// sensor, a cut cable), raised once and cleared when data returns. Published on the same
+/// topic as the stream's other alerts, told apart by `"kind": "stale"`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StaleAlert {
+    /// Stream id.
+    pub stream: String,
+    /// Always `stale`.
+    pub kind: &'static str,
+    /// `raised` (silent too long) or `cleared` (data is back).
+    pub state: Transition,
+    /// When it was noticed: RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// Seconds since the stream's last message (on a clear: how long it was silent; absent
+    /// when the silence began before a restart).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silent_s: Option<f64>,
+    /// The stream's usual interval between messages, in seconds (absent when not known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usual_interval_s: Option<f64>,
+    /// Node that noticed it.
+    pub node: String,
+}
+
+/// The clear of a window alert still raised when its stream was forgotten (quiet past
+/// `[limits] stream_idle_s`): nothing will judge the stream again, so its incident is closed
+/// here, with `"reason": "forgotten"` and no window. Published like the stream's other alerts
+/// (the outbox links it to its raise: `raise_alert_id`, `duration_s`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForgottenClear {
+    /// Stream id.
+    pub stream: String,
+    /// Always `cleared`.
+    pub state: Transition,
+    /// Always `forgotten`.
+    pub reason: &'static str,
+    /// When it was forgotten: RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// Node that forgot it.
+    pub node: String,
+}
+
+/// The retained state of a stream forgotten after it had been judged: `phase` `forgotten`,
+/// `state` `normal` (its alert, if raised, was cleared by a [`ForgottenClear`] just before),
+/// so a dashboard does not show the last state it had as current.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForgottenState {
+    /// Stream id.
+    pub stream: String,
+    /// Always `forgotten`.
+    pub phase: &'static str,
+    /// Always `normal`.
+    pub state: AlertState,
+    /// When it was forgotten: RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// Node that forgot it.
+    pub node: String,
 }
 
 /// What the ingest stage tells the alerting stage about its streams (beside their windows).
@@ -314,8 +381,33 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         }
     }
 
-    fn forget(&mut self, stream: &str) {
-        self.judge.forget(stream);
+    /// Forgets `stream` everywhere. One that had been judged says so first (its retained
+    /// state, and the clear of its alert when one was raised): nothing else ever would.
+    async fn forget(&mut self, stream: &str) -> Result<(), S::Error> {
+        if let Some(state) = self.judge.forget(stream) {
+            let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+            let node = self.out.node.clone();
+            let clear = (state == AlertState::Raised).then(|| ForgottenClear {
+                stream: stream.to_owned(),
+                state: Transition::Cleared,
+                reason: "forgotten",
+                time: time.clone(),
+                node: node.clone(),
+            });
+            let forgotten = ForgottenState {
+                stream: stream.to_owned(),
+                phase: "forgotten",
+                state: AlertState::Normal,
+                time,
+                node,
+            };
+            self.out.sink.forgotten(clear.as_ref(), &forgotten).await?;
+            if clear.is_some() {
+                let cleared = StateLabel { state: "cleared" };
+                self.out.metrics.alerts.get_or_create(&cleared).inc();
+                info!(stream, state = "cleared", reason = "forgotten", "Alert.");
+            }
+        }
         for (_, judge) in self.shadow_judges.values_mut() {
             judge.forget(stream);
         }
@@ -325,6 +417,7 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         self.out.sink.forget(stream);
         self.out.metrics.forget_stream(stream);
         debug!(stream, "Stream forgotten by the alerting stage.");
+        Ok(())
     }
 
     /// Judges every batch from `scored` until every scorer has stopped (the channel closes),
@@ -349,7 +442,12 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 Some(n) = recv_some(news.as_mut()) => {
                     self.pulse.progress();
                     match n {
-                        StreamNews::Forget(stream) => self.forget(&stream),
+                        StreamNews::Forget(stream) => {
+                            if let Err(e) = self.forget(&stream).await {
+                                error!(error = %e, "Cannot hand a forgotten stream's state on; alerting stops.");
+                                return;
+                            }
+                        }
                         stale => {
                             if let Err(e) = self.stale(stale).await {
                                 error!(error = %e, "Cannot hand a stale-stream alert on; alerting stops.");

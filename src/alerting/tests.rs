@@ -15,6 +15,8 @@ enum Sent {
     Energy(String, u64),
     Alert(String, &'static str, u64),
     State(String, AlertState, u64),
+    /// A forgotten stream's retained state.
+    Forgotten(String),
     Close,
 }
 
@@ -87,6 +89,23 @@ impl AlertSink for Recording {
             .lock()
             .unwrap()
             .push((s.seq, s.explanation.cloned()));
+        Ok(())
+    }
+
+    async fn forgotten(
+        &self,
+        clear: Option<&ForgottenClear>,
+        state: &ForgottenState,
+    ) -> Result<(), String> {
+        if let Some(c) = clear {
+            assert_eq!((c.state, c.reason), (Transition::Cleared, "forgotten"));
+            self.push(Sent::Alert(c.stream.clone(), c.state.as_str(), u64::MAX));
+        }
+        assert_eq!(
+            (state.phase, state.state),
+            ("forgotten", AlertState::Normal)
+        );
+        self.push(Sent::Forgotten(state.stream.clone()));
         Ok(())
     }
 
@@ -525,7 +544,7 @@ async fn warming_shadow_with_a_quiet_stream(sink: &Recording) -> Alerting<Record
 #[tokio::test]
 async fn a_stream_forgotten_while_a_shadow_warms_does_not_hold_its_promotion_back() {
     let mut a = warming_shadow_with_a_quiet_stream(&Recording::default()).await;
-    a.forget("vib/m2");
+    a.forget("vib/m2").await.unwrap();
     assert!(a.shadows.lock().unwrap()["vibration"].warm());
 }
 
@@ -590,4 +609,59 @@ async fn a_warming_shadow_never_learns_the_windows_of_a_raised_alert() {
     b.model = model("v2");
     a.batch(b).await.unwrap();
     assert_eq!(sink.alerts().len(), 3, "{:?}", sink.alerts());
+}
+
+/// A stream forgotten with its alert raised gets that alert cleared (nothing would judge it
+/// again); one forgotten in the normal state only has its retained state say so; one never
+/// judged publishes nothing.
+#[tokio::test]
+async fn a_stream_forgotten_with_its_alert_raised_has_it_cleared() {
+    let sink = Recording::default();
+    let (mut a, _) = stage(&sink, (), Resumed::default());
+    a.batch(batch(&stream("vib/m1"), 0, &[0.5, 2.0, 2.0]))
+        .await
+        .unwrap();
+    a.batch(batch(&stream("vib/m2"), 0, &[0.5])).await.unwrap();
+    let before = sink.sent().len();
+    for s in ["vib/m1", "vib/m2", "vib/never"] {
+        a.forget(s).await.unwrap();
+    }
+    assert_eq!(
+        sink.sent()[before..],
+        [
+            Sent::Alert("vib/m1".into(), "cleared", u64::MAX),
+            Sent::Forgotten("vib/m1".into()),
+            Sent::Forgotten("vib/m2".into()),
+        ]
+    );
+    // Back, it starts over: a fresh detector in the normal state.
+    a.batch(batch(&stream("vib/m1"), 0, &[0.5])).await.unwrap();
+    assert_eq!(
+        sink.sent().last(),
+        Some(&Sent::State("vib/m1".into(), AlertState::Normal, 0))
+    );
+}
+
+/// A stream restored from a checkpoint with its alert raised, and forgotten before it spoke
+/// again, gets its clear too.
+#[tokio::test]
+async fn a_restored_raised_stream_forgotten_before_it_speaks_is_cleared() {
+    let sink = Recording::default();
+    let raised = DetectorState {
+        state: AlertState::Raised,
+        ..DetectorState::default()
+    };
+    let resumed = Resumed {
+        detectors: HashMap::from([("vib/m1".to_owned(), raised)]),
+        ..Resumed::default()
+    };
+    let (mut a, _) = stage(&sink, (), resumed);
+    a.forget("vib/m1").await.unwrap();
+    assert_eq!(
+        sink.sent(),
+        [
+            Sent::Alert("vib/m1".into(), "cleared", u64::MAX),
+            Sent::Forgotten("vib/m1".into()),
+        ]
+    );
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use crate::alerting::{AlertSink, StateMessage, Tap};
-use crate::detect::{AlertEvent, StaleAlert, Verdict};
+use crate::alerting::{AlertSink, ForgottenClear, ForgottenState, StaleAlert, StateMessage, Tap};
+use crate::detect::{AlertEvent, Verdict};
 use crate::model::gate::RecentWindows;
 use crate::mqtt::{MqttError, Publisher};
 use crate::train::capture::Capture;
@@ -41,6 +41,19 @@ impl AlertSink for MqttAlerts {
 
     async fn state(&self, s: &StateMessage<'_>) -> Result<(), MqttError> {
         self.0.state(s.stream, serde_json::to_vec(s)?).await
+    }
+
+    async fn forgotten(
+        &self,
+        clear: Option<&ForgottenClear>,
+        state: &ForgottenState,
+    ) -> Result<(), MqttError> {
+        if let Some(c) = clear {
+            self.0.alert(&c.stream, serde_json::to_value(c)?).await?;
+        }
+        self.0
+            .state(&state.stream, serde_json::to_vec(state)?)
+            .await
     }
 
     async fn close(&self) -> Result<(), MqttError> {

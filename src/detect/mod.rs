@@ -294,30 +294,6 @@ pub struct AlertEvent {
     pub accepted_after: Option<u32>,
 }
 
-/// A stale-stream alert: the stream has sent nothing for many times its usual interval (a dead
-/// sensor, a cut cable), raised once and cleared when data returns. Published on the same
-/// topic as the stream's other alerts, told apart by `"kind": "stale"`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StaleAlert {
-    /// Stream id.
-    pub stream: String,
-    /// Always `stale`.
-    pub kind: &'static str,
-    /// `raised` (silent too long) or `cleared` (data is back).
-    pub state: Transition,
-    /// When it was noticed: RFC 3339, UTC, milliseconds.
-    pub time: String,
-    /// Seconds since the stream's last message (on a clear: how long it was silent; absent
-    /// when the silence began before a restart).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub silent_s: Option<f64>,
-    /// The stream's usual interval between messages, in seconds (absent when not known).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usual_interval_s: Option<f64>,
-    /// Node that noticed it.
-    pub node: String,
-}
-
 /// Seconds rounded to milliseconds, as alerts carry them.
 pub fn seconds(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
@@ -515,10 +491,12 @@ impl Judge {
         self.detectors.get(stream).map(Detector::saved)
     }
 
-    /// Forgets a stream (it went quiet): if it comes back, its detector starts fresh.
-    pub fn forget(&mut self, stream: &str) {
-        self.detectors.remove(stream);
-        self.saved.remove(stream);
+    /// Forgets a stream (it went quiet): if it comes back, its detector starts fresh. Returns
+    /// its alert state then (`None`: it had no detector).
+    pub fn forget(&mut self, stream: &str) -> Option<AlertState> {
+        let live = self.detectors.remove(stream).map(|d| d.state);
+        let saved = self.saved.remove(stream).map(|s| s.state);
+        live.or(saved)
     }
 
     /// Judges one window: its probability under the stream's calibration (or its energy against
