@@ -32,12 +32,30 @@ pub fn problems(settings: &Settings) -> Vec<String> {
         .streams
         .iter()
         .any(|s| settings.models.get(&s.model).is_some_and(Option::is_none));
-    if learns && let Err(why) = executable(&settings.train.python) {
-        out.push(format!(
-            "train.python: {}: {why} (a model with no path learns from its stream and needs the \
-             trainer: `make setup-venv`, or set train.python)",
-            settings.train.python.display()
-        ));
+    let retrains = settings.learning.retrain_seeded
+        && settings.learning.retrain_every.is_some()
+        && !settings.models.is_empty();
+    let why_trainer = if learns {
+        "a model with no path learns from its stream"
+    } else {
+        "[learning] retrain_seeded retrains the configured models"
+    };
+    if learns || retrains {
+        if let Err(why) = executable(&settings.train.python) {
+            out.push(format!(
+                "train.python: {}: {why} ({why_trainer} and needs the trainer: `make \
+                 setup-venv`, or set train.python)",
+                settings.train.python.display()
+            ));
+        }
+        let package = settings.train.worker.join("ebgand_trainer");
+        if !package.join("__main__.py").is_file() {
+            out.push(format!(
+                "train.worker: {}: no ebgand_trainer package there ({why_trainer}; set \
+                 train.worker to the folder that holds it, `models/trainer` in the source tree)",
+                settings.train.worker.display()
+            ));
+        }
     }
     out
 }
@@ -47,10 +65,13 @@ pub fn problems(settings: &Settings) -> Vec<String> {
 fn writable(dir: &Path) -> Result<(), String> {
     let mut at = dir;
     loop {
-        if at.exists() {
+        // A dangling link is there (the folder cannot be created in its place), not missing.
+        if at.symlink_metadata().is_ok() {
             if !at.is_dir() {
-                return Err(if at == dir {
+                return Err(if at.exists() && at == dir {
                     "not a folder".into()
+                } else if at == dir {
+                    "a link to nothing".into()
                 } else {
                     format!("cannot be created: {} is not a folder", at.display())
                 });
@@ -107,6 +128,11 @@ mod tests {
                 .unwrap_err()
                 .contains("is not a folder")
         );
+        // A link to nothing cannot be created as a folder (`run` would fail on it).
+        let dangling = dir.path().join("outbox");
+        std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).unwrap();
+        assert_eq!(writable(&dangling).unwrap_err(), "a link to nothing");
+        assert!(writable(&dangling.join("sub")).is_err());
     }
 
     #[test]

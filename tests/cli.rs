@@ -83,6 +83,38 @@ window = 64
     assert!(stderr(&o).contains("unknown field `mqt`"), "{}", stderr(&o));
 }
 
+/// What `run` would meet later is refused now: state folders that are links to nothing, and a
+/// trainer that cannot run when the served models retrain (`retrain_seeded`).
+#[test]
+fn check_config_refuses_dangling_folders_and_a_missing_trainer_for_retraining() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    std::os::unix::fs::symlink(dir.path().join("gone"), &outbox).unwrap();
+    let path = dir.path().join("c.toml");
+    let text = std::fs::read_to_string(root().join("config.toml")).unwrap();
+    std::fs::write(&path, text).unwrap();
+    let o = ebgand(
+        &["check-config", "--config", path.to_str().unwrap()],
+        &[
+            ("EBGAND__MQTT__OUTBOX_DIR", outbox.to_str().unwrap()),
+            ("EBGAND__LEARNING__RETRAIN_SEEDED", "true"),
+            ("EBGAND__TRAIN__PYTHON", "/nowhere/python3"),
+            ("EBGAND__TRAIN__WORKER", "/nowhere/trainer"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    let err = stderr(&o);
+    for problem in [
+        format!("mqtt.outbox_dir: {}: a link to nothing", outbox.display()),
+        "train.python: /nowhere/python3: not found, or not executable ([learning] \
+         retrain_seeded retrains"
+            .to_owned(),
+        "train.worker: /nowhere/trainer: no ebgand_trainer package there".to_owned(),
+    ] {
+        assert!(err.contains(&problem), "missing {problem:?} in:\n{err}");
+    }
+}
+
 #[test]
 fn check_config_lists_every_problem_and_exits_78() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,8 +8,9 @@
 //! The config is published retained, QoS 1, on
 //! `{discovery_prefix}/binary_sensor/ebgand_{node}/{stream}/config` before a stream's first
 //! state of this run, so Home Assistant finds it whenever it starts. A stream ebgand forgets
-//! (quiet past `[limits] stream_idle_s`) keeps its entity: a dead sensor stays visible; remove it
-//! in Home Assistant, or by publishing an empty retained message on its config topic.
+//! (quiet past `[limits] stream_idle_s`) keeps its entity (its retained state then says
+//! `forgotten`): a dead sensor stays visible; remove it in Home Assistant, or by publishing an
+//! empty retained message on its config topic.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -71,6 +72,8 @@ impl Discovery {
         let payload = json!({
             "name": stream,
             "unique_id": format!("{node_id}_{object}"),
+            // Home Assistant 2025.10 on; `object_id` for older ones (2026.4 ignores it).
+            "default_entity_id": format!("binary_sensor.{}", entity_slug(&format!("{node_id}_{object}"))),
             "object_id": format!("ebgand_{object}"),
             "device_class": "problem",
             "state_topic": state,
@@ -121,6 +124,20 @@ pub fn object_id(id: &str) -> String {
     )
 }
 
+/// An entity id's object part as Home Assistant writes one: lower case, runs of anything but
+/// `[a-z0-9]` one `_`, none at either end.
+fn entity_slug(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for c in id.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -150,5 +167,12 @@ mod tests {
         assert_eq!(c["availability"][0]["topic"], "ebgand/status");
         assert_eq!(c["device_class"], "problem");
         assert_eq!(c["device"]["identifiers"][0], "ebgand_edge-1");
+        // The node is in the entity id: two nodes' streams of the same name stay apart.
+        let entity = c["default_entity_id"].as_str().unwrap();
+        assert!(
+            entity.starts_with("binary_sensor.ebgand_edge_1_pump_7_"),
+            "{entity}"
+        );
+        assert_eq!(entity_slug("Site--A/__b_"), "site_a_b");
     }
 }

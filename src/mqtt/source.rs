@@ -340,8 +340,13 @@ impl Source {
                 }
                 Ok(Event::Incoming(Incoming::SubAck(ack))) => {
                     // Up (and ready) once subscribed: a cluster (NATS) answers the
-                    // subscription only when it can keep the session's messages.
-                    self.metrics.set_connected("ingest", true);
+                    // subscription only when it can keep the session's messages. A broker
+                    // that refused every filter sends nothing: not ready.
+                    let granted = ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)));
+                    self.metrics.set_connected("ingest", granted);
                     for (filter, code) in self.filters.iter().zip(&ack.return_codes) {
                         match code {
                             rumqttc::SubscribeReasonCode::Success(qos) => {

@@ -270,8 +270,11 @@ pub async fn watchdog(
     metrics: Arc<Metrics>,
     token: CancellationToken,
 ) {
-    let limit = systemd.map_or(STALL_LIMIT, |i| i / 2);
-    let mut tick = tokio::time::interval(limit / 2);
+    // `WATCHDOG_USEC=0` is no interval systemd would set: no watchdog then, not a zero tick.
+    let limit = systemd
+        .filter(|i| !i.is_zero())
+        .map_or(STALL_LIMIT, |i| i / 2);
+    let mut tick = tokio::time::interval((limit / 2).max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported: Vec<String> = Vec::new();
     loop {
@@ -317,5 +320,22 @@ mod tests {
         assert_eq!(r.allow(t0 + Duration::from_secs(1)), None);
         assert_eq!(r.allow(t0 + Duration::from_secs(2)), None);
         assert_eq!(r.allow(t0 + Duration::from_secs(6)), Some(2));
+    }
+
+    /// `WATCHDOG_USEC=0` is taken as no systemd watchdog, not a zero interval (which panics).
+    #[tokio::test]
+    async fn a_zero_watchdog_interval_is_no_watchdog() {
+        let token = CancellationToken::new();
+        let metrics = Arc::new(Metrics::new());
+        let (stages, _exits) = health::stages(metrics.clone(), 1);
+        let dog = tokio::spawn(watchdog(
+            Some(Duration::ZERO),
+            stages,
+            metrics,
+            token.clone(),
+        ));
+        tokio::task::yield_now().await;
+        token.cancel();
+        assert!(dog.await.is_ok(), "the watchdog task panicked");
     }
 }
