@@ -29,17 +29,37 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 0)]
     pub port: u16,
     /// Seconds of healthy signal before the fault.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     pub healthy_s: f64,
     /// Seconds of fault.
-    #[arg(long, default_value_t = 6.0)]
+    #[arg(long, default_value_t = 6.0, value_parser = seconds)]
     pub fault_s: f64,
     /// Seconds of healthy signal after the fault.
-    #[arg(long, default_value_t = 6.0)]
+    #[arg(long, default_value_t = 6.0, value_parser = seconds)]
     pub recovery_s: f64,
-    /// Playback speed (1 = real time at 1 kHz).
-    #[arg(long, default_value_t = 1.0)]
+    /// Playback speed (1 = real time at 1 kHz; up to 10000).
+    #[arg(long, default_value_t = 1.0, value_parser = speed)]
     pub speed: f64,
+}
+
+/// A phase's length: 0 to a day of signal.
+fn seconds(text: &str) -> Result<f64, String> {
+    let s: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=86_400.0).contains(&s) {
+        Ok(s)
+    } else {
+        Err("must be 0 to 86400 seconds".into())
+    }
+}
+
+/// A playback speed: more than 0, at most 10,000 (a message every 3.2 µs).
+fn speed(text: &str) -> Result<f64, String> {
+    let s: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if s > 0.0 && s <= 10_000.0 {
+        Ok(s)
+    } else {
+        Err("must be more than 0 and at most 10000".into())
+    }
 }
 
 pub use crate::sim;
@@ -99,17 +119,26 @@ pub fn start_embedded_broker(port: u16) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// When the broker, the model or the daemon cannot start.
-pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+pub fn run(args: &DemoArgs, config: Option<&std::path::Path>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(demo(args.clone()))
+    rt.block_on(demo(args.clone(), config))
 }
 
-async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+async fn demo(args: DemoArgs, config: Option<&std::path::Path>) -> anyhow::Result<()> {
     let port = if args.port == 0 {
         free_port()?
     } else {
+        // The embedded broker reports a taken port only in its own thread: the demo would
+        // then talk to whatever holds it (a real broker, whose retained status it would set).
+        TcpListener::bind(("127.0.0.1", args.port)).with_context(|| {
+            format!(
+                "port {} on 127.0.0.1 is taken (a broker already?): choose another with \
+                 --port, or --port 0 for a free one",
+                args.port
+            )
+        })?;
         args.port
     };
     start_embedded_broker(port)?;
@@ -137,10 +166,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(m) = raw.models.get_mut("vibration") {
         m.path = model_dir.display().to_string();
     }
-    // Environment overrides still apply (EBGAND__RUNTIME__LIBRARY, ...).
-    let env = RawConfig::load(None, None).ok();
-    if let Some(env) = env.filter(|e| !e.runtime.library.is_empty()) {
-        raw.runtime.library = env.runtime.library;
+    // The runtime library is the one the config file (`--config`, ./config.toml, or an
+    // installed package's) and the environment (EBGAND__RUNTIME__LIBRARY) name, if any.
+    let local = RawConfig::load(crate::config::config_path(config), None).ok();
+    if let Some(local) = local.filter(|e| !e.runtime.library.is_empty()) {
+        raw.runtime.library = local.runtime.library;
     }
     let settings = raw.validate()?;
     let prefix = settings.mqtt.prefix.clone();
@@ -256,7 +286,7 @@ async fn simulate(port: u16, args: &DemoArgs) -> anyhow::Result<u64> {
     let mut published = 0u64;
     let mut machine = sim::Machine::new(1);
     const CHUNK: usize = 32;
-    let period = Duration::from_secs_f64(CHUNK as f64 / sim::RATE / args.speed.max(0.01));
+    let period = Duration::from_secs_f64(CHUNK as f64 / sim::RATE / args.speed);
     let phases = [
         (args.healthy_s, false),
         (args.fault_s, true),

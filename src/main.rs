@@ -143,10 +143,10 @@ fn main() -> ExitCode {
             if let Some(path) = &cli.config {
                 tracing::warn!(
                     config = %path.display(),
-                    "the demo runs on the built-in configuration; this file is not read"
+                    "the demo runs on the built-in configuration; only [runtime] library is read from this file"
                 );
             }
-            runtime_exit(ebgand::demo::run(&args))
+            runtime_exit(ebgand::demo::run(&args, cli.config.as_deref()))
         }
         Command::GenerateAssets { dir } => runtime_exit(generate_assets(&dir)),
     }

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use rumqttc::{AsyncClient, Event, Incoming, QoS};
 
-use crate::config::RawConfig;
+use crate::config::{Broker, MqttSettings, RawConfig};
 use crate::recording::{InputArgs, Recording};
 
 /// How each message is encoded.
@@ -47,7 +47,8 @@ pub struct ReplayArgs {
     /// Message encoding.
     #[arg(long, value_enum, default_value_t = ReplayFormat::Array)]
     pub format: ReplayFormat,
-    /// Broker host (default: the config's `[mqtt] host`).
+    /// Broker host (default: the config's `[mqtt] host`, or the first of its `hosts`; its
+    /// credentials and TLS apply either way).
     #[arg(long)]
     pub host: Option<String>,
     /// Broker port (default: the config's `[mqtt] port`).
@@ -61,8 +62,17 @@ pub struct ReplayArgs {
 /// Unreadable input, or a broker that cannot be reached.
 pub fn replay(args: &ReplayArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let raw = RawConfig::load(crate::config::config_path(config), None)?;
-    let host = args.host.clone().unwrap_or(raw.mqtt.host);
-    let port = args.port.unwrap_or(raw.mqtt.port);
+    // The daemon's broker as its config reaches it: credentials, TLS, the first of `hosts`.
+    let mqtt = raw.mqtt_alone()?;
+    let first = mqtt.brokers.first();
+    let broker = Broker {
+        host: args
+            .host
+            .clone()
+            .or_else(|| first.map(|b| b.host.clone()))
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        port: args.port.or(first.map(|b| b.port)).unwrap_or(1883),
+    };
     let rec = crate::recording::read(&args.file, &args.input)?;
     let rate = args
         .sample_rate
@@ -71,16 +81,37 @@ pub fn replay(args: &ReplayArgs, config: Option<&Path>) -> anyhow::Result<()> {
     if args.chunk == 0 || rate.is_nan() || rate <= 0.0 {
         bail!("--chunk and --sample-rate must be positive");
     }
-    let columns = if args.input.columns.is_empty() {
-        (0..rec.samples.ncols()).map(|c| format!("c{c}")).collect()
-    } else {
-        args.input.columns.clone()
-    };
+    // Paced by the last message's time: one that cannot be a duration is no pace at all.
+    let last = rec.samples.nrows().saturating_sub(1) as f64;
+    if args.rate == "realtime" && Duration::try_from_secs_f64(last / rate).is_err() {
+        bail!("--sample-rate {rate}: the recording would last longer than any clock can wait");
+    }
+    let columns = field_names(&rec, args)?;
     let messages = encode(&rec, args, &columns)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(publish(&host, port, args, rate, messages))
+    rt.block_on(publish(&mqtt, &broker, args, rate, messages))
+}
+
+/// The object format's field names: `--columns` when given (one per channel), else a CSV's
+/// own column names, else `c0`, `c1`, ...
+fn field_names(rec: &Recording, args: &ReplayArgs) -> anyhow::Result<Vec<String>> {
+    let channels = rec.samples.ncols();
+    let names = if !args.input.columns.is_empty() {
+        args.input.columns.clone()
+    } else if rec.names.len() == channels {
+        rec.names.clone()
+    } else {
+        (0..channels).map(|c| format!("c{c}")).collect()
+    };
+    if args.format == ReplayFormat::Object && names.len() != channels {
+        bail!(
+            "--columns names {} field(s); the recording has {channels} channel(s)",
+            names.len()
+        );
+    }
+    Ok(names)
 }
 
 /// The payloads, in order, with the sample index each one starts at.
@@ -127,25 +158,31 @@ fn encode(
 }
 
 async fn publish(
-    host: &str,
-    port: u16,
+    mqtt: &MqttSettings,
+    broker: &Broker,
     args: &ReplayArgs,
     rate: f64,
     messages: Vec<(usize, Vec<u8>)>,
 ) -> anyhow::Result<()> {
-    let mut opts = MqttOptions::new(format!("ebgand-replay-{}", std::process::id()), host, port);
-    opts.set_keep_alive(Duration::from_secs(30))
+    let id = format!("ebgand-replay-{}", std::process::id());
+    let mut opts = crate::mqtt::client_options(mqtt, id, broker);
+    // What this replay sends, whatever the daemon's limit for what it reads: a message larger
+    // than that is the daemon's to count as oversize, not this tool's to refuse.
+    let largest = messages.iter().map(|(_, p)| p.len()).max().unwrap_or(0);
+    let packet = largest + args.topic.len() + 64;
+    opts.set_max_packet_size(packet.max(mqtt.max_packet_bytes), mqtt.max_packet_bytes)
         .set_inflight(100);
     let (client, mut eventloop) = AsyncClient::new(opts, 1000);
     let total = messages.len();
     let topic = args.topic.clone();
     let realtime = args.rate == "realtime";
     let closer = client.clone();
-    let sender = tokio::spawn(async move {
+    let mut sender = tokio::spawn(async move {
         let started = Instant::now();
         for (sample, payload) in messages {
             if realtime {
-                let due = Duration::from_secs_f64(sample as f64 / rate);
+                // Checked before the start: the last message's time is a duration.
+                let due = Duration::try_from_secs_f64(sample as f64 / rate).unwrap_or_default();
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
                     tokio::time::sleep(wait).await;
                 }
@@ -158,11 +195,23 @@ async fn publish(
     });
     let started = Instant::now();
     let mut acked = 0usize;
+    let mut sent = false;
     if total == 0 {
         closer.try_disconnect()?;
     }
+    let (host, port) = (&broker.host, broker.port);
     loop {
-        match eventloop.poll().await {
+        let polled = tokio::select! {
+            // A sender that stops early (its client gone) ends the replay, never hangs it.
+            done = &mut sender, if !sent => {
+                sent = true;
+                done.context("publisher task")?
+                    .with_context(|| format!("MQTT {host}:{port}: publishing stopped"))?;
+                continue;
+            }
+            ev = eventloop.poll() => ev,
+        };
+        match polled {
             Ok(Event::Incoming(Incoming::PubAck(_))) => {
                 acked += 1;
                 // Disconnect only once the broker has every message: a DISCONNECT queued
@@ -176,7 +225,9 @@ async fn publish(
             Err(e) => bail!("MQTT {host}:{port}: {e}"),
         }
     }
-    sender.await.context("publisher task")??;
+    if !sent {
+        sender.await.context("publisher task")??;
+    }
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(messages = total, acked, seconds = secs, topic = %args.topic, "Replay done.");
     Ok(())

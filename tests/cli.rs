@@ -243,6 +243,53 @@ fn the_demo_scores_every_window_and_raises_and_clears_its_fault_once() {
     );
 }
 
+/// The demo finds ONNX Runtime where the config file names it (an installed package's
+/// `/etc/ebgand/ebgand.toml`, or `--config`), refuses a port a broker already holds instead
+/// of talking to that broker, and refuses speeds and lengths it cannot play.
+#[test]
+fn the_demo_takes_its_configs_library_and_refuses_a_taken_port_or_speed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runtime]\nlibrary = {:?}\n",
+            ort_library().display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = ebgand(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "demo",
+            "--speed",
+            "50",
+        ],
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("1 alert(s) raised, 1 cleared"), "{out}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let o = ebgand(&["demo", "--port", &port], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("port {port} on 127.0.0.1 is taken")),
+        "{}",
+        stderr(&o)
+    );
+    for bad in [
+        ["--speed", "0"],
+        ["--speed", "1e12"],
+        ["--healthy-s", "nan"],
+    ] {
+        let o = ebgand(&["demo", bad[0], bad[1]], &[]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+    }
+}
+
 #[test]
 fn missing_library_says_how_to_install_it() {
     let o = ebgand(

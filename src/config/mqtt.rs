@@ -16,6 +16,21 @@ const MIN_PACKET: usize = 1024;
 const MAX_PACKET: usize = 32 << 20;
 
 impl RawConfig {
+    /// `[mqtt]` alone, checked, for a tool that talks to the daemon's broker (`replay`):
+    /// the rest of the file is not its business.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] listing each bad `[mqtt]` value.
+    pub fn mqtt_alone(&self) -> Result<MqttSettings, ConfigError> {
+        let mut errs = Vec::new();
+        let mqtt = self.mqtt_settings("tool", &mut errs);
+        if errs.is_empty() {
+            Ok(mqtt)
+        } else {
+            Err(ConfigError::Invalid(errs))
+        }
+    }
+
     /// `[mqtt]` (and `[homeassistant]`'s prefix): the brokers, credentials, TLS, topics and
     /// limits. The client id defaults to `ebgand-{node}`.
     pub(super) fn mqtt_settings(&self, node: &str, errs: &mut Vec<String>) -> MqttSettings {

@@ -246,19 +246,8 @@ fn options_for(s: &MqttSettings, role: Role, node: &str, broker: &Broker) -> Mqt
         Role::Ingest => s.client_id.clone(),
         Role::Publish => format!("{}-pub", s.client_id),
     };
-    let mut o = MqttOptions::new(id, broker.host.clone(), broker.port);
-    o.set_keep_alive(s.keep_alive)
-        .set_clean_session(false)
-        .set_inflight(s.inflight)
-        .set_max_packet_size(s.max_packet_bytes, s.max_packet_bytes);
-    if let Some((user, pass)) = &s.credentials {
-        o.set_credentials(user.clone(), pass.expose().to_owned());
-    }
-    if let Some(tls) = &s.tls {
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            tls.clone(),
-        )));
-    }
+    let mut o = client_options(s, id, broker);
+    o.set_clean_session(false);
     match role {
         Role::Ingest => {
             o.set_manual_acks(true);
@@ -271,6 +260,24 @@ fn options_for(s: &MqttSettings, role: Role, node: &str, broker: &Broker) -> Mqt
                 true,
             ));
         }
+    }
+    o
+}
+
+/// Client options for `id` on `broker` with the config's keep-alive, flow control, packet
+/// limit, credentials and TLS, and a clean session (the daemon's connections keep theirs).
+pub fn client_options(s: &MqttSettings, id: String, broker: &Broker) -> MqttOptions {
+    let mut o = MqttOptions::new(id, broker.host.clone(), broker.port);
+    o.set_keep_alive(s.keep_alive)
+        .set_inflight(s.inflight)
+        .set_max_packet_size(s.max_packet_bytes, s.max_packet_bytes);
+    if let Some((user, pass)) = &s.credentials {
+        o.set_credentials(user.clone(), pass.expose().to_owned());
+    }
+    if let Some(tls) = &s.tls {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
     }
     o
 }
