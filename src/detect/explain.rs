@@ -209,8 +209,9 @@ impl Explanation {
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
             .unwrap_or((0, &0.0));
-        let first = part * rows / PARTS;
-        let last = ((part + 1) * rows / PARTS).max(first + 1) - 1;
+        // The rows [`Carried::of`] put in that part: row r is in part r * PARTS / rows.
+        let first = (part * rows).div_ceil(PARTS);
+        let last = ((part + 1) * rows).div_ceil(PARTS).max(first + 1) - 1;
         Some(Self {
             channels: names
                 .names
@@ -302,6 +303,24 @@ mod tests {
         let e = Explanation::new(&c, &Names::channels(&[], 3), 64).unwrap();
         assert_eq!(e.top, ["ch1"]);
         assert_eq!(e.rows, [0, 15]);
+    }
+
+    /// Rows not a multiple of four: the rows named are those the part holds.
+    #[test]
+    fn the_rows_named_are_the_parts_own() {
+        for rows in 1..=13 {
+            for hot in 0..rows {
+                let mut r = vec![0.0f32; rows];
+                r[hot] = 1.0;
+                let e = Explanation::new(&Carried::of(&r, 1, 1), &Names::channels(&[], 1), rows)
+                    .unwrap();
+                assert!(
+                    (e.rows[0]..=e.rows[1]).contains(&hot),
+                    "{rows} rows, energy in row {hot}, named {:?}",
+                    e.rows
+                );
+            }
+        }
     }
 
     #[test]

@@ -60,8 +60,15 @@
 //! a window is filled with the sample before it; a longer one watches the stream again), also
 //! when the samples are missing inside a window (its span a whole number of steps longer than
 //! its samples make: a sensor that skips readings keeps its rate; a time sent twice is taken
-//! once); a change of rate (a window off the step's grid) or of channels watches the stream
-//! again.
+//! once). Times that jitter (a gateway's queue) are read to the nearest step, and a step
+//! within 0.5 % of a whole number of seconds that divides a day is taken as that (a late
+//! first sample would otherwise hold 300.87 s for good). A window off the step (a sample far
+//! off its time, a clock set back to the epoch and synced again) is passed; a window's rows of
+//! them in a row are a change of rate, which, like a change of channels, watches the stream
+//! again. The weeks watched choose the season with their far outliers clipped (a garbled
+//! reading, a sentinel such as 65535: more than 100 robust standard deviations out), and their
+//! autocorrelation is measured with every sample and departure past 5 of them clipped too, so
+//! one spike does not take a strong week away.
 //!
 //! Moments follow a wall clock, [`Seasons::zone`]'s: a time sent with a zone, or as seconds
 //! since the epoch, is read on that clock, so a shift that starts at 06:00 local time stays
@@ -249,6 +256,22 @@ fn is_naught(n: &u64) -> bool {
     *n == 0
 }
 
+/// `step` as the whole number of seconds that divides a day within 0.5 % of it (a sensor's
+/// nominal rate: 5 minutes, half an hour), when there is one; else as it is. A first window
+/// whose last sample came 20 s late would otherwise hold 300.87 s for good (the windows after
+/// are within 1 % of it), and a day of 287 samples would drift through the real one.
+fn nominal(step: f64) -> f64 {
+    if !(1.0..=DAY_S).contains(&step) {
+        return step;
+    }
+    let (lo, hi) = ((step * 0.995).ceil() as u32, (step * 1.005).floor() as u32);
+    (lo..=hi)
+        .filter(|&d| 86_400 % d == 0)
+        .map(f64::from)
+        .min_by(|a, b| (a - step).abs().total_cmp(&(b - step).abs()))
+        .unwrap_or(step)
+}
+
 /// A sample's time: when it was taken, and what the season's zone's wall clock read then,
 /// both in seconds since the epoch (the wall clock's as if it were UTC).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -305,10 +328,15 @@ impl Season {
         let day = (DAY_S / step).round() as usize;
         let watched = seasons.weeks.max(1) as usize * 7 * day;
         let slow = 7 * day < 2 * rows || day == 0;
-        if !self.settled && slow && self.step_s > 0.0 && self.across < rows {
-            // Too slow for the step held: a window across a clock set forward (a sensor that
-            // booted at the epoch, then synced) is passed, and the first one after it starts
-            // the watch again (`fresh`). A window's rows of them in a row are the stream's rate.
+        // Off the held step: a window across a clock set forward (a sensor that booted at the
+        // epoch, then synced; an outage), or one with a sample far off its time, is passed.
+        // A window's rows of them in a row are a new rate, which starts the watch again
+        // (`fresh`). Early in a watch there is little to lose: a first window with a gap in
+        // it (a step too long) is put right by the next whole one at once.
+        let off = self.step_s > 0.0 && step != self.step_s;
+        let held_day = (DAY_S / self.step_s).round() as usize;
+        let invested = self.settled || self.history.len() >= held_day.saturating_mul(channels);
+        if off && (invested || slow) && self.across < rows {
             self.across += 1;
             return None;
         }
@@ -479,19 +507,21 @@ impl Season {
             return;
         }
         let c = self.channels.max(1);
+        // The level the window's samples departed from (nothing was remembered since).
+        let level = if healthy { None } else { self.level() };
         for (j, (sample, x)) in pending.chunks(c).zip(raw.chunks(c)).enumerate() {
             let moment = self.pending_from + j as u64;
             if healthy {
                 self.fold(moment, sample, seasons);
                 self.remember(x);
-            } else {
+            } else if let Some(level) = &level {
                 // What the moment was expected to be stands in for it in the mean the next
                 // samples depart from: a holiday does not move it, nor a part of the season
-                // that is not healthy yet.
+                // that is not healthy yet, nor a garbled 1e20 (rebuilt from the sample and its
+                // departure, the level would be lost in its digits).
                 let at = (moment % self.period as u64) as usize * c;
-                let expected: Vec<f32> = (x.iter().zip(sample))
-                    .zip(&self.profile[at..at + c])
-                    .map(|((&x, &d), &e)| x - d + e)
+                let expected: Vec<f32> = (level.iter().zip(&self.profile[at..at + c]))
+                    .map(|(&l, &e)| l as f32 + e)
                     .collect();
                 self.remember(&expected);
             }
@@ -632,8 +662,9 @@ impl Season {
     /// without a zone skips or repeats an hour at a daylight-saving change) or on its grid
     /// (its span a whole number of held steps, within 1 % of a step: samples missing make it
     /// longer than its samples do, a time sent twice shorter; a sensor that skips a reading,
-    /// or repeats one, keeps its rate), else its own. Only a window off the grid changes it,
-    /// so a first window with a gap in it (a step too long) is put right by the next whole one.
+    /// or repeats one, keeps its rate), else its own ([`nominal`]). Only windows off the grid
+    /// change it ([`Season::observe`]), so a first window with a gap in it (a step too long)
+    /// is put right by the next whole one.
     fn step(&self, span: f64, rows: usize) -> f64 {
         let held = self.step_s;
         let at = |span: f64| ((span / (rows - 1) as f64 - held) / held).abs() < 0.01;
@@ -642,7 +673,7 @@ impl Season {
         if held > 0.0 && (grid || [span, span - 3_600.0, span + 3_600.0].into_iter().any(at)) {
             held
         } else {
-            span / (rows - 1) as f64
+            nominal(span / (rows - 1) as f64)
         }
     }
 
@@ -672,8 +703,10 @@ impl Season {
             if self.settled {
                 return gap;
             }
+            // Read to the nearest step: a sample's time jitters (a sensor's clock, a
+            // gateway's queue) without changing its rate.
             let hour = (FILL_S / step).round() as usize;
-            if (ahead - n as f64).abs() < 0.1 && n <= rows + hour {
+            if n <= rows + hour {
                 return gap;
             }
         }

@@ -19,13 +19,25 @@ impl Season {
         self.settled = true;
         let c = self.channels;
         let n = self.history.len() / c;
+        // Each channel's samples with the far outliers (a garbled reading, a sentinel such as
+        // 65535: 100 robust standard deviations out) clipped, here and in what the season keeps
+        // of the weeks watched. One would otherwise blind the season (its channel's variance),
+        // move its level for a season, or be expected at its moment; the windows that hold one
+        // do not seed the calibration. A stream's own spikes are nearer than that.
         let columns: Vec<Vec<f64>> = (0..c)
             .map(|ch| {
-                (0..n)
-                    .map(|i| f64::from(self.history[i * c + ch]))
-                    .collect()
+                let x = (0..n).map(|i| f64::from(self.history[i * c + ch]));
+                clipped(x.collect(), FAR)
             })
             .collect();
+        let mut outlier = vec![false; n];
+        for (ch, x) in columns.iter().enumerate() {
+            for (i, &v) in x.iter().enumerate() {
+                let was = &mut self.history[i * c + ch];
+                outlier[i] |= f64::from(*was) != v;
+                *was = v as f32;
+            }
+        }
         // A constant channel (a set point, a status) has no season and is left out: its
         // scale is 0.
         self.scale = columns.iter().map(|x| variance(x)).collect();
@@ -38,7 +50,12 @@ impl Season {
         let lags = candidates.iter().filter(|&&l| l >= 2 * rows && 2 * l <= n);
         for &lag in lags.filter(|_| !varying.is_empty()) {
             let r = (varying.iter())
-                .map(|x| acf(&departures(x, lag), lag))
+                .map(|x| {
+                    acf(
+                        &clipped(departures(&clipped(x.to_vec(), NEAR), lag), NEAR),
+                        lag,
+                    )
+                })
                 .sum::<f64>()
                 / varying.len() as f64;
             if r >= best.0 {
@@ -59,7 +76,10 @@ impl Season {
         let departed: Vec<Vec<f64>> = columns.iter().map(|x| departures(x, p)).collect();
         for (scale, d) in self.scale.iter_mut().zip(&departed) {
             if *scale > 0.0 {
-                *scale = variance(d);
+                let kept: Vec<f64> = (d.iter().zip(&outlier))
+                    .filter_map(|(&v, &o)| (!o).then_some(v))
+                    .collect();
+                *scale = variance(&kept);
             }
         }
         let history: Vec<f32> = (0..n)
@@ -82,12 +102,18 @@ impl Season {
             }
         }
         let stride = fresh.max(1);
+        let mut last_outlier = None;
         for (i, sample) in history.chunks(c).enumerate() {
-            self.take(sample, rows, seasons, true);
+            // An outlier is not what its moment is expected to be.
+            self.take(sample, rows, seasons, !outlier[i]);
+            if outlier[i] {
+                last_outlier = Some(i);
+            }
             // The windows watched end every `stride` samples before the newest.
             let before_newest = n - 1 - i;
             if before_newest > 0
                 && before_newest.is_multiple_of(stride)
+                && last_outlier.is_none_or(|o| i >= o + rows)
                 && let Some(e) = self.energy(rows)
             {
                 self.calibrator.add(e, &[], cal);
@@ -131,6 +157,36 @@ fn departures(x: &[f64], p: usize) -> Vec<f64> {
         sum += x[t] - x[t - p];
     }
     out
+}
+
+/// Robust standard deviations out at which the autocorrelation that chooses a season clips
+/// a sample or departure: one spike adds to the variance without adding to the correlation,
+/// and (left as it is) takes a strong week away for good.
+const NEAR: f64 = 5.0;
+
+/// Robust standard deviations out at which a sample is taken for garbled ([`Season::choose`]).
+const FAR: f64 = 100.0;
+
+/// `x` with every value further than `k` robust standard deviations (1.4826 times the median
+/// absolute deviation) from its median put at that bound (a channel that climbs steadily is
+/// never clipped: its range is under 2 of them either side).
+fn clipped(mut x: Vec<f64>, k: f64) -> Vec<f64> {
+    let n = x.len();
+    if n == 0 {
+        return x;
+    }
+    let mut sorted = x.clone();
+    let median = *sorted.select_nth_unstable_by(n / 2, f64::total_cmp).1;
+    for v in &mut sorted {
+        *v = (*v - median).abs();
+    }
+    let spread = k * 1.4826 * *sorted.select_nth_unstable_by(n / 2, f64::total_cmp).1;
+    if spread > 0.0 {
+        for v in &mut x {
+            *v = v.clamp(median - spread, median + spread);
+        }
+    }
+    x
 }
 
 /// The autocorrelation of `x` at `lag` (0 when either side is constant).

@@ -5,6 +5,7 @@ use std::time::UNIX_EPOCH;
 
 mod clock;
 mod early;
+mod robust;
 mod step;
 
 const W: usize = 24;
