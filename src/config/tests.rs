@@ -347,6 +347,13 @@ fn an_enormous_window_is_a_config_error() {
     .unwrap()
     .streams;
     assert!(invalid(&raw).contains("1000000 x 64 is over the limit"));
+    // A model of log-mel windows takes `frames` of them: another window could never load.
+    raw.streams = RawConfig::from_toml(
+        "[[streams]]\nname = \"s\"\ntopic = \"a/+\"\nmodel = \"m\"\nformat = \"i16le\"\nwindow = 10\nhop = 10\nlogmel = {}\n",
+    )
+    .unwrap()
+    .streams;
+    assert!(invalid(&raw).contains("window: 10 must be logmel.frames (5)"));
 }
 
 #[test]

@@ -619,6 +619,16 @@ fn validate_stream(
         if let Err(e) = crate::pipeline::features::LogMel::new(params.clone()) {
             errs.push(format!("{at}.logmel: {e}"));
         }
+        // A model of log-mel windows takes `frames` of them (its manifest says so).
+        if let Some(w) = window
+            && w.get() != params.frames
+        {
+            errs.push(format!(
+                "{at}.window: {w} must be logmel.frames ({}): an audio stream's windows are \
+                 its frames",
+                params.frames
+            ));
+        }
         channels = NonZeroUsize::new(params.n_mels);
     }
     if errs.len() != before {

@@ -366,6 +366,9 @@ fn stack_frames(spec: ArrayView2<'_, f32>, frames: usize) -> Array2<f32> {
     let (n_frames, n_mels) = spec.dim();
     let rows = (n_frames + 1).saturating_sub(frames);
     let mut out = Array2::zeros((rows, n_mels * frames));
+    if rows == 0 {
+        return out; // fewer frames than one vector needs
+    }
     for k in 0..frames {
         // ndarray's `s!` expands to `#[allow(unsafe_code)]`, which the crate's forbid rejects.
         out.slice_axis_mut(Axis(1), Slice::from(k * n_mels..(k + 1) * n_mels))
@@ -467,6 +470,17 @@ mod tests {
 
     fn params() -> LogMelParams {
         LogMelParams::default()
+    }
+
+    /// A clip of fewer frames than one vector stacks gives no rows (it panicked).
+    #[test]
+    fn a_clip_too_short_for_one_vector_gives_none() {
+        let mut m = LogMel::new(params()).unwrap();
+        for len in [0, 1, 511, 2047] {
+            let v = m.vectors(&vec![0.1; len]);
+            assert_eq!(v.dim(), (0, 64 * 5), "{len} samples");
+        }
+        assert_eq!(m.vectors(&[0.1; 2048]).nrows(), 1);
     }
 
     #[test]

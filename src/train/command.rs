@@ -123,11 +123,27 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
         bail!("--window and --hop must be at least 1");
     }
 
+    // An audio model's window is its log-mel frames: --window sets them (a stream's are its
+    // config's).
     let logmel = match (&stream, args.logmel) {
         (Some(s), _) if s.logmel.is_some() => s.logmel.clone(),
-        (_, true) => Some(crate::pipeline::features::LogMelParams::default()),
+        (_, true) => {
+            let default = crate::pipeline::features::LogMelParams::default();
+            Some(crate::pipeline::features::LogMelParams {
+                frames: args.window.unwrap_or(default.frames),
+                ..default
+            })
+        }
         _ => None,
     };
+    if let (Some(p), Some(w)) = (&logmel, args.window)
+        && w != p.frames
+    {
+        bail!(
+            "--window {w}: the stream's audio windows are its logmel.frames ({}); leave --window out",
+            p.frames
+        );
+    }
     let recordings: Vec<Recording> = if args.files.is_empty() {
         let seconds = args.simulate.context("give FILEs or --simulate SECONDS")?;
         vec![simulated(seconds)]
@@ -144,7 +160,7 @@ pub fn train(args: &TrainArgs, config: Option<&Path>) -> anyhow::Result<()> {
             .collect::<Result<_, _>>()?
     };
     let (window, hop) = match &logmel {
-        Some(p) => (args.window.unwrap_or(p.frames), args.hop.unwrap_or(1)),
+        Some(p) => (p.frames, args.hop.unwrap_or(1)),
         None => (window, hop),
     };
     let channels = recordings[0].samples.ncols();
