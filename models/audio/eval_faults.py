@@ -5,8 +5,8 @@ Trains (with `ebgand train --logmel`) an EBGAN and a plain autoencoder on 10 hea
 then scores, with `ebgand score`, the 5 held-out healthy clips and the same clips with a fault
 mixed in at --db relative to the clip's RMS: a tonal whine (3 kHz), periodic knocks (5 ms clicks
 every 250 ms) and a band of noise (2-4 kHz). Prints, per mode, the window false-alarm rate on the
-held-out healthy clips against the calibrated one, and the clip-level ROC AUC (clip energy = mean
-window energy) per fault.
+held-out healthy clips (windows over the model's calibrated threshold) against the calibrated
+one, and the clip-level ROC AUC (clip energy = mean window energy) per fault.
 
 Run from the repository root after `make setup` and `cargo build --release`:
     .venv/trainer/bin/python models/audio/eval_faults.py [--db -10] [--steps 600]
@@ -102,7 +102,10 @@ def main():
                             *map(str, train)], check=True, capture_output=True)
 
             def score(path):
-                r = subprocess.run([args.ebgand, "score", "--model", str(model), str(path)],
+                # Against the model's calibrated threshold: a clip of 309 windows is shorter than
+                # the probability's learning (every window would be learning, never anomalous).
+                r = subprocess.run([args.ebgand, "score", "--model", str(model), "--judge",
+                                    "threshold", str(path)],
                                    check=True, capture_output=True, text=True)
                 lines = [json.loads(l) for l in r.stdout.splitlines()]
                 windows = [l for l in lines if "seq" in l]
