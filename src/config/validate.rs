@@ -618,11 +618,10 @@ fn validate_stream(
         }
         if let Err(e) = crate::pipeline::features::LogMel::new(params.clone()) {
             errs.push(format!("{at}.logmel: {e}"));
-        }
-        // A model of log-mel windows takes `frames` of them (its manifest says so).
-        if let Some(w) = window
+        } else if let Some(w) = window
             && w.get() != params.frames
         {
+            // A model of log-mel windows takes `frames` of them (its manifest says so).
             errs.push(format!(
                 "{at}.window: {w} must be logmel.frames ({}): an audio stream's windows are \
                  its frames",
