@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array1, Array2, Axis};
 use serde_json::Value;
 
-use crate::pipeline::features::{LogMel, LogMelParams};
+use crate::pipeline::features::{Framer, LogMelParams};
 use crate::pipeline::{RawWindow, WindowSpec, Windower};
 
 /// Errors reading a recording.
@@ -124,8 +124,12 @@ impl Recording {
         out
     }
 
-    /// The recording as log-mel frames (`[n_frames, n_mels]`, centred framing as for a whole
-    /// clip): what audio models window, `params.frames` frames at a time.
+    /// The recording as log-mel frames (`[n_frames, n_mels]`): what audio models window,
+    /// `params.frames` frames at a time. Framed as the daemon frames a live stream
+    /// ([`Framer`]: not centred, no padding), so a model is
+    /// trained, calibrated and scored offline on the frames it is served; a clip's centred
+    /// frames (the DCASE baseline's, [`LogMel::frames`](crate::pipeline::features::LogMel::frames)) begin and end half in zeros, which a
+    /// stream never sends.
     ///
     /// # Errors
     /// [`RecordingError::Usage`] for more than one channel, a sample rate that differs from
@@ -145,11 +149,16 @@ impl Recording {
                 params.sample_rate
             )));
         }
-        let mut logmel =
-            LogMel::new(params.clone()).map_err(|e| RecordingError::Usage(e.to_string()))?;
+        let mut framer =
+            Framer::new(params.clone()).map_err(|e| RecordingError::Usage(e.to_string()))?;
         let samples: Vec<f32> = self.samples.column(0).to_vec();
+        let mut frames = Vec::new();
+        framer.push(&samples, &mut frames);
+        let n_mels = params.n_mels.max(1);
+        let frames = Array2::from_shape_vec((frames.len() / n_mels, n_mels), frames)
+            .map_err(|e| RecordingError::Usage(e.to_string()))?;
         Ok(Self {
-            samples: logmel.frames(&samples),
+            samples: frames,
             stamps: None,
             sample_rate: None,
             names: Vec::new(),
@@ -409,6 +418,31 @@ fn read_csv(path: &Path, args: &InputArgs) -> Result<Recording, RecordingError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A clip's log-mel frames offline are the frames the daemon cuts from the same samples
+    /// streamed in pieces: what a model is trained and scored on is what it is served.
+    #[test]
+    fn a_clips_frames_are_the_streams() {
+        let params = LogMelParams::default();
+        let samples: Vec<f32> = (0..20_000u32)
+            .map(|i| (f64::from(i) * 0.37).sin() as f32 * 0.1)
+            .collect();
+        let rec = Recording {
+            samples: Array2::from_shape_vec((samples.len(), 1), samples.clone()).unwrap(),
+            stamps: None,
+            sample_rate: Some(params.sample_rate),
+            names: Vec::new(),
+        };
+        let offline = rec.logmel(&params).unwrap().samples;
+        let mut framer = Framer::new(params.clone()).unwrap();
+        let mut live = Vec::new();
+        for piece in samples.chunks(1_600) {
+            framer.push(piece, &mut live);
+        }
+        // (20,000 - 1,024) / 512 + 1 frames: none padded.
+        assert_eq!(offline.dim(), (38, params.n_mels));
+        assert_eq!(offline.as_slice().unwrap(), live.as_slice());
+    }
 
     #[test]
     fn rows_flag_parses_open_ranges() {
