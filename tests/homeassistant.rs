@@ -3,7 +3,8 @@
 //! the announcement points at exists where it says: the state topic holds the stream's retained
 //! state, whose `state` the value template reads (`raised` = on), and the availability topic
 //! holds the daemon's retained status, `online` while it runs and `offline` after it stops.
-//! A Home Assistant that connects later (a fresh subscriber) finds all of it retained.
+//! A Home Assistant that connects later (a fresh subscriber) finds all of it retained, also
+//! after the broker restarted with nothing kept.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -53,7 +54,7 @@ async fn retained(port: u16, filter: &str, topic: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_stream_is_announced_and_its_state_and_availability_are_where_the_config_says() {
-    let broker = Mosquitto::start().await;
+    let mut broker = Mosquitto::start().await;
     let all = Observer::start(broker.port, "#").await;
     let toml =
         format!("{VIBRATION}\n[homeassistant]\nenabled = true\ndiscovery_prefix = \"ha-test\"\n");
@@ -120,6 +121,31 @@ async fn each_stream_is_announced_and_its_state_and_availability_are_where_the_c
             ("vibration/m2".to_owned(), "OFF")
         ]
     );
+
+    // The broker restarts with nothing kept (no persistence): the daemon publishes the
+    // configs and each stream's latest state again, so a Home Assistant that connects after
+    // still finds both sensors, m1's still on.
+    broker.restart_forgetting().await;
+    eventually(Duration::from_secs(30), "the daemon back", || {
+        daemon.metrics.ready()
+    })
+    .await;
+    for (_, c) in &configs {
+        let cfg = retained(broker.port, "ha-test/#", &c.topic).await;
+        assert_eq!(cfg, c.json);
+        let state = retained(
+            broker.port,
+            "hs/state/#",
+            cfg["state_topic"].as_str().unwrap(),
+        )
+        .await;
+        let on = if cfg["name"] == "vibration/m1" {
+            "ON"
+        } else {
+            "OFF"
+        };
+        assert_eq!(binary_state(&state), on, "{state}");
+    }
 
     daemon.shutdown().await.unwrap();
     let cfg = &configs[0].1.json;

@@ -60,14 +60,21 @@ impl Discovery {
             .remove(stream);
     }
 
+    /// The discovery topic of `stream`'s binary sensor.
+    pub fn topic(&self, stream: &str) -> String {
+        let node_id = format!("ebgand_{}", object_id(&self.node));
+        format!(
+            "{}/binary_sensor/{node_id}/{}/config",
+            self.discovery_prefix,
+            object_id(stream)
+        )
+    }
+
     /// The discovery topic and payload of `stream`'s binary sensor.
     pub fn config(&self, stream: &str) -> (String, Vec<u8>) {
         let node_id = format!("ebgand_{}", object_id(&self.node));
         let object = object_id(stream);
-        let topic = format!(
-            "{}/binary_sensor/{node_id}/{object}/config",
-            self.discovery_prefix
-        );
+        let topic = self.topic(stream);
         let state = format!("{}/state/{stream}", self.prefix);
         let payload = json!({
             "name": stream,

@@ -21,6 +21,13 @@ use crate::telemetry::metrics::{ConnLabel, Metrics};
 
 const REQUEST_CAPACITY: usize = 256;
 
+/// The retained messages of this run a broker must keep (each stream's state, its Home
+/// Assistant config), newest by topic: published again after a reconnect to a broker that
+/// lost the session (one restarted without persistence has lost its retained messages too,
+/// and a stream's state is otherwise published again only when it changes). Bounded by the
+/// streams tracked: a forgotten stream's leave it.
+type Retained = Arc<std::sync::Mutex<HashMap<String, Vec<u8>>>>;
+
 /// Which QoS 1 publish is which, in the order they enter rumqttc's request channel: an alert's
 /// outbox id, or `None`. The publish loop matches them to packet ids as rumqttc sends them, so
 /// that a PUBACK can take its alert out of the outbox.
@@ -79,6 +86,7 @@ pub struct Publisher {
     send: Arc<tokio::sync::Mutex<()>>,
     /// Announces streams to Home Assistant (`[homeassistant]`).
     discovery: Option<Arc<Discovery>>,
+    retained: Retained,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -121,6 +129,9 @@ pub struct PublisherLoop {
     recovered: VecDeque<crate::durable::outbox::Pending>,
     /// Alerts the broker acknowledged, not yet recorded in the outbox.
     acked: Vec<u64>,
+    retained: Retained,
+    /// Topics of `retained` to publish again (the broker lost the session).
+    republish: VecDeque<String>,
     /// Recording the last batch of them (file I/O, on the blocking pool: never on this task,
     /// which keeps the connection alive).
     recording: Option<tokio::task::JoinHandle<()>>,
@@ -146,6 +157,7 @@ impl Publisher {
         let tags = Tags::default();
         let send = Arc::new(tokio::sync::Mutex::new(()));
         let recovered: VecDeque<_> = outbox.lock().pending().into();
+        let retained = Retained::default();
         if !recovered.is_empty() {
             info!(
                 alerts = recovered.len(),
@@ -167,6 +179,7 @@ impl Publisher {
                 .homeassistant
                 .as_ref()
                 .map(|d| Arc::new(Discovery::new(d, &mqtt.prefix, &mqtt.status_topic, node))),
+            retained: retained.clone(),
         };
         let run = PublisherLoop {
             eventloop,
@@ -186,6 +199,8 @@ impl Publisher {
             requeue_lock: None,
             recovered,
             acked: Vec::new(),
+            retained,
+            republish: VecDeque::new(),
             recording: None,
         };
         (publisher, run)
@@ -276,9 +291,13 @@ impl Publisher {
     /// Forgets what the outbox remembers of `stream` (it went quiet). A failure is logged: the
     /// stream's old window number then lingers until the outbox is next compacted.
     pub fn forget(&self, stream: &str) {
+        let mut retained = lock(&self.retained);
+        retained.remove(&format!("{}/state/{stream}", self.prefix));
         if let Some(d) = &self.discovery {
             d.forget(stream);
+            retained.remove(&d.topic(stream));
         }
+        drop(retained);
         if let Err(e) = self.outbox.lock().forget(stream) {
             warn!(stream, error = %e, "Cannot record a forgotten stream in the outbox.");
         }
@@ -291,9 +310,11 @@ impl Publisher {
     /// [`MqttError`] when the client has stopped.
     pub async fn state(&self, stream: &str, json: Vec<u8>) -> Result<(), MqttError> {
         if let Some((topic, config)) = self.discovery.as_ref().and_then(|d| d.announce(stream)) {
+            lock(&self.retained).insert(topic.clone(), config.clone());
             self.publish(topic, QoS::AtLeastOnce, true, config).await?;
         }
         let topic = format!("{}/state/{stream}", self.prefix);
+        lock(&self.retained).insert(topic.clone(), json.clone());
         self.publish(topic, QoS::AtLeastOnce, true, json).await
     }
 
@@ -385,6 +406,19 @@ impl PublisherLoop {
                 self.queued.fetch_add(1, Ordering::Relaxed);
                 self.recovered.pop_front();
             }
+            // Then the retained messages a broker that lost the session lost too, each as it
+            // is now (a newer one published meanwhile is what goes).
+            while !online_pending && let Some(topic) = self.republish.front() {
+                let Some(payload) = lock(&self.retained).get(topic).cloned() else {
+                    self.republish.pop_front(); // forgotten meanwhile
+                    continue;
+                };
+                if !self.try_send(topic.clone(), true, payload, None) {
+                    break;
+                }
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                self.republish.pop_front();
+            }
             if self.recording.is_none() && !self.acked.is_empty() {
                 self.record_acked();
             }
@@ -431,6 +465,13 @@ impl PublisherLoop {
                     resend.append(&mut self.eventloop.pending);
                     self.eventloop.pending = resend;
                     online_pending = true;
+                    if connected_once && !ack.session_present {
+                        self.republish = lock(&self.retained).keys().cloned().collect();
+                        info!(
+                            retained = self.republish.len(),
+                            "The broker lost the session: publishing the streams' retained state again."
+                        );
+                    }
                     connected_once = true;
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
