@@ -290,6 +290,42 @@ fn the_demo_takes_its_configs_library_and_refuses_a_taken_port_or_speed() {
     }
 }
 
+/// `score --report page.html | head`: the reader leaves after a line, and the page asked for
+/// is still written, whole (before, the closed pipe ended the scoring quietly, exit 0, and no
+/// page).
+#[test]
+fn a_report_is_written_when_the_reader_leaves_early() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page.html");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ebgand"))
+        .args([
+            "score",
+            "--model",
+            "models/vibration/fixture-1",
+            "--key",
+            "DE",
+        ])
+        .args(["--hop", "8", "--json", "--report", page.to_str().unwrap()])
+        .arg(shared_data().join("cwru/1797_Normal.npz"))
+        .current_dir(root())
+        .env("ORT_DYLIB_PATH", ort_library())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"seq\""), "{first}");
+    // The reader is gone (its end of the pipe dropped): thousands of lines are still to come.
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let html = std::fs::read_to_string(&page).expect("the report written");
+    assert!(html.trim_end().ends_with("</html>"), "the page is whole");
+}
+
 #[test]
 fn missing_library_says_how_to_install_it() {
     let o = ebgand(

@@ -401,10 +401,48 @@ fn hysteresis(
     Ok(hysteresis)
 }
 
+/// Standard output, buffered. With a report to write, a reader that leaves early (`| head`)
+/// does not end the scoring: what follows is dropped, and the report is written whole.
+struct Stdout {
+    inner: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    past_a_closed_pipe: bool,
+    gone: bool,
+}
+
+impl Stdout {
+    fn closed(&mut self, r: std::io::Result<()>) -> std::io::Result<()> {
+        match r {
+            Err(e) if self.past_a_closed_pipe && e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.gone = true;
+                Ok(())
+            }
+            r => r,
+        }
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.gone {
+            return Ok(buf.len());
+        }
+        let r = self.inner.write_all(buf);
+        self.closed(r).map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.gone {
+            return Ok(());
+        }
+        let r = self.inner.flush();
+        self.closed(r)
+    }
+}
+
 /// Where `score`'s verdicts go: JSON lines to a pipe or a file (or with --json), alerts for
 /// people to a terminal; the label scores (--labels) and the HTML report (--report) beside.
 struct Output {
-    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    out: Stdout,
     human: bool,
     people: ForPeople,
     labels: LabelScore,
@@ -417,7 +455,11 @@ impl Output {
         let stdout = std::io::stdout();
         Self {
             human: !args.json && std::io::IsTerminal::is_terminal(&stdout),
-            out: std::io::BufWriter::new(stdout.lock()),
+            out: Stdout {
+                inner: std::io::BufWriter::new(stdout.lock()),
+                past_a_closed_pipe: args.report.is_some(),
+                gone: false,
+            },
             people: ForPeople::default(),
             labels: LabelScore::default(),
             report: args
@@ -482,8 +524,14 @@ impl Output {
                 labels: args.labels.clone(),
                 summary: self.people.summary_lines(&clip),
             };
-            std::fs::write(path, report.render(&heading))
+            // Whole or not at all: a page cut short by a crash would read as the full one.
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))
+                .and_then(|mut f| f.write_all(report.render(&heading).as_bytes()).map(|()| f))
                 .map_err(|e| anyhow::anyhow!("--report {}: {e}", path.display()))?;
+            tmp.as_file_mut().sync_all().ok();
+            tmp.persist(path)
+                .map_err(|e| anyhow::anyhow!("--report {}: {}", path.display(), e.error))?;
             tracing::info!(report = %path.display(), alerts = report.alerts(), "Report written.");
         }
         if self.human {
