@@ -700,7 +700,10 @@ impl RawConfig {
             .build()
             .and_then(config::Config::try_deserialize);
         match loaded {
-            Ok(raw) => Ok((raw, problems)),
+            Ok(raw) => {
+                problems.extend(case_twins(&raw));
+                Ok((raw, problems))
+            }
             Err(e) if !problems.is_empty() => {
                 problems.push(e.to_string());
                 Err(ConfigError::Invalid(problems))
@@ -719,6 +722,27 @@ impl RawConfig {
             .build()?;
         Ok(built.try_deserialize()?)
     }
+}
+
+/// Models whose names differ only in case: the environment's keys are read in lower case, so
+/// `EBGAND__MODELS__PUMPA__PATH` makes a model `pumpa` beside the file's `[models.PumpA]`
+/// instead of setting it, and nothing would say so.
+fn case_twins(raw: &RawConfig) -> Vec<String> {
+    let names: Vec<&String> = raw.models.keys().collect();
+    let mut out = Vec::new();
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i + 1..] {
+            if a.eq_ignore_ascii_case(b) {
+                out.push(format!(
+                    "models.{a} and models.{b}: names that differ only in case (the environment \
+                     reads its keys in lower case, so EBGAND__MODELS__... sets a model of its \
+                     own beside one named with capitals): name the model in lower case to set it \
+                     from the environment"
+                ));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

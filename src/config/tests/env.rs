@@ -130,3 +130,39 @@ fn durations_past_a_hundred_years_are_refused() {
         assert!(err.contains(&format!("{key}: ")), "{key}: {err}");
     }
 }
+
+/// The environment's keys are read in lower case: a model named with capitals in the file
+/// cannot be set from it, and a variable that tries makes a second model. Told, not taken.
+#[test]
+fn a_model_named_with_capitals_is_not_silently_doubled_by_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[models.PumpA]\npath = \"models/vibration/fixture-1\"\n",
+    )
+    .unwrap();
+    let err = RawConfig::load(
+        Some(&path),
+        env(&[("EBGAND__MODELS__PUMPA__PATH", "/elsewhere")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("models.PumpA and models.pumpa: names that differ only in case"),
+        "{err}"
+    );
+    // A lower-case name is set from the environment as any other key.
+    std::fs::write(
+        &path,
+        "[models.pumpa]\npath = \"models/vibration/fixture-1\"\n",
+    )
+    .unwrap();
+    let raw = RawConfig::load(
+        Some(&path),
+        env(&[("EBGAND__MODELS__PUMPA__PATH", "/elsewhere")]),
+    )
+    .unwrap();
+    assert_eq!(raw.models.len(), 1);
+    assert_eq!(raw.models["pumpa"].path, "/elsewhere");
+}
