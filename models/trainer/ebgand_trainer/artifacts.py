@@ -9,6 +9,7 @@ step.
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -21,6 +22,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import graphs, version
 from .ort import artifacts, onnxblock, onnxruntime
+
+log = logging.getLogger("ebgand_trainer")
 
 # Names of the files generate_artifacts writes for a step with the given prefix.
 FILES = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint")
@@ -191,21 +194,39 @@ def ensure(arch, cache_root):
     on a miss. Built in a temporary folder and renamed into place, so concurrent trainers and
     interrupted builds never leave a half-written entry; one interrupted by SIGKILL is removed
     by a later call (remove_stale_builds)."""
-    cache_root = Path(cache_root)
+    # Absolute: the build runs inside its folder, where a relative path means another place.
+    cache_root = Path(cache_root).resolve()
     final = cache_root / cache_key(arch)
     if cache_root.is_dir():
         remove_stale_builds(cache_root)
     if final.is_dir():
-        return final
+        if whole(final):
+            return final
+        # An entry a power cut left with empty files would fail every run: build it again.
+        log.warning("training cache entry %s is damaged (an empty or missing file); rebuilding it",
+                    final)
+        shutil.rmtree(final, ignore_errors=True)
     cache_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_root))
     try:
         _generate(arch, tmp)
+        version.sync_folder(tmp)  # its files on disk before the rename names them
         try:
             os.rename(tmp, final)
         except OSError:
             if not final.is_dir():  # else a concurrent build won the rename: use its entry
                 raise
+        version.sync_folder(cache_root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+ENTRY_FILES = [f"{p}{n}" for p in ("d_", "g_")
+               for n in ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx",
+                         "checkpoint")]
+
+
+def whole(folder):
+    """Whether a cache entry holds every file a run loads, none of them empty."""
+    return all((folder / f).exists() and (folder / f).stat().st_size > 0 for f in ENTRY_FILES)

@@ -221,6 +221,11 @@ def load_windows(path):
         raise UsageError(f"--data {path}: shape {x.shape}; expected [N, W, C] windows")
     if not np.issubdtype(x.dtype, np.floating):
         raise UsageError(f"--data {path}: dtype {x.dtype}; expected float32")
+    big = np.isfinite(x) & (np.abs(x) > np.finfo(np.float32).max)
+    if big.any():
+        raise UsageError(f"--data {path}: {int(big.any(axis=(1, 2)).sum())} windows hold values "
+                         f"beyond float32's range (±3.4e38; first: window "
+                         f"{int(np.argmax(big.any(axis=(1, 2))))})")
     x = np.ascontiguousarray(x, dtype=np.float32)
     bad = ~np.isfinite(x).all(axis=(1, 2))
     if bad.any():
@@ -360,7 +365,13 @@ def run(args, argv, events, stop):
         events.start(args.mode, args.steps, len(windows))
         folder = artifacts.ensure(arch, args.cache or default_cache())
         stop.check()
-        result = train.train(arch, cfg, folder, train_x, hold_x, mean, std, events.step, stop)
+        fresh = version.keep_fresh(tmp)
+
+        def on_step(*progress):
+            fresh()
+            events.step(*progress)
+
+        result = train.train(arch, cfg, folder, train_x, hold_x, mean, std, on_step, stop)
         events.flush()
         log.info("trained %d steps in %.2f s (best validation energy %.6g at step %d)",
                  result.steps_run, result.seconds, result.best_val_energy, result.best_step)

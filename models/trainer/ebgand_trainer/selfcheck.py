@@ -182,7 +182,8 @@ def check_stale_leftovers(tmp):
     from .artifacts import remove_stale_builds
     from .version import STALE_S, staging
     cache, models = tmp / "cache", tmp / "leftovers"
-    old = [cache / ".build-old", models / ".v1.tmp-old"]
+    # Another version's staging too: the daemon names each version anew.
+    old = [cache / ".build-old", models / ".v1.tmp-old", models / ".v0.tmp-old"]
     new = [cache / ".build-new", models / ".v1.tmp-new"]
     for p in old + new:
         p.mkdir(parents=True)
@@ -195,6 +196,42 @@ def check_stale_leftovers(tmp):
     check(not any(p.exists() for p in old) and all(p.is_dir() for p in new),
           f"leftovers: {sorted(os.listdir(cache))} {sorted(os.listdir(models))}")
     fresh.rmdir()
+
+
+def relative(tmp, version):
+    """A short run of version with the cache given as the relative path `cache`."""
+    cmd = trainer(tmp, "--out", str(tmp / "rel" / version), "--name", "rel", "--version",
+                  version, "--steps", "20")
+    cmd[cmd.index("--cache") + 1] = "cache"
+    return cmd
+
+
+def check_cache_entries(tmp):
+    """A relative cache path trains (the build runs inside its own folder), and an entry a
+    power cut left with an empty file is built again instead of failing every run."""
+    from . import artifacts
+    rel = tmp / "relative"
+    rel.mkdir()
+    run = subprocess.run(relative(tmp, "v1"), capture_output=True, text=True, env=ENV, cwd=rel)
+    check(run.returncode == 0, f"relative --cache: exit {run.returncode}: {run.stderr[-400:]}")
+    entries = [p for p in (rel / "cache").iterdir() if not p.name.startswith(".")]
+    check(len(entries) == 1 and artifacts.whole(entries[0]), f"relative cache: {entries}")
+    (entries[0] / "d_training_model.onnx").write_bytes(b"")
+    run = subprocess.run(relative(tmp, "v2"), capture_output=True, text=True, env=ENV, cwd=rel)
+    check(run.returncode == 0 and artifacts.whole(entries[0]),
+          f"damaged cache entry: exit {run.returncode}: {run.stderr[-400:]}")
+
+
+def check_float32_range(tmp):
+    """float64 values past float32's range are named as such, not as NaN or infinity."""
+    big = np.load(tmp / "train.npy").astype(np.float64)
+    big[3, 0, 0] = 1e39
+    np.save(tmp / "big.npy", big)
+    cmd = trainer(tmp, "--out", str(tmp / "big" / "v1"), "--name", "big", "--version", "v1")
+    cmd[cmd.index("--data") + 1] = str(tmp / "big.npy")
+    run = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    check(run.returncode == 2 and "beyond float32's range" in run.stdout + run.stderr,
+          f"float64 past float32: exit {run.returncode}: {run.stdout[-300:]}")
 
 
 def main():
@@ -212,6 +249,8 @@ def main():
             check_refuses_existing(tmp)
             check_sigterm(tmp)
             check_stale_leftovers(tmp)
+            check_cache_entries(tmp)
+            check_float32_range(tmp)
             try:
                 summary["nab_scorer"] = nab.check()
             except AssertionError as e:

@@ -84,8 +84,39 @@ def staging(out):
     The dot prefix marks it as not a model version for the daemon's registry. One an earlier
     run for out left (killed mid-way) is removed."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out.parent, f".{out.name}.tmp-*")
+    # Any version's: the daemon names each version anew, so a killed run's is never reused.
+    # (A run keeps its own fresh while it trains: keep_fresh.)
+    remove_stale(out.parent, ".*.tmp-*")
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+
+
+def keep_fresh(tmp, every_s=60.0):
+    """A callable that touches tmp at most every every_s seconds, so that a run training for
+    longer than STALE_S keeps its staging folder from another run's clean-up."""
+    last = [time.time()]
+
+    def touch():
+        now = time.time()
+        if now - last[0] >= every_s:
+            last[0] = now
+            with contextlib.suppress(OSError):
+                os.utime(tmp)
+    return touch
+
+
+def sync_folder(folder):
+    """fsyncs every file in folder (recursively) and the folder itself."""
+    for p in sorted(Path(folder).rglob("*"), reverse=True):
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def publish(tmp, out, files):
