@@ -502,6 +502,11 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 self.judge.seed(&stream, seeded);
             }
         }
+        // A shadow the lifecycle ended without promoting it: its calibrations go, so that a
+        // later activation of its version learns afresh, as any activation does.
+        if batch.shadow.is_none() && self.ended_shadow(&model.name) {
+            self.shadow_judges.remove(&model.name);
+        }
         // The shadow was promoted: its streams' calibrations carry on under the active version
         // (they learnt its energies on the same windows), so no stream learns from scratch.
         if let Some((version, _)) = self.shadow_judges.get(&model.name)
@@ -623,6 +628,17 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         }
         debug!(windows = batch.windows.len(), model = %model.version, "Batch judged.");
         Ok(())
+    }
+
+    /// Whether `model`'s shadow was ended without a promotion (taking the mark: it is seen
+    /// once).
+    fn ended_shadow(&self, model: &str) -> bool {
+        let mut all = self.shadows.lock().unwrap_or_else(PoisonError::into_inner);
+        let ended = all.get(model).is_some_and(|s| s.ended);
+        if ended {
+            all.remove(model);
+        }
+        ended
     }
 
     fn add_shadow_stats(&self, model: &str, add: ShadowStats) {

@@ -665,3 +665,43 @@ async fn a_restored_raised_stream_forgotten_before_it_speaks_is_cleared() {
         ]
     );
 }
+
+/// A shadow ended without a promotion (another version activated by hand) leaves no
+/// calibrations behind: its version, activated by hand much later, learns afresh instead of
+/// judging at once on the stale, unfinished calibration of its warm-up.
+#[tokio::test]
+async fn an_ended_shadows_calibrations_are_not_adopted_later() {
+    let sink = Recording::default();
+    let (a, progress) = stage(&sink, (), Resumed::default());
+    let mut a = a.calibrated(crate::detect::Calibration {
+        learn_windows: 8,
+        warm_windows: 16,
+        ..crate::detect::Calibration::default()
+    });
+    let s = probability_stream("vib/m1");
+    let calm: Vec<f32> = (0..10).map(|i| 1.0 + (i % 5) as f32 * 0.1).collect();
+    // v1 serves; v2 warms in shadow for 10 windows, not warm yet.
+    let mut b = batch(&s, 0, &calm);
+    b.shadow = shadow("v2", calm.iter().map(|e| e * 3.0).collect());
+    a.batch(b).await.unwrap();
+    // The operator activates v3: the lifecycle ends the shadow.
+    a.shadows
+        .lock()
+        .unwrap()
+        .get_mut("vibration")
+        .unwrap()
+        .ended = true;
+    let mut b = batch(&s, 10, &calm);
+    b.model = model("v3");
+    a.batch(b).await.unwrap();
+    // Much later, v2 is activated by hand: its calibration starts from its first window.
+    let mut b = batch(&s, 20, &[3.3]);
+    b.model = model("v2");
+    a.batch(b).await.unwrap();
+    let c = progress.snapshot()["vib/m1"]
+        .detector
+        .calibrator
+        .clone()
+        .unwrap();
+    assert_eq!((c.version.as_str(), c.seen), ("v2", 1));
+}

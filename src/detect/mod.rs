@@ -355,6 +355,10 @@ pub struct ShadowStats {
     /// stream's latest window.
     #[serde(skip)]
     pub learning: BTreeMap<String, bool>,
+    /// The lifecycle ended this shadow without promoting it: the alerting stage drops its
+    /// calibrations, never handing them to a later activation of the version.
+    #[serde(skip)]
+    pub ended: bool,
 }
 
 impl ShadowStats {

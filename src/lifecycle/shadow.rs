@@ -5,6 +5,7 @@
 use tracing::{info, warn};
 
 use super::{Context, LifecycleError, Models};
+use crate::detect::ShadowStats;
 use crate::model::load_off_runtime;
 
 impl Models {
@@ -91,10 +92,17 @@ impl Models {
         {
             warn!(model, error = %e, "Cannot stop the shadow.");
         }
+        // Marked, not removed: the alerting stage drops the shadow's calibrations on seeing it
+        // (a version activated by hand later learns afresh, as any activation does).
         ctx.shadows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(model);
+            .entry(model.to_owned())
+            .or_insert_with(|| ShadowStats {
+                shadow: version.clone(),
+                ..ShadowStats::default()
+            })
+            .ended = true;
         ctx.event(serde_json::json!({
             "event": "shadow_stopped", "model": model, "version": version, "reason": reason,
         }))
