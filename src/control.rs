@@ -61,6 +61,12 @@ impl Command {
 pub enum ControlMessage {
     /// A valid command.
     Command(Command),
+    /// A learner's period is over: train the model's first version, unless a version was
+    /// chosen by hand meanwhile (the model no longer learns; training would replace it).
+    Learnt {
+        /// Model name.
+        model: String,
+    },
     /// A refused message: what was asked, and why not.
     Refused {
         /// The topic's last level.

@@ -153,6 +153,14 @@ pub(super) async fn run(
                     info!(command = cmd.name(), "Control command.");
                     models.command(ctx, cmd).await;
                 }
+                Step::Control(ControlMessage::Learnt { model }) => {
+                    if models.learners.contains_key(&model) {
+                        models.command(ctx, Command::Train { model }).await;
+                    } else {
+                        // Queued while an operator's version took the model over.
+                        info!(model = %model, "The learner's request to train is moot: a version was chosen by hand.");
+                    }
+                }
                 Step::Control(ControlMessage::Refused { command, reason }) => {
                     warn!(command = %command, reason = %reason, "Control command refused.");
                     ctx.event(serde_json::json!({ "event": "command_refused", "command": command, "reason": reason })).await;

@@ -66,7 +66,7 @@ impl ControlInput {
         } else {
             let message = crate::control::parse(command, payload);
             let outcome = match message {
-                ControlMessage::Command(_) => "accepted",
+                ControlMessage::Command(_) | ControlMessage::Learnt { .. } => "accepted",
                 ControlMessage::Refused { .. } => "refused",
             };
             (Some(message), outcome)

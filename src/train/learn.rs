@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::config::LearningPeriod;
-use crate::control::{Command, ControlMessage};
+use crate::control::ControlMessage;
 use crate::durable::checkpoint::Progress;
 use crate::durable::on_disk;
 use crate::model::Window;
@@ -238,9 +238,9 @@ impl<P: PhaseSink> LearnerState<P> {
         info!(model = %l.model, windows = self.captured, "Learning period over; training.");
         l.metrics.set_phase(&l.model, "training");
         self.asked = true;
-        let train = ControlMessage::Command(Command::Train {
+        let train = ControlMessage::Learnt {
             model: l.model.clone(),
-        });
+        };
         if l.control.send(train).await.is_err() {
             // The control loop is gone: shutting down.
             return;
@@ -256,6 +256,7 @@ impl<P: PhaseSink> LearnerState<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::Command;
     use crate::train::recent::forget_saved;
 
     /// Phases that never get through (a publish connection that is down).
@@ -347,7 +348,7 @@ mod tests {
             .expect("the learner asked for training while no window came");
         assert!(matches!(
             asked,
-            Some(ControlMessage::Command(Command::Train { model })) if model == "m"
+            Some(ControlMessage::Learnt { model }) if model == "m"
         ));
         assert_eq!(
             Capture::load(dir.path()).unwrap().shape(),
@@ -479,7 +480,7 @@ mod tests {
             .expect("the resumed learner asked for training at its 10th window");
         assert!(matches!(
             asked,
-            Some(ControlMessage::Command(Command::Train { model })) if model == "m"
+            Some(ControlMessage::Learnt { model }) if model == "m"
         ));
         l.handover.send(()).unwrap();
         let (_, recent) = l.task.await.unwrap();
