@@ -184,13 +184,28 @@ pub(super) async fn run(
                         .filter(|n| {
                             let warming = models.warming.contains(*n);
                             if warming {
-                                info!(model = %n, "Scheduled retraining skipped: the last retrained version still warms up in shadow.");
+                                // The streams it waits for: one whose alert stays up teaches
+                                // the shadow nothing until it clears (`promote` ends the wait).
+                                let waiting: Vec<String> = ctx
+                                    .shadows
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .get(*n)
+                                    .map(|s| {
+                                        let learning = s.learning.iter().filter(|(_, l)| **l);
+                                        learning.map(|(id, _)| id.clone()).take(5).collect()
+                                    })
+                                    .unwrap_or_default();
+                                warn!(model = %n, waiting_for = ?waiting, "Scheduled retraining skipped: the last retrained version still warms up in shadow (the streams named still learn it; one whose alert stays up teaches it nothing until it clears; `promote` ends the wait).");
                             }
                             !warming
                         })
                         .cloned()
                         .collect();
                     for name in names {
+                        // Each scheduled run has its own retries: a week whose runs all failed
+                        // does not leave the next week's none.
+                        models.attempts.remove(&name);
                         if let Err(reason) = models.start_training(ctx, &name).await {
                             warn!(model = %name, reason = %reason, "Scheduled retraining not started.");
                         }
