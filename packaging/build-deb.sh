@@ -33,6 +33,9 @@ umask 022
 install -D -m 0755 "$bin" "$stage/usr/bin/ebgand"
 "$strip" --strip-unneeded "$stage/usr/bin/ebgand"
 install -D -m 0644 "$ort/libonnxruntime.so.$ort_version" "$stage/usr/lib/ebgand/libonnxruntime.so.$ort_version"
+# The config names the library by this link, so an edited config (a conffile dpkg keeps on
+# upgrade) still finds the library a later package ships under another version.
+ln -s "libonnxruntime.so.$ort_version" "$stage/usr/lib/ebgand/libonnxruntime.so"
 
 # The training worker (its venv is built on the box: /usr/lib/ebgand/setup-trainer).
 mkdir -p "$stage/usr/lib/ebgand/trainer"
@@ -47,7 +50,7 @@ install -D -m 0644 -t "$stage/usr/share/ebgand/models/vibration/ebgan-1" \
 
 # The documented config with the installed paths: a conffile, kept on upgrade if edited.
 install -d "$stage/etc/ebgand"
-sed -e "s|^library = \"\"|library = \"/usr/lib/ebgand/libonnxruntime.so.$ort_version\"|" \
+sed -e "s|^library = \"\"|library = \"/usr/lib/ebgand/libonnxruntime.so\"|" \
     -e 's|^outbox_dir = "state/outbox"|outbox_dir = "/var/lib/ebgand/outbox"|' \
     -e 's|^dir = "state/models"|dir = "/var/lib/ebgand/models"|' \
     -e 's|^dir = "state/capture"|dir = "/var/lib/ebgand/capture"|' \

@@ -408,6 +408,31 @@ fn the_package_installs_checks_scores_upgrades_and_purges_in_a_debian_root() {
     assert!(!root.join("usr/lib/ebgand").exists());
     assert!(config.exists(), "a removed package keeps its conffile");
     assert!(state.join("models/vibration/ACTIVE").exists());
+    // Installed again: the unit the removal masked is unmasked and enabled (it was left
+    // masked, and every start failed until someone unmasked it by hand).
+    run(&mut chroot(&root, &["dpkg", "-i", "/tmp/current.deb"]));
+    let unit = root.join("etc/systemd/system/ebgand.service");
+    assert!(
+        unit.symlink_metadata().is_err(),
+        "masked after a reinstall: {:?}",
+        std::fs::read_link(&unit)
+    );
+    assert!(
+        root.join("etc/systemd/system/multi-user.target.wants/ebgand.service")
+            .symlink_metadata()
+            .is_ok(),
+        "enabled after a reinstall"
+    );
+    // The config names the library by its link, which an upgrade to another ONNX Runtime
+    // keeps pointing at the library the package ships.
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("library = \"/usr/lib/ebgand/libonnxruntime.so\""),
+        "the edited config kept"
+    );
+    assert!(root.join("usr/lib/ebgand/libonnxruntime.so").exists());
+    run(&mut chroot(&root, &["dpkg", "-r", "ebgand"]));
 
     // Purge: only what policy allows stays.
     run(&mut chroot(&root, &["dpkg", "-P", "ebgand"]));
