@@ -84,9 +84,9 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(600);
 
 /// Healthy windows of one model on disk: shards of `shard_windows` windows each
 /// (`shard-000001.npy`, float32 `[n, W, C]`), at most `max_shards` of them (the oldest is
-/// removed first). A shard is written to a temp name and renamed, so a crash of the daemon
-/// never leaves a half-written shard (not fsynced: a power loss may leave one renamed before
-/// its data reached the disk, which [`Capture::load`] skips with a warning). With [`Capture::flushing_every`], windows are written at least that
+/// removed first). A shard is written to a temp name, synced and renamed, so neither a crash of
+/// the daemon nor a power loss leaves a half-written shard (one found empty all the same, on a
+/// disk that lies about its syncs, [`Capture::load`] skips with a warning). With [`Capture::flushing_every`], windows are written at least that
 /// often: the newest shard this capture wrote (or found when it opened) is rewritten with the
 /// new windows until it holds `shard_windows`, so every shard but the newest stays full.
 #[derive(Debug)]
@@ -400,7 +400,14 @@ impl Capture {
                 ));
             }
         }
-        if let Err(e) = fs::write(&tmp, bytes) {
+        // Synced before the rename: a shard topped up holds older windows too, and a power cut
+        // must not leave it renamed with nothing in it (nor learning.npz, the learning's
+        // progress).
+        let written = fs::File::create(&tmp).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, bytes)?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
             // Best effort: a leftover temp file is never read as a shard and is replaced next time.
             fs::remove_file(&tmp).ok();
             let reason = match e.kind() {
