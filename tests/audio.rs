@@ -209,7 +209,7 @@ async fn an_audio_stream_learns_a_log_mel_model_from_itself() {
     s.train.cache = Some(std::env::temp_dir().join("ebgand-test-trainer-cache"));
     let registry = s.registry.dir.clone();
     let _daemon = TestDaemon::start(s).await;
-    // One healthy 10 s clip, replayed: 309 windows of 5 frames, more than the 250 learnt from.
+    // One healthy 10 s clip, replayed: 307 windows of 5 frames, more than the 250 learnt from.
     let clip = shared_data().join("dcase2020/normal/normal_id_00_00000000.wav");
     replay(&clip, broker.port).await;
     let events = || -> Vec<serde_json::Value> {
