@@ -666,7 +666,11 @@ impl Models {
             reason: e.to_string(),
         })?;
         match seeded {
-            Ok(seeded) => {
+            Ok(mut seeded) => {
+                // Not a stream forgotten while the model learnt (quiet past `stream_idle_s`):
+                // one that comes back starts over, as any forgotten stream does.
+                let tracked = ctx.progress.snapshot();
+                seeded.retain(|stream, _| tracked.contains_key(stream));
                 let streams = seeded.len();
                 for (stream, s) in &seeded {
                     ctx.progress.seeded(stream, s.clone());

@@ -245,6 +245,10 @@ impl<P: PhaseSink> LearnerState<P> {
             // The control loop is gone: shutting down.
             return;
         }
+        // Not the streams forgotten meanwhile (quiet past `stream_idle_s`): their retained
+        // state is not brought back, and the set does not grow with every id ever seen.
+        let tracked = l.progress.snapshot();
+        self.seen.retain(|stream| tracked.contains_key(stream));
         for stream in &self.seen {
             l.phases
                 .phase(stream, &l.model, "training", self.captured)
