@@ -326,6 +326,41 @@ fn a_report_is_written_when_the_reader_leaves_early() {
     assert!(html.trim_end().ends_with("</html>"), "the page is whole");
 }
 
+/// Ctrl-C ends the demo in order at any point: here while the machine runs at real time (its
+/// windows on the console), and again while the daemon starts; it says so, drains and exits 0
+/// (before the machine started it killed the demo, its temp folder left behind).
+#[test]
+fn ctrl_c_ends_the_demo_in_order() {
+    use std::io::BufRead;
+    for wait_for in ["window ", "ebgand demo:"] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ebgand"))
+            .arg("demo")
+            .current_dir(root())
+            .env("ORT_DYLIB_PATH", ort_library())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut seen = String::new();
+        while !seen.contains(wait_for) {
+            assert_ne!(out.read_line(&mut seen).unwrap(), 0, "{seen}");
+        }
+        let pid = child.id().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status();
+        assert!(killed.unwrap().success());
+        let status = child.wait().unwrap();
+        std::io::Read::read_to_string(&mut out, &mut seen).unwrap();
+        assert!(status.success(), "{status}: {seen}");
+        assert!(
+            seen.contains("interrupted") && seen.contains("done:"),
+            "{seen}"
+        );
+    }
+}
+
 #[test]
 fn missing_library_says_how_to_install_it() {
     let o = ebgand(
