@@ -168,8 +168,8 @@ const NEAR: f64 = 5.0;
 const FAR: f64 = 100.0;
 
 /// `x` with every value further than `k` robust standard deviations (1.4826 times the median
-/// absolute deviation) from its median put at that bound (a channel that climbs steadily is
-/// never clipped: its range is under 2 of them either side).
+/// absolute deviation) from its median put at that bound, when they are rare (a channel that
+/// climbs steadily is never clipped: its range is under 2 of them either side).
 fn clipped(mut x: Vec<f64>, k: f64) -> Vec<f64> {
     let n = x.len();
     if n == 0 {
@@ -181,13 +181,20 @@ fn clipped(mut x: Vec<f64>, k: f64) -> Vec<f64> {
         *v = (*v - median).abs();
     }
     let spread = k * 1.4826 * *sorted.select_nth_unstable_by(n / 2, f64::total_cmp).1;
-    if spread > 0.0 {
+    // Only a few, or they are the stream's own: a pump that runs two hours a day, or an
+    // office's CO2 by day, has its median and spread in the idle hours, and every running
+    // sample far past them.
+    let beyond = x.iter().filter(|v| (**v - median).abs() > spread).count();
+    if spread > 0.0 && beyond <= n / RARE {
         for v in &mut x {
             *v = v.clamp(median - spread, median + spread);
         }
     }
     x
 }
+
+/// At most one value in this many may be clipped ([`clipped`]); more are no outliers.
+const RARE: usize = 200;
 
 /// The autocorrelation of `x` at `lag` (0 when either side is constant).
 fn acf(x: &[f64], lag: usize) -> f64 {

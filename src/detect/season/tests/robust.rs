@@ -180,3 +180,48 @@ fn one_sentinel_while_watched_keeps_the_week() {
         );
     }
 }
+
+/// A stream that is mostly idle and runs for a few hours a day (a pump at 1000 two hours a
+/// day over an idle 0 ± 1; an office's CO2, 900 ppm on weekday hours over 420) has its median
+/// and spread in the idle hours: its running samples are its own, not garbled outliers. Taken
+/// for garbled, they were clipped out of the season's variance, and every window was flagged
+/// for good.
+#[test]
+fn a_stream_that_runs_a_few_hours_a_day_is_not_taken_for_garbled() {
+    let pump = |hours: u64, amp: f32, noise_amp: f32| {
+        move |i: u64| {
+            let slot = i % 48;
+            (if (16..16 + 2 * hours).contains(&slot) {
+                amp
+            } else {
+                0.0
+            }) + noise_amp * noise(i)
+        }
+    };
+    let co2 = |i: u64| {
+        let (day, slot) = (i / 48, i % 48);
+        let occupied = day % 7 < 5 && (18..36).contains(&slot);
+        (if occupied { 900.0 } else { 420.0 }) + 2.0 * noise(i)
+    };
+    type Series = Box<dyn Fn(u64) -> f32>;
+    let streams: Vec<(&str, Series)> = vec![
+        ("pump 2 h", Box::new(pump(2, 1000.0, 1.0))),
+        ("pump 8 h", Box::new(pump(8, 1000.0, 1.0))),
+        ("pump 4 h, small", Box::new(pump(4, 50.0, 0.2))),
+        ("office CO2", Box::new(co2)),
+    ];
+    for (name, series) in streams {
+        let mut s = Season::default();
+        let all = run(&mut s, W as u64 - 1, 5 * 336, &|i| series(i));
+        assert!(s.period().is_some(), "{name}: no season");
+        let lo = (4 * 336) as usize - (W - 1);
+        let flagged = all[lo..lo + 336]
+            .iter()
+            .filter(|p| p.is_some_and(|p| p >= 0.9999))
+            .count();
+        assert!(
+            flagged < 10,
+            "{name}: {flagged} of the fifth week's windows flagged"
+        );
+    }
+}
