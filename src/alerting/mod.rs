@@ -645,9 +645,12 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         let mut all = self.shadows.lock().unwrap_or_else(PoisonError::into_inner);
         let s = all.entry(model.to_owned()).or_default();
         if s.shadow != add.shadow || s.active != add.active {
+            // A batch scored before the shadow ended, judged after: it stays ended.
+            let ended = s.ended && s.shadow == add.shadow;
             *s = ShadowStats {
                 active: add.active.clone(),
                 shadow: add.shadow.clone(),
+                ended,
                 ..ShadowStats::default()
             };
         }

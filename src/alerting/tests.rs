@@ -684,18 +684,23 @@ async fn an_ended_shadows_calibrations_are_not_adopted_later() {
     let mut b = batch(&s, 0, &calm);
     b.shadow = shadow("v2", calm.iter().map(|e| e * 3.0).collect());
     a.batch(b).await.unwrap();
-    // The operator activates v3: the lifecycle ends the shadow.
+    // The operator activates v3: the lifecycle ends the shadow. A batch scored by v3 with the
+    // shadow, before it ended, is judged after.
     a.shadows
         .lock()
         .unwrap()
         .get_mut("vibration")
         .unwrap()
         .ended = true;
-    let mut b = batch(&s, 10, &calm);
+    let mut b = batch(&s, 10, &calm[..2]);
+    b.model = model("v3");
+    b.shadow = shadow("v2", vec![3.0; 2]);
+    a.batch(b).await.unwrap();
+    let mut b = batch(&s, 12, &calm);
     b.model = model("v3");
     a.batch(b).await.unwrap();
     // Much later, v2 is activated by hand: its calibration starts from its first window.
-    let mut b = batch(&s, 20, &[3.3]);
+    let mut b = batch(&s, 22, &[3.3]);
     b.model = model("v2");
     a.batch(b).await.unwrap();
     let c = progress.snapshot()["vib/m1"]
