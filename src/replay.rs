@@ -170,7 +170,8 @@ async fn publish(
     // than that is the daemon's to count as oversize, not this tool's to refuse.
     let largest = messages.iter().map(|(_, p)| p.len()).max().unwrap_or(0);
     let packet = largest + args.topic.len() + 64;
-    opts.set_max_packet_size(packet.max(mqtt.max_packet_bytes), mqtt.max_packet_bytes)
+    // (incoming, outgoing)
+    opts.set_max_packet_size(mqtt.max_packet_bytes, packet.max(mqtt.max_packet_bytes))
         .set_inflight(100);
     let (client, mut eventloop) = AsyncClient::new(opts, 1000);
     let total = messages.len();

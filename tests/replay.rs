@@ -29,7 +29,8 @@ async fn password_broker(dir: &Path) -> (Mosquitto, String) {
     std::fs::write(
         &config,
         format!(
-            "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"{}\"\npassword = \"{}\"\n",
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"{}\"\npassword = \"{}\"\n\
+             max_packet_bytes = 16384\n",
             broker.port, DAEMON.0, DAEMON.1
         ),
     )
@@ -68,7 +69,8 @@ async fn replay_reaches_the_configs_broker_with_its_credentials_and_large_messag
         &[],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // 9,000 samples in one JSON array: about 40 KiB, four times rumqttc's default limit.
+    // 9,000 samples in one JSON array: about 40 KiB, four times rumqttc's default limit and
+    // more than the config's max_packet_bytes (the daemon's limit for what it reads).
     let long = dir.path().join("long.csv");
     let rows: String = (0..9_000)
         .map(|i| format!("{}\n", i as f32 / 7.0))
