@@ -202,6 +202,8 @@ pub struct Source {
     /// The brokers, and the options for each.
     failover: super::Failover,
     filters: Vec<SubscribeFilter>,
+    /// The control topics' prefix: its filter granted alone is no stream's data.
+    control: String,
     backoff: Backoff,
     metrics: Arc<Metrics>,
     redeliveries: Redeliveries,
@@ -252,6 +254,7 @@ impl Source {
             connection: 0,
             gate: gate.clone(),
             max_packet: mqtt.max_packet_bytes,
+            control: format!("{}/control/", mqtt.prefix),
             held: VecDeque::new(),
             held_bytes: 0,
             held_qos0: 0,
@@ -342,10 +345,10 @@ impl Source {
                     // Up (and ready) once subscribed: a cluster (NATS) answers the
                     // subscription only when it can keep the session's messages. A broker
                     // that refused every filter sends nothing: not ready.
-                    let granted = ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)));
+                    let granted = (self.filters.iter().zip(&ack.return_codes)).any(|(f, c)| {
+                        matches!(c, rumqttc::SubscribeReasonCode::Success(_))
+                            && !f.path.starts_with(&self.control)
+                    });
                     self.metrics.set_connected("ingest", granted);
                     for (filter, code) in self.filters.iter().zip(&ack.return_codes) {
                         match code {
