@@ -401,6 +401,31 @@ fn hysteresis(
     Ok(hysteresis)
 }
 
+/// Writes `bytes` to `path` whole or not at all (a page cut short by a crash would read as
+/// the full one): beside it under a temporary name, made as any new file is (the umask's
+/// mode), then renamed over it. What is not a plain file (`/dev/stdout`, a pipe) is written
+/// as it is.
+fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if path.metadata().is_ok_and(|m| !m.is_file()) {
+        return std::fs::write(path, bytes);
+    }
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    written
+}
+
 /// Standard output, buffered. With a report to write, a reader that leaves early (`| head`)
 /// does not end the scoring: what follows is dropped, and the report is written whole.
 struct Stdout {
@@ -524,14 +549,8 @@ impl Output {
                 labels: args.labels.clone(),
                 summary: self.people.summary_lines(&clip),
             };
-            // Whole or not at all: a page cut short by a crash would read as the full one.
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-            let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))
-                .and_then(|mut f| f.write_all(report.render(&heading).as_bytes()).map(|()| f))
+            write_whole(path, report.render(&heading).as_bytes())
                 .map_err(|e| anyhow::anyhow!("--report {}: {e}", path.display()))?;
-            tmp.as_file_mut().sync_all().ok();
-            tmp.persist(path)
-                .map_err(|e| anyhow::anyhow!("--report {}: {}", path.display(), e.error))?;
             tracing::info!(report = %path.display(), alerts = report.alerts(), "Report written.");
         }
         if self.human {
