@@ -409,11 +409,17 @@ impl PublisherLoop {
             // Then the retained messages a broker that lost the session lost too, each as it
             // is now (a newer one published meanwhile is what goes).
             while !online_pending && let Some(topic) = self.republish.front() {
+                // Read under the `send` lock: a publisher stores a state before it takes the
+                // lock to send it, so what is read here is at least as new as anything sent.
+                let Ok(_in_order) = self.send.try_lock() else {
+                    break;
+                };
                 let Some(payload) = lock(&self.retained).get(topic).cloned() else {
                     self.republish.pop_front(); // forgotten meanwhile
                     continue;
                 };
-                if !self.try_send(topic.clone(), true, payload, None) {
+                let topic = topic.clone();
+                if !self.try_publish_tagged(topic, QoS::AtLeastOnce, true, payload, None) {
                     break;
                 }
                 self.queued.fetch_add(1, Ordering::Relaxed);
