@@ -203,11 +203,16 @@ pub(super) async fn run(
                         .cloned()
                         .collect();
                     for name in names {
-                        // Each scheduled run has its own retries: a week whose runs all failed
-                        // does not leave the next week's none.
-                        models.attempts.remove(&name);
-                        if let Err(reason) = models.start_training(ctx, &name).await {
-                            warn!(model = %name, reason = %reason, "Scheduled retraining not started.");
+                        match models.start_training(ctx, &name).await {
+                            // Each scheduled run has its own retries: a week whose runs all
+                            // failed does not leave the next week's none. (Its failure is
+                            // counted after this step: the run reports through this loop.)
+                            Ok(()) => {
+                                models.attempts.remove(&name);
+                            }
+                            Err(reason) => {
+                                warn!(model = %name, reason = %reason, "Scheduled retraining not started.");
+                            }
                         }
                     }
                 }
