@@ -68,7 +68,9 @@
 //! again. The weeks watched choose the season with their far outliers clipped (a garbled
 //! reading, a sentinel such as 65535: more than 100 robust standard deviations out), and their
 //! autocorrelation is measured with every sample and departure past 5 of them clipped too, so
-//! one spike does not take a strong week away.
+//! one spike does not take a strong week away; only when such values are rare (one in 200 at
+//! most: a pump that runs two hours a day has its spread in its idle hours, and its running
+//! samples are its own).
 //!
 //! Moments follow a wall clock, [`Seasons::zone`]'s: a time sent with a zone, or as seconds
 //! since the epoch, is read on that clock, so a shift that starts at 06:00 local time stays
