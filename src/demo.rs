@@ -142,13 +142,18 @@ async fn demo(args: DemoArgs, config: Option<&std::path::Path>) -> anyhow::Resul
         args.port
     };
     // Ctrl-C from here on ends the demo in order (the daemon drained, the temp folder gone),
-    // whatever it is waiting for.
+    // whatever it is waiting for; a second one while it drains ends it at once (exit 130).
+    // The listener ends with the runtime.
     let interrupt = tokio_util::sync::CancellationToken::new();
-    let listener = {
+    let _listener = {
         let interrupt = interrupt.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                println_flush("\ninterrupted");
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if interrupt.is_cancelled() {
+                    println_flush("interrupted again: stopping now");
+                    std::process::exit(130);
+                }
+                println_flush("\ninterrupted (again to stop at once)");
                 interrupt.cancel();
             }
         })
@@ -235,7 +240,6 @@ async fn demo(args: DemoArgs, config: Option<&std::path::Path>) -> anyhow::Resul
         })
         .await;
     }
-    listener.abort();
     // Interrupted, what was published need not all be scored.
     let expected = expected.filter(|_| !interrupt.is_cancelled());
     if sig_tx.send(Signal::Shutdown).await.is_err() {
