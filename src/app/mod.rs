@@ -11,8 +11,8 @@
 //! while the daemon runs stops it with an error (exit 1, systemd restarts it). Drain order on
 //! shutdown: stop ingest (its window senders drop; the source sends its last acks and
 //! disconnects), let each scorer finish its queue, let alerting publish what it gets and the
-//! offline status, wait for the broker's acks, then disconnect and stop the HTTP endpoints, all
-//! within `[shutdown] grace_ms`.
+//! offline status, let each learner finish its queue, write the last checkpoint, wait for the
+//! broker's acks, then disconnect and stop the HTTP endpoints, all within `[shutdown] grace_ms`.
 
 mod adapters;
 mod control;
@@ -406,6 +406,14 @@ pub async fn run(
             handle.drain().await;
         }
         joined("alerting", alerting_task.await);
+        // A learner still capturing finishes its queue (ingest's senders are gone), so the
+        // windows it took are in the checkpoint's progress and not captured again after the
+        // restart.
+        for (name, learner) in std::mem::take(&mut models.learners) {
+            if let Err(e) = learner.task.await {
+                warn!(model = %name, error = %e, "A learner ended badly while draining.");
+            }
+        }
         // Every window queued has been judged: the last checkpoint leaves only incomplete
         // windows to replay.
         if let Some(l) = leftover {
