@@ -138,6 +138,11 @@ struct ModelArgs {
 #[serde(deny_unknown_fields)]
 struct NoArgs {}
 
+/// `{prefix}/control/`: what a control topic starts with (subscribed as `{prefix}/control/+`).
+pub fn topic_prefix(prefix: &str) -> String {
+    format!("{prefix}/control/")
+}
+
 /// Parses the command named by the topic's last level and its JSON payload.
 pub fn parse(command: &str, payload: &[u8]) -> ControlMessage {
     let result = parse_inner(command, payload);

@@ -669,8 +669,7 @@ impl Models {
             Ok(mut seeded) => {
                 // Not a stream forgotten while the model learnt (quiet past `stream_idle_s`):
                 // one that comes back starts over, as any forgotten stream does.
-                let tracked = ctx.progress.snapshot();
-                seeded.retain(|stream, _| tracked.contains_key(stream));
+                seeded.retain(|stream, _| ctx.progress.tracks(stream));
                 let streams = seeded.len();
                 for (stream, s) in &seeded {
                     ctx.progress.seeded(stream, s.clone());

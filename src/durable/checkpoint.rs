@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -123,6 +122,14 @@ impl Progress {
         if let Some(j) = all.get_mut(stream) {
             j.detector.seed(seeded);
         }
+    }
+
+    /// Whether `stream` is tracked (seen this run or restored, and not forgotten since).
+    pub fn tracks(&self, stream: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(stream)
     }
 
     /// Forgets a stream (dropped from the stream table after going quiet; if it comes back it
@@ -261,9 +268,7 @@ fn write<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Checkpoi
         path: path.clone(),
         source,
     })?;
-    let mut f = File::create(&tmp).map_err(io)?;
-    f.write_all(&body).map_err(io)?;
-    f.sync_all().map_err(io)?;
+    super::write_synced(&tmp, &body).map_err(io)?;
     fs::rename(&tmp, &path).map_err(io)?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     Ok(())

@@ -8,6 +8,24 @@ pub mod checkpoint;
 pub mod journal;
 pub mod outbox;
 
+/// Writes `bytes` to `tmp` whole and synced, for the caller to rename over the file it
+/// replaces: a power cut never leaves the renamed file empty or cut short. On a failed write
+/// `tmp` is removed (best effort).
+///
+/// # Errors
+/// The write's or the sync's.
+pub fn write_synced(tmp: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let written = std::fs::File::create(tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if written.is_err() {
+        std::fs::remove_file(tmp).ok();
+    }
+    written
+}
+
 /// Runs disk work that blocks (an fsync; a checkpoint; copying a journal segment's live records
 /// forward) without holding up the runtime's other tasks: on a multi-threaded runtime (the
 /// daemon's) the calling worker first hands them to another thread (`block_in_place`), so

@@ -6,13 +6,8 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::control::{Budget, ControlMessage, RATE_LIMIT_REPORT_EVERY, RETAINED};
+use crate::control::{Budget, ControlMessage, RATE_LIMIT_REPORT_EVERY, RETAINED, topic_prefix};
 use crate::telemetry::RateLimit;
-
-/// `{prefix}/control/`: what a control topic starts with (subscribed as `{prefix}/control/+`).
-pub(super) fn topic_prefix(prefix: &str) -> String {
-    format!("{prefix}/control/")
-}
 
 /// The control topics' handler, owned by the ingest stage.
 #[derive(Debug)]

@@ -141,7 +141,10 @@ pub fn filters(settings: &Settings) -> Vec<String> {
             .collect()
     };
     if settings.control {
-        f.push(format!("{}+", control::topic_prefix(&settings.mqtt.prefix)));
+        f.push(format!(
+            "{}+",
+            crate::control::topic_prefix(&settings.mqtt.prefix)
+        ));
     }
     f
 }

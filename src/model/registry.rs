@@ -96,11 +96,7 @@ fn read_pointer(folder: &Path, file: &str) -> Result<Option<String>, RegistryErr
 /// synced, renamed over it, the folder synced).
 fn write_pointer(folder: &Path, file: &str, version: &str) -> Result<(), RegistryError> {
     let tmp = folder.join(format!(".{file}.{}", std::process::id()));
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(format!("{version}\n").as_bytes())
-        .map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
+    crate::durable::write_synced(&tmp, format!("{version}\n").as_bytes()).map_err(io(&tmp))?;
     let path = folder.join(file);
     fs::rename(&tmp, &path).map_err(io(&path))?;
     sync_dir(folder)

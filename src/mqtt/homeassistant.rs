@@ -24,6 +24,9 @@ pub struct Discovery {
     prefix: String,
     status_topic: String,
     node: String,
+    /// `ebgand_{node}`, as Home Assistant takes an id: the device's, and the start of each
+    /// entity's.
+    node_id: String,
     /// Streams announced this run (bounded by the streams active at once: a forgotten stream
     /// leaves it).
     announced: Mutex<HashSet<String>>,
@@ -37,6 +40,7 @@ impl Discovery {
             prefix: prefix.to_owned(),
             status_topic: status_topic.to_owned(),
             node: node.to_owned(),
+            node_id: format!("ebgand_{}", object_id(node)),
             announced: Mutex::new(HashSet::new()),
         }
     }
@@ -62,19 +66,19 @@ impl Discovery {
 
     /// The discovery topic of `stream`'s binary sensor.
     pub fn topic(&self, stream: &str) -> String {
-        let node_id = format!("ebgand_{}", object_id(&self.node));
-        format!(
-            "{}/binary_sensor/{node_id}/{}/config",
-            self.discovery_prefix,
-            object_id(stream)
-        )
+        self.topic_of(&object_id(stream))
+    }
+
+    fn topic_of(&self, object: &str) -> String {
+        let (prefix, node_id) = (&self.discovery_prefix, &self.node_id);
+        format!("{prefix}/binary_sensor/{node_id}/{object}/config")
     }
 
     /// The discovery topic and payload of `stream`'s binary sensor.
     pub fn config(&self, stream: &str) -> (String, Vec<u8>) {
-        let node_id = format!("ebgand_{}", object_id(&self.node));
+        let node_id = &self.node_id;
         let object = object_id(stream);
-        let topic = self.topic(stream);
+        let topic = self.topic_of(&object);
         let state = format!("{}/state/{stream}", self.prefix);
         let payload = json!({
             "name": stream,

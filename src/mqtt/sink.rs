@@ -292,7 +292,7 @@ impl Publisher {
     /// stream's old window number then lingers until the outbox is next compacted.
     pub fn forget(&self, stream: &str) {
         let mut retained = lock(&self.retained);
-        retained.remove(&format!("{}/state/{stream}", self.prefix));
+        retained.remove(&self.state_topic(stream));
         if let Some(d) = &self.discovery {
             d.forget(stream);
             retained.remove(&d.topic(stream));
@@ -301,6 +301,10 @@ impl Publisher {
         if let Err(e) = self.outbox.lock().forget(stream) {
             warn!(stream, error = %e, "Cannot record a forgotten stream in the outbox.");
         }
+    }
+
+    fn state_topic(&self, stream: &str) -> String {
+        format!("{}/state/{stream}", self.prefix)
     }
 
     /// Publishes a stream's retained state on `{prefix}/state/{stream}`, QoS 1; before a
@@ -313,7 +317,7 @@ impl Publisher {
             lock(&self.retained).insert(topic.clone(), config.clone());
             self.publish(topic, QoS::AtLeastOnce, true, config).await?;
         }
-        let topic = format!("{}/state/{stream}", self.prefix);
+        let topic = self.state_topic(stream);
         lock(&self.retained).insert(topic.clone(), json.clone());
         self.publish(topic, QoS::AtLeastOnce, true, json).await
     }

@@ -254,7 +254,7 @@ impl Source {
             connection: 0,
             gate: gate.clone(),
             max_packet: mqtt.max_packet_bytes,
-            control: format!("{}/control/", mqtt.prefix),
+            control: crate::control::topic_prefix(&mqtt.prefix),
             held: VecDeque::new(),
             held_bytes: 0,
             held_qos0: 0,
@@ -345,14 +345,11 @@ impl Source {
                     // Up (and ready) once subscribed: a cluster (NATS) answers the
                     // subscription only when it can keep the session's messages. A broker
                     // that refused every filter sends nothing: not ready.
-                    let granted = (self.filters.iter().zip(&ack.return_codes)).any(|(f, c)| {
-                        matches!(c, rumqttc::SubscribeReasonCode::Success(_))
-                            && !f.path.starts_with(&self.control)
-                    });
-                    self.metrics.set_connected("ingest", granted);
+                    let mut granted = false;
                     for (filter, code) in self.filters.iter().zip(&ack.return_codes) {
                         match code {
                             rumqttc::SubscribeReasonCode::Success(qos) => {
+                                granted |= !filter.path.starts_with(&self.control);
                                 debug!(topic = %filter.path, qos = ?qos, "Subscribed.");
                             }
                             rumqttc::SubscribeReasonCode::Failure => {
@@ -361,6 +358,7 @@ impl Source {
                             }
                         }
                     }
+                    self.metrics.set_connected("ingest", granted);
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                 Ok(_) => {}

@@ -411,19 +411,10 @@ fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
+    crate::durable::write_synced(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
         std::fs::remove_file(&tmp).ok();
-    }
-    written
+    })
 }
 
 /// Standard output, buffered. With a report to write, a reader that leaves early (`| head`)

@@ -402,14 +402,8 @@ impl Capture {
         }
         // Synced before the rename: a shard topped up holds older windows too, and a power cut
         // must not leave it renamed with nothing in it (nor learning.npz, the learning's
-        // progress).
-        let written = fs::File::create(&tmp).and_then(|mut f| {
-            std::io::Write::write_all(&mut f, bytes)?;
-            f.sync_all()
-        });
-        if let Err(e) = written {
-            // Best effort: a leftover temp file is never read as a shard and is replaced next time.
-            fs::remove_file(&tmp).ok();
+        // progress). A leftover temp file is never read as a shard and is replaced next time.
+        if let Err(e) = crate::durable::write_synced(&tmp, bytes) {
             let reason = match e.kind() {
                 std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
                     StopReason::DiskFull

@@ -247,8 +247,7 @@ impl<P: PhaseSink> LearnerState<P> {
         }
         // Not the streams forgotten meanwhile (quiet past `stream_idle_s`): their retained
         // state is not brought back, and the set does not grow with every id ever seen.
-        let tracked = l.progress.snapshot();
-        self.seen.retain(|stream| tracked.contains_key(stream));
+        self.seen.retain(|stream| l.progress.tracks(stream));
         for stream in &self.seen {
             l.phases
                 .phase(stream, &l.model, "training", self.captured)

@@ -216,7 +216,7 @@ def ensure(arch, cache_root):
         except OSError:
             if not final.is_dir():  # else a concurrent build won the rename: use its entry
                 raise
-        version.sync_folder(cache_root)
+        version.sync(cache_root)  # the rename itself, not every entry's files again
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final

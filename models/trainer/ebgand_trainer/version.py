@@ -104,19 +104,20 @@ def keep_fresh(tmp, every_s=60.0):
     return touch
 
 
-def sync_folder(folder):
-    """fsyncs every file in folder (recursively) and the folder itself."""
-    for p in sorted(Path(folder).rglob("*"), reverse=True):
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    fd = os.open(folder, os.O_RDONLY)
+def sync(path):
+    """fsyncs one file or folder (a folder: the names in it, a rename made there)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_folder(folder):
+    """fsyncs every file in folder (recursively) and the folder itself."""
+    for p in sorted(Path(folder).rglob("*"), reverse=True):
+        sync(p)
+    sync(folder)
 
 
 def publish(tmp, out, files):
@@ -129,11 +130,7 @@ def publish(tmp, out, files):
     tmp.chmod(0o755)  # mkdtemp makes 0700; the daemon may run as another user
     check_free(out)  # rename() would silently replace an empty folder that appeared meanwhile
     os.rename(tmp, out)
-    fd = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # make the rename itself durable
-    finally:
-        os.close(fd)
+    sync(out.parent)  # make the rename itself durable
 
 
 def discard(tmp):

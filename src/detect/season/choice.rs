@@ -47,15 +47,11 @@ impl Season {
         // Each candidate is measured on the samples' departures from the season before them
         // (a climbing or wandering level correlates at every lag; its departures do not).
         let mut best = (seasons.acf, 0);
+        let near: Vec<Vec<f64>> = varying.iter().map(|x| clipped(x.to_vec(), NEAR)).collect();
         let lags = candidates.iter().filter(|&&l| l >= 2 * rows && 2 * l <= n);
-        for &lag in lags.filter(|_| !varying.is_empty()) {
-            let r = (varying.iter())
-                .map(|x| {
-                    acf(
-                        &clipped(departures(&clipped(x.to_vec(), NEAR), lag), NEAR),
-                        lag,
-                    )
-                })
+        for &lag in lags.filter(|_| !near.is_empty()) {
+            let r = (near.iter())
+                .map(|x| acf(&clipped(departures(x, lag), NEAR), lag))
                 .sum::<f64>()
                 / varying.len() as f64;
             if r >= best.0 {

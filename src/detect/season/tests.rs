@@ -134,11 +134,17 @@ fn a_weekly_stream_finds_its_week_and_flags_a_holiday() {
     let flagged: Vec<_> = (0..week5.len() as u64)
         .filter(|&i| week5[i as usize].is_some_and(|p| p >= 0.9999))
         .collect();
+    assert_only_the_holiday(&flagged, thursday, W as u64);
+}
+
+/// Asserts that windows ending at the samples `flagged` include the holiday's (a day from
+/// sample `thursday`) and none else: none ending before it, nor `slack` samples after its day.
+fn assert_only_the_holiday(flagged: &[u64], thursday: u64, slack: u64) {
     assert!(!flagged.is_empty(), "the holiday was not flagged");
     assert!(
         flagged
             .iter()
-            .all(|&i| i >= thursday && i < thursday + 48 + W as u64),
+            .all(|&i| i >= thursday && i < thursday + 48 + slack),
         "flagged outside the holiday: {flagged:?} (it is {thursday}..{})",
         thursday + 48
     );
