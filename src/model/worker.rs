@@ -9,9 +9,10 @@
 //!
 //! **Supervision.** A panic while scoring is caught in the thread: the batch is handed on as
 //! failed (counted in `ebgand_windows_failed_total`), the stage is marked down (`/readyz`), and
-//! the session is rebuilt from the same version folder before the next batch. While it is down
-//! (rebuilding, or backing off after repeated panics) batches fail at once instead of waiting,
-//! so this model's queue never fills up and stalls ingest for every other model. Past
+//! the session is rebuilt from the same version folder, on a thread of its own: a TensorRT
+//! engine may take minutes. While it is down (rebuilding, or backing off after repeated panics)
+//! batches fail at once instead of waiting, so this model's queue never fills up and stalls
+//! ingest for every other model. Past
 //! [`MAX_PANICS`] panics within [`PANIC_WINDOW`], or [`MAX_REBUILDS`] failed rebuilds in a row,
 //! the thread gives up: its [`StageGuard`] reports it and the daemon exits non-zero, for
 //! systemd to restart. The batcher and the thread each hold a guard, so either one ending
@@ -336,6 +337,9 @@ struct ScorerThread {
     label: ModelLabel,
     /// Since when and why the session is unusable, and when to try rebuilding it.
     down: Option<Down>,
+    /// The threads that built (or still build) a session: joined when the thread ends, so
+    /// that none is cut off mid-write of a TensorRT engine cache.
+    loaders: Vec<JoinHandle<()>>,
     /// When the recent panics happened.
     panics: VecDeque<Instant>,
     /// Idle while waiting for a job; beaten as jobs are taken and scored.
@@ -345,8 +349,17 @@ struct ScorerThread {
 
 struct Down {
     reason: String,
-    retry_at: Instant,
+    rebuild: Rebuild,
     failed_rebuilds: u32,
+}
+
+/// Where a rebuild of a session that is down stands.
+enum Rebuild {
+    /// Backing off until then.
+    At(Instant),
+    /// A loader thread builds the new session. A swap meanwhile drops this end: the new
+    /// version serves, and the loaded session is dropped with the loader's send.
+    Loading(oneshot::Receiver<Result<Scorer, ModelError>>),
 }
 
 /// Why the thread stopped scoring for good.
@@ -367,6 +380,7 @@ impl ScorerThread {
             lost_shadow,
             ctx,
             down: None,
+            loaders: Vec::new(),
             panics: VecDeque::new(),
             pulse: guard.pulse(),
             _guard: guard,
@@ -376,24 +390,45 @@ impl ScorerThread {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>, rt: &tokio::runtime::Handle) {
         let mut buf: Vec<f32> = Vec::new();
         loop {
-            // Rebuilding a session may take minutes (a TensorRT engine): the stage is down
-            // meanwhile, which /readyz says; it is not a stall for the watchdog.
+            // Rebuilding a session may take minutes (a TensorRT engine): a loader thread does
+            // it while this one fails batches at once; the stage is down meanwhile, which
+            // /readyz says; it is not a stall for the watchdog.
             self.pulse.idle();
-            if let Err(GiveUp(why)) = self.recover() {
-                // The windows still queued were journaled: the next start scores them.
-                error!(model = %self.info.name, reason = %why, "Scorer gives up; the daemon stops so that systemd restarts it.");
+            if let Err(give_up) = self.recover() {
+                self.give_up(give_up);
                 break;
             }
             // While the session is down, wake up to rebuild it when its back-off has passed,
-            // whether or not windows arrive.
-            let job = match self.down.as_ref().map(|d| d.retry_at) {
+            // or to take the rebuilt one, whether or not windows arrive.
+            let job = match self.down.as_mut().map(|d| &mut d.rebuild) {
                 None => jobs.blocking_recv(),
-                Some(at) => {
-                    let at = tokio::time::Instant::from_std(at);
+                Some(Rebuild::At(at)) => {
+                    let at = tokio::time::Instant::from_std(*at);
                     // The timer is made inside block_on: it needs the runtime's context.
                     match rt.block_on(async { tokio::time::timeout_at(at, jobs.recv()).await }) {
                         Ok(job) => job,
                         Err(_) => continue,
+                    }
+                }
+                Some(Rebuild::Loading(loaded)) => {
+                    let woke = rt.block_on(async {
+                        tokio::select! {
+                            loaded = loaded => Err(loaded),
+                            job = jobs.recv() => Ok(job),
+                        }
+                    });
+                    match woke {
+                        Ok(job) => job,
+                        Err(loaded) => {
+                            let loaded = loaded.unwrap_or_else(|_| {
+                                Err(ModelError::Ort("the session's loader panicked".into()))
+                            });
+                            if let Err(give_up) = self.rebuilt(loaded) {
+                                self.give_up(give_up);
+                                break;
+                            }
+                            continue;
+                        }
                     }
                 }
             };
@@ -431,6 +466,14 @@ impl ScorerThread {
             }
         }
         set_active(&self.ctx.metrics, &self.info, 0);
+        for loader in self.loaders.drain(..) {
+            loader.join().ok();
+        }
+    }
+
+    fn give_up(&self, GiveUp(why): GiveUp) {
+        // The windows still queued were journaled: the next start scores them.
+        error!(model = %self.info.name, reason = %why, "Scorer gives up; the daemon stops so that systemd restarts it.");
     }
 
     /// Scores one batch with the active model (and the shadow), or fails it at once while the
@@ -577,13 +620,14 @@ impl ScorerThread {
             .stage_down(&self.stage, "scorer panicked; rebuilding its session");
         self.down = Some(Down {
             reason: format!("panicked: {why}"),
-            retry_at: now + delay,
+            rebuild: Rebuild::At(now + delay),
             failed_rebuilds: 0,
         });
     }
 
-    /// Rebuilds a session that is down when its back-off has passed; gives up past the limits.
-    /// Called before each wait for a job.
+    /// Starts rebuilding a session that is down once its back-off has passed, on a loader
+    /// thread ([`Rebuild::Loading`]); gives up past the limits. Called before each wait for a
+    /// job.
     fn recover(&mut self) -> Result<(), GiveUp> {
         if self.panics.len() > MAX_PANICS {
             return Err(GiveUp(format!(
@@ -592,13 +636,48 @@ impl ScorerThread {
                 PANIC_WINDOW.as_secs()
             )));
         }
-        let Some(down) = &mut self.down else {
+        let Some(Down {
+            rebuild: Rebuild::At(at),
+            ..
+        }) = &self.down
+        else {
             return Ok(());
         };
-        if Instant::now() < down.retry_at {
+        if Instant::now() < *at {
             return Ok(());
         }
-        match Scorer::load(self.scorer.version().clone(), &self.ctx.runtime) {
+        let (tx, rx) = oneshot::channel();
+        let (version, runtime, faults) = (
+            self.scorer.version().clone(),
+            self.ctx.runtime.clone(),
+            self.ctx.faults.clone(),
+        );
+        self.loaders.retain(|l| !l.is_finished());
+        let spawned = std::thread::Builder::new()
+            .name(format!("scorer-load-{}", self.info.name))
+            .spawn(move || {
+                super::injected_load_delay(&faults, false);
+                tx.send(Scorer::load(version, &runtime)).ok();
+            });
+        match spawned {
+            Ok(loader) => {
+                self.loaders.push(loader);
+                if let Some(down) = &mut self.down {
+                    down.rebuild = Rebuild::Loading(rx);
+                }
+                Ok(())
+            }
+            Err(source) => self.rebuilt(Err(ModelError::Io {
+                path: "scorer loader thread".into(),
+                source,
+            })),
+        }
+    }
+
+    /// Serves a rebuilt session, or backs off after a failed rebuild; gives up past
+    /// [`MAX_REBUILDS`] failures in a row.
+    fn rebuilt(&mut self, loaded: Result<Scorer, ModelError>) -> Result<(), GiveUp> {
+        match loaded {
             Ok(fresh) => {
                 self.scorer = fresh;
                 // The rebuild walks the providers again and may land on another one (a GPU
@@ -623,6 +702,9 @@ impl ScorerThread {
                 Ok(())
             }
             Err(e) => {
+                let Some(down) = &mut self.down else {
+                    return Ok(());
+                };
                 down.failed_rebuilds += 1;
                 if down.failed_rebuilds >= MAX_REBUILDS {
                     return Err(GiveUp(format!(
@@ -631,7 +713,7 @@ impl ScorerThread {
                     )));
                 }
                 let delay = backoff(down.failed_rebuilds);
-                down.retry_at = Instant::now() + delay;
+                down.rebuild = Rebuild::At(Instant::now() + delay);
                 error!(model = %self.info.name, error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot rebuild the scorer session; its batches fail until it is back.");
                 Ok(())
             }
