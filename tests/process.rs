@@ -12,6 +12,13 @@ use std::time::Duration;
 
 use common::*;
 
+/// Whether the daemon announced `version` active on its events topic.
+fn activated(obs: &Observer, prefix: &str, version: &str) -> bool {
+    obs.on(&format!("{prefix}/events"))
+        .iter()
+        .any(|s| s.json["event"] == "activated" && s.json["version"] == version)
+}
+
 fn last_status(obs: &Observer, prefix: &str) -> Option<String> {
     obs.on(&format!("{prefix}/status"))
         .last()
@@ -92,8 +99,9 @@ async fn sigkill_during_activation_leaves_one_whole_active_version() {
     }
     let mut tx = Sender::start(broker.port).await;
     let mut rng = fastrand::Rng::with_seed(3);
+    let (mut before, mut completed, mut cut) = ("fixture-1".to_owned(), 0, 0);
     for (round, v) in versions.iter().enumerate() {
-        let obs = Observer::start(broker.port, &format!("{prefix}/status")).await;
+        let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
         // No traffic: without a minimum of recent windows the activation goes all the way to
         // the pointer write, where the kill must find it.
         let mut child = spawn_daemon_with(
@@ -112,10 +120,21 @@ async fn sigkill_during_activation_leaves_one_whole_active_version() {
             format!(r#"{{"model":"vibration","version":"{v}"}}"#),
         )
         .await;
-        // Somewhere inside the activation: loading, gating, swapping or writing the pointer.
-        tokio::time::sleep(Duration::from_micros(rng.u64(0..120_000))).await;
+        let last = round + 1 == versions.len();
+        if last {
+            // Once at least, the kill comes after the daemon said the version is active: the
+            // pointer must then have moved, whatever the timing of the other rounds.
+            eventually(Duration::from_secs(20), "activated", || {
+                activated(&obs, prefix, v)
+            })
+            .await;
+        } else {
+            // Somewhere inside the activation: loading, gating, swapping or writing the pointer.
+            tokio::time::sleep(Duration::from_micros(rng.u64(0..120_000))).await;
+        }
         kill(&child, "-KILL");
         wait_exit(&mut child).await;
+        let said = activated(&obs, prefix, v);
         let active = registry
             .active("vibration")
             .unwrap()
@@ -127,10 +146,22 @@ async fn sigkill_during_activation_leaves_one_whole_active_version() {
             whole.err()
         );
         assert_eq!(whole.unwrap().manifest.version, active);
+        // The pointer names the version before the round or the one being activated, nothing
+        // else; and once the daemon announced the activation, the new one (the event goes out
+        // after the pointer is written).
         assert!(
-            active == "fixture-1" || versions.contains(&active),
-            "round {round}: unexpected {active}"
+            active == before || active == *v,
+            "round {round}: active {active}; expected {before} or {v}"
         );
+        assert!(
+            !said || active == *v,
+            "round {round}: the daemon announced {v} active, but the pointer names {active}"
+        );
+        if active == *v {
+            completed += 1;
+        } else {
+            cut += 1;
+        }
         // A kill between writing a temp pointer (`.ACTIVE.<pid>`) and renaming it leaves the
         // file: harmless, since only `ACTIVE` is read and no dot name is a version. Checked.
         let leftovers: Vec<_> = std::fs::read_dir(registry.root().join("vibration"))
@@ -145,9 +176,11 @@ async fn sigkill_during_activation_leaves_one_whole_active_version() {
             "round {round}: a temp file listed as a version: {listed:?}"
         );
         eprintln!(
-            "round {round}: killed while activating {v}; active: {active}; temp pointers left: {leftovers:?}"
+            "round {round}: killed while activating {v} (announced: {said}); active: {active}; temp pointers left: {leftovers:?}"
         );
+        before = active;
     }
+    eprintln!("activations completed before the kill: {completed}; cut short: {cut}");
     // The last restart serves exactly the registry's active version.
     let obs = Observer::start(broker.port, &format!("{prefix}/status")).await;
     let mut child = spawn_daemon(broker.port, prefix, dir.path(), "");
