@@ -189,7 +189,7 @@ pub async fn run_worker(
     // The worker's stderr is its log: keep the tail for the error message; its warnings (a
     // constant channel, a threshold from few held-out windows) are the user's to see, the rest
     // is logged at debug.
-    let stderr_tail = tokio::spawn(async move {
+    let mut stderr_tail = tokio::spawn(async move {
         let mut tail: Vec<String> = Vec::new();
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -227,12 +227,34 @@ pub async fn run_worker(
             () = &mut deadline => break Some(TrainError::Timeout(settings.timeout)),
         }
     };
-    if let Some(err) = outcome {
-        stop(&mut child).await;
-        return Err(err);
-    }
-    let status = child.wait().await?;
-    let tail = stderr_tail.await.unwrap_or_default();
+    // A worker that closed its output is not done until it exits: the same deadline and
+    // cancellation hold (a hang at the interpreter's exit would keep the run open for good,
+    // and every later run of the model refused as in progress).
+    let ended = match outcome {
+        Some(err) => Err(err),
+        None => tokio::select! {
+            status = child.wait() => Ok(status),
+            () = cancel.cancelled() => Err(TrainError::Interrupted),
+            () = &mut deadline => Err(TrainError::Timeout(settings.timeout)),
+        },
+    };
+    let status = match ended {
+        Ok(status) => status?,
+        Err(err) => {
+            stop(&mut child).await;
+            stderr_tail.abort();
+            return Err(err);
+        }
+    };
+    // A process the worker left behind may hold its stderr open: the tail is what came.
+    let tail = match tokio::time::timeout(Duration::from_secs(5), &mut stderr_tail).await {
+        Ok(tail) => tail.unwrap_or_default(),
+        Err(_) => {
+            stderr_tail.abort();
+            warn!("The training worker exited, but something it started holds its stderr open.");
+            String::new()
+        }
+    };
     match (status.success(), last) {
         (true, Some(done @ WorkerEvent::Done { .. })) => Ok(done),
         (_, Some(WorkerEvent::Error { message })) => Err(TrainError::Worker {
@@ -667,6 +689,46 @@ mod tests {
         .unwrap();
         assert!(matches!(done, WorkerEvent::Done { steps: 600, .. }));
         assert!(serde_json::from_str::<WorkerEvent>(r#"{"event":"nope"}"#).is_err());
+    }
+
+    /// A worker that closes its output and never exits is stopped at the run's deadline.
+    #[tokio::test]
+    async fn a_worker_that_closes_its_output_but_lingers_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let python = dir.path().join("python");
+        std::fs::write(
+            &python,
+            "#!/bin/sh\necho '{\"event\":\"error\",\"message\":\"x\"}'\nexec >&- 2>&-\nsleep 600\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let settings = TrainSettings {
+            python,
+            worker: dir.path().into(),
+            device: "cpu".into(),
+            nice: 0,
+            timeout: Duration::from_millis(500),
+            cache: None,
+            models_dir: dir.path().into(),
+        };
+        let job = TrainJob {
+            data: dir.path().join("data.npy"),
+            out: dir.path().join("out"),
+            name: "m".into(),
+            version: "v".into(),
+            args: Vec::new(),
+            command: String::new(),
+            source: String::new(),
+        };
+        let run = run_worker(&settings, &job, |_| {}, CancellationToken::new());
+        let outcome = tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("the run ends");
+        assert!(
+            matches!(outcome, Err(TrainError::Timeout(_))),
+            "{outcome:?}"
+        );
     }
 
     #[test]
