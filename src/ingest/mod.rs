@@ -293,7 +293,10 @@ impl Ingest {
                 && log.full(&self.table)
             {
                 // Safety bound: stop taking messages (the source and the broker keep them)
-                // until a checkpoint retires records.
+                // until a checkpoint retires records. Ingest holds nothing meanwhile: it waits
+                // on the judging, whose stages have pulses of their own, so a slow drain is
+                // not taken for a stall of ingest.
+                self.pulse.idle();
                 tokio::select! {
                     biased;
                     () = token.cancelled() => break,

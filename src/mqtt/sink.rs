@@ -298,7 +298,8 @@ impl Publisher {
             retained.remove(&d.topic(stream));
         }
         drop(retained);
-        if let Err(e) = self.outbox.lock().forget(stream) {
+        // A write to the outbox's file, which a compaction may hold through two fsyncs.
+        if let Err(e) = crate::durable::on_disk(|| self.outbox.lock().forget(stream)) {
             warn!(stream, error = %e, "Cannot record a forgotten stream in the outbox.");
         }
     }
