@@ -271,9 +271,8 @@ pub async fn watchdog(
     token: CancellationToken,
 ) {
     // `WATCHDOG_USEC=0` is no interval systemd would set: no watchdog then, not a zero tick.
-    let limit = systemd
-        .filter(|i| !i.is_zero())
-        .map_or(STALL_LIMIT, |i| i / 2);
+    let systemd = systemd.filter(|i| !i.is_zero());
+    let limit = stall_limit(systemd);
     let mut tick = tokio::time::interval((limit / 2).max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported: Vec<String> = Vec::new();
@@ -308,6 +307,12 @@ pub async fn watchdog(
     }
 }
 
+/// How long a stage may hold work without progress: half systemd's watchdog interval, or
+/// [`STALL_LIMIT`] without one.
+fn stall_limit(systemd: Option<Duration>) -> Duration {
+    systemd.map_or(STALL_LIMIT, |i| i / 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,20 +327,40 @@ mod tests {
         assert_eq!(r.allow(t0 + Duration::from_secs(6)), Some(2));
     }
 
-    /// `WATCHDOG_USEC=0` is taken as no systemd watchdog, not a zero interval (which panics).
+    #[test]
+    fn a_stage_may_hold_work_for_half_the_interval() {
+        assert_eq!(
+            stall_limit(Some(Duration::from_secs(30))),
+            Duration::from_secs(15)
+        );
+        assert_eq!(stall_limit(None), STALL_LIMIT);
+    }
+
+    /// `WATCHDOG_USEC=0` is taken as no systemd watchdog: the limit is [`STALL_LIMIT`], not
+    /// zero (which reported every busy stage, and once panicked the task).
     #[tokio::test]
-    async fn a_zero_watchdog_interval_is_no_watchdog() {
+    async fn a_zero_interval_does_not_report_a_busy_stage() {
         let token = CancellationToken::new();
         let metrics = Arc::new(Metrics::new());
+        metrics.set_connected("ingest", true);
+        metrics.set_connected("publish", true);
         let (stages, _exits) = health::stages(metrics.clone(), 1);
+        let guard = stages.guard("scorer:a".to_owned());
+        guard.pulse().progress();
         let dog = tokio::spawn(watchdog(
             Some(Duration::ZERO),
             stages,
-            metrics,
+            metrics.clone(),
             token.clone(),
         ));
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let why = metrics.not_ready().unwrap_or_default();
+        assert!(
+            !why.contains("stalled"),
+            "a busy stage reported at once: {why}"
+        );
         token.cancel();
-        assert!(dog.await.is_ok(), "the watchdog task panicked");
+        dog.await.unwrap();
+        drop(guard);
     }
 }
