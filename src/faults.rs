@@ -38,6 +38,7 @@ struct State {
     load_delay: Option<Duration>,
     activation_delay: Option<Duration>,
     activation_loads: u32,
+    loads: u32,
     journal_syncs_held: bool,
     journal_sync_waiting: bool,
 }
@@ -130,9 +131,18 @@ impl Faults {
             .is_some_and(|mut s| take(&mut s.batcher_exits, model))
     }
 
-    /// How long loading a model should take at least (a slow TensorRT engine build).
+    /// How long loading a model should take at least (a slow TensorRT engine build; counted:
+    /// see [`Faults::loads`]).
     pub fn load_delay(&self) -> Option<Duration> {
-        self.armed().and_then(|s| s.load_delay)
+        self.armed().and_then(|mut s| {
+            s.loads += 1;
+            s.load_delay
+        })
+    }
+
+    /// Models loaded (not for activation) since a fault was first set.
+    pub fn loads(&self) -> u32 {
+        self.state().loads
     }
 
     /// How long loading a candidate for activation should take at least (counted: see
