@@ -336,6 +336,17 @@ async fn publishes_made_while_reconnecting_go_out_after_those_taken_back() {
         .await;
         // The publisher sees the socket close, takes back what it holds, and backs off.
         tokio::time::sleep(Duration::from_millis(300)).await;
+        // The premise: the five are handed to the publisher while no connection is up (they
+        // may wait for room in its queue until one is).
+        {
+            let sc = script.lock().unwrap();
+            assert!(
+                sc.connections == 1 && !sc.connected,
+                "reconnected before the five were published: {} connections, connected {}",
+                sc.connections,
+                sc.connected
+            );
+        }
         for seq in 91..=95u64 {
             alert_state_energy(&c.publisher, seq).await;
         }
