@@ -216,6 +216,17 @@ fn worker_errors_are_reported_and_nothing_is_left_behind() {
         "{err}"
     );
     assert!(err.contains("exists"), "{err}");
+    // Nothing left behind: no staging folder beside the target, nothing written into it.
+    let beside: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["existing"], "left beside the target: {beside:?}");
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "written into the target"
+    );
 }
 
 /// `ebgand train`'s arguments for a vibration model of 64-sample windows trained on `data` for

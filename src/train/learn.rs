@@ -472,7 +472,17 @@ mod tests {
         for seq in 6..9 {
             l.tx.send(window(seq)).await.unwrap();
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The ninth window taken (and saved) before asking whether it trains.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Recent::resume(&saved, 2, 2)
+            .ok()
+            .flatten()
+            .is_none_or(|r| r.captured < 9)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(Recent::resume(&saved, 2, 2).unwrap().unwrap().captured, 9);
         assert!(
             l.control.try_recv().is_err(),
             "9 of 10 windows: still learning"
