@@ -57,7 +57,7 @@ enum Command {
     /// Publish a recording as an MQTT stream (real time or as fast as the broker takes it).
     Replay(ebgand::replay::ReplayArgs),
     /// Run an embedded broker, a simulated machine and the daemon, and show energy and alerts
-    /// (on the built-in configuration: `--config` is not read).
+    /// (on the built-in configuration; only `[runtime] library` is taken from `--config`).
     Demo(ebgand::demo::DemoArgs),
     /// Write the man pages (DIR/man/man1) and shell completions (DIR/bash-completion,
     /// DIR/zsh, DIR/fish) made from these definitions; the Debian package runs it.
@@ -195,10 +195,15 @@ fn generate_assets(dir: &Path) -> anyhow::Result<()> {
 fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
     let path = ebgand::config::config_path(path);
     let (raw, mut problems) = RawConfig::load_strict(path, None)?;
+    let no_streams = raw.streams.is_empty();
     let settings = match raw.validate().and_then(Settings::require_streams) {
         Ok(s) => s,
         Err(ConfigError::Invalid(more)) => {
             problems.extend(more);
+            // Told beside the values' problems, not only once they are mended.
+            if no_streams && !problems.iter().any(|p| p == ebgand::config::NO_STREAMS) {
+                problems.push(ebgand::config::NO_STREAMS.into());
+            }
             return Err(ConfigError::Invalid(problems));
         }
         Err(e) => return Err(e),

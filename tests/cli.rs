@@ -154,6 +154,32 @@ window = 0
     assert_eq!(o.status.code(), Some(78), "unknown env key refused");
 }
 
+/// A password in a file every user can read, a value out of range and no streams: all three
+/// in one run, not one at a time as each is mended.
+#[test]
+fn check_config_tells_the_password_and_the_missing_streams_beside_the_values() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.toml");
+    std::fs::write(
+        &path,
+        "[mqtt]\npassword = \"secret\"\n[detect]\nstale_after = 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = ebgand(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    let err = stderr(&o);
+    for told in [
+        "is readable by every user",
+        "stale_after",
+        "no [[streams]] configured",
+    ] {
+        assert!(err.contains(told), "missing {told:?}: {err}");
+    }
+    assert!(!err.contains("secret"), "the password was told: {err}");
+}
+
 #[test]
 fn check_config_refuses_a_model_the_streams_do_not_fit() {
     let dir = tempfile::tempdir().unwrap();

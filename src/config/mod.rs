@@ -464,6 +464,9 @@ pub fn config_path(given: Option<&Path>) -> Option<&Path> {
 /// on the registry the service keeps.
 pub const INSTALLED_CONFIG: &str = "/etc/ebgand/ebgand.toml";
 
+/// The problem of a configuration with no `[[streams]]` ([`Settings::require_streams`]).
+pub const NO_STREAMS: &str = "streams: no [[streams]] configured; nothing to score";
+
 impl Settings {
     /// The most windows a stream of `model` learns its calibration from (its own
     /// `learn_windows`, else `[detect]`'s): what a first version's cold start keeps of each
@@ -487,9 +490,7 @@ impl Settings {
     /// [`ConfigError::Invalid`] when no stream is configured.
     pub fn require_streams(self) -> Result<Self, ConfigError> {
         if self.streams.is_empty() {
-            return Err(ConfigError::Invalid(vec![
-                "streams: no [[streams]] configured; nothing to score".into(),
-            ]));
+            return Err(ConfigError::Invalid(vec![NO_STREAMS.into()]));
         }
         Ok(self)
     }
@@ -657,12 +658,17 @@ impl RawConfig {
                     path: path.to_path_buf(),
                 });
             }
-            mqtt::refuse_readable_password(path)?;
+            // Told with the file's other problems: one run of check-config shows them all.
+            let refused = match mqtt::refuse_readable_password(path) {
+                Err(ConfigError::Invalid(refused)) => refused,
+                other => other.map(|()| Vec::new())?,
+            };
             let text = std::fs::read_to_string(path).map_err(|e| {
                 ConfigError::Invalid(vec![format!("{}: cannot read: {e}", path.display())])
             })?;
             let (known, rest);
             (problems, known, rest) = strict(path, &text);
+            problems.extend(refused);
             // The rest is checked as the file says, without unknown keys, where that loads (its
             // problems are reported already, so a value read leniently is not silently taken),
             // else without the lines of the problems.
