@@ -69,7 +69,7 @@ $(ZIG_VENV)/.installed: packaging/zig-requirements.txt
 	$(ZIG_VENV)/bin/pip install --quiet --disable-pip-version-check -r packaging/zig-requirements.txt
 	@touch $@
 
-package: setup-ort setup-zig ## Debian package target/debian/ebgand_<version>_<arch>.deb (binary linked for glibc >= $(GLIBC_FLOOR))
+package: setup-ort setup-zig ## Debian package target/debian/ebgand_<version>-1_<arch>.deb (binary linked for glibc >= $(GLIBC_FLOOR))
 	PATH="$(abspath $(ZIG_VENV))/bin:$$PATH" CARGO_ZIGBUILD_PYTHON_PATH="$(abspath $(ZIG_VENV))/bin/python" \
 	  cargo zigbuild --release --locked --target $(RUST_HOST).$(GLIBC_FLOOR)
 	packaging/build-deb.sh target/$(RUST_HOST)/release/ebgand target/debian

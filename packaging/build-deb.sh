@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds ebgand_<version>_<arch>.deb with Debian's own dpkg-deb from a built binary, the ONNX
+# Builds ebgand_<version>-1_<arch>.deb with Debian's own dpkg-deb from a built binary, the ONNX
 # Runtime library `make setup-ort` fetched, the served default model, the training worker and
 # the maintainer scripts in packaging/deb. `make package` runs it; see packaging/README.md.
 #

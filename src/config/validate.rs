@@ -651,7 +651,8 @@ fn validate_stream(
 }
 
 /// A listen address as people write them: `127.0.0.1:9898`, `[::1]:9898`, `localhost:9898`
-/// (resolved; the first address), or `:9898` (every interface).
+/// (resolved; the first address), or `:9898` (every IPv4 interface; `[::]:9898` takes IPv6 too,
+/// where the system maps IPv4 onto it, as Linux does by default).
 fn listen_addr(text: &str) -> Result<SocketAddr, String> {
     use std::net::ToSocketAddrs;
     let text = text.trim();
