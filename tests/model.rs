@@ -80,12 +80,25 @@ fn graph_that_does_not_fit_its_manifest_is_refused() {
     );
 }
 
+/// The copied fixture's manifest, with the checksum of its edited `model.onnx`.
+fn manifest_follows(dir: &std::path::Path) {
+    use sha2::Digest as _;
+    let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+    let manifest = dir.join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let old = ModelVersion::open(&root().join("models/vibration/fixture-1"))
+        .unwrap()
+        .manifest
+        .sha256;
+    let new = format!("{:x}", sha2::Sha256::digest(&bytes));
+    std::fs::write(&manifest, text.replace(&old, &new)).unwrap();
+}
+
 /// A model whose weights hold a NaN would score every window NaN, read as anomalous for good:
 /// the load refuses it. Here the graph's baked-in std (the manifest's `[data] std`, stored once
 /// as a float32 in `model.onnx`) is made NaN, and the manifest's checksum follows.
 #[test]
 fn a_model_with_nan_weights_is_refused() {
-    use sha2::Digest as _;
     let (_dir, dir) = fixture_copy(|m| m);
     let path = dir.join("model.onnx");
     let mut bytes = std::fs::read(&path).unwrap();
@@ -99,17 +112,48 @@ fn a_model_with_nan_weights_is_refused() {
     assert_eq!(at.len(), 1, "the fixture's std is stored once");
     bytes[at[0]..at[0] + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
-    let manifest = dir.join("manifest.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let old = ModelVersion::open(&root().join("models/vibration/fixture-1"))
-        .unwrap()
-        .manifest
-        .sha256;
-    let new = format!("{:x}", sha2::Sha256::digest(&bytes));
-    std::fs::write(&manifest, text.replace(&old, &new)).unwrap();
+    manifest_follows(&dir);
     let err = Scorer::load(ModelVersion::open(&dir).unwrap(), &runtime(&["cpu"])).unwrap_err();
     assert!(
         matches!(err, ModelError::Mismatch { .. }) && err.to_string().contains("not finite"),
         "{err}"
     );
+}
+
+/// A graph whose batch dimension is fixed at one passes the shape check (a known size against a
+/// dynamic one) and scores one window, but no batch the scorer makes: the load runs the largest
+/// batch once and refuses it there, not at the first full batch in service. (The same run is
+/// what has TensorRT build its engine for the whole range at load.)
+#[test]
+fn a_graph_that_takes_one_window_at_a_time_is_refused_at_load() {
+    let python = root().join(".venv/fixture/bin/python");
+    assert!(
+        python.exists(),
+        "fixture venv missing: run `make setup-venv`"
+    );
+    let (_dir, dir) = fixture_copy(|m| m);
+    let path = dir.join("model.onnx");
+    let fixed = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import onnx, sys\n\
+             m = onnx.load(sys.argv[1])\n\
+             m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1\n\
+             onnx.save(m, sys.argv[1])",
+        ])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(fixed.success());
+    manifest_follows(&dir);
+    let version = ModelVersion::open(&dir).unwrap();
+    let mut one = runtime(&["cpu"]);
+    one.warm_batch = 1;
+    let mut scorer = Scorer::load(version.clone(), &one).expect("one window at a time loads");
+    assert!(
+        scorer.score(&vec![0.0; 64 * 2], 2).is_err(),
+        "two windows scored"
+    );
+    let err = Scorer::load(version, &runtime(&["cpu"])).unwrap_err();
+    assert!(err.to_string().contains("a batch of 64 windows"), "{err}");
 }

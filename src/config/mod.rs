@@ -392,6 +392,11 @@ pub struct RuntimeSettings {
     pub tensorrt_engine_cache: Option<PathBuf>,
     /// TensorRT FP16.
     pub tensorrt_fp16: bool,
+    /// The largest batch the daemon's scorer gives a session (`scoring.max_batch`): a session
+    /// is run at it once as it loads, beside one window, so that a provider that builds for
+    /// the shapes it has seen (TensorRT's engine, for a dynamic batch) builds for the whole
+    /// range there, off the scorer, not at the first full batch inside it.
+    pub warm_batch: usize,
 }
 
 /// Batching settings.

@@ -113,12 +113,26 @@ impl Scorer {
                     };
                     scorer.check_graph()?;
                     let probe = vec![0.0; scorer.window_len()];
-                    let energies = match scorer.score(&probe, 1) {
+                    // Some providers build at the first run (TensorRT its engine, for a
+                    // dynamic batch), and again for a batch past the sizes seen: one window,
+                    // then the largest batch the scorer gives, so that the build happens here.
+                    // A failure there is the provider's, or a graph that takes no batch of
+                    // that size (a fixed batch dimension); the next provider is tried.
+                    let warm = rt.warm_batch.max(1);
+                    let warmed = scorer.score(&probe, 1).and_then(|e| {
+                        if warm > 1 {
+                            scorer
+                                .score(&vec![0.0; scorer.window_len() * warm], warm)
+                                .map_err(|w| {
+                                    scorer.mismatch(format!("a batch of {warm} windows: {w}"))
+                                })?;
+                        }
+                        Ok(e)
+                    });
+                    let energies = match warmed {
                         Ok(e) => e,
-                        // Some providers build at the first run (TensorRT its engine, for a
-                        // dynamic batch): a failure there is the provider's, not the graph's.
                         Err(e) => {
-                            warn!(provider = provider.as_str(), reason = %e, "Execution provider failed its first window; trying the next.");
+                            warn!(provider = provider.as_str(), reason = %e, "Execution provider failed its first windows; trying the next.");
                             last_err = Some(e);
                             version = scorer.version;
                             continue;
