@@ -813,3 +813,32 @@ async fn a_version_activated_by_hand_while_the_model_learns_serves_at_once() {
         Some("chosen")
     );
 }
+
+/// Each scheduled retraining has its own retries: with every run failing (an injected panic),
+/// `retries = 1` and the schedule every 2 s, each period makes a first attempt and one retry.
+/// Before, the count was cleared only by a success, so once one period had used the retries
+/// every later one got a single attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_scheduled_retraining_gets_its_own_retries() {
+    let broker = Mosquitto::start().await;
+    let prefix = "retries";
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    let mut s = settings(broker.port, prefix, VIBRATION);
+    s.learning.retrain_every = Some(Duration::from_secs(2));
+    s.learning.retrain_seeded = true;
+    s.learning.retries = 1;
+    s.learning.retry_delay = Duration::from_millis(100);
+    s.faults.panic_training("vibration", 1000);
+    let daemon = TestDaemon::start(s).await;
+    eventually(Duration::from_secs(30), "three scheduled periods", || {
+        obs.events(prefix, "training_failed").len() >= 5
+    })
+    .await;
+    daemon.shutdown().await.unwrap();
+    let attempts: Vec<u64> = obs
+        .events(prefix, "training_failed")
+        .iter()
+        .map(|e| e["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts[..5], [1, 2, 1, 2, 1], "{attempts:?}");
+}
