@@ -352,6 +352,50 @@ fn a_report_is_written_when_the_reader_leaves_early() {
     assert!(html.trim_end().ends_with("</html>"), "the page is whole");
 }
 
+/// The page is made as any new file is: its mode follows the umask (before, the temporary file
+/// it is renamed from kept 0600); and a target that is no plain file, standard output (as
+/// `/proc/self/fd/1`: in some containers `/dev/stdout` is a plain file), is
+/// written as it is (it cannot be renamed over).
+#[test]
+fn a_report_follows_the_umask_and_a_device_is_written_directly() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page.html");
+    let bin = env!("CARGO_BIN_EXE_ebgand");
+    let data = shared_data().join("cwru/1797_Normal.npz");
+    let score = |umask: &str, report: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask {umask}; exec \"$0\" score --model models/vibration/fixture-1 --key DE \
+                 --hop 64 --json --report \"$1\" \"$2\""
+            ))
+            .args([bin, report, data.to_str().unwrap()])
+            .current_dir(root())
+            .env("ORT_DYLIB_PATH", ort_library())
+            .output()
+            .unwrap()
+    };
+    for (umask, mode) in [("022", 0o644), ("027", 0o640)] {
+        let _ = std::fs::remove_file(&page);
+        let o = score(umask, page.to_str().unwrap());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let got = std::fs::metadata(&page).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, mode, "umask {umask}: mode {got:o}");
+    }
+    let o = score("022", "/proc/self/fd/1");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let page_at = out
+        .find("<!doctype html>")
+        .or_else(|| out.find("<!DOCTYPE html>"));
+    let page_end = out.find("</html>");
+    assert!(
+        page_at.zip(page_end).is_some_and(|(a, b)| a < b),
+        "the page on stdout"
+    );
+}
+
 /// Ctrl-C ends the demo in order at any point: here while the machine runs at real time (its
 /// windows on the console), and again while the daemon starts; it says so, drains and exits 0
 /// (before the machine started it killed the demo, its temp folder left behind).
