@@ -311,6 +311,68 @@ mod tests {
         }
     }
 
+    /// Phases that get through, recorded.
+    #[derive(Clone, Default)]
+    struct Recorded(Arc<std::sync::Mutex<Vec<(String, &'static str)>>>);
+
+    impl PhaseSink for Recorded {
+        async fn phase(&self, stream: &str, _: &str, phase: &'static str, _: usize) {
+            self.0.lock().unwrap().push((stream.to_owned(), phase));
+        }
+    }
+
+    /// A stream forgotten while the model learns (ingest dropped it after `stream_idle_s`) is
+    /// not told it trains when the period ends: its retained state is not brought back.
+    #[tokio::test]
+    async fn a_stream_forgotten_while_learning_is_not_told_it_trains() {
+        let dir = tempfile::tempdir().unwrap();
+        let (control, mut control_rx) = mpsc::channel(1);
+        let (tx, rx) = mpsc::channel(16);
+        let (handover, handover_rx) = oneshot::channel();
+        let (phases, progress) = (Recorded::default(), Progress::default());
+        let learning = Learning {
+            model: "m".into(),
+            capture: Capture::open(dir.path(), 2, 1, 100, 2).unwrap(),
+            period: LearningPeriod {
+                windows: 6,
+                duration: None,
+            },
+            control,
+            phases: phases.clone(),
+            metrics: Arc::new(Metrics::new()),
+            progress: progress.clone(),
+            keep: 2,
+        };
+        let task = tokio::spawn(learner(learning, rx, handover_rx));
+        // Streams s/0, s/1 and s/2 send (the learner marks each window passed); once its last
+        // window is taken, s/1 goes quiet and is forgotten.
+        for seq in 0..5 {
+            tx.send(window(seq)).await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while progress.next_seq("s/1") < 5 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        progress.forget("s/1");
+        tx.send(window(5)).await.unwrap();
+        let asked = tokio::time::timeout(Duration::from_secs(10), control_rx.recv())
+            .await
+            .expect("the learner asked for training");
+        assert!(matches!(asked, Some(ControlMessage::Learnt { .. })));
+        handover.send(()).unwrap();
+        task.await.unwrap();
+        let mut training: Vec<String> = phases
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p)| *p == "training")
+            .map(|(s, _)| s.clone())
+            .collect();
+        training.sort();
+        assert_eq!(training, ["s/0", "s/2"]);
+    }
+
     #[tokio::test]
     async fn a_quiet_stream_s_captured_windows_reach_disk_without_another_window() {
         let dir = tempfile::tempdir().unwrap();
