@@ -10,9 +10,10 @@
 //! **Supervision.** A panic while scoring is caught in the thread: the batch is handed on as
 //! failed (counted in `ebgand_windows_failed_total`), the stage is marked down (`/readyz`), and
 //! the session is rebuilt from the same version folder, on a thread of its own: a TensorRT
-//! engine may take minutes. While it is down (rebuilding, or backing off after repeated panics)
-//! batches fail at once instead of waiting, so this model's queue never fills up and stalls
-//! ingest for every other model. Past
+//! engine may take minutes. Batches wait up to a second for the rebuild (one on the CPU takes
+//! milliseconds, and loses no batch); past that, and while backing off after repeated panics,
+//! they fail at once instead of waiting, so this model's queue never fills up and stalls
+//! ingest for every other model. A rebuild that runs past 15 minutes gives up. Past
 //! [`MAX_PANICS`] panics within [`PANIC_WINDOW`], or [`MAX_REBUILDS`] failed rebuilds in a row,
 //! the thread gives up: its [`StageGuard`] reports it and the daemon exits non-zero, for
 //! systemd to restart. The batcher and the thread each hold a guard, so either one ending
@@ -51,6 +52,21 @@ const REBUILD_DELAY: Duration = Duration::from_millis(100);
 
 /// See [`REBUILD_DELAY`].
 const REBUILD_MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// How long batches wait for a session being rebuilt before they fail at once.
+const REBUILD_HOLD: Duration = Duration::from_secs(1);
+
+/// How long a session's rebuild may take before the scorer gives up (a TensorRT engine of a
+/// large model takes minutes; a wedged device, for ever).
+const REBUILD_LIMIT: Duration = Duration::from_secs(15 * 60);
+
+/// What ends the scorer thread's wait while its session is rebuilt.
+enum Wake {
+    Job(Option<Job>),
+    Loaded(Box<Result<Result<Scorer, ModelError>, oneshot::error::RecvError>>),
+    Held,
+    TooLong,
+}
 
 /// A window on its way to a scorer.
 #[derive(Debug)]
@@ -337,9 +353,6 @@ struct ScorerThread {
     label: ModelLabel,
     /// Since when and why the session is unusable, and when to try rebuilding it.
     down: Option<Down>,
-    /// The threads that built (or still build) a session: joined when the thread ends, so
-    /// that none is cut off mid-write of a TensorRT engine cache.
-    loaders: Vec<JoinHandle<()>>,
     /// When the recent panics happened.
     panics: VecDeque<Instant>,
     /// Idle while waiting for a job; beaten as jobs are taken and scored.
@@ -357,9 +370,10 @@ struct Down {
 enum Rebuild {
     /// Backing off until then.
     At(Instant),
-    /// A loader thread builds the new session. A swap meanwhile drops this end: the new
-    /// version serves, and the loaded session is dropped with the loader's send.
-    Loading(oneshot::Receiver<Result<Scorer, ModelError>>),
+    /// A loader thread builds the new session, started then. A swap meanwhile drops this end:
+    /// the new version serves, and the loaded session is dropped with the loader's send. The
+    /// loader is not joined: nothing waits on a build that may take minutes (shutdown least).
+    Loading(oneshot::Receiver<Result<Scorer, ModelError>>, Instant),
 }
 
 /// Why the thread stopped scoring for good.
@@ -380,7 +394,6 @@ impl ScorerThread {
             lost_shadow,
             ctx,
             down: None,
-            loaders: Vec::new(),
             panics: VecDeque::new(),
             pulse: guard.pulse(),
             _guard: guard,
@@ -391,8 +404,8 @@ impl ScorerThread {
         let mut buf: Vec<f32> = Vec::new();
         loop {
             // Rebuilding a session may take minutes (a TensorRT engine): a loader thread does
-            // it while this one fails batches at once; the stage is down meanwhile, which
-            // /readyz says; it is not a stall for the watchdog.
+            // it while this one fails batches (after a second); the stage is down meanwhile,
+            // which /readyz says; it is not a stall for the watchdog.
             self.pulse.idle();
             if let Err(give_up) = self.recover() {
                 self.give_up(give_up);
@@ -410,17 +423,38 @@ impl ScorerThread {
                         Err(_) => continue,
                     }
                 }
-                Some(Rebuild::Loading(loaded)) => {
+                Some(Rebuild::Loading(loaded, since)) => {
+                    // The batches wait for a quick rebuild (one on the CPU takes milliseconds),
+                    // as they did behind one on this thread: none is failed for it. Past
+                    // REBUILD_HOLD they fail at once, so a slow one (a TensorRT engine) stalls
+                    // no other model's streams; past REBUILD_LIMIT the scorer gives up (a
+                    // wedged device), for systemd to restart the daemon.
+                    let since = *since;
+                    let (hold, limit) = (since + REBUILD_HOLD, since + REBUILD_LIMIT);
+                    let (hold, limit) = (
+                        tokio::time::Instant::from_std(hold),
+                        tokio::time::Instant::from_std(limit),
+                    );
                     let woke = rt.block_on(async {
                         tokio::select! {
-                            loaded = loaded => Err(loaded),
-                            job = jobs.recv() => Ok(job),
+                            loaded = loaded => Wake::Loaded(Box::new(loaded)),
+                            () = tokio::time::sleep_until(hold), if tokio::time::Instant::now() < hold => Wake::Held,
+                            job = jobs.recv(), if tokio::time::Instant::now() >= hold => Wake::Job(job),
+                            () = tokio::time::sleep_until(limit) => Wake::TooLong,
                         }
                     });
                     match woke {
-                        Ok(job) => job,
-                        Err(loaded) => {
-                            let loaded = loaded.unwrap_or_else(|_| {
+                        Wake::Job(job) => job,
+                        Wake::Held => continue,
+                        Wake::TooLong => {
+                            self.give_up(GiveUp(format!(
+                                "rebuilding its session took over {} s",
+                                REBUILD_LIMIT.as_secs()
+                            )));
+                            break;
+                        }
+                        Wake::Loaded(loaded) => {
+                            let loaded = (*loaded).unwrap_or_else(|_| {
                                 Err(ModelError::Ort("the session's loader panicked".into()))
                             });
                             if let Err(give_up) = self.rebuilt(loaded) {
@@ -466,9 +500,6 @@ impl ScorerThread {
             }
         }
         set_active(&self.ctx.metrics, &self.info, 0);
-        for loader in self.loaders.drain(..) {
-            loader.join().ok();
-        }
     }
 
     fn give_up(&self, GiveUp(why): GiveUp) {
@@ -652,7 +683,6 @@ impl ScorerThread {
             self.ctx.runtime.clone(),
             self.ctx.faults.clone(),
         );
-        self.loaders.retain(|l| !l.is_finished());
         let spawned = std::thread::Builder::new()
             .name(format!("scorer-load-{}", self.info.name))
             .spawn(move || {
@@ -660,10 +690,9 @@ impl ScorerThread {
                 tx.send(Scorer::load(version, &runtime)).ok();
             });
         match spawned {
-            Ok(loader) => {
-                self.loaders.push(loader);
+            Ok(_detached) => {
                 if let Some(down) = &mut self.down {
-                    down.rebuild = Rebuild::Loading(rx);
+                    down.rebuild = Rebuild::Loading(rx, Instant::now());
                 }
                 Ok(())
             }
