@@ -124,6 +124,9 @@ pub struct TrainJob {
     pub source: String,
 }
 
+/// How long a worker that closed its output has to exit (at most the run's timeout).
+const EXIT_GRACE: Duration = Duration::from_secs(30);
+
 /// Runs the worker to completion, calling `progress` for every event it prints, forwarding
 /// cancellation as SIGTERM and enforcing the timeout.
 ///
@@ -227,19 +230,28 @@ pub async fn run_worker(
             () = &mut deadline => break Some(TrainError::Timeout(settings.timeout)),
         }
     };
-    // A worker that closed its output is not done until it exits: the same deadline and
+    // A worker that closed its output is not done until it exits: the run's deadline and the
     // cancellation hold (a hang at the interpreter's exit would keep the run open for good,
-    // and every later run of the model refused as in progress).
+    // and every later run of the model refused as in progress); but it gets at least
+    // EXIT_GRACE (no more than the run's timeout) to exit, and one that lingers past it is
+    // stopped with its reported result standing (a `done` comes once its version is written).
+    let grace = EXIT_GRACE.min(settings.timeout);
+    let exit_by = deadline.deadline().max(tokio::time::Instant::now() + grace);
     let ended = match outcome {
         Some(err) => Err(err),
         None => tokio::select! {
-            status = child.wait() => Ok(status),
+            status = child.wait() => Ok(Some(status)),
             () = cancel.cancelled() => Err(TrainError::Interrupted),
-            () = &mut deadline => Err(TrainError::Timeout(settings.timeout)),
+            () = tokio::time::sleep_until(exit_by) => Ok(None),
         },
     };
     let status = match ended {
-        Ok(status) => status?,
+        Ok(Some(status)) => Some(status?),
+        Ok(None) => {
+            warn!("The training worker closed its output but did not exit; stopped.");
+            stop(&mut child).await;
+            None
+        }
         Err(err) => {
             stop(&mut child).await;
             stderr_tail.abort();
@@ -251,18 +263,17 @@ pub async fn run_worker(
         Ok(tail) => tail.unwrap_or_default(),
         Err(_) => {
             stderr_tail.abort();
-            warn!("The training worker exited, but something it started holds its stderr open.");
+            warn!("The training worker ended, but something it started holds its stderr open.");
             String::new()
         }
     };
-    match (status.success(), last) {
-        (true, Some(done @ WorkerEvent::Done { .. })) => Ok(done),
-        (_, Some(WorkerEvent::Error { message })) => Err(TrainError::Worker {
-            code: status.code(),
-            message,
-        }),
-        (_, _) => Err(TrainError::Worker {
-            code: status.code(),
+    let code = status.and_then(|s| s.code());
+    match (status.map(|s| s.success()), last) {
+        (Some(true) | None, Some(done @ WorkerEvent::Done { .. })) => Ok(done),
+        (_, Some(WorkerEvent::Error { message })) => Err(TrainError::Worker { code, message }),
+        (None, _) => Err(TrainError::Timeout(settings.timeout)),
+        (Some(_), _) => Err(TrainError::Worker {
+            code,
             message: if tail.is_empty() {
                 "no result reported".into()
             } else {
@@ -691,43 +702,66 @@ mod tests {
         assert!(serde_json::from_str::<WorkerEvent>(r#"{"event":"nope"}"#).is_err());
     }
 
-    /// A worker that closes its output and never exits is stopped at the run's deadline.
+    /// A worker that closes its output and never exits is stopped once the run's deadline has
+    /// passed: its reported result stands (an error's message; a `done`, whose version is
+    /// written), and one that reported nothing timed out.
     #[tokio::test]
-    async fn a_worker_that_closes_its_output_but_lingers_times_out() {
+    async fn a_worker_that_closes_its_output_but_lingers_is_stopped() {
         let dir = tempfile::tempdir().unwrap();
-        let python = dir.path().join("python");
-        std::fs::write(
-            &python,
-            "#!/bin/sh\necho '{\"event\":\"error\",\"message\":\"x\"}'\nexec >&- 2>&-\nsleep 600\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let settings = TrainSettings {
-            python,
-            worker: dir.path().into(),
-            device: "cpu".into(),
-            nice: 0,
-            timeout: Duration::from_millis(500),
-            cache: None,
-            models_dir: dir.path().into(),
+        let run = |name: &'static str, said: &'static str| {
+            let dir = dir.path().to_owned();
+            async move {
+                let python = dir.join(name);
+                std::fs::write(
+                    &python,
+                    format!("#!/bin/sh\necho '{said}'\nexec >&- 2>&-\nexec sleep 600\n"),
+                )
+                .unwrap();
+                let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+                std::fs::set_permissions(&python, mode).unwrap();
+                let settings = TrainSettings {
+                    python,
+                    worker: dir.clone(),
+                    device: "cpu".into(),
+                    nice: 0,
+                    timeout: Duration::from_secs(2),
+                    cache: None,
+                    models_dir: dir.clone(),
+                };
+                let job = TrainJob {
+                    data: dir.join("data.npy"),
+                    out: dir.join("out"),
+                    name: "m".into(),
+                    version: "v".into(),
+                    args: Vec::new(),
+                    command: String::new(),
+                    source: String::new(),
+                };
+                let run = run_worker(&settings, &job, |_| {}, CancellationToken::new());
+                tokio::time::timeout(Duration::from_secs(60), run)
+                    .await
+                    .expect("the run ends")
+            }
         };
-        let job = TrainJob {
-            data: dir.path().join("data.npy"),
-            out: dir.path().join("out"),
-            name: "m".into(),
-            version: "v".into(),
-            args: Vec::new(),
-            command: String::new(),
-            source: String::new(),
-        };
-        let run = run_worker(&settings, &job, |_| {}, CancellationToken::new());
-        let outcome = tokio::time::timeout(Duration::from_secs(30), run)
-            .await
-            .expect("the run ends");
+        let (error, done, nothing) = tokio::join!(
+            run("error", r#"{"event":"error","message":"x"}"#),
+            run(
+                "done",
+                r#"{"event":"done","dir":"m/v","threshold":0.1,"steps":6,"seconds":1.0}"#
+            ),
+            run("nothing", ""),
+        );
         assert!(
-            matches!(outcome, Err(TrainError::Timeout(_))),
-            "{outcome:?}"
+            matches!(&error, Err(TrainError::Worker { message, .. }) if message == "x"),
+            "{error:?}"
+        );
+        assert!(
+            matches!(done, Ok(WorkerEvent::Done { steps: 6, .. })),
+            "{done:?}"
+        );
+        assert!(
+            matches!(nothing, Err(TrainError::Timeout(_))),
+            "{nothing:?}"
         );
     }
 
