@@ -155,5 +155,5 @@ fn a_graph_that_takes_one_window_at_a_time_is_refused_at_load() {
         "two windows scored"
     );
     let err = Scorer::load(version, &runtime(&["cpu"])).unwrap_err();
-    assert!(err.to_string().contains("a batch of 64 windows"), "{err}");
+    assert!(err.to_string().contains("a batch of 256 windows"), "{err}");
 }

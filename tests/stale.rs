@@ -93,7 +93,8 @@ async fn a_silent_sensor_raises_a_stale_alert_and_clears_it_when_data_returns() 
     let silent = cleared["silent_s"].as_f64().unwrap();
     assert!(silent >= at_raise, "{cleared}");
     assert!(
-        silent <= gap.as_secs_f64() + 1.0,
+        // (A bound far past any delivery delay: the silence, not a time since some epoch.)
+        silent <= gap.as_secs_f64() + 10.0,
         "{cleared}; the test kept {gap:?}"
     );
     assert_eq!(cleared["raise_alert_id"], raised["alert_id"]);

@@ -392,10 +392,11 @@ pub struct RuntimeSettings {
     pub tensorrt_engine_cache: Option<PathBuf>,
     /// TensorRT FP16.
     pub tensorrt_fp16: bool,
-    /// The largest batch the daemon's scorer gives a session (`scoring.max_batch`): a session
-    /// is run at it once as it loads, beside one window, so that a provider that builds for
-    /// the shapes it has seen (TensorRT's engine, for a dynamic batch) builds for the whole
-    /// range there, off the scorer, not at the first full batch inside it.
+    /// The largest batch the daemon gives a session (`scoring.max_batch`, or the gate's and
+    /// the first version's calibration, [`crate::model::BULK_BATCH`]): a session is run at it
+    /// once as it loads, beside one window, so that a provider that builds for the shapes it
+    /// has seen (TensorRT's engine, for a dynamic batch) builds for the whole range there, off
+    /// the scorer, not at the first full batch inside it.
     pub warm_batch: usize,
 }
 
@@ -673,7 +674,6 @@ impl RawConfig {
             })?;
             let (known, rest);
             (problems, known, rest) = strict(path, &text);
-            problems.extend(refused);
             // The rest is checked as the file says, without unknown keys, where that loads (its
             // problems are reported already, so a value read leniently is not silently taken),
             // else without the lines of the problems.
@@ -690,6 +690,7 @@ impl RawConfig {
                 rest
             };
             builder = builder.add_source(config::File::from_str(&source, config::FileFormat::Toml));
+            problems.extend(refused);
         }
         // The environment is read as strictly as the file: the config crate's own reading would
         // take `64.9` for 65 and `yes` for true.

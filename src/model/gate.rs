@@ -95,7 +95,7 @@ pub fn check(
         false_alarms: 0,
     };
     let len = scorer.window_len();
-    for chunk in windows.chunks(256) {
+    for chunk in windows.chunks(super::BULK_BATCH) {
         let batch: Vec<f32> = chunk
             .iter()
             .filter(|w| w.len() == len)

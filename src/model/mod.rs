@@ -11,6 +11,11 @@ pub mod worker;
 
 use std::path::PathBuf;
 
+/// The batch of the daemon's own passes over many windows (the activation gate, a first
+/// version's calibration on its learning windows). A session is warmed at the larger of it and
+/// `scoring.max_batch` as it loads ([`crate::config::RuntimeSettings::warm_batch`]).
+pub const BULK_BATCH: usize = 256;
+
 pub use load::{check_models, injected_load_delay, load_model, load_off_runtime, open_model};
 pub use manifest::{Manifest, ModelVersion};
 pub use registry::{Registry, RegistryError};

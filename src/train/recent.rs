@@ -263,7 +263,7 @@ impl Recent {
 }
 
 /// Windows scored at once by [`Recent::calibrate`].
-const SEED_BATCH: usize = 256;
+const SEED_BATCH: usize = crate::model::BULK_BATCH;
 
 /// `windows` of `stream` (W x C values each, the model's shape) scored by `scorer`, `batch` at
 /// a time, into the seed of the stream's calibration under its version ([`Seed`]): each
