@@ -30,8 +30,19 @@ async fn sigterm_drains_and_exits_zero_sighup_reloads() {
     let broker = Mosquitto::start().await;
     let dir = tempfile::tempdir().unwrap();
     let prefix = "p1";
-    let obs = Observer::start(broker.port, &format!("{prefix}/status")).await;
-    let mut child = spawn_daemon(broker.port, prefix, dir.path(), "");
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
+    // Windows are held in the batcher (a batch closes at 10,000 windows or after an hour):
+    // only the drain scores them.
+    let mut child = spawn_daemon_with(
+        broker.port,
+        prefix,
+        dir.path(),
+        "publish_energy = true",
+        &[
+            ("EBGAND__SCORING__MAX_BATCH", "10000"),
+            ("EBGAND__SCORING__MAX_WAIT_US", "3600000000"),
+        ],
+    );
     eventually(Duration::from_secs(20), "online", || {
         last_status(&obs, prefix).as_deref() == Some("online")
     })
@@ -42,6 +53,19 @@ async fn sigterm_drains_and_exits_zero_sighup_reloads() {
         child.try_wait().unwrap().is_none(),
         "SIGHUP must not stop the daemon"
     );
+    // Acknowledged by the daemon once queued (and journaled), not yet scored.
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = ebgand::sim::Machine::new(3);
+    for _ in 0..10 {
+        tx.publish(
+            "sensors/m1/vibration",
+            serde_json::to_vec(&m.samples(64, false)).unwrap(),
+        )
+        .await;
+    }
+    tx.flushed().await;
+    let energy = format!("{prefix}/energy/");
+    assert_eq!(obs.count(&energy), 0, "scored before the drain");
     kill(&child, "-TERM");
     let status = wait_exit(&mut child).await;
     assert_eq!(status.code(), Some(0));
@@ -56,6 +80,10 @@ async fn sigterm_drains_and_exits_zero_sighup_reloads() {
         last_status(&obs, prefix).as_deref() == Some("offline")
     })
     .await;
+    // Everything the daemon published before it went offline has arrived: the ten windows,
+    // scored by the drain.
+    obs.settled().await;
+    assert_eq!(obs.count(&energy), 10, "windows left unscored at the stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
