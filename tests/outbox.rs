@@ -285,3 +285,61 @@ async fn alerts_in_flight_when_the_broker_forgets_the_session_are_published_agai
     );
     daemon.shutdown().await.unwrap();
 }
+
+/// What the last run left in the outbox goes out before anything this run publishes. Run 1's
+/// raise was stored and never acknowledged (killed first); run 2 clears it before its publish
+/// connection is up. A subscriber must see the raise, then the clear that names it. Before, the
+/// clear went into the request channel at once and the left-over raise only after the first
+/// CONNACK: clear first, and a subscriber tracking state ended with the stream raised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_left_by_the_last_run_go_out_before_this_runs() {
+    use ebgand::durable::outbox::{Outbox, SharedOutbox};
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "lo/alerts/vibration/m1";
+    let raised = serde_json::json!({ "stream": "vibration/m1", "state": "raised" });
+    Outbox::open(dir.path(), 100)
+        .unwrap()
+        .add(topic, raised)
+        .unwrap();
+    let outbox = SharedOutbox::new(
+        Outbox::open(dir.path(), 100).unwrap(),
+        prometheus_client::metrics::gauge::Gauge::default(),
+    );
+    let obs = Observer::start(broker.port, "lo/alerts/#").await;
+    let s = settings(broker.port, "lo", VIBRATION);
+    let metrics = std::sync::Arc::new(ebgand::telemetry::Metrics::new());
+    let (publisher, events) = ebgand::mqtt::Publisher::new(&s.mqtt, "node", metrics, outbox);
+    let cleared = serde_json::json!({
+        "stream": "vibration/m1", "state": "cleared", "raise_alert_id": 1,
+    });
+    let mut clear = tokio::spawn(async move { publisher.alert("vibration/m1", cleared).await });
+    // The clear is handed over while nothing is connected (the loop not even polled).
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut clear).await;
+    let closing = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(events.run(closing.clone(), tokio_util::sync::CancellationToken::new()));
+    let id = match early {
+        Ok(sent) => sent,
+        Err(_) => clear.await,
+    };
+    assert_eq!(id.unwrap().unwrap(), 2);
+    eventually(Duration::from_secs(20), "both alerts", || {
+        obs.count("lo/alerts/") >= 2
+    })
+    .await;
+    closing.cancel();
+    run.await.unwrap();
+    let seen: Vec<(u64, String)> = obs
+        .on("lo/alerts/")
+        .iter()
+        .map(|a| {
+            let state = a.json["state"].as_str().unwrap().to_owned();
+            (a.json["alert_id"].as_u64().unwrap(), state)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [(1, "raised".to_owned()), (2, "cleared".to_owned())],
+        "the raise first"
+    );
+}

@@ -125,8 +125,6 @@ pub struct PublisherLoop {
     /// The `send` lock, held from a lost connection until `requeue` is back in the channel, so
     /// that nothing published meanwhile overtakes it. Held whenever `requeue` is not empty.
     requeue_lock: Option<tokio::sync::OwnedMutexGuard<()>>,
-    /// Alerts a previous run left in the outbox, published once connected.
-    recovered: VecDeque<crate::durable::outbox::Pending>,
     /// Alerts the broker acknowledged, not yet recorded in the outbox.
     acked: Vec<u64>,
     retained: Retained,
@@ -156,12 +154,28 @@ impl Publisher {
         let queued = Arc::new(AtomicU64::new(0));
         let tags = Tags::default();
         let send = Arc::new(tokio::sync::Mutex::new(()));
-        let recovered: VecDeque<_> = outbox.lock().pending().into();
+        // What the last run left in the outbox goes out first, before anything this run
+        // publishes (a clear of a raise it left, say): in the request channel ahead of all
+        // else, through the path that puts back what a lost connection took
+        // ([`PublisherLoop::put_back`]), the publishers held off until it is all in.
+        let requeue: VecDeque<_> = outbox
+            .lock()
+            .pending()
+            .into_iter()
+            .map(|p| {
+                let publish = Publish::new(p.topic, QoS::AtLeastOnce, p.payload);
+                (publish, Some(p.id))
+            })
+            .collect();
+        let requeue_lock = (!requeue.is_empty())
+            .then(|| send.clone().try_lock_owned().ok())
+            .flatten();
+        queued.fetch_add(requeue.len() as u64, Ordering::Relaxed);
         let retained = Retained::default();
-        if !recovered.is_empty() {
+        if !requeue.is_empty() {
             info!(
-                alerts = recovered.len(),
-                "Alerts left unacknowledged by the last run; publishing them once connected."
+                alerts = requeue.len(),
+                "Alerts left unacknowledged by the last run; publishing them first."
             );
         }
         let publisher = Self {
@@ -195,9 +209,8 @@ impl Publisher {
             in_flight: HashMap::new(),
             done: 0,
             resend: VecDeque::new(),
-            requeue: VecDeque::new(),
-            requeue_lock: None,
-            recovered,
+            requeue,
+            requeue_lock,
             acked: Vec::new(),
             retained,
             republish: VecDeque::new(),
@@ -398,20 +411,7 @@ impl PublisherLoop {
                 let (topic, payload) = self.status.clone();
                 online_pending = !self.try_send(topic, true, payload, None);
             }
-            // What the last run left in the outbox goes out once, after the first connect;
-            // afterwards whatever a reconnect interrupts is sent again (`take_back`).
-            while connected_once
-                && !online_pending
-                && let Some(p) = self.recovered.front()
-            {
-                let (topic, payload, id) = (p.topic.clone(), p.payload.clone(), p.id);
-                if !self.try_send(topic, false, payload, Some(id)) {
-                    break;
-                }
-                self.queued.fetch_add(1, Ordering::Relaxed);
-                self.recovered.pop_front();
-            }
-            // Then the retained messages a broker that lost the session lost too, each as it
+            // The retained messages a broker that lost the session lost too, each as it
             // is now (a newer one published meanwhile is what goes).
             while !online_pending && let Some(topic) = self.republish.front() {
                 // Read under the `send` lock: a publisher stores a state before it takes the
