@@ -392,11 +392,11 @@ pub struct RuntimeSettings {
     pub tensorrt_engine_cache: Option<PathBuf>,
     /// TensorRT FP16.
     pub tensorrt_fp16: bool,
-    /// The largest batch the daemon gives a session (`scoring.max_batch`, or the gate's and
-    /// the first version's calibration, [`crate::model::BULK_BATCH`]): a session is run at it
-    /// once as it loads, beside one window, so that a provider that builds for the shapes it
-    /// has seen (TensorRT's engine, for a dynamic batch) builds for the whole range there, off
-    /// the scorer, not at the first full batch inside it.
+    /// The scorer's largest batch (`scoring.max_batch`): a session is run once at it, or at
+    /// the larger batch of the daemon's own passes over many windows (the model's bulk batch),
+    /// as it loads, beside one window, so that a provider that builds for the shapes it has
+    /// seen (TensorRT's engine, for a dynamic batch) builds for the whole range there, off the
+    /// scorer, not at the first full batch inside it.
     pub warm_batch: usize,
 }
 

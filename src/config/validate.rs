@@ -162,7 +162,7 @@ impl RawConfig {
             tensorrt_engine_cache: (!r.tensorrt_engine_cache.is_empty())
                 .then(|| PathBuf::from(&r.tensorrt_engine_cache)),
             tensorrt_fp16: r.tensorrt_fp16,
-            warm_batch: self.scoring.max_batch.max(crate::model::BULK_BATCH),
+            warm_batch: self.scoring.max_batch.max(1),
         }
     }
 

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 /// The batch of the daemon's own passes over many windows (the activation gate, a first
 /// version's calibration on its learning windows). A session is warmed at the larger of it and
-/// `scoring.max_batch` as it loads ([`crate::config::RuntimeSettings::warm_batch`]).
+/// `scoring.max_batch` ([`crate::config::RuntimeSettings::warm_batch`]) as it loads.
 pub const BULK_BATCH: usize = 256;
 
 pub use load::{check_models, injected_load_delay, load_model, load_off_runtime, open_model};

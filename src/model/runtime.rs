@@ -118,7 +118,7 @@ impl Scorer {
                     // then the largest batch the scorer gives, so that the build happens here.
                     // A failure there is the provider's, or a graph that takes no batch of
                     // that size (a fixed batch dimension); the next provider is tried.
-                    let warm = rt.warm_batch.max(1);
+                    let warm = rt.warm_batch.max(super::BULK_BATCH);
                     let warmed = scorer.score(&probe, 1).and_then(|e| {
                         if warm > 1 {
                             scorer
