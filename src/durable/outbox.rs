@@ -244,6 +244,19 @@ impl Outbox {
                 payload: payload.clone(),
             }));
         }
+        // A stream forgotten while one of its alerts is still pending: replaying that alert
+        // would bring back its last alerted window, and a stream that comes back (numbered
+        // from 0 again) would have its alerts taken for ones already stored.
+        let forgotten: std::collections::BTreeSet<String> = self
+            .pending
+            .values()
+            .filter_map(|(_, payload)| window_of(payload))
+            .map(|(stream, _)| stream)
+            .filter(|stream| !self.last.contains_key(stream))
+            .collect();
+        for stream in forgotten {
+            text.push_str(&line(&Line::Forget { forget: stream }));
+        }
         for (stream, seq) in &self.last {
             text.push_str(&line(&Line::Last {
                 last: stream.clone(),
@@ -540,6 +553,24 @@ mod tests {
             .map(|(s, n)| (s.as_str(), *n))
             .collect();
         assert_eq!(last, vec![("a", 17), ("b", 9)]);
+    }
+
+    /// A stream forgotten while one of its alerts is still unacknowledged stays forgotten
+    /// through the compactions after: the pending alert replayed does not bring its window
+    /// back. Before, every reopen did.
+    #[test]
+    fn a_forgotten_streams_pending_alert_does_not_bring_its_window_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(dir.path(), 10).unwrap();
+        o.add("t", serde_json::json!({ "stream": "s", "seq": 5000 }))
+            .unwrap();
+        o.forget("s").unwrap();
+        drop(o);
+        for _ in 0..2 {
+            let o = Outbox::open(dir.path(), 10).unwrap();
+            assert_eq!(o.len(), 1, "the alert is still to be published");
+            assert!(o.last_alerts().get("s").is_none(), "{:?}", o.last_alerts());
+        }
     }
 
     #[test]
