@@ -7,7 +7,10 @@
 //! `tail_quantile` of the healthy energies the tail probability is the histogram's own; above
 //! it, the excesses of log-energy are modelled as exponential (the generalised Pareto
 //! distribution with shape 0 on log-energy, i.e. a power-law tail of energy), so a probability
-//! of 0.99999 still means something beyond the largest energy seen. The probability reported is
+//! of 0.99999 still means something beyond the largest energy seen. The exponential's scale is
+//! the mean excess, each excess read no further than ten times the scale the median excess
+//! gives: one garbled window among the ten-odd excesses of a learning period (a sensor's 65535)
+//! would otherwise blind the stream for some 20,000 windows. The probability reported is
 //! `1 - P(energy at least this high)`, so `0.999` means the same on every stream and every
 //! model.
 //!
@@ -252,6 +255,10 @@ struct Tail {
     /// Mean excess of log10 energy above `at` (the exponential's scale).
     scale: f64,
 }
+
+/// Excesses over a tail's threshold are read no further than this many times the scale their
+/// median gives ([`Histogram::tail_fit`]): a garbled window does not set the scale.
+const TAIL_CLIP: f64 = 10.0;
 
 fn bin_of(log10: f64) -> i32 {
     // Saturating float-to-int cast; NaN maps to 0 (callers reject non-finite energies first).
@@ -527,7 +534,9 @@ impl Histogram {
         };
         let target = (1.0 - quantile).clamp(0.0, 1.0) * total;
         // Walk down from the top bin until the mass above reaches the target; `at` interpolates
-        // inside the bin where it does (mass spread evenly over a bin's log width).
+        // inside the bin where it does (mass spread evenly over a bin's log width). On the way,
+        // the median of the excesses: where half the target's mass lies above.
+        let (half, mut median) = (target / 2.0, None);
         let mut above = 0.0;
         let mut excess = 0.0; // sum of mass * (its log10 energy), above `at`, for the mean
         let mut at = low_edge(self.first);
@@ -540,22 +549,45 @@ impl Histogram {
                 let part = target - above; // mass of this bin that lies above `at`
                 at = lo + WIDTH * (1.0 - part / m);
                 excess += part * (at + lo + WIDTH) / 2.0;
+                if median.is_none() && part > 0.0 {
+                    median = Some(lo + WIDTH - (lo + WIDTH - at) * ((half - above) / part));
+                }
                 above = target;
                 break;
+            }
+            if median.is_none() && above + m >= half {
+                median = Some(lo + WIDTH * (1.0 - (half - above) / m));
             }
             above += m;
             excess += m * (lo + WIDTH / 2.0);
         }
-        let scale = if above > 0.0 {
-            (excess / above - at).max(WIDTH / 2.0)
-        } else {
-            WIDTH / 2.0
-        };
+        if above <= 0.0 {
+            return Some(Tail {
+                total,
+                at,
+                share: 0.0,
+                scale: WIDTH / 2.0,
+            });
+        }
+        // One garbled window (a 65535 sentinel) among the few excesses a learning period
+        // leaves would set the mean excess for thousands of windows: each excess is read no
+        // further than TAIL_CLIP times the scale the median gives (for an exponential tail the
+        // median is the scale times ln 2), which a healthy tail passes once in 20,000. Only
+        // the top bins can be past it.
+        let median = median.unwrap_or(at);
+        let cap = TAIL_CLIP * ((median - at) / std::f64::consts::LN_2).max(WIDTH / 2.0);
+        for (i, &m) in self.mass.iter().enumerate().rev() {
+            let centre = low_edge(self.first + i32::try_from(i).unwrap_or(0)) + WIDTH / 2.0;
+            if centre - at <= cap {
+                break;
+            }
+            excess -= m.max(0.0) * (centre - at - cap);
+        }
         Some(Tail {
             total,
             at,
             share: above / total,
-            scale,
+            scale: (excess / above - at).max(WIDTH / 2.0),
         })
     }
 

@@ -460,3 +460,45 @@ fn only_alerts_kept_out_keep_the_tail_and_the_default_gate_thins_it() {
     let thinned = reached_0999(0.99, pareto);
     assert!(thinned > 10.0, "{thinned} x");
 }
+
+/// One garbled window among the learning windows (a 65535 sentinel: energy 3.6e8 where a
+/// healthy one is about 1) does not set the tail's scale: a window as unusual as before is
+/// still flagged. Before, the mean of the ten-odd excesses over the 0.98 quantile took the
+/// sentinel in whole, and the energy needed for 0.9999 rose from about 4 to about 60,000, for
+/// some 20,000 windows.
+#[test]
+fn one_garbled_learning_window_does_not_blind_the_tail() {
+    let cal = Calibration::default();
+    // The mean of twelve squared normals (a 12-sample window's energy): chi-square / 12.
+    let u = uniforms(9, 512 * 12);
+    let normal = |i: usize| {
+        let (a, b) = (u[2 * i % u.len()], u[(2 * i + 1) % u.len()]);
+        (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
+    };
+    let energies: Vec<f64> = (0..512)
+        .map(|w| (0..12).map(|k| normal(w * 12 + k).powi(2)).sum::<f64>() / 12.0)
+        .collect();
+    let clean = fed(energies.iter().copied(), &cal);
+    let mut garbled = energies.clone();
+    garbled[400] = 3.6e8;
+    let garbled = fed(garbled, &cal);
+    // The energy each first reads at 0.9999, by bisection on log10 energy.
+    let at_bar = |c: &Calibrator| {
+        let (mut lo, mut hi) = (0.0f64, 10.0f64);
+        for _ in 0..60 {
+            let mid = (lo + hi) / 2.0;
+            if c.probability(10f64.powf(mid) as f32, &[], &cal) >= 0.9999 {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        10f64.powf(hi)
+    };
+    let (clean_bar, garbled_bar) = (at_bar(&clean), at_bar(&garbled));
+    assert!(clean_bar < 10.0, "{clean_bar}");
+    assert!(
+        garbled_bar < 2.0 * clean_bar,
+        "the bar rose from {clean_bar} to {garbled_bar}"
+    );
+}
