@@ -195,15 +195,20 @@ fn generate_assets(dir: &Path) -> anyhow::Result<()> {
 fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
     let path = ebgand::config::config_path(path);
     let (raw, mut problems) = RawConfig::load_strict(path, None)?;
-    let no_streams = raw.streams.is_empty();
-    let settings = match raw.validate().and_then(Settings::require_streams) {
-        Ok(s) => s,
+    // No streams is told beside the values' problems, not only once they are mended.
+    let no_streams = raw
+        .streams
+        .is_empty()
+        .then(|| ebgand::config::NO_STREAMS.to_owned());
+    let settings = match raw.validate() {
+        Ok(s) if no_streams.is_none() => s,
+        Ok(_) => {
+            problems.extend(no_streams);
+            return Err(ConfigError::Invalid(problems));
+        }
         Err(ConfigError::Invalid(more)) => {
             problems.extend(more);
-            // Told beside the values' problems, not only once they are mended.
-            if no_streams && !problems.iter().any(|p| p == ebgand::config::NO_STREAMS) {
-                problems.push(ebgand::config::NO_STREAMS.into());
-            }
+            problems.extend(no_streams);
             return Err(ConfigError::Invalid(problems));
         }
         Err(e) => return Err(e),

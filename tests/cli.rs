@@ -17,6 +17,13 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `check-config` on the file at `path`, with `env` set: it must refuse (exit 78). What it said.
+fn refused_config(path: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let o = ebgand(&["check-config", "--config", path.to_str().unwrap()], env);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    stderr(&o)
+}
+
 #[test]
 fn check_config_accepts_the_documented_config() {
     let o = ebgand(&["check-config", "--config", "config.toml"], &[]);
@@ -62,9 +69,7 @@ window = 64
     )
     .unwrap();
     let file = path.display().to_string();
-    let o = ebgand(&["check-config", "--config", &file], &[]);
-    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
-    let err = stderr(&o);
+    let err = refused_config(&path, &[]);
     for problem in [
         format!("{file}:1: unknown field `mqt`"),
         format!("{file}:4: invalid value: integer `70000`, expected u16"),
@@ -93,8 +98,8 @@ fn check_config_refuses_dangling_folders_and_a_missing_trainer_for_retraining() 
     let path = dir.path().join("c.toml");
     let text = std::fs::read_to_string(root().join("config.toml")).unwrap();
     std::fs::write(&path, text).unwrap();
-    let o = ebgand(
-        &["check-config", "--config", path.to_str().unwrap()],
+    let err = refused_config(
+        &path,
         &[
             ("EBGAND__MQTT__OUTBOX_DIR", outbox.to_str().unwrap()),
             ("EBGAND__LEARNING__RETRAIN_SEEDED", "true"),
@@ -102,8 +107,6 @@ fn check_config_refuses_dangling_folders_and_a_missing_trainer_for_retraining() 
             ("EBGAND__TRAIN__WORKER", "/nowhere/trainer"),
         ],
     );
-    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
-    let err = stderr(&o);
     for problem in [
         format!("mqtt.outbox_dir: {}: a link to nothing", outbox.display()),
         "train.python: /nowhere/python3: not found, or not executable ([learning] \
@@ -135,9 +138,7 @@ window = 0
 "#,
     )
     .unwrap();
-    let o = ebgand(&["check-config", "--config", path.to_str().unwrap()], &[]);
-    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
-    let err = stderr(&o);
+    let err = refused_config(&path, &[]);
     for key in ["mqtt.port", ".topic", ".window"] {
         assert!(err.contains(key), "missing {key}: {err}");
     }
@@ -167,9 +168,7 @@ fn check_config_tells_the_password_and_the_missing_streams_beside_the_values() {
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let o = ebgand(&["check-config", "--config", path.to_str().unwrap()], &[]);
-    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
-    let err = stderr(&o);
+    let err = refused_config(&path, &[]);
     for told in [
         "is readable by every user",
         "stale_after",
@@ -191,12 +190,10 @@ fn check_config_refuses_a_model_the_streams_do_not_fit() {
             .replace("hop = 64", "hop = 32"),
     )
     .unwrap();
-    let o = ebgand(&["check-config", "--config", path.to_str().unwrap()], &[]);
-    assert_eq!(o.status.code(), Some(78));
+    let err = refused_config(&path, &[]);
     assert!(
-        stderr(&o).contains("cuts windows of 32 samples x 1 channels; the model takes 64 x 1"),
-        "{}",
-        stderr(&o)
+        err.contains("cuts windows of 32 samples x 1 channels; the model takes 64 x 1"),
+        "{err}"
     );
 }
 

@@ -57,11 +57,8 @@ async fn sigterm_drains_and_exits_zero_sighup_reloads() {
     let mut tx = Sender::start(broker.port).await;
     let mut m = ebgand::sim::Machine::new(3);
     for _ in 0..10 {
-        tx.publish(
-            "sensors/m1/vibration",
-            serde_json::to_vec(&m.samples(64, false)).unwrap(),
-        )
-        .await;
+        tx.publish("sensors/m1/vibration", healthy_window(&mut m))
+            .await;
     }
     tx.flushed().await;
     let energy = format!("{prefix}/energy/");

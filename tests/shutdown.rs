@@ -28,10 +28,6 @@ const LIMIT: Duration = Duration::from_secs(8);
 /// A model load as slow as a large TensorRT engine build.
 const SLOW_LOAD: Duration = Duration::from_secs(20);
 
-fn window(m: &mut Machine) -> Vec<u8> {
-    serde_json::to_vec(&m.samples(64, false)).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_slow_reload_stops_the_daemon_in_time() {
     let broker = Mosquitto::start().await;
@@ -62,7 +58,8 @@ async fn sigterm_with_the_broker_unreachable_and_a_reload_waiting_on_it_stops_in
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(2);
     for _ in 0..400 {
-        tx.publish("sensors/m1/vibration", window(&mut m)).await;
+        tx.publish("sensors/m1/vibration", healthy_window(&mut m))
+            .await;
     }
     tx.flushed().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -107,7 +104,8 @@ async fn sigterm_during_a_learners_handover_stops_the_daemon_in_time() {
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(12);
     for _ in 0..200 {
-        tx.publish("sensors/m1/vibration", window(&mut m)).await;
+        tx.publish("sensors/m1/vibration", healthy_window(&mut m))
+            .await;
     }
     tx.flushed().await;
     eventually(
@@ -171,7 +169,8 @@ async fn a_second_signal_stops_at_once() {
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(2);
     for _ in 0..50 {
-        tx.publish("sensors/m1/vibration", window(&mut m)).await;
+        tx.publish("sensors/m1/vibration", healthy_window(&mut m))
+            .await;
     }
     tx.flushed().await;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -73,11 +73,8 @@ async fn a_panicking_scorer_is_rebuilt_and_no_other_stream_stalls() {
     let mut m = Machine::new(4);
     let (vibration, pumps) = (300u64, 100u64);
     for i in 0..vibration {
-        tx.publish(
-            "sensors/m1/vibration",
-            serde_json::to_vec(&m.samples(64, false)).unwrap(),
-        )
-        .await;
+        tx.publish("sensors/m1/vibration", healthy_window(&mut m))
+            .await;
         if i % 3 == 0 {
             tx.publish("pumps/p1/skab", pump_window(i as usize)).await;
         }
@@ -100,11 +97,8 @@ async fn a_panicking_scorer_is_rebuilt_and_no_other_stream_stalls() {
     let mut sent = vibration;
     tokio::time::timeout(Duration::from_secs(30), async {
         while restarts() < 2 {
-            tx.publish(
-                "sensors/m1/vibration",
-                serde_json::to_vec(&m.samples(64, false)).unwrap(),
-            )
-            .await;
+            tx.publish("sensors/m1/vibration", healthy_window(&mut m))
+                .await;
             sent += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -126,11 +120,8 @@ async fn a_panicking_scorer_is_rebuilt_and_no_other_stream_stalls() {
     // Recovered: new windows are scored, and the daemon is ready again.
     let before = obs.count(&format!("{prefix}/energy/vibration/"));
     for _ in 0..10 {
-        tx.publish(
-            "sensors/m1/vibration",
-            serde_json::to_vec(&m.samples(64, false)).unwrap(),
-        )
-        .await;
+        tx.publish("sensors/m1/vibration", healthy_window(&mut m))
+            .await;
     }
     tx.flushed().await;
     eventually(
@@ -170,11 +161,8 @@ async fn a_slow_session_rebuild_stalls_no_other_stream() {
     let mut m = Machine::new(5);
     let (vibration, pumps) = (200u64, 40u64);
     for _ in 0..vibration {
-        tx.publish(
-            "sensors/m1/vibration",
-            serde_json::to_vec(&m.samples(64, false)).unwrap(),
-        )
-        .await;
+        tx.publish("sensors/m1/vibration", healthy_window(&mut m))
+            .await;
     }
     for i in 0..pumps {
         tx.publish("pumps/p1/skab", pump_window(i as usize)).await;
@@ -199,11 +187,8 @@ async fn a_slow_session_rebuild_stalls_no_other_stream() {
     })
     .await;
     let before = obs.count(&format!("{prefix}/energy/vibration/"));
-    tx.publish(
-        "sensors/m1/vibration",
-        serde_json::to_vec(&m.samples(64, false)).unwrap(),
-    )
-    .await;
+    tx.publish("sensors/m1/vibration", healthy_window(&mut m))
+        .await;
     eventually(
         Duration::from_secs(20),
         "a window after the rebuild",
@@ -224,11 +209,8 @@ async fn a_stage_that_stops_stops_the_daemon_with_an_error() {
     faults.exit_batcher("vibration");
     let mut tx = Sender::start(broker.port).await;
     let mut m = Machine::new(6);
-    tx.publish(
-        "sensors/m1/vibration",
-        serde_json::to_vec(&m.samples(64, false)).unwrap(),
-    )
-    .await;
+    tx.publish("sensors/m1/vibration", healthy_window(&mut m))
+        .await;
     tx.flushed().await;
     let outcome = daemon.exited(Duration::from_secs(30)).await;
     match outcome {
@@ -262,11 +244,8 @@ async fn the_binary_exits_non_zero_when_a_stage_stops() {
             tokio::time::Instant::now() < deadline,
             "the daemon kept running"
         );
-        tx.publish(
-            "sensors/m1/vibration",
-            serde_json::to_vec(&m.samples(64, false)).unwrap(),
-        )
-        .await;
+        tx.publish("sensors/m1/vibration", healthy_window(&mut m))
+            .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(status.code(), Some(1));

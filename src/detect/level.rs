@@ -170,8 +170,7 @@ impl Level {
         self.spread_seen = self.spread_seen.saturating_add(1).min(windows.max(1));
         let seen = f64::from(self.spread_seen);
         for (c, spread) in self.spread.iter_mut().enumerate() {
-            let d = (sums[c] / rows as f64 - self.current[c]).abs();
-            *spread += (d - *spread) / seen;
+            *spread += (stray((c, &sums[c])) - *spread) / seen;
         }
         for (sum, s) in self.filling.iter_mut().zip(&sums) {
             *sum += s / rows as f64;

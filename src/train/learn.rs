@@ -288,6 +288,16 @@ mod tests {
     }
 
     fn start(dir: &std::path::Path, period: LearningPeriod) -> Started {
+        start_with(dir, period, Heard, Progress::default())
+    }
+
+    /// [`start`] with the phases told to `phases` and the windows passed in `progress`.
+    fn start_with<P: PhaseSink + 'static>(
+        dir: &std::path::Path,
+        period: LearningPeriod,
+        phases: P,
+        progress: Progress,
+    ) -> Started {
         let (control, control_rx) = mpsc::channel(1);
         let (tx, rx) = mpsc::channel(16);
         let (handover, handover_rx) = oneshot::channel();
@@ -298,9 +308,9 @@ mod tests {
                 .flushing_every(std::time::Duration::from_millis(20)),
             period,
             control,
-            phases: Heard,
+            phases,
             metrics: Arc::new(Metrics::new()),
-            progress: Progress::default(),
+            progress,
             keep: 2,
         };
         Started {
@@ -326,41 +336,29 @@ mod tests {
     #[tokio::test]
     async fn a_stream_forgotten_while_learning_is_not_told_it_trains() {
         let dir = tempfile::tempdir().unwrap();
-        let (control, mut control_rx) = mpsc::channel(1);
-        let (tx, rx) = mpsc::channel(16);
-        let (handover, handover_rx) = oneshot::channel();
         let (phases, progress) = (Recorded::default(), Progress::default());
-        let learning = Learning {
-            model: "m".into(),
-            capture: Capture::open(dir.path(), 2, 1, 100, 2).unwrap(),
-            period: LearningPeriod {
-                windows: 6,
-                duration: None,
-            },
-            control,
-            phases: phases.clone(),
-            metrics: Arc::new(Metrics::new()),
-            progress: progress.clone(),
-            keep: 2,
+        let period = LearningPeriod {
+            windows: 6,
+            duration: None,
         };
-        let task = tokio::spawn(learner(learning, rx, handover_rx));
+        let mut l = start_with(dir.path(), period, phases.clone(), progress.clone());
         // Streams s/0, s/1 and s/2 send (the learner marks each window passed); once its last
         // window is taken, s/1 goes quiet and is forgotten.
         for seq in 0..5 {
-            tx.send(window(seq)).await.unwrap();
+            l.tx.send(window(seq)).await.unwrap();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while progress.next_seq("s/1") < 5 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         progress.forget("s/1");
-        tx.send(window(5)).await.unwrap();
-        let asked = tokio::time::timeout(Duration::from_secs(10), control_rx.recv())
+        l.tx.send(window(5)).await.unwrap();
+        let asked = tokio::time::timeout(Duration::from_secs(10), l.control.recv())
             .await
             .expect("the learner asked for training");
         assert!(matches!(asked, Some(ControlMessage::Learnt { .. })));
-        handover.send(()).unwrap();
-        task.await.unwrap();
+        l.handover.send(()).unwrap();
+        l.task.await.unwrap();
         let mut training: Vec<String> = phases
             .0
             .lock()
@@ -498,6 +496,21 @@ mod tests {
         assert_eq!(recent.streams.len(), taken.min(3));
     }
 
+    /// The windows captured in the progress saved at `saved`, once it holds `n` (or after 10 s).
+    async fn captured_by_then(saved: &std::path::Path, n: usize) -> usize {
+        let captured = || {
+            Recent::resume(saved, 2, 2)
+                .ok()
+                .flatten()
+                .map(|r| r.captured)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while captured().is_none_or(|c| c < n) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        captured().unwrap_or(0)
+    }
+
     /// A learner stopped (or killed) during its learning period is resumed by the next one on
     /// the same folder: the period goes on counting, and each stream's newest windows span
     /// the restart.
@@ -514,18 +527,8 @@ mod tests {
         }
         // Saved as the capture writes, while the learner runs: a crash now keeps it.
         let saved = dir.path().join(SAVED);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Recent::resume(&saved, 2, 2)
-            .ok()
-            .flatten()
-            .is_none_or(|r| r.captured < 6)
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        assert_eq!(captured_by_then(&saved, 6).await, 6);
         assert!(!l.task.is_finished());
-        let resumed = Recent::resume(&saved, 2, 2).unwrap().unwrap();
-        assert_eq!(resumed.captured, 6);
         // The daemon stops: the queue closes, and the learner saves what it has.
         drop(l.tx);
         l.task.await.unwrap();
@@ -535,16 +538,7 @@ mod tests {
             l.tx.send(window(seq)).await.unwrap();
         }
         // The ninth window taken (and saved) before asking whether it trains.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Recent::resume(&saved, 2, 2)
-            .ok()
-            .flatten()
-            .is_none_or(|r| r.captured < 9)
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(Recent::resume(&saved, 2, 2).unwrap().unwrap().captured, 9);
+        assert_eq!(captured_by_then(&saved, 9).await, 9);
         assert!(
             l.control.try_recv().is_err(),
             "9 of 10 windows: still learning"

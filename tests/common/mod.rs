@@ -776,6 +776,12 @@ pub fn assert_exactly_once(energy: &[Seen], expected: &HashMap<String, u64>) {
     );
 }
 
+/// One healthy window of the simulated machine (64 samples) as the vibration stream's payload,
+/// a JSON array.
+pub fn healthy_window(m: &mut ebgand::sim::Machine) -> Vec<u8> {
+    serde_json::to_vec(&m.samples(64, false)).unwrap()
+}
+
 /// The committed vibration fixture config (W=64, C=1, JSON arrays on sensors/+/vibration).
 /// Judged by the model's energy threshold: the tests that use it are about delivery (every
 /// window once, alerts once), which must not depend on a stream's learning phase. Judgment by
