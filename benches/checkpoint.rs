@@ -48,6 +48,7 @@ fn main() {
             .map(|i| (format!("plant/pump-{i}"), saved.clone()))
             .collect::<HashMap<_, _>>(),
         messages: (0..4_096).collect(),
+        journal_pos: 0,
     };
     // The judging progress the daemon snapshots at each checkpoint.
     let progress = Progress::default();
@@ -75,6 +76,7 @@ fn main() {
         let copy = Checkpoint {
             streams,
             messages: whole.messages.clone(),
+            journal_pos: whole.journal_pos,
         };
         checkpoint::save(dir.path(), &copy).unwrap();
         apart.push(t.elapsed());

@@ -343,3 +343,88 @@ async fn alerts_left_by_the_last_run_go_out_before_this_runs() {
         "the raise first"
     );
 }
+
+/// A crash between the forgetting of a quiet stream and the clear of its alert: ingest's
+/// checkpoint has dropped the stream, and the clear waits behind a full outbox (what the
+/// daemon publishes is held on its way to the broker; `outbox_max = 1` holds the raise). The
+/// next start publishes the raise the outbox kept, then clears it as forgotten, linked to it.
+/// Before, nothing ever cleared it: the stream was in no checkpoint, and the next start
+/// replayed its journal as a new stream's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raise_whose_stream_was_forgotten_just_before_a_crash_is_cleared_by_the_next_start() {
+    let broker = Mosquitto::start().await;
+    let proxy = Proxy::start(broker.port).await;
+    let state = tempfile::tempdir().unwrap();
+    let mqtt = "outbox_max = 1";
+    let env = [THRESHOLD[0], ("EBGAND__LIMITS__STREAM_IDLE_S", "2")];
+    let spawn = || spawn_daemon_with(proxy.port, "hf", state.path(), mqtt, &env);
+
+    // Run 0 creates the daemon's persistent sessions: the broker queues sensor messages for
+    // it from then on.
+    let obs = Observer::start(broker.port, "hf/#").await;
+    let mut daemon = spawn();
+    eventually(Duration::from_secs(20), "online", || {
+        obs.on("hf/status")
+            .iter()
+            .any(|m| m.json["status"] == "online")
+    })
+    .await;
+    kill(&daemon, "-TERM");
+    assert!(wait_exit(&mut daemon).await.success());
+
+    // Run 1: what it publishes never reaches the broker. A fault raises an alert into the
+    // outbox, which is then full; the sensor goes quiet and is forgotten.
+    proxy.hold_from(Some("ebgand-hf-pub"));
+    let mut daemon = spawn();
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = Machine::new(5);
+    for fault in [false, true] {
+        for _ in 0..15 {
+            let samples = serde_json::to_vec(&m.samples(64, fault)).unwrap();
+            tx.publish("sensors/m1/vibration", samples).await;
+        }
+    }
+    tx.flushed().await;
+    let has_stream = |yes: bool| {
+        std::fs::read(state.path().join("journal/checkpoint.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|c| c["streams"].get("vibration/m1").is_some() == yes)
+    };
+    eventually(Duration::from_secs(30), "the stream checkpointed", || {
+        has_stream(true)
+    })
+    .await;
+    eventually(Duration::from_secs(30), "the stream forgotten", || {
+        has_stream(false)
+    })
+    .await;
+    kill(&daemon, "-KILL");
+    wait_exit(&mut daemon).await;
+    let pending = outbox_pending(state.path());
+    assert_eq!(
+        pending,
+        vec![1],
+        "the raise only: {}",
+        outbox_lines(state.path())
+    );
+
+    // Run 2 may publish, and forgets no stream on its own (a week's idle, the default).
+    proxy.cut();
+    proxy.hold_from(None);
+    let mut daemon = spawn_daemon_with(proxy.port, "hf", state.path(), mqtt, THRESHOLD);
+    let alerts = || obs.on("hf/alerts/");
+    eventually(Duration::from_secs(30), "the raise and its clear", || {
+        alerts().len() >= 2
+    })
+    .await;
+    kill(&daemon, "-TERM");
+    assert!(wait_exit(&mut daemon).await.success());
+    let alerts: Vec<serde_json::Value> = alerts().into_iter().map(|a| a.json).collect();
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert_eq!(alerts[0]["state"], "raised");
+    assert_eq!(alerts[0]["alert_id"], 1);
+    assert_eq!(alerts[1]["state"], "cleared");
+    assert_eq!(alerts[1]["reason"], "forgotten");
+    assert_eq!(alerts[1]["raise_alert_id"], 1);
+}

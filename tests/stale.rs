@@ -225,3 +225,68 @@ async fn an_alert_still_raised_when_its_stream_is_forgotten_is_cleared() {
     schema::assert_valid("state.json", &state.json);
     daemon.shutdown().await.unwrap();
 }
+
+/// A stream forgotten after going quiet stays forgotten across a restart. Its messages may
+/// still be in the journal (a segment is retired whole); before, the next start replayed
+/// them as a new stream's, judged a week-old fault afresh and published its alert again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_stream_is_not_brought_back_by_the_next_start() {
+    let broker = Mosquitto::start().await;
+    let obs = Observer::start(broker.port, "rb/#").await;
+    let config = format!("{VIBRATION}\n[limits]\nstream_idle_s = 2\n");
+    let settings = settings(broker.port, "rb", &config);
+    let daemon = TestDaemon::start(settings.clone()).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = ebgand::demo::sim::Machine::new(7);
+    for fault in [false, true] {
+        for _ in 0..20 {
+            let samples = serde_json::to_vec(&m.samples(64, fault)).unwrap();
+            tx.publish("sensors/m1/vibration", samples).await;
+        }
+    }
+    tx.flushed().await;
+    let alerts = || obs.on("rb/alerts/vibration/m1");
+    eventually(
+        Duration::from_secs(20),
+        "raised, then cleared as forgotten",
+        || alerts().len() >= 2,
+    )
+    .await;
+    assert_eq!(alerts()[1].json["reason"], "forgotten");
+    // Forgotten by the checkpoint too (saved every second).
+    let file = settings
+        .journal
+        .as_ref()
+        .unwrap()
+        .dir
+        .join("checkpoint.json");
+    let checkpointed =
+        || -> serde_json::Value { serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap() };
+    eventually(Duration::from_secs(10), "the checkpoint without it", || {
+        checkpointed()["streams"].get("vibration/m1").is_none()
+    })
+    .await;
+    daemon.shutdown().await.unwrap();
+    let before = obs.on("rb/").len();
+    let daemon = TestDaemon::start(settings).await;
+    // A live window of another machine: replayed windows are scored, judged and published
+    // before it, so once its energy is here, any of the forgotten stream would be too.
+    for _ in 0..2 {
+        let samples = serde_json::to_vec(&m.samples(64, false)).unwrap();
+        tx.publish("sensors/m2/vibration", samples).await;
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the other machine's energy",
+        || !obs.on("rb/energy/vibration/m2").is_empty(),
+    )
+    .await;
+    let again: Vec<_> = obs.on("rb/")[before..]
+        .iter()
+        .filter(|s| s.topic.ends_with("vibration/m1"))
+        .map(|s| s.topic.clone())
+        .collect();
+    assert!(again.is_empty(), "brought back: {again:?}");
+    assert_eq!(daemon.metric("ebgand_journal_replayed_total"), 0);
+    daemon.shutdown().await.unwrap();
+}

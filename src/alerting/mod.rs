@@ -195,6 +195,11 @@ pub struct ForgottenState {
 pub enum StreamNews {
     /// A stream dropped after going quiet: forget its detector.
     Forget(String),
+    /// A stream whose window alert an earlier run raised and never cleared, and that this run
+    /// does not carry on (neither in the checkpoint nor in the journal replayed: forgotten
+    /// just before a crash, or a run without a journal): clear it as forgotten, since nothing
+    /// else ever would.
+    Orphaned(String),
     /// A stream went stale (silent for many times its usual interval) or was heard from again.
     Stale {
         /// Stream id.
@@ -253,6 +258,35 @@ struct Output<S> {
     sink: S,
     node: String,
     metrics: Arc<Metrics>,
+}
+
+impl<S: AlertSink> Output<S> {
+    /// Says `stream` was forgotten: its retained state, and first the clear of its alert when
+    /// it was `raised` (nothing else ever would clear it).
+    async fn say_forgotten(&self, stream: &str, raised: bool) -> Result<(), S::Error> {
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let clear = raised.then(|| ForgottenClear {
+            stream: stream.to_owned(),
+            state: Transition::Cleared,
+            reason: "forgotten",
+            time: time.clone(),
+            node: self.node.clone(),
+        });
+        let forgotten = ForgottenState {
+            stream: stream.to_owned(),
+            phase: "forgotten",
+            state: AlertState::Normal,
+            time,
+            node: self.node.clone(),
+        };
+        self.sink.forgotten(clear.as_ref(), &forgotten).await?;
+        if raised {
+            let cleared = StateLabel { state: "cleared" };
+            self.metrics.alerts.get_or_create(&cleared).inc();
+            info!(stream, state = "cleared", reason = "forgotten", "Alert.");
+        }
+        Ok(())
+    }
 }
 
 impl<S, T> std::fmt::Debug for Alerting<S, T> {
@@ -385,28 +419,9 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
     /// state, and the clear of its alert when one was raised): nothing else ever would.
     async fn forget(&mut self, stream: &str) -> Result<(), S::Error> {
         if let Some(state) = self.judge.forget(stream) {
-            let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-            let node = self.out.node.clone();
-            let clear = (state == AlertState::Raised).then(|| ForgottenClear {
-                stream: stream.to_owned(),
-                state: Transition::Cleared,
-                reason: "forgotten",
-                time: time.clone(),
-                node: node.clone(),
-            });
-            let forgotten = ForgottenState {
-                stream: stream.to_owned(),
-                phase: "forgotten",
-                state: AlertState::Normal,
-                time,
-                node,
-            };
-            self.out.sink.forgotten(clear.as_ref(), &forgotten).await?;
-            if clear.is_some() {
-                let cleared = StateLabel { state: "cleared" };
-                self.out.metrics.alerts.get_or_create(&cleared).inc();
-                info!(stream, state = "cleared", reason = "forgotten", "Alert.");
-            }
+            self.out
+                .say_forgotten(stream, state == AlertState::Raised)
+                .await?;
         }
         for (_, judge) in self.shadow_judges.values_mut() {
             judge.forget(stream);
@@ -417,6 +432,20 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         self.out.sink.forget(stream);
         self.out.metrics.forget_stream(stream);
         debug!(stream, "Stream forgotten by the alerting stage.");
+        Ok(())
+    }
+
+    /// Clears the alert an earlier run left raised for `stream`, which this run does not carry
+    /// on ([`StreamNews::Orphaned`]), and forgets what the sink remembers of it: its window
+    /// numbers start over, and the last run's alerts must not silence its new ones.
+    async fn orphaned(&mut self, stream: &str) -> Result<(), S::Error> {
+        info!(
+            stream,
+            "Alert raised by an earlier run for a stream this one does not carry on; cleared as forgotten."
+        );
+        self.out.say_forgotten(stream, true).await?;
+        self.alerted_through.remove(stream);
+        self.out.sink.forget(stream);
         Ok(())
     }
 
@@ -444,6 +473,12 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                     match n {
                         StreamNews::Forget(stream) => {
                             if let Err(e) = self.forget(&stream).await {
+                                error!(error = %e, "Cannot hand a forgotten stream's state on; alerting stops.");
+                                return;
+                            }
+                        }
+                        StreamNews::Orphaned(stream) => {
+                            if let Err(e) = self.orphaned(&stream).await {
                                 error!(error = %e, "Cannot hand a forgotten stream's state on; alerting stops.");
                                 return;
                             }

@@ -291,7 +291,7 @@ async fn a_restored_detector_carries_on_from_its_saved_state() {
             },
         )]
         .into(),
-        alerted_through: HashMap::new(),
+        ..Resumed::default()
     };
     let (mut a, progress) = stage(&sink, (), resumed);
     a.batch(batch(&stream("vib/m1"), 40, &[0.5])).await.unwrap();
@@ -663,6 +663,44 @@ async fn a_restored_raised_stream_forgotten_before_it_speaks_is_cleared() {
             Sent::Alert("vib/m1".into(), "cleared", u64::MAX),
             Sent::Forgotten("vib/m1".into()),
         ]
+    );
+}
+
+/// A raise the last run left open for a stream this run does not carry on (forgotten just
+/// before a crash; no journal) is cleared as forgotten when ingest says so, and the last run's
+/// window numbers no longer silence the stream's new alerts.
+#[tokio::test]
+async fn a_raise_left_open_by_an_earlier_run_for_a_stream_not_carried_on_is_cleared() {
+    let sink = Recording::default();
+    let resumed = Resumed {
+        alerted_through: [("vib/m1".to_owned(), 9)].into(),
+        ..Resumed::default()
+    };
+    let (a, _) = stage(&sink, (), resumed);
+    let (news, heard) = tokio::sync::mpsc::channel(1);
+    let a = a.hearing(heard);
+    news.send(StreamNews::Orphaned("vib/m1".into()))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let run = tokio::spawn(a.run(rx));
+    // News go before batches: sent after it, the batch is judged after it.
+    tx.send(batch(&stream("vib/m1"), 0, &[2.0, 2.0]))
+        .await
+        .unwrap();
+    drop((tx, news));
+    run.await.unwrap();
+    let sent = sink.sent();
+    assert_eq!(
+        sent[..2],
+        [
+            Sent::Alert("vib/m1".into(), "cleared", u64::MAX),
+            Sent::Forgotten("vib/m1".into()),
+        ]
+    );
+    assert_eq!(
+        sink.alerts()[1..],
+        [Sent::Alert("vib/m1".into(), "raised", 1)]
     );
 }
 

@@ -307,9 +307,13 @@ pub async fn run(
     );
     let (deliveries_tx, deliveries_rx) = mpsc::channel(HANDOVER_QUEUE);
     // Only ingest holds the queues' senders now: when it stops, the queues close.
+    // Each its own statement: a guard lives to the end of the statement that takes it.
+    let stale_open = outbox.lock().open_incidents(STALE);
+    let raised_open = outbox.lock().open_window_incidents(&[STALE]);
     let ingest = Ingest::new(&settings, queues, acker, metrics.clone(), Some(control_tx))
         .telling(news_tx, progress.clone())
-        .stale_before(outbox.lock().open_incidents(STALE));
+        .stale_before(stale_open)
+        .raised_before(raised_open);
     let ingest = match journal {
         Some(d) => ingest.journaled(d),
         None => ingest,

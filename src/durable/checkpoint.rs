@@ -178,6 +178,11 @@ pub struct Checkpoint {
     /// `pkids`; those are ignored.)
     #[serde(default)]
     pub messages: Vec<u64>,
+    /// The journal's next record position when the checkpoint was taken: a record before it
+    /// of a stream not in `streams` belongs to a stream forgotten since, and is not replayed.
+    /// (0 in files of earlier versions: every record is replayed.)
+    #[serde(default)]
+    pub journal_pos: u64,
 }
 
 /// Reads `dir/checkpoint.json`; empty when there is none.
@@ -327,6 +332,7 @@ mod tests {
         let saved = Checkpoint {
             streams,
             messages: vec![7, 8],
+            journal_pos: 41,
         };
         save(dir.path(), &saved).unwrap();
         assert_eq!(load(dir.path()).unwrap(), saved);
@@ -372,6 +378,7 @@ mod tests {
         let checkpoint = Checkpoint {
             streams,
             messages: vec![],
+            journal_pos: 0,
         };
         save(dir.path(), &checkpoint).unwrap();
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();

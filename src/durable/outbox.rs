@@ -400,6 +400,20 @@ impl Outbox {
             .collect()
     }
 
+    /// The streams with a raised window alert (one with no `kind`) not cleared yet; `kinds`
+    /// are the other kinds of alert there are, whose incidents are left out.
+    pub fn open_window_incidents(&self, kinds: &[&str]) -> Vec<String> {
+        self.open
+            .keys()
+            .filter(|k| {
+                !kinds
+                    .iter()
+                    .any(|kind| k.strip_prefix(kind).is_some_and(|r| r.starts_with(':')))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The window number of each stream's last alert, as stored by this run or earlier ones.
     pub fn last_alerts(&self) -> &BTreeMap<String, u64> {
         &self.last
@@ -665,9 +679,11 @@ mod tests {
             o.done(p.id).unwrap();
         }
         assert_eq!(o.last_alerts().get("s"), Some(&3));
+        assert_eq!(o.open_window_incidents(&["stale"]), ["s"]);
         o.forget("s").unwrap();
         for o in [&o, &Outbox::open(dir.path(), 10).unwrap()] {
             assert_eq!(o.open_incidents("stale"), ["s"]);
+            assert!(o.open_window_incidents(&["stale"]).is_empty());
             assert!(o.last_alerts().get("s").is_none());
         }
         // The window alert's incident is gone: its clear names no raise.

@@ -47,6 +47,11 @@ pub struct IngestLog {
     ids: VecDeque<MessageId>,
     /// Records found at start-up, replayed before the first message is read.
     replay: Vec<Record>,
+    /// [`checkpoint::Checkpoint::journal_pos`] of the checkpoint read at start-up.
+    replay_known_before: u64,
+    /// A stream was forgotten since the last checkpoint written: the next one is due even
+    /// when nothing else changed (it is already gone from `saved`).
+    forgot: bool,
     pub(super) max_bytes: u64,
     pub(super) every: Duration,
     full_log: RateLimit,
@@ -86,6 +91,7 @@ impl IngestLog {
             error!(error = %e, "Cannot read the streams' seasons; their streams watch for a season again.");
             checkpoint::StreamSeasons::default()
         });
+        let replay_known_before = found.journal_pos;
         let mut saved = found.streams;
         checkpoint::join_seasons(&mut saved, seasons);
         progress.seed(&saved);
@@ -119,6 +125,8 @@ impl IngestLog {
                 .unwrap_or_else(Instant::now),
             ids,
             replay,
+            replay_known_before,
+            forgot: false,
             max_bytes: settings.max_bytes,
             every: settings.checkpoint,
             full_log: RateLimit::new(Duration::from_secs(10)),
@@ -170,6 +178,13 @@ impl IngestLog {
             samples: s.samples,
             drift: s.judged.detector.drift(),
         })
+    }
+
+    /// Whether `record` is of the stream `id` forgotten since it was journaled: the
+    /// checkpoint read at start-up was taken after the record, and does not have the stream.
+    /// Replayed, it would bring the stream back, judged afresh on data long past.
+    pub(super) fn of_forgotten(&self, record: &Record, id: &str) -> bool {
+        record.pos < self.replay_known_before && !self.saved.contains_key(id)
     }
 
     /// The records to replay (once).
@@ -276,7 +291,7 @@ impl IngestLog {
     /// journal records are no longer needed. (Its judging progress is the alerting stage's to
     /// forget; a checkpoint only takes progress for streams in the table.)
     pub(super) fn forget(&mut self, id: &str) {
-        self.saved.remove(id);
+        self.forgot |= self.saved.remove(id).is_some();
         self.seasons.remove(id);
     }
 
@@ -334,12 +349,13 @@ impl IngestLog {
                 seasons = Some(all);
             }
         }
-        if saved == self.saved && self.journal.segments() < 2 && seasons.is_none() {
+        if saved == self.saved && !self.forgot && self.journal.segments() < 2 && seasons.is_none() {
             return;
         }
         let file = checkpoint::Checkpoint {
             streams: saved,
             messages: self.ids.iter().map(|id| id.raw()).collect(),
+            journal_pos: self.journal.next_pos(),
         };
         on_disk(|| self.save(file, seasons, table, metrics));
     }
@@ -371,6 +387,7 @@ impl IngestLog {
             return;
         }
         self.saved = file.streams;
+        self.forgot = false;
         let saved = &self.saved;
         let needed = |r: &Record| {
             let topic = &r.topic[super::partition_prefix_len(&self.prefixes, &r.topic)..];

@@ -95,6 +95,9 @@ pub struct Ingest {
     /// Streams whose stale alert an earlier run raised and nobody cleared: cleared when they
     /// are heard from.
     stale_open: HashSet<String>,
+    /// Streams whose window alert an earlier run raised and nobody cleared: after the replay,
+    /// those this run does not carry on are told to the alerting stage, once.
+    raised_before: Vec<String>,
     /// When the streams the last run's checkpoint knew and this run has not seen are dropped
     /// from the checkpoint (once: afterwards it only holds streams of the table).
     prune_saved_at: Option<Instant>,
@@ -186,6 +189,7 @@ impl Ingest {
             unsent: VecDeque::new(),
             stale: settings.stale,
             stale_open: HashSet::new(),
+            raised_before: Vec::new(),
             prune_saved_at: settings.stream_idle.map(|idle| Instant::now() + idle),
             malformed_log: RateLimit::new(Duration::from_secs(5)),
             refused_log: RateLimit::new(Duration::from_secs(5)),
@@ -222,6 +226,15 @@ impl Ingest {
     #[must_use]
     pub fn stale_before(mut self, streams: impl IntoIterator<Item = String>) -> Self {
         self.stale_open = streams.into_iter().collect();
+        self
+    }
+
+    /// The streams whose window alert an earlier run raised and did not clear (the outbox
+    /// knows): after the replay, each that neither the checkpoint nor the journal carries on
+    /// is told to the alerting stage ([`StreamNews::Orphaned`]), which clears it.
+    #[must_use]
+    pub fn raised_before(mut self, streams: Vec<String>) -> Self {
+        self.raised_before = streams;
         self
     }
 
@@ -262,6 +275,7 @@ impl Ingest {
         token: CancellationToken,
     ) -> Option<Leftover> {
         self.replay().await;
+        self.tell_orphans();
         let every = self.log.as_ref().map(|d| d.every);
         let mut next_checkpoint = tokio::time::Instant::now();
         let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
@@ -346,7 +360,16 @@ impl Ingest {
             return;
         }
         let mut replayed = 0u64;
+        // Records of streams forgotten before the checkpoint: not brought back.
+        let mut forgotten = 0u64;
         for r in records {
+            let topic = &r.topic[partition_prefix_len(&self.partition_prefixes, &r.topic)..];
+            if let (Some(log), Some((_, id))) = (&self.log, self.table.route_of(topic))
+                && log.of_forgotten(&r, &id)
+            {
+                forgotten += 1;
+                continue;
+            }
             match self.window(&r.topic, &r.payload, Some(r.start)) {
                 Some(w) if w.fed != Fed::Covered => {}
                 _ => continue,
@@ -357,7 +380,23 @@ impl Ingest {
             replayed += 1;
         }
         self.metrics.journal_replayed.inc_by(replayed);
-        info!(messages = replayed, "Journal replayed.");
+        info!(
+            messages = replayed,
+            skipped_forgotten = forgotten,
+            "Journal replayed."
+        );
+    }
+
+    /// Tells the alerting stage of each stream an earlier run left raised that this run does
+    /// not carry on: not in the checkpoint (which resumes it when it speaks), nor windowed
+    /// by the replay.
+    fn tell_orphans(&mut self) {
+        for id in std::mem::take(&mut self.raised_before) {
+            let saved = self.log.as_ref().is_some_and(|l| l.saved(&id).is_some());
+            if !saved && !self.table.entries().any(|e| e.info().id == id) {
+                self.tell(StreamNews::Orphaned(id));
+            }
+        }
     }
 
     /// One message: route, decode, window, journal, queue the windows (waiting while the queue

@@ -355,6 +355,15 @@ impl StreamTable {
         self.streams.values()
     }
 
+    /// The route matching `topic` (first match wins) and the stream id it gives.
+    pub fn route_of(&self, topic: &str) -> Option<(usize, String)> {
+        self.routes.iter().enumerate().find_map(|(i, r)| {
+            r.topic
+                .captures(topic)
+                .map(|cap| (i, stream_id(&r.name, &cap)))
+        })
+    }
+
     /// Finds the stream of `topic`, adding it when it is new and there is room; a new stream
     /// the last run's checkpoint knew (`saved`, by stream id) carries on where it was. `now`
     /// marks the stream as active.
@@ -372,12 +381,7 @@ impl StreamTable {
             *seen = now;
             return Routed::OtherPartition;
         }
-        let found = self.routes.iter().enumerate().find_map(|(i, r)| {
-            r.topic
-                .captures(topic)
-                .map(|cap| (i, stream_id(&r.name, &cap)))
-        });
-        let Some((route, id)) = found else {
+        let Some((route, id)) = self.route_of(topic) else {
             return Routed::NoMatch;
         };
         if let Some((index, count)) = self.partition
