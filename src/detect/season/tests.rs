@@ -1,4 +1,5 @@
 use super::*;
+use crate::pipeline::Mark;
 use jiff::tz::TimeZone;
 use serde_json::Value;
 use std::time::UNIX_EPOCH;

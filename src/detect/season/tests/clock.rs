@@ -2,6 +2,7 @@
 //! clock across daylight-saving changes, and a watch kept in the clock's order.
 
 use super::*;
+use jiff::Timestamp;
 
 /// Times with a numeric zone are read as the instant they name; without one, as UTC.
 #[test]
@@ -181,4 +182,39 @@ fn a_clock_synced_during_the_watch_starts_it_again() {
         }
     }
     assert_eq!(s.phase(), Phase::Week);
+}
+
+/// A clock set a week ahead for ten windows, then put right (a gateway's clock, an NTP fix):
+/// the windows after the correction are before the newest sample taken. A window's rows of
+/// them in a row are the clock's change, and the season reads on from there, its moments
+/// coming again as after a daylight-saving change back. Before, they were taken for windows
+/// seen already until the clock caught up: a week without a season, unsaid.
+#[test]
+fn a_clock_set_ahead_then_put_right_is_read_on_after_a_window_of_windows() {
+    let (seasons, cal) = (Seasons::default(), Calibration::default());
+    let series = |i| demand(i, &[]);
+    let mut s = Season::default();
+    let settled = (u64::from(seasons.weeks) + 1) * 336;
+    run(&mut s, W as u64 - 1, settled, &series);
+    assert_eq!(s.phase(), Phase::Week);
+    let week = 336 * STEP_S;
+    for i in settled..settled + 10 {
+        let mut w = window(i, &series);
+        (w.start, w.end) = (
+            stamp_at((i + 1 - W as u64) * STEP_S + week),
+            stamp_at(i * STEP_S + week),
+        );
+        read(&mut s, &w, &seasons, &cal, false);
+    }
+    let after: Vec<Option<f64>> = (settled + 10..settled + 10 + 2 * 336)
+        .map(|i| read(&mut s, &window(i, &series), &seasons, &cal, false))
+        .collect();
+    let passed = after.iter().filter(|p| p.is_none()).count();
+    assert!(
+        passed < W,
+        "{passed} windows passed after the clock was put right"
+    );
+    assert_eq!(s.phase(), Phase::Week);
+    let flagged = after.iter().flatten().filter(|&&p| p >= 0.9999).count();
+    assert!(flagged <= 2, "{flagged} windows flagged after it");
 }
