@@ -42,6 +42,7 @@ fn main() {
             },
         },
         samples: 6_048,
+        since: 0,
     };
     let whole = Checkpoint {
         streams: (0..streams)
@@ -68,7 +69,14 @@ fn main() {
             .into_iter()
             .map(|(id, judged)| {
                 let samples = 6_048;
-                (id, Saved { judged, samples })
+                (
+                    id,
+                    Saved {
+                        judged,
+                        samples,
+                        since: 0,
+                    },
+                )
             })
             .collect();
         let _seasons = checkpoint::split_seasons(&mut streams);

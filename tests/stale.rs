@@ -231,10 +231,25 @@ async fn an_alert_still_raised_when_its_stream_is_forgotten_is_cleared() {
 /// them as a new stream's, judged a week-old fault afresh and published its alert again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forgotten_stream_is_not_brought_back_by_the_next_start() {
+    forgotten_then_restarted(false).await;
+}
+
+/// The same with the stream back after it was forgotten, in a new life: the next start
+/// replayed its earlier life's messages into it (kept, since the stream was in the table
+/// again), and published the old fault's alert again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_back_after_it_was_forgotten_does_not_get_its_earlier_life_replayed() {
+    forgotten_then_restarted(true).await;
+}
+
+/// A stream raises, goes quiet and is forgotten, and (`comes_back`) starts a new life; after
+/// a restart, nothing of its earlier life is judged or published again.
+async fn forgotten_then_restarted(comes_back: bool) {
     let broker = Mosquitto::start().await;
-    let obs = Observer::start(broker.port, "rb/#").await;
+    let prefix = if comes_back { "rc" } else { "rb" };
+    let obs = Observer::start(broker.port, &format!("{prefix}/#")).await;
     let config = format!("{VIBRATION}\n[limits]\nstream_idle_s = 2\n");
-    let settings = settings(broker.port, "rb", &config);
+    let settings = settings(broker.port, prefix, &config);
     let daemon = TestDaemon::start(settings.clone()).await;
     let mut tx = Sender::start(broker.port).await;
     let mut m = ebgand::demo::sim::Machine::new(7);
@@ -245,7 +260,7 @@ async fn a_forgotten_stream_is_not_brought_back_by_the_next_start() {
         }
     }
     tx.flushed().await;
-    let alerts = || obs.on("rb/alerts/vibration/m1");
+    let alerts = || obs.on(&format!("{prefix}/alerts/vibration/m1"));
     eventually(
         Duration::from_secs(20),
         "raised, then cleared as forgotten",
@@ -266,8 +281,21 @@ async fn a_forgotten_stream_is_not_brought_back_by_the_next_start() {
         checkpointed()["streams"].get("vibration/m1").is_none()
     })
     .await;
+    if comes_back {
+        // A new life: window 0 again, healthy, in the checkpoint again.
+        for _ in 0..3 {
+            let samples = serde_json::to_vec(&m.samples(64, false)).unwrap();
+            tx.publish("sensors/m1/vibration", samples).await;
+        }
+        eventually(
+            Duration::from_secs(10),
+            "the checkpoint with it again",
+            || checkpointed()["streams"]["vibration/m1"]["next_seq"] == 3,
+        )
+        .await;
+    }
     daemon.shutdown().await.unwrap();
-    let before = obs.on("rb/").len();
+    let before = obs.on(&format!("{prefix}/")).len();
     let daemon = TestDaemon::start(settings).await;
     // A live window of another machine: replayed windows are scored, judged and published
     // before it, so once its energy is here, any of the forgotten stream would be too.
@@ -278,10 +306,10 @@ async fn a_forgotten_stream_is_not_brought_back_by_the_next_start() {
     eventually(
         Duration::from_secs(20),
         "the other machine's energy",
-        || !obs.on("rb/energy/vibration/m2").is_empty(),
+        || !obs.on(&format!("{prefix}/energy/vibration/m2")).is_empty(),
     )
     .await;
-    let again: Vec<_> = obs.on("rb/")[before..]
+    let again: Vec<_> = obs.on(&format!("{prefix}/"))[before..]
         .iter()
         .filter(|s| s.topic.ends_with("vibration/m1"))
         .map(|s| s.topic.clone())

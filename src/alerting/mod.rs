@@ -33,6 +33,10 @@ use crate::telemetry::Metrics;
 use crate::telemetry::health::Pulse;
 use crate::telemetry::metrics::{QueueLabel, StateLabel};
 
+mod output;
+
+use output::{Output, set_right};
+
 /// Where judged windows go. Each method returns once the sink has taken the message: for an
 /// alert, once it is stored durably (it will be delivered even if the process dies next).
 pub trait AlertSink: Send + Sync {
@@ -195,11 +199,16 @@ pub struct ForgottenState {
 pub enum StreamNews {
     /// A stream dropped after going quiet: forget its detector.
     Forget(String),
-    /// A stream whose window alert an earlier run raised and never cleared, and that this run
-    /// does not carry on (neither in the checkpoint nor in the journal replayed: forgotten
-    /// just before a crash, or a run without a journal): clear it as forgotten, since nothing
-    /// else ever would.
-    Orphaned(String),
+    /// A stream an earlier run alerted on that this run does not carry on (neither in the
+    /// checkpoint nor in the journal replayed: forgotten just before a crash, or a run
+    /// without a journal): its window numbers start over, and a raise still up is cleared as
+    /// forgotten, since nothing else ever would.
+    Orphaned {
+        /// Stream id.
+        stream: String,
+        /// Whether its window alert is still raised.
+        raised: bool,
+    },
     /// A stream went stale (silent for many times its usual interval) or was heard from again.
     Stale {
         /// Stream id.
@@ -221,6 +230,10 @@ pub struct Resumed {
     /// Per stream, the window of the last alert an earlier run stored, when it is past the
     /// checkpoint: windows up to it are judged again, and their alerts are not published twice.
     pub alerted_through: HashMap<String, u64>,
+    /// The streams whose window alert an earlier run left raised (the outbox's open
+    /// incidents): what subscribers were last told, set right against the windows judged
+    /// again once they pass `alerted_through`.
+    pub raised: HashSet<String>,
 }
 
 /// Shadow comparisons by model, kept by the alerting stage and read by the control loop when a
@@ -242,6 +255,8 @@ pub struct Alerting<S, T> {
     /// would raise them.
     shadow_judges: HashMap<String, (String, Judge)>,
     alerted_through: HashMap<String, u64>,
+    /// [`Resumed::raised`], each until it is set right.
+    raised_before: HashSet<String>,
     progress: Progress,
     shadows: Shadows,
     seeds: Seeds,
@@ -251,42 +266,6 @@ pub struct Alerting<S, T> {
     tap_tick: Duration,
     /// Beaten as batches are judged (the watchdog's progress check).
     pulse: Arc<Pulse>,
-}
-
-/// What a verdict is handed to.
-struct Output<S> {
-    sink: S,
-    node: String,
-    metrics: Arc<Metrics>,
-}
-
-impl<S: AlertSink> Output<S> {
-    /// Says `stream` was forgotten: its retained state, and first the clear of its alert when
-    /// it was `raised` (nothing else ever would clear it).
-    async fn say_forgotten(&self, stream: &str, raised: bool) -> Result<(), S::Error> {
-        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let clear = raised.then(|| ForgottenClear {
-            stream: stream.to_owned(),
-            state: Transition::Cleared,
-            reason: "forgotten",
-            time: time.clone(),
-            node: self.node.clone(),
-        });
-        let forgotten = ForgottenState {
-            stream: stream.to_owned(),
-            phase: "forgotten",
-            state: AlertState::Normal,
-            time,
-            node: self.node.clone(),
-        };
-        self.sink.forgotten(clear.as_ref(), &forgotten).await?;
-        if raised {
-            let cleared = StateLabel { state: "cleared" };
-            self.metrics.alerts.get_or_create(&cleared).inc();
-            info!(stream, state = "cleared", reason = "forgotten", "Alert.");
-        }
-        Ok(())
-    }
 }
 
 impl<S, T> std::fmt::Debug for Alerting<S, T> {
@@ -318,6 +297,7 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             judge: Judge::restored(resumed.detectors, Calibration::default()),
             shadow_judges: HashMap::new(),
             alerted_through: resumed.alerted_through,
+            raised_before: resumed.raised,
             progress,
             shadows,
             seeds: Seeds::default(),
@@ -418,9 +398,10 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
     /// Forgets `stream` everywhere. One that had been judged says so first (its retained
     /// state, and the clear of its alert when one was raised): nothing else ever would.
     async fn forget(&mut self, stream: &str) -> Result<(), S::Error> {
+        let left_raised = self.raised_before.remove(stream);
         if let Some(state) = self.judge.forget(stream) {
             self.out
-                .say_forgotten(stream, state == AlertState::Raised)
+                .say_forgotten(stream, state == AlertState::Raised || left_raised)
                 .await?;
         }
         for (_, judge) in self.shadow_judges.values_mut() {
@@ -435,15 +416,22 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         Ok(())
     }
 
-    /// Clears the alert an earlier run left raised for `stream`, which this run does not carry
-    /// on ([`StreamNews::Orphaned`]), and forgets what the sink remembers of it: its window
-    /// numbers start over, and the last run's alerts must not silence its new ones.
-    async fn orphaned(&mut self, stream: &str) -> Result<(), S::Error> {
-        info!(
-            stream,
-            "Alert raised by an earlier run for a stream this one does not carry on; cleared as forgotten."
-        );
-        self.out.say_forgotten(stream, true).await?;
+    /// Forgets what the sink remembers of `stream`, an earlier run's that this run does not
+    /// carry on ([`StreamNews::Orphaned`]): its window numbers start over, and the last run's
+    /// alerts must not silence its new ones. Its alert, when `raised`, is cleared first. A
+    /// stream judged already (the news came late) is this run's: left alone.
+    async fn orphaned(&mut self, stream: &str, raised: bool) -> Result<(), S::Error> {
+        if self.judge.knows(stream) {
+            return Ok(());
+        }
+        if raised {
+            info!(
+                stream,
+                "Alert raised by an earlier run for a stream this one does not carry on; cleared as forgotten."
+            );
+            self.out.say_forgotten(stream, true).await?;
+        }
+        self.raised_before.remove(stream);
         self.alerted_through.remove(stream);
         self.out.sink.forget(stream);
         Ok(())
@@ -477,8 +465,8 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                                 return;
                             }
                         }
-                        StreamNews::Orphaned(stream) => {
-                            if let Err(e) = self.orphaned(&stream).await {
+                        StreamNews::Orphaned { stream, raised } => {
+                            if let Err(e) = self.orphaned(&stream, raised).await {
                                 error!(error = %e, "Cannot hand a forgotten stream's state on; alerting stops.");
                                 return;
                             }
@@ -591,6 +579,11 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 .alerted_through
                 .get(&verdict.stream)
                 .is_some_and(|&seq| verdict.seq <= seq);
+            set_right(
+                &mut self.alerted_through,
+                &mut self.raised_before,
+                &mut verdict,
+            );
             if verdict.transition.is_some() || verdict.first {
                 // Published with an alert or a state message: say what carried the energy.
                 let channels = w.stream.channels.max(1);
@@ -699,46 +692,6 @@ async fn recv_some<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-impl<S: AlertSink> Output<S> {
-    /// Energy telemetry, then the alert on a transition (unless an earlier run stored it), then
-    /// the retained state on a transition or a stream's first window.
-    async fn hand_on(&self, v: &Verdict) -> Result<(), S::Error> {
-        self.sink.energy(v).await?;
-        if v.alerted_before && v.transition.is_some() {
-            self.metrics.alerts_deduplicated.inc();
-            info!(stream = %v.stream, seq = v.seq, "Alert already stored by an earlier run; not published again.");
-        } else if let Some(event) = AlertEvent::from_verdict(v, &self.node, SystemTime::now()) {
-            self.sink.alert(&event).await?;
-            self.metrics
-                .alerts
-                .get_or_create(&StateLabel {
-                    state: event.state.as_str(),
-                })
-                .inc();
-            info!(stream = %v.stream, state = event.state.as_str(), energy = v.energy, threshold = v.threshold, seq = v.seq, "Alert.");
-        }
-        if v.transition.is_some() || v.first || v.season_chosen {
-            let state = StateMessage {
-                stream: &v.stream,
-                phase: "monitoring",
-                state: v.state,
-                energy: v.energy,
-                probability: v.probability,
-                season_probability: v.season_probability,
-                season: v.season,
-                learning: v.learning,
-                threshold: v.threshold,
-                model: &v.model,
-                seq: v.seq,
-                node: &self.node,
-                explanation: v.explanation.as_ref(),
-            };
-            self.sink.state(&state).await?;
-        }
-        Ok(())
     }
 }
 

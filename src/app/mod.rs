@@ -125,10 +125,15 @@ pub async fn run(
         .as_ref()
         .map(|j| IngestLog::open(j, progress.clone(), settings.faults.clone()))
         .transpose()?;
-    let resumed = journal
+    let mut resumed = journal
         .as_ref()
         .map(|d| d.resumed(outbox.lock().last_alerts()))
         .unwrap_or_default();
+    resumed.raised = outbox
+        .lock()
+        .open_window_incidents(&[STALE])
+        .into_iter()
+        .collect();
     let (publisher, publisher_loop) = Publisher::new(
         &settings.mqtt,
         &settings.node,
@@ -309,11 +314,25 @@ pub async fn run(
     // Only ingest holds the queues' senders now: when it stops, the queues close.
     // Each its own statement: a guard lives to the end of the statement that takes it.
     let stale_open = outbox.lock().open_incidents(STALE);
-    let raised_open = outbox.lock().open_window_incidents(&[STALE]);
+    let alerted_before = {
+        let outbox = outbox.lock();
+        let mut alerted: BTreeMap<String, bool> = outbox
+            .last_alerts()
+            .keys()
+            .map(|s| (s.clone(), false))
+            .collect();
+        alerted.extend(
+            outbox
+                .open_window_incidents(&[STALE])
+                .into_iter()
+                .map(|s| (s, true)),
+        );
+        alerted.into_iter().collect()
+    };
     let ingest = Ingest::new(&settings, queues, acker, metrics.clone(), Some(control_tx))
         .telling(news_tx, progress.clone())
         .stale_before(stale_open)
-        .raised_before(raised_open);
+        .alerted_before(alerted_before);
     let ingest = match journal {
         Some(d) => ingest.journaled(d),
         None => ingest,

@@ -495,6 +495,11 @@ impl Judge {
         self.detectors.get(stream).map(Detector::saved)
     }
 
+    /// Whether `stream` has a detector (judged, or restored, and not forgotten since).
+    pub fn knows(&self, stream: &str) -> bool {
+        self.detectors.contains_key(stream)
+    }
+
     /// Forgets a stream (it went quiet): if it comes back, its detector starts fresh. Returns
     /// its alert state then (`None`: it had no detector).
     pub fn forget(&mut self, stream: &str) -> Option<AlertState> {

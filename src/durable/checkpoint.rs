@@ -81,6 +81,11 @@ pub struct Saved {
     /// Input samples of the stream journaled (and so acknowledged, or about to be) when the
     /// snapshot was taken: where the next message of the stream starts.
     pub samples: u64,
+    /// The journal position of the stream's first message since it was last forgotten (0 in
+    /// files of earlier versions): a record before it is of an earlier life of the stream,
+    /// neither kept nor replayed.
+    #[serde(default)]
+    pub since: u64,
 }
 
 /// Judging progress of every stream, shared between the stages that finish windows (alerting,
@@ -325,6 +330,7 @@ mod tests {
                     Saved {
                         judged,
                         samples: 640,
+                        since: 12,
                     },
                 )
             })
@@ -360,6 +366,7 @@ mod tests {
                 },
             },
             samples: 48,
+            since: 0,
         };
         let mut streams: HashMap<String, Saved> = [
             ("a".to_owned(), with(Some(season(true)))),

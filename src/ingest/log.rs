@@ -2,7 +2,7 @@
 //! of each stream's progress, and the records replayed at start-up. See
 //! [`crate::durable::journal`] and [`crate::durable::checkpoint`] for the formats.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -163,6 +163,7 @@ impl IngestLog {
                 })
                 .map(|(stream, seq)| (stream.clone(), *seq))
                 .collect(),
+            raised: HashSet::new(),
         }
     }
 
@@ -180,11 +181,26 @@ impl IngestLog {
         })
     }
 
-    /// Whether `record` is of the stream `id` forgotten since it was journaled: the
-    /// checkpoint read at start-up was taken after the record, and does not have the stream.
-    /// Replayed, it would bring the stream back, judged afresh on data long past.
+    /// Whether `record` is of an earlier life of the stream `id`, forgotten since: the
+    /// checkpoint read at start-up has the stream from a later position, or was taken after
+    /// the record and does not have it. Replayed, it would bring the stream's past back,
+    /// judged afresh on data long gone.
     pub(super) fn of_forgotten(&self, record: &Record, id: &str) -> bool {
-        record.pos < self.replay_known_before && !self.saved.contains_key(id)
+        self.saved
+            .get(id)
+            .map_or(record.pos < self.replay_known_before, |s| {
+                record.pos < s.since
+            })
+    }
+
+    /// Where in the checkpoint read at start-up the stream `id` begins ([`Saved::since`]).
+    pub(super) fn since(&self, id: &str) -> Option<u64> {
+        self.saved.get(id).map(|s| s.since)
+    }
+
+    /// The position the next message journaled will have.
+    pub(super) fn next_pos(&self) -> u64 {
+        self.journal.next_pos()
     }
 
     /// The records to replay (once).
@@ -318,8 +334,10 @@ impl IngestLog {
             let entry = saved.entry(id.clone()).or_insert(Saved {
                 judged: Judged::default(),
                 samples: 0,
+                since: 0,
             });
             entry.samples = e.received();
+            entry.since = e.since();
             if let Some(j) = judged.remove(id) {
                 entry.judged = j;
             }
@@ -391,11 +409,12 @@ impl IngestLog {
         let saved = &self.saved;
         let needed = |r: &Record| {
             let topic = &r.topic[super::partition_prefix_len(&self.prefixes, &r.topic)..];
+            // (A record of an earlier life of the stream is not: see `since`.)
             table.get(topic).is_some_and(|e| {
                 let from = saved
                     .get(&e.info().id)
                     .map_or(0, |s| s.judged.next_seq.saturating_mul(e.unit()));
-                r.end() > from
+                r.pos >= e.since() && r.end() > from
             })
         };
         // The segments before the current one, counted first: records carried forward land in

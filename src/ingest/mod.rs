@@ -20,6 +20,7 @@
 
 mod control;
 pub mod log;
+mod news;
 pub mod streams;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -42,7 +43,7 @@ use crate::model::Window;
 use crate::mqtt::source::{Ack, Acker, Delivery};
 use crate::pipeline::DecodeError;
 use crate::telemetry::health::Pulse;
-use crate::telemetry::metrics::{OutcomeLabel, Reason, StreamLabel};
+use crate::telemetry::metrics::{OutcomeLabel, Reason};
 use crate::telemetry::{Metrics, RateLimit};
 
 /// Journaled messages waiting for a sync before their acks go out; at this many the journal is
@@ -95,9 +96,9 @@ pub struct Ingest {
     /// Streams whose stale alert an earlier run raised and nobody cleared: cleared when they
     /// are heard from.
     stale_open: HashSet<String>,
-    /// Streams whose window alert an earlier run raised and nobody cleared: after the replay,
-    /// those this run does not carry on are told to the alerting stage, once.
-    raised_before: Vec<String>,
+    /// Streams an earlier run alerted on, each with whether its window alert is still raised:
+    /// after the replay, those this run does not carry on are told to the alerting stage.
+    alerted_before: Vec<(String, bool)>,
     /// When the streams the last run's checkpoint knew and this run has not seen are dropped
     /// from the checkpoint (once: afterwards it only holds streams of the table).
     prune_saved_at: Option<Instant>,
@@ -189,7 +190,7 @@ impl Ingest {
             unsent: VecDeque::new(),
             stale: settings.stale,
             stale_open: HashSet::new(),
-            raised_before: Vec::new(),
+            alerted_before: Vec::new(),
             prune_saved_at: settings.stream_idle.map(|idle| Instant::now() + idle),
             malformed_log: RateLimit::new(Duration::from_secs(5)),
             refused_log: RateLimit::new(Duration::from_secs(5)),
@@ -229,41 +230,14 @@ impl Ingest {
         self
     }
 
-    /// The streams whose window alert an earlier run raised and did not clear (the outbox
-    /// knows): after the replay, each that neither the checkpoint nor the journal carries on
-    /// is told to the alerting stage ([`StreamNews::Orphaned`]), which clears it.
+    /// The streams an earlier run alerted on, each with whether its window alert is still
+    /// raised (the outbox knows): after the replay, each that neither the checkpoint nor the
+    /// journal carries on is told to the alerting stage ([`StreamNews::Orphaned`]), which
+    /// clears a raise and forgets its window numbers.
     #[must_use]
-    pub fn raised_before(mut self, streams: Vec<String>) -> Self {
-        self.raised_before = streams;
+    pub fn alerted_before(mut self, streams: Vec<(String, bool)>) -> Self {
+        self.alerted_before = streams;
         self
-    }
-
-    /// Queues `news` for the alerting stage and sends what it has room for, in order.
-    fn tell(&mut self, news: StreamNews) {
-        if self.news.is_none() {
-            return;
-        }
-        if self.unsent.len() >= MAX_UNSENT
-            && let Some(dropped) = self.unsent.pop_front()
-        {
-            error!(news = ?dropped, waiting = MAX_UNSENT, "Alerting stage stalled; oldest stream news dropped.");
-        }
-        self.unsent.push_back(news);
-        self.send_news();
-    }
-
-    /// Sends queued news while the alerting stage has room.
-    fn send_news(&mut self) {
-        let Some((tx, _)) = &self.news else { return };
-        while let Some(news) = self.unsent.pop_front() {
-            if let Err(e) = tx.try_send(news) {
-                match e {
-                    mpsc::error::TrySendError::Full(news) => self.unsent.push_front(news),
-                    mpsc::error::TrySendError::Closed(_) => self.unsent.clear(),
-                }
-                return;
-            }
-        }
     }
 
     /// Replays the journal, then handles deliveries until `token` is cancelled or the source
@@ -281,6 +255,9 @@ impl Ingest {
         let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
         loop {
             self.acker.flush();
+            if !self.unsent.is_empty() {
+                self.send_news();
+            }
             let now = tokio::time::Instant::now();
             if let Some(every) = every
                 && now >= next_checkpoint
@@ -370,7 +347,7 @@ impl Ingest {
                 forgotten += 1;
                 continue;
             }
-            match self.window(&r.topic, &r.payload, Some(r.start)) {
+            match self.window(&r.topic, &r.payload, Some(r.start), r.pos) {
                 Some(w) if w.fed != Fed::Covered => {}
                 _ => continue,
             }
@@ -385,18 +362,6 @@ impl Ingest {
             skipped_forgotten = forgotten,
             "Journal replayed."
         );
-    }
-
-    /// Tells the alerting stage of each stream an earlier run left raised that this run does
-    /// not carry on: not in the checkpoint (which resumes it when it speaks), nor windowed
-    /// by the replay.
-    fn tell_orphans(&mut self) {
-        for id in std::mem::take(&mut self.raised_before) {
-            let saved = self.log.as_ref().is_some_and(|l| l.saved(&id).is_some());
-            if !saved && !self.table.entries().any(|e| e.info().id == id) {
-                self.tell(StreamNews::Orphaned(id));
-            }
-        }
     }
 
     /// One message: route, decode, window, journal, queue the windows (waiting while the queue
@@ -440,7 +405,8 @@ impl Ingest {
         }
         // Journaled before its windows are queued: if queueing fails (shutting down), the
         // message is not acknowledged, and the next start replays it from the journal.
-        let journaled = match self.window(&d.topic, &d.payload, None) {
+        let at = self.log.as_ref().map_or(0, IngestLog::next_pos);
+        let journaled = match self.window(&d.topic, &d.payload, None, at) {
             Some(w) => self.journal(&d, w.start, w.samples),
             None => false,
         };
@@ -454,9 +420,9 @@ impl Ingest {
         }
     }
 
-    /// Finds or creates the stream of a topic; `false` when it is not one of ours (counted and
-    /// logged).
-    fn route(&mut self, topic: &str) -> bool {
+    /// Finds or creates the stream of a topic, whose message is journaled (or will be) at
+    /// position `at`; `false` when it is not one of ours (counted and logged).
+    fn route(&mut self, topic: &str, at: u64) -> bool {
         let log = self.log.as_ref();
         match self
             .table
@@ -464,6 +430,9 @@ impl Ingest {
         {
             Routed::Known => true,
             Routed::New { id, resumed_at } => {
+                // Its life began with this message, or where the checkpoint says.
+                let since = log.and_then(|l| l.since(&id)).unwrap_or(at);
+                self.table.begin_at(topic, since);
                 match resumed_at {
                     Some(next_seq) => {
                         info!(stream = %id, topic, next_seq, "Stream resumed from the checkpoint.");
@@ -500,14 +469,16 @@ impl Ingest {
         }
     }
 
-    /// Decodes and windows a payload of the stream on `topic`, adding the stream when the
-    /// topic is new (one table lookup for a known stream); `None` when the topic is not one of
-    /// ours or the payload is malformed (counted and logged, like a gap).
+    /// Decodes and windows a payload of the stream on `topic` (journaled, or to be, at
+    /// position `at`), adding the stream when the topic is new (one table lookup for a known
+    /// stream); `None` when the topic is not one of ours or the payload is malformed (counted
+    /// and logged, like a gap).
     fn window(
         &mut self,
         topic: &str,
         payload: &[u8],
         start: Option<u64>,
+        at: u64,
     ) -> Option<streams::Windowed> {
         // A partition's prefix comes off first: the stream is the same whichever partition
         // (or daemon) its messages arrive through.
@@ -515,7 +486,7 @@ impl Ingest {
         let now = Instant::now();
         let mut windowed = self.table.window(topic, payload, start, now);
         if matches!(windowed, Err(StreamError::Unknown(_))) {
-            if !self.route(topic) {
+            if !self.route(topic, at) {
                 return None;
             }
             windowed = self.table.window(topic, payload, start, now);
@@ -641,82 +612,6 @@ impl Ingest {
         self.sync_and_ack();
         if let Some(log) = &mut self.log {
             log.checkpoint(&self.table, &self.metrics, false);
-        }
-    }
-
-    /// Tells the alerting stage of streams gone stale; drops the streams quiet for longer than
-    /// the idle horizon, from the table, the journal's checkpoint and the alerting stage.
-    fn sweep(&mut self) {
-        self.send_news();
-        let now = Instant::now();
-        for e in self.table.entries() {
-            let silent = now.saturating_duration_since(e.last_seen());
-            self.metrics
-                .stream_silence
-                .get_or_create(&StreamLabel {
-                    stream: e.info().id.clone(),
-                })
-                .set(silent.as_secs_f64());
-        }
-        if let Some(st) = self.stale {
-            for s in self.table.stale(Instant::now(), st.multiple, st.floor) {
-                warn!(stream = %s.id, silent_s = s.silent.as_secs_f64(), usual_interval_s = s.usual.map(|u| u.as_secs_f64()), "Stream silent for many times its usual interval: stale.");
-                self.metrics.streams_stale.inc();
-                self.tell(StreamNews::Stale {
-                    stream: s.id,
-                    state: Transition::Raised,
-                    silent: Some(s.silent),
-                    usual: s.usual,
-                });
-            }
-        }
-        let Some(idle) = self.idle else { return };
-        self.prune_saved();
-        let expired = self.table.expire(Instant::now(), idle);
-        if expired.is_empty() {
-            return;
-        }
-        for e in expired {
-            info!(stream = %e.id, topic = %e.topic, partial_samples = e.partial, idle_s = idle.as_secs(), "Stream quiet; forgotten (its incomplete window is dropped; it starts over if it comes back).");
-            self.metrics.streams_expired.inc();
-            if e.stale {
-                // Its stale alert stays raised until it speaks again, as after a restart.
-                self.stale_open.insert(e.id.clone());
-            }
-            self.forget_stream(e.id);
-        }
-        self.metrics.streams_active.set(self.table.len() as i64);
-    }
-
-    /// Forgets a stream everywhere but the table: the checkpoint, the judging progress, and
-    /// (told through the forget queue) the alerting stage.
-    fn forget_stream(&mut self, id: String) {
-        if let Some(log) = &mut self.log {
-            log.forget(&id);
-        }
-        if let Some((_, progress)) = &self.news {
-            progress.forget(&id);
-        }
-        self.tell(StreamNews::Forget(id));
-    }
-
-    /// Drops, once the idle horizon has passed since the start, the checkpoint entries of
-    /// streams the last run knew and this one has not seen.
-    fn prune_saved(&mut self) {
-        if self.prune_saved_at.is_none_or(|at| Instant::now() < at) {
-            return;
-        }
-        self.prune_saved_at = None;
-        let live: std::collections::HashSet<&str> =
-            self.table.entries().map(|e| e.info().id.as_str()).collect();
-        let absent = self
-            .log
-            .as_ref()
-            .map(|l| l.absent(&live))
-            .unwrap_or_default();
-        for id in absent {
-            info!(stream = %id, "Stream of the last run not seen again; forgotten.");
-            self.forget_stream(id);
         }
     }
 

@@ -113,6 +113,8 @@ pub struct StreamEntry {
     received: u64,
     /// Input samples fed to the windower (or skipped as already judged) so far.
     fed: u64,
+    /// The journal position of its first message (of this life: since it was last forgotten).
+    since: u64,
     last_seen: Instant,
     /// Its live messages' timing, for telling a stale stream.
     pulse: Pulse,
@@ -205,9 +207,15 @@ impl StreamEntry {
             unit: spec.hop as u64 * s.logmel.as_ref().map_or(1, |p| p.hop as u64),
             received: 0,
             fed: 0,
+            since: 0,
             last_seen: now,
             pulse: Pulse::default(),
         }
+    }
+
+    /// The journal position of the stream's first message since it was (last) forgotten.
+    pub fn since(&self) -> u64 {
+        self.since
     }
 
     /// What the detect stage knows of the stream.
@@ -353,6 +361,14 @@ impl StreamTable {
     /// Every stream in the table.
     pub fn entries(&self) -> impl Iterator<Item = &StreamEntry> {
         self.streams.values()
+    }
+
+    /// Marks the stream on `topic` as begun at journal position `since` (see
+    /// [`StreamEntry::since`]).
+    pub fn begin_at(&mut self, topic: &str, since: u64) {
+        if let Some(e) = self.streams.get_mut(topic) {
+            e.since = since;
+        }
     }
 
     /// The route matching `topic` (first match wins) and the stream id it gives.

@@ -1,0 +1,135 @@
+//! What ingest tells the alerting stage besides windows: streams gone stale or heard from
+//! again, streams forgotten after going quiet, and streams an earlier run alerted on that this
+//! run does not carry on. News wait in a bounded queue of their own while the alerting stage
+//! has no room ([`MAX_UNSENT`]: the oldest is dropped, logged).
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::{Ingest, MAX_UNSENT};
+use crate::alerting::StreamNews;
+use crate::detect::Transition;
+use crate::telemetry::metrics::StreamLabel;
+
+impl Ingest {
+    /// Queues `news` for the alerting stage and sends what it has room for, in order.
+    pub(super) fn tell(&mut self, news: StreamNews) {
+        if self.news.is_none() {
+            return;
+        }
+        if self.unsent.len() >= MAX_UNSENT
+            && let Some(dropped) = self.unsent.pop_front()
+        {
+            error!(news = ?dropped, waiting = MAX_UNSENT, "Alerting stage stalled; oldest stream news dropped.");
+        }
+        self.unsent.push_back(news);
+        self.send_news();
+    }
+
+    /// Sends queued news while the alerting stage has room.
+    pub(super) fn send_news(&mut self) {
+        let Some((tx, _)) = &self.news else { return };
+        while let Some(news) = self.unsent.pop_front() {
+            if let Err(e) = tx.try_send(news) {
+                match e {
+                    mpsc::error::TrySendError::Full(news) => self.unsent.push_front(news),
+                    mpsc::error::TrySendError::Closed(_) => self.unsent.clear(),
+                }
+                return;
+            }
+        }
+    }
+
+    /// Tells the alerting stage of each stream an earlier run alerted on that this run does
+    /// not carry on: not in the checkpoint (which resumes it when it speaks), nor windowed
+    /// by the replay.
+    pub(super) fn tell_orphans(&mut self) {
+        for (stream, raised) in std::mem::take(&mut self.alerted_before) {
+            let saved = self
+                .log
+                .as_ref()
+                .is_some_and(|l| l.saved(&stream).is_some());
+            if !saved && !self.table.entries().any(|e| e.info().id == stream) {
+                self.tell(StreamNews::Orphaned { stream, raised });
+            }
+        }
+    }
+
+    /// Tells the alerting stage of streams gone stale; drops the streams quiet for longer than
+    /// the idle horizon, from the table, the journal's checkpoint and the alerting stage.
+    pub(super) fn sweep(&mut self) {
+        self.send_news();
+        let now = Instant::now();
+        for e in self.table.entries() {
+            let silent = now.saturating_duration_since(e.last_seen());
+            self.metrics
+                .stream_silence
+                .get_or_create(&StreamLabel {
+                    stream: e.info().id.clone(),
+                })
+                .set(silent.as_secs_f64());
+        }
+        if let Some(st) = self.stale {
+            for s in self.table.stale(Instant::now(), st.multiple, st.floor) {
+                warn!(stream = %s.id, silent_s = s.silent.as_secs_f64(), usual_interval_s = s.usual.map(|u| u.as_secs_f64()), "Stream silent for many times its usual interval: stale.");
+                self.metrics.streams_stale.inc();
+                self.tell(StreamNews::Stale {
+                    stream: s.id,
+                    state: Transition::Raised,
+                    silent: Some(s.silent),
+                    usual: s.usual,
+                });
+            }
+        }
+        let Some(idle) = self.idle else { return };
+        self.prune_saved();
+        let expired = self.table.expire(Instant::now(), idle);
+        if expired.is_empty() {
+            return;
+        }
+        for e in expired {
+            info!(stream = %e.id, topic = %e.topic, partial_samples = e.partial, idle_s = idle.as_secs(), "Stream quiet; forgotten (its incomplete window is dropped; it starts over if it comes back).");
+            self.metrics.streams_expired.inc();
+            if e.stale {
+                // Its stale alert stays raised until it speaks again, as after a restart.
+                self.stale_open.insert(e.id.clone());
+            }
+            self.forget_stream(e.id);
+        }
+        self.metrics.streams_active.set(self.table.len() as i64);
+    }
+
+    /// Forgets a stream everywhere but the table: the checkpoint, the judging progress, and
+    /// (told through the forget queue) the alerting stage.
+    pub(super) fn forget_stream(&mut self, id: String) {
+        if let Some(log) = &mut self.log {
+            log.forget(&id);
+        }
+        if let Some((_, progress)) = &self.news {
+            progress.forget(&id);
+        }
+        self.tell(StreamNews::Forget(id));
+    }
+
+    /// Drops, once the idle horizon has passed since the start, the checkpoint entries of
+    /// streams the last run knew and this one has not seen.
+    pub(super) fn prune_saved(&mut self) {
+        if self.prune_saved_at.is_none_or(|at| Instant::now() < at) {
+            return;
+        }
+        self.prune_saved_at = None;
+        let live: std::collections::HashSet<&str> =
+            self.table.entries().map(|e| e.info().id.as_str()).collect();
+        let absent = self
+            .log
+            .as_ref()
+            .map(|l| l.absent(&live))
+            .unwrap_or_default();
+        for id in absent {
+            info!(stream = %id, "Stream of the last run not seen again; forgotten.");
+            self.forget_stream(id);
+        }
+    }
+}
