@@ -52,6 +52,9 @@ pub struct IngestLog {
     /// A stream was forgotten since the last checkpoint written: the next one is due even
     /// when nothing else changed (it is already gone from `saved`).
     forgot: bool,
+    /// The same for the seasons file: a forgotten stream's season left in it would be joined
+    /// to the stream's next life at a restart.
+    forgot_season: bool,
     pub(super) max_bytes: u64,
     pub(super) every: Duration,
     full_log: RateLimit,
@@ -127,6 +130,7 @@ impl IngestLog {
             replay,
             replay_known_before,
             forgot: false,
+            forgot_season: false,
             max_bytes: settings.max_bytes,
             every: settings.checkpoint,
             full_log: RateLimit::new(Duration::from_secs(10)),
@@ -308,7 +312,7 @@ impl IngestLog {
     /// forget; a checkpoint only takes progress for streams in the table.)
     pub(super) fn forget(&mut self, id: &str) {
         self.forgot |= self.saved.remove(id).is_some();
-        self.seasons.remove(id);
+        self.forgot_season |= self.seasons.remove(id).is_some();
     }
 
     /// Streams in the checkpoint that are not in `live`.
@@ -351,7 +355,9 @@ impl IngestLog {
                 .iter()
                 .any(|(id, s)| s.outruns(self.seasons.get(id).map(|s| &**s)))
         };
-        if last || self.seasons_at.elapsed() >= checkpoint::SEASONS_EVERY || outrun() {
+        let due =
+            last || self.forgot_season || self.seasons_at.elapsed() >= checkpoint::SEASONS_EVERY;
+        if due || outrun() {
             // A stream without a season now (judged by threshold, or not judged since) keeps
             // the one saved, until it is forgotten.
             let mut all: checkpoint::StreamSeasons = self
@@ -361,7 +367,7 @@ impl IngestLog {
                 .map(|(id, s)| (id.clone(), s.clone()))
                 .collect();
             all.extend(fresh);
-            if all == self.seasons {
+            if all == self.seasons && !self.forgot_season {
                 self.seasons_at = Instant::now();
             } else {
                 seasons = Some(all);
@@ -392,6 +398,7 @@ impl IngestLog {
                 Ok(()) => {
                     self.seasons = seasons;
                     self.seasons_at = Instant::now();
+                    self.forgot_season = false;
                 }
                 Err(e) => {
                     metrics.journal_errors.inc();
@@ -479,6 +486,44 @@ mod tests {
             6,
             "records of an incomplete window were retired"
         );
+    }
+
+    /// A forgotten stream's season leaves the seasons file at the next checkpoint. Before,
+    /// the file was rewritten only when the seasons kept changed, and the forget had already
+    /// taken it out of the copy kept: the file held it, and a restart joined it to the
+    /// stream's next life (which is to start with a fresh detector).
+    #[test]
+    fn a_forgotten_streams_season_leaves_the_seasons_file() {
+        let routes = super::super::streams::tests::routes(8, 8);
+        let dir = tempfile::tempdir().unwrap();
+        let settings = JournalSettings {
+            dir: dir.path().to_path_buf(),
+            segment_bytes: 1 << 20,
+            max_bytes: 1 << 20,
+            checkpoint: Duration::from_secs(1),
+        };
+        let progress = Progress::default();
+        let mut log = IngestLog::open(&settings, progress.clone(), Faults::default()).unwrap();
+        let mut table = StreamTable::new(routes, 10, None);
+        let now = Instant::now();
+        table.route("sensors/a/vibration", now, |_| None);
+        let season: crate::detect::Season =
+            serde_json::from_value(serde_json::json!({ "settled": true })).unwrap();
+        let detector = crate::detect::DetectorState {
+            season: Some(season.into()),
+            ..crate::detect::DetectorState::default()
+        };
+        progress.judged("vib/a", 0, detector);
+        let metrics = Metrics::new();
+        log.checkpoint(&table, &metrics, true);
+        let saved = || checkpoint::load_seasons(dir.path()).unwrap();
+        assert!(saved().contains_key("vib/a"));
+        let idle = Duration::from_secs(1);
+        assert_eq!(table.expire(now + idle, idle).len(), 1);
+        log.forget("vib/a");
+        progress.forget("vib/a");
+        log.checkpoint(&table, &metrics, false);
+        assert!(!saved().contains_key("vib/a"), "{:?}", saved().keys());
     }
 
     /// Over its bound, the journal pauses reading only while windows cut from it are being
