@@ -287,6 +287,13 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         metrics: Arc<Metrics>,
         resumed: Resumed,
     ) -> Self {
+        // Only those with windows to judge again: for the others the restored detector says
+        // what subscribers were told, or the stream is not carried on (Orphaned).
+        let raised_before = resumed
+            .raised
+            .into_iter()
+            .filter(|s| resumed.alerted_through.contains_key(s))
+            .collect();
         Self {
             out: Output {
                 sink,
@@ -297,7 +304,7 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
             judge: Judge::restored(resumed.detectors, Calibration::default()),
             shadow_judges: HashMap::new(),
             alerted_through: resumed.alerted_through,
-            raised_before: resumed.raised,
+            raised_before,
             progress,
             shadows,
             seeds: Seeds::default(),
@@ -399,9 +406,10 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
     /// state, and the clear of its alert when one was raised): nothing else ever would.
     async fn forget(&mut self, stream: &str) -> Result<(), S::Error> {
         let left_raised = self.raised_before.remove(stream);
-        if let Some(state) = self.judge.forget(stream) {
+        let state = self.judge.forget(stream);
+        if state.is_some() || left_raised {
             self.out
-                .say_forgotten(stream, state == AlertState::Raised || left_raised)
+                .say_forgotten(stream, state == Some(AlertState::Raised) || left_raised)
                 .await?;
         }
         for (_, judge) in self.shadow_judges.values_mut() {
@@ -418,8 +426,9 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
 
     /// Forgets what the sink remembers of `stream`, an earlier run's that this run does not
     /// carry on ([`StreamNews::Orphaned`]): its window numbers start over, and the last run's
-    /// alerts must not silence its new ones. Its alert, when `raised`, is cleared first. A
-    /// stream judged already (the news came late) is this run's: left alone.
+    /// alerts must not silence its new ones. Its retained state says it was forgotten, its
+    /// alert, when `raised`, cleared first. A stream judged already is this run's: left alone
+    /// (ingest sends this news before it reads a live message).
     async fn orphaned(&mut self, stream: &str, raised: bool) -> Result<(), S::Error> {
         if self.judge.knows(stream) {
             return Ok(());
@@ -429,8 +438,8 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 stream,
                 "Alert raised by an earlier run for a stream this one does not carry on; cleared as forgotten."
             );
-            self.out.say_forgotten(stream, true).await?;
         }
+        self.out.say_forgotten(stream, raised).await?;
         self.raised_before.remove(stream);
         self.alerted_through.remove(stream);
         self.out.sink.forget(stream);

@@ -249,7 +249,7 @@ impl Ingest {
         token: CancellationToken,
     ) -> Option<Leftover> {
         self.replay().await;
-        self.tell_orphans();
+        self.tell_orphans().await;
         let every = self.log.as_ref().map(|d| d.every);
         let mut next_checkpoint = tokio::time::Instant::now();
         let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;

@@ -3,6 +3,7 @@
 //! run does not carry on. News wait in a bounded queue of their own while the alerting stage
 //! has no room ([`MAX_UNSENT`]: the oldest is dropped, logged).
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -44,15 +45,26 @@ impl Ingest {
 
     /// Tells the alerting stage of each stream an earlier run alerted on that this run does
     /// not carry on: not in the checkpoint (which resumes it when it speaks), nor windowed
-    /// by the replay.
-    pub(super) fn tell_orphans(&mut self) {
-        for (stream, raised) in std::mem::take(&mut self.alerted_before) {
-            let saved = self
-                .log
-                .as_ref()
-                .is_some_and(|l| l.saved(&stream).is_some());
-            if !saved && !self.table.entries().any(|e| e.info().id == stream) {
-                self.tell(StreamNews::Orphaned { stream, raised });
+    /// by the replay. Waits until the alerting stage has taken every one: a live window of
+    /// such a stream must come after its news (the news queue is bounded; this is the only
+    /// time ingest waits on it).
+    pub(super) async fn tell_orphans(&mut self) {
+        let Some((tx, _)) = &self.news else { return };
+        let tx = tx.clone();
+        let live: HashSet<&str> = self.table.entries().map(|e| e.info().id.as_str()).collect();
+        let orphans: Vec<StreamNews> = std::mem::take(&mut self.alerted_before)
+            .into_iter()
+            .filter(|(stream, _)| {
+                !live.contains(stream.as_str())
+                    && self.log.as_ref().is_none_or(|l| l.saved(stream).is_none())
+            })
+            .map(|(stream, raised)| StreamNews::Orphaned { stream, raised })
+            .collect();
+        // Waiting on another stage, not stuck.
+        self.pulse.idle();
+        for news in orphans {
+            if tx.send(news).await.is_err() {
+                return;
             }
         }
     }

@@ -199,8 +199,8 @@ async fn a_raise_left_open_by_an_earlier_run_for_a_stream_not_carried_on_is_clea
 }
 
 /// A stream an earlier run alerted on, its alert cleared since, that this run does not carry
-/// on: its window numbers start over, and nothing is published for it. News that came late,
-/// after the stream was judged in this run, leave it alone.
+/// on: its window numbers start over, and only its retained state says it was forgotten (no
+/// clear). News that came late, after the stream was judged in this run, leave it alone.
 #[tokio::test]
 async fn an_earlier_runs_window_numbers_do_not_silence_a_stream_not_carried_on() {
     let sink = Recording::default();
@@ -219,8 +219,38 @@ async fn an_earlier_runs_window_numbers_do_not_silence_a_stream_not_carried_on()
         .await
         .unwrap();
     assert_eq!(sink.alerts(), [Sent::Alert("vib/m1".into(), "raised", 1)]);
-    assert!(
-        !sink.sent().iter().any(|s| matches!(s, Sent::Forgotten(_))),
+    let sent = sink.sent();
+    let forgotten: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| matches!(s, Sent::Forgotten(_)))
+        .collect();
+    assert_eq!(forgotten, [&Sent::Forgotten("vib/m1".into())]);
+}
+
+/// A raise an earlier run left open, of a stream checkpointed after it: the restored detector
+/// carries it, and the clear this run publishes is the only one. Forgotten later, the stream
+/// gets no second clear (the outbox's open raise at the start said nothing more).
+#[tokio::test]
+async fn a_raise_older_than_the_checkpoint_is_cleared_once() {
+    let sink = Recording::default();
+    let raised = DetectorState {
+        state: AlertState::Raised,
+        run: 1,
+        ..DetectorState::default()
+    };
+    let resumed = Resumed {
+        detectors: [("vib/m1".to_owned(), raised)].into(),
+        raised: ["vib/m1".to_owned()].into(),
+        ..Resumed::default()
+    };
+    let (mut a, _) = stage(&sink, (), resumed);
+    a.batch(batch(&stream("vib/m1"), 40, &[0.5, 0.5]))
+        .await
+        .unwrap();
+    a.forget("vib/m1").await.unwrap();
+    assert_eq!(
+        sink.alerts(),
+        [Sent::Alert("vib/m1".into(), "cleared", 40)],
         "{:?}",
         sink.sent()
     );
