@@ -68,7 +68,9 @@
 //! again. A window wholly before the newest sample taken is passed too (the same window
 //! again), unless a window's rows of them came in a row: a clock set ahead, then put right,
 //! from which the season reads on, its moments coming again as after a daylight-saving
-//! change back (until the clock caught up, the stream once had no season, unsaid). The weeks watched choose the season with their far outliers clipped (a garbled
+//! change back (until the clock caught up, the stream once had no season, unsaid). A moment
+//! that comes again (a clock set back, a daylight-saving change back, a source sending its
+//! past again) is read again, not learnt twice. The weeks watched choose the season with their far outliers clipped (a garbled
 //! reading, a sentinel such as 65535: more than 100 robust standard deviations out), and their
 //! autocorrelation is measured with every sample and departure past 5 of them clipped too, so
 //! one spike does not take a strong week away; only when such values are rare (one in 200 at
@@ -210,6 +212,11 @@ pub struct Season {
     /// modulo `period`).
     #[serde(default, skip_serializing_if = "is_naught")]
     taken: u64,
+    /// Moments before it were taken before the wall clock went back (a clock put right, a
+    /// daylight-saving change back, a source sending its past again): read again, not learnt
+    /// twice.
+    #[serde(default, skip_serializing_if = "is_naught")]
+    retaken_until: u64,
     /// The newest samples' squared residuals, each summed over the channels over their
     /// variance (at most a window's).
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
@@ -336,6 +343,8 @@ impl Season {
         if moved != 0 {
             if moved > 0 {
                 self.pass(moved.unsigned_abs());
+            } else {
+                self.retaken_until = self.retaken_until.max(self.taken);
             }
             self.taken = self.taken.saturating_add_signed(moved);
             self.residuals.clear();
@@ -478,6 +487,9 @@ impl Season {
         let level = if healthy { None } else { self.level() };
         for (j, (sample, x)) in pending.chunks(c).zip(raw.chunks(c)).enumerate() {
             let moment = self.pending_from + j as u64;
+            if moment < self.retaken_until {
+                continue; // taken before the clock went back
+            }
             if healthy {
                 self.fold(moment, sample, seasons);
                 self.remember(x);

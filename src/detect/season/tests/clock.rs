@@ -218,3 +218,21 @@ fn a_clock_set_ahead_then_put_right_is_read_on_after_a_window_of_windows() {
     let flagged = after.iter().flatten().filter(|&&p| p >= 0.9999).count();
     assert!(flagged <= 2, "{flagged} windows flagged after it");
 }
+
+/// A source that sends two days of its past again (a gateway's buffer after a reboot) looks
+/// like a clock set back: each moment is read again, but not learnt twice. Learning goes on
+/// once the stream is past what was taken.
+#[test]
+fn a_past_sent_again_is_read_not_learnt_twice() {
+    let series = |i| demand(i, &[]);
+    let mut s = Season::default();
+    let settled = (u64::from(Seasons::default().weeks) + 1) * 336;
+    run(&mut s, W as u64 - 1, settled, &series);
+    assert_eq!(s.phase(), Phase::Week);
+    let profile = s.profile.clone();
+    let again = run(&mut s, settled - 2 * 48, settled, &series);
+    assert!(again.iter().any(Option::is_some), "read again");
+    assert_eq!(s.profile, profile, "learnt twice");
+    run(&mut s, settled, settled + 48, &series);
+    assert_ne!(s.profile, profile, "learning stopped");
+}
