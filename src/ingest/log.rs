@@ -526,6 +526,51 @@ mod tests {
         assert!(!saved().contains_key("vib/a"), "{:?}", saved().keys());
     }
 
+    /// Retiring segments does not carry forward the records of a stream's earlier life, the
+    /// one before it was forgotten and came back (before its `since`): kept, the next start
+    /// would replay them into its new life.
+    #[test]
+    fn retiring_drops_the_records_of_a_streams_earlier_life() {
+        let routes = super::super::streams::tests::routes(64, 64);
+        let dir = tempfile::tempdir().unwrap();
+        let settings = JournalSettings {
+            dir: dir.path().to_path_buf(),
+            segment_bytes: 100,
+            max_bytes: 1 << 20,
+            checkpoint: Duration::from_secs(1),
+        };
+        let mut log = IngestLog::open(&settings, Progress::default(), Faults::default()).unwrap();
+        let mut table = StreamTable::new(routes, 10, None);
+        let (now, topic) = (Instant::now(), "sensors/a/vibration");
+        let payload = serde_json::to_vec(&[1.0f32, 2.0, 3.0]).unwrap();
+        let life = |log: &mut IngestLog, table: &mut StreamTable, n: u64| {
+            table.route(topic, now, |_| None);
+            table.begin_at(topic, log.next_pos());
+            for i in 0..n {
+                table.window(topic, &payload, None, now).unwrap();
+                log.journal
+                    .append(i as u16, topic, i * 3, 3, &payload)
+                    .unwrap();
+            }
+        };
+        life(&mut log, &mut table, 6);
+        let idle = Duration::from_secs(1);
+        assert_eq!(table.expire(now + idle, idle).len(), 1);
+        log.forget("vib/a");
+        let since = log.next_pos();
+        life(&mut log, &mut table, 2);
+        let metrics = Metrics::new();
+        assert!(log.sync(&metrics));
+        log.checkpoint(&table, &metrics, false);
+        drop(log);
+        let (_, records) = Journal::open(dir.path(), 100).unwrap();
+        // Only the new life's two (its window is not complete); carried forward, the earlier
+        // life's six would be there too, at new positions.
+        let starts: Vec<u64> = records.iter().map(|r| r.start).collect();
+        assert_eq!(starts, [0, 3]);
+        assert!(records.iter().all(|r| r.pos >= since));
+    }
+
     /// Over its bound, the journal pauses reading only while windows cut from it are being
     /// judged: records held by a window not complete yet would otherwise stop every stream
     /// until the slow one expired, since only more messages complete it.
