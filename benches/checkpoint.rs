@@ -50,6 +50,7 @@ fn main() {
             .collect::<HashMap<_, _>>(),
         messages: (0..4_096).collect(),
         journal_pos: 0,
+        forgetting: Vec::new(),
     };
     // The judging progress the daemon snapshots at each checkpoint.
     let progress = Progress::default();
@@ -85,6 +86,7 @@ fn main() {
             streams,
             messages: whole.messages.clone(),
             journal_pos: whole.journal_pos,
+            forgetting: Vec::new(),
         };
         checkpoint::save(dir.path(), &copy).unwrap();
         apart.push(t.elapsed());

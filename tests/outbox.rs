@@ -352,6 +352,23 @@ async fn alerts_left_by_the_last_run_go_out_before_this_runs() {
 /// replayed its journal as a new stream's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raise_whose_stream_was_forgotten_just_before_a_crash_is_cleared_by_the_next_start() {
+    forgotten_before_a_crash(false).await;
+}
+
+/// The same with the machine back in a new life before the crash (its first windows
+/// checkpointed, not judged: the alerting stage is still held in the forgetting). The
+/// checkpoint has the stream again, so it is no orphan; it also remembers the forgetting was
+/// not finished, and the next start finishes it before anything is replayed. Before, the raise
+/// stayed open and the earlier life's window numbers silenced the new life's alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raise_forgotten_before_a_crash_is_cleared_even_when_the_stream_is_back() {
+    forgotten_before_a_crash(true).await;
+}
+
+/// A fault raises on `sensors/m1` while nothing the daemon publishes reaches the broker; the
+/// sensor goes quiet and is forgotten (and, `comes_back`, sends again); SIGKILL; the next
+/// start, publishing again, must deliver the raise, then its clear.
+async fn forgotten_before_a_crash(comes_back: bool) {
     let broker = Mosquitto::start().await;
     let proxy = Proxy::start(broker.port).await;
     let state = tempfile::tempdir().unwrap();
@@ -399,6 +416,16 @@ async fn a_raise_whose_stream_was_forgotten_just_before_a_crash_is_cleared_by_th
         has_stream(false)
     })
     .await;
+    if comes_back {
+        for _ in 0..3 {
+            let samples = serde_json::to_vec(&m.samples(64, false)).unwrap();
+            tx.publish("sensors/m1/vibration", samples).await;
+        }
+        eventually(Duration::from_secs(30), "the new life checkpointed", || {
+            has_stream(true)
+        })
+        .await;
+    }
     kill(&daemon, "-KILL");
     wait_exit(&mut daemon).await;
     let pending = outbox_pending(state.path());

@@ -277,8 +277,10 @@ async fn forgotten_then_restarted(comes_back: bool) {
         .join("checkpoint.json");
     let checkpointed =
         || -> serde_json::Value { serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap() };
+    // Without it, and without it as one being forgotten once the alerting stage has cleared it.
     eventually(Duration::from_secs(10), "the checkpoint without it", || {
-        checkpointed()["streams"].get("vibration/m1").is_none()
+        let c = checkpointed();
+        c["streams"].get("vibration/m1").is_none() && c.get("forgetting").is_none()
     })
     .await;
     if comes_back {

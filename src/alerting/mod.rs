@@ -59,11 +59,12 @@ pub trait AlertSink: Send + Sync {
     fn stale(&self, alert: &StaleAlert) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// A stream that had been judged was forgotten: `clear` (when its alert was raised) is
-    /// handed over as an alert, then `state` as its retained state. Before [`AlertSink::forget`].
+    /// handed over as an alert, then `state` as its retained state (none when a life of the
+    /// stream in this run goes on). Before [`AlertSink::forget`].
     fn forgotten(
         &self,
         clear: Option<&ForgottenClear>,
-        state: &ForgottenState,
+        state: Option<&ForgottenState>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Everything judged has been handed over; the daemon is going offline.
@@ -204,6 +205,15 @@ pub enum StreamNews {
     /// without a journal): its window numbers start over, and a raise still up is cleared as
     /// forgotten, since nothing else ever would.
     Orphaned {
+        /// Stream id.
+        stream: String,
+        /// Whether its window alert is still raised.
+        raised: bool,
+    },
+    /// A stream the last run forgot without this stage finishing it (a crash came first; the
+    /// checkpoint remembers): finish it before anything is replayed. A life of the stream that
+    /// began after it (in the checkpoint) is this run's, and left alone.
+    ForgottenBefore {
         /// Stream id.
         stream: String,
         /// Whether its window alert is still raised.
@@ -409,7 +419,11 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         let state = self.judge.forget(stream);
         if state.is_some() || left_raised {
             self.out
-                .say_forgotten(stream, state == Some(AlertState::Raised) || left_raised)
+                .say_forgotten(
+                    stream,
+                    state == Some(AlertState::Raised) || left_raised,
+                    true,
+                )
                 .await?;
         }
         for (_, judge) in self.shadow_judges.values_mut() {
@@ -420,6 +434,7 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
         self.alerted_through.remove(stream);
         self.out.sink.forget(stream);
         self.out.metrics.forget_stream(stream);
+        self.progress.forgotten(stream);
         debug!(stream, "Stream forgotten by the alerting stage.");
         Ok(())
     }
@@ -439,10 +454,26 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 "Alert raised by an earlier run for a stream this one does not carry on; cleared as forgotten."
             );
         }
-        self.out.say_forgotten(stream, raised).await?;
+        self.out.say_forgotten(stream, raised, true).await?;
         self.raised_before.remove(stream);
         self.alerted_through.remove(stream);
         self.out.sink.forget(stream);
+        Ok(())
+    }
+
+    /// Finishes forgetting `stream`, which the last run forgot and this stage did not finish
+    /// ([`StreamNews::ForgottenBefore`]): its raise, when one is left, is cleared; what the
+    /// sink remembers of it and its window numbers go. A life of the stream restored from the
+    /// checkpoint began after it: its detector stays, and its retained state is left to it.
+    async fn forgotten_before(&mut self, stream: &str, raised: bool) -> Result<(), S::Error> {
+        let live = self.judge.knows(stream);
+        if raised || !live {
+            self.out.say_forgotten(stream, raised, !live).await?;
+        }
+        self.raised_before.remove(stream);
+        self.alerted_through.remove(stream);
+        self.out.sink.forget(stream);
+        self.progress.forgotten(stream);
         Ok(())
     }
 
@@ -470,6 +501,12 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                     match n {
                         StreamNews::Forget(stream) => {
                             if let Err(e) = self.forget(&stream).await {
+                                error!(error = %e, "Cannot hand a forgotten stream's state on; alerting stops.");
+                                return;
+                            }
+                        }
+                        StreamNews::ForgottenBefore { stream, raised } => {
+                            if let Err(e) = self.forgotten_before(&stream, raised).await {
                                 error!(error = %e, "Cannot hand a forgotten stream's state on; alerting stops.");
                                 return;
                             }

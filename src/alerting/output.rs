@@ -21,9 +21,14 @@ pub(super) struct Output<S> {
 }
 
 impl<S: AlertSink> Output<S> {
-    /// Says `stream` was forgotten: its retained state, and first the clear of its alert when
-    /// it was `raised` (nothing else ever would clear it).
-    pub(super) async fn say_forgotten(&self, stream: &str, raised: bool) -> Result<(), S::Error> {
+    /// Says `stream` was forgotten: its retained state (with `state`), and first the clear of
+    /// its alert when it was `raised` (nothing else ever would clear it).
+    pub(super) async fn say_forgotten(
+        &self,
+        stream: &str,
+        raised: bool,
+        state: bool,
+    ) -> Result<(), S::Error> {
         let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let clear = raised.then(|| ForgottenClear {
             stream: stream.to_owned(),
@@ -39,7 +44,9 @@ impl<S: AlertSink> Output<S> {
             time,
             node: self.node.clone(),
         };
-        self.sink.forgotten(clear.as_ref(), &forgotten).await?;
+        self.sink
+            .forgotten(clear.as_ref(), state.then_some(&forgotten))
+            .await?;
         if raised {
             let cleared = StateLabel { state: "cleared" };
             self.metrics.alerts.get_or_create(&cleared).inc();

@@ -97,12 +97,13 @@ impl AlertSink for Recording {
     async fn forgotten(
         &self,
         clear: Option<&ForgottenClear>,
-        state: &ForgottenState,
+        state: Option<&ForgottenState>,
     ) -> Result<(), String> {
         if let Some(c) = clear {
             assert_eq!((c.state, c.reason), (Transition::Cleared, "forgotten"));
             self.push(Sent::Alert(c.stream.clone(), c.state.as_str(), u64::MAX));
         }
+        let Some(state) = state else { return Ok(()) };
         assert_eq!(
             (state.phase, state.state),
             ("forgotten", AlertState::Normal)

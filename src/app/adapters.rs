@@ -46,14 +46,15 @@ impl AlertSink for MqttAlerts {
     async fn forgotten(
         &self,
         clear: Option<&ForgottenClear>,
-        state: &ForgottenState,
+        state: Option<&ForgottenState>,
     ) -> Result<(), MqttError> {
         if let Some(c) = clear {
             self.0.alert(&c.stream, serde_json::to_value(c)?).await?;
         }
-        self.0
-            .state(&state.stream, serde_json::to_vec(state)?)
-            .await
+        match state {
+            Some(s) => self.0.state(&s.stream, serde_json::to_vec(s)?).await,
+            None => Ok(()),
+        }
     }
 
     async fn close(&self) -> Result<(), MqttError> {

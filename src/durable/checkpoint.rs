@@ -89,9 +89,13 @@ pub struct Saved {
 }
 
 /// Judging progress of every stream, shared between the stages that finish windows (alerting,
-/// learners) and the ingest stage that checkpoints it. Cheap to clone.
+/// learners) and the ingest stage that checkpoints it; and the streams whose forgetting the
+/// alerting stage has finished. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Progress(Arc<Mutex<HashMap<String, Judged>>>);
+pub struct Progress {
+    judged: Arc<Mutex<HashMap<String, Judged>>>,
+    forgotten: Arc<Mutex<Vec<String>>>,
+}
 
 impl Progress {
     /// Window `seq` of `stream` was judged; the detector is now `detector`.
@@ -100,7 +104,7 @@ impl Progress {
             next_seq: seq + 1,
             detector,
         };
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all = self.judged.lock().unwrap_or_else(PoisonError::into_inner);
         // Looked up before inserting: no key allocation per window for a known stream.
         match all.get_mut(stream) {
             Some(j) if j.next_seq > seq => {}
@@ -114,7 +118,7 @@ impl Progress {
     /// Window `seq` of `stream` left the pipeline without being judged (captured by a learner,
     /// or its batch failed to score): the detector state stays as it was.
     pub fn passed(&self, stream: &str, seq: u64) {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all = self.judged.lock().unwrap_or_else(PoisonError::into_inner);
         let j = all.entry(stream.to_owned()).or_default();
         j.next_seq = j.next_seq.max(seq + 1);
     }
@@ -123,7 +127,7 @@ impl Progress {
     /// before its first judged window, so a restart before that window keeps the calibration.
     /// A stream it does not track is left alone (its windows' progress is not known here).
     pub fn seeded(&self, stream: &str, seeded: Seeded) {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all = self.judged.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(j) = all.get_mut(stream) {
             j.detector.seed(seeded);
         }
@@ -131,7 +135,7 @@ impl Progress {
 
     /// Whether `stream` is tracked (seen this run or restored, and not forgotten since).
     pub fn tracks(&self, stream: &str) -> bool {
-        self.0
+        self.judged
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains_key(stream)
@@ -140,15 +144,34 @@ impl Progress {
     /// Forgets a stream (dropped from the stream table after going quiet; if it comes back it
     /// starts over).
     pub fn forget(&self, stream: &str) {
-        self.0
+        self.judged
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(stream);
     }
 
+    /// The alerting stage has finished forgetting `stream` (its clear, when it was raised, is
+    /// in the outbox): the checkpoint no longer needs to remember it is being forgotten.
+    pub fn forgotten(&self, stream: &str) {
+        self.forgotten
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(stream.to_owned());
+    }
+
+    /// The streams [`Progress::forgotten`] since the last call.
+    pub fn take_forgotten(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .forgotten
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
     /// Seeds the progress of streams from a checkpoint (at start-up).
     pub fn seed(&self, saved: &HashMap<String, Saved>) {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all = self.judged.lock().unwrap_or_else(PoisonError::into_inner);
         for (id, s) in saved {
             all.insert(id.clone(), s.judged.clone());
         }
@@ -156,7 +179,7 @@ impl Progress {
 
     /// The first window of `stream` not judged (nor passed) yet; 0 for a stream not tracked.
     pub fn next_seq(&self, stream: &str) -> u64 {
-        self.0
+        self.judged
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(stream)
@@ -165,7 +188,7 @@ impl Progress {
 
     /// A copy of every stream's progress.
     pub fn snapshot(&self) -> HashMap<String, Judged> {
-        self.0
+        self.judged
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -188,6 +211,10 @@ pub struct Checkpoint {
     /// (0 in files of earlier versions: every record is replayed.)
     #[serde(default)]
     pub journal_pos: u64,
+    /// Streams forgotten whose forgetting the alerting stage had not finished (their clear
+    /// may not be in the outbox): the next start finishes it, before anything is replayed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgetting: Vec<String>,
 }
 
 /// Reads `dir/checkpoint.json`; empty when there is none.
@@ -339,6 +366,7 @@ mod tests {
             streams,
             messages: vec![7, 8],
             journal_pos: 41,
+            forgetting: vec!["s/gone".into()],
         };
         save(dir.path(), &saved).unwrap();
         assert_eq!(load(dir.path()).unwrap(), saved);
@@ -386,6 +414,7 @@ mod tests {
             streams,
             messages: vec![],
             journal_pos: 0,
+            forgetting: Vec::new(),
         };
         save(dir.path(), &checkpoint).unwrap();
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();

@@ -55,6 +55,9 @@ pub struct IngestLog {
     /// The same for the seasons file: a forgotten stream's season left in it would be joined
     /// to the stream's next life at a restart.
     forgot_season: bool,
+    /// Streams forgotten whose forgetting the alerting stage has not finished, with how many
+    /// times ([`checkpoint::Checkpoint::forgetting`]); read from the checkpoint at start-up.
+    forgetting: std::collections::BTreeMap<String, usize>,
     pub(super) max_bytes: u64,
     pub(super) every: Duration,
     full_log: RateLimit,
@@ -95,6 +98,7 @@ impl IngestLog {
             checkpoint::StreamSeasons::default()
         });
         let replay_known_before = found.journal_pos;
+        let forgetting = found.forgetting.into_iter().map(|s| (s, 1)).collect();
         let mut saved = found.streams;
         checkpoint::join_seasons(&mut saved, seasons);
         progress.seed(&saved);
@@ -131,6 +135,7 @@ impl IngestLog {
             replay_known_before,
             forgot: false,
             forgot_season: false,
+            forgetting,
             max_bytes: settings.max_bytes,
             every: settings.checkpoint,
             full_log: RateLimit::new(Duration::from_secs(10)),
@@ -195,6 +200,12 @@ impl IngestLog {
             .map_or(record.pos < self.replay_known_before, |s| {
                 record.pos < s.since
             })
+    }
+
+    /// The streams the last run forgot without the alerting stage finishing it (read from the
+    /// checkpoint at start-up): each is finished before anything is replayed.
+    pub(super) fn forgetting(&self) -> Vec<String> {
+        self.forgetting.keys().cloned().collect()
     }
 
     /// Where in the checkpoint read at start-up the stream `id` begins ([`Saved::since`]).
@@ -312,6 +323,8 @@ impl IngestLog {
     /// forget; a checkpoint only takes progress for streams in the table.)
     pub(super) fn forget(&mut self, id: &str) {
         self.forgot |= self.saved.remove(id).is_some();
+        *self.forgetting.entry(id.to_owned()).or_default() += 1;
+        self.forgot = true;
         self.forgot_season |= self.seasons.remove(id).is_some();
     }
 
@@ -373,6 +386,15 @@ impl IngestLog {
                 seasons = Some(all);
             }
         }
+        for stream in self.progress.take_forgotten() {
+            if let Some(n) = self.forgetting.get_mut(&stream) {
+                *n -= 1;
+                if *n == 0 {
+                    self.forgetting.remove(&stream);
+                }
+                self.forgot = true;
+            }
+        }
         if saved == self.saved && !self.forgot && self.journal.segments() < 2 && seasons.is_none() {
             return;
         }
@@ -380,6 +402,7 @@ impl IngestLog {
             streams: saved,
             messages: self.ids.iter().map(|id| id.raw()).collect(),
             journal_pos: self.journal.next_pos(),
+            forgetting: self.forgetting.keys().cloned().collect(),
         };
         on_disk(|| self.save(file, seasons, table, metrics));
     }

@@ -248,6 +248,7 @@ impl Ingest {
         mut deliveries: mpsc::Receiver<Vec<Delivery>>,
         token: CancellationToken,
     ) -> Option<Leftover> {
+        self.finish_forgetting().await;
         self.replay().await;
         self.tell_orphans().await;
         let every = self.log.as_ref().map(|d| d.every);

@@ -43,6 +43,44 @@ impl Ingest {
         }
     }
 
+    /// Tells the alerting stage of each stream the last run forgot without the alerting stage
+    /// finishing it (the checkpoint remembers: a crash came between), before anything is
+    /// replayed, waiting until it has taken every one: the stream's raise is cleared, and its
+    /// window numbers go, before a window of a new life of it is judged. Not told again as an
+    /// orphan.
+    pub(super) async fn finish_forgetting(&mut self) {
+        let (Some(log), Some((tx, _))) = (&self.log, &self.news) else {
+            return;
+        };
+        let streams = log.forgetting();
+        if streams.is_empty() {
+            return;
+        }
+        let tx = tx.clone();
+        let raised: HashSet<String> = self
+            .alerted_before
+            .iter()
+            .filter(|(_, raised)| *raised)
+            .map(|(s, _)| s.clone())
+            .collect();
+        self.alerted_before.retain(|(s, _)| !streams.contains(s));
+        self.pulse.idle();
+        for stream in streams {
+            info!(
+                stream,
+                "Stream forgotten by the last run, its forgetting finished now."
+            );
+            let raised = raised.contains(&stream);
+            if tx
+                .send(StreamNews::ForgottenBefore { stream, raised })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
     /// Tells the alerting stage of each stream an earlier run alerted on that this run does
     /// not carry on: not in the checkpoint (which resumes it when it speaks), nor windowed
     /// by the replay. Waits until the alerting stage has taken every one: a live window of
