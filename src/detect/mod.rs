@@ -495,9 +495,10 @@ impl Judge {
         self.detectors.get(stream).map(Detector::saved)
     }
 
-    /// Whether `stream` has a detector (judged, or restored, and not forgotten since).
+    /// Whether `stream` has a detector (judged, or restored from the checkpoint, and not
+    /// forgotten since).
     pub fn knows(&self, stream: &str) -> bool {
-        self.detectors.contains_key(stream)
+        self.detectors.contains_key(stream) || self.saved.contains_key(stream)
     }
 
     /// Forgets a stream (it went quiet): if it comes back, its detector starts fresh. Returns

@@ -95,6 +95,8 @@ pub struct Saved {
 pub struct Progress {
     judged: Arc<Mutex<HashMap<String, Judged>>>,
     forgotten: Arc<Mutex<Vec<String>>>,
+    /// Whether [`Progress::forgotten`] is kept: only a journal's checkpoint takes it.
+    keeps_forgotten: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Progress {
@@ -153,10 +155,23 @@ impl Progress {
     /// The alerting stage has finished forgetting `stream` (its clear, when it was raised, is
     /// in the outbox): the checkpoint no longer needs to remember it is being forgotten.
     pub fn forgotten(&self, stream: &str) {
+        if !self
+            .keeps_forgotten
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         self.forgotten
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(stream.to_owned());
+    }
+
+    /// Keeps what [`Progress::forgotten`] is told, for [`Progress::take_forgotten`] (set by
+    /// the journal, whose checkpoint takes it: without one nothing would, and it would grow).
+    pub fn keep_forgotten(&self) {
+        self.keeps_forgotten
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The streams [`Progress::forgotten`] since the last call.

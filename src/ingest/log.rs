@@ -98,6 +98,7 @@ impl IngestLog {
             checkpoint::StreamSeasons::default()
         });
         let replay_known_before = found.journal_pos;
+        progress.keep_forgotten();
         let forgetting = found.forgetting.into_iter().map(|s| (s, 1)).collect();
         let mut saved = found.streams;
         checkpoint::join_seasons(&mut saved, seasons);
@@ -320,11 +321,15 @@ impl IngestLog {
 
     /// Forgets a stream dropped from the stream table: its checkpoint entry goes, and its
     /// journal records are no longer needed. (Its judging progress is the alerting stage's to
-    /// forget; a checkpoint only takes progress for streams in the table.)
-    pub(super) fn forget(&mut self, id: &str) {
+    /// forget; a checkpoint only takes progress for streams in the table.) With `told`, the
+    /// alerting stage is told to forget it too, and the checkpoint keeps it under
+    /// `forgetting` until it has.
+    pub(super) fn forget(&mut self, id: &str, told: bool) {
         self.forgot |= self.saved.remove(id).is_some();
-        *self.forgetting.entry(id.to_owned()).or_default() += 1;
-        self.forgot = true;
+        if told {
+            *self.forgetting.entry(id.to_owned()).or_default() += 1;
+            self.forgot = true;
+        }
         self.forgot_season |= self.seasons.remove(id).is_some();
     }
 
@@ -543,7 +548,7 @@ mod tests {
         assert!(saved().contains_key("vib/a"));
         let idle = Duration::from_secs(1);
         assert_eq!(table.expire(now + idle, idle).len(), 1);
-        log.forget("vib/a");
+        log.forget("vib/a", false);
         progress.forget("vib/a");
         log.checkpoint(&table, &metrics, false);
         assert!(!saved().contains_key("vib/a"), "{:?}", saved().keys());
@@ -579,7 +584,7 @@ mod tests {
         life(&mut log, &mut table, 6);
         let idle = Duration::from_secs(1);
         assert_eq!(table.expire(now + idle, idle).len(), 1);
-        log.forget("vib/a");
+        log.forget("vib/a", false);
         let since = log.next_pos();
         life(&mut log, &mut table, 2);
         let metrics = Metrics::new();

@@ -155,7 +155,7 @@ impl Ingest {
     /// (told through the forget queue) the alerting stage.
     pub(super) fn forget_stream(&mut self, id: String) {
         if let Some(log) = &mut self.log {
-            log.forget(&id);
+            log.forget(&id, self.news.is_some());
         }
         if let Some((_, progress)) = &self.news {
             progress.forget(&id);

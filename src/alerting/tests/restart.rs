@@ -255,3 +255,35 @@ async fn a_raise_older_than_the_checkpoint_is_cleared_once() {
         sink.sent()
     );
 }
+
+/// A forgetting the last run did not finish (a crash came first; the checkpoint says so) is
+/// finished before anything is judged: each raise left is cleared, and the earlier life's
+/// window numbers go. A new life restored from the checkpoint (m1) keeps its retained state,
+/// with no `forgotten` phase over it; a stream with no life in this run (m2) gets it.
+#[tokio::test]
+async fn a_forgetting_the_last_run_did_not_finish_is_finished_first() {
+    let sink = Recording::default();
+    let resumed = Resumed {
+        detectors: [("vib/m1".to_owned(), DetectorState::default())].into(),
+        alerted_through: [("vib/m1".to_owned(), 9)].into(),
+        raised: ["vib/m1".to_owned()].into(),
+    };
+    let (mut a, _) = stage(&sink, (), resumed);
+    a.forgotten_before("vib/m1", true).await.unwrap();
+    a.forgotten_before("vib/m2", true).await.unwrap();
+    assert_eq!(
+        sink.sent(),
+        [
+            Sent::Alert("vib/m1".into(), "cleared", u64::MAX),
+            Sent::Alert("vib/m2".into(), "cleared", u64::MAX),
+            Sent::Forgotten("vib/m2".into()),
+        ]
+    );
+    a.batch(batch(&stream("vib/m1"), 0, &[2.0, 2.0]))
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.alerts().last(),
+        Some(&Sent::Alert("vib/m1".into(), "raised", 1))
+    );
+}
