@@ -320,3 +320,47 @@ async fn forgotten_then_restarted(comes_back: bool) {
     assert_eq!(daemon.metric("ebgand_journal_replayed_total"), 0);
     daemon.shutdown().await.unwrap();
 }
+
+/// Without a journal a restart carries no stream on: a raise the last run left open is cleared
+/// as forgotten when the next run starts, and the retained state says so. Before, nothing ever
+/// cleared it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_journal_a_restart_clears_the_raises_it_cannot_carry_on() {
+    let broker = Mosquitto::start().await;
+    let obs = Observer::start(broker.port, "nj/#").await;
+    let mut settings = settings(broker.port, "nj", VIBRATION);
+    settings.journal = None;
+    let daemon = TestDaemon::start(settings.clone()).await;
+    let mut tx = Sender::start(broker.port).await;
+    let mut m = ebgand::demo::sim::Machine::new(7);
+    for fault in [false, true] {
+        for _ in 0..20 {
+            let samples = serde_json::to_vec(&m.samples(64, fault)).unwrap();
+            tx.publish("sensors/m1/vibration", samples).await;
+        }
+    }
+    tx.flushed().await;
+    let alerts = || obs.on("nj/alerts/vibration/m1");
+    eventually(Duration::from_secs(20), "the fault's alert", || {
+        !alerts().is_empty()
+    })
+    .await;
+    daemon.shutdown().await.unwrap();
+    let daemon = TestDaemon::start(settings).await;
+    eventually(Duration::from_secs(20), "the alert cleared", || {
+        alerts().len() >= 2
+    })
+    .await;
+    let (raised, cleared) = (&alerts()[0].json, &alerts()[1].json);
+    assert_eq!(raised["state"], "raised");
+    assert_eq!(cleared["state"], "cleared");
+    assert_eq!(cleared["reason"], "forgotten");
+    assert_eq!(cleared["raise_alert_id"], raised["alert_id"]);
+    eventually(Duration::from_secs(10), "the forgotten state", || {
+        obs.on("nj/state/vibration/m1")
+            .iter()
+            .any(|s| s.json["phase"] == "forgotten")
+    })
+    .await;
+    daemon.shutdown().await.unwrap();
+}
