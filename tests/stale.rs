@@ -184,15 +184,7 @@ async fn an_alert_still_raised_when_its_stream_is_forgotten_is_cleared() {
     let config = format!("{VIBRATION}\n[limits]\nstream_idle_s = 2\n");
     let daemon = TestDaemon::start(settings(broker.port, "fg", &config)).await;
     let mut tx = Sender::start(broker.port).await;
-    let mut m = ebgand::demo::sim::Machine::new(7);
-    let topic = "sensors/m1/vibration";
-    for fault in [false, true] {
-        for _ in 0..20 {
-            tx.publish(topic, serde_json::to_vec(&m.samples(64, fault)).unwrap())
-                .await;
-        }
-    }
-    tx.flushed().await;
+    fault_on_m1(&mut tx).await;
     let alerts = || obs.on("fg/alerts/vibration/m1");
     eventually(Duration::from_secs(20), "the fault's alert", || {
         !alerts().is_empty()
@@ -252,14 +244,7 @@ async fn forgotten_then_restarted(comes_back: bool) {
     let settings = settings(broker.port, prefix, &config);
     let daemon = TestDaemon::start(settings.clone()).await;
     let mut tx = Sender::start(broker.port).await;
-    let mut m = ebgand::demo::sim::Machine::new(7);
-    for fault in [false, true] {
-        for _ in 0..20 {
-            let samples = serde_json::to_vec(&m.samples(64, fault)).unwrap();
-            tx.publish("sensors/m1/vibration", samples).await;
-        }
-    }
-    tx.flushed().await;
+    let mut m = fault_on_m1(&mut tx).await;
     let alerts = || obs.on(&format!("{prefix}/alerts/vibration/m1"));
     eventually(
         Duration::from_secs(20),
@@ -332,14 +317,7 @@ async fn without_a_journal_a_restart_clears_the_raises_it_cannot_carry_on() {
     settings.journal = None;
     let daemon = TestDaemon::start(settings.clone()).await;
     let mut tx = Sender::start(broker.port).await;
-    let mut m = ebgand::demo::sim::Machine::new(7);
-    for fault in [false, true] {
-        for _ in 0..20 {
-            let samples = serde_json::to_vec(&m.samples(64, fault)).unwrap();
-            tx.publish("sensors/m1/vibration", samples).await;
-        }
-    }
-    tx.flushed().await;
+    fault_on_m1(&mut tx).await;
     let alerts = || obs.on("nj/alerts/vibration/m1");
     eventually(Duration::from_secs(20), "the fault's alert", || {
         !alerts().is_empty()
@@ -363,4 +341,18 @@ async fn without_a_journal_a_restart_clears_the_raises_it_cannot_carry_on() {
     })
     .await;
     daemon.shutdown().await.unwrap();
+}
+
+/// Twenty healthy windows of machine `m1`, then twenty of a fault (the threshold raises); the
+/// machine, to send more.
+async fn fault_on_m1(tx: &mut Sender) -> ebgand::demo::sim::Machine {
+    let mut m = ebgand::demo::sim::Machine::new(7);
+    for fault in [false, true] {
+        for _ in 0..20 {
+            let samples = serde_json::to_vec(&m.samples(64, fault)).unwrap();
+            tx.publish("sensors/m1/vibration", samples).await;
+        }
+    }
+    tx.flushed().await;
+    m
 }
