@@ -9,7 +9,7 @@
 //! alert twice; `{"forget":STREAM}` drops it when the stream is forgotten) and
 //! `{"open":STREAM,"raise":ID,"at":TIME}` (a raise not cleared yet, so that its clear, even
 //! after restarts, carries `raise_alert_id` and the incident's `duration_s`), fsynced after each
-//! add; rewritten (temp file, fsync, rename) when mostly done lines. A torn
+//! add and each forget; rewritten (temp file, fsync, rename) when mostly done lines. A torn
 //! last line (a crash while appending) is skipped. Bounded: at `max` pending alerts, adding
 //! waits until the broker acknowledges one (backpressure toward scoring, never a drop).
 
@@ -374,7 +374,9 @@ impl Outbox {
     /// are numbered from 0 again and must not be taken for windows alerted before), and its
     /// open window alert. An open stale alert is kept: the stream is forgotten because it is
     /// silent, and when it speaks again that alert is cleared (as a replay of this line keeps
-    /// it too). Not fsynced: lost in a crash, the stream is only forgotten at the next one.
+    /// it too). Fsynced, as an alert is: the checkpoint stops remembering that the stream is
+    /// being forgotten once this is done, and a power loss that kept the checkpoint but lost
+    /// this line would let the old window numbers silence the stream's next life.
     ///
     /// # Errors
     /// [`OutboxError::Io`] when the write fails.
@@ -387,7 +389,7 @@ impl Outbox {
             &Line::Forget {
                 forget: stream.to_owned(),
             },
-            false,
+            true,
         )
     }
 
