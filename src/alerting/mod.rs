@@ -454,11 +454,8 @@ impl<S: AlertSink, T: Tap> Alerting<S, T> {
                 "Alert raised by an earlier run for a stream this one does not carry on; cleared as forgotten."
             );
         }
-        self.out.say_forgotten(stream, raised, true).await?;
-        self.raised_before.remove(stream);
-        self.alerted_through.remove(stream);
-        self.out.sink.forget(stream);
-        Ok(())
+        // With no life in this run, what is left of it is finished as a forgetting is.
+        self.forgotten_before(stream, raised).await
     }
 
     /// Finishes forgetting `stream`, which the last run forgot and this stage did not finish

@@ -129,11 +129,17 @@ pub async fn run(
         .as_ref()
         .map(|d| d.resumed(outbox.lock().last_alerts()))
         .unwrap_or_default();
-    resumed.raised = outbox
-        .lock()
-        .open_window_incidents(&[STALE])
-        .into_iter()
-        .collect();
+    // The raises the outbox holds open, and every stream it has alerts of (an earlier run's):
+    // what the alerting stage sets right, and what ingest tells it of after the replay.
+    let raised_open = outbox.lock().open_window_incidents(&[STALE]);
+    resumed.raised = raised_open.iter().cloned().collect();
+    let alerted_before: Vec<(String, bool)> = {
+        let mut alerted: BTreeMap<String, bool> = (outbox.lock().last_alerts().keys())
+            .map(|s| (s.clone(), false))
+            .collect();
+        alerted.extend(raised_open.into_iter().map(|s| (s, true)));
+        alerted.into_iter().collect()
+    };
     let (publisher, publisher_loop) = Publisher::new(
         &settings.mqtt,
         &settings.node,
@@ -312,26 +318,9 @@ pub async fn run(
     );
     let (deliveries_tx, deliveries_rx) = mpsc::channel(HANDOVER_QUEUE);
     // Only ingest holds the queues' senders now: when it stops, the queues close.
-    // Each its own statement: a guard lives to the end of the statement that takes it.
-    let stale_open = outbox.lock().open_incidents(STALE);
-    let alerted_before = {
-        let outbox = outbox.lock();
-        let mut alerted: BTreeMap<String, bool> = outbox
-            .last_alerts()
-            .keys()
-            .map(|s| (s.clone(), false))
-            .collect();
-        alerted.extend(
-            outbox
-                .open_window_incidents(&[STALE])
-                .into_iter()
-                .map(|s| (s, true)),
-        );
-        alerted.into_iter().collect()
-    };
     let ingest = Ingest::new(&settings, queues, acker, metrics.clone(), Some(control_tx))
         .telling(news_tx, progress.clone())
-        .stale_before(stale_open)
+        .stale_before(outbox.lock().open_incidents(STALE))
         .alerted_before(alerted_before);
     let ingest = match journal {
         Some(d) => ingest.journaled(d),

@@ -474,6 +474,23 @@ impl IngestLog {
 mod tests {
     use super::*;
 
+    /// The journal and checkpoint in `dir`, with segments of `segment_bytes` and a bound of
+    /// `max_bytes`, checkpointing `progress`.
+    fn opened(
+        dir: &std::path::Path,
+        segment_bytes: u64,
+        max_bytes: u64,
+        progress: Progress,
+    ) -> IngestLog {
+        let settings = JournalSettings {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            max_bytes,
+            checkpoint: Duration::from_secs(1),
+        };
+        IngestLog::open(&settings, progress, Faults::default()).unwrap()
+    }
+
     /// With partition.prefixes, records are journaled under the prefixed topic but the
     /// table is keyed by the topic without it; retiring a segment must still keep records
     /// whose windows are not judged.
@@ -481,13 +498,7 @@ mod tests {
     fn retiring_keeps_unjudged_records_of_prefixed_topics() {
         let routes = super::super::streams::tests::routes(64, 64);
         let dir = tempfile::tempdir().unwrap();
-        let settings = JournalSettings {
-            dir: dir.path().to_path_buf(),
-            segment_bytes: 100,
-            max_bytes: 1 << 20,
-            checkpoint: Duration::from_secs(1),
-        };
-        let mut log = IngestLog::open(&settings, Progress::default(), Faults::default()).unwrap();
+        let mut log = opened(dir.path(), 100, 1 << 20, Progress::default());
         log.prefixes = vec!["part/0/".to_owned()];
         let mut table = StreamTable::new(routes, 10, None);
         let now = Instant::now();
@@ -524,14 +535,8 @@ mod tests {
     fn a_forgotten_streams_season_leaves_the_seasons_file() {
         let routes = super::super::streams::tests::routes(8, 8);
         let dir = tempfile::tempdir().unwrap();
-        let settings = JournalSettings {
-            dir: dir.path().to_path_buf(),
-            segment_bytes: 1 << 20,
-            max_bytes: 1 << 20,
-            checkpoint: Duration::from_secs(1),
-        };
         let progress = Progress::default();
-        let mut log = IngestLog::open(&settings, progress.clone(), Faults::default()).unwrap();
+        let mut log = opened(dir.path(), 1 << 20, 1 << 20, progress.clone());
         let mut table = StreamTable::new(routes, 10, None);
         let now = Instant::now();
         table.route("sensors/a/vibration", now, |_| None);
@@ -561,13 +566,7 @@ mod tests {
     fn retiring_drops_the_records_of_a_streams_earlier_life() {
         let routes = super::super::streams::tests::routes(64, 64);
         let dir = tempfile::tempdir().unwrap();
-        let settings = JournalSettings {
-            dir: dir.path().to_path_buf(),
-            segment_bytes: 100,
-            max_bytes: 1 << 20,
-            checkpoint: Duration::from_secs(1),
-        };
-        let mut log = IngestLog::open(&settings, Progress::default(), Faults::default()).unwrap();
+        let mut log = opened(dir.path(), 100, 1 << 20, Progress::default());
         let mut table = StreamTable::new(routes, 10, None);
         let (now, topic) = (Instant::now(), "sensors/a/vibration");
         let payload = serde_json::to_vec(&[1.0f32, 2.0, 3.0]).unwrap();
@@ -606,14 +605,8 @@ mod tests {
     fn over_the_bound_pauses_only_while_windows_are_judged() {
         let routes = super::super::streams::tests::routes(8, 8);
         let dir = tempfile::tempdir().unwrap();
-        let settings = JournalSettings {
-            dir: dir.path().to_path_buf(),
-            segment_bytes: 1 << 20,
-            max_bytes: 40,
-            checkpoint: Duration::from_secs(1),
-        };
         let progress = Progress::default();
-        let mut log = IngestLog::open(&settings, progress.clone(), Faults::default()).unwrap();
+        let mut log = opened(dir.path(), 1 << 20, 40, progress.clone());
         let mut table = StreamTable::new(routes, 10, None);
         let (now, topic) = (Instant::now(), "sensors/a/vibration");
         table.route(topic, now, |_| None);

@@ -9,6 +9,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::log::IngestLog;
 use super::{Ingest, MAX_UNSENT};
 use crate::alerting::StreamNews;
 use crate::detect::Transition;
@@ -45,18 +46,17 @@ impl Ingest {
 
     /// Tells the alerting stage of each stream the last run forgot without the alerting stage
     /// finishing it (the checkpoint remembers: a crash came between), before anything is
-    /// replayed, waiting until it has taken every one: the stream's raise is cleared, and its
-    /// window numbers go, before a window of a new life of it is judged. Not told again as an
-    /// orphan.
+    /// replayed: the stream's raise is cleared, and its window numbers go, before a window of
+    /// a new life of it is judged. Not told again as an orphan.
     pub(super) async fn finish_forgetting(&mut self) {
-        let (Some(log), Some((tx, _))) = (&self.log, &self.news) else {
-            return;
-        };
-        let streams = log.forgetting();
-        if streams.is_empty() {
+        let streams = self
+            .log
+            .as_ref()
+            .map(IngestLog::forgetting)
+            .unwrap_or_default();
+        if streams.is_empty() || self.news.is_none() {
             return;
         }
-        let tx = tx.clone();
         let raised: HashSet<String> = self
             .alerted_before
             .iter()
@@ -64,44 +64,45 @@ impl Ingest {
             .map(|(s, _)| s.clone())
             .collect();
         self.alerted_before.retain(|(s, _)| !streams.contains(s));
-        self.pulse.idle();
-        for stream in streams {
-            info!(
-                stream,
-                "Stream forgotten by the last run, its forgetting finished now."
-            );
-            let raised = raised.contains(&stream);
-            if tx
-                .send(StreamNews::ForgottenBefore { stream, raised })
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
+        let news = streams
+            .into_iter()
+            .map(|stream| {
+                info!(
+                    stream,
+                    "Stream forgotten by the last run, its forgetting finished now."
+                );
+                let raised = raised.contains(&stream);
+                StreamNews::ForgottenBefore { stream, raised }
+            })
+            .collect();
+        self.hand_over(news).await;
     }
 
     /// Tells the alerting stage of each stream an earlier run alerted on that this run does
     /// not carry on: not in the checkpoint (which resumes it when it speaks), nor windowed
-    /// by the replay. Waits until the alerting stage has taken every one: a live window of
-    /// such a stream must come after its news (the news queue is bounded; this is the only
-    /// time ingest waits on it).
+    /// by the replay. A live window of such a stream must come after its news.
     pub(super) async fn tell_orphans(&mut self) {
-        let Some((tx, _)) = &self.news else { return };
-        let tx = tx.clone();
         let live: HashSet<&str> = self.table.entries().map(|e| e.info().id.as_str()).collect();
         let orphans: Vec<StreamNews> = std::mem::take(&mut self.alerted_before)
             .into_iter()
             .filter(|(stream, _)| {
                 !live.contains(stream.as_str())
-                    && self.log.as_ref().is_none_or(|l| l.saved(stream).is_none())
+                    && self.log.as_ref().is_none_or(|l| l.since(stream).is_none())
             })
             .map(|(stream, raised)| StreamNews::Orphaned { stream, raised })
             .collect();
-        // Waiting on another stage, not stuck.
+        self.hand_over(orphans).await;
+    }
+
+    /// Hands `news` to the alerting stage in order, waiting while its queue is full: at
+    /// start-up, before ingest reads a live message (the only time ingest waits on that queue;
+    /// it is idle meanwhile, waiting on another stage, not stuck).
+    async fn hand_over(&mut self, news: Vec<StreamNews>) {
+        let Some((tx, _)) = &self.news else { return };
+        let tx = tx.clone();
         self.pulse.idle();
-        for news in orphans {
-            if tx.send(news).await.is_err() {
+        for n in news {
+            if tx.send(n).await.is_err() {
                 return;
             }
         }
